@@ -1,0 +1,173 @@
+/*
+ * config.h: the main configuration (spec.md "Main config"), loaded strictly.
+ *
+ * `config_load` parses the JSON file with jansson (duplicate keys rejected),
+ * checks every key against a table of name, type, range and default, and
+ * reports every problem as file:line:column into a `struct diags`. The result is
+ * immutable once loaded: the server shares it read-only between workers and
+ * replaces it whole on SIGHUP. Relative paths are already resolved against the
+ * config file's directory.
+ *
+ * Fields below marked "extension" are not in spec.md's sample; README documents
+ * them. Every key spec.md names is here, with the same name.
+ */
+#ifndef BATON_CONFIG_H
+#define BATON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "diag.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/baton/baton.json"
+
+struct cfg_cidr {
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network byte order, masked */
+    int bits;
+};
+
+struct cfg_addr {
+    char *host; /* owned; "0.0.0.0", "127.0.0.1", "::" ... */
+    int port;
+};
+
+struct cfg_limits {
+    size_t max_header_bytes;  /* 16384, range 1024..1048576 */
+    size_t max_uri_bytes;     /* 8192, range 256..65536 */
+    uint64_t max_body_bytes;  /* 33554432, range 0..2^40 */
+    unsigned header_timeout_ms; /* 10000, range 100..600000 */
+    unsigned idle_timeout_ms;   /* 60000, range 100..3600000 */
+    unsigned max_connections;   /* 10000, range 1..1000000 */
+};
+
+enum cfg_key_source { KEYS_DISCOVERY, KEYS_JWKS_URI, KEYS_JWKS_FILE };
+
+/* JWS algorithms, as bits of cfg_issuer.algorithms. */
+enum jws_alg {
+    JWS_RS256, JWS_RS384, JWS_RS512,
+    JWS_PS256, JWS_PS384, JWS_PS512,
+    JWS_ES256, JWS_ES384, JWS_ES512,
+    JWS_EDDSA,
+    JWS_ALG__COUNT
+};
+/* "RS256" -> JWS_RS256 (exact, case-sensitive as RFC 7518), or -1. */
+int jws_alg_from_name(const char *name);
+const char *jws_alg_name(enum jws_alg alg);
+
+struct cfg_issuer {
+    char *name;   /* local name policies refer to ("aws") */
+    char *issuer; /* exact `iss` value */
+    enum cfg_key_source key_source;
+    char *jwks_uri;  /* KEYS_JWKS_URI, or filled from discovery at run time: NULL here */
+    char *jwks_file; /* KEYS_JWKS_FILE, resolved path */
+    char **audiences;
+    size_t n_audiences;
+    char *audience_claim; /* "aud" (default) or "client_id" */
+    unsigned algorithms;  /* bitmask of 1u << enum jws_alg; default RS256|ES256 */
+    char **token_types;   /* allowed `typ`; absent typ always accepted */
+    size_t n_token_types; /* 0 with the key absent: default ["JWT", "at+jwt"] */
+    int leeway_s;         /* 60, range 0..600 */
+    /* extensions */
+    char *token_use;        /* "access" or "id": Cognito `token_use` required; NULL: not checked */
+    bool allow_missing_kid; /* default false: a token without kid fails */
+    bool allow_http;        /* default false: plain http only to loopback, for tests */
+    unsigned refresh_min_s; /* 60, range 1..86400: floor of the refresh schedule */
+    unsigned refresh_max_s; /* 3600, range refresh_min_s..604800: ceiling */
+    unsigned fetch_timeout_ms; /* 5000, range 100..60000 */
+    size_t max_token_bytes; /* 16384, range 512..1048576 */
+};
+
+enum cfg_google_source { GOOGLE_METADATA, GOOGLE_SA_KEY, GOOGLE_LOCAL };
+
+struct cfg_google {
+    enum cfg_google_source source; /* "credentials": "metadata" | "local", or service_account_key */
+    char *service_account_key;     /* resolved path, GOOGLE_SA_KEY */
+    /* extensions: endpoints overridable for tests and private endpoints */
+    char *metadata_host;     /* default $GCE_METADATA_HOST, then "metadata.google.internal" */
+    char *token_uri;         /* overrides the key file's token_uri when set */
+    char *iamcredentials_url; /* default "https://iamcredentials.googleapis.com" */
+    char *local_key;         /* GOOGLE_LOCAL: PEM private key path; NULL: generated at start */
+    char *local_issuer;      /* GOOGLE_LOCAL: iss of minted tokens, default "https://baton.local" */
+    unsigned token_lifetime_s; /* GOOGLE_LOCAL lifetime, 3600, range 60..43200 */
+    unsigned timeout_ms;     /* 5000, per call to Google */
+};
+
+enum cfg_identity { IDENTITY_GOOGLE, IDENTITY_NONE };
+
+struct cfg_upstream {
+    char *name;
+    char *url;      /* as written */
+    char *audience; /* default: the URL's origin */
+    char *token_header; /* "authorization" (default) | "x-serverless-authorization" */
+    enum cfg_identity identity; /* default google */
+    unsigned timeout_ms;        /* 60000, range 1..3600000 */
+    /* parsed from url */
+    bool tls;
+    char *host;     /* owned */
+    int port;       /* 443 / 80 default */
+    char *base_path; /* owned; "" or "/prefix" without trailing slash */
+};
+
+enum cfg_fsync { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_NONE };
+enum cfg_on_failure { ON_FAILURE_DENY, ON_FAILURE_ALLOW };
+
+struct cfg_audit {
+    char *path; /* resolved; "-" for stdout */
+    enum cfg_fsync fsync;           /* default batch */
+    enum cfg_on_failure on_failure; /* default deny */
+    char *signing_key;              /* resolved path or NULL: no checkpoints */
+    char **record_headers;
+    size_t n_record_headers;
+    /* extensions */
+    uint64_t rotate_bytes;        /* 0: never by size; else range 4096..2^40 */
+    unsigned batch_ms;            /* 10, range 1..1000: group commit interval */
+    unsigned checkpoint_records;  /* 1000, range 1..10000000 */
+    unsigned checkpoint_interval_s; /* 60, range 1..86400 */
+    unsigned queue_records;       /* 65536, range 16..16777216 */
+};
+
+struct baton_config {
+    char *file; /* path as given, owned */
+    char *dir;  /* its directory, owned: base of relative paths */
+    char *text; /* file bytes, owned: kept for positions of late errors */
+    size_t text_len;
+    struct cfg_addr listen;       /* "0.0.0.0:8080"; $PORT overrides the port */
+    struct cfg_addr admin_listen; /* "127.0.0.1:9090" */
+    bool admin_enabled;           /* false when admin_listen is "" */
+    int workers;                  /* 0: one per CPU; range 0..256 */
+    struct cfg_cidr *trusted_proxies;
+    size_t n_trusted_proxies;
+    struct cfg_limits limits;
+    struct cfg_issuer *issuers;
+    size_t n_issuers;
+    struct cfg_google google;
+    struct cfg_upstream *upstreams;
+    size_t n_upstreams;
+    char *policies; /* resolved directory, default "<dir>/policies" */
+    struct cfg_audit audit;
+    /* extensions */
+    unsigned drain_ms; /* "drain_timeout_ms", 8000, range 0..600000 */
+};
+
+/*
+ * Loads `path`. Returns an owned config, or NULL with every error added to `d`.
+ * Warnings do not exist: what is wrong is an error.
+ */
+struct baton_config *config_load(const char *path, struct diags *d);
+void config_free(struct baton_config *cfg);
+
+/* Which file to load: `-c` wins, then $BATON_CONFIG, then CONFIG_DEFAULT_PATH. */
+const char *config_path_choose(const char *flag);
+
+/* Lookups by name; NULL when absent. Borrowed, valid while cfg lives. */
+const struct cfg_issuer *config_issuer(const struct baton_config *cfg, const char *name);
+const struct cfg_issuer *config_issuer_by_iss(const struct baton_config *cfg, const char *iss, size_t len);
+const struct cfg_upstream *config_upstream(const struct baton_config *cfg, const char *name);
+
+/* True when the address (AF_INET/AF_INET6 sockaddr) is within trusted_proxies. */
+struct sockaddr;
+bool config_is_trusted_proxy(const struct baton_config *cfg, const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * reason.c: the outcome table of reason.h, expanded once.
+ */
+#include "reason.h"
+
+#include <string.h>
+
+static const struct {
+    const char *code;
+    int status;
+} reasons[REASON__COUNT] = {
+#define REASON_ROW(name, code, status) {code, status},
+    REASONS(REASON_ROW)
+#undef REASON_ROW
+};
+
+const char *reason_code(enum reason r)
+{
+    return (unsigned)r < REASON__COUNT ? reasons[r].code : "internal_error";
+}
+
+int reason_status(enum reason r)
+{
+    return (unsigned)r < REASON__COUNT ? reasons[r].status : 500;
+}
+
+int reason_from_code(const char *code)
+{
+    for (int i = 0; i < REASON__COUNT; i++)
+        if (strcmp(reasons[i].code, code) == 0)
+            return i;
+    return -1;
+}
+
+const char *decision_name(enum decision d)
+{
+    switch (d) {
+    case DECISION_ALLOW:
+        return "allow";
+    case DECISION_DENY:
+        return "deny";
+    case DECISION_WOULD_DENY:
+        return "would_deny";
+    case DECISION_ERROR:
+        return "error";
+    }
+    return "error";
+}

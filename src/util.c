@@ -1,0 +1,179 @@
+/*
+ * util.c: allocation wrappers, hashing and clocks used throughout baton.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+static void oom(void)
+{
+    fputs("baton: out of memory\n", stderr);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+char *xstrdup(const char *s)
+{
+    return xstrndup(s, strlen(s));
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *xvasprintf(const char *fmt, va_list ap)
+{
+    char *p;
+    if (vasprintf(&p, fmt, ap) < 0)
+        oom();
+    return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *p;
+    va_start(ap, fmt);
+    p = xvasprintf(fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+void sha256_raw(const void *data, size_t len, unsigned char out[32])
+{
+    unsigned int n = 32;
+    if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL))
+        abort(); /* cannot fail for an in-memory digest short of OOM */
+}
+
+void hex_encode(const unsigned char *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+void sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char raw[32];
+    sha256_raw(data, len, raw);
+    hex_encode(raw, 32, out);
+}
+
+int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    for (size_t i = 0; i < n; i++) {
+        int ca = (unsigned char)a[i], cb = (unsigned char)b[i];
+        if (ca >= 'A' && ca <= 'Z')
+            ca += 32;
+        if (cb >= 'A' && cb <= 'Z')
+            cb += 32;
+        if (ca != cb)
+            return ca - cb;
+    }
+    return alen < blen ? -1 : alen > blen;
+}
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int read_file_capped(const char *path, size_t cap, char **out, size_t *len)
+{
+    int fd = -1, rc = -1, saved;
+    char *buf = NULL;
+    size_t n = 0, size = 4096;
+    ssize_t r;
+
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        goto out;
+    buf = xmalloc(size + 1);
+    for (;;) {
+        if (n == size) {
+            if (size > cap) { /* read one byte past the cap: too big */
+                errno = EFBIG;
+                goto out;
+            }
+            size = size * 2 > cap + 1 ? cap + 1 : size * 2;
+            buf = xrealloc(buf, size + 1);
+        }
+        r = read(fd, buf + n, size - n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > cap) {
+        errno = EFBIG;
+        goto out;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    buf = NULL;
+    if (len)
+        *len = n;
+    rc = 0;
+out:
+    saved = errno;
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    errno = saved;
+    return rc;
+}

@@ -1,0 +1,37 @@
+/*
+ * util.h: allocation that cannot fail silently, and small byte helpers shared by
+ * every module. Out-of-memory aborts: a proxy that limps on after a failed
+ * allocation is harder to reason about than one that restarts.
+ */
+#ifndef BATON_UTIL_H
+#define BATON_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
+/* SHA-256 of data, as 32 raw bytes or 64 lowercase hex digits plus NUL. */
+void sha256_raw(const void *data, size_t len, unsigned char out[32]);
+void sha256_hex(const void *data, size_t len, char out[65]);
+void hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
+
+/* ASCII case-insensitive comparison of two byte ranges. */
+int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
+
+/* Wall clock in milliseconds since the epoch, and a monotonic clock in ns. */
+int64_t now_ms(void);
+uint64_t mono_ns(void);
+
+/* Reads a whole file (at most `cap` bytes, else fails with errno EFBIG) into a
+ * NUL-terminated owned buffer. Returns 0/-1 with errno set. */
+int read_file_capped(const char *path, size_t cap, char **out, size_t *len);
+
+#endif

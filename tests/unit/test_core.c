@@ -1,0 +1,95 @@
+/* Unit tests of util.c, diag.c, log.c and reason.c. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <string.h>
+
+#include "diag.h"
+#include "log.h"
+#include "reason.h"
+#include "util.h"
+#include "tap.h"
+
+static void test_sha256(void)
+{
+    char hex[65];
+    sha256_hex("abc", 3, hex);
+    is_str(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+           "sha256_hex of \"abc\" is the FIPS 180-2 vector");
+    sha256_hex("", 0, hex);
+    is_str(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+           "sha256_hex of the empty string");
+}
+
+static void test_escape(void)
+{
+    char out[64];
+    json_escape(out, sizeof(out), "a\"b\\c\n\x01\xff", 8);
+    is_str(out, "a\\\"b\\\\c\\u000a\\u0001\\u00ff", "json_escape escapes quotes, control and non-ASCII bytes");
+    json_escape(out, 8, "abcdefghijkl", 12);
+    is_str(out, "abcdefg", "json_escape truncates at the capacity and terminates");
+    json_escape(out, 8, "abcde\"", 6);
+    is_str(out, "abcde\\\"", "json_escape never splits an escape sequence");
+    json_escape(out, 7, "abcde\"", 6);
+    is_str(out, "abcde", "json_escape drops an escape that does not fit whole");
+}
+
+static void test_reason(void)
+{
+    is_str(reason_code(REASON_NO_ROUTE), "no_route", "reason code of NO_ROUTE");
+    is_int(reason_status(REASON_NO_ROUTE), 404, "no_route maps to 404");
+    is_int(reason_status(REASON_EXPIRED), 401, "expired maps to 401");
+    is_int(reason_status(REASON_RATE_LIMITED), 429, "rate_limited maps to 429");
+    is_int(reason_status(REASON_IDENTITY_UNAVAILABLE), 503, "identity_unavailable maps to 503");
+    is_int(reason_from_code("header_mismatch"), REASON_HEADER_MISMATCH, "reason_from_code round-trips");
+    is_int(reason_from_code("nonsense"), -1, "unknown code is -1");
+    int dup = 0;
+    for (int i = 0; i < REASON__COUNT; i++)
+        for (int j = i + 1; j < REASON__COUNT; j++)
+            dup += !strcmp(reason_code(i), reason_code(j));
+    is_int(dup, 0, "every reason code is unique");
+    is_str(decision_name(DECISION_WOULD_DENY), "would_deny", "decision name of dry-run deny");
+}
+
+static void test_diags(void)
+{
+    struct diags d = DIAGS_INIT;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    diags_add(&d, "conf/baton.json", 3, 14, "unknown key \"%s\"", "lisen");
+    diags_add(&d, "policies", 0, 0, "cannot open");
+    diags_print(&d, f);
+    fclose(f);
+    is_str(buf, "conf/baton.json:3:14: error: unknown key \"lisen\"\npolicies: error: cannot open\n",
+           "diags print file:line:col and omit unknown positions");
+    diags_free(&d);
+    is_int(d.n, 0, "diags_free empties the list");
+    free(buf);
+}
+
+static void test_read_capped(void)
+{
+    char path[] = "/tmp/baton-test-XXXXXX";
+    int fd = mkstemp(path);
+    char *out;
+    size_t len;
+    (void)!write(fd, "0123456789", 10);
+    close(fd);
+    ok(read_file_capped(path, 10, &out, &len) == 0 && len == 10 && !strcmp(out, "0123456789"),
+       "read_file_capped reads a file of exactly the cap");
+    free(out);
+    ok(read_file_capped(path, 9, &out, &len) == -1 && errno == EFBIG,
+       "read_file_capped refuses a file one byte over the cap with EFBIG");
+    unlink(path);
+}
+
+int main(void)
+{
+    test_sha256();
+    test_escape();
+    test_reason();
+    test_diags();
+    test_read_capped();
+    return tap_done();
+}
