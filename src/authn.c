@@ -1,0 +1,508 @@
+/*
+ * authn.c: token authentication (issuer, key, signature, claims) and the
+ * per-worker verified-token cache.
+ *
+ * Order of checks, each failing with its own reason (authn.h lists them):
+ * size cap (the largest issuer cap, before any decoding) -> jws_parse (strict
+ * encoding, JSON, header: alg/crit/b64/embedded keys) -> `iss` selects the
+ * issuer -> the issuer's own size cap and algorithm list -> key set (never
+ * loaded: keys_unavailable) -> `kid` within that key set only (unknown: ask the
+ * key provider for a rate-limited refresh, fail) -> signature -> exp, nbf, iat
+ * -> audience -> typ -> token_use -> sub/jti types. Claims never decide
+ * anything before the signature over them verified.
+ *
+ * The cache (one per worker, so no locks) is a chained hash table over a
+ * fixed pool of entries with an LRU list. Its key is the SHA-256 of the token
+ * plus the identity of the `struct authn` (each authn_new gets a process-unique
+ * id, so a reloaded config never serves entries verified under the old one);
+ * a hit also compares the whole token bytes. An entry remembers the issuer it
+ * was verified for, the key-set generation read BEFORE the key set was
+ * acquired (so a racing rotation can only cause a spurious miss, never keep a
+ * revoked key's token alive), and its validity window [max(nbf, iat) -
+ * leeway, exp + leeway). A hit re-checks the generation and the window.
+ */
+#include "authn.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct authn {
+    uint64_t id;
+    const struct baton_config *cfg;
+    struct authn_keys keys;
+    size_t max_token_bytes; /* the largest of the issuers' caps */
+};
+
+static atomic_uint_fast64_t authn_ids = 1;
+
+/* ---- cache ---------------------------------------------------------------------- */
+
+struct centry {
+    unsigned char sha[32];
+    uint64_t authn_id;
+    const struct cfg_issuer *issuer; /* only dereferenced when authn_id matches */
+    uint64_t generation;
+    double valid_from, valid_until; /* seconds; valid while from <= now < until */
+    char *token;                    /* owned copy, compared whole on a hit */
+    size_t len, bytes;
+    json_t *claims; /* owned reference */
+    const char *sub, *jti, *audience, *aws_account;
+    enum jws_alg alg;
+    struct centry *hnext;       /* bucket chain */
+    struct centry *prev, *next; /* LRU list, head = most recent */
+};
+
+struct authn_cache {
+    size_t max_entries, max_bytes, mask;
+    struct centry **buckets; /* mask + 1 */
+    struct centry *pool;     /* max_entries */
+    struct centry *free_list; /* chained through hnext */
+    struct centry *head, *tail;
+    struct authn_cache_stats st;
+};
+
+struct authn_cache *authn_cache_new_capped(size_t max_entries, size_t max_bytes)
+{
+    struct authn_cache *c = xcalloc(1, sizeof(*c));
+    size_t nb = 16;
+
+    if (!max_entries)
+        max_entries = AUTHN_CACHE_DEFAULT_ENTRIES;
+    while (nb < 2 * max_entries)
+        nb *= 2;
+    c->max_entries = max_entries;
+    c->max_bytes = max_bytes;
+    c->mask = nb - 1;
+    c->buckets = xcalloc(nb, sizeof(*c->buckets));
+    c->pool = xcalloc(max_entries, sizeof(*c->pool));
+    for (size_t i = max_entries; i-- > 0;) {
+        c->pool[i].hnext = c->free_list;
+        c->free_list = &c->pool[i];
+    }
+    return c;
+}
+
+struct authn_cache *authn_cache_new(size_t max_entries)
+{
+    if (!max_entries)
+        max_entries = AUTHN_CACHE_DEFAULT_ENTRIES;
+    return authn_cache_new_capped(max_entries, max_entries * AUTHN_CACHE_BYTES_PER_ENTRY);
+}
+
+static size_t bucket_of(const struct authn_cache *c, const unsigned char sha[32])
+{
+    uint64_t h;
+    memcpy(&h, sha, sizeof(h));
+    return (size_t)h & c->mask;
+}
+
+static void lru_unlink(struct authn_cache *c, struct centry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push_head(struct authn_cache *c, struct centry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (!c->tail)
+        c->tail = e;
+}
+
+static void centry_remove(struct authn_cache *c, struct centry *e)
+{
+    struct centry **pp = &c->buckets[bucket_of(c, e->sha)];
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(c, e);
+    c->st.entries--;
+    c->st.bytes -= e->bytes;
+    json_decref(e->claims);
+    free(e->token);
+    memset(e, 0, sizeof(*e));
+    e->hnext = c->free_list;
+    c->free_list = e;
+}
+
+void authn_cache_free(struct authn_cache *c)
+{
+    if (!c)
+        return;
+    while (c->head)
+        centry_remove(c, c->head);
+    free(c->buckets);
+    free(c->pool);
+    free(c);
+}
+
+void authn_cache_stats(const struct authn_cache *c, struct authn_cache_stats *out)
+{
+    *out = c->st;
+}
+
+static struct centry *cache_find(struct authn_cache *c, uint64_t authn_id,
+                                 const unsigned char sha[32], const char *tok, size_t len)
+{
+    for (struct centry *e = c->buckets[bucket_of(c, sha)]; e; e = e->hnext)
+        if (e->authn_id == authn_id && e->len == len && memcmp(e->sha, sha, 32) == 0 &&
+            memcmp(e->token, tok, len) == 0)
+            return e;
+    return NULL;
+}
+
+/* Takes a new reference to `claims`; the borrowed strings point into it or the config. */
+static void cache_insert(struct authn_cache *c, uint64_t authn_id, const unsigned char sha[32],
+                         const char *tok, size_t len, const struct authn_result *r,
+                         uint64_t generation, double from, double until)
+{
+    /* the token copy, plus the claims estimated at the token's size (jansson's
+     * objects take about as much as the JSON text, which is 3/4 of its base64) */
+    size_t bytes = 2 * len + sizeof(struct centry);
+    struct centry *e;
+
+    if (bytes > c->max_bytes)
+        return; /* would not fit even alone */
+    while (c->tail && (!c->free_list || c->st.bytes + bytes > c->max_bytes)) {
+        centry_remove(c, c->tail);
+        c->st.evictions++;
+    }
+    e = c->free_list;
+    c->free_list = e->hnext;
+    memcpy(e->sha, sha, 32);
+    e->authn_id = authn_id;
+    e->issuer = r->issuer;
+    e->generation = generation;
+    e->valid_from = from;
+    e->valid_until = until;
+    e->token = xstrndup(tok, len);
+    e->len = len;
+    e->bytes = bytes;
+    e->claims = json_incref(r->claims_ref_);
+    e->sub = r->sub;
+    e->jti = r->jti;
+    e->audience = r->audience;
+    e->aws_account = r->aws_account;
+    e->alg = r->alg;
+    e->hnext = c->buckets[bucket_of(c, sha)];
+    c->buckets[bucket_of(c, sha)] = e;
+    lru_push_head(c, e);
+    c->st.entries++;
+    c->st.bytes += bytes;
+    c->st.inserts++;
+}
+
+/* ---- verifier ------------------------------------------------------------------- */
+
+struct authn *authn_new(const struct baton_config *cfg, const struct authn_keys *keys)
+{
+    struct authn *a = xcalloc(1, sizeof(*a));
+
+    a->id = atomic_fetch_add(&authn_ids, 1);
+    a->cfg = cfg;
+    a->keys = *keys;
+    a->max_token_bytes = 0;
+    for (size_t i = 0; i < cfg->n_issuers; i++) {
+        size_t m = cfg->issuers[i].max_token_bytes;
+        if (!m)
+            m = JWS_DEFAULT_MAX_TOKEN_BYTES;
+        if (m > a->max_token_bytes)
+            a->max_token_bytes = m;
+    }
+    if (!a->max_token_bytes)
+        a->max_token_bytes = JWS_DEFAULT_MAX_TOKEN_BYTES;
+    return a;
+}
+
+void authn_free(struct authn *a)
+{
+    free(a);
+}
+
+void authn_result_release(struct authn_result *r)
+{
+    json_decref(r->claims_ref_);
+    memset(r, 0, sizeof(*r));
+}
+
+/* A NumericDate claim: absent (0), a number (1, *v set), or the wrong type (-1). */
+static int numeric_date(const json_t *claims, const char *name, double *v)
+{
+    const json_t *j = json_object_get(claims, name);
+    if (!j)
+        return 0;
+    if (!json_is_number(j))
+        return -1;
+    *v = json_number_value(j);
+    return 1;
+}
+
+/* A string claim: absent (0, *v NULL), a string (1), or the wrong type (-1). */
+static int string_claim(const json_t *claims, const char *name, const char **v)
+{
+    const json_t *j = json_object_get(claims, name);
+    *v = NULL;
+    if (!j)
+        return 0;
+    if (!json_is_string(j))
+        return -1;
+    *v = json_string_value(j);
+    return 1;
+}
+
+static const char *audience_match(const struct cfg_issuer *is, const json_t *v)
+{
+    for (size_t i = 0; i < is->n_audiences; i++)
+        if (strcmp(json_string_value(v), is->audiences[i]) == 0)
+            return is->audiences[i];
+    return NULL;
+}
+
+/* Sets *matched to the configured audience named by the token. */
+static enum reason check_audience(const struct cfg_issuer *is, const json_t *claims,
+                                  const char **matched)
+{
+    const char *name = is->audience_claim ? is->audience_claim : "aud";
+    const json_t *v = json_object_get(claims, name), *el;
+    size_t i;
+
+    *matched = NULL;
+    if (!v)
+        return REASON_AUDIENCE_MISMATCH;
+    if (json_is_string(v)) {
+        *matched = audience_match(is, v);
+        return *matched ? REASON_ALLOWED : REASON_AUDIENCE_MISMATCH;
+    }
+    /* `aud` may be an array (RFC 7519 4.1.3); client_id is a single string. */
+    if (!json_is_array(v) || strcmp(name, "aud") != 0)
+        return REASON_BAD_CLAIM_TYPE;
+    json_array_foreach(v, i, el) {
+        if (!json_is_string(el))
+            return REASON_BAD_CLAIM_TYPE;
+    }
+    json_array_foreach(v, i, el) {
+        if ((*matched = audience_match(is, el)))
+            return REASON_ALLOWED;
+    }
+    return REASON_AUDIENCE_MISMATCH;
+}
+
+/* RFC 7515 4.1.9: a typ without '/' means "application/" + typ; media types
+ * compare case-insensitively. The list is config's as loaded (absent key:
+ * ["JWT", "at+jwt"]; an explicit [] admits only tokens without typ). */
+static void typ_norm(const char *s, const char **out, size_t *len)
+{
+    size_t n = strlen(s);
+    if (n >= 12 && ascii_casecmp_n(s, 12, "application/", 12) == 0) {
+        s += 12;
+        n -= 12;
+    }
+    *out = s;
+    *len = n;
+}
+
+static bool typ_allowed(const struct cfg_issuer *is, const char *typ)
+{
+    const char *t, *w;
+    size_t tl, wl;
+
+    typ_norm(typ, &t, &tl);
+    for (size_t i = 0; i < is->n_token_types; i++) {
+        typ_norm(is->token_types[i], &w, &wl);
+        if (ascii_casecmp_n(t, tl, w, wl) == 0)
+            return true;
+    }
+    return false;
+}
+
+static const char *aws_account(const json_t *claims)
+{
+    const json_t *ns = json_object_get(claims, "https://sts.amazonaws.com/");
+    return json_string_value(json_object_get(ns, "aws_account")); /* NULL-safe both */
+}
+
+/* Signature by kid, or (issuer opt-in) by every key able to verify the alg. */
+static enum reason verify_signature(struct authn *a, const struct cfg_issuer *is,
+                                    const struct jws_keyset *ks, const struct jws_token *t)
+{
+    const struct jws_key *k;
+    enum reason r;
+
+    if (t->kid) {
+        k = jws_keyset_find(ks, t->kid, t->kid_len);
+        if (!k) {
+            a->keys.kid_miss(a->keys.ctx, is);
+            return REASON_UNKNOWN_KID;
+        }
+        return jws_verify(t, k, is->algorithms);
+    }
+    if (!is->allow_missing_kid)
+        return REASON_KID_MISSING;
+    r = REASON_ALG_KEY_MISMATCH; /* no key of the token's type at all */
+    for (size_t i = 0; i < jws_keyset_count(ks); i++) {
+        k = jws_keyset_key(ks, i);
+        if (!(jws_key_algs(k) & (1u << t->alg)))
+            continue;
+        r = jws_verify(t, k, is->algorithms);
+        if (r == REASON_ALLOWED)
+            break;
+    }
+    return r;
+}
+
+/* Claims of a token whose signature verified. Fills out's borrowed strings. */
+static enum reason check_claims(const struct cfg_issuer *is, const struct jws_token *t,
+                                int64_t now_s, struct authn_result *out, double *from,
+                                double *until)
+{
+    const json_t *claims = t->claims;
+    double now = (double)now_s, leeway = is->leeway_s, exp = 0, nbf = 0, iat = 0;
+    int has_nbf, has_iat, sub_ok, jti_ok;
+    const char *use;
+    enum reason r;
+
+    /* identity first, so a verified but failing token still names its subject */
+    sub_ok = string_claim(claims, "sub", &out->sub);
+    jti_ok = string_claim(claims, "jti", &out->jti);
+    out->aws_account = aws_account(claims);
+    switch (numeric_date(claims, "exp", &exp)) {
+    case 0:
+        return REASON_EXP_MISSING;
+    case -1:
+        return REASON_BAD_CLAIM_TYPE;
+    }
+    if (now >= exp + leeway)
+        return REASON_EXPIRED;
+    if ((has_nbf = numeric_date(claims, "nbf", &nbf)) < 0 ||
+        (has_iat = numeric_date(claims, "iat", &iat)) < 0)
+        return REASON_BAD_CLAIM_TYPE;
+    if (has_nbf && nbf > now + leeway)
+        return REASON_NOT_YET_VALID;
+    if (has_iat && iat > now + leeway)
+        return REASON_IAT_IN_FUTURE;
+    *until = exp + leeway;
+    *from = -1e300;
+    if (has_nbf)
+        *from = nbf - leeway;
+    if (has_iat && iat - leeway > *from)
+        *from = iat - leeway;
+    r = check_audience(is, claims, &out->audience);
+    if (r != REASON_ALLOWED)
+        return r;
+    if (t->typ && !typ_allowed(is, t->typ))
+        return REASON_TYP_NOT_ALLOWED;
+    if (is->token_use) {
+        if (string_claim(claims, "token_use", &use) != 1 || strcmp(use, is->token_use) != 0)
+            return REASON_TOKEN_USE_MISMATCH;
+    }
+    if (sub_ok < 0 || jti_ok < 0)
+        return REASON_BAD_CLAIM_TYPE;
+    return REASON_ALLOWED;
+}
+
+enum reason authn_verify(struct authn *a, struct authn_cache *cache, const char *token, size_t len,
+                         int64_t now_s, struct authn_result *out)
+{
+    struct jws_token t = JWS_TOKEN_INIT;
+    struct jws_keyset *ks = NULL;
+    const struct cfg_issuer *is;
+    const json_t *iss;
+    unsigned char sha[32];
+    uint64_t gen = 0;
+    double from = 0, until = 0;
+    enum reason r;
+
+    memset(out, 0, sizeof(*out));
+    sha256_raw(token, len, sha);
+    hex_encode(sha, 32, out->fingerprint);
+    if (len > a->max_token_bytes)
+        return REASON_TOKEN_TOO_LARGE;
+
+    if (cache) {
+        struct centry *e = cache_find(cache, a->id, sha, token, len);
+        if (e) {
+            double now = (double)now_s;
+            if (a->keys.generation(a->keys.ctx, e->issuer) != e->generation) {
+                cache->st.stale++;
+                centry_remove(cache, e);
+            } else if (now >= e->valid_until || now < e->valid_from) {
+                cache->st.expired++;
+                centry_remove(cache, e);
+            } else {
+                lru_unlink(cache, e);
+                lru_push_head(cache, e);
+                cache->st.hits++;
+                out->issuer = e->issuer;
+                out->claims = out->claims_ref_ = json_incref(e->claims);
+                out->sub = e->sub;
+                out->jti = e->jti;
+                out->audience = e->audience;
+                out->aws_account = e->aws_account;
+                out->alg = e->alg;
+                out->cache_hit = true;
+                return REASON_ALLOWED;
+            }
+        }
+        cache->st.misses++;
+    }
+
+    r = jws_parse(token, len, a->max_token_bytes, &t);
+    if (r != REASON_ALLOWED)
+        goto out;
+    iss = json_object_get(t.claims, "iss");
+    if (!iss) {
+        r = REASON_ISSUER_MISSING;
+        goto out;
+    }
+    if (!json_is_string(iss)) {
+        r = REASON_BAD_CLAIM_TYPE;
+        goto out;
+    }
+    is = config_issuer_by_iss(a->cfg, json_string_value(iss), json_string_length(iss));
+    if (!is) {
+        r = REASON_UNKNOWN_ISSUER;
+        goto out;
+    }
+    out->issuer = is;
+    if (is->max_token_bytes && len > is->max_token_bytes) {
+        r = REASON_TOKEN_TOO_LARGE;
+        goto out;
+    }
+    if (!(is->algorithms & (1u << t.alg))) {
+        r = REASON_ALG_NOT_ALLOWED; /* before the kid lookup: no refresh for a refused alg */
+        goto out;
+    }
+    gen = a->keys.generation(a->keys.ctx, is); /* before acquire: see the file comment */
+    ks = a->keys.acquire(a->keys.ctx, is);
+    if (!ks) {
+        r = REASON_KEYS_UNAVAILABLE;
+        goto out;
+    }
+    r = verify_signature(a, is, ks, &t);
+    if (r != REASON_ALLOWED)
+        goto out;
+    out->claims = out->claims_ref_ = json_incref(t.claims);
+    out->alg = t.alg;
+    r = check_claims(is, &t, now_s, out, &from, &until);
+    if (r == REASON_ALLOWED && cache)
+        cache_insert(cache, a->id, sha, token, len, out, gen, from, until);
+out:
+    jws_token_clear(&t);
+    jws_keyset_unref(ks);
+    return r;
+}

@@ -1,0 +1,420 @@
+/*
+ * Unit tests of authn.c's verified-token cache: hit and miss, scoping to the
+ * verifier and issuer, expiry, key-set generation changes (rotation and
+ * revocation), entry and byte bounds with LRU eviction, and that a result
+ * outlives its cache entry. The claim and signature checks themselves are
+ * covered by test_jws_attacks.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "authn.h"
+#include "jwstest.h"
+#include "util.h"
+#include "tap.h"
+
+#define ISS "https://idp.example"
+#define AUD "https://gw.example"
+
+static int64_t now;
+static EVP_PKEY *key, *key2;
+
+/* A token for ISS signed by `k` under `kid`, with sub and exp = now + exp_in. */
+static char *token(EVP_PKEY *k, const char *kid, const char *sub, long exp_in, const char *extra)
+{
+    char *h = xasprintf("{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
+    char *p = xasprintf("{\"iss\":\"" ISS "\",\"sub\":\"%s\",\"aud\":\"" AUD "\",\"exp\":%lld%s}",
+                        sub, (long long)now + exp_in, extra ? extra : "");
+    char *t = tk_sign(k, "ES256", h, p);
+    free(h);
+    free(p);
+    return t;
+}
+
+static enum reason verify(struct authn *a, struct authn_cache *c, const char *t, int64_t at,
+                          bool *hit)
+{
+    struct authn_result r;
+    enum reason rc = authn_verify(a, c, t, strlen(t), at, &r);
+    if (hit)
+        *hit = r.cache_hit;
+    authn_result_release(&r);
+    return rc;
+}
+
+static struct jws_keyset *keyset_of(EVP_PKEY *k, const char *kid)
+{
+    json_t *arr = json_array();
+    struct jws_keyset *ks;
+    json_array_append_new(arr, tk_jwk(k, kid, "ES256"));
+    ks = tk_keyset(arr);
+    json_decref(arr);
+    return ks;
+}
+
+static void setup(struct baton_config *cfg, struct cfg_issuer *is, struct tk_keys *tk,
+                  const char **auds)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    memset(tk, 0, sizeof(*tk));
+    tk_issuer(is, "idp", ISS, auds, 1, 1u << JWS_ES256);
+    cfg->issuers = is;
+    cfg->n_issuers = 1;
+    tk->cfg = cfg;
+    tk_keys_set(tk, 0, keyset_of(key, "k1"));
+}
+
+static void test_hit_miss(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(16);
+    struct authn_cache_stats st;
+    struct authn_result r1, r2;
+    char *t = token(key, "k1", "alice", 300, ",\"jti\":\"x1\"");
+    char *t_other = token(key, "k1", "bob", 300, NULL);
+
+    setup(&cfg, &is, &tk, auds);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    is_int(authn_verify(a, c, t, strlen(t), now, &r1), REASON_ALLOWED, "first verification passes");
+    ok(!r1.cache_hit, "first verification is a miss");
+    is_int(authn_verify(a, c, t, strlen(t), now, &r2), REASON_ALLOWED, "second verification passes");
+    ok(r2.cache_hit, "second verification is a hit");
+    is_str(r2.sub, "alice", "hit returns the cached sub");
+    is_str(r2.jti, "x1", "hit returns the cached jti");
+    is_str(r2.audience, AUD, "hit returns the matched audience");
+    ok(r2.issuer == &is, "hit returns the issuer it was verified for");
+    is_str(r2.fingerprint, r1.fingerprint, "hit and miss give the same fingerprint");
+    ok(r2.claims == r1.claims, "hit shares the cached claims object");
+    authn_result_release(&r1);
+    authn_result_release(&r2);
+    ok(verify(a, c, t_other, now, NULL) == REASON_ALLOWED, "another token verifies");
+    {
+        bool hit = true;
+        char *t2 = xstrdup(t);
+        t2[strlen(t2) - 1] ^= 1; /* flips a bit of the last signature character */
+        ok(verify(a, c, t2, now, &hit) != REASON_ALLOWED && !hit,
+           "a token differing in its last byte is a miss and fails");
+        free(t2);
+    }
+    authn_cache_stats(c, &st);
+    is_int(st.hits, 1, "stats: 1 hit");
+    is_int(st.misses, 3, "stats: 3 misses");
+    is_int(st.inserts, 2, "stats: 2 inserts (failures are never cached)");
+    is_int(st.entries, 2, "stats: 2 entries");
+    ok(verify(a, NULL, t, now, NULL) == REASON_ALLOWED, "a NULL cache is allowed");
+
+    /* a new verifier (config reload) never serves the old one's entries */
+    authn_free(a);
+    a = authn_new(&cfg, &keys);
+    {
+        bool hit = true;
+        ok(verify(a, c, t, now, &hit) == REASON_ALLOWED && !hit,
+           "a new authn (reloaded config) misses on entries of the old one");
+    }
+    authn_free(a);
+    authn_cache_free(c);
+    tk_keys_clear(&tk);
+    free(t);
+    free(t_other);
+}
+
+static void test_issuer_scope(void)
+{
+    /* Two configs whose issuers share the `iss` but differ in audience: a
+     * token verified under the first must not be served under the second. */
+    static const char *auds1[] = {AUD};
+    static const char *auds2[] = {"https://other.example"};
+    struct baton_config cfg1, cfg2;
+    struct cfg_issuer is1, is2;
+    struct tk_keys tk1, tk2;
+    struct authn_keys keys1, keys2;
+    struct authn *a1, *a2;
+    struct authn_cache *c = authn_cache_new(16);
+    char *t = token(key, "k1", "alice", 300, NULL);
+    bool hit = true;
+
+    setup(&cfg1, &is1, &tk1, auds1);
+    setup(&cfg2, &is2, &tk2, auds2);
+    keys1 = tk_keys_provider(&tk1);
+    keys2 = tk_keys_provider(&tk2);
+    a1 = authn_new(&cfg1, &keys1);
+    a2 = authn_new(&cfg2, &keys2);
+    is_int(verify(a1, c, t, now, NULL), REASON_ALLOWED, "scope: verified for issuer 1");
+    is_int(verify(a1, c, t, now, &hit), REASON_ALLOWED, "scope: served from cache for issuer 1");
+    ok(hit, "scope: that was a hit");
+    is_int(verify(a2, c, t, now, &hit), REASON_AUDIENCE_MISMATCH,
+           "scope: the same token under issuer 2 (other audience) fails, shared cache or not");
+    ok(!hit, "scope: issuer 2 did not get issuer 1's entry");
+    authn_free(a1);
+    authn_free(a2);
+    authn_cache_free(c);
+    tk_keys_clear(&tk1);
+    tk_keys_clear(&tk2);
+    free(t);
+}
+
+static void test_expiry(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(16);
+    struct authn_cache_stats st;
+    char *t = token(key, "k1", "alice", 10, NULL); /* exp now+10, leeway 60: valid < now+70 */
+    char *tn;
+    bool hit = false;
+
+    setup(&cfg, &is, &tk, auds);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    is_int(verify(a, c, t, now, NULL), REASON_ALLOWED, "expiry: verifies now");
+    is_int(verify(a, c, t, now + 69, &hit), REASON_ALLOWED, "expiry: still valid at exp+leeway-1");
+    ok(hit, "expiry: from the cache at exp+leeway-1");
+    is_int(verify(a, c, t, now + 70, &hit), REASON_EXPIRED,
+           "expiry: at exp+leeway the cache does not serve it and the token is expired");
+    ok(!hit, "expiry: not a hit");
+    authn_cache_stats(c, &st);
+    is_int(st.expired, 1, "expiry: one entry dropped as expired");
+    is_int(st.entries, 0, "expiry: the cache is empty");
+
+    /* nbf within leeway: cached; a clock that steps back before nbf-leeway misses */
+    {
+        char extra[64];
+        snprintf(extra, sizeof(extra), ",\"nbf\":%lld", (long long)now + 30);
+        tn = token(key, "k1", "nbf", 300, extra);
+    }
+    is_int(verify(a, c, tn, now, NULL), REASON_ALLOWED, "nbf 30 s ahead is within leeway");
+    is_int(verify(a, c, tn, now - 31, &hit), REASON_NOT_YET_VALID,
+           "clock stepped back: the entry is not served before nbf-leeway");
+    ok(!hit, "clock stepped back: not a hit");
+    authn_free(a);
+    authn_cache_free(c);
+    tk_keys_clear(&tk);
+    free(t);
+    free(tn);
+}
+
+static void test_generation(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(16);
+    struct authn_cache_stats st;
+    char *t = token(key, "k1", "alice", 300, NULL);
+    bool hit = false;
+
+    setup(&cfg, &is, &tk, auds);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    verify(a, c, t, now, NULL);
+    is_int(verify(a, c, t, now, &hit), REASON_ALLOWED, "generation: cached");
+    ok(hit, "generation: hit before any change");
+    /* rotation that keeps k1: a new key set object, same key material */
+    tk_keys_set(&tk, 0, keyset_of(key, "k1"));
+    is_int(verify(a, c, t, now, &hit), REASON_ALLOWED, "generation: still valid after a refresh");
+    ok(!hit, "generation: a new generation forces re-verification");
+    authn_cache_stats(c, &st);
+    is_int(st.stale, 1, "generation: one stale entry dropped");
+    is_int(verify(a, c, t, now, &hit), REASON_ALLOWED, "generation: re-cached");
+    ok(hit, "generation: hit again under the new generation");
+    /* revocation: k1 disappears, k2 replaces it */
+    tk_keys_set(&tk, 0, keyset_of(key2, "k2"));
+    is_int(verify(a, c, t, now, &hit), REASON_UNKNOWN_KID,
+           "revocation: a token of a removed key fails at once, cached or not");
+    ok(!hit, "revocation: not served from the cache");
+    is_int(tk.kid_misses[0], 1, "revocation: the unknown kid asked for a refresh");
+    /* keys that never loaded */
+    tk_keys_clear(&tk);
+    tk.gen[0]++;
+    is_int(verify(a, c, t, now, &hit), REASON_KEYS_UNAVAILABLE,
+           "no key set: keys_unavailable, nothing served from the cache");
+    authn_free(a);
+    authn_cache_free(c);
+    free(t);
+}
+
+static void test_bounds(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(4);
+    struct authn_cache_stats st;
+    char *t[6];
+    bool hit;
+
+    setup(&cfg, &is, &tk, auds);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    for (int i = 0; i < 6; i++) {
+        char sub[16];
+        snprintf(sub, sizeof(sub), "u%d", i);
+        t[i] = token(key, "k1", sub, 300, NULL);
+    }
+    for (int i = 0; i < 4; i++)
+        verify(a, c, t[i], now, NULL);
+    verify(a, c, t[0], now, &hit); /* t0 becomes most recent; t1 is now the LRU */
+    ok(hit, "bounds: t0 cached");
+    verify(a, c, t[4], now, NULL);
+    verify(a, c, t[5], now, NULL);
+    authn_cache_stats(c, &st);
+    is_int(st.entries, 4, "bounds: never more than max_entries (4)");
+    is_int(st.evictions, 2, "bounds: two evictions for six tokens");
+    verify(a, c, t[0], now, &hit);
+    ok(hit, "bounds: the recently used t0 survived (LRU)");
+    verify(a, c, t[1], now, &hit);
+    ok(!hit, "bounds: the least recently used t1 was evicted");
+    authn_cache_free(c);
+
+    /* byte budget: each entry costs 2 x token + the entry struct */
+    {
+        size_t one = 2 * strlen(t[0]) + 512;
+        c = authn_cache_new_capped(100, 2 * one);
+        for (int i = 0; i < 6; i++)
+            verify(a, c, t[i], now, NULL);
+        authn_cache_stats(c, &st);
+        ok(st.entries >= 1 && st.entries < 6 && st.entries * 2 * strlen(t[0]) <= 2 * one &&
+               st.evictions > 0,
+           "bytes: the byte budget, not the entry count, bounds the cache (%zu entries)",
+           st.entries);
+        ok(st.bytes <= 2 * one, "bytes: accounted bytes within the budget (%zu <= %zu)", st.bytes,
+           2 * one);
+        authn_cache_free(c);
+        c = authn_cache_new_capped(100, 64);
+        verify(a, c, t[0], now, NULL);
+        authn_cache_stats(c, &st);
+        is_int(st.entries, 0, "bytes: a token larger than the whole budget is never cached");
+        authn_cache_free(c);
+    }
+
+    /* a result outlives the eviction of its entry */
+    {
+        struct authn_result r;
+        c = authn_cache_new(1);
+        verify(a, c, t[0], now, NULL);
+        authn_verify(a, c, t[0], strlen(t[0]), now, &r);
+        ok(r.cache_hit, "lifetime: result from the cache");
+        verify(a, c, t[1], now, NULL); /* evicts t0's entry */
+        is_str(r.sub, "u0", "lifetime: the result's sub is still readable after eviction");
+        is_str(json_string_value(json_object_get(r.claims, "iss")), ISS,
+               "lifetime: the result's claims are still readable after eviction");
+        authn_result_release(&r);
+        authn_cache_free(c);
+    }
+    for (int i = 0; i < 6; i++)
+        free(t[i]);
+    authn_free(a);
+    tk_keys_clear(&tk);
+}
+
+/* Workers share one authn and key set, each with its own cache (the server's
+ * threading model); every verification must succeed on every thread. */
+struct worker {
+    struct authn *a;
+    char **tokens;
+    int n_tokens, failures, hits;
+};
+
+static void *worker_run(void *p)
+{
+    struct worker *w = p;
+    struct authn_cache *c = authn_cache_new(8);
+    for (int i = 0; i < 300; i++) {
+        bool hit = false;
+        const char *t = w->tokens[i % w->n_tokens];
+        if (verify(w->a, (i & 1) ? c : NULL, t, now, &hit) != REASON_ALLOWED)
+            w->failures++;
+        w->hits += hit;
+    }
+    authn_cache_free(c);
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    EVP_PKEY *rsa = tk_rsa(2048), *ed = tk_ed25519();
+    json_t *arr = json_array();
+    char *tokens[4];
+    char *payload = xasprintf("{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+                              (long long)now + 300);
+    struct worker w[3];
+    pthread_t th[3];
+    int failures = 0, hits = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&tk, 0, sizeof(tk));
+    tk_issuer(&is, "idp", ISS, auds, 1,
+              (1u << JWS_RS256) | (1u << JWS_PS256) | (1u << JWS_ES256) | (1u << JWS_EDDSA));
+    cfg.issuers = &is;
+    cfg.n_issuers = 1;
+    tk.cfg = &cfg;
+    json_array_append_new(arr, tk_jwk(key, "k1", "ES256"));
+    json_array_append_new(arr, tk_jwk(rsa, "r", NULL));
+    json_array_append_new(arr, tk_jwk(ed, "d", NULL));
+    tk_keys_set(&tk, 0, tk_keyset(arr));
+    tokens[0] = tk_sign(key, "ES256", "{\"alg\":\"ES256\",\"kid\":\"k1\"}", payload);
+    tokens[1] = tk_sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r\"}", payload);
+    tokens[2] = tk_sign(rsa, "PS256", "{\"alg\":\"PS256\",\"kid\":\"r\"}", payload);
+    tokens[3] = tk_sign(ed, "EdDSA", "{\"alg\":\"EdDSA\",\"kid\":\"d\"}", payload);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    for (int i = 0; i < 3; i++) {
+        w[i] = (struct worker){a, tokens, 4, 0, 0};
+        pthread_create(&th[i], NULL, worker_run, &w[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        failures += w[i].failures;
+        hits += w[i].hits;
+    }
+    is_int(failures, 0, "threads: 3 workers x 300 verifications (RS256, PS256, ES256, EdDSA) on one key set all pass");
+    ok(hits > 0, "threads: per-worker caches served hits (%d)", hits);
+    authn_free(a);
+    tk_keys_clear(&tk);
+    for (int i = 0; i < 4; i++)
+        free(tokens[i]);
+    free(payload);
+    json_decref(arr);
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(ed);
+}
+
+int main(void)
+{
+    now = (int64_t)time(NULL);
+    key = tk_ec("P-256");
+    key2 = tk_ec("P-256");
+    test_hit_miss();
+    test_issuer_scope();
+    test_expiry();
+    test_generation();
+    test_bounds();
+    test_threads();
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(key2);
+    return tap_done();
+}
