@@ -1,0 +1,603 @@
+/*
+ * cli.c: `baton check` and `baton explain`, the offline front ends of the
+ * config and policy engine.
+ *
+ * check loads the config and every step policy exactly as `serve` would and
+ * prints every error (file:line:column), or what it loaded. explain runs one
+ * request through the same stages the server runs before forwarding (canonical
+ * path, route, issuer, authorize) and prints the decision with the policy, the
+ * caller entry and allow rule that matched, or the reason and the closest miss.
+ *
+ * Exit status (both commands): 0 clean / allow; 1 errors in the files (check)
+ * or deny and would_deny (explain: a dry_run policy's deny is still a deny of
+ * the policy under test, so a script asserting "this caller is allowed" fails
+ * before the policy is switched to enforce); 2 usage errors, and for explain a
+ * config or policy that does not load.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "diag.h"
+#include "log.h"
+#include "path.h"
+#include "policy.h"
+#include "reason.h"
+#include "util.h"
+
+#define CLI_MAX_HEADERS 64
+#define CLI_MAX_CLAIMS_BYTES (1u << 20)
+
+/* ---------------------------------------------------------------- check */
+
+static const char *key_source_name(enum cfg_key_source k)
+{
+    switch (k) {
+    case KEYS_DISCOVERY:
+        return "discovery";
+    case KEYS_JWKS_URI:
+        return "jwks_uri";
+    case KEYS_JWKS_FILE:
+        return "jwks_file";
+    }
+    return "?";
+}
+
+static void check_summary(const struct baton_config *cfg, const struct policy_set *set)
+{
+    size_t n = policy_set_count(set);
+
+    printf("%s: OK\n", cfg->file);
+    printf("issuers (%zu):\n", cfg->n_issuers);
+    for (size_t i = 0; i < cfg->n_issuers; i++)
+        printf("  %-12s %s (keys: %s)\n", cfg->issuers[i].name, cfg->issuers[i].issuer,
+               key_source_name(cfg->issuers[i].key_source));
+    printf("upstreams (%zu):\n", cfg->n_upstreams);
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        printf("  %-12s %s (identity: %s)\n", cfg->upstreams[i].name, cfg->upstreams[i].url,
+               cfg->upstreams[i].identity == IDENTITY_NONE ? "none" : "google");
+    printf("steps (%zu):\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const struct policy *p = policy_set_at(set, i);
+        printf("  %-24s %-8s %s (sha256 %s)\n", policy_step(p),
+               policy_dry_run(p) ? "dry_run" : "enforce", policy_file(p), policy_hash_hex(p));
+    }
+    printf("routes (%zu, in match order):\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const struct policy *p = policy_set_at(set, i);
+        printf("  %-20s %-24s -> %s (upstream %s)\n", policy_host(p), policy_path_prefix(p),
+               policy_step(p), policy_upstream(p)->name);
+    }
+}
+
+static void check_usage(FILE *out)
+{
+    fputs("usage: baton check [-c FILE]\n"
+          "  Validates the config (FILE, else $BATON_CONFIG, else " CONFIG_DEFAULT_PATH ")\n"
+          "  and every step policy; prints every error as file:line:column.\n"
+          "  Exit 0: valid; 1: errors; 2: usage.\n",
+          out);
+}
+
+int cmd_check(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct diags d = DIAGS_INIT;
+    struct baton_config *cfg = NULL;
+    struct policy_set *set = NULL;
+    const char *flag = NULL;
+    int c, rc = 2;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            flag = optarg;
+            break;
+        case 'h':
+            check_usage(stdout);
+            rc = 0;
+            goto out;
+        default:
+            fprintf(stderr, "baton check: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            check_usage(stderr);
+            goto out;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "baton check: unexpected argument \"%s\"\n", argv[optind]);
+        check_usage(stderr);
+        goto out;
+    }
+    rc = 1;
+    cfg = config_load(config_path_choose(flag), &d);
+    if (cfg)
+        set = policy_set_load(cfg, &d);
+    if (!cfg || !set) {
+        diags_print(&d, stderr);
+        fprintf(stderr, "baton check: %zu error%s\n", d.n, d.n == 1 ? "" : "s");
+        goto out;
+    }
+    check_summary(cfg, set);
+    rc = 0;
+out:
+    policy_set_free(set);
+    config_free(cfg);
+    diags_free(&d);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- explain */
+
+struct cli_header {
+    char *name, *value; /* owned */
+};
+
+struct cli_headers {
+    struct cli_header v[CLI_MAX_HEADERS];
+    int n;
+};
+
+/* policy_input.header over the --header list: occurrences, first value. */
+static int cli_header_lookup(void *ctx, const char *name, const char **value, size_t *len)
+{
+    struct cli_headers *h = ctx;
+    int count = 0;
+    for (int i = 0; i < h->n; i++) {
+        if (ascii_casecmp_n(h->v[i].name, strlen(h->v[i].name), name, strlen(name)) != 0)
+            continue;
+        if (count++ == 0) {
+            *value = h->v[i].value;
+            *len = strlen(h->v[i].value);
+        }
+    }
+    return count;
+}
+
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return true;
+}
+
+/* "Name: value" -> header (OWS around the value trimmed). 0 or -1. */
+static int parse_header(const char *arg, struct cli_header *out)
+{
+    const char *colon = strchr(arg, ':'), *v, *e;
+    char *name;
+
+    if (!colon)
+        return -1;
+    name = xstrndup(arg, (size_t)(colon - arg));
+    if (!is_token(name)) {
+        free(name);
+        return -1;
+    }
+    v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    e = v + strlen(v);
+    while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    for (const char *q = v; q < e; q++)
+        if ((unsigned char)*q < 0x20 && *q != '\t') {
+            free(name);
+            return -1;
+        }
+    out->name = name;
+    out->value = xstrndup(v, (size_t)(e - v));
+    return 0;
+}
+
+/* The host without its port, as the server strips it: "h:8080" -> "h",
+ * "[::1]:8080" -> "[::1]". */
+static size_t host_without_port(const char *h)
+{
+    size_t n = strlen(h);
+    if (h[0] == '[') {
+        const char *close = strchr(h, ']');
+        return close ? (size_t)(close - h) + 1 : n;
+    }
+    {
+        const char *colon = strrchr(h, ':');
+        if (colon && strspn(colon + 1, "0123456789") == strlen(colon + 1))
+            return (size_t)(colon - h);
+    }
+    return n;
+}
+
+static void explain_usage(FILE *out)
+{
+    fputs("usage: baton explain [-c FILE] --method M --path P [--host H]\n"
+          "                     [--header 'Name: value']... (--claims JSON|@FILE | --token JWT)\n"
+          "                     [--issuer NAME] [--json]\n"
+          "  Runs one request through the canonical path, the route table and the step\n"
+          "  policy exactly as the server does, and prints the decision, the policy, the\n"
+          "  caller entry and allow rule that matched (file:line), or the reason and the\n"
+          "  closest miss. --host is the Host header (port ignored); without it only\n"
+          "  routes for host \"*\" apply. With --claims, the issuer is --issuer NAME or\n"
+          "  the one whose `iss` equals the claims' iss; token checks (signature,\n"
+          "  expiry, audience) are skipped. --claims @FILE reads the claims from FILE.\n"
+          "  Exit 0: allow; 1: deny or would_deny (dry_run); 2: usage or config.\n",
+          out);
+}
+
+struct explain {
+    /* inputs */
+    const char *method, *path_arg, *host;
+    struct cli_headers headers;
+    /* outcome */
+    enum reason reason;
+    enum decision decision;
+    struct path_result path;
+    const struct policy *policy;
+    const struct cfg_issuer *issuer;
+    const char *issuer_note; /* why the issuer could not be taken, or NULL */
+    struct policy_trace trace;
+    bool have_trace;
+};
+
+static void print_text(const struct explain *x)
+{
+    const struct policy *p = x->policy;
+    const struct policy_trace *t = &x->trace;
+
+    printf("decision: %s\n", decision_name(x->decision));
+    printf("reason:   %s (%d)\n", reason_code(x->reason), reason_status(x->reason));
+    if (x->path.path)
+        printf("path:     %.*s\n", (int)x->path.path_len, x->path.path);
+    else
+        printf("target:   %s (rejected: not a canonical path, see path.h)\n", x->path_arg);
+    if (!p) {
+        if (x->reason == REASON_NO_ROUTE)
+            printf("route:    no step policy routes host \"%s\", path \"%.*s\"\n",
+                   x->host ? x->host : "", (int)x->path.path_len, x->path.path);
+        return;
+    }
+    printf("step:     %s (%s)\n", policy_step(p), policy_dry_run(p) ? "dry_run" : "enforce");
+    printf("policy:   %s (sha256 %s)\n", policy_file(p), policy_hash_hex(p));
+    printf("upstream: %s\n", policy_upstream(p)->name);
+    if (x->issuer)
+        printf("issuer:   %s (%s)\n", x->issuer->name, x->issuer->issuer);
+    if (x->issuer_note)
+        printf("miss:     issuer: %s\n", x->issuer_note);
+    if (!x->have_trace)
+        return;
+    if (t->caller_index >= 0)
+        printf("%-10scallers[%d] at %s:%d:%d (issuer %s)\n",
+               t->reason == REASON_NO_CALLER_MATCH || t->reason == REASON_SCOPE_MISSING
+                   ? "closest:" : "caller:",
+               t->caller_index, policy_file(p), t->caller_line, t->caller_col,
+               policy_caller_issuer(p, (size_t)t->caller_index));
+    if (t->rule_index >= 0) {
+        const char *pat = t->pattern_index >= 0
+                              ? policy_rule_path(p, (size_t)t->rule_index, (size_t)t->pattern_index)
+                              : NULL;
+        printf("%-10sallow[%d] at %s:%d:%d", t->reason == REASON_NO_RULE_MATCH ? "closest:" : "rule:",
+               t->rule_index, policy_file(p), t->rule_line, t->rule_col);
+        if (pat)
+            printf(" (path pattern \"%s\")", pat);
+        printf("\n");
+    }
+    if (t->miss_kind) {
+        printf("miss:     %s", t->miss_kind);
+        if (t->miss_name[0])
+            printf(" %s", t->miss_name);
+        printf(": %s", t->miss_detail);
+        if (t->miss_line > 0)
+            printf(" (%s:%d:%d)", policy_file(p), t->miss_line, t->miss_col);
+        printf("\n");
+    }
+    if (x->decision == DECISION_WOULD_DENY)
+        printf("note:     the policy is in dry_run mode: the server records would_deny and forwards\n");
+}
+
+/* A JSON string of `s`; bytes that are not UTF-8 are shown \u00XX-escaped
+ * (json_string refuses them) so that --json output is always valid JSON. */
+static json_t *json_text(const char *s)
+{
+    json_t *v = json_string(s);
+    if (!v) {
+        size_t n = strlen(s), cap = 6 * n + 1;
+        char *esc = xmalloc(cap);
+        json_escape(esc, cap, s, n);
+        v = json_string(esc);
+        free(esc);
+    }
+    return v;
+}
+
+static json_t *json_at(const char *file, int index, int line, int col)
+{
+    return json_pack("{s:i, s:o, s:i, s:i}", "index", index, "file", json_text(file), "line", line,
+                     "column", col);
+}
+
+static void print_json(const struct explain *x)
+{
+    const struct policy *p = x->policy;
+    const struct policy_trace *t = &x->trace;
+    json_t *o = json_object();
+    char *s;
+
+    json_object_set_new(o, "decision", json_string(decision_name(x->decision)));
+    json_object_set_new(o, "reason", json_string(reason_code(x->reason)));
+    json_object_set_new(o, "status", json_integer(reason_status(x->reason)));
+    json_object_set_new(o, "method", json_string(x->method));
+    json_object_set_new(o, "target", json_text(x->path_arg));
+    json_object_set_new(o, "path", x->path.path ? json_stringn(x->path.path, x->path.path_len) : json_null());
+    json_object_set_new(o, "query", x->path.query ? json_stringn(x->path.query, x->path.query_len) : json_null());
+    json_object_set_new(o, "step", p ? json_string(policy_step(p)) : json_null());
+    json_object_set_new(o, "mode", p ? json_string(policy_dry_run(p) ? "dry_run" : "enforce") : json_null());
+    json_object_set_new(o, "policy", p ? json_pack("{s:o, s:s}", "file", json_text(policy_file(p)), "sha256",
+                                                   policy_hash_hex(p))
+                                       : json_null());
+    json_object_set_new(o, "upstream", p ? json_string(policy_upstream(p)->name) : json_null());
+    json_object_set_new(o, "issuer", x->issuer ? json_string(x->issuer->name) : json_null());
+    json_object_set_new(o, "caller", x->have_trace && t->caller_index >= 0
+                                         ? json_at(policy_file(p), t->caller_index, t->caller_line, t->caller_col)
+                                         : json_null());
+    if (x->have_trace && t->rule_index >= 0) {
+        json_t *r = json_at(policy_file(p), t->rule_index, t->rule_line, t->rule_col);
+        const char *pat = t->pattern_index >= 0
+                              ? policy_rule_path(p, (size_t)t->rule_index, (size_t)t->pattern_index)
+                              : NULL;
+        json_object_set_new(r, "pattern", pat ? json_string(pat) : json_null());
+        json_object_set_new(o, "rule", r);
+    } else {
+        json_object_set_new(o, "rule", json_null());
+    }
+    /* "caller" and "rule" name the closest entry on a deny at that stage */
+    if (x->have_trace && t->miss_kind) {
+        json_t *m = json_pack("{s:s, s:s, s:s}", "kind", t->miss_kind, "name", t->miss_name,
+                              "detail", t->miss_detail);
+        if (t->miss_line > 0) {
+            json_object_set_new(m, "file", json_text(policy_file(p)));
+            json_object_set_new(m, "line", json_integer(t->miss_line));
+            json_object_set_new(m, "column", json_integer(t->miss_col));
+        }
+        json_object_set_new(o, "miss", m);
+    } else if (x->issuer_note) {
+        json_object_set_new(o, "miss", json_pack("{s:s, s:s, s:s}", "kind", "issuer", "name", "",
+                                                 "detail", x->issuer_note));
+    } else {
+        json_object_set_new(o, "miss", json_null());
+    }
+    s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
+/* Reads --claims: inline JSON, or @FILE. Returns an owned object or NULL
+ * with a message in err. */
+static json_t *load_claims(const char *arg, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *v = NULL;
+    char *text = NULL;
+    size_t len;
+
+    if (arg[0] == '@') {
+        if (read_file_capped(arg + 1, CLI_MAX_CLAIMS_BYTES, &text, &len) != 0) {
+            snprintf(err, errlen, "cannot read %s: %s", arg + 1, strerror(errno));
+            return NULL;
+        }
+        arg = text;
+    }
+    v = json_loads(arg, JSON_REJECT_DUPLICATES, &je);
+    if (!v)
+        snprintf(err, errlen, "--claims is not JSON: %s (line %d column %d)", je.text, je.line, je.column);
+    else if (!json_is_object(v)) {
+        snprintf(err, errlen, "--claims must be a JSON object");
+        json_decref(v);
+        v = NULL;
+    }
+    free(text);
+    return v;
+}
+
+int cmd_explain(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"method", required_argument, NULL, 'm'},
+        {"path", required_argument, NULL, 'p'},
+        {"host", required_argument, NULL, 'H'},
+        {"header", required_argument, NULL, 'e'},
+        {"claims", required_argument, NULL, 'C'},
+        {"token", required_argument, NULL, 'T'},
+        {"issuer", required_argument, NULL, 'i'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct explain x;
+    struct diags d = DIAGS_INIT;
+    struct baton_config *cfg = NULL;
+    struct policy_set *set = NULL;
+    json_t *claims = NULL;
+    const char *flag = NULL, *claims_arg = NULL, *token = NULL, *issuer_name = NULL;
+    bool as_json = false;
+    char err[512];
+    int c, rc = 2;
+
+    memset(&x, 0, sizeof(x));
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            flag = optarg;
+            break;
+        case 'm':
+            x.method = optarg;
+            break;
+        case 'p':
+            x.path_arg = optarg;
+            break;
+        case 'H':
+            x.host = optarg;
+            break;
+        case 'e':
+            if (x.headers.n == CLI_MAX_HEADERS) {
+                fprintf(stderr, "baton explain: at most %d --header options\n", CLI_MAX_HEADERS);
+                goto out;
+            }
+            if (parse_header(optarg, &x.headers.v[x.headers.n]) != 0) {
+                fprintf(stderr, "baton explain: --header \"%s\" is not \"Name: value\"\n", optarg);
+                goto out;
+            }
+            x.headers.n++;
+            break;
+        case 'C':
+            claims_arg = optarg;
+            break;
+        case 'T':
+            token = optarg;
+            break;
+        case 'i':
+            issuer_name = optarg;
+            break;
+        case 'j':
+            as_json = true;
+            break;
+        case 'h':
+            explain_usage(stdout);
+            rc = 0;
+            goto out;
+        default:
+            fprintf(stderr, "baton explain: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            explain_usage(stderr);
+            goto out;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "baton explain: unexpected argument \"%s\"\n", argv[optind]);
+        goto out;
+    }
+    if (!x.method || !x.path_arg) {
+        fprintf(stderr, "baton explain: --method and --path are required\n");
+        explain_usage(stderr);
+        goto out;
+    }
+    if (!is_token(x.method)) {
+        fprintf(stderr, "baton explain: --method \"%s\" is not an HTTP method token\n", x.method);
+        goto out;
+    }
+    if (!!claims_arg == !!token) {
+        fprintf(stderr, "baton explain: give exactly one of --claims or --token\n");
+        goto out;
+    }
+    if (token) {
+        fprintf(stderr, "baton explain: --token needs caller authentication (not built)\n");
+        goto out;
+    }
+    if (!(claims = load_claims(claims_arg, err, sizeof(err)))) {
+        fprintf(stderr, "baton explain: %s\n", err);
+        goto out;
+    }
+    cfg = config_load(config_path_choose(flag), &d);
+    if (cfg)
+        set = policy_set_load(cfg, &d);
+    if (!cfg || !set) {
+        diags_print(&d, stderr);
+        fprintf(stderr, "baton explain: the config or a policy does not load (%zu error%s)\n", d.n,
+                d.n == 1 ? "" : "s");
+        goto out;
+    }
+    if (issuer_name && !(x.issuer = config_issuer(cfg, issuer_name))) {
+        fprintf(stderr, "baton explain: --issuer \"%s\" is not an issuer of %s\n", issuer_name, cfg->file);
+        goto out;
+    }
+    {
+        const json_t *iss = json_object_get(claims, "iss");
+        if (x.issuer && json_is_string(iss) &&
+            (json_string_length(iss) != strlen(x.issuer->issuer) ||
+             memcmp(json_string_value(iss), x.issuer->issuer, json_string_length(iss)) != 0)) {
+            fprintf(stderr, "baton explain: the claims' iss \"%s\" is not issuer %s's \"%s\"\n",
+                    json_string_value(iss), x.issuer->name, x.issuer->issuer);
+            goto out;
+        }
+        /* 1. canonical path (the guard's and route stage's first step) */
+        x.reason = path_canonicalize(x.path_arg, strlen(x.path_arg), cfg->limits.max_uri_bytes, &x.path);
+        if (x.reason != REASON_ALLOWED)
+            goto decided;
+        /* 2. route */
+        x.policy = policy_route(set, x.host, x.host ? host_without_port(x.host) : 0, x.path.path,
+                                x.path.path_len);
+        if (!x.policy) {
+            x.reason = REASON_NO_ROUTE;
+            goto decided;
+        }
+        /* 3. the issuer, as authentication would pick it by iss */
+        if (!x.issuer) {
+            if (!iss) {
+                x.reason = REASON_ISSUER_MISSING;
+                x.issuer_note = "the claims have no iss and --issuer is not given";
+                goto decided;
+            }
+            if (!json_is_string(iss)) {
+                x.reason = REASON_BAD_CLAIM_TYPE;
+                x.issuer_note = "the claims' iss is not a string";
+                goto decided;
+            }
+            x.issuer = config_issuer_by_iss(cfg, json_string_value(iss), json_string_length(iss));
+            if (!x.issuer) {
+                x.reason = REASON_UNKNOWN_ISSUER;
+                x.issuer_note = "the claims' iss is the iss of no configured issuer";
+                goto decided;
+            }
+        }
+        /* 4. authorize */
+        {
+            struct policy_input in = {x.method, x.path.path, x.path.path_len, x.issuer->name, claims,
+                                      cli_header_lookup, &x.headers};
+            x.reason = policy_authorize(x.policy, &in, &x.trace);
+            x.have_trace = true;
+        }
+    }
+decided:
+    if (x.reason == REASON_ALLOWED)
+        x.decision = DECISION_ALLOW;
+    else if (x.policy && x.have_trace && policy_dry_run(x.policy))
+        x.decision = DECISION_WOULD_DENY;
+    else
+        x.decision = DECISION_DENY;
+    if (as_json)
+        print_json(&x);
+    else
+        print_text(&x);
+    rc = x.decision == DECISION_ALLOW ? 0 : 1;
+out:
+    for (int i = 0; i < x.headers.n; i++) {
+        free(x.headers.v[i].name);
+        free(x.headers.v[i].value);
+    }
+    json_decref(claims);
+    policy_set_free(set);
+    config_free(cfg);
+    diags_free(&d);
+    return rc;
+}

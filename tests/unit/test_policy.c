@@ -1,0 +1,905 @@
+/*
+ * Unit tests of policy.c: loading (with the exact position of each error),
+ * routing order, claims patterns, path patterns, methods, required headers,
+ * scopes, dry_run, and the trace explain prints. The config is built in the
+ * test: issuers "aws" and "cognito", upstreams "cleanup", "billing" and
+ * "approvals", as in conf/baton.json.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "policy.h"
+#include "util.h"
+#include "tap.h"
+
+static struct cfg_issuer issuers[2];
+static struct cfg_upstream upstreams[3];
+static struct baton_config cfg;
+
+static void cfg_init(void)
+{
+    issuers[0].name = "aws";
+    issuers[0].issuer = "https://0f6e0e5a.tokens.sts.global.api.aws";
+    issuers[1].name = "cognito";
+    issuers[1].issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example";
+    upstreams[0].name = "cleanup";
+    upstreams[1].name = "billing";
+    upstreams[2].name = "approvals";
+    cfg.file = "conf/baton.json";
+    cfg.issuers = issuers;
+    cfg.n_issuers = 2;
+    cfg.upstreams = upstreams;
+    cfg.n_upstreams = 3;
+}
+
+/* Builds a set from (name, text) pairs; the diagnostics go to `d`. */
+static struct policy_set *build_n(struct diags *d, size_t n, const char *const *files)
+{
+    struct policy_source src[16];
+    for (size_t i = 0; i < n; i++) {
+        src[i].file = files[2 * i];
+        src[i].text = files[2 * i + 1];
+        src[i].len = strlen(files[2 * i + 1]);
+    }
+    return policy_set_build(&cfg, src, n, d);
+}
+
+static struct policy_set *build1(struct diags *d, const char *text)
+{
+    const char *files[] = {"p.json", text};
+    return build_n(d, 1, files);
+}
+
+/* All diagnostics as "file:line:col: msg\n" lines (owned). */
+static char *diag_text(const struct diags *d)
+{
+    char *s = xstrdup("");
+    for (size_t i = 0; i < d->n; i++) {
+        char *t = xasprintf("%s%s:%d:%d: %s\n", s, d->v[i].file, d->v[i].line, d->v[i].col,
+                            d->v[i].msg);
+        free(s);
+        s = t;
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------ request input */
+
+struct hdrs {
+    const char *name[8];
+    const char *value[8];
+    int n;
+};
+
+static int hdr_lookup(void *ctx, const char *name, const char **value, size_t *len)
+{
+    struct hdrs *h = ctx;
+    int count = 0;
+    for (int i = 0; i < h->n; i++)
+        if (ascii_casecmp_n(h->name[i], strlen(h->name[i]), name, strlen(name)) == 0) {
+            if (count++ == 0) {
+                *value = h->value[i];
+                *len = strlen(h->value[i]);
+            }
+        }
+    return count;
+}
+
+static enum reason decide(const struct policy *p, const char *issuer, const char *claims_json,
+                          const char *method, const char *path, struct hdrs *h,
+                          struct policy_trace *t)
+{
+    json_error_t e;
+    json_t *claims = json_loads(claims_json, 0, &e);
+    struct policy_input in = {method, path, strlen(path), issuer, claims, hdr_lookup, h};
+    enum reason r;
+    struct hdrs none = {{NULL}, {NULL}, 0};
+    if (!claims)
+        tap_diag("bad test claims: %s", e.text);
+    if (!h)
+        in.header_ctx = &none;
+    r = policy_authorize(p, &in, t);
+    json_decref(claims);
+    return r;
+}
+
+/* ------------------------------------------------------------ fixtures */
+
+static const char billing[] =
+    "{\n"
+    "  \"step\": \"billing-reconcile\",\n"
+    "  \"description\": \"Reconcile billing after each deployment\",\n"
+    "  \"mode\": \"enforce\",\n"
+    "  \"route\": { \"host\": \"*\", \"path_prefix\": \"/billing/\" },\n"
+    "  \"upstream\": \"billing\",\n"
+    "  \"callers\": [{\n"
+    "    \"issuer\": \"aws\",\n"
+    "    \"claims\": { \"sub\": \"arn:aws:iam::123456789012:role/sfn-billing\",\n"
+    "                \"https://sts.amazonaws.com/\": { \"aws_account\": \"123456789012\" } }\n"
+    "  }, {\n"
+    "    \"issuer\": \"cognito\",\n"
+    "    \"claims\": { \"client_id\": \"4b1c2d3e\", \"token_use\": \"access\" },\n"
+    "    \"scopes\": [\"billing/reconcile\"]\n"
+    "  }],\n"
+    "  \"allow\": [{ \"methods\": [\"POST\"], \"paths\": [\"/billing/reconcile\", \"/billing/runs/*\"] },\n"
+    "            { \"methods\": [\"GET\"], \"paths\": [\"/billing/runs/**\"] }],\n"
+    "  \"require_headers\": { \"X-Sfn-Execution\": \"arn:aws:states:*:123456789012:execution:*\" },\n"
+    "  \"service_account\": \"billing-step@proj.iam.gserviceaccount.com\",\n"
+    "  \"limits\": { \"max_body_bytes\": 1048576, \"timeout_ms\": 60000, \"rate_per_s\": 20 }\n"
+    "}\n";
+
+#define AWS_OK                                                                          \
+    "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\",\"iss\":\"x\","           \
+    "\"https://sts.amazonaws.com/\":{\"aws_account\":\"123456789012\",\"source_region\":\"us-east-1\"}}"
+#define EXEC_OK "arn:aws:states:us-east-1:123456789012:execution:reconcile:7f3a"
+
+static void test_load_accessors(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d, billing);
+    const struct policy *p;
+    char hex[65];
+
+    if (!ok(set != NULL, "the spec.md sample policy loads")) {
+        char *s = diag_text(&d);
+        tap_diag("%s", s);
+        free(s);
+        diags_free(&d);
+        return;
+    }
+    is_int(policy_set_count(set), 1, "one policy in the set");
+    p = policy_set_at(set, 0);
+    is_str(policy_step(p), "billing-reconcile", "policy_step");
+    is_str(policy_description(p), "Reconcile billing after each deployment", "policy_description");
+    is_str(policy_file(p), "p.json", "policy_file is the source name");
+    sha256_hex(billing, strlen(billing), hex);
+    is_str(policy_hash_hex(p), hex, "policy_hash_hex is the SHA-256 of the file bytes");
+    is_str(policy_host(p), "*", "policy_host");
+    is_str(policy_path_prefix(p), "/billing/", "policy_path_prefix");
+    ok(policy_upstream(p) == &upstreams[1], "policy_upstream points at the config's billing upstream");
+    is_str(policy_service_account(p), "billing-step@proj.iam.gserviceaccount.com", "policy_service_account");
+    ok(!policy_dry_run(p), "mode enforce is not dry_run");
+    is_int(policy_limits(p)->max_body_bytes, 1048576, "limits.max_body_bytes");
+    is_int(policy_limits(p)->timeout_ms, 60000, "limits.timeout_ms");
+    is_int(policy_limits(p)->rate_per_s, 20, "limits.rate_per_s");
+    is_int(policy_limits(p)->burst, 20, "limits.burst defaults to rate_per_s");
+    is_int(policy_caller_count(p), 2, "two callers entries");
+    is_int(policy_rule_count(p), 2, "two allow rules");
+    policy_set_free(set);
+    diags_free(&d);
+}
+
+static void test_minimal_defaults(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d,
+        "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"cleanup\","
+        "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
+        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    const struct policy *p = policy_set_at(set, 0);
+    if (!ok(set && p, "a minimal policy loads"))
+        goto out;
+    is_str(policy_host(p), "*", "route.host defaults to \"*\"");
+    ok(policy_service_account(p) == NULL, "service_account absent is NULL");
+    is_str(policy_description(p), "", "description absent is \"\"");
+    ok(!policy_dry_run(p), "mode defaults to enforce");
+    ok(policy_limits(p)->max_body_bytes == 0 && policy_limits(p)->timeout_ms == 0 &&
+           policy_limits(p)->rate_per_s == 0 && policy_limits(p)->burst == 0,
+       "limits absent are all 0 (unset)");
+out:
+    policy_set_free(set);
+    diags_free(&d);
+}
+
+/* ------------------------------------------------------------ routing */
+
+static char *route_policy(const char *step, const char *host, const char *prefix)
+{
+    return xasprintf("{\"step\":\"%s\",\"route\":{\"host\":\"%s\",\"path_prefix\":\"%s\"},"
+                     "\"upstream\":\"billing\",\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
+                     "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}",
+                     step, host, prefix);
+}
+
+static void test_routing(void)
+{
+    static const char *const def[][3] = {
+        {"any-root", "*", "/"},
+        {"any-billing", "*", "/billing/"},
+        {"any-billing-runs", "*", "/billing/runs"},
+        {"any-api-v1", "*", "/api/v1"},
+        {"exact-api", "API.Example.com", "/api/"},
+        {"exact-api-root", "api.example.com", "/"},
+        {"other-host", "other.example.com", "/billing/"},
+    };
+    static const struct {
+        const char *host, *path, *want;
+    } cases[] = {
+        {"gw.example.com", "/billing/reconcile", "any-billing"},
+        {"gw.example.com", "/billing/", "any-billing"},
+        {"gw.example.com", "/billing", "any-root"},          /* "/billing/" needs the slash */
+        {"gw.example.com", "/billing/runs", "any-billing-runs"},
+        {"gw.example.com", "/billing/runs/7", "any-billing-runs"},
+        {"gw.example.com", "/billing/runsx", "any-billing"},   /* segment boundary */
+        {"gw.example.com", "/api/v1", "any-api-v1"},
+        {"gw.example.com", "/api/v1/x/y", "any-api-v1"},
+        {"gw.example.com", "/api/v10", "any-root"},            /* not under /api/v1 */
+        {"gw.example.com", "/", "any-root"},
+        {"api.example.com", "/api/x", "exact-api"},
+        {"API.EXAMPLE.COM", "/api/x", "exact-api"},            /* host case-insensitive */
+        {"api.example.com", "/billing/reconcile", "exact-api-root"}, /* exact host before "*" */
+        {"api.example.com", "/", "exact-api-root"},
+        {"other.example.com", "/billing/x", "other-host"},
+        {"other.example.com", "/api/v1", "any-api-v1"},        /* no exact match: falls to "*" */
+        {NULL, "/billing/x", "any-billing"},                   /* no host: only "*" */
+    };
+    const char *files[2 * 7];
+    char *texts[7];
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set;
+
+    for (int i = 0; i < 7; i++) {
+        texts[i] = route_policy(def[i][0], def[i][1], def[i][2]);
+        files[2 * i] = def[i][0];
+        files[2 * i + 1] = texts[i];
+    }
+    set = build_n(&d, 7, files);
+    if (ok(set != NULL, "seven routes load")) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            const struct policy *p = policy_route(set, cases[i].host,
+                                                  cases[i].host ? strlen(cases[i].host) : 0,
+                                                  cases[i].path, strlen(cases[i].path));
+            is_str(p ? policy_step(p) : NULL, cases[i].want, "route %s %s -> %s",
+                   cases[i].host ? cases[i].host : "(no host)", cases[i].path, cases[i].want);
+        }
+        /* precedence order for `baton check`: exact hosts first, longest prefix first */
+        is_str(policy_step(policy_set_at(set, 0)), "exact-api", "listing starts with the exact host, longest prefix");
+        is_str(policy_step(policy_set_at(set, 1)), "exact-api-root", "then its shorter prefix");
+        is_str(policy_step(policy_set_at(set, 6)), "any-root", "\"*\" with \"/\" comes last");
+    }
+    policy_set_free(set);
+    diags_free(&d);
+
+    /* no catch-all: no route */
+    {
+        char *t = route_policy("only", "*", "/billing/");
+        const char *f[] = {"only.json", t};
+        set = build_n(&d, 1, f);
+        ok(set && policy_route(set, "h", 1, "/other", 6) == NULL, "a path under no prefix has no route");
+        ok(set && policy_route(set, "h", 1, "/billing", 8) == NULL, "\"/billing\" is not under \"/billing/\"");
+        policy_set_free(set);
+        diags_free(&d);
+        free(t);
+    }
+    {
+        struct policy_source none;
+        set = policy_set_build(&cfg, &none, 0, &d);
+        ok(set && policy_route(set, "h", 1, "/", 1) == NULL, "an empty set routes nothing");
+        policy_set_free(set);
+    }
+    for (int i = 0; i < 7; i++)
+        free(texts[i]);
+}
+
+static void test_duplicates_across_files(void)
+{
+    struct diags d = DIAGS_INIT;
+    char *a = route_policy("step-a", "*", "/billing/");
+    char *b = route_policy("step-b", "*", "/billing/");
+    char *c = route_policy("step-a", "api.example.com", "/x");
+    char *e = route_policy("step-e", "API.example.com", "/x");
+    const char *files[] = {"policies/a.json", a, "policies/b.json", b};
+    const char *files2[] = {"policies/a.json", a, "policies/c.json", c};
+    const char *files3[] = {"policies/c.json", c, "policies/e.json", e};
+    struct policy_set *set = build_n(&d, 2, files);
+    char *s = diag_text(&d);
+
+    ok(set == NULL, "two policies with the same host and path_prefix do not load");
+    is_str(s, "policies/b.json:1:26: route (host \"*\", path_prefix \"/billing/\") is also claimed "
+              "by policies/a.json:1:26\n",
+           "the duplicate route error names both files with positions");
+    free(s);
+    diags_free(&d);
+
+    set = build_n(&d, 2, files2);
+    s = diag_text(&d);
+    ok(set == NULL, "two policies with the same step name do not load");
+    is_str(s, "policies/c.json:1:9: step \"step-a\" is also defined by policies/a.json:1:9\n",
+           "the duplicate step error names both files");
+    free(s);
+    diags_free(&d);
+
+    set = build_n(&d, 2, files3);
+    ok(set == NULL && d.n == 1 && strstr(d.v[0].msg, "also claimed by policies/c.json"),
+       "hosts differing only in case are the same route");
+    diags_free(&d);
+    free(a);
+    free(b);
+    free(c);
+    free(e);
+}
+
+/* ------------------------------------------------------------ claims */
+
+static void test_claims_patterns(void)
+{
+    static const struct {
+        const char *pattern, *claims;
+        int want;
+        const char *what;
+    } t[] = {
+        {"{\"sub\":\"abc\"}", "{\"sub\":\"abc\"}", 1, "exact string"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":\"abcd\"}", 0, "exact string is not a prefix match"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":\"ABC\"}", 0, "exact string is case-sensitive"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":\"abc\",\"other\":1}", 1, "extra claims are ignored (subset)"},
+        {"{\"sub\":\"abc\"}", "{\"other\":\"abc\"}", 0, "absent claim never matches"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":null}", 0, "null claim does not match a string"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":[\"abc\"]}", 0, "array claim never matches a string pattern"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":{\"abc\":1}}", 0, "object claim does not match a string"},
+        {"{\"sub\":\"arn:aws:iam::*:role/sfn-*\"}", "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\"}", 1,
+         "glob * spans ':' and '/' in ARNs"},
+        {"{\"sub\":\"arn:aws:iam::*:role/sfn-*\"}", "{\"sub\":\"arn:aws:iam::123:role/lambda-x\"}", 0,
+         "glob literal parts must match"},
+        {"{\"sub\":\"*\"}", "{\"sub\":\"\"}", 1, "lone * matches the empty string"},
+        {"{\"sub\":\"*\"}", "{\"sub\":5}", 0, "lone * matches strings only"},
+        {"{\"sub\":\"*\"}", "{}", 0, "lone * does not match an absent claim"},
+        {"{\"sub\":\"a*b*c\"}", "{\"sub\":\"aXbYbZc\"}", 1, "several stars backtrack"},
+        {"{\"sub\":\"a*b*c\"}", "{\"sub\":\"aXbYbZcd\"}", 0, "glob is anchored at the end"},
+        {"{\"sub\":\"*-prod\"}", "{\"sub\":\"x-prod\"}", 1, "leading star"},
+        {"{\"sub\":\"*-prod\"}", "{\"sub\":\"x-prod-2\"}", 0, "leading star, anchored end"},
+        {"{\"sub\":\"x**y\"}", "{\"sub\":\"xy\"}", 1, "double star is still any run"},
+        {"{\"n\":5}", "{\"n\":5}", 1, "integer exact"},
+        {"{\"n\":5}", "{\"n\":6}", 0, "integer differs"},
+        {"{\"n\":5}", "{\"n\":\"5\"}", 0, "string \"5\" does not match integer 5"},
+        {"{\"n\":5}", "{\"n\":5.0}", 0, "real 5.0 does not match integer 5"},
+        {"{\"n\":2.5}", "{\"n\":2.5}", 1, "real exact"},
+        {"{\"b\":true}", "{\"b\":true}", 1, "boolean true"},
+        {"{\"b\":true}", "{\"b\":false}", 0, "boolean differs"},
+        {"{\"b\":false}", "{\"b\":0}", 0, "0 is not false"},
+        {"{\"b\":false}", "{\"b\":\"false\"}", 0, "\"false\" is not false"},
+        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"y\":{\"z\":\"v\",\"w\":1}}}", 1, "nested objects"},
+        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"y\":\"v\"}}", 0, "nested pattern vs string claim"},
+        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"z\":\"v\"}}", 0, "nesting level matters"},
+        {"{\"x\":{\"y\":\"v\"}}", "{\"x.y\":\"v\"}", 0, "dotted claim name is not nesting"},
+        {"{\"https://sts.amazonaws.com/\":{\"aws_account\":\"123\"}}",
+         "{\"https://sts.amazonaws.com/\":{\"aws_account\":\"123\"}}", 1, "AWS namespaced claim"},
+        {"{\"https://sts.amazonaws.com/\":{\"aws_account\":\"123\"}}",
+         "{\"https://sts.amazonaws.com/\":{\"aws_account\":\"124\"}}", 0, "AWS account differs"},
+        {"{\"sub\":[\"a\",\"b\"]}", "{\"sub\":\"b\"}", 1, "array pattern: any of its values"},
+        {"{\"sub\":[\"a\",\"b\"]}", "{\"sub\":\"c\"}", 0, "array pattern: none of its values"},
+        {"{\"sub\":[\"a\",\"b\"]}", "{\"sub\":[\"a\",\"b\"]}", 0, "array pattern vs array claim"},
+        {"{\"sub\":[\"x-*\",7]}", "{\"sub\":7}", 1, "array of a glob and an integer"},
+        {"{\"sub\":[\"x-*\",7]}", "{\"sub\":\"x-1\"}", 1, "array element glob"},
+        {"{\"sub\":[{\"a\":1},{\"b\":2}]}", "{\"sub\":{\"b\":2,\"c\":3}}", 1, "array of object patterns"},
+        {"{\"sub\":\"a\",\"client_id\":\"c\"}", "{\"sub\":\"a\"}", 0, "every member must match"},
+        {"{\"sub\":\"a*\"}", "{\"sub\":\"a\"}", 1, "trailing star matches nothing too"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct diags d = DIAGS_INIT;
+        char *text;
+        struct policy_set *set;
+        text = xasprintf("{\"step\":\"c\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+                         "\"callers\":[{\"issuer\":\"aws\",\"claims\":%s}],"
+                         "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/x\"]}]}",
+                         t[i].pattern);
+        set = build1(&d, text);
+        if (!set) {
+            ok(0, "claims pattern %s loads", t[i].pattern);
+            diags_free(&d);
+            free(text);
+            continue;
+        }
+        is_int(decide(policy_set_at(set, 0), "aws", t[i].claims, "GET", "/x", NULL, NULL),
+               t[i].want ? REASON_ALLOWED : REASON_NO_CALLER_MATCH, "claims: %s (%s vs %s)",
+               t[i].what, t[i].pattern, t[i].claims);
+        policy_set_free(set);
+        diags_free(&d);
+        free(text);
+    }
+}
+
+/* ------------------------------------------------------------ paths, methods */
+
+static void test_path_patterns(void)
+{
+    static const struct {
+        const char *pattern, *path;
+        int want;
+    } t[] = {
+        {"/a/b", "/a/b", 1},
+        {"/a/b", "/a/b/", 0},
+        {"/a/b", "/a/bc", 0},
+        {"/a/b", "/a", 0},
+        {"/a/b/", "/a/b/", 1},
+        {"/a/*", "/a/x", 1},
+        {"/a/*", "/a/x/y", 0},
+        {"/a/*", "/a/", 0},        /* `*` needs a non-empty segment */
+        {"/a/*", "/a", 0},
+        {"/a/*/c", "/a/b/c", 1},
+        {"/a/*/c", "/a/b/d/c", 0},
+        {"/a/**", "/a", 1},       /* zero segments */
+        {"/a/**", "/a/", 1},
+        {"/a/**", "/a/x/y/z", 1},
+        {"/a/**", "/ab", 0},
+        {"/a/**/z", "/a/z", 1},
+        {"/a/**/z", "/a/x/y/z", 1},
+        {"/a/**/z", "/a/x/y/zz", 0},
+        {"/a/**/z", "/a/x/z/y", 0},
+        {"/a/**/*/z", "/a/z", 0},
+        {"/a/**/*/z", "/a/q/z", 1},
+        {"/**/x/**/y", "/p/x/q/x/r/y", 1},
+        {"/**", "/", 1},
+        {"/**", "/anything/at/all", 1},
+        {"/*", "/", 0},
+        {"/", "/", 1},
+        {"/", "/a", 0},
+        {"/runs/%3A", "/runs/%3A", 1},
+        {"/runs/:id", "/runs/42", 0}, /* no placeholders: ":id" is literal */
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct diags d = DIAGS_INIT;
+        char *text = xasprintf("{\"step\":\"p\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+                               "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"s\"}}],"
+                               "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"%s\"]}]}",
+                               t[i].pattern);
+        struct policy_set *set = build1(&d, text);
+        if (!set) {
+            ok(0, "path pattern %s loads", t[i].pattern);
+        } else {
+            is_int(decide(policy_set_at(set, 0), "aws", "{\"sub\":\"s\"}", "GET", t[i].path, NULL, NULL),
+                   t[i].want ? REASON_ALLOWED : REASON_NO_RULE_MATCH, "path pattern %s %s %s",
+                   t[i].pattern, t[i].want ? "matches" : "does not match", t[i].path);
+        }
+        policy_set_free(set);
+        diags_free(&d);
+        free(text);
+    }
+}
+
+static void test_methods_headers_order(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d, billing);
+    const struct policy *p = set ? policy_set_at(set, 0) : NULL;
+    struct hdrs h1 = {{"X-Sfn-Execution"}, {EXEC_OK}, 1};
+    struct hdrs hlower = {{"x-sfn-execution"}, {EXEC_OK}, 1};
+    struct hdrs hdup = {{"X-Sfn-Execution", "x-sfn-execution"}, {EXEC_OK, EXEC_OK}, 2};
+    struct hdrs hbad = {{"X-Sfn-Execution"}, {"arn:aws:states:us-east-1:999999999999:execution:x:1"}, 1};
+    struct hdrs hnone = {{"X-Other"}, {EXEC_OK}, 1};
+
+    if (!ok(p != NULL, "billing fixture loads"))
+        return;
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED,
+           "allowed: caller, POST /billing/reconcile, header matches");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/runs/42", &h1, NULL), REASON_ALLOWED,
+           "allowed: POST /billing/runs/* one segment");
+    is_int(decide(p, "aws", AWS_OK, "GET", "/billing/runs/42/log", &h1, NULL), REASON_ALLOWED,
+           "allowed: GET /billing/runs/** by the second rule");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/runs/42/log", &h1, NULL), REASON_NO_RULE_MATCH,
+           "POST is not allowed deeper than one segment");
+    is_int(decide(p, "aws", AWS_OK, "post", "/billing/reconcile", &h1, NULL), REASON_NO_RULE_MATCH,
+           "methods are exact: \"post\" is not POST");
+    is_int(decide(p, "aws", AWS_OK, "GET", "/billing/reconcile", &h1, NULL), REASON_NO_RULE_MATCH,
+           "GET /billing/reconcile matches no rule");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hlower, NULL), REASON_ALLOWED,
+           "header names are case-insensitive");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hdup, NULL), REASON_HEADER_MISMATCH,
+           "a required header sent twice never matches, even with equal values");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hbad, NULL), REASON_HEADER_MISMATCH,
+           "a header value outside the glob is a mismatch");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hnone, NULL), REASON_HEADER_MISMATCH,
+           "an absent required header is a mismatch");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", NULL, NULL), REASON_HEADER_MISMATCH,
+           "no headers at all is a mismatch");
+    /* order: caller before rule before headers */
+    is_int(decide(p, "aws", "{\"sub\":\"nobody\"}", "GET", "/nowhere", &hnone, NULL), REASON_NO_CALLER_MATCH,
+           "caller is checked first");
+    is_int(decide(p, "aws", AWS_OK, "DELETE", "/billing/reconcile", &hnone, NULL), REASON_NO_RULE_MATCH,
+           "rules are checked before headers");
+    is_int(decide(p, "cognito", AWS_OK, "POST", "/billing/reconcile", &h1, NULL), REASON_NO_CALLER_MATCH,
+           "the aws claims from another issuer do not match (issuer is part of the entry)");
+    {
+        struct policy_input in = {"POST", "/billing/reconcile", 18, "aws", NULL, hdr_lookup, &h1};
+        is_int(policy_authorize(p, &in, NULL), REASON_NO_CALLER_MATCH, "NULL claims never match");
+        in.issuer_name = NULL;
+        is_int(policy_authorize(p, &in, NULL), REASON_NO_CALLER_MATCH, "NULL issuer never matches");
+    }
+    policy_set_free(set);
+    diags_free(&d);
+}
+
+static void test_scopes(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d, billing);
+    const struct policy *p = set ? policy_set_at(set, 0) : NULL;
+    struct hdrs h1 = {{"X-Sfn-Execution"}, {EXEC_OK}, 1};
+    struct policy_trace t;
+
+    if (!ok(p != NULL, "billing fixture loads for scopes"))
+        return;
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":\"billing/read billing/reconcile\"}",
+                  "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED, "scope in the space-separated scope claim");
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scp\":[\"x\",\"billing/reconcile\"]}",
+                  "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED, "scope in the scp array");
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scp\":\"billing/reconcile\"}",
+                  "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED, "scope in an scp string");
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":\"billing/reconcile2 billing\"}",
+                  "POST", "/billing/reconcile", &h1, &t), REASON_SCOPE_MISSING, "scope words match whole, not as prefixes");
+    is_str(t.miss_kind, "scope", "trace: the miss is a scope");
+    is_str(t.miss_name, "billing/reconcile", "trace: names the missing scope");
+    is_int(t.caller_index, 1, "trace: the cognito entry is the closest caller");
+    is_int(t.miss_line, 14, "trace: the miss points at the scopes line");
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\"}",
+                  "POST", "/billing/reconcile", &h1, NULL), REASON_SCOPE_MISSING, "no scope claim at all");
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":[\"billing/reconcile\"]}",
+                  "POST", "/billing/reconcile", &h1, NULL), REASON_SCOPE_MISSING, "a scope claim that is an array is not a scope list");
+    is_int(decide(p, "cognito", "{\"client_id\":\"other\",\"scope\":\"billing/reconcile\"}",
+                  "POST", "/billing/reconcile", &h1, NULL), REASON_NO_CALLER_MATCH,
+           "scopes do not help when the claims do not match");
+    policy_set_free(set);
+    diags_free(&d);
+
+    /* a later entry without scopes still matches after a scope miss */
+    set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+                     "\"callers\":[{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\"},\"scopes\":[\"w\"]},"
+                     "{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\",\"token_use\":\"access\"}}],"
+                     "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    if (ok(set != NULL, "two entries, the first with scopes, load")) {
+        is_int(decide(policy_set_at(set, 0), "cognito", "{\"client_id\":\"c\",\"token_use\":\"access\"}",
+                      "GET", "/x", NULL, &t), REASON_ALLOWED, "the second entry matches after the first misses a scope");
+        is_int(t.caller_index, 1, "trace names the second entry");
+    }
+    policy_set_free(set);
+    diags_free(&d);
+    /* the trace of a scope miss names the entry that missed only a scope, even
+     * when another entry matched more claims before missing one */
+    set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+                     "\"callers\":[{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\"},\"scopes\":[\"w\"]},"
+                     "{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\",\"token_use\":\"access\",\"x\":\"y\"}}],"
+                     "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    if (ok(set != NULL, "scope-miss fixture loads")) {
+        is_int(decide(policy_set_at(set, 0), "cognito", "{\"client_id\":\"c\",\"token_use\":\"access\"}",
+                      "GET", "/x", NULL, &t), REASON_SCOPE_MISSING, "scope_missing when the only full claims match lacks a scope");
+        is_str(t.miss_kind, "scope", "trace of scope_missing is a scope miss");
+        is_int(t.caller_index, 0, "trace names the entry that missed only its scope");
+    }
+    policy_set_free(set);
+    diags_free(&d);
+}
+
+static void test_dry_run(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d, "{\"step\":\"s\",\"mode\":\"dry_run\",\"route\":{\"path_prefix\":\"/\"},"
+                                        "\"upstream\":\"approvals\","
+                                        "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
+                                        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    const struct policy *p = set ? policy_set_at(set, 0) : NULL;
+    if (!ok(p != NULL, "dry_run policy loads"))
+        return;
+    ok(policy_dry_run(p), "mode dry_run is reported");
+    is_int(decide(p, "aws", "{\"sub\":\"y\"}", "GET", "/a", NULL, NULL), REASON_NO_CALLER_MATCH,
+           "dry_run: authorize still returns the deny reason");
+    is_int(decide(p, "aws", "{\"sub\":\"x\"}", "GET", "/a", NULL, NULL), REASON_ALLOWED,
+           "dry_run: an allowed request is allowed");
+    policy_set_free(set);
+    diags_free(&d);
+}
+
+/* ------------------------------------------------------------ trace */
+
+static void test_trace(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d, billing);
+    const struct policy *p = set ? policy_set_at(set, 0) : NULL;
+    struct hdrs h1 = {{"X-Sfn-Execution"}, {EXEC_OK}, 1};
+    struct hdrs hdup = {{"X-Sfn-Execution", "X-Sfn-Execution"}, {EXEC_OK, EXEC_OK}, 2};
+    struct policy_trace t;
+
+    if (!ok(p != NULL, "billing fixture loads for traces"))
+        return;
+    decide(p, "aws", AWS_OK, "GET", "/billing/runs/1", &h1, &t);
+    is_int(t.reason, REASON_ALLOWED, "trace: reason allowed");
+    is_int(t.caller_index, 0, "trace: matched caller index 0");
+    is_int(t.caller_line, 7, "trace: matched caller entry at line 7");
+    is_int(t.caller_col, 15, "trace: matched caller entry at column 15");
+    is_int(t.rule_index, 1, "trace: matched allow rule index 1");
+    is_int(t.rule_line, 17, "trace: matched allow rule at line 17");
+    is_int(t.rule_col, 13, "trace: matched allow rule at column 13");
+    is_int(t.pattern_index, 0, "trace: the rule's first path pattern matched");
+    ok(t.miss_kind == NULL, "trace: no miss on allow");
+
+    decide(p, "aws",
+           "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\","
+           "\"https://sts.amazonaws.com/\":{\"aws_account\":\"210987654321\"}}",
+           "POST", "/billing/reconcile", &h1, &t);
+    is_int(t.reason, REASON_NO_CALLER_MATCH, "trace: wrong account is no_caller_match");
+    is_str(t.miss_kind, "claim", "trace: the miss is a claim");
+    is_str(t.miss_name, "\"https://sts.amazonaws.com/\".aws_account", "trace: names the nested claim");
+    is_str(t.miss_detail, "expected \"123456789012\", got \"210987654321\"", "trace: says how it differs");
+    is_int(t.caller_index, 0, "trace: closest caller is the aws entry");
+    is_int(t.miss_line, 10, "trace: miss line is the pattern's line");
+    is_int(t.miss_col, 64, "trace: miss column is the pattern's column");
+
+    decide(p, "aws", "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\"}", "POST",
+           "/billing/reconcile", &h1, &t);
+    is_str(t.miss_name, "\"https://sts.amazonaws.com/\"", "trace: names the absent namespace claim");
+    is_str(t.miss_detail, "absent from the token, expected an object", "trace: an absent claim");
+    decide(p, "aws", "{\"sub\":[\"x\"]}", "POST", "/billing/reconcile", &h1, &t);
+    is_str(t.miss_name, "sub", "trace: first missing leaf in file order");
+    is_str(t.miss_detail, "expected a string, got an array (another JSON type never matches)",
+           "trace: a type mismatch");
+    decide(p, "github", AWS_OK, "POST", "/billing/reconcile", &h1, &t);
+    is_str(t.miss_kind, "issuer", "trace: no entry for the issuer");
+    is_str(t.miss_detail, "no callers entry is for issuer \"github\"; entries are for \"aws\", \"cognito\"",
+           "trace: lists the issuers the entries accept");
+
+    decide(p, "aws", AWS_OK, "DELETE", "/billing/runs/3", &h1, &t);
+    is_int(t.reason, REASON_NO_RULE_MATCH, "trace: DELETE is no_rule_match");
+    is_str(t.miss_kind, "method", "trace: path matched a rule, the method did not");
+    is_int(t.rule_index, 0, "trace: the closest rule is the first one whose path matched");
+    is_str(t.miss_detail, "method \"DELETE\" is not one of [POST]", "trace: lists the rule's methods");
+    decide(p, "aws", AWS_OK, "POST", "/billing/other", &h1, &t);
+    is_str(t.miss_kind, "path", "trace: the method matched a rule, the path did not");
+    is_str(t.miss_detail, "path \"/billing/other\" matches none of [\"/billing/reconcile\", \"/billing/runs/*\"]",
+           "trace: lists the rule's path patterns");
+    decide(p, "aws", AWS_OK, "PUT", "/billing/other", &h1, &t);
+    is_str(t.miss_kind, "rule", "trace: neither method nor path");
+
+    decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hdup, &t);
+    is_int(t.reason, REASON_HEADER_MISMATCH, "trace: duplicate header");
+    is_str(t.miss_kind, "header", "trace: the miss is a header");
+    is_str(t.miss_name, "X-Sfn-Execution", "trace: names the header");
+    is_str(t.miss_detail, "present 2 times (a header sent more than once never matches)",
+           "trace: says it was sent twice");
+    is_int(t.miss_line, 18, "trace: header miss line");
+    is_int(t.caller_index, 0, "trace: the matched caller is kept on a header miss");
+    is_int(t.rule_index, 0, "trace: the matched rule is kept on a header miss");
+    decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", NULL, &t);
+    is_str(t.miss_detail, "absent from the request", "trace: absent header");
+    {
+        struct hdrs hv = {{"X-Sfn-Execution"}, {"nope"}, 1};
+        decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
+        is_str(t.miss_detail, "value does not match \"arn:aws:states:*:123456789012:execution:*\"",
+               "trace: the value glob, never the value");
+    }
+    policy_set_free(set);
+    diags_free(&d);
+}
+
+/* ------------------------------------------------------------ load errors */
+
+static void test_load_errors(void)
+{
+    static const struct {
+        const char *text;
+        const char *want; /* the whole diagnostic output */
+        const char *what;
+    } t[] = {
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
+         " \"colour\": \"blue\"}",
+         "p.json:4:2: unknown key \"colour\" in a step policy\n", "unknown top-level key"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\", \"port\": 80},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}, \"role\": 1}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"], \"deny\": true}]}",
+         "p.json:1:41: unknown key \"port\" in \"route\"\n"
+         "p.json:2:51: unknown key \"role\" in a callers entry\n"
+         "p.json:3:47: unknown key \"deny\" in an allow rule\n",
+         "unknown nested keys, all reported in order"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+         " \"step\":\"t\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\",\"sub\":\"y\"}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}",
+         "p.json:2:2: duplicate key \"step\" (first at line 1 column 2)\n"
+         "p.json:3:49: duplicate key \"sub\" (first at line 3 column 39)\n",
+         "duplicate keys"},
+        {"{\"step\":5,\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":{},\n"
+         " \"allow\":[{\"methods\":\"GET\",\"paths\":[\"/**\"]}]}",
+         "p.json:1:9: \"step\" must be a string, not integer\n"
+         "p.json:2:12: \"callers\" must be an array, not object\n"
+         "p.json:3:22: \"methods\" must be an array, not string\n",
+         "wrong types"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"payroll\",\n"
+         " \"callers\":[{\"issuer\":\"google\",\"claims\":{\"sub\":\"x\"}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}",
+         "p.json:1:52: upstream \"payroll\" is not defined in conf/baton.json (upstreams: \"cleanup\", \"billing\", \"approvals\")\n"
+         "p.json:2:23: issuer \"google\" is not defined in conf/baton.json (issuers: \"aws\", \"cognito\")\n",
+         "unknown upstream and issuer"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
+         " \"limits\":{\"max_body_bytes\":0,\"timeout_ms\":3600001,\"rate_per_s\":1.5,\"burst\":-1}}",
+         "p.json:4:29: \"max_body_bytes\" is 0, the range is 1..1099511627776\n"
+         "p.json:4:44: \"timeout_ms\" is 3600001, the range is 1..3600000\n"
+         "p.json:4:65: \"rate_per_s\" must be an integer, not real\n"
+         "p.json:4:77: \"burst\" is -1, the range is 1..1000000\n",
+         "limits out of range"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
+         " \"limits\":{\"burst\":10}}",
+         "p.json:4:12: \"burst\" needs \"rate_per_s\"\n", "burst without rate"},
+        {"{\"step\":\"s\",\"mode\":\"audit\",\"route\":{\"path_prefix\":\"/a//b\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{}}],\n"
+         " \"allow\":[{\"methods\":[\"get\",\"GET\",\"GET\"],\"paths\":[\"a\",\"/x/run-*\",\"/x/../y\",\"/q?x\"]}]}",
+         "p.json:1:20: \"mode\" must be \"enforce\" or \"dry_run\", not \"audit\"\n"
+         "p.json:1:51: path_prefix \"/a//b\" is not a canonical path (path_empty_segment)\n"
+         "p.json:2:38: an empty claims object would match any object; name the claims to match\n"
+         "p.json:3:23: method \"get\" must be an upper-case token (methods match exactly)\n"
+         "p.json:3:35: method \"GET\" is listed twice\n"
+         "p.json:3:51: path pattern \"a\" must start with \"/\"\n"
+         "p.json:3:55: path pattern \"/x/run-*\": \"*\" and \"**\" stand for whole segments, not parts of one (\"run-*\")\n"
+         "p.json:3:66: path pattern \"/x/../y\" can never match a canonical path (path_dot_segment)\n"
+         "p.json:3:76: path pattern \"/q?x\" has a query; patterns match the path only\n",
+         "bad mode, prefix, empty claims, methods and path patterns"},
+        {"{\"step\":\"s\",\"route\":{\"host\":\"api.example.com:443\",\"path_prefix\":\"/billing/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":null,\"groups\":[],\"x\":[[1]]}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/other/**\",\"/billing\",\"/*/x\",\"/**\"]}]}",
+         "p.json:1:29: host \"api.example.com:443\" must not include a port (the port is stripped before routing)\n"
+         "p.json:2:45: null is not a claim pattern (a pattern never matches an absent claim; name the values to accept)\n"
+         "p.json:2:59: an empty array never matches; name the accepted values\n"
+         "p.json:2:67: an array inside an array is not a claim pattern\n"
+         "p.json:3:39: path pattern \"/other/**\" can never match under the route's path_prefix \"/billing/\"\n"
+         "p.json:3:51: path pattern \"/billing\" can never match under the route's path_prefix \"/billing/\"\n",
+         "bad host and claims patterns, and paths outside the prefix"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/billing/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/other/**\",\"/billing\",\"/*/x\",\"/**\",\"/billing/\"]}]}",
+         "p.json:3:39: path pattern \"/other/**\" can never match under the route's path_prefix \"/billing/\"\n"
+         "p.json:3:51: path pattern \"/billing\" can never match under the route's path_prefix \"/billing/\"\n",
+         "path patterns outside the route's prefix"},
+        {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"},\"scopes\":[\"a b\",\"c\",\"c\"]}],\n"
+         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
+         " \"require_headers\":{\"X-A\":\"1\",\"x-a\":\"2\",\"Authorization\":\"Bearer *\",\"Bad Name\":\"x\",\"X-B\":\" v\"},\n"
+         " \"service_account\":\"not-an-email\"}",
+         "p.json:2:60: \"a b\" is not a scope token (no space, '\"' or '\\')\n"
+         "p.json:2:70: scope \"c\" is listed twice\n"
+         "p.json:4:31: header \"x-a\" is already required as \"X-A\" at line 4 column 21 (names are case-insensitive)\n"
+         "p.json:4:41: \"Authorization\" carries the caller's token: authorize the caller with \"callers\", not require_headers\n"
+         "p.json:4:68: \"Bad Name\" is not a header name (RFC 9110 token, at most 256 bytes)\n"
+         "p.json:4:89: header value pattern \" v\" starts or ends with a space; values are matched without surrounding whitespace\n"
+         "p.json:5:20: service_account \"not-an-email\" is not a service account e-mail address\n",
+         "bad scopes, headers and service account"},
+        {"{\"route\":{},\n \"callers\":[],\"allow\":[{}]}",
+         "p.json:1:1: the policy lacks the required key \"step\"\n"
+         "p.json:1:1: the policy lacks the required key \"upstream\"\n"
+         "p.json:1:10: \"route\" lacks the required key \"path_prefix\"\n"
+         "p.json:2:12: \"callers\" must not be empty\n"
+         "p.json:2:24: an allow rule lacks the required key \"methods\"\n"
+         "p.json:2:24: an allow rule lacks the required key \"paths\"\n",
+         "missing required keys"},
+        {"{\"step\": \"s\",\n \"route\": {\"path_prefix\": \"/\"\n}", "p.json:3:1: invalid JSON: '}' expected near end of file\n",
+         "syntax error with jansson's position"},
+        {"[1]", "p.json:1:1: a step policy must be a JSON object, not array\n", "top level array"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct diags d = DIAGS_INIT;
+        struct policy_set *set = build1(&d, t[i].text);
+        char *s = diag_text(&d);
+        ok(set == NULL, "load error (%s): the set is not built", t[i].what);
+        is_str(s, t[i].want, "load error (%s): every error at its file:line:column", t[i].what);
+        free(s);
+        policy_set_free(set);
+        diags_free(&d);
+    }
+    /* too deep */
+    {
+        struct diags d = DIAGS_INIT;
+        char *deep = xmalloc(200);
+        struct policy_set *set;
+        memset(deep, '[', 100);
+        memset(deep + 100, ']', 100);
+        {
+            struct policy_source src = {"deep.json", deep, 200};
+            set = policy_set_build(&cfg, &src, 1, &d);
+        }
+        ok(set == NULL && d.n == 1 && strstr(d.v[0].msg, "nesting deeper than"),
+           "nesting deeper than POLICY_MAX_DEPTH is an error");
+        free(deep);
+        diags_free(&d);
+    }
+}
+
+/* ------------------------------------------------------------ directory */
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char *path = xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    free(path);
+}
+
+static void test_load_dir(void)
+{
+    char tmpl[] = "/tmp/baton-policy-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set;
+    char *a = route_policy("step-a", "*", "/a/"), *b = route_policy("step-b", "*", "/b/");
+    char *s;
+
+    if (!ok(dir != NULL, "temporary policy directory"))
+        return;
+    cfg.policies = dir;
+    set = policy_set_load(&cfg, &d);
+    s = diag_text(&d);
+    ok(set == NULL, "an empty policy directory does not load");
+    ok(strstr(s, "no step policy (*.json) in the policy directory") != NULL, "the error says no policy");
+    free(s);
+    diags_free(&d);
+
+    write_file(dir, "a.json", a);
+    write_file(dir, "b.json", b);
+    write_file(dir, "README.md", "not a policy");
+    write_file(dir, ".hidden.json", "{");
+    write_file(dir, "b.json~", "{");
+    set = policy_set_load(&cfg, &d);
+    ok(set != NULL && policy_set_count(set) == 2, "only *.json files (not hidden) are loaded");
+    if (set) {
+        char *want = xasprintf("%s/a.json", dir);
+        const struct policy *p = policy_route(set, NULL, 0, "/a/x", 4);
+        is_str(p ? policy_file(p) : NULL, want, "policy_file is the path in the directory");
+        free(want);
+    }
+    policy_set_free(set);
+    diags_free(&d);
+
+    write_file(dir, "c.json", "{\"step\":1}");
+    set = policy_set_load(&cfg, &d);
+    s = diag_text(&d);
+    ok(set == NULL, "one broken file fails the whole set");
+    {
+        char *want = xasprintf("%s/c.json:1:9: \"step\" must be a string, not integer\n", dir);
+        ok(strstr(s, want) != NULL, "the broken file's error names the file in the directory");
+        free(want);
+    }
+    free(s);
+    diags_free(&d);
+
+    cfg.policies = "/nonexistent/baton/policies";
+    set = policy_set_load(&cfg, &d);
+    ok(set == NULL && d.n == 1 && strstr(d.v[0].msg, "cannot open the policy directory"),
+       "a missing directory is an error");
+    diags_free(&d);
+    cfg.policies = NULL;
+
+    {
+        char *cmd = xasprintf("rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            tap_diag("cleanup of %s failed", dir);
+        free(cmd);
+    }
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    cfg_init();
+    test_load_accessors();
+    test_minimal_defaults();
+    test_routing();
+    test_duplicates_across_files();
+    test_claims_patterns();
+    test_path_patterns();
+    test_methods_headers_order();
+    test_scopes();
+    test_dry_run();
+    test_trace();
+    test_load_errors();
+    test_load_dir();
+    return tap_done();
+}
