@@ -25,8 +25,10 @@
 
 #include <jansson.h>
 
+#include "authn.h"
 #include "config.h"
 #include "diag.h"
+#include "jwks.h"
 #include "log.h"
 #include "path.h"
 #include "policy.h"
@@ -238,6 +240,9 @@ static void explain_usage(FILE *out)
           "  routes for host \"*\" apply. With --claims, the issuer is --issuer NAME or\n"
           "  the one whose `iss` equals the claims' iss; token checks (signature,\n"
           "  expiry, audience) are skipped. --claims @FILE reads the claims from FILE.\n"
+          "  With --token, the issuers' keys are fetched once and the token is verified\n"
+          "  exactly as the server does (signature, expiry, audience, typ) before the\n"
+          "  policy decides; the authentication outcome is printed beside the decision.\n"
           "  Exit 0: allow; 1: deny or would_deny (dry_run); 2: usage or config.\n",
           out);
 }
@@ -253,6 +258,9 @@ struct explain {
     const struct policy *policy;
     const struct cfg_issuer *issuer;
     const char *issuer_note; /* why the issuer could not be taken, or NULL */
+    bool have_authn;         /* --token: the authentication outcome below is set */
+    enum reason authn;       /* REASON_ALLOWED, or why the token was refused */
+    struct authn_result token; /* released by cmd_explain */
     struct policy_trace trace;
     bool have_trace;
 };
@@ -279,6 +287,12 @@ static void print_text(const struct explain *x)
     printf("upstream: %s\n", policy_upstream(p)->name);
     if (x->issuer)
         printf("issuer:   %s (%s)\n", x->issuer->name, x->issuer->issuer);
+    if (x->have_authn) {
+        printf("authn:    %s", reason_code(x->authn));
+        if (x->token.sub)
+            printf(" (sub %s)", x->token.sub);
+        printf(", token sha256 %s\n", x->token.fingerprint);
+    }
     if (x->issuer_note)
         printf("miss:     issuer: %s\n", x->issuer_note);
     if (!x->have_trace)
@@ -354,6 +368,11 @@ static void print_json(const struct explain *x)
                                        : json_null());
     json_object_set_new(o, "upstream", p ? json_string(policy_upstream(p)->name) : json_null());
     json_object_set_new(o, "issuer", x->issuer ? json_string(x->issuer->name) : json_null());
+    if (x->have_authn)
+        json_object_set_new(o, "authentication",
+                            json_pack("{s:s, s:o, s:s}", "reason", reason_code(x->authn), "sub",
+                                      x->token.sub ? json_text(x->token.sub) : json_null(),
+                                      "token_sha256", x->token.fingerprint));
     json_object_set_new(o, "caller", x->have_trace && t->caller_index >= 0
                                          ? json_at(policy_file(p), t->caller_index, t->caller_line, t->caller_col)
                                          : json_null());
@@ -437,6 +456,8 @@ int cmd_explain(int argc, char **argv)
     struct diags d = DIAGS_INIT;
     struct baton_config *cfg = NULL;
     struct policy_set *set = NULL;
+    struct jwks *keys = NULL;
+    struct authn *authn = NULL;
     json_t *claims = NULL;
     const char *flag = NULL, *claims_arg = NULL, *token = NULL, *issuer_name = NULL;
     bool as_json = false;
@@ -510,11 +531,7 @@ int cmd_explain(int argc, char **argv)
         fprintf(stderr, "baton explain: give exactly one of --claims or --token\n");
         goto out;
     }
-    if (token) {
-        fprintf(stderr, "baton explain: --token needs caller authentication (not built)\n");
-        goto out;
-    }
-    if (!(claims = load_claims(claims_arg, err, sizeof(err)))) {
+    if (claims_arg && !(claims = load_claims(claims_arg, err, sizeof(err)))) {
         fprintf(stderr, "baton explain: %s\n", err);
         goto out;
     }
@@ -526,6 +543,30 @@ int cmd_explain(int argc, char **argv)
         fprintf(stderr, "baton explain: the config or a policy does not load (%zu error%s)\n", d.n,
                 d.n == 1 ? "" : "s");
         goto out;
+    }
+    if (token && issuer_name) {
+        fprintf(stderr, "baton explain: --issuer goes with --claims; a token names its issuer\n");
+        goto out;
+    }
+    if (token) {
+        /* Authenticate exactly as the server does, with each issuer's keys
+         * fetched once (blocking is fine here); an issuer that does not load is
+         * reported and its tokens fail keys_unavailable, as in the server. */
+        struct diags kd = DIAGS_INIT;
+        struct authn_keys provider;
+        keys = jwks_new(NULL, NULL, cfg);
+        if (jwks_load_sync(keys, &kd) != 0) {
+            fprintf(stderr, "baton explain: some issuer keys did not load:\n");
+            diags_print(&kd, stderr);
+        }
+        diags_free(&kd);
+        provider = jwks_authn_keys(keys);
+        authn = authn_new(cfg, &provider);
+        x.have_authn = true;
+        x.authn = authn_verify(authn, NULL, token, strlen(token), now_ms() / 1000, &x.token);
+        x.issuer = x.token.issuer;
+        if (x.authn == REASON_ALLOWED)
+            claims = json_incref((json_t *)x.token.claims);
     }
     if (issuer_name && !(x.issuer = config_issuer(cfg, issuer_name))) {
         fprintf(stderr, "baton explain: --issuer \"%s\" is not an issuer of %s\n", issuer_name, cfg->file);
@@ -551,7 +592,11 @@ int cmd_explain(int argc, char **argv)
             x.reason = REASON_NO_ROUTE;
             goto decided;
         }
-        /* 3. the issuer, as authentication would pick it by iss */
+        /* 3. authenticate (--token), or take the issuer the claims name */
+        if (x.have_authn && x.authn != REASON_ALLOWED) {
+            x.reason = x.authn;
+            goto decided;
+        }
         if (!x.issuer) {
             if (!iss) {
                 x.reason = REASON_ISSUER_MISSING;
@@ -596,6 +641,9 @@ out:
         free(x.headers.v[i].value);
     }
     json_decref(claims);
+    authn_result_release(&x.token);
+    authn_free(authn);
+    jwks_free(keys);
     policy_set_free(set);
     config_free(cfg);
     diags_free(&d);

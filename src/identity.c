@@ -445,6 +445,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     start_mint(arg);
 }
 
+/* A copy of the entry list (owned by the caller), taken under set_lock. With
+ * no pairs at all (no upstream mints) id->all may be NULL. */
+static struct entry **snapshot_entries(struct identity *id, size_t *n)
+{
+    struct entry **all;
+    pthread_mutex_lock(&id->set_lock);
+    *n = id->n_all;
+    all = xmalloc((*n ? *n : 1) * sizeof *all);
+    if (*n)
+        memcpy(all, id->all, *n * sizeof *all);
+    pthread_mutex_unlock(&id->set_lock);
+    return all;
+}
+
 /* Background: mint every active entry that has nothing in flight or scheduled. */
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
@@ -454,11 +468,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     if (!atomic_load(&id->started))
         return;
-    pthread_mutex_lock(&id->set_lock);
-    n = id->n_all;
-    all = xmalloc(n * sizeof *all);
-    memcpy(all, id->all, n * sizeof *all);
-    pthread_mutex_unlock(&id->set_lock);
+    all = snapshot_entries(id, &n);
     for (size_t i = 0; i < n; i++) {
         struct entry *e = all[i];
         if (!atomic_load(&e->active))
@@ -757,11 +767,7 @@ void identity_stats_visit(struct identity *id,
     size_t n;
     int64_t now = clock_now_ms(id);
 
-    pthread_mutex_lock(&id->set_lock);
-    n = id->n_all;
-    all = xmalloc((n ? n : 1) * sizeof *all);
-    memcpy(all, id->all, n * sizeof *all);
-    pthread_mutex_unlock(&id->set_lock);
+    all = snapshot_entries(id, &n);
 
     for (size_t i = 0; i < n; i++) {
         struct entry *e = all[i];

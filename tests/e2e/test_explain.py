@@ -253,12 +253,6 @@ def test_json_output_on_a_rejected_path():
 
 # ---------------------------------------------------------------- usage and config errors
 
-def test_token_is_not_built_yet_and_exits_2():
-    r = run_baton("explain", "-c", SAMPLE_CONFIG, "--method", "GET", "--path", "/x", "--token", "a.b.c")
-    assert r.returncode == 2
-    assert "--token needs caller authentication (not built)" in r.stderr
-
-
 def test_usage_errors_exit_2():
     base = ["explain", "-c", SAMPLE_CONFIG]
     claims = json.dumps(cognito_claims())
