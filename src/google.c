@@ -302,8 +302,11 @@ static void op_submit(struct op *op, const char *method, const char *url,
         .timeout_ms = g->timeout_ms,
         .max_body = cap,
         /* Endpoints come from trusted config; http_client still permits plain
-         * http to loopback only (the stand-ins of the tests). */
+         * http to loopback only (the stand-ins of the tests), and to the GCE
+         * metadata server for the metadata calls (it only speaks plain http). */
         .allow_http = true,
+        .allow_metadata_http = op->kind == OP_META_ID || op->kind == OP_META_TOKEN ||
+                               op->kind == OP_META_EMAIL,
     };
     list_add(&g->ops, op);
     op->call = http_client_submit(g->http, &req, on_http_done, op);

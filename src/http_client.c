@@ -72,7 +72,8 @@ struct http_call {
     char *body;               /* owned request body copy */
     size_t body_len;
     bool allow_http;
-    bool plain_http;          /* current hop is http://: sockets must be loopback */
+    bool allow_metadata_http;
+    bool plain_http;          /* current hop is http://: sockets must be loopback (or metadata) */
     bool in_multi;
     bool too_big, headers_too_big, socket_refused;
     unsigned redirects_left;
@@ -218,6 +219,23 @@ static bool sockaddr_is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/* The GCE metadata server: a fixed link-local address, plain http only. */
+#define METADATA_IPV4 0xa9fea9feu /* 169.254.169.254 */
+
+static bool host_is_metadata(const char *host)
+{
+    struct in_addr a4;
+    if (!strcasecmp(host, "metadata.google.internal"))
+        return true;
+    return inet_pton(AF_INET, host, &a4) == 1 && ntohl(a4.s_addr) == METADATA_IPV4;
+}
+
+static bool sockaddr_is_metadata(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET &&
+           ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) == METADATA_IPV4;
+}
+
 /* Parses url into scheme/host/port (owned, curl_free). 0 or -1 with err. */
 static int url_parts(const char *url, char **scheme, char **host, char **port, char *err,
                      size_t errlen)
@@ -266,7 +284,8 @@ out:
     return rc;
 }
 
-int http_url_check(const char *url, bool allow_http, char *err, size_t errlen)
+static int url_check(const char *url, bool allow_http, bool allow_metadata, char *err,
+                     size_t errlen)
 {
     char *scheme = NULL, *host = NULL;
     int rc = -1;
@@ -277,7 +296,9 @@ int http_url_check(const char *url, bool allow_http, char *err, size_t errlen)
     if (!strcmp(scheme, "https")) {
         rc = 0;
     } else if (!strcmp(scheme, "http")) {
-        if (!allow_http)
+        if (allow_metadata && host_is_metadata(host))
+            rc = 0;
+        else if (!allow_http)
             snprintf(err, errlen, "plain http to %s refused: https required", host);
         else if (!host_is_loopback(host))
             snprintf(err, errlen, "plain http to %s refused: only loopback hosts may use http", host);
@@ -290,6 +311,11 @@ out:
     curl_free(scheme);
     curl_free(host);
     return rc;
+}
+
+int http_url_check(const char *url, bool allow_http, char *err, size_t errlen)
+{
+    return url_check(url, allow_http, false, err, errlen);
 }
 
 /* True when both URLs have the same scheme, host and port. */
@@ -382,7 +408,8 @@ static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl
 {
     struct http_call *call = arg;
     (void)purpose;
-    if (call->plain_http && !sockaddr_is_loopback(&a->addr)) {
+    if (call->plain_http && !sockaddr_is_loopback(&a->addr) &&
+        !(call->allow_metadata_http && sockaddr_is_metadata(&a->addr))) {
         call->socket_refused = true;
         return CURL_SOCKET_BAD;
     }
@@ -675,6 +702,7 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
     call->arg = arg;
     call->resp = response_new();
     call->allow_http = req->allow_http;
+    call->allow_metadata_http = req->allow_metadata_http;
     call->max_body = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY;
     if (call->max_body > SIZE_MAX / 4)
         call->max_body = SIZE_MAX / 4;
@@ -696,7 +724,7 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
         response_fail(call->resp, HTTP_ERR_REFUSED, "malformed method");
         goto fail;
     }
-    if (http_url_check(call->url, call->allow_http, err, sizeof(err)) < 0) {
+    if (url_check(call->url, call->allow_http, call->allow_metadata_http, err, sizeof(err)) < 0) {
         response_fail(call->resp, HTTP_ERR_REFUSED, "%s", err);
         goto fail;
     }
@@ -723,7 +751,7 @@ static int call_follow(struct http_call *call, long status)
         response_fail(r, HTTP_ERR_HTTP, "redirect %ld without a usable Location", status);
         return -1;
     }
-    if (http_url_check(loc, call->allow_http, err, sizeof(err)) < 0) {
+    if (url_check(loc, call->allow_http, call->allow_metadata_http, err, sizeof(err)) < 0) {
         response_fail(r, HTTP_ERR_REFUSED, "redirect refused: %s", err);
         return -1;
     }
@@ -758,7 +786,8 @@ static void classify(struct http_call *call, CURLcode rc)
     const char *detail = call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc);
 
     if (call->socket_refused)
-        response_fail(r, HTTP_ERR_REFUSED, "plain http connection to a non-loopback address refused");
+        response_fail(r, HTTP_ERR_REFUSED,
+                      "plain http connection to a non-loopback (or non-metadata) address refused");
     else if (call->too_big || rc == CURLE_FILESIZE_EXCEEDED)
         response_fail(r, HTTP_ERR_TOO_BIG, "response body over %zu bytes", call->max_body);
     else if (call->headers_too_big)

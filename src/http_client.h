@@ -14,8 +14,11 @@
  *    headers are dropped when a redirect changes the origin);
  *  - https with peer and host verification (TLS 1.2 or later);
  *  - plain http only when the request sets allow_http AND the URL's host is a
- *    loopback address (127.0.0.0/8, ::1, "localhost"); the address actually
- *    connected to is checked again when the socket opens;
+ *    loopback address (127.0.0.0/8, ::1, "localhost"), or when it sets
+ *    allow_metadata_http AND the host is the GCE metadata server
+ *    ("metadata.google.internal" or 169.254.169.254, which only answers plain
+ *    http, on a link-local address no one else can take on a Google host); the
+ *    address actually connected to is checked again when the socket opens;
  *  - a cap on the response body (aborted as soon as it is exceeded, error
  *    too_big) and on the response headers, and a total time limit.
  *
@@ -66,6 +69,7 @@ struct http_request {
     size_t max_body;             /* response body cap; 0: HTTP_DEFAULT_MAX_BODY */
     unsigned max_redirects;      /* 0: a 3xx is returned as it is */
     bool allow_http;             /* plain http permitted, to loopback hosts only */
+    bool allow_metadata_http;    /* plain http permitted to the GCE metadata server */
     const char *ca_file;         /* PEM trust anchors; NULL: the system store */
 };
 

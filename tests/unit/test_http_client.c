@@ -405,6 +405,22 @@ static void test_connect_errors(struct http_client *hc, struct waiter *w)
        r ? r->msg : "");
     ok((mono_ns() - t0) / 1000000 < 500, "the refusal needs no network round trip");
 
+    /* allow_metadata_http opens plain http to the GCE metadata server only
+     * (metadata.google.internal, 169.254.169.254); the positive case would send
+     * a packet off this machine, so only its boundaries are tested here. */
+    req.allow_http = false;
+    req.allow_metadata_http = true;
+    r = one(hc, w, &req);
+    ok(r && r->error == HTTP_ERR_REFUSED, "allow_metadata_http does not open plain http to other hosts");
+    req.url = "http://169.254.169.253/computeMetadata/v1/";
+    r = one(hc, w, &req);
+    ok(r && r->error == HTTP_ERR_REFUSED, "allow_metadata_http: a neighbour of the metadata address is refused");
+    req.url = "http://metadata.google.internal.evil.example/computeMetadata/v1/";
+    r = one(hc, w, &req);
+    ok(r && r->error == HTTP_ERR_REFUSED, "allow_metadata_http: a look-alike metadata name is refused");
+    req.allow_http = true;
+    req.allow_metadata_http = false;
+
     u = url("/hello");
     req.url = u;
     req.allow_http = false;
