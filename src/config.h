@@ -67,7 +67,7 @@ struct cfg_issuer {
     char *audience_claim; /* "aud" (default) or "client_id" */
     unsigned algorithms;  /* bitmask of 1u << enum jws_alg; default RS256|ES256 */
     char **token_types;   /* allowed `typ`; absent typ always accepted */
-    size_t n_token_types; /* 0 with the key absent: default ["JWT", "at+jwt"] */
+    size_t n_token_types; /* key absent: filled with the default ["JWT", "at+jwt"]; [] given: 0, only tokens without typ */
     int leeway_s;         /* 60, range 0..600 */
     /* extensions */
     char *token_use;        /* "access" or "id": Cognito `token_use` required; NULL: not checked */
@@ -105,7 +105,7 @@ struct cfg_upstream {
     unsigned timeout_ms;        /* 60000, range 1..3600000 */
     /* parsed from url */
     bool tls;
-    char *host;     /* owned */
+    char *host;     /* owned; lower case, an IPv6 literal without brackets */
     int port;       /* 443 / 80 default */
     char *base_path; /* owned; "" or "/prefix" without trailing slash */
 };
@@ -149,6 +149,9 @@ struct baton_config {
     struct cfg_audit audit;
     /* extensions */
     unsigned drain_ms; /* "drain_timeout_ms", 8000, range 0..600000 */
+    bool access_log;   /* "access_log" (server), default false: one INFO line per request
+                          (httpRequest, trace) on stderr; off by default because a log
+                          line per request costs more than the rest of a cache-hit request */
 };
 
 /*
@@ -156,7 +159,30 @@ struct baton_config {
  * Warnings do not exist: what is wrong is an error.
  */
 struct baton_config *config_load(const char *path, struct diags *d);
+/*
+ * The same from bytes already in memory (`text`, `len` bytes, borrowed and
+ * copied; no NUL needed). `name` is the file name errors carry and whose
+ * directory relative paths resolve against. config_load reads the file
+ * (at most CONFIG_MAX_BYTES) and calls this.
+ */
+struct baton_config *config_load_buffer(const char *text, size_t len, const char *name,
+                                        struct diags *d);
 void config_free(struct baton_config *cfg);
+
+/* Added by config: caps of config_load (README documents them). */
+#define CONFIG_MAX_BYTES (1u << 20) /* file size */
+#define CONFIG_MAX_DEPTH 16         /* JSON nesting of containers */
+#define CONFIG_MAX_ERRORS 100       /* errors reported before giving up */
+
+/*
+ * Added by config: for errors found after loading (a JWKS file that does not
+ * parse, say), adds a diagnostic positioned at `path` in cfg's file, a JSON
+ * pointer without the leading slash as in jsonpos.h ("issuers/0/jwks_file");
+ * `at_key` points at the member name instead of its value. Line 0 when the
+ * path is not in the file (a default).
+ */
+void config_diag(const struct baton_config *cfg, struct diags *d, const char *path,
+                 bool at_key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Which file to load: `-c` wins, then $BATON_CONFIG, then CONFIG_DEFAULT_PATH. */
 const char *config_path_choose(const char *flag);

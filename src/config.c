@@ -1,0 +1,1987 @@
+/*
+ * config.c: loads the main configuration (spec.md "Main config") strictly.
+ *
+ * The file is read whole (CONFIG_MAX_BYTES), scanned by jsonpos for nesting
+ * depth and repeated member names, parsed by jansson with
+ * JSON_REJECT_DUPLICATES, and walked against one table per object: each row
+ * names a key, its type, its range or choices, its default and where it is
+ * stored. Anything the tables do not name is an error, and so is every
+ * cross-reference that does not hold. Every error carries file:line:column,
+ * found by asking jsonpos where the JSON path of the offending key or value
+ * lies in the text; errors are reported all at once (up to
+ * CONFIG_MAX_ERRORS), sorted by position.
+ *
+ * Keys (spec.md's, then the extensions; README documents them all):
+ *
+ *   key (path)                        type      default                 range / choices
+ *   listen                            host:port "0.0.0.0:8080"          port 1..65535; [v6]:port
+ *   admin_listen                      host:port "127.0.0.1:9090"        "" disables the admin listener
+ *   workers                           integer   0 (one per CPU)         0..256
+ *   trusted_proxies                   [CIDR]    []                      a.b.c.d/n, v6/n, bare address; <= 256
+ *   limits.max_header_bytes           integer   16384                   1024..1048576
+ *   limits.max_uri_bytes              integer   8192                    256..65536
+ *   limits.max_body_bytes             integer   33554432                0..2^40
+ *   limits.header_timeout_ms          integer   10000                   100..600000
+ *   limits.idle_timeout_ms            integer   60000                   100..3600000
+ *   limits.max_connections            integer   10000                   1..1000000
+ *   issuers[]                         [object]  required                1..64, unique name and issuer
+ *     name                            string    required                [A-Za-z0-9][A-Za-z0-9._-]{0,63}
+ *     issuer                          string    required                exact `iss`
+ *     discovery | jwks_uri | jwks_file  exactly one: true | https URL | path
+ *     audiences                       [string]  required                1..64, unique
+ *     audience_claim                  string    "aud"                   "aud" | "client_id"
+ *     algorithms                      [string]  ["RS256", "ES256"]      RS/PS/ES 256/384/512, EdDSA
+ *     token_types                     [string]  ["JWT", "at+jwt"]       <= 16; [] = only tokens without typ
+ *     leeway_s                        integer   60                      0..600
+ *     token_use            (ext.)     string    absent (not checked)    "access" | "id"
+ *     allow_missing_kid    (ext.)     boolean   false
+ *     allow_http           (ext.)     boolean   false                   plain http, to loopback only
+ *     refresh_min_s        (ext.)     integer   60                      1..86400
+ *     refresh_max_s        (ext.)     integer   3600 (>= refresh_min_s) refresh_min_s..604800
+ *     fetch_timeout_ms     (ext.)     integer   5000                    100..60000
+ *     max_token_bytes      (ext.)     integer   16384                   512..1048576
+ *   google.credentials                string|object "metadata"          "metadata" | "local" |
+ *                                                                       {"service_account_key": PATH}
+ *   google.metadata_host   (ext.)     host[:port] $GCE_METADATA_HOST, then "metadata.google.internal"
+ *                                                                       credentials "metadata" only
+ *   google.token_uri       (ext.)     URL       the key file's          service_account_key only
+ *   google.iamcredentials_url (ext.)  URL       "https://iamcredentials.googleapis.com"
+ *   google.local_key       (ext.)     path      absent: generated       credentials "local" only
+ *   google.local_issuer    (ext.)     string    "https://baton.local"   credentials "local" only
+ *   google.token_lifetime_s (ext.)    integer   3600                    60..43200; "local" only
+ *   google.timeout_ms      (ext.)     integer   5000                    100..60000
+ *   upstreams[]                       [object]  required                1..1024, unique name
+ *     name                            string    required                as issuer names
+ *     url                             string    required                http(s)://host[:port][/path]
+ *     audience                        string    the URL's origin        scheme://host[:port if not default]
+ *     token_header                    string    "authorization"         | "x-serverless-authorization" (any case)
+ *     identity                        string    "google"                | "none"
+ *     timeout_ms                      integer   60000                   1..3600000
+ *   policies                          path      "policies"
+ *   audit.path                        path|"-"  "-" (stdout)
+ *   audit.fsync                       string    "batch"                 "always" | "batch" | "none"
+ *   audit.on_failure                  string    "deny"                  "deny" | "allow"
+ *   audit.signing_key                 path      absent: no checkpoints
+ *   audit.record_headers              [string]  []                      header names, <= 64, never a
+ *                                                                       credential header
+ *   audit.rotate_bytes     (ext.)     integer   0 (never by size)       0 or 4096..2^40
+ *   audit.batch_ms         (ext.)     integer   10                      1..1000
+ *   audit.checkpoint_records (ext.)   integer   1000                    1..10000000
+ *   audit.checkpoint_interval_s (ext.) integer  60                      1..86400
+ *   audit.queue_records    (ext.)     integer   65536                   16..16777216
+ *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
+ *
+ * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
+ * to a loopback host only, and for an issuer only with allow_http; an
+ * upstream with identity "google" over plain http must be loopback (the ID
+ * token would otherwise travel in clear); an upstream with identity "none"
+ * takes no audience or token_header; token_use "access" needs audience_claim
+ * "client_id" and "id" needs "aud" (Cognito's shapes); google keys that only
+ * one credential source reads are refused with the others; admin_listen may
+ * not take listen's port on the same or a wildcard address. Paths (jwks_file,
+ * service_account_key, local_key, policies, audit.path, signing_key) resolve
+ * against the config file's directory; config never opens them (the module
+ * that reads each reports its own failure), so `baton check` can validate a
+ * config whose secrets are mounted only at run time.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <jansson.h>
+
+#include "jsonpos.h"
+#include "log.h"
+#include "util.h"
+
+#define MAX_ISSUERS 64
+#define MAX_UPSTREAMS 1024
+#define MAX_PROXIES 256
+#define MAX_LIST 64        /* audiences, record_headers */
+#define MAX_TOKEN_TYPES 16
+#define MAX_NAME 64
+#define MAX_STRING 4096    /* any string value, paths included */
+#define MAX_PATH_DEPTH 8   /* JSON path segments tracked for positions */
+
+/* ------------------------------------------------------------------ */
+/* algorithms                                                          */
+
+static const char *const alg_names[JWS_ALG__COUNT] = {
+    [JWS_RS256] = "RS256", [JWS_RS384] = "RS384", [JWS_RS512] = "RS512",
+    [JWS_PS256] = "PS256", [JWS_PS384] = "PS384", [JWS_PS512] = "PS512",
+    [JWS_ES256] = "ES256", [JWS_ES384] = "ES384", [JWS_ES512] = "ES512",
+    [JWS_EDDSA] = "EdDSA",
+};
+
+int jws_alg_from_name(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int a = 0; a < JWS_ALG__COUNT; a++)
+        if (!strcmp(name, alg_names[a]))
+            return a;
+    return -1;
+}
+
+const char *jws_alg_name(enum jws_alg alg)
+{
+    return (unsigned)alg < JWS_ALG__COUNT ? alg_names[alg] : "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* the loading context: where we are, and the error list               */
+
+struct seg {
+    const char *key; /* borrowed from jansson, or NULL for an index */
+    size_t idx;
+};
+
+struct ctx {
+    const char *file; /* borrowed: name in diagnostics */
+    const char *dir;  /* borrowed: base of relative paths */
+    const char *text; /* borrowed: the file bytes */
+    size_t len;
+    struct diags *d;
+    size_t errors;
+    struct seg path[MAX_PATH_DEPTH];
+    int depth;    /* segments in use */
+    int overflow; /* pushes beyond MAX_PATH_DEPTH (positions then unknown) */
+};
+
+static void push_key(struct ctx *c, const char *key)
+{
+    if (c->depth < MAX_PATH_DEPTH)
+        c->path[c->depth++] = (struct seg){key, 0};
+    else
+        c->overflow++;
+}
+
+static void push_idx(struct ctx *c, size_t idx)
+{
+    if (c->depth < MAX_PATH_DEPTH)
+        c->path[c->depth++] = (struct seg){NULL, idx};
+    else
+        c->overflow++;
+}
+
+static void pop(struct ctx *c)
+{
+    if (c->overflow)
+        c->overflow--;
+    else if (c->depth)
+        c->depth--;
+}
+
+/* The JSON pointer of the current path, in the rooted form "/a/0" so that a
+ * top-level member named "" is "/" (owned). */
+static char *pointer_of(const struct ctx *c)
+{
+    char *out = xstrdup("");
+    for (int k = 0; k < c->depth; k++) {
+        char *seg = c->path[k].key ? jsonpos_segment(c->path[k].key, strlen(c->path[k].key))
+                                   : xasprintf("%zu", c->path[k].idx);
+        char *next = xasprintf("%s/%s", out, seg);
+        free(seg);
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
+static bool simple_key(const char *k)
+{
+    size_t n = 0;
+    for (; k[n]; n++)
+        if (!(k[n] == '_' || k[n] == '-' || (k[n] >= 'a' && k[n] <= 'z') ||
+              (k[n] >= 'A' && k[n] <= 'Z') || (k[n] >= '0' && k[n] <= '9')))
+            return false;
+    return n > 0 && n <= MAX_NAME;
+}
+
+/* A quoted, escaped, shortened rendering of user text for messages. */
+static void quote(char *out, size_t cap, const char *s)
+{
+    size_t n = strlen(s), shown = n > 64 ? 64 : n;
+    char esc[6 * 64 + 1];
+    json_escape(esc, sizeof(esc), s, shown);
+    snprintf(out, cap, "\"%s\"%s", esc, shown < n ? "..." : "");
+}
+
+/* "issuers[0].audiences[1]" for messages, without the last `hide` segments. */
+static void display_of(const struct ctx *c, int hide, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int k = 0; k < c->depth - hide && n < cap; k++) {
+        char q[420];
+        const char *key = c->path[k].key;
+        if (!key)
+            n += (size_t)snprintf(out + n, cap - n, "[%zu]", c->path[k].idx);
+        else if (simple_key(key))
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", k ? "." : "", key);
+        else {
+            quote(q, sizeof(q), key);
+            n += (size_t)snprintf(out + n, cap - n, "[%s]", q);
+        }
+    }
+}
+
+static void vreport(struct ctx *c, bool at_key, int hide, const char *fmt, va_list ap)
+{
+    char disp[512];
+    char *ptr, *msg;
+    struct jsonpos pos = {0, 0, 0};
+
+    if (c->errors++ >= CONFIG_MAX_ERRORS)
+        return;
+    ptr = pointer_of(c);
+    if (c->overflow || !c->text || jsonpos_find(c->text, c->len, ptr, at_key, &pos) < 0)
+        pos.line = pos.col = 0;
+    msg = xvasprintf(fmt, ap);
+    display_of(c, hide, disp, sizeof(disp));
+    if (disp[0])
+        diags_add(c->d, c->file, pos.line, pos.col, "%s: %s", disp, msg);
+    else
+        diags_add(c->d, c->file, pos.line, pos.col, "%s", msg);
+    free(msg);
+    free(ptr);
+}
+
+/* An error positioned at the current path's value. */
+static void __attribute__((format(printf, 2, 3))) err(struct ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(c, false, 0, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * An error positioned at the current path's member name, whose message names
+ * the enclosing object (for unknown keys: "limits: unknown key ...").
+ */
+static void __attribute__((format(printf, 2, 3))) err_name(struct ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(c, true, 1, fmt, ap);
+    va_end(ap);
+}
+
+/* An error at child `key` of the current object (its value or its name). */
+static void __attribute__((format(printf, 4, 5)))
+err_at(struct ctx *c, const char *key, bool at_key, const char *fmt, ...)
+{
+    va_list ap;
+    push_key(c, key);
+    va_start(ap, fmt);
+    vreport(c, at_key, 0, fmt, ap);
+    va_end(ap);
+    pop(c);
+}
+
+static const char *jtype(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a non-integer number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* small validators                                                    */
+
+static char *resolve(const char *dir, const char *p)
+{
+    size_t n;
+    if (p[0] == '/' || !strcmp(dir, "."))
+        return xstrdup(p);
+    n = strlen(dir);
+    return xasprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", p);
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > MAX_NAME)
+        return false;
+    for (size_t k = 0; k < n; k++) {
+        char ch = s[k];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (k == 0 || (ch != '.' && ch != '_' && ch != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* RFC 9110 token characters (header names). */
+static bool valid_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", ch)))
+            return false;
+    }
+    return true;
+}
+
+static void lower(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s + 32);
+}
+
+static int parse_port(const char *s, size_t n)
+{
+    int port = 0;
+    if (n == 0 || n > 5)
+        return -1;
+    for (size_t k = 0; k < n; k++) {
+        if (s[k] < '0' || s[k] > '9')
+            return -1;
+        port = port * 10 + (s[k] - '0');
+    }
+    return port >= 1 && port <= 65535 ? port : -1;
+}
+
+/*
+ * A host: "[v6]" literal, a dotted IPv4 literal, or a DNS name (letters,
+ * digits, '-', '.'). On success *host is owned, lowercased, without brackets.
+ */
+static int parse_host(const char *s, size_t n, char **host, const char **why)
+{
+    char tmp[256];
+    if (n == 0) {
+        *why = "empty host";
+        return -1;
+    }
+    if (s[0] == '[') {
+        struct in6_addr a6;
+        if (n < 3 || s[n - 1] != ']' || n - 2 >= sizeof(tmp)) {
+            *why = "bad IPv6 literal";
+            return -1;
+        }
+        memcpy(tmp, s + 1, n - 2);
+        tmp[n - 2] = '\0';
+        if (inet_pton(AF_INET6, tmp, &a6) != 1) {
+            *why = "bad IPv6 literal";
+            return -1;
+        }
+        *host = xstrdup(tmp);
+        lower(*host);
+        return 0;
+    }
+    if (n > 253) {
+        *why = "host name longer than 253 bytes";
+        return -1;
+    }
+    bool numeric = true;
+    for (size_t k = 0; k < n; k++) {
+        char ch = s[k];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '-' || ch == '.';
+        if (!ok) {
+            *why = "host may hold only letters, digits, '-' and '.' (IPv6 in brackets)";
+            return -1;
+        }
+        if (!(ch >= '0' && ch <= '9') && ch != '.')
+            numeric = false;
+    }
+    if (s[0] == '.' || s[0] == '-' || s[n - 1] == '-' || strstr(s, "..")) {
+        *why = "malformed host name";
+        return -1;
+    }
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (numeric) {
+        struct in_addr a4;
+        if (inet_pton(AF_INET, tmp, &a4) != 1) {
+            *why = "bad IPv4 address";
+            return -1;
+        }
+    }
+    *host = xstrdup(tmp);
+    lower(*host);
+    return 0;
+}
+
+static bool is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!strcmp(host, "localhost"))
+        return true;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}
+
+/* "host:port" / "[v6]:port" (port required unless `port_optional`). */
+static int parse_hostport(const char *s, bool port_optional, char **host, int *port, const char **why)
+{
+    const char *colon;
+    size_t n = strlen(s);
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb) {
+            *why = "bad IPv6 literal";
+            return -1;
+        }
+        colon = rb[1] == ':' ? rb + 1 : NULL;
+        if (!colon && rb[1] != '\0') {
+            *why = "expected ':' after the IPv6 literal";
+            return -1;
+        }
+    } else {
+        colon = strchr(s, ':');
+        if (colon && strchr(colon + 1, ':')) {
+            *why = "IPv6 addresses need brackets: [addr]:port";
+            return -1;
+        }
+    }
+    if (!colon && !port_optional) {
+        *why = "expected host:port";
+        return -1;
+    }
+    *port = 0;
+    if (colon && (*port = parse_port(colon + 1, strlen(colon + 1))) < 0) {
+        *why = "port must be 1..65535";
+        return -1;
+    }
+    return parse_host(s, colon ? (size_t)(colon - s) : n, host, why);
+}
+
+struct url {
+    bool tls;
+    char *host; /* owned */
+    int port;
+    char *path; /* owned: "" or "/a/b", no trailing slash */
+};
+
+static void url_free(struct url *u)
+{
+    free(u->host);
+    free(u->path);
+    u->host = u->path = NULL;
+}
+
+static bool path_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           strchr("-._~!$&'()*+,;=:@/", ch);
+}
+
+/*
+ * http(s)://host[:port][/path][?query]: no userinfo, no fragment, a query
+ * only with `allow_query`, path bytes from RFC 3986 pchar with valid %XX.
+ * `strict_path` also refuses empty and dot segments (an upstream's base path
+ * is prepended to canonical paths, so it must itself be canonical).
+ */
+static int url_parse(const char *s, bool allow_query, bool strict_path, struct url *u, const char **why)
+{
+    const char *p, *auth_end, *path_end;
+    memset(u, 0, sizeof(*u));
+    if (!ascii_casecmp_n(s, strlen(s) < 8 ? strlen(s) : 8, "https://", 8)) {
+        u->tls = true;
+        p = s + 8;
+    } else if (!ascii_casecmp_n(s, strlen(s) < 7 ? strlen(s) : 7, "http://", 7)) {
+        p = s + 7;
+    } else {
+        *why = "must start with https:// or http://";
+        return -1;
+    }
+    auth_end = p + strcspn(p, "/?#");
+    if (memchr(p, '@', (size_t)(auth_end - p))) {
+        *why = "user information (user@) is not allowed";
+        return -1;
+    }
+    {
+        char *auth = xstrndup(p, (size_t)(auth_end - p));
+        int port;
+        int rc = parse_hostport(auth, true, &u->host, &port, why);
+        free(auth);
+        if (rc < 0)
+            return -1;
+        u->port = port ? port : (u->tls ? 443 : 80);
+    }
+    path_end = auth_end + strcspn(auth_end, "?#");
+    for (const char *q = auth_end; q < path_end; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch == '%') {
+            if (!(q[1] && strchr("0123456789abcdefABCDEF", q[1]) && q[2] &&
+                  strchr("0123456789abcdefABCDEF", q[2]))) {
+                *why = "invalid percent-encoding in the path";
+                goto fail;
+            }
+            q += 2;
+            continue;
+        }
+        if (!path_char(ch)) {
+            *why = "path holds a character that must be percent-encoded";
+            goto fail;
+        }
+    }
+    {
+        size_t n = (size_t)(path_end - auth_end);
+        if (n && auth_end[n - 1] == '/') /* one trailing slash is dropped */
+            n--;
+        u->path = xstrndup(auth_end, n);
+    }
+    if (strict_path) {
+        /* every segment of the base path non-empty and not "." or ".." */
+        const char *q = u->path;
+        while (*q) {
+            const char *e;
+            q++; /* the '/' */
+            e = q + strcspn(q, "/");
+            if (e == q || (e - q == 1 && q[0] == '.') || (e - q == 2 && q[0] == '.' && q[1] == '.')) {
+                *why = "path has an empty, \".\" or \"..\" segment";
+                goto fail;
+            }
+            q = e;
+        }
+    }
+    if (*path_end == '#') {
+        *why = "a fragment (#) is not allowed";
+        goto fail;
+    }
+    if (*path_end == '?') {
+        if (!allow_query) {
+            *why = "a query (?) is not allowed";
+            goto fail;
+        }
+        for (const char *q = path_end + 1; *q; q++)
+            if (*q == '#' || (!path_char((unsigned char)*q) && *q != '?' && *q != '%')) {
+                *why = "query holds a character that must be percent-encoded";
+                goto fail;
+            }
+    }
+    return 0;
+fail:
+    url_free(u);
+    return -1;
+}
+
+/* The scheme://host[:port] origin (port only when not the scheme's default). */
+static char *url_origin(const struct url *u)
+{
+    bool v6 = strchr(u->host, ':') != NULL;
+    bool dflt = u->port == (u->tls ? 443 : 80);
+    char port[16] = "";
+    if (!dflt)
+        snprintf(port, sizeof(port), ":%d", u->port);
+    return xasprintf("%s://%s%s%s%s", u->tls ? "https" : "http", v6 ? "[" : "", u->host,
+                     v6 ? "]" : "", port);
+}
+
+/*
+ * A URL baton fetches from: https, or plain http to a loopback host when
+ * `http_ok` (an issuer's allow_http; always for Google's test endpoints).
+ * Reports at the current path.
+ */
+static int check_fetch_url(struct ctx *c, const char *s, bool http_ok, const char *http_hint)
+{
+    struct url u;
+    const char *why = NULL;
+    int rc = -1;
+    if (url_parse(s, true, false, &u, &why) < 0) {
+        err(c, "not a valid URL: %s", why);
+        return -1;
+    }
+    if (!u.tls && !http_ok)
+        err(c, "plain http is refused here%s", http_hint);
+    else if (!u.tls && !is_loopback(u.host))
+        err(c, "plain http is only allowed to a loopback host (127.0.0.0/8, ::1, localhost)");
+    else
+        rc = 0;
+    url_free(&u);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the table machinery                                                 */
+
+enum kind {
+    K_BOOL,     /* bool */
+    K_INT,      /* int, unsigned, size_t or uint64_t (by the member's size and sign) */
+    K_STR,      /* char *, owned */
+    K_PATH,     /* char *, resolved against the config's directory */
+    K_CHOICE,   /* an enum, stored from .choices[].value */
+    K_STRCHOICE,/* char *, one of .choices[].name, stored as written in the table */
+    K_STRLIST,  /* char ** + size_t count at .n_off */
+    K_CUSTOM,   /* .custom parses and stores */
+};
+
+#define FL_REQUIRED 1u
+#define FL_STDOUT 2u   /* K_PATH: "-" is kept as is (stdout) */
+#define FL_NOCASE 4u   /* K_STRCHOICE/K_STRLIST: compare ignoring ASCII case */
+#define FL_NONEMPTY 8u /* K_STRLIST: at least one element */
+
+struct choice {
+    const char *name;
+    int value;
+};
+
+struct ctx;
+struct field {
+    const char *key;
+    enum kind kind;
+    size_t off, size; /* member offset and size */
+    bool is_signed;
+    long long min, max, def;
+    const char *sdef; /* K_STR/K_PATH/K_STRCHOICE default, NULL: none */
+    const struct choice *choices;
+    size_t n_off;     /* K_STRLIST */
+    size_t max_items; /* K_STRLIST */
+    /* K_STR/K_STRLIST item check, reporting at the current path; 0 ok */
+    int (*check)(struct ctx *c, const char *s);
+    /* K_CUSTOM: parses v into obj, reporting at the current path; 0 ok */
+    int (*custom)(struct ctx *c, const json_t *v, void *obj);
+    unsigned flags;
+};
+
+#define MEMBER(T, m) .off = offsetof(T, m), .size = sizeof(((T *)0)->m)
+#define SIGNED(T, m) _Generic(((T *)0)->m, int: true, default: false) /* int is the only signed member type */
+#define F_BOOL(k, T, m, d) {.key = k, .kind = K_BOOL, MEMBER(T, m), .def = d}
+#define F_INT(k, T, m, lo, hi, d)                                                          \
+    {.key = k, .kind = K_INT, MEMBER(T, m), .is_signed = SIGNED(T, m), .min = lo, .max = hi, \
+     .def = d}
+#define F_STR(k, T, m, d, chk, fl) {.key = k, .kind = K_STR, MEMBER(T, m), .sdef = d, .check = chk, .flags = fl}
+#define F_PATH(k, T, m, d, fl) {.key = k, .kind = K_PATH, MEMBER(T, m), .sdef = d, .flags = fl}
+#define F_CHOICE(k, T, m, ch, d) {.key = k, .kind = K_CHOICE, MEMBER(T, m), .choices = ch, .def = d}
+#define F_STRCHOICE(k, T, m, ch, d, fl)                                                    \
+    {.key = k, .kind = K_STRCHOICE, MEMBER(T, m), .choices = ch, .sdef = d, .flags = fl}
+#define F_LIST(k, T, m, n, maxn, chk, fl)                                                 \
+    {.key = k, .kind = K_STRLIST, MEMBER(T, m), .n_off = offsetof(T, n), .max_items = maxn, \
+     .check = chk, .flags = fl}
+#define F_CUSTOM(k, fn, fl) {.key = k, .kind = K_CUSTOM, .custom = fn, .flags = fl}
+
+/* Which keys of a table were present, and which of those parsed cleanly. */
+struct seen {
+    uint64_t present, valid;
+};
+
+static int field_index(const struct field *t, const char *key)
+{
+    for (int k = 0; t[k].key; k++)
+        if (!strcmp(t[k].key, key))
+            return k;
+    return -1;
+}
+
+static bool has(const struct field *t, const struct seen *s, const char *key)
+{
+    int k = field_index(t, key);
+    return k >= 0 && (s->present >> k & 1);
+}
+
+static bool parsed(const struct field *t, const struct seen *s, const char *key)
+{
+    int k = field_index(t, key);
+    return k >= 0 && (s->valid >> k & 1);
+}
+
+static void store_int(void *obj, const struct field *f, long long v)
+{
+    char *p = (char *)obj + f->off;
+    if (f->size == 1) {
+        bool b = v != 0;
+        memcpy(p, &b, 1);
+    } else if (f->size == sizeof(int) && f->is_signed) {
+        int x = (int)v;
+        memcpy(p, &x, sizeof(x));
+    } else if (f->size == sizeof(unsigned)) {
+        unsigned x = (unsigned)v;
+        memcpy(p, &x, sizeof(x));
+    } else if (f->size == sizeof(uint64_t)) {
+        uint64_t x = (uint64_t)v;
+        memcpy(p, &x, sizeof(x));
+    } else {
+        abort(); /* a table row of an unsupported member type: a programming error */
+    }
+}
+
+static void store_str(void *obj, const struct field *f, char *s /* owned, stolen */)
+{
+    char **slot = (char **)((char *)obj + f->off);
+    free(*slot);
+    *slot = s;
+}
+
+static void apply_defaults(const struct field *t, void *obj, const char *dir)
+{
+    for (int k = 0; t[k].key; k++) {
+        const struct field *f = &t[k];
+        switch (f->kind) {
+        case K_BOOL:
+        case K_INT:
+        case K_CHOICE:
+            store_int(obj, f, f->def);
+            break;
+        case K_STR:
+        case K_STRCHOICE:
+            store_str(obj, f, f->sdef ? xstrdup(f->sdef) : NULL);
+            break;
+        case K_PATH:
+            store_str(obj, f, !f->sdef ? NULL
+                              : (f->flags & FL_STDOUT) && !strcmp(f->sdef, "-") ? xstrdup("-")
+                                                                               : resolve(dir, f->sdef));
+            break;
+        case K_STRLIST:
+        case K_CUSTOM:
+            break;
+        }
+    }
+}
+
+/* A string value: type, length, no control bytes. NULL after reporting. */
+static const char *want_string(struct ctx *c, const json_t *v)
+{
+    const char *s;
+    if (!json_is_string(v)) {
+        err(c, "expected a string, got %s", jtype(v));
+        return NULL;
+    }
+    s = json_string_value(v);
+    if (json_string_length(v) > MAX_STRING) {
+        err(c, "string longer than %d bytes", MAX_STRING);
+        return NULL;
+    }
+    for (const char *q = s; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+            err(c, "string holds a control character");
+            return NULL;
+        }
+    return s;
+}
+
+static void list_choices(const struct choice *ch, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int k = 0; ch[k].name && n < cap; k++)
+        n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"", k ? (ch[k + 1].name ? ", " : " or ") : "",
+                              ch[k].name);
+}
+
+static const struct choice *find_choice(const struct field *f, const char *s)
+{
+    for (int k = 0; f->choices[k].name; k++) {
+        const char *n = f->choices[k].name;
+        if ((f->flags & FL_NOCASE) ? !ascii_casecmp_n(s, strlen(s), n, strlen(n)) : !strcmp(s, n))
+            return &f->choices[k];
+    }
+    return NULL;
+}
+
+static int parse_list(struct ctx *c, const struct field *f, const json_t *v, void *obj)
+{
+    char ***slot = (char ***)((char *)obj + f->off);
+    size_t *count = (size_t *)((char *)obj + f->n_off);
+    size_t n;
+    int rc = 0;
+
+    if (!json_is_array(v)) {
+        err(c, "expected an array of strings, got %s", jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if (n > f->max_items) {
+        err(c, "at most %zu entries, got %zu", f->max_items, n);
+        return -1;
+    }
+    if (n == 0 && (f->flags & FL_NONEMPTY)) {
+        err(c, "needs at least one entry");
+        return -1;
+    }
+    for (size_t k = 0; k < *count; k++)
+        free((*slot)[k]);
+    free(*slot);
+    *slot = xcalloc(n ? n : 1, sizeof(char *));
+    *count = 0;
+    for (size_t k = 0; k < n; k++) {
+        const char *s;
+        push_idx(c, k);
+        s = want_string(c, json_array_get(v, k));
+        if (s && !*s) {
+            err(c, "must not be empty");
+            s = NULL;
+        }
+        if (s && f->check && f->check(c, s) < 0)
+            s = NULL;
+        for (size_t j = 0; s && j < *count; j++) {
+            const char *o = (*slot)[j];
+            if ((f->flags & FL_NOCASE) ? !ascii_casecmp_n(s, strlen(s), o, strlen(o)) : !strcmp(s, o)) {
+                char q[420];
+                quote(q, sizeof(q), s);
+                err(c, "%s is listed twice", q);
+                s = NULL;
+            }
+        }
+        if (s)
+            (*slot)[(*count)++] = xstrdup(s);
+        else
+            rc = -1;
+        pop(c);
+    }
+    return rc;
+}
+
+static int parse_field(struct ctx *c, const struct field *f, const json_t *v, void *obj)
+{
+    const char *s;
+    char q[420];
+
+    switch (f->kind) {
+    case K_BOOL:
+        if (!json_is_boolean(v)) {
+            err(c, "expected true or false, got %s", jtype(v));
+            return -1;
+        }
+        store_int(obj, f, json_is_true(v));
+        return 0;
+    case K_INT: {
+        json_int_t x;
+        if (!json_is_integer(v)) {
+            err(c, "expected an integer, got %s", jtype(v));
+            return -1;
+        }
+        x = json_integer_value(v);
+        if (x < f->min || x > f->max) {
+            err(c, "%lld is out of range %lld..%lld", (long long)x, f->min, f->max);
+            return -1;
+        }
+        store_int(obj, f, x);
+        return 0;
+    }
+    case K_STR:
+    case K_PATH:
+        if (!(s = want_string(c, v)))
+            return -1;
+        if (!*s) {
+            err(c, "must not be empty");
+            return -1;
+        }
+        if (f->check && f->check(c, s) < 0)
+            return -1;
+        if (f->kind == K_STR)
+            store_str(obj, f, xstrdup(s));
+        else
+            store_str(obj, f, (f->flags & FL_STDOUT) && !strcmp(s, "-") ? xstrdup("-") : resolve(c->dir, s));
+        return 0;
+    case K_CHOICE:
+    case K_STRCHOICE: {
+        const struct choice *ch;
+        char all[256];
+        if (!(s = want_string(c, v)))
+            return -1;
+        if (!(ch = find_choice(f, s))) {
+            quote(q, sizeof(q), s);
+            list_choices(f->choices, all, sizeof(all));
+            err(c, "%s is not one of %s", q, all);
+            return -1;
+        }
+        if (f->kind == K_CHOICE)
+            store_int(obj, f, ch->value);
+        else
+            store_str(obj, f, xstrdup(ch->name));
+        return 0;
+    }
+    case K_STRLIST:
+        return parse_list(c, f, v, obj);
+    case K_CUSTOM:
+        return f->custom(c, v, obj);
+    }
+    return -1;
+}
+
+/* Edit distance of two short strings, for "did you mean" on unknown keys. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[MAX_NAME + 1];
+    if (la > MAX_NAME || lb > MAX_NAME)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/*
+ * Parses object `v` against table `t` into `obj` (defaults already applied).
+ * Unknown keys and missing required keys are errors. Returns -1 when `v` is
+ * not an object (nothing parsed), else 0 with `seen` filled.
+ */
+static int parse_object(struct ctx *c, const json_t *v, const struct field *t, void *obj, struct seen *seen)
+{
+    const char *key;
+    json_t *val;
+
+    memset(seen, 0, sizeof(*seen));
+    if (!json_is_object(v)) {
+        err(c, "expected an object, got %s", jtype(v));
+        return -1;
+    }
+    json_object_foreach((json_t *)v, key, val) {
+        int k = field_index(t, key);
+        push_key(c, key);
+        if (k < 0) {
+            const char *best = NULL;
+            size_t bestd = 3;
+            char q[420];
+            for (int j = 0; t[j].key; j++) {
+                size_t dd = distance(key, t[j].key);
+                if (dd < bestd) {
+                    bestd = dd;
+                    best = t[j].key;
+                }
+            }
+            quote(q, sizeof(q), key);
+            if (best)
+                err_name(c, "unknown key %s (did you mean \"%s\"?)", q, best);
+            else
+                err_name(c, "unknown key %s", q);
+        } else {
+            seen->present |= 1ull << k;
+            if (parse_field(c, &t[k], val, obj) == 0)
+                seen->valid |= 1ull << k;
+        }
+        pop(c);
+    }
+    for (int k = 0; t[k].key; k++)
+        if ((t[k].flags & FL_REQUIRED) && !(seen->present >> k & 1))
+            err(c, "missing required key \"%s\"", t[k].key);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* item checks                                                         */
+
+static int check_name(struct ctx *c, const char *s)
+{
+    if (valid_name(s))
+        return 0;
+    err(c, "a name is 1..%d letters, digits, '.', '_' or '-', starting with a letter or digit", MAX_NAME);
+    return -1;
+}
+
+static int check_google_url(struct ctx *c, const char *s)
+{
+    return check_fetch_url(c, s, true, "");
+}
+
+static int check_metadata_host(struct ctx *c, const char *s)
+{
+    char *host = NULL;
+    int port;
+    const char *why;
+    int rc = parse_hostport(s, true, &host, &port, &why);
+    free(host);
+    if (rc < 0)
+        err(c, "expected host[:port]: %s", why);
+    return rc;
+}
+
+static int check_algorithm(struct ctx *c, const char *s)
+{
+    char q[420];
+    if (jws_alg_from_name(s) >= 0)
+        return 0;
+    quote(q, sizeof(q), s);
+    if (!strcmp(s, "none") || (s[0] == 'H' && s[1] == 'S'))
+        err(c, "%s is refused: only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted", q);
+    else
+        err(c, "unknown algorithm %s (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)", q);
+    return -1;
+}
+
+/* Headers whose values are credentials: never copied into an audit record. */
+static const char *const secret_headers[] = {
+    "authorization", "proxy-authorization", "cookie", "set-cookie",
+    "x-serverless-authorization", "x-amz-security-token", "x-api-key", NULL,
+};
+
+static int check_record_header(struct ctx *c, const char *s)
+{
+    char q[420];
+    quote(q, sizeof(q), s);
+    if (!valid_token(s) || strlen(s) > 128) {
+        err(c, "%s is not a header name", q);
+        return -1;
+    }
+    for (int k = 0; secret_headers[k]; k++)
+        if (!ascii_casecmp_n(s, strlen(s), secret_headers[k], strlen(secret_headers[k]))) {
+            err(c, "%s carries credentials and is never recorded", q);
+            return -1;
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* tables                                                              */
+
+static const struct choice audience_claims[] = {{"aud", 0}, {"client_id", 0}, {NULL, 0}};
+static const struct choice token_uses[] = {{"access", 0}, {"id", 0}, {NULL, 0}};
+static const struct choice token_headers[] = {
+    {"authorization", 0}, {"x-serverless-authorization", 0}, {NULL, 0}};
+static const struct choice identities[] = {{"google", IDENTITY_GOOGLE}, {"none", IDENTITY_NONE}, {NULL, 0}};
+static const struct choice fsyncs[] = {
+    {"always", FSYNC_ALWAYS}, {"batch", FSYNC_BATCH}, {"none", FSYNC_NONE}, {NULL, 0}};
+static const struct choice on_failures[] = {
+    {"deny", ON_FAILURE_DENY}, {"allow", ON_FAILURE_ALLOW}, {NULL, 0}};
+
+_Static_assert(sizeof(enum cfg_identity) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum cfg_fsync) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum cfg_on_failure) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(size_t) == sizeof(uint64_t), "size_t members are stored as uint64_t");
+
+static const struct field limits_fields[] = {
+    F_INT("max_header_bytes", struct cfg_limits, max_header_bytes, 1024, 1048576, 16384),
+    F_INT("max_uri_bytes", struct cfg_limits, max_uri_bytes, 256, 65536, 8192),
+    F_INT("max_body_bytes", struct cfg_limits, max_body_bytes, 0, 1LL << 40, 33554432),
+    F_INT("header_timeout_ms", struct cfg_limits, header_timeout_ms, 100, 600000, 10000),
+    F_INT("idle_timeout_ms", struct cfg_limits, idle_timeout_ms, 100, 3600000, 60000),
+    F_INT("max_connections", struct cfg_limits, max_connections, 1, 1000000, 10000),
+    {0},
+};
+
+static int parse_algorithms(struct ctx *c, const json_t *v, void *obj);
+static int parse_discovery(struct ctx *c, const json_t *v, void *obj);
+
+static const struct field issuer_fields[] = {
+    F_STR("name", struct cfg_issuer, name, NULL, check_name, FL_REQUIRED),
+    F_STR("issuer", struct cfg_issuer, issuer, NULL, NULL, FL_REQUIRED),
+    F_CUSTOM("discovery", parse_discovery, 0), /* sets nothing: issuer_post picks the key source */
+    F_STR("jwks_uri", struct cfg_issuer, jwks_uri, NULL, NULL, 0),
+    F_PATH("jwks_file", struct cfg_issuer, jwks_file, NULL, 0),
+    F_LIST("audiences", struct cfg_issuer, audiences, n_audiences, MAX_LIST, NULL, FL_REQUIRED | FL_NONEMPTY),
+    F_STRCHOICE("audience_claim", struct cfg_issuer, audience_claim, audience_claims, "aud", 0),
+    F_CUSTOM("algorithms", parse_algorithms, 0),
+    F_LIST("token_types", struct cfg_issuer, token_types, n_token_types, MAX_TOKEN_TYPES, NULL, FL_NOCASE),
+    F_INT("leeway_s", struct cfg_issuer, leeway_s, 0, 600, 60),
+    F_STRCHOICE("token_use", struct cfg_issuer, token_use, token_uses, NULL, 0),
+    F_BOOL("allow_missing_kid", struct cfg_issuer, allow_missing_kid, 0),
+    F_BOOL("allow_http", struct cfg_issuer, allow_http, 0),
+    F_INT("refresh_min_s", struct cfg_issuer, refresh_min_s, 1, 86400, 60),
+    F_INT("refresh_max_s", struct cfg_issuer, refresh_max_s, 1, 604800, 3600),
+    F_INT("fetch_timeout_ms", struct cfg_issuer, fetch_timeout_ms, 100, 60000, 5000),
+    F_INT("max_token_bytes", struct cfg_issuer, max_token_bytes, 512, 1048576, 16384),
+    {0},
+};
+
+static int parse_credentials(struct ctx *c, const json_t *v, void *obj);
+
+static const struct field google_fields[] = {
+    F_CUSTOM("credentials", parse_credentials, 0),
+    F_STR("metadata_host", struct cfg_google, metadata_host, NULL, check_metadata_host, 0),
+    F_STR("token_uri", struct cfg_google, token_uri, NULL, check_google_url, 0),
+    F_STR("iamcredentials_url", struct cfg_google, iamcredentials_url,
+          "https://iamcredentials.googleapis.com", check_google_url, 0),
+    F_PATH("local_key", struct cfg_google, local_key, NULL, 0),
+    F_STR("local_issuer", struct cfg_google, local_issuer, "https://baton.local", NULL, 0),
+    F_INT("token_lifetime_s", struct cfg_google, token_lifetime_s, 60, 43200, 3600),
+    F_INT("timeout_ms", struct cfg_google, timeout_ms, 100, 60000, 5000),
+    {0},
+};
+
+static const struct field sa_key_fields[] = {
+    F_PATH("service_account_key", struct cfg_google, service_account_key, NULL, FL_REQUIRED),
+    {0},
+};
+
+static const struct field upstream_fields[] = {
+    F_STR("name", struct cfg_upstream, name, NULL, check_name, FL_REQUIRED),
+    F_STR("url", struct cfg_upstream, url, NULL, NULL, FL_REQUIRED),
+    F_STR("audience", struct cfg_upstream, audience, NULL, NULL, 0),
+    F_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization", FL_NOCASE),
+    F_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
+    F_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
+    {0},
+};
+
+static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj);
+
+static const struct field audit_fields[] = {
+    F_PATH("path", struct cfg_audit, path, "-", FL_STDOUT),
+    F_CHOICE("fsync", struct cfg_audit, fsync, fsyncs, FSYNC_BATCH),
+    F_CHOICE("on_failure", struct cfg_audit, on_failure, on_failures, ON_FAILURE_DENY),
+    F_PATH("signing_key", struct cfg_audit, signing_key, NULL, 0),
+    F_LIST("record_headers", struct cfg_audit, record_headers, n_record_headers, MAX_LIST,
+           check_record_header, FL_NOCASE),
+    F_CUSTOM("rotate_bytes", parse_rotate_bytes, 0),
+    F_INT("batch_ms", struct cfg_audit, batch_ms, 1, 1000, 10),
+    F_INT("checkpoint_records", struct cfg_audit, checkpoint_records, 1, 10000000, 1000),
+    F_INT("checkpoint_interval_s", struct cfg_audit, checkpoint_interval_s, 1, 86400, 60),
+    F_INT("queue_records", struct cfg_audit, queue_records, 16, 16777216, 65536),
+    {0},
+};
+
+static int parse_listen(struct ctx *c, const json_t *v, void *obj);
+static int parse_admin_listen(struct ctx *c, const json_t *v, void *obj);
+static int parse_trusted_proxies(struct ctx *c, const json_t *v, void *obj);
+static int parse_limits(struct ctx *c, const json_t *v, void *obj);
+static int parse_issuers(struct ctx *c, const json_t *v, void *obj);
+static int parse_google(struct ctx *c, const json_t *v, void *obj);
+static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
+static int parse_audit(struct ctx *c, const json_t *v, void *obj);
+
+static const struct field root_fields[] = {
+    F_CUSTOM("listen", parse_listen, 0),
+    F_CUSTOM("admin_listen", parse_admin_listen, 0),
+    F_INT("workers", struct baton_config, workers, 0, 256, 0),
+    F_CUSTOM("trusted_proxies", parse_trusted_proxies, 0),
+    F_CUSTOM("limits", parse_limits, 0),
+    F_CUSTOM("issuers", parse_issuers, FL_REQUIRED),
+    F_CUSTOM("google", parse_google, 0),
+    F_CUSTOM("upstreams", parse_upstreams, FL_REQUIRED),
+    F_PATH("policies", struct baton_config, policies, "policies", 0),
+    F_CUSTOM("audit", parse_audit, 0),
+    F_INT("drain_timeout_ms", struct baton_config, drain_ms, 0, 600000, 8000),
+    {0},
+};
+
+/* ------------------------------------------------------------------ */
+/* custom parsers                                                      */
+
+static int parse_addr(struct ctx *c, const json_t *v, struct cfg_addr *a, bool allow_empty, bool *enabled)
+{
+    const char *s = want_string(c, v), *why;
+    char *host = NULL;
+    int port;
+    if (!s)
+        return -1;
+    if (!*s && allow_empty) {
+        *enabled = false;
+        return 0;
+    }
+    if (parse_hostport(s, false, &host, &port, &why) < 0) {
+        err(c, "expected host:port (an IPv6 address in brackets): %s", why);
+        return -1;
+    }
+    free(a->host);
+    a->host = host;
+    a->port = port;
+    if (enabled)
+        *enabled = true;
+    return 0;
+}
+
+static int parse_listen(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    return parse_addr(c, v, &cfg->listen, false, NULL);
+}
+
+static int parse_admin_listen(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    return parse_addr(c, v, &cfg->admin_listen, true, &cfg->admin_enabled);
+}
+
+static int parse_cidr(const char *s, struct cfg_cidr *out, const char **why)
+{
+    char tmp[64];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    int bits = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (n == 0 || n >= sizeof(tmp)) {
+        *why = "expected an address or address/prefix";
+        return -1;
+    }
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (inet_pton(AF_INET, tmp, out->addr) == 1) {
+        out->family = AF_INET;
+    } else if (inet_pton(AF_INET6, tmp, out->addr) == 1) {
+        out->family = AF_INET6;
+    } else {
+        *why = "not an IPv4 or IPv6 address";
+        return -1;
+    }
+    int maxbits = out->family == AF_INET ? 32 : 128;
+    if (slash) {
+        const char *b = slash + 1;
+        size_t bn = strlen(b);
+        bits = 0;
+        if (bn == 0 || bn > 3 || (bn > 1 && b[0] == '0')) {
+            *why = "bad prefix length";
+            return -1;
+        }
+        for (size_t k = 0; k < bn; k++) {
+            if (b[k] < '0' || b[k] > '9') {
+                *why = "bad prefix length";
+                return -1;
+            }
+            bits = bits * 10 + (b[k] - '0');
+        }
+        if (bits > maxbits) {
+            *why = out->family == AF_INET ? "IPv4 prefix length is 0..32" : "IPv6 prefix length is 0..128";
+            return -1;
+        }
+    } else {
+        bits = maxbits;
+    }
+    out->bits = bits;
+    for (int k = 0; k < maxbits / 8; k++) {
+        int keep = bits - 8 * k;
+        unsigned char mask = keep >= 8 ? 0xFF : keep <= 0 ? 0 : (unsigned char)(0xFF << (8 - keep));
+        if (out->addr[k] & (unsigned char)~mask) {
+            *why = "address has bits set beyond the prefix length";
+            return -1;
+        }
+    }
+    /* ::ffff:a.b.c.d/n (n >= 96) is the IPv4 network a.b.c.d/(n-96) */
+    if (out->family == AF_INET6 && bits >= 96 &&
+        IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)out->addr)) {
+        unsigned char v4[4];
+        memcpy(v4, out->addr + 12, 4);
+        memset(out->addr, 0, sizeof(out->addr));
+        memcpy(out->addr, v4, 4);
+        out->family = AF_INET;
+        out->bits = bits - 96;
+    }
+    return 0;
+}
+
+static int parse_trusted_proxies(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    size_t n;
+    int rc = 0;
+    if (!json_is_array(v)) {
+        err(c, "expected an array of CIDRs, got %s", jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if (n > MAX_PROXIES) {
+        err(c, "at most %d entries, got %zu", MAX_PROXIES, n);
+        return -1;
+    }
+    free(cfg->trusted_proxies);
+    cfg->trusted_proxies = xcalloc(n ? n : 1, sizeof(*cfg->trusted_proxies));
+    cfg->n_trusted_proxies = 0;
+    for (size_t k = 0; k < n; k++) {
+        const char *s, *why;
+        push_idx(c, k);
+        if ((s = want_string(c, json_array_get(v, k)))) {
+            if (parse_cidr(s, &cfg->trusted_proxies[cfg->n_trusted_proxies], &why) == 0)
+                cfg->n_trusted_proxies++;
+            else {
+                err(c, "bad CIDR: %s", why);
+                rc = -1;
+            }
+        } else {
+            rc = -1;
+        }
+        pop(c);
+    }
+    return rc;
+}
+
+static int parse_limits(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct seen s;
+    return parse_object(c, v, limits_fields, &cfg->limits, &s) < 0 || s.valid != s.present ? -1 : 0;
+}
+
+static int parse_algorithms(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_issuer *iss = obj;
+    unsigned mask = 0;
+    int rc = 0;
+    if (!json_is_array(v)) {
+        err(c, "expected an array of algorithm names, got %s", jtype(v));
+        return -1;
+    }
+    if (json_array_size(v) == 0) {
+        err(c, "needs at least one algorithm");
+        return -1;
+    }
+    if (json_array_size(v) > JWS_ALG__COUNT) {
+        err(c, "at most %d entries", JWS_ALG__COUNT);
+        return -1;
+    }
+    for (size_t k = 0; k < json_array_size(v); k++) {
+        const char *s;
+        int a;
+        push_idx(c, k);
+        if (!(s = want_string(c, json_array_get(v, k))) || check_algorithm(c, s) < 0) {
+            rc = -1;
+        } else if (mask & (1u << (a = jws_alg_from_name(s)))) {
+            err(c, "\"%s\" is listed twice", s);
+            rc = -1;
+        } else {
+            mask |= 1u << a;
+        }
+        pop(c);
+    }
+    if (rc == 0)
+        iss->algorithms = mask;
+    return rc;
+}
+
+/* credentials: "metadata" | "local" | {"service_account_key": PATH} */
+static int parse_credentials(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_google *g = obj;
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char q[420];
+        if (!strcmp(s, "metadata")) {
+            g->source = GOOGLE_METADATA;
+            return 0;
+        }
+        if (!strcmp(s, "local")) {
+            g->source = GOOGLE_LOCAL;
+            return 0;
+        }
+        quote(q, sizeof(q), s);
+        err(c, "%s is not one of \"metadata\", \"local\" or {\"service_account_key\": PATH}", q);
+        return -1;
+    }
+    if (json_is_object(v)) {
+        struct seen s;
+        if (parse_object(c, v, sa_key_fields, g, &s) < 0 || !parsed(sa_key_fields, &s, "service_account_key"))
+            return -1;
+        g->source = GOOGLE_SA_KEY;
+        return 0;
+    }
+    err(c, "expected \"metadata\", \"local\" or {\"service_account_key\": PATH}, got %s", jtype(v));
+    return -1;
+}
+
+static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_audit *a = obj;
+    json_int_t x;
+    if (!json_is_integer(v)) {
+        err(c, "expected an integer, got %s", jtype(v));
+        return -1;
+    }
+    x = json_integer_value(v);
+    if (x != 0 && (x < 4096 || x > (1LL << 40))) {
+        err(c, "%lld is out of range: 0 (never) or 4096..%lld", (long long)x, 1LL << 40);
+        return -1;
+    }
+    a->rotate_bytes = (uint64_t)x;
+    return 0;
+}
+
+static int parse_discovery(struct ctx *c, const json_t *v, void *obj)
+{
+    (void)obj;
+    if (json_is_boolean(v))
+        return 0;
+    err(c, "expected true or false, got %s", jtype(v));
+    return -1;
+}
+
+static void issuer_defaults(struct cfg_issuer *iss, const char *dir)
+{
+    apply_defaults(issuer_fields, iss, dir);
+    iss->algorithms = 1u << JWS_RS256 | 1u << JWS_ES256;
+}
+
+/* Cross-key rules of one issuer (`v` is its object). */
+static void issuer_post(struct ctx *c, const json_t *v, struct cfg_issuer *iss, const struct seen *s)
+{
+    const struct field *t = issuer_fields;
+    bool discovery = json_is_true(json_object_get(v, "discovery"));
+    bool disc_bad = has(t, s, "discovery") && !parsed(t, s, "discovery");
+    const char *given[3], *key;
+    const json_t *val;
+    int n = 0;
+    /* the key sources given, in document order (a non-boolean discovery,
+     * already reported, counts for neither side) */
+    json_object_foreach((json_t *)v, key, val) {
+        if ((!strcmp(key, "discovery") && discovery && !disc_bad) || !strcmp(key, "jwks_uri") ||
+            !strcmp(key, "jwks_file"))
+            given[n++] = !strcmp(key, "discovery") ? "discovery" : !strcmp(key, "jwks_uri") ? "jwks_uri" : "jwks_file";
+    }
+    if (n == 0 && !disc_bad)
+        err(c, "needs a key source: \"discovery\": true, \"jwks_uri\" or \"jwks_file\"%s",
+            has(t, s, "discovery") ? " (discovery is false)" : "");
+    for (int k = 1; k < n; k++)
+        err_at(c, given[k], true,
+               "only one of discovery, jwks_uri and jwks_file may be given, and \"%s\" already is", given[0]);
+    if (n == 1) {
+        if (!strcmp(given[0], "discovery"))
+            iss->key_source = KEYS_DISCOVERY;
+        else if (!strcmp(given[0], "jwks_uri"))
+            iss->key_source = KEYS_JWKS_URI;
+        else
+            iss->key_source = KEYS_JWKS_FILE;
+    }
+    const char *hint = " (set \"allow_http\": true, for a loopback test issuer)";
+    if (parsed(t, s, "jwks_uri")) {
+        push_key(c, "jwks_uri");
+        check_fetch_url(c, iss->jwks_uri, iss->allow_http, hint);
+        pop(c);
+    }
+    if (discovery && parsed(t, s, "discovery") && parsed(t, s, "issuer")) {
+        struct url u;
+        const char *why;
+        push_key(c, "issuer");
+        if (url_parse(iss->issuer, false, false, &u, &why) < 0) {
+            err(c, "with discovery, the issuer must be an https URL: %s", why);
+        } else {
+            url_free(&u);
+            check_fetch_url(c, iss->issuer, iss->allow_http, hint);
+        }
+        pop(c);
+    }
+    /* Cognito puts the app client in `aud` of ID tokens and in `client_id` of
+     * access tokens (which have no aud): the other pairing never matches */
+    if (parsed(t, s, "token_use") && !(has(t, s, "audience_claim") && !parsed(t, s, "audience_claim"))) {
+        bool access = !strcmp(iss->token_use, "access"), by_aud = !strcmp(iss->audience_claim, "aud");
+        if (access == by_aud)
+            err_at(c, "token_use", false,
+                   "%s tokens carry the app client in \"%s\": set \"audience_claim\": \"%s\"",
+                   access ? "access" : "ID", access ? "client_id" : "aud", access ? "client_id" : "aud");
+    }
+    if (parsed(t, s, "refresh_max_s") && parsed(t, s, "refresh_min_s") && iss->refresh_max_s < iss->refresh_min_s)
+        err_at(c, "refresh_max_s", false, "%u is below refresh_min_s (%u)", iss->refresh_max_s,
+               iss->refresh_min_s);
+    else if (!has(t, s, "refresh_max_s") && iss->refresh_max_s < iss->refresh_min_s)
+        iss->refresh_max_s = iss->refresh_min_s;
+    if (!has(t, s, "token_types")) {
+        iss->token_types = xcalloc(2, sizeof(char *));
+        iss->token_types[0] = xstrdup("JWT");
+        iss->token_types[1] = xstrdup("at+jwt");
+        iss->n_token_types = 2;
+    }
+}
+
+static void free_issuer(struct cfg_issuer *iss)
+{
+    free(iss->name);
+    free(iss->issuer);
+    free(iss->jwks_uri);
+    free(iss->jwks_file);
+    for (size_t k = 0; k < iss->n_audiences; k++)
+        free(iss->audiences[k]);
+    free(iss->audiences);
+    free(iss->audience_claim);
+    for (size_t k = 0; k < iss->n_token_types; k++)
+        free(iss->token_types[k]);
+    free(iss->token_types);
+    free(iss->token_use);
+}
+
+static int parse_issuers(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    size_t n;
+    int rc = 0;
+
+    if (!json_is_array(v)) {
+        err(c, "expected an array of issuers, got %s", jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if (n == 0 || n > MAX_ISSUERS) {
+        err(c, "needs 1..%d issuers, got %zu", MAX_ISSUERS, n);
+        return -1;
+    }
+    cfg->issuers = xcalloc(n, sizeof(*cfg->issuers));
+    cfg->n_issuers = n;
+    for (size_t k = 0; k < n; k++) {
+        const json_t *e = json_array_get(v, k);
+        struct cfg_issuer *iss = &cfg->issuers[k];
+        struct seen s;
+        push_idx(c, k);
+        issuer_defaults(iss, c->dir);
+        if (parse_object(c, e, issuer_fields, iss, &s) < 0) {
+            rc = -1;
+        } else {
+            issuer_post(c, e, iss, &s);
+            /* names and iss values are unique */
+            for (size_t j = 0; j < k; j++) {
+                const struct cfg_issuer *o = &cfg->issuers[j];
+                if (parsed(issuer_fields, &s, "name") && o->name && !strcmp(o->name, iss->name))
+                    err_at(c, "name", false, "issuer name \"%s\" is already used by issuers[%zu]", iss->name, j);
+                if (parsed(issuer_fields, &s, "issuer") && o->issuer && !strcmp(o->issuer, iss->issuer))
+                    err_at(c, "issuer", false, "this issuer is already configured as issuers[%zu]%s%s%s", j,
+                           o->name ? " (\"" : "", o->name ? o->name : "", o->name ? "\")" : "");
+            }
+        }
+        pop(c);
+    }
+    return rc;
+}
+
+static int parse_google(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct cfg_google *g = &cfg->google;
+    const struct field *t = google_fields;
+    struct seen s;
+
+    if (parse_object(c, v, t, g, &s) < 0)
+        return -1;
+    if (!parsed(t, &s, "credentials") && has(t, &s, "credentials"))
+        return -1; /* reported; which keys fit is unknown */
+    static const struct {
+        const char *key;
+        enum cfg_google_source only;
+        const char *what;
+    } only[] = {
+        {"metadata_host", GOOGLE_METADATA, "\"metadata\""},
+        {"token_uri", GOOGLE_SA_KEY, "{\"service_account_key\": PATH}"},
+        {"local_key", GOOGLE_LOCAL, "\"local\""},
+        {"local_issuer", GOOGLE_LOCAL, "\"local\""},
+        {"token_lifetime_s", GOOGLE_LOCAL, "\"local\""},
+    };
+    for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++)
+        if (has(t, &s, only[k].key) && g->source != only[k].only)
+            err_at(c, only[k].key, true, "\"%s\" applies only with \"credentials\": %s", only[k].key,
+                   only[k].what);
+    return 0;
+}
+
+static void upstream_post(struct ctx *c, struct cfg_upstream *up, const struct seen *s)
+{
+    const struct field *t = upstream_fields;
+    struct url u;
+    const char *why;
+
+    if (!parsed(t, s, "url"))
+        return;
+    push_key(c, "url");
+    if (url_parse(up->url, false, true, &u, &why) < 0) {
+        err(c, "expected http(s)://host[:port][/path]: %s", why);
+        pop(c);
+        return;
+    }
+    /* (an identity that did not parse is already reported: no guess on it) */
+    if (!u.tls && up->identity == IDENTITY_GOOGLE && !is_loopback(u.host) &&
+        !(has(t, s, "identity") && !parsed(t, s, "identity")))
+        err(c, "plain http to a non-loopback host would send the Google ID token in clear: "
+               "use https, a loopback sidecar, or \"identity\": \"none\"");
+    pop(c);
+    up->tls = u.tls;
+    up->port = u.port;
+    up->host = u.host;
+    up->base_path = u.path;
+    u.host = u.path = NULL;
+    if (!has(t, s, "audience"))
+        up->audience = url_origin(&(struct url){up->tls, up->host, up->port, NULL});
+    /* no token is minted for identity "none": its token settings would be ignored */
+    if (parsed(t, s, "identity") && up->identity == IDENTITY_NONE)
+        for (int k = 0; k < 2; k++) {
+            const char *key = k ? "token_header" : "audience";
+            if (has(t, s, key))
+                err_at(c, key, true, "\"%s\" has no effect with \"identity\": \"none\" (no token is sent)", key);
+        }
+}
+
+static void free_upstream(struct cfg_upstream *up)
+{
+    free(up->name);
+    free(up->url);
+    free(up->audience);
+    free(up->token_header);
+    free(up->host);
+    free(up->base_path);
+}
+
+static int parse_upstreams(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    size_t n;
+    int rc = 0;
+
+    if (!json_is_array(v)) {
+        err(c, "expected an array of upstreams, got %s", jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if (n == 0 || n > MAX_UPSTREAMS) {
+        err(c, "needs 1..%d upstreams, got %zu", MAX_UPSTREAMS, n);
+        return -1;
+    }
+    cfg->upstreams = xcalloc(n, sizeof(*cfg->upstreams));
+    cfg->n_upstreams = n;
+    for (size_t k = 0; k < n; k++) {
+        const json_t *e = json_array_get(v, k);
+        struct cfg_upstream *up = &cfg->upstreams[k];
+        struct seen s;
+        push_idx(c, k);
+        apply_defaults(upstream_fields, up, c->dir);
+        if (parse_object(c, e, upstream_fields, up, &s) < 0) {
+            rc = -1;
+        } else {
+            upstream_post(c, up, &s);
+            for (size_t j = 0; j < k && parsed(upstream_fields, &s, "name"); j++)
+                if (cfg->upstreams[j].name && !strcmp(cfg->upstreams[j].name, up->name)) {
+                    err_at(c, "name", false, "upstream name \"%s\" is already used by upstreams[%zu]",
+                           up->name, j);
+                    break;
+                }
+        }
+        pop(c);
+    }
+    return rc;
+}
+
+static int parse_audit(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct seen s;
+    return parse_object(c, v, audit_fields, &cfg->audit, &s);
+}
+
+/* ------------------------------------------------------------------ */
+/* loading                                                             */
+
+static void defaults(struct baton_config *cfg)
+{
+    const char *mh = getenv("GCE_METADATA_HOST");
+    apply_defaults(root_fields, cfg, cfg->dir);
+    cfg->listen.host = xstrdup("0.0.0.0");
+    cfg->listen.port = 8080;
+    cfg->admin_listen.host = xstrdup("127.0.0.1");
+    cfg->admin_listen.port = 9090;
+    cfg->admin_enabled = true;
+    apply_defaults(limits_fields, &cfg->limits, cfg->dir);
+    apply_defaults(google_fields, &cfg->google, cfg->dir);
+    cfg->google.source = GOOGLE_METADATA;
+    cfg->google.metadata_host = xstrdup(mh && *mh ? mh : "metadata.google.internal");
+    apply_defaults(audit_fields, &cfg->audit, cfg->dir);
+    cfg->audit.rotate_bytes = 0;
+}
+
+static bool wildcard(const char *host)
+{
+    return !strcmp(host, "0.0.0.0") || !strcmp(host, "::");
+}
+
+static void root_post(struct ctx *c, struct baton_config *cfg, const struct seen *s)
+{
+    const struct field *t = root_fields;
+    if (cfg->admin_enabled && (parsed(t, s, "admin_listen") || parsed(t, s, "listen")) &&
+        cfg->admin_listen.port == cfg->listen.port &&
+        (!strcmp(cfg->admin_listen.host, cfg->listen.host) || wildcard(cfg->admin_listen.host) ||
+         wildcard(cfg->listen.host))) {
+        err_at(c, has(t, s, "admin_listen") ? "admin_listen" : "listen", false,
+               "admin_listen and listen would bind the same port %d", cfg->listen.port);
+    }
+}
+
+static char *dir_of(const char *file)
+{
+    const char *slash = strrchr(file, '/');
+    if (!slash)
+        return xstrdup(".");
+    if (slash == file)
+        return xstrdup("/");
+    return xstrndup(file, (size_t)(slash - file));
+}
+
+/* Sorts the diagnostics added since `first` by position (unknown last), stably. */
+struct diag_ix {
+    struct diag d;
+    size_t ix;
+};
+
+static int cmp_diag(const void *a, const void *b)
+{
+    const struct diag_ix *x = a, *y = b;
+    long lx = x->d.line > 0 ? x->d.line : LONG_MAX, ly = y->d.line > 0 ? y->d.line : LONG_MAX;
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    if (x->d.col != y->d.col)
+        return x->d.col < y->d.col ? -1 : 1;
+    return x->ix < y->ix ? -1 : x->ix > y->ix;
+}
+
+static void sort_diags(struct diags *d, size_t first)
+{
+    size_t n = d->n - first;
+    struct diag_ix *t;
+    if (n < 2)
+        return;
+    t = xmalloc(n * sizeof(*t));
+    for (size_t k = 0; k < n; k++)
+        t[k] = (struct diag_ix){d->v[first + k], k};
+    qsort(t, n, sizeof(*t), cmp_diag);
+    for (size_t k = 0; k < n; k++)
+        d->v[first + k] = t[k].d;
+    free(t);
+}
+
+struct baton_config *config_load_buffer(const char *text, size_t len, const char *name, struct diags *d)
+{
+    struct baton_config *cfg = NULL;
+    struct ctx c;
+    struct jsonpos_scan scan = {0};
+    json_t *root = NULL;
+    json_error_t jerr;
+    struct seen s;
+    size_t first = d->n;
+
+    if (!name)
+        name = "-";
+    memset(&c, 0, sizeof(c));
+    c.file = name;
+    c.d = d;
+    if (len > CONFIG_MAX_BYTES) {
+        diags_add(d, name, 0, 0, "file is larger than %u bytes", CONFIG_MAX_BYTES);
+        goto out;
+    }
+    cfg = xcalloc(1, sizeof(*cfg));
+    cfg->file = xstrdup(name);
+    cfg->dir = dir_of(name);
+    cfg->text = xmalloc(len + 1);
+    if (len)
+        memcpy(cfg->text, text, len);
+    cfg->text[len] = '\0';
+    cfg->text_len = len;
+    c.text = cfg->text;
+    c.len = len;
+    c.dir = cfg->dir;
+
+    /* depth and repeated names first: jansson stops at the first duplicate */
+    jsonpos_scan(cfg->text, len, CONFIG_MAX_DEPTH, &scan);
+    if (scan.status == JSONPOS_TOO_DEEP) {
+        diags_add(d, name, scan.where.line, scan.where.col, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+        goto out;
+    }
+    root = json_loadb(cfg->text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && json_error_code(&jerr) == json_error_duplicate_key && scan.n_dups) {
+        for (size_t k = 0; k < scan.n_dups; k++) {
+            char q[420];
+            if (c.errors++ >= CONFIG_MAX_ERRORS)
+                continue;
+            quote(q, sizeof(q), scan.dups[k].name);
+            diags_add(d, name, scan.dups[k].at.line, scan.dups[k].at.col,
+                      "duplicate key %s (first at line %d, column %d)", q, scan.dups[k].first.line,
+                      scan.dups[k].first.col);
+        }
+        /* go on with jansson's last-wins reading to report everything else */
+        root = json_loadb(cfg->text, len, 0, &jerr);
+    }
+    if (!root) {
+        diags_add(d, name, jerr.line > 0 ? jerr.line : 1, jerr.column > 0 ? jerr.column : 1,
+                  "invalid JSON: %s", jerr.text);
+        goto out;
+    }
+    if (scan.status != JSONPOS_OK) {
+        /* jansson 2.14 skips a NUL byte after a number or literal ("[1\0]");
+         * the file must be JSON to both readers, or positions would be lost */
+        size_t at = scan.where.offset;
+        unsigned char b = at < len ? (unsigned char)cfg->text[at] : 0;
+        if (at >= len)
+            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected end of file");
+        else if (b >= 0x21 && b < 0x7f)
+            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected '%c'", b);
+        else
+            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected byte 0x%02x", b);
+        goto out;
+    }
+    defaults(cfg);
+    if (!json_is_object(root)) {
+        err(&c, "the configuration must be a JSON object, got %s", jtype(root));
+        goto out;
+    }
+    if (parse_object(&c, root, root_fields, cfg, &s) == 0)
+        root_post(&c, cfg, &s);
+out:
+    sort_diags(d, first);
+    if (c.errors > CONFIG_MAX_ERRORS)
+        diags_add(d, name, 0, 0, "too many errors: %zu more not shown", c.errors - CONFIG_MAX_ERRORS);
+    json_decref(root);
+    jsonpos_scan_free(&scan);
+    if (d->n > first) {
+        config_free(cfg);
+        cfg = NULL;
+    }
+    return cfg;
+}
+
+struct baton_config *config_load(const char *path, struct diags *d)
+{
+    struct baton_config *cfg = NULL;
+    char *text = NULL;
+    size_t len = 0;
+
+    if (!path) {
+        diags_add(d, "-", 0, 0, "no configuration file named");
+        goto out;
+    }
+    if (read_file_capped(path, CONFIG_MAX_BYTES, &text, &len) < 0) {
+        if (errno == EFBIG)
+            diags_add(d, path, 0, 0, "file is larger than %u bytes", CONFIG_MAX_BYTES);
+        else
+            diags_add(d, path, 0, 0, "cannot read: %s", strerror(errno));
+        goto out;
+    }
+    cfg = config_load_buffer(text, len, path, d);
+out:
+    free(text);
+    return cfg;
+}
+
+void config_free(struct baton_config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->file);
+    free(cfg->dir);
+    free(cfg->text);
+    free(cfg->listen.host);
+    free(cfg->admin_listen.host);
+    free(cfg->trusted_proxies);
+    for (size_t k = 0; k < cfg->n_issuers; k++)
+        free_issuer(&cfg->issuers[k]);
+    free(cfg->issuers);
+    free(cfg->google.service_account_key);
+    free(cfg->google.metadata_host);
+    free(cfg->google.token_uri);
+    free(cfg->google.iamcredentials_url);
+    free(cfg->google.local_key);
+    free(cfg->google.local_issuer);
+    for (size_t k = 0; k < cfg->n_upstreams; k++)
+        free_upstream(&cfg->upstreams[k]);
+    free(cfg->upstreams);
+    free(cfg->policies);
+    free(cfg->audit.path);
+    free(cfg->audit.signing_key);
+    for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
+        free(cfg->audit.record_headers[k]);
+    free(cfg->audit.record_headers);
+    free(cfg);
+}
+
+void config_diag(const struct baton_config *cfg, struct diags *d, const char *path, bool at_key,
+                 const char *fmt, ...)
+{
+    struct jsonpos pos = {0, 0, 0};
+    va_list ap;
+    char *msg;
+
+    if (!cfg->text || !path || jsonpos_find(cfg->text, cfg->text_len, path, at_key, &pos) < 0)
+        pos.line = pos.col = 0;
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    diags_add(d, cfg->file, pos.line, pos.col, "%s", msg);
+    free(msg);
+}
+
+const char *config_path_choose(const char *flag)
+{
+    const char *env;
+    if (flag)
+        return flag;
+    env = getenv("BATON_CONFIG");
+    if (env && *env)
+        return env;
+    return CONFIG_DEFAULT_PATH;
+}
+
+const struct cfg_issuer *config_issuer(const struct baton_config *cfg, const char *name)
+{
+    for (size_t k = 0; name && k < cfg->n_issuers; k++)
+        if (cfg->issuers[k].name && !strcmp(cfg->issuers[k].name, name))
+            return &cfg->issuers[k];
+    return NULL;
+}
+
+const struct cfg_issuer *config_issuer_by_iss(const struct baton_config *cfg, const char *iss, size_t len)
+{
+    for (size_t k = 0; iss && k < cfg->n_issuers; k++) {
+        const char *v = cfg->issuers[k].issuer;
+        if (v && strlen(v) == len && !memcmp(v, iss, len))
+            return &cfg->issuers[k];
+    }
+    return NULL;
+}
+
+const struct cfg_upstream *config_upstream(const struct baton_config *cfg, const char *name)
+{
+    for (size_t k = 0; name && k < cfg->n_upstreams; k++)
+        if (cfg->upstreams[k].name && !strcmp(cfg->upstreams[k].name, name))
+            return &cfg->upstreams[k];
+    return NULL;
+}
+
+static bool prefix_match(const unsigned char *a, const unsigned char *net, int bits)
+{
+    int whole = bits / 8, rest = bits % 8;
+    if (memcmp(a, net, (size_t)whole) != 0)
+        return false;
+    if (rest) {
+        unsigned char mask = (unsigned char)(0xFF << (8 - rest));
+        return (a[whole] & mask) == net[whole];
+    }
+    return true;
+}
+
+bool config_is_trusted_proxy(const struct baton_config *cfg, const struct sockaddr *sa)
+{
+    unsigned char addr[16];
+    int family;
+
+    if (!cfg || !sa)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        memcpy(addr, &in->sin_addr, 4);
+        family = AF_INET;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) { /* a dual-stack socket's IPv4 peer */
+            memcpy(addr, in6->sin6_addr.s6_addr + 12, 4);
+            family = AF_INET;
+        } else {
+            memcpy(addr, in6->sin6_addr.s6_addr, 16);
+            family = AF_INET6;
+        }
+    } else {
+        return false;
+    }
+    for (size_t k = 0; k < cfg->n_trusted_proxies; k++) {
+        const struct cfg_cidr *n = &cfg->trusted_proxies[k];
+        if (n->family == family && prefix_match(addr, n->addr, n->bits))
+            return true;
+    }
+    return false;
+}
