@@ -210,22 +210,6 @@ static bool contains_ci(const char *s, size_t n, const char *word)
     return false;
 }
 
-bool audit_header_is_secret(const char *name, size_t len)
-{
-    /* Any header whose name suggests it carries a credential: Authorization,
-     * Proxy-Authorization, X-Serverless-Authorization, Cookie, Set-Cookie,
-     * X-Api-Key, X-Amz-Security-Token, X-Goog-Iap-Jwt-Assertion, ... */
-    static const char *const words[] = {"auth",     "token",  "secret",     "key",
-                                        "cookie",   "session", "password",  "passwd",
-                                        "credential", "signature", "assertion", "jwt",
-                                        "bearer",   "csrf",   "xsrf",       "oidc",
-                                        "private"};
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (contains_ci(name, len, words[i]))
-            return true;
-    return false;
-}
-
 static bool is_b64url(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -273,7 +257,7 @@ static void redact_query(struct sb *out, const char *q, size_t n)
         if (end > i) {
             const char *name = q + i, *val = q + eq + (eq < end);
             size_t nlen = eq - i, vlen = eq < end ? end - eq - 1 : 0;
-            bool secret = audit_header_is_secret(name, nlen) || contains_ci(name, nlen, "sig") ||
+            bool secret = config_header_is_secret(name, nlen) || contains_ci(name, nlen, "sig") ||
                           contains_ci(name, nlen, "code") || contains_ci(name, nlen, "pass") ||
                           contains_ci(name, nlen, "pwd") || looks_like_credential(val, vlen);
             if (out->len)
@@ -363,7 +347,7 @@ char *audit_record_body(const struct audit_record *r, char *const *allowed, size
         for (size_t j = 0; j < n_allowed && !conf; j++)
             if (!ascii_casecmp_n(h->name, strlen(h->name), allowed[j], strlen(allowed[j])))
                 conf = allowed[j];
-        if (!conf || audit_header_is_secret(conf, strlen(conf)))
+        if (!conf || config_header_is_secret(conf, strlen(conf)))
             continue; /* never configured, or refused: not recorded */
         if (recorded == AUDIT_MAX_RECORD_HEADERS) {
             b.truncated = true;
@@ -1328,7 +1312,7 @@ static int check_headers(const struct cfg_audit *cfg, char *err, size_t errlen)
             set_err(err, errlen, "audit record_headers: \"%.64s\" is not a header name", h);
             return -1;
         }
-        if (audit_header_is_secret(h, n)) {
+        if (config_header_is_secret(h, n)) {
             set_err(err, errlen,
                     "audit record_headers: \"%s\" may carry a credential and is never recorded", h);
             return -1;

@@ -33,7 +33,7 @@
 #define AUDIT_GENESIS_PREV "0000000000000000000000000000000000000000000000000000000000000000"
 /* At most this many record_headers (and recorded occurrences); values are
  * cut at AUDIT_HEADER_VALUE_MAX escaped bytes. */
-#define AUDIT_MAX_RECORD_HEADERS 32
+#define AUDIT_MAX_RECORD_HEADERS CONFIG_MAX_RECORD_HEADERS
 #define AUDIT_HEADER_VALUE_MAX 512
 
 struct audit_log;
@@ -191,8 +191,6 @@ void audit_close(struct audit_log *log);
 char *audit_record_body(const struct audit_record *rec, char *const *allowed, size_t n_allowed,
                         size_t *len);
 
-/* True when a header with this name must never be recorded. */
-bool audit_header_is_secret(const char *name, size_t len);
 
 /*
  * The bytes a checkpoint signs: "baton-audit-checkpoint/1\n" then log id,

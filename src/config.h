@@ -184,6 +184,17 @@ void config_free(struct baton_config *cfg);
 void config_diag(const struct baton_config *cfg, struct diags *d, const char *path,
                  bool at_key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/*
+ * The one rule for which request headers an audit record may carry: a name
+ * that suggests a credential (it contains auth, token, secret, key, cookie,
+ * session, password, passwd, credential, signature, assertion, jwt, bearer,
+ * csrf, xsrf, oidc or private, in any case: Authorization, Cookie, X-Api-Key,
+ * X-Amz-Security-Token, ...) is refused in audit.record_headers at load, and
+ * never recorded by the audit module.
+ */
+bool config_header_is_secret(const char *name, size_t len);
+#define CONFIG_MAX_RECORD_HEADERS 32 /* audit.record_headers: keeps a record under its line cap */
+
 /* Which file to load: `-c` wins, then $BATON_CONFIG, then CONFIG_DEFAULT_PATH. */
 const char *config_path_choose(const char *flag);
 

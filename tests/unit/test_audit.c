@@ -304,10 +304,10 @@ static void test_secret_names(void)
     static const char *fine[] = {"X-Sfn-Execution", "X-Sfn-State", "X-Amzn-Trace-Id",
                                  "User-Agent", "traceparent"};
     for (size_t i = 0; i < sizeof(secret) / sizeof(*secret); i++)
-        ok(audit_header_is_secret(secret[i], strlen(secret[i])), "%s is a secret-bearing header",
+        ok(config_header_is_secret(secret[i], strlen(secret[i])), "%s is a secret-bearing header",
            secret[i]);
     for (size_t i = 0; i < sizeof(fine) / sizeof(*fine); i++)
-        ok(!audit_header_is_secret(fine[i], strlen(fine[i])), "%s may be recorded", fine[i]);
+        ok(!config_header_is_secret(fine[i], strlen(fine[i])), "%s may be recorded", fine[i]);
 }
 
 static void test_record_body(void)

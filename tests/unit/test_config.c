@@ -654,9 +654,23 @@ static void test_audit(void)
         is_int(cfg->audit.on_failure, ON_FAILURE_ALLOW, "on_failure allow");
     }
     config_free(cfg);
-    fails_with("audit", "\"record_headers\": [\"Authorization\"]", "\"Authorization\" carries credentials",
+    fails_with("audit", "\"record_headers\": [\"Authorization\"]", "\"Authorization\" may carry credentials",
                "recording Authorization is refused");
-    fails_with("audit", "\"record_headers\": [\"cookie\"]", "carries credentials", "recording Cookie is refused");
+    fails_with("audit", "\"record_headers\": [\"cookie\"]", "may carry credentials", "recording Cookie is refused");
+    fails_with("audit", "\"record_headers\": [\"X-Session-Id\"]", "may carry credentials",
+               "recording a session header is refused (the audit module's rule, applied at load)");
+    {
+        /* the cap that keeps every audit record under its line cap */
+        char list[33 * 16] = "\"record_headers\": [";
+        for (int i = 0; i < CONFIG_MAX_RECORD_HEADERS + 1; i++)
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"X-H%d\"", i ? "," : "", i);
+        strcat(list, "]");
+        fails_with("audit", list, "at most", "33 record_headers are refused (at most 32)");
+        strcpy(strrchr(list, ','), "]"); /* drop the 33rd name */
+        struct baton_config *c32 = loads_with("audit", list, "32 record_headers load");
+        ok(c32 && c32->audit.n_record_headers == 32, "all 32 record_headers are kept");
+        config_free(c32);
+    }
     fails_with("audit", "\"record_headers\": [\"X-Bad Header\"]", "is not a header name",
                "a header name with a space is refused");
     fails_with("audit", "\"record_headers\": [\"X-A\", \"x-a\"]", "\"x-a\" is listed twice",
