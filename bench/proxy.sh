@@ -1,0 +1,305 @@
+#!/bin/bash
+# bench/proxy.sh: baton against reference proxies, in one run, on one upstream.
+#
+#   bench/proxy.sh [BATON_BINARY]     (default: ./baton; build without --enable-asan)
+#
+# Loopback only, bounded in time (about two minutes). Every server runs on its
+# own high port with its own config under a temp dir, 1 worker / 1 thread
+# each, in front of the same upstream (nginx returning a 3-byte body):
+#   direct      wrk -> upstream
+#   nginx       plain reverse proxy, keepalive upstream
+#   haproxy     HAProxy 2.6 verifying the RS256 JWT with jwt_verify
+#   apache      Apache + mod_auth_openidc verifying the same JWT (static key)
+#   baton       1 worker, the same RS256 token (verified-token cache), one
+#               policy, audit with fsync "batch"
+# and prints req/s, p50 and p99 from `wrk -t1 -c32 -d10s --latency`, the ratio
+# of each to baton, baton's RSS holding 10,000 idle keep-alive connections,
+# and the time from exec to /readyz true.
+# Needs (installed with apt-get when missing): nginx haproxy apache2
+# libapache2-mod-auth-openidc wrk; python3-jwt for the token.
+set -u
+BATON=${1:-./baton}
+BATON=$(readlink -f "$BATON")
+DUR=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNECTIONS:-32}
+IDLE=${BENCH_IDLE_CONNECTIONS:-10000}
+PY=/usr/bin/python3
+P_UP=18480 P_NGX=18481 P_HAP=18482 P_APA=18483 P_BAT=18484 P_ADM=18485 P_JWKS=18486
+
+[ -x "$BATON" ] || { echo "bench: no baton binary at $BATON" >&2; exit 2; }
+need=""
+for b in nginx:nginx haproxy:haproxy apache2:apache2 wrk:wrk; do
+    command -v "${b%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${b%%:*}" ] || need="$need ${b#*:}"
+done
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need="$need libapache2-mod-auth-openidc"
+if [ -n "$need" ]; then
+    echo "bench: installing$need" >&2
+    apt-get install -y $need >/dev/null || { echo "bench: apt-get failed" >&2; exit 2; }
+fi
+# Debian starts the packaged services on install: stop them, we use our own.
+for s in nginx haproxy apache2; do service "$s" stop >/dev/null 2>&1 || true; done
+
+T=$(mktemp -d /tmp/baton-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    [ -f "$T/apache.pid" ] && kill "$(cat "$T/apache.pid")" 2>/dev/null
+    [ -f "$T/nginx-up.pid" ] && kill "$(cat "$T/nginx-up.pid")" 2>/dev/null
+    [ -f "$T/nginx-px.pid" ] && kill "$(cat "$T/nginx-px.pid")" 2>/dev/null
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+wait_port() { # port: until something accepts, at most 10 s
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench: nothing listening on $1" >&2
+    return 1
+}
+
+# ---- keys and token ----------------------------------------------------------
+$PY - "$T" <<'EOF' || exit 2
+import base64, json, sys, time, jwt, datetime
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization, hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+t = sys.argv[1]
+k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pub = k.public_key()
+open(t + "/pub.pem", "wb").write(pub.public_bytes(serialization.Encoding.PEM,
+    serialization.PublicFormat.SubjectPublicKeyInfo))
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+now = datetime.datetime.utcnow()
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pub)
+        .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2)).sign(k, hashes.SHA256()))
+open(t + "/cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+b64 = lambda n: base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+nums = pub.public_numbers()
+json.dump({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+                     "n": b64(nums.n), "e": b64(nums.e)}]}, open(t + "/jwks.json", "w"))
+iat = int(time.time())
+tok = jwt.encode({"iss": "https://issuer.bench", "sub": "arn:aws:iam::123456789012:role/bench",
+                  "aud": "https://gateway.bench", "iat": iat, "exp": iat + 3600, "jti": "bench-1"},
+                 k, algorithm="RS256", headers={"kid": "bench"})
+open(t + "/token", "w").write(tok)
+EOF
+TOKEN=$(cat "$T/token")
+
+# ---- upstream: nginx returning 3 bytes -------------------------------------
+cat >"$T/nginx-up.conf" <<EOF
+worker_processes 1;
+pid $T/nginx-up.pid;
+error_log $T/nginx-up.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } }
+}
+EOF
+nginx -c "$T/nginx-up.conf" -p "$T" || exit 2
+
+# ---- nginx plain reverse proxy (keepalive upstream) ------------------------
+cat >"$T/nginx-px.conf" <<EOF
+worker_processes 1;
+pid $T/nginx-px.pid;
+error_log $T/nginx-px.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$P_NGX;
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+nginx -c "$T/nginx-px.conf" -p "$T" || exit 2
+
+# ---- HAProxy 2.6 with jwt_verify --------------------------------------------
+cat >"$T/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:$P_HAP
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request deny unless { var(txn.alg) -m str RS256 }
+    http-request deny unless { var(txn.bearer),jwt_verify(txn.alg,"$T/pub.pem") -m int 1 }
+    default_backend be
+backend be
+    http-reuse always
+    server up 127.0.0.1:$P_UP
+EOF
+haproxy -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+# ---- Apache + mod_auth_openidc ----------------------------------------------
+M=/usr/lib/apache2/modules
+cat >"$T/apache.conf" <<EOF
+ServerRoot $T
+Listen 127.0.0.1:$P_APA
+PidFile $T/apache.pid
+ErrorLog $T/apache.err
+LogLevel warn
+Mutex file:$T
+User www-data
+Group www-data
+LoadModule mpm_event_module $M/mod_mpm_event.so
+LoadModule authz_core_module $M/mod_authz_core.so
+LoadModule authz_user_module $M/mod_authz_user.so
+LoadModule authn_core_module $M/mod_authn_core.so
+LoadModule proxy_module $M/mod_proxy.so
+LoadModule proxy_http_module $M/mod_proxy_http.so
+LoadModule auth_openidc_module $M/mod_auth_openidc.so
+ServerLimit 1
+StartServers 1
+ThreadsPerChild 64
+ThreadLimit 64
+MaxRequestWorkers 64
+MinSpareThreads 1
+MaxSpareThreads 64
+KeepAlive On
+MaxKeepAliveRequests 0
+OIDCCryptoPassphrase bench-passphrase
+OIDCOAuthVerifyCertFiles bench#$T/cert.pem
+<Location />
+    AuthType oauth20
+    Require valid-user
+    ProxyPass http://127.0.0.1:$P_UP/ keepalive=On
+</Location>
+EOF
+chmod 755 "$T"
+apache2 -f "$T/apache.conf" -k start >"$T/apache.out" 2>&1
+
+# ---- baton ---------------------------------------------------------------------
+mkdir -p "$T/policies"
+cat >"$T/baton.json" <<EOF
+{
+  "listen": "127.0.0.1:$P_BAT",
+  "admin_listen": "127.0.0.1:$P_ADM",
+  "workers": 1,
+  "limits": { "max_connections": 20000, "idle_timeout_ms": 600000 },
+  "issuers": [{ "name": "bench", "issuer": "https://issuer.bench", "jwks_file": "jwks.json",
+                "audiences": ["https://gateway.bench"], "algorithms": ["RS256"] }],
+  "upstreams": [{ "name": "up", "url": "http://127.0.0.1:$P_UP", "identity": "none" }],
+  "policies": "policies",
+  "audit": { "path": "audit.jsonl", "fsync": "batch", "on_failure": "deny" }
+}
+EOF
+cat >"$T/policies/bench.json" <<EOF
+{
+  "step": "bench",
+  "route": { "host": "*", "path_prefix": "/" },
+  "upstream": "up",
+  "callers": [{ "issuer": "bench", "claims": { "sub": "arn:aws:iam::123456789012:role/*" } }],
+  "allow": [{ "methods": ["GET"], "paths": ["/**"] }]
+}
+EOF
+t0=$(date +%s%N)
+"$BATON" serve -c "$T/baton.json" 2>"$T/baton.err" &
+BATON_PID=$!
+PIDS+=($BATON_PID)
+ready_ms=""
+for _ in $(seq 1000); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$P_ADM/readyz"; then
+        ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        break
+    fi
+    sleep 0.005
+done
+[ -n "$ready_ms" ] || { echo "bench: baton never became ready" >&2; cat "$T/baton.err" >&2; exit 1; }
+
+for p in $P_UP $P_NGX $P_HAP $P_APA $P_BAT; do
+    wait_port $p || { tail -n 5 "$T"/*.err "$T"/*.log "$T"/*.out 2>/dev/null >&2; exit 1; }
+done
+
+# Every target must answer 200 with the token (and refuse without, for the verifiers).
+check() { # name port
+    local ok bad
+    ok=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$2/x")
+    bad=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/x")
+    echo "  $1: with token $ok, without $bad"
+    [ "$ok" = 200 ] || { echo "bench: $1 does not answer 200" >&2; return 1; }
+}
+echo "targets:"
+check direct $P_UP && check nginx $P_NGX && check haproxy $P_HAP && check apache $P_APA &&
+    check baton $P_BAT || exit 1
+
+# wrk prints latency with units; normalise to ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN{ n=v; sub(/[a-z]+$/,"",n);
+        if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
+}
+declare -A RPS P50 P99
+run() { # name port
+    local out
+    wrk -t1 -c"$CONNS" -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \
+        "http://127.0.0.1:$2/x" >"$T/wrk-$1.txt" 2>&1
+    out="$T/wrk-$1.txt"
+    RPS[$1]=$(awk '/^Requests\/sec/{print $2}' "$out")
+    P50[$1]=$(to_ms "$(awk '$1=="50%"{print $2}' "$out")")
+    P99[$1]=$(to_ms "$(awk '$1=="99%"{print $2}' "$out")")
+    if grep -q "Non-2xx" "$out"; then echo "bench: $1 had non-2xx answers: $(grep Non-2xx "$out")" >&2; fi
+}
+for t in direct:$P_UP nginx:$P_NGX haproxy:$P_HAP apache:$P_APA baton:$P_BAT; do
+    run "${t%%:*}" "${t#*:}"
+done
+
+# RSS with idle keep-alive connections: each connection makes one request, then idles.
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+rss_before=$(rss_kb $BATON_PID)
+$PY - "$P_BAT" "$TOKEN" "$IDLE" "$BATON_PID" <<'EOF' >"$T/idle.txt" 2>&1
+import socket, sys, time
+port, tok, n, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+req = ("GET /idle HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n" % tok).encode()
+socks, t0 = [], time.monotonic()
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(req)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 200"), data[:40]
+    socks.append(s)
+    if time.monotonic() - t0 > 90:
+        break
+time.sleep(0.5)
+rss = [l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("VmRSS")][0]
+print(len(socks), rss)
+for s in socks:
+    s.close()
+EOF
+read -r idle_n rss_idle <"$T/idle.txt" || { idle_n=0; rss_idle=0; }
+
+printf '\n%-8s %12s %10s %10s %14s\n' target "req/s" "p50 ms" "p99 ms" "baton / this"
+for t in direct nginx haproxy apache baton; do
+    ratio=$(awk -v b="${RPS[baton]}" -v x="${RPS[$t]}" 'BEGIN{ if (x > 0) printf "%.2f", b / x; else print "-" }')
+    printf '%-8s %12s %10s %10s %14s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "$ratio"
+done
+echo
+echo "baton RSS: ${rss_before} kB after the load runs; ${rss_idle} kB holding ${idle_n} idle keep-alive connections"
+echo "baton exec to /readyz true: ${ready_ms} ms"
+echo "targets (issue 5): baton >= 1.5x haproxy, >= 0.8x nginx, p99 < 2 ms"
+awk -v b="${RPS[baton]}" -v h="${RPS[haproxy]}" -v n="${RPS[nginx]}" -v p="${P99[baton]}" 'BEGIN{
+    printf "  vs haproxy %.2fx (%s), vs nginx %.2fx (%s), p99 %.3f ms (%s)\n",
+        b/h, ((b/h >= 1.5) ? "met" : "NOT met"), b/n, ((b/n >= 0.8) ? "met" : "NOT met"),
+        p, ((p < 2) ? "met" : "NOT met") }'
+kill -TERM $BATON_PID
+wait $BATON_PID 2>/dev/null
+echo "baton exit status after SIGTERM: $?"

@@ -1,0 +1,287 @@
+/*
+ * admin.c: the admin listener (admin_listen): health, readiness, Prometheus
+ * metrics, and the public keys reviewers need (the local identity's JWKS and
+ * the audit checkpoint key).
+ *
+ * It runs on the background event_base with evhttp: loopback-only, a handful
+ * of requests a minute, never the data path (whose guard evhttp could not
+ * be). Everything it reads is either thread-safe by contract (audit_stats,
+ * jwks_stats, identity_*) or summed from the workers' single-writer counters.
+ */
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "audit.h"
+#include "identity.h"
+#include "jwks.h"
+#include "log.h"
+#include "metrics.h"
+#include "runtime.h"
+#include "util.h"
+
+struct admin {
+    struct evhttp *http;
+    struct admin_deps deps;
+};
+
+static void reply(struct evhttp_request *req, int code, const char *ctype, struct evbuffer *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", ctype);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_send_reply(req, code, code == 200 ? "OK" : code == 404 ? "Not Found"
+                                             : code == 503 ? "Service Unavailable" : "Error",
+                      body);
+}
+
+static void add_json_string(struct evbuffer *out, const char *s)
+{
+    char esc[1024];
+    json_escape(esc, sizeof(esc), s, strlen(s));
+    evbuffer_add_printf(out, "\"%s\"", esc);
+}
+
+bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
+{
+    struct runtime *rt = runtime_current();
+    bool keys = false, audit_ok = false, identity_ok = true, draining = false;
+    bool need_identity = false;
+    size_t n_iss = 0;
+
+    if (rt) {
+        keys = jwks_ready(rt->jwks);
+        n_iss = jwks_issuer_count(rt->jwks);
+        need_identity = rt->needs_identity;
+    }
+    audit_ok = deps->audit && audit_healthy(deps->audit);
+    if (need_identity)
+        identity_ok = deps->identity && identity_ready(deps->identity);
+    if (deps->draining)
+        draining = deps->draining();
+
+    evbuffer_add_printf(out, "{\"ready\":%s,\"config_loaded\":%s,\"keys\":{\"ready\":%s,\"issuers\":[",
+                        (rt && keys && audit_ok && identity_ok && !draining) ? "true" : "false",
+                        rt ? "true" : "false", keys ? "true" : "false");
+    for (size_t i = 0; i < n_iss; i++) {
+        struct jwks_issuer_stats st;
+        if (jwks_stats(rt->jwks, i, &st) < 0)
+            continue;
+        evbuffer_add_printf(out, "%s{\"name\":", i ? "," : "");
+        add_json_string(out, st.name ? st.name : "");
+        evbuffer_add_printf(out, ",\"loaded\":%s,\"keys\":%zu", st.loaded ? "true" : "false",
+                            st.keys);
+        if (st.last_error[0]) {
+            evbuffer_add_printf(out, ",\"last_error\":");
+            add_json_string(out, st.last_error);
+        }
+        evbuffer_add(out, "}", 1);
+    }
+    evbuffer_add_printf(out, "]},\"audit\":{\"healthy\":%s},\"identity\":{\"required\":%s,\"ready\":%s",
+                        audit_ok ? "true" : "false", need_identity ? "true" : "false",
+                        identity_ok ? "true" : "false");
+    if (need_identity && deps->identity && !identity_ok) {
+        char *detail = identity_ready_detail(deps->identity);
+        if (detail) {
+            evbuffer_add_printf(out, ",\"detail\":");
+            add_json_string(out, detail);
+            free(detail);
+        }
+    }
+    evbuffer_add_printf(out, "},\"draining\":%s}\n", draining ? "true" : "false");
+    runtime_unref(rt);
+    return rt && keys && audit_ok && identity_ok && !draining;
+}
+
+static void on_healthz(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *b = evbuffer_new();
+    (void)arg;
+    evbuffer_add_printf(b, "ok\n");
+    reply(req, 200, "text/plain; charset=utf-8", b);
+    evbuffer_free(b);
+}
+
+static void on_readyz(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    struct evbuffer *b = evbuffer_new();
+    bool ok = admin_ready(&a->deps, b);
+    reply(req, ok ? 200 : 503, "application/json", b);
+    evbuffer_free(b);
+}
+
+static void identity_stats_cb(void *ctx, const struct identity_pair_stats *s)
+{
+    struct evbuffer *out = ctx;
+    char id[256], aud[512], labels[900];
+    uint64_t failures = 0;
+
+    metrics_label_escape(id, sizeof(id), s->identity);
+    metrics_label_escape(aud, sizeof(aud), s->audience);
+    snprintf(labels, sizeof(labels), "identity=\"%s\",audience=\"%s\"", id, aud);
+    for (int i = 0; i < IDENTITY_FAIL__COUNT; i++)
+        failures += s->failures[i];
+    metrics_write_sample(out, "baton_identity_usable", labels, s->usable ? 1 : 0);
+    metrics_write_sample(out, "baton_identity_mints_total", labels, (double)s->mints_ok);
+    metrics_write_sample(out, "baton_identity_mint_failures_total", labels, (double)failures);
+}
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    struct evbuffer *b = evbuffer_new();
+    struct runtime *rt = runtime_current();
+
+    metrics_render(b);
+    if (rt) {
+        size_t n = jwks_issuer_count(rt->jwks);
+        evbuffer_add_printf(b, "# HELP baton_keyset_refreshes_total Key set refresh attempts, "
+                               "by issuer and result.\n# TYPE baton_keyset_refreshes_total counter\n");
+        for (size_t i = 0; i < n; i++) {
+            struct jwks_issuer_stats st;
+            char name[256], labels[320];
+            if (jwks_stats(rt->jwks, i, &st) < 0)
+                continue;
+            metrics_label_escape(name, sizeof(name), st.name ? st.name : "");
+            snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"ok\"", name);
+            metrics_write_sample(b, "baton_keyset_refreshes_total", labels, (double)st.fetch_ok);
+            snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"failed\"", name);
+            metrics_write_sample(b, "baton_keyset_refreshes_total", labels,
+                                 (double)st.fetch_failed);
+        }
+        evbuffer_add_printf(b, "# HELP baton_keyset_keys Usable keys in the current key set.\n"
+                               "# TYPE baton_keyset_keys gauge\n");
+        for (size_t i = 0; i < n; i++) {
+            struct jwks_issuer_stats st;
+            char name[256], labels[300];
+            if (jwks_stats(rt->jwks, i, &st) < 0)
+                continue;
+            metrics_label_escape(name, sizeof(name), st.name ? st.name : "");
+            snprintf(labels, sizeof(labels), "issuer=\"%s\"", name);
+            metrics_write_sample(b, "baton_keyset_keys", labels, (double)st.keys);
+        }
+        metrics_write(b, "baton_config_generation", "gauge",
+                      "Generation of the configuration snapshot in use (1 at start, +1 per reload).",
+                      NULL, (double)rt->generation);
+    }
+    if (a->deps.audit) {
+        struct audit_stats st;
+        audit_stats(a->deps.audit, &st);
+        metrics_write(b, "baton_audit_queue_depth", "gauge",
+                      "Audit records reserved or queued, not yet written.", NULL,
+                      (double)st.queue_depth);
+        metrics_write(b, "baton_audit_records_total", "counter", "Request records written.",
+                      NULL, (double)st.written);
+        metrics_write(b, "baton_audit_failures_total", "counter",
+                      "Audit write, fsync, open or rename errors.", NULL, (double)st.failures);
+        metrics_write(b, "baton_audit_lost_total", "counter",
+                      "Audit records never written.", NULL, (double)st.lost);
+        metrics_write(b, "baton_audit_refused_total", "counter",
+                      "Requests refused because no audit slot could be reserved.", NULL,
+                      (double)st.refused);
+        metrics_write(b, "baton_audit_healthy", "gauge", "1 while audit records can be written.",
+                      NULL, st.healthy ? 1 : 0);
+    }
+    if (a->deps.identity && rt && rt->needs_identity) {
+        evbuffer_add_printf(b, "# HELP baton_identity_usable 1 while the pair holds a usable "
+                               "token.\n# TYPE baton_identity_usable gauge\n"
+                               "# HELP baton_identity_mints_total Successful mints.\n"
+                               "# TYPE baton_identity_mints_total counter\n"
+                               "# HELP baton_identity_mint_failures_total Failed mints.\n"
+                               "# TYPE baton_identity_mint_failures_total counter\n");
+        identity_stats_visit(a->deps.identity, identity_stats_cb, b);
+    }
+    runtime_unref(rt);
+    reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
+    evbuffer_free(b);
+}
+
+static void on_jwks(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    struct evbuffer *b = evbuffer_new();
+    char *doc = a->deps.identity ? identity_jwks_json(a->deps.identity) : NULL;
+
+    if (doc) {
+        evbuffer_add(b, doc, strlen(doc));
+        reply(req, 200, "application/jwk-set+json", b);
+    } else {
+        evbuffer_add_printf(b, "{\"error\":\"not_found\"}\n");
+        reply(req, 404, "application/json", b);
+    }
+    free(doc);
+    evbuffer_free(b);
+}
+
+static void on_audit_key(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    struct evbuffer *b = evbuffer_new();
+    const char *pem = a->deps.audit ? audit_public_key_pem(a->deps.audit) : NULL;
+
+    if (pem) {
+        evbuffer_add(b, pem, strlen(pem));
+        reply(req, 200, "application/x-pem-file", b);
+    } else {
+        evbuffer_add_printf(b, "{\"error\":\"not_found\"}\n");
+        reply(req, 404, "application/json", b);
+    }
+    evbuffer_free(b);
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *b = evbuffer_new();
+    (void)arg;
+    evbuffer_add_printf(b, "{\"error\":\"not_found\"}\n");
+    reply(req, 404, "application/json", b);
+    evbuffer_free(b);
+}
+
+struct admin *admin_start(struct event_base *bg, const struct cfg_addr *addr,
+                          const struct admin_deps *deps, char *err, size_t errlen)
+{
+    struct admin *a = xcalloc(1, sizeof(*a));
+
+    a->deps = *deps;
+    a->http = evhttp_new(bg);
+    if (!a->http) {
+        snprintf(err, errlen, "cannot create the admin listener");
+        goto fail;
+    }
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(a->http, 8192);
+    evhttp_set_max_body_size(a->http, 0);
+    evhttp_set_timeout(a->http, 10);
+    evhttp_set_cb(a->http, "/healthz", on_healthz, a);
+    evhttp_set_cb(a->http, "/readyz", on_readyz, a);
+    evhttp_set_cb(a->http, "/metrics", on_metrics, a);
+    evhttp_set_cb(a->http, "/.well-known/jwks.json", on_jwks, a);
+    evhttp_set_cb(a->http, "/audit/public-key", on_audit_key, a);
+    evhttp_set_gencb(a->http, on_other, a);
+    if (!evhttp_bind_socket_with_handle(a->http, addr->host, (unsigned short)addr->port)) {
+        snprintf(err, errlen, "cannot bind the admin listener to %s:%d", addr->host, addr->port);
+        goto fail;
+    }
+    return a;
+fail:
+    admin_free(a);
+    return NULL;
+}
+
+void admin_free(struct admin *a)
+{
+    if (!a)
+        return;
+    if (a->http)
+        evhttp_free(a->http);
+    free(a);
+}

@@ -1,0 +1,342 @@
+/*
+ * metrics.c: per-worker counters and histograms (single writer each), summed
+ * and rendered in the Prometheus text format by the admin thread.
+ */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "util.h"
+
+/* Histogram upper bounds in seconds (le labels); +Inf is implicit. */
+static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
+                                   0.025,  0.05,    0.1,    0.25,  0.5,   1,     2.5,
+                                   5,      10,      30,     60};
+#define N_BUCKETS (sizeof(bucket_le) / sizeof(bucket_le[0]))
+
+struct histogram {
+    _Atomic uint64_t bucket[N_BUCKETS + 1]; /* last: +Inf */
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_ns;
+};
+
+struct label_set {
+    _Atomic int used; /* 0 free; 1 filled (published after the fields) */
+    char step[METRICS_STEP_MAX];
+    enum decision decision;
+    int status;
+    _Atomic uint64_t count;
+};
+
+struct metrics_worker {
+    pthread_mutex_t insert_lock; /* held by the owner to insert, by the renderer to read */
+    struct label_set sets[METRICS_LABEL_SETS];
+    size_t n_sets; /* owner only */
+    struct histogram request;
+    struct histogram upstream;
+    _Atomic uint64_t conn_refused;
+    _Atomic uint64_t upstream_new;
+    _Atomic uint64_t upstream_reused;
+    _Atomic uint64_t cache_hits;
+    _Atomic uint64_t cache_misses;
+};
+
+static struct metrics_worker *workers;
+static unsigned n_workers;
+static _Atomic long open_conns;
+
+/* The single writer's increment: no read-modify-write instruction needed. */
+static inline void bump(_Atomic uint64_t *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t get(const _Atomic uint64_t *c)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)c, memory_order_relaxed);
+}
+
+int metrics_init(unsigned n)
+{
+    if (workers)
+        return -1;
+    if (n == 0)
+        n = 1;
+    workers = xcalloc(n, sizeof(*workers));
+    n_workers = n;
+    for (unsigned i = 0; i < n; i++)
+        pthread_mutex_init(&workers[i].insert_lock, NULL);
+    return 0;
+}
+
+void metrics_shutdown(void)
+{
+    for (unsigned i = 0; i < n_workers; i++)
+        pthread_mutex_destroy(&workers[i].insert_lock);
+    free(workers);
+    workers = NULL;
+    n_workers = 0;
+}
+
+struct metrics_worker *metrics_worker(unsigned id)
+{
+    return id < n_workers ? &workers[id] : NULL;
+}
+
+static uint32_t label_hash(const char *step, enum decision d, int status)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)step; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    h = (h ^ (uint32_t)d) * 16777619u;
+    h = (h ^ (uint32_t)status) * 16777619u;
+    return h;
+}
+
+#define OVERFLOW_RESERVE 64
+
+static struct label_set *label_find(struct metrics_worker *mw, const char *step, enum decision d,
+                                    int status, bool overflowed)
+{
+    uint32_t h = label_hash(step, d, status);
+    size_t i;
+
+    for (size_t probe = 0; probe < METRICS_LABEL_SETS; probe++) {
+        struct label_set *s;
+        i = (h + probe) & (METRICS_LABEL_SETS - 1);
+        s = &mw->sets[i];
+        if (!atomic_load_explicit(&s->used, memory_order_acquire)) {
+            /* The last OVERFLOW_RESERVE slots are kept for the overflow
+             * label, one per (decision, status) seen after the table filled. */
+            if (!overflowed && mw->n_sets >= METRICS_LABEL_SETS - OVERFLOW_RESERVE)
+                return label_find(mw, "_overflow", d, status, true);
+            mw->n_sets++;
+            /* Insert: only this worker writes its table; the lock keeps the
+             * renderer from reading a half-filled entry. */
+            pthread_mutex_lock(&mw->insert_lock);
+            snprintf(s->step, sizeof(s->step), "%s", step);
+            s->decision = d;
+            s->status = status;
+            atomic_store_explicit(&s->count, 0, memory_order_relaxed);
+            atomic_store_explicit(&s->used, 1, memory_order_release);
+            pthread_mutex_unlock(&mw->insert_lock);
+            return s;
+        }
+        if (s->decision == d && s->status == status &&
+            strncmp(s->step, step, sizeof(s->step) - 1) == 0)
+            return s;
+    }
+    return NULL; /* unreachable while the reserve holds: dropped */
+}
+
+static void observe(struct histogram *h, uint64_t ns)
+{
+    double s = (double)ns / 1e9;
+    size_t b = 0;
+    while (b < N_BUCKETS && s > bucket_le[b])
+        b++;
+    bump(&h->bucket[b], 1);
+    bump(&h->count, 1);
+    bump(&h->sum_ns, ns);
+}
+
+void metrics_request(struct metrics_worker *mw, const char *step, enum decision d, int status,
+                     uint64_t total_ns, uint64_t upstream_ns)
+{
+    struct label_set *s;
+
+    if (!mw)
+        return;
+    s = label_find(mw, step && *step ? step : METRICS_NO_STEP, d, status, false);
+    if (s)
+        bump(&s->count, 1);
+    observe(&mw->request, total_ns);
+    if (upstream_ns)
+        observe(&mw->upstream, upstream_ns);
+}
+
+void metrics_conn_refused(struct metrics_worker *mw)
+{
+    if (mw)
+        bump(&mw->conn_refused, 1);
+}
+
+void metrics_upstream_conn(struct metrics_worker *mw, int reused)
+{
+    if (mw)
+        bump(reused ? &mw->upstream_reused : &mw->upstream_new, 1);
+}
+
+void metrics_token_cache(struct metrics_worker *mw, int hit)
+{
+    if (mw)
+        bump(hit ? &mw->cache_hits : &mw->cache_misses, 1);
+}
+
+void metrics_conn_open(int delta)
+{
+    atomic_fetch_add_explicit(&open_conns, delta, memory_order_relaxed);
+}
+
+long metrics_conn_open_now(void)
+{
+    return atomic_load_explicit(&open_conns, memory_order_relaxed);
+}
+
+void metrics_label_escape(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    if (cap == 0)
+        return;
+    for (; s && *s; s++) {
+        const char *rep = NULL;
+        char one[2] = {*s, 0};
+        if (*s == '\\')
+            rep = "\\\\";
+        else if (*s == '"')
+            rep = "\\\"";
+        else if (*s == '\n')
+            rep = "\\n";
+        else
+            rep = one;
+        size_t n = strlen(rep);
+        if (o + n >= cap)
+            break;
+        memcpy(out + o, rep, n);
+        o += n;
+    }
+    out[o] = '\0';
+}
+
+void metrics_write_sample(struct evbuffer *out, const char *name, const char *labels, double value)
+{
+    if (labels && *labels)
+        evbuffer_add_printf(out, "%s{%s} %.17g\n", name, labels, value);
+    else
+        evbuffer_add_printf(out, "%s %.17g\n", name, value);
+}
+
+void metrics_write(struct evbuffer *out, const char *name, const char *type, const char *help,
+                   const char *labels, double value)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    metrics_write_sample(out, name, labels, value);
+}
+
+/* Sums one histogram over the workers and writes it. */
+static void render_histogram(struct evbuffer *out, const char *name, const char *help,
+                             size_t offset)
+{
+    uint64_t b[N_BUCKETS + 1] = {0}, count = 0, sum_ns = 0, cum = 0;
+
+    for (unsigned w = 0; w < n_workers; w++) {
+        const struct histogram *h = (const struct histogram *)((const char *)&workers[w] + offset);
+        for (size_t i = 0; i <= N_BUCKETS; i++)
+            b[i] += get(&h->bucket[i]);
+        count += get(&h->count);
+        sum_ns += get(&h->sum_ns);
+    }
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t i = 0; i < N_BUCKETS; i++) {
+        cum += b[i];
+        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i],
+                            (unsigned long long)cum);
+    }
+    cum += b[N_BUCKETS];
+    evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    evbuffer_add_printf(out, "%s_sum %.9f\n%s_count %llu\n", name, (double)sum_ns / 1e9, name,
+                        (unsigned long long)count);
+}
+
+struct merged {
+    char step[METRICS_STEP_MAX];
+    enum decision decision;
+    int status;
+    uint64_t count;
+};
+
+void metrics_render(struct evbuffer *out)
+{
+    struct merged *m = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t refused = 0, up_new = 0, up_reused = 0, hits = 0, misses = 0;
+
+    /* Merge the label sets of every worker (linear merge: a few hundred sets). */
+    for (unsigned w = 0; w < n_workers; w++) {
+        struct metrics_worker *mw = &workers[w];
+        pthread_mutex_lock(&mw->insert_lock);
+        for (size_t i = 0; i < METRICS_LABEL_SETS; i++) {
+            const struct label_set *s = &mw->sets[i];
+            size_t j;
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                continue;
+            for (j = 0; j < n; j++)
+                if (m[j].decision == s->decision && m[j].status == s->status &&
+                    strcmp(m[j].step, s->step) == 0)
+                    break;
+            if (j == n) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    m = xrealloc(m, cap * sizeof(*m));
+                }
+                memcpy(m[n].step, s->step, sizeof(m[n].step));
+                m[n].decision = s->decision;
+                m[n].status = s->status;
+                m[n].count = 0;
+                n++;
+            }
+            m[j].count += get(&s->count);
+        }
+        pthread_mutex_unlock(&mw->insert_lock);
+        refused += get(&mw->conn_refused);
+        up_new += get(&mw->upstream_new);
+        up_reused += get(&mw->upstream_reused);
+        hits += get(&mw->cache_hits);
+        misses += get(&mw->cache_misses);
+    }
+
+    evbuffer_add_printf(out, "# HELP baton_requests_total Requests finished, by step policy, "
+                             "decision and HTTP status sent.\n"
+                             "# TYPE baton_requests_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        char step[2 * METRICS_STEP_MAX];
+        metrics_label_escape(step, sizeof(step), m[i].step);
+        evbuffer_add_printf(out,
+                            "baton_requests_total{step=\"%s\",decision=\"%s\",status=\"%d\"} %llu\n",
+                            step, decision_name(m[i].decision), m[i].status,
+                            (unsigned long long)m[i].count);
+    }
+    free(m);
+
+    render_histogram(out, "baton_request_duration_seconds",
+                     "Whole request, first header byte to last response byte.",
+                     offsetof(struct metrics_worker, request));
+    render_histogram(out, "baton_upstream_duration_seconds",
+                     "Upstream exchange, request forwarded to last response byte.",
+                     offsetof(struct metrics_worker, upstream));
+    metrics_write(out, "baton_open_connections", "gauge", "Client connections open now.", NULL,
+                  (double)metrics_conn_open_now());
+    metrics_write(out, "baton_connections_refused_total", "counter",
+                  "Client connections closed at accept because of max_connections.", NULL,
+                  (double)refused);
+    evbuffer_add_printf(out, "# HELP baton_upstream_connections_total Upstream connections "
+                             "used, by whether the keep-alive pool supplied them.\n"
+                             "# TYPE baton_upstream_connections_total counter\n");
+    metrics_write_sample(out, "baton_upstream_connections_total", "pool=\"new\"", (double)up_new);
+    metrics_write_sample(out, "baton_upstream_connections_total", "pool=\"reused\"",
+                         (double)up_reused);
+    evbuffer_add_printf(out, "# HELP baton_token_verifications_total Bearer tokens "
+                             "authenticated, by whether the verified-token cache answered.\n"
+                             "# TYPE baton_token_verifications_total counter\n");
+    metrics_write_sample(out, "baton_token_verifications_total", "cache=\"hit\"", (double)hits);
+    metrics_write_sample(out, "baton_token_verifications_total", "cache=\"miss\"",
+                         (double)misses);
+}

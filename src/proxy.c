@@ -1,0 +1,1236 @@
+/*
+ * proxy.c: the upstream side of a request: head hygiene, the keep-alive pool,
+ * and the streaming exchange with flow control both ways.
+ *
+ * One exchange moves bytes between two bufferevents on the worker's loop:
+ *   client input  --(request body: length or chunked, decoded, re-framed)--> upstream output
+ *   upstream input --(response: head rebuilt, body re-framed)-------------> client output
+ * Reading from a side pauses while the opposite output holds more than
+ * PROXY_HIGH_WATER bytes and resumes when it drains below half of that, so
+ * what an exchange holds in memory is bounded by the watermarks plus one
+ * socket read, whatever the body sizes.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+struct proxy_pool;
+
+struct upconn {
+    struct proxy_pool *pool;
+    struct bufferevent *bev;
+    bool tls;
+    bool connecting;
+    struct upconn *next, *prev; /* idle list links */
+};
+
+struct proxy_pool {
+    struct proxy *px;
+    char key[320];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *host; /* owned: SNI and certificate name (IPv6 without brackets) */
+    bool host_is_ip;
+    bool tls;
+    struct upconn *idle; /* most recently used first */
+    size_t n_idle;
+    struct proxy_pool *next;
+};
+
+struct proxy {
+    struct event_base *base;
+    SSL_CTX *tls;
+    struct metrics_worker *mw;
+    struct proxy_pool *pools;
+    struct http1_limits resp_limits;
+    /* a few durations used by every exchange, as libevent common timeouts */
+    unsigned tv_ms[4];
+    const struct timeval *tv_common[4];
+    struct timeval tv_plain[4];
+    unsigned tv_next;
+    struct proxy_exchange *spare; /* a finished exchange kept for reuse */
+};
+
+struct proxy_exchange {
+    struct proxy *px;
+    struct proxy_pool *pool;
+    struct upconn *uc; /* owned while the exchange runs */
+    struct bufferevent *client;
+    proxy_done_fn done;
+    void *arg;
+    struct evbuffer *head; /* kept until a response head arrives (retry) */
+    struct event kick;     /* first step after proxy_forward returns */
+    bool kick_armed;
+    bool start_failed;
+
+    enum http1_method method;
+    int client_version;
+    bool client_keep_alive;
+    unsigned timeout_ms;
+    char request_id[PROXY_REQUEST_ID_MAX + 1];
+
+    /* request body */
+    enum http1_body req_body;
+    uint64_t req_remaining;
+    struct http1_chunked req_ck;
+    bool req_done;
+
+    /* response */
+    bool resp_head;
+    size_t resp_prev;
+    enum http1_body resp_body;
+    uint64_t resp_remaining;
+    struct http1_chunked resp_ck;
+    bool chunk_out; /* re-encode the body chunked toward the client */
+    bool close_out; /* body delimited by closing the client connection */
+    bool resp_keep_alive;
+
+    bool reused;
+    bool retried;
+    bool no_body; /* the request had no body: a stale pooled connection may be retried */
+    uint64_t t0;
+    struct proxy_outcome out;
+};
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* ---------------------------------------------------------------- targets */
+
+int proxy_target_resolve(const struct cfg_upstream *up, struct proxy_target *out, char *err,
+                         size_t errlen)
+{
+    struct addrinfo hints, *res = NULL, *pick;
+    char port[16];
+    char addrtxt[INET6_ADDRSTRLEN] = "?";
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    snprintf(port, sizeof(port), "%d", up->port);
+    {
+        char host[256];
+        size_t n = strlen(up->host);
+        if (n >= 2 && up->host[0] == '[' && up->host[n - 1] == ']' && n - 2 < sizeof(host)) {
+            memcpy(host, up->host + 1, n - 2); /* an IPv6 literal as written in a URL */
+            host[n - 2] = '\0';
+        } else {
+            snprintf(host, sizeof(host), "%s", up->host);
+        }
+        rc = getaddrinfo(host, port, &hints, &res);
+    }
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", up->name, up->host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    /* The first IPv4 address if there is one (a name like "localhost" may
+     * list ::1 first while the service listens on 127.0.0.1), else the first. */
+    pick = res;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+    memcpy(&out->addr, pick->ai_addr, pick->ai_addrlen);
+    out->addrlen = pick->ai_addrlen;
+    out->up = up;
+    if (pick->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)pick->ai_addr)->sin_addr, addrtxt,
+                  sizeof(addrtxt));
+    else if (pick->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr, addrtxt,
+                  sizeof(addrtxt));
+    snprintf(out->key, sizeof(out->key), "%s|%s|%d|%s", up->tls ? "https" : "http", up->host,
+             up->port, addrtxt);
+    freeaddrinfo(res);
+    return 0;
+}
+
+SSL_CTX *proxy_tls_ctx_new(char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (!ctx) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        snprintf(err, errlen, "cannot load the default trust store");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
+    return ctx;
+}
+
+/* ------------------------------------------------------------------- pool */
+
+struct proxy *proxy_new(struct event_base *base, SSL_CTX *tls, struct metrics_worker *mw)
+{
+    struct proxy *px = xcalloc(1, sizeof(*px));
+    px->base = base;
+    px->tls = tls;
+    px->mw = mw;
+    px->resp_limits.max_header_bytes = PROXY_MAX_RESPONSE_HEAD;
+    px->resp_limits.max_line_bytes = PROXY_MAX_RESPONSE_HEAD;
+    px->resp_limits.max_headers = HTTP1_MAX_HEADERS;
+    return px;
+}
+
+/*
+ * The timeval to pass for `ms`: a libevent common timeout (O(1) to add and
+ * remove, where a plain timeout is heap work), cached per worker; a plain one
+ * if the base has no common-timeout slot left.
+ */
+static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
+{
+    unsigned i;
+    for (i = 0; i < 4; i++)
+        if (px->tv_ms[i] == ms && (px->tv_common[i] || px->tv_plain[i].tv_sec ||
+                                   px->tv_plain[i].tv_usec))
+            return px->tv_common[i] ? px->tv_common[i] : &px->tv_plain[i];
+    i = px->tv_next;
+    px->tv_next = (i + 1) % 4;
+    px->tv_ms[i] = ms;
+    px->tv_plain[i].tv_sec = ms / 1000;
+    px->tv_plain[i].tv_usec = (ms % 1000) * 1000;
+    px->tv_common[i] = event_base_init_common_timeout(px->base, &px->tv_plain[i]);
+    return px->tv_common[i] ? px->tv_common[i] : &px->tv_plain[i];
+}
+
+static void upconn_free(struct upconn *uc)
+{
+    if (!uc)
+        return;
+    if (uc->bev)
+        bufferevent_free(uc->bev);
+    free(uc);
+}
+
+static void pool_unlink(struct upconn *uc)
+{
+    struct proxy_pool *pool = uc->pool;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        pool->idle = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    uc->next = uc->prev = NULL;
+    pool->n_idle--;
+}
+
+void proxy_close_idle(struct proxy *px)
+{
+    if (!px)
+        return;
+    for (struct proxy_pool *p = px->pools; p; p = p->next)
+        while (p->idle) {
+            struct upconn *uc = p->idle;
+            pool_unlink(uc);
+            upconn_free(uc);
+        }
+}
+
+void proxy_free(struct proxy *px)
+{
+    if (!px)
+        return;
+    proxy_close_idle(px);
+    free(px->spare);
+    while (px->pools) {
+        struct proxy_pool *p = px->pools;
+        px->pools = p->next;
+        free(p->host);
+        free(p);
+    }
+    free(px);
+}
+
+size_t proxy_idle_count(const struct proxy *px)
+{
+    size_t n = 0;
+    for (const struct proxy_pool *p = px->pools; p; p = p->next)
+        n += p->n_idle;
+    return n;
+}
+
+static struct proxy_pool *pool_get(struct proxy *px, const struct proxy_target *t)
+{
+    struct proxy_pool *p;
+
+    for (p = px->pools; p; p = p->next)
+        if (strcmp(p->key, t->key) == 0)
+            return p;
+    p = xcalloc(1, sizeof(*p));
+    p->px = px;
+    snprintf(p->key, sizeof(p->key), "%s", t->key);
+    memcpy(&p->addr, &t->addr, t->addrlen);
+    p->addrlen = t->addrlen;
+    {
+        const char *h = t->up->host;
+        size_t n = strlen(h);
+        unsigned char tmp[16];
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']')
+            p->host = xstrndup(h + 1, n - 2);
+        else
+            p->host = xstrdup(h);
+        p->host_is_ip = inet_pton(AF_INET, p->host, tmp) == 1 ||
+                        inet_pton(AF_INET6, p->host, tmp) == 1;
+    }
+    p->tls = t->up->tls;
+    p->next = px->pools;
+    px->pools = p;
+    return p;
+}
+
+/* An idle pooled connection: any byte, EOF, error or the idle timeout ends it. */
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct upconn *uc = arg;
+    (void)bev;
+    pool_unlink(uc);
+    upconn_free(uc);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    idle_read_cb(bev, arg);
+}
+
+static void pool_put(struct upconn *uc)
+{
+    struct proxy_pool *pool = uc->pool;
+
+    if (pool->n_idle >= PROXY_MAX_IDLE_PER_POOL) {
+        upconn_free(uc);
+        return;
+    }
+    bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
+    bufferevent_set_timeouts(uc->bev, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
+    bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(uc->bev, EV_READ);
+    uc->prev = NULL;
+    uc->next = pool->idle;
+    if (pool->idle)
+        pool->idle->prev = uc;
+    pool->idle = uc;
+    pool->n_idle++;
+}
+
+static struct upconn *pool_pop(struct proxy_pool *pool)
+{
+    struct upconn *uc = pool->idle;
+    if (!uc)
+        return NULL;
+    pool_unlink(uc);
+    bufferevent_set_timeouts(uc->bev, NULL, NULL);
+    return uc;
+}
+
+/* A new connection, connecting. NULL when the socket could not be set up. */
+static struct upconn *upconn_connect(struct proxy_pool *pool)
+{
+    struct proxy *px = pool->px;
+    struct upconn *uc = NULL;
+    struct bufferevent *bev = NULL;
+    SSL *ssl = NULL;
+    int fd = -1, one = 1;
+
+    fd = socket(pool->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (pool->tls) {
+        if (!px->tls)
+            goto fail;
+        ssl = SSL_new(px->tls);
+        if (!ssl)
+            goto fail;
+        if (pool->host_is_ip) {
+            /* An address: verified against the certificate's IP SANs, and no
+             * SNI (RFC 6066 allows only host names there). */
+            if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), pool->host) != 1)
+                goto fail;
+        } else {
+            SSL_set_tlsext_host_name(ssl, pool->host);
+            if (SSL_set1_host(ssl, pool->host) != 1)
+                goto fail;
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        }
+        bev = bufferevent_openssl_socket_new(px->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+        if (!bev)
+            goto fail;
+        ssl = NULL; /* owned by bev now (freed with it) */
+        fd = -1;
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (!bev)
+            goto fail;
+        fd = -1;
+    }
+    if (bufferevent_socket_connect(bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) < 0)
+        goto fail;
+    uc = xcalloc(1, sizeof(*uc));
+    uc->pool = pool;
+    uc->bev = bev;
+    uc->tls = pool->tls;
+    uc->connecting = true;
+    return uc;
+fail:
+    if (bev)
+        bufferevent_free(bev);
+    if (ssl)
+        SSL_free(ssl);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ head hygiene */
+
+static bool name_is(const char *name, size_t len, const char *lit)
+{
+    return ascii_casecmp_n(name, len, lit, strlen(lit)) == 0;
+}
+
+static void add_str(struct evbuffer *out, const char *s)
+{
+    evbuffer_add(out, s, strlen(s));
+}
+
+/* Decimal without printf (which costs more than the rest of a head). */
+static void add_u64(struct evbuffer *out, uint64_t v)
+{
+    char buf[24];
+    size_t i = sizeof(buf);
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    evbuffer_add(out, buf + i, sizeof(buf) - i);
+}
+
+static const struct http1_header *single_header(const struct http1_request *r, const char *name)
+{
+    const struct http1_header *found = NULL;
+    for (unsigned i = 0; i < r->n_headers; i++)
+        if (name_is(r->headers[i].name, r->headers[i].name_len, name)) {
+            if (found)
+                return NULL; /* two copies: neither is trusted */
+            found = &r->headers[i];
+        }
+    return found;
+}
+
+bool proxy_client_request_id(const struct http1_request *req, char *out, size_t cap)
+{
+    const struct http1_header *h = single_header(req, "x-request-id");
+
+    if (!h || h->value_len == 0 || h->value_len > PROXY_REQUEST_ID_MAX || h->value_len >= cap)
+        return false;
+    for (size_t i = 0; i < h->value_len; i++) {
+        char c = h->value[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return false;
+    }
+    memcpy(out, h->value, h->value_len);
+    out[h->value_len] = '\0';
+    return true;
+}
+
+static bool lower_hex(const char *s, size_t n, bool *all_zero)
+{
+    *all_zero = true;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+        if (c != '0')
+            *all_zero = false;
+    }
+    return true;
+}
+
+bool proxy_traceparent(const struct http1_request *req, char out[56])
+{
+    /* version "-" trace-id(32) "-" parent-id(16) "-" flags(2): 55 bytes */
+    const struct http1_header *h = single_header(req, "traceparent");
+    const char *v;
+    bool z_ver, z_trace, z_parent, z_flags;
+
+    if (!h || h->value_len != 55)
+        return false;
+    v = h->value;
+    if (v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return false;
+    if (!lower_hex(v, 2, &z_ver) || !lower_hex(v + 3, 32, &z_trace) ||
+        !lower_hex(v + 36, 16, &z_parent) || !lower_hex(v + 53, 2, &z_flags))
+        return false;
+    if (v[0] != '0' || v[1] != '0') /* only version 00 has this exact shape */
+        return false;
+    if (z_trace || z_parent)
+        return false;
+    memcpy(out, v, 55);
+    out[55] = '\0';
+    return true;
+}
+
+/* Names baton sets itself or never forwards, beyond the http1 hygiene sets. */
+static bool header_dropped(const char *name, size_t len)
+{
+    static const char *const names[] = {"authorization", "host", "content-length",
+                                        "expect", "x-request-id", "traceparent"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (name_is(name, len, names[i]))
+            return true;
+    return false;
+}
+
+int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
+{
+    const struct http1_request *r = p->req;
+    const struct cfg_upstream *up = p->up;
+    bool have_proto = false, have_host = false;
+    size_t n_xff = 0;
+    const struct http1_header *xff[HTTP1_MAX_HEADERS];
+
+    add_str(out, http1_method_name(r->method));
+    evbuffer_add(out, " ", 1);
+    add_str(out, up->base_path ? up->base_path : "");
+    evbuffer_add(out, p->path, p->path_len);
+    if (p->query) {
+        evbuffer_add(out, "?", 1);
+        evbuffer_add(out, p->query, p->query_len);
+    }
+    add_str(out, " HTTP/1.1\r\nHost: ");
+    add_str(out, up->host);
+    if (up->port != (up->tls ? 443 : 80)) {
+        evbuffer_add(out, ":", 1);
+        add_u64(out, (uint64_t)up->port);
+    }
+    evbuffer_add(out, "\r\n", 2);
+
+    for (unsigned i = 0; i < r->n_headers; i++) {
+        const struct http1_header *h = &r->headers[i];
+        if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
+            http1_header_in_connection(&r->connection, h->name, h->name_len) ||
+            header_dropped(h->name, h->name_len))
+            continue;
+        if (http1_header_is_spoofable(h->name, h->name_len)) {
+            /* Only a trusted proxy's forwarding headers survive, and only in
+             * their canonical spelling: an underscore variant is never sent. */
+            if (!p->from_trusted_proxy || !http1_header_is_forwarding(h->name, h->name_len) ||
+                memchr(h->name, '_', h->name_len))
+                continue;
+            if (name_is(h->name, h->name_len, "x-forwarded-for")) {
+                xff[n_xff++] = h;
+                continue;
+            }
+            if (name_is(h->name, h->name_len, "x-forwarded-proto"))
+                have_proto = true;
+            if (name_is(h->name, h->name_len, "x-forwarded-host"))
+                have_host = true;
+        }
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+
+    add_str(out, "X-Forwarded-For: ");
+    for (size_t i = 0; i < n_xff; i++) {
+        evbuffer_add(out, xff[i]->value, xff[i]->value_len);
+        evbuffer_add(out, ", ", 2);
+    }
+    add_str(out, p->client_ip);
+    evbuffer_add(out, "\r\n", 2);
+    if (!have_proto)
+        add_str(out, "X-Forwarded-Proto: http\r\n");
+    if (!have_host && r->host) {
+        add_str(out, "X-Forwarded-Host: ");
+        evbuffer_add(out, r->host, r->host_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    add_str(out, "X-Request-Id: ");
+    add_str(out, p->request_id);
+    evbuffer_add(out, "\r\n", 2);
+    if (p->traceparent) {
+        add_str(out, "traceparent: ");
+        add_str(out, p->traceparent);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (p->token_value) {
+        add_str(out, up->token_header ? up->token_header : "authorization");
+        evbuffer_add(out, ": ", 2);
+        add_str(out, p->token_value);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (p->body == HTTP1_BODY_LENGTH) {
+        add_str(out, "Content-Length: ");
+        add_u64(out, p->content_length);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    else if (p->body == HTTP1_BODY_CHUNKED)
+        add_str(out, "Transfer-Encoding: chunked\r\n");
+    evbuffer_add(out, "\r\n", 2);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- exchange */
+
+struct evbuffer *proxy_out(struct bufferevent *bev)
+{
+    if (!(bufferevent_get_enabled(bev) & EV_WRITE))
+        bufferevent_enable(bev, EV_WRITE);
+    return bufferevent_get_output(bev);
+}
+
+void proxy_flush(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+
+    if (evbuffer_get_length(out) > 0) {
+        /* A bufferevent keeps its output's start frozen so that only its own
+         * write callback drains it; that callback thaws it around the write
+         * exactly like this. EAGAIN or an error: libevent goes on as usual. */
+        evbuffer_unfreeze(out, 1);
+        (void)evbuffer_write(out, bufferevent_getfd(bev));
+        evbuffer_freeze(out, 1);
+    }
+    if (evbuffer_get_length(out) == 0) {
+        if (bufferevent_get_enabled(bev) & EV_WRITE)
+            bufferevent_disable(bev, EV_WRITE);
+    } else if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
+        bufferevent_enable(bev, EV_WRITE);
+    }
+}
+
+/* The upstream connection's output, ready for bytes; and its flush, which
+ * TLS and a connect in progress leave to libevent. */
+static struct evbuffer *up_out(struct upconn *uc)
+{
+    return uc->tls ? bufferevent_get_output(uc->bev) : proxy_out(uc->bev);
+}
+
+static void up_flush(struct upconn *uc)
+{
+    if (!uc->tls && !uc->connecting)
+        proxy_flush(uc->bev);
+}
+
+/* Ends the exchange: reports to the server and frees. Nothing may touch `ex`
+ * after this. */
+static void complete(struct proxy_exchange *ex)
+{
+    proxy_done_fn done = ex->done;
+    void *arg = ex->arg;
+    struct proxy_outcome out = ex->out;
+
+    out.upstream_ns = mono_ns() - ex->t0;
+    bufferevent_setcb(ex->client, NULL, NULL, NULL, NULL);
+    if (ex->kick_armed)
+        event_del(&ex->kick);
+    if (ex->head)
+        evbuffer_free(ex->head);
+    /* One finished exchange is kept for the next (one allocation less each). */
+    if (!ex->px->spare) {
+        ex->px->spare = ex;
+    } else {
+        free(ex);
+    }
+    done(arg, &out);
+}
+
+static void fail(struct proxy_exchange *ex, enum reason why, const char *detail)
+{
+    if (ex->uc) {
+        upconn_free(ex->uc);
+        ex->uc = NULL;
+    }
+    ex->out.reason = why;
+    ex->out.detail = detail;
+    ex->out.client_reusable = false;
+    complete(ex);
+}
+
+static int pump_request(struct proxy_exchange *ex);
+
+/* Runs once, from the loop, right after proxy_forward: so that `done` never
+ * runs inside proxy_forward, whatever the buffered bytes hold. */
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)fd;
+    (void)what;
+    ex->kick_armed = false;
+    if (ex->start_failed) {
+        fail(ex, REASON_UPSTREAM_ERROR, "cannot open an upstream connection");
+        return;
+    }
+    if (!ex->req_done)
+        pump_request(ex);
+}
+
+static void add_chunk(struct evbuffer *out, const char *data, size_t len)
+{
+    char hdr[24];
+    int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+    evbuffer_add(out, hdr, (size_t)n);
+    evbuffer_add(out, data, len);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+/*
+ * Decodes chunked bytes from `in` into `out` (re-encoded as chunks when
+ * `reencode`), until `in` is exhausted, the body ends, or `out` holds `budget`
+ * bytes. Returns HTTP1_INCOMPLETE, HTTP1_DONE or HTTP1_ERROR (ck->error).
+ */
+static int relay_chunked(struct http1_chunked *ck, struct evbuffer *in, struct evbuffer *out,
+                         bool reencode, uint64_t *bytes, size_t budget)
+{
+    struct evbuffer_iovec v[16];
+    int nv, rc = HTTP1_INCOMPLETE;
+    size_t consumed = 0;
+
+    nv = evbuffer_peek(in, -1, NULL, v, 16);
+    if (nv > 16)
+        nv = 16;
+    for (int i = 0; i < nv && rc == HTTP1_INCOMPLETE; i++) {
+        const char *p = v[i].iov_base;
+        size_t left = v[i].iov_len;
+        while (left > 0) {
+            const char *data = NULL;
+            size_t used = 0, data_len = 0;
+            rc = http1_chunked_feed(ck, p, left, &used, &data, &data_len);
+            if (rc == HTTP1_ERROR)
+                goto out;
+            if (rc == HTTP1_DATA) {
+                if (reencode)
+                    add_chunk(out, data, data_len);
+                else
+                    evbuffer_add(out, data, data_len);
+                *bytes += data_len;
+                rc = HTTP1_INCOMPLETE;
+            }
+            p += used;
+            left -= used;
+            consumed += used;
+            if (rc == HTTP1_DONE)
+                goto out;
+            if (used == 0)
+                break;
+        }
+        if (evbuffer_get_length(out) >= budget)
+            break;
+    }
+out:
+    evbuffer_drain(in, consumed);
+    return rc;
+}
+
+static void request_body_done(struct proxy_exchange *ex)
+{
+    const struct timeval *rt;
+
+    ex->req_done = true;
+    /* The client's reading stays enabled (no epoll change per request): what
+     * it pipelines stays in its input, bounded by the read watermark, until
+     * this exchange ends. Its silence is no longer a stall. */
+    rt = proxy_tv(ex->px, ex->timeout_ms);
+    bufferevent_set_timeouts(ex->client, NULL, rt);
+    /* The upstream's response time counts from the end of the request. */
+    if (ex->uc)
+        bufferevent_set_timeouts(ex->uc->bev, rt, rt);
+}
+
+/* Client input -> upstream output, as far as flow control allows. Returns -1
+ * when the exchange ended (failed). */
+static int pump_request(struct proxy_exchange *ex)
+{
+    struct evbuffer *in = bufferevent_get_input(ex->client);
+    struct evbuffer *out = up_out(ex->uc);
+
+    while (!ex->req_done) {
+        if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
+            up_flush(ex->uc);
+            if (evbuffer_get_length(out) >= PROXY_HIGH_WATER)
+                break;
+            out = up_out(ex->uc);
+        }
+        size_t avail = evbuffer_get_length(in);
+        if (ex->req_body == HTTP1_BODY_LENGTH) {
+            size_t n = avail;
+            if (n > ex->req_remaining)
+                n = (size_t)ex->req_remaining;
+            if (n == 0 && ex->req_remaining > 0)
+                break;
+            if (n > 0)
+                evbuffer_remove_buffer(in, out, n);
+            ex->req_remaining -= n;
+            ex->out.request_bytes += n;
+            if (ex->req_remaining == 0)
+                request_body_done(ex);
+        } else {
+            int rc;
+            if (avail == 0)
+                break;
+            rc = relay_chunked(&ex->req_ck, in, out, true, &ex->out.request_bytes,
+                               PROXY_HIGH_WATER);
+            if (rc == HTTP1_ERROR) {
+                fail(ex, ex->req_ck.error, ex->req_ck.detail);
+                return -1;
+            }
+            if (rc == HTTP1_DONE) {
+                evbuffer_add(out, "0\r\n\r\n", 5);
+                request_body_done(ex);
+            }
+        }
+    }
+    up_flush(ex->uc);
+    if (!ex->req_done) {
+        if (evbuffer_get_length(out) >= PROXY_HIGH_WATER)
+            bufferevent_disable(ex->client, EV_READ);
+        else
+            bufferevent_enable(ex->client, EV_READ);
+    }
+    return 0;
+}
+
+static const char *status_text(unsigned status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+/* Writes the client's response head from the parsed upstream head. */
+static void write_response_head(struct proxy_exchange *ex, const struct http1_response *resp)
+{
+    struct evbuffer *out = proxy_out(ex->client);
+
+    add_str(out, "HTTP/1.1 ");
+    add_u64(out, resp->status);
+    evbuffer_add(out, " ", 1);
+    add_str(out, status_text(resp->status));
+    evbuffer_add(out, "\r\n", 2);
+    for (unsigned i = 0; i < resp->n_headers; i++) {
+        const struct http1_header *h = &resp->headers[i];
+        if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
+            http1_header_in_connection(&resp->connection, h->name, h->name_len) ||
+            name_is(h->name, h->name_len, "x-request-id"))
+            continue;
+        evbuffer_add(out, h->name, h->name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, h->value, h->value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    add_str(out, "X-Request-Id: ");
+    add_str(out, ex->request_id);
+    evbuffer_add(out, "\r\n", 2);
+    if (ex->chunk_out)
+        add_str(out, "Transfer-Encoding: chunked\r\n");
+    if (ex->close_out || !ex->client_keep_alive)
+        add_str(out, "Connection: close\r\n");
+    else if (ex->client_version == 10)
+        add_str(out, "Connection: keep-alive\r\n");
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void finish(struct proxy_exchange *ex)
+{
+    struct upconn *uc = ex->uc;
+    bool reuse = ex->req_done && ex->resp_keep_alive && ex->resp_body != HTTP1_BODY_CLOSE &&
+                 evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0 &&
+                 evbuffer_get_length(bufferevent_get_output(uc->bev)) == 0;
+
+    ex->uc = NULL;
+    if (reuse)
+        pool_put(uc);
+    else
+        upconn_free(uc);
+    ex->out.reason = REASON_ALLOWED;
+    ex->out.client_reusable = ex->client_keep_alive && ex->req_done && !ex->close_out;
+    complete(ex);
+}
+
+/* Parses the response head once complete. Returns 1 when the head was
+ * handled, 0 when more bytes are needed, -1 when the exchange ended. */
+static int take_response_head(struct proxy_exchange *ex)
+{
+    struct evbuffer *in = bufferevent_get_input(ex->uc->bev);
+
+    for (;;) {
+        struct http1_response resp;
+        size_t len = evbuffer_get_length(in), n, head_len = 0;
+        const char *buf;
+        int rc;
+
+        if (len == 0)
+            return 0;
+        n = len < PROXY_MAX_RESPONSE_HEAD ? len : PROXY_MAX_RESPONSE_HEAD;
+        buf = (const char *)evbuffer_pullup(in, (ssize_t)n);
+        if (ex->resp_prev && !http1_worth_parsing(buf, n, ex->resp_prev, &ex->px->resp_limits)) {
+            ex->resp_prev = n;
+            return 0;
+        }
+        rc = http1_parse_response(buf, n, &ex->px->resp_limits, ex->method, &resp, &head_len);
+        if (rc == HTTP1_INCOMPLETE) {
+            if (n >= PROXY_MAX_RESPONSE_HEAD) {
+                fail(ex, REASON_UPSTREAM_ERROR, "upstream response head too large");
+                return -1;
+            }
+            ex->resp_prev = n;
+            return 0;
+        }
+        if (rc != HTTP1_OK) {
+            fail(ex, REASON_UPSTREAM_ERROR, resp.detail ? resp.detail : "bad response head");
+            return -1;
+        }
+        ex->resp_prev = 0;
+        if (resp.informational) {
+            evbuffer_drain(in, head_len);
+            continue;
+        }
+        ex->resp_body = resp.body;
+        ex->resp_remaining = resp.content_length;
+        ex->resp_keep_alive = resp.keep_alive;
+        if (resp.body == HTTP1_BODY_CHUNKED || resp.body == HTTP1_BODY_CLOSE) {
+            if (ex->client_version >= 11)
+                ex->chunk_out = true;
+            else
+                ex->close_out = true;
+        }
+        if (resp.body == HTTP1_BODY_CHUNKED)
+            http1_chunked_init(&ex->resp_ck, 0);
+        write_response_head(ex, &resp);
+        evbuffer_drain(in, head_len);
+        ex->resp_head = true;
+        ex->out.upstream_status = (int)resp.status;
+        ex->out.response_started = true;
+        if (ex->head) {
+            evbuffer_free(ex->head);
+            ex->head = NULL;
+        }
+        return 1;
+    }
+}
+
+/* Upstream input -> client output. */
+static void pump_response(struct proxy_exchange *ex)
+{
+    struct evbuffer *in, *out;
+
+    if (!ex->resp_head) {
+        int r = take_response_head(ex);
+        if (r <= 0)
+            return;
+    }
+    in = bufferevent_get_input(ex->uc->bev);
+    out = proxy_out(ex->client);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (ex->resp_body == HTTP1_BODY_NONE ||
+            (ex->resp_body == HTTP1_BODY_LENGTH && ex->resp_remaining == 0))
+            goto done;
+        if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
+            proxy_flush(ex->client);
+            if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
+                bufferevent_disable(ex->uc->bev, EV_READ);
+                return;
+            }
+            out = proxy_out(ex->client);
+        }
+        if (avail == 0)
+            break;
+        if (ex->resp_body == HTTP1_BODY_LENGTH) {
+            size_t n = avail > ex->resp_remaining ? (size_t)ex->resp_remaining : avail;
+            evbuffer_remove_buffer(in, out, n);
+            ex->resp_remaining -= n;
+            ex->out.response_bytes += n;
+        } else if (ex->resp_body == HTTP1_BODY_CHUNKED) {
+            int rc = relay_chunked(&ex->resp_ck, in, out, ex->chunk_out, &ex->out.response_bytes,
+                                   PROXY_HIGH_WATER);
+            if (rc == HTTP1_ERROR) {
+                fail(ex, REASON_UPSTREAM_ERROR, "bad chunked framing from upstream");
+                return;
+            }
+            if (rc == HTTP1_DONE) {
+                if (ex->chunk_out)
+                    evbuffer_add(out, "0\r\n\r\n", 5);
+                goto done;
+            }
+        } else { /* HTTP1_BODY_CLOSE: everything until EOF */
+            if (ex->chunk_out) {
+                char hdr[24];
+                int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", avail);
+                evbuffer_add(out, hdr, (size_t)n);
+                evbuffer_remove_buffer(in, out, avail);
+                evbuffer_add(out, "\r\n", 2);
+            } else {
+                evbuffer_remove_buffer(in, out, avail);
+            }
+            ex->out.response_bytes += avail;
+        }
+    }
+    bufferevent_enable(ex->uc->bev, EV_READ);
+    proxy_flush(ex->client);
+    return;
+done:
+    /* The tail is written by the server once the request is finished (after
+     * its audit record is durable with fsync "always"). */
+    finish(ex);
+}
+
+/* Sends the head on the current upstream connection and wires callbacks. */
+static int start_upstream(struct proxy_exchange *ex)
+{
+    struct upconn *uc = pool_pop(ex->pool);
+    const struct timeval *tv;
+
+    ex->reused = uc != NULL;
+    if (!uc) {
+        uc = upconn_connect(ex->pool);
+        if (!uc)
+            return -1;
+    }
+    metrics_upstream_conn(ex->px->mw, ex->reused);
+    ex->uc = uc;
+    bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
+    bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+    tv = proxy_tv(ex->px, ex->timeout_ms);
+    /* While the request body streams, only writes are timed: an upstream may
+     * legitimately say nothing until the body is complete. */
+    bufferevent_set_timeouts(uc->bev, ex->req_done ? tv : NULL, tv);
+    evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
+    bufferevent_enable(uc->bev, EV_READ);
+    if (ex->req_done)
+        up_flush(uc); /* else pump_request flushes head and body together */
+    return 0;
+}
+
+static bool may_retry(struct proxy_exchange *ex)
+{
+    return ex->reused && !ex->retried && !ex->resp_head && ex->no_body &&
+           evbuffer_get_length(bufferevent_get_input(ex->uc->bev)) == 0;
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    pump_response(arg);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)bev;
+    if (!ex->req_done)
+        pump_request(ex);
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)bev;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        ex->uc->connecting = false;
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        fail(ex, REASON_UPSTREAM_TIMEOUT, "upstream timeout");
+        return;
+    }
+    /* EOF or error. A close-delimited body ends here. */
+    if (ex->resp_head && ex->resp_body == HTTP1_BODY_CLOSE && (what & BEV_EVENT_EOF)) {
+        struct evbuffer *in = bufferevent_get_input(ex->uc->bev);
+        struct evbuffer *out = proxy_out(ex->client);
+        size_t avail = evbuffer_get_length(in);
+        if (avail) {
+            if (ex->chunk_out) {
+                char hdr[24];
+                int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", avail);
+                evbuffer_add(out, hdr, (size_t)n);
+                evbuffer_remove_buffer(in, out, avail);
+                evbuffer_add(out, "\r\n", 2);
+            } else {
+                evbuffer_remove_buffer(in, out, avail);
+            }
+            ex->out.response_bytes += avail;
+        }
+        if (ex->chunk_out)
+            evbuffer_add(out, "0\r\n\r\n", 5);
+        finish(ex);
+        return;
+    }
+    if (may_retry(ex)) {
+        upconn_free(ex->uc);
+        ex->uc = NULL;
+        ex->retried = true;
+        if (start_upstream(ex) == 0)
+            return;
+        fail(ex, REASON_UPSTREAM_ERROR, "cannot open an upstream connection");
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long tls_err = bufferevent_get_openssl_error(ex->uc->bev);
+        fail(ex, REASON_UPSTREAM_ERROR,
+             tls_err ? "upstream TLS failure" : (ex->resp_head ? "upstream connection reset"
+                                                               : "upstream connection failed"));
+        return;
+    }
+    fail(ex, REASON_UPSTREAM_ERROR, "upstream closed the connection early");
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)bev;
+    if (!ex->req_done)
+        pump_request(ex);
+    /* else: the next pipelined request; it waits in the input buffer */
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)bev;
+    if (ex->resp_head)
+        pump_response(ex);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)bev;
+
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && ex->req_done)
+        return; /* a half-close after the request: the response may still go out */
+    fail(ex, REASON_CLIENT_CLOSED,
+         (what & BEV_EVENT_TIMEOUT) ? "client stalled" : "client closed the connection");
+}
+
+struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forward_params *p,
+                                     proxy_done_fn done, void *arg)
+{
+    struct proxy_exchange *ex = px->spare;
+
+    if (ex) {
+        px->spare = NULL;
+        memset(ex, 0, sizeof(*ex));
+    } else {
+        ex = xcalloc(1, sizeof(*ex));
+    }
+    const struct timeval *tv;
+
+    ex->px = px;
+    ex->pool = pool_get(px, p->target);
+    ex->client = p->client;
+    ex->done = done;
+    ex->arg = arg;
+    ex->head = p->head;
+    ex->method = p->method;
+    ex->client_version = p->client_version;
+    ex->client_keep_alive = p->client_keep_alive;
+    ex->timeout_ms = p->timeout_ms ? p->timeout_ms : 60000;
+    snprintf(ex->request_id, sizeof(ex->request_id), "%s", p->request_id ? p->request_id : "");
+    ex->req_body = p->body;
+    ex->req_remaining = p->body == HTTP1_BODY_LENGTH ? p->content_length : 0;
+    if (p->body == HTTP1_BODY_CHUNKED)
+        http1_chunked_init(&ex->req_ck, p->max_body);
+    ex->req_done = p->body == HTTP1_BODY_NONE ||
+                   (p->body == HTTP1_BODY_LENGTH && p->content_length == 0);
+    ex->no_body = ex->req_done;
+    ex->t0 = mono_ns();
+    ex->out.reason = REASON_ALLOWED;
+
+    bufferevent_setcb(ex->client, client_read_cb, client_write_cb, client_event_cb, ex);
+    bufferevent_setwatermark(ex->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+    bufferevent_setwatermark(ex->client, EV_READ, 0, PROXY_HIGH_WATER);
+    tv = proxy_tv(px, ex->timeout_ms);
+    bufferevent_set_timeouts(ex->client, ex->req_done ? NULL : tv, tv);
+
+    if (start_upstream(ex) < 0) {
+        ex->start_failed = true;
+    } else if (!ex->req_done && p->expect_100 &&
+               evbuffer_get_length(bufferevent_get_input(ex->client)) == 0) {
+        add_str(proxy_out(ex->client), "HTTP/1.1 100 Continue\r\n\r\n");
+        proxy_flush(ex->client);
+    }
+    if (ex->start_failed || !ex->req_done) {
+        /* Failure to report, or body bytes to pump (whose framing may fail):
+         * from the loop, never from inside this call. */
+        event_assign(&ex->kick, px->base, -1, 0, kick_cb, ex);
+        event_active(&ex->kick, EV_TIMEOUT, 0);
+        ex->kick_armed = true;
+    }
+    return ex;
+}
+
+void proxy_abort(struct proxy_exchange *ex)
+{
+    fail(ex, REASON_DRAIN_ABORTED, "aborted at the drain deadline");
+}

@@ -1,0 +1,106 @@
+/*
+ * runtime.h: the immutable snapshot a request runs on (config, policy set,
+ * key sets, authenticator, resolved upstreams, rate buckets), swapped
+ * atomically on SIGHUP.
+ *
+ * A snapshot is refcounted. Each worker caches a reference to the current one
+ * and re-reads it only when the published generation changed (one relaxed
+ * atomic load per request); each request holds its own reference from head to
+ * audit record, so in-flight requests finish on the snapshot they started
+ * with. The last reference may drop on any thread, but the key sets belong to
+ * the background event_base, so destruction is always handed to that thread.
+ *
+ * The only mutable state in a snapshot is the per-step token buckets (a mutex
+ * each, taken only by steps that set rate_per_s) and the per-worker
+ * verified-token caches (each touched by its own worker only).
+ */
+#ifndef BATON_RUNTIME_H
+#define BATON_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "diag.h"
+#include "proxy.h"
+
+struct event_base;
+struct http_client;
+struct policy;
+struct policy_set;
+struct authn;
+struct authn_cache;
+struct jwks;
+struct rate_bucket;
+
+/* What the request path needs about one policy, found by policy pointer. */
+struct runtime_step {
+    const struct policy *policy;
+    const struct proxy_target *target; /* its upstream, resolved */
+    struct rate_bucket *bucket;        /* NULL: no rate limit */
+};
+
+struct runtime {
+    uint64_t generation;
+    struct baton_config *cfg;
+    struct policy_set *policies;
+    struct jwks *jwks;
+    struct authn *authn;
+    struct authn_cache **caches; /* one per worker */
+    unsigned n_workers;
+    struct proxy_target *targets; /* parallel to cfg->upstreams */
+    struct runtime_step *steps;   /* sorted by policy pointer */
+    size_t n_steps;
+    bool needs_identity;          /* some step forwards to an identity "google" upstream */
+    /* private */
+    _Atomic int refs_;
+    struct runtime *next_; /* destruction queue */
+};
+
+/*
+ * Must be called once before anything else, on the thread that runs `bg` (the
+ * background base, created after evthread_use_pthreads), with the shared
+ * HTTP client (borrowed, outlives every snapshot).
+ */
+void runtime_init(struct event_base *bg, struct http_client *http, unsigned n_workers);
+
+/*
+ * Loads config `path` and its policies, resolves upstreams, builds the key
+ * sets (inheriting the current snapshot's loaded keys where the source is
+ * unchanged) and the authenticator, and starts key refresh. On the background
+ * thread (or before its loop runs). Returns an owned snapshot (refcount 1),
+ * or NULL with every error in `d` (nothing is started then).
+ */
+struct runtime *runtime_build(const char *path, struct diags *d);
+
+/* Makes `rt` current (takes over the caller's reference); the previous one is
+ * released. Any thread. */
+void runtime_publish(struct runtime *rt);
+/* The current snapshot, with a new reference (NULL before the first publish). */
+struct runtime *runtime_current(void);
+/* The published generation, for a worker's cheap "changed?" test. */
+uint64_t runtime_generation(void);
+
+struct runtime *runtime_ref(struct runtime *rt);
+/* Drops a reference; the last one hands destruction to the background thread
+ * (or destroys at once after runtime_shutdown). NULL ok. */
+void runtime_unref(struct runtime *rt);
+/* Drops the current snapshot and makes later destructions synchronous: call
+ * after the background loop and the workers stopped. */
+void runtime_shutdown(void);
+
+/* The step record of `p` in rt (never NULL for a policy of rt's set). */
+const struct runtime_step *runtime_step(const struct runtime *rt, const struct policy *p);
+
+/*
+ * Takes one token from a step's bucket at monotonic time now_ns. Returns true
+ * when allowed; false with *retry_after_s (>= 1) when over the rate.
+ */
+bool runtime_rate_take(struct rate_bucket *b, uint64_t now_ns, unsigned *retry_after_s);
+/* For tests: a standalone bucket (owned; free with runtime_bucket_free). */
+struct rate_bucket *runtime_bucket_new(unsigned rate_per_s, unsigned burst, uint64_t now_ns);
+void runtime_bucket_free(struct rate_bucket *b);
+
+#endif

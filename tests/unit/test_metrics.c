@@ -1,0 +1,114 @@
+/*
+ * test_metrics.c: per-worker counters summed into the Prometheus text
+ * format: request counters by (step, decision, status), cumulative
+ * histogram buckets, label escaping, and the overflow label set.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "metrics.h"
+#include "util.h"
+#include "tap.h"
+
+static char *render(void)
+{
+    struct evbuffer *b = evbuffer_new();
+    size_t n;
+    char *s;
+    metrics_render(b);
+    n = evbuffer_get_length(b);
+    s = xmalloc(n + 1);
+    evbuffer_remove(b, s, n);
+    s[n] = '\0';
+    evbuffer_free(b);
+    return s;
+}
+
+int main(void)
+{
+    struct metrics_worker *w0, *w1;
+    char *text, line[256];
+
+    is_int(metrics_init(2), 0, "registry for two workers");
+    is_int(metrics_init(2), -1, "a second init is refused");
+    w0 = metrics_worker(0);
+    w1 = metrics_worker(1);
+    ok(w0 && w1 && w0 != w1 && metrics_worker(2) == NULL, "one counter block per worker");
+
+    metrics_request(w0, "billing", DECISION_ALLOW, 200, 300000, 200000);      /* 0.3 ms */
+    metrics_request(w1, "billing", DECISION_ALLOW, 200, 3000000, 2000000);    /* 3 ms */
+    metrics_request(w1, "billing", DECISION_DENY, 403, 150000, 0);
+    metrics_request(w0, NULL, DECISION_DENY, 400, 50000, 0);
+    metrics_request(w0, "we\"ird\\step", DECISION_WOULD_DENY, 200, 1000, 1000);
+    metrics_token_cache(w0, 1);
+    metrics_token_cache(w1, 1);
+    metrics_token_cache(w1, 0);
+    metrics_conn_open(3);
+    metrics_conn_open(-1);
+    metrics_conn_refused(w1);
+    metrics_upstream_conn(w0, 0);
+    metrics_upstream_conn(w0, 1);
+    metrics_upstream_conn(w1, 1);
+
+    text = render();
+    ok(strstr(text, "# TYPE baton_requests_total counter\n") != NULL, "requests counter typed");
+    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"allow\",status=\"200\"} 2\n"),
+       "two workers' counts of one label set are summed");
+    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"deny\",status=\"403\"} 1\n"),
+       "deny counted apart from allow");
+    ok(strstr(text, "baton_requests_total{step=\"_none\",decision=\"deny\",status=\"400\"} 1\n"),
+       "a request refused before routing counts under step _none");
+    ok(strstr(text, "step=\"we\\\"ird\\\\step\",decision=\"would_deny\"") != NULL,
+       "label values are escaped");
+    ok(strstr(text, "baton_request_duration_seconds_bucket{le=\"0.0001\"} 2\n") != NULL,
+       "1 us and 50 us fall under 0.1 ms");
+    ok(strstr(text, "baton_request_duration_seconds_bucket{le=\"0.0005\"} 4\n") != NULL,
+       "histogram buckets are cumulative (0.15 and 0.3 ms join under 0.5 ms)");
+    ok(strstr(text, "baton_request_duration_seconds_bucket{le=\"+Inf\"} 5\n") != NULL,
+       "+Inf bucket counts every request");
+    ok(strstr(text, "baton_request_duration_seconds_count 5\n") != NULL, "histogram count");
+    ok(strstr(text, "baton_upstream_duration_seconds_count 3\n") != NULL,
+       "upstream latency only for forwarded requests");
+    ok(strstr(text, "baton_open_connections 2\n") != NULL, "open connections gauge");
+    ok(strstr(text, "baton_connections_refused_total 1\n") != NULL, "refused connections");
+    ok(strstr(text, "baton_upstream_connections_total{pool=\"reused\"} 2\n") != NULL,
+       "pool reuse counted");
+    ok(strstr(text, "baton_token_verifications_total{cache=\"hit\"} 2\n") != NULL &&
+           strstr(text, "baton_token_verifications_total{cache=\"miss\"} 1\n") != NULL,
+       "verified-token cache hits and misses");
+    free(text);
+
+    for (int i = 0; i < METRICS_LABEL_SETS + 10; i++) {
+        char step[32];
+        snprintf(step, sizeof(step), "s%d", i);
+        metrics_request(w1, step, DECISION_ALLOW, 200, 1000, 0);
+    }
+    text = render();
+    ok(strstr(text, "step=\"_overflow\"") != NULL, "label sets past the table go to _overflow");
+    snprintf(line, sizeof(line), "step=\"s%d\"", 3);
+    ok(strstr(text, line) != NULL, "early label sets stay");
+    free(text);
+
+    {
+        struct evbuffer *b = evbuffer_new();
+        char esc[64];
+        metrics_label_escape(esc, sizeof(esc), "a\nb\"c\\");
+        is_str(esc, "a\\nb\\\"c\\\\", "newline, quote and backslash escaped");
+        metrics_write(b, "x_total", "counter", "Help text.", "k=\"v\"", 7);
+        {
+            size_t n = evbuffer_get_length(b);
+            char *s = xmalloc(n + 1);
+            evbuffer_remove(b, s, n);
+            s[n] = '\0';
+            is_str(s, "# HELP x_total Help text.\n# TYPE x_total counter\nx_total{k=\"v\"} 7\n",
+                   "metrics_write emits HELP, TYPE and the sample");
+            free(s);
+        }
+        evbuffer_free(b);
+    }
+    metrics_shutdown();
+    return tap_done();
+}

@@ -1,0 +1,262 @@
+/*
+ * test_proxy.c: the forwarding head's hygiene (spec.md step 6) as proxy.c
+ * builds it from a parsed request, the client X-Request-Id and traceparent
+ * validation, and the per-step token bucket of runtime.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "http1.h"
+#include "proxy.h"
+#include "runtime.h"
+#include "util.h"
+#include "tap.h"
+
+static struct http1_request req;
+
+/* Parses `raw` into the static req; returns 0 on success. */
+static int parse(const char *raw)
+{
+    size_t head_len = 0;
+    struct http1_limits lim = {65536, 8192, 0, 0};
+    return http1_parse_request(raw, strlen(raw), &lim, &req, &head_len) == HTTP1_OK ? 0 : -1;
+}
+
+/* Builds the upstream head for req and returns it as an owned string. */
+static char *build(const struct cfg_upstream *up, bool trusted, const char *token,
+                   const char *trace, enum http1_body body, uint64_t cl)
+{
+    struct evbuffer *out = evbuffer_new();
+    const char *q = memchr(req.origin, '?', req.origin_len);
+    struct proxy_head_params p = {
+        .req = &req,
+        .path = req.origin,
+        .path_len = q ? (size_t)(q - req.origin) : req.origin_len,
+        .query = q ? q + 1 : NULL,
+        .query_len = q ? req.origin_len - (size_t)(q - req.origin) - 1 : 0,
+        .up = up,
+        .from_trusted_proxy = trusted,
+        .client_ip = "10.0.0.9",
+        .request_id = "rid-1",
+        .traceparent = trace,
+        .token_value = token,
+        .body = body,
+        .content_length = cl,
+    };
+    size_t n;
+    char *s;
+
+    proxy_build_head(&p, out);
+    n = evbuffer_get_length(out);
+    s = xmalloc(n + 1);
+    evbuffer_remove(out, s, n);
+    s[n] = '\0';
+    evbuffer_free(out);
+    return s;
+}
+
+/* Case-insensitive count of header lines named `name` in a built head. */
+static int count_header(const char *head, const char *name)
+{
+    int n = 0;
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
+        const char *line = p + 2;
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':')
+            n++;
+    }
+    return n;
+}
+
+static void test_hygiene(void)
+{
+    struct cfg_upstream up = {.name = "billing", .host = "billing.example", .port = 8443,
+                              .tls = true, .base_path = "/v1",
+                              .token_header = "x-serverless-authorization"};
+    const char *raw =
+        "POST /api/run?x=1&y=%2F HTTP/1.1\r\nHost: gw.example\r\n"
+        "Authorization: Bearer client-token\r\n"
+        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\nX_Forwarded_For: 8.8.8.8\r\n"
+        "X-Forwarded-Proto: https\r\nForwarded: for=1.1.1.1\r\n"
+        "X-Serverless-Authorization: Bearer forged\r\nX_Serverless_Authorization: x\r\n"
+        "X-Goog-Iap-Jwt-Assertion: x\r\nX-Baton-Step: admin\r\n"
+        "X-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: DELETE\r\nX-Method-Override: PUT\r\n"
+        "X_HTTP_Method_Override: DELETE\r\n"
+        "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n"
+        "Upgrade: h2c\r\nProxy-Authorization: Basic x\r\nExpect: 100-continue\r\n"
+        "X-Request-Id: client-id\r\ntraceparent: 00-x\r\n"
+        "Content-Length: 5\r\nX-Keep: yes\r\nAccept: */*\r\n\r\n";
+    char *h;
+
+    ok(parse(raw) == 0, "the hygiene request parses");
+    h = build(&up, false, "Bearer minted", NULL, HTTP1_BODY_LENGTH, 5);
+    ok(strncmp(h, "POST /v1/api/run?x=1&y=%2F HTTP/1.1\r\nHost: billing.example:8443\r\n",
+               strlen("POST /v1/api/run?x=1&y=%2F HTTP/1.1\r\nHost: billing.example:8443\r\n")) == 0,
+       "request line: base path + canonical path, query unchanged; Host is the upstream's");
+    is_int(count_header(h, "authorization"), 0, "the client's Authorization is never forwarded");
+    is_int(count_header(h, "x-serverless-authorization"), 1, "one token header: baton's");
+    ok(strstr(h, "\r\nx-serverless-authorization: Bearer minted\r\n") != NULL,
+       "the minted token in the upstream's token_header");
+    ok(strstr(h, "forged") == NULL, "the forged serverless token is gone");
+    is_int(count_header(h, "x-forwarded-for"), 1, "one X-Forwarded-For");
+    ok(strstr(h, "\r\nX-Forwarded-For: 10.0.0.9\r\n") != NULL,
+       "X-Forwarded-For is the peer only, from an untrusted client");
+    ok(strstr(h, "\r\nX-Forwarded-Proto: http\r\n") != NULL, "X-Forwarded-Proto set by baton");
+    ok(strstr(h, "\r\nX-Forwarded-Host: gw.example\r\n") != NULL, "X-Forwarded-Host = Host sent");
+    is_int(count_header(h, "x_forwarded_for"), 0, "underscore X_Forwarded_For stripped");
+    is_int(count_header(h, "forwarded"), 0, "Forwarded stripped");
+    is_int(count_header(h, "x_serverless_authorization"), 0, "underscore serverless stripped");
+    is_int(count_header(h, "x-goog-iap-jwt-assertion"), 0, "X-Goog-* stripped");
+    is_int(count_header(h, "x-baton-step"), 0, "X-Baton-* stripped");
+    is_int(count_header(h, "x-http-method-override"), 0, "X-HTTP-Method-Override stripped");
+    is_int(count_header(h, "x-http-method"), 0, "X-HTTP-Method stripped");
+    is_int(count_header(h, "x-method-override"), 0, "X-Method-Override stripped");
+    is_int(count_header(h, "x_http_method_override"), 0, "underscore method override stripped");
+    is_int(count_header(h, "connection"), 0, "Connection stripped");
+    is_int(count_header(h, "x-hop"), 0, "a header named in Connection stripped");
+    is_int(count_header(h, "keep-alive") + count_header(h, "te") + count_header(h, "upgrade") +
+               count_header(h, "proxy-authorization"),
+           0, "hop-by-hop headers stripped");
+    is_int(count_header(h, "expect"), 0, "Expect is answered by baton, not forwarded");
+    ok(strstr(h, "\r\nX-Request-Id: rid-1\r\n") != NULL && count_header(h, "x-request-id") == 1,
+       "X-Request-Id is baton's (validated or generated) only");
+    is_int(count_header(h, "traceparent"), 0, "an invalid traceparent is not passed");
+    ok(strstr(h, "\r\nContent-Length: 5\r\n") != NULL, "the body length is re-declared");
+    ok(strstr(h, "\r\nX-Keep: yes\r\n") != NULL && strstr(h, "\r\nAccept: */*\r\n") != NULL,
+       "ordinary headers pass unchanged");
+    ok(strlen(h) >= 4 && strcmp(h + strlen(h) - 4, "\r\n\r\n") == 0, "the head ends with CRLFCRLF");
+    free(h);
+
+    h = build(&up, true, NULL, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+              HTTP1_BODY_CHUNKED, 0);
+    ok(strstr(h, "\r\nX-Forwarded-For: 6.6.6.6, 7.7.7.7, 10.0.0.9\r\n") != NULL,
+       "from a trusted proxy, its X-Forwarded-For chain is kept and the peer appended");
+    ok(strstr(h, "\r\nX-Forwarded-Proto: https\r\n") != NULL &&
+           count_header(h, "x-forwarded-proto") == 1,
+       "a trusted proxy's X-Forwarded-Proto is kept, not doubled");
+    is_int(count_header(h, "forwarded"), 1, "a trusted proxy's Forwarded is kept");
+    is_int(count_header(h, "x_forwarded_for"), 0, "underscore spellings never, even trusted");
+    is_int(count_header(h, "x-serverless-authorization"), 0,
+           "no token header without a minted token (identity none)");
+    ok(strstr(h, "\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"),
+       "a valid traceparent is passed");
+    ok(strstr(h, "\r\nTransfer-Encoding: chunked\r\n") != NULL &&
+           count_header(h, "content-length") == 0,
+       "a chunked body is re-sent chunked, without Content-Length");
+    free(h);
+
+    up.port = 443;
+    up.base_path = "";
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n") == 0, "minimal request parses");
+    h = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+    ok(strncmp(h, "GET / HTTP/1.1\r\nHost: billing.example\r\n", 39) == 0,
+       "default https port omitted from Host");
+    is_int(count_header(h, "content-length") + count_header(h, "transfer-encoding"), 0,
+           "no body, no framing header");
+    free(h);
+}
+
+static void test_request_id(void)
+{
+    char out[PROXY_REQUEST_ID_MAX + 1];
+    char longid[300];
+
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-DEF_1.2:3\r\n\r\n") == 0, "parse");
+    ok(proxy_client_request_id(&req, out, sizeof(out)) && strcmp(out, "abc-DEF_1.2:3") == 0,
+       "a client X-Request-Id of the allowed charset is kept");
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a b\r\n\r\n") == 0, "parse");
+    ok(!proxy_client_request_id(&req, out, sizeof(out)), "a space makes it invalid");
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a;b\r\n\r\n") == 0, "parse");
+    ok(!proxy_client_request_id(&req, out, sizeof(out)), "';' makes it invalid");
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a\r\nX-Request-Id: b\r\n\r\n") == 0,
+       "parse");
+    ok(!proxy_client_request_id(&req, out, sizeof(out)), "two copies: neither is used");
+    memset(longid, 'x', 129);
+    longid[129] = '\0';
+    {
+        char raw[512];
+        snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: %s\r\n\r\n", longid);
+        ok(parse(raw) == 0, "parse");
+        ok(!proxy_client_request_id(&req, out, sizeof(out)), "129 bytes is too long");
+        longid[128] = '\0';
+        snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: %s\r\n\r\n", longid);
+        ok(parse(raw) == 0, "parse");
+        ok(proxy_client_request_id(&req, out, sizeof(out)), "128 bytes is accepted");
+    }
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n") == 0, "parse");
+    ok(!proxy_client_request_id(&req, out, sizeof(out)), "absent: none");
+}
+
+static void test_traceparent(void)
+{
+    char out[56];
+    static const struct {
+        const char *value;
+        bool valid;
+        const char *why;
+    } cases[] = {
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true, "W3C example"},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true, "not sampled"},
+        {"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false, "upper case"},
+        {"00-00000000000000000000000000000000-00f067aa0ba902b7-01", false, "zero trace id"},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false, "zero parent id"},
+        {"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false, "version ff"},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", false, "trailing data"},
+        {"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false, "bad separator"},
+        {"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", false, "non-hex"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char raw[256];
+        snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\ntraceparent: %s\r\n\r\n",
+                 cases[i].value);
+        if (parse(raw) != 0) {
+            ok(0, "traceparent case %s parses", cases[i].why);
+            continue;
+        }
+        ok(proxy_traceparent(&req, out) == cases[i].valid, "traceparent %s: %s", cases[i].why,
+           cases[i].valid ? "passed" : "dropped");
+    }
+    ok(parse("GET / HTTP/1.1\r\nHost: a\r\n"
+             "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+             "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n") == 0,
+       "parse");
+    ok(!proxy_traceparent(&req, out), "two traceparent headers: dropped");
+}
+
+static void test_rate_bucket(void)
+{
+    const uint64_t s = 1000000000ull;
+    struct rate_bucket *b = runtime_bucket_new(2, 3, 10 * s);
+    unsigned retry = 0;
+    int allowed = 0;
+
+    for (int i = 0; i < 5; i++)
+        allowed += runtime_rate_take(b, 10 * s, &retry);
+    is_int(allowed, 3, "the burst (3) passes at once, then the bucket is empty");
+    ok(!runtime_rate_take(b, 10 * s, &retry) && retry == 1, "over the rate: Retry-After 1 s");
+    ok(runtime_rate_take(b, 10 * s + s / 2, &retry), "after 0.5 s at 2/s one token is back");
+    ok(!runtime_rate_take(b, 10 * s + s / 2, &retry), "and only one");
+    allowed = 0;
+    for (int i = 0; i < 10; i++)
+        allowed += runtime_rate_take(b, 100 * s, &retry);
+    is_int(allowed, 3, "a long pause refills to the burst, never beyond");
+    runtime_bucket_free(b);
+
+    b = runtime_bucket_new(1, 1, 0);
+    ok(runtime_rate_take(b, 0, &retry), "rate 1 burst 1: first passes");
+    ok(!runtime_rate_take(b, s / 10, &retry) && retry == 1, "Retry-After rounds up to 1 s");
+    runtime_bucket_free(b);
+}
+
+int main(void)
+{
+    test_hygiene();
+    test_request_id();
+    test_traceparent();
+    test_rate_bucket();
+    return tap_done();
+}
