@@ -70,6 +70,7 @@
  *   audit.checkpoint_interval_s (ext.) integer  60                      1..86400
  *   audit.queue_records    (ext.)     integer   65536                   16..16777216
  *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
+ *   access_log             (ext.)     boolean   false                   one JSON log line per request
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -1179,6 +1180,7 @@ static const struct field root_fields[] = {
     F_PATH("policies", struct baton_config, policies, "policies", 0),
     F_CUSTOM("audit", parse_audit, 0),
     F_INT("drain_timeout_ms", struct baton_config, drain_ms, 0, 600000, 8000),
+    F_BOOL("access_log", struct baton_config, access_log, 0),
     {0},
 };
 

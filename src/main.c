@@ -24,6 +24,10 @@ static const struct {
     int (*run)(int argc, char **argv);
 } commands[] = {
     {"version", cmd_version},
+    {"check", cmd_check},
+    {"explain", cmd_explain},
+    {"audit", cmd_audit},
+    {"serve", cmd_serve},
 };
 
 static void usage(FILE *out)

@@ -32,6 +32,7 @@ enum decision {
     X(HEADER_TIMEOUT, "header_timeout", 408)                                       \
     X(METHOD_NOT_IMPLEMENTED, "method_not_implemented", 501)                       \
     X(VERSION_NOT_SUPPORTED, "version_not_supported", 505)                         \
+    X(BAD_TARGET, "bad_target", 400) /* http1: CTL, SP, '#', non-ASCII, form */    \
     /* route (step 2): canonical path, then route table */                         \
     X(PATH_NOT_ORIGIN_FORM, "path_not_origin_form", 400)                           \
     X(PATH_ENCODED_SLASH, "path_encoded_slash", 400)                               \
@@ -47,6 +48,7 @@ enum decision {
     X(PATH_FRAGMENT, "path_fragment", 400)                                         \
     X(PATH_BAD_CHAR, "path_bad_char", 400)                                         \
     X(PATH_BAD_QUERY, "path_bad_query", 400)                                       \
+    X(PATH_NONCANONICAL_ESCAPE, "path_noncanonical_escape", 400)                   \
     X(PATH_TOO_LONG, "path_too_long", 414)                                         \
     X(NO_ROUTE, "no_route", 404)                                                   \
     /* authenticate (step 3): always 401 to the caller, the code to the audit */   \
@@ -82,12 +84,15 @@ enum decision {
     X(RATE_LIMITED, "rate_limited", 429)                                           \
     /* mint (step 5) and audit */                                                  \
     X(IDENTITY_UNAVAILABLE, "identity_unavailable", 503)                           \
+    X(IDENTITY_PERMISSION_DENIED, "identity_permission_denied", 503)               \
+    X(IDENTITY_UNKNOWN_ACCOUNT, "identity_unknown_account", 503)                   \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 503)                                 \
     X(OVERLOADED, "overloaded", 503)                                               \
     /* forward (step 6) */                                                         \
     X(UPSTREAM_ERROR, "upstream_error", 502)                                       \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)                                   \
     X(CLIENT_CLOSED, "client_closed", 499)                                         \
+    X(DRAIN_ABORTED, "drain_aborted", 503) /* in flight at the drain deadline */   \
     X(INTERNAL, "internal_error", 500)
 
 enum reason {

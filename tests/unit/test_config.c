@@ -198,6 +198,7 @@ static void test_defaults(void)
     is_int(cfg->audit.checkpoint_interval_s, 60, "checkpoint_interval_s default");
     is_int(cfg->audit.queue_records, 65536, "queue_records default");
     is_int(cfg->drain_ms, 8000, "drain_timeout_ms defaults to 8000");
+    ok(!cfg->access_log, "access_log defaults to false");
     is_str(cfg->file, FILE_NAME, "the config keeps its file name");
     is_str(cfg->dir, "/etc/baton", "and its directory");
     ok(cfg->text && cfg->text_len == strlen(MINIMAL) && !strcmp(cfg->text, MINIMAL), "and its text");
