@@ -118,20 +118,85 @@ static void on_readyz(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
+/* Identity metrics, one family per pass over the pairs: the text format wants
+ * every sample of a family in one group. */
+enum identity_family { ID_USABLE, ID_EXPIRY, ID_MINTS, ID_FAILURES, ID_DURATION, ID__COUNT };
+
+static const struct {
+    const char *name, *type, *help;
+} identity_families[ID__COUNT] = {
+    {"baton_identity_usable", "gauge", "1 while the pair holds a token valid beyond the safety margin."},
+    {"baton_identity_token_expiry_seconds", "gauge",
+     "Seconds until the pair's current token expires (0: none)."},
+    {"baton_identity_mints_total", "counter", "Successful mints."},
+    {"baton_identity_mint_failures_total", "counter", "Failed mints, by reason."},
+    {"baton_identity_mint_duration_seconds", "histogram", "Time to mint a token."},
+};
+
+struct identity_visit {
+    struct evbuffer *out;
+    enum identity_family family;
+    int64_t now_s;
+};
+
 static void identity_stats_cb(void *ctx, const struct identity_pair_stats *s)
 {
-    struct evbuffer *out = ctx;
-    char id[256], aud[512], labels[900];
-    uint64_t failures = 0;
+    struct identity_visit *v = ctx;
+    const char *name = identity_families[v->family].name;
+    char id[256], aud[512], labels[900], more[1000], metric[128];
+    uint64_t cumulative = 0;
 
     metrics_label_escape(id, sizeof(id), s->identity);
     metrics_label_escape(aud, sizeof(aud), s->audience);
     snprintf(labels, sizeof(labels), "identity=\"%s\",audience=\"%s\"", id, aud);
-    for (int i = 0; i < IDENTITY_FAIL__COUNT; i++)
-        failures += s->failures[i];
-    metrics_write_sample(out, "baton_identity_usable", labels, s->usable ? 1 : 0);
-    metrics_write_sample(out, "baton_identity_mints_total", labels, (double)s->mints_ok);
-    metrics_write_sample(out, "baton_identity_mint_failures_total", labels, (double)failures);
+    switch (v->family) {
+    case ID_USABLE:
+        metrics_write_sample(v->out, name, labels, s->usable ? 1 : 0);
+        break;
+    case ID_EXPIRY:
+        metrics_write_sample(v->out, name, labels,
+                             s->expires_at > v->now_s ? (double)(s->expires_at - v->now_s) : 0);
+        break;
+    case ID_MINTS:
+        metrics_write_sample(v->out, name, labels, (double)s->mints_ok);
+        break;
+    case ID_FAILURES:
+        for (int i = 0; i < IDENTITY_FAIL__COUNT; i++) {
+            snprintf(more, sizeof(more), "%s,reason=\"%s\"", labels, identity_failure_name(i));
+            metrics_write_sample(v->out, name, more, (double)s->failures[i]);
+        }
+        break;
+    case ID_DURATION:
+        snprintf(metric, sizeof(metric), "%s_bucket", name);
+        for (int i = 0; i <= IDENTITY_LATENCY_BUCKETS; i++) {
+            cumulative += s->latency_buckets[i];
+            if (i < IDENTITY_LATENCY_BUCKETS)
+                snprintf(more, sizeof(more), "%s,le=\"%g\"", labels,
+                         identity_latency_bounds_ms[i] / 1000.0);
+            else
+                snprintf(more, sizeof(more), "%s,le=\"+Inf\"", labels);
+            metrics_write_sample(v->out, metric, more, (double)cumulative);
+        }
+        snprintf(metric, sizeof(metric), "%s_sum", name);
+        metrics_write_sample(v->out, metric, labels, s->latency_sum_s);
+        snprintf(metric, sizeof(metric), "%s_count", name);
+        metrics_write_sample(v->out, metric, labels, (double)s->latency_count);
+        break;
+    case ID__COUNT:
+        break;
+    }
+}
+
+static void identity_metrics(struct identity *id, struct evbuffer *out)
+{
+    struct identity_visit v = {out, ID_USABLE, now_ms() / 1000};
+    for (int f = 0; f < ID__COUNT; f++) {
+        v.family = f;
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", identity_families[f].name,
+                            identity_families[f].help, identity_families[f].name,
+                            identity_families[f].type);
+        identity_stats_visit(id, identity_stats_cb, &v);
+    }
 }
 
 static void on_metrics(struct evhttp_request *req, void *arg)
@@ -191,13 +256,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
                       NULL, st.healthy ? 1 : 0);
     }
     if (a->deps.identity && rt && rt->needs_identity) {
-        evbuffer_add_printf(b, "# HELP baton_identity_usable 1 while the pair holds a usable "
-                               "token.\n# TYPE baton_identity_usable gauge\n"
-                               "# HELP baton_identity_mints_total Successful mints.\n"
-                               "# TYPE baton_identity_mints_total counter\n"
-                               "# HELP baton_identity_mint_failures_total Failed mints.\n"
-                               "# TYPE baton_identity_mint_failures_total counter\n");
-        identity_stats_visit(a->deps.identity, identity_stats_cb, b);
+        identity_metrics(a->deps.identity, b);
     }
     runtime_unref(rt);
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);

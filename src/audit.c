@@ -7,6 +7,15 @@
  * audit_reserve takes a slot before the request is forwarded so the later
  * submit cannot fail for want of room.
  *
+ * Waking the writer is not free (a futex wake for the submitter, a context
+ * switch for the writer): per record, it cost more than the rest of a
+ * cache-hit request. So with fsync batch or none, once the writer has found
+ * records it lingers AUDIT_LINGER_NS before taking the next list, and
+ * submitters signal it only when it sleeps idle (the first record after a
+ * quiet spell) or the list reaches AUDIT_WAKE_RECORDS: under load it wakes at
+ * most every AUDIT_LINGER_NS and writes what gathered in one write(2). With
+ * fsync always a record wakes the writer at once (the response waits on it).
+ *
  * Writer thread: takes the whole list at each wake-up, gives each record its
  * `seq` and `prev` (SHA-256 of the previous line as written), appends the
  * lines to one buffer, writes it with one write(2), and fsyncs per mode
@@ -55,6 +64,8 @@
 #endif
 
 #define AUDIT_BATCH_RECORDS 1024   /* batch mode: fsync at least every N records */
+#define AUDIT_LINGER_NS 1000000ull /* batch/none under load: gather records this long */
+#define AUDIT_WAKE_RECORDS 256     /* ... or until this many are queued */
 #define AUDIT_FLUSH_BYTES (1u << 20) /* write(2) when the buffer reaches this */
 #define AUDIT_RETRY_MS 500         /* while failing: retry a write this often */
 #define AUDIT_ROTATE_HOLD_S 60     /* after a failed rotation, keep the file this long */
@@ -472,7 +483,10 @@ struct audit_log {
     pthread_t thread;
     bool thread_started;
     struct audit_item *qhead, **qtail;
-    bool writer_waiting, stop, reopen_req;
+    size_t qlen;
+    bool writer_waiting;   /* idle: any new record wakes it */
+    bool writer_lingering; /* gathering: only AUDIT_WAKE_RECORDS records wake it */
+    bool stop, reopen_req;
 
     /* shared counters */
     atomic_size_t slots;            /* reserved, queued, or awaiting durability */
@@ -979,8 +993,24 @@ static void *writer_main(void *arg)
     struct audit_item *items;
     bool stop, reopen;
 
+    bool linger = false;
+
     pthread_mutex_lock(&log->mu);
     for (;;) {
+        if (linger) {
+            /* the last list had records: let the next one gather (header comment) */
+            uint64_t until = mono_ns() + AUDIT_LINGER_NS, d = w_deadline(log);
+            struct timespec ts;
+            if (d && d < until)
+                until = d;
+            ts.tv_sec = (time_t)(until / 1000000000u);
+            ts.tv_nsec = (long)(until % 1000000000u);
+            log->writer_lingering = true;
+            while (!log->stop && !log->reopen_req && log->qlen < AUDIT_WAKE_RECORDS)
+                if (pthread_cond_timedwait(&log->cv, &log->mu, &ts) == ETIMEDOUT)
+                    break;
+            log->writer_lingering = false;
+        }
         while (!log->qhead && !log->stop && !log->reopen_req) {
             uint64_t d = w_deadline(log);
             log->writer_waiting = true;
@@ -999,6 +1029,8 @@ static void *writer_main(void *arg)
         items = log->qhead;
         log->qhead = NULL;
         log->qtail = &log->qhead;
+        log->qlen = 0;
+        linger = items && log->fsync != FSYNC_ALWAYS;
         stop = log->stop;
         reopen = log->reopen_req;
         log->reopen_req = false;
@@ -1472,7 +1504,8 @@ int audit_submit(struct audit_log *log, struct audit_reservation *rsv,
     pthread_mutex_lock(&log->mu);
     *log->qtail = it;
     log->qtail = &it->next;
-    if (log->writer_waiting)
+    log->qlen++;
+    if (log->writer_waiting || (log->writer_lingering && log->qlen >= AUDIT_WAKE_RECORDS))
         pthread_cond_signal(&log->cv);
     pthread_mutex_unlock(&log->mu);
     return 0;

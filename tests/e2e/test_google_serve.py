@@ -8,6 +8,7 @@ false and says why; recovery once Google answers again; tokens refreshed
 while requests are in flight; 1,000 concurrent first requests cost one mint
 per (identity, audience); `local` credentials publish the JWKS their tokens
 verify with."""
+import re
 import concurrent.futures
 import http.client
 import json
@@ -128,6 +129,19 @@ def test_upstream_receives_google_token_for_its_audience(tmp_path, up, google):
     assert "eyJ" not in text and "ya29." not in text, "no token in logs or audit"
 
 
+def assert_metric_families_grouped(text):
+    """Prometheus text format: every sample of a family stands in one group."""
+    seen, current = set(), None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        family = re.sub(r"_(bucket|sum|count)$", "", line.split("{", 1)[0].split(" ", 1)[0])
+        if family != current:
+            assert family not in seen, "samples of %s are not grouped" % family
+            seen.add(family)
+            current = family
+
+
 def test_missing_binding_is_loud_and_fails_closed(tmp_path, up, google):
     env = meta_env(tmp_path, up, google, pols=policies(("nobind", NOBIND_SA), ("ghost", GHOST_SA)))
     env.start(wait=False)
@@ -149,6 +163,17 @@ def test_missing_binding_is_loud_and_fails_closed(tmp_path, up, google):
         st, _, metrics = env.admin("/metrics")
         m = metrics.decode()
         assert 'baton_identity_usable{identity="%s"' % NOBIND_SA in m
+        assert_metric_families_grouped(m)
+        fails = [l for l in m.splitlines() if l.startswith(
+            'baton_identity_mint_failures_total{identity="%s"' % NOBIND_SA) and 'reason="permission_denied"' in l]
+        assert len(fails) == 1 and float(fails[0].rsplit(" ", 1)[1]) >= 1, \
+            "the missing binding is counted under its reason"
+        own = [l for l in m.splitlines()  # baton's own identity is labelled "default"
+               if l.startswith('baton_identity_token_expiry_seconds{identity="default"')]
+        assert own and 3000 < float(own[0].rsplit(" ", 1)[1]) <= 3600, "seconds to expiry of a fresh token"
+        assert re.search(r'^baton_identity_mint_duration_seconds_count\{identity="default",[^}]*\} [1-9]',
+                         m, re.M), "mint latency is observed"
+        assert 'baton_identity_mint_duration_seconds_bucket{identity="%s"' % NOBIND_SA in m
     finally:
         assert env.stop() == 0
     assert forwarded_for(up, "/nobind/") == [] and forwarded_for(up, "/ghost/") == [], "nothing forwarded"
