@@ -193,6 +193,13 @@ static struct server {
     struct event_base *bg;
     struct http_client *http;
     struct audit_log *audit;
+    /* what the log was opened with (strings owned): a reload does not reopen the
+     * log elsewhere or change its mode */
+    struct {
+        enum cfg_fsync fsync;
+        enum cfg_on_failure on_failure;
+        char *path, *signing_key;
+    } audit_cfg;
     struct identity *identity;
     SSL_CTX *tls;
     struct admin *admin;
@@ -464,12 +471,12 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         }
         rec.bytes_out = r->bytes_out;
         rec.duration_ms = (int64_t)(total / 1000000);
-        always = r->rt->cfg->audit.fsync == FSYNC_ALWAYS;
+        always = g.audit_cfg.fsync == FSYNC_ALWAYS;
         if (always) {
             struct durable_note *note = xcalloc(1, sizeof(*note));
             note->c = c;
             note->w = w;
-            note->strict = r->rt->cfg->audit.on_failure == ON_FAILURE_DENY;
+            note->strict = g.audit_cfg.on_failure == ON_FAILURE_DENY;
             if (audit_submit(g.audit, r->reserved ? &r->rsv : NULL, &rec, durable_cb, note) == 0) {
                 held = true;
             } else {
@@ -1383,6 +1390,11 @@ static struct identity_pair *identity_pairs(const struct runtime *rt, size_t *n)
     return pairs;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
 static void reload(void)
 {
     struct diags d = DIAGS_INIT;
@@ -1415,6 +1427,13 @@ static void reload(void)
         log_msg(LOG_WARNING, "the reloaded policies forward to identity \"google\" upstreams, "
                              "but no Google identity could be set up at start: they answer 503");
     }
+    if (!same_str(rt->cfg->audit.path, g.audit_cfg.path) ||
+        !same_str(rt->cfg->audit.signing_key, g.audit_cfg.signing_key) ||
+        rt->cfg->audit.fsync != g.audit_cfg.fsync ||
+        rt->cfg->audit.on_failure != g.audit_cfg.on_failure)
+        log_msg(LOG_WARNING, "reload: the audit section's path, signing_key, fsync and "
+                             "on_failure take effect at the next restart; the log keeps "
+                             "the ones it was opened with");
     log_msg(LOG_INFO, "configuration generation %llu in use (%zu steps)",
             (unsigned long long)rt->generation, rt->n_steps);
     runtime_publish(rt);
@@ -1599,6 +1618,10 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
 
+    g.audit_cfg.fsync = rt->cfg->audit.fsync;
+    g.audit_cfg.on_failure = rt->cfg->audit.on_failure;
+    g.audit_cfg.path = rt->cfg->audit.path ? xstrdup(rt->cfg->audit.path) : NULL;
+    g.audit_cfg.signing_key = rt->cfg->audit.signing_key ? xstrdup(rt->cfg->audit.signing_key) : NULL;
     g.audit = audit_open(&rt->cfg->audit, err, sizeof(err));
     if (!g.audit) {
         log_msg(LOG_ERROR, "audit log: %s", err);
@@ -1733,6 +1756,14 @@ out:
     if (g.hard_timer)
         event_free(g.hard_timer);
     admin_free(g.admin);
+    /* Close the audit log while the workers' note queues and wake fds still
+     * exist: the writer acknowledges what is left on its queue through
+     * durable_cb, which locks w->q_lock and writes w->wake_fd. The notes it
+     * queues are freed just below. */
+    audit_close(g.audit);
+    g.audit = NULL;
+    free(g.audit_cfg.path);
+    free(g.audit_cfg.signing_key);
     for (unsigned i = 0; g.workers && i < g.n_workers; i++) {
         struct worker *w = &g.workers[i];
         struct durable_note *n = w->q_head;
@@ -1754,7 +1785,6 @@ out:
         pthread_mutex_destroy(&w->q_lock);
     }
     free(g.workers);
-    audit_close(g.audit);
     identity_free(g.identity);
     runtime_unref(rt);
     runtime_shutdown();
