@@ -1083,6 +1083,11 @@ bool http1_header_is_spoofable(const char *name, size_t len)
     static const char *const exact[] = {
         "x-serverless-authorization", "x-http-method-override", "x-http-method",
         "x-method-override",
+        /* path overrides (IIS URL Rewrite, Symfony, Laravel behind a proxy): the
+         * upstream would route to a path the policy never matched */
+        "x-original-url", "x-rewrite-url", "x-original-uri",
+        /* client-address claims an upstream may trust like X-Forwarded-For */
+        "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip",
     };
     static const char *const prefixes[] = {"x-goog-", "x-baton-"};
 

@@ -277,7 +277,10 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
  *   Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
  *   HTTP2-Settings.
  * spoofable: X-Serverless-Authorization, X-Forwarded-*, Forwarded, X-Goog-*,
- *   X-Baton-*, X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override; '-'
+ *   X-Baton-*, X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override (spec.md),
+ *   and the path overrides X-Original-URL, X-Rewrite-URL, X-Original-URI and
+ *   client-address claims X-Real-IP, True-Client-IP, X-Client-IP,
+ *   CF-Connecting-IP (frameworks honour them like X-Forwarded-*); '-'
  *   and '_' are equivalent (X_Forwarded_For, X-HTTP_Method-Override), because
  *   CGI-style frameworks map both to the same variable.
  * forwarding: the subset of spoofable kept from trusted proxies: X-Forwarded-*

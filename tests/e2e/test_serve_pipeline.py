@@ -100,6 +100,8 @@ def test_header_hygiene_at_the_upstream(env, up):
         ("X_Baton_Step", "admin"), ("X-HTTP-Method-Override", "DELETE"),
         ("X-HTTP-Method", "DELETE"), ("X-Method-Override", "DELETE"),
         ("X_HTTP_Method_Override", "DELETE"), ("Proxy-Authorization", "Basic eA=="),
+        ("X-Original-URL", "/admin"), ("X-Rewrite-URL", "/admin"), ("X-Real-IP", "6.6.6.6"),
+        ("True-Client-IP", "6.6.6.6"), ("X_Client_IP", "6.6.6.6"), ("CF-Connecting-IP", "6.6.6.6"),
         ("Keep-Alive", "timeout=5"), ("TE", "trailers"), ("Upgrade", "h2c"),
         ("Connection", "X-Secret-Hop, Upgrade"), ("X-Secret-Hop", "1"),
         ("Trailer", "X-Foo"), ("Proxy-Connection", "keep-alive"),
@@ -122,7 +124,9 @@ def test_header_hygiene_at_the_upstream(env, up):
                  "x-goog-iap-jwt-assertion", "x-baton-step", "x_baton_step",
                  "x-http-method-override", "x-http-method", "x-method-override",
                  "x_http_method_override", "proxy-authorization", "keep-alive", "te",
-                 "upgrade", "connection", "x-secret-hop", "trailer", "proxy-connection"]:
+                 "upgrade", "connection", "x-secret-hop", "trailer", "proxy-connection",
+                 "x-original-url", "x-rewrite-url", "x-real-ip", "true-client-ip", "x_client_ip",
+                 "cf-connecting-ip"]:
         assert name not in h, name + " stripped"
     assert h["x-forwarded-for"] == ["127.0.0.1"], "every spoofed copy replaced by the peer"
     assert h["x-forwarded-proto"] == ["http"]

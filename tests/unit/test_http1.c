@@ -752,7 +752,8 @@ static void test_hygiene(void)
         "Forwarded", "FORWARDED", "X-Goog-Iap-Jwt-Assertion", "x_goog_authenticated_user_email",
         "X-Baton-Step", "X_BATON_CALLER", "X-HTTP-Method-Override", "X-HTTP_Method-Override",
         "x_http_method_override", "X-HTTP-Method", "X_HTTP_METHOD", "X-Method-Override",
-        "x_method_override"};
+        "x_method_override", "X-Original-URL", "x_original_url", "X-Rewrite-URL", "X-Original-URI",
+        "X-Real-IP", "x_real_ip", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP"};
     static const char *const not_spoof[] = {
         "Authorization", "X-Request-Id", "traceparent", "X-Goo", "X-Forwarded", "XForwarded-For",
         "X-Forwarded-For-Real" /* still X-Forwarded-*: checked below */, "X-HTTP-Methods",
