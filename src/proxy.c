@@ -1071,9 +1071,19 @@ static int start_upstream(struct proxy_exchange *ex)
     return 0;
 }
 
+/*
+ * A request sent on a pooled connection that the upstream had already closed
+ * is sent once more on a fresh one, but only when it is idempotent (RFC 9110
+ * 9.2.2; nginx's proxy_next_upstream does the same): the upstream may have run
+ * a POST or PATCH before closing, and a workflow step must not run twice under
+ * one audit record.
+ */
 static bool may_retry(struct proxy_exchange *ex)
 {
-    return ex->reused && !ex->retried && !ex->resp_head && ex->no_body &&
+    bool idempotent = ex->method == HTTP1_METHOD_GET || ex->method == HTTP1_METHOD_HEAD ||
+                      ex->method == HTTP1_METHOD_PUT || ex->method == HTTP1_METHOD_DELETE ||
+                      ex->method == HTTP1_METHOD_OPTIONS;
+    return idempotent && ex->reused && !ex->retried && !ex->resp_head && ex->no_body &&
            evbuffer_get_length(bufferevent_get_input(ex->uc->bev)) == 0;
 }
 
