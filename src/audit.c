@@ -254,6 +254,33 @@ static bool looks_like_credential(const char *v, size_t n)
     return false;
 }
 
+static int hexval(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Form-decodes src (%XX, '+' as space) into dst, at most cap bytes (the rest
+ * is cut: names and credential prefixes are short); returns the length. The
+ * secret tests run on what the upstream framework will see, so that
+ * "api%5Fkey" or "Bearer%20..." is judged as "api_key" and "Bearer ...". */
+static size_t form_decode(const char *src, size_t n, char *dst, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o < cap; i++) {
+        int hi, lo;
+        if (src[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)src[i + 1])) >= 0 &&
+            (lo = hexval((unsigned char)src[i + 2])) >= 0) {
+            dst[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            dst[o++] = src[i] == '+' ? ' ' : src[i];
+        }
+    }
+    return o;
+}
+
 /* The query with the values of secret-looking parameters replaced. */
 static void redact_query(struct sb *out, const char *q, size_t n)
 {
@@ -268,9 +295,12 @@ static void redact_query(struct sb *out, const char *q, size_t n)
         if (end > i) {
             const char *name = q + i, *val = q + eq + (eq < end);
             size_t nlen = eq - i, vlen = eq < end ? end - eq - 1 : 0;
-            bool secret = config_header_is_secret(name, nlen) || contains_ci(name, nlen, "sig") ||
-                          contains_ci(name, nlen, "code") || contains_ci(name, nlen, "pass") ||
-                          contains_ci(name, nlen, "pwd") || looks_like_credential(val, vlen);
+            char dn[256], dv[1024];
+            size_t dnlen = form_decode(name, nlen, dn, sizeof(dn));
+            size_t dvlen = form_decode(val, vlen, dv, sizeof(dv));
+            bool secret = config_header_is_secret(dn, dnlen) || contains_ci(dn, dnlen, "sig") ||
+                          contains_ci(dn, dnlen, "code") || contains_ci(dn, dnlen, "pass") ||
+                          contains_ci(dn, dnlen, "pwd") || looks_like_credential(dv, dvlen);
             if (out->len)
                 sb_lit(out, "&");
             sb_put(out, name, nlen);

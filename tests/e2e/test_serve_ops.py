@@ -332,3 +332,25 @@ def test_drain_deadline_aborts_and_still_records(tmp_path, up):
     assert not isinstance(result["r"], tuple) or result["r"][0] != 200
     recs = [r for r in e.audit_records() if r["request_id"] == "long-1"]
     assert len(recs) == 1 and recs[0]["reason"] == "drain_aborted"
+
+
+def test_reload_keeps_the_audit_mode_the_log_was_opened_with(tmp_path, up):
+    """A SIGHUP that changes fsync (batch -> always) keeps the running log's
+    mode, and says so: responses do not start waiting on fsync halfway."""
+    e = ServeEnv(tmp_path, upstream_port=up.port, audit_fsync="batch")
+    e.start()
+    try:
+        tok = e.token()
+        assert e.request("GET", "/api/before", token=tok)[0] == 200
+        e.config["audit"]["fsync"] = "always"
+        e.write_config()
+        e.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "take effect at the next restart" not in e.log_text():
+            assert time.monotonic() < deadline, "the reload names the audit settings it keeps"
+            time.sleep(0.05)
+        assert e.request("GET", "/api/after", token=tok)[0] == 200
+    finally:
+        assert e.stop() == 0
+    paths = [r["request"]["path"] for r in e.audit_records()]
+    assert "/api/before" in paths and "/api/after" in paths

@@ -452,6 +452,19 @@ static void test_escaping(void)
     json_decref(j);
     free(line);
     free(body);
+    /* percent-encoded spellings are judged as the upstream framework decodes them */
+    r.request.query = "api%5Fkey=K1SECRET&%74oken=K2SECRET&h=Bearer%20K3SECRET&g=Basic+K4SECRET&ok=%41";
+    r.request.query_len = strlen(r.request.query);
+    body = audit_record_body(&r, allowed, 1, &len);
+    line = xasprintf("{%s}", body);
+    j = parse(line);
+    is_str(json_string_value(json_object_get(json_object_get(j, "request"), "query")),
+           "api%5Fkey=[redacted]&%74oken=[redacted]&h=[redacted]&g=[redacted]&ok=%41",
+           "encoded secret names and encoded credential values are redacted too");
+    ok(!strstr(line, "SECRET"), "no encoded secret value remains");
+    json_decref(j);
+    free(line);
+    free(body);
 }
 
 static void test_record_at_caps(void)
