@@ -657,7 +657,7 @@ int jsonpos_find(const char *text, size_t len, const char *path, bool want_key,
             if (sc.i >= sc.len)
                 goto out;
             if (sc.s[sc.i] == '{') {
-                size_t voff;
+                size_t voff = 0; /* set by find_member on success */
                 if (find_member(&sc, &seg, &key_off, &voff) < 0)
                     goto out;
                 sc.i = voff;
