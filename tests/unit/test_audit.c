@@ -348,6 +348,35 @@ static void test_record_body(void)
     is_str(json_string_value(json_object_get(j, "kind")), "request", "kind is request");
     is_str(json_string_value(json_object_get(j, "ts")), "2026-01-01T00:00:00.123Z",
            "ts is UTC with milliseconds");
+    {
+        /* the per-thread cache of the seconds part: other seconds, same second, clamps */
+        static const struct {
+            int64_t ms;
+            const char *want;
+        } tss[] = {
+            {1767225600005, "2026-01-01T00:00:00.005Z"},
+            {1767225659999, "2026-01-01T00:00:59.999Z"},
+            {1767225600123, "2026-01-01T00:00:00.123Z"},
+            {951782400000, "2000-02-29T00:00:00.000Z"},
+            {951782400001, "2000-02-29T00:00:00.001Z"},
+            {INT64_C(253402300800000), "9999-12-31T23:59:59.999Z"},
+        };
+        struct audit_record t = r;
+        for (size_t i = 0; i < sizeof(tss) / sizeof(tss[0]); i++) {
+            size_t tl;
+            char *tb, *tline;
+            json_t *tj;
+            t.ts_ms = tss[i].ms;
+            tb = audit_record_body(&t, allowed, 2, &tl);
+            tline = xasprintf("{%s}", tb);
+            tj = parse(tline);
+            is_str(json_string_value(json_object_get(tj, "ts")), tss[i].want, "ts of %lld ms",
+                   (long long)tss[i].ms);
+            json_decref(tj);
+            free(tline);
+            free(tb);
+        }
+    }
     is_str(json_string_value(json_object_get(j, "decision")), "would_deny", "decision name");
     is_str(json_string_value(json_object_get(j, "reason")), "no_rule_match",
            "reason is the stable code");
