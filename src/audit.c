@@ -625,18 +625,6 @@ static void ilist_concat(struct ilist *dst, struct ilist *src)
     ilist_init(src);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static const char *fsync_name(enum cfg_fsync f)
 {
     return f == FSYNC_ALWAYS ? "always" : f == FSYNC_BATCH ? "batch" : "none";
@@ -1153,13 +1141,13 @@ static int load_key(struct audit_log *log, const char *path, char *err, size_t e
     int rc = -1;
 
     if (read_file_capped(path, AUDIT_KEY_FILE_MAX, &pem, &len) != 0) {
-        set_err(err, errlen, "audit signing_key %s: %s", path, strerror(errno));
+        errbuf_set(err, errlen, "audit signing_key %s: %s", path, strerror(errno));
         goto out;
     }
     in = BIO_new_mem_buf(pem, (int)len);
     log->key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
     if (!log->key || EVP_PKEY_get_id(log->key) != EVP_PKEY_ED25519) {
-        set_err(err, errlen, "audit signing_key %s: not a PEM Ed25519 private key", path);
+        errbuf_set(err, errlen, "audit signing_key %s: not a PEM Ed25519 private key", path);
         goto out;
     }
     if (EVP_PKEY_get_raw_public_key(log->key, log->pub_raw, &rawlen) != 1 || rawlen != 32)
@@ -1173,7 +1161,7 @@ static int load_key(struct audit_log *log, const char *path, char *err, size_t e
     rc = 0;
     goto out;
 bad:
-    set_err(err, errlen, "audit signing_key %s: cannot derive its public key", path);
+    errbuf_set(err, errlen, "audit signing_key %s: cannot derive its public key", path);
 out:
     if (pem)
         OPENSSL_cleanse(pem, len);
@@ -1243,7 +1231,7 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            set_err(err, errlen, "audit log %s: reading its tail: %s", name,
+            errbuf_set(err, errlen, "audit log %s: reading its tail: %s", name,
                     n < 0 ? strerror(errno) : "file shrank");
             goto out;
         }
@@ -1252,7 +1240,7 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
     nl = memrchr(buf, '\n', window);
     if (!nl) {
         if (base != 0) {
-            set_err(err, errlen, "audit log %s: no newline in its last %" PRIu64 " bytes", name,
+            errbuf_set(err, errlen, "audit log %s: no newline in its last %" PRIu64 " bytes", name,
                     window);
             goto out;
         }
@@ -1263,7 +1251,7 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
     t->torn = size - t->keep;
     if (t->torn) {
         if (!allow_torn) {
-            set_err(err, errlen, "audit log %s: last line has no newline (torn)", name);
+            errbuf_set(err, errlen, "audit log %s: last line has no newline (torn)", name);
             goto out;
         }
         sha256_hex(buf + (t->keep - base), t->torn, t->torn_sha256);
@@ -1276,11 +1264,11 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
     while (start > buf && start[-1] != '\n')
         start--;
     if (start == buf && base != 0) {
-        set_err(err, errlen, "audit log %s: last line longer than %d bytes", name, AUDIT_LINE_MAX);
+        errbuf_set(err, errlen, "audit log %s: last line longer than %d bytes", name, AUDIT_LINE_MAX);
         goto out;
     }
     if (parse_tail_record(start, (size_t)(nl - start), &t->seq, t->log_id) != 0) {
-        set_err(err, errlen,
+        errbuf_set(err, errlen,
                 "audit log %s: its last line is not an audit record; move the file aside to "
                 "start a new chain", name);
         goto out;
@@ -1351,11 +1339,11 @@ static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t
     if (created)
         log->fd = open(log->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (log->fd < 0 || fstat(log->fd, &st) != 0) {
-        set_err(err, errlen, "audit log %s: %s", log->path, strerror(errno));
+        errbuf_set(err, errlen, "audit log %s: %s", log->path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "audit log %s: not a regular file", log->path);
+        errbuf_set(err, errlen, "audit log %s: not a regular file", log->path);
         goto out;
     }
     memset(&t, 0, sizeof(t));
@@ -1364,7 +1352,7 @@ static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t
         goto out;
     if (t.torn) {
         if (ftruncate(log->fd, (off_t)t.keep) != 0 || fsync(log->fd) != 0) {
-            set_err(err, errlen, "audit log %s: cutting its torn last line: %s", log->path,
+            errbuf_set(err, errlen, "audit log %s: cutting its torn last line: %s", log->path,
                     strerror(errno));
             goto out;
         }
@@ -1382,7 +1370,7 @@ static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t
         if (sibling) {
             sfd = open(sibling, O_RDONLY | O_CLOEXEC);
             if (sfd < 0 || fstat(sfd, &st) != 0) {
-                set_err(err, errlen, "audit log %s: %s", sibling, strerror(errno));
+                errbuf_set(err, errlen, "audit log %s: %s", sibling, strerror(errno));
                 goto out;
             }
             if (read_tail(sfd, (uint64_t)st.st_size, sibling, false, &t, err, errlen) != 0)
@@ -1393,7 +1381,7 @@ static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t
     }
     if (t.found) {
         if (t.seq == UINT64_MAX) {
-            set_err(err, errlen, "audit log %s: seq exhausted", log->path);
+            errbuf_set(err, errlen, "audit log %s: seq exhausted", log->path);
             goto out;
         }
         log->cur.seq = t.seq + 1;
@@ -1419,7 +1407,7 @@ out:
 static int check_headers(const struct cfg_audit *cfg, char *err, size_t errlen)
 {
     if (cfg->n_record_headers > AUDIT_MAX_RECORD_HEADERS) {
-        set_err(err, errlen, "audit record_headers: at most %d names", AUDIT_MAX_RECORD_HEADERS);
+        errbuf_set(err, errlen, "audit record_headers: at most %d names", AUDIT_MAX_RECORD_HEADERS);
         return -1;
     }
     for (size_t i = 0; i < cfg->n_record_headers; i++) {
@@ -1427,11 +1415,11 @@ static int check_headers(const struct cfg_audit *cfg, char *err, size_t errlen)
         size_t n = strlen(h);
         if (!n || n > CAP_HNAME || strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                              "0123456789!#$%&'*+-.^_`|~") != n) {
-            set_err(err, errlen, "audit record_headers: \"%.64s\" is not a header name", h);
+            errbuf_set(err, errlen, "audit record_headers: \"%.64s\" is not a header name", h);
             return -1;
         }
         if (config_header_is_secret(h, n)) {
-            set_err(err, errlen,
+            errbuf_set(err, errlen,
                     "audit record_headers: \"%s\" may carry a credential and is never recorded", h);
             return -1;
         }
@@ -1459,7 +1447,7 @@ struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errl
     ilist_init(&log->unsynced);
 
     if (!cfg->path || !*cfg->path) {
-        set_err(err, errlen, "audit path is empty");
+        errbuf_set(err, errlen, "audit path is empty");
         goto fail;
     }
     if (check_headers(cfg, err, errlen) != 0)
@@ -1493,7 +1481,7 @@ struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errl
     }
     if (!cont) {
         if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-            set_err(err, errlen, "audit: no randomness for a log id");
+            errbuf_set(err, errlen, "audit: no randomness for a log id");
             goto fail;
         }
         hex_encode(rnd, sizeof(rnd), log->log_id);
@@ -1521,11 +1509,11 @@ struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errl
     log->last_ckpt_ns = mono_ns();
     w_prelude(log);
     if (w_flush(log) != 0 || w_sync(log, true) != 0) {
-        set_err(err, errlen, "audit log %s: cannot write: %s", log->path, log->lost_error);
+        errbuf_set(err, errlen, "audit log %s: cannot write: %s", log->path, log->lost_error);
         goto fail;
     }
     if (pthread_create(&log->thread, NULL, writer_main, log) != 0) {
-        set_err(err, errlen, "audit: cannot start the writer thread");
+        errbuf_set(err, errlen, "audit: cannot start the writer thread");
         goto fail;
     }
     log->thread_started = true;

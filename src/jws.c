@@ -91,18 +91,6 @@ struct jws_keyset {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int jws_alg_lookup(const char *name)
 {
     if (strcmp(name, "Ed25519") == 0)
@@ -474,29 +462,29 @@ struct jws_keyset *jws_keyset_parse(const char *json, size_t len, char *err, siz
     json_error_t jerr;
     size_t i;
 
-    set_err(err, errlen, "%s", "");
+    errbuf_set(err, errlen, "%s", "");
     if (len > JWS_KEYSET_MAX_BYTES) {
-        set_err(err, errlen, "key set document of %zu bytes exceeds the %u-byte cap", len,
+        errbuf_set(err, errlen, "key set document of %zu bytes exceeds the %u-byte cap", len,
                 JWS_KEYSET_MAX_BYTES);
         goto out;
     }
     if (jws_json_too_deep(json, len, JWS_JSON_MAX_DEPTH)) {
-        set_err(err, errlen, "key set document nests deeper than %d", JWS_JSON_MAX_DEPTH);
+        errbuf_set(err, errlen, "key set document nests deeper than %d", JWS_JSON_MAX_DEPTH);
         goto out;
     }
     doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
-        set_err(err, errlen, "key set is not valid JSON: %s at line %d column %d", jerr.text,
+        errbuf_set(err, errlen, "key set is not valid JSON: %s at line %d column %d", jerr.text,
                 jerr.line, jerr.column);
         goto out;
     }
     keys = json_object_get(doc, "keys");
     if (!json_is_array(keys)) {
-        set_err(err, errlen, "key set has no \"keys\" array");
+        errbuf_set(err, errlen, "key set has no \"keys\" array");
         goto out;
     }
     if (json_array_size(keys) > JWS_KEYSET_MAX_KEYS) {
-        set_err(err, errlen, "key set has %zu keys, more than the cap of %d",
+        errbuf_set(err, errlen, "key set has %zu keys, more than the cap of %d",
                 json_array_size(keys), JWS_KEYSET_MAX_KEYS);
         goto out;
     }

@@ -36,12 +36,6 @@ struct mint_key {
     char *jwk; /* the public JWK object text */
 };
 
-static void set_err(char *err, size_t errlen, const char *msg)
-{
-    if (err && errlen)
-        snprintf(err, errlen, "%s", msg);
-}
-
 /* Refuses to prompt for a passphrase: an encrypted PEM simply fails to load. */
 static int no_passphrase(char *buf, int size, int rwflag, void *u)
 {
@@ -72,7 +66,7 @@ static struct mint_key *key_finish(EVP_PKEY *pkey, const char *kid, char *err, s
     long pemlen;
 
     if (!EVP_PKEY_is_a(pkey, "RSA")) {
-        set_err(err, errlen, "the private key is not an RSA key (RS256 needs RSA)");
+        errbuf_set(err, errlen, "the private key is not an RSA key (RS256 needs RSA)");
         goto out;
     }
     if (EVP_PKEY_get_bits(pkey) < MINT_MIN_RSA_BITS) {
@@ -82,7 +76,7 @@ static struct mint_key *key_finish(EVP_PKEY *pkey, const char *kid, char *err, s
     }
     if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) ||
         !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e)) {
-        set_err(err, errlen, "cannot read the RSA public parameters");
+        errbuf_set(err, errlen, "cannot read the RSA public parameters");
         goto out;
     }
     n64 = bn_b64url(n);
@@ -106,19 +100,19 @@ static struct mint_key *key_finish(EVP_PKEY *pkey, const char *kid, char *err, s
         k->jwk = jwk ? json_dumps(jwk, JSON_COMPACT) : NULL;
         json_decref(jwk);
         if (!k->jwk) {
-            set_err(err, errlen, "cannot build the public JWK (kid not valid UTF-8?)");
+            errbuf_set(err, errlen, "cannot build the public JWK (kid not valid UTF-8?)");
             goto fail;
         }
     }
 
     bio = BIO_new(BIO_s_mem());
     if (!bio || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL)) {
-        set_err(err, errlen, "cannot export the private key");
+        errbuf_set(err, errlen, "cannot export the private key");
         goto fail;
     }
     pemlen = BIO_get_mem_data(bio, &pemdata);
     if (pemlen <= 0) {
-        set_err(err, errlen, "cannot export the private key");
+        errbuf_set(err, errlen, "cannot export the private key");
         goto fail;
     }
     k->pem = xstrndup(pemdata, (size_t)pemlen);
@@ -147,7 +141,7 @@ struct mint_key *mint_key_from_pem(const char *pem, size_t len, const char *kid,
     BIO *bio = NULL;
 
     if (len == 0 || len > MINT_MAX_PEM_BYTES) {
-        set_err(err, errlen, "the private key PEM is empty or larger than 64 KiB");
+        errbuf_set(err, errlen, "the private key PEM is empty or larger than 64 KiB");
         goto out;
     }
     bio = BIO_new_mem_buf(pem, (int)len);
@@ -155,7 +149,7 @@ struct mint_key *mint_key_from_pem(const char *pem, size_t len, const char *kid,
         goto out;
     pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     if (!pkey) {
-        set_err(err, errlen, "not a PEM private key (unencrypted PKCS#8 or PKCS#1 expected)");
+        errbuf_set(err, errlen, "not a PEM private key (unencrypted PKCS#8 or PKCS#1 expected)");
         goto out;
     }
     k = key_finish(pkey, kid, err, errlen);
@@ -170,7 +164,7 @@ struct mint_key *mint_key_generate(char *err, size_t errlen)
     struct mint_key *k = NULL;
     EVP_PKEY *pkey = EVP_RSA_gen(MINT_MIN_RSA_BITS);
     if (!pkey) {
-        set_err(err, errlen, "RSA key generation failed");
+        errbuf_set(err, errlen, "RSA key generation failed");
         return NULL;
     }
     k = key_finish(pkey, NULL, err, errlen);
@@ -205,12 +199,12 @@ static jwt_t *jwt_start(const struct mint_key *k, char *err, size_t errlen)
 {
     jwt_t *j = NULL;
     if (jwt_new(&j) != 0 || !j) {
-        set_err(err, errlen, "libjwt: cannot allocate");
+        errbuf_set(err, errlen, "libjwt: cannot allocate");
         return NULL;
     }
     if (jwt_set_alg(j, JWT_ALG_RS256, (const unsigned char *)k->pem, (int)k->pem_len) != 0 ||
         jwt_add_header(j, "kid", k->kid) != 0) {
-        set_err(err, errlen, "libjwt: cannot set RS256 with the key");
+        errbuf_set(err, errlen, "libjwt: cannot set RS256 with the key");
         jwt_free(j);
         return NULL;
     }
@@ -222,7 +216,7 @@ static char *jwt_finish(jwt_t *j, char *err, size_t errlen)
     char *s = jwt_encode_str(j);
     char *out = NULL;
     if (!s) {
-        set_err(err, errlen, "libjwt: signing failed");
+        errbuf_set(err, errlen, "libjwt: signing failed");
         return NULL;
     }
     /* Hand out memory from our allocator, whatever libjwt's is. */
@@ -239,7 +233,7 @@ char *mint_sa_assertion(const struct mint_key *k, const char *client_email,
     char *out = NULL;
 
     if (!target_audience == !scope) {
-        set_err(err, errlen, "an assertion asks for either target_audience or scope");
+        errbuf_set(err, errlen, "an assertion asks for either target_audience or scope");
         goto out;
     }
     j = jwt_start(k, err, errlen);
@@ -250,7 +244,7 @@ char *mint_sa_assertion(const struct mint_key *k, const char *client_email,
         jwt_add_grant_int(j, "exp", (long)(iat + MINT_ASSERTION_LIFETIME_S)) != 0 ||
         (target_audience && jwt_add_grant(j, "target_audience", target_audience) != 0) ||
         (scope && jwt_add_grant(j, "scope", scope) != 0)) {
-        set_err(err, errlen, "libjwt: cannot add the assertion claims");
+        errbuf_set(err, errlen, "libjwt: cannot add the assertion claims");
         goto out;
     }
     out = jwt_finish(j, err, errlen);
@@ -272,7 +266,7 @@ char *mint_local_id_token(const struct mint_key *k, const char *iss, const char 
         jwt_add_grant_bool(j, "email_verified", 1) != 0 ||
         jwt_add_grant_int(j, "iat", (long)iat) != 0 ||
         jwt_add_grant_int(j, "exp", (long)exp) != 0) {
-        set_err(err, errlen, "libjwt: cannot add the token claims");
+        errbuf_set(err, errlen, "libjwt: cannot add the token claims");
         goto out;
     }
     out = jwt_finish(j, err, errlen);

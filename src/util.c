@@ -113,6 +113,16 @@ void sha256_hex(const void *data, size_t len, char out[65])
     hex_encode(raw, 32, out);
 }
 
+void errbuf_set(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen)
 {
     size_t n = alen < blen ? alen : blen;

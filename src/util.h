@@ -23,6 +23,10 @@ void sha256_raw(const void *data, size_t len, unsigned char out[32]);
 void sha256_hex(const void *data, size_t len, char out[65]);
 void hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
 
+/* Fills a caller-owned error buffer (printf format); no-op when err is NULL or
+ * errlen is 0. The one way modules report a message through `char *err`. */
+void errbuf_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* ASCII case-insensitive comparison of two byte ranges. */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
 
