@@ -978,6 +978,24 @@ static int take_response_head(struct proxy_exchange *ex)
     }
 }
 
+/* Moves `avail` bytes of a close-delimited upstream body to the client, as one
+ * chunk when the client side is re-chunked (an HTTP/1.1 client on a kept-alive
+ * connection cannot be told "until close"). */
+static void relay_close_delimited(struct proxy_exchange *ex, struct evbuffer *in,
+                                  struct evbuffer *out, size_t avail)
+{
+    if (ex->chunk_out) {
+        char hdr[24];
+        int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", avail);
+        evbuffer_add(out, hdr, (size_t)n);
+        evbuffer_remove_buffer(in, out, avail);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_remove_buffer(in, out, avail);
+    }
+    ex->out.response_bytes += avail;
+}
+
 /* Upstream input -> client output. */
 static void pump_response(struct proxy_exchange *ex)
 {
@@ -1023,16 +1041,7 @@ static void pump_response(struct proxy_exchange *ex)
                 goto done;
             }
         } else { /* HTTP1_BODY_CLOSE: everything until EOF */
-            if (ex->chunk_out) {
-                char hdr[24];
-                int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", avail);
-                evbuffer_add(out, hdr, (size_t)n);
-                evbuffer_remove_buffer(in, out, avail);
-                evbuffer_add(out, "\r\n", 2);
-            } else {
-                evbuffer_remove_buffer(in, out, avail);
-            }
-            ex->out.response_bytes += avail;
+            relay_close_delimited(ex, in, out, avail);
         }
     }
     bufferevent_enable(ex->uc->bev, EV_READ);
@@ -1119,18 +1128,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         struct evbuffer *in = bufferevent_get_input(ex->uc->bev);
         struct evbuffer *out = proxy_out(ex->client);
         size_t avail = evbuffer_get_length(in);
-        if (avail) {
-            if (ex->chunk_out) {
-                char hdr[24];
-                int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", avail);
-                evbuffer_add(out, hdr, (size_t)n);
-                evbuffer_remove_buffer(in, out, avail);
-                evbuffer_add(out, "\r\n", 2);
-            } else {
-                evbuffer_remove_buffer(in, out, avail);
-            }
-            ex->out.response_bytes += avail;
-        }
+        if (avail)
+            relay_close_delimited(ex, in, out, avail);
         if (ex->chunk_out)
             evbuffer_add(out, "0\r\n\r\n", 5);
         finish(ex);
