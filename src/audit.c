@@ -298,13 +298,6 @@ static bool looks_like_credential(const char *v, size_t n)
     return false;
 }
 
-static int hexval(unsigned char c)
-{
-    return c >= '0' && c <= '9' ? c - '0'
-         : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* Form-decodes src (%XX, '+' as space) into dst, at most cap bytes (the rest
  * is cut: names and credential prefixes are short); returns the length. The
  * secret tests run on what the upstream framework will see, so that
@@ -314,8 +307,8 @@ static size_t form_decode(const char *src, size_t n, char *dst, size_t cap)
     size_t o = 0;
     for (size_t i = 0; i < n && o < cap; i++) {
         int hi, lo;
-        if (src[i] == '%' && i + 2 < n && (hi = hexval((unsigned char)src[i + 1])) >= 0 &&
-            (lo = hexval((unsigned char)src[i + 2])) >= 0) {
+        if (src[i] == '%' && i + 2 < n && (hi = hex_value((unsigned char)src[i + 1])) >= 0 &&
+            (lo = hex_value((unsigned char)src[i + 2])) >= 0) {
             dst[o++] = (char)(hi << 4 | lo);
             i += 2;
         } else {

@@ -173,12 +173,6 @@ static bool jp_fail(struct jp *j, const char *why)
     return false;
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 static bool jp_string(struct jp *j, struct slice *out)
 {
     const char *s = ++j->p; /* past the opening quote */
@@ -201,7 +195,7 @@ static bool jp_string(struct jp *j, struct slice *out)
             if (j->end - j->p < 6)
                 return jp_fail(j, "a \\u escape is cut short");
             for (int i = 2; i < 6; i++) {
-                int h = hexval(j->p[i]);
+                int h = hex_value((unsigned char)j->p[i]);
                 if (h < 0)
                     return jp_fail(j, "a \\u escape is not 4 hex digits");
                 u = u << 4 | (unsigned)h;

@@ -47,17 +47,6 @@ static inline bool has(unsigned char c, unsigned cl)
     return (byte_class[c] & cl) != 0;
 }
 
-static int hexval(unsigned char c)
-{
-    if (IS_DIGIT(c))
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool ieq(const char *a, size_t alen, const char *lit, size_t litlen)
 {
     return alen == litlen && ascii_casecmp_n(a, alen, lit, litlen) == 0;
@@ -350,7 +339,7 @@ static bool parse_host(const char *p, size_t n, size_t *hostname_len, unsigned *
         for (i = 1; i < n && p[i] != ']'; i++) {
             if (p[i] == ':')
                 colon = true;
-            else if (p[i] != '.' && hexval((unsigned char)p[i]) < 0)
+            else if (p[i] != '.' && hex_value((unsigned char)p[i]) < 0)
                 return false;
         }
         if (i == n || !colon || i > 46)
@@ -984,7 +973,7 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
 
         switch (c->state) {
         case CK_SIZE:
-            if ((v = hexval(ch)) >= 0) {
+            if ((v = hex_value((unsigned char)ch)) >= 0) {
                 if (c->digits == 16)
                     return ck_fail(c, REASON_BAD_FRAMING, "chunk size longer than 16 hex digits", consumed);
                 c->remaining = c->remaining << 4 | (uint64_t)v;

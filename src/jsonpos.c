@@ -75,17 +75,6 @@ static void skip_ws(struct scanner *sc)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Four hex digits at `at`; -1 when short or not hex. */
 static long hex4(const struct scanner *sc, size_t at)
 {
@@ -93,7 +82,7 @@ static long hex4(const struct scanner *sc, size_t at)
     if (at > sc->len || sc->len - at < 4)
         return -1;
     for (size_t k = 0; k < 4; k++) {
-        int h = hexval(sc->s[at + k]);
+        int h = hex_value((unsigned char)sc->s[at + k]);
         if (h < 0)
             return -1;
         v = v * 16 + h;

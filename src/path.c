@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "util.h"
+
 /* Byte classes of the path part. */
 enum {
     C_BAD = 0,   /* not allowed by RFC 3986 in a path: PATH_BAD_CHAR */
@@ -60,15 +62,9 @@ static uint8_t byte_class(unsigned char c)
 /* Hex digit value, or -1; `*lower` is set when it is a lowercase letter. */
 static int hexval(unsigned char c, bool *lower)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') {
+    if (c >= 'a' && c <= 'f')
         *lower = true;
-        return c - 'a' + 10;
-    }
-    return -1;
+    return hex_value(c);
 }
 
 static bool is_unreserved(unsigned char c)

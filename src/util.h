@@ -27,6 +27,9 @@ void hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
  * errlen is 0. The one way modules report a message through `char *err`. */
 void errbuf_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The value of a hex digit (either case), or -1. */
+int hex_value(unsigned char c);
+
 /* ASCII case-insensitive comparison of two byte ranges. */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
 
