@@ -257,6 +257,7 @@ int main(int argc, char **argv)
         return 1;
     }
     fclose(f);
+    chmod(key, 0600); /* as baton audit keygen writes it */
     PEM_write_bio_PUBKEY(b, k);
     BIO_get_mem_ptr(b, &mem);
     pub = xstrndup(mem->data, mem->length);

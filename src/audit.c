@@ -1133,9 +1133,14 @@ static int load_key(struct audit_log *log, const char *path, char *err, size_t e
     BUF_MEM *mem;
     int rc = -1;
 
-    if (read_file_capped(path, AUDIT_KEY_FILE_MAX, &pem, &len) != 0) {
-        errbuf_set(err, errlen, "audit signing_key %s: %s", path, strerror(errno));
-        goto out;
+    {
+        /* the key that makes the log trustworthy: refused when others can read it */
+        char why[512];
+        pem = read_secret_file(path, AUDIT_KEY_FILE_MAX, &len, why, sizeof(why));
+        if (!pem) {
+            errbuf_set(err, errlen, "audit signing_key %s", why);
+            goto out;
+        }
     }
     in = BIO_new_mem_buf(pem, (int)len);
     log->key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;

@@ -667,64 +667,6 @@ static void google_free(void *ctx)
 
 /* ------------------------------------------------------------- key files */
 
-/*
- * Reads a secret file: regular, no group/other permission bits (checked on
- * the opened descriptor), at most cap bytes. Owned NUL-terminated text.
- */
-static char *read_secret_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    char *buf = NULL;
-    size_t n = 0;
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-        goto fail;
-    }
-    if (st.st_mode & 077) {
-        snprintf(err, errlen, "%s: mode %03o lets other users read or change a private key; "
-                 "chmod 600 it (or mount the secret with mode 0400)", path,
-                 (unsigned)(st.st_mode & 0777));
-        goto fail;
-    }
-    if ((uint64_t)st.st_size > cap) {
-        snprintf(err, errlen, "%s: larger than %zu bytes", path, cap);
-        goto fail;
-    }
-    buf = xmalloc(cap + 1);
-    for (;;) {
-        ssize_t r = read(fd, buf + n, cap + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s: read failed: %s", path, strerror(errno));
-            goto fail;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > cap) {
-            snprintf(err, errlen, "%s: larger than %zu bytes", path, cap);
-            goto fail;
-        }
-    }
-    buf[n] = '\0';
-    close(fd);
-    *len = n;
-    return buf;
-fail:
-    if (buf) {
-        OPENSSL_cleanse(buf, n);
-        free(buf);
-    }
-    close(fd);
-    return NULL;
-}
-
 struct sa_key {
     char *client_email, *token_uri;
     struct mint_key *key;

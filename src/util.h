@@ -41,4 +41,13 @@ uint64_t mono_ns(void);
  * NUL-terminated owned buffer. Returns 0/-1 with errno set. */
 int read_file_capped(const char *path, size_t cap, char **out, size_t *len);
 
+/*
+ * Reads a private key or other secret: a regular file with no group/other
+ * permission bits (checked on the opened descriptor, so no race with a
+ * chmod/rename), at most cap bytes. Returns owned NUL-terminated text (*len
+ * bytes; wipe with OPENSSL_cleanse before free), or NULL with a message naming
+ * the path and the fix in err.
+ */
+char *read_secret_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen);
+
 #endif

@@ -50,6 +50,7 @@ static char *write_key(const char *path, EVP_PKEY **keep)
 
     PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
     fclose(f);
+    chmod(path, 0600); /* as baton audit keygen writes it: a readable key is refused */
     PEM_write_bio_PUBKEY(b, key);
     BIO_get_mem_ptr(b, &mem);
     pub = xstrndup(mem->data, mem->length);
@@ -570,6 +571,10 @@ static void test_open_errors(void)
     fputs("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", f);
     fclose(f);
     c.signing_key = garbage;
+    chmod(garbage, 0644);
+    ok(!audit_open(&c, err, sizeof(err)) && strstr(err, "mode 644") && strstr(err, "chmod 600"),
+       "a signing key other users can read is refused, naming the fix (%s)", err);
+    chmod(garbage, 0600);
     ok(!audit_open(&c, err, sizeof(err)) && strstr(err, "Ed25519"),
        "a signing key that is not Ed25519 PEM is refused (%s)", err);
     c = base_cfg("/nonexistent-dir/x/audit.jsonl");

@@ -347,6 +347,7 @@ static int crash_suite(void)
     f = fopen(keyp, "w");
     PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
     fclose(f);
+    chmod(keyp, 0600); /* as baton audit keygen writes it */
     PEM_write_bio_PUBKEY(b, key);
     BIO_get_mem_ptr(b, &mem);
     pub = xstrndup(mem->data, mem->length);
