@@ -1604,6 +1604,15 @@ int cmd_serve(int argc, char **argv)
         g.n_workers = probe->workers > 0 ? (unsigned)probe->workers
                                          : (unsigned)(nproc > 0 ? nproc : 1);
         port = env_port(probe->listen.port);
+        /* baton check refuses admin_listen on listen's port; $PORT is only
+         * known here, so the same rule is applied again to the port in use */
+        if (port > 0 && probe->admin_enabled && probe->admin_listen.port == port) {
+            log_msg(LOG_ERROR, "PORT=%d is admin_listen's port too (%s:%d): choose another "
+                               "PORT or admin_listen", port, probe->admin_listen.host,
+                    probe->admin_listen.port);
+            config_free(probe);
+            goto out;
+        }
         config_free(probe);
     }
     if (port < 0) {

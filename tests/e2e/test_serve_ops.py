@@ -354,3 +354,14 @@ def test_reload_keeps_the_audit_mode_the_log_was_opened_with(tmp_path, up):
         assert e.stop() == 0
     paths = [r["request"]["path"] for r in e.audit_records()]
     assert "/api/before" in paths and "/api/after" in paths
+
+
+def test_port_env_colliding_with_admin_listen_is_refused_at_start(tmp_path, up):
+    """`baton check` refuses admin_listen on listen's port; $PORT (Cloud Run)
+    is only known at serve time, so serve applies the same rule to it."""
+    e = ServeEnv(tmp_path, upstream_port=up.port)
+    env = dict(os.environ, PORT=str(e.admin_port))
+    r = subprocess.run([str(BATON), "serve", "-c", str(e.dir / "baton.json")], env=env,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "PORT=%d is admin_listen's port too" % e.admin_port in r.stderr
