@@ -284,7 +284,7 @@ static void test_bounds(void)
     ok(!hit, "bounds: the least recently used t1 was evicted");
     authn_cache_free(c);
 
-    /* byte budget: each entry costs 2 x token + the entry struct */
+    /* byte budget: each entry costs the token, the claims' jansson footprint and the entry */
     {
         size_t one = 2 * strlen(t[0]) + 512;
         c = authn_cache_new_capped(100, 2 * one);
@@ -303,6 +303,28 @@ static void test_bounds(void)
         authn_cache_stats(c, &st);
         is_int(st.entries, 0, "bytes: a token larger than the whole budget is never cached");
         authn_cache_free(c);
+    }
+
+    /* claims that are cheap as text but heavy as jansson values (an array of
+     * small numbers: ~46 bytes held per 2 bytes of JSON) are charged for what
+     * jansson holds, not for the token's length */
+    {
+        char *extra = xmalloc(2 * 3000 + 16);
+        char *heavy;
+        strcpy(extra, ",\"tags\":[");
+        for (int i = 0; i < 3000; i++)
+            strcat(extra, i ? ",0" : "0");
+        strcat(extra, "]");
+        heavy = token(key, "k1", "heavy", 300, extra);
+        c = authn_cache_new_capped(100, 1u << 20);
+        verify(a, c, heavy, now, NULL);
+        authn_cache_stats(c, &st);
+        ok(st.entries == 1 && st.bytes >= 3000 * 48,
+           "bytes: a 3,000-number claim is charged what jansson holds (%zu bytes for a %zu-byte token)",
+           st.bytes, strlen(heavy));
+        authn_cache_free(c);
+        free(heavy);
+        free(extra);
     }
 
     /* a result outlives the eviction of its entry */
