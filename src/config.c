@@ -236,6 +236,8 @@ static void display_of(const struct ctx *c, int hide, char *out, size_t cap)
 }
 
 static void vreport(struct ctx *c, bool at_key, int hide, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void vreport(struct ctx *c, bool at_key, int hide, const char *fmt, va_list ap)
 {
     char disp[512];
     char *ptr, *msg;

@@ -77,6 +77,8 @@ size_t json_escape(char *out, size_t cap, const char *s, size_t len)
 }
 
 static void emit(enum log_level lvl, const char *fields, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void emit(enum log_level lvl, const char *fields, const char *fmt, va_list ap)
 {
     char msg[2048], esc[4096], line[8192], ts[40];
     struct timespec now;

@@ -40,8 +40,8 @@ static void exercise(const struct policy_set *set)
     static const char *const paths[] = {"/", "/billing/reconcile", "/billing/runs/7",
                                         "/cleanup/weekly", "/approvals/42/decision", "/a/b/c/d"};
     static const char *const claims_json[] = {
-        "{\"sub\":\"arn:aws:iam::123456789012:role/weekly-cleanup-lambda\","
-        "\"https://sts.amazonaws.com/\":{\"aws_account\":\"123456789012\",\"source_region\":\"us-east-1\"}}",
+        ("{\"sub\":\"arn:aws:iam::123456789012:role/weekly-cleanup-lambda\","
+         "\"https://sts.amazonaws.com/\":{\"aws_account\":\"123456789012\",\"source_region\":\"us-east-1\"}}"),
         "{\"client_id\":\"5kq8example1ab2cd3ef4gh5ij6\",\"token_use\":\"access\",\"scope\":\"billing-api/reconcile\"}",
         "{\"sub\":[1,2],\"n\":5,\"b\":true,\"x\":{\"y\":null}}",
     };
