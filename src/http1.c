@@ -1052,12 +1052,19 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
 
 bool http1_header_is_hop_by_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-        "upgrade", "proxy-authorization", "proxy-authenticate", "http2-settings",
+    /* with their lengths: this runs for every header both ways */
+#define HOP(lit) {lit, sizeof(lit) - 1}
+    static const struct {
+        const char *name;
+        size_t len;
+    } hop[] = {
+        HOP("connection"), HOP("keep-alive"), HOP("proxy-connection"), HOP("te"),
+        HOP("trailer"), HOP("transfer-encoding"), HOP("upgrade"), HOP("proxy-authorization"),
+        HOP("proxy-authenticate"), HOP("http2-settings"),
     };
+#undef HOP
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (ieq(name, len, hop[i], strlen(hop[i])))
+        if (ieq(name, len, hop[i].name, hop[i].len))
             return true;
     return false;
 }

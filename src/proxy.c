@@ -9,6 +9,10 @@
  * PROXY_HIGH_WATER bytes and resumes when it drains below half of that, so
  * what an exchange holds in memory is bounded by the watermarks plus one
  * socket read, whatever the body sizes.
+ *
+ * Plain sockets (the client side, http:// upstreams) keep their bufferevents
+ * but read through plain_read_cb, libevent's read minus the ioctl(FIONREAD)
+ * it makes before each one; TLS upstreams are libevent's throughout.
  */
 #include "proxy.h"
 
@@ -25,6 +29,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/err.h>
@@ -405,6 +410,8 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     }
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) < 0)
         goto fail;
+    if (!pool->tls)
+        proxy_plain_reads(bev); /* after the connect, which re-assigns the read event */
     uc = xcalloc(1, sizeof(*uc));
     uc->pool = pool;
     uc->bev = bev;
@@ -425,7 +432,8 @@ fail:
 
 static bool name_is(const char *name, size_t len, const char *lit)
 {
-    return ascii_casecmp_n(name, len, lit, strlen(lit)) == 0;
+    size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
+    return len == n && ascii_casecmp_n(name, len, lit, n) == 0;
 }
 
 static void add_str(struct evbuffer *out, const char *s)
@@ -433,8 +441,45 @@ static void add_str(struct evbuffer *out, const char *s)
     evbuffer_add(out, s, strlen(s));
 }
 
+/*
+ * Heads are assembled in a stack buffer and reach the evbuffer in one add
+ * (or a few, past HB_CAP): an evbuffer_add per piece of every header line
+ * cost more than the rest of building the head.
+ */
+#define HB_CAP 2048
+struct hb {
+    struct evbuffer *out;
+    size_t n;
+    char b[HB_CAP];
+};
+
+static void hb_flush(struct hb *h)
+{
+    if (h->n)
+        evbuffer_add(h->out, h->b, h->n);
+    h->n = 0;
+}
+
+static void hb_put(struct hb *h, const void *p, size_t n)
+{
+    if (h->n + n > sizeof(h->b)) {
+        hb_flush(h);
+        if (n > sizeof(h->b)) {
+            evbuffer_add(h->out, p, n);
+            return;
+        }
+    }
+    memcpy(h->b + h->n, p, n);
+    h->n += n;
+}
+
+static void hb_str(struct hb *h, const char *s)
+{
+    hb_put(h, s, strlen(s));
+}
+
 /* Decimal without printf (which costs more than the rest of a head). */
-static void add_u64(struct evbuffer *out, uint64_t v)
+static void hb_u64(struct hb *h, uint64_t v)
 {
     char buf[24];
     size_t i = sizeof(buf);
@@ -442,7 +487,7 @@ static void add_u64(struct evbuffer *out, uint64_t v)
         buf[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    evbuffer_add(out, buf + i, sizeof(buf) - i);
+    hb_put(h, buf + i, sizeof(buf) - i);
 }
 
 static const struct http1_header *single_header(const struct http1_request *r, const char *name)
@@ -529,22 +574,25 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
     bool have_proto = false, have_host = false;
     size_t n_xff = 0;
     const struct http1_header *xff[HTTP1_MAX_HEADERS];
+    struct hb hb;
 
-    add_str(out, http1_method_name(r->method));
-    evbuffer_add(out, " ", 1);
-    add_str(out, up->base_path ? up->base_path : "");
-    evbuffer_add(out, p->path, p->path_len);
+    hb.out = out;
+    hb.n = 0;
+    hb_str(&hb, http1_method_name(r->method));
+    hb_put(&hb, " ", 1);
+    hb_str(&hb, up->base_path ? up->base_path : "");
+    hb_put(&hb, p->path, p->path_len);
     if (p->query) {
-        evbuffer_add(out, "?", 1);
-        evbuffer_add(out, p->query, p->query_len);
+        hb_put(&hb, "?", 1);
+        hb_put(&hb, p->query, p->query_len);
     }
-    add_str(out, " HTTP/1.1\r\nHost: ");
-    add_str(out, up->host);
+    hb_str(&hb, " HTTP/1.1\r\nHost: ");
+    hb_str(&hb, up->host);
     if (up->port != (up->tls ? 443 : 80)) {
-        evbuffer_add(out, ":", 1);
-        add_u64(out, (uint64_t)up->port);
+        hb_put(&hb, ":", 1);
+        hb_u64(&hb, (uint64_t)up->port);
     }
-    evbuffer_add(out, "\r\n", 2);
+    hb_put(&hb, "\r\n", 2);
 
     for (unsigned i = 0; i < r->n_headers; i++) {
         const struct http1_header *h = &r->headers[i];
@@ -567,48 +615,49 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
             if (name_is(h->name, h->name_len, "x-forwarded-host"))
                 have_host = true;
         }
-        evbuffer_add(out, h->name, h->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value, h->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        hb_put(&hb, h->name, h->name_len);
+        hb_put(&hb, ": ", 2);
+        hb_put(&hb, h->value, h->value_len);
+        hb_put(&hb, "\r\n", 2);
     }
 
-    add_str(out, "X-Forwarded-For: ");
+    hb_str(&hb, "X-Forwarded-For: ");
     for (size_t i = 0; i < n_xff; i++) {
-        evbuffer_add(out, xff[i]->value, xff[i]->value_len);
-        evbuffer_add(out, ", ", 2);
+        hb_put(&hb, xff[i]->value, xff[i]->value_len);
+        hb_put(&hb, ", ", 2);
     }
-    add_str(out, p->client_ip);
-    evbuffer_add(out, "\r\n", 2);
+    hb_str(&hb, p->client_ip);
+    hb_put(&hb, "\r\n", 2);
     if (!have_proto)
-        add_str(out, "X-Forwarded-Proto: http\r\n");
+        hb_str(&hb, "X-Forwarded-Proto: http\r\n");
     if (!have_host && r->host) {
-        add_str(out, "X-Forwarded-Host: ");
-        evbuffer_add(out, r->host, r->host_len);
-        evbuffer_add(out, "\r\n", 2);
+        hb_str(&hb, "X-Forwarded-Host: ");
+        hb_put(&hb, r->host, r->host_len);
+        hb_put(&hb, "\r\n", 2);
     }
-    add_str(out, "X-Request-Id: ");
-    add_str(out, p->request_id);
-    evbuffer_add(out, "\r\n", 2);
+    hb_str(&hb, "X-Request-Id: ");
+    hb_str(&hb, p->request_id);
+    hb_put(&hb, "\r\n", 2);
     if (p->traceparent) {
-        add_str(out, "traceparent: ");
-        add_str(out, p->traceparent);
-        evbuffer_add(out, "\r\n", 2);
+        hb_str(&hb, "traceparent: ");
+        hb_str(&hb, p->traceparent);
+        hb_put(&hb, "\r\n", 2);
     }
     if (p->token_value) {
-        add_str(out, up->token_header ? up->token_header : "authorization");
-        evbuffer_add(out, ": ", 2);
-        add_str(out, p->token_value);
-        evbuffer_add(out, "\r\n", 2);
+        hb_str(&hb, up->token_header ? up->token_header : "authorization");
+        hb_put(&hb, ": ", 2);
+        hb_str(&hb, p->token_value);
+        hb_put(&hb, "\r\n", 2);
     }
     if (p->body == HTTP1_BODY_LENGTH) {
-        add_str(out, "Content-Length: ");
-        add_u64(out, p->content_length);
-        evbuffer_add(out, "\r\n", 2);
+        hb_str(&hb, "Content-Length: ");
+        hb_u64(&hb, p->content_length);
+        hb_put(&hb, "\r\n", 2);
     }
     else if (p->body == HTTP1_BODY_CHUNKED)
-        add_str(out, "Transfer-Encoding: chunked\r\n");
-    evbuffer_add(out, "\r\n", 2);
+        hb_str(&hb, "Transfer-Encoding: chunked\r\n");
+    hb_put(&hb, "\r\n", 2);
+    hb_flush(&hb);
     return 0;
 }
 
@@ -639,6 +688,93 @@ void proxy_flush(struct bufferevent *bev)
     } else if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
         bufferevent_enable(bev, EV_WRITE);
     }
+}
+
+/*
+ * libevent 2.1's socket bufferevent sizes every read with ioctl(FIONREAD):
+ * one syscall more per read, two per proxied request (nginx makes none).
+ * On a plain socket the read event is pointed at plain_read_cb instead, which
+ * does what libevent's read callback does, in the same order, minus the
+ * ioctl: a timeout is reported as READING|TIMEOUT, the read stops at the read
+ * high watermark, EOF and errors disable reading and reach the event
+ * callback, data reaches the read callback. Everything else (enable, disable,
+ * timeouts, watermarks, free) still goes through libevent on the same event.
+ */
+#define PLAIN_READ_MAX 4096 /* libevent 2.1's own cap per read (EVBUFFER_MAX_READ) */
+
+static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct bufferevent *bev = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    char buf[PLAIN_READ_MAX];
+    size_t howmuch = PLAIN_READ_MAX, low = 0, high = 0;
+    short err = BEV_EVENT_READING;
+    ssize_t n;
+    int saved, rc;
+
+    bufferevent_incref(bev); /* a callback may free it: freed at the decref */
+    if (what == EV_TIMEOUT) { /* EV_TIMEOUT|EV_READ: data came, not a timeout */
+        err |= BEV_EVENT_TIMEOUT;
+        goto error;
+    }
+    bufferevent_getwatermark(bev, EV_READ, &low, &high);
+    if (high) {
+        size_t have = evbuffer_get_length(in);
+        if (have >= high) {
+            /* the mark was lowered under what is held: setting it again
+             * suspends reading, as libevent does here */
+            bufferevent_setwatermark(bev, EV_READ, low, high);
+            goto done;
+        }
+        if (high - have < howmuch)
+            howmuch = high - have;
+    }
+    /* Into the stack, then appended: the input gets a chain of the size that
+     * came (small heads fit the allocator's per-thread cache), where reading
+     * straight into reserved space would allocate PLAIN_READ_MAX each time. */
+    n = read(fd, buf, howmuch);
+    saved = errno;
+    if (n > 0) {
+        /* the input's end is frozen: only the bufferevent's reader appends */
+        evbuffer_unfreeze(in, 0);
+        rc = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            err |= BEV_EVENT_ERROR;
+            goto error;
+        }
+    }
+    if (n < 0) {
+        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR)
+            goto done;
+        err |= BEV_EVENT_ERROR;
+        goto error;
+    }
+    if (n == 0) {
+        err |= BEV_EVENT_EOF;
+        goto error;
+    }
+    bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
+    if (readcb && evbuffer_get_length(in) >= low)
+        readcb(bev, cbarg);
+    goto done;
+error:
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+    if (eventcb)
+        eventcb(bev, err, cbarg);
+done:
+    bufferevent_decref(bev);
+}
+
+void proxy_plain_reads(struct bufferevent *bev)
+{
+    event_del(&bev->ev_read);
+    event_assign(&bev->ev_read, bufferevent_get_base(bev), bufferevent_getfd(bev),
+                 EV_READ | EV_PERSIST | EV_FINALIZE, plain_read_cb, bev);
 }
 
 /* The upstream connection's output, ready for bytes; and its flush, which
@@ -869,34 +1005,37 @@ static const char *status_text(unsigned status)
 /* Writes the client's response head from the parsed upstream head. */
 static void write_response_head(struct proxy_exchange *ex, const struct http1_response *resp)
 {
-    struct evbuffer *out = proxy_out(ex->client);
+    struct hb hb;
 
-    add_str(out, "HTTP/1.1 ");
-    add_u64(out, resp->status);
-    evbuffer_add(out, " ", 1);
-    add_str(out, status_text(resp->status));
-    evbuffer_add(out, "\r\n", 2);
+    hb.out = proxy_out(ex->client);
+    hb.n = 0;
+    hb_str(&hb, "HTTP/1.1 ");
+    hb_u64(&hb, resp->status);
+    hb_put(&hb, " ", 1);
+    hb_str(&hb, status_text(resp->status));
+    hb_put(&hb, "\r\n", 2);
     for (unsigned i = 0; i < resp->n_headers; i++) {
         const struct http1_header *h = &resp->headers[i];
         if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
             http1_header_in_connection(&resp->connection, h->name, h->name_len) ||
             name_is(h->name, h->name_len, "x-request-id"))
             continue;
-        evbuffer_add(out, h->name, h->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, h->value, h->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        hb_put(&hb, h->name, h->name_len);
+        hb_put(&hb, ": ", 2);
+        hb_put(&hb, h->value, h->value_len);
+        hb_put(&hb, "\r\n", 2);
     }
-    add_str(out, "X-Request-Id: ");
-    add_str(out, ex->request_id);
-    evbuffer_add(out, "\r\n", 2);
+    hb_str(&hb, "X-Request-Id: ");
+    hb_str(&hb, ex->request_id);
+    hb_put(&hb, "\r\n", 2);
     if (ex->chunk_out)
-        add_str(out, "Transfer-Encoding: chunked\r\n");
+        hb_str(&hb, "Transfer-Encoding: chunked\r\n");
     if (ex->close_out || !ex->client_keep_alive)
-        add_str(out, "Connection: close\r\n");
+        hb_str(&hb, "Connection: close\r\n");
     else if (ex->client_version == 10)
-        add_str(out, "Connection: keep-alive\r\n");
-    evbuffer_add(out, "\r\n", 2);
+        hb_str(&hb, "Connection: keep-alive\r\n");
+    hb_put(&hb, "\r\n", 2);
+    hb_flush(&hb);
 }
 
 static void finish(struct proxy_exchange *ex)

@@ -121,6 +121,11 @@ bool proxy_traceparent(const struct http1_request *req, char out[56]);
 struct evbuffer *proxy_out(struct bufferevent *bev);
 void proxy_flush(struct bufferevent *bev);
 
+/* Makes a plain socket bufferevent (bufferevent_socket_new, after any
+ * bufferevent_socket_connect) read without libevent's ioctl(FIONREAD) per
+ * read; its semantics are libevent's. Before reading is first enabled. */
+void proxy_plain_reads(struct bufferevent *bev);
+
 struct proxy_exchange;
 
 struct proxy_forward_params {

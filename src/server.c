@@ -249,7 +249,8 @@ static void new_request_id(struct worker *w, char out[PROXY_REQUEST_ID_MAX + 1])
 
 static bool name_is(const char *name, size_t len, const char *lit)
 {
-    return ascii_casecmp_n(name, len, lit, strlen(lit)) == 0;
+    size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
+    return len == n && ascii_casecmp_n(name, len, lit, n) == 0;
 }
 
 /*
@@ -1256,6 +1257,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         atomic_fetch_sub(&g.n_conns, 1);
         return;
     }
+    proxy_plain_reads(c->bev);
     evtimer_assign(&c->timer, w->base, on_timer, c);
     c->next = w->conns;
     if (w->conns)
