@@ -104,6 +104,7 @@ struct sb {
     char *buf;
     size_t len, cap;
     bool truncated; /* a capped string was cut */
+    bool borrowed;  /* buf is the caller's (not malloc'd): growing moves it to the heap */
 };
 
 static void sb_reserve(struct sb *b, size_t more)
@@ -114,7 +115,14 @@ static void sb_reserve(struct sb *b, size_t more)
     cap = b->cap ? b->cap : 512;
     while (cap < b->len + more + 1)
         cap *= 2;
-    b->buf = xrealloc(b->buf, cap);
+    if (b->borrowed) {
+        char *heap = xmalloc(cap);
+        memcpy(heap, b->buf, b->len);
+        b->buf = heap;
+        b->borrowed = false;
+    } else {
+        b->buf = xrealloc(b->buf, cap);
+    }
     b->cap = cap;
 }
 
@@ -188,6 +196,31 @@ static size_t escaped_len(const char *s, size_t n)
     return out;
 }
 
+/* True when s has nothing to escape (most strings in a record: ids, hashes,
+ * claims, paths), eight bytes at a time: for each byte of w, a set high bit
+ * in the result flags one below 0x20, above 0x7e, '"' or '\\'. */
+static bool json_plain(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t bad = 0;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, bs;
+        memcpy(&w, s + i, 8);
+        q = w ^ (ones * '"');
+        bs = w ^ (ones * '\\');
+        bad |= ((w - ones * 0x20) & ~w) | ((w + ones) | w) | ((q - ones) & ~q) |
+               ((bs - ones) & ~bs);
+    }
+    bad &= highs;
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bad |= (uint64_t)(c < 0x20 || c >= 0x7f || c == '"' || c == '\\');
+    }
+    return bad == 0;
+}
+
 /* Appends s as a JSON string cut at `cap` escaped bytes, or null when s is NULL. */
 static void sb_str(struct sb *b, const char *s, size_t n, size_t cap)
 {
@@ -195,6 +228,16 @@ static void sb_str(struct sb *b, const char *s, size_t n, size_t cap)
 
     if (!s) {
         sb_lit(b, "null");
+        return;
+    }
+    if (n <= cap && json_plain(s, n)) {
+        /* nothing to escape and no cut (ids, hashes, most paths): a copy */
+        sb_reserve(b, n + 2);
+        b->buf[b->len++] = '"';
+        memcpy(b->buf + b->len, s, n);
+        b->len += n;
+        b->buf[b->len++] = '"';
+        b->buf[b->len] = '\0';
         return;
     }
     want = escaped_len(s, n);
@@ -350,14 +393,14 @@ static void redact_query(struct sb *out, const char *q, size_t n)
     }
 }
 
-char *audit_record_body(const struct audit_record *r, char *const *allowed, size_t n_allowed,
-                        size_t *len)
+/* Formats into `b` (which may start on a borrowed buffer). */
+static void record_body(struct sb *b0, const struct audit_record *r, char *const *allowed,
+                        size_t n_allowed)
 {
-    struct sb b = {0};
+    struct sb b = *b0;
     char ts[32];
     size_t recorded = 0;
 
-    sb_reserve(&b, 2048); /* a typical record is 1-1.5 KB: no realloc */
     fmt_ts(r->ts_ms > 0 ? r->ts_ms : now_ms(), ts);
     sb_lit(&b, "\"kind\":\"request\",\"ts\":\"");
     sb_raw(&b, ts);
@@ -480,6 +523,16 @@ char *audit_record_body(const struct audit_record *r, char *const *allowed, size
     sb_int_or_null(&b, r->worker >= 0, r->worker);
     if (b.truncated)
         sb_lit(&b, ",\"truncated\":true");
+    *b0 = b;
+}
+
+char *audit_record_body(const struct audit_record *r, char *const *allowed, size_t n_allowed,
+                        size_t *len)
+{
+    struct sb b = {0};
+
+    sb_reserve(&b, 2048); /* a typical record is 1-1.5 KB: no realloc */
+    record_body(&b, r, allowed, n_allowed);
     *len = b.len;
     return b.buf;
 }
@@ -519,9 +572,21 @@ struct audit_item {
     struct audit_item *next;
     void (*durable)(void *arg, int ok);
     void *arg;
-    char *body; /* owned */
+    char *body; /* inline_body, or owned (a record longer than AUDIT_INLINE_BODY) */
     size_t len;
+    char inline_body[]; /* AUDIT_INLINE_BODY bytes */
 };
+
+/* A typical record is 1-1.5 KB: item and body in one allocation, where a
+ * separate body would cost a second malloc and free per request. */
+#define AUDIT_INLINE_BODY 2048
+
+static void item_free(struct audit_item *it)
+{
+    if (it->body != it->inline_body)
+        free(it->body);
+    free(it);
+}
 
 struct ilist {
     struct audit_item *head, **tail;
@@ -633,8 +698,7 @@ static void w_ack(struct audit_log *log, struct ilist *l, int ok)
         next = it->next;
         if (it->durable)
             it->durable(it->arg, ok);
-        free(it->body);
-        free(it);
+        item_free(it);
     }
     if (ok) {
         atomic_fetch_add(&log->st_written, n);
@@ -1569,10 +1633,19 @@ int audit_submit(struct audit_log *log, struct audit_reservation *rsv,
         atomic_fetch_add(&log->lost_queue, 1);
         return -1;
     }
-    it = xcalloc(1, sizeof(*it));
-    it->durable = durable;
-    it->arg = arg;
-    it->body = audit_record_body(rec, log->headers, log->n_headers, &it->len);
+    {
+        struct sb b = {0};
+        it = xmalloc(sizeof(*it) + AUDIT_INLINE_BODY);
+        it->next = NULL;
+        it->durable = durable;
+        it->arg = arg;
+        b.buf = it->inline_body;
+        b.cap = AUDIT_INLINE_BODY;
+        b.borrowed = true;
+        record_body(&b, rec, log->headers, log->n_headers);
+        it->body = b.buf;
+        it->len = b.len;
+    }
     pthread_mutex_lock(&log->mu);
     *log->qtail = it;
     log->qtail = &it->next;
