@@ -192,9 +192,8 @@ static void identity_metrics(struct identity *id, struct evbuffer *out)
     struct identity_visit v = {out, ID_USABLE, now_ms() / 1000};
     for (int f = 0; f < ID__COUNT; f++) {
         v.family = f;
-        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", identity_families[f].name,
-                            identity_families[f].help, identity_families[f].name,
-                            identity_families[f].type);
+        metrics_write_header(out, identity_families[f].name, identity_families[f].type,
+                             identity_families[f].help);
         identity_stats_visit(id, identity_stats_cb, &v);
     }
 }
@@ -207,32 +206,35 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 
     metrics_render(b);
     if (rt) {
-        size_t n = jwks_issuer_count(rt->jwks);
-        evbuffer_add_printf(b, "# HELP baton_keyset_refreshes_total Key set refresh attempts, "
-                               "by issuer and result.\n# TYPE baton_keyset_refreshes_total counter\n");
-        for (size_t i = 0; i < n; i++) {
+        /* each issuer's figures read once, then one group per family */
+        size_t n = jwks_issuer_count(rt->jwks), k = 0;
+        struct {
+            char name[256];
             struct jwks_issuer_stats st;
-            char name[256], labels[320];
-            if (jwks_stats(rt->jwks, i, &st) < 0)
-                continue;
-            metrics_label_escape(name, sizeof(name), st.name ? st.name : "");
-            snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"ok\"", name);
-            metrics_write_sample(b, "baton_keyset_refreshes_total", labels, (double)st.fetch_ok);
-            snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"failed\"", name);
+        } *iss = xcalloc(n ? n : 1, sizeof(*iss));
+        char labels[320];
+
+        for (size_t i = 0; i < n; i++)
+            if (jwks_stats(rt->jwks, i, &iss[k].st) == 0) {
+                metrics_label_escape(iss[k].name, sizeof(iss[k].name),
+                                     iss[k].st.name ? iss[k].st.name : "");
+                k++;
+            }
+        metrics_write_header(b, "baton_keyset_refreshes_total", "counter",
+                             "Key set refresh attempts, by issuer and result.");
+        for (size_t i = 0; i < k; i++) {
+            snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"ok\"", iss[i].name);
+            metrics_write_sample(b, "baton_keyset_refreshes_total", labels, (double)iss[i].st.fetch_ok);
+            snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"failed\"", iss[i].name);
             metrics_write_sample(b, "baton_keyset_refreshes_total", labels,
-                                 (double)st.fetch_failed);
+                                 (double)iss[i].st.fetch_failed);
         }
-        evbuffer_add_printf(b, "# HELP baton_keyset_keys Usable keys in the current key set.\n"
-                               "# TYPE baton_keyset_keys gauge\n");
-        for (size_t i = 0; i < n; i++) {
-            struct jwks_issuer_stats st;
-            char name[256], labels[300];
-            if (jwks_stats(rt->jwks, i, &st) < 0)
-                continue;
-            metrics_label_escape(name, sizeof(name), st.name ? st.name : "");
-            snprintf(labels, sizeof(labels), "issuer=\"%s\"", name);
-            metrics_write_sample(b, "baton_keyset_keys", labels, (double)st.keys);
+        metrics_write_header(b, "baton_keyset_keys", "gauge", "Usable keys in the current key set.");
+        for (size_t i = 0; i < k; i++) {
+            snprintf(labels, sizeof(labels), "issuer=\"%s\"", iss[i].name);
+            metrics_write_sample(b, "baton_keyset_keys", labels, (double)iss[i].st.keys);
         }
+        free(iss);
         metrics_write(b, "baton_config_generation", "gauge",
                       "Generation of the configuration snapshot in use (1 at start, +1 per reload).",
                       NULL, (double)rt->generation);

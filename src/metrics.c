@@ -224,10 +224,16 @@ void metrics_write_sample(struct evbuffer *out, const char *name, const char *la
         evbuffer_add_printf(out, "%s %.17g\n", name, value);
 }
 
+void metrics_write_header(struct evbuffer *out, const char *name, const char *type,
+                          const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
 void metrics_write(struct evbuffer *out, const char *name, const char *type, const char *help,
                    const char *labels, double value)
 {
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    metrics_write_header(out, name, type, help);
     metrics_write_sample(out, name, labels, value);
 }
 
@@ -244,7 +250,7 @@ static void render_histogram(struct evbuffer *out, const char *name, const char 
         count += get(&h->count);
         sum_ns += get(&h->sum_ns);
     }
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    metrics_write_header(out, name, "histogram", help);
     for (size_t i = 0; i < N_BUCKETS; i++) {
         cum += b[i];
         evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i],
@@ -303,9 +309,8 @@ void metrics_render(struct evbuffer *out)
         misses += get(&mw->cache_misses);
     }
 
-    evbuffer_add_printf(out, "# HELP baton_requests_total Requests finished, by step policy, "
-                             "decision and HTTP status sent.\n"
-                             "# TYPE baton_requests_total counter\n");
+    metrics_write_header(out, "baton_requests_total", "counter",
+                         "Requests finished, by step policy, decision and HTTP status sent.");
     for (size_t i = 0; i < n; i++) {
         char step[2 * METRICS_STEP_MAX];
         metrics_label_escape(step, sizeof(step), m[i].step);
@@ -327,15 +332,13 @@ void metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_connections_refused_total", "counter",
                   "Client connections closed at accept because of max_connections.", NULL,
                   (double)refused);
-    evbuffer_add_printf(out, "# HELP baton_upstream_connections_total Upstream connections "
-                             "used, by whether the keep-alive pool supplied them.\n"
-                             "# TYPE baton_upstream_connections_total counter\n");
+    metrics_write_header(out, "baton_upstream_connections_total", "counter",
+                         "Upstream connections used, by whether the keep-alive pool supplied them.");
     metrics_write_sample(out, "baton_upstream_connections_total", "pool=\"new\"", (double)up_new);
     metrics_write_sample(out, "baton_upstream_connections_total", "pool=\"reused\"",
                          (double)up_reused);
-    evbuffer_add_printf(out, "# HELP baton_token_verifications_total Bearer tokens "
-                             "authenticated, by whether the verified-token cache answered.\n"
-                             "# TYPE baton_token_verifications_total counter\n");
+    metrics_write_header(out, "baton_token_verifications_total", "counter",
+                         "Bearer tokens authenticated, by whether the verified-token cache answered.");
     metrics_write_sample(out, "baton_token_verifications_total", "cache=\"hit\"", (double)hits);
     metrics_write_sample(out, "baton_token_verifications_total", "cache=\"miss\"",
                          (double)misses);

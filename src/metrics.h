@@ -72,6 +72,10 @@ void metrics_render(struct evbuffer *out);
  * values the caller has escaped with metrics_label_escape. */
 void metrics_write(struct evbuffer *out, const char *name, const char *type, const char *help,
                    const char *labels, double value);
+/* The "# HELP" and "# TYPE" lines that open a family; its samples follow,
+ * all in one group (the text format requires it). */
+void metrics_write_header(struct evbuffer *out, const char *name, const char *type,
+                          const char *help);
 /* Only the sample line, for a family whose HELP/TYPE was already written. */
 void metrics_write_sample(struct evbuffer *out, const char *name, const char *labels, double value);
 /* Escapes a label value (backslash, double quote, newline) into out[cap]. */
