@@ -735,7 +735,7 @@ static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
     /* Into the stack, then appended: the input gets a chain of the size that
      * came (small heads fit the allocator's per-thread cache), where reading
      * straight into reserved space would allocate PLAIN_READ_MAX each time. */
-    n = read(fd, buf, howmuch);
+    n = recv(fd, buf, howmuch, 0);
     saved = errno;
     if (n > 0) {
         /* the input's end is frozen: only the bufferevent's reader appends */
