@@ -189,7 +189,7 @@ static int op_cold(void *p)
 {
     struct bctx *b = p;
     struct authn_result r;
-    enum reason rc = authn_verify(b->a, NULL, b->tok, b->len, b->now, &r);
+    enum reason rc = authn_verify(b->a, NULL, NULL, b->tok, b->len, b->now, &r);
     authn_result_release(&r);
     return (int)rc; /* REASON_ALLOWED is 0 */
 }
@@ -198,7 +198,7 @@ static int op_warm(void *p)
 {
     struct bctx *b = p;
     struct authn_result r;
-    enum reason rc = authn_verify(b->a, b->cache, b->tok, b->len, b->now, &r);
+    enum reason rc = authn_verify(b->a, b->cache, NULL, b->tok, b->len, b->now, &r);
     int hit = r.cache_hit;
     authn_result_release(&r);
     return rc != REASON_ALLOWED ? (int)rc : hit ? 0 : -1;

@@ -20,6 +20,12 @@
  * acquired (so a racing rotation can only cause a spurious miss, never keep a
  * revoked key's token alive), and its validity window [max(nbf, iat) -
  * leeway, exp + leeway). A hit re-checks the generation and the window.
+ *
+ * A keep-alive connection usually sends the same token on every request: its
+ * `struct authn_hint` remembers the slot of the entry its last token hit, and
+ * a request whose token has the same bytes (compared whole) takes that entry
+ * without hashing. It is the same hit, with the same checks after it; the
+ * entry's stored SHA-256 is the fingerprint.
  */
 #include "authn.h"
 
@@ -37,6 +43,7 @@ struct authn {
 };
 
 static atomic_uint_fast64_t authn_ids = 1;
+static atomic_uint_fast64_t cache_ids = 1;
 
 /* ---- cache ---------------------------------------------------------------------- */
 
@@ -56,6 +63,7 @@ struct centry {
 };
 
 struct authn_cache {
+    uint64_t id; /* process-unique: a hint names its cache by this, never by address */
     size_t max_entries, max_bytes, mask;
     struct centry **buckets; /* mask + 1 */
     struct centry *pool;     /* max_entries */
@@ -69,6 +77,7 @@ struct authn_cache *authn_cache_new_capped(size_t max_entries, size_t max_bytes)
     struct authn_cache *c = xcalloc(1, sizeof(*c));
     size_t nb = 16;
 
+    c->id = atomic_fetch_add(&cache_ids, 1);
     if (!max_entries)
         max_entries = AUTHN_CACHE_DEFAULT_ENTRIES;
     while (nb < 2 * max_entries)
@@ -200,9 +209,10 @@ static size_t json_footprint(const json_t *v)
 }
 
 /* Takes a new reference to `claims`; the borrowed strings point into it or the config. */
-static void cache_insert(struct authn_cache *c, uint64_t authn_id, const unsigned char sha[32],
-                         const char *tok, size_t len, const struct authn_result *r,
-                         uint64_t generation, double from, double until)
+static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id,
+                                   const unsigned char sha[32], const char *tok, size_t len,
+                                   const struct authn_result *r, uint64_t generation,
+                                   double from, double until)
 {
     /* the token copy plus what jansson holds for the claims: a node per value
      * (counted, not guessed: an array of small numbers costs ~20x its text) */
@@ -210,7 +220,7 @@ static void cache_insert(struct authn_cache *c, uint64_t authn_id, const unsigne
     struct centry *e;
 
     if (bytes > c->max_bytes)
-        return; /* would not fit even alone */
+        return NULL; /* would not fit even alone */
     while (c->tail && (!c->free_list || c->st.bytes + bytes > c->max_bytes)) {
         centry_remove(c, c->tail);
         c->st.evictions++;
@@ -238,6 +248,33 @@ static void cache_insert(struct authn_cache *c, uint64_t authn_id, const unsigne
     c->st.entries++;
     c->st.bytes += bytes;
     c->st.inserts++;
+    return e;
+}
+
+/* The pool slot `h` remembers, when it holds an entry of this verifier for
+ * these exact bytes: found without hashing them. The whole token is compared,
+ * so a slot since reused for another token, or freed (len 0), never matches.
+ * The cache is named by its id, never by address: a hint that outlived its
+ * cache (a reload) is not followed into another cache's pool. */
+static struct centry *hint_find(const struct authn_cache *c, const struct authn_hint *h,
+                                uint64_t authn_id, const char *tok, size_t len)
+{
+    struct centry *e;
+
+    if (!c || !h || h->cache_id != c->id)
+        return NULL;
+    e = &c->pool[h->slot];
+    if (e->authn_id != authn_id || e->len != len || memcmp(e->token, tok, len) != 0)
+        return NULL;
+    return e;
+}
+
+static void hint_set(const struct authn_cache *c, struct authn_hint *h, const struct centry *e)
+{
+    if (!h)
+        return;
+    h->cache_id = e ? c->id : 0; /* ids start at 1: 0 names no cache */
+    h->slot = e ? (size_t)(e - c->pool) : 0;
 }
 
 /* ---- verifier ------------------------------------------------------------------- */
@@ -448,8 +485,8 @@ static enum reason check_claims(const struct cfg_issuer *is, const struct jws_to
     return REASON_ALLOWED;
 }
 
-enum reason authn_verify(struct authn *a, struct authn_cache *cache, const char *token, size_t len,
-                         int64_t now_s, struct authn_result *out)
+enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct authn_hint *hint,
+                         const char *token, size_t len, int64_t now_s, struct authn_result *out)
 {
     struct jws_token t = JWS_TOKEN_INIT;
     struct jws_keyset *ks = NULL;
@@ -459,15 +496,22 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, const char 
     uint64_t gen = 0;
     double from = 0, until = 0;
     enum reason r;
+    struct centry *e = hint_find(cache, hint, a->id, token, len);
+    bool hinted = e != NULL;
 
     memset(out, 0, sizeof(*out));
-    sha256_raw(token, len, sha);
+    if (e)
+        memcpy(sha, e->sha, 32); /* the same bytes: the same SHA-256 */
+    else
+        sha256_raw(token, len, sha);
     hex_encode(sha, 32, out->fingerprint);
+    hint_set(cache, hint, NULL);
     if (len > a->max_token_bytes)
         return REASON_TOKEN_TOO_LARGE;
 
     if (cache) {
-        struct centry *e = cache_find(cache, a->id, sha, token, len);
+        if (!e)
+            e = cache_find(cache, a->id, sha, token, len);
         if (e) {
             double now = (double)now_s;
             if (a->keys.generation(a->keys.ctx, e->issuer) != e->generation) {
@@ -488,6 +532,9 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, const char 
                 out->aws_account = e->aws_account;
                 out->alg = e->alg;
                 out->cache_hit = true;
+                if (hinted)
+                    cache->st.hint_hits++;
+                hint_set(cache, hint, e);
                 return REASON_ALLOWED;
             }
         }
@@ -533,7 +580,7 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, const char 
     out->alg = t.alg;
     r = check_claims(is, &t, now_s, out, &from, &until);
     if (r == REASON_ALLOWED && cache)
-        cache_insert(cache, a->id, sha, token, len, out, gen, from, until);
+        hint_set(cache, hint, cache_insert(cache, a->id, sha, token, len, out, gen, from, until));
 out:
     jws_token_clear(&t);
     jws_keyset_unref(ks);

@@ -94,6 +94,7 @@ void authn_cache_free(struct authn_cache *c);
 
 struct authn_cache_stats {
     uint64_t hits, misses, inserts, evictions, expired, stale; /* stale: generation changed */
+    uint64_t hint_hits; /* hits found through a connection's hint, without hashing */
     size_t entries, bytes;
 };
 void authn_cache_stats(const struct authn_cache *c, struct authn_cache_stats *out);
@@ -105,8 +106,20 @@ void authn_cache_stats(const struct authn_cache *c, struct authn_cache_stats *ou
  * whatever the outcome) and returns REASON_ALLOWED or the authn reason.
  * Thread-safe for concurrent calls with distinct caches.
  */
-enum reason authn_verify(struct authn *a, struct authn_cache *cache, const char *token, size_t len,
-                         int64_t now_s, struct authn_result *out);
+/* What one connection remembers of its last verified token: the cache entry
+ * it hit. A keep-alive client sends the same token on every request; the next
+ * request that carries the same bytes (compared whole) finds that entry
+ * without hashing them. Zero-initialize; owned by the caller, one per client
+ * connection, and only used with the cache it was set by (checked). */
+struct authn_hint {
+    uint64_t cache_id;
+    size_t slot;
+};
+
+/* Verifies `token` (cache and hint may be NULL). The result is the same with
+ * or without the hint; it only spares the SHA-256 and the lookup. */
+enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct authn_hint *hint,
+                         const char *token, size_t len, int64_t now_s, struct authn_result *out);
 
 /* Drops the result's claims reference and clears it. Safe on a cleared result. */
 void authn_result_release(struct authn_result *r);

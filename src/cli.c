@@ -563,7 +563,7 @@ int cmd_explain(int argc, char **argv)
         provider = jwks_authn_keys(keys);
         authn = authn_new(cfg, &provider);
         x.have_authn = true;
-        x.authn = authn_verify(authn, NULL, token, strlen(token), now_ms() / 1000, &x.token);
+        x.authn = authn_verify(authn, NULL, NULL, token, strlen(token), now_ms() / 1000, &x.token);
         x.issuer = x.token.issuer;
         if (x.authn == REASON_ALLOWED)
             claims = json_incref((json_t *)x.token.claims);

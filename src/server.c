@@ -149,6 +149,7 @@ struct conn {
     char *arena;
     size_t arena_cap;
     struct proxy_exchange *ex;
+    struct authn_hint token_hint; /* the cache entry this connection's last token hit */
     struct request req;
 };
 
@@ -823,7 +824,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     }
     r->token_present = true;
     r->have_ar = true;
-    why = authn_verify(rt->authn, rt->caches[w->id % rt->n_workers], tok, tok_len,
+    why = authn_verify(rt->authn, rt->caches[w->id % rt->n_workers], &c->token_hint, tok, tok_len,
                        r->ts_ms / 1000, &r->ar);
     metrics_token_cache(w->mw, r->ar.cache_hit);
     if (why != REASON_ALLOWED)

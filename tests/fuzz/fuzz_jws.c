@@ -133,17 +133,21 @@ static char *structured(const uint8_t *data, size_t size, size_t *len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct authn_result r1, r2;
-    enum reason a, b;
+    /* one connection sending every input in turn: its hint must never change
+     * a result, whatever token came before */
+    static struct authn_hint hint;
+    struct authn_result r1, r2, r3;
+    enum reason a, b, c;
     char *owned = NULL;
 
     if (!verifier)
         init();
     if (size > 0 && data[0] == '{' && (owned = structured(data, size, &size)))
         data = (const uint8_t *)owned;
-    a = authn_verify(verifier, NULL, (const char *)data, size, FUZZ_NOW, &r1);
-    b = authn_verify(verifier, cache, (const char *)data, size, FUZZ_NOW, &r2);
-    if (a != b)
+    a = authn_verify(verifier, NULL, NULL, (const char *)data, size, FUZZ_NOW, &r1);
+    b = authn_verify(verifier, cache, NULL, (const char *)data, size, FUZZ_NOW, &r2);
+    c = authn_verify(verifier, cache, &hint, (const char *)data, size, FUZZ_NOW, &r3);
+    if (a != b || a != c || strcmp(r1.fingerprint, r3.fingerprint) != 0)
         abort();
     if (a == REASON_ALLOWED) {
         if (!r1.claims || r1.issuer != &issuer || !r1.audience)
@@ -152,6 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     authn_result_release(&r1);
     authn_result_release(&r2);
+    authn_result_release(&r3);
     free(owned);
     return 0;
 }

@@ -20,6 +20,9 @@
 
 static int64_t now;
 static EVP_PKEY *key, *key2;
+/* When set, verify() passes it: the suites run once without and once with a
+ * connection hint, which must never change a result. */
+static struct authn_hint *cur_hint;
 
 /* A token for ISS signed by `k` under `kid`, with sub and exp = now + exp_in. */
 static char *token(EVP_PKEY *k, const char *kid, const char *sub, long exp_in, const char *extra)
@@ -37,7 +40,7 @@ static enum reason verify(struct authn *a, struct authn_cache *c, const char *t,
                           bool *hit)
 {
     struct authn_result r;
-    enum reason rc = authn_verify(a, c, t, strlen(t), at, &r);
+    enum reason rc = authn_verify(a, c, cur_hint, t, strlen(t), at, &r);
     if (hit)
         *hit = r.cache_hit;
     authn_result_release(&r);
@@ -83,9 +86,11 @@ static void test_hit_miss(void)
     setup(&cfg, &is, &tk, auds);
     keys = tk_keys_provider(&tk);
     a = authn_new(&cfg, &keys);
-    is_int(authn_verify(a, c, t, strlen(t), now, &r1), REASON_ALLOWED, "first verification passes");
+    is_int(authn_verify(a, c, cur_hint, t, strlen(t), now, &r1), REASON_ALLOWED,
+           "first verification passes");
     ok(!r1.cache_hit, "first verification is a miss");
-    is_int(authn_verify(a, c, t, strlen(t), now, &r2), REASON_ALLOWED, "second verification passes");
+    is_int(authn_verify(a, c, cur_hint, t, strlen(t), now, &r2), REASON_ALLOWED,
+           "second verification passes");
     ok(r2.cache_hit, "second verification is a hit");
     is_str(r2.sub, "alice", "hit returns the cached sub");
     is_str(r2.jti, "x1", "hit returns the cached jti");
@@ -332,7 +337,7 @@ static void test_bounds(void)
         struct authn_result r;
         c = authn_cache_new(1);
         verify(a, c, t[0], now, NULL);
-        authn_verify(a, c, t[0], strlen(t[0]), now, &r);
+        authn_verify(a, c, NULL, t[0], strlen(t[0]), now, &r);
         ok(r.cache_hit, "lifetime: result from the cache");
         verify(a, c, t[1], now, NULL); /* evicts t0's entry */
         is_str(r.sub, "u0", "lifetime: the result's sub is still readable after eviction");
@@ -425,8 +430,125 @@ static void test_threads(void)
     EVP_PKEY_free(ed);
 }
 
+/* The connection hint: found without hashing, never across caches, slots or
+ * different bytes. */
+static void test_hint(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(2), *c2;
+    /* 2 entries: the slot-reuse case below needs evictions */
+    struct authn_cache_stats st;
+    struct authn_hint h = {0}, h2 = {0};
+    struct authn_result r1, r2;
+    char *t = token(key, "k1", "alice", 300, NULL);
+    char *u = token(key, "k1", "bob", 300, NULL);
+    char *v = token(key, "k1", "carol", 300, NULL);
+    char *w = token(key, "k1", "dave", 300, NULL);
+    bool hit;
+
+    setup(&cfg, &is, &tk, auds);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    is_int(authn_verify(a, c, &h, t, strlen(t), now, &r1), REASON_ALLOWED, "hint: first verifies");
+    is_int(authn_verify(a, c, &h, t, strlen(t), now, &r2), REASON_ALLOWED, "hint: second verifies");
+    ok(r2.cache_hit, "hint: the second is a hit");
+    is_str(r2.fingerprint, r1.fingerprint, "hint: the fingerprint is the token's SHA-256 still");
+    is_str(r2.sub, "alice", "hint: the hit returns the entry's claims");
+    authn_result_release(&r1);
+    authn_result_release(&r2);
+    authn_cache_stats(c, &st);
+    is_int(st.hint_hits, 1, "hint: the hit came through the hint");
+
+    /* another token on the same connection: the hint is not taken for it */
+    is_int(authn_verify(a, c, &h, u, strlen(u), now, &r1), REASON_ALLOWED, "hint: bob verifies");
+    is_str(r1.sub, "bob", "hint: a different token gets its own claims");
+    authn_result_release(&r1);
+    authn_cache_stats(c, &st);
+    is_int(st.hint_hits, 1, "hint: not followed for different bytes");
+    {
+        char *t2 = xstrdup(u);
+        t2[strlen(t2) - 1] ^= 1;
+        ok(authn_verify(a, c, &h, t2, strlen(t2), now, &r1) != REASON_ALLOWED && !r1.cache_hit,
+           "hint: one flipped byte after a hit fails verification");
+        authn_result_release(&r1);
+        free(t2);
+    }
+    is_int(authn_verify(a, c, &h, u, strlen(u), now, &r1), REASON_ALLOWED,
+           "hint: a failure cleared it; bob still verifies");
+    ok(r1.cache_hit, "hint: bob from the cache by lookup");
+    authn_result_release(&r1);
+    authn_cache_stats(c, &st);
+    is_int(st.hint_hits, 1, "hint: a failed request left no hint");
+
+    /* the slot bob's hint names is reused for other tokens (2-entry cache) */
+    is_int(authn_verify(a, c, &h, u, strlen(u), now, &r1), REASON_ALLOWED, "hint: set on bob");
+    authn_result_release(&r1);
+    ok(verify(a, c, v, now, NULL) == REASON_ALLOWED &&
+           verify(a, c, w, now, NULL) == REASON_ALLOWED &&
+           verify(a, c, t, now, NULL) == REASON_ALLOWED,
+       "hint: three other tokens evict bob and reuse his slot");
+    authn_cache_stats(c, &st);
+    {
+        uint64_t before = st.hint_hits;
+        is_int(authn_verify(a, c, &h, u, strlen(u), now, &r1), REASON_ALLOWED,
+               "hint: bob verifies after his slot was reused");
+        ok(!r1.cache_hit && strcmp(r1.sub, "bob") == 0,
+           "hint: a stale slot is a miss, not alice's entry");
+        authn_result_release(&r1);
+        authn_cache_stats(c, &st);
+        is_int(st.hint_hits, before, "hint: a reused slot is never followed");
+    }
+
+    /* a hint set by one cache is never followed in another (a reload): here
+     * it names slot 3 and the new cache has one slot */
+    authn_cache_free(c);
+    c = authn_cache_new(4);
+    ok(verify(a, c, u, now, NULL) == REASON_ALLOWED &&
+           verify(a, c, v, now, NULL) == REASON_ALLOWED &&
+           verify(a, c, w, now, NULL) == REASON_ALLOWED,
+       "hint: three tokens fill slots 0-2 of a 4-entry cache");
+    authn_verify(a, c, &h2, t, strlen(t), now, &r1);
+    authn_result_release(&r1);
+    is_int((int)h2.slot, 3, "hint: alice's hint names slot 3");
+    authn_cache_free(c);
+    c2 = authn_cache_new(1); /* may well reuse the freed memory */
+    is_int(authn_verify(a, c2, &h2, t, strlen(t), now, &r1), REASON_ALLOWED,
+           "hint: another cache verifies the token");
+    ok(!r1.cache_hit, "hint: from another cache it is a miss");
+    authn_result_release(&r1);
+    authn_cache_stats(c2, &st);
+    is_int(st.hint_hits, 0, "hint: not followed into another cache");
+    hit = false;
+    is_int(verify(a, c2, t, now, &hit), REASON_ALLOWED, "hint: the new cache serves the token");
+    ok(hit, "hint: ... from its own entry");
+
+    /* a reloaded verifier never takes the old one's entry through a hint */
+    authn_verify(a, c2, &h2, t, strlen(t), now, &r1);
+    authn_result_release(&r1);
+    authn_free(a);
+    a = authn_new(&cfg, &keys);
+    is_int(authn_verify(a, c2, &h2, t, strlen(t), now, &r1), REASON_ALLOWED,
+           "hint: a reloaded verifier verifies");
+    ok(!r1.cache_hit, "hint: the old verifier's entry is not taken through the hint");
+    authn_result_release(&r1);
+    authn_free(a);
+    authn_cache_free(c2);
+    tk_keys_clear(&tk);
+    free(t);
+    free(u);
+    free(v);
+    free(w);
+}
+
 int main(void)
 {
+    struct authn_hint hint = {0};
+
     now = (int64_t)time(NULL);
     key = tk_ec("P-256");
     key2 = tk_ec("P-256");
@@ -436,6 +558,14 @@ int main(void)
     test_generation();
     test_bounds();
     test_threads();
+    test_hint();
+    /* again through one connection's hint: the same results (expired,
+     * not yet valid, stale generation, revoked key) must come out */
+    cur_hint = &hint;
+    test_hit_miss();
+    test_expiry();
+    test_generation();
+    cur_hint = NULL;
     EVP_PKEY_free(key);
     EVP_PKEY_free(key2);
     return tap_done();

@@ -679,7 +679,7 @@ int main(void)
     for (passes = 0; passes < 2; passes++) {
         for (size_t i = 0; i < n_cases; i++) {
             struct authn_result res;
-            enum reason r = authn_verify(a, passes ? cache : NULL, cases[i].token,
+            enum reason r = authn_verify(a, passes ? cache : NULL, NULL, cases[i].token,
                                          strlen(cases[i].token), now, &res);
             if (!passes && !cases[i].control)
                 attacks++;
@@ -708,7 +708,7 @@ int main(void)
         struct authn_result res;
         char *h = hdr("RS256", "a-rsa"), *p = claims_a(""), *tok = tk_sign(k_rsa, "RS256", h, p);
         char fp[65];
-        is_int(authn_verify(a, NULL, tok, strlen(tok), now, &res), REASON_ALLOWED,
+        is_int(authn_verify(a, NULL, NULL, tok, strlen(tok), now, &res), REASON_ALLOWED,
                "audit fields: token verifies");
         is_str(res.sub, "arn:aws:iam::123456789012:role/sfn", "sub extracted");
         is_str(res.jti, "j-1", "jti extracted");
@@ -723,7 +723,7 @@ int main(void)
         p = xasprintf("{\"iss\":\"" ISS_A "\",\"sub\":\"late\",\"aud\":\"" AUD "\",\"exp\":%lld}",
                       (long long)now - 3600);
         tok = tk_sign(k_rsa, "RS256", h, p);
-        is_int(authn_verify(a, NULL, tok, strlen(tok), now, &res), REASON_EXPIRED,
+        is_int(authn_verify(a, NULL, NULL, tok, strlen(tok), now, &res), REASON_EXPIRED,
                "expired token fails");
         is_str(res.sub, "late", "a verified but expired token still names its subject");
         authn_result_release(&res);
