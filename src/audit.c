@@ -545,10 +545,38 @@ char *audit_record_body(const struct audit_record *r, char *const *allowed, size
 
 /* --------------------------------------------------------- line formatting */
 
+#define AUDIT_STR_(x) #x
+#define AUDIT_STR(x) AUDIT_STR_(x)
+
+/* The fields the writer gives a record, in front of its body: once per
+ * record on the writer thread, so without printf. Returns the length, or -1
+ * when it does not fit in cap (with its NUL). */
 static int fmt_prefix(char *out, size_t cap, uint64_t seq, const char *prev, const char *log_id)
 {
-    return snprintf(out, cap, "{\"v\":%d,\"seq\":%" PRIu64 ",\"prev\":\"%s\",\"log\":\"%s\",",
-                    AUDIT_FORMAT_VERSION, seq, prev, log_id);
+    static const char a[] = "{\"v\":" AUDIT_STR(AUDIT_FORMAT_VERSION) ",\"seq\":";
+    static const char b[] = ",\"prev\":\"", c[] = "\",\"log\":\"", d[] = "\",";
+    size_t lp = strlen(prev), ll = strlen(log_id), nd = 0, p = 0;
+    char digits[20];
+
+    do
+        digits[nd++] = (char)('0' + seq % 10);
+    while ((seq /= 10));
+    if (sizeof(a) + nd + sizeof(b) + lp + sizeof(c) + ll + sizeof(d) - 3 > cap)
+        return -1;
+    memcpy(out, a, sizeof(a) - 1);
+    p = sizeof(a) - 1;
+    while (nd)
+        out[p++] = digits[--nd];
+    memcpy(out + p, b, sizeof(b) - 1);
+    p += sizeof(b) - 1;
+    memcpy(out + p, prev, lp);
+    p += lp;
+    memcpy(out + p, c, sizeof(c) - 1);
+    p += sizeof(c) - 1;
+    memcpy(out + p, log_id, ll);
+    p += ll;
+    memcpy(out + p, d, sizeof(d));
+    return (int)(p + sizeof(d) - 1);
 }
 
 size_t audit_checkpoint_message(char *out, size_t cap, const char *log_id, uint64_t seq,
@@ -777,6 +805,8 @@ static void w_append_body(struct audit_log *log, const char *body, size_t blen)
     sb_reserve(&log->out, AUDIT_PREFIX_MAX + blen + 2);
     p = fmt_prefix(log->out.buf + start, AUDIT_PREFIX_MAX, log->cur.seq, log->cur.prev,
                    log->log_id);
+    if (p < 0)
+        abort(); /* prev and log are fixed-length hex: 149 bytes at most */
     memcpy(log->out.buf + start + p, body, blen);
     log->out.buf[start + p + blen] = '}';
     w_line_done(log, start, (size_t)p + blen + 1);
