@@ -74,10 +74,18 @@ struct proxy {
     const struct timeval *tv_common[4];
     struct timeval tv_plain[4];
     unsigned tv_next;
-    struct proxy_exchange *spare; /* a finished exchange kept for reuse */
+    /* Finished exchanges kept for reuse: one loop turn often completes many
+     * exchanges and then starts as many, so one spare was not enough. */
+    struct proxy_exchange *spares;
+    unsigned n_spares;
+    struct evbuffer *head_spares[16]; /* emptied request-head buffers, likewise */
+    unsigned n_head_spares;
 };
 
+#define PROXY_SPARES 64
+
 struct proxy_exchange {
+    struct proxy_exchange *next_spare; /* in px->spares, once finished */
     struct proxy *px;
     struct proxy_pool *pool;
     struct upconn *uc; /* owned while the exchange runs */
@@ -273,7 +281,13 @@ void proxy_free(struct proxy *px)
     if (!px)
         return;
     proxy_close_idle(px);
-    free(px->spare);
+    while (px->spares) {
+        struct proxy_exchange *ex = px->spares;
+        px->spares = ex->next_spare;
+        free(ex);
+    }
+    while (px->n_head_spares)
+        evbuffer_free(px->head_spares[--px->n_head_spares]);
     while (px->pools) {
         struct proxy_pool *p = px->pools;
         px->pools = p->next;
@@ -790,6 +804,22 @@ static void up_flush(struct upconn *uc)
         proxy_flush(uc->bev);
 }
 
+struct evbuffer *proxy_head_buffer(struct proxy *px)
+{
+    return px->n_head_spares ? px->head_spares[--px->n_head_spares] : evbuffer_new();
+}
+
+/* Gives an exchange's request head back, emptied, for the next one. */
+static void head_release(struct proxy *px, struct evbuffer *head)
+{
+    if (px->n_head_spares < sizeof(px->head_spares) / sizeof(px->head_spares[0])) {
+        evbuffer_drain(head, evbuffer_get_length(head));
+        px->head_spares[px->n_head_spares++] = head;
+    } else {
+        evbuffer_free(head);
+    }
+}
+
 /* Ends the exchange: reports to the server and frees. Nothing may touch `ex`
  * after this. */
 static void complete(struct proxy_exchange *ex)
@@ -803,10 +833,12 @@ static void complete(struct proxy_exchange *ex)
     if (ex->kick_armed)
         event_del(&ex->kick);
     if (ex->head)
-        evbuffer_free(ex->head);
-    /* One finished exchange is kept for the next (one allocation less each). */
-    if (!ex->px->spare) {
-        ex->px->spare = ex;
+        head_release(ex->px, ex->head);
+    /* Kept for the next exchanges (one allocation less each), up to a bound. */
+    if (ex->px->n_spares < PROXY_SPARES) {
+        ex->next_spare = ex->px->spares;
+        ex->px->spares = ex;
+        ex->px->n_spares++;
     } else {
         free(ex);
     }
@@ -1110,7 +1142,7 @@ static int take_response_head(struct proxy_exchange *ex)
         ex->out.upstream_status = (int)resp.status;
         ex->out.response_started = true;
         if (ex->head) {
-            evbuffer_free(ex->head);
+            head_release(ex->px, ex->head);
             ex->head = NULL;
         }
         return 1;
@@ -1324,10 +1356,11 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forward_params *p,
                                      proxy_done_fn done, void *arg)
 {
-    struct proxy_exchange *ex = px->spare;
+    struct proxy_exchange *ex = px->spares;
 
     if (ex) {
-        px->spare = NULL;
+        px->spares = ex->next_spare;
+        px->n_spares--;
         memset(ex, 0, sizeof(*ex));
     } else {
         ex = xcalloc(1, sizeof(*ex));
@@ -1344,7 +1377,11 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     ex->client_version = p->client_version;
     ex->client_keep_alive = p->client_keep_alive;
     ex->timeout_ms = p->timeout_ms ? p->timeout_ms : 60000;
-    snprintf(ex->request_id, sizeof(ex->request_id), "%s", p->request_id ? p->request_id : "");
+    if (p->request_id) { /* validated or generated: at most PROXY_REQUEST_ID_MAX */
+        size_t n = strnlen(p->request_id, sizeof(ex->request_id) - 1);
+        memcpy(ex->request_id, p->request_id, n);
+        ex->request_id[n] = '\0';
+    }
     ex->req_body = p->body;
     ex->req_remaining = p->body == HTTP1_BODY_LENGTH ? p->content_length : 0;
     if (p->body == HTTP1_BODY_CHUNKED)

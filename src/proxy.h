@@ -96,6 +96,9 @@ struct proxy_head_params {
 
 /* Appends the upstream request head to `out`. Returns 0. */
 int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out);
+/* An empty buffer for proxy_build_head, reused from finished exchanges
+ * (proxy_forward takes it over). */
+struct evbuffer *proxy_head_buffer(struct proxy *px);
 
 /*
  * The client's X-Request-Id if there is exactly one and it is 1..128 bytes

@@ -899,7 +899,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     }
     r->reserved = true;
 
-    head = evbuffer_new();
+    head = proxy_head_buffer(w->proxy);
     {
         struct proxy_head_params hp = {
             .req = hreq,
