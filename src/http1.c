@@ -49,7 +49,7 @@ static inline bool has(unsigned char c, unsigned cl)
 
 static bool ieq(const char *a, size_t alen, const char *lit, size_t litlen)
 {
-    return alen == litlen && ascii_casecmp_n(a, alen, lit, litlen) == 0;
+    return alen == litlen && ascii_case_eq(a, lit, litlen);
 }
 #define IEQ(p, n, lit) ieq((p), (n), lit, sizeof(lit) - 1)
 

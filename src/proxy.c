@@ -447,7 +447,7 @@ fail:
 static bool name_is(const char *name, size_t len, const char *lit)
 {
     size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
-    return len == n && ascii_casecmp_n(name, len, lit, n) == 0;
+    return len == n && ascii_case_eq(name, lit, n);
 }
 
 static void add_str(struct evbuffer *out, const char *s)

@@ -168,6 +168,39 @@ int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen)
     return alen < blen ? -1 : alen > blen;
 }
 
+/* ASCII upper-case letters of a word lowered: a byte is A-Z when its low 7
+ * bits are >= 'A' and <= 'Z' and its top bit is clear; those get 0x20. */
+static inline uint64_t lower_word(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t low7 = w & ~highs;
+    uint64_t ge_a = low7 + ones * (0x80 - 'A');
+    uint64_t gt_z = low7 + ones * (0x80 - 'Z' - 1);
+    uint64_t upper = ge_a & ~gt_z & ~w & highs;
+    return w | (upper >> 2);
+}
+
+bool ascii_case_eq(const char *a, const char *b, size_t n)
+{
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y && lower_word(x) != lower_word(y))
+            return false;
+    }
+    if (i < n) {
+        uint64_t x = 0, y = 0;
+        memcpy(&x, a + i, n - i);
+        memcpy(&y, b + i, n - i);
+        if (x != y && lower_word(x) != lower_word(y))
+            return false;
+    }
+    return true;
+}
+
 int64_t now_ms(void)
 {
     struct timespec ts;

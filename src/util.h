@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 void *xmalloc(size_t n);
@@ -32,6 +33,9 @@ int hex_value(unsigned char c);
 
 /* ASCII case-insensitive comparison of two byte ranges. */
 int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
+/* Whether a and b (n bytes each) are equal with ASCII letters folded; bytes
+ * that are not A-Z or a-z must match exactly. For header names: word-wise. */
+bool ascii_case_eq(const char *a, const char *b, size_t n);
 
 /* Wall clock in milliseconds since the epoch, and a monotonic clock in ns. */
 int64_t now_ms(void);

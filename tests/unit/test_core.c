@@ -84,8 +84,39 @@ static void test_read_capped(void)
     unlink(path);
 }
 
+/* ascii_case_eq folds a word at a time: it must agree with the byte-wise
+ * ascii_casecmp_n for every pair of byte values, at every offset of words
+ * and of a short tail. */
+static void test_case_eq(void)
+{
+    char a[19], b[19];
+    long wrong = 0, n = 0;
+
+    for (int x = 0; x < 256; x++)
+        for (int y = 0; y < 256; y++)
+            for (size_t len = 1; len <= sizeof(a); len += 6) /* 1, 7, 13, 19 */
+                for (size_t at = 0; at < len; at += (len > 8 ? 3 : 1)) {
+                    memset(a, 'k', len);
+                    memset(b, 'K', len);
+                    a[at] = (char)x;
+                    b[at] = (char)y;
+                    n++;
+                    if (ascii_case_eq(a, b, len) != (ascii_casecmp_n(a, len, b, len) == 0))
+                        wrong++;
+                }
+    is_int(wrong, 0, "ascii_case_eq agrees with ascii_casecmp_n on every byte pair");
+    ok(n > 1000000, "ascii_case_eq: over a million cases");
+    ok(ascii_case_eq("Content-Length", "content-length", 14), "ascii_case_eq folds letters");
+    ok(!ascii_case_eq("content_length", "content-length", 14), "ascii_case_eq: _ is not -");
+    ok(!ascii_case_eq("[", "{", 1) && !ascii_case_eq("@", "`", 1),
+       "ascii_case_eq: only letters fold (not [ { @ `)");
+    ok(!ascii_case_eq("\xc1", "\xe1", 1), "ascii_case_eq: bytes over 0x7f never fold");
+    ok(ascii_case_eq("", "x", 0), "ascii_case_eq: zero bytes are equal");
+}
+
 int main(void)
 {
+    test_case_eq();
     test_sha256();
     test_escape();
     test_reason();
