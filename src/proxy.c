@@ -360,7 +360,7 @@ static void pool_put(struct upconn *uc)
     bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
     bufferevent_set_timeouts(uc->bev, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
     bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(uc->bev, EV_READ);
+    proxy_read_on(uc->bev);
     uc->prev = NULL;
     uc->next = pool->idle;
     if (pool->idle)
@@ -375,8 +375,7 @@ static struct upconn *pool_pop(struct proxy_pool *pool)
     if (!uc)
         return NULL;
     pool_unlink(uc);
-    bufferevent_set_timeouts(uc->bev, NULL, NULL);
-    return uc;
+    return uc; /* its timeouts are the caller's to set */
 }
 
 /* A new connection, connecting. NULL when the socket could not be set up. */
@@ -682,6 +681,12 @@ struct evbuffer *proxy_out(struct bufferevent *bev)
     if (!(bufferevent_get_enabled(bev) & EV_WRITE))
         bufferevent_enable(bev, EV_WRITE);
     return bufferevent_get_output(bev);
+}
+
+void proxy_read_on(struct bufferevent *bev)
+{
+    if (!(bufferevent_get_enabled(bev) & EV_READ))
+        bufferevent_enable(bev, EV_READ);
 }
 
 void proxy_flush(struct bufferevent *bev)
@@ -1245,7 +1250,7 @@ static int start_upstream(struct proxy_exchange *ex)
      * legitimately say nothing until the body is complete. */
     bufferevent_set_timeouts(uc->bev, ex->req_done ? tv : NULL, tv);
     evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
-    bufferevent_enable(uc->bev, EV_READ);
+    proxy_read_on(uc->bev);
     if (ex->req_done)
         up_flush(uc); /* else pump_request flushes head and body together */
     return 0;

@@ -122,6 +122,9 @@ bool proxy_traceparent(const struct http1_request *req, char out[56]);
  * would bypass the cipher).
  */
 struct evbuffer *proxy_out(struct bufferevent *bev);
+/* bufferevent_enable(bev, EV_READ) unless it is on: enabling again re-adds
+ * the event (the timeouts just set already did), several times a request. */
+void proxy_read_on(struct bufferevent *bev);
 void proxy_flush(struct bufferevent *bev);
 
 /* Makes a plain socket bufferevent (bufferevent_socket_new, after any

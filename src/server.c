@@ -1098,7 +1098,7 @@ static void conn_next(struct conn *c, bool reusable)
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    proxy_read_on(c->bev);
     proxy_flush(c->bev); /* the response (or its tail), now */
     evtimer_del(&c->timer);
     if (evbuffer_get_length(in) == 0) {
