@@ -99,13 +99,6 @@ struct authn_cache_stats {
 };
 void authn_cache_stats(const struct authn_cache *c, struct authn_cache_stats *out);
 
-/*
- * Authenticates `token` (`len` bytes, the bearer credential without the
- * "Bearer " prefix) at wall-clock time `now_s`. `cache` may be NULL (no
- * caching). Fills `out` (which the caller releases with authn_result_release
- * whatever the outcome) and returns REASON_ALLOWED or the authn reason.
- * Thread-safe for concurrent calls with distinct caches.
- */
 /* What one connection remembers of its last verified token: the cache entry
  * it hit. A keep-alive client sends the same token on every request; the next
  * request that carries the same bytes (compared whole) finds that entry
@@ -116,8 +109,15 @@ struct authn_hint {
     size_t slot;
 };
 
-/* Verifies `token` (cache and hint may be NULL). The result is the same with
- * or without the hint; it only spares the SHA-256 and the lookup. */
+/*
+ * Authenticates `token` (`len` bytes, the bearer credential without the
+ * "Bearer " prefix) at wall-clock time `now_s`. `cache` may be NULL (no
+ * caching), and `hint` NULL (none): the result is the same with or without
+ * the hint, which only spares the SHA-256 and the lookup. Fills `out` (which
+ * the caller releases with authn_result_release whatever the outcome) and
+ * returns REASON_ALLOWED or the authn reason. Thread-safe for concurrent calls
+ * with distinct caches.
+ */
 enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct authn_hint *hint,
                          const char *token, size_t len, int64_t now_s, struct authn_result *out);
 
