@@ -269,12 +269,15 @@ run() { # name port round
     P99[$1,$3]=$(to_ms "$(awk '$1=="99%"{print $2}' "$out")")
     if [ -n "$pid" ]; then
         n=$(awk '/requests in/{print $1}' "$out")
-        CPU[$1,$3]=$(awk -v d="$(( $(cpu_ticks "$pid") - c0 ))" -v n="$n" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN{ printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+        CPU[$1,$3]=$(awk -v d="$(( $(cpu_ticks "$pid") - c0 ))" -v n="$n" \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN{ printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
     fi
     if grep -q "Non-2xx" "$out"; then echo "bench: $1 had non-2xx answers: $(grep Non-2xx "$out")" >&2; fi
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { # of the numbers on stdin
+    tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 of_rounds() { # array-name target: the values of every round
     local -n a=$1
     local r
@@ -283,10 +286,14 @@ of_rounds() { # array-name target: the values of every round
 ratios() { # target: baton / target within each round
     local r
     for r in $(seq "$ROUNDS"); do
-        awk -v b="${RPS[baton,$r]}" -v x="${RPS[$1,$r]}" 'BEGIN{ printf "%.2f ", (x > 0 ? b / x : 0) }'
+        awk -v b="${RPS[baton,$r]}" -v x="${RPS[$1,$r]}" \
+            'BEGIN{ printf "%.2f ", (x > 0 ? b / x : 0) }'
     done
 }
 ORDER="direct:$P_UP nginx:$P_NGX haproxy:$P_HAP apache:$P_APA baton:$P_BAT"
+for t in $ORDER; do # warm-up, not measured: connections, pools, caches
+    wrk -t1 -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${t#*:}/x" >/dev/null 2>&1
+done
 for r in $(seq "$ROUNDS"); do
     [ $((r % 2)) -eq 0 ] && order=$(echo $ORDER | tr ' ' '\n' | tac | tr '\n' ' ') || order=$ORDER
     for t in $order; do
@@ -332,7 +339,9 @@ done
 CPU_N=$(of_rounds CPU nginx | median)
 CPU_B=$(of_rounds CPU baton | median)
 echo
-echo "CPU per request (median; rounds): nginx ${CPU_N} us ($(of_rounds CPU nginx)), baton ${CPU_B} us ($(of_rounds CPU baton)); nginx / baton $(awk -v n="$CPU_N" -v b="$CPU_B" 'BEGIN{ printf "%.2f", (b > 0 ? n / b : 0) }')"
+CPU_R=$(awk -v n="$CPU_N" -v b="$CPU_B" 'BEGIN{ printf "%.2f", (b > 0 ? n / b : 0) }')
+echo "CPU per request (median; rounds): nginx ${CPU_N} us ($(of_rounds CPU nginx)), \
+baton ${CPU_B} us ($(of_rounds CPU baton)); nginx / baton ${CPU_R}"
 echo "baton RSS: ${rss_before} kB after the load runs; ${rss_idle} kB holding ${idle_n} idle keep-alive connections"
 echo "baton exec to /readyz true: ${ready_ms} ms"
 echo "targets (issue 5): baton >= 1.5x haproxy, >= 0.8x nginx, p99 < 2 ms (medians)"

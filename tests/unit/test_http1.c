@@ -807,7 +807,8 @@ static void test_value_bytes(void)
                 checked++;
                 if ((rc == HTTP1_OK) != good) {
                     if (wrong++ < 3)
-                        tap_diag("byte 0x%02x at offset %d (tab first %d): rc %d", c, at, tab_first, rc);
+                        tap_diag("byte 0x%02x at offset %d (tab first %d): rc %d", c, at,
+                                 tab_first, rc);
                 } else if (!good && req.error != REASON_BAD_HEADER) {
                     wrong++;
                 }
