@@ -166,14 +166,7 @@ static void sb_fmt(struct sb *b, const char *fmt, ...)
 static void sb_u64(struct sb *b, uint64_t v)
 {
     char t[20];
-    size_t n = 0;
-    do
-        t[n++] = (char)('0' + v % 10);
-    while ((v /= 10));
-    sb_reserve(b, n);
-    while (n)
-        b->buf[b->len++] = t[--n];
-    b->buf[b->len] = '\0';
+    sb_put(b, t, u64_decimal(v, t));
 }
 
 static void sb_i64(struct sb *b, int64_t v)
@@ -555,18 +548,16 @@ static int fmt_prefix(char *out, size_t cap, uint64_t seq, const char *prev, con
 {
     static const char a[] = "{\"v\":" AUDIT_STR(AUDIT_FORMAT_VERSION) ",\"seq\":";
     static const char b[] = ",\"prev\":\"", c[] = "\",\"log\":\"", d[] = "\",";
-    size_t lp = strlen(prev), ll = strlen(log_id), nd = 0, p = 0;
+    size_t lp = strlen(prev), ll = strlen(log_id), p = 0;
     char digits[20];
+    size_t nd = u64_decimal(seq, digits);
 
-    do
-        digits[nd++] = (char)('0' + seq % 10);
-    while ((seq /= 10));
     if (sizeof(a) + nd + sizeof(b) + lp + sizeof(c) + ll + sizeof(d) - 3 > cap)
         return -1;
     memcpy(out, a, sizeof(a) - 1);
     p = sizeof(a) - 1;
-    while (nd)
-        out[p++] = digits[--nd];
+    memcpy(out + p, digits, nd);
+    p += nd;
     memcpy(out + p, b, sizeof(b) - 1);
     p += sizeof(b) - 1;
     memcpy(out + p, prev, lp);

@@ -494,13 +494,8 @@ static void hb_str(struct hb *h, const char *s)
 /* Decimal without printf (which costs more than the rest of a head). */
 static void hb_u64(struct hb *h, uint64_t v)
 {
-    char buf[24];
-    size_t i = sizeof(buf);
-    do {
-        buf[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    hb_put(h, buf + i, sizeof(buf) - i);
+    char buf[20];
+    hb_put(h, buf, u64_decimal(v, buf));
 }
 
 static const struct http1_header *single_header(const struct http1_request *r, const char *name)

@@ -125,6 +125,19 @@ void hex_encode(const unsigned char *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
+size_t u64_decimal(uint64_t v, char out[20])
+{
+    char t[20];
+    size_t n = 0;
+
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    for (size_t i = 0; i < n; i++)
+        out[i] = t[n - 1 - i];
+    return n;
+}
+
 void sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char raw[32];

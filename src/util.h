@@ -23,6 +23,9 @@ char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0
 void sha256_raw(const void *data, size_t len, unsigned char out[32]);
 void sha256_hex(const void *data, size_t len, char out[65]);
 void hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
+/* v in decimal into out, without a NUL; returns the length (1 to 20). For
+ * the request path, where printf costs more than what it formats. */
+size_t u64_decimal(uint64_t v, char out[20]);
 
 /* Fills a caller-owned error buffer (printf format); no-op when err is NULL or
  * errlen is 0. The one way modules report a message through `char *err`. */

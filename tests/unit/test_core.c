@@ -114,9 +114,32 @@ static void test_case_eq(void)
     ok(ascii_case_eq("", "x", 0), "ascii_case_eq: zero bytes are equal");
 }
 
+/* u64_decimal agrees with printf at every length, 0 and UINT64_MAX included. */
+static void test_decimal(void)
+{
+    char got[21], want[24];
+    int wrong = 0;
+    uint64_t v = 0;
+
+    for (int i = 0; i < 200; i++) {
+        size_t n = u64_decimal(v, got);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+        if (strcmp(got, want) != 0 && wrong++ < 3)
+            tap_diag("u64_decimal(%s) gave %s", want, got);
+        v = v * 3 + (uint64_t)i; /* wraps: every length from 1 to 20 digits */
+    }
+    is_int(wrong, 0, "u64_decimal agrees with printf over 200 values of every length");
+    got[u64_decimal(UINT64_MAX, got)] = '\0';
+    is_str(got, "18446744073709551615", "u64_decimal of UINT64_MAX is 20 digits");
+    got[u64_decimal(0, got)] = '\0';
+    is_str(got, "0", "u64_decimal of 0");
+}
+
 int main(void)
 {
     test_case_eq();
+    test_decimal();
     test_sha256();
     test_escape();
     test_reason();
