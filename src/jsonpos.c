@@ -263,14 +263,38 @@ static int enter(struct scanner *sc)
     return 0;
 }
 
+/* After a member or an element: 1 past a comma (another follows), 0 at the
+ * closing bracket, -1 (failed) at anything else. */
+static int next_item(struct scanner *sc, char closer)
+{
+    skip_ws(sc);
+    if (sc->i < sc->len && sc->s[sc->i] == ',') {
+        sc->i++;
+        skip_ws(sc);
+        return 1;
+    }
+    if (sc->i < sc->len && sc->s[sc->i] == closer)
+        return 0;
+    return fail(sc, JSONPOS_MALFORMED, sc->i);
+}
+
+/* Past the closing bracket, one level up. */
+static int leave(struct scanner *sc)
+{
+    sc->i++;
+    sc->depth--;
+    return 0;
+}
+
 static int scan_object(struct scanner *sc)
 {
     size_t obj = sc->next_obj++;
     if (enter(sc) < 0)
         return -1;
     if (sc->i < sc->len && sc->s[sc->i] == '}')
-        goto close;
+        return leave(sc);
     for (;;) {
+        int more;
         if (sc->i >= sc->len || sc->s[sc->i] != '"')
             return fail(sc, JSONPOS_MALFORMED, sc->i);
         size_t koff = sc->i;
@@ -283,22 +307,12 @@ static int scan_object(struct scanner *sc)
             return fail(sc, JSONPOS_MALFORMED, sc->i);
         sc->i++;
         skip_ws(sc);
-        if (scan_value(sc) < 0)
+        if (scan_value(sc) < 0 || (more = next_item(sc, '}')) < 0)
             return -1;
-        skip_ws(sc);
-        if (sc->i < sc->len && sc->s[sc->i] == ',') {
-            sc->i++;
-            skip_ws(sc);
-            continue;
-        }
-        if (sc->i < sc->len && sc->s[sc->i] == '}')
+        if (!more)
             break;
-        return fail(sc, JSONPOS_MALFORMED, sc->i);
     }
-close:
-    sc->i++;
-    sc->depth--;
-    return 0;
+    return leave(sc);
 }
 
 static int scan_array(struct scanner *sc)
@@ -306,24 +320,15 @@ static int scan_array(struct scanner *sc)
     if (enter(sc) < 0)
         return -1;
     if (sc->i < sc->len && sc->s[sc->i] == ']')
-        goto close;
+        return leave(sc);
     for (;;) {
-        if (scan_value(sc) < 0)
+        int more;
+        if (scan_value(sc) < 0 || (more = next_item(sc, ']')) < 0)
             return -1;
-        skip_ws(sc);
-        if (sc->i < sc->len && sc->s[sc->i] == ',') {
-            sc->i++;
-            skip_ws(sc);
-            continue;
-        }
-        if (sc->i < sc->len && sc->s[sc->i] == ']')
+        if (!more)
             break;
-        return fail(sc, JSONPOS_MALFORMED, sc->i);
     }
-close:
-    sc->i++;
-    sc->depth--;
-    return 0;
+    return leave(sc);
 }
 
 /* One value starting exactly at sc->i (no leading whitespace). */
