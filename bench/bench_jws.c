@@ -9,7 +9,7 @@
  *         token compare, generation and validity check);
  * plus the cost of the SHA-256 alone (so "hit cost beyond hashing" is
  * visible) and libjwt 1.10.2's jwt_decode for RS256 with the PEM key (what
- * design.md measured). bench/jws.sh runs this beside `openssl speed` and
+ * docs/design.md measured). bench/jws.sh runs this beside `openssl speed` and
  * prints the ratios. Keys and tokens are generated at start.
  *
  * Beside them, `speed`: the same signature verified the way `openssl speed`

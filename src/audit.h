@@ -1,5 +1,5 @@
 /*
- * audit.h: the tamper-evident audit log (spec.md "Audit record", docs/audit.md).
+ * audit.h: the tamper-evident audit log (docs/spec.md "Audit record", docs/audit.md).
  *
  * One JSON line per request. The request path formats a record's body and
  * queues it without touching disk; one writer thread numbers it (`seq`),

@@ -1,6 +1,6 @@
 /*
  * audit_cli.c: `baton audit verify FILE... [--pubkey PEM]` and
- * `baton audit keygen --out PEM` (spec.md "Command line", docs/audit.md).
+ * `baton audit keygen --out PEM` (docs/spec.md "Command line", docs/audit.md).
  *
  * verify streams each file (or stdin for "-") through the audit verifier in
  * fixed-size chunks and prints a summary (exit 0) or the first break as

@@ -1,5 +1,5 @@
 /*
- * config.c: loads the main configuration (spec.md "Main config") strictly.
+ * config.c: loads the main configuration (docs/spec.md "Main config") strictly.
  *
  * The file is read whole (CONFIG_MAX_BYTES), scanned by jsonpos for nesting
  * depth and repeated member names, parsed by jansson with
@@ -11,7 +11,7 @@
  * lies in the text; errors are reported all at once (up to
  * CONFIG_MAX_ERRORS), sorted by position.
  *
- * Keys (spec.md's, then the extensions; README documents them all):
+ * Keys (docs/spec.md's, then the extensions; README documents them all):
  *
  *   key (path)                        type      default                 range / choices
  *   listen                            host:port "0.0.0.0:8080"          port 1..65535; [v6]:port

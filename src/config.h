@@ -1,5 +1,5 @@
 /*
- * config.h: the main configuration (spec.md "Main config"), loaded strictly.
+ * config.h: the main configuration (docs/spec.md "Main config"), loaded strictly.
  *
  * `config_load` parses the JSON file with jansson (duplicate keys rejected),
  * checks every key against a table of name, type, range and default, and
@@ -8,8 +8,8 @@
  * replaces it whole on SIGHUP. Relative paths are already resolved against the
  * config file's directory.
  *
- * Fields below marked "extension" are not in spec.md's sample; README documents
- * them. Every key spec.md names is here, with the same name.
+ * Fields below marked "extension" are not in docs/spec.md's sample; README documents
+ * them. Every key docs/spec.md names is here, with the same name.
  */
 #ifndef BATON_CONFIG_H
 #define BATON_CONFIG_H

@@ -1,11 +1,11 @@
 /*
- * http1.h: baton's own strict HTTP/1.1 wire parsers (the guard of spec.md step 1).
+ * http1.h: baton's own strict HTTP/1.1 wire parsers (the guard of docs/spec.md step 1).
  *
  * Three parsers and a few header-hygiene predicates, all zero-copy and free of
  * allocation: a request-head parser for the listener, an incremental chunked
  * body decoder, and a response-head parser for upstream responses. evhttp is not
  * used on either side because libevent 2.1.12 accepts ambiguous framing (see
- * design.md); every leniency it has is an error here.
+ * docs/design.md); every leniency it has is an error here.
  *
  * Slices: every `const char *` + length in the structs below points into the
  * caller's buffer (borrowed: valid while that buffer is unchanged), except a
@@ -271,13 +271,13 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
                        const char **data, size_t *data_len);
 
 /*
- * Header hygiene for the proxy (spec.md step 6). Names compare ASCII
+ * Header hygiene for the proxy (docs/spec.md step 6). Names compare ASCII
  * case-insensitively.
  * hop_by_hop: Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
  *   Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
  *   HTTP2-Settings.
  * spoofable: X-Serverless-Authorization, X-Forwarded-*, Forwarded, X-Goog-*,
- *   X-Baton-*, X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override (spec.md),
+ *   X-Baton-*, X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override (docs/spec.md),
  *   and the path overrides X-Original-URL, X-Rewrite-URL, X-Original-URI and
  *   client-address claims X-Real-IP, True-Client-IP, X-Client-IP,
  *   CF-Connecting-IP (frameworks honour them like X-Forwarded-*); '-'

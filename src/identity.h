@@ -1,5 +1,5 @@
 /*
- * identity.h: the Google identity baton presents to upstreams (spec.md step 5).
+ * identity.h: the Google identity baton presents to upstreams (docs/spec.md step 5).
  *
  * One cache entry per (identity, audience) pair, where the identity is baton's
  * own (service_account NULL) or a step's `service_account` (impersonation).

@@ -2,7 +2,7 @@
  * jws.h: JWS compact serialization, parsed strictly and verified with OpenSSL.
  *
  * This is the only module that touches OpenSSL's signature APIs for
- * verification (libjwt verifies nothing in baton: design.md lists why).
+ * verification (libjwt verifies nothing in baton: docs/design.md lists why).
  *
  * Keys: a JWK Set document becomes an immutable, atomically refcounted
  * `struct jws_keyset`. Every usable key is parsed into an EVP_PKEY once, at

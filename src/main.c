@@ -1,5 +1,5 @@
 /*
- * main.c: command dispatch for the `baton` program (spec.md "Command line").
+ * main.c: command dispatch for the `baton` program (docs/spec.md "Command line").
  */
 #include <stdio.h>
 #include <string.h>

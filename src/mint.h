@@ -2,7 +2,7 @@
  * mint.h: the JWTs baton itself signs, and the keys it signs them with.
  *
  * Two kinds, both RS256 and built with libjwt (the one place baton uses it:
- * design.md found libjwt unsound for verifying but fine for signing):
+ * docs/design.md found libjwt unsound for verifying but fine for signing):
  *  - the service-account assertion exchanged at Google's OAuth token endpoint
  *    (RFC 7523 JWT bearer grant) for an ID token (`target_audience`) or an
  *    access token (`scope`);

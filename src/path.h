@@ -56,7 +56,7 @@
 
 #include "reason.h"
 
-/* The default cap when max_uri is 0 (spec.md limits.max_uri_bytes). */
+/* The default cap when max_uri is 0 (docs/spec.md limits.max_uri_bytes). */
 #define PATH_DEFAULT_MAX_URI 8192
 
 struct path_result {

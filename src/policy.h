@@ -1,5 +1,5 @@
 /*
- * policy.h: step policies (spec.md "Step policy"): load, route, authorize.
+ * policy.h: step policies (docs/spec.md "Step policy"): load, route, authorize.
  *
  * Every `*.json` file of the config's policy directory is one workflow step:
  * which route it owns, which callers may call it, which methods and paths, and

@@ -1,6 +1,6 @@
 /*
  * proxy.h: forwarding one admitted request to its upstream and streaming the
- * response back (spec.md step 6), for one worker's event loop.
+ * response back (docs/spec.md step 6), for one worker's event loop.
  *
  * The server calls proxy_build_head with the parsed request while its bytes
  * are still in the client's input buffer; that is where header hygiene

@@ -8,7 +8,7 @@
  * background event_base: key-set and identity refresh, the admin listener,
  * signals, snapshot retirement. The audit writer has its own thread.
  *
- * One request, on its worker (spec.md "One request, in order"):
+ * One request, on its worker (docs/spec.md "One request, in order"):
  *   guard   http1_parse_request over the connection's input (at most
  *           max_header_bytes+2 bytes pulled up), a total header deadline from
  *           the first byte, the global body cap. Refusals here get a log line

@@ -4,7 +4,7 @@
  *
  * server.c owns the process lifecycle (workers, listeners, signals, reload,
  * drain) and the client side of every request: the guard, the pipeline of
- * spec.md "One request, in order", error responses and the one audit record
+ * docs/spec.md "One request, in order", error responses and the one audit record
  * per routed request. proxy.c does the upstream side. admin.c serves
  * /healthz, /readyz, /metrics, /.well-known/jwks.json and /audit/public-key
  * on the admin address, on the background event_base (loopback, low volume:

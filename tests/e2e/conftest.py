@@ -9,7 +9,6 @@ import pytest
 SRCDIR = pathlib.Path(os.environ.get("BATON_SRCDIR", pathlib.Path(__file__).resolve().parents[2]))
 BUILDDIR = pathlib.Path(os.environ.get("BATON_BUILDDIR", SRCDIR))
 BATON = BUILDDIR / "baton"
-SHARED = pathlib.Path(os.environ.get("BATON_SHARED", SRCDIR.parent / "shared"))
 
 
 def run_baton(*args, env=None, timeout=30, input=None):

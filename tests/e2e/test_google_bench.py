@@ -2,7 +2,7 @@
 with `identity: "google"` (tokens from a loopback metadata stand-in) against
 `identity: "none"`, in one run, interleaved, same baton, same upstream (nginx
 returning 3 bytes), wrk 1 thread 32 connections, 1 proxy worker, as in
-design.md's reference rates, plus "none+pad" (identity none with a client
+docs/design.md's reference rates, plus "none+pad" (identity none with a client
 header as long as the minted token, so the upstream parses the same bytes).
 Since identity_get only reads the cache, the variants should be within noise.
 Reported per variant: req/s, and baton's CPU time per request (from

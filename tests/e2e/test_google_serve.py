@@ -1,4 +1,4 @@
-"""Google identity through `baton serve` (spec.md step 5): the upstream
+"""Google identity through `baton serve` (docs/spec.md step 5): the upstream
 receives, in its token_header, a Google-signed ID token whose aud is its
 audience and whose identity is the step's service account (impersonation) or
 baton's own; the client's Authorization never reaches it; the audit record

@@ -1,6 +1,6 @@
 """The guard over a real socket: the request smuggling matrix (CL.TE, TE.CL,
 TE.TE obfuscations, CL.CL, chunk extensions, trailers) and every leniency
-design.md lists for evhttp 2.1.12. Each case gets its status, the connection
+docs/design.md lists for evhttp 2.1.12. Each case gets its status, the connection
 is closed, and the echoing upstream receives nothing (no request, and for
 the cases refused before routing, not even a connection)."""
 import select

@@ -1,5 +1,5 @@
 """`baton serve` end to end: every status of the request pipeline, the header
-hygiene of spec.md step 6 as the echoing upstream saw it, and exactly one
+hygiene of docs/spec.md step 6 as the echoing upstream saw it, and exactly one
 audit record per request that reached routing (checked at module end against
 the X-Request-Id of every response)."""
 import json

@@ -1,8 +1,8 @@
 /*
  * Project Wycheproof signature vectors against jws.c.
  *
- * Every vector of every file in $BATON_SHARED/vectors/wycheproof (default
- * $BATON_SRCDIR/../shared) runs through jws_verify_raw, with the group's key
+ * Every vector of every file in $BATON_SRCDIR/tests/vectors/wycheproof (Apache
+ * 2.0, see the LICENSE and README there) runs through jws_verify_raw, with the group's key
  * loaded by jws_keyset_parse: from the group's own JWK where the file has one
  * (so the JWK parser is under test too), else from a JWK built here from the
  * raw wx/wy (the nine special-key ECDSA groups per file).
@@ -290,14 +290,10 @@ out:
 
 int main(void)
 {
-    const char *shared = getenv("BATON_SHARED");
     const char *src = getenv("BATON_SRCDIR");
     char dir[4096];
 
-    if (shared)
-        snprintf(dir, sizeof(dir), "%s/vectors/wycheproof", shared);
-    else
-        snprintf(dir, sizeof(dir), "%s/../shared/vectors/wycheproof", src ? src : BATON_SRCDIR);
+    snprintf(dir, sizeof(dir), "%s/tests/vectors/wycheproof", src ? src : BATON_SRCDIR);
     tap_diag("vectors from %s", dir);
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         run_file(dir, &files[i]);

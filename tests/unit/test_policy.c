@@ -143,7 +143,7 @@ static void test_load_accessors(void)
     const struct policy *p;
     char hex[65];
 
-    if (!ok(set != NULL, "the spec.md sample policy loads")) {
+    if (!ok(set != NULL, "the docs/spec.md sample policy loads")) {
         char *s = diag_text(&d);
         tap_diag("%s", s);
         free(s);

@@ -1,5 +1,5 @@
 /*
- * test_proxy.c: the forwarding head's hygiene (spec.md step 6) as proxy.c
+ * test_proxy.c: the forwarding head's hygiene (docs/spec.md step 6) as proxy.c
  * builds it from a parsed request, the client X-Request-Id and traceparent
  * validation, and the per-step token bucket of runtime.c.
  */
