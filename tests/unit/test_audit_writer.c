@@ -49,12 +49,15 @@ struct wopts {
     atomic_uint_fast64_t next;
 };
 
-static volatile sig_atomic_t reopen_flag;
+/* Set by SIGUSR1 on whichever thread takes it, taken by one submitter thread:
+ * a lock-free atomic (async-signal-safe), not a volatile flag several threads
+ * read and clear. */
+static atomic_int reopen_flag;
 
 static void on_usr1(int sig)
 {
     (void)sig;
-    reopen_flag = 1;
+    atomic_store(&reopen_flag, 1);
 }
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -95,10 +98,8 @@ static void *submitter(void *arg)
         char exec_arn[96];
         if (i >= o->count)
             break;
-        if (reopen_flag) {
-            reopen_flag = 0;
+        if (atomic_exchange(&reopen_flag, 0))
             audit_reopen(o->log);
-        }
         snprintf(id, sizeof(id), "%s%" PRIu64, o->prefix, i);
         snprintf(exec_arn, sizeof(exec_arn), "arn:aws:states:eu-west-1:123456789012:execution:m:%" PRIu64, i);
         hdrs[0] = (struct audit_header){"X-Sfn-Execution", exec_arn, strlen(exec_arn)};
@@ -216,7 +217,7 @@ static int write_mode(int argc, char **argv)
         pthread_create(&th[i], NULL, submitter, &o);
     for (unsigned i = 0; i < o.threads; i++)
         pthread_join(th[i], NULL);
-    if (reopen_flag)
+    if (atomic_exchange(&reopen_flag, 0))
         audit_reopen(o.log);
     for (int i = 0; i < 3000 && atomic_load(&answered) < atomic_load(&accepted); i++)
         usleep(10000); /* every callback ran: the stats below count every outcome */

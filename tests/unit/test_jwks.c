@@ -356,9 +356,10 @@ static void scenario(void)
     ok(K.acquire(K.ctx, &iss[I_AWS]) == NULL, "acquire before any fetch is NULL (fails closed)");
     is_int(K.generation(K.ctx, &iss[I_AWS]), 0, "generation 0 before any fetch");
 
-    pthread_create(&bg_thread, NULL, bg_main, NULL);
+    /* jwks.h: jwks_start runs before the background loop runs this jwks' events */
     uint64_t t0 = mono_ns();
     is_int(jwks_start(J), 0, "jwks_start");
+    pthread_create(&bg_thread, NULL, bg_main, NULL);
 
     /* 1. first load */
     bool loaded = WAIT_UNTIL(st(I_AWS).loaded && st(I_SCHED).loaded && st(I_CLAMPMAX).loaded &&
