@@ -197,7 +197,12 @@ def test_short_lived_tokens_refresh_while_serving(google):
     refresh them ahead so that no poll ever finds no usable token."""
     google.set_fault("identity", "short")
     polls, final = drive(*meta_args(google, (None, AUD1)), run_ms=5500, poll_ms=100)
-    served = [pair_results(p, AUD1) for p in polls if p["t_ms"] > 300]
+    results = [pair_results(p, AUD1) for p in polls]
+    # From the first token on (at cold start, whenever the loaded machine lets it
+    # arrive, normally within 300 ms), no poll may find no usable token.
+    first = next((i for i, r in enumerate(results) if r["reason"] == "allowed"), None)
+    assert first is not None and polls[first]["t_ms"] < 2500, "the first token came within 2.5 s"
+    served = results[first:]
     assert served and all(r["reason"] == "allowed" for r in served), \
         [r["reason"] for r in served if r["reason"] != "allowed"]
     shas = {r["token_sha256"] for r in served}
