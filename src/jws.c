@@ -79,7 +79,6 @@ struct jws_key {
     EVP_PKEY *pkey;   /* owned */
     EVP_PKEY_CTX *tmpl[JWS_ALG__COUNT]; /* owned; verify-initialized, only ever duplicated */
     EVP_MD_CTX *ed_tmpl; /* owned; Ed25519 DigestVerify-initialized, only ever copied */
-    char desc[24];
 };
 
 struct jws_keyset {
@@ -252,7 +251,6 @@ static const char *load_rsa(const json_t *jwk, struct jws_key *k)
     k->kty = KTY_RSA;
     k->sig_len = (size_t)(bits + 7) / 8;
     k->algs = RSA_ALGS;
-    snprintf(k->desc, sizeof(k->desc), "RSA-%d", bits);
 out:
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
@@ -315,7 +313,6 @@ static const char *load_ec(const json_t *jwk, struct jws_key *k)
     k->kty = KTY_EC;
     k->sig_len = 2 * c->bytes;
     k->algs = 1u << c->alg;
-    snprintf(k->desc, sizeof(k->desc), "EC %s", c->crv);
 out:
     EVP_PKEY_CTX_free(chk);
     free(x);
@@ -346,7 +343,6 @@ static const char *load_okp(const json_t *jwk, struct jws_key *k)
     k->kty = KTY_OKP;
     k->sig_len = 64;
     k->algs = 1u << JWS_EDDSA;
-    snprintf(k->desc, sizeof(k->desc), "OKP Ed25519");
 out:
     free(x);
     return why;
@@ -568,11 +564,6 @@ const char *jws_key_kid(const struct jws_key *k)
 unsigned jws_key_algs(const struct jws_key *k)
 {
     return k->algs;
-}
-
-const char *jws_key_desc(const struct jws_key *k)
-{
-    return k->desc;
 }
 
 /* ---- signatures --------------------------------------------------------------- */

@@ -87,8 +87,6 @@ const struct jws_key *jws_keyset_find(const struct jws_keyset *ks, const char *k
 const char *jws_key_kid(const struct jws_key *k);
 /* Bitmask (1u << enum jws_alg) of the algorithms this key may verify. */
 unsigned jws_key_algs(const struct jws_key *k);
-/* "RSA-2048", "EC P-256", "OKP Ed25519": for logs and `explain`. Borrowed. */
-const char *jws_key_desc(const struct jws_key *k);
 
 /* JWS alg name -> enum jws_alg, or -1. Wraps config's jws_alg_from_name and
  * also accepts "Ed25519" (RFC 9864's fully specified name for EdDSA/Ed25519). */

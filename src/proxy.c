@@ -297,14 +297,6 @@ void proxy_free(struct proxy *px)
     free(px);
 }
 
-size_t proxy_idle_count(const struct proxy *px)
-{
-    size_t n = 0;
-    for (const struct proxy_pool *p = px->pools; p; p = p->next)
-        n += p->n_idle;
-    return n;
-}
-
 static struct proxy_pool *pool_get(struct proxy *px, const struct proxy_target *t)
 {
     struct proxy_pool *p;

@@ -72,8 +72,6 @@ struct proxy; /* one per worker */
 struct proxy *proxy_new(struct event_base *base, SSL_CTX *tls, struct metrics_worker *mw);
 /* Closes pooled connections. No exchange may be running. NULL ok. */
 void proxy_free(struct proxy *px);
-/* Number of idle pooled connections (tests, metrics). */
-size_t proxy_idle_count(const struct proxy *px);
 /* Closes every idle pooled connection (drain, reload). */
 void proxy_close_idle(struct proxy *px);
 
