@@ -714,6 +714,27 @@ static int bearer_token(const struct http1_request *hreq, const char **tok, size
     return 1;
 }
 
+/*
+ * True when `Connection` names a header the step's policy reads
+ * (require_headers) or the audit record keeps (record_headers): a hop-by-hop
+ * strip would let the policy pass on a header that neither the upstream nor
+ * the record then sees.
+ */
+static bool connection_hides(const struct http1_conn_names *conn, const struct policy *p,
+                             const struct baton_config *cfg)
+{
+    const char *name;
+
+    for (size_t i = 0; (name = policy_header_name(p, i)) != NULL; i++)
+        if (http1_header_in_connection(conn, name, strlen(name)))
+            return true;
+    for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
+        if (http1_header_in_connection(conn, cfg->audit.record_headers[k],
+                                       strlen(cfg->audit.record_headers[k])))
+            return true;
+    return false;
+}
+
 static void on_proxy_done(void *arg, const struct proxy_outcome *o);
 
 /*
@@ -815,6 +836,10 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     }
     r->step = runtime_step(rt, r->policy);
     up = r->step->target->up;
+    if (connection_hides(&hreq->connection, r->policy, cfg)) {
+        why = REASON_BAD_HEADER;
+        goto refuse;
+    }
 
     have_tok = bearer_token(hreq, &tok, &tok_len);
     if (have_tok <= 0) {
