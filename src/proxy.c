@@ -575,11 +575,57 @@ static bool header_dropped(const char *name, size_t len)
     return false;
 }
 
+/*
+ * A trusted proxy's `Forwarded` value without its host= parameters (RFC 7239:
+ * elements separated by ',', pairs by ';', a value a token or a quoted string
+ * with backslash escapes). baton forwards the host it routed on, never the
+ * one a proxy claims: that host's policy may be one that denies the caller.
+ * Writes the result to `out` (capacity at least 2n); returns its length, 0
+ * when nothing is left.
+ */
+static size_t forwarded_without_host(const char *v, size_t n, char *out)
+{
+    size_t i = 0, o = 0;
+
+    while (i < n) {
+        size_t s = i, e;
+        bool quoted = false, elem_end;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        s = i;
+        for (e = i; e < n; e++) {
+            if (quoted && v[e] == '\\' && e + 1 < n) {
+                e++;
+                continue;
+            }
+            if (v[e] == '"')
+                quoted = !quoted;
+            else if (!quoted && (v[e] == ';' || v[e] == ','))
+                break;
+        }
+        elem_end = e == n || v[e] == ',';
+        if (e > s && !(e - s >= 5 && ascii_casecmp_n(v + s, 5, "host=", 5) == 0)) {
+            if (o && out[o - 1] != ',' && out[o - 1] != ' ')
+                out[o++] = ';';
+            memcpy(out + o, v + s, e - s);
+            o += e - s;
+        }
+        if (elem_end && e < n && o && out[o - 1] != ' ') {
+            out[o++] = ',';
+            out[o++] = ' ';
+        }
+        i = e < n ? e + 1 : n;
+    }
+    while (o && (out[o - 1] == ' ' || out[o - 1] == ','))
+        o--;
+    return o;
+}
+
 int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 {
     const struct http1_request *r = p->req;
     const struct cfg_upstream *up = p->up;
-    bool have_proto = false, have_host = false;
+    bool have_proto = false;
     size_t n_xff = 0;
     const struct http1_header *xff[HTTP1_MAX_HEADERS];
     struct hb hb;
@@ -621,7 +667,18 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
             if (name_is(h->name, h->name_len, "x-forwarded-proto"))
                 have_proto = true;
             if (name_is(h->name, h->name_len, "x-forwarded-host"))
-                have_host = true;
+                continue; /* baton sets it: the host it routed on */
+            if (name_is(h->name, h->name_len, "forwarded")) {
+                char *fw = xmalloc(2 * h->value_len + 1); /* owned: ", " may replace "," */
+                size_t fl = forwarded_without_host(h->value, h->value_len, fw);
+                if (fl) {
+                    hb_str(&hb, "Forwarded: ");
+                    hb_put(&hb, fw, fl);
+                    hb_put(&hb, "\r\n", 2);
+                }
+                free(fw);
+                continue;
+            }
         }
         hb_put(&hb, h->name, h->name_len);
         hb_put(&hb, ": ", 2);
@@ -638,9 +695,14 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
     hb_put(&hb, "\r\n", 2);
     if (!have_proto)
         hb_str(&hb, "X-Forwarded-Proto: http\r\n");
-    if (!have_host && r->host) {
+    if (r->hostname) {
+        /* the host baton routed on (no trailing dot), with the client's port */
         hb_str(&hb, "X-Forwarded-Host: ");
-        hb_put(&hb, r->host, r->host_len);
+        hb_put(&hb, r->hostname, r->hostname_len);
+        if (r->port) {
+            hb_put(&hb, ":", 1);
+            hb_u64(&hb, r->port);
+        }
         hb_put(&hb, "\r\n", 2);
     }
     hb_str(&hb, "X-Request-Id: ");

@@ -59,6 +59,28 @@ def wait_record(env, pred, timeout=5):
     raise AssertionError("no matching audit record")
 
 
+# ------------------------------------------------------------ 6. trailing dot
+
+def test_trailing_dot_host_gets_the_exact_host_policy(env, up):
+    # "vhost" (host only.example) allows only GET /api/vhost; "*" allows all of /api/
+    for host in ["only.example.", "ONLY.example.:8080"]:
+        out = raw_request(env, "GET", "/api/other", [("Host", host),
+                                                     ("Authorization", "Bearer " + env.tok)])
+        assert status_of(out) == 403, (host, out[:200])
+    up.clear()
+    out = raw_request(env, "GET", "/api/vhost", [("Host", "only.example.:8080"),
+                                                 ("Authorization", "Bearer " + env.tok)])
+    assert status_of(out) == 200
+    rec = json.loads(body_of(out))
+    assert headers_of(rec)["x-forwarded-host"] == ["only.example:8080"], "forwarded without the dot"
+
+
+@pytest.mark.parametrize("host", [".", "only.example..", "a..:80"])
+def test_empty_label_host_is_refused(env, host):
+    out = raw_request(env, "GET", "/api/x", [("Host", host), ("Authorization", "Bearer " + env.tok)])
+    assert status_of(out) == 400
+
+
 # ------------------------------------------------------- 4. Connection hiding
 
 @pytest.mark.parametrize("path", ["/hdr/x", "/api/x"])
@@ -82,3 +104,51 @@ def test_connection_naming_another_header_still_passes(env):
                                              ("X-Sfn-Execution", "arn:aws:states:x"),
                                              ("Connection", "x-other")])
     assert status_of(out) == 200
+
+
+# ------------------------------------------------------------ 7. strip list
+
+STRIPPED = ["X-Endpoint-API-UserInfo", "X-Apigateway-Api-Userinfo", "X-Appengine-User-Email",
+            "X-AppEngine-Cron", "X-CloudScheduler", "X-CloudScheduler-JobName",
+            "X-Remote-User", "X-Forwarded-User", "X-Forwarded-Email", "X-Auth-Request-User",
+            "X-Auth-Request-Email", "X-Auth-Request-Access-Token", "X-Middleware-Subrequest"]
+
+
+def test_identity_headers_are_stripped_with_their_underscore_spellings(env):
+    hdrs = [("Host", "gw.example"), ("Authorization", "Bearer " + env.tok)]
+    for name in STRIPPED:
+        hdrs.append((name, "forged"))
+        hdrs.append((name.replace("-", "_"), "forged"))
+    hdrs.append(("X-Kept", "yes"))
+    out = raw_request(env, "GET", "/api/strip", hdrs)
+    assert status_of(out) == 200
+    got = headers_of(json.loads(body_of(out)))
+    assert got["x-kept"] == ["yes"]
+    leaked = [n for n in got if n.replace("_", "-") in {s.lower() for s in STRIPPED}]
+    assert not leaked, leaked
+    assert "forged" not in body_of(out).decode()
+
+
+# -------------------------------------------- 10. host behind a trusted proxy
+
+def test_trusted_proxy_cannot_choose_the_forwarded_host(tmp_path, up):
+    e = ServeEnv(tmp_path, up.port, trusted_proxies=["127.0.0.1/32"])
+    e.start()
+    try:
+        out = raw_request(e, "GET", "/api/fwd",
+                          [("Host", "gw.example"), ("Authorization", "Bearer " + e.token()),
+                           ("X-Forwarded-Host", "only.example"),
+                           ("X-Forwarded-Proto", "https"),
+                           ("X-Forwarded-For", "203.0.113.7"),
+                           ("X-Forwarded-User", "admin"),
+                           ("Forwarded", 'for=203.0.113.7;host=only.example;proto=https, '
+                                         'host="x.example";for="[2001:db8::1]"')])
+        assert status_of(out) == 200
+        got = headers_of(json.loads(body_of(out)))
+        assert got["x-forwarded-host"] == ["gw.example"], "the host baton routed on"
+        assert got["x-forwarded-proto"] == ["https"], "the trusted proxy's proto is kept"
+        assert got["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+        assert got["forwarded"] == ['for=203.0.113.7;proto=https, for="[2001:db8::1]"']
+        assert "x-forwarded-user" not in got
+    finally:
+        assert e.stop() == 0
