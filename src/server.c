@@ -72,6 +72,7 @@
 #include "path.h"
 #include "policy.h"
 #include "proxy.h"
+#include "redact.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -388,7 +389,11 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
     size_t pl = r->path_len < 400 ? r->path_len : 400;
 
     json_escape(path, sizeof(path), r->path ? r->path : "", r->path ? pl : 0);
-    json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
+    /* the audit record's redaction: a credential sent as User-Agent is never logged */
+    if (r->user_agent && redact_is_credential(r->user_agent, r->ua_len))
+        snprintf(ua, sizeof(ua), "[redacted]");
+    else
+        json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
     if (r->has_trace) {
         char id[33];
         memcpy(id, r->traceparent + 3, 32);

@@ -152,3 +152,42 @@ def test_trusted_proxy_cannot_choose_the_forwarded_host(tmp_path, up):
         assert "x-forwarded-user" not in got
     finally:
         assert e.stop() == 0
+
+
+# ------------------------------------------------------------------ 8. leaks
+
+def test_access_log_redacts_a_jwt_user_agent(env):
+    ua_tok = env.token(sub="ua-secret")
+    st, _, _ = env.request("GET", "/api/ua", token=env.tok, headers={"User-Agent": ua_tok})
+    assert st == 200
+    deadline = time.monotonic() + 3
+    while "/api/ua" not in env.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [l for l in env.log_text().splitlines() if "/api/ua" in l]
+    assert lines, "an access log line"
+    assert ua_tok not in env.log_text()
+    assert '"userAgent":"[redacted]"' in lines[-1]
+
+
+CREDS = {
+    "a": "ya29.a0AfH6SMBx3kYq-example_token_value_123",
+    "b": "ghp_" + "A1b2C3d4E5" * 4,
+    "c": "gho_" + "Z9y8X7w6V5" * 4,
+    "d": "github_pat_11ABCDEFG0" + "x_Y1" * 10,
+    "e": "AKIAIOSFODNN7EXAMPLE",
+    "f": "ASIAY34FZKBOKMUTVV7A",
+}
+
+
+def test_query_redaction_catches_credential_shaped_values(env):
+    jwt_like = env.token(sub="in-query")
+    q = "&".join("%s=%s" % kv for kv in CREDS.items()) + "&g=" + jwt_like + "&plain=ghp_short&n=1"
+    st, _, _ = env.request("GET", "/api/q?" + q, token=env.tok)
+    assert st == 200
+    rec = wait_record(env, lambda r: r["request"]["path"] == "/api/q")
+    assert rec["request"]["query"] == ("a=[redacted]&b=[redacted]&c=[redacted]&d=[redacted]"
+                                       "&e=[redacted]&f=[redacted]&g=[redacted]"
+                                       "&plain=ghp_short&n=1")
+    text = env.audit_path.read_text() + env.log_text()
+    for v in list(CREDS.values()) + [jwt_like]:
+        assert v not in text
