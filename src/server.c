@@ -36,6 +36,7 @@
  */
 #include "server.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -49,6 +50,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -188,6 +190,9 @@ struct worker {
     uint64_t log_suppressed;
     unsigned timer_ms[3];           /* cached common timeouts: idle, header, linger */
     const struct timeval *timer_tv[3];
+    struct event *accept_pause;     /* re-enables the listener after EMFILE/ENFILE */
+    uint64_t accept_log_ns;         /* the last accept-failure log line */
+    uint64_t accept_failures;       /* since that line */
 };
 
 static struct server {
@@ -216,6 +221,7 @@ static struct server {
     struct event *sig_ev[4];
     int listen_port;
     const char *trace_project; /* $GOOGLE_CLOUD_PROJECT, for trace links */
+    long conn_cap; /* connections the descriptor limit can serve (0: not computed) */
 } g;
 
 static void conn_process(struct conn *c);
@@ -1257,6 +1263,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     (void)l;
 
+    if (g.conn_cap > 0 && max > g.conn_cap)
+        max = g.conn_cap;
     if (atomic_fetch_add(&g.n_conns, 1) >= max) {
         atomic_fetch_sub(&g.n_conns, 1);
         (void)!send(fd, overload_response, sizeof(overload_response) - 1,
@@ -1301,6 +1309,50 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
     arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000);
+}
+
+/*
+ * accept() failed with something other than a retriable error. Out of
+ * descriptors (EMFILE, ENFILE) or kernel memory, the pending connection stays
+ * in the queue and the socket stays readable: left alone, the loop would spin
+ * on it (libevent would also log each failure). The listener is paused for
+ * ACCEPT_PAUSE_MS instead, the connections already open are served as usual
+ * (each one that closes gives a descriptor back), and a line is logged at
+ * most once a second, with the count of failures since the last one.
+ */
+#define ACCEPT_PAUSE_MS 100
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    uint64_t now = mono_ns();
+
+    evconnlistener_disable(l);
+    evtimer_add(w->accept_pause, &tv);
+    w->accept_failures++;
+    if (now - w->accept_log_ns >= 1000000000ull || !w->accept_log_ns) {
+        char fields[160];
+        snprintf(fields, sizeof(fields), "\"worker\":%u,\"errno\":%d,\"failures\":%llu,"
+                 "\"open_connections\":%ld", w->id, err,
+                 (unsigned long long)w->accept_failures, atomic_load(&g.n_conns));
+        log_msg_fields(LOG_WARNING, fields,
+                       "worker %u: accept failed (%s): not accepting for %d ms, open "
+                       "connections are still served%s", w->id, strerror(err), ACCEPT_PAUSE_MS,
+                       err == EMFILE || err == ENFILE ? "; raise the descriptor limit or "
+                                                        "lower limits.max_connections" : "");
+        w->accept_log_ns = now;
+        w->accept_failures = 0;
+    }
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->listener && !w->draining)
+        evconnlistener_enable(w->listener);
 }
 
 /* --------------------------------------------------------------- workers */
@@ -1575,6 +1627,64 @@ static int parse_args(int argc, char **argv, const char **config_flag)
     return 0;
 }
 
+/*
+ * Descriptors. The soft RLIMIT_NOFILE is raised to the hard limit at start,
+ * as nginx's worker_rlimit_nofile and Go's runtime do: Debian's default soft
+ * limit of 1024 is far below what max_connections asks. Then the connections
+ * the limit can serve are counted: each may hold two descriptors (the client
+ * and an upstream connection), beside those open at start and a reserve for
+ * what the process opens later (key set and identity fetches, the admin
+ * listener's connections, audit reopen). Past that count a connection gets
+ * the canned 503, like past max_connections, instead of starving a request
+ * that already holds its client of the upstream connection it needs.
+ */
+#define FD_RESERVE 64
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_msg(LOG_WARNING, "cannot raise the descriptor limit to %llu: %s",
+                (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
+static long open_descriptors(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    long n = 0;
+
+    if (!d)
+        return FD_RESERVE; /* no /proc: count the reserve twice */
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static void cap_connections(unsigned max_connections)
+{
+    struct rlimit rl;
+    long in_use = open_descriptors(), cap;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    cap = ((long)rl.rlim_cur - in_use - FD_RESERVE) / 2;
+    if (cap < 1)
+        cap = 1;
+    g.conn_cap = cap;
+    if ((long)max_connections > cap)
+        log_msg(LOG_WARNING, "limits.max_connections %u capped at %ld: the descriptor limit "
+                             "(RLIMIT_NOFILE) is %llu, %ld are open at start, %d are reserved, "
+                             "and each connection may hold two (client and upstream)",
+                max_connections, cap, (unsigned long long)rl.rlim_cur, in_use, FD_RESERVE);
+}
+
 static int env_port(int fallback)
 {
     const char *p = getenv("PORT");
@@ -1605,6 +1715,7 @@ int cmd_serve(int argc, char **argv)
     if (arc)
         return arc == 1 ? 0 : 2;
     memset(&g, 0, sizeof(g));
+    raise_nofile();
     g.config_path = config_path_choose(flag);
     g.trace_project = getenv("GOOGLE_CLOUD_PROJECT");
     if (getenv("BATON_LOG_LEVEL") && strcmp(getenv("BATON_LOG_LEVEL"), "debug") == 0)
@@ -1727,6 +1838,8 @@ int cmd_serve(int argc, char **argv)
             log_msg(LOG_ERROR, "cannot start listening");
             goto out;
         }
+        w->accept_pause = evtimer_new(w->base, on_accept_resume, w);
+        evconnlistener_set_error_cb(w->listener, on_accept_error);
         w->mw = metrics_worker(i);
         w->proxy = proxy_new(w->base, g.tls, w->mw);
         w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1756,6 +1869,7 @@ int cmd_serve(int argc, char **argv)
         g.sig_ev[i] = evsignal_new(g.bg, sigs[i], on_signal, NULL);
         event_add(g.sig_ev[i], NULL);
     }
+    cap_connections(rt->cfg->limits.max_connections);
     log_msg(LOG_INFO, "baton serving on %s:%d with %u workers (%zu steps), admin %s:%d",
             rt->cfg->listen.host, port, g.n_workers, rt->n_steps,
             rt->cfg->admin_enabled ? rt->cfg->admin_listen.host : "-",
@@ -1816,6 +1930,8 @@ out:
         }
         if (w->listener)
             evconnlistener_free(w->listener);
+        if (w->accept_pause)
+            event_free(w->accept_pause);
         proxy_free(w->proxy);
         if (w->ctl)
             event_free(w->ctl);
