@@ -98,7 +98,7 @@
 #define CAP_IDENTITY 512
 /* Every capped string (quotes and escapes within its cap), plus 2 KB for the
  * member names, numbers and the `ts`, fits a line after the writer's prefix. */
-_Static_assert(CAP_ID + CAP_STEP + CAP_FILE + 2 * CAP_HASH + 4 * CAP_CLAIM + CAP_JTI +
+_Static_assert(2 * CAP_ID + CAP_STEP + CAP_FILE + 2 * CAP_HASH + 4 * CAP_CLAIM + CAP_JTI +
                        CAP_ACCOUNT + CAP_METHOD + CAP_PATH + CAP_QUERY + CAP_CLIENT + CAP_UA +
                        AUDIT_MAX_RECORD_HEADERS * (CAP_HNAME + AUDIT_HEADER_VALUE_MAX + 16) +
                        CAP_NAME + CAP_IDENTITY + 2048 + AUDIT_PREFIX_MAX <
@@ -427,6 +427,8 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
     sb_int_or_null(&b, r->duration_ms >= 0, r->duration_ms);
     sb_lit(&b, ",\"worker\":");
     sb_int_or_null(&b, r->worker >= 0, r->worker);
+    sb_lit(&b, ",\"client_request_id\":");
+    sb_cstr(&b, r->client_request_id, CAP_ID);
     if (b.truncated)
         sb_lit(&b, ",\"truncated\":true");
     *b0 = b;

@@ -98,7 +98,8 @@ struct request {
     struct runtime *rt; /* reference held from head to audit record */
     uint64_t t0_ns;
     int64_t ts_ms;
-    char request_id[PROXY_REQUEST_ID_MAX + 1];
+    char request_id[PROXY_REQUEST_ID_MAX + 1]; /* baton's own: the audit record's */
+    char client_request_id[PROXY_REQUEST_ID_MAX + 1]; /* the client's valid one, or "" */
     char traceparent[56];
     bool has_trace;
     enum http1_method method;
@@ -354,6 +355,13 @@ static const char *status_word(int status)
     }
 }
 
+/* The X-Request-Id sent upstream and back to the client: the client's own
+ * when it sent a valid one (its correlation id), else baton's. */
+static const char *fwd_request_id(const struct request *r)
+{
+    return r->client_request_id[0] ? r->client_request_id : r->request_id;
+}
+
 /*
  * Queues an error response for `reason` (status from reason_status only).
  * `extra` is one more header line without CRLF, or NULL.
@@ -370,7 +378,7 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %d\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
                         "%s%s%s\r\n",
-                        status, status_text(status), n, c->req.request_id, extra ? extra : "",
+                        status, status_text(status), n, fwd_request_id(&c->req), extra ? extra : "",
                         extra ? "\r\n" : "",
                         close ? "Connection: close\r\n"
                               : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
@@ -445,6 +453,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         rec.reason = reason;
         rec.status = status;
         rec.worker = (int)w->id;
+        rec.client_request_id = r->client_request_id[0] ? r->client_request_id : NULL;
         if (r->policy) {
             rec.step = policy_step(r->policy);
             rec.dry_run = policy_dry_run(r->policy);
@@ -815,8 +824,10 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     r->method = hreq->method;
     r->version = hreq->version;
     r->keep_alive = hreq->keep_alive && !w->draining;
-    if (!proxy_client_request_id(hreq, r->request_id, sizeof(r->request_id)))
-        new_request_id(w, r->request_id);
+    /* Clients never choose the audit record's id: theirs travels beside it. */
+    new_request_id(w, r->request_id);
+    if (!proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
+        r->client_request_id[0] = '\0';
     r->has_trace = proxy_traceparent(hreq, r->traceparent);
 
     /* The body, if any, is not read on a refusal: only a complete one
@@ -947,7 +958,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .from_trusted_proxy = cfg->n_trusted_proxies &&
                                   config_is_trusted_proxy(cfg, (struct sockaddr *)&c->peer_sa),
             .client_ip = c->peer_ip,
-            .request_id = r->request_id,
+            .request_id = fwd_request_id(r),
             .traceparent = r->has_trace ? r->traceparent : NULL,
             .token_value = r->have_idt ? r->idt.header_value : NULL,
             .body = hreq->body,
@@ -970,7 +981,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .expect_100 = hreq->expect_100,
             .client_keep_alive = r->keep_alive,
             .client_version = hreq->version,
-            .request_id = r->request_id,
+            .request_id = fwd_request_id(r),
         };
         evbuffer_drain(in, head_len); /* hreq's slices die here */
         r->forwarded = true;

@@ -191,3 +191,97 @@ def test_query_redaction_catches_credential_shaped_values(env):
     text = env.audit_path.read_text() + env.log_text()
     for v in list(CREDS.values()) + [jwt_like]:
         assert v not in text
+
+
+# ------------------------------------------------- request id, NumericDates
+
+def test_clients_do_not_choose_the_audit_request_id(env, up):
+    st, hd, body = env.request("GET", "/api/rid-own", token=env.tok,
+                               headers={"X-Request-Id": "chosen-by-client"})
+    assert st == 200
+    assert hd["x-request-id"] == "chosen-by-client", "the client's id still correlates"
+    rec = wait_record(env, lambda r: r["request"]["path"] == "/api/rid-own")
+    assert re.fullmatch(r"[0-9a-f]{32}", rec["request_id"]), rec["request_id"]
+    assert rec["client_request_id"] == "chosen-by-client"
+    st, hd, body = env.request("GET", "/nowhere", headers={"X-Request-Id": "chosen-2"})
+    assert st == 404
+    rec = wait_record(env, lambda r: r.get("client_request_id") == "chosen-2")
+    assert json.loads(body)["request_id"] == rec["request_id"] != "chosen-2"
+    st, hd, _ = env.request("GET", "/api/rid-none", token=env.tok)
+    rec = wait_record(env, lambda r: r["request"]["path"] == "/api/rid-none")
+    assert rec["client_request_id"] is None and rec["request_id"] == hd["x-request-id"]
+
+
+@pytest.mark.parametrize("claim,value", [("exp", 1e300), ("exp", 1e12), ("nbf", -1e300),
+                                         ("iat", -5), ("exp", 253402300800)])
+def test_numeric_dates_out_of_range_are_refused(env, claim, value):
+    now = int(time.time())
+    body = {"iss": ISSUER, "sub": SUB, "aud": AUDIENCE, "iat": now, "exp": now + 300,
+            "jti": "nd-%s-%r" % (claim, value)}
+    body[claim] = value
+    tok = jwt.encode(body, env.key_pem, algorithm="RS256", headers={"kid": env.kid})
+    st, _, _ = env.request("GET", "/api/nd-%s" % claim, token=tok)
+    assert st == 401
+    rec = wait_record(env, lambda r: r["caller"] and r["caller"]["jti"] == body["jti"])
+    assert rec["reason"] == "bad_claim_type"
+
+
+def test_numeric_date_at_the_top_of_the_range_is_accepted(env):
+    tok = env.token(exp_in=0, exp=253402300799)
+    st, _, _ = env.request("GET", "/api/nd-max", token=tok)
+    assert st == 200
+
+
+# ------------------------------------------------- 2. emptied key sets revoke
+
+def metric(env, name, labels):
+    _, _, body = env.admin("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{" + labels + "}"):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.mark.parametrize("doc", [
+    {"keys": []},
+    {"keys": [{"kty": "oct", "kid": "test-key-1", "k": "c2VjcmV0c2VjcmV0c2VjcmV0"}]},
+    "enc",
+])
+def test_an_emptied_key_set_revokes_a_failed_fetch_does_not(tmp_path, up, doc):
+    e = ServeEnv(tmp_path, up.port)
+    e.config["issuers"][0]["refresh_min_s"] = 1
+    e.config["issuers"][0]["refresh_max_s"] = 1
+    e.write_config()
+    e.start()
+    try:
+        tok = e.token()
+        assert e.request("GET", "/api/k", token=tok)[0] == 200
+        good = (e.dir / "jwks.json").read_text()
+        # a failed fetch (malformed JSON) keeps the last good set
+        (e.dir / "jwks.json").write_text('{"keys": [ broken')
+        deadline = time.monotonic() + 6
+        while (metric(e, "baton_keyset_refreshes_total", 'issuer="test",result="failed"') or 0) < 1:
+            assert time.monotonic() < deadline, "the broken file was read"
+            time.sleep(0.1)
+        assert e.request("GET", "/api/k", token=tok)[0] == 200, "last good set kept"
+        # a well-formed set without a usable key is the issuer's word: it revokes
+        if doc == "enc":
+            k = json.loads(good)["keys"][0]
+            k["use"] = "enc"
+            doc = {"keys": [k]}
+        (e.dir / "jwks.json").write_text(json.dumps(doc))
+        deadline = time.monotonic() + 6
+        while e.request("GET", "/api/k", token=tok)[0] != 401:
+            assert time.monotonic() < deadline, "the old key was revoked"
+            time.sleep(0.1)
+        assert metric(e, "baton_keyset_empty_total", 'issuer="test"') >= 1
+        assert metric(e, "baton_keyset_keys", 'issuer="test"') == 0
+        assert "has no usable key" in e.log_text() and "every token of this issuer is refused" in e.log_text()
+        # and the issuer publishing a key again restores service
+        (e.dir / "jwks.json").write_text(good)
+        deadline = time.monotonic() + 6
+        while e.request("GET", "/api/k", token=tok)[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        assert e.stop() == 0
