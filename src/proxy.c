@@ -95,6 +95,8 @@ struct proxy_exchange {
     struct evbuffer *head; /* kept until a response head arrives (retry) */
     struct event kick;     /* first step after proxy_forward returns */
     bool kick_armed;
+    struct event body_timer; /* limits.body_timeout_ms: the whole request body */
+    bool body_timer_armed;
     bool start_failed;
 
     enum http1_method method;
@@ -894,6 +896,8 @@ static void complete(struct proxy_exchange *ex)
     bufferevent_setcb(ex->client, NULL, NULL, NULL, NULL);
     if (ex->kick_armed)
         event_del(&ex->kick);
+    if (ex->body_timer_armed)
+        event_del(&ex->body_timer);
     if (ex->head)
         head_release(ex->px, ex->head);
     /* Kept for the next exchanges (one allocation less each), up to a bound. */
@@ -920,6 +924,19 @@ static void fail(struct proxy_exchange *ex, enum reason why, const char *detail)
 }
 
 static int pump_request(struct proxy_exchange *ex);
+
+/* The request body did not arrive whole within limits.body_timeout_ms of the
+ * exchange's start, however it trickled (a slow upload holds an upstream
+ * connection and a worker's buffers). */
+static void body_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)fd;
+    (void)what;
+    ex->body_timer_armed = false;
+    if (!ex->req_done)
+        fail(ex, REASON_BODY_TIMEOUT, "request body not complete before limits.body_timeout_ms");
+}
 
 /* Runs once, from the loop, right after proxy_forward: so that `done` never
  * runs inside proxy_forward, whatever the buffered bytes hold. */
@@ -999,6 +1016,10 @@ static void request_body_done(struct proxy_exchange *ex)
     const struct timeval *rt;
 
     ex->req_done = true;
+    if (ex->body_timer_armed) {
+        event_del(&ex->body_timer);
+        ex->body_timer_armed = false;
+    }
     /* The client's reading stays enabled (no epoll change per request): what
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
@@ -1411,6 +1432,12 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 
     if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && ex->req_done)
         return; /* a half-close after the request: the response may still go out */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !ex->req_done) {
+        /* the body went silent for timeout_ms: the client is still there to
+         * be told (408), unlike a client that closed */
+        fail(ex, REASON_BODY_TIMEOUT, "request body silent for the step's timeout_ms");
+        return;
+    }
     fail(ex, REASON_CLIENT_CLOSED,
          (what & BEV_EVENT_TIMEOUT) ? "client stalled" : "client closed the connection");
 }
@@ -1460,6 +1487,12 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     tv = proxy_tv(px, ex->timeout_ms);
     bufferevent_set_timeouts(ex->client, ex->req_done ? NULL : tv, tv);
 
+    if (!ex->req_done && p->body_timeout_ms) {
+        struct timeval btv = {p->body_timeout_ms / 1000, (p->body_timeout_ms % 1000) * 1000};
+        evtimer_assign(&ex->body_timer, px->base, body_deadline_cb, ex);
+        evtimer_add(&ex->body_timer, &btv);
+        ex->body_timer_armed = true;
+    }
     if (start_upstream(ex) < 0) {
         ex->start_failed = true;
     } else if (!ex->req_done && p->expect_100 &&

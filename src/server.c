@@ -982,6 +982,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .client_keep_alive = r->keep_alive,
             .client_version = hreq->version,
             .request_id = fwd_request_id(r),
+            .body_timeout_ms = cfg->limits.body_timeout_ms,
         };
         evbuffer_drain(in, head_len); /* hreq's slices die here */
         r->forwarded = true;
@@ -1025,10 +1026,11 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
                o->client_reusable);
         return;
     }
-    d = (why == REASON_BODY_TOO_LARGE || why == REASON_BAD_FRAMING) ? DECISION_DENY
-                                                                    : DECISION_ERROR;
+    d = (why == REASON_BODY_TOO_LARGE || why == REASON_BAD_FRAMING || why == REASON_BODY_TIMEOUT)
+            ? DECISION_DENY
+            : DECISION_ERROR;
     if (why != REASON_CLIENT_CLOSED && why != REASON_BODY_TOO_LARGE && why != REASON_BAD_FRAMING &&
-        log_budget(c->w)) {
+        why != REASON_BODY_TIMEOUT && log_budget(c->w)) {
         char fields[256];
         snprintf(fields, sizeof(fields), "\"reason\":\"%s\",\"request_id\":\"%s\",\"upstream\":\"%s\"",
                  reason_code(why), r->request_id, r->step ? r->step->target->up->name : "");

@@ -285,3 +285,67 @@ def test_an_emptied_key_set_revokes_a_failed_fetch_does_not(tmp_path, up, doc):
             time.sleep(0.1)
     finally:
         assert e.stop() == 0
+
+
+# ---------------------------------------------------- 5. request body deadline
+
+def _upload(env, path, tok, send, total=100, timeout=8):
+    """Sends a POST head then calls send(sock) to deliver (part of) the body;
+    returns (response bytes, seconds from the head to the response)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", env.port), timeout=timeout)
+    try:
+        s.sendall(("POST %s HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: %d\r\n\r\n" % (path, tok, total)).encode())
+        t0 = time.monotonic()
+        send(s)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+def test_a_trickled_body_meets_the_overall_deadline(tmp_path, up):
+    e = ServeEnv(tmp_path, up.port, limits={"body_timeout_ms": 1500})
+    e.start()
+    try:
+        def trickle(s):
+            import socket
+            for _ in range(40):  # one byte every 0.2 s: never silent for timeout_ms (5 s)
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    return
+                s.settimeout(0.2)
+                try:
+                    if s.recv(1, socket.MSG_PEEK):
+                        return  # answered
+                except socket.timeout:
+                    pass
+            s.settimeout(8)
+        out, took = _upload(e, "/api/trickle", e.token(), trickle)
+        assert status_of(out) == 408, out[:200]
+        assert 1.3 < took < 4, took
+        rec = wait_record(e, lambda r: r["request"]["path"] == "/api/trickle")
+        assert rec["reason"] == "body_timeout" and rec["status"] == 408
+        assert rec["decision"] == "deny"
+        assert e.request("POST", "/api/fast", token=e.token(), body=b"y" * 1000)[0] == 200
+    finally:
+        assert e.stop() == 0
+
+
+def test_a_body_silent_for_the_step_timeout_gets_408_and_a_status(env):
+    # the "slow" step's timeout_ms is 500
+    out, took = _upload(env, "/slow/stall", env.tok, lambda s: s.sendall(b"z" * 10))
+    assert status_of(out) == 408, out[:200]
+    assert took < 3, took
+    rec = wait_record(env, lambda r: r["request"]["path"] == "/slow/stall")
+    assert rec["reason"] == "body_timeout" and rec["status"] == 408, rec
