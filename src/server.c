@@ -155,14 +155,18 @@ struct conn {
     struct proxy_exchange *ex;
     struct authn_hint token_hint; /* the cache entry this connection's last token hit */
     struct request req;
+    /* fsync "always" only: bytes the output has handed to the socket (or
+     * dropped), and where in that count the forwarded response starts */
+    uint64_t out_drained, resp_mark;
 };
 
 /* A durable-record notice from the audit writer thread (fsync "always"). */
 struct durable_note {
     struct worker *w;
     struct conn *c;
-    bool strict; /* on_failure "deny": an unrecorded response is never delivered */
+    bool strict; /* on_failure "deny" and an upstream response: never delivered unrecorded */
     int ok;
+    char request_id[PROXY_REQUEST_ID_MAX + 1], client_request_id[PROXY_REQUEST_ID_MAX + 1];
     struct durable_note *next;
 };
 
@@ -374,6 +378,9 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"request_id\":\"%s\"}\n",
                      status_word(status), c->req.request_id);
 
+    if (status == 503 && !extra)
+        extra = "Retry-After: 1"; /* our failure (keys, identity, audit): retryable */
+
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %d\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
@@ -431,6 +438,46 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
 }
 
 static void durable_cb(void *arg, int ok);
+
+/* fsync "always": counts what leaves the client output (see withhold_response). */
+static void out_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    (void)buf;
+    c->out_drained += info->n_deleted;
+}
+
+/*
+ * fsync "always" with on_failure "deny": the upstream's response cannot be
+ * delivered because its record could not be written. When none of it has
+ * reached the socket yet (the usual case: the writer holds the response
+ * until the record is durable), it is replaced by the 503 audit_unavailable
+ * that `batch` answers; otherwise the connection is closed short of it, so
+ * the client sees an incomplete response, never a complete unrecorded one.
+ * Either way the connection closes. Uses c->req's request ids.
+ */
+static void withhold_response(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(out);
+
+    evbuffer_unfreeze(out, 1); /* the bufferevent keeps the start frozen */
+    if (c->out_drained <= c->resp_mark && c->resp_mark - c->out_drained <= len) {
+        size_t keep = (size_t)(c->resp_mark - c->out_drained); /* earlier responses' tails */
+        struct evbuffer *prior = evbuffer_new();
+        if (prior) {
+            evbuffer_remove_buffer(out, prior, keep);
+            evbuffer_drain(out, evbuffer_get_length(out));
+            evbuffer_add_buffer(out, prior);
+            evbuffer_free(prior);
+            evbuffer_freeze(out, 1);
+            send_error(c, REASON_AUDIT_UNAVAILABLE, NULL, true);
+            return;
+        }
+    }
+    evbuffer_drain(out, len);
+    evbuffer_freeze(out, 1);
+}
 
 /*
  * The end of every request after the guard: one audit record (when routed),
@@ -498,14 +545,18 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
             struct durable_note *note = xcalloc(1, sizeof(*note));
             note->c = c;
             note->w = w;
-            note->strict = g.audit_cfg.on_failure == ON_FAILURE_DENY;
+            /* Only what came from the upstream is withheld: baton's own
+             * refusals (a 503 audit_unavailable among them) go out whether or
+             * not their record could be written, as with "batch". */
+            note->strict = g.audit_cfg.on_failure == ON_FAILURE_DENY && r->forwarded;
+            memcpy(note->request_id, r->request_id, sizeof(note->request_id));
+            memcpy(note->client_request_id, r->client_request_id, sizeof(note->client_request_id));
             if (audit_submit(g.audit, r->reserved ? &r->rsv : NULL, &rec, durable_cb, note) == 0) {
                 held = true;
             } else {
                 if (note->strict) {
                     /* Not recordable: the response is never delivered. */
-                    evbuffer_drain(bufferevent_get_output(c->bev),
-                                   evbuffer_get_length(bufferevent_get_output(c->bev)));
+                    withhold_response(c);
                     reusable = false;
                 }
                 free(note);
@@ -561,15 +612,19 @@ static void durable_cb(void *arg, int ok)
     worker_wake(w);
 }
 
-static void durable_arrived(struct conn *c, int ok, bool strict)
+static void durable_arrived(struct conn *c, const struct durable_note *note)
 {
     if (c->state != CS_WAIT_DURABLE)
         return;
-    if (!ok && strict) {
-        evbuffer_drain(bufferevent_get_output(c->bev),
-                       evbuffer_get_length(bufferevent_get_output(c->bev)));
+    if (!note->ok && note->strict) {
+        memcpy(c->req.request_id, note->request_id, sizeof(c->req.request_id));
+        memcpy(c->req.client_request_id, note->client_request_id,
+               sizeof(c->req.client_request_id));
+        withhold_response(c);
+        c->req.request_id[0] = c->req.client_request_id[0] = '\0';
+        bufferevent_enable(c->bev, EV_WRITE);
         c->state = CS_BUSY;
-        conn_free(c);
+        conn_close(c);
         return;
     }
     bufferevent_enable(c->bev, EV_WRITE);
@@ -986,6 +1041,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
         };
         evbuffer_drain(in, head_len); /* hreq's slices die here */
         r->forwarded = true;
+        c->resp_mark = c->out_drained + evbuffer_get_length(bufferevent_get_output(c->bev));
         c->state = CS_BUSY;
         evtimer_del(&c->timer);
         c->ex = proxy_forward(w->proxy, &fp, on_proxy_done, c);
@@ -1310,6 +1366,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     proxy_plain_reads(c->bev);
+    if (g.audit_cfg.fsync == FSYNC_ALWAYS)
+        evbuffer_add_cb(bufferevent_get_output(c->bev), out_drained_cb, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);
     c->next = w->conns;
     if (w->conns)
@@ -1387,7 +1445,7 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->q_lock);
     while (notes) {
         struct durable_note *next = notes->next;
-        durable_arrived(notes->c, notes->ok, notes->strict);
+        durable_arrived(notes->c, notes);
         free(notes);
         notes = next;
     }

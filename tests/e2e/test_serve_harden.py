@@ -287,6 +287,64 @@ def test_an_emptied_key_set_revokes_a_failed_fetch_does_not(tmp_path, up, doc):
         assert e.stop() == 0
 
 
+# ------------------------------------------- 9. fsync "always", disk full
+
+def _mount_tmpfs(path, size):
+    import subprocess
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs for the full-disk test (%s): needs root"
+                    % r.stderr.strip())
+
+
+def test_fsync_always_with_a_full_disk_answers_503(tmp_path, up):
+    import os
+    import subprocess
+    fs = tmp_path / "fs"
+    _mount_tmpfs(fs, "256k")
+    try:
+        e = ServeEnv(tmp_path, up.port, audit_fsync="always")
+        e.audit_path = fs / "audit.jsonl"
+        e.config["audit"]["path"] = str(e.audit_path)
+        e.write_config()
+        e.start()
+        tok = e.token()
+        try:
+            assert e.request("GET", "/api/before", token=tok)[0] == 200
+            try:
+                with open(fs / "fill", "wb") as f:
+                    while True:
+                        f.write(b"x" * 4096)
+                        f.flush()
+            except OSError:
+                pass  # ENOSPC: the disk is full
+            statuses = []
+            for i in range(6):
+                req = ("GET /api/full%d HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+                       "Connection: close\r\n\r\n" % (i, tok)).encode()
+                out = e.raw(req)
+                assert out, "request %d: an empty reply" % i
+                statuses.append(status_of(out))
+                if status_of(out) == 503:
+                    assert b"Retry-After: 1\r\n" in out
+                    assert json.loads(body_of(out))["error"] == "unavailable"
+            assert statuses[-3:] == [503, 503, 503], statuses
+            assert set(statuses) <= {200, 503}, statuses
+            os.unlink(fs / "fill")  # space again: the writer recovers
+            deadline = time.monotonic() + 10
+            while e.request("GET", "/api/after", token=tok)[0] != 200:
+                assert time.monotonic() < deadline, "recovered once the disk has room"
+                time.sleep(0.2)
+        finally:
+            assert e.stop() == 0
+        kinds = [json.loads(l)["kind"] for l in e.audit_path.read_text().splitlines() if l]
+        assert "lost" in kinds, "the loss is declared in the log"
+    finally:
+        subprocess.run(["umount", "-l", str(fs)])
+
+
 # ---------------------------------------------------- 5. request body deadline
 
 def _upload(env, path, tok, send, total=100, timeout=8):
