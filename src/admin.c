@@ -234,6 +234,14 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             snprintf(labels, sizeof(labels), "issuer=\"%s\"", iss[i].name);
             metrics_write_sample(b, "baton_keyset_keys", labels, (double)iss[i].st.keys);
         }
+        metrics_write_header(b, "baton_keyset_empty_total", "counter",
+                             "Well-formed key sets without a usable key that replaced the "
+                             "previous set (every token of the issuer refused).");
+        for (size_t i = 0; i < k; i++) {
+            snprintf(labels, sizeof(labels), "issuer=\"%s\"", iss[i].name);
+            metrics_write_sample(b, "baton_keyset_empty_total", labels,
+                                 (double)iss[i].st.empty_sets);
+        }
         free(iss);
         metrics_write(b, "baton_config_generation", "gauge",
                       "Generation of the configuration snapshot in use (1 at start, +1 per reload).",

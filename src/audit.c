@@ -63,6 +63,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "redact.h"
 #include "util.h"
 
 #ifndef PACKAGE_VERSION
@@ -97,7 +98,7 @@
 #define CAP_IDENTITY 512
 /* Every capped string (quotes and escapes within its cap), plus 2 KB for the
  * member names, numbers and the `ts`, fits a line after the writer's prefix. */
-_Static_assert(CAP_ID + CAP_STEP + CAP_FILE + 2 * CAP_HASH + 4 * CAP_CLAIM + CAP_JTI +
+_Static_assert(2 * CAP_ID + CAP_STEP + CAP_FILE + 2 * CAP_HASH + 4 * CAP_CLAIM + CAP_JTI +
                        CAP_ACCOUNT + CAP_METHOD + CAP_PATH + CAP_QUERY + CAP_CLIENT + CAP_UA +
                        AUDIT_MAX_RECORD_HEADERS * (CAP_HNAME + AUDIT_HEADER_VALUE_MAX + 16) +
                        CAP_NAME + CAP_IDENTITY + 2048 + AUDIT_PREFIX_MAX <
@@ -298,100 +299,6 @@ static void fmt_ts(int64_t ms, char out[32])
 
 /* ------------------------------------------------------- secrets, record body */
 
-static bool contains_ci(const char *s, size_t n, const char *word)
-{
-    size_t w = strlen(word);
-    for (size_t i = 0; i + w <= n; i++)
-        if (!ascii_casecmp_n(s + i, w, word, w))
-            return true;
-    return false;
-}
-
-static bool is_b64url(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
-}
-
-/* A value that carries a credential whatever its header's name: an HTTP
- * authentication scheme, or a JWS/JWT (a base64url JSON header "eyJ..." then '.'). */
-static bool looks_like_credential(const char *v, size_t n)
-{
-    static const char *const schemes[] = {"bearer ", "basic ", "digest ", "negotiate ",
-                                          "aws4-hmac-sha256 "};
-    while (n && (*v == ' ' || *v == '\t')) {
-        v++;
-        n--;
-    }
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        size_t l = strlen(schemes[i]);
-        if (n >= l && !ascii_casecmp_n(v, l, schemes[i], l))
-            return true;
-    }
-    for (size_t i = 0; i + 3 <= n; i++) {
-        if (memcmp(v + i, "eyJ", 3))
-            continue;
-        size_t j = i + 3;
-        while (j < n && is_b64url((unsigned char)v[j]))
-            j++;
-        if (j - i >= 10 && j < n && v[j] == '.')
-            return true;
-    }
-    return false;
-}
-
-/* Form-decodes src (%XX, '+' as space) into dst, at most cap bytes (the rest
- * is cut: names and credential prefixes are short); returns the length. The
- * secret tests run on what the upstream framework will see, so that
- * "api%5Fkey" or "Bearer%20..." is judged as "api_key" and "Bearer ...". */
-static size_t form_decode(const char *src, size_t n, char *dst, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o < cap; i++) {
-        int hi, lo;
-        if (src[i] == '%' && i + 2 < n && (hi = hex_value((unsigned char)src[i + 1])) >= 0 &&
-            (lo = hex_value((unsigned char)src[i + 2])) >= 0) {
-            dst[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            dst[o++] = src[i] == '+' ? ' ' : src[i];
-        }
-    }
-    return o;
-}
-
-/* The query with the values of secret-looking parameters replaced. */
-static void redact_query(struct sb *out, const char *q, size_t n)
-{
-    size_t i = 0;
-    while (i <= n) {
-        size_t end = i, eq;
-        while (end < n && q[end] != '&')
-            end++;
-        eq = i;
-        while (eq < end && q[eq] != '=')
-            eq++;
-        if (end > i) {
-            const char *name = q + i, *val = q + eq + (eq < end);
-            size_t nlen = eq - i, vlen = eq < end ? end - eq - 1 : 0;
-            char dn[256], dv[1024];
-            size_t dnlen = form_decode(name, nlen, dn, sizeof(dn));
-            size_t dvlen = form_decode(val, vlen, dv, sizeof(dv));
-            bool secret = config_header_is_secret(dn, dnlen) || contains_ci(dn, dnlen, "sig") ||
-                          contains_ci(dn, dnlen, "code") || contains_ci(dn, dnlen, "pass") ||
-                          contains_ci(dn, dnlen, "pwd") || looks_like_credential(dv, dvlen);
-            if (out->len)
-                sb_lit(out, "&");
-            sb_put(out, name, nlen);
-            if (secret)
-                sb_lit(out, "=[redacted]");
-            else if (eq < end)
-                sb_put(out, q + eq, end - eq);
-        }
-        i = end + 1;
-    }
-}
-
 /* Formats into `b` (which may start on a borrowed buffer). */
 static void record_body(struct sb *b0, const struct audit_record *r, char *const *allowed,
                         size_t n_allowed)
@@ -449,10 +356,10 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
     sb_str(&b, r->request.path, r->request.path_len, CAP_PATH);
     sb_lit(&b, ",\"query\":");
     if (r->request.query) {
-        struct sb q = {0};
-        redact_query(&q, r->request.query, r->request.query_len);
-        sb_str(&b, q.buf ? q.buf : "", q.len, CAP_QUERY);
-        free(q.buf);
+        size_t qlen;
+        char *q = redact_query(r->request.query, r->request.query_len, &qlen);
+        sb_str(&b, q, qlen, CAP_QUERY);
+        free(q);
     } else {
         sb_lit(&b, "null");
     }
@@ -460,7 +367,7 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
     sb_cstr(&b, r->request.client, CAP_CLIENT);
     sb_lit(&b, ",\"user_agent\":");
     if (r->request.user_agent &&
-        looks_like_credential(r->request.user_agent, r->request.user_agent_len))
+        redact_is_credential(r->request.user_agent, r->request.user_agent_len))
         sb_lit(&b, "\"[redacted]\"");
     else
         sb_str(&b, r->request.user_agent, r->request.user_agent_len, CAP_UA);
@@ -486,7 +393,7 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
         sb_lit(&b, "[");
         sb_cstr(&b, conf, CAP_HNAME);
         sb_lit(&b, ",");
-        if (h->value && looks_like_credential(h->value, h->value_len))
+        if (h->value && redact_is_credential(h->value, h->value_len))
             sb_lit(&b, "\"[redacted]\"");
         else
             sb_str(&b, h->value ? h->value : "", h->value ? h->value_len : 0,
@@ -520,6 +427,8 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
     sb_int_or_null(&b, r->duration_ms >= 0, r->duration_ms);
     sb_lit(&b, ",\"worker\":");
     sb_int_or_null(&b, r->worker >= 0, r->worker);
+    sb_lit(&b, ",\"client_request_id\":");
+    sb_cstr(&b, r->client_request_id, CAP_ID);
     if (b.truncated)
         sb_lit(&b, ",\"truncated\":true");
     *b0 = b;

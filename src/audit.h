@@ -56,7 +56,7 @@ struct audit_header {
  */
 struct audit_record {
     int64_t ts_ms;              /* when the request head was complete, ms since the epoch (UTC) */
-    const char *request_id;     /* the X-Request-Id baton forwarded */
+    const char *request_id;     /* baton's own id for the request: never the client's */
     enum decision decision;
     enum reason reason;         /* written as reason_code() */
     int status;                 /* HTTP status sent; 0: none (connection lost) -> null */
@@ -65,6 +65,7 @@ struct audit_record {
     const char *policy_file;    /* file name of the step policy, NULL: no route */
     const char *policy_sha256;  /* hex SHA-256 of its content */
     int worker;                 /* worker thread index; -1: not a worker -> null */
+    const char *client_request_id; /* the client's valid X-Request-Id, forwarded; NULL -> null */
     struct {
         bool verified;          /* the token passed authentication; the fields below
                                    are then verified claims, else best-effort hints */

@@ -310,7 +310,13 @@ void authn_result_release(struct authn_result *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* A NumericDate claim: absent (0), a number (1, *v set), or the wrong type (-1). */
+/* NumericDates outside 1970-01-01 .. 9999-12-31T23:59:59Z (the range of an
+ * RFC 3339 timestamp, as Google's protobuf Timestamp) are refused: `exp: 1e300`
+ * is a token that never expires, and such a number loses all precision. */
+#define NUMERIC_DATE_MAX 253402300799.0
+
+/* A NumericDate claim: absent (0), a number in range (1, *v set), or the
+ * wrong type or out of range (-1). */
 static int numeric_date(const json_t *claims, const char *name, double *v)
 {
     const json_t *j = json_object_get(claims, name);
@@ -319,6 +325,8 @@ static int numeric_date(const json_t *claims, const char *name, double *v)
     if (!json_is_number(j))
         return -1;
     *v = json_number_value(j);
+    if (!(*v >= 0 && *v <= NUMERIC_DATE_MAX))
+        return -1;
     return 1;
 }
 

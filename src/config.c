@@ -24,6 +24,7 @@
  *   limits.header_timeout_ms          integer   10000                   100..600000
  *   limits.idle_timeout_ms            integer   60000                   100..3600000
  *   limits.max_connections            integer   10000                   1..1000000
+ *   limits.body_timeout_ms            integer   60000                   100..3600000
  *   issuers[]                         [object]  required                1..64, unique name and issuer
  *     name                            string    required                [A-Za-z0-9][A-Za-z0-9._-]{0,63}
  *     issuer                          string    required                exact `iss`
@@ -1087,6 +1088,7 @@ static const struct field limits_fields[] = {
     F_INT("header_timeout_ms", struct cfg_limits, header_timeout_ms, 100, 600000, 10000),
     F_INT("idle_timeout_ms", struct cfg_limits, idle_timeout_ms, 100, 3600000, 60000),
     F_INT("max_connections", struct cfg_limits, max_connections, 1, 1000000, 10000),
+    F_INT("body_timeout_ms", struct cfg_limits, body_timeout_ms, 100, 3600000, 60000),
     {0},
 };
 

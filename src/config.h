@@ -40,6 +40,7 @@ struct cfg_limits {
     unsigned header_timeout_ms; /* 10000, range 100..600000 */
     unsigned idle_timeout_ms;   /* 60000, range 100..3600000 */
     unsigned max_connections;   /* 10000, range 1..1000000 */
+    unsigned body_timeout_ms;   /* 60000, range 100..3600000: the whole request body */
 };
 
 enum cfg_key_source { KEYS_DISCOVERY, KEYS_JWKS_URI, KEYS_JWKS_FILE };

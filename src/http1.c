@@ -363,7 +363,15 @@ static bool parse_host(const char *p, size_t n, size_t *hostname_len, unsigned *
         if (i == 0 || i > 253)
             return false;
     }
+    /* A fully qualified name's root dot ("secret.example.") names the same
+     * host: the hostname is given without it, so routing and what is
+     * forwarded see one spelling. An empty label (".", "a..") is refused. */
     *hostname_len = i;
+    if (p[0] != '[' && p[i - 1] == '.') {
+        if (i == 1 || p[i - 2] == '.')
+            return false;
+        *hostname_len = i - 1;
+    }
     *port = 0;
     if (i == n)
         return true;
@@ -1083,6 +1091,11 @@ bool http1_header_is_hop_by_hop(const char *name, size_t len)
 
 bool http1_header_is_forwarding(const char *name, size_t len)
 {
+    /* X-Forwarded-User/-Email share the prefix but claim an identity, not a
+     * hop: never kept, a trusted proxy's included */
+    if (eq_dash_us(name, len, "x-forwarded-user", false) ||
+        eq_dash_us(name, len, "x-forwarded-email", false))
+        return false;
     return eq_dash_us(name, len, "forwarded", false) || eq_dash_us(name, len, "x-forwarded-", true);
 }
 
@@ -1096,8 +1109,17 @@ bool http1_header_is_spoofable(const char *name, size_t len)
         "x-original-url", "x-rewrite-url", "x-original-uri",
         /* client-address claims an upstream may trust like X-Forwarded-For */
         "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip",
+        /* identity claims a platform or an auth proxy puts in front of an app
+         * (ESP, API Gateway, oauth2-proxy, Apache/nginx auth modules), and
+         * Next.js's internal-subrequest marker that skips its middleware */
+        "x-endpoint-api-userinfo", "x-apigateway-api-userinfo", "x-remote-user",
+        "x-forwarded-user", "x-forwarded-email", "x-middleware-subrequest",
     };
-    static const char *const prefixes[] = {"x-goog-", "x-baton-"};
+    /* App Engine's and Cloud Scheduler's platform headers (X-Appengine-Cron,
+     * X-CloudScheduler, X-CloudScheduler-JobName...), oauth2-proxy's
+     * X-Auth-Request-User/-Email/-Access-Token */
+    static const char *const prefixes[] = {"x-goog-", "x-baton-", "x-appengine-",
+                                           "x-cloudscheduler", "x-auth-request-"};
 
     if (http1_header_is_forwarding(name, len))
         return true;

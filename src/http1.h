@@ -52,7 +52,9 @@
  *    '-', '.', '_' (at most 253 bytes) or an IP-literal `[...]` of hex digits,
  *    ':' and '.'; port 1-5 digits, 1..65535 (BAD_HOST); an absolute-form target
  *    whose authority differs from Host (host case-insensitive, default port of
- *    the scheme implied) is BAD_HOST;
+ *    the scheme implied) is BAD_HOST; a trailing root dot is not part of the
+ *    hostname ("a.example." routes as "a.example"), an empty label ("." or
+ *    "a..") is BAD_HOST;
  *  - Authorization: at most one (DUPLICATE_AUTHORIZATION);
  *  - Connection: a comma list of tokens (empty elements skipped), at most
  *    HTTP1_MAX_CONN_NAMES names; naming Host, Content-Length or
@@ -168,7 +170,7 @@ struct http1_request {
      * request without Host gets host, hostname and port from the authority. */
     const char *host;
     size_t host_len;
-    const char *hostname; /* host without port; IPv6 literal keeps its brackets */
+    const char *hostname; /* host without port or trailing dot; IPv6 literal keeps its brackets */
     size_t hostname_len;
     unsigned port; /* from Host; 0 when absent */
     enum http1_body body; /* NONE, LENGTH or CHUNKED */

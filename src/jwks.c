@@ -380,14 +380,25 @@ static void accept_document(struct source *s, const char *doc, size_t len, long 
         fail(s, "key set rejected: %s", err);
         return;
     }
+    issuer_field(s, ifield, sizeof(ifield));
     if (jws_keyset_count(ks) == 0) {
+        /* A well-formed answer is the issuer's word: a set emptied of usable
+         * keys revokes every token of the issuer, it is not a failed fetch. */
         json_escape(note, sizeof(note), jws_keyset_note(ks), strlen(jws_keyset_note(ks)));
-        fail(s, "key set has no usable key (%zu skipped%s%s)", jws_keyset_skipped(ks),
-             note[0] ? ": " : "", note);
-        jws_keyset_unref(ks);
+        snprintf(fields, sizeof(fields), "%s,\"keys\":0,\"keys_skipped\":%zu%s%s%s", ifield,
+                 jws_keyset_skipped(ks), note[0] ? ",\"skipped_note\":\"" : "", note,
+                 note[0] ? "\"" : "");
+        log_msg_fields(LOG_ERROR, fields,
+                       "key set of issuer %s has no usable key (%zu skipped): it replaces the "
+                       "previous set, every token of this issuer is refused until the issuer "
+                       "publishes a usable key", s->iss->name, jws_keyset_skipped(ks));
+        pthread_mutex_lock(&s->lock);
+        s->st.empty_sets++;
+        pthread_mutex_unlock(&s->lock);
+        publish(s, ks, hash);
+        refresh_end(s, true, NULL, max_age);
         return;
     }
-    issuer_field(s, ifield, sizeof(ifield));
     json_escape(note, sizeof(note), jws_keyset_note(ks), strlen(jws_keyset_note(ks)));
     snprintf(fields, sizeof(fields), "%s,\"keys\":%zu,\"keys_skipped\":%zu%s%s%s", ifield,
              jws_keyset_count(ks), jws_keyset_skipped(ks), note[0] ? ",\"skipped_note\":\"" : "",

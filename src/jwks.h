@@ -109,6 +109,8 @@ struct jwks_issuer_stats {
     int64_t last_failure_ms;     /* wall clock; 0: never */
     int64_t next_refresh_ms;     /* wall clock of the scheduled refresh; 0: none */
     char last_error[200];        /* "" when the last attempt succeeded */
+    uint64_t empty_sets;         /* well-formed sets without a usable key that were
+                                    published (each revoked every token of the issuer) */
 };
 size_t jwks_issuer_count(const struct jwks *j);
 /* Fills `out` for issuer i (< jwks_issuer_count). 0, or -1 when out of range. */

@@ -1932,3 +1932,9 @@ const char *policy_rule_path(const struct policy *p, size_t rule, size_t pattern
         return NULL;
     return p->rules[rule].paths[pattern].text;
 }
+
+/* The name of the policy's i-th require_headers entry, NULL past the end. */
+const char *policy_header_name(const struct policy *p, size_t i)
+{
+    return i < p->n_headers ? p->headers[i].name : NULL;
+}

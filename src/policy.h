@@ -185,5 +185,7 @@ size_t policy_rule_count(const struct policy *p);
  * NULL when out of range. */
 const char *policy_caller_issuer(const struct policy *p, size_t i);
 const char *policy_rule_path(const struct policy *p, size_t rule, size_t pattern);
+/* The names require_headers reads, i = 0.. until NULL (borrowed from the policy). */
+const char *policy_header_name(const struct policy *p, size_t i);
 
 #endif

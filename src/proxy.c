@@ -95,6 +95,8 @@ struct proxy_exchange {
     struct evbuffer *head; /* kept until a response head arrives (retry) */
     struct event kick;     /* first step after proxy_forward returns */
     bool kick_armed;
+    struct event body_timer; /* limits.body_timeout_ms: the whole request body */
+    bool body_timer_armed;
     bool start_failed;
 
     enum http1_method method;
@@ -567,11 +569,57 @@ static bool header_dropped(const char *name, size_t len)
     return false;
 }
 
+/*
+ * A trusted proxy's `Forwarded` value without its host= parameters (RFC 7239:
+ * elements separated by ',', pairs by ';', a value a token or a quoted string
+ * with backslash escapes). baton forwards the host it routed on, never the
+ * one a proxy claims: that host's policy may be one that denies the caller.
+ * Writes the result to `out` (capacity at least 2n); returns its length, 0
+ * when nothing is left.
+ */
+static size_t forwarded_without_host(const char *v, size_t n, char *out)
+{
+    size_t i = 0, o = 0;
+
+    while (i < n) {
+        size_t s = i, e;
+        bool quoted = false, elem_end;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        s = i;
+        for (e = i; e < n; e++) {
+            if (quoted && v[e] == '\\' && e + 1 < n) {
+                e++;
+                continue;
+            }
+            if (v[e] == '"')
+                quoted = !quoted;
+            else if (!quoted && (v[e] == ';' || v[e] == ','))
+                break;
+        }
+        elem_end = e == n || v[e] == ',';
+        if (e > s && !(e - s >= 5 && ascii_casecmp_n(v + s, 5, "host=", 5) == 0)) {
+            if (o && out[o - 1] != ',' && out[o - 1] != ' ')
+                out[o++] = ';';
+            memcpy(out + o, v + s, e - s);
+            o += e - s;
+        }
+        if (elem_end && e < n && o && out[o - 1] != ' ') {
+            out[o++] = ',';
+            out[o++] = ' ';
+        }
+        i = e < n ? e + 1 : n;
+    }
+    while (o && (out[o - 1] == ' ' || out[o - 1] == ','))
+        o--;
+    return o;
+}
+
 int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 {
     const struct http1_request *r = p->req;
     const struct cfg_upstream *up = p->up;
-    bool have_proto = false, have_host = false;
+    bool have_proto = false;
     size_t n_xff = 0;
     const struct http1_header *xff[HTTP1_MAX_HEADERS];
     struct hb hb;
@@ -613,7 +661,18 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
             if (name_is(h->name, h->name_len, "x-forwarded-proto"))
                 have_proto = true;
             if (name_is(h->name, h->name_len, "x-forwarded-host"))
-                have_host = true;
+                continue; /* baton sets it: the host it routed on */
+            if (name_is(h->name, h->name_len, "forwarded")) {
+                char *fw = xmalloc(2 * h->value_len + 1); /* owned: ", " may replace "," */
+                size_t fl = forwarded_without_host(h->value, h->value_len, fw);
+                if (fl) {
+                    hb_str(&hb, "Forwarded: ");
+                    hb_put(&hb, fw, fl);
+                    hb_put(&hb, "\r\n", 2);
+                }
+                free(fw);
+                continue;
+            }
         }
         hb_put(&hb, h->name, h->name_len);
         hb_put(&hb, ": ", 2);
@@ -630,9 +689,14 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
     hb_put(&hb, "\r\n", 2);
     if (!have_proto)
         hb_str(&hb, "X-Forwarded-Proto: http\r\n");
-    if (!have_host && r->host) {
+    if (r->hostname) {
+        /* the host baton routed on (no trailing dot), with the client's port */
         hb_str(&hb, "X-Forwarded-Host: ");
-        hb_put(&hb, r->host, r->host_len);
+        hb_put(&hb, r->hostname, r->hostname_len);
+        if (r->port) {
+            hb_put(&hb, ":", 1);
+            hb_u64(&hb, r->port);
+        }
         hb_put(&hb, "\r\n", 2);
     }
     hb_str(&hb, "X-Request-Id: ");
@@ -824,6 +888,8 @@ static void complete(struct proxy_exchange *ex)
     bufferevent_setcb(ex->client, NULL, NULL, NULL, NULL);
     if (ex->kick_armed)
         event_del(&ex->kick);
+    if (ex->body_timer_armed)
+        event_del(&ex->body_timer);
     if (ex->head)
         head_release(ex->px, ex->head);
     /* Kept for the next exchanges (one allocation less each), up to a bound. */
@@ -850,6 +916,19 @@ static void fail(struct proxy_exchange *ex, enum reason why, const char *detail)
 }
 
 static int pump_request(struct proxy_exchange *ex);
+
+/* The request body did not arrive whole within limits.body_timeout_ms of the
+ * exchange's start, however it trickled (a slow upload holds an upstream
+ * connection and a worker's buffers). */
+static void body_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_exchange *ex = arg;
+    (void)fd;
+    (void)what;
+    ex->body_timer_armed = false;
+    if (!ex->req_done)
+        fail(ex, REASON_BODY_TIMEOUT, "request body not complete before limits.body_timeout_ms");
+}
 
 /* Runs once, from the loop, right after proxy_forward: so that `done` never
  * runs inside proxy_forward, whatever the buffered bytes hold. */
@@ -929,6 +1008,10 @@ static void request_body_done(struct proxy_exchange *ex)
     const struct timeval *rt;
 
     ex->req_done = true;
+    if (ex->body_timer_armed) {
+        event_del(&ex->body_timer);
+        ex->body_timer_armed = false;
+    }
     /* The client's reading stays enabled (no epoll change per request): what
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
@@ -1341,6 +1424,12 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 
     if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && ex->req_done)
         return; /* a half-close after the request: the response may still go out */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !ex->req_done) {
+        /* the body went silent for timeout_ms: the client is still there to
+         * be told (408), unlike a client that closed */
+        fail(ex, REASON_BODY_TIMEOUT, "request body silent for the step's timeout_ms");
+        return;
+    }
     fail(ex, REASON_CLIENT_CLOSED,
          (what & BEV_EVENT_TIMEOUT) ? "client stalled" : "client closed the connection");
 }
@@ -1390,6 +1479,12 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     tv = proxy_tv(px, ex->timeout_ms);
     bufferevent_set_timeouts(ex->client, ex->req_done ? NULL : tv, tv);
 
+    if (!ex->req_done && p->body_timeout_ms) {
+        struct timeval btv = {p->body_timeout_ms / 1000, (p->body_timeout_ms % 1000) * 1000};
+        evtimer_assign(&ex->body_timer, px->base, body_deadline_cb, ex);
+        evtimer_add(&ex->body_timer, &btv);
+        ex->body_timer_armed = true;
+    }
     if (start_upstream(ex) < 0) {
         ex->start_failed = true;
     } else if (!ex->req_done && p->expect_100 &&

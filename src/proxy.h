@@ -145,11 +145,13 @@ struct proxy_forward_params {
     bool client_keep_alive;
     int client_version;    /* 10 or 11 */
     const char *request_id; /* copied: echoed as X-Request-Id in the response */
+    unsigned body_timeout_ms; /* the whole request body must arrive within it; 0: no deadline */
 };
 
 struct proxy_outcome {
     enum reason reason; /* ALLOWED, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, CLIENT_CLOSED, DRAIN_ABORTED,
-                           or the chunked decoder's BODY_TOO_LARGE / BAD_FRAMING */
+                           BODY_TIMEOUT (the body missed its deadline or went silent for
+                           timeout_ms), or the chunked decoder's BODY_TOO_LARGE / BAD_FRAMING */
     int upstream_status;   /* 0: no response head received */
     bool response_started; /* response bytes were queued to the client */
     bool client_reusable;  /* the client connection may serve another request */

@@ -93,7 +93,8 @@ enum decision {
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)                                   \
     X(CLIENT_CLOSED, "client_closed", 499)                                         \
     X(DRAIN_ABORTED, "drain_aborted", 503) /* in flight at the drain deadline */   \
-    X(INTERNAL, "internal_error", 500)
+    X(INTERNAL, "internal_error", 500)                                             \
+    X(BODY_TIMEOUT, "body_timeout", 408) /* the request body missed its deadline */
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,

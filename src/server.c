@@ -36,6 +36,7 @@
  */
 #include "server.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -49,6 +50,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,6 +74,7 @@
 #include "path.h"
 #include "policy.h"
 #include "proxy.h"
+#include "redact.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -95,7 +98,8 @@ struct request {
     struct runtime *rt; /* reference held from head to audit record */
     uint64_t t0_ns;
     int64_t ts_ms;
-    char request_id[PROXY_REQUEST_ID_MAX + 1];
+    char request_id[PROXY_REQUEST_ID_MAX + 1]; /* baton's own: the audit record's */
+    char client_request_id[PROXY_REQUEST_ID_MAX + 1]; /* the client's valid one, or "" */
     char traceparent[56];
     bool has_trace;
     enum http1_method method;
@@ -151,14 +155,18 @@ struct conn {
     struct proxy_exchange *ex;
     struct authn_hint token_hint; /* the cache entry this connection's last token hit */
     struct request req;
+    /* fsync "always" only: bytes the output has handed to the socket (or
+     * dropped), and where in that count the forwarded response starts */
+    uint64_t out_drained, resp_mark;
 };
 
 /* A durable-record notice from the audit writer thread (fsync "always"). */
 struct durable_note {
     struct worker *w;
     struct conn *c;
-    bool strict; /* on_failure "deny": an unrecorded response is never delivered */
+    bool strict; /* on_failure "deny" and an upstream response: never delivered unrecorded */
     int ok;
+    char request_id[PROXY_REQUEST_ID_MAX + 1], client_request_id[PROXY_REQUEST_ID_MAX + 1];
     struct durable_note *next;
 };
 
@@ -187,6 +195,9 @@ struct worker {
     uint64_t log_suppressed;
     unsigned timer_ms[3];           /* cached common timeouts: idle, header, linger */
     const struct timeval *timer_tv[3];
+    struct event *accept_pause;     /* re-enables the listener after EMFILE/ENFILE */
+    uint64_t accept_log_ns;         /* the last accept-failure log line */
+    uint64_t accept_failures;       /* since that line */
 };
 
 static struct server {
@@ -215,6 +226,7 @@ static struct server {
     struct event *sig_ev[4];
     int listen_port;
     const char *trace_project; /* $GOOGLE_CLOUD_PROJECT, for trace links */
+    long conn_cap; /* connections the descriptor limit can serve (0: not computed) */
 } g;
 
 static void conn_process(struct conn *c);
@@ -347,6 +359,13 @@ static const char *status_word(int status)
     }
 }
 
+/* The X-Request-Id sent upstream and back to the client: the client's own
+ * when it sent a valid one (its correlation id), else baton's. */
+static const char *fwd_request_id(const struct request *r)
+{
+    return r->client_request_id[0] ? r->client_request_id : r->request_id;
+}
+
 /*
  * Queues an error response for `reason` (status from reason_status only).
  * `extra` is one more header line without CRLF, or NULL.
@@ -359,11 +378,14 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"request_id\":\"%s\"}\n",
                      status_word(status), c->req.request_id);
 
+    if (status == 503 && !extra)
+        extra = "Retry-After: 1"; /* our failure (keys, identity, audit): retryable */
+
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %d\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
                         "%s%s%s\r\n",
-                        status, status_text(status), n, c->req.request_id, extra ? extra : "",
+                        status, status_text(status), n, fwd_request_id(&c->req), extra ? extra : "",
                         extra ? "\r\n" : "",
                         close ? "Connection: close\r\n"
                               : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
@@ -388,7 +410,11 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
     size_t pl = r->path_len < 400 ? r->path_len : 400;
 
     json_escape(path, sizeof(path), r->path ? r->path : "", r->path ? pl : 0);
-    json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
+    /* the audit record's redaction: a credential sent as User-Agent is never logged */
+    if (r->user_agent && redact_is_credential(r->user_agent, r->ua_len))
+        snprintf(ua, sizeof(ua), "[redacted]");
+    else
+        json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
     if (r->has_trace) {
         char id[33];
         memcpy(id, r->traceparent + 3, 32);
@@ -413,6 +439,46 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
 
 static void durable_cb(void *arg, int ok);
 
+/* fsync "always": counts what leaves the client output (see withhold_response). */
+static void out_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    (void)buf;
+    c->out_drained += info->n_deleted;
+}
+
+/*
+ * fsync "always" with on_failure "deny": the upstream's response cannot be
+ * delivered because its record could not be written. When none of it has
+ * reached the socket yet (the usual case: the writer holds the response
+ * until the record is durable), it is replaced by the 503 audit_unavailable
+ * that `batch` answers; otherwise the connection is closed short of it, so
+ * the client sees an incomplete response, never a complete unrecorded one.
+ * Either way the connection closes. Uses c->req's request ids.
+ */
+static void withhold_response(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(out);
+
+    evbuffer_unfreeze(out, 1); /* the bufferevent keeps the start frozen */
+    if (c->out_drained <= c->resp_mark && c->resp_mark - c->out_drained <= len) {
+        size_t keep = (size_t)(c->resp_mark - c->out_drained); /* earlier responses' tails */
+        struct evbuffer *prior = evbuffer_new();
+        if (prior) {
+            evbuffer_remove_buffer(out, prior, keep);
+            evbuffer_drain(out, evbuffer_get_length(out));
+            evbuffer_add_buffer(out, prior);
+            evbuffer_free(prior);
+            evbuffer_freeze(out, 1);
+            send_error(c, REASON_AUDIT_UNAVAILABLE, NULL, true);
+            return;
+        }
+    }
+    evbuffer_drain(out, len);
+    evbuffer_freeze(out, 1);
+}
+
 /*
  * The end of every request after the guard: one audit record (when routed),
  * metrics, the access log line, then the connection goes on or closes.
@@ -434,6 +500,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         rec.reason = reason;
         rec.status = status;
         rec.worker = (int)w->id;
+        rec.client_request_id = r->client_request_id[0] ? r->client_request_id : NULL;
         if (r->policy) {
             rec.step = policy_step(r->policy);
             rec.dry_run = policy_dry_run(r->policy);
@@ -478,14 +545,18 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
             struct durable_note *note = xcalloc(1, sizeof(*note));
             note->c = c;
             note->w = w;
-            note->strict = g.audit_cfg.on_failure == ON_FAILURE_DENY;
+            /* Only what came from the upstream is withheld: baton's own
+             * refusals (a 503 audit_unavailable among them) go out whether or
+             * not their record could be written, as with "batch". */
+            note->strict = g.audit_cfg.on_failure == ON_FAILURE_DENY && r->forwarded;
+            memcpy(note->request_id, r->request_id, sizeof(note->request_id));
+            memcpy(note->client_request_id, r->client_request_id, sizeof(note->client_request_id));
             if (audit_submit(g.audit, r->reserved ? &r->rsv : NULL, &rec, durable_cb, note) == 0) {
                 held = true;
             } else {
                 if (note->strict) {
                     /* Not recordable: the response is never delivered. */
-                    evbuffer_drain(bufferevent_get_output(c->bev),
-                                   evbuffer_get_length(bufferevent_get_output(c->bev)));
+                    withhold_response(c);
                     reusable = false;
                 }
                 free(note);
@@ -541,15 +612,19 @@ static void durable_cb(void *arg, int ok)
     worker_wake(w);
 }
 
-static void durable_arrived(struct conn *c, int ok, bool strict)
+static void durable_arrived(struct conn *c, const struct durable_note *note)
 {
     if (c->state != CS_WAIT_DURABLE)
         return;
-    if (!ok && strict) {
-        evbuffer_drain(bufferevent_get_output(c->bev),
-                       evbuffer_get_length(bufferevent_get_output(c->bev)));
+    if (!note->ok && note->strict) {
+        memcpy(c->req.request_id, note->request_id, sizeof(c->req.request_id));
+        memcpy(c->req.client_request_id, note->client_request_id,
+               sizeof(c->req.client_request_id));
+        withhold_response(c);
+        c->req.request_id[0] = c->req.client_request_id[0] = '\0';
+        bufferevent_enable(c->bev, EV_WRITE);
         c->state = CS_BUSY;
-        conn_free(c);
+        conn_close(c);
         return;
     }
     bufferevent_enable(c->bev, EV_WRITE);
@@ -714,6 +789,27 @@ static int bearer_token(const struct http1_request *hreq, const char **tok, size
     return 1;
 }
 
+/*
+ * True when `Connection` names a header the step's policy reads
+ * (require_headers) or the audit record keeps (record_headers): a hop-by-hop
+ * strip would let the policy pass on a header that neither the upstream nor
+ * the record then sees.
+ */
+static bool connection_hides(const struct http1_conn_names *conn, const struct policy *p,
+                             const struct baton_config *cfg)
+{
+    const char *name;
+
+    for (size_t i = 0; (name = policy_header_name(p, i)) != NULL; i++)
+        if (http1_header_in_connection(conn, name, strlen(name)))
+            return true;
+    for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
+        if (http1_header_in_connection(conn, cfg->audit.record_headers[k],
+                                       strlen(cfg->audit.record_headers[k])))
+            return true;
+    return false;
+}
+
 static void on_proxy_done(void *arg, const struct proxy_outcome *o);
 
 /*
@@ -783,8 +879,10 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     r->method = hreq->method;
     r->version = hreq->version;
     r->keep_alive = hreq->keep_alive && !w->draining;
-    if (!proxy_client_request_id(hreq, r->request_id, sizeof(r->request_id)))
-        new_request_id(w, r->request_id);
+    /* Clients never choose the audit record's id: theirs travels beside it. */
+    new_request_id(w, r->request_id);
+    if (!proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
+        r->client_request_id[0] = '\0';
     r->has_trace = proxy_traceparent(hreq, r->traceparent);
 
     /* The body, if any, is not read on a refusal: only a complete one
@@ -815,6 +913,10 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     }
     r->step = runtime_step(rt, r->policy);
     up = r->step->target->up;
+    if (connection_hides(&hreq->connection, r->policy, cfg)) {
+        why = REASON_BAD_HEADER;
+        goto refuse;
+    }
 
     have_tok = bearer_token(hreq, &tok, &tok_len);
     if (have_tok <= 0) {
@@ -911,7 +1013,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .from_trusted_proxy = cfg->n_trusted_proxies &&
                                   config_is_trusted_proxy(cfg, (struct sockaddr *)&c->peer_sa),
             .client_ip = c->peer_ip,
-            .request_id = r->request_id,
+            .request_id = fwd_request_id(r),
             .traceparent = r->has_trace ? r->traceparent : NULL,
             .token_value = r->have_idt ? r->idt.header_value : NULL,
             .body = hreq->body,
@@ -934,10 +1036,12 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .expect_100 = hreq->expect_100,
             .client_keep_alive = r->keep_alive,
             .client_version = hreq->version,
-            .request_id = r->request_id,
+            .request_id = fwd_request_id(r),
+            .body_timeout_ms = cfg->limits.body_timeout_ms,
         };
         evbuffer_drain(in, head_len); /* hreq's slices die here */
         r->forwarded = true;
+        c->resp_mark = c->out_drained + evbuffer_get_length(bufferevent_get_output(c->bev));
         c->state = CS_BUSY;
         evtimer_del(&c->timer);
         c->ex = proxy_forward(w->proxy, &fp, on_proxy_done, c);
@@ -978,10 +1082,11 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
                o->client_reusable);
         return;
     }
-    d = (why == REASON_BODY_TOO_LARGE || why == REASON_BAD_FRAMING) ? DECISION_DENY
-                                                                    : DECISION_ERROR;
+    d = (why == REASON_BODY_TOO_LARGE || why == REASON_BAD_FRAMING || why == REASON_BODY_TIMEOUT)
+            ? DECISION_DENY
+            : DECISION_ERROR;
     if (why != REASON_CLIENT_CLOSED && why != REASON_BODY_TOO_LARGE && why != REASON_BAD_FRAMING &&
-        log_budget(c->w)) {
+        why != REASON_BODY_TIMEOUT && log_budget(c->w)) {
         char fields[256];
         snprintf(fields, sizeof(fields), "\"reason\":\"%s\",\"request_id\":\"%s\",\"upstream\":\"%s\"",
                  reason_code(why), r->request_id, r->step ? r->step->target->up->name : "");
@@ -1227,6 +1332,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     int one = 1;
     (void)l;
 
+    if (g.conn_cap > 0 && max > g.conn_cap)
+        max = g.conn_cap;
     if (atomic_fetch_add(&g.n_conns, 1) >= max) {
         atomic_fetch_sub(&g.n_conns, 1);
         (void)!send(fd, overload_response, sizeof(overload_response) - 1,
@@ -1259,6 +1366,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     proxy_plain_reads(c->bev);
+    if (g.audit_cfg.fsync == FSYNC_ALWAYS)
+        evbuffer_add_cb(bufferevent_get_output(c->bev), out_drained_cb, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);
     c->next = w->conns;
     if (w->conns)
@@ -1271,6 +1380,50 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
     arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000);
+}
+
+/*
+ * accept() failed with something other than a retriable error. Out of
+ * descriptors (EMFILE, ENFILE) or kernel memory, the pending connection stays
+ * in the queue and the socket stays readable: left alone, the loop would spin
+ * on it (libevent would also log each failure). The listener is paused for
+ * ACCEPT_PAUSE_MS instead, the connections already open are served as usual
+ * (each one that closes gives a descriptor back), and a line is logged at
+ * most once a second, with the count of failures since the last one.
+ */
+#define ACCEPT_PAUSE_MS 100
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    uint64_t now = mono_ns();
+
+    evconnlistener_disable(l);
+    evtimer_add(w->accept_pause, &tv);
+    w->accept_failures++;
+    if (now - w->accept_log_ns >= 1000000000ull || !w->accept_log_ns) {
+        char fields[160];
+        snprintf(fields, sizeof(fields), "\"worker\":%u,\"errno\":%d,\"failures\":%llu,"
+                 "\"open_connections\":%ld", w->id, err,
+                 (unsigned long long)w->accept_failures, atomic_load(&g.n_conns));
+        log_msg_fields(LOG_WARNING, fields,
+                       "worker %u: accept failed (%s): not accepting for %d ms, open "
+                       "connections are still served%s", w->id, strerror(err), ACCEPT_PAUSE_MS,
+                       err == EMFILE || err == ENFILE ? "; raise the descriptor limit or "
+                                                        "lower limits.max_connections" : "");
+        w->accept_log_ns = now;
+        w->accept_failures = 0;
+    }
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->listener && !w->draining)
+        evconnlistener_enable(w->listener);
 }
 
 /* --------------------------------------------------------------- workers */
@@ -1292,7 +1445,7 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->q_lock);
     while (notes) {
         struct durable_note *next = notes->next;
-        durable_arrived(notes->c, notes->ok, notes->strict);
+        durable_arrived(notes->c, notes);
         free(notes);
         notes = next;
     }
@@ -1545,6 +1698,64 @@ static int parse_args(int argc, char **argv, const char **config_flag)
     return 0;
 }
 
+/*
+ * Descriptors. The soft RLIMIT_NOFILE is raised to the hard limit at start,
+ * as nginx's worker_rlimit_nofile and Go's runtime do: Debian's default soft
+ * limit of 1024 is far below what max_connections asks. Then the connections
+ * the limit can serve are counted: each may hold two descriptors (the client
+ * and an upstream connection), beside those open at start and a reserve for
+ * what the process opens later (key set and identity fetches, the admin
+ * listener's connections, audit reopen). Past that count a connection gets
+ * the canned 503, like past max_connections, instead of starving a request
+ * that already holds its client of the upstream connection it needs.
+ */
+#define FD_RESERVE 64
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_msg(LOG_WARNING, "cannot raise the descriptor limit to %llu: %s",
+                (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
+static long open_descriptors(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    long n = 0;
+
+    if (!d)
+        return FD_RESERVE; /* no /proc: count the reserve twice */
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static void cap_connections(unsigned max_connections)
+{
+    struct rlimit rl;
+    long in_use = open_descriptors(), cap;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    cap = ((long)rl.rlim_cur - in_use - FD_RESERVE) / 2;
+    if (cap < 1)
+        cap = 1;
+    g.conn_cap = cap;
+    if ((long)max_connections > cap)
+        log_msg(LOG_WARNING, "limits.max_connections %u capped at %ld: the descriptor limit "
+                             "(RLIMIT_NOFILE) is %llu, %ld are open at start, %d are reserved, "
+                             "and each connection may hold two (client and upstream)",
+                max_connections, cap, (unsigned long long)rl.rlim_cur, in_use, FD_RESERVE);
+}
+
 static int env_port(int fallback)
 {
     const char *p = getenv("PORT");
@@ -1575,6 +1786,7 @@ int cmd_serve(int argc, char **argv)
     if (arc)
         return arc == 1 ? 0 : 2;
     memset(&g, 0, sizeof(g));
+    raise_nofile();
     g.config_path = config_path_choose(flag);
     g.trace_project = getenv("GOOGLE_CLOUD_PROJECT");
     if (getenv("BATON_LOG_LEVEL") && strcmp(getenv("BATON_LOG_LEVEL"), "debug") == 0)
@@ -1697,6 +1909,8 @@ int cmd_serve(int argc, char **argv)
             log_msg(LOG_ERROR, "cannot start listening");
             goto out;
         }
+        w->accept_pause = evtimer_new(w->base, on_accept_resume, w);
+        evconnlistener_set_error_cb(w->listener, on_accept_error);
         w->mw = metrics_worker(i);
         w->proxy = proxy_new(w->base, g.tls, w->mw);
         w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1726,6 +1940,7 @@ int cmd_serve(int argc, char **argv)
         g.sig_ev[i] = evsignal_new(g.bg, sigs[i], on_signal, NULL);
         event_add(g.sig_ev[i], NULL);
     }
+    cap_connections(rt->cfg->limits.max_connections);
     log_msg(LOG_INFO, "baton serving on %s:%d with %u workers (%zu steps), admin %s:%d",
             rt->cfg->listen.host, port, g.n_workers, rt->n_steps,
             rt->cfg->admin_enabled ? rt->cfg->admin_listen.host : "-",
@@ -1786,6 +2001,8 @@ out:
         }
         if (w->listener)
             evconnlistener_free(w->listener);
+        if (w->accept_pause)
+            event_free(w->accept_pause);
         proxy_free(w->proxy);
         if (w->ctl)
             event_free(w->ctl);

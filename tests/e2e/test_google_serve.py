@@ -119,7 +119,7 @@ def test_upstream_receives_google_token_for_its_audience(tmp_path, up, google):
     assert header_of(plain, "x-serverless-authorization") == [] and header_of(plain, "authorization") == [], \
         "identity none: no token at all"
 
-    recs = {r["request_id"]: r for r in env.audit_records()}
+    recs = {(r.get("client_request_id") or r["request_id"]): r for r in env.audit_records()}
     assert recs["own-1"]["upstream"]["identity"] == google.own_email
     assert recs["own-1"]["upstream"]["audience"] == AUD
     assert recs["imp-1"]["upstream"]["identity"] == STEP_SA
@@ -177,7 +177,7 @@ def test_missing_binding_is_loud_and_fails_closed(tmp_path, up, google):
     finally:
         assert env.stop() == 0
     assert forwarded_for(up, "/nobind/") == [] and forwarded_for(up, "/ghost/") == [], "nothing forwarded"
-    recs = {r["request_id"]: r for r in env.audit_records()}
+    recs = {(r.get("client_request_id") or r["request_id"]): r for r in env.audit_records()}
     assert recs["nb-1"]["reason"] == "identity_permission_denied" and recs["nb-1"]["status"] == 503
     assert recs["gh-1"]["reason"] == "identity_unknown_account"
     log = env.log_text()
@@ -209,7 +209,7 @@ def test_cold_start_metadata_down_then_recovery(tmp_path, up, google):
     finally:
         assert env.stop() == 0
     assert forwarded_for(up, "/own/cold") == [], "nothing forwarded without the identity"
-    recs = {r["request_id"]: r for r in env.audit_records()}
+    recs = {(r.get("client_request_id") or r["request_id"]): r for r in env.audit_records()}
     assert recs["cold-1"]["reason"] == "identity_unavailable" and recs["cold-1"]["status"] == 503
 
 

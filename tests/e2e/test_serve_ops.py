@@ -211,7 +211,7 @@ def test_reload_under_load_without_a_failed_request(tmp_path, up):
     assert len(results) > 50
     failed = [r for r in results if r[1] != 200]
     assert not failed, "no failed request during reloads: %r" % failed[:5]
-    ids = {r["request_id"] for r in e.audit_records()}
+    ids = {(r.get("client_request_id") or r["request_id"]) for r in e.audit_records()}
     assert {r[0] for r in results} <= ids
 
 
@@ -243,7 +243,7 @@ def test_drain_under_load(tmp_path, up):
     assert in_flight, "some requests were in flight at SIGTERM and completed"
     bad_status = [r for r in results if isinstance(r[1], int) and r[1] != 200]
     assert not bad_status, bad_status[:5]
-    ids = [r["request_id"] for r in e.audit_records()]
+    ids = [(r.get("client_request_id") or r["request_id"]) for r in e.audit_records()]
     assert len(ids) == len(set(ids))
     assert set(ids) == {r[0] for r in ok}, "one record per answered request, none for the rest"
 
@@ -330,7 +330,7 @@ def test_drain_deadline_aborts_and_still_records(tmp_path, up):
     assert rc == 0
     assert 0.9 < waited < 4, "stopped at the 1 s drain bound, not after the 6 s request"
     assert not isinstance(result["r"], tuple) or result["r"][0] != 200
-    recs = [r for r in e.audit_records() if r["request_id"] == "long-1"]
+    recs = [r for r in e.audit_records() if (r.get("client_request_id") or r["request_id"]) == "long-1"]
     assert len(recs) == 1 and recs[0]["reason"] == "drain_aborted"
 
 

@@ -27,7 +27,7 @@ def env(tmp_path_factory, up):
     e.start()
     yield e
     assert e.stop() == 0
-    ids = [r["request_id"] for r in e.audit_records()]
+    ids = [(r.get("client_request_id") or r["request_id"]) for r in e.audit_records()]
     assert len(ids) == len(set(ids)), "one record per request, never two"
     assert set(ids) == e.expected_ids, "audit records == requests that reached routing"
     secrets = [e.key_pem.decode()] + getattr(e, "tokens_used", [])
@@ -248,7 +248,7 @@ def test_400_noncanonical_paths_are_refused_and_audited(env, path, reason):
 def wait_records(env, request_id, timeout=5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        recs = [r for r in env.audit_records() if r["request_id"] == request_id]
+        recs = [r for r in env.audit_records() if (r.get("client_request_id") or r["request_id"]) == request_id]
         if recs:
             return recs
         time.sleep(0.02)

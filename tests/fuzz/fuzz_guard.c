@@ -79,6 +79,18 @@ static void rebuild(const struct path_result *pr, bool trusted)
     check(count(&out, "host") == 1);
     check(count(&out, "x-forwarded-for") == 1);
     check(count(&out, "x-request-id") == 1);
+    /* the host baton routed on, never a client's or a proxy's word for it */
+    check(count(&out, "x-forwarded-host") == (in.hostname ? 1 : 0));
+    for (unsigned i = 0; i < out.n_headers; i++) {
+        const struct http1_header *h = &out.headers[i];
+        if (ascii_casecmp_n(h->name, h->name_len, "x-forwarded-host", 16) != 0 ||
+            h->name_len != 16)
+            continue;
+        check(h->value_len >= in.hostname_len &&
+              memcmp(h->value, in.hostname, in.hostname_len) == 0 &&
+              (h->value_len == in.hostname_len || h->value[in.hostname_len] == ':'));
+        check(in.hostname_len == 0 || in.hostname[in.hostname_len - 1] != '.');
+    }
     check(count(&out, "authorization") == (trusted ? 1 : 0));
     check(out.body == in.body && out.content_length == in.content_length);
     for (unsigned i = 0; i < out.n_headers; i++) {

@@ -1,0 +1,166 @@
+/*
+ * redact.c: credential-shaped values and secret-named query parameters, the
+ * one place the audit record (audit.c) and the access log (server.c) ask
+ * what to hide. The tests run on what an upstream framework will see after
+ * form decoding, so "api%5Fkey" is judged as "api_key".
+ */
+#include "redact.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "util.h"
+
+static bool contains_ci(const char *s, size_t n, const char *word)
+{
+    size_t w = strlen(word);
+    for (size_t i = 0; i + w <= n; i++)
+        if (!ascii_casecmp_n(s + i, w, word, w))
+            return true;
+    return false;
+}
+
+static bool is_alnum(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool is_b64url(unsigned char c)
+{
+    return is_alnum(c) || c == '-' || c == '_';
+}
+
+/* Token prefixes of well-known credential formats, each with the bytes that
+ * may follow and how many at least (so that "ghp_x" in prose is left alone). */
+static const struct {
+    const char *prefix;
+    int body; /* 0: [A-Za-z0-9_-.], 1: [A-Za-z0-9], 2: [A-Z0-9], 3: [A-Za-z0-9_] */
+    size_t min;
+} token_shapes[] = {
+    {"ya29.", 0, 20},                       /* Google OAuth 2.0 access token */
+    {"ghp_", 1, 30}, {"gho_", 1, 30},       /* GitHub: personal, OAuth */
+    {"ghu_", 1, 30}, {"ghs_", 1, 30},       /* GitHub: user-to-server, server-to-server */
+    {"ghr_", 1, 30}, {"github_pat_", 3, 30}, /* GitHub: refresh, fine-grained PAT */
+    {"AKIA", 2, 16}, {"ASIA", 2, 16},       /* AWS access key id: long-term, STS */
+};
+
+static bool body_char(int kind, unsigned char c)
+{
+    switch (kind) {
+    case 0: return is_b64url(c) || c == '.';
+    case 1: return is_alnum(c);
+    case 2: return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    default: return is_alnum(c) || c == '_';
+    }
+}
+
+static bool has_token_shape(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && is_alnum((unsigned char)v[i - 1]))
+            continue; /* a prefix starts a word */
+        for (size_t k = 0; k < sizeof(token_shapes) / sizeof(token_shapes[0]); k++) {
+            size_t pl = strlen(token_shapes[k].prefix), j;
+            if (n - i < pl || memcmp(v + i, token_shapes[k].prefix, pl) != 0)
+                continue;
+            for (j = i + pl; j < n && body_char(token_shapes[k].body, (unsigned char)v[j]); j++)
+                ;
+            if (j - i - pl >= token_shapes[k].min)
+                return true;
+        }
+    }
+    return false;
+}
+
+bool redact_is_credential(const char *v, size_t n)
+{
+    static const char *const schemes[] = {"bearer ", "basic ", "digest ", "negotiate ",
+                                          "aws4-hmac-sha256 "};
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t l = strlen(schemes[i]);
+        if (n >= l && !ascii_casecmp_n(v, l, schemes[i], l))
+            return true;
+    }
+    for (size_t i = 0; i + 3 <= n; i++) {
+        if (memcmp(v + i, "eyJ", 3))
+            continue;
+        size_t j = i + 3;
+        while (j < n && is_b64url((unsigned char)v[j]))
+            j++;
+        if (j - i >= 10 && j < n && v[j] == '.')
+            return true;
+    }
+    return has_token_shape(v, n);
+}
+
+/* Form-decodes src (%XX, '+' as space) into dst, at most cap bytes (the rest
+ * is cut: names and credential prefixes are short); returns the length. */
+static size_t form_decode(const char *src, size_t n, char *dst, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o < cap; i++) {
+        int hi, lo;
+        if (src[i] == '%' && i + 2 < n && (hi = hex_value((unsigned char)src[i + 1])) >= 0 &&
+            (lo = hex_value((unsigned char)src[i + 2])) >= 0) {
+            dst[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            dst[o++] = src[i] == '+' ? ' ' : src[i];
+        }
+    }
+    return o;
+}
+
+static void put(char *out, size_t *o, const char *p, size_t n)
+{
+    memcpy(out + *o, p, n);
+    *o += n;
+}
+
+char *redact_query(const char *q, size_t n, size_t *len)
+{
+    static const char red[] = "=[redacted]";
+    /* each parameter grows by at most sizeof(red) (its value replaced), plus '&' */
+    size_t cap = n + 1, o = 0, i = 0;
+    char *out;
+
+    for (size_t k = 0; k < n; k++)
+        if (q[k] == '&')
+            cap += sizeof(red);
+    cap += sizeof(red);
+    out = xmalloc(cap);
+    while (i <= n) {
+        size_t end = i, eq;
+        while (end < n && q[end] != '&')
+            end++;
+        eq = i;
+        while (eq < end && q[eq] != '=')
+            eq++;
+        if (end > i) {
+            const char *name = q + i, *val = q + eq + (eq < end);
+            size_t nlen = eq - i, vlen = eq < end ? end - eq - 1 : 0;
+            char dn[256], dv[1024];
+            size_t dnlen = form_decode(name, nlen, dn, sizeof(dn));
+            size_t dvlen = form_decode(val, vlen, dv, sizeof(dv));
+            bool secret = config_header_is_secret(dn, dnlen) || contains_ci(dn, dnlen, "sig") ||
+                          contains_ci(dn, dnlen, "code") || contains_ci(dn, dnlen, "pass") ||
+                          contains_ci(dn, dnlen, "pwd") || redact_is_credential(dv, dvlen);
+            if (o)
+                put(out, &o, "&", 1);
+            put(out, &o, name, nlen);
+            if (secret)
+                put(out, &o, red, sizeof(red) - 1);
+            else if (eq < end)
+                put(out, &o, q + eq, end - eq);
+        }
+        i = end + 1;
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
+}
