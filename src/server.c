@@ -128,7 +128,9 @@ struct request {
     /* outcome */
     int upstream_status;
     uint64_t upstream_ns;
-    uint64_t bytes_in, bytes_out;
+    uint64_t bytes_in, bytes_out; /* request body bytes forwarded; response body bytes
+                                     queued to the client, baton's own error bodies included */
+    uint64_t upstream_bytes;      /* response body bytes relayed from the upstream */
 };
 
 struct conn {
@@ -368,6 +370,7 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
                         close ? "Connection: close\r\n"
                               : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
     evbuffer_add(out, body, (size_t)n);
+    c->req.bytes_out += (uint64_t)n; /* the audit record and the access log count it */
 }
 
 static void request_release(struct request *r)
@@ -465,7 +468,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
             rec.upstream.name = up->name;
             rec.upstream.status = r->upstream_status;
             rec.upstream.latency_ms = (int64_t)(r->upstream_ns / 1000000);
-            rec.upstream.bytes = r->bytes_out;
+            rec.upstream.bytes = r->upstream_bytes;
             rec.upstream.identity = r->have_idt ? r->idt.identity : "none";
             rec.upstream.audience = r->have_idt ? r->idt.audience : NULL;
         } else {
@@ -972,6 +975,7 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
     r->upstream_ns = o->upstream_ns;
     r->bytes_in = o->request_bytes;
     r->bytes_out = o->response_bytes;
+    r->upstream_bytes = o->response_bytes;
     if (why == REASON_ALLOWED) {
         d = r->would_deny ? DECISION_WOULD_DENY : DECISION_ALLOW;
         finish(c, r->would_deny ? r->deny_reason : REASON_ALLOWED, d, o->upstream_status,
