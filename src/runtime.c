@@ -41,12 +41,12 @@ static bool sync_destroy;
 
 /* ----------------------------------------------------------- rate buckets */
 
-struct rate_bucket *runtime_bucket_new(unsigned rate_per_s, unsigned burst, uint64_t now_ns)
+struct rate_bucket *runtime_bucket_new(double rate_per_s, unsigned burst, uint64_t now_ns)
 {
     struct rate_bucket *b = xcalloc(1, sizeof(*b));
     pthread_mutex_init(&b->lock, NULL);
     b->rate = rate_per_s;
-    b->burst = burst ? burst : rate_per_s;
+    b->burst = burst ? burst : ceil(rate_per_s);
     if (b->burst < 1)
         b->burst = 1;
     b->tokens = b->burst;
@@ -77,9 +77,10 @@ bool runtime_rate_take(struct rate_bucket *b, uint64_t now_ns, unsigned *retry_a
     if (ok) {
         b->tokens -= 1.0;
     } else {
-        double wait = (1.0 - b->tokens) / b->rate;
-        unsigned s = (unsigned)ceil(wait);
-        *retry_after_s = s < 1 ? 1 : s;
+        /* the epsilon keeps 1/0.0002 (4999.999... or 5000.000...1 in binary)
+         * at 5000; a rate so small the wait overflows is capped */
+        double wait = ceil((1.0 - b->tokens) / b->rate - 1e-6);
+        *retry_after_s = wait < 1 ? 1 : wait > 2147483647.0 ? 2147483647u : (unsigned)wait;
     }
     pthread_mutex_unlock(&b->lock);
     return ok;

@@ -96,11 +96,13 @@ const struct runtime_step *runtime_step(const struct runtime *rt, const struct p
 
 /*
  * Takes one token from a step's bucket at monotonic time now_ns. Returns true
- * when allowed; false with *retry_after_s (>= 1) when over the rate.
+ * when allowed; false with *retry_after_s when over the rate: the whole
+ * seconds until a token is back (5000 at 0.0002/s), at least 1 and at most
+ * 2^31 - 1 (RFC 9111's largest delta-seconds).
  */
 bool runtime_rate_take(struct rate_bucket *b, uint64_t now_ns, unsigned *retry_after_s);
 /* For tests: a standalone bucket (owned; free with runtime_bucket_free). */
-struct rate_bucket *runtime_bucket_new(unsigned rate_per_s, unsigned burst, uint64_t now_ns);
+struct rate_bucket *runtime_bucket_new(double rate_per_s, unsigned burst, uint64_t now_ns);
 void runtime_bucket_free(struct rate_bucket *b);
 
 #endif

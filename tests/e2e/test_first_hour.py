@@ -86,3 +86,170 @@ def test_counts_in_the_record_and_the_access_log_are_true(tmp_path, up):
     assert sizes["count-401"] == len(body401)
     assert sizes["count-200"] == 1234
     assert sizes["count-502"] == len(body502)
+
+
+# ------------------------------------------------------------ 2. policies
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_check_suggests_policy_keys_and_warns_about_regex_globs(tmp_path, up):
+    env = ServeEnv(tmp_path, up.port)
+    pol = (
+        '{\n'
+        '  "step": "typo",\n'
+        '  "route": { "path_prefx": "/typo/", "path_prefix": "/typo/" },\n'
+        '  "upstream": "echo",\n'
+        '  "callers": [{ "issuer": "test", "claims": { "sub": "x" } }],\n'
+        '  "allow": [{ "methods": ["GET"], "paths": ["/typo/**"] }]\n'
+        '}\n')
+    write(env.dir / "policies" / "typo.json", pol)
+    r = run_baton("check", "-c", env.dir / "baton.json")
+    assert r.returncode == 1
+    f = env.dir / "policies" / "typo.json"
+    assert (f'{f}:{pos_of(pol, chr(34) + "path_prefx")}: error: unknown key "path_prefx" in "route" '
+            f'(did you mean "path_prefix"?)') in r.stderr, r.stderr
+    (env.dir / "policies" / "typo.json").unlink()
+
+    regex = (
+        '{\n'
+        '  "step": "regex",\n'
+        '  "route": { "path_prefix": "/regex/" },\n'
+        '  "upstream": "echo",\n'
+        '  "callers": [{ "issuer": "test", "claims": { "sub": "^arn:aws:states:.*$" } }],\n'
+        '  "allow": [{ "methods": ["GET"], "paths": ["/regex/**"] }],\n'
+        '  "require_headers": { "X-Run": "run-[12]" }\n'
+        '}\n')
+    write(env.dir / "policies" / "regex.json", regex)
+    r = run_baton("check", "-c", env.dir / "baton.json")
+    assert r.returncode == 0, "warnings do not fail check: " + r.stderr
+    f = env.dir / "policies" / "regex.json"
+    assert (f'{f}:{pos_of(regex, chr(34) + "^arn")}: warning: claim pattern "^arn:aws:states:.*$" looks like a regular '
+            f'expression (it starts with the anchor "^")') in r.stderr, r.stderr
+    assert (f'{f}:{pos_of(regex, chr(34) + "run-")}: warning: header value pattern "run-[12]" looks like a regular '
+            f'expression (a bracket expression "[...]")') in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1] == "baton check: 2 warnings"
+    # the default policies (real ARNs, globs, paths) draw no warning
+    (env.dir / "policies" / "regex.json").unlink()
+    r = run_baton("check", "-c", env.dir / "baton.json")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_fractional_rate_gives_retry_after_in_thousands_of_seconds(tmp_path, up):
+    pols = {"slowrate": {"route": {"host": "*", "path_prefix": "/api/"}, "upstream": "echo",
+                         "callers": [{"issuer": "test", "claims": {"sub": SUB}}],
+                         "allow": [{"methods": ["GET"], "paths": ["/api/**"]}],
+                         "limits": {"rate_per_s": 0.0002}}}
+    env = ServeEnv(tmp_path, up.port, policies=pols)
+    r = run_baton("check", "-c", env.dir / "baton.json")
+    assert r.returncode == 0, r.stderr
+    env.start()
+    try:
+        tok = env.token()
+        st, _, _ = env.request("GET", "/api/once", token=tok)
+        assert st == 200, "burst defaults to 1: the first request passes"
+        st, hd, _ = env.request("GET", "/api/again", token=tok)
+        assert st == 429
+        assert 4990 <= int(hd["retry-after"]) <= 5000, hd
+    finally:
+        assert env.stop() == 0
+
+
+def test_explain_shows_the_value_received_but_never_a_secret(tmp_path, up):
+    pols = {"hdr": {"route": {"host": "*", "path_prefix": "/hdr/"}, "upstream": "echo",
+                    "callers": [{"issuer": "test", "claims": {"sub": SUB, "tier": 2}}],
+                    "allow": [{"methods": ["GET"], "paths": ["/hdr/**"]}],
+                    "require_headers": {"X-Sfn-Execution": "arn:aws:states:*",
+                                        "X-Api-Key": "k-*"}}}
+    env = ServeEnv(tmp_path, up.port, policies=pols)
+    cfg = env.dir / "baton.json"
+    base = ["explain", "-c", cfg, "--method", "GET", "--path", "/hdr/x", "--issuer", "test"]
+    claims = json.dumps({"iss": ISSUER, "sub": SUB, "tier": 2})
+    r = run_baton(*base, "--claims", claims, "--header", "X-Sfn-Execution: arn:aws:lambda:x",
+                  "--header", "X-Api-Key: k-1")
+    assert r.returncode == 1
+    assert ('miss:     header X-Sfn-Execution: got "arn:aws:lambda:x", which does not match '
+            'glob "arn:aws:states:*"') in r.stdout, r.stdout
+    # a header whose name says credential: the value is never printed
+    r = run_baton(*base, "--claims", claims, "--header", "X-Sfn-Execution: arn:aws:states:x",
+                  "--header", "X-Api-Key: sekrit-value-123", "--json")
+    assert r.returncode == 1
+    miss = json.loads(r.stdout)["miss"]
+    assert miss["name"] == "X-Api-Key" and "[redacted] (16 bytes)" in miss["detail"], miss
+    assert "sekrit" not in r.stdout + r.stderr
+    # a claim of another type: its value is shown
+    r = run_baton(*base, "--claims", json.dumps({"iss": ISSUER, "sub": SUB, "tier": "2"}),
+                  "--header", "X-Sfn-Execution: arn:aws:states:x", "--header", "X-Api-Key: k-1")
+    assert r.returncode == 1
+    assert 'miss:     claim tier: expected an integer 2, got a string "2"' in r.stdout, r.stdout
+
+
+# ----------------------------------------------------------- 3. jwks_file
+
+def test_check_reads_the_jwks_file_as_serve_would(tmp_path, up):
+    env = ServeEnv(tmp_path, up.port)
+    cfg = env.dir / "baton.json"
+    text = cfg.read_text()
+    at = pos_of(text, '"jwks.json"')
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 0, r.stderr
+    jwks = env.dir / "jwks.json"
+    good = jwks.read_text()
+
+    jwks.unlink()
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1
+    assert (f'{cfg}:{at}: error: issuer "test": cannot read jwks_file {jwks}: '
+            f'No such file or directory') in r.stderr, r.stderr
+
+    jwks.write_text('{"keys": [ {"kty": "RSA",, } ]}')
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1
+    assert (f'{cfg}:{at}: error: issuer "test": key set rejected: key set is not valid JSON: ')\
+        in r.stderr and "line 1 column" in r.stderr, r.stderr
+
+    jwks.write_text('{"keys": [{"kty": "RSA", "kid": "weak", "n": "AQAB", "e": "AQAB"}]}')
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1
+    assert f'{cfg}:{at}: error: issuer "test": key set has no usable key (1 skipped' in r.stderr, \
+        r.stderr
+
+    jwks.write_text("x" * (256 * 1024 + 1))
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1 and "larger than the key set cap" in r.stderr, r.stderr
+
+    # one usable key and one that is not: loads, with a warning
+    doc = json.loads(good)
+    doc["keys"].append({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"})
+    jwks.write_text(json.dumps(doc))
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 0, r.stderr
+    assert f'{jwks}: warning: issuer "test": 1 key skipped' in r.stderr, r.stderr
+
+
+def pos_of(text, needle):
+    i = text.index(needle)
+    line = text.count("\n", 0, i) + 1
+    col = i - (text.rfind("\n", 0, i) + 1) + 1
+    return f"{line}:{col}"
+
+
+def test_readme_policy_key_table_matches_the_loader():
+    import subprocess
+    from conftest import SRCDIR
+    code = subprocess.run(["sh", str(SRCDIR / "scripts" / "policy_keys.sh")], capture_output=True,
+                          text=True, check=True).stdout.split()
+    readme = (SRCDIR / "README.md").read_text()
+    section = readme.split("### Policy keys", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            rows.append(line.split("`")[1])
+    assert len(code) >= 20
+    assert sorted(rows) == sorted(code), (
+        "README's policy key table and src/policy.c disagree: only in README %s, only in code %s"
+        % (sorted(set(rows) - set(code)), sorted(set(code) - set(rows))))
+    assert len(rows) == len(set(rows)), "a key listed twice"
