@@ -156,9 +156,19 @@ void runtime_unref(struct runtime *rt)
     event_active(reap_ev, EV_TIMEOUT, 0);
 }
 
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime_reload reload_st;
+
 void runtime_publish(struct runtime *rt)
 {
     struct runtime *old;
+    if (rt) {
+        pthread_mutex_lock(&reload_lock);
+        reload_st.ok = true;
+        reload_st.success_ms = now_ms();
+        reload_st.error[0] = '\0';
+        pthread_mutex_unlock(&reload_lock);
+    }
     pthread_mutex_lock(&cur_lock);
     old = current;
     current = rt;
@@ -300,4 +310,21 @@ fail:
     runtime_unref(old);
     destroy(rt);
     return NULL;
+}
+
+void runtime_reload_refused(const char *error)
+{
+    pthread_mutex_lock(&reload_lock);
+    reload_st.ok = false;
+    reload_st.failure_ms = now_ms();
+    reload_st.failures++;
+    snprintf(reload_st.error, sizeof(reload_st.error), "%s", error ? error : "");
+    pthread_mutex_unlock(&reload_lock);
+}
+
+void runtime_reload_status(struct runtime_reload *out)
+{
+    pthread_mutex_lock(&reload_lock);
+    *out = reload_st;
+    pthread_mutex_unlock(&reload_lock);
 }

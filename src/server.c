@@ -1421,6 +1421,17 @@ static void reload(void)
         }
         log_msg(LOG_ERROR, "reload refused (%zu errors): the previous configuration stays in use",
                 d.n);
+        {
+            /* /readyz and /metrics say the running set is older than the files */
+            char first[512] = "no error reported";
+            if (d.n && d.v[0].line > 0)
+                snprintf(first, sizeof(first), "%s:%d:%d: %s%s", d.v[0].file, d.v[0].line,
+                         d.v[0].col, d.v[0].msg, d.n > 1 ? " (and more)" : "");
+            else if (d.n)
+                snprintf(first, sizeof(first), "%s: %s%s", d.v[0].file, d.v[0].msg,
+                         d.n > 1 ? " (and more)" : "");
+            runtime_reload_refused(first);
+        }
         diags_free(&d);
         return;
     }

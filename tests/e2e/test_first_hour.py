@@ -253,3 +253,71 @@ def test_readme_policy_key_table_matches_the_loader():
         "README's policy key table and src/policy.c disagree: only in README %s, only in code %s"
         % (sorted(set(rows) - set(code)), sorted(set(code) - set(rows))))
     assert len(rows) == len(set(rows)), "a key listed twice"
+
+
+# ------------------------------------------------------ 4. refused reloads
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_a_refused_reload_shows_in_metrics_and_readyz(tmp_path, up):
+    env = ServeEnv(tmp_path, up.port)
+    env.start()
+    try:
+        st, _, body = env.admin("/metrics")
+        m = body.decode()
+        assert metric(m, "baton_config_last_reload_successful") == 1
+        loaded = metric(m, "baton_config_last_reload_success_timestamp_seconds")
+        assert abs(loaded - time.time()) < 60
+        st, _, body = env.admin("/readyz")
+        ready = json.loads(body)
+        assert st == 200 and ready["config"]["last_reload_ok"] is True
+        assert ready["config"]["generation"] == 1 and "error" not in ready["config"]
+
+        time.sleep(1.1)  # the timestamps below must be able to differ
+        bad = env.dir / "policies" / "typo.json"
+        bad.write_text('{"step": "typo", "route": {"path_prefx": "/t/"}, "upstream": "echo",\n'
+                       ' "callers": [{"issuer": "test", "claims": {"sub": "x"}}],\n'
+                       ' "allow": [{"methods": ["GET"], "paths": ["/t/*"]}]}\n')
+        env.signal(signal.SIGHUP)
+
+        def refused():
+            _, _, b = env.admin("/metrics")
+            return metric(b.decode(), "baton_config_last_reload_successful") == 0
+        assert wait_for(refused), env.log_text()
+        st, _, body = env.admin("/metrics")
+        m = body.decode()
+        assert metric(m, "baton_config_last_reload_success_timestamp_seconds") == loaded, \
+            "the running set's load time stays"
+        st, _, body = env.admin("/readyz")
+        ready = json.loads(body)
+        assert st == 200, "the old set keeps serving: still ready"
+        c = ready["config"]
+        assert c["last_reload_ok"] is False and c["generation"] == 1
+        assert c["error"].startswith(f'{bad}:1:27: "route" lacks the required key "path_prefix"'), c
+        assert c["error"].endswith("(and more)"), "the typo is a second error: " + c["error"]
+        assert "older than the files" in c["note"] and c["reloads_refused"] == 1
+        assert c["failed_at"] > c["loaded_at"]
+        # requests still go through on the old set
+        st, _, _ = env.request("GET", "/api/x", token=env.token())
+        assert st == 200
+
+        # fixed: the next reload is taken and the state clears
+        bad.unlink()
+        env.signal(signal.SIGHUP)
+
+        def taken():
+            _, _, b = env.admin("/metrics")
+            return metric(b.decode(), "baton_config_last_reload_successful") == 1
+        assert wait_for(taken), env.log_text()
+        st, _, body = env.admin("/metrics")
+        assert metric(body.decode(), "baton_config_last_reload_success_timestamp_seconds") > loaded
+        ready = json.loads(env.admin("/readyz")[2])
+        assert ready["config"]["last_reload_ok"] is True and ready["config"]["generation"] == 2
+        assert "error" not in ready["config"] and ready["config"]["reloads_refused"] == 1
+    finally:
+        assert env.stop() == 0
