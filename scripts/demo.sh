@@ -2,7 +2,8 @@
 # Installs the dependencies, builds baton, and runs the fully local demo
 # (scripts/demo.py): a loopback issuer, baton with conf/demo/baton.json and
 # "local" Google credentials, and a demo upstream, with allow/401/403/404 calls
-# and their audit records. Bounded: it stops everything it started.
+# and their audit records. Bounded: it stops everything it started, unless
+# --keep (arguments go to demo.py: --keep, --ports, --token, --stop).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
@@ -11,4 +12,4 @@ if [ ! -x ./baton ] || [ ! -f Makefile ]; then
     ./configure >/dev/null
 fi
 make -j"$(nproc)" baton >/dev/null
-exec /usr/bin/python3 scripts/demo.py
+exec /usr/bin/python3 scripts/demo.py "$@"
