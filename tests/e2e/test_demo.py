@@ -5,6 +5,7 @@ and the upstream running, prints commands that work when pasted, and a stop
 command that stops exactly what it started."""
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -54,6 +55,7 @@ def test_demo_prints_real_values_and_verifies_its_log():
     assert "caller: arn:aws:iam::123456789012:role/intern-sandbox" in recs[3]
     assert "caller: none (refused before the token was checked)" in recs[5]
     assert "\nverified: 1 file(s)" in out
+    shutil.rmtree(re.search(r"Demo files .* are in (/\S+)", out).group(1))
     # nothing is left running
     for p in ports:
         with __import__("socket").socket() as s:
@@ -95,3 +97,4 @@ def test_demo_keep_leaves_it_running_with_commands_that_work_and_a_stop():
     v = subprocess.run(["sh", "-c", verify], capture_output=True, text=True, timeout=60)
     assert v.returncode == 0 and "requests" in v.stdout, v.stdout + v.stderr
     assert "8 requests" in v.stdout, "the two tried requests were recorded too: " + v.stdout
+    shutil.rmtree(work)
