@@ -1402,13 +1402,31 @@ static bool same_str(const char *a, const char *b)
     return a == b || (a && b && !strcmp(a, b));
 }
 
+/* The loaders' warnings (a pattern that looks like a regex, ...), logged with
+ * their positions as `baton check` prints them; they never refuse a load. */
+static void log_warnings(const struct diags *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        char fields[1024], file[512];
+        json_escape(file, sizeof(file), w->v[i].file ? w->v[i].file : "",
+                    w->v[i].file ? strlen(w->v[i].file) : 0);
+        snprintf(fields, sizeof(fields), "\"file\":\"%s\",\"line\":%d,\"column\":%d", file,
+                 w->v[i].line, w->v[i].col);
+        log_msg_fields(LOG_WARNING, fields, "%s", w->v[i].msg);
+    }
+}
+
 static void reload(void)
 {
-    struct diags d = DIAGS_INIT;
+    struct diags d = DIAGS_INIT, warnings = DIAGS_INIT;
     struct runtime *rt;
 
     log_msg(LOG_INFO, "SIGHUP: reloading %s", g.config_path);
+    d.warnings = &warnings;
     rt = runtime_build(g.config_path, &d);
+    d.warnings = NULL;
+    log_warnings(&warnings);
+    diags_free(&warnings);
     if (!rt) {
         for (size_t i = 0; i < d.n; i++) {
             char fields[1024], file[512];
@@ -1639,7 +1657,14 @@ int cmd_serve(int argc, char **argv)
     }
     g.listen_port = port;
     runtime_init(g.bg, g.http, g.n_workers);
-    rt = runtime_build(g.config_path, &d);
+    {
+        struct diags warnings = DIAGS_INIT;
+        d.warnings = &warnings;
+        rt = runtime_build(g.config_path, &d);
+        d.warnings = NULL;
+        log_warnings(&warnings);
+        diags_free(&warnings);
+    }
     if (!rt) {
         diags_print(&d, stderr);
         goto out;

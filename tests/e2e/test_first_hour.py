@@ -321,3 +321,23 @@ def test_a_refused_reload_shows_in_metrics_and_readyz(tmp_path, up):
         assert "error" not in ready["config"] and ready["config"]["reloads_refused"] == 1
     finally:
         assert env.stop() == 0
+
+
+def test_serve_logs_the_regex_warnings_at_start_and_reload(tmp_path, up):
+    pols = {"api": {"route": {"host": "*", "path_prefix": "/api/"}, "upstream": "echo",
+                    "callers": [{"issuer": "test", "claims": {"sub": SUB}}],
+                    "allow": [{"methods": ["GET"], "paths": ["/api/**"]}],
+                    "require_headers": {"X-Run": "^run-[0-9]+$"}}}
+    env = ServeEnv(tmp_path, up.port, policies=pols)
+    env.start()
+    try:
+        def warned(n):
+            lines = [json.loads(l) for l in env.log_text().splitlines() if "regular expression" in l]
+            return len(lines) >= n and lines
+        lines = wait_for(lambda: warned(1))
+        assert lines and lines[0]["severity"] == "WARNING" and lines[0]["line"] > 0, env.log_text()
+        assert lines[0]["file"].endswith("api.json") and "^run-[0-9]+$" in lines[0]["message"]
+        env.signal(signal.SIGHUP)
+        assert wait_for(lambda: warned(2)), "logged again at reload: " + env.log_text()
+    finally:
+        assert env.stop() == 0
