@@ -3,7 +3,8 @@
 # runs the fully local demo (scripts/demo.py): a loopback issuer, baton with
 # conf/demo/baton.json and "local" Google credentials, and a demo upstream, with
 # allow/401/403/404 calls and their audit records. Bounded: it stops everything
-# it started.
+# it started, unless --keep (arguments go to demo.py: --keep, --ports, --token,
+# --stop).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -47,6 +48,42 @@ static void add_json_string(struct evbuffer *out, const char *s)
     char esc[1024];
     json_escape(esc, sizeof(esc), s, strlen(s));
     evbuffer_add_printf(out, "\"%s\"", esc);
+}
+
+/* RFC 3339 UTC with milliseconds, as the audit log and the logs write time. */
+static void add_time(struct evbuffer *out, int64_t ms)
+{
+    char ts[32];
+    struct tm tm;
+    time_t s = (time_t)(ms / 1000);
+    gmtime_r(&s, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    evbuffer_add_printf(out, "\"%s.%03dZ\"", ts, (int)(ms % 1000));
+}
+
+/* ,"config":{...}: which files the running snapshot came from and when, and
+ * whether the last reload was refused (then the running set is older than the
+ * files, and the error says why). Readiness does not depend on it: the old
+ * set keeps serving, as it should. */
+static void config_status(struct evbuffer *out, const struct runtime *rt)
+{
+    struct runtime_reload st;
+    runtime_reload_status(&st);
+    evbuffer_add_printf(out, ",\"config\":{\"generation\":%llu,\"last_reload_ok\":%s,\"loaded_at\":",
+                        rt ? (unsigned long long)rt->generation : 0ull, st.ok ? "true" : "false");
+    if (st.success_ms)
+        add_time(out, st.success_ms);
+    else
+        evbuffer_add_printf(out, "null");
+    if (!st.ok) {
+        evbuffer_add_printf(out, ",\"failed_at\":");
+        add_time(out, st.failure_ms);
+        evbuffer_add_printf(out, ",\"error\":");
+        add_json_string(out, st.error);
+        evbuffer_add_printf(out, ",\"note\":\"the last reload was refused: the running "
+                                 "configuration is older than the files\"");
+    }
+    evbuffer_add_printf(out, ",\"reloads_refused\":%llu}", (unsigned long long)st.failures);
 }
 
 bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
@@ -95,7 +132,9 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
             free(detail);
         }
     }
-    evbuffer_add_printf(out, "},\"draining\":%s}\n", draining ? "true" : "false");
+    evbuffer_add_printf(out, "},\"draining\":%s", draining ? "true" : "false");
+    config_status(out, rt);
+    evbuffer_add_printf(out, "}\n");
     runtime_unref(rt);
     return rt && keys && audit_ok && identity_ok && !draining;
 }
@@ -246,6 +285,17 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         metrics_write(b, "baton_config_generation", "gauge",
                       "Generation of the configuration snapshot in use (1 at start, +1 per reload).",
                       NULL, (double)rt->generation);
+    }
+    {
+        struct runtime_reload st;
+        runtime_reload_status(&st);
+        metrics_write(b, "baton_config_last_reload_successful", "gauge",
+                      "1 when the last load of the config and policies (start or SIGHUP) was "
+                      "taken; 0 when it was refused and an older set serves.",
+                      NULL, st.ok ? 1 : 0);
+        metrics_write(b, "baton_config_last_reload_success_timestamp_seconds", "gauge",
+                      "Unix time of the last successful load (the running set's).", NULL,
+                      (double)st.success_ms / 1000.0);
     }
     if (a->deps.audit) {
         struct audit_stats st;

@@ -80,6 +80,31 @@ static void check_summary(const struct baton_config *cfg, const struct policy_se
     }
 }
 
+/*
+ * Reads every issuer's jwks_file as serve would (jwks_check_file): a key file
+ * is not a secret mounted at run time, so a missing, unreadable or unusable
+ * one is an error here, at the config's jwks_file line, rather than a 503 from
+ * /readyz after deployment. Skipped keys are warnings.
+ */
+static void check_jwks_files(const struct baton_config *cfg, struct diags *d)
+{
+    for (size_t i = 0; i < cfg->n_issuers; i++) {
+        const struct cfg_issuer *iss = &cfg->issuers[i];
+        char err[300], note[256], ptr[64];
+        size_t keys = 0, skipped = 0;
+
+        if (iss->key_source != KEYS_JWKS_FILE || !iss->jwks_file)
+            continue;
+        snprintf(ptr, sizeof(ptr), "issuers/%zu/jwks_file", i);
+        if (jwks_check_file(iss->jwks_file, &keys, &skipped, note, sizeof(note), err,
+                            sizeof(err)) < 0)
+            config_diag(cfg, d, ptr, false, "issuer \"%s\": %s", iss->name, err);
+        else if (skipped)
+            diags_warn(d, iss->jwks_file, 0, 0, "issuer \"%s\": %zu key%s skipped (%s); %zu usable",
+                       iss->name, skipped, skipped == 1 ? "" : "s", note, keys);
+    }
+}
+
 static void check_usage(FILE *out)
 {
     fputs("usage: baton check [-c FILE]\n"
@@ -96,7 +121,7 @@ int cmd_check(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct diags d = DIAGS_INIT;
+    struct diags d = DIAGS_INIT, warnings = DIAGS_INIT;
     struct baton_config *cfg = NULL;
     struct policy_set *set = NULL;
     const char *flag = NULL;
@@ -125,20 +150,27 @@ int cmd_check(int argc, char **argv)
         goto out;
     }
     rc = 1;
+    d.warnings = &warnings;
     cfg = config_load(config_path_choose(flag), &d);
-    if (cfg)
+    if (cfg) {
         set = policy_set_load(cfg, &d);
-    if (!cfg || !set) {
+        check_jwks_files(cfg, &d);
+    }
+    diags_print(&warnings, stderr);
+    if (!cfg || !set || d.n) {
         diags_print(&d, stderr);
         fprintf(stderr, "baton check: %zu error%s\n", d.n, d.n == 1 ? "" : "s");
         goto out;
     }
+    if (warnings.n)
+        fprintf(stderr, "baton check: %zu warning%s\n", warnings.n, warnings.n == 1 ? "" : "s");
     check_summary(cfg, set);
     rc = 0;
 out:
     policy_set_free(set);
     config_free(cfg);
     diags_free(&d);
+    diags_free(&warnings);
     return rc;
 }
 

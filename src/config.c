@@ -920,31 +920,6 @@ static int parse_field(struct ctx *c, const struct field *f, const json_t *v, vo
     return -1;
 }
 
-/* Edit distance of two short strings, for "did you mean" on unknown keys. */
-static size_t distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), row[MAX_NAME + 1];
-    if (la > MAX_NAME || lb > MAX_NAME)
-        return SIZE_MAX;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (row[j] + 1 < best)
-                best = row[j] + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 /*
  * Parses object `v` against table `t` into `obj` (defaults already applied).
  * Unknown keys and missing required keys are errors. Returns -1 when `v` is
@@ -964,19 +939,13 @@ static int parse_object(struct ctx *c, const json_t *v, const struct field *t, v
         int k = field_index(t, key);
         push_key(c, key);
         if (k < 0) {
-            const char *best = NULL;
-            size_t bestd = 3;
+            struct suggestion sg = SUGGESTION_INIT;
             char q[420];
-            for (int j = 0; t[j].key; j++) {
-                size_t dd = distance(key, t[j].key);
-                if (dd < bestd) {
-                    bestd = dd;
-                    best = t[j].key;
-                }
-            }
+            for (int j = 0; t[j].key; j++)
+                suggestion_offer(&sg, key, t[j].key);
             quote(q, sizeof(q), key);
-            if (best)
-                err_name(c, "unknown key %s (did you mean \"%s\"?)", q, best);
+            if (sg.best)
+                err_name(c, "unknown key %s (did you mean \"%s\"?)", q, sg.best);
             else
                 err_name(c, "unknown key %s", q);
         } else {

@@ -359,6 +359,61 @@ static void fail(struct source *s, const char *fmt, ...)
     refresh_end(s, false, msg, -1);
 }
 
+/* `baton check`'s rule for a configured jwks_file: it parses and has at least
+ * one usable key (a file configured without one is a mistake to report before
+ * serve; a served set emptied by its issuer is a revocation, accept_document).
+ * Returns the owned keyset, or NULL with the reason in err. */
+static struct jws_keyset *keyset_accept(const char *doc, size_t len, char *err, size_t errlen)
+{
+    char why[200] = "", note[256];
+    struct jws_keyset *ks = jws_keyset_parse(doc, len, why, sizeof(why));
+
+    if (!ks) {
+        errbuf_set(err, errlen, "key set rejected: %s", why);
+        return NULL;
+    }
+    if (jws_keyset_count(ks) == 0) {
+        json_escape(note, sizeof(note), jws_keyset_note(ks), strlen(jws_keyset_note(ks)));
+        errbuf_set(err, errlen, "key set has no usable key (%zu skipped%s%s)", jws_keyset_skipped(ks),
+                   note[0] ? ": " : "", note);
+        jws_keyset_unref(ks);
+        return NULL;
+    }
+    return ks;
+}
+
+/* Reads a jwks_file with the document cap; 0, or -1 with the reason in err. */
+static int read_jwks_file(const char *path, char **doc, size_t *len, char *err, size_t errlen)
+{
+    if (read_file_capped(path, JWKS_MAX_DOC_BYTES, doc, len) == 0)
+        return 0;
+    errbuf_set(err, errlen, "cannot read jwks_file %s: %s", path,
+               errno == EFBIG ? "larger than the key set cap" : strerror(errno));
+    return -1;
+}
+
+int jwks_check_file(const char *path, size_t *keys, size_t *skipped, char *note, size_t notelen,
+                    char *err, size_t errlen)
+{
+    char *doc = NULL;
+    size_t len = 0;
+    struct jws_keyset *ks = NULL;
+    int rc = -1;
+
+    if (read_jwks_file(path, &doc, &len, err, errlen) < 0)
+        goto out;
+    if (!(ks = keyset_accept(doc, len, err, errlen)))
+        goto out;
+    *keys = jws_keyset_count(ks);
+    *skipped = jws_keyset_skipped(ks);
+    errbuf_set(note, notelen, "%s", jws_keyset_note(ks));
+    rc = 0;
+out:
+    jws_keyset_unref(ks);
+    free(doc);
+    return rc;
+}
+
 /* A JWK Set document arrived (from a file or a URL): publish it or fail. */
 static void accept_document(struct source *s, const char *doc, size_t len, long max_age)
 {
@@ -507,7 +562,7 @@ out:
 static void refresh_begin(struct source *s, struct http_client *hc)
 {
     const struct cfg_issuer *iss = s->iss;
-    char *doc = NULL, *url = NULL;
+    char *doc = NULL, *url = NULL, err[300];
     size_t len = 0;
 
     s->in_flight = true;
@@ -520,9 +575,8 @@ static void refresh_begin(struct source *s, struct http_client *hc)
     case KEYS_JWKS_FILE:
         if (!iss->jwks_file) {
             fail(s, "no jwks_file configured");
-        } else if (read_file_capped(iss->jwks_file, JWKS_MAX_DOC_BYTES, &doc, &len) < 0) {
-            fail(s, "cannot read jwks_file %s: %s", iss->jwks_file,
-                 errno == EFBIG ? "larger than the key set cap" : strerror(errno));
+        } else if (read_jwks_file(iss->jwks_file, &doc, &len, err, sizeof(err)) < 0) {
+            fail(s, "%s", err);
         } else {
             accept_document(s, doc, len, -1);
         }

@@ -121,4 +121,13 @@ void jwks_set_retry_base_ms(struct jwks *j, unsigned ms);
 
 void jwks_free(struct jwks *j);
 
+/*
+ * `baton check`: reads the jwks_file at `path` and accepts it exactly as the
+ * refresh does (size cap, JSON, at least one usable key). Returns 0 with the
+ * usable and skipped key counts and the skipped keys' note (caller-owned,
+ * notelen bytes, "" when none), or -1 with the reason in err.
+ */
+int jwks_check_file(const char *path, size_t *keys, size_t *skipped, char *note, size_t notelen,
+                    char *err, size_t errlen);
+
 #endif

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,8 +497,14 @@ static void leaf_miss(struct claim_diag *cd, const char *name, const struct pat 
         return;
     }
     if (strcmp(json_kind(v), pat_kind(p)) != 0) {
-        bufcat(cd->detail, sizeof(cd->detail), "expected %s, got %s (another JSON type never matches)",
-               pat_kind(p), json_kind(v));
+        bufcat(cd->detail, sizeof(cd->detail), "expected %s ", pat_kind(p));
+        bufcat_pat(cd->detail, sizeof(cd->detail), p);
+        bufcat(cd->detail, sizeof(cd->detail), ", got %s", json_kind(v));
+        if (!json_is_object(v) && !json_is_array(v)) {
+            bufcat(cd->detail, sizeof(cd->detail), " ");
+            bufcat_value(cd->detail, sizeof(cd->detail), v);
+        }
+        bufcat(cd->detail, sizeof(cd->detail), " (another JSON type never matches)");
         return;
     }
     bufcat(cd->detail, sizeof(cd->detail), "expected %s", p->type == PT_GLOB ? "glob " : "");
@@ -644,7 +651,25 @@ static void trace_rules(const struct policy *p, const struct policy_input *in,
     }
 }
 
-static void trace_header(const struct req_header *h, int count, struct policy_trace *t)
+/* Whether explain must not print a header value: the name suggests a
+ * credential (config_header_is_secret, the audit log's rule), or the value is
+ * shaped like one (an HTTP authentication scheme, a JWT). */
+static bool header_value_secret(const char *name, const char *v, size_t n)
+{
+    static const char *const schemes[] = {"bearer ", "basic ", "digest ", "negotiate ",
+                                          "aws4-hmac-sha256 ", NULL};
+    if (config_header_is_secret(name, strlen(name)))
+        return true;
+    if (n >= 3 && memcmp(v, "eyJ", 3) == 0)
+        return true;
+    for (const char *const *sc = schemes; *sc; sc++)
+        if (n >= strlen(*sc) && ascii_casecmp_n(v, strlen(*sc), *sc, strlen(*sc)) == 0)
+            return true;
+    return false;
+}
+
+static void trace_header(const struct req_header *h, int count, const struct policy_input *in,
+                         struct policy_trace *t)
 {
     t->miss_kind = "header";
     t->miss_line = h->line;
@@ -656,7 +681,17 @@ static void trace_header(const struct req_header *h, int count, struct policy_tr
         snprintf(t->miss_detail, sizeof(t->miss_detail),
                  "present %d times (a header sent more than once never matches)", count);
     else {
-        snprintf(t->miss_detail, sizeof(t->miss_detail), "value does not match ");
+        const char *v = NULL;
+        size_t vn = 0;
+        in->header(in->header_ctx, h->name, &v, &vn);
+        snprintf(t->miss_detail, sizeof(t->miss_detail), "got ");
+        if (!v)
+            bufcat(t->miss_detail, sizeof(t->miss_detail), "an empty value");
+        else if (header_value_secret(h->name, v, vn))
+            bufcat(t->miss_detail, sizeof(t->miss_detail), "[redacted] (%zu bytes)", vn);
+        else
+            bufcat_quoted(t->miss_detail, sizeof(t->miss_detail), v, vn);
+        bufcat(t->miss_detail, sizeof(t->miss_detail), ", which does not match glob ");
         bufcat_quoted(t->miss_detail, sizeof(t->miss_detail), h->glob, h->glob_len);
     }
 }
@@ -725,7 +760,7 @@ enum reason policy_authorize(const struct policy *p, const struct policy_input *
         if (!match) {
             r = REASON_HEADER_MISMATCH;
             if (t)
-                trace_header(&p->headers[i], count, t);
+                trace_header(&p->headers[i], count, in, t);
             goto out;
         }
     }
@@ -910,6 +945,86 @@ static void lerr(struct loader *L, bool at_key, const char *fmt, ...)
     L->errors++;
 }
 
+/* A warning at the current pointer's value: `baton check` prints it, the
+ * policy still loads. */
+static void lwarn(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void lwarn(struct loader *L, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+    int line, col;
+
+    if (!L->d->warnings)
+        return;
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    pos_here(L, false, &line, &col);
+    diags_warn(L->d, L->file, line, col, "%s", msg);
+    free(msg);
+}
+
+/*
+ * Why glob `s` looks like a regular expression that cannot have been meant
+ * literally, or NULL. A glob has one special character, "*"; these are the
+ * regex constructs whose literal reading no ARN, path, e-mail address or
+ * header value needs (README, "Patterns that look like regular expressions"):
+ *   - "^" first or "$" last (anchors);
+ *   - a backslash before a letter class (d D w W s S b B) or a metacharacter
+ *     (. * + ? ( ) [ ] { } | ^ $ /): a glob has no escapes;
+ *   - ".+" anywhere, ".*" first or right after "/", ":", "(", "|" or "^"
+ *     (where a literal dot is never meant; "report.*" is a fine glob);
+ *   - a bracket expression "[...]" with no ":" inside ("[12]", "[0-9]",
+ *     "[a-z]"; "[::1]" is an IPv6 literal);
+ *   - a group "(...)" holding "|", or followed by "*", "+", "?" or "{".
+ */
+static const char *regex_hint(const char *s, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    if (s[0] == '^')
+        return "it starts with the anchor \"^\"";
+    if (s[n - 1] == '$' && !(n >= 2 && s[n - 2] == '\\'))
+        return "it ends with the anchor \"$\"";
+    for (size_t i = 0; i + 1 < n; i++) {
+        char c = s[i], d = s[i + 1];
+        if (c == '\\' && d && strchr("dDwWsSbB.*+?()[]{}|^$/", d))
+            return "a backslash escape; a glob has none";
+        if (c == '.' && d == '+')
+            return "\".+\"";
+        if (c == '.' && d == '*' && (i == 0 || strchr("/:(|^", s[i - 1])))
+            return "\".*\" where a literal dot is never meant";
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '[') {
+            const char *close = memchr(s + i + 1, ']', n - i - 1);
+            if (close && close > s + i + 1 && !memchr(s + i + 1, ':', (size_t)(close - s - i - 1)))
+                return "a bracket expression \"[...]\"";
+        }
+        if (s[i] == '(') {
+            const char *close = memchr(s + i + 1, ')', n - i - 1);
+            if (close && memchr(s + i + 1, '|', (size_t)(close - s - i - 1)))
+                return "an alternation \"(a|b)\"";
+            if (close && close + 1 < s + n && strchr("*+?{", close[1]))
+                return "a repeated group \"(...)\"";
+        }
+    }
+    return NULL;
+}
+
+/* Warns when pattern `s` (`what`: "claim pattern", ...) looks like a regex. */
+static void lint_glob(struct loader *L, const char *what, const char *s, size_t n)
+{
+    const char *why = regex_hint(s, n);
+    char esc[200];
+    if (!why)
+        return;
+    json_escape(esc, sizeof(esc), s, n > 120 ? 120 : n);
+    lwarn(L, "%s \"%s%s\" looks like a regular expression (%s); patterns are globs: \"*\" "
+             "matches any run of characters and every other character only itself",
+          what, esc, n > 120 ? "..." : "", why);
+}
+
 static const char *type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -955,14 +1070,21 @@ static void check_keys(struct loader *L, const json_t *obj, const char *const *a
 
     json_object_foreach((json_t *)obj, key, v) {
         bool known = false;
-        for (const char *const *a = allowed; *a; a++)
+        struct suggestion sg = SUGGESTION_INIT;
+        for (const char *const *a = allowed; *a; a++) {
             if (strcmp(*a, key) == 0)
                 known = true;
+            suggestion_offer(&sg, key, *a);
+        }
         if (!known) {
             size_t s = ptr_key(L, key);
             char esc[200];
             json_escape(esc, sizeof(esc), key, strlen(key)); /* one line whatever the key */
-            lerr(L, true, "unknown key \"%s\" in %s", esc, where);
+            if (sg.best)
+                lerr(L, true, "unknown key \"%s\" in %s (did you mean \"%s\"?)", esc, where,
+                     sg.best);
+            else
+                lerr(L, true, "unknown key \"%s\" in %s", esc, where);
             ptr_pop(L, s);
         }
     }
@@ -1077,6 +1199,7 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
             return;
         }
         out->type = memchr(json_string_value(v), '*', n) ? PT_GLOB : PT_STR;
+        lint_glob(L, "claim pattern", json_string_value(v), n);
         out->u.str.s = xstrndup(json_string_value(v), n);
         out->u.str.len = n;
         return;
@@ -1369,8 +1492,10 @@ static void load_allow(struct loader *L, const json_t *v, struct policy *p)
                         dup = true;
                     }
                 if (text && !dup &&
-                    path_pat_compile(L, text, p->prefix, &r->paths[r->n_paths]) == 0)
+                    path_pat_compile(L, text, p->prefix, &r->paths[r->n_paths]) == 0) {
+                    lint_glob(L, "path pattern", text, strlen(text));
                     r->n_paths++;
+                }
                 else if (text && !dup) {
                     free(r->paths[r->n_paths].text);
                     free(r->paths[r->n_paths].segs);
@@ -1426,6 +1551,8 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
                            "matched without surrounding whitespace", glob);
             glob = NULL;
         }
+        if (glob)
+            lint_glob(L, "header value pattern", glob, strlen(glob));
         if (okay && glob) {
             struct req_header *h = &p->headers[p->n_headers++];
             h->name = xstrdup(key);
@@ -1457,16 +1584,28 @@ static void load_limits(struct loader *L, const json_t *v, struct policy *p)
     }
     LIMIT("max_body_bytes", 1, (json_int_t)1 << 40, max_body_bytes, uint64_t)
     LIMIT("timeout_ms", 1, 3600000, timeout_ms, unsigned)
-    LIMIT("rate_per_s", 1, 1000000, rate_per_s, unsigned)
     LIMIT("burst", 1, 1000000, burst, unsigned)
 #undef LIMIT
+    /* a rate is any positive number: 0.0002 is "one request per 5000 s" */
+    if ((x = json_object_get(v, "rate_per_s"))) {
+        s = ptr_key(L, "rate_per_s");
+        if (!json_is_number(x))
+            lerr(L, false, "\"rate_per_s\" must be a number, not %s", type_name(x));
+        else if (!(json_number_value(x) > 0) || json_number_value(x) > POLICY_MAX_RATE)
+            lerr(L, false, "\"rate_per_s\" is %g, the range is greater than 0 up to %d "
+                           "(0.0002 is one request per 5000 s)",
+                 json_number_value(x), POLICY_MAX_RATE);
+        else
+            p->limits.rate_per_s = json_number_value(x);
+        ptr_pop(L, s);
+    }
     if (json_object_get(v, "burst") && !json_object_get(v, "rate_per_s")) {
         s = ptr_key(L, "burst");
         lerr(L, true, "\"burst\" needs \"rate_per_s\"");
         ptr_pop(L, s);
     }
-    if (p->limits.rate_per_s && !p->limits.burst)
-        p->limits.burst = p->limits.rate_per_s;
+    if (p->limits.rate_per_s > 0 && !p->limits.burst)
+        p->limits.burst = p->limits.rate_per_s < 1 ? 1 : (unsigned)ceil(p->limits.rate_per_s);
 }
 
 static bool valid_host(const char *h)

@@ -76,13 +76,15 @@ struct policy;
 #define POLICY_MAX_PREFIX 512     /* bytes of route.path_prefix */
 #define POLICY_MAX_PATTERN 1024   /* bytes of one glob or path pattern */
 #define POLICY_MAX_ENTRIES 1024   /* callers, allow rules, methods, paths, headers, scopes each */
+#define POLICY_MAX_RATE 1000000   /* limits.rate_per_s */
 
 /* The step's limits; 0 = unset (the config's or upstream's value applies). */
 struct policy_limits {
     uint64_t max_body_bytes; /* 1..2^40 */
     unsigned timeout_ms;     /* 1..3600000 */
-    unsigned rate_per_s;     /* 1..1000000; 0: no rate limit */
-    unsigned burst;          /* 1..1000000; defaults to rate_per_s when that is set */
+    double rate_per_s;       /* any number > 0 and <= 1000000 (0.0002: one per 5000 s);
+                                0: no rate limit */
+    unsigned burst;          /* 1..1000000; defaults to rate_per_s rounded up (at least 1) */
 };
 
 /* One source for policy_set_build: a file name (for messages) and its bytes. */

@@ -41,12 +41,12 @@ static bool sync_destroy;
 
 /* ----------------------------------------------------------- rate buckets */
 
-struct rate_bucket *runtime_bucket_new(unsigned rate_per_s, unsigned burst, uint64_t now_ns)
+struct rate_bucket *runtime_bucket_new(double rate_per_s, unsigned burst, uint64_t now_ns)
 {
     struct rate_bucket *b = xcalloc(1, sizeof(*b));
     pthread_mutex_init(&b->lock, NULL);
     b->rate = rate_per_s;
-    b->burst = burst ? burst : rate_per_s;
+    b->burst = burst ? burst : ceil(rate_per_s);
     if (b->burst < 1)
         b->burst = 1;
     b->tokens = b->burst;
@@ -77,9 +77,10 @@ bool runtime_rate_take(struct rate_bucket *b, uint64_t now_ns, unsigned *retry_a
     if (ok) {
         b->tokens -= 1.0;
     } else {
-        double wait = (1.0 - b->tokens) / b->rate;
-        unsigned s = (unsigned)ceil(wait);
-        *retry_after_s = s < 1 ? 1 : s;
+        /* the epsilon keeps 1/0.0002 (4999.999... or 5000.000...1 in binary)
+         * at 5000; a rate so small the wait overflows is capped */
+        double wait = ceil((1.0 - b->tokens) / b->rate - 1e-6);
+        *retry_after_s = wait < 1 ? 1 : wait > 2147483647.0 ? 2147483647u : (unsigned)wait;
     }
     pthread_mutex_unlock(&b->lock);
     return ok;
@@ -155,9 +156,19 @@ void runtime_unref(struct runtime *rt)
     event_active(reap_ev, EV_TIMEOUT, 0);
 }
 
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime_reload reload_st;
+
 void runtime_publish(struct runtime *rt)
 {
     struct runtime *old;
+    if (rt) {
+        pthread_mutex_lock(&reload_lock);
+        reload_st.ok = true;
+        reload_st.success_ms = now_ms();
+        reload_st.error[0] = '\0';
+        pthread_mutex_unlock(&reload_lock);
+    }
     pthread_mutex_lock(&cur_lock);
     old = current;
     current = rt;
@@ -299,4 +310,21 @@ fail:
     runtime_unref(old);
     destroy(rt);
     return NULL;
+}
+
+void runtime_reload_refused(const char *error)
+{
+    pthread_mutex_lock(&reload_lock);
+    reload_st.ok = false;
+    reload_st.failure_ms = now_ms();
+    reload_st.failures++;
+    snprintf(reload_st.error, sizeof(reload_st.error), "%s", error ? error : "");
+    pthread_mutex_unlock(&reload_lock);
+}
+
+void runtime_reload_status(struct runtime_reload *out)
+{
+    pthread_mutex_lock(&reload_lock);
+    *out = reload_st;
+    pthread_mutex_unlock(&reload_lock);
 }

@@ -96,11 +96,30 @@ const struct runtime_step *runtime_step(const struct runtime *rt, const struct p
 
 /*
  * Takes one token from a step's bucket at monotonic time now_ns. Returns true
- * when allowed; false with *retry_after_s (>= 1) when over the rate.
+ * when allowed; false with *retry_after_s when over the rate: the whole
+ * seconds until a token is back (5000 at 0.0002/s), at least 1 and at most
+ * 2^31 - 1 (RFC 9111's largest delta-seconds).
  */
 bool runtime_rate_take(struct rate_bucket *b, uint64_t now_ns, unsigned *retry_after_s);
 /* For tests: a standalone bucket (owned; free with runtime_bucket_free). */
-struct rate_bucket *runtime_bucket_new(unsigned rate_per_s, unsigned burst, uint64_t now_ns);
+struct rate_bucket *runtime_bucket_new(double rate_per_s, unsigned burst, uint64_t now_ns);
 void runtime_bucket_free(struct rate_bucket *b);
+
+/*
+ * Whether the running snapshot is what the files say (Prometheus'
+ * config_last_reload_successful). runtime_publish of a snapshot records a
+ * success at that moment; runtime_reload_refused records a refused reload
+ * (the previous snapshot keeps serving, older than the files) with its first
+ * error. Any thread.
+ */
+struct runtime_reload {
+    bool ok;                /* the last load (start or SIGHUP) was taken */
+    int64_t success_ms;     /* wall clock of the running snapshot's load; 0: none yet */
+    int64_t failure_ms;     /* wall clock of the last refused reload; 0: none */
+    uint64_t failures;      /* refused reloads since start */
+    char error[512];        /* the refused reload's first error, "" when ok */
+};
+void runtime_reload_refused(const char *error);
+void runtime_reload_status(struct runtime_reload *out);
 
 #endif

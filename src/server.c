@@ -132,7 +132,9 @@ struct request {
     /* outcome */
     int upstream_status;
     uint64_t upstream_ns;
-    uint64_t bytes_in, bytes_out;
+    uint64_t bytes_in, bytes_out; /* request body bytes forwarded; response body bytes
+                                     queued to the client, baton's own error bodies included */
+    uint64_t upstream_bytes;      /* response body bytes relayed from the upstream */
 };
 
 struct conn {
@@ -390,6 +392,7 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
                         close ? "Connection: close\r\n"
                               : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
     evbuffer_add(out, body, (size_t)n);
+    c->req.bytes_out += (uint64_t)n; /* the audit record and the access log count it */
 }
 
 static void request_release(struct request *r)
@@ -532,7 +535,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
             rec.upstream.name = up->name;
             rec.upstream.status = r->upstream_status;
             rec.upstream.latency_ms = (int64_t)(r->upstream_ns / 1000000);
-            rec.upstream.bytes = r->bytes_out;
+            rec.upstream.bytes = r->upstream_bytes;
             rec.upstream.identity = r->have_idt ? r->idt.identity : "none";
             rec.upstream.audience = r->have_idt ? r->idt.audience : NULL;
         } else {
@@ -1076,6 +1079,7 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
     r->upstream_ns = o->upstream_ns;
     r->bytes_in = o->request_bytes;
     r->bytes_out = o->response_bytes;
+    r->upstream_bytes = o->response_bytes;
     if (why == REASON_ALLOWED) {
         d = r->would_deny ? DECISION_WOULD_DENY : DECISION_ALLOW;
         finish(c, r->would_deny ? r->deny_reason : REASON_ALLOWED, d, o->upstream_status,
@@ -1551,13 +1555,31 @@ static bool same_str(const char *a, const char *b)
     return a == b || (a && b && !strcmp(a, b));
 }
 
+/* The loaders' warnings (a pattern that looks like a regex, ...), logged with
+ * their positions as `baton check` prints them; they never refuse a load. */
+static void log_warnings(const struct diags *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        char fields[1024], file[512];
+        json_escape(file, sizeof(file), w->v[i].file ? w->v[i].file : "",
+                    w->v[i].file ? strlen(w->v[i].file) : 0);
+        snprintf(fields, sizeof(fields), "\"file\":\"%s\",\"line\":%d,\"column\":%d", file,
+                 w->v[i].line, w->v[i].col);
+        log_msg_fields(LOG_WARNING, fields, "%s", w->v[i].msg);
+    }
+}
+
 static void reload(void)
 {
-    struct diags d = DIAGS_INIT;
+    struct diags d = DIAGS_INIT, warnings = DIAGS_INIT;
     struct runtime *rt;
 
     log_msg(LOG_INFO, "SIGHUP: reloading %s", g.config_path);
+    d.warnings = &warnings;
     rt = runtime_build(g.config_path, &d);
+    d.warnings = NULL;
+    log_warnings(&warnings);
+    diags_free(&warnings);
     if (!rt) {
         for (size_t i = 0; i < d.n; i++) {
             char fields[1024], file[512];
@@ -1570,6 +1592,17 @@ static void reload(void)
         }
         log_msg(LOG_ERROR, "reload refused (%zu errors): the previous configuration stays in use",
                 d.n);
+        {
+            /* /readyz and /metrics say the running set is older than the files */
+            char first[512] = "no error reported";
+            if (d.n && d.v[0].line > 0)
+                snprintf(first, sizeof(first), "%s:%d:%d: %s%s", d.v[0].file, d.v[0].line,
+                         d.v[0].col, d.v[0].msg, d.n > 1 ? " (and more)" : "");
+            else if (d.n)
+                snprintf(first, sizeof(first), "%s: %s%s", d.v[0].file, d.v[0].msg,
+                         d.n > 1 ? " (and more)" : "");
+            runtime_reload_refused(first);
+        }
         diags_free(&d);
         return;
     }
@@ -1836,7 +1869,14 @@ int cmd_serve(int argc, char **argv)
     }
     g.listen_port = port;
     runtime_init(g.bg, g.http, g.n_workers);
-    rt = runtime_build(g.config_path, &d);
+    {
+        struct diags warnings = DIAGS_INIT;
+        d.warnings = &warnings;
+        rt = runtime_build(g.config_path, &d);
+        d.warnings = NULL;
+        log_warnings(&warnings);
+        diags_free(&warnings);
+    }
     if (!rt) {
         diags_print(&d, stderr);
         goto out;

@@ -331,3 +331,37 @@ fail:
     close(fd);
     return NULL;
 }
+
+/* Edit distance of two short strings (one row of the classic table). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[SUGGEST_MAX_NAME + 1];
+    if (la > SUGGEST_MAX_NAME || lb > SUGGEST_MAX_NAME)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+void suggestion_offer(struct suggestion *s, const char *typed, const char *known)
+{
+    size_t d = edit_distance(typed, known);
+    if (d < s->dist) {
+        s->dist = d;
+        s->best = known;
+    }
+}

@@ -57,4 +57,18 @@ int read_file_capped(const char *path, size_t cap, char **out, size_t *len);
  */
 char *read_secret_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen);
 
+/*
+ * "did you mean" for every strict loader (config keys, policy keys): offer
+ * each known name in turn; `best` is then the first one closest to `typed` by
+ * edit distance (Levenshtein) within two edits, else NULL. Names longer than
+ * SUGGEST_MAX_NAME bytes are never suggested. `best` borrows the offered name.
+ */
+#define SUGGEST_MAX_NAME 64
+struct suggestion {
+    const char *best;
+    size_t dist;
+};
+#define SUGGESTION_INIT {NULL, 3}
+void suggestion_offer(struct suggestion *s, const char *typed, const char *known);
+
 #endif

@@ -136,6 +136,48 @@ static void test_decimal(void)
     is_str(got, "0", "u64_decimal of 0");
 }
 
+/* Issue 13: the one "did you mean" and warnings beside errors. */
+static void test_suggest_and_warnings(void)
+{
+    static const char *const keys[] = {"path_prefix", "host", "issuer", "issuers", NULL};
+    struct suggestion sg = SUGGESTION_INIT;
+    struct diags d = DIAGS_INIT, w = DIAGS_INIT;
+    char *buf = NULL, long_name[SUGGEST_MAX_NAME + 2];
+    size_t len = 0;
+    FILE *f;
+
+    for (const char *const *k = keys; *k; k++)
+        suggestion_offer(&sg, "path_prefx", *k);
+    is_str(sg.best, "path_prefix", "one deletion away: suggested");
+    sg = (struct suggestion)SUGGESTION_INIT;
+    for (const char *const *k = keys; *k; k++)
+        suggestion_offer(&sg, "isuers", *k);
+    is_str(sg.best, "issuers", "the closest of two candidates");
+    sg = (struct suggestion)SUGGESTION_INIT;
+    for (const char *const *k = keys; *k; k++)
+        suggestion_offer(&sg, "colour", *k);
+    ok(sg.best == NULL, "three edits away: no suggestion");
+    memset(long_name, 'a', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    sg = (struct suggestion)SUGGESTION_INIT;
+    suggestion_offer(&sg, long_name, long_name);
+    ok(sg.best == NULL, "names over SUGGEST_MAX_NAME are never compared");
+
+    diags_warn(&d, "p.json", 1, 2, "dropped");
+    is_int(d.n, 0, "a warning without a warnings list is dropped, never an error");
+    d.warnings = &w;
+    diags_warn(&d, "p.json", 3, 4, "looks like a %s", "regex");
+    is_int(d.n, 0, "a warning does not count as an error");
+    is_int(w.n, 1, "it goes to the warnings list");
+    f = open_memstream(&buf, &len);
+    diags_print(&w, f);
+    fclose(f);
+    is_str(buf, "p.json:3:4: warning: looks like a regex\n", "printed as a warning");
+    free(buf);
+    diags_free(&w);
+    diags_free(&d);
+}
+
 int main(void)
 {
     test_case_eq();
@@ -145,5 +187,6 @@ int main(void)
     test_reason();
     test_diags();
     test_read_capped();
+    test_suggest_and_warnings();
     return tap_done();
 }

@@ -632,8 +632,15 @@ static void test_trace(void)
     is_str(t.miss_detail, "absent from the token, expected an object", "trace: an absent claim");
     decide(p, "aws", "{\"sub\":[\"x\"]}", "POST", "/billing/reconcile", &h1, &t);
     is_str(t.miss_name, "sub", "trace: first missing leaf in file order");
-    is_str(t.miss_detail, "expected a string, got an array (another JSON type never matches)",
+    is_str(t.miss_detail,
+           "expected a string \"arn:aws:iam::123456789012:role/sfn-billing\", got an array "
+           "(another JSON type never matches)",
            "trace: a type mismatch");
+    decide(p, "aws", "{\"sub\":42}", "POST", "/billing/reconcile", &h1, &t);
+    is_str(t.miss_detail,
+           "expected a string \"arn:aws:iam::123456789012:role/sfn-billing\", got an integer 42 "
+           "(another JSON type never matches)",
+           "trace: a type mismatch shows the value received");
     decide(p, "github", AWS_OK, "POST", "/billing/reconcile", &h1, &t);
     is_str(t.miss_kind, "issuer", "trace: no entry for the issuer");
     is_str(t.miss_detail, "no callers entry is for issuer \"github\"; entries are for \"aws\", \"cognito\"",
@@ -665,8 +672,20 @@ static void test_trace(void)
     {
         struct hdrs hv = {{"X-Sfn-Execution"}, {"nope"}, 1};
         decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
-        is_str(t.miss_detail, "value does not match \"arn:aws:states:*:123456789012:execution:*\"",
-               "trace: the value glob, never the value");
+        is_str(t.miss_detail,
+               "got \"nope\", which does not match glob \"arn:aws:states:*:123456789012:execution:*\"",
+               "trace: the value received and the glob");
+    }
+    {
+        /* a credential-shaped value is never printed, whatever the header's name */
+        struct hdrs hv = {{"X-Sfn-Execution"}, {"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}, 1};
+        decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
+        ok(strstr(t.miss_detail, "eyJ") == NULL && strstr(t.miss_detail, "[redacted] (41 bytes)") != NULL,
+           "trace: a JWT-shaped value is redacted (%s)", t.miss_detail);
+        hv.value[0] = "Bearer abc.def";
+        decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
+        ok(strstr(t.miss_detail, "abc") == NULL && strstr(t.miss_detail, "[redacted]") != NULL,
+           "trace: a bearer credential is redacted");
     }
     policy_set_free(set);
     diags_free(&d);
@@ -689,7 +708,7 @@ static void test_load_errors(void)
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\", \"port\": 80},\"upstream\":\"billing\",\n"
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}, \"role\": 1}],\n"
          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"], \"deny\": true}]}",
-         "p.json:1:41: unknown key \"port\" in \"route\"\n"
+         "p.json:1:41: unknown key \"port\" in \"route\" (did you mean \"host\"?)\n"
          "p.json:2:51: unknown key \"role\" in a callers entry\n"
          "p.json:3:47: unknown key \"deny\" in an allow rule\n",
          "unknown nested keys, all reported in order"},
@@ -716,11 +735,11 @@ static void test_load_errors(void)
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
-         " \"limits\":{\"max_body_bytes\":0,\"timeout_ms\":3600001,\"rate_per_s\":1.5,\"burst\":-1}}",
+         " \"limits\":{\"max_body_bytes\":0,\"timeout_ms\":3600001,\"rate_per_s\":0,\"burst\":-1}}",
          "p.json:4:29: \"max_body_bytes\" is 0, the range is 1..1099511627776\n"
          "p.json:4:44: \"timeout_ms\" is 3600001, the range is 1..3600000\n"
-         "p.json:4:65: \"rate_per_s\" must be an integer, not real\n"
-         "p.json:4:77: \"burst\" is -1, the range is 1..1000000\n",
+         "p.json:4:65: \"rate_per_s\" is 0, the range is greater than 0 up to 1000000 (0.0002 is one request per 5000 s)\n"
+         "p.json:4:75: \"burst\" is -1, the range is 1..1000000\n",
          "limits out of range"},
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
@@ -886,6 +905,151 @@ static void test_load_dir(void)
     free(b);
 }
 
+/* Issue 13: "did you mean", regex-looking patterns as warnings, fractional rates. */
+static const char lint_base[] =
+    "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+    " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":%s}}],\n"
+    " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[%s]}],\n"
+    " \"require_headers\":{\"X-Sfn-Execution\":%s}%s}";
+
+/* Loads one policy with warnings collected; returns the warnings (owned). */
+static char *lint(const char *sub, const char *path, const char *hdr, const char *more, bool *loaded)
+{
+    struct diags d = DIAGS_INIT, w = DIAGS_INIT;
+    char *text = xasprintf(lint_base, sub, path, hdr, more);
+    struct policy_set *set;
+    char *s;
+    d.warnings = &w;
+    set = build1(&d, text);
+    *loaded = set != NULL && d.n == 0;
+    if (d.n) {
+        char *e = diag_text(&d);
+        tap_diag("errors: %s", e);
+        free(e);
+    }
+    s = diag_text(&w);
+    policy_set_free(set);
+    diags_free(&d);
+    diags_free(&w);
+    free(text);
+    return s;
+}
+
+static void test_first_hour(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set;
+    char *s;
+    bool loaded;
+
+    set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefx\":\"/\"},\"upstream\":\"billing\",\n"
+                     " \"callers\":[{\"isuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                     " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}], \"limit\":{}}");
+    s = diag_text(&d);
+    ok(set == NULL, "misspelled keys fail the load");
+    ok(strstr(s, "p.json:1:22: unknown key \"path_prefx\" in \"route\" (did you mean \"path_prefix\"?)\n") != NULL,
+       "did you mean path_prefix");
+    ok(strstr(s, "p.json:2:14: unknown key \"isuer\" in a callers entry (did you mean \"issuer\"?)\n") != NULL,
+       "did you mean issuer");
+    ok(strstr(s, "unknown key \"limit\" in a step policy (did you mean \"limits\"?)") != NULL,
+       "did you mean limits");
+    free(s);
+    policy_set_free(set);
+    diags_free(&d);
+
+    /* regex-looking patterns: warnings with positions, the policy still loads */
+    s = lint("\"^arn:aws:states:.*$\"", "\"/r/*\"", "\"arn:aws:states:*\"", "", &loaded);
+    ok(loaded, "a regex-looking claim pattern is a warning, not an error");
+    ok(strstr(s, "p.json:2:45: claim pattern \"^arn:aws:states:.*$\" looks like a regular expression "
+                 "(it starts with the anchor \"^\")") != NULL,
+       "anchored claim pattern warned at its value");
+    free(s);
+    {
+        static const struct {
+            const char *pat, *why;
+        } bad[] = {
+            {"\"arn:aws:iam::1:role/x$\"", "ends with the anchor"},
+            {"\"arn:aws:states:.*:execution\"", "\".*\" where a literal dot"},
+            {"\"run-[12]\"", "bracket expression"},
+            {"\"run-[0-9]+\"", "bracket expression"},
+            {"\"\\\\d+\"", "backslash escape"},
+            {"\"(a|b)\"", "alternation"},
+            {"\"x(ab)+\"", "repeated group"},
+            {"\"a.+b\"", "\".+\""},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            s = lint(bad[i].pat, "\"/r/*\"", "\"x\"", "", &loaded);
+            ok(loaded && strstr(s, bad[i].why) != NULL, "claim %s: warned (%s)", bad[i].pat, bad[i].why);
+            free(s);
+            s = lint("\"x\"", "\"/r/*\"", bad[i].pat, "", &loaded);
+            ok(loaded && strstr(s, "header value pattern") && strstr(s, bad[i].why) != NULL,
+               "header %s: warned", bad[i].pat);
+            free(s);
+        }
+    }
+    {
+        /* real ARNs, paths, e-mail addresses, URLs and globs: no warning */
+        static const char *const fine[] = {
+            "\"arn:aws:iam::123456789012:role/sfn-billing\"",
+            "\"arn:aws:states:us-east-1:123456789012:execution:billing-after-deploy:*\"",
+            "\"arn:aws:sts::123456789012:assumed-role/Role-Name_1/session.name+tag@x\"",
+            "\"billing-reconciler@billing-prod.iam.gserviceaccount.com\"",
+            "\"https://sts.amazonaws.com/\"",
+            "\"report.*\"",
+            "\"*.example.com\"",
+            "\"[::1]:8080\"",
+            "\"price $5 (approx)\"",
+            "\"a|b\"",
+            "\"5kq8example1ab2cd3ef4gh5ij6\"",
+        };
+        for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+            s = lint(fine[i], "\"/r/**\"", fine[i], "", &loaded);
+            ok(loaded && s[0] == '\0', "no warning for %s%s%s", fine[i], s[0] ? ": " : "", s);
+            free(s);
+        }
+        s = lint("\"x\"", "\"/r/runs/*\", \"/r/a.b/**\", \"/r/v1/x-y_z\"", "\"x\"", "", &loaded);
+        ok(loaded && s[0] == '\0', "no warning for real path patterns");
+        free(s);
+    }
+    s = lint("\"x\"", "\"/r/*\"", "\"x\"", ", \"limits\":{\"rate_per_s\":0.0002}", &loaded);
+    ok(loaded, "rate_per_s 0.0002 loads");
+    free(s);
+    {
+        const char *text = "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+                           " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                           " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
+                           " \"limits\":{\"rate_per_s\":0.0002}}";
+        set = build1(&d, text);
+        if (set) {
+            const struct policy_limits *lim = policy_limits(policy_set_at(set, 0));
+            ok(lim->rate_per_s == 0.0002, "rate_per_s kept as 0.0002");
+            is_int(lim->burst, 1, "burst defaults to 1 below one request a second");
+        } else {
+            ok(0, "rate_per_s kept as 0.0002");
+            ok(0, "burst defaults to 1");
+        }
+        policy_set_free(set);
+        diags_free(&d);
+        set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+                         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
+                         " \"limits\":{\"rate_per_s\":2.5}}");
+        ok(set && policy_limits(policy_set_at(set, 0))->burst == 3, "burst defaults to 2.5 rounded up");
+        policy_set_free(set);
+        diags_free(&d);
+        set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+                         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
+                         " \"limits\":{\"rate_per_s\":\"1/h\"}}");
+        s = diag_text(&d);
+        ok(!set && strstr(s, "p.json:4:25: \"rate_per_s\" must be a number, not string") != NULL,
+           "a rate that is not a number is an error");
+        free(s);
+        policy_set_free(set);
+        diags_free(&d);
+    }
+}
+
 int main(void)
 {
     cfg_init();
@@ -901,5 +1065,6 @@ int main(void)
     test_trace();
     test_load_errors();
     test_load_dir();
+    test_first_hour();
     return tap_done();
 }

@@ -250,6 +250,29 @@ static void test_rate_bucket(void)
     ok(runtime_rate_take(b, 0, &retry), "rate 1 burst 1: first passes");
     ok(!runtime_rate_take(b, s / 10, &retry) && retry == 1, "Retry-After rounds up to 1 s");
     runtime_bucket_free(b);
+
+    /* "at most once per 5000 s": a fractional rate, burst 1 */
+    b = runtime_bucket_new(0.0002, 1, 0);
+    ok(runtime_rate_take(b, 0, &retry), "rate 0.0002/s: the first request passes");
+    retry = 0;
+    ok(!runtime_rate_take(b, 0, &retry) && retry == 5000,
+       "at once after it: Retry-After 5000 s (got %u)", retry);
+    ok(!runtime_rate_take(b, 1000 * s, &retry) && retry == 4000,
+       "1000 s later: Retry-After 4000 s (got %u)", retry);
+    ok(!runtime_rate_take(b, 4999 * s, &retry) && retry == 1, "4999 s later: 1 s");
+    ok(runtime_rate_take(b, 5000 * s, &retry), "5000 s later a token is back");
+    ok(!runtime_rate_take(b, 5000 * s, &retry), "and only one");
+    runtime_bucket_free(b);
+
+    b = runtime_bucket_new(0.5, 0, 0);
+    ok(runtime_rate_take(b, 0, &retry) && !runtime_rate_take(b, 0, &retry) && retry == 2,
+       "rate 0.5/s: burst defaults to 1, Retry-After 2 s");
+    runtime_bucket_free(b);
+
+    b = runtime_bucket_new(1e-300, 1, 0);
+    ok(runtime_rate_take(b, 0, &retry) && !runtime_rate_take(b, 0, &retry) && retry == 2147483647u,
+       "a rate so small the wait overflows: Retry-After capped at 2^31 - 1");
+    runtime_bucket_free(b);
 }
 
 int main(void)
