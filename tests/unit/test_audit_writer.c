@@ -167,7 +167,8 @@ static int write_mode(int argc, char **argv)
     for (int i = 3; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--fsync"))
-            cfg.fsync = !strcmp(v, "always") ? FSYNC_ALWAYS : !strcmp(v, "batch") ? FSYNC_BATCH : FSYNC_NONE;
+            cfg.fsync = !strcmp(v, "always") ? FSYNC_ALWAYS : !strcmp(v, "batch") ? FSYNC_BATCH
+                        : !strcmp(v, "group") ? FSYNC_GROUP : FSYNC_NONE;
         else if (!strcmp(k, "--on-failure"))
             cfg.on_failure = !strcmp(v, "allow") ? ON_FAILURE_ALLOW : ON_FAILURE_DENY;
         else if (!strcmp(k, "--key"))
