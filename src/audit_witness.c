@@ -2,8 +2,10 @@
  * audit_witness.c: the audit witness (audit_witness.h, docs/audit.md "Witness").
  *
  * One thread runs a private event_base. Producers append to a mutex-guarded
- * FIFO and write an eventfd; the loop takes the head record and witnesses it,
- * one at a time, in seq order:
+ * FIFO and write an eventfd; the loop takes records from its head and
+ * witnesses them, in seq order, one at a time in a directory and up to
+ * AUDIT_WITNESS_INFLIGHT at once in a bucket (an upload takes tens of ms; a
+ * busy instance writes several checkpoints a second):
  *  - directory: mkdir <dir>/<log id>, open(O_CREAT|O_EXCL, 0440), write,
  *    fsync the file and the directory. EEXIST: read the object back and
  *    compare.
@@ -44,11 +46,17 @@
 
 #define WITNESS_LOG_EVERY_NS 10000000000ull /* failures: one log line per 10 s */
 
+struct audit_witness;
+
 struct witem {
-    struct witem *next;
-    char name[64]; /* <log>/<seq>.json */
-    char *line;    /* owned, newline included */
+    struct witem *next;        /* in the queue */
+    struct witem *inext;       /* among the attempts in flight */
+    struct audit_witness *w;
+    char name[64];             /* <log>/<seq>.json */
+    char *line;                /* owned, newline included */
     size_t len;
+    struct http_call *call;    /* the upload or read-back in flight, or NULL */
+    char *token;               /* the access token of this attempt, owned */
 };
 
 struct audit_witness {
@@ -76,11 +84,11 @@ struct audit_witness {
     struct http_client *http;
     struct identity_source src; /* bucket: baton's access token; src.ctx NULL: none */
     struct event *wake_ev, *retry_ev, *deadline_ev;
-    bool busy;           /* an attempt is in flight */
-    bool waiting_retry;  /* the retry timer is armed */
+    struct witem *inflight;   /* attempts under way (taken off the queue) */
+    size_t n_inflight, max_inflight;
+    bool waiting_retry;  /* the retry timer is armed: no new attempt until it fires */
+    bool in_next;        /* next() is running: done() need not call it (no recursion) */
     unsigned backoff_ms;
-    struct http_call *call;
-    char *token;         /* the access token of the current attempt, owned */
     uint64_t last_log_ns;
 };
 
@@ -94,6 +102,7 @@ static void item_free(struct witem *it)
     if (!it)
         return;
     free(it->line);
+    free(it->token);
     free(it);
 }
 
@@ -118,6 +127,7 @@ void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq
         return;
     }
     it = xcalloc(1, sizeof(*it));
+    it->w = w;
     audit_witness_name(it->name, log_id, seq);
     it->line = xmalloc(len + 1);
     memcpy(it->line, line, len);
@@ -147,51 +157,52 @@ void audit_witness_stats(struct audit_witness *w, struct audit_witness_stats *ou
 
 /* ------------------------------------------------------------ outcomes */
 
-static struct witem *peek(struct audit_witness *w)
-{
-    struct witem *it;
-    pthread_mutex_lock(&w->mu);
-    it = w->head;
-    pthread_mutex_unlock(&w->mu);
-    return it;
-}
-
 static void next(struct audit_witness *w);
 
-/* The head record is done with (witnessed, or a conflict that retrying cannot fix). */
-static void done_head(struct audit_witness *w)
+/* Takes `it` off the attempts in flight. */
+static void inflight_del(struct audit_witness *w, struct witem *it)
 {
-    struct witem *it;
-    pthread_mutex_lock(&w->mu);
-    it = w->head;
-    if (it) {
-        w->head = it->next;
-        if (!w->head)
-            w->tail = &w->head;
-        w->n--;
+    struct witem **pp = &w->inflight;
+    while (*pp && *pp != it)
+        pp = &(*pp)->inext;
+    if (*pp) {
+        *pp = it->inext;
+        w->n_inflight--;
     }
-    pthread_mutex_unlock(&w->mu);
-    item_free(it);
-    w->busy = false;
-    w->backoff_ms = 0;
-    next(w);
+    it->call = NULL;
 }
 
-static void conflict(struct audit_witness *w, const struct witem *it, const char *why)
+/* `it` is done with (witnessed, or a conflict that retrying cannot fix). */
+static void done(struct witem *it)
 {
+    struct audit_witness *w = it->w;
+    inflight_del(w, it);
+    pthread_mutex_lock(&w->mu);
+    w->n--;
+    pthread_mutex_unlock(&w->mu);
+    item_free(it);
+    w->backoff_ms = 0;
+    if (!w->in_next)
+        next(w);
+}
+
+static void conflict(struct witem *it, const char *why)
+{
+    struct audit_witness *w = it->w;
     w->conflicts++;
     log_msg(LOG_ERROR, "audit witness: %s%s%s already exists and %s; it is left as it is "
                        "(check the log with baton audit verify --witness)",
             w->bucket ? w->prefix : w->dir, *(w->bucket ? w->prefix : w->dir) ? "/" : "",
             it->name, why);
-    done_head(w);
+    done(it);
 }
 
-/* A failed attempt: counted, logged now and then, retried after the backoff. */
-static void failed(struct audit_witness *w, const struct witem *it, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void failed(struct audit_witness *w, const struct witem *it, const char *fmt, ...)
+/* A failed attempt: counted, logged now and then; the record goes back to
+ * the head of the queue and nothing new starts until the backoff passed. */
+static void failed(struct witem *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void failed(struct witem *it, const char *fmt, ...)
 {
+    struct audit_witness *w = it->w;
     char msg[512];
     va_list ap;
     uint64_t now = mono_ns();
@@ -200,20 +211,28 @@ static void failed(struct audit_witness *w, const struct witem *it, const char *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    inflight_del(w, it);
+    pthread_mutex_lock(&w->mu);
+    it->next = w->head;
+    w->head = it;
+    if (!it->next)
+        w->tail = &it->next;
+    pthread_mutex_unlock(&w->mu);
     w->failures++;
-    w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : AUDIT_WITNESS_BACKOFF_MIN_MS;
-    if (w->backoff_ms > AUDIT_WITNESS_BACKOFF_MAX_MS)
-        w->backoff_ms = AUDIT_WITNESS_BACKOFF_MAX_MS;
+    if (!w->waiting_retry) {
+        w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : AUDIT_WITNESS_BACKOFF_MIN_MS;
+        if (w->backoff_ms > AUDIT_WITNESS_BACKOFF_MAX_MS)
+            w->backoff_ms = AUDIT_WITNESS_BACKOFF_MAX_MS;
+        w->waiting_retry = true;
+        tv.tv_sec = w->backoff_ms / 1000;
+        tv.tv_usec = (w->backoff_ms % 1000) * 1000;
+        evtimer_add(w->retry_ev, &tv);
+    }
     if (!w->last_log_ns || now - w->last_log_ns >= WITNESS_LOG_EVERY_NS) {
         w->last_log_ns = now;
         log_msg(LOG_ERROR, "audit witness: %s: %s; retrying in %u ms (%" PRIu64 " failures so far)",
                 it->name, msg, w->backoff_ms, (uint64_t)w->failures);
     }
-    w->busy = false;
-    w->waiting_retry = true;
-    tv.tv_sec = w->backoff_ms / 1000;
-    tv.tv_usec = (w->backoff_ms % 1000) * 1000;
-    evtimer_add(w->retry_ev, &tv);
 }
 
 /* ------------------------------------------------------------ directory */
@@ -245,7 +264,7 @@ static void dir_attempt(struct audit_witness *w, struct witem *it)
     if (mkdir(subpath, 0750) == 0)
         created_dir = true;
     else if (errno != EEXIST) {
-        failed(w, it, "mkdir %s: %s", subpath, strerror(errno));
+        failed(it, "mkdir %s: %s", subpath, strerror(errno));
         goto out;
     }
     if (created_dir) {
@@ -257,23 +276,23 @@ static void dir_attempt(struct audit_witness *w, struct witem *it)
     }
     dfd = open(subpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
-        failed(w, it, "open %s: %s", subpath, strerror(errno));
+        failed(it, "open %s: %s", subpath, strerror(errno));
         goto out;
     }
     fd = openat(dfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0440);
     if (fd < 0 && errno == EEXIST) {
         if (read_back(dfd, leaf, it, &equal) != 0) {
-            failed(w, it, "reading the existing object back: %s", strerror(errno));
+            failed(it, "reading the existing object back: %s", strerror(errno));
         } else if (equal) {
             w->existing++;
-            done_head(w);
+            done(it);
         } else {
-            conflict(w, it, "holds another record");
+            conflict(it, "holds another record");
         }
         goto out;
     }
     if (fd < 0) {
-        failed(w, it, "create %s/%s: %s", subpath, leaf, strerror(errno));
+        failed(it, "create %s/%s: %s", subpath, leaf, strerror(errno));
         goto out;
     }
     while (off < it->len) {
@@ -288,11 +307,11 @@ static void dir_attempt(struct audit_witness *w, struct witem *it)
         int e = errno;
         /* a partial object would be a conflict forever: remove what we created */
         (void)unlinkat(dfd, leaf, 0);
-        failed(w, it, "write %s/%s: %s", subpath, leaf, strerror(e ? e : EIO));
+        failed(it, "write %s/%s: %s", subpath, leaf, strerror(e ? e : EIO));
         goto out;
     }
     w->written++;
-    done_head(w);
+    done(it);
 out:
     if (fd >= 0)
         close(fd);
@@ -313,19 +332,19 @@ static char *object_name(const struct audit_witness *w, const struct witem *it)
 
 static void on_get(struct http_response *resp, void *arg)
 {
-    struct audit_witness *w = arg;
-    struct witem *it = peek(w);
+    struct witem *it = arg;
+    struct audit_witness *w = it->w;
 
-    w->call = NULL;
+    it->call = NULL;
     if (resp->error == HTTP_ERR_NONE && resp->status == 200) {
         if (resp->body_len == it->len && !memcmp(resp->body, it->line, it->len)) {
             w->existing++;
-            done_head(w);
+            done(it);
         } else {
-            conflict(w, it, "holds another record");
+            conflict(it, "holds another record");
         }
     } else if (resp->error == HTTP_ERR_NONE && (resp->status == 403 || resp->status == 404)) {
-        conflict(w, it, resp->status == 403
+        conflict(it, resp->status == 403
                             ? "cannot be read back to compare (HTTP 403: the service account "
                               "holds no storage.objects.get; grant roles/storage.objectViewer to "
                               "let baton compare)"
@@ -333,9 +352,9 @@ static void on_get(struct http_response *resp, void *arg)
     } else if (resp->error == HTTP_ERR_NONE) {
         if (resp->status == 401)
             google_source_access_token_drop(w->src.ctx);
-        failed(w, it, "reading the existing object back: HTTP %d", resp->status);
+        failed(it, "reading the existing object back: HTTP %d", resp->status);
     } else {
-        failed(w, it, "reading the existing object back: %s%s%s", http_error_name(resp->error),
+        failed(it, "reading the existing object back: %s%s%s", http_error_name(resp->error),
                resp->msg[0] ? ": " : "", resp->msg);
     }
     http_response_free(resp);
@@ -343,37 +362,37 @@ static void on_get(struct http_response *resp, void *arg)
 
 static void on_upload(struct http_response *resp, void *arg)
 {
-    struct audit_witness *w = arg;
-    struct witem *it = peek(w);
+    struct witem *it = arg;
+    struct audit_witness *w = it->w;
 
-    w->call = NULL;
+    it->call = NULL;
     if (resp->error != HTTP_ERR_NONE) {
-        failed(w, it, "upload: %s%s%s", http_error_name(resp->error), resp->msg[0] ? ": " : "",
+        failed(it, "upload: %s%s%s", http_error_name(resp->error), resp->msg[0] ? ": " : "",
                resp->msg);
     } else if (resp->status == 200 || resp->status == 201) {
         w->written++;
-        done_head(w);
+        done(it);
     } else if (resp->status == 412) {
         /* the name exists: equal content is an earlier attempt of ours */
         char *name = object_name(w, it), *url, *auth;
         const char *hdrs[1];
         url = xasprintf("%s/storage/v1/b/%s/o/%s?alt=media", w->storage_url, w->bucket, name);
-        auth = xasprintf("Authorization: Bearer %s", w->token);
+        auth = xasprintf("Authorization: Bearer %s", it->token);
         hdrs[0] = auth;
-        w->call = http_client_submit(w->http,
+        it->call = http_client_submit(w->http,
                                      &(struct http_request){.method = "GET", .url = url,
                                                             .headers = hdrs, .n_headers = 1,
                                                             .timeout_ms = AUDIT_WITNESS_TIMEOUT_MS,
                                                             .max_body = it->len + 1,
                                                             .allow_http = true},
-                                     on_get, w);
+                                     on_get, it);
         free(name);
         free(url);
         free(auth);
     } else {
         if (resp->status == 401)
             google_source_access_token_drop(w->src.ctx);
-        failed(w, it, "upload: HTTP %d%s", resp->status,
+        failed(it, "upload: HTTP %d%s", resp->status,
                resp->status == 403 ? " (grant the service account roles/storage.objectCreator "
                                      "on the bucket)"
                : resp->status == 404 ? " (no such bucket?)"
@@ -384,30 +403,30 @@ static void on_upload(struct http_response *resp, void *arg)
 
 static void on_token(void *arg, const struct identity_mint_result *res)
 {
-    struct audit_witness *w = arg;
-    struct witem *it = peek(w);
+    struct witem *it = arg;
+    struct audit_witness *w = it->w;
     char *name, *url, *auth;
     const char *hdrs[2];
 
     if (!res->ok) {
-        failed(w, it, "no access token: %s", res->detail ? res->detail : "unknown failure");
+        failed(it, "no access token: %s", res->detail ? res->detail : "unknown failure");
         return;
     }
-    free(w->token);
-    w->token = xstrndup(res->token, res->token_len);
+    free(it->token);
+    it->token = xstrndup(res->token, res->token_len);
     name = object_name(w, it);
     url = xasprintf("%s/upload/storage/v1/b/%s/o?uploadType=media&name=%s&ifGenerationMatch=0",
                     w->storage_url, w->bucket, name);
-    auth = xasprintf("Authorization: Bearer %s", w->token);
+    auth = xasprintf("Authorization: Bearer %s", it->token);
     hdrs[0] = auth;
     hdrs[1] = "Content-Type: application/json";
-    w->call = http_client_submit(w->http,
+    it->call = http_client_submit(w->http,
                                  &(struct http_request){.method = "POST", .url = url,
                                                         .headers = hdrs, .n_headers = 2,
                                                         .body = it->line, .body_len = it->len,
                                                         .timeout_ms = AUDIT_WITNESS_TIMEOUT_MS,
                                                         .max_body = 65536, .allow_http = true},
-                                 on_upload, w);
+                                 on_upload, it);
     free(name);
     free(url);
     free(auth);
@@ -417,25 +436,37 @@ static void on_token(void *arg, const struct identity_mint_result *res)
 
 static void next(struct audit_witness *w)
 {
-    struct witem *it;
-    bool stopping;
+    w->in_next = true;
+    for (;;) {
+        struct witem *it;
+        bool stopping;
 
-    if (w->busy || w->waiting_retry)
-        return;
-    pthread_mutex_lock(&w->mu);
-    it = w->head;
-    stopping = w->stopping;
-    pthread_mutex_unlock(&w->mu);
-    if (!it) {
-        if (stopping)
-            event_base_loopbreak(w->base);
-        return;
+        if (w->waiting_retry || w->n_inflight >= w->max_inflight)
+            break;
+        pthread_mutex_lock(&w->mu);
+        it = w->head;
+        if (it) {
+            w->head = it->next;
+            if (!w->head)
+                w->tail = &w->head;
+        }
+        stopping = w->stopping;
+        pthread_mutex_unlock(&w->mu);
+        if (!it) {
+            if (stopping && !w->n_inflight)
+                event_base_loopbreak(w->base);
+            break;
+        }
+        it->next = NULL;
+        it->inext = w->inflight;
+        w->inflight = it;
+        w->n_inflight++;
+        if (w->dir)
+            dir_attempt(w, it); /* synchronous: done() or failed() before it returns */
+        else
+            google_source_access_token(w->src.ctx, on_token, it);
     }
-    w->busy = true;
-    if (w->dir)
-        dir_attempt(w, it);
-    else
-        google_source_access_token(w->src.ctx, on_token, w);
+    w->in_next = false;
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -500,6 +531,7 @@ struct audit_witness *audit_witness_new(const struct cfg_audit *a, const struct 
     if (a->witness_dir) {
         struct stat st;
         w->dir = xstrdup(a->witness_dir);
+        w->max_inflight = 1;
         if (stat(w->dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(w->dir, W_OK | X_OK) != 0) {
             errbuf_set(err, errlen, "audit witness dir %s: not a writable directory", w->dir);
             goto fail;
@@ -507,6 +539,7 @@ struct audit_witness *audit_witness_new(const struct cfg_audit *a, const struct 
     } else {
         size_t n;
         w->bucket = xstrdup(a->witness_bucket);
+        w->max_inflight = AUDIT_WITNESS_INFLIGHT;
         w->prefix = xstrdup(a->witness_prefix ? a->witness_prefix : "");
         w->storage_url = xstrdup(a->witness_storage_url ? a->witness_storage_url
                                                         : "https://storage.googleapis.com");
@@ -562,8 +595,13 @@ void audit_witness_free(struct audit_witness *w, unsigned flush_ms)
         wake(w);
         pthread_join(w->thread, NULL);
     }
-    if (w->call)
-        http_call_cancel(w->call);
+    while ((it = w->inflight)) {
+        w->inflight = it->inext;
+        if (it->call)
+            http_call_cancel(it->call);
+        it->next = w->head; /* counted with the rest below */
+        w->head = it;
+    }
     if (w->src.ctx && w->src.free)
         w->src.free(w->src.ctx);
     http_client_free(w->http);
@@ -587,7 +625,6 @@ void audit_witness_free(struct audit_witness *w, unsigned flush_ms)
         event_base_free(w->base);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
-    free(w->token);
     free(w->dir);
     free(w->bucket);
     free(w->prefix);

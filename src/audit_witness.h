@@ -13,6 +13,7 @@
  * The witness runs on its own thread with its own event loop and HTTP client:
  * audit_witness_put only copies the record into a bounded queue and wakes it,
  * so neither the request path nor the audit writer ever waits on a bucket.
+ * Records are taken in seq order, up to AUDIT_WITNESS_INFLIGHT uploads at once.
  * Failures are retried with exponential backoff (1 s doubling to 60 s) until
  * they succeed or the witness is freed; a full queue drops the record
  * (logged, counted).
@@ -34,6 +35,8 @@
 /* Backoff after a failed attempt, doubling from min to max. */
 #define AUDIT_WITNESS_BACKOFF_MIN_MS 1000u
 #define AUDIT_WITNESS_BACKOFF_MAX_MS 60000u
+/* Uploads in flight at once to a bucket (a directory takes one at a time). */
+#define AUDIT_WITNESS_INFLIGHT 8
 /* Each Cloud Storage call's time limit. */
 #define AUDIT_WITNESS_TIMEOUT_MS 10000u
 

@@ -16,7 +16,8 @@ witness makes, written from Google's documentation of the protocol
   than the configured one: 404; a caller without read permission
   (`readable=False`, as with roles/storage.objectCreator alone): 403 on GET.
 
-Faults for outages: `fail_next(n, kind)` makes the next n uploads fail with
+`delay_s` delays every upload (a slow network); `max_active` is the most
+uploads seen in progress at once. Faults for outages: `fail_next(n, kind)` makes the next n uploads fail with
 kind "503", "500", "429" or "close" (connection closed without an answer).
 Every request is recorded with its deviations from the protocol (`problems`).
 """
@@ -41,6 +42,9 @@ class GcsStandin:
         self.faults = []  # kinds, consumed by uploads one per request
         self.readable = True
         self.generation = 1700000000000000
+        self.delay_s = 0.0
+        self.active = 0
+        self.max_active = 0
         self.httpd = None
         self.port = None
 
@@ -158,6 +162,19 @@ class GcsStandin:
             return self._error(h, 401, "required", "Invalid Credentials")
 
         if kind == "upload":
+            with self.lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            try:
+                time.sleep(self.delay_s)
+                return self._upload(h, u, q, body, up_prefix, problems)
+            finally:
+                with self.lock:
+                    self.active -= 1
+        return self._download(h, u, q, get_prefix, problems)
+
+    def _upload(self, h, u, q, body, up_prefix, problems):
+        if True:
             if u.path != up_prefix:
                 return self._error(h, 404, "notFound", "The specified bucket does not exist.")
             if q.get("uploadType") != ["media"]:
@@ -192,7 +209,7 @@ class GcsStandin:
                 "size": str(len(body)), "md5Hash": base64.b64encode(hashlib.md5(body).digest()).decode(),
                 "timeCreated": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())})
 
-        # media download
+    def _download(self, h, u, q, get_prefix, problems):
         if not u.path.startswith(get_prefix):
             return self._error(h, 404, "notFound", "The specified bucket does not exist.")
         raw = u.path[len(get_prefix):]

@@ -356,6 +356,29 @@ def test_witness_bucket_uploads_create_only_and_retries_outages(tmp_path, up, ke
         g.stop()
 
 
+def test_witness_bucket_uploads_in_parallel_when_checkpoints_come_fast(tmp_path, up, keys):
+    g = GoogleStandins().start()
+    gcs = GcsStandin("baton-audit-witness", g.token_valid).start()
+    gcs.delay_s = 0.3  # a slow link: one upload at a time could not keep up
+    try:
+        e = bucket_env(tmp_path, up, keys, g, gcs)
+        e.config["audit"]["checkpoint_records"] = 1  # a checkpoint after every record
+        e.write_config()
+        e.start()
+        for i in range(30):
+            assert e.request("GET", "/api/p%d" % i, token=e.token())[0] == 200
+        wait_for(lambda: metric(e, "baton_audit_witness_pending") == 0, 30, "the uploads")
+        assert e.stop() == 0
+        recs = lines_of(e.audit_path)
+        want = sum(1 for r in recs if r["kind"] in ("open", "checkpoint"))
+        assert len(gcs.names()) == want >= 31
+        assert 2 <= gcs.max_active <= 8, gcs.max_active
+        assert not gcs.problems(), gcs.problems()
+    finally:
+        gcs.stop()
+        g.stop()
+
+
 def test_witness_bucket_412_counts_only_an_equal_object(tmp_path, up, keys):
     g = GoogleStandins().start()
     gcs = GcsStandin("baton-audit-witness", g.token_valid).start()
@@ -392,10 +415,11 @@ def test_witness_bucket_412_counts_only_an_equal_object(tmp_path, up, keys):
         def pre_store():
             wait_for(lambda: e.audit_path.exists() and len(raw_lines(e.audit_path)) > nxt, 20, "open")
             opened["line"] = raw_lines(e.audit_path)[nxt]
-        gcs.fail_next(1, "503")  # hold the first upload back while we plant the copy
-        e.start()
-        pre_store()
+        gcs.fail_next(2, "503")  # hold the first upload back (1 s, then 2 s) while we plant the copy
+        e.start(wait=False)
+        pre_store()  # the open record is written before baton serves
         gcs.put("w/%s/%020d.json" % (log, nxt), opened["line"] + b"\n")
+        e.wait_ready()
         wait_for(lambda: metric(e, "baton_audit_witness_existing_total") == 1, 20, "the equal object")
         assert metric(e, "baton_audit_witness_conflicts_total") == 0
         assert e.stop() == 0
