@@ -309,6 +309,29 @@ def test_witness_dir_holds_the_open_record_and_every_checkpoint_create_only(tmp_
         "the final checkpoint is witnessed before exit"
 
 
+@pytest.mark.skipif(not WRITER.exists(), reason="test_audit_writer not built (make check builds it)")
+def test_witness_holds_only_lines_that_stayed_in_the_log(tmp_path, keys):
+    """Writes that fail (a file size limit) are cut back and their seqs
+    reused: the witness must never hold a line the log does not."""
+    path, wdir = tmp_path / "full.jsonl", tmp_path / "witness"
+    wdir.mkdir()
+    r = subprocess.run([str(WRITER), "write", str(path), "--key", str(keys["key"]), "--fsync", "batch",
+                        "--on-failure", "allow", "--fsize", "30000", "--count", "300", "--threads", "2",
+                        "--sleep-us", "300", "--checkpoint-records", "3", "--witness-dir", str(wdir)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "failures=0" not in r.stdout, "writes failed: the case under test"
+    raw = raw_lines(path)
+    log = json.loads(raw[0])["log"]
+    files = sorted(wdir.glob(log + "/*.json"))
+    assert len(files) >= 3
+    for f in files:
+        seq = int(f.stem)
+        assert seq < len(raw) and f.read_bytes() == raw[seq] + b"\n", "witnessed %d is not the log's" % seq
+    want = {i for i, l in enumerate(raw) if json.loads(l)["kind"] in ("open", "checkpoint")}
+    assert {int(f.stem) for f in files} == want
+
+
 # ------------------------------------------------------------ witness: bucket
 
 def bucket_env(tmp_path, up, keys, g, gcs, prefix="audit/prod"):

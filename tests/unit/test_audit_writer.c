@@ -36,6 +36,7 @@
 #include <openssl/pem.h>
 
 #include "audit.h"
+#include "audit_witness.h"
 #include "util.h"
 #include "tap.h"
 
@@ -199,6 +200,8 @@ static int write_mode(int argc, char **argv)
                 perror("setrlimit");
                 return 2;
             }
+        } else if (!strcmp(k, "--witness-dir")) {
+            cfg.witness_dir = (char *)v;
         } else {
             fprintf(stderr, "unknown option %s\n", k);
             return 2;
@@ -207,7 +210,16 @@ static int write_mode(int argc, char **argv)
     if (o.threads < 1 || o.threads > 16)
         return 2;
     signal(SIGUSR1, on_usr1);
-    o.log = audit_open(&cfg, err, sizeof(err));
+    {
+        struct cfg_google g = {0};
+        struct audit_open_opts ao = {0};
+        ao.witness = audit_witness_new(&cfg, &g, err, sizeof(err));
+        if (!ao.witness && err[0]) {
+            say("open failed: %s\n", err);
+            return 1;
+        }
+        o.log = audit_open_with(&cfg, &ao, err, sizeof(err));
+    }
     if (!o.log) {
         say("open failed: %s\n", err);
         return 1;
