@@ -314,6 +314,23 @@ static void on_metrics(struct evhttp_request *req, void *arg)
                       (double)st.refused);
         metrics_write(b, "baton_audit_healthy", "gauge", "1 while audit records can be written.",
                       NULL, st.healthy ? 1 : 0);
+        metrics_write(b, "baton_audit_witness_written_total", "counter",
+                      "Records (open and checkpoints) created in the audit witness.", NULL,
+                      (double)st.witness_written);
+        metrics_write(b, "baton_audit_witness_existing_total", "counter",
+                      "Records found already in the witness with the same content.", NULL,
+                      (double)st.witness_existing);
+        metrics_write(b, "baton_audit_witness_conflicts_total", "counter",
+                      "Witness names already holding another record (or unreadable to compare).",
+                      NULL, (double)st.witness_conflicts);
+        metrics_write(b, "baton_audit_witness_failures_total", "counter",
+                      "Failed witness attempts (each is retried).", NULL,
+                      (double)st.witness_failures);
+        metrics_write(b, "baton_audit_witness_dropped_total", "counter",
+                      "Records never witnessed (queue full, or pending at shutdown).", NULL,
+                      (double)st.witness_dropped);
+        metrics_write(b, "baton_audit_witness_pending", "gauge",
+                      "Records waiting to be witnessed.", NULL, (double)st.witness_pending);
     }
     if (a->deps.identity && rt && rt->needs_identity) {
         identity_metrics(a->deps.identity, b);

@@ -62,6 +62,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "audit_witness.h"
 #include "log.h"
 #include "redact.h"
 #include "util.h"
@@ -590,7 +591,72 @@ struct audit_log {
     uint64_t refused_total;         /* every refusal the writer has seen */
     int64_t lost_since_ms;
     char lost_error[128];
+
+    /* witness: the open record and checkpoints, handed over once written */
+    struct audit_witness *witness;  /* owned, or NULL */
+    bool witness_marker;            /* the pending marker is the open record */
+    struct wnote {
+        uint64_t seq;
+        char *line;                 /* owned, without newline */
+        size_t len;
+    } *wnotes;                      /* formatted, not yet written */
+    size_t n_wnotes, cap_wnotes, n_wsync;
+    char *run_path;                 /* the run marker (docs/audit.md), NULL for stdout */
+    char started[32];               /* when this run opened the log */
 };
+
+/* batch and group: fsync within batch_ms or every AUDIT_BATCH_RECORDS records */
+static bool batch_timed(const struct audit_log *log)
+{
+    return log->fsync == FSYNC_BATCH || log->fsync == FSYNC_GROUP;
+}
+
+/* Remembers the line just formatted at out.buf + start (len bytes) for the
+ * witness; handed over by w_flush once written, dropped if the write fails. */
+static void w_witness_note(struct audit_log *log, uint64_t seq, size_t start, size_t len)
+{
+    if (!log->witness)
+        return;
+    if (log->n_wnotes == log->cap_wnotes) {
+        log->cap_wnotes = log->cap_wnotes ? log->cap_wnotes * 2 : 4;
+        log->wnotes = xrealloc(log->wnotes, log->cap_wnotes * sizeof(*log->wnotes));
+    }
+    log->wnotes[log->n_wnotes].seq = seq;
+    log->wnotes[log->n_wnotes].line = xstrndup(log->out.buf + start, len);
+    log->wnotes[log->n_wnotes].len = len;
+    log->n_wnotes++;
+}
+
+/* Notes [0, n_wsync) are written and await their fsync; the rest are not
+ * written yet. The witness only ever holds lines that are as durable as the
+ * mode makes them: a line cut back after a failed write or fsync is dropped
+ * (its seq will be reused), never witnessed. */
+static void w_witness_take(struct audit_log *log, size_t n, bool put)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (put)
+            audit_witness_put(log->witness, log->log_id, log->wnotes[i].seq, log->wnotes[i].line,
+                              log->wnotes[i].len);
+        free(log->wnotes[i].line);
+    }
+    if (n < log->n_wnotes)
+        memmove(log->wnotes, log->wnotes + n, (log->n_wnotes - n) * sizeof(*log->wnotes));
+    log->n_wnotes -= n;
+    log->n_wsync = log->n_wsync > n ? log->n_wsync - n : 0;
+}
+
+/* After a write (ok or not). */
+static void w_witness_written(struct audit_log *log, bool ok)
+{
+    if (!ok) {
+        for (size_t i = log->n_wsync; i < log->n_wnotes; i++)
+            free(log->wnotes[i].line); /* the unwritten ones */
+        log->n_wnotes = log->n_wsync;
+    } else if (log->fsync == FSYNC_NONE || log->to_stdout)
+        w_witness_take(log, log->n_wnotes, true);
+    else
+        log->n_wsync = log->n_wnotes;
+}
 
 static void ilist_init(struct ilist *l)
 {
@@ -619,7 +685,7 @@ static void ilist_concat(struct ilist *dst, struct ilist *src)
 
 static const char *fsync_name(enum cfg_fsync f)
 {
-    return f == FSYNC_ALWAYS ? "always" : f == FSYNC_BATCH ? "batch" : "none";
+    return f == FSYNC_ALWAYS ? "always" : f == FSYNC_BATCH ? "batch" : f == FSYNC_GROUP ? "group" : "none";
 }
 
 /* Runs each record's callback and frees it; its slot is free again. */
@@ -736,6 +802,7 @@ static void w_checkpoint(struct audit_log *log)
                               log->cur.prev, ts, log->key_id, sig_hex);
     if (!n)
         goto fail;
+    w_witness_note(log, log->cur.seq, start, n);
     w_line_done(log, start, n);
     log->cur.since_ckpt = 0;
     atomic_fetch_add(&log->st_checkpoints, 1);
@@ -763,7 +830,11 @@ static void w_prelude(struct audit_log *log)
             snprintf(log->lost_error, sizeof(log->lost_error), "queue full");
     }
     if (log->cur.marker_pending) {
+        size_t start = log->out.len;
+        uint64_t seq = log->cur.seq;
         w_append_body(log, log->marker_body, strlen(log->marker_body));
+        if (log->witness_marker)
+            w_witness_note(log, seq, start, log->out.len - start - 1);
         log->cur.marker_pending = false;
         log->file_marker_end = log->cur.size;
     }
@@ -825,6 +896,7 @@ static int w_flush(struct audit_log *log)
     atomic_fetch_add(&log->st_markers, markers);
     log->out.len = 0;
     log->out_lines = 0;
+    w_witness_written(log, true);
     if (log->committed.seq == log->synced.seq)
         log->unsynced_since_ns = mono_ns(); /* the first line awaiting fsync */
     log->committed = log->cur;
@@ -845,6 +917,7 @@ fail:
         w_truncate(log, log->committed.size);
     log->out.len = 0;
     log->out_lines = 0;
+    w_witness_written(log, false);
     log->cur = log->committed;
     w_note_loss(log);
     w_ack(log, &log->inbuf, 0);
@@ -868,6 +941,7 @@ static int w_sync(struct audit_log *log, bool force)
         err = errno;
         w_truncate(log, log->synced.size);
         log->cur = log->committed = log->synced;
+        w_witness_take(log, log->n_wnotes, false);
         w_note_loss(log);
         w_ack(log, &log->unsynced, 0);
         w_fail(log, "fsync of", err);
@@ -875,6 +949,7 @@ static int w_sync(struct audit_log *log, bool force)
     }
     atomic_fetch_add(&log->st_fsyncs, 1);
     log->synced = log->committed;
+    w_witness_take(log, log->n_wsync, true);
     w_ack(log, &log->unsynced, 1);
     return 0;
 }
@@ -886,7 +961,7 @@ static int w_commit(struct audit_log *log)
         return -1;
     if (log->fsync == FSYNC_ALWAYS)
         return w_sync(log, false);
-    if (log->fsync == FSYNC_BATCH && log->unsynced.n >= AUDIT_BATCH_RECORDS)
+    if (batch_timed(log) && log->unsynced.n >= AUDIT_BATCH_RECORDS)
         return w_sync(log, false);
     return 0;
 }
@@ -907,6 +982,8 @@ static const char *base_name(const char *path)
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
 }
+
+static void write_run(struct audit_log *log);
 
 /* Closes the current file with a checkpoint and continues the chain in a new
  * one at `path`: after renaming the current file to path.<first seq> (cause
@@ -958,6 +1035,7 @@ static void w_rotate(struct audit_log *log, const char *cause)
     log->file_first_seq = log->cur.seq;
     log->file_marker_end = 0;
     atomic_fetch_add(&log->st_rotations, 1);
+    write_run(log); /* a crash now must look for this file */
     w_prelude(log);
     goto out;
 fail:
@@ -1007,11 +1085,11 @@ static void w_put(struct audit_log *log, struct audit_item *it)
 static uint64_t w_deadline(const struct audit_log *log)
 {
     uint64_t d = UINT64_MAX;
-    if (log->fsync == FSYNC_BATCH && log->committed.seq != log->synced.seq) {
+    if (batch_timed(log) && log->committed.seq != log->synced.seq) {
         uint64_t t = log->unsynced_since_ns + log->batch_ms * 1000000ull;
         d = t < d ? t : d;
     }
-    if (log->key && log->cur.since_ckpt) {
+    if (log->key) { /* a heartbeat even when nothing was written (docs/audit.md) */
         uint64_t t = log->last_ckpt_ns + log->checkpoint_interval_s * 1000000000ull;
         d = t < d ? t : d;
     }
@@ -1026,10 +1104,10 @@ static void w_timers(struct audit_log *log)
 {
     uint64_t now = mono_ns();
 
-    if (log->fsync == FSYNC_BATCH && log->committed.seq != log->synced.seq &&
+    if (batch_timed(log) && log->committed.seq != log->synced.seq &&
         now >= log->unsynced_since_ns + log->batch_ms * 1000000ull)
         (void)w_sync(log, false);
-    if (log->key && log->cur.since_ckpt &&
+    if (log->key &&
         now >= log->last_ckpt_ns + log->checkpoint_interval_s * 1000000000ull) {
         w_prelude(log);
         w_checkpoint(log);
@@ -1113,9 +1191,10 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&log->mu);
 
-    /* close: every record is written; seal the chain with a checkpoint */
+    /* close: every record is written; seal the chain with a checkpoint, also
+     * when a heartbeat just did: the last line of a clean stop is a checkpoint */
     w_prelude(log);
-    if (log->key && log->cur.since_ckpt)
+    if (log->key)
         w_checkpoint(log);
     (void)w_flush(log);
     (void)w_sync(log, true); /* whatever the mode: a clean stop is durable */
@@ -1177,11 +1256,13 @@ static bool is_hex(const char *s, size_t n)
     return s[n] == '\0';
 }
 
-/* Parses a line of ours enough to continue after it: seq and log id. */
-static int parse_tail_record(const char *line, size_t len, uint64_t *seq, char log_id[33])
+/* Parses a line of ours enough to continue after it: seq and log id (and its
+ * ts into ts_out when not NULL, "" when it has none). */
+static int parse_tail_record_ts(const char *line, size_t len, uint64_t *seq, char log_id[33],
+                                char ts_out[32])
 {
     json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
-    json_t *v, *s, *l;
+    json_t *v, *s, *l, *ts;
     int rc = -1;
 
     if (!json_is_object(root))
@@ -1195,13 +1276,24 @@ static int parse_tail_record(const char *line, size_t len, uint64_t *seq, char l
         goto out;
     *seq = (uint64_t)json_integer_value(s);
     memcpy(log_id, json_string_value(l), 33);
+    if (ts_out) {
+        ts = json_object_get(root, "ts");
+        snprintf(ts_out, 32, "%s", json_is_string(ts) && json_string_length(ts) < 32
+                                       ? json_string_value(ts) : "");
+    }
     rc = 0;
 out:
     json_decref(root);
     return rc;
 }
 
+static int parse_tail_record(const char *line, size_t len, uint64_t *seq, char log_id[33])
+{
+    return parse_tail_record_ts(line, len, seq, log_id, NULL);
+}
+
 struct tail {
+    char ts[32];      /* of the last complete record, "" if it has none */
     uint64_t seq;     /* of the last complete record */
     char prev[65];    /* its hash */
     char log_id[33];
@@ -1265,7 +1357,7 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
         errbuf_set(err, errlen, "audit log %s: last line longer than %d bytes", name, AUDIT_LINE_MAX);
         goto out;
     }
-    if (parse_tail_record(start, (size_t)(nl - start), &t->seq, t->log_id) != 0) {
+    if (parse_tail_record_ts(start, (size_t)(nl - start), &t->seq, t->log_id, t->ts) != 0) {
         errbuf_set(err, errlen,
                 "audit log %s: its last line is not an audit record; move the file aside to "
                 "start a new chain", name);
@@ -1294,43 +1386,148 @@ static uint64_t first_seq(int fd, uint64_t fallback)
     return seq;
 }
 
-/* The newest file this log rotated out (path.<20 digits>), owned, or NULL. */
-static char *newest_rotated(const char *path)
+/*
+ * Where the chain went when the path holds no record: the file next to it
+ * (named path.<anything>: baton's path.<20 digits>, logrotate's path.1 or
+ * path-DATE) whose last record has the highest seq, of log `want_log` when
+ * not NULL. Files that are not audit logs (compressed ones, say) are skipped.
+ * Covers a stop (crash or not) between logrotate's rename and SIGUSR1.
+ * Returns the owned path and fills *t, or NULL.
+ */
+static char *best_sibling(const char *path, const char *want_log, struct tail *t)
 {
     char *copy = xstrdup(path), *dir = dirname(copy), *best = NULL;
     const char *base = base_name(path);
     size_t blen = strlen(base);
     DIR *d = opendir(dir);
     struct dirent *e;
+    char err[256];
 
+    memset(t, 0, sizeof(*t));
     while (d && (e = readdir(d))) {
-        const char *s = e->d_name;
-        if (strncmp(s, base, blen) || s[blen] != '.' || strlen(s + blen + 1) != 20 ||
-            strspn(s + blen + 1, "0123456789") != 20)
+        struct tail c;
+        struct stat st;
+        char *full;
+        int fd;
+        if (strncmp(e->d_name, base, blen) || (e->d_name[blen] != '.' && e->d_name[blen] != '-') ||
+            !e->d_name[blen + 1])
             continue;
-        if (!best || strcmp(s, best) > 0) {
+        full = xasprintf("%s/%s", dir, e->d_name);
+        fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+            read_tail(fd, (uint64_t)st.st_size, full, true, &c, err, sizeof(err)) == 0 && c.found &&
+            (!want_log || !strcmp(c.log_id, want_log)) && (!best || c.seq > t->seq)) {
             free(best);
-            best = xstrdup(s);
+            best = full;
+            full = NULL;
+            *t = c;
         }
+        if (fd >= 0)
+            close(fd);
+        free(full);
     }
     if (d)
         closedir(d);
-    if (best) {
-        char *full = xasprintf("%s/%s", dir, best);
-        free(best);
-        best = full;
-    }
     free(copy);
     return best;
 }
 
-static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t errlen)
+/* ------------------------------------------------------------ run marker */
+
+/*
+ * The run marker, `.<file>.baton-run` next to the log: written when a run
+ * starts (and at each rotation), removed when it stops cleanly. Finding it at
+ * start means the previous run did not close the log: it crashed, was
+ * SIGKILLed, or the machine lost power. It holds what the next open record
+ * needs to declare that: the run's log id, pid, start, fsync mode and the
+ * first seq of the file it was writing.
+ */
+struct prev_run {
+    bool found;             /* a marker was there: an unclean stop */
+    char log_id[33];        /* "" when unknown (a marker cut short) */
+    int64_t pid;            /* -1: unknown */
+    char started[32], fsync[16];
+    uint64_t file_first_seq;
+    bool has_first_seq;
+};
+
+static char *run_path_of(const char *path)
+{
+    char *copy = xstrdup(path), *dir = dirname(copy);
+    char *rp = xasprintf("%s/.%s.baton-run", dir, base_name(path));
+    free(copy);
+    return rp;
+}
+
+static void read_run(const char *rp, struct prev_run *pr)
+{
+    char buf[1024];
+    int fd = open(rp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n;
+    json_t *j, *v;
+
+    memset(pr, 0, sizeof(*pr));
+    pr->pid = -1;
+    if (fd < 0)
+        return;
+    pr->found = true;
+    n = read(fd, buf, sizeof(buf));
+    close(fd);
+    j = n > 0 ? json_loadb(buf, (size_t)n, 0, NULL) : NULL;
+    if ((v = json_object_get(j, "log")) && json_is_string(v) && json_string_length(v) == 32 &&
+        is_hex(json_string_value(v), 32))
+        memcpy(pr->log_id, json_string_value(v), 33);
+    if ((v = json_object_get(j, "pid")) && json_is_integer(v))
+        pr->pid = json_integer_value(v);
+    if ((v = json_object_get(j, "started")) && json_is_string(v) && json_string_length(v) < 32)
+        memcpy(pr->started, json_string_value(v), json_string_length(v) + 1);
+    if ((v = json_object_get(j, "fsync")) && json_is_string(v) && json_string_length(v) < 16)
+        memcpy(pr->fsync, json_string_value(v), json_string_length(v) + 1);
+    if ((v = json_object_get(j, "file_first_seq")) && json_is_integer(v) &&
+        json_integer_value(v) >= 0) {
+        pr->file_first_seq = (uint64_t)json_integer_value(v);
+        pr->has_first_seq = true;
+    }
+    json_decref(j);
+}
+
+/* (Re)writes the marker for the file now being written; failures are logged
+ * only (the marker makes a crash visible, it does not keep records). */
+static void write_run(struct audit_log *log)
+{
+    char *tmp;
+    int fd;
+    struct sb b = {0};
+
+    if (!log->run_path)
+        return;
+    tmp = xasprintf("%s.tmp", log->run_path);
+    sb_fmt(&b, "{\"log\":\"%s\",\"pid\":%ld,\"started\":\"%s\",\"fsync\":\"%s\","
+               "\"file_first_seq\":%" PRIu64 "}\n",
+           log->log_id, (long)getpid(), log->started, fsync_name(log->fsync), log->file_first_seq);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0 || write(fd, b.buf, b.len) != (ssize_t)b.len || fsync(fd) != 0 ||
+        rename(tmp, log->run_path) != 0) {
+        log_msg(LOG_WARNING, "audit: cannot write the run marker %s: %s", log->run_path,
+                strerror(errno));
+        (void)unlink(tmp);
+    } else {
+        fsync_dir_of(log->run_path);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(tmp);
+    free(b.buf);
+}
+
+static int open_file(struct audit_log *log, const struct prev_run *pr, struct sb *marker,
+                     struct sb *unclean, char *err, size_t errlen)
 {
     struct stat st;
     struct tail t;
     char *sibling = NULL;
     int sfd = -1, rc = -1;
-    bool created;
+    bool created, missing = false;
 
     log->fd = open(log->path, O_RDWR | O_APPEND | O_CLOEXEC);
     created = log->fd < 0 && errno == ENOENT;
@@ -1364,15 +1561,35 @@ static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t
         uint64_t torn = t.torn;
         char torn_sha[65];
         memcpy(torn_sha, t.torn_sha256, sizeof(torn_sha));
-        sibling = newest_rotated(log->path);
-        if (sibling) {
-            sfd = open(sibling, O_RDONLY | O_CLOEXEC);
-            if (sfd < 0 || fstat(sfd, &st) != 0) {
-                errbuf_set(err, errlen, "audit log %s: %s", sibling, strerror(errno));
+        sibling = best_sibling(log->path, pr->log_id[0] ? pr->log_id : NULL, &t);
+        if (!sibling && pr->log_id[0])
+            sibling = best_sibling(log->path, NULL, &t);
+        if (sibling && t.torn) {
+            /* the renamed file ends torn (a crash mid-write): cut it, as the path's own */
+            sfd = open(sibling, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+            if (sfd < 0 || ftruncate(sfd, (off_t)t.keep) != 0 || fsync(sfd) != 0) {
+                errbuf_set(err, errlen, "audit log %s: cutting its torn last line: %s", sibling,
+                           strerror(errno));
                 goto out;
             }
-            if (read_tail(sfd, (uint64_t)st.st_size, sibling, false, &t, err, errlen) != 0)
-                goto out;
+            log_msg(LOG_WARNING, "audit: %s ended with a torn line of %" PRIu64 " bytes; cut",
+                    sibling, t.torn);
+            if (!torn) {
+                torn = t.torn;
+                memcpy(torn_sha, t.torn_sha256, sizeof(torn_sha));
+            }
+        }
+        if (pr->found && pr->log_id[0] && pr->has_first_seq &&
+            (!sibling || strcmp(t.log_id, pr->log_id) || t.seq < pr->file_first_seq)) {
+            /* The file the crashed run was writing is gone (moved elsewhere,
+             * compressed, deleted): continuing from an older file would fork
+             * the chain. A new chain starts; the open record declares the gap. */
+            log_msg(LOG_ERROR, "audit: the file log %s was writing from seq %" PRIu64 " is not "
+                               "next to %s (moved, compressed or deleted?): a new chain starts "
+                               "and its open record declares the gap", pr->log_id,
+                    pr->file_first_seq, log->path);
+            missing = true;
+            t.found = false;
         }
         t.torn = torn;
         memcpy(t.torn_sha256, torn_sha, sizeof(torn_sha));
@@ -1392,6 +1609,30 @@ static int open_file(struct audit_log *log, struct sb *marker, char *err, size_t
     sb_cstr(marker, t.torn ? t.torn_sha256 : NULL, CAP_HASH);
     sb_lit(marker, ",\"prev_file\":");
     sb_cstr(marker, sibling && t.found ? base_name(sibling) : NULL, CAP_FILE);
+    if (pr->found) {
+        /* docs/audit.md "Unclean stops": what the stopped run may have lost */
+        char now[32];
+        fmt_ts(now_ms(), now);
+        sb_lit(unclean, "{\"log\":");
+        sb_cstr(unclean, pr->log_id[0] ? pr->log_id : t.found ? t.log_id : NULL, CAP_HASH);
+        sb_lit(unclean, ",\"pid\":");
+        sb_int_or_null(unclean, pr->pid >= 0, pr->pid);
+        sb_lit(unclean, ",\"started\":");
+        sb_cstr(unclean, pr->started[0] ? pr->started : NULL, 32);
+        sb_lit(unclean, ",\"fsync\":");
+        sb_cstr(unclean, pr->fsync[0] ? pr->fsync : NULL, 16);
+        sb_lit(unclean, ",\"last_seq\":");
+        sb_int_or_null(unclean, t.found, (int64_t)t.seq);
+        sb_lit(unclean, ",\"last_ts\":");
+        sb_cstr(unclean, t.found && t.ts[0] ? t.ts : NULL, 32);
+        sb_lit(unclean, ",\"missing_from_seq\":");
+        sb_int_or_null(unclean, missing, (int64_t)pr->file_first_seq);
+        sb_lit(unclean, ",\"window_from\":");
+        sb_cstr(unclean, t.found && t.ts[0] ? t.ts : pr->started[0] ? pr->started : NULL, 32);
+        sb_lit(unclean, ",\"window_to\":");
+        sb_cstr(unclean, now, 32);
+        sb_lit(unclean, "}");
+    }
     if (created)
         fsync_dir_of(log->path);
     rc = t.found ? 1 : 0;
@@ -1427,14 +1668,31 @@ static int check_headers(const struct cfg_audit *cfg, char *err, size_t errlen)
 
 struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errlen)
 {
+    return audit_open_with(cfg, NULL, err, errlen);
+}
+
+/* A Cloud Run variable for the open record's instance, NULL when unset. */
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audit_open_opts *opts,
+                                  char *err, size_t errlen)
+{
     struct audit_log *log = xcalloc(1, sizeof(*log));
-    struct sb marker = {0};
+    struct sb marker = {0}, unclean = {0};
+    struct prev_run pr;
     pthread_condattr_t ca;
     char ts[32], host[256] = "";
     unsigned char rnd[16];
     int cont = 0;
 
     log->fd = -1;
+    log->witness = opts ? opts->witness : NULL;
+    memset(&pr, 0, sizeof(pr));
+    fmt_ts(now_ms(), log->started);
     pthread_mutex_init(&log->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1473,7 +1731,9 @@ struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errl
         sb_lit(&marker, ",\"torn_bytes\":0,\"torn_sha256\":null,\"prev_file\":null");
     } else {
         signal(SIGXFSZ, SIG_IGN); /* a file size limit must be EFBIG, not death */
-        cont = open_file(log, &marker, err, errlen);
+        log->run_path = run_path_of(log->path);
+        read_run(log->run_path, &pr);
+        cont = open_file(log, &pr, &marker, &unclean, err, errlen);
         if (cont < 0)
             goto fail;
     }
@@ -1500,8 +1760,27 @@ struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errl
                log->on_failure == ON_FAILURE_DENY ? "deny" : "allow");
         sb_cstr(&m, log->key ? log->key_id : NULL, CAP_HASH);
         sb_put(&m, marker.buf, marker.len);
+        /* docs/audit.md "The open record": which instance this chain is */
+        sb_lit(&m, ",\"instance\":{\"service\":");
+        sb_cstr(&m, env_or_null("K_SERVICE"), CAP_NAME);
+        sb_lit(&m, ",\"revision\":");
+        sb_cstr(&m, env_or_null("K_REVISION"), CAP_NAME);
+        sb_lit(&m, ",\"configuration\":");
+        sb_cstr(&m, env_or_null("K_CONFIGURATION"), CAP_NAME);
+        sb_lit(&m, ",\"id\":");
+        sb_cstr(&m, opts && opts->instance_id && *opts->instance_id ? opts->instance_id : NULL,
+                CAP_NAME);
+        sb_lit(&m, ",\"host\":");
+        sb_cstr(&m, host, 256);
+        sb_fmt(&m, ",\"pid\":%ld,\"started\":\"%s\"}", (long)getpid(), log->started);
+        sb_lit(&m, ",\"unclean_stop\":");
+        if (unclean.len)
+            sb_put(&m, unclean.buf, unclean.len);
+        else
+            sb_lit(&m, "null");
         log->marker_body = m.buf;
     }
+    log->witness_marker = true;
     log->cur.marker_pending = true;
     log->committed = log->synced = log->cur;
     log->last_ckpt_ns = mono_ns();
@@ -1515,10 +1794,16 @@ struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errl
         goto fail;
     }
     log->thread_started = true;
+    log->witness_marker = false; /* the next markers are rotate records */
+    write_run(log); /* this run is open: a crash from now on is declared at the next start */
     free(marker.buf);
+    free(unclean.buf);
     return log;
 fail:
     free(marker.buf);
+    free(unclean.buf);
+    free(log->run_path);
+    log->run_path = NULL; /* the previous run's marker stays: it is not ours to remove */
     audit_close(log);
     return NULL;
 }
@@ -1619,6 +1904,16 @@ void audit_stats(const struct audit_log *clog, struct audit_stats *out)
     out->lost = atomic_load(&log->st_lost);
     out->refused = atomic_load(&log->st_refused);
     out->healthy = !atomic_load(&log->failed);
+    {
+        struct audit_witness_stats ws;
+        audit_witness_stats(log->witness, &ws);
+        out->witness_written = ws.written;
+        out->witness_existing = ws.existing;
+        out->witness_conflicts = ws.conflicts;
+        out->witness_failures = ws.failures;
+        out->witness_dropped = ws.dropped;
+        out->witness_pending = ws.pending;
+    }
 }
 
 const char *audit_public_key_pem(const struct audit_log *log)
@@ -1649,7 +1944,15 @@ void audit_close(struct audit_log *log)
         pthread_cond_signal(&log->cv);
         pthread_mutex_unlock(&log->mu);
         pthread_join(log->thread, NULL);
+        if (log->run_path && unlink(log->run_path) == 0)
+            fsync_dir_of(log->run_path); /* a clean stop: the next start says so */
     }
+    /* the final checkpoint was handed over last: let it reach the witness */
+    audit_witness_free(log->witness, AUDIT_WITNESS_CLOSE_MS);
+    log->witness = NULL;
+    w_witness_take(log, log->n_wnotes, false);
+    free(log->wnotes);
+    free(log->run_path);
     if (log->fd >= 0 && !log->to_stdout)
         close(log->fd);
     w_ack(log, &log->inbuf, 0);

@@ -116,6 +116,22 @@ struct audit_stats {
     uint64_t lost;        /* records never written (write failure, or queue full with allow) */
     uint64_t refused;     /* audit_reserve refusals (deny) */
     bool healthy;
+    /* the witness (audit_witness.h); all 0 without one */
+    uint64_t witness_written, witness_existing, witness_conflicts, witness_failures,
+        witness_dropped, witness_pending;
+};
+
+struct audit_witness;
+
+/* At close, the witness gets this long to take the final checkpoint: with
+ * Cloud Run's 10 s between SIGTERM and SIGKILL and the default 8 s drain,
+ * 1.5 s keeps the whole shutdown inside the window. */
+#define AUDIT_WITNESS_CLOSE_MS 1500u
+
+/* What audit_open_with adds to audit_open. */
+struct audit_open_opts {
+    const char *instance_id;       /* the metadata server's instance id (borrowed), NULL: none */
+    struct audit_witness *witness; /* taken over, even on failure; NULL: none */
 };
 
 /*
@@ -132,6 +148,19 @@ struct audit_stats {
  * `cfg` is copied; the returned log is owned, freed by audit_close.
  */
 struct audit_log *audit_open(const struct cfg_audit *cfg, char *err, size_t errlen);
+
+/*
+ * As audit_open, and: the open record's `instance` carries opts->instance_id
+ * (K_SERVICE, K_REVISION and K_CONFIGURATION come from the environment), and
+ * the open record and every checkpoint, once durable per the fsync mode, are
+ * handed to opts->witness. For a file, a run marker next to it
+ * (`.<file>.baton-run`) is written now and removed by audit_close: finding
+ * one at open means the previous run stopped uncleanly, which the open
+ * record's `unclean_stop` declares (docs/audit.md "Unclean stops"). opts may
+ * be NULL.
+ */
+struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audit_open_opts *opts,
+                                  char *err, size_t errlen);
 
 /*
  * Reserves a queue slot before the request is forwarded. Returns 0, or -1 when

@@ -60,7 +60,7 @@
  *     timeout_ms                      integer   60000                   1..3600000
  *   policies                          path      "policies"
  *   audit.path                        path|"-"  "-" (stdout)
- *   audit.fsync                       string    "batch"                 "always" | "batch" | "none"
+ *   audit.fsync                       string    "batch"                 "always" | "batch" | "none" | "group"
  *   audit.on_failure                  string    "deny"                  "deny" | "allow"
  *   audit.signing_key                 path      absent: no checkpoints
  *   audit.record_headers              [string]  []                      header names, <= 32, never a
@@ -70,6 +70,10 @@
  *   audit.checkpoint_records (ext.)   integer   1000                    1..10000000
  *   audit.checkpoint_interval_s (ext.) integer  60                      1..86400
  *   audit.queue_records    (ext.)     integer   65536                   16..16777216
+ *   audit.witness          (ext.)     object    absent: no witness      {"dir": PATH} | {"bucket": "gs://B/P"}
+ *     dir                             path      an existing directory   exactly one of dir, bucket
+ *     bucket                          string    "gs://BUCKET[/PREFIX]"  bucket name rules; prefix [A-Za-z0-9._/-]
+ *     storage_url                     URL       "https://storage.googleapis.com"  bucket only; http to loopback
  *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
  *   access_log             (ext.)     boolean   false                   one JSON log line per request
  *
@@ -89,6 +93,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -97,6 +102,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -1041,7 +1047,8 @@ static const struct choice token_headers[] = {
     {"authorization", 0}, {"x-serverless-authorization", 0}, {NULL, 0}};
 static const struct choice identities[] = {{"google", IDENTITY_GOOGLE}, {"none", IDENTITY_NONE}, {NULL, 0}};
 static const struct choice fsyncs[] = {
-    {"always", FSYNC_ALWAYS}, {"batch", FSYNC_BATCH}, {"none", FSYNC_NONE}, {NULL, 0}};
+    {"always", FSYNC_ALWAYS}, {"batch", FSYNC_BATCH}, {"none", FSYNC_NONE},
+    {"group", FSYNC_GROUP}, {NULL, 0}};
 static const struct choice on_failures[] = {
     {"deny", ON_FAILURE_DENY}, {"allow", ON_FAILURE_ALLOW}, {NULL, 0}};
 
@@ -1116,6 +1123,15 @@ static const struct field upstream_fields[] = {
 };
 
 static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj);
+static int parse_witness(struct ctx *c, const json_t *v, void *obj);
+static int check_witness_bucket(struct ctx *c, const char *s);
+
+static const struct field witness_fields[] = {
+    F_PATH("dir", struct cfg_audit, witness_dir, NULL, 0),
+    F_STR("bucket", struct cfg_audit, witness_bucket, NULL, check_witness_bucket, 0),
+    F_STR("storage_url", struct cfg_audit, witness_storage_url, NULL, check_google_url, 0),
+    {0},
+};
 
 static const struct field audit_fields[] = {
     F_PATH("path", struct cfg_audit, path, "-", FL_STDOUT),
@@ -1129,6 +1145,7 @@ static const struct field audit_fields[] = {
     F_INT("checkpoint_records", struct cfg_audit, checkpoint_records, 1, 10000000, 1000),
     F_INT("checkpoint_interval_s", struct cfg_audit, checkpoint_interval_s, 1, 86400, 60),
     F_INT("queue_records", struct cfg_audit, queue_records, 16, 16777216, 65536),
+    F_CUSTOM("witness", parse_witness, 0),
     {0},
 };
 
@@ -1384,6 +1401,89 @@ static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj)
         return -1;
     }
     a->rotate_bytes = (uint64_t)x;
+    return 0;
+}
+
+/* "gs://BUCKET[/PREFIX]": Cloud Storage's bucket name rules (3..63 of
+ * [a-z0-9._-], starting and ending with a letter or digit; dotted names up to
+ * 222) and an object prefix of [A-Za-z0-9._/-] (no "..", at most 512 bytes). */
+static int check_witness_bucket(struct ctx *c, const char *s)
+{
+    const char *b, *slash;
+    size_t n;
+
+    if (strncmp(s, "gs://", 5) != 0) {
+        err(c, "expected \"gs://BUCKET/PREFIX\"");
+        return -1;
+    }
+    b = s + 5;
+    slash = strchr(b, '/');
+    n = slash ? (size_t)(slash - b) : strlen(b);
+    if (n < 3 || n > (memchr(b, '.', n) ? 222u : 63u) || strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789._-") < n ||
+        !isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1])) {
+        err(c, "\"%.*s\" is not a Cloud Storage bucket name (3..63 of a-z 0-9 . _ -, "
+               "beginning and ending with a letter or digit)", (int)(n > 100 ? 100 : n), b);
+        return -1;
+    }
+    if (slash && (strlen(slash) > 513 ||
+                  strspn(slash, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") !=
+                      strlen(slash) ||
+                  strstr(slash, "..") || strstr(slash, "//"))) {
+        err(c, "the object prefix may hold only A-Z a-z 0-9 . _ - and single slashes, no \"..\", "
+               "at most 512 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+/* witness: {"dir": PATH} | {"bucket": "gs://BUCKET/PREFIX"[, "storage_url": URL]} */
+static int parse_witness(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_audit *a = obj;
+    struct seen s;
+    struct stat st;
+
+    if (!json_is_object(v)) {
+        err(c, "expected {\"dir\": PATH} or {\"bucket\": \"gs://BUCKET/PREFIX\"}, got %s", jtype(v));
+        return -1;
+    }
+    if (parse_object(c, v, witness_fields, a, &s) < 0)
+        return -1;
+    for (int k = 0; witness_fields[k].key; k++)
+        if (has(witness_fields, &s, witness_fields[k].key) &&
+            !parsed(witness_fields, &s, witness_fields[k].key))
+            return -1; /* reported */
+    if (has(witness_fields, &s, "dir") == has(witness_fields, &s, "bucket")) {
+        err(c, "needs exactly one of \"dir\" and \"bucket\"");
+        return -1;
+    }
+    if (has(witness_fields, &s, "storage_url") && !has(witness_fields, &s, "bucket")) {
+        err_at(c, "storage_url", true, "\"storage_url\" applies only with \"bucket\"");
+        return -1;
+    }
+    if (a->witness_dir) {
+        if (stat(a->witness_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            err_at(c, "dir", false, "%s is not an existing directory", a->witness_dir);
+            return -1;
+        }
+        return 0;
+    }
+    {
+        char *b = a->witness_bucket + 5, *slash = strchr(b, '/');
+        const char *p = slash ? slash : "";
+        size_t n;
+        while (*p == '/')
+            p++;
+        n = strlen(p);
+        while (n && p[n - 1] == '/')
+            n--;
+        a->witness_prefix = xstrndup(p, n);
+        if (slash)
+            *slash = '\0';
+        memmove(a->witness_bucket, b, strlen(b) + 1);
+    }
+    if (!a->witness_storage_url)
+        a->witness_storage_url = xstrdup("https://storage.googleapis.com");
     return 0;
 }
 
@@ -1686,6 +1786,10 @@ static void root_post(struct ctx *c, struct baton_config *cfg, const struct seen
         err_at(c, has(t, s, "admin_listen") ? "admin_listen" : "listen", false,
                "admin_listen and listen would bind the same port %d", cfg->listen.port);
     }
+    /* the bucket witness uploads with baton's own access token */
+    if (cfg->audit.witness_bucket && cfg->google.source == GOOGLE_LOCAL)
+        err_at(c, "audit", true, "a witness bucket needs Google credentials \"metadata\" or "
+                                 "{\"service_account_key\": PATH} (\"local\" has no access token)");
 }
 
 static char *dir_of(const char *file)
@@ -1870,6 +1974,10 @@ void config_free(struct baton_config *cfg)
     for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
         free(cfg->audit.record_headers[k]);
     free(cfg->audit.record_headers);
+    free(cfg->audit.witness_dir);
+    free(cfg->audit.witness_bucket);
+    free(cfg->audit.witness_prefix);
+    free(cfg->audit.witness_storage_url);
     free(cfg);
 }
 

@@ -111,7 +111,9 @@ struct cfg_upstream {
     char *base_path; /* owned; "" or "/prefix" without trailing slash */
 };
 
-enum cfg_fsync { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_NONE };
+/* FSYNC_GROUP: written and fsynced as batch, but each response waits for its
+ * record's group fsync, as with always (docs/audit.md "What a crash can lose"). */
+enum cfg_fsync { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_NONE, FSYNC_GROUP };
 enum cfg_on_failure { ON_FAILURE_DENY, ON_FAILURE_ALLOW };
 
 struct cfg_audit {
@@ -127,6 +129,12 @@ struct cfg_audit {
     unsigned checkpoint_records;  /* 1000, range 1..10000000 */
     unsigned checkpoint_interval_s; /* 60, range 1..86400 */
     unsigned queue_records;       /* 65536, range 16..16777216 */
+    /* audit.witness: where the open record and checkpoints are also written,
+     * create-only; at most one of dir and bucket (docs/audit.md "Witness") */
+    char *witness_dir;            /* resolved path of an existing directory, or NULL */
+    char *witness_bucket;         /* bucket name (from "gs://BUCKET/PREFIX"), or NULL */
+    char *witness_prefix;         /* object name prefix without slashes at either end, "" */
+    char *witness_storage_url;    /* "https://storage.googleapis.com" unless overridden */
 };
 
 struct baton_config {

@@ -43,6 +43,7 @@ enum op_kind {
     OP_SA_ID,      /* token_uri with target_audience: an ID token */
     OP_SA_TOKEN,   /* token_uri with scope: baton's access token */
     OP_IAM_ID,     /* IAM Credentials generateIdToken: an impersonated ID token */
+    OP_ACCESS,     /* a wait for baton's access token itself (google_source_access_token) */
 };
 
 struct google;
@@ -326,6 +327,8 @@ static const char *endpoint_name(enum op_kind k)
         return "OAuth token endpoint (token_uri)";
     case OP_IAM_ID:
         return "IAM Credentials generateIdToken";
+    case OP_ACCESS:
+        return "access token";
     }
     return "Google endpoint";
 }
@@ -427,6 +430,8 @@ static void access_token_done(struct google *g, enum identity_failure f, int sta
         w->prev = w->next = NULL;
         if (d)
             op_finish(w, NULL, f, status, d);
+        else if (w->kind == OP_ACCESS)
+            op_finish(w, g->access_token, 0, 200, NULL);
         else
             submit_iam(w);
         w = next;
@@ -438,7 +443,10 @@ static void need_access_token(struct op *op)
 {
     struct google *g = op->g;
     if (g->access_token && g->access_valid_until_ms > now_ms()) {
-        submit_iam(op);
+        if (op->kind == OP_ACCESS)
+            op_finish(op, g->access_token, 0, 200, NULL);
+        else
+            submit_iam(op);
         return;
     }
     list_add(&g->waiters, op);
@@ -538,6 +546,7 @@ static void on_http_done(struct http_response *resp, void *arg)
         token = xstrndup(resp->body, resp->body_len);
         op_finish(op, token, 0, 200, NULL);
         break;
+    case OP_ACCESS: /* never submitted: it waits on the access-token fetch */
     case OP_SA_ID:
     case OP_IAM_ID:
         token = json_body_string(resp->body, resp->body_len,
@@ -839,4 +848,81 @@ int google_source_new(struct event_base *bg, struct http_client *http,
 fail:
     google_free(g);
     return -1;
+}
+
+/* ------------------------------------------------- baton's own access token */
+
+void google_source_access_token(void *ctx, identity_mint_done done, void *arg)
+{
+    struct google *g = ctx;
+    if (g->source == GOOGLE_LOCAL) {
+        struct identity_mint_result res = {
+            .failure = IDENTITY_FAIL_CREDENTIALS,
+            .detail = "\"local\" credentials have no Google access token: use \"metadata\" or "
+                      "{\"service_account_key\": PATH}"};
+        done(arg, &res);
+        return;
+    }
+    need_access_token(op_new(g, OP_ACCESS, NULL, NULL, done, arg));
+}
+
+void google_source_access_token_drop(void *ctx)
+{
+    struct google *g = ctx;
+    scrub_free(g->access_token);
+    g->access_token = NULL;
+}
+
+/* ------------------------------------------------------- instance metadata */
+
+bool google_metadata_expected(const struct cfg_google *cfg)
+{
+    const char *env = getenv("GCE_METADATA_HOST"), *ks = getenv("K_SERVICE");
+    if (cfg->source != GOOGLE_METADATA)
+        return false;
+    return (ks && *ks) || (env && *env) ||
+           (cfg->metadata_host && strcmp(cfg->metadata_host, GOOGLE_DEFAULT_METADATA_HOST) != 0);
+}
+
+char *google_metadata_instance_id(const struct cfg_google *cfg, unsigned timeout_ms, char *err,
+                                  size_t errlen)
+{
+    static const char *const hdrs[] = {"Metadata-Flavor: Google"};
+    const char *host = cfg->metadata_host && *cfg->metadata_host ? cfg->metadata_host
+                                                                 : GOOGLE_DEFAULT_METADATA_HOST;
+    char *url = NULL, *id = NULL;
+    const char *flavor;
+    struct http_response *resp = NULL;
+
+    if (!host_ok(host)) {
+        snprintf(err, errlen, "metadata host \"%.100s\" is not a host[:port]", host);
+        goto out;
+    }
+    url = xasprintf("http://%s/computeMetadata/v1/instance/id", host);
+    resp = http_fetch_sync(&(struct http_request){.method = "GET", .url = url, .headers = hdrs,
+                                                  .n_headers = 1, .timeout_ms = timeout_ms,
+                                                  .max_body = 256, .allow_http = true,
+                                                  .allow_metadata_http = true});
+    if (resp->error != HTTP_ERR_NONE) {
+        snprintf(err, errlen, "%s: %s", http_error_name(resp->error), resp->msg);
+        goto out;
+    }
+    flavor = http_response_header(resp, "Metadata-Flavor");
+    if (resp->status != 200 || !flavor || strcmp(flavor, "Google") != 0) {
+        snprintf(err, errlen, "HTTP %d%s", resp->status,
+                 flavor ? "" : " without Metadata-Flavor: Google");
+        goto out;
+    }
+    if (!resp->body_len || resp->body_len > 128 ||
+        strspn(resp->body, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+            resp->body_len) {
+        snprintf(err, errlen, "the answer is not an instance id");
+        goto out;
+    }
+    id = xstrndup(resp->body, resp->body_len);
+out:
+    if (resp)
+        http_response_free(resp);
+    free(url);
+    return id;
 }

@@ -57,6 +57,32 @@ int google_source_new(struct event_base *bg, struct http_client *http,
  */
 int google_sa_key_validate(const char *path, char *err, size_t errlen);
 
+/*
+ * baton's own OAuth access token (scope cloud-platform), for the calls baton
+ * makes as itself (the audit witness's Cloud Storage uploads). `ctx` is the
+ * ctx of a source google_source_new built (not yet handed to an identity).
+ * `done` runs once on the source's base, possibly before this returns, with
+ * res->token the access token (not a JWT; borrowed for the call) or a failure.
+ * The token is cached as for impersonation; "local" credentials fail.
+ */
+void google_source_access_token(void *ctx, identity_mint_done done, void *arg);
+/* Forgets the cached access token (a call using it got 401). */
+void google_source_access_token_drop(void *ctx);
+
+/*
+ * True when the metadata server is expected to answer: credentials
+ * "metadata" and either Cloud Run (K_SERVICE set), $GCE_METADATA_HOST, or a
+ * configured google.metadata_host.
+ */
+bool google_metadata_expected(const struct cfg_google *cfg);
+/*
+ * The instance id from the metadata server (/computeMetadata/v1/instance/id),
+ * fetched synchronously within timeout_ms: for startup only (the audit open
+ * record), never the request path. Owned, or NULL with the reason in err.
+ */
+char *google_metadata_instance_id(const struct cfg_google *cfg, unsigned timeout_ms, char *err,
+                                  size_t errlen);
+
 /* Exposed for tests. */
 
 /* application/x-www-form-urlencoded / query encoding of s; owned. */

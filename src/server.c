@@ -63,8 +63,10 @@
 #include <openssl/ssl.h>
 
 #include "audit.h"
+#include "audit_witness.h"
 #include "authn.h"
 #include "cli.h"
+#include "google.h"
 #include "http1.h"
 #include "http_client.h"
 #include "identity.h"
@@ -543,7 +545,8 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         }
         rec.bytes_out = r->bytes_out;
         rec.duration_ms = (int64_t)(total / 1000000);
-        always = g.audit_cfg.fsync == FSYNC_ALWAYS;
+        /* always and group: the response waits for its record's fsync */
+        always = g.audit_cfg.fsync == FSYNC_ALWAYS || g.audit_cfg.fsync == FSYNC_GROUP;
         if (always) {
             struct durable_note *note = xcalloc(1, sizeof(*note));
             note->c = c;
@@ -1886,7 +1889,27 @@ int cmd_serve(int argc, char **argv)
     g.audit_cfg.on_failure = rt->cfg->audit.on_failure;
     g.audit_cfg.path = rt->cfg->audit.path ? xstrdup(rt->cfg->audit.path) : NULL;
     g.audit_cfg.signing_key = rt->cfg->audit.signing_key ? xstrdup(rt->cfg->audit.signing_key) : NULL;
-    g.audit = audit_open(&rt->cfg->audit, err, sizeof(err));
+    {
+        /* the open record names the instance; the witness keeps its own copy
+         * of the open record and every checkpoint (docs/audit.md) */
+        struct audit_open_opts ao = {0};
+        char *iid = NULL;
+        if (google_metadata_expected(&rt->cfg->google)) {
+            iid = google_metadata_instance_id(&rt->cfg->google, 1000, err, sizeof(err));
+            if (!iid)
+                log_msg(LOG_WARNING, "audit: no instance id from the metadata server (%s); "
+                                     "the open record says null", err);
+        }
+        ao.instance_id = iid;
+        ao.witness = audit_witness_new(&rt->cfg->audit, &rt->cfg->google, err, sizeof(err));
+        if (!ao.witness && err[0]) {
+            free(iid);
+            log_msg(LOG_ERROR, "%s", err);
+            goto out;
+        }
+        g.audit = audit_open_with(&rt->cfg->audit, &ao, err, sizeof(err));
+        free(iid);
+    }
     if (!g.audit) {
         log_msg(LOG_ERROR, "audit log: %s", err);
         goto out;

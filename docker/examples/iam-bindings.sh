@@ -44,6 +44,23 @@ gcloud run services add-iam-policy-binding cleanup --project "$PROJECT_ID" --reg
 gcloud run services update baton-gateway --project "$PROJECT_ID" --region "$REGION" \
     --no-invoker-iam-check
 
+# 5. Audit evidence (docs/audit.md "Witness", "The evidence path on Cloud Run").
+#    The witness bucket: baton may create objects there and nothing else (no
+#    read, no overwrite, no delete: roles/storage.objectCreator), and a locked
+#    retention policy keeps every object for 400 days whoever asks. Locking is
+#    irreversible: the lock line stays commented until the period is right.
+WITNESS_BUCKET=${WITNESS_BUCKET:-example-baton-audit-witness}
+gcloud storage buckets create "gs://${WITNESS_BUCKET}" --project "$PROJECT_ID" \
+    --location "$REGION" --uniform-bucket-level-access --public-access-prevention
+gcloud storage buckets update "gs://${WITNESS_BUCKET}" --retention-period=400d
+# gcloud storage buckets update "gs://${WITNESS_BUCKET}" --lock-retention-period
+gcloud storage buckets add-iam-policy-binding "gs://${WITNESS_BUCKET}" \
+    --member "serviceAccount:${BATON_SA}" --role roles/storage.objectCreator
+#    The checkpoint signing key, from Secret Manager, readable by baton only.
+gcloud services enable secretmanager.googleapis.com --project "$PROJECT_ID"
+gcloud secrets add-iam-policy-binding baton-audit-signing-key --project "$PROJECT_ID" \
+    --member "serviceAccount:${BATON_SA}" --role roles/secretmanager.secretAccessor
+
 # Check: who may mint as the step account, who may invoke billing.
 gcloud iam service-accounts get-iam-policy "$STEP_SA" --project "$PROJECT_ID"
 gcloud run services get-iam-policy billing --project "$PROJECT_ID" --region "$REGION"

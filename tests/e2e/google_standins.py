@@ -6,6 +6,7 @@ request against what Google's own client libraries send:
   metadata  GET /computeMetadata/v1/instance/service-accounts/default/identity
             ?audience=AUD&format=full   with Metadata-Flavor: Google
             .../default/token, .../default/email (same header)
+            GET /computeMetadata/v1/instance/id (same header): `instance_id`
             every answer carries Metadata-Flavor: Google
   oauth     POST /token  application/x-www-form-urlencoded
             grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT
@@ -104,6 +105,7 @@ class GoogleStandins:
         self.sa_key_id = sa_key_id
         self.sa_email = sa_email
         self.token_uri = token_uri  # what the assertion's aud must be
+        self.instance_id = "00bf4bf02d2a5c3e8a1e7f0c6f0a4d8e9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c"
         self.lock = threading.Lock()
         self.records = []
         self.faults = {}
@@ -193,6 +195,10 @@ class GoogleStandins:
             self.issued[hashlib.sha256(tok.encode()).hexdigest()] = claims
         return tok
 
+    def token_valid(self, tok):
+        with self.lock:
+            return self.access_tokens.get(tok, 0) > time.time()
+
     def access_token(self):
         tok = "ya29.standin-" + hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:40]
         with self.lock:
@@ -240,6 +246,8 @@ class GoogleStandins:
         path = u.path
         if path.startswith(META):
             endpoint = {"identity": "identity", "token": "mtoken", "email": "email"}.get(path[len(META):], "meta?")
+        elif path == "/computeMetadata/v1/instance/id":
+            endpoint = "instance_id"
         elif path == "/token":
             endpoint = "oauth"
         elif path.startswith(IAM_PREFIX) and path.endswith(":generateIdToken"):
@@ -266,7 +274,7 @@ class GoogleStandins:
             return
         if fault == "slow":
             time.sleep(self.slow_s)
-        meta = endpoint in ("identity", "mtoken", "email")
+        meta = endpoint in ("identity", "mtoken", "email", "instance_id")
         flavor = meta and fault != "no_flavor"
         if fault in ("500", "403", "404"):
             code = int(fault)
@@ -290,6 +298,8 @@ class GoogleStandins:
                 tok, life = self.access_token()
                 return self._answer(h, 200, {"access_token": tok, "expires_in": life, "token_type": "Bearer"},
                                     flavor=flavor)
+            if endpoint == "instance_id":
+                return self._answer(h, 200, self.instance_id, "application/text", flavor=flavor)
             return self._answer(h, 200, self.own_email, "application/text", flavor=flavor)
 
         if endpoint == "oauth":

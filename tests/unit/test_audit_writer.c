@@ -36,6 +36,7 @@
 #include <openssl/pem.h>
 
 #include "audit.h"
+#include "audit_witness.h"
 #include "util.h"
 #include "tap.h"
 
@@ -168,7 +169,8 @@ static int write_mode(int argc, char **argv)
     for (int i = 3; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--fsync"))
-            cfg.fsync = !strcmp(v, "always") ? FSYNC_ALWAYS : !strcmp(v, "batch") ? FSYNC_BATCH : FSYNC_NONE;
+            cfg.fsync = !strcmp(v, "always") ? FSYNC_ALWAYS : !strcmp(v, "batch") ? FSYNC_BATCH
+                        : !strcmp(v, "group") ? FSYNC_GROUP : FSYNC_NONE;
         else if (!strcmp(k, "--on-failure"))
             cfg.on_failure = !strcmp(v, "allow") ? ON_FAILURE_ALLOW : ON_FAILURE_DENY;
         else if (!strcmp(k, "--key"))
@@ -199,6 +201,8 @@ static int write_mode(int argc, char **argv)
                 perror("setrlimit");
                 return 2;
             }
+        } else if (!strcmp(k, "--witness-dir")) {
+            cfg.witness_dir = (char *)v;
         } else {
             fprintf(stderr, "unknown option %s\n", k);
             return 2;
@@ -207,7 +211,16 @@ static int write_mode(int argc, char **argv)
     if (o.threads < 1 || o.threads > 16)
         return 2;
     signal(SIGUSR1, on_usr1);
-    o.log = audit_open(&cfg, err, sizeof(err));
+    {
+        struct cfg_google g = {0};
+        struct audit_open_opts ao = {0};
+        ao.witness = audit_witness_new(&cfg, &g, err, sizeof(err));
+        if (!ao.witness && err[0]) {
+            say("open failed: %s\n", err);
+            return 1;
+        }
+        o.log = audit_open_with(&cfg, &ao, err, sizeof(err));
+    }
     if (!o.log) {
         say("open failed: %s\n", err);
         return 1;

@@ -298,8 +298,8 @@ static void test_types(void)
                "token_header other than the two is refused");
     fails_with("upstream", "\"identity\": \"both\"", "\"both\" is not one of \"google\" or \"none\"",
                "identity other than google/none is refused");
-    fails_with("audit", "\"fsync\": \"sometimes\"", "is not one of \"always\", \"batch\" or \"none\"",
-               "fsync other than always/batch/none is refused");
+    fails_with("audit", "\"fsync\": \"sometimes\"", "is not one of \"always\", \"batch\", \"none\" or \"group\"",
+               "fsync other than always/batch/none/group is refused");
     fails_with("audit", "\"on_failure\": \"ignore\"", "is not one of \"deny\" or \"allow\"",
                "on_failure other than deny/allow is refused");
     fails_with("audit", "\"record_headers\": {}", "expected an array of strings, got an object",
