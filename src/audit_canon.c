@@ -284,7 +284,7 @@ int audit_canon_record(const json_t *rec, char *out, size_t cap, size_t *len, ch
         snprintf(why, whylen, "unknown kind");
         return -1;
     }
-    snprintf(what, sizeof(what), "a %s record", json_string_value(kind));
+    snprintf(what, sizeof(what), "the %s record", json_string_value(kind));
     put_object(&o, rec, tables, 2, what, 0);
     if (o.failed)
         return -1;
