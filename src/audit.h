@@ -269,13 +269,15 @@ struct audit_chain_summary {
     uint64_t checkpoint_seq;
     char checkpoint_ts[32];
     uint64_t unsigned_after; /* records after its last checkpoint (all of them without one) */
+    uint64_t unclean_stops; /* open records that declare an unclean stop before them */
+    char unclean[256];      /* the last one's unclean_stop members, "name=value ..." */
 };
 
 /* Verify options; see audit_verifier_set. */
 struct audit_verify_opts {
     bool live;              /* records after the last checkpoint are reported, not a break */
     bool from_genesis;      /* every chain must begin at seq 0 */
-    const struct audit_witness *witness; /* borrowed, valid until audit_verifier_free; or NULL */
+    const struct audit_vwitness *witness; /* borrowed, valid until audit_verifier_free; or NULL */
 };
 
 struct audit_verifier;
@@ -300,7 +302,7 @@ int audit_verifier_finish(struct audit_verifier *v);
 const struct audit_verify_result *audit_verifier_result(const struct audit_verifier *v);
 void audit_verifier_free(struct audit_verifier *v);
 
-struct audit_witness;
+struct audit_vwitness;
 /* Sets the options (copied) before the first record. */
 void audit_verifier_set(struct audit_verifier *v, const struct audit_verify_opts *o);
 /* The chains read so far, in the order met (*n of them); borrowed, valid

@@ -46,10 +46,20 @@ static const struct member request_m[] = {
     {"step", NULL},       {"dry_run", NULL},   {"policy", policy_m},  {"caller", caller_m},
     {"request", reqdetail_m}, {"upstream", upstream_m}, {"bytes_out", NULL},
     {"duration_ms", NULL}, {"worker", NULL},   {"truncated", NULL},   {NULL, NULL}};
+/* instance and unclean_stop: the open record's members the witness and
+ * crash-recovery writer adds (docs/audit.md "open"). */
+static const struct member instance_m[] = {
+    {"service", NULL}, {"revision", NULL}, {"configuration", NULL}, {"id", NULL},
+    {"host", NULL},    {"pid", NULL},      {"started", NULL},       {NULL, NULL}};
+static const struct member unclean_m[] = {
+    {"log", NULL},      {"pid", NULL},     {"started", NULL},          {"fsync", NULL},
+    {"last_seq", NULL}, {"last_ts", NULL}, {"missing_from_seq", NULL}, {"window_from", NULL},
+    {"window_to", NULL}, {NULL, NULL}};
 static const struct member open_m[] = {
     {"start", NULL},      {"baton", NULL},      {"host", NULL},        {"pid", NULL},
     {"fsync", NULL},      {"on_failure", NULL}, {"key_id", NULL},      {"torn_bytes", NULL},
-    {"torn_sha256", NULL}, {"prev_file", NULL}, {NULL, NULL}};
+    {"torn_sha256", NULL}, {"prev_file", NULL}, {"instance", instance_m},
+    {"unclean_stop", unclean_m}, {NULL, NULL}};
 static const struct member rotate_m[] = {{"cause", NULL}, {"prev_file", NULL}, {NULL, NULL}};
 static const struct member lost_m[] = {
     {"count", NULL}, {"refused", NULL}, {"since", NULL}, {"error", NULL}, {NULL, NULL}};
@@ -342,10 +352,9 @@ static void append(char *out, size_t cap, size_t *n, const char *s)
     out[*n] = '\0';
 }
 
-static void describe(const char *prefix, const char *key, const json_t *v, char *out, size_t cap,
-                     size_t *n)
+static void describe(const char *key, const json_t *v, char *out, size_t cap, size_t *n)
 {
-    char num[32];
+    char num[32], cut[129];
     const char *text;
 
     if (json_is_string(v)) {
@@ -359,49 +368,44 @@ static void describe(const char *prefix, const char *key, const json_t *v, char 
     } else if (json_is_true(v) || json_is_false(v)) {
         text = json_is_true(v) ? "true" : "false";
     } else {
-        return; /* null, arrays: nothing to say */
+        return; /* null, arrays, objects: nothing to say */
     }
     if (*n)
         append(out, cap, n, " ");
-    if (prefix) {
-        append(out, cap, n, prefix);
-        append(out, cap, n, ".");
-    }
     append(out, cap, n, key);
     append(out, cap, n, "=");
-    {
-        char cut[129];
-        snprintf(cut, sizeof(cut), "%s", text);
-        append(out, cap, n, cut);
-    }
+    snprintf(cut, sizeof(cut), "%s", text);
+    append(out, cap, n, cut);
 }
 
-void audit_canon_instance(const json_t *open_rec, char *out, size_t cap)
+void audit_canon_describe(const json_t *obj, char *out, size_t cap)
 {
-    static const char *const chain_own[] = {"v",          "seq",        "prev",        "log",
-                                            "kind",       "ts",         "start",       "baton",
-                                            "fsync",      "on_failure", "key_id",      "torn_bytes",
-                                            "torn_sha256", "prev_file"};
-    const char *key, *k2;
-    json_t *val, *v2;
+    const char *key;
+    json_t *val;
     size_t n = 0;
 
     if (!cap)
         return;
     out[0] = '\0';
-    if (!json_is_object(open_rec))
+    if (json_is_object(obj))
+        json_object_foreach((json_t *)obj, key, val)
+            describe(key, val, out, cap, &n);
+}
+
+void audit_canon_instance(const json_t *open_rec, char *out, size_t cap)
+{
+    const json_t *inst = json_object_get(open_rec, "instance");
+    size_t n = 0;
+
+    if (json_is_object(inst)) {
+        audit_canon_describe(inst, out, cap);
         return;
-    json_object_foreach((json_t *)open_rec, key, val) {
-        bool own = false;
-        for (size_t i = 0; i < sizeof(chain_own) / sizeof(chain_own[0]) && !own; i++)
-            own = !strcmp(chain_own[i], key);
-        if (own)
-            continue;
-        if (json_is_object(val)) {
-            json_object_foreach(val, k2, v2)
-                describe(key, k2, v2, out, cap, &n);
-        } else {
-            describe(NULL, key, val, out, cap, &n);
-        }
+    }
+    if (!cap)
+        return;
+    out[0] = '\0';
+    if (json_is_object(open_rec)) { /* a writer before `instance`: host and pid */
+        describe("host", json_object_get(open_rec, "host"), out, cap, &n);
+        describe("pid", json_object_get(open_rec, "pid"), out, cap, &n);
     }
 }

@@ -45,13 +45,14 @@ int audit_canon_record(const json_t *rec, char *out, size_t cap, size_t *len, ch
 int audit_canon_key(const char *line, size_t len, char log_id[33], uint64_t *seq);
 
 /*
- * Describes the instance an `open` record names, as "name=value ..." from
- * its members other than the chain's own (v, seq, prev, log, kind, ts,
- * start, baton, fsync, on_failure, key_id, torn_*, prev_file): host, pid,
- * and whatever the writer adds (service, revision, instance id...), members
- * of a nested object flattened as "object.name=value". Strings are cut and
- * control bytes shown as '?'. Writes "" when none; never fails.
+ * Describes the instance an `open` record names, as "name=value ..." from its
+ * `instance` object (service, revision, configuration, id, host, pid,
+ * started; null members left out), or from its host and pid when it has
+ * none. Strings are cut and control bytes shown as '?'. Writes "" when
+ * there is nothing to say; never fails.
  */
 void audit_canon_instance(const json_t *open_rec, char *out, size_t cap);
+/* The same for any object's scalar members (an open record's unclean_stop). */
+void audit_canon_describe(const json_t *obj, char *out, size_t cap);
 
 #endif

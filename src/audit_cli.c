@@ -348,6 +348,9 @@ static void print_chain(const struct audit_chain_summary *c, bool signatures)
                c->first_seq, c->last_seq, c->first_seq - 1, c->records, c->requests);
     printf("  time:   %s .. %s\n", c->first_ts, c->last_ts);
     printf("  head:   %s\n", c->head);
+    if (c->unclean_stops)
+        printf("  UNCLEAN STOP: %" PRIu64 " start(s) after a crash; records of the stopped run "
+               "may be missing; the last: %s\n", c->unclean_stops, c->unclean);
     if (c->has_checkpoint && !c->unsigned_after)
         printf("  ended:  cleanly: its last record is a checkpoint%s (seq %" PRIu64 ", %s)\n",
                signatures ? ", signed" : "", c->checkpoint_seq, c->checkpoint_ts);
@@ -361,7 +364,7 @@ static void print_chain(const struct audit_chain_summary *c, bool signatures)
 }
 
 static void print_summary(const struct audit_verify_result *r, const struct audit_chain_summary *c,
-                          size_t nc, const struct audit_witness *w, uint64_t duplicates, bool live)
+                          size_t nc, const struct audit_vwitness *w, uint64_t duplicates, bool live)
 {
     printf("verified: %" PRIu64 " file(s), %" PRIu64 " records (%" PRIu64 " requests, %" PRIu64
            " checkpoints, %" PRIu64 " open, %" PRIu64 " rotate, %" PRIu64 " lost), %" PRIu64
@@ -397,7 +400,7 @@ static void print_summary(const struct audit_verify_result *r, const struct audi
     if (w)
         printf("witness:  %" PRIu64 " chain(s), %" PRIu64 " witnessed record(s) equal in the "
                "inputs%s\n", r->witness_chains, r->witnessed,
-               audit_witness_skipped(w) ? " (files not of the layout skipped)" : "");
+               audit_vwitness_skipped(w) ? " (files not of the layout skipped)" : "");
 }
 
 static int verify(int argc, char **argv)
@@ -406,7 +409,7 @@ static int verify(int argc, char **argv)
     char *pem = NULL, *buf = NULL, err[512] = "";
     size_t pemlen = 0, nfiles = 0, nc;
     struct audit_verifier *v = NULL;
-    struct audit_witness *w = NULL;
+    struct audit_vwitness *w = NULL;
     struct audit_verify_opts opts = {0};
     struct input *in = NULL;
     const struct audit_verify_result *r;
@@ -459,7 +462,7 @@ static int verify(int argc, char **argv)
         fprintf(stderr, "baton: --pubkey %s: %s\n", pubkey, err);
         goto out;
     }
-    if (witness_dir && !(w = audit_witness_load(witness_dir, err, sizeof(err)))) {
+    if (witness_dir && !(w = audit_vwitness_load(witness_dir, err, sizeof(err)))) {
         fprintf(stderr, "baton: %s\n", err);
         goto out;
     }
@@ -512,7 +515,7 @@ out:
     for (size_t i = 0; in && i < nfiles; i++)
         free(in[i].pre);
     free(in);
-    audit_witness_free(w);
+    audit_vwitness_free(w);
     audit_verifier_free(v);
     return rc;
 }

@@ -658,7 +658,12 @@ static void chain_add(struct audit_verifier *v, const struct parsed *p, const ch
         c->requests++;
     } else if (!strcmp(p->kind, "open")) {
         json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *unclean = json_object_get(j, "unclean_stop");
         audit_canon_instance(j, c->instance, sizeof(c->instance));
+        if (json_is_object(unclean)) {
+            c->unclean_stops++;
+            audit_canon_describe(unclean, c->unclean, sizeof(c->unclean));
+        }
         json_decref(j);
     }
 }
@@ -778,7 +783,7 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
     sha256_hex(line, len, h);
     if (v->opts.witness) {
         char wpath[512];
-        int w = audit_witness_compare(v->opts.witness, p.log, p.seq, line, len, wpath,
+        int w = audit_vwitness_compare(v->opts.witness, p.log, p.seq, line, len, wpath,
                                       sizeof(wpath));
         if (w < 0) {
             brk(v, AUDIT_BREAK_FORKED, &at,
@@ -903,25 +908,25 @@ static const struct audit_chain_summary *chain_of(const struct audit_verifier *v
 /* Every witnessed chain is in the inputs, through its last witnessed record. */
 static void witness_finish(struct audit_verifier *v)
 {
-    const struct audit_witness *w = v->opts.witness;
-    size_t n = audit_witness_chains(w);
+    const struct audit_vwitness *w = v->opts.witness;
+    size_t n = audit_vwitness_chains(w);
 
     v->res.witness_chains = n;
     for (size_t i = 0; i < n && !v->done; i++) {
-        struct audit_witness_chain wc;
+        struct audit_vwitness_chain wc;
         const struct audit_chain_summary *c;
         struct loc at = {.unit = 0};
-        audit_witness_chain(w, i, &wc);
+        audit_vwitness_chain(w, i, &wc);
         c = chain_of(v, wc.log_id);
         if (!c) {
-            audit_witness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
+            audit_vwitness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
             brk(v, AUDIT_BREAK_MISSING_CHAIN, &at,
                 "log %s%s%s%s is in the witness (%" PRIu64 " record(s), seq %" PRIu64
                 "..%" PRIu64 ") but not in the inputs: the chain was deleted, or its file or "
                 "export left out", wc.log_id, wc.instance[0] ? " (" : "", wc.instance,
                 wc.instance[0] ? ")" : "", wc.records, wc.first_seq, wc.last_seq);
         } else if (c->last_seq < wc.last_seq) {
-            audit_witness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
+            audit_vwitness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
             at.seq = wc.last_seq;
             at.has_seq = true;
             brk(v, AUDIT_BREAK_MISSING, &at,
@@ -929,7 +934,7 @@ static void witness_finish(struct audit_verifier *v)
                 "of seq %" PRIu64 ": records %" PRIu64 "..%" PRIu64 " (at least) were deleted",
                 wc.log_id, c->last_seq, wc.last_seq, c->last_seq + 1, wc.last_seq);
         } else if (c->first_seq > wc.first_seq) {
-            audit_witness_path(w, i, wc.first_seq, at.file, sizeof(at.file));
+            audit_vwitness_path(w, i, wc.first_seq, at.file, sizeof(at.file));
             at.seq = wc.first_seq;
             at.has_seq = true;
             brk(v, AUDIT_BREAK_MISSING, &at,

@@ -38,7 +38,7 @@ struct wchain {
     size_t n, cap;
 };
 
-struct audit_witness {
+struct audit_vwitness {
     char *dir;
     struct wchain *chains;
     size_t n, cap;
@@ -121,9 +121,9 @@ out:
     return rc;
 }
 
-struct audit_witness *audit_witness_load(const char *dir, char *err, size_t errlen)
+struct audit_vwitness *audit_vwitness_load(const char *dir, char *err, size_t errlen)
 {
-    struct audit_witness *w = xcalloc(1, sizeof(*w));
+    struct audit_vwitness *w = xcalloc(1, sizeof(*w));
     DIR *d = opendir(dir), *sub = NULL;
     struct dirent *e, *f;
 
@@ -196,11 +196,11 @@ fail:
         closedir(sub);
     if (d)
         closedir(d);
-    audit_witness_free(w);
+    audit_vwitness_free(w);
     return NULL;
 }
 
-void audit_witness_free(struct audit_witness *w)
+void audit_vwitness_free(struct audit_vwitness *w)
 {
     if (!w)
         return;
@@ -211,14 +211,14 @@ void audit_witness_free(struct audit_witness *w)
     free(w);
 }
 
-static const struct wchain *find_chain(const struct audit_witness *w, const char *log_id)
+static const struct wchain *find_chain(const struct audit_vwitness *w, const char *log_id)
 {
     struct wchain key;
     snprintf(key.log_id, sizeof(key.log_id), "%s", log_id);
     return bsearch(&key, w->chains, w->n, sizeof(*w->chains), cmp_chain);
 }
 
-int audit_witness_compare(const struct audit_witness *w, const char *log_id, uint64_t seq,
+int audit_vwitness_compare(const struct audit_vwitness *w, const char *log_id, uint64_t seq,
                           const char *line, size_t len, char *path, size_t pathlen)
 {
     const struct wchain *c = find_chain(w, log_id);
@@ -233,16 +233,16 @@ int audit_witness_compare(const struct audit_witness *w, const char *log_id, uin
     sha256_raw(line, len, h);
     if (!memcmp(h, r->hash, sizeof(h)))
         return 1;
-    audit_witness_path(w, (size_t)(c - w->chains), seq, path, pathlen);
+    audit_vwitness_path(w, (size_t)(c - w->chains), seq, path, pathlen);
     return -1;
 }
 
-size_t audit_witness_chains(const struct audit_witness *w)
+size_t audit_vwitness_chains(const struct audit_vwitness *w)
 {
     return w->n;
 }
 
-void audit_witness_chain(const struct audit_witness *w, size_t i, struct audit_witness_chain *out)
+void audit_vwitness_chain(const struct audit_vwitness *w, size_t i, struct audit_vwitness_chain *out)
 {
     const struct wchain *c = &w->chains[i];
     out->log_id = c->log_id;
@@ -252,13 +252,13 @@ void audit_witness_chain(const struct audit_witness *w, size_t i, struct audit_w
     out->records = c->n;
 }
 
-void audit_witness_path(const struct audit_witness *w, size_t i, uint64_t seq, char *out,
+void audit_vwitness_path(const struct audit_vwitness *w, size_t i, uint64_t seq, char *out,
                         size_t cap)
 {
     snprintf(out, cap, "%s/%s/%020" PRIu64 ".json", w->dir, w->chains[i].log_id, seq);
 }
 
-uint64_t audit_witness_skipped(const struct audit_witness *w)
+uint64_t audit_vwitness_skipped(const struct audit_vwitness *w)
 {
     return w->skipped;
 }

@@ -15,31 +15,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct audit_witness;
+struct audit_vwitness;
 
-/* Reads DIR. Owned (audit_witness_free), or NULL with err: DIR unreadable, a
+/* Reads DIR. Owned (audit_vwitness_free), or NULL with err: DIR unreadable, a
  * witness file unreadable, longer than a record, not a record, or naming
  * another log id or seq than its path. */
-struct audit_witness *audit_witness_load(const char *dir, char *err, size_t errlen);
-void audit_witness_free(struct audit_witness *w);
+struct audit_vwitness *audit_vwitness_load(const char *dir, char *err, size_t errlen);
+void audit_vwitness_free(struct audit_vwitness *w);
 
 /* Compares a record of the inputs with the witness: 0 when the witness has
  * no record at (log_id, seq), 1 when it has an equal one, -1 when its record
  * differs (its file's path written into path). */
-int audit_witness_compare(const struct audit_witness *w, const char *log_id, uint64_t seq,
+int audit_vwitness_compare(const struct audit_vwitness *w, const char *log_id, uint64_t seq,
                           const char *line, size_t len, char *path, size_t pathlen);
 
-struct audit_witness_chain {
-    const char *log_id;     /* borrowed, valid until audit_witness_free */
+struct audit_vwitness_chain {
+    const char *log_id;     /* borrowed, valid until audit_vwitness_free */
     const char *instance;   /* from its lowest witnessed open record, "" if none */
     uint64_t first_seq, last_seq, records;
 };
-size_t audit_witness_chains(const struct audit_witness *w);
-void audit_witness_chain(const struct audit_witness *w, size_t i, struct audit_witness_chain *out);
+size_t audit_vwitness_chains(const struct audit_vwitness *w);
+void audit_vwitness_chain(const struct audit_vwitness *w, size_t i, struct audit_vwitness_chain *out);
 /* The path of the witness file of (chain i, seq), into out. */
-void audit_witness_path(const struct audit_witness *w, size_t i, uint64_t seq, char *out,
+void audit_vwitness_path(const struct audit_vwitness *w, size_t i, uint64_t seq, char *out,
                         size_t cap);
 /* Files in DIR that are not of the layout (skipped). */
-uint64_t audit_witness_skipped(const struct audit_witness *w);
+uint64_t audit_vwitness_skipped(const struct audit_vwitness *w);
 
 #endif

@@ -325,6 +325,32 @@ int main(void)
            "a line beyond the cap is refused (%s)", why);
     }
 
+    /* the open record's instance and unclean_stop (written by the witness/crash writer) */
+    {
+        static const char want[] =
+            "{\"v\":1,\"seq\":9,\"prev\":\"p\",\"log\":\"l\",\"kind\":\"open\",\"ts\":\"t\","
+            "\"start\":\"restart\",\"baton\":\"1\",\"host\":\"h\",\"pid\":7,\"fsync\":\"batch\","
+            "\"on_failure\":\"deny\",\"key_id\":null,\"torn_bytes\":0,\"torn_sha256\":null,"
+            "\"prev_file\":null,\"instance\":{\"service\":\"baton\",\"revision\":\"baton-1\","
+            "\"configuration\":null,\"id\":\"00ab\",\"host\":\"h\",\"pid\":7,\"started\":\"t\"},"
+            "\"unclean_stop\":{\"log\":\"l\",\"pid\":6,\"started\":\"t0\",\"fsync\":\"batch\","
+            "\"last_seq\":8,\"last_ts\":\"t1\",\"missing_from_seq\":9,\"window_from\":\"t1\","
+            "\"window_to\":\"t\"}}";
+        json_t *j = json_loads(want, 0, NULL), *s = as_struct(j);
+        char inst[256];
+        ok(audit_canon_record(s, out, AUDIT_LINE_MAX + 1, &len, why, sizeof(why)) == 0 &&
+               !strcmp(out, want),
+           "an open record with instance and unclean_stop rebuilds in table order (%s)", why);
+        audit_canon_instance(j, inst, sizeof(inst));
+        is_str(inst, "service=baton revision=baton-1 id=00ab host=h pid=7 started=t",
+               "the instance is described from its members, nulls left out");
+        json_object_del(j, "instance");
+        audit_canon_instance(j, inst, sizeof(inst));
+        is_str(inst, "host=h pid=7", "without instance: host and pid");
+        json_decref(s);
+        json_decref(j);
+    }
+
     /* the key of a canonical line */
     {
         char id[33];
