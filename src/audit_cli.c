@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -51,7 +52,8 @@ enum in_kind { IN_LINES, IN_ARRAY, IN_NDJSON };
 struct input {
     const char *name;
     enum in_kind kind;
-    char *pre;     /* stdin: the bytes read to detect its kind, fed first */
+    int fd;        /* stdin, a pipe, a FIFO: kept open after detection; else -1 */
+    char *pre;     /* with fd: the bytes read to detect its kind, fed first */
     size_t prelen;
 };
 
@@ -115,13 +117,17 @@ static int detect(const char *name, const char *p, size_t n, enum in_kind *kind)
     return 0;
 }
 
-/* Reads the first bytes of each input to tell its kind. stdin's are kept. */
+/* Reads the first bytes of each input to tell its kind. A regular file is
+ * read again from its start; anything else (stdin, a pipe such as
+ * <(zcat ...)) cannot be, so it stays open and its first bytes are kept. */
 static int detect_input(struct input *in)
 {
     int fd = open_input(in->name), rc = -1;
     char *buf = xmalloc(PEEK_MAX);
     size_t n = 0;
+    struct stat st;
 
+    in->fd = -1;
     if (fd < 0)
         goto out;
     while (n < PEEK_MAX) {
@@ -138,7 +144,9 @@ static int detect_input(struct input *in)
     }
     if (detect(in->name, buf, n, &in->kind) != 0)
         goto out;
-    if (fd == STDIN_FILENO) {
+    if (fd == STDIN_FILENO || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        in->fd = fd;
+        fd = -1;
         in->pre = buf;
         in->prelen = n;
         buf = NULL;
@@ -156,8 +164,9 @@ out:
 static int read_input(struct input *in, char *buf, int (*feed)(void *, const char *, size_t),
                       void *arg)
 {
-    int fd = open_input(in->name), rc = 0;
+    int fd = in->fd >= 0 ? in->fd : open_input(in->name), rc = 0;
 
+    in->fd = -1; /* read once */
     if (fd < 0)
         return -1;
     if (in->prelen)
@@ -378,7 +387,9 @@ static void print_summary(const struct audit_verify_result *r, const struct audi
         printf("time:     %s .. %s\n", r->first_ts, r->last_ts);
         printf("head:     %s\n", r->head);
     }
-    if (r->signatures_checked)
+    if (r->signatures_checked && nc > 1)
+        printf("signed:   every chain's checkpoints by key %s\n", r->key_id);
+    else if (r->signatures_checked)
         printf("signed:   through seq %" PRIu64 " by key %s\n", r->signed_seq, r->key_id);
     else
         printf("signed:   not checked (no --pubkey); %" PRIu64 " checkpoints well-formed\n",
@@ -512,8 +523,11 @@ out:
         OPENSSL_cleanse(pem, pemlen);
     free(pem);
     free(buf);
-    for (size_t i = 0; in && i < nfiles; i++)
+    for (size_t i = 0; in && i < nfiles; i++) {
         free(in[i].pre);
+        if (in[i].fd > STDIN_FILENO)
+            close(in[i].fd);
+    }
     free(in);
     audit_vwitness_free(w);
     audit_verifier_free(v);

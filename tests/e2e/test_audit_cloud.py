@@ -172,6 +172,23 @@ def test_sink_files_in_any_order_with_duplicates_verify(fleet, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_pipes_and_redirected_stdin_are_read_once(fleet, tmp_path):
+    rng = random.Random(6)
+    f = tmp_path / "export.json"
+    f.write_bytes(cl.gcloud_read_json(entries_of(fleet["lines"], rng), rng))
+    a = tmp_path / "a.jsonl"
+    a.write_bytes(b"\n".join(fleet["lines"][0]) + b"\n")
+    # the bytes read to tell a pipe's kind are not read again from the pipe
+    r = subprocess.run(["bash", "-c", '"$0" audit verify <(cat "$1") <(cat "$2") --pubkey "$3"',
+                        str(BATON), str(f), str(a), str(fleet["pub"])],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "2 chain(s)" in r.stdout, r.stdout + r.stderr
+    with open(f, "rb") as stdin:
+        r = subprocess.run([str(BATON), "audit", "verify", "-", "--pubkey", str(fleet["pub"])],
+                           stdin=stdin, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "2 chain(s)" in r.stdout, r.stdout + r.stderr
+
+
 def test_a_json_lines_file_and_an_export_verify_together(fleet, tmp_path):
     rng = random.Random(3)
     a = tmp_path / "a.jsonl"
