@@ -249,6 +249,12 @@ enum audit_le_status audit_le_record(const char *entry, size_t elen, char *out, 
         snprintf(why, whylen, "a LogEntry whose jsonPayload is not an object");
         goto out;
     }
+    if (!json_object_get(payload, "v") && !json_object_get(payload, "seq") &&
+        !json_object_get(payload, "log") && !json_object_get(payload, "kind")) {
+        snprintf(why, whylen, "a jsonPayload that is not an audit record (no v, seq, log or kind): "
+                 "export only baton's stdout log (its own log lines go to stderr)");
+        goto out;
+    }
     st = AUDIT_LE_BAD_RECORD;
     if (json_object_get(e, "split")) {
         snprintf(why, whylen, "a split LogEntry: a record is never longer than 65536 bytes");

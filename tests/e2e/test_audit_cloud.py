@@ -360,6 +360,8 @@ BAD_INPUT = [
     ("an array element that is not an object", b'[\n  7,\n  {"insertId": "x"}\n]\n',
      "entry 1 is not a JSON object"),
     ("an export cut short", b'[\n  {"insertId": "x", "jsonPayload": {"v": 1', "cut short"),
+    ("a log line of baton's stderr", b'{"insertId": "x", "severity": "INFO", "jsonPayload": '
+     b'{"message": "listening", "component": "server"}}\n', "not an audit record"),
     ("invalid JSON in an entry", b'{"insertId": "x", "jsonPayload": {"v": 1,}}\n', "not JSON"),
 ]
 
