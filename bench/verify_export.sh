@@ -14,10 +14,10 @@ mkdir -p "$DIR/logs"
 i=0
 while [ $i -lt "$CHAINS" ]; do
     "$B/tests/unit/test_audit_writer" write "$DIR/logs/c$i.jsonl" --key "$DIR/k.pem" \
-        --count "$RECORDS" --threads 2 --fsync none > /dev/null
+        --count "$RECORDS" --threads 2 --fsync none --queue 1048576 > /dev/null
     i=$((i + 1))
 done
-/usr/bin/python3 "$B/bench/cloud_export.py" "$DIR/export" "$DIR"/logs/c*.jsonl
+nice /usr/bin/python3 "$B/bench/cloud_export.py" "$DIR/export" "$DIR"/logs/c*.jsonl
 du -sb "$DIR/export"
 /usr/bin/time -v "$B/baton" audit verify "$DIR"/export/stdout-*.json --pubkey "$DIR/pub.pem" \
     > "$DIR/out.txt" 2> "$DIR/time.txt" || { cat "$DIR/out.txt" "$DIR/time.txt"; exit 1; }

@@ -109,6 +109,15 @@ static void put_string(struct out *o, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         unsigned cp;
         size_t k;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            size_t j = i + 1; /* a run written as itself: one copy */
+            while (j < n && (unsigned char)s[j] >= 0x20 && (unsigned char)s[j] < 0x7f &&
+                   s[j] != '"' && s[j] != '\\')
+                j++;
+            put(o, s + i, j - i);
+            i = j;
+            continue;
+        }
         if (c < 0x80) {
             cp = c;
             k = 1;
