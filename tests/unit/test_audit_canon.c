@@ -127,6 +127,40 @@ static void fill(struct audit_record *r, const char *id, bool odd)
     r->duration_ms = odd ? -1 : 4;
 }
 
+/* Cloud Logging's special members of a structured line (Cloud Logging
+ * "Structured logging: special JSON fields"): a record must have none, at
+ * any level, and only [a-z0-9_] names (so never logging.googleapis.com/...). */
+static bool names_clear(const json_t *v, char *bad, size_t cap)
+{
+    static const char *const special[] = {"severity", "message", "time", "timestamp",
+                                          "timestampSeconds", "timestampNanos", "httpRequest"};
+    const char *k;
+    json_t *e;
+    size_t i;
+
+    if (json_is_array(v)) {
+        json_array_foreach((json_t *)v, i, e)
+            if (!names_clear(e, bad, cap))
+                return false;
+        return true;
+    }
+    if (!json_is_object(v))
+        return true;
+    json_object_foreach((json_t *)v, k, e) {
+        bool ok_name = *k != '\0';
+        for (const char *c = k; *c; c++)
+            ok_name &= (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
+        for (i = 0; i < sizeof(special) / sizeof(special[0]); i++)
+            ok_name &= strcmp(k, special[i]) != 0;
+        if (!ok_name || !names_clear(e, bad, cap)) {
+            if (!ok_name)
+                snprintf(bad, cap, "%s", k);
+            return false;
+        }
+    }
+    return true;
+}
+
 struct lines {
     char **v;
     size_t n;
@@ -278,6 +312,16 @@ int main(void)
             json_decref(s);
         }
         json_decref(j);
+    }
+    {
+        char bad[64] = "";
+        bool clear = true;
+        for (size_t i = 0; i < l.n && clear; i++) {
+            json_t *j = json_loads(l.v[i], 0, NULL);
+            clear = names_clear(j, bad, sizeof(bad));
+            json_decref(j);
+        }
+        ok(clear, "no member of any record is one of Cloud Logging's special fields (%s)", bad);
     }
     for (int k = 0; k < 5; k++)
         ok(kinds[k], "the log has a %s record", kind_names[k]);
