@@ -137,6 +137,20 @@ def test_the_raw_stdout_verifies_as_written(fleet, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_json_lines_with_a_witness(fleet, tmp_path):
+    """The witness works on baton's own files too (streamed, not indexed)."""
+    w = witness_dir(tmp_path / "witness", fleet["lines"])
+    files = []
+    for n, lines in enumerate(fleet["lines"]):
+        files.append(tmp_path / ("i%d.jsonl" % n))
+        files[-1].write_bytes(b"\n".join(lines) + b"\n")
+    r = verify(*files, "--pubkey", fleet["pub"], "--witness", w)
+    assert r.returncode == 0 and "witness:  2 chain(s)" in r.stdout, r.stdout + r.stderr
+    r = verify(files[0], "--pubkey", fleet["pub"], "--witness", w)
+    assert r.returncode == 1 and kind_of(r) == "missing_chain", r.stdout
+    assert json.loads(fleet["lines"][1][0])["log"] in r.stdout
+
+
 def test_a_gcloud_export_of_two_instances_verifies(fleet, tmp_path):
     rng = random.Random(1)
     f = tmp_path / "export.json"
