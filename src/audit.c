@@ -63,6 +63,7 @@
 #include <openssl/rand.h>
 
 #include "audit_witness.h"
+#include "audit_canon.h"
 #include "log.h"
 #include "redact.h"
 #include "util.h"
@@ -258,10 +259,20 @@ static void sb_cstr(struct sb *b, const char *s, size_t cap)
     sb_str(b, s, s ? strlen(s) : 0, cap);
 }
 
+/* A count or measure of a record: canonical form (audit_canon.h) wants every
+ * number within 2^53-1, which a double holds exactly; nothing baton counts
+ * gets there (9 PB, 285 years of ms), so the clamp only guards the form. */
+static void sb_count(struct sb *b, uint64_t v)
+{
+    sb_u64(b, v > (uint64_t)AUDIT_NUMBER_MAX ? (uint64_t)AUDIT_NUMBER_MAX : v);
+}
+
 static void sb_int_or_null(struct sb *b, bool known, int64_t v)
 {
     if (known)
-        sb_i64(b, v);
+        sb_i64(b, v > AUDIT_NUMBER_MAX    ? AUDIT_NUMBER_MAX
+                  : v < -AUDIT_NUMBER_MAX ? -AUDIT_NUMBER_MAX
+                                          : v);
     else
         sb_lit(b, "null");
 }
@@ -373,7 +384,7 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
     else
         sb_str(&b, r->request.user_agent, r->request.user_agent_len, CAP_UA);
     sb_lit(&b, ",\"bytes_in\":");
-    sb_u64(&b, r->request.bytes_in);
+    sb_count(&b, r->request.bytes_in);
     sb_lit(&b, ",\"headers\":[");
     for (size_t i = 0; i < r->request.n_headers; i++) {
         const struct audit_header *h = &r->request.headers[i];
@@ -413,7 +424,7 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
         sb_lit(&b, ",\"latency_ms\":");
         sb_int_or_null(&b, r->upstream.latency_ms >= 0, r->upstream.latency_ms);
         sb_lit(&b, ",\"bytes\":");
-        sb_u64(&b, r->upstream.bytes);
+        sb_count(&b, r->upstream.bytes);
         sb_lit(&b, ",\"identity\":");
         sb_cstr(&b, r->upstream.identity, CAP_IDENTITY);
         sb_lit(&b, ",\"audience\":");
@@ -423,7 +434,7 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
         sb_lit(&b, "null");
     }
     sb_lit(&b, ",\"bytes_out\":");
-    sb_u64(&b, r->bytes_out);
+    sb_count(&b, r->bytes_out);
     sb_lit(&b, ",\"duration_ms\":");
     sb_int_or_null(&b, r->duration_ms >= 0, r->duration_ms);
     sb_lit(&b, ",\"worker\":");

@@ -256,6 +256,8 @@ enum audit_break {
     AUDIT_BREAK_BAD_SIGNATURE, /* a checkpoint that does not verify with --pubkey */
     AUDIT_BREAK_UNSIGNED_TAIL, /* records after the last checkpoint, with --pubkey */
     AUDIT_BREAK_EMPTY,        /* no record at all */
+    AUDIT_BREAK_FORKED,       /* two different records with one seq (inputs, or input and witness) */
+    AUDIT_BREAK_MISSING_CHAIN, /* --witness: a witnessed chain absent from the inputs */
 };
 
 /* Stable name of a break kind ("edited", "unsigned_tail", ...). */
@@ -279,6 +281,33 @@ struct audit_verify_result {
     uint64_t signed_seq;    /* seq of the last verified checkpoint */
     bool signatures_checked;
     char key_id[65];        /* of the --pubkey key, "" without */
+    char unit;              /* what `line` counts: 'l' lines, 'e' LogEntry entries, 0 none */
+    uint64_t unsigned_records; /* --live: records after their chain's last checkpoint */
+    uint64_t witnessed;     /* --witness: records found equal to the witness's */
+    uint64_t witness_chains;
+};
+
+/* What the verifier learned of one chain (a log id), in the order met. */
+struct audit_chain_summary {
+    char log_id[33];
+    char instance[256];     /* from its last open record ("host=... pid=..."), "" if none */
+    uint64_t first_seq, last_seq, records, requests;
+    bool from_genesis;      /* it begins with its genesis record (seq 0) */
+    char first_ts[32], last_ts[32];
+    char head[65];          /* SHA-256 hex of its last record */
+    bool has_checkpoint;    /* a checkpoint was read (signed with --pubkey) */
+    uint64_t checkpoint_seq;
+    char checkpoint_ts[32];
+    uint64_t unsigned_after; /* records after its last checkpoint (all of them without one) */
+    uint64_t unclean_stops; /* open records that declare an unclean stop before them */
+    char unclean[256];      /* the last one's unclean_stop members, "name=value ..." */
+};
+
+/* Verify options; see audit_verifier_set. */
+struct audit_verify_opts {
+    bool live;              /* records after the last checkpoint are reported, not a break */
+    bool from_genesis;      /* every chain must begin at seq 0 */
+    const struct audit_vwitness *witness; /* borrowed, valid until audit_verifier_free; or NULL */
 };
 
 struct audit_verifier;
@@ -302,5 +331,27 @@ int audit_verifier_finish(struct audit_verifier *v);
 /* Borrowed, valid until audit_verifier_free. */
 const struct audit_verify_result *audit_verifier_result(const struct audit_verifier *v);
 void audit_verifier_free(struct audit_verifier *v);
+
+struct audit_vwitness;
+/* Sets the options (copied) before the first record. */
+void audit_verifier_set(struct audit_verifier *v, const struct audit_verify_opts *o);
+/* The chains read so far, in the order met (*n of them); borrowed, valid
+ * until the next call into v. */
+const struct audit_chain_summary *audit_verifier_chains(const struct audit_verifier *v, size_t *n);
+/*
+ * Records in chain order rather than as file bytes (LogEntry exports,
+ * audit_verify_index.c): begin_chain ends the chain before (its unsigned
+ * tail, a pending gap) and starts one with no record before it; record feeds
+ * one record line (len bytes, no newline; borrowed) found at `file` (copied),
+ * line or entry `no` (unit 'l' or 'e'). 0 to go on, 1 once a break was found.
+ */
+int audit_verifier_begin_chain(struct audit_verifier *v);
+int audit_verifier_record(struct audit_verifier *v, const char *file, char unit, uint64_t no,
+                          const char *line, size_t len);
+/* Records a break found outside the verifier (a fork between duplicates, an
+ * unreadable record); the first break wins. */
+void audit_verifier_fail(struct audit_verifier *v, enum audit_break kind, const char *file,
+                         char unit, uint64_t no, bool has_seq, uint64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
 
 #endif

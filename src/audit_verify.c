@@ -10,6 +10,13 @@
  * Checkpoints must be byte-exact canonical lines and, with a public key, carry
  * a valid Ed25519 signature over (log id, seq, head, ts, key id). The first
  * anomaly stops verification and is classified (docs/audit.md "Verify").
+ *
+ * Records may also come one by one in chain order (audit_verifier_record,
+ * for LogEntry exports: audit_verify_index.c) with an explicit start of each
+ * chain. Either way a summary is kept per chain (audit_chain_summary), and
+ * with a witness (audit_verify_witness.h) every witnessed record read is
+ * compared with the witness's, and at the end every witnessed chain must be
+ * in the inputs through its last witnessed record.
  */
 #include "audit.h"
 
@@ -23,10 +30,15 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include <jansson.h>
+
+#include "audit_canon.h"
+#include "audit_verify_witness.h"
 #include "util.h"
 
 struct loc {
     char file[256];
+    char unit; /* 'l' line, 'e' entry, 0: no position */
     uint64_t line;
     uint64_t seq;
     bool has_seq;
@@ -54,6 +66,12 @@ struct audit_verifier {
     struct loc pend_loc;
     uint64_t pend_expect;
     struct audit_verify_result res;
+    /* options, chain summaries, records fed by chain */
+    struct audit_verify_opts opts;
+    struct audit_chain_summary *chains; /* the last one is the current chain's */
+    size_t n_chains, cap_chains;
+    bool by_chain; /* audit_verifier_record: one chain after another */
+    char unit;     /* what line_no counts */
 };
 
 /* What a line says, once its form is checked. Strings are copies. */
@@ -92,6 +110,10 @@ const char *audit_break_name(enum audit_break b)
         return "unsigned_tail";
     case AUDIT_BREAK_EMPTY:
         return "empty";
+    case AUDIT_BREAK_FORKED:
+        return "forked";
+    case AUDIT_BREAK_MISSING_CHAIN:
+        return "missing_chain";
     }
     return "unknown";
 }
@@ -99,6 +121,7 @@ const char *audit_break_name(enum audit_break b)
 static void here(const struct audit_verifier *v, struct loc *l, uint64_t seq, bool has_seq)
 {
     snprintf(l->file, sizeof(l->file), "%s", v->file);
+    l->unit = v->unit;
     l->line = v->line_no;
     l->seq = seq;
     l->has_seq = has_seq;
@@ -115,6 +138,7 @@ static void brk(struct audit_verifier *v, enum audit_break kind, const struct lo
     v->done = true;
     v->res.kind = kind;
     snprintf(v->res.file, sizeof(v->res.file), "%s", at->file);
+    v->res.unit = at->unit;
     v->res.line = at->line;
     v->res.seq = at->seq;
     v->res.has_seq = at->has_seq;
@@ -581,6 +605,69 @@ static void unsigned_tail(struct audit_verifier *v, const char *what)
         v->unsigned_count, v->unsigned_loc.seq, v->seq, what);
 }
 
+/* Ends the current chain: its unsigned tail is a break, or with --live a
+ * figure of the summary. */
+static void end_chain(struct audit_verifier *v, const char *what)
+{
+    if (v->pub && v->unsigned_count) {
+        if (v->opts.live)
+            v->res.unsigned_records += v->unsigned_count;
+        else
+            unsigned_tail(v, what);
+    }
+    v->unsigned_count = 0;
+}
+
+static struct audit_chain_summary *new_chain(struct audit_verifier *v, const struct parsed *p,
+                                             bool genesis)
+{
+    struct audit_chain_summary *c;
+    if (v->n_chains == v->cap_chains) {
+        v->cap_chains = v->cap_chains ? 2 * v->cap_chains : 8;
+        v->chains = xrealloc(v->chains, v->cap_chains * sizeof(*v->chains));
+    }
+    c = &v->chains[v->n_chains++];
+    memset(c, 0, sizeof(*c));
+    memcpy(c->log_id, p->log, sizeof(c->log_id));
+    c->first_seq = p->seq;
+    c->from_genesis = genesis;
+    return c;
+}
+
+/* Adds an accepted record to its chain's summary. */
+static void chain_add(struct audit_verifier *v, const struct parsed *p, const char *line,
+                      size_t len, const char *hash)
+{
+    struct audit_chain_summary *c = &v->chains[v->n_chains - 1];
+    c->last_seq = p->seq;
+    c->records++;
+    memcpy(c->head, hash, sizeof(c->head));
+    if (!c->first_ts[0] || strcmp(p->ts, c->first_ts) < 0)
+        snprintf(c->first_ts, sizeof(c->first_ts), "%s", p->ts);
+    if (strcmp(p->ts, c->last_ts) > 0)
+        snprintf(c->last_ts, sizeof(c->last_ts), "%s", p->ts);
+    if (!strcmp(p->kind, "checkpoint")) {
+        c->has_checkpoint = true;
+        c->checkpoint_seq = p->seq;
+        snprintf(c->checkpoint_ts, sizeof(c->checkpoint_ts), "%s", p->ts);
+        c->unsigned_after = 0;
+        return;
+    }
+    c->unsigned_after++;
+    if (!strcmp(p->kind, "request")) {
+        c->requests++;
+    } else if (!strcmp(p->kind, "open")) {
+        json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *unclean = json_object_get(j, "unclean_stop");
+        audit_canon_instance(j, c->instance, sizeof(c->instance));
+        if (json_is_object(unclean)) {
+            c->unclean_stops++;
+            audit_canon_describe(unclean, c->unclean, sizeof(c->unclean));
+        }
+        json_decref(j);
+    }
+}
+
 static void on_line(struct audit_verifier *v, const char *line, size_t len)
 {
     struct parsed p;
@@ -608,9 +695,21 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
     }
     if (!v->have || genesis) {
         if (!v->have && !genesis && strcmp(p.kind, "open") && strcmp(p.kind, "rotate")) {
+            if (v->by_chain)
+                brk(v, AUDIT_BREAK_BAD_START, &at,
+                    "log %s begins with a %s record, not an open or rotate record: records "
+                    "before it are missing", p.log, p.kind);
+            else
+                brk(v, AUDIT_BREAK_BAD_START, &at,
+                    "the files begin with a %s record, not an open or rotate record: records "
+                    "before it are missing", p.kind);
+            return;
+        }
+        if (!genesis && v->opts.from_genesis) {
             brk(v, AUDIT_BREAK_BAD_START, &at,
-                "the files begin with a %s record, not an open or rotate record: records "
-                "before it are missing", p.kind);
+                "log %s begins at seq %" PRIu64 " (a %s record), not at its genesis: records "
+                "0..%" PRIu64 " are not in the inputs (--from-genesis)", p.log, p.seq, p.kind,
+                p.seq - 1);
             return;
         }
         if (v->have && !strcmp(p.log, v->res.log_id)) {
@@ -623,9 +722,10 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
             brk(v, AUDIT_BREAK_INSERTED, &at, "a genesis record inside a file: inserted");
             return;
         }
-        if (v->have && v->pub && v->unsigned_count) {
-            unsigned_tail(v, " before a new chain begins");
-            return;
+        if (v->have) {
+            end_chain(v, " before a new chain begins");
+            if (v->done)
+                return;
         }
         if (!v->have) {
             v->res.first_seq = p.seq;
@@ -633,6 +733,7 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
         }
         v->res.chains++;
         snprintf(v->res.log_id, sizeof(v->res.log_id), "%s", p.log);
+        new_chain(v, &p, genesis);
     } else {
         uint64_t expect = v->seq + 1;
         if (strcmp(p.log, v->res.log_id)) {
@@ -680,6 +781,19 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
             v->res.losts++;
     }
     sha256_hex(line, len, h);
+    if (v->opts.witness) {
+        char wpath[512];
+        int w = audit_vwitness_compare(v->opts.witness, p.log, p.seq, line, len, wpath,
+                                      sizeof(wpath));
+        if (w < 0) {
+            brk(v, AUDIT_BREAK_FORKED, &at,
+                "this record differs from the witness's record of seq %" PRIu64 " (%s): the "
+                "log was rewritten after the witness saw it", p.seq, wpath);
+            return;
+        }
+        v->res.witnessed += (uint64_t)w;
+    }
+    chain_add(v, &p, line, len, h);
     v->have = true;
     v->seq = p.seq;
     memcpy(v->hash, h, sizeof(h));
@@ -728,6 +842,7 @@ struct audit_verifier *audit_verifier_new(const char *pubkey_pem, size_t len, ch
 void audit_verifier_begin_file(struct audit_verifier *v, const char *name)
 {
     snprintf(v->file, sizeof(v->file), "%s", name);
+    v->unit = 'l';
     v->line_no = 0;
     v->blen = 0;
     v->file_empty = true;
@@ -781,6 +896,56 @@ int audit_verifier_end_file(struct audit_verifier *v)
     return v->done;
 }
 
+static const struct audit_chain_summary *chain_of(const struct audit_verifier *v,
+                                                  const char *log_id)
+{
+    for (size_t i = 0; i < v->n_chains; i++)
+        if (!strcmp(v->chains[i].log_id, log_id))
+            return &v->chains[i];
+    return NULL;
+}
+
+/* Every witnessed chain is in the inputs, through its last witnessed record. */
+static void witness_finish(struct audit_verifier *v)
+{
+    const struct audit_vwitness *w = v->opts.witness;
+    size_t n = audit_vwitness_chains(w);
+
+    v->res.witness_chains = n;
+    for (size_t i = 0; i < n && !v->done; i++) {
+        struct audit_vwitness_chain wc;
+        const struct audit_chain_summary *c;
+        struct loc at = {.unit = 0};
+        audit_vwitness_chain(w, i, &wc);
+        c = chain_of(v, wc.log_id);
+        if (!c) {
+            audit_vwitness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
+            brk(v, AUDIT_BREAK_MISSING_CHAIN, &at,
+                "log %s%s%s%s is in the witness (%" PRIu64 " record(s), seq %" PRIu64
+                "..%" PRIu64 ") but not in the inputs: the chain was deleted, or its file or "
+                "export left out", wc.log_id, wc.instance[0] ? " (" : "", wc.instance,
+                wc.instance[0] ? ")" : "", wc.records, wc.first_seq, wc.last_seq);
+        } else if (c->last_seq < wc.last_seq) {
+            audit_vwitness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
+            at.seq = wc.last_seq;
+            at.has_seq = true;
+            brk(v, AUDIT_BREAK_MISSING, &at,
+                "log %s ends at seq %" PRIu64 " in the inputs, but the witness holds its record "
+                "of seq %" PRIu64 ": records %" PRIu64 "..%" PRIu64 " (at least) were deleted",
+                wc.log_id, c->last_seq, wc.last_seq, c->last_seq + 1, wc.last_seq);
+        } else if (c->first_seq > wc.first_seq) {
+            audit_vwitness_path(w, i, wc.first_seq, at.file, sizeof(at.file));
+            at.seq = wc.first_seq;
+            at.has_seq = true;
+            brk(v, AUDIT_BREAK_MISSING, &at,
+                "log %s begins at seq %" PRIu64 " in the inputs, but the witness holds its "
+                "record of seq %" PRIu64 ": records %" PRIu64 "..%" PRIu64 " (at least) were "
+                "deleted", wc.log_id, c->first_seq, wc.first_seq, wc.first_seq,
+                c->first_seq - 1);
+        }
+    }
+}
+
 int audit_verifier_finish(struct audit_verifier *v)
 {
     if (v->done)
@@ -791,8 +956,10 @@ int audit_verifier_finish(struct audit_verifier *v)
         here(v, &at, 0, false);
         brk(v, AUDIT_BREAK_EMPTY, &at, "no records");
     }
-    if (!v->done && v->pub && v->unsigned_count)
-        unsigned_tail(v, "");
+    if (!v->done)
+        end_chain(v, "");
+    if (!v->done && v->opts.witness)
+        witness_finish(v);
     return v->done;
 }
 
@@ -807,5 +974,60 @@ void audit_verifier_free(struct audit_verifier *v)
         return;
     EVP_PKEY_free(v->pub);
     free(v->buf);
+    free(v->chains);
     free(v);
+}
+
+void audit_verifier_set(struct audit_verifier *v, const struct audit_verify_opts *o)
+{
+    v->opts = *o;
+}
+
+const struct audit_chain_summary *audit_verifier_chains(const struct audit_verifier *v, size_t *n)
+{
+    *n = v->n_chains;
+    return v->chains;
+}
+
+int audit_verifier_begin_chain(struct audit_verifier *v)
+{
+    v->by_chain = true;
+    if (v->done)
+        return 1;
+    resolve_pending(v, false, 0);
+    if (v->have && !v->done)
+        end_chain(v, "");
+    v->have = false;
+    return v->done;
+}
+
+int audit_verifier_record(struct audit_verifier *v, const char *file, char unit, uint64_t no,
+                          const char *line, size_t len)
+{
+    if (v->done)
+        return 1;
+    snprintf(v->file, sizeof(v->file), "%s", file);
+    v->unit = unit;
+    v->line_no = no;
+    v->file_empty = false;
+    on_line(v, line, len);
+    return v->done;
+}
+
+void audit_verifier_fail(struct audit_verifier *v, enum audit_break kind, const char *file,
+                         char unit, uint64_t no, bool has_seq, uint64_t seq, const char *fmt, ...)
+{
+    struct loc at;
+    char msg[512];
+    va_list ap;
+
+    snprintf(at.file, sizeof(at.file), "%s", file);
+    at.unit = unit;
+    at.line = no;
+    at.seq = seq;
+    at.has_seq = has_seq;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    brk(v, kind, &at, "%s", msg);
 }

@@ -36,7 +36,8 @@ static void usage(FILE *out)
           "       baton check   [-c FILE]\n"
           "       baton explain [-c FILE] --method M --path P [--host H] [--header 'N: v']...\n"
           "                     (--token JWT | --claims JSON) [--json]\n"
-          "       baton audit verify FILE... [--pubkey PEM]\n"
+          "       baton audit verify FILE... [--pubkey PEM] [--witness DIR] [--live]\n"
+          "                          [--from-genesis]\n"
           "       baton audit keygen --out PEM\n"
           "       baton version\n",
           out);
