@@ -349,15 +349,21 @@ static const char *status_word(int status)
 
 /*
  * Queues an error response for `reason` (status from reason_status only).
- * `extra` is one more header line without CRLF, or NULL.
+ * `extra` is one more header line without CRLF, or NULL: then a reason that
+ * is our failure gets its Retry-After (reason_retry_after_s).
  */
 static void send_error(struct conn *c, enum reason reason, const char *extra, bool close)
 {
     struct evbuffer *out = proxy_out(c->bev);
     int status = reason_status(reason);
-    char body[256];
+    char body[256], retry[40];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"request_id\":\"%s\"}\n",
                      status_word(status), c->req.request_id);
+
+    if (!extra && reason_retry_after_s(reason)) { /* ours: the caller should come back */
+        snprintf(retry, sizeof(retry), "Retry-After: %u", reason_retry_after_s(reason));
+        extra = retry;
+    }
 
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -827,6 +833,8 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     why = authn_verify(rt->authn, rt->caches[w->id % rt->n_workers], &c->token_hint, tok, tok_len,
                        r->ts_ms / 1000, &r->ar);
     metrics_token_cache(w->mw, r->ar.cache_hit);
+    if (why == REASON_KEYS_UNAVAILABLE)
+        goto error; /* our outage, not the caller's fault: 503, Retry-After */
     if (why != REASON_ALLOWED)
         goto refuse;
     r->authn_ok = true;
@@ -1215,7 +1223,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static const char overload_response[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    "Content-Length: 23\r\nConnection: close\r\n\r\n{\"error\":\"unavailable\"}";
+    "Content-Length: 23\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"error\":\"unavailable\"}";
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)

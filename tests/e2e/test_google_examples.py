@@ -72,3 +72,31 @@ def test_step_functions_sends_execution_header():
 def test_iam_bindings_script_grants_both_roles():
     text = (EX / "iam-bindings.sh").read_text()
     assert "roles/iam.serviceAccountOpenIdTokenCreator" in text and "roles/run.invoker" in text
+
+
+def test_step_functions_retries_what_baton_says_is_retryable():
+    """Every status baton answers with Retry-After (its own outages: 503, and the rate
+    limit: 429) and the upstream's 502/504 are retried; the caller's own failures
+    (401/403/404) never are, and the 503 backoff outlasts a cold instance's wait
+    for its keys (ready_timeout_ms) by a margin."""
+    import re
+    statuses = {int(m) for m in re.findall(r'X\([A-Z_0-9]+, "[a-z_0-9]+", (\d+)\)',
+                                           (SRCDIR / "src" / "reason.h").read_text())}
+    assert 503 in statuses and 429 in statuses
+    asl = json.loads((EX / "aws" / "state-machine.asl.json").read_text())
+    retriers = asl["States"][asl["StartAt"]]["Retry"]
+    retried = {}
+    for r in retriers:
+        for e in r["ErrorEquals"]:
+            retried[e] = r
+    for code in (429, 502, 503, 504):
+        assert "States.Http.StatusCode.%d" % code in retried, code
+    for code in (400, 401, 403, 404):
+        assert "States.Http.StatusCode.%d" % code not in retried, code
+    assert "States.ALL" not in retried
+    r = retried["States.Http.StatusCode.503"]
+    waits, wait = 0, r["IntervalSeconds"]
+    for _ in range(r["MaxAttempts"]):
+        waits += min(wait, r.get("MaxDelaySeconds", wait))
+        wait *= r["BackoffRate"]
+    assert waits >= 60, "503 retries span %d s: a cold start (30 s) plus an issuer blip" % waits

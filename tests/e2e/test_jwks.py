@@ -214,9 +214,13 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
         info = [i for i in doc["keys"]["issuers"] if i["name"] == "never"][0]
         assert info["loaded"] is False and "503" in info["last_error"]
         tok = never.mint(role_arn=ROLE, audience=AUD)
-        assert status(env, "/never/run", tok) == 401, "tokens of a never-loaded issuer fail"
-        assert eventually(lambda: [r["reason"] for r in env.audit_records()][-1:] ==
-                          ["keys_unavailable"], 3), "recorded as keys_unavailable"
+        st, hd, _ = env.request("GET", "/never/run", token=tok)
+        assert st == 503 and hd.get("retry-after") == "5", \
+            "tokens of a never-loaded issuer fail closed, retryable: our outage, not a 401"
+        assert "www-authenticate" not in hd, "nothing tells the caller to get a new token"
+        assert eventually(lambda: [(r["reason"], r["decision"], r["status"])
+                                   for r in env.audit_records()][-1:] ==
+                          [("keys_unavailable", "error", 503)], 3), "recorded as keys_unavailable"
         assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 200, \
             "other issuers are unaffected"
         never.up()

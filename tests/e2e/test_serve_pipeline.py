@@ -379,7 +379,7 @@ def test_503_identity_unavailable(tmp_path, up):
         assert st == 503 and json.loads(body)["identity"]["ready"] is False
         n = len(up.requests())
         st, hd, _ = e.request("GET", "/google/x", token=e.token())
-        assert st == 503
+        assert st == 503 and hd.get("retry-after") == "5", "our outage: the caller retries"
         assert len(up.requests()) == n, "nothing forwarded without the identity"
         assert e.request("GET", "/api/x", token=e.token())[0] == 200
     finally:
