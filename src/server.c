@@ -72,6 +72,7 @@
 #include "path.h"
 #include "policy.h"
 #include "proxy.h"
+#include "ready.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -80,6 +81,7 @@
 #define LINGER_MS 2000         /* after a close, how long unread client bytes are drained */
 #define CMD_DRAIN 1
 #define CMD_ABORT 2
+#define CMD_OPEN 4 /* the start gate opened: enable the listener (ready.h) */
 
 struct worker;
 
@@ -215,6 +217,8 @@ static struct server {
     struct event *sig_ev[4];
     int listen_port;
     const char *trace_project; /* $GOOGLE_CLOUD_PROJECT, for trace links */
+    struct admin_deps ready_deps; /* what /readyz, health_path and the start gate read */
+    struct ready_gate *gate;      /* owned: closes the serving port until ready */
 } g;
 
 static void conn_process(struct conn *c);
@@ -760,6 +764,38 @@ static enum reason prescan_chunked(struct evbuffer *in, size_t head_len, uint64_
     return REASON_ALLOWED;
 }
 
+/*
+ * health_path (a GET or HEAD of exactly that path, any query): the /readyz
+ * verdict and body on the serving port, for Cloud Run's HTTP startup and
+ * liveness probes, which cannot reach the loopback admin listener. A probe
+ * is not a routed request: no audit record, no request metrics.
+ */
+static void serve_health(struct conn *c, const struct http1_request *hreq, size_t head_len,
+                         bool body_pending)
+{
+    struct request *r = &c->req;
+    struct evbuffer *body = evbuffer_new(), *out = proxy_out(c->bev);
+    bool ready, keep = r->keep_alive && !body_pending;
+
+    if (!body)
+        abort();
+    ready = admin_ready(&g.ready_deps, body);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n%s\r\n",
+                        ready ? 200 : 503, ready ? "OK" : status_text(503),
+                        evbuffer_get_length(body), r->request_id,
+                        !keep ? "Connection: close\r\n"
+                              : r->version == 10 ? "Connection: keep-alive\r\n" : "");
+    if (hreq->method != HTTP1_METHOD_HEAD)
+        evbuffer_add_buffer(out, body);
+    evbuffer_free(body);
+    skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
+    request_release(r);
+    r->keep_alive = keep;
+    conn_next(c, keep);
+}
+
 /* Runs stages 2..6 for one parsed head. The head's bytes are still at the
  * front of the input; every exit drains or closes. */
 static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
@@ -805,6 +841,13 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     }
 
     why = path_canonicalize(hreq->origin, hreq->origin_len, cfg->limits.max_uri_bytes, &pr);
+    if (why == REASON_ALLOWED && cfg->health_path &&
+        (hreq->method == HTTP1_METHOD_GET || hreq->method == HTTP1_METHOD_HEAD) &&
+        pr.path_len == strlen(cfg->health_path) &&
+        memcmp(pr.path, cfg->health_path, pr.path_len) == 0) {
+        serve_health(c, hreq, head_len, body_pending);
+        return;
+    }
     if (why == REASON_ALLOWED)
         copy_request_fields(c, hreq, pr.path, pr.path_len, pr.query, pr.query_len, cfg);
     else
@@ -1321,6 +1364,8 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
         if (w->n_conns == 0)
             event_base_loopexit(w->base, NULL);
     }
+    if ((cmd & CMD_OPEN) && w->listener && !w->draining)
+        evconnlistener_enable(w->listener); /* the socket listens: accept from now on */
     if (cmd & CMD_ABORT) {
         while (w->conns)
             conn_free(w->conns); /* a running exchange gets its record (drain_aborted) first */
@@ -1343,6 +1388,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A worker's serving socket, bound but not listening: connections are
+ * refused until the start gate opens it (open_listeners). */
 static int open_listener(const struct cfg_addr *addr, int port, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -1367,7 +1414,7 @@ static int open_listener(const struct cfg_addr *addr, int port, char *err, size_
         goto fail;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0)
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
         goto fail;
     return fd;
 fail:
@@ -1382,6 +1429,31 @@ fail:
 static bool is_draining(void)
 {
     return atomic_load(&g.stopping);
+}
+
+static void begin_drain(void);
+
+/* The start gate opened (ready.h): every worker's socket starts listening,
+ * then each worker enables its (disabled) listener on its own thread. */
+static void open_listeners(void *arg, bool ready, const char *missing)
+{
+    (void)arg;
+    (void)ready;
+    (void)missing;
+    if (atomic_load(&g.stopping))
+        return; /* begin_drain frees the gate first: cannot happen */
+    for (unsigned i = 0; i < g.n_workers; i++) {
+        struct worker *w = &g.workers[i];
+        if (listen(w->listen_fd, 4096) < 0) {
+            log_msg(LOG_ERROR, "cannot listen on port %d: %s", g.listen_port, strerror(errno));
+            begin_drain();
+            return;
+        }
+    }
+    for (unsigned i = 0; i < g.n_workers; i++) {
+        atomic_fetch_or(&g.workers[i].cmd, CMD_OPEN);
+        worker_wake(&g.workers[i]);
+    }
 }
 
 static struct identity_pair *identity_pairs(const struct runtime *rt, size_t *n)
@@ -1458,6 +1530,8 @@ static void begin_drain(void)
 
     if (atomic_exchange(&g.stopping, true))
         return;
+    ready_gate_free(g.gate); /* a port never opened stays closed */
+    g.gate = NULL;
     rt = runtime_current();
     ms = rt ? rt->cfg->drain_ms : 8000;
     runtime_unref(rt);
@@ -1575,6 +1649,7 @@ int cmd_serve(int argc, char **argv)
     struct runtime *rt = NULL;
     char err[512];
     int rc = 1, arc, port;
+    unsigned ready_timeout_ms;
     long nproc;
     sigset_t block, old;
     const int sigs[4] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
@@ -1697,8 +1772,10 @@ int cmd_serve(int argc, char **argv)
             log_msg(LOG_ERROR, "%s", err);
             goto out;
         }
-        /* backlog 0: the socket already listens (4096); -1 would re-listen at 128 */
-        w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, 0,
+        /* backlog 0: libevent does not listen(); the start gate does (4096), and
+         * the listener stays disabled until then (ready.h) */
+        w->listener = evconnlistener_new(w->base, on_accept, w,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0,
                                          w->listen_fd);
         if (!w->listener) {
             close(w->listen_fd);
@@ -1719,9 +1796,11 @@ int cmd_serve(int argc, char **argv)
             w->rng[1] = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull + i;
         }
     }
+    g.ready_deps.audit = g.audit;
+    g.ready_deps.identity = g.identity;
+    g.ready_deps.draining = is_draining;
     if (rt->cfg->admin_enabled) {
-        struct admin_deps deps = {g.audit, g.identity, is_draining};
-        g.admin = admin_start(g.bg, &rt->cfg->admin_listen, &deps, err, sizeof(err));
+        g.admin = admin_start(g.bg, &rt->cfg->admin_listen, &g.ready_deps, err, sizeof(err));
         if (!g.admin) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
@@ -1738,6 +1817,7 @@ int cmd_serve(int argc, char **argv)
             rt->cfg->listen.host, port, g.n_workers, rt->n_steps,
             rt->cfg->admin_enabled ? rt->cfg->admin_listen.host : "-",
             rt->cfg->admin_enabled ? rt->cfg->admin_listen.port : 0);
+    ready_timeout_ms = rt->cfg->ready_timeout_ms;
     runtime_publish(rt);
     rt = NULL;
 
@@ -1757,6 +1837,8 @@ int cmd_serve(int argc, char **argv)
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!atomic_load(&g.stopping))
+        g.gate = ready_gate_start(g.bg, &g.ready_deps, ready_timeout_ms, open_listeners, NULL);
 
     event_base_dispatch(g.bg);
     rc = 0;
@@ -1766,6 +1848,8 @@ int cmd_serve(int argc, char **argv)
     log_msg(LOG_INFO, "workers stopped; closing the audit log");
 
 out:
+    ready_gate_free(g.gate);
+    g.gate = NULL;
     for (int i = 0; i < 4; i++)
         if (g.sig_ev[i])
             event_free(g.sig_ev[i]);

@@ -100,3 +100,18 @@ def test_step_functions_retries_what_baton_says_is_retryable():
         waits += min(wait, r.get("MaxDelaySeconds", wait))
         wait *= r["BackoffRate"]
     assert waits >= 60, "503 retries span %d s: a cold start (30 s) plus an issuer blip" % waits
+
+
+def test_startup_probes_outlast_ready_timeout():
+    """baton's port opens at ready_timeout_ms at the latest; a startup probe that
+    gives up earlier would stop an instance that is about to serve, and one over
+    Cloud Run's 240 s cap is refused by Cloud Run."""
+    yaml = pytest.importorskip("yaml")
+    for shape in ("gateway", "sidecar"):
+        cfg = json.loads((EX / shape / "conf" / "baton.json").read_text())
+        ready_ms = cfg.get("ready_timeout_ms", 30000)
+        doc = yaml.safe_load((EX / ("cloudrun-%s.yaml" % shape)).read_text())
+        baton = doc["spec"]["template"]["spec"]["containers"][0]
+        probe = baton["startupProbe"]
+        total_s = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+        assert ready_ms / 1000 < total_s <= 240, (shape, total_s)

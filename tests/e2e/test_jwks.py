@@ -71,9 +71,11 @@ def idps():
     cognito.stop()
 
 
-def serve(tmp_path, up, aws, cognito, never=None, wait=True, min_s=1):
-    env = ServeEnv(tmp_path, up.port, extra={"issuers": issuer_configs(aws, cognito, never, min_s)},
-                   policies=policies(never is not None))
+def serve(tmp_path, up, aws, cognito, never=None, wait=True, min_s=1, ready_timeout_ms=None):
+    extra = {"issuers": issuer_configs(aws, cognito, never, min_s)}
+    if ready_timeout_ms is not None:
+        extra["ready_timeout_ms"] = ready_timeout_ms
+    env = ServeEnv(tmp_path, up.port, extra=extra, policies=policies(never is not None))
     env.start(wait=wait)
     return env
 
@@ -199,7 +201,7 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
     aws, cognito = idps
     never = AwsIssuer().start()
     never.down("error")
-    env = serve(tmp_path, up, aws, cognito, never=never, wait=False)
+    env = serve(tmp_path, up, aws, cognito, never=never, wait=False, ready_timeout_ms=1500)
     try:
         def ready():
             try:
@@ -207,6 +209,10 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
             except OSError:
                 return None
         assert eventually(lambda: ready() and never.count() >= 2, 10), "retries while down"
+        assert not env.listening(), "the serving port stays closed while an issuer never loaded"
+        assert eventually(env.listening, 5), "and opens once ready_timeout_ms passed"
+        assert "ready_timeout_ms (1500) passed" in env.log_text() and \
+            "issuer never keys" in env.log_text(), "the log says what is still missing"
         st, _, body = ready()
         assert st == 503, "/readyz is false while an issuer never loaded"
         doc = json.loads(body)
@@ -234,7 +240,7 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
 def test_discovery_issuer_mismatch(tmp_path, up, idps):
     aws, cognito = idps
     aws.discovery_issuer = "https://attacker.example"
-    env = serve(tmp_path, up, aws, cognito, wait=False)
+    env = serve(tmp_path, up, aws, cognito, wait=False, ready_timeout_ms=0)
     try:
         assert eventually(lambda: aws.count("discovery") >= 1, 5)
         time.sleep(0.3)
@@ -242,7 +248,7 @@ def test_discovery_issuer_mismatch(tmp_path, up, idps):
         st, _, body = env.admin("/readyz")
         info = [i for i in json.loads(body)["keys"]["issuers"] if i["name"] == "aws"][0]
         assert st == 503 and not info["loaded"] and "names issuer" in info["last_error"]
-        assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 401
+        assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 503
     finally:
         assert env.stop() == 0
 

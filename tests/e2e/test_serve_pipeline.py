@@ -363,7 +363,8 @@ def test_503_identity_unavailable(tmp_path, up):
     dead = free_port()
     e = ServeEnv(tmp_path, up.port,
                  extra={"google": {"credentials": "metadata",
-                                   "metadata_host": "127.0.0.1:%d" % dead}})
+                                   "metadata_host": "127.0.0.1:%d" % dead},
+                        "ready_timeout_ms": 0})  # serve at once: what callers get unready
     e.start(wait=False)
     try:
         deadline = time.monotonic() + 10

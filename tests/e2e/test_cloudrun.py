@@ -1,0 +1,207 @@
+"""Cloud Run-native serving (issue 12), end to end against the real binary.
+
+Cloud Run's default startup probe is a TCP connect to the serving port, after
+which the instance gets traffic. So: the serving port refuses connections until
+baton is ready (or ready_timeout_ms passed), health_path answers the /readyz
+verdict on the serving port, reloads never close the port, and baton's own
+failures are retryable 503s."""
+import errno
+import json
+import signal
+import socket
+import time
+
+import pytest
+
+from idp import AwsIssuer
+from serve_env import ServeEnv
+from upstream import Upstream
+
+ROLE = "arn:aws:iam::123456789012:role/sfn-billing"
+AUD = "https://gateway.example.com"
+
+
+@pytest.fixture(scope="module")
+def up():
+    u = Upstream().start()
+    yield u
+    u.stop()
+
+
+@pytest.fixture
+def aws():
+    a = AwsIssuer().start()
+    yield a
+    a.stop()
+
+
+def eventually(fn, timeout=5.0, step=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def issuer_cfg(idp, name="aws"):
+    return {"name": name, "issuer": idp.issuer, "discovery": True, "audiences": [AUD],
+            "algorithms": ["RS256", "ES384"], "allow_http": True, "refresh_min_s": 1,
+            "fetch_timeout_ms": 1000, "leeway_s": 5}
+
+
+def step(prefix, issuer="aws"):
+    return {"route": {"host": "*", "path_prefix": prefix}, "upstream": "echo",
+            "callers": [{"issuer": issuer, "claims": {"sub": ROLE}}],
+            "allow": [{"methods": ["GET", "POST"], "paths": ["/**"]}]}
+
+
+def make_env(tmp_path, up, issuers, pols, **extra):
+    extra = dict(extra)
+    extra["issuers"] = issuers
+    return ServeEnv(tmp_path, up.port, extra=extra, policies=pols)
+
+
+def connect_errno(port):
+    """0 when a TCP connect succeeds, else its errno (ECONNREFUSED: not listening)."""
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        return s.connect_ex(("127.0.0.1", port))
+    finally:
+        s.close()
+
+
+def get(env, path, token=None, method="GET"):
+    return env.request(method, path, token=token)
+
+
+def test_port_closed_until_issuer_keys_load(tmp_path, up, aws):
+    aws.down("error")
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")},
+                   health_path="/healthz")
+    env.start(wait=False)
+    try:
+        assert eventually(lambda: aws.count() >= 1, 10), "the first fetch was attempted"
+        # a TCP connect (Cloud Run's default startup probe) is refused: no traffic yet
+        for _ in range(10):
+            assert connect_errno(env.port) == errno.ECONNREFUSED
+            time.sleep(0.1)
+        st, _, body = env.admin("/readyz")
+        assert st == 503 and json.loads(body)["keys"]["ready"] is False
+        assert eventually(lambda: "not ready after" in env.log_text(), 3), \
+            "while waiting, the log says so"
+        line = [json.loads(l) for l in env.log_text().splitlines()
+                if "not ready after" in l][0]
+        assert "issuer aws keys" in line["missing"] and "503" in line["missing"], \
+            "it names what it waits for and why: " + line["missing"]
+        aws.up()
+        t_up = time.monotonic()
+        assert eventually(env.listening, 15), "the port opens once the keys load"
+        opened_s = time.monotonic() - t_up
+        st, hd, body = get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD))
+        assert st == 200, "served as soon as it accepts"
+        st, hd, body = get(env, "/healthz")
+        assert st == 200 and hd["content-type"] == "application/json"
+        assert json.loads(body)["ready"] is True
+        assert "ready after" in env.log_text()
+    finally:
+        assert env.stop() == 0
+    print("port opened %.2f s after the issuer came back (fetch retry backoff)" % opened_s)
+    assert not [r for r in env.audit_records() if r["request"]["path"] == "/healthz"], \
+        "a probe is not an audited request"
+
+
+def test_ready_timeout_opens_and_callers_get_retryable_503(tmp_path, up, aws):
+    never = AwsIssuer().start()
+    never.down("error")
+    env = make_env(tmp_path, up, [issuer_cfg(aws), issuer_cfg(never, "never")],
+                   {"aws": step("/aws/"), "never": step("/never/", "never")},
+                   health_path="/ready", ready_timeout_ms=1000)
+    try:
+        env.start(wait=False)
+        t0 = env.t_exec
+        assert eventually(env.listening, 10)
+        waited = time.monotonic() - t0
+        assert waited >= 0.9, "closed for ready_timeout_ms (%.2f s)" % waited
+        tok = never.mint(role_arn=ROLE, audience=AUD)
+        st, hd, _ = get(env, "/never/run", tok)
+        assert st == 503 and hd.get("retry-after") == "5" and "www-authenticate" not in hd, \
+            "what is missing fails closed with a retryable status"
+        assert get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD))[0] == 200, \
+            "the issuers that did load serve"
+        # health_path: the /readyz verdict and body on the serving port
+        st, hd, body = get(env, "/ready?probe=1")
+        doc = json.loads(body)
+        st2, _, body2 = env.admin("/readyz")
+        assert st == 503 and st2 == 503 and doc["ready"] is False
+        assert doc.keys() == json.loads(body2).keys(), "the same document as /readyz"
+        assert [i["name"] for i in doc["keys"]["issuers"] if not i["loaded"]] == ["never"]
+        st, hd, body = get(env, "/ready", method="HEAD")
+        assert st == 503 and body == b"" and int(hd["content-length"]) > 0
+        assert get(env, "/ready", method="POST")[0] == 404, "only GET and HEAD are probes"
+        # a probe and a request on one keep-alive connection
+        c = env.conn()
+        c.request("GET", "/ready")
+        r = c.getresponse()
+        r.read()
+        c.request("GET", "/aws/run", headers={
+            "Authorization": "Bearer " + aws.mint(role_arn=ROLE, audience=AUD)})
+        r2 = c.getresponse()
+        r2.read()
+        c.close()
+        assert r.status == 503 and r2.status == 200
+        never.up()
+        assert eventually(lambda: get(env, "/ready")[0] == 200, 10), "200 once ready"
+        assert get(env, "/never/run", tok)[0] == 200
+    finally:
+        assert env.stop() == 0
+        never.stop()
+    log = env.log_text()
+    assert "ready_timeout_ms (1000) passed" in log and "issuer never keys" in log
+
+
+def test_reload_never_closes_the_port(tmp_path, up, aws):
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    env.start()
+    newcomer = AwsIssuer().start()
+    newcomer.down("error")
+    try:
+        # a reload that adds an issuer whose keys cannot load
+        env.config["issuers"] = [issuer_cfg(aws), issuer_cfg(newcomer, "newcomer")]
+        env.write_config()
+        env.write_policies({"aws": step("/aws/"), "newcomer": step("/new/", "newcomer")})
+        refused = 0
+        t_end = time.monotonic() + 1.5
+        env.signal(signal.SIGHUP)
+        while time.monotonic() < t_end:
+            refused += connect_errno(env.port) != 0
+            time.sleep(0.005)
+        assert refused == 0, "no connect refused during and after the reload"
+        assert eventually(lambda: "generation 2" in env.log_text(), 5)
+        st, hd, _ = get(env, "/new/run", newcomer.mint(role_arn=ROLE, audience=AUD))
+        assert st == 503 and hd.get("retry-after"), "the new issuer's callers: retryable 503"
+        assert get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD))[0] == 200
+    finally:
+        assert env.stop() == 0
+        newcomer.stop()
+
+
+def test_start_to_accept_when_the_issuer_answers(tmp_path, up, aws):
+    """A healthy start is not slowed by the gate: the port opens as soon as the
+    key set's first fetch lands (the gate looks every 5 ms). The gate logs the
+    time from its start (after config, audit log and identity set-up) to ready;
+    exec to accept, which under ASan is dominated by the sanitizer's start and
+    the local identity's RSA key generation, is printed for information."""
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    env.start(wait=False)
+    try:
+        assert eventually(lambda: connect_errno(env.port) == 0, 10, step=0.001)
+        t = time.monotonic() - env.t_exec
+    finally:
+        assert env.stop() == 0
+    line = [json.loads(l) for l in env.log_text().splitlines() if "ready after" in l]
+    assert len(line) == 1, "one line when the gate opens"
+    ms = int(line[0]["message"].split("ready after ")[1].split(" ms")[0])
+    assert ms < 1000, "discovery + JWKS over loopback, then open: %d ms" % ms
+    print("gate start to ready: %d ms; exec to first accepted connection: %.1f ms" % (ms, t * 1000))
