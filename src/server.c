@@ -49,7 +49,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -219,6 +221,7 @@ static struct server {
     const char *trace_project; /* $GOOGLE_CLOUD_PROJECT, for trace links */
     struct admin_deps ready_deps; /* what /readyz, health_path and the start gate read */
     struct ready_gate *gate;      /* owned: closes the serving port until ready */
+    int addr_lock_fd;             /* claim_address: held for the life of the process */
 } g;
 
 static void conn_process(struct conn *c);
@@ -1389,8 +1392,10 @@ static void *worker_main(void *arg)
 }
 
 /* A worker's serving socket, bound but not listening: connections are
- * refused until the start gate opens it (open_listeners). */
-static int open_listener(const struct cfg_addr *addr, int port, char *err, size_t errlen)
+ * refused until the start gate opens it (open_listeners). `reuseport`
+ * false: the probe of claim_address. */
+static int open_listener(const struct cfg_addr *addr, int port, bool reuseport, char *err,
+                         size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -1413,15 +1418,73 @@ static int open_listener(const struct cfg_addr *addr, int port, char *err, size_
     if (fd < 0)
         goto fail;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
         goto fail;
     return fd;
 fail:
-    snprintf(err, errlen, "cannot listen on %s:%d: %s", addr->host, port, strerror(errno));
+    if (errno == EADDRINUSE)
+        snprintf(err, errlen, "cannot listen on %s:%d: address already in use (another process "
+                 "holds it)", addr->host, port);
+    else
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", addr->host, port, strerror(errno));
     if (fd >= 0)
         close(fd);
     return -1;
+}
+
+/*
+ * One process per address. SO_REUSEPORT lets this process's workers each
+ * own a socket on the port, but it would as well let a second `baton serve`
+ * of the same user bind the port and the kernel split connections between
+ * two processes with different policies. Two checks, before the workers'
+ * sockets are bound:
+ *  - a lock: an abstract AF_UNIX socket named after the port, bound for the
+ *    life of the process. Abstract names live per network namespace, as
+ *    ports do, and vanish with the process (no stale lock file after a
+ *    crash); a second bind fails with EADDRINUSE. Keyed by the port alone,
+ *    since 0.0.0.0:P and 127.0.0.1:P overlap. This is what catches a second
+ *    baton while the first keeps its port closed (the start gate: bound
+ *    sockets that do not listen yet do not conflict with SO_REUSEADDR).
+ *  - a probe: a socket bound to the address without SO_REUSEPORT (with
+ *    SO_REUSEADDR, so connections left in TIME_WAIT do not count), closed at
+ *    once: any other process listening there, baton or not, makes it fail,
+ *    even one that set SO_REUSEPORT under our user.
+ * Returns the lock's descriptor (owned by the caller, held until exit), or
+ * -1 with "address already in use" in err.
+ */
+static int claim_address(const struct cfg_addr *addr, int port, char *err, size_t errlen)
+{
+    struct sockaddr_un un;
+    socklen_t len;
+    int fd, probe, n;
+
+    memset(&un, 0, sizeof(un));
+    un.sun_family = AF_UNIX;
+    n = snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "baton-serve-port-%d", port);
+    len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create the port lock: %s", strerror(errno));
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&un, len) < 0) {
+        if (errno == EADDRINUSE)
+            snprintf(err, errlen, "cannot listen on %s:%d: address already in use (another "
+                     "baton serve holds port %d)", addr->host, port, port);
+        else
+            snprintf(err, errlen, "cannot take the port lock: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    probe = open_listener(addr, port, false, err, errlen);
+    if (probe < 0) {
+        close(fd);
+        return -1;
+    }
+    close(probe);
+    return fd;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -1658,6 +1721,7 @@ int cmd_serve(int argc, char **argv)
     if (arc)
         return arc == 1 ? 0 : 2;
     memset(&g, 0, sizeof(g));
+    g.addr_lock_fd = -1;
     g.config_path = config_path_choose(flag);
     g.trace_project = getenv("GOOGLE_CLOUD_PROJECT");
     if (getenv("BATON_LOG_LEVEL") && strcmp(getenv("BATON_LOG_LEVEL"), "debug") == 0)
@@ -1744,6 +1808,11 @@ int cmd_serve(int argc, char **argv)
     }
     metrics_init(g.n_workers);
 
+    g.addr_lock_fd = claim_address(&rt->cfg->listen, port, err, sizeof(err));
+    if (g.addr_lock_fd < 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto out;
+    }
     g.workers = xcalloc(g.n_workers, sizeof(*g.workers));
     for (unsigned i = 0; i < g.n_workers; i++) {
         struct worker *w = &g.workers[i];
@@ -1767,7 +1836,7 @@ int cmd_serve(int argc, char **argv)
             log_msg(LOG_ERROR, "cannot create a worker event loop");
             goto out;
         }
-        w->listen_fd = open_listener(&rt->cfg->listen, port, err, sizeof(err));
+        w->listen_fd = open_listener(&rt->cfg->listen, port, true, err, sizeof(err));
         if (w->listen_fd < 0) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
@@ -1898,6 +1967,8 @@ out:
     http_client_free(g.http);
     if (g.bg)
         event_base_free(g.bg);
+    if (g.addr_lock_fd >= 0)
+        close(g.addr_lock_fd);
     diags_free(&d);
     if (rc == 0)
         log_msg(LOG_INFO, "baton stopped");

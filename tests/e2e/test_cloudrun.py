@@ -205,3 +205,72 @@ def test_start_to_accept_when_the_issuer_answers(tmp_path, up, aws):
     ms = int(line[0]["message"].split("ready after ")[1].split(" ms")[0])
     assert ms < 1000, "discovery + JWKS over loopback, then open: %d ms" % ms
     print("gate start to ready: %d ms; exec to first accepted connection: %.1f ms" % (ms, t * 1000))
+
+
+def second_serve(env, timeout=15):
+    """Runs another `baton serve` with env's config and PORT; returns (rc, stderr)."""
+    import os
+    import subprocess
+    from conftest import BATON
+    e = dict(os.environ, PORT=str(env.port))
+    e.pop("BATON_CONFIG", None)
+    # its own admin port: only the serving address is shared
+    cfg = dict(env.config)
+    cfg["admin_listen"] = ""
+    path = env.dir / "second.json"
+    path.write_text(json.dumps(cfg))
+    try:
+        p = subprocess.run([str(BATON), "serve", "-c", str(path)], capture_output=True,
+                           text=True, env=e, timeout=timeout)
+    except subprocess.TimeoutExpired as ex:
+        return None, (ex.stderr or b"").decode(errors="replace")
+    return p.returncode, p.stderr
+
+
+def test_second_process_on_the_address_exits_1(tmp_path, up, aws):
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    env.start()
+    try:
+        rc, err = second_serve(env)
+        assert rc == 1 and "address already in use" in err, (rc, err)
+        assert get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD))[0] == 200, \
+            "the first keeps serving, alone"
+    finally:
+        assert env.stop() == 0
+    # the lock dies with its process: the address is free again at once
+    (tmp_path / "again").mkdir()
+    env2 = make_env(tmp_path / "again", up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    env2.port = env.port
+    env2.start()
+    assert env2.stop() == 0
+
+
+def test_second_process_while_the_first_is_not_ready(tmp_path, up, aws):
+    """The first baton keeps its port closed (issuer down): its sockets are bound
+    but not listening, which SO_REUSEADDR alone would not see; the lock does."""
+    aws.down("error")
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    env.start(wait=False)
+    try:
+        assert eventually(lambda: aws.count() >= 1, 10)
+        assert connect_errno(env.port) == errno.ECONNREFUSED
+        rc, err = second_serve(env)
+        assert rc == 1 and "address already in use" in err, (rc, err)
+    finally:
+        assert env.stop() == 0
+
+
+def test_foreign_reuseport_listener_makes_serve_exit_1(tmp_path, up, aws):
+    """Another program listening with SO_REUSEPORT under our user: baton's own
+    SO_REUSEPORT bind would succeed and share the port; the probe refuses."""
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", env.port))
+    s.listen(8)
+    try:
+        rc, err = second_serve(env)
+        assert rc == 1 and "address already in use" in err, (rc, err)
+    finally:
+        s.close()
