@@ -84,6 +84,7 @@
 #define CMD_DRAIN 1
 #define CMD_ABORT 2
 #define CMD_OPEN 4 /* the start gate opened: enable the listener (ready.h) */
+#define CMD_KEYS 8 /* a key-set refresh ended: parked requests decide (conn_park) */
 
 struct worker;
 
@@ -92,6 +93,7 @@ enum conn_state {
     CS_BUSY,         /* a request is being forwarded */
     CS_WAIT_DURABLE, /* fsync "always": the response waits for its record */
     CS_CLOSING,      /* flushing the last response, then lingering */
+    CS_PARKED,       /* an unknown kid waits for its issuer's refresh (conn_park) */
 };
 
 /* Everything a request keeps after its head left the input buffer. */
@@ -155,6 +157,7 @@ struct conn {
     struct proxy_exchange *ex;
     struct authn_hint token_hint; /* the cache entry this connection's last token hit */
     struct request req;
+    uint64_t park_deadline_ns; /* mono_ns the current request may stay parked until; 0: never parked */
 };
 
 /* A durable-record notice from the audit writer thread (fsync "always"). */
@@ -231,6 +234,7 @@ static void conn_free(struct conn *c);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static bool conn_park(struct conn *c, const struct cfg_issuer *is);
 
 /* ------------------------------------------------------------- helpers */
 
@@ -879,6 +883,13 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     why = authn_verify(rt->authn, rt->caches[w->id % rt->n_workers], &c->token_hint, tok, tok_len,
                        r->ts_ms / 1000, &r->ar);
     metrics_token_cache(w->mw, r->ar.cache_hit);
+    if (why == REASON_UNKNOWN_KID && r->ar.kid_wait) {
+        /* a key rotated in since the last fetch, most likely: wait for the
+         * refresh in flight, then decide on the new set */
+        if (conn_park(c, r->ar.issuer))
+            return;
+        why = REASON_KEYS_UNAVAILABLE; /* it outlived fetch_timeout_ms: we cannot tell */
+    }
     if (why == REASON_KEYS_UNAVAILABLE)
         goto error; /* our outage, not the caller's fault: 503, Retry-After */
     if (why != REASON_ALLOWED)
@@ -1143,6 +1154,7 @@ static void conn_next(struct conn *c, bool reusable)
     c->state = CS_HEAD;
     c->head_started = false;
     c->parse_prev = 0;
+    c->park_deadline_ns = 0;
     if (c->arena_cap > ARENA_KEEP) {
         free(c->arena);
         c->arena = NULL;
@@ -1228,6 +1240,51 @@ static void conn_process(struct conn *c)
         closing_write(c->bev, c);
 }
 
+/*
+ * Key rotation never fails a request: a token whose kid the issuer's key
+ * set lacks, while a refresh of that set is in flight (authn kid_wait),
+ * parks its connection instead of being refused. Nothing blocks: the head
+ * stays unconsumed in the input, reading is off, the request's state is
+ * released, and the connection waits for CMD_KEYS (any refresh ended:
+ * jwks_set_refresh_listener) or its deadline, fetch_timeout_ms after it
+ * first parked. Then the head is parsed and handled again from the start,
+ * on the key set the refresh left: a kid still unknown with no refresh in
+ * flight is 401 unknown_kid; a refresh still running at the deadline is our
+ * failure, 503 keys_unavailable. Every parked request of every worker
+ * shares the one refresh (jwks.c's unknown-kid limit). Returns false when
+ * the deadline has passed: decide now.
+ */
+static bool conn_park(struct conn *c, const struct cfg_issuer *is)
+{
+    uint64_t now = mono_ns(), left;
+    struct timeval tv;
+
+    if (!c->park_deadline_ns)
+        c->park_deadline_ns = now + (uint64_t)is->fetch_timeout_ms * 1000000u;
+    if (now >= c->park_deadline_ns)
+        return false;
+    left = c->park_deadline_ns - now;
+    request_release(&c->req);
+    c->state = CS_PARKED;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(&c->timer);
+    tv.tv_sec = (time_t)(left / 1000000000u);
+    tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u) + 1;
+    evtimer_add(&c->timer, &tv);
+    return true;
+}
+
+/* The refresh ended or the deadline came: handle the parked head again. */
+static void conn_unpark(struct conn *c)
+{
+    if (c->state != CS_PARKED)
+        return;
+    evtimer_del(&c->timer);
+    c->state = CS_HEAD;
+    proxy_read_on(c->bev);
+    conn_process(c);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     (void)bev;
@@ -1258,6 +1315,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->state == CS_PARKED) { /* fetch_timeout_ms passed: decide now */
+        conn_unpark(c);
+        return;
+    }
     if (c->state == CS_HEAD && c->head_started) {
         /* Slowloris: the head did not complete within header_timeout_ms of
          * its first byte, however the bytes trickled. */
@@ -1369,6 +1430,16 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
     }
     if ((cmd & CMD_OPEN) && w->listener && !w->draining)
         evconnlistener_enable(w->listener); /* the socket listens: accept from now on */
+    if (cmd & (CMD_KEYS | CMD_ABORT)) {
+        for (struct conn *c = w->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->state != CS_PARKED)
+                continue;
+            if (cmd & CMD_ABORT)
+                c->park_deadline_ns = 1; /* decide now: every routed request gets its record */
+            conn_unpark(c);
+        }
+    }
     if (cmd & CMD_ABORT) {
         while (w->conns)
             conn_free(w->conns); /* a running exchange gets its record (drain_aborted) first */
@@ -1495,6 +1566,15 @@ static bool is_draining(void)
 }
 
 static void begin_drain(void);
+
+/* A key-set refresh ended (background thread): the parked requests decide. */
+static void on_keys_refreshed(void)
+{
+    for (unsigned i = 0; g.workers && i < g.n_workers; i++) {
+        atomic_fetch_or(&g.workers[i].cmd, CMD_KEYS);
+        worker_wake(&g.workers[i]);
+    }
+}
 
 /* The start gate opened (ready.h): every worker's socket starts listening,
  * then each worker enables its (disabled) listener on its own thread. */
@@ -1770,6 +1850,7 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     g.listen_port = port;
+    jwks_set_refresh_listener(on_keys_refreshed);
     runtime_init(g.bg, g.http, g.n_workers);
     rt = runtime_build(g.config_path, &d);
     if (!rt) {

@@ -274,3 +274,82 @@ def test_foreign_reuseport_listener_makes_serve_exit_1(tmp_path, up, aws):
         assert rc == 1 and "address already in use" in err, (rc, err)
     finally:
         s.close()
+
+
+def test_rotated_key_is_served_on_its_first_token(tmp_path, up, aws):
+    """A key the issuer publishes after baton started: its first token waits for
+    the refresh it triggers and is decided on the new key set (200, not 401)."""
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})
+    env.start()
+    try:
+        assert get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD))[0] == 200
+        before = aws.count("jwks")
+        new = aws.rotate("ES384")
+        st, _, _ = get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD, kid=new.kid))
+        assert st == 200, "the first token of a rotated-in key is served"
+        assert aws.count("jwks") == before + 1, "one refresh"
+        new2 = aws.rotate("RS256")
+        st, _, _ = get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD, kid=new2.kid))
+        assert st == 200, "a second rotation right after the first: that refresh changed the set"
+    finally:
+        assert env.stop() == 0
+    assert [r["reason"] for r in env.audit_records()] == ["allowed"] * 3
+
+
+def test_parked_requests_share_one_fetch_and_the_worker_never_blocks(tmp_path, up, aws):
+    import threading
+    cfg = issuer_cfg(aws)
+    cfg["fetch_timeout_ms"] = 5000
+    env = make_env(tmp_path, up, [cfg], {"aws": step("/aws/")})  # one worker
+    env.start()
+    try:
+        known = aws.mint(role_arn=ROLE, audience=AUD)
+        assert get(env, "/aws/run", known)[0] == 200
+        new = aws.rotate("ES384")
+        aws.hang_s = 0.5  # discovery and JWKS each answer after 0.5 s
+        aws.down("hang")
+        before_jwks, before_disc = aws.count("jwks"), aws.count("discovery")
+        results = []
+        t0 = time.monotonic()
+
+        def one():
+            results.append(get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD, kid=new.kid))[0])
+        threads = [threading.Thread(target=one) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t1 = time.monotonic()
+        st = get(env, "/aws/run", known)[0]
+        known_s = time.monotonic() - t1
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+        aws.up()
+        assert st == 200 and known_s < 0.5, \
+            "while 16 requests are parked, the worker serves others (%.3f s)" % known_s
+        assert results == [200] * 16, results
+        assert aws.count("jwks") == before_jwks + 1 and aws.count("discovery") == before_disc + 1, \
+            "the parked requests shared one refresh"
+        assert elapsed < 4, "decided when the refresh landed (%.2f s)" % elapsed
+    finally:
+        assert env.stop() == 0
+
+
+def test_park_is_bounded_by_fetch_timeout(tmp_path, up, aws):
+    env = make_env(tmp_path, up, [issuer_cfg(aws)], {"aws": step("/aws/")})  # fetch_timeout 1 s
+    env.start()
+    try:
+        new = aws.rotate("ES384")
+        aws.hang_s = 4
+        aws.down("hang")
+        t0 = time.monotonic()
+        st, hd, _ = get(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD, kid=new.kid))
+        waited = time.monotonic() - t0
+        aws.up()
+        assert st == 503 and hd.get("retry-after") == "5", \
+            "a refresh that outlives fetch_timeout_ms: our failure, retryable"
+        assert 0.8 < waited < 3, "parked for fetch_timeout_ms (%.2f s)" % waited
+    finally:
+        assert env.stop() == 0
+    recs = env.audit_records()
+    assert [(r["reason"], r["decision"]) for r in recs] == [("keys_unavailable", "error")]
