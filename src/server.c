@@ -1047,11 +1047,20 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
                                                                     : DECISION_ERROR;
     if (why != REASON_CLIENT_CLOSED && why != REASON_BODY_TOO_LARGE && why != REASON_BAD_FRAMING &&
         log_budget(c->w)) {
-        char fields[256];
-        snprintf(fields, sizeof(fields), "\"reason\":\"%s\",\"request_id\":\"%s\",\"upstream\":\"%s\"",
-                 reason_code(why), r->request_id, r->step ? r->step->target->up->name : "");
-        log_msg_fields(LOG_WARNING, fields, "upstream exchange failed: %s",
-                       o->detail ? o->detail : reason_code(why));
+        /* which upstream, the address tried and what failed, precisely */
+        char fields[768], err[400];
+        const char *name = r->step ? r->step->target->up->name : "";
+        json_escape(err, sizeof(err), o->error, strlen(o->error));
+        snprintf(fields, sizeof(fields),
+                 "\"reason\":\"%s\",\"request_id\":\"%s\",\"upstream\":\"%s\","
+                 "\"address\":\"%s\",\"error\":\"%s\"",
+                 reason_code(why), r->request_id, name, o->address, err);
+        if (o->error[0])
+            log_msg_fields(LOG_WARNING, fields, "upstream %s (%s) failed: %s", name, o->address,
+                           o->error);
+        else
+            log_msg_fields(LOG_WARNING, fields, "upstream exchange failed: %s",
+                           o->detail ? o->detail : reason_code(why));
     }
     if (!o->response_started && why != REASON_CLIENT_CLOSED && why != REASON_DRAIN_ABORTED) {
         send_error(c, why, NULL, true);

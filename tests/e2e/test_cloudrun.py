@@ -353,3 +353,47 @@ def test_park_is_bounded_by_fetch_timeout(tmp_path, up, aws):
         assert env.stop() == 0
     recs = env.audit_records()
     assert [(r["reason"], r["decision"]) for r in recs] == [("keys_unavailable", "error")]
+
+
+def upstream_lines(env):
+    return [json.loads(l) for l in env.log_text().splitlines()
+            if '"reason":"upstream_' in l]
+
+
+def test_502_and_504_log_lines_name_upstream_address_and_error(tmp_path, up):
+    env = ServeEnv(tmp_path, up.port)
+    env.start()
+    try:
+        dead = [u for u in env.config["upstreams"] if u["name"] == "dead"][0]
+        dead_port = int(dead["url"].rsplit(":", 1)[1])
+        assert env.request("GET", "/dead/x", token=env.token())[0] == 502
+        assert env.request("GET", "/slow/x?delay_ms=2000", token=env.token())[0] == 504
+        import threading
+        tok = env.token()
+        t0 = time.monotonic()
+
+        def burst():
+            for _ in range(15):
+                env.request("GET", "/dead/x", token=tok)
+        threads = [threading.Thread(target=burst) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+    finally:
+        assert env.stop() == 0
+    lines = upstream_lines(env)
+    refused = lines[0]
+    assert refused["upstream"] == "dead" and refused["address"] == "127.0.0.1:%d" % dead_port
+    assert refused["error"] == "connect: Connection refused", refused
+    assert refused["reason"] == "upstream_error" and refused["request_id"]
+    assert "upstream dead (127.0.0.1:%d) failed: connect: Connection refused" % dead_port \
+        in refused["message"]
+    timeout = lines[1]
+    assert timeout["reason"] == "upstream_timeout" and timeout["upstream"] == "echo"
+    assert timeout["address"] == "127.0.0.1:%d" % up.port
+    assert timeout["error"] == "timeout: no response head after 500 ms without progress", timeout
+    bound = 2 + 20 * (int(elapsed) + 2)  # at most 20 such lines a second per worker
+    assert len(lines) < 122 and len(lines) <= bound, \
+        "still rate-limited: %d lines for 122 failures in %.1f s" % (len(lines), elapsed)
