@@ -608,7 +608,8 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         const struct http1_header *h = &r->headers[i];
         if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
             http1_header_in_connection(&r->connection, h->name, h->name_len) ||
-            header_dropped(h->name, h->name_len))
+            header_dropped(h->name, h->name_len) ||
+            (!p->keep_tracestate && name_is(h->name, h->name_len, "tracestate")))
             continue;
         if (http1_header_is_spoofable(h->name, h->name_len)) {
             /* Only a trusted proxy's forwarding headers survive, and only in

@@ -92,6 +92,7 @@ struct proxy_head_params {
     const char *token_value;  /* "Bearer <jwt>" for up->token_header, or NULL */
     enum http1_body body;     /* framing to send: NONE, LENGTH or CHUNKED */
     uint64_t content_length;
+    bool keep_tracestate;     /* the client's traceparent was valid: its tracestate goes on */
 };
 
 /* Appends the upstream request head to `out`. Returns 0. */

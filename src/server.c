@@ -76,6 +76,7 @@
 #include "proxy.h"
 #include "ready.h"
 #include "runtime.h"
+#include "trace.h"
 #include "util.h"
 
 #define ARENA_KEEP 4096        /* a bigger per-connection arena is freed after its request */
@@ -102,8 +103,10 @@ struct request {
     uint64_t t0_ns;
     int64_t ts_ms;
     char request_id[PROXY_REQUEST_ID_MAX + 1];
-    char traceparent[56];
+    char traceparent[56]; /* the one forwarded: baton's own span (trace.h) */
     bool has_trace;
+    struct trace_ctx trace;
+    bool trace_in;        /* the client's traceparent was valid: its tracestate goes on */
     enum http1_method method;
     int version; /* 10 or 11 */
     bool keep_alive;
@@ -221,7 +224,6 @@ static struct server {
     struct event *hard_timer;
     struct event *sig_ev[4];
     int listen_port;
-    const char *trace_project; /* $GOOGLE_CLOUD_PROJECT, for trace links */
     struct admin_deps ready_deps; /* what /readyz, health_path and the start gate read */
     struct ready_gate *gate;      /* owned: closes the serving port until ready */
     int addr_lock_fd;             /* claim_address: held for the life of the process */
@@ -401,21 +403,13 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
                        uint64_t total_ns)
 {
     struct request *r = &c->req;
-    char path[1024], ua[600], fields[3072], trace[160] = "";
+    char path[1024], ua[600], fields[3072], trace[400] = "";
     size_t pl = r->path_len < 400 ? r->path_len : 400;
 
     json_escape(path, sizeof(path), r->path ? r->path : "", r->path ? pl : 0);
     json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
-    if (r->has_trace) {
-        char id[33];
-        memcpy(id, r->traceparent + 3, 32);
-        id[32] = '\0';
-        if (g.trace_project)
-            snprintf(trace, sizeof(trace), ",\"logging.googleapis.com/trace\":\"projects/%s/traces/%s\"",
-                     g.trace_project, id);
-        else
-            snprintf(trace, sizeof(trace), ",\"logging.googleapis.com/trace\":\"%s\"", id);
-    }
+    if (r->has_trace)
+        trace_log_fields(&r->trace, trace, sizeof(trace));
     snprintf(fields, sizeof(fields),
              "\"httpRequest\":{\"requestMethod\":\"%s\",\"requestUrl\":\"%s\",\"status\":%d,"
              "\"userAgent\":\"%s\",\"remoteIp\":\"%s\",\"latency\":\"%.6fs\","
@@ -834,7 +828,15 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     r->keep_alive = hreq->keep_alive && !w->draining;
     if (!proxy_client_request_id(hreq, r->request_id, sizeof(r->request_id)))
         new_request_id(w, r->request_id);
-    r->has_trace = proxy_traceparent(hreq, r->traceparent);
+    {
+        /* baton's hop of the trace: its own span, the client's trace kept */
+        char tp[56];
+        r->trace_in = proxy_traceparent(hreq, tp);
+        trace_begin(r->trace_in ? tp : NULL, rng_next(w->rng), r->trace_in ? 0 : rng_next(w->rng),
+                    r->trace_in ? 0 : rng_next(w->rng), &r->trace);
+        trace_traceparent(&r->trace, r->traceparent);
+        r->has_trace = true;
+    }
 
     /* The body, if any, is not read on a refusal: only a complete one
      * already in the buffer can be skipped to keep the connection. */
@@ -978,6 +980,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .client_ip = c->peer_ip,
             .request_id = r->request_id,
             .traceparent = r->has_trace ? r->traceparent : NULL,
+            .keep_tracestate = r->trace_in,
             .token_value = r->have_idt ? r->idt.header_value : NULL,
             .body = hreq->body,
             .content_length = hreq->content_length,
@@ -1048,13 +1051,15 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
     if (why != REASON_CLIENT_CLOSED && why != REASON_BODY_TOO_LARGE && why != REASON_BAD_FRAMING &&
         log_budget(c->w)) {
         /* which upstream, the address tried and what failed, precisely */
-        char fields[768], err[400];
+        char fields[1200], err[400], trace[400] = "";
         const char *name = r->step ? r->step->target->up->name : "";
         json_escape(err, sizeof(err), o->error, strlen(o->error));
+        if (r->has_trace)
+            trace_log_fields(&r->trace, trace, sizeof(trace));
         snprintf(fields, sizeof(fields),
                  "\"reason\":\"%s\",\"request_id\":\"%s\",\"upstream\":\"%s\","
-                 "\"address\":\"%s\",\"error\":\"%s\"",
-                 reason_code(why), r->request_id, name, o->address, err);
+                 "\"address\":\"%s\",\"error\":\"%s\"%s",
+                 reason_code(why), r->request_id, name, o->address, err, trace);
         if (o->error[0])
             log_msg_fields(LOG_WARNING, fields, "upstream %s (%s) failed: %s", name, o->address,
                            o->error);
@@ -1812,7 +1817,6 @@ int cmd_serve(int argc, char **argv)
     memset(&g, 0, sizeof(g));
     g.addr_lock_fd = -1;
     g.config_path = config_path_choose(flag);
-    g.trace_project = getenv("GOOGLE_CLOUD_PROJECT");
     if (getenv("BATON_LOG_LEVEL") && strcmp(getenv("BATON_LOG_LEVEL"), "debug") == 0)
         log_set_level(LOG_DEBUG);
     signal(SIGPIPE, SIG_IGN);
@@ -1891,6 +1895,7 @@ int cmd_serve(int argc, char **argv)
             identity_start(g.identity);
         }
     }
+    trace_project_start(g.bg, g.http, &rt->cfg->google);
     g.tls = proxy_tls_ctx_new(err, sizeof(err));
     if (!g.tls) {
         log_msg(LOG_ERROR, "%s", err);
@@ -2054,6 +2059,7 @@ out:
     if (g.tls)
         SSL_CTX_free(g.tls);
     metrics_shutdown();
+    trace_project_stop();
     http_client_free(g.http);
     if (g.bg)
         event_base_free(g.bg);

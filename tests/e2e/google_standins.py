@@ -6,6 +6,8 @@ request against what Google's own client libraries send:
   metadata  GET /computeMetadata/v1/instance/service-accounts/default/identity
             ?audience=AUD&format=full   with Metadata-Flavor: Google
             .../default/token, .../default/email (same header)
+            GET /computeMetadata/v1/project/project-id -> the project id, text
+            (endpoint "project"; `project_id`, default "proj")
             every answer carries Metadata-Flavor: Google
   oauth     POST /token  application/x-www-form-urlencoded
             grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT
@@ -43,6 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 META = "/computeMetadata/v1/instance/service-accounts/default/"
+PROJECT_PATH = "/computeMetadata/v1/project/project-id"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 IAM_PREFIX = "/v1/projects/-/serviceAccounts/"
@@ -99,6 +102,7 @@ class GoogleStandins:
         self.key = new_rsa_key()
         self.kid = "standin-google-1"
         self.own_email = own_email
+        self.project_id = "proj"
         # service_account_key mode: the public half of the key file's key.
         self.sa_key = sa_key
         self.sa_key_id = sa_key_id
@@ -240,6 +244,8 @@ class GoogleStandins:
         path = u.path
         if path.startswith(META):
             endpoint = {"identity": "identity", "token": "mtoken", "email": "email"}.get(path[len(META):], "meta?")
+        elif path == PROJECT_PATH:
+            endpoint = "project"
         elif path == "/token":
             endpoint = "oauth"
         elif path.startswith(IAM_PREFIX) and path.endswith(":generateIdToken"):
@@ -266,7 +272,7 @@ class GoogleStandins:
             return
         if fault == "slow":
             time.sleep(self.slow_s)
-        meta = endpoint in ("identity", "mtoken", "email")
+        meta = endpoint in ("identity", "mtoken", "email", "project")
         flavor = meta and fault != "no_flavor"
         if fault in ("500", "403", "404"):
             code = int(fault)
@@ -290,6 +296,8 @@ class GoogleStandins:
                 tok, life = self.access_token()
                 return self._answer(h, 200, {"access_token": tok, "expires_in": life, "token_type": "Bearer"},
                                     flavor=flavor)
+            if endpoint == "project":
+                return self._answer(h, 200, self.project_id, "application/text", flavor=flavor)
             return self._answer(h, 200, self.own_email, "application/text", flavor=flavor)
 
         if endpoint == "oauth":

@@ -6,6 +6,7 @@ baton is ready (or ready_timeout_ms passed), health_path answers the /readyz
 verdict on the serving port, reloads never close the port, and baton's own
 failures are retryable 503s."""
 import errno
+import re
 import json
 import signal
 import socket
@@ -397,3 +398,47 @@ def test_502_and_504_log_lines_name_upstream_address_and_error(tmp_path, up):
     bound = 2 + 20 * (int(elapsed) + 2)  # at most 20 such lines a second per worker
     assert len(lines) < 122 and len(lines) <= bound, \
         "still rate-limited: %d lines for 122 failures in %.1f s" % (len(lines), elapsed)
+
+
+def trace_env(tmp_path, up, google, env_vars=None):
+    from serve_env import default_policies
+    return ServeEnv(tmp_path, up.port, policies=default_policies(None), env=env_vars,
+                    extra={"access_log": True,
+                           "google": {"credentials": "metadata", "metadata_host": google.host,
+                                      "iamcredentials_url": google.url, "timeout_ms": 1000}})
+
+
+@pytest.mark.parametrize("from_env", [False, True], ids=["metadata_project", "env_project"])
+def test_trace_fields_in_log_lines(tmp_path, up, from_env):
+    from google_standins import GoogleStandins
+    google = GoogleStandins().start()
+    google.project_id = "billing-prod"
+    env = trace_env(tmp_path, up, google,
+                    {"GOOGLE_CLOUD_PROJECT": "from-env-proj"} if from_env else None)
+    project = "from-env-proj" if from_env else "billing-prod"
+    try:
+        env.start()
+        assert eventually(lambda: from_env or google.calls("project") == 1, 5)
+        tp_in = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        st, _, body = env.request("GET", "/google/t", token=env.token(),
+                                  headers={"traceparent": tp_in, "X-Request-Id": "tr-1"})
+        assert st == 200
+        fwd = [v for n, v in json.loads(body)["headers"] if n.lower() == "traceparent"][0]
+        st, _, _ = env.request("GET", "/dead/t", token=env.token(), headers={"X-Request-Id": "tr-2"})
+        assert st == 502
+    finally:
+        assert env.stop() == 0
+        google.stop()
+    lines = [json.loads(l) for l in env.log_text().splitlines() if l.startswith("{")]
+    acc = [l for l in lines if l.get("request_id") == "tr-1" and "httpRequest" in l][0]
+    assert acc["logging.googleapis.com/trace"] == \
+        "projects/%s/traces/4bf92f3577b34da6a3ce929d0e0e4736" % project
+    assert acc["logging.googleapis.com/spanId"] == fwd.split("-")[2], \
+        "the log's span is the parent the upstream saw"
+    assert acc["logging.googleapis.com/trace_sampled"] is True
+    warn = [l for l in lines if l.get("request_id") == "tr-2" and l.get("reason") == "upstream_error"][0]
+    assert re.fullmatch(r"projects/%s/traces/[0-9a-f]{32}" % project,
+                        warn["logging.googleapis.com/trace"]), "a new trace, on the 502 line too"
+    assert warn["logging.googleapis.com/trace_sampled"] is False
+    assert google.calls("project") == (0 if from_env else 1), "fetched once, at start"
+    assert google.problems() == []
