@@ -115,3 +115,64 @@ def test_startup_probes_outlast_ready_timeout():
         probe = baton["startupProbe"]
         total_s = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
         assert ready_ms / 1000 < total_s <= 240, (shape, total_s)
+
+
+def _instructions(dockerfile):
+    """(keyword, args) of a Dockerfile's instructions, continuation lines joined."""
+    out, cur = [], ""
+    for line in dockerfile.read_text().splitlines():
+        if line.strip().startswith("#") and not cur:
+            continue
+        cur += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if line.endswith("\\"):
+            continue
+        if cur:
+            kw, _, args = cur.partition(" ")
+            out.append((kw.upper(), args.strip()))
+        cur = ""
+    return out
+
+
+def _apply_stage(instructions, context, root):
+    """Reproduces, under `root`, what the final stage's COPY steps and RUN mkdir -p
+    put on the file system (COPY --from: other stages, the binary, skipped)."""
+    import re
+    import shutil
+    for kw, args in instructions:
+        if kw == "RUN" and "mkdir -p" in args:
+            for path in re.findall(r"mkdir -p ((?:/\S+\s*)+)", args)[0].split():
+                (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        elif kw == "COPY" and not args.startswith("--from"):
+            src, dest = args.split()
+            s, d = context / src, root / dest.lstrip("/")
+            if s.is_dir():
+                shutil.copytree(s, d, dirs_exist_ok=True)
+            elif dest.endswith("/"):
+                d.mkdir(parents=True, exist_ok=True)
+                shutil.copy(s, d / s.name)
+            else:
+                d.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(s, d)
+
+
+def test_gateway_image_layout_passes_check(tmp_path):
+    """The derived gateway image, built without Docker: docker/Dockerfile's
+    runtime stage (context: the repository) then docker/examples/gateway/
+    Dockerfile (context: its directory) into one root, then `baton check` on it
+    as the Dockerfile's RUN does. A base image that left sample policies would
+    merge them with the gateway's and fail here."""
+    base = _instructions(SRCDIR / "docker" / "Dockerfile")
+    last_from = max(i for i, (kw, _) in enumerate(base) if kw == "FROM")
+    _apply_stage(base[last_from:], SRCDIR, tmp_path)
+    derived = _instructions(EX / "gateway" / "Dockerfile")
+    _apply_stage(derived, EX / "gateway", tmp_path)
+    run = [json.loads(args) for kw, args in derived if kw == "RUN"]
+    assert run == [["/usr/local/bin/baton", "check", "-c", "/etc/baton/conf/baton.json"]]
+    cfg = tmp_path / run[0][3].lstrip("/")
+    pols = sorted(p.name for p in (tmp_path / "etc/baton/policies").iterdir())
+    assert pols == sorted(p.name for p in (EX / "gateway" / "policies").iterdir()), \
+        "exactly the gateway's own policies: %s" % pols
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "usr/share/baton/examples/policies/billing-reconcile.json").exists(), \
+        "the samples stay available to copy from"
