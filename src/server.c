@@ -509,7 +509,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         audit_release(g.audit, &r->rsv);
         r->reserved = false;
     }
-    metrics_request(w->mw, r->policy ? policy_step(r->policy) : NULL, d, status, total,
+    metrics_request(w->mw, r->policy ? policy_step(r->policy) : NULL, d, reason, status, total,
                     r->upstream_ns);
     if (r->rt && r->rt->cfg->access_log)
         access_log(c, reason, d, status, total);
@@ -587,7 +587,7 @@ static void guard_reject(struct conn *c, enum reason reason, const char *detail)
         log_msg_fields(LOG_INFO, fields, "request refused by the guard: %s", reason_code(reason));
     }
     send_error(c, reason, NULL, true);
-    metrics_request(c->w->mw, NULL, DECISION_DENY, status,
+    metrics_request(c->w->mw, NULL, DECISION_DENY, reason, status,
                     c->head_started ? mono_ns() - c->head_start_ns : 0, 0);
     request_release(r);
     conn_close(c);

@@ -44,6 +44,15 @@ gcloud run services add-iam-policy-binding cleanup --project "$PROJECT_ID" --reg
 gcloud run services update baton-gateway --project "$PROJECT_ID" --region "$REGION" \
     --no-invoker-iam-check
 
+# 5. The metrics collector sidecar (Managed Service for Prometheus) writes
+#    baton's /metrics to Cloud Monitoring as the service's own account; it
+#    reads its scrape config from the secret baton-gmp-config
+#    (docker/examples/runmonitoring.yaml).
+gcloud projects add-iam-policy-binding "$PROJECT_ID" \
+    --member "serviceAccount:${BATON_SA}" --role roles/monitoring.metricWriter
+gcloud secrets add-iam-policy-binding baton-gmp-config --project "$PROJECT_ID" \
+    --member "serviceAccount:${BATON_SA}" --role roles/secretmanager.secretAccessor
+
 # Check: who may mint as the step account, who may invoke billing.
 gcloud iam service-accounts get-iam-policy "$STEP_SA" --project "$PROJECT_ID"
 gcloud run services get-iam-policy billing --project "$PROJECT_ID" --region "$REGION"

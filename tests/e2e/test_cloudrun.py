@@ -442,3 +442,48 @@ def test_trace_fields_in_log_lines(tmp_path, up, from_env):
     assert warn["logging.googleapis.com/trace_sampled"] is False
     assert google.calls("project") == (0 if from_env else 1), "fetched once, at start"
     assert google.problems() == []
+
+
+def test_metrics_pass_promtool(tmp_path, up):
+    """A real scrape after requests of every kind passes `promtool check metrics`
+    (Debian's prometheus package), with the reason and step labels, the process
+    metrics, build info and the audit counters."""
+    import shutil
+    import subprocess
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (apt-get install prometheus; scripts/deps.sh)")
+    env = ServeEnv(tmp_path, up.port)
+    env.start()
+    try:
+        tok = env.token()
+        assert env.request("GET", "/api/x", token=tok)[0] == 200
+        assert env.request("GET", "/other/x", token=tok)[0] == 403
+        assert env.request("GET", "/api/x")[0] == 401
+        assert env.request("GET", "/nowhere", token=tok)[0] == 404
+        assert env.request("GET", "/dead/x", token=tok)[0] == 502
+        st, _, body = env.admin("/metrics")
+        assert st == 200
+    finally:
+        assert env.stop() == 0
+    text = body.decode()
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for want in [
+            'baton_requests_total{step="api",decision="allow",reason="allowed",status="200"} 1',
+            'baton_requests_total{step="other",decision="deny",reason="no_caller_match",status="403"} 1',
+            'baton_requests_total{step="api",decision="deny",reason="token_missing",status="401"} 1',
+            'baton_requests_total{step="_none",decision="deny",reason="no_route",status="404"} 1',
+            'baton_requests_total{step="dead",decision="error",reason="upstream_error",status="502"} 1',
+            'baton_upstream_duration_seconds_count{step="api"} 1']:
+        assert want in text, want
+    for family in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                   "process_max_fds", "process_start_time_seconds", "baton_audit_checkpoints_total",
+                   "baton_audit_bytes_total", "baton_audit_fsyncs_total",
+                   "baton_audit_rotations_total"]:
+        assert re.search(r"^%s [0-9.e+]+$" % family, text, re.M), family
+    assert re.search(r'^baton_build_info\{version="[^"]+",openssl="[^"]+",libevent="[^"]+"\} 1$',
+                     text, re.M)
+    start = float(re.search(r"^process_start_time_seconds (\S+)$", text, re.M).group(1))
+    assert abs(start - time.time()) < 120, "the start time is this process's"

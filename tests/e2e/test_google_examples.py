@@ -38,12 +38,12 @@ def test_cloud_run_yaml():
     side = yaml.safe_load((EX / "cloudrun-sidecar.yaml").read_text())
     spec = side["spec"]["template"]["spec"]
     names = [c["name"] for c in spec["containers"]]
-    assert names == ["baton", "app"], "baton is the ingress (first) container"
+    assert names == ["baton", "app", "collector"], "baton is the ingress (first) container"
     assert [c for c in spec["containers"] if c.get("ports")] == [spec["containers"][0]], \
         "only baton has a port"
     deps = json.loads(side["spec"]["template"]["metadata"]["annotations"]
                       ["run.googleapis.com/container-dependencies"])
-    assert deps == {"baton": ["app"]}
+    assert deps == {"baton": ["app"], "collector": ["baton"]}
     gw = yaml.safe_load((EX / "cloudrun-gateway.yaml").read_text())
     assert gw["spec"]["template"]["spec"]["serviceAccountName"].startswith("baton-gateway@")
 
@@ -176,3 +176,28 @@ def test_gateway_image_layout_passes_check(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "usr/share/baton/examples/policies/billing-reconcile.json").exists(), \
         "the samples stay available to copy from"
+
+
+def test_cloud_run_yamls_run_a_metrics_collector():
+    """Nothing on Cloud Run scrapes a loopback admin port by itself: each YAML runs
+    the Managed Service for Prometheus sidecar, whose RunMonitoring document
+    (mounted where the sidecar reads it) scrapes baton's admin_listen /metrics."""
+    yaml = pytest.importorskip("yaml")
+    mon = yaml.safe_load((EX / "runmonitoring.yaml").read_text())
+    assert mon["kind"] == "RunMonitoring"
+    (ep,) = mon["spec"]["endpoints"]
+    for shape in ("gateway", "sidecar"):
+        cfg = json.loads((EX / shape / "conf" / "baton.json").read_text())
+        host, port = cfg["admin_listen"].rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) == ep["port"] and ep["path"] == "/metrics"
+        doc = yaml.safe_load((EX / ("cloudrun-%s.yaml" % shape)).read_text())
+        tmpl = doc["spec"]["template"]
+        coll = [c for c in tmpl["spec"]["containers"] if c["name"] == "collector"]
+        assert len(coll) == 1 and "cloud-run-gmp-sidecar" in coll[0]["image"]
+        (mount,) = coll[0]["volumeMounts"]
+        assert mount["mountPath"] == "/etc/rungmp", "the sidecar reads /etc/rungmp/config.yaml"
+        vol = [v for v in tmpl["spec"]["volumes"] if v["name"] == mount["name"]][0]
+        assert vol["secret"]["items"][0]["path"] == "config.yaml"
+        deps = json.loads(tmpl["metadata"]["annotations"]["run.googleapis.com/container-dependencies"])
+        assert deps["collector"] == ["baton"]
+    assert "roles/monitoring.metricWriter" in (EX / "iam-bindings.sh").read_text()

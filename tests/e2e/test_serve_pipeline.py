@@ -421,7 +421,8 @@ def test_admin_endpoints(env):
     st, hd, body = env.admin("/metrics")
     text = body.decode()
     assert st == 200
-    assert re.search(r'baton_requests_total\{step="api",decision="allow",status="200"\} \d+', text)
+    assert re.search(r'baton_requests_total\{step="api",decision="allow",reason="allowed",status="200"\} \d+',
+                     text)
     assert 'baton_request_duration_seconds_bucket{le="+Inf"}' in text
     assert "baton_upstream_duration_seconds_count" in text
     assert 'baton_token_verifications_total{cache="hit"}' in text
