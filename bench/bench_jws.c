@@ -266,7 +266,7 @@ int main(int argc, char **argv)
     json_t *arr = json_array();
     struct cfg_issuer is;
     struct baton_config cfg;
-    struct authn_keys keys = {acquire, generation, kid_miss, NULL};
+    struct authn_keys keys = {acquire, generation, kid_miss, NULL, NULL};
     struct authn *a;
     int64_t now = (int64_t)time(NULL);
     char *payload;

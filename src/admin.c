@@ -331,6 +331,14 @@ static void on_metrics(struct evhttp_request *req, void *arg)
                       (double)st.witness_dropped);
         metrics_write(b, "baton_audit_witness_pending", "gauge",
                       "Records waiting to be witnessed.", NULL, (double)st.witness_pending);
+        metrics_write(b, "baton_audit_checkpoints_total", "counter",
+                      "Signed checkpoint records written.", NULL, (double)st.checkpoints);
+        metrics_write(b, "baton_audit_bytes_total", "counter",
+                      "Bytes written to the audit log, newlines included.", NULL, (double)st.bytes);
+        metrics_write(b, "baton_audit_fsyncs_total", "counter", "fsync calls on the audit log.",
+                      NULL, (double)st.fsyncs);
+        metrics_write(b, "baton_audit_rotations_total", "counter", "Audit log rotations.", NULL,
+                      (double)st.rotations);
     }
     if (a->deps.identity && rt && rt->needs_identity) {
         identity_metrics(a->deps.identity, b);

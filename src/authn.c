@@ -7,7 +7,9 @@
  * encoding, JSON, header: alg/crit/b64/embedded keys) -> `iss` selects the
  * issuer -> the issuer's own size cap and algorithm list -> key set (never
  * loaded: keys_unavailable) -> `kid` within that key set only (unknown: ask the
- * key provider for a rate-limited refresh, fail) -> signature -> exp, nbf, iat
+ * key provider for a rate-limited refresh; unknown_kid, with kid_wait set when
+ * one is in flight so the caller can park and verify again, or
+ * keys_unavailable when the issuer's last refresh failed) -> signature -> exp, nbf, iat
  * -> audience -> typ -> token_use -> sub/jti types. Claims never decide
  * anything before the signature over them verified.
  *
@@ -414,9 +416,12 @@ static const char *aws_account(const json_t *claims)
     return json_string_value(json_object_get(ns, "aws_account")); /* NULL-safe both */
 }
 
-/* Signature by kid, or (issuer opt-in) by every key able to verify the alg. */
+/* Signature by kid, or (issuer opt-in) by every key able to verify the alg.
+ * An unknown kid asks the key provider for a refresh and says in *wait
+ * whether one is in flight. */
 static enum reason verify_signature(struct authn *a, const struct cfg_issuer *is,
-                                    const struct jws_keyset *ks, const struct jws_token *t)
+                                    const struct jws_keyset *ks, const struct jws_token *t,
+                                    bool *wait)
 {
     const struct jws_key *k;
     enum reason r;
@@ -424,7 +429,19 @@ static enum reason verify_signature(struct authn *a, const struct cfg_issuer *is
     if (t->kid) {
         k = jws_keyset_find(ks, t->kid, t->kid_len);
         if (!k) {
-            a->keys.kid_miss(a->keys.ctx, is);
+            if (!a->keys.kid_unknown) {
+                a->keys.kid_miss(a->keys.ctx, is);
+                return REASON_UNKNOWN_KID;
+            }
+            switch (a->keys.kid_unknown(a->keys.ctx, is)) {
+            case AUTHN_KID_WAIT:
+                *wait = true;
+                return REASON_UNKNOWN_KID;
+            case AUTHN_KID_STALE: /* the issuer is failing: maybe a rotation we cannot see */
+                return REASON_KEYS_UNAVAILABLE;
+            case AUTHN_KID_DECIDE:
+                break;
+            }
             return REASON_UNKNOWN_KID;
         }
         return jws_verify(t, k, is->algorithms);
@@ -581,7 +598,7 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
         r = REASON_KEYS_UNAVAILABLE;
         goto out;
     }
-    r = verify_signature(a, is, ks, &t);
+    r = verify_signature(a, is, ks, &t, &out->kid_wait);
     if (r != REASON_ALLOWED)
         goto out;
     out->claims = out->claims_ref_ = json_incref(t.claims);

@@ -32,6 +32,13 @@
 #include "jws.h"
 #include "reason.h"
 
+/* What to do about a kid the issuer's current key set lacks (kid_unknown). */
+enum authn_kid {
+    AUTHN_KID_DECIDE, /* no refresh will come soon: the kid is unknown (401) */
+    AUTHN_KID_WAIT,   /* a refresh of the issuer's keys is in flight: worth waiting for */
+    AUTHN_KID_STALE,  /* none may start yet and the last one failed: we cannot tell (503) */
+};
+
 /* Key provider (jwks.c). Every callback is thread-safe and non-blocking. */
 struct authn_keys {
     /* The issuer's current key set: a new reference (the caller unrefs), or
@@ -42,6 +49,9 @@ struct authn_keys {
     /* An unknown kid was seen: request a (rate-limited, single-flight) refresh. */
     void (*kid_miss)(void *ctx, const struct cfg_issuer *);
     void *ctx;
+    /* The same, and says whether a refresh will answer it soon; NULL: kid_miss
+     * is called and the kid is decided at once. */
+    enum authn_kid (*kid_unknown)(void *ctx, const struct cfg_issuer *);
 };
 
 struct authn;       /* immutable after authn_new; shared by all workers */
@@ -70,6 +80,11 @@ struct authn_result {
     enum jws_alg alg;     /* valid once the signature verified */
     bool cache_hit;
     json_t *claims_ref_; /* private: the owned reference behind `claims` */
+    /* REASON_UNKNOWN_KID only: a refresh of the issuer's keys is in flight
+     * (AUTHN_KID_WAIT). The caller may park the request, without blocking,
+     * until that refresh ends, then call authn_verify again: the token is
+     * then decided on the new key set (key rotation never fails a request). */
+    bool kid_wait;
 };
 
 /*

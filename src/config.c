@@ -76,6 +76,8 @@
  *     storage_url                     URL       "https://storage.googleapis.com"  bucket only; http to loopback
  *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
  *   access_log             (ext.)     boolean   false                   one JSON log line per request
+ *   ready_timeout_ms       (ext.)     integer   30000                   0..600000: listen before ready for at most this
+ *   health_path            (ext.)     path      absent                  a canonical path, no query: /readyz on the serving port
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -108,6 +110,7 @@
 
 #include "jsonpos.h"
 #include "log.h"
+#include "path.h"
 #include "util.h"
 
 #define MAX_ISSUERS 64
@@ -983,6 +986,20 @@ static int check_google_url(struct ctx *c, const char *s)
     return check_fetch_url(c, s, true, "");
 }
 
+/* health_path: a path a request can spell exactly (canonical, no query),
+ * so the probe's target is compared byte for byte. */
+static int check_health_path(struct ctx *c, const char *s)
+{
+    struct path_result pr;
+    size_t n = strlen(s);
+    if (n > 0 && n <= 256 && s[0] == '/' && path_canonicalize(s, n, 256, &pr) == REASON_ALLOWED &&
+        !pr.query)
+        return 0;
+    err(c, "health_path must be a canonical absolute path of at most 256 bytes, without a query "
+           "(\"/healthz\")");
+    return -1;
+}
+
 static int check_metadata_host(struct ctx *c, const char *s)
 {
     char *host = NULL;
@@ -1171,6 +1188,8 @@ static const struct field root_fields[] = {
     F_CUSTOM("audit", parse_audit, 0),
     F_INT("drain_timeout_ms", struct baton_config, drain_ms, 0, 600000, 8000),
     F_BOOL("access_log", struct baton_config, access_log, 0),
+    F_INT("ready_timeout_ms", struct baton_config, ready_timeout_ms, 0, 600000, 30000),
+    F_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
     {0},
 };
 
@@ -1978,6 +1997,7 @@ void config_free(struct baton_config *cfg)
     free(cfg->audit.witness_bucket);
     free(cfg->audit.witness_prefix);
     free(cfg->audit.witness_storage_url);
+    free(cfg->health_path);
     free(cfg);
 }
 

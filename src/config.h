@@ -161,6 +161,10 @@ struct baton_config {
     bool access_log;   /* "access_log" (server), default false: one INFO line per request
                           (httpRequest, trace) on stderr; off by default because a log
                           line per request costs more than the rest of a cache-hit request */
+    unsigned ready_timeout_ms; /* "ready_timeout_ms", 30000, range 0..600000: the serving
+                                  port stays closed until ready or this long after start */
+    char *health_path;         /* "health_path", NULL: none; else GET answers like /readyz
+                                  on the serving port */
 };
 
 /*

@@ -18,10 +18,22 @@
  * Refresh state machine (background thread only): refresh_begin starts an
  * attempt (file read, or discovery GET then JWKS GET through http_client),
  * refresh_end records the outcome and arms the source's single timer for
- * the next attempt. kid_miss may come from any thread: it sets an atomic
- * flag and activates the source's `kick` event (event_active is thread-safe
- * on a base created after evthread_use_pthreads()); the kick handler applies
- * single-flight and the refresh_min_s rate limit on the background thread.
+ * the next attempt. An unknown kid may come from any thread: kid_unknown
+ * decides under the source's lock whether a refresh will answer it (one in
+ * flight, or one it starts: a flag and the source's `kick` event, thread-safe
+ * on a base created after evthread_use_pthreads()), so the caller knows at
+ * once whether waiting is worth it; the kick handler starts the fetch on the
+ * background thread. Every finished attempt calls the refresh listener
+ * (jwks_set_refresh_listener), which wakes the requests parked on it.
+ *
+ * The unknown-kid limit. A kid the current set lacks is, in the common case,
+ * a key the issuer rotated in since the last fetch: the first one starts a
+ * refresh at once, and every request that meets an unknown kid while it runs
+ * shares it. A flood of random kids must not make baton hammer the issuer:
+ * after an unknown-kid refresh, the next may start only refresh_min_s after
+ * it, unless that refresh found a changed key set (a rotation is happening:
+ * an attacker cannot cause that). So random kids cost at most one fetch per
+ * refresh_min_s, and no request waits longer than the fetch in flight.
  *
  * jwks_load_sync (CLI) runs the same state machine on a private event_base
  * and http_client, with the scheduling turned off.
@@ -58,12 +70,12 @@ struct source {
     struct jwks_issuer_stats st;  /* counters (name, generation, kid_miss filled on read) */
     _Atomic uint64_t generation;  /* 0: never loaded */
     _Atomic uint64_t kid_miss;
-    _Atomic uint64_t kid_miss_limited;
     atomic_int miss_pending;      /* a kick is queued and not yet handled */
-    /* mono_ns until which a refresh is already guaranteed to start (a
-     * deferred miss timer, or a flight whose end re-arms one): kid misses
-     * before then need no kick at all */
-    _Atomic uint64_t miss_quiet_until;
+    /* unknown-kid state, under `lock` (any thread) */
+    bool flight_pending;          /* an attempt is in flight or kicked: misses wait for it */
+    bool last_failed;             /* the last finished attempt failed */
+    bool miss_credit;             /* the last attempt changed the key set: the next miss may refresh at once */
+    uint64_t last_miss_start_ns;  /* mono_ns of the last unknown-kid refresh; 0: none yet */
 
     /* background-thread state */
     struct event *timer;          /* owned: next scheduled attempt */
@@ -71,8 +83,7 @@ struct source {
     struct http_call *call;       /* borrowed handle of the fetch in flight */
     struct http_client *hc;       /* client of the attempt in flight */
     bool in_flight;
-    bool miss_during_flight;
-    bool timer_for_miss;          /* the armed timer was set by a rate-limited kid miss */
+    bool flight_changed;          /* the attempt in flight published a new key set */
     enum stage stage;
     uint64_t last_start_ns;       /* mono_ns of the last attempt start; 0: none */
     uint64_t due_ns;              /* mono_ns when the timer fires; 0: not armed */
@@ -213,27 +224,57 @@ static uint64_t keys_generation(void *ctx, const struct cfg_issuer *iss)
     return s ? atomic_load_explicit(&s->generation, memory_order_acquire) : 0;
 }
 
-static void keys_kid_miss(void *ctx, const struct cfg_issuer *iss)
+static void (*refresh_listener)(void);
+
+void jwks_set_refresh_listener(void (*fn)(void))
+{
+    refresh_listener = fn;
+}
+
+/* An unknown kid for a configured issuer (any thread): the limit in the file
+ * comment, decided under the source's lock. */
+static enum authn_kid keys_kid_unknown(void *ctx, const struct cfg_issuer *iss)
 {
     struct jwks *j = ctx;
     struct source *s = lookup(j, iss);
+    enum authn_kid r;
+    bool kick = false;
+    uint64_t now = mono_ns(), min_ns;
+
     if (!s)
-        return;
+        return AUTHN_KID_DECIDE;
+    min_ns = (uint64_t)s->iss->refresh_min_s * 1000000000u;
     atomic_fetch_add_explicit(&s->kid_miss, 1, memory_order_relaxed);
-    if (!j->bg || !s->kick)
-        return;
-    if (mono_ns() < atomic_load_explicit(&s->miss_quiet_until, memory_order_relaxed)) {
-        atomic_fetch_add_explicit(&s->kid_miss_limited, 1, memory_order_relaxed);
-        return; /* a refresh is already on its way */
+    if (!j->bg || !s->kick || !atomic_load(&j->started))
+        return AUTHN_KID_DECIDE;
+    pthread_mutex_lock(&s->lock);
+    if (s->flight_pending) {
+        r = AUTHN_KID_WAIT; /* share the attempt in flight */
+    } else if (s->miss_credit || s->last_miss_start_ns == 0 || now - s->last_miss_start_ns >= min_ns) {
+        s->flight_pending = true;
+        s->miss_credit = false;
+        s->last_miss_start_ns = now;
+        kick = true;
+        r = AUTHN_KID_WAIT;
+    } else {
+        s->st.kid_miss_limited++;
+        r = s->last_failed ? AUTHN_KID_STALE : AUTHN_KID_DECIDE;
     }
-    /* one queued kick at a time: a flood costs one event_active, not one each */
-    if (atomic_exchange(&s->miss_pending, 1) == 0)
+    pthread_mutex_unlock(&s->lock);
+    /* one queued kick at a time */
+    if (kick && atomic_exchange(&s->miss_pending, 1) == 0)
         event_active(s->kick, EV_TIMEOUT, 0);
+    return r;
+}
+
+static void keys_kid_miss(void *ctx, const struct cfg_issuer *iss)
+{
+    (void)keys_kid_unknown(ctx, iss);
 }
 
 struct authn_keys jwks_authn_keys(struct jwks *j)
 {
-    struct authn_keys k = {keys_acquire, keys_generation, keys_kid_miss, j};
+    struct authn_keys k = {keys_acquire, keys_generation, keys_kid_miss, j, keys_kid_unknown};
     return k;
 }
 
@@ -311,7 +352,12 @@ static void refresh_end(struct source *s, bool ok, const char *err, long max_age
         s->st.consecutive_failures = s->failures + 1;
     }
     s->st.next_refresh_ms = 0;
+    s->flight_pending = false;
+    s->last_failed = !ok;
+    if (ok && s->flight_changed)
+        s->miss_credit = true; /* a rotation is under way: the next unknown kid may look again */
     pthread_mutex_unlock(&s->lock);
+    s->flight_changed = false;
 
     if (s->sync) {
         s->sync_ok = ok;
@@ -335,17 +381,9 @@ static void refresh_end(struct source *s, bool ok, const char *err, long max_age
                        atomic_load(&s->generation) ? " (keeping the last good key set)"
                                                    : " (its tokens are refused until keys load)");
     }
-    s->timer_for_miss = false;
-    if (s->miss_during_flight) { /* an unknown kid arrived meanwhile: look again at the limit */
-        uint64_t now = mono_ns(), at = s->last_start_ns + (uint64_t)s->iss->refresh_min_s * 1000000000u;
-        uint64_t wait_ms = at > now ? (at - now) / 1000000u : 0;
-        s->miss_during_flight = false;
-        if (wait_ms < delay) {
-            delay = wait_ms;
-            s->timer_for_miss = true;
-        }
-    }
     arm(s, delay);
+    if (refresh_listener)
+        refresh_listener(); /* the requests parked on this attempt decide now */
 }
 
 static void fail(struct source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -461,6 +499,7 @@ static void accept_document(struct source *s, const char *doc, size_t len, long 
     log_msg_fields(LOG_INFO, fields, "key set of issuer %s %s: %zu keys", s->iss->name,
                    atomic_load(&s->generation) ? "changed" : "loaded", jws_keyset_count(ks));
     publish(s, ks, hash);
+    s->flight_changed = true;
     refresh_end(s, true, NULL, max_age);
 }
 
@@ -568,8 +607,10 @@ static void refresh_begin(struct source *s, struct http_client *hc)
     s->in_flight = true;
     s->hc = hc;
     s->last_start_ns = mono_ns();
+    s->flight_changed = false;
     pthread_mutex_lock(&s->lock);
     s->st.refreshes++;
+    s->flight_pending = true; /* unknown kids from now on wait for this attempt */
     pthread_mutex_unlock(&s->lock);
     switch (iss->key_source) {
     case KEYS_JWKS_FILE:
@@ -609,50 +650,28 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     s->due_ns = 0;
     if (s->in_flight)
         return;
-    if (s->timer_for_miss) {
-        pthread_mutex_lock(&s->lock);
-        s->st.kid_miss_refreshes++;
-        pthread_mutex_unlock(&s->lock);
-    }
-    s->timer_for_miss = false;
     refresh_begin(s, s->j->http);
 }
 
+/* An unknown kid started a refresh (keys_kid_unknown decided it under the
+ * lock): start it, unless one began meanwhile (it began after the miss, so
+ * it answers it). */
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct source *s = arg;
-    uint64_t now = mono_ns(), min_ns = (uint64_t)s->iss->refresh_min_s * 1000000000u, at;
     (void)fd;
     (void)what;
 
     atomic_store(&s->miss_pending, 0);
-    if (!atomic_load(&s->j->started))
+    pthread_mutex_lock(&s->lock);
+    s->st.kid_miss_refreshes++;
+    pthread_mutex_unlock(&s->lock);
+    if (s->in_flight)
         return;
-    if (s->in_flight) { /* single flight; its end re-arms at last start + min */
-        s->miss_during_flight = true;
-        atomic_fetch_add_explicit(&s->kid_miss_limited, 1, memory_order_relaxed);
-        atomic_store(&s->miss_quiet_until, s->last_start_ns + min_ns);
-        return;
-    }
-    if (s->last_start_ns == 0 || now - s->last_start_ns >= min_ns) {
-        if (s->timer)
-            evtimer_del(s->timer);
-        s->due_ns = 0;
-        s->timer_for_miss = false;
-        pthread_mutex_lock(&s->lock);
-        s->st.kid_miss_refreshes++;
-        pthread_mutex_unlock(&s->lock);
-        refresh_begin(s, s->j->http);
-        return;
-    }
-    /* too soon after the last start: refresh as soon as the limit allows */
-    atomic_fetch_add_explicit(&s->kid_miss_limited, 1, memory_order_relaxed);
-    at = s->last_start_ns + min_ns;
-    if (s->due_ns == 0 || s->due_ns > at) {
-        arm(s, (at - now + 999999u) / 1000000u);
-        s->timer_for_miss = true;
-    }
-    atomic_store(&s->miss_quiet_until, s->due_ns < at ? s->due_ns : at);
+    if (s->timer)
+        evtimer_del(s->timer);
+    s->due_ns = 0;
+    refresh_begin(s, s->j->http);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -803,7 +822,6 @@ int jwks_stats(struct jwks *j, size_t i, struct jwks_issuer_stats *out)
     out->name = s->iss->name;
     out->loaded = out->generation != 0;
     out->kid_miss = atomic_load(&s->kid_miss);
-    out->kid_miss_limited = atomic_load(&s->kid_miss_limited);
     return 0;
 }
 

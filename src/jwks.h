@@ -13,9 +13,11 @@
  *  - on a schedule: the JWKS response's Cache-Control max-age clamped to the
  *    issuer's [refresh_min_s, refresh_max_s] (no max-age: refresh_max_s; a
  *    jwks_file is re-read every refresh_min_s), minus up to 10% jitter;
- *  - on an unknown kid (kid_miss, any thread): single-flight and at most one
- *    refresh start per issuer per refresh_min_s, so a flood of random kids
- *    costs the issuer at most one refresh (discovery + JWKS) per interval;
+ *  - on an unknown kid (kid_unknown, any thread): at once for the first one
+ *    (a rotation), shared by every request that meets an unknown kid while
+ *    it runs, then at most one per refresh_min_s unless the last one found a
+ *    changed key set, so a flood of random kids costs the issuer at most one
+ *    refresh (discovery + JWKS) per interval (jwks.c says why);
  *  - after a failure: exponential backoff with jitter from 1 s up to
  *    refresh_min_s, the last good key set kept and served meanwhile.
  * A document identical to the current one (same SHA-256) keeps the current
@@ -115,6 +117,14 @@ struct jwks_issuer_stats {
 size_t jwks_issuer_count(const struct jwks *j);
 /* Fills `out` for issuer i (< jwks_issuer_count). 0, or -1 when out of range. */
 int jwks_stats(struct jwks *j, size_t i, struct jwks_issuer_stats *out);
+
+/*
+ * `fn` runs on the background thread after every refresh attempt of any
+ * jwks ends (success or failure), once its outcome is published: the server
+ * wakes the requests parked on an unknown kid (authn.h AUTHN_KID_WAIT).
+ * Process-wide; set before any jwks starts. NULL: none.
+ */
+void jwks_set_refresh_listener(void (*fn)(void));
 
 /* Tests: first retry delay after a failure (default JWKS_RETRY_BASE_MS). */
 void jwks_set_retry_base_ms(struct jwks *j, unsigned ms);

@@ -4,16 +4,27 @@
  */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
 
 #include "util.h"
+
+#ifdef PACKAGE_VERSION
+#define METRICS_VERSION PACKAGE_VERSION
+#else
+#define METRICS_VERSION "unknown"
+#endif
 
 /* Histogram upper bounds in seconds (le labels); +Inf is implicit. */
 static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
@@ -31,8 +42,16 @@ struct label_set {
     _Atomic int used; /* 0 free; 1 filled (published after the fields) */
     char step[METRICS_STEP_MAX];
     enum decision decision;
+    enum reason reason;
     int status;
     _Atomic uint64_t count;
+};
+
+/* The upstream latency of one step (same insert discipline as label_set). */
+struct step_histogram {
+    _Atomic int used;
+    char step[METRICS_STEP_MAX];
+    struct histogram h;
 };
 
 struct metrics_worker {
@@ -40,7 +59,8 @@ struct metrics_worker {
     struct label_set sets[METRICS_LABEL_SETS];
     size_t n_sets; /* owner only */
     struct histogram request;
-    struct histogram upstream;
+    struct step_histogram upstream[METRICS_STEP_HISTOGRAMS];
+    size_t n_upstream; /* owner only */
     _Atomic uint64_t conn_refused;
     _Atomic uint64_t upstream_new;
     _Atomic uint64_t upstream_reused;
@@ -91,12 +111,19 @@ struct metrics_worker *metrics_worker(unsigned id)
     return id < n_workers ? &workers[id] : NULL;
 }
 
-static uint32_t label_hash(const char *step, enum decision d, int status)
+static uint32_t step_hash(const char *step)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)step; *p; p++)
         h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+static uint32_t label_hash(const char *step, enum decision d, enum reason reason, int status)
+{
+    uint32_t h = step_hash(step);
     h = (h ^ (uint32_t)d) * 16777619u;
+    h = (h ^ (uint32_t)reason) * 16777619u;
     h = (h ^ (uint32_t)status) * 16777619u;
     return h;
 }
@@ -104,9 +131,9 @@ static uint32_t label_hash(const char *step, enum decision d, int status)
 #define OVERFLOW_RESERVE 64
 
 static struct label_set *label_find(struct metrics_worker *mw, const char *step, enum decision d,
-                                    int status, bool overflowed)
+                                    enum reason reason, int status, bool overflowed)
 {
-    uint32_t h = label_hash(step, d, status);
+    uint32_t h = label_hash(step, d, reason, status);
     size_t i;
 
     for (size_t probe = 0; probe < METRICS_LABEL_SETS; probe++) {
@@ -117,24 +144,49 @@ static struct label_set *label_find(struct metrics_worker *mw, const char *step,
             /* The last OVERFLOW_RESERVE slots are kept for the overflow
              * label, one per (decision, status) seen after the table filled. */
             if (!overflowed && mw->n_sets >= METRICS_LABEL_SETS - OVERFLOW_RESERVE)
-                return label_find(mw, "_overflow", d, status, true);
+                return label_find(mw, "_overflow", d, reason, status, true);
             mw->n_sets++;
             /* Insert: only this worker writes its table; the lock keeps the
              * renderer from reading a half-filled entry. */
             pthread_mutex_lock(&mw->insert_lock);
             snprintf(s->step, sizeof(s->step), "%s", step);
             s->decision = d;
+            s->reason = reason;
             s->status = status;
             atomic_store_explicit(&s->count, 0, memory_order_relaxed);
             atomic_store_explicit(&s->used, 1, memory_order_release);
             pthread_mutex_unlock(&mw->insert_lock);
             return s;
         }
-        if (s->decision == d && s->status == status &&
+        if (s->decision == d && s->reason == reason && s->status == status &&
             strncmp(s->step, step, sizeof(s->step) - 1) == 0)
             return s;
     }
     return NULL; /* unreachable while the reserve holds: dropped */
+}
+
+/* The step's upstream histogram; past the table, the last slot is
+ * step="_overflow" for every step that did not fit. */
+static struct histogram *step_histogram_find(struct metrics_worker *mw, const char *step)
+{
+    uint32_t h = step_hash(step);
+
+    for (size_t probe = 0; probe < METRICS_STEP_HISTOGRAMS; probe++) {
+        struct step_histogram *s = &mw->upstream[(h + probe) & (METRICS_STEP_HISTOGRAMS - 1)];
+        if (!atomic_load_explicit(&s->used, memory_order_acquire)) {
+            if (mw->n_upstream >= METRICS_STEP_HISTOGRAMS - 1 && strcmp(step, "_overflow") != 0)
+                return step_histogram_find(mw, "_overflow");
+            mw->n_upstream++;
+            pthread_mutex_lock(&mw->insert_lock);
+            snprintf(s->step, sizeof(s->step), "%s", step);
+            atomic_store_explicit(&s->used, 1, memory_order_release);
+            pthread_mutex_unlock(&mw->insert_lock);
+            return &s->h;
+        }
+        if (strncmp(s->step, step, sizeof(s->step) - 1) == 0)
+            return &s->h;
+    }
+    return NULL;
 }
 
 static void observe(struct histogram *h, uint64_t ns)
@@ -148,19 +200,23 @@ static void observe(struct histogram *h, uint64_t ns)
     bump(&h->sum_ns, ns);
 }
 
-void metrics_request(struct metrics_worker *mw, const char *step, enum decision d, int status,
-                     uint64_t total_ns, uint64_t upstream_ns)
+void metrics_request(struct metrics_worker *mw, const char *step, enum decision d,
+                     enum reason reason, int status, uint64_t total_ns, uint64_t upstream_ns)
 {
     struct label_set *s;
+    const char *label = step && *step ? step : METRICS_NO_STEP;
 
     if (!mw)
         return;
-    s = label_find(mw, step && *step ? step : METRICS_NO_STEP, d, status, false);
+    s = label_find(mw, label, d, reason, status, false);
     if (s)
         bump(&s->count, 1);
     observe(&mw->request, total_ns);
-    if (upstream_ns)
-        observe(&mw->upstream, upstream_ns);
+    if (upstream_ns) {
+        struct histogram *h = step_histogram_find(mw, label);
+        if (h)
+            observe(h, upstream_ns);
+    }
 }
 
 void metrics_conn_refused(struct metrics_worker *mw)
@@ -262,9 +318,125 @@ static void render_histogram(struct evbuffer *out, const char *name, const char 
                         (unsigned long long)count);
 }
 
+/* The per-step upstream histograms, merged over the workers by step. */
+static void render_step_histograms(struct evbuffer *out, const char *name, const char *help)
+{
+    struct acc {
+        char step[METRICS_STEP_MAX];
+        uint64_t b[N_BUCKETS + 1], count, sum_ns;
+    } *a = NULL;
+    size_t n = 0, cap = 0;
+
+    for (unsigned w = 0; w < n_workers; w++) {
+        struct metrics_worker *mw = &workers[w];
+        pthread_mutex_lock(&mw->insert_lock);
+        for (size_t i = 0; i < METRICS_STEP_HISTOGRAMS; i++) {
+            const struct step_histogram *s = &mw->upstream[i];
+            size_t j;
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                continue;
+            for (j = 0; j < n && strcmp(a[j].step, s->step) != 0; j++)
+                ;
+            if (j == n) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    a = xrealloc(a, cap * sizeof(*a));
+                }
+                memset(&a[n], 0, sizeof(a[n]));
+                memcpy(a[n].step, s->step, sizeof(a[n].step));
+                n++;
+            }
+            for (size_t k = 0; k <= N_BUCKETS; k++)
+                a[j].b[k] += get(&s->h.bucket[k]);
+            a[j].count += get(&s->h.count);
+            a[j].sum_ns += get(&s->h.sum_ns);
+        }
+        pthread_mutex_unlock(&mw->insert_lock);
+    }
+    metrics_write_header(out, name, "histogram", help);
+    for (size_t j = 0; j < n; j++) {
+        char step[2 * METRICS_STEP_MAX];
+        uint64_t cum = 0;
+        metrics_label_escape(step, sizeof(step), a[j].step);
+        for (size_t i = 0; i < N_BUCKETS; i++) {
+            cum += a[j].b[i];
+            evbuffer_add_printf(out, "%s_bucket{step=\"%s\",le=\"%g\"} %llu\n", name, step,
+                                bucket_le[i], (unsigned long long)cum);
+        }
+        cum += a[j].b[N_BUCKETS];
+        evbuffer_add_printf(out, "%s_bucket{step=\"%s\",le=\"+Inf\"} %llu\n", name, step,
+                            (unsigned long long)cum);
+        evbuffer_add_printf(out, "%s_sum{step=\"%s\"} %.9f\n%s_count{step=\"%s\"} %llu\n", name,
+                            step, (double)a[j].sum_ns / 1e9, name, step,
+                            (unsigned long long)a[j].count);
+    }
+    free(a);
+}
+
+/*
+ * The process metrics Prometheus' client libraries export under these names
+ * (from /proc/self, Linux): CPU seconds, resident memory, open and maximum
+ * descriptors, start time. Read at scrape time on the admin thread.
+ */
+static void render_process(struct evbuffer *out)
+{
+    long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    unsigned long long utime = 0, stime = 0, start = 0, rss = 0, btime = 0;
+    char buf[1024], *p;
+    FILE *f;
+    size_t n;
+    struct rlimit rl;
+    DIR *d;
+
+    if (tck <= 0)
+        tck = 100;
+    if ((f = fopen("/proc/self/stat", "r"))) {
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        /* after the ")" that ends comm: state is field 3, utime 14, stime 15, starttime 22 */
+        if ((p = strrchr(buf, ')')) &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                          "%*d %*d %llu", &utime, &stime, &start) == 3) {
+            metrics_write(out, "process_cpu_seconds_total", "counter",
+                          "Total user and system CPU time spent in seconds.", NULL,
+                          (double)(utime + stime) / (double)tck);
+        }
+    }
+    if ((f = fopen("/proc/self/statm", "r"))) {
+        if (fscanf(f, "%*u %llu", &rss) == 1)
+            metrics_write(out, "process_resident_memory_bytes", "gauge",
+                          "Resident memory size in bytes.", NULL, (double)rss * (double)page);
+        fclose(f);
+    }
+    if ((d = opendir("/proc/self/fd"))) {
+        long fds = 0;
+        struct dirent *e;
+        while ((e = readdir(d)))
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        metrics_write(out, "process_open_fds", "gauge", "Number of open file descriptors.", NULL,
+                      (double)(fds - 1)); /* the directory's own descriptor */
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        metrics_write(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+                      NULL, rl.rlim_cur == RLIM_INFINITY ? 1e18 : (double)rl.rlim_cur);
+    if (start && (f = fopen("/proc/stat", "r"))) {
+        while (fgets(buf, sizeof(buf), f))
+            if (sscanf(buf, "btime %llu", &btime) == 1)
+                break;
+        fclose(f);
+        if (btime)
+            metrics_write(out, "process_start_time_seconds", "gauge",
+                          "Start time of the process since unix epoch in seconds.", NULL,
+                          (double)btime + (double)start / (double)tck);
+    }
+}
+
 struct merged {
     char step[METRICS_STEP_MAX];
     enum decision decision;
+    enum reason reason;
     int status;
     uint64_t count;
 };
@@ -285,8 +457,8 @@ void metrics_render(struct evbuffer *out)
             if (!atomic_load_explicit(&s->used, memory_order_acquire))
                 continue;
             for (j = 0; j < n; j++)
-                if (m[j].decision == s->decision && m[j].status == s->status &&
-                    strcmp(m[j].step, s->step) == 0)
+                if (m[j].decision == s->decision && m[j].reason == s->reason &&
+                    m[j].status == s->status && strcmp(m[j].step, s->step) == 0)
                     break;
             if (j == n) {
                 if (n == cap) {
@@ -295,6 +467,7 @@ void metrics_render(struct evbuffer *out)
                 }
                 memcpy(m[n].step, s->step, sizeof(m[n].step));
                 m[n].decision = s->decision;
+                m[n].reason = s->reason;
                 m[n].status = s->status;
                 m[n].count = 0;
                 n++;
@@ -310,23 +483,23 @@ void metrics_render(struct evbuffer *out)
     }
 
     metrics_write_header(out, "baton_requests_total", "counter",
-                         "Requests finished, by step policy, decision and HTTP status sent.");
+                         "Requests finished, by step policy, decision, reason and HTTP status sent.");
     for (size_t i = 0; i < n; i++) {
         char step[2 * METRICS_STEP_MAX];
         metrics_label_escape(step, sizeof(step), m[i].step);
         evbuffer_add_printf(out,
-                            "baton_requests_total{step=\"%s\",decision=\"%s\",status=\"%d\"} %llu\n",
-                            step, decision_name(m[i].decision), m[i].status,
-                            (unsigned long long)m[i].count);
+                            "baton_requests_total{step=\"%s\",decision=\"%s\",reason=\"%s\","
+                            "status=\"%d\"} %llu\n",
+                            step, decision_name(m[i].decision), reason_code(m[i].reason),
+                            m[i].status, (unsigned long long)m[i].count);
     }
     free(m);
 
     render_histogram(out, "baton_request_duration_seconds",
                      "Whole request, first header byte to last response byte.",
                      offsetof(struct metrics_worker, request));
-    render_histogram(out, "baton_upstream_duration_seconds",
-                     "Upstream exchange, request forwarded to last response byte.",
-                     offsetof(struct metrics_worker, upstream));
+    render_step_histograms(out, "baton_upstream_duration_seconds",
+                           "Upstream exchange, request forwarded to last response byte, by step.");
     metrics_write(out, "baton_open_connections", "gauge", "Client connections open now.", NULL,
                   (double)metrics_conn_open_now());
     metrics_write(out, "baton_connections_refused_total", "counter",
@@ -342,4 +515,13 @@ void metrics_render(struct evbuffer *out)
     metrics_write_sample(out, "baton_token_verifications_total", "cache=\"hit\"", (double)hits);
     metrics_write_sample(out, "baton_token_verifications_total", "cache=\"miss\"",
                          (double)misses);
+    render_process(out);
+    {
+        char labels[400];
+        snprintf(labels, sizeof(labels), "version=\"%s\",openssl=\"%s\",libevent=\"%s\"",
+                 METRICS_VERSION, OpenSSL_version(OPENSSL_VERSION_STRING), event_get_version());
+        metrics_write(out, "baton_build_info", "gauge",
+                      "Always 1: the version baton was built as and the libraries it runs on.",
+                      labels, 1);
+    }
 }

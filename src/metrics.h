@@ -9,11 +9,16 @@
  * mutable counter is the open-connection gauge, one atomic add per
  * connection, not per request.
  *
- * Labels: requests are counted by (step, decision, status). Steps come from
+ * Labels: requests are counted by (step, decision, reason, status); the
+ * upstream latency histogram is kept per step. Steps come from
  * policies and change on reload, so each worker keeps a small open-addressing
  * table keyed by the label values; a new label set is inserted under the
  * worker's mutex (rare), which the renderer holds while it reads that table.
  * When the table is full, new label sets count under step="_overflow".
+ *
+ * metrics_render also writes the standard process metrics (process_*, from
+ * /proc/self, as Prometheus' client libraries name them) and
+ * baton_build_info.
  */
 #ifndef BATON_METRICS_H
 #define BATON_METRICS_H
@@ -27,7 +32,8 @@ struct evbuffer;
 struct metrics_worker;
 
 #define METRICS_STEP_MAX 128       /* a longer step label is cut */
-#define METRICS_LABEL_SETS 512     /* (step, decision, status) sets per worker */
+#define METRICS_LABEL_SETS 1024    /* (step, decision, reason, status) sets per worker */
+#define METRICS_STEP_HISTOGRAMS 256 /* per-step upstream histograms per worker */
 #define METRICS_NO_STEP "_none"    /* requests refused before a route was chosen */
 
 /* Creates the registry for `n_workers` workers (call once, before workers
@@ -42,12 +48,12 @@ struct metrics_worker *metrics_worker(unsigned id);
 
 /*
  * Counts one finished request: `step` (NUL-terminated, borrowed for the call;
- * NULL or "" for a request refused before routing), its decision and the
- * status sent (0 when none could be sent). `total_ns` is the whole request;
- * `upstream_ns` the upstream exchange, 0 when nothing was forwarded.
+ * NULL or "" for a request refused before routing), its decision, its reason
+ * and the status sent (0 when none could be sent). `total_ns` is the whole
+ * request; `upstream_ns` the upstream exchange, 0 when nothing was forwarded.
  */
-void metrics_request(struct metrics_worker *mw, const char *step, enum decision d, int status,
-                     uint64_t total_ns, uint64_t upstream_ns);
+void metrics_request(struct metrics_worker *mw, const char *step, enum decision d,
+                     enum reason reason, int status, uint64_t total_ns, uint64_t upstream_ns);
 /* Counts a connection refused at max_connections, and an upstream connection
  * opened (pool miss) or reused (pool hit). */
 void metrics_conn_refused(struct metrics_worker *mw);

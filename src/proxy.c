@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
@@ -98,6 +99,7 @@ struct proxy_exchange {
     struct event body_timer; /* limits.body_timeout_ms: the whole request body */
     bool body_timer_armed;
     bool start_failed;
+    int start_errno; /* why the upstream connection could not be opened */
 
     enum http1_method method;
     int client_version;
@@ -646,7 +648,8 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         const struct http1_header *h = &r->headers[i];
         if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
             http1_header_in_connection(&r->connection, h->name, h->name_len) ||
-            header_dropped(h->name, h->name_len))
+            header_dropped(h->name, h->name_len) ||
+            (!p->keep_tracestate && name_is(h->name, h->name_len, "tracestate")))
             continue;
         if (http1_header_is_spoofable(h->name, h->name_len)) {
             /* Only a trusted proxy's forwarding headers survive, and only in
@@ -903,8 +906,41 @@ static void complete(struct proxy_exchange *ex)
     done(arg, &out);
 }
 
+/* "ip:port" of a sockaddr, IPv6 in brackets. */
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, cap, "?");
+    }
+}
+
+/* The precise error of an upstream failure, for its log line (proxy.h). */
+static void fail_error(struct proxy_exchange *ex, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void fail_error(struct proxy_exchange *ex, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ex->out.error, sizeof(ex->out.error), fmt, ap);
+    va_end(ap);
+}
+
 static void fail(struct proxy_exchange *ex, enum reason why, const char *detail)
 {
+    if (why == REASON_UPSTREAM_ERROR || why == REASON_UPSTREAM_TIMEOUT) {
+        format_addr(&ex->pool->addr, ex->out.address, sizeof(ex->out.address));
+        if (!ex->out.error[0])
+            fail_error(ex, "%s", detail);
+    }
     if (ex->uc) {
         upconn_free(ex->uc);
         ex->uc = NULL;
@@ -939,6 +975,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     ex->kick_armed = false;
     if (ex->start_failed) {
+        fail_error(ex, "connect: %s", strerror(ex->start_errno));
         fail(ex, REASON_UPSTREAM_ERROR, "cannot open an upstream connection");
         return;
     }
@@ -1359,6 +1396,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
 static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct proxy_exchange *ex = arg;
+    int err = EVUTIL_SOCKET_ERROR(); /* libevent leaves the socket's error here */
     (void)bev;
 
     if (what & BEV_EVENT_CONNECTED) {
@@ -1366,6 +1404,12 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
+        if (ex->uc->connecting)
+            fail_error(ex, "timeout: connect not complete after %u ms", ex->timeout_ms);
+        else if (!ex->resp_head)
+            fail_error(ex, "timeout: no response head after %u ms without progress", ex->timeout_ms);
+        else
+            fail_error(ex, "timeout: response body stalled for %u ms", ex->timeout_ms);
         fail(ex, REASON_UPSTREAM_TIMEOUT, "upstream timeout");
         return;
     }
@@ -1387,16 +1431,34 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         ex->retried = true;
         if (start_upstream(ex) == 0)
             return;
+        fail_error(ex, "connect: %s", strerror(errno));
         fail(ex, REASON_UPSTREAM_ERROR, "cannot open an upstream connection");
         return;
     }
     if (what & BEV_EVENT_ERROR) {
-        unsigned long tls_err = bufferevent_get_openssl_error(ex->uc->bev);
+        unsigned long tls_err = ex->uc->tls ? bufferevent_get_openssl_error(ex->uc->bev) : 0;
+        if (tls_err) {
+            SSL *ssl = bufferevent_openssl_get_ssl(ex->uc->bev);
+            long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+            char buf[160];
+            if (vr != X509_V_OK) {
+                fail_error(ex, "TLS: certificate verify failed: %s",
+                           X509_verify_cert_error_string(vr));
+            } else {
+                ERR_error_string_n(tls_err, buf, sizeof(buf));
+                fail_error(ex, "TLS: %s", buf);
+            }
+        } else {
+            fail_error(ex, "%s: %s", ex->uc->connecting ? "connect" : ex->resp_head ? "read" : "send",
+                       err ? strerror(err) : "connection failed");
+        }
         fail(ex, REASON_UPSTREAM_ERROR,
              tls_err ? "upstream TLS failure" : (ex->resp_head ? "upstream connection reset"
                                                                : "upstream connection failed"));
         return;
     }
+    fail_error(ex, "%s", ex->resp_head ? "EOF: the upstream closed the connection mid-response"
+                                       : "EOF: the upstream closed the connection before a response head");
     fail(ex, REASON_UPSTREAM_ERROR, "upstream closed the connection early");
 }
 
@@ -1487,6 +1549,7 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     }
     if (start_upstream(ex) < 0) {
         ex->start_failed = true;
+        ex->start_errno = errno;
     } else if (!ex->req_done && p->expect_100 &&
                evbuffer_get_length(bufferevent_get_input(ex->client)) == 0) {
         add_str(proxy_out(ex->client), "HTTP/1.1 100 Continue\r\n\r\n");

@@ -90,6 +90,7 @@ struct proxy_head_params {
     const char *token_value;  /* "Bearer <jwt>" for up->token_header, or NULL */
     enum http1_body body;     /* framing to send: NONE, LENGTH or CHUNKED */
     uint64_t content_length;
+    bool keep_tracestate;     /* the client's traceparent was valid: its tracestate goes on */
 };
 
 /* Appends the upstream request head to `out`. Returns 0. */
@@ -159,6 +160,12 @@ struct proxy_outcome {
     uint64_t response_bytes; /* response body bytes queued to the client */
     uint64_t upstream_ns;    /* forward start to response end (or failure) */
     const char *detail;      /* static text for the log on failure, or NULL */
+    /* on an upstream failure (502/504), for its log line: the address tried
+     * ("10.0.0.7:443", "[::1]:8080") and what failed, precisely ("connect:
+     * Connection refused", "TLS: certificate verify failed: ...", "timeout:
+     * no upstream progress for 500 ms"); "" otherwise */
+    char address[INET6_ADDRSTRLEN + 8];
+    char error[200];
 };
 
 /* Runs on the worker thread exactly once; the exchange is freed after it

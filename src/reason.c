@@ -46,3 +46,22 @@ const char *decision_name(enum decision d)
     }
     return "error";
 }
+
+unsigned reason_retry_after_s(enum reason r)
+{
+    switch (r) {
+    case REASON_KEYS_UNAVAILABLE:   /* the issuer's keys: retried from 1 s, backing off */
+    case REASON_IDENTITY_UNAVAILABLE:
+    case REASON_AUDIT_UNAVAILABLE:
+        return 5;
+    case REASON_IDENTITY_PERMISSION_DENIED: /* needs an IAM binding: an operator's fix */
+    case REASON_IDENTITY_UNKNOWN_ACCOUNT:
+        return 30;
+    case REASON_RATE_LIMITED: /* the bucket computes the real value */
+    case REASON_OVERLOADED:
+    case REASON_DRAIN_ABORTED: /* another instance takes the retry */
+        return 1;
+    default:
+        return 0;
+    }
+}

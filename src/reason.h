@@ -51,7 +51,7 @@ enum decision {
     X(PATH_NONCANONICAL_ESCAPE, "path_noncanonical_escape", 400)                   \
     X(PATH_TOO_LONG, "path_too_long", 414)                                         \
     X(NO_ROUTE, "no_route", 404)                                                   \
-    /* authenticate (step 3): always 401 to the caller, the code to the audit */   \
+    /* authenticate (step 3): 401 to the caller, the code to the audit */          \
     X(TOKEN_MISSING, "token_missing", 401)                                         \
     X(TOKEN_MALFORMED, "token_malformed", 401)                                     \
     X(TOKEN_TOO_LARGE, "token_too_large", 401)                                     \
@@ -66,7 +66,7 @@ enum decision {
     X(UNKNOWN_ISSUER, "unknown_issuer", 401)                                       \
     X(KID_MISSING, "kid_missing", 401)                                             \
     X(UNKNOWN_KID, "unknown_kid", 401)                                             \
-    X(KEYS_UNAVAILABLE, "keys_unavailable", 401)                                   \
+    X(KEYS_UNAVAILABLE, "keys_unavailable", 503) /* ours: retryable */             \
     X(BAD_SIGNATURE, "bad_signature", 401)                                         \
     X(EXP_MISSING, "exp_missing", 401)                                             \
     X(EXPIRED, "expired", 401)                                                     \
@@ -109,5 +109,14 @@ int reason_status(enum reason r);
 /* The reason whose code is `code`, or -1. */
 int reason_from_code(const char *code);
 const char *decision_name(enum decision d);
+
+/*
+ * The Retry-After (seconds) baton sends with `r`, or 0 for none. Non-zero
+ * exactly for the failures that are ours (an outage, keys or a token not yet
+ * obtained, the audit log, overload, a drain) and for the rate limit (whose
+ * value the token bucket computes): a caller's retry can succeed there, and a
+ * 401 or 403 would make it give up (docs/spec.md "One request, in order").
+ */
+unsigned reason_retry_after_s(enum reason r);
 
 #endif

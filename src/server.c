@@ -51,7 +51,9 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -77,7 +79,9 @@
 #include "policy.h"
 #include "proxy.h"
 #include "redact.h"
+#include "ready.h"
 #include "runtime.h"
+#include "trace.h"
 #include "util.h"
 
 #define ARENA_KEEP 4096        /* a bigger per-connection arena is freed after its request */
@@ -85,6 +89,8 @@
 #define LINGER_MS 2000         /* after a close, how long unread client bytes are drained */
 #define CMD_DRAIN 1
 #define CMD_ABORT 2
+#define CMD_OPEN 4 /* the start gate opened: enable the listener (ready.h) */
+#define CMD_KEYS 8 /* a key-set refresh ended: parked requests decide (conn_park) */
 
 struct worker;
 
@@ -93,6 +99,7 @@ enum conn_state {
     CS_BUSY,         /* a request is being forwarded */
     CS_WAIT_DURABLE, /* fsync "always": the response waits for its record */
     CS_CLOSING,      /* flushing the last response, then lingering */
+    CS_PARKED,       /* an unknown kid waits for its issuer's refresh (conn_park) */
 };
 
 /* Everything a request keeps after its head left the input buffer. */
@@ -102,8 +109,10 @@ struct request {
     int64_t ts_ms;
     char request_id[PROXY_REQUEST_ID_MAX + 1]; /* baton's own: the audit record's */
     char client_request_id[PROXY_REQUEST_ID_MAX + 1]; /* the client's valid one, or "" */
-    char traceparent[56];
+    char traceparent[56]; /* the one forwarded: baton's own span (trace.h) */
     bool has_trace;
+    struct trace_ctx trace;
+    bool trace_in;        /* the client's traceparent was valid: its tracestate goes on */
     enum http1_method method;
     int version; /* 10 or 11 */
     bool keep_alive;
@@ -162,6 +171,7 @@ struct conn {
     /* fsync "always" only: bytes the output has handed to the socket (or
      * dropped), and where in that count the forwarded response starts */
     uint64_t out_drained, resp_mark;
+    uint64_t park_deadline_ns; /* mono_ns the current request may stay parked until; 0: never parked */
 };
 
 /* A durable-record notice from the audit writer thread (fsync "always"). */
@@ -229,8 +239,10 @@ static struct server {
     struct event *hard_timer;
     struct event *sig_ev[4];
     int listen_port;
-    const char *trace_project; /* $GOOGLE_CLOUD_PROJECT, for trace links */
     long conn_cap; /* connections the descriptor limit can serve (0: not computed) */
+    struct admin_deps ready_deps; /* what /readyz, health_path and the start gate read */
+    struct ready_gate *gate;      /* owned: closes the serving port until ready */
+    int addr_lock_fd;             /* claim_address: held for the life of the process */
 } g;
 
 static void conn_process(struct conn *c);
@@ -240,6 +252,7 @@ static void conn_free(struct conn *c);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static bool conn_park(struct conn *c, const struct cfg_issuer *is);
 
 /* ------------------------------------------------------------- helpers */
 
@@ -372,18 +385,23 @@ static const char *fwd_request_id(const struct request *r)
 
 /*
  * Queues an error response for `reason` (status from reason_status only).
- * `extra` is one more header line without CRLF, or NULL.
+ * `extra` is one more header line without CRLF, or NULL: then a reason that
+ * is our failure gets its Retry-After (reason_retry_after_s).
  */
 static void send_error(struct conn *c, enum reason reason, const char *extra, bool close)
 {
     struct evbuffer *out = proxy_out(c->bev);
     int status = reason_status(reason);
-    char body[256];
+    char body[256], retry[40];
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"request_id\":\"%s\"}\n",
                      status_word(status), c->req.request_id);
 
+    if (!extra && reason_retry_after_s(reason)) { /* ours: the caller should come back */
+        snprintf(retry, sizeof(retry), "Retry-After: %u", reason_retry_after_s(reason));
+        extra = retry;
+    }
     if (status == 503 && !extra)
-        extra = "Retry-After: 1"; /* our failure (keys, identity, audit): retryable */
+        extra = "Retry-After: 1"; /* any other failure of ours: retryable */
 
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -411,7 +429,7 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
                        uint64_t total_ns)
 {
     struct request *r = &c->req;
-    char path[1024], ua[600], fields[3072], trace[160] = "";
+    char path[1024], ua[600], fields[3072], trace[400] = "";
     size_t pl = r->path_len < 400 ? r->path_len : 400;
 
     json_escape(path, sizeof(path), r->path ? r->path : "", r->path ? pl : 0);
@@ -420,24 +438,19 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
         snprintf(ua, sizeof(ua), "[redacted]");
     else
         json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
-    if (r->has_trace) {
-        char id[33];
-        memcpy(id, r->traceparent + 3, 32);
-        id[32] = '\0';
-        if (g.trace_project)
-            snprintf(trace, sizeof(trace), ",\"logging.googleapis.com/trace\":\"projects/%s/traces/%s\"",
-                     g.trace_project, id);
-        else
-            snprintf(trace, sizeof(trace), ",\"logging.googleapis.com/trace\":\"%s\"", id);
-    }
+    if (r->has_trace)
+        trace_log_fields(&r->trace, trace, sizeof(trace));
     snprintf(fields, sizeof(fields),
              "\"httpRequest\":{\"requestMethod\":\"%s\",\"requestUrl\":\"%s\",\"status\":%d,"
              "\"userAgent\":\"%s\",\"remoteIp\":\"%s\",\"latency\":\"%.6fs\","
              "\"responseSize\":\"%llu\",\"protocol\":\"HTTP/1.1\"},"
-             "\"request_id\":\"%s\",\"step\":\"%s\",\"decision\":\"%s\",\"reason\":\"%s\"%s",
+             "\"request_id\":\"%s\",%s%s%s\"step\":\"%s\",\"decision\":\"%s\",\"reason\":\"%s\"%s",
              http1_method_name(r->method), path, status, ua, c->peer_ip, (double)total_ns / 1e9,
              (unsigned long long)r->bytes_out, r->request_id,
-             r->policy ? policy_step(r->policy) : "", decision_name(d), reason_code(reason), trace);
+             /* the client's id (token characters only), to find its line by */
+             r->client_request_id[0] ? "\"client_request_id\":\"" : "", r->client_request_id,
+             r->client_request_id[0] ? "\"," : "", r->policy ? policy_step(r->policy) : "",
+             decision_name(d), reason_code(reason), trace);
     log_msg_fields(LOG_INFO, fields, "%s %.*s %d", http1_method_name(r->method), (int)pl,
                    r->path ? r->path : "", status);
 }
@@ -575,7 +588,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         audit_release(g.audit, &r->rsv);
         r->reserved = false;
     }
-    metrics_request(w->mw, r->policy ? policy_step(r->policy) : NULL, d, status, total,
+    metrics_request(w->mw, r->policy ? policy_step(r->policy) : NULL, d, reason, status, total,
                     r->upstream_ns);
     if (r->rt && r->rt->cfg->access_log)
         access_log(c, reason, d, status, total);
@@ -657,7 +670,7 @@ static void guard_reject(struct conn *c, enum reason reason, const char *detail)
         log_msg_fields(LOG_INFO, fields, "request refused by the guard: %s", reason_code(reason));
     }
     send_error(c, reason, NULL, true);
-    metrics_request(c->w->mw, NULL, DECISION_DENY, status,
+    metrics_request(c->w->mw, NULL, DECISION_DENY, reason, status,
                     c->head_started ? mono_ns() - c->head_start_ns : 0, 0);
     request_release(r);
     conn_close(c);
@@ -856,6 +869,38 @@ static enum reason prescan_chunked(struct evbuffer *in, size_t head_len, uint64_
     return REASON_ALLOWED;
 }
 
+/*
+ * health_path (a GET or HEAD of exactly that path, any query): the /readyz
+ * verdict and body on the serving port, for Cloud Run's HTTP startup and
+ * liveness probes, which cannot reach the loopback admin listener. A probe
+ * is not a routed request: no audit record, no request metrics.
+ */
+static void serve_health(struct conn *c, const struct http1_request *hreq, size_t head_len,
+                         bool body_pending)
+{
+    struct request *r = &c->req;
+    struct evbuffer *body = evbuffer_new(), *out = proxy_out(c->bev);
+    bool ready, keep = r->keep_alive && !body_pending;
+
+    if (!body)
+        abort();
+    ready = admin_ready(&g.ready_deps, body);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n%s\r\n",
+                        ready ? 200 : 503, ready ? "OK" : status_text(503),
+                        evbuffer_get_length(body), r->request_id,
+                        !keep ? "Connection: close\r\n"
+                              : r->version == 10 ? "Connection: keep-alive\r\n" : "");
+    if (hreq->method != HTTP1_METHOD_HEAD)
+        evbuffer_add_buffer(out, body);
+    evbuffer_free(body);
+    skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
+    request_release(r);
+    r->keep_alive = keep;
+    conn_next(c, keep);
+}
+
 /* Runs stages 2..6 for one parsed head. The head's bytes are still at the
  * front of the input; every exit drains or closes. */
 static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
@@ -889,7 +934,15 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     new_request_id(w, r->request_id);
     if (!proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
         r->client_request_id[0] = '\0';
-    r->has_trace = proxy_traceparent(hreq, r->traceparent);
+    {
+        /* baton's hop of the trace: its own span, the client's trace kept */
+        char tp[56];
+        r->trace_in = proxy_traceparent(hreq, tp);
+        trace_begin(r->trace_in ? tp : NULL, rng_next(w->rng), r->trace_in ? 0 : rng_next(w->rng),
+                    r->trace_in ? 0 : rng_next(w->rng), &r->trace);
+        trace_traceparent(&r->trace, r->traceparent);
+        r->has_trace = true;
+    }
 
     /* The body, if any, is not read on a refusal: only a complete one
      * already in the buffer can be skipped to keep the connection. */
@@ -903,6 +956,13 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     }
 
     why = path_canonicalize(hreq->origin, hreq->origin_len, cfg->limits.max_uri_bytes, &pr);
+    if (why == REASON_ALLOWED && cfg->health_path &&
+        (hreq->method == HTTP1_METHOD_GET || hreq->method == HTTP1_METHOD_HEAD) &&
+        pr.path_len == strlen(cfg->health_path) &&
+        memcmp(pr.path, cfg->health_path, pr.path_len) == 0) {
+        serve_health(c, hreq, head_len, body_pending);
+        return;
+    }
     if (why == REASON_ALLOWED)
         copy_request_fields(c, hreq, pr.path, pr.path_len, pr.query, pr.query_len, cfg);
     else
@@ -935,6 +995,15 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     why = authn_verify(rt->authn, rt->caches[w->id % rt->n_workers], &c->token_hint, tok, tok_len,
                        r->ts_ms / 1000, &r->ar);
     metrics_token_cache(w->mw, r->ar.cache_hit);
+    if (why == REASON_UNKNOWN_KID && r->ar.kid_wait) {
+        /* a key rotated in since the last fetch, most likely: wait for the
+         * refresh in flight, then decide on the new set */
+        if (conn_park(c, r->ar.issuer))
+            return;
+        why = REASON_KEYS_UNAVAILABLE; /* it outlived fetch_timeout_ms: we cannot tell */
+    }
+    if (why == REASON_KEYS_UNAVAILABLE)
+        goto error; /* our outage, not the caller's fault: 503, Retry-After */
     if (why != REASON_ALLOWED)
         goto refuse;
     r->authn_ok = true;
@@ -1021,6 +1090,7 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .client_ip = c->peer_ip,
             .request_id = fwd_request_id(r),
             .traceparent = r->has_trace ? r->traceparent : NULL,
+            .keep_tracestate = r->trace_in,
             .token_value = r->have_idt ? r->idt.header_value : NULL,
             .body = hreq->body,
             .content_length = hreq->content_length,
@@ -1094,11 +1164,24 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
             : DECISION_ERROR;
     if (why != REASON_CLIENT_CLOSED && why != REASON_BODY_TOO_LARGE && why != REASON_BAD_FRAMING &&
         why != REASON_BODY_TIMEOUT && log_budget(c->w)) {
-        char fields[256];
-        snprintf(fields, sizeof(fields), "\"reason\":\"%s\",\"request_id\":\"%s\",\"upstream\":\"%s\"",
-                 reason_code(why), r->request_id, r->step ? r->step->target->up->name : "");
-        log_msg_fields(LOG_WARNING, fields, "upstream exchange failed: %s",
-                       o->detail ? o->detail : reason_code(why));
+        /* which upstream, the address tried and what failed, precisely */
+        char fields[1200], err[400], trace[400] = "";
+        const char *name = r->step ? r->step->target->up->name : "";
+        json_escape(err, sizeof(err), o->error, strlen(o->error));
+        if (r->has_trace)
+            trace_log_fields(&r->trace, trace, sizeof(trace));
+        snprintf(fields, sizeof(fields),
+                 "\"reason\":\"%s\",\"request_id\":\"%s\",%s%s%s\"upstream\":\"%s\","
+                 "\"address\":\"%s\",\"error\":\"%s\"%s",
+                 reason_code(why), r->request_id,
+                 r->client_request_id[0] ? "\"client_request_id\":\"" : "", r->client_request_id,
+                 r->client_request_id[0] ? "\"," : "", name, o->address, err, trace);
+        if (o->error[0])
+            log_msg_fields(LOG_WARNING, fields, "upstream %s (%s) failed: %s", name, o->address,
+                           o->error);
+        else
+            log_msg_fields(LOG_WARNING, fields, "upstream exchange failed: %s",
+                           o->detail ? o->detail : reason_code(why));
     }
     if (!o->response_started && why != REASON_CLIENT_CLOSED && why != REASON_DRAIN_ABORTED) {
         send_error(c, why, NULL, true);
@@ -1201,6 +1284,7 @@ static void conn_next(struct conn *c, bool reusable)
     c->state = CS_HEAD;
     c->head_started = false;
     c->parse_prev = 0;
+    c->park_deadline_ns = 0;
     if (c->arena_cap > ARENA_KEEP) {
         free(c->arena);
         c->arena = NULL;
@@ -1286,6 +1370,51 @@ static void conn_process(struct conn *c)
         closing_write(c->bev, c);
 }
 
+/*
+ * Key rotation never fails a request: a token whose kid the issuer's key
+ * set lacks, while a refresh of that set is in flight (authn kid_wait),
+ * parks its connection instead of being refused. Nothing blocks: the head
+ * stays unconsumed in the input, reading is off, the request's state is
+ * released, and the connection waits for CMD_KEYS (any refresh ended:
+ * jwks_set_refresh_listener) or its deadline, fetch_timeout_ms after it
+ * first parked. Then the head is parsed and handled again from the start,
+ * on the key set the refresh left: a kid still unknown with no refresh in
+ * flight is 401 unknown_kid; a refresh still running at the deadline is our
+ * failure, 503 keys_unavailable. Every parked request of every worker
+ * shares the one refresh (jwks.c's unknown-kid limit). Returns false when
+ * the deadline has passed: decide now.
+ */
+static bool conn_park(struct conn *c, const struct cfg_issuer *is)
+{
+    uint64_t now = mono_ns(), left;
+    struct timeval tv;
+
+    if (!c->park_deadline_ns)
+        c->park_deadline_ns = now + (uint64_t)is->fetch_timeout_ms * 1000000u;
+    if (now >= c->park_deadline_ns)
+        return false;
+    left = c->park_deadline_ns - now;
+    request_release(&c->req);
+    c->state = CS_PARKED;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(&c->timer);
+    tv.tv_sec = (time_t)(left / 1000000000u);
+    tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u) + 1;
+    evtimer_add(&c->timer, &tv);
+    return true;
+}
+
+/* The refresh ended or the deadline came: handle the parked head again. */
+static void conn_unpark(struct conn *c)
+{
+    if (c->state != CS_PARKED)
+        return;
+    evtimer_del(&c->timer);
+    c->state = CS_HEAD;
+    proxy_read_on(c->bev);
+    conn_process(c);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     (void)bev;
@@ -1316,6 +1445,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->state == CS_PARKED) { /* fetch_timeout_ms passed: decide now */
+        conn_unpark(c);
+        return;
+    }
     if (c->state == CS_HEAD && c->head_started) {
         /* Slowloris: the head did not complete within header_timeout_ms of
          * its first byte, however the bytes trickled. */
@@ -1327,7 +1460,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static const char overload_response[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    "Content-Length: 23\r\nConnection: close\r\n\r\n{\"error\":\"unavailable\"}";
+    "Content-Length: 23\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"error\":\"unavailable\"}";
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
@@ -1473,6 +1606,18 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
         if (w->n_conns == 0)
             event_base_loopexit(w->base, NULL);
     }
+    if ((cmd & CMD_OPEN) && w->listener && !w->draining)
+        evconnlistener_enable(w->listener); /* the socket listens: accept from now on */
+    if (cmd & (CMD_KEYS | CMD_ABORT)) {
+        for (struct conn *c = w->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->state != CS_PARKED)
+                continue;
+            if (cmd & CMD_ABORT)
+                c->park_deadline_ns = 1; /* decide now: every routed request gets its record */
+            conn_unpark(c);
+        }
+    }
     if (cmd & CMD_ABORT) {
         while (w->conns)
             conn_free(w->conns); /* a running exchange gets its record (drain_aborted) first */
@@ -1495,7 +1640,11 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int open_listener(const struct cfg_addr *addr, int port, char *err, size_t errlen)
+/* A worker's serving socket, bound but not listening: connections are
+ * refused until the start gate opens it (open_listeners). `reuseport`
+ * false: the probe of claim_address. */
+static int open_listener(const struct cfg_addr *addr, int port, bool reuseport, char *err,
+                         size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -1518,15 +1667,73 @@ static int open_listener(const struct cfg_addr *addr, int port, char *err, size_
     if (fd < 0)
         goto fail;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0)
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
         goto fail;
     return fd;
 fail:
-    snprintf(err, errlen, "cannot listen on %s:%d: %s", addr->host, port, strerror(errno));
+    if (errno == EADDRINUSE)
+        snprintf(err, errlen, "cannot listen on %s:%d: address already in use (another process "
+                 "holds it)", addr->host, port);
+    else
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", addr->host, port, strerror(errno));
     if (fd >= 0)
         close(fd);
     return -1;
+}
+
+/*
+ * One process per address. SO_REUSEPORT lets this process's workers each
+ * own a socket on the port, but it would as well let a second `baton serve`
+ * of the same user bind the port and the kernel split connections between
+ * two processes with different policies. Two checks, before the workers'
+ * sockets are bound:
+ *  - a lock: an abstract AF_UNIX socket named after the port, bound for the
+ *    life of the process. Abstract names live per network namespace, as
+ *    ports do, and vanish with the process (no stale lock file after a
+ *    crash); a second bind fails with EADDRINUSE. Keyed by the port alone,
+ *    since 0.0.0.0:P and 127.0.0.1:P overlap. This is what catches a second
+ *    baton while the first keeps its port closed (the start gate: bound
+ *    sockets that do not listen yet do not conflict with SO_REUSEADDR).
+ *  - a probe: a socket bound to the address without SO_REUSEPORT (with
+ *    SO_REUSEADDR, so connections left in TIME_WAIT do not count), closed at
+ *    once: any other process listening there, baton or not, makes it fail,
+ *    even one that set SO_REUSEPORT under our user.
+ * Returns the lock's descriptor (owned by the caller, held until exit), or
+ * -1 with "address already in use" in err.
+ */
+static int claim_address(const struct cfg_addr *addr, int port, char *err, size_t errlen)
+{
+    struct sockaddr_un un;
+    socklen_t len;
+    int fd, probe, n;
+
+    memset(&un, 0, sizeof(un));
+    un.sun_family = AF_UNIX;
+    n = snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1, "baton-serve-port-%d", port);
+    len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create the port lock: %s", strerror(errno));
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&un, len) < 0) {
+        if (errno == EADDRINUSE)
+            snprintf(err, errlen, "cannot listen on %s:%d: address already in use (another "
+                     "baton serve holds port %d)", addr->host, port, port);
+        else
+            snprintf(err, errlen, "cannot take the port lock: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    probe = open_listener(addr, port, false, err, errlen);
+    if (probe < 0) {
+        close(fd);
+        return -1;
+    }
+    close(probe);
+    return fd;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -1534,6 +1741,40 @@ fail:
 static bool is_draining(void)
 {
     return atomic_load(&g.stopping);
+}
+
+static void begin_drain(void);
+
+/* A key-set refresh ended (background thread): the parked requests decide. */
+static void on_keys_refreshed(void)
+{
+    for (unsigned i = 0; g.workers && i < g.n_workers; i++) {
+        atomic_fetch_or(&g.workers[i].cmd, CMD_KEYS);
+        worker_wake(&g.workers[i]);
+    }
+}
+
+/* The start gate opened (ready.h): every worker's socket starts listening,
+ * then each worker enables its (disabled) listener on its own thread. */
+static void open_listeners(void *arg, bool ready, const char *missing)
+{
+    (void)arg;
+    (void)ready;
+    (void)missing;
+    if (atomic_load(&g.stopping))
+        return; /* begin_drain frees the gate first: cannot happen */
+    for (unsigned i = 0; i < g.n_workers; i++) {
+        struct worker *w = &g.workers[i];
+        if (listen(w->listen_fd, 4096) < 0) {
+            log_msg(LOG_ERROR, "cannot listen on port %d: %s", g.listen_port, strerror(errno));
+            begin_drain();
+            return;
+        }
+    }
+    for (unsigned i = 0; i < g.n_workers; i++) {
+        atomic_fetch_or(&g.workers[i].cmd, CMD_OPEN);
+        worker_wake(&g.workers[i]);
+    }
 }
 
 static struct identity_pair *identity_pairs(const struct runtime *rt, size_t *n)
@@ -1639,6 +1880,8 @@ static void begin_drain(void)
 
     if (atomic_exchange(&g.stopping, true))
         return;
+    ready_gate_free(g.gate); /* a port never opened stays closed */
+    g.gate = NULL;
     rt = runtime_current();
     ms = rt ? rt->cfg->drain_ms : 8000;
     runtime_unref(rt);
@@ -1814,6 +2057,7 @@ int cmd_serve(int argc, char **argv)
     struct runtime *rt = NULL;
     char err[512];
     int rc = 1, arc, port;
+    unsigned ready_timeout_ms;
     long nproc;
     sigset_t block, old;
     const int sigs[4] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
@@ -1823,8 +2067,8 @@ int cmd_serve(int argc, char **argv)
         return arc == 1 ? 0 : 2;
     memset(&g, 0, sizeof(g));
     raise_nofile();
+    g.addr_lock_fd = -1;
     g.config_path = config_path_choose(flag);
-    g.trace_project = getenv("GOOGLE_CLOUD_PROJECT");
     if (getenv("BATON_LOG_LEVEL") && strcmp(getenv("BATON_LOG_LEVEL"), "debug") == 0)
         log_set_level(LOG_DEBUG);
     signal(SIGPIPE, SIG_IGN);
@@ -1871,6 +2115,7 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     g.listen_port = port;
+    jwks_set_refresh_listener(on_keys_refreshed);
     runtime_init(g.bg, g.http, g.n_workers);
     {
         struct diags warnings = DIAGS_INIT;
@@ -1929,6 +2174,7 @@ int cmd_serve(int argc, char **argv)
             identity_start(g.identity);
         }
     }
+    trace_project_start(g.bg, g.http, &rt->cfg->google);
     g.tls = proxy_tls_ctx_new(err, sizeof(err));
     if (!g.tls) {
         log_msg(LOG_ERROR, "%s", err);
@@ -1936,6 +2182,11 @@ int cmd_serve(int argc, char **argv)
     }
     metrics_init(g.n_workers);
 
+    g.addr_lock_fd = claim_address(&rt->cfg->listen, port, err, sizeof(err));
+    if (g.addr_lock_fd < 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto out;
+    }
     g.workers = xcalloc(g.n_workers, sizeof(*g.workers));
     for (unsigned i = 0; i < g.n_workers; i++) {
         struct worker *w = &g.workers[i];
@@ -1959,13 +2210,15 @@ int cmd_serve(int argc, char **argv)
             log_msg(LOG_ERROR, "cannot create a worker event loop");
             goto out;
         }
-        w->listen_fd = open_listener(&rt->cfg->listen, port, err, sizeof(err));
+        w->listen_fd = open_listener(&rt->cfg->listen, port, true, err, sizeof(err));
         if (w->listen_fd < 0) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
         }
-        /* backlog 0: the socket already listens (4096); -1 would re-listen at 128 */
-        w->listener = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, 0,
+        /* backlog 0: libevent does not listen(); the start gate does (4096), and
+         * the listener stays disabled until then (ready.h) */
+        w->listener = evconnlistener_new(w->base, on_accept, w,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0,
                                          w->listen_fd);
         if (!w->listener) {
             close(w->listen_fd);
@@ -1988,9 +2241,11 @@ int cmd_serve(int argc, char **argv)
             w->rng[1] = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull + i;
         }
     }
+    g.ready_deps.audit = g.audit;
+    g.ready_deps.identity = g.identity;
+    g.ready_deps.draining = is_draining;
     if (rt->cfg->admin_enabled) {
-        struct admin_deps deps = {g.audit, g.identity, is_draining};
-        g.admin = admin_start(g.bg, &rt->cfg->admin_listen, &deps, err, sizeof(err));
+        g.admin = admin_start(g.bg, &rt->cfg->admin_listen, &g.ready_deps, err, sizeof(err));
         if (!g.admin) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
@@ -2008,6 +2263,7 @@ int cmd_serve(int argc, char **argv)
             rt->cfg->listen.host, port, g.n_workers, rt->n_steps,
             rt->cfg->admin_enabled ? rt->cfg->admin_listen.host : "-",
             rt->cfg->admin_enabled ? rt->cfg->admin_listen.port : 0);
+    ready_timeout_ms = rt->cfg->ready_timeout_ms;
     runtime_publish(rt);
     rt = NULL;
 
@@ -2027,6 +2283,8 @@ int cmd_serve(int argc, char **argv)
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!atomic_load(&g.stopping))
+        g.gate = ready_gate_start(g.bg, &g.ready_deps, ready_timeout_ms, open_listeners, NULL);
 
     event_base_dispatch(g.bg);
     rc = 0;
@@ -2036,6 +2294,8 @@ int cmd_serve(int argc, char **argv)
     log_msg(LOG_INFO, "workers stopped; closing the audit log");
 
 out:
+    ready_gate_free(g.gate);
+    g.gate = NULL;
     for (int i = 0; i < 4; i++)
         if (g.sig_ev[i])
             event_free(g.sig_ev[i]);
@@ -2083,9 +2343,12 @@ out:
     if (g.tls)
         SSL_CTX_free(g.tls);
     metrics_shutdown();
+    trace_project_stop();
     http_client_free(g.http);
     if (g.bg)
         event_base_free(g.bg);
+    if (g.addr_lock_fd >= 0)
+        close(g.addr_lock_fd);
     diags_free(&d);
     if (rc == 0)
         log_msg(LOG_INFO, "baton stopped");

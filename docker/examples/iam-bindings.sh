@@ -59,6 +59,15 @@ gcloud storage buckets add-iam-policy-binding "gs://${WITNESS_BUCKET}" \
 #    The checkpoint signing key, from Secret Manager, readable by baton only.
 gcloud services enable secretmanager.googleapis.com --project "$PROJECT_ID"
 gcloud secrets add-iam-policy-binding baton-audit-signing-key --project "$PROJECT_ID" \
+      --member "serviceAccount:${BATON_SA}" --role roles/secretmanager.secretAccessor
+
+# 6. The metrics collector sidecar (Managed Service for Prometheus) writes
+#    baton's /metrics to Cloud Monitoring as the service's own account; it
+#    reads its scrape config from the secret baton-gmp-config
+#    (docker/examples/runmonitoring.yaml).
+gcloud projects add-iam-policy-binding "$PROJECT_ID" \
+    --member "serviceAccount:${BATON_SA}" --role roles/monitoring.metricWriter
+gcloud secrets add-iam-policy-binding baton-gmp-config --project "$PROJECT_ID" \
     --member "serviceAccount:${BATON_SA}" --role roles/secretmanager.secretAccessor
 
 # Check: who may mint as the step account, who may invoke billing.

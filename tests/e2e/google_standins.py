@@ -7,6 +7,8 @@ request against what Google's own client libraries send:
             ?audience=AUD&format=full   with Metadata-Flavor: Google
             .../default/token, .../default/email (same header)
             GET /computeMetadata/v1/instance/id (same header): `instance_id`
+            GET /computeMetadata/v1/project/project-id -> the project id, text
+            (endpoint "project"; `project_id`, default "proj")
             every answer carries Metadata-Flavor: Google
   oauth     POST /token  application/x-www-form-urlencoded
             grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT
@@ -44,6 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 META = "/computeMetadata/v1/instance/service-accounts/default/"
+PROJECT_PATH = "/computeMetadata/v1/project/project-id"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 IAM_PREFIX = "/v1/projects/-/serviceAccounts/"
@@ -100,6 +103,7 @@ class GoogleStandins:
         self.key = new_rsa_key()
         self.kid = "standin-google-1"
         self.own_email = own_email
+        self.project_id = "proj"
         # service_account_key mode: the public half of the key file's key.
         self.sa_key = sa_key
         self.sa_key_id = sa_key_id
@@ -248,6 +252,8 @@ class GoogleStandins:
             endpoint = {"identity": "identity", "token": "mtoken", "email": "email"}.get(path[len(META):], "meta?")
         elif path == "/computeMetadata/v1/instance/id":
             endpoint = "instance_id"
+        elif path == PROJECT_PATH:
+            endpoint = "project"
         elif path == "/token":
             endpoint = "oauth"
         elif path.startswith(IAM_PREFIX) and path.endswith(":generateIdToken"):
@@ -274,7 +280,7 @@ class GoogleStandins:
             return
         if fault == "slow":
             time.sleep(self.slow_s)
-        meta = endpoint in ("identity", "mtoken", "email", "instance_id")
+        meta = endpoint in ("identity", "mtoken", "email", "instance_id", "project")
         flavor = meta and fault != "no_flavor"
         if fault in ("500", "403", "404"):
             code = int(fault)
@@ -300,6 +306,8 @@ class GoogleStandins:
                                     flavor=flavor)
             if endpoint == "instance_id":
                 return self._answer(h, 200, self.instance_id, "application/text", flavor=flavor)
+            if endpoint == "project":
+                return self._answer(h, 200, self.project_id, "application/text", flavor=flavor)
             return self._answer(h, 200, self.own_email, "application/text", flavor=flavor)
 
         if endpoint == "oauth":

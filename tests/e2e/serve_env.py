@@ -169,12 +169,32 @@ class ServeEnv:
                 raise RuntimeError("baton exited %d: %s" % (self.proc.returncode, self.log_text()))
             try:
                 st, _, _ = self.admin("/readyz")
-                if st == 200:
-                    return time.monotonic() - self.t_exec
+                if st == 200 and self.listening():
+                    t = time.monotonic() - self.t_exec
+                    self._wait_probe_closed()
+                    return t
             except OSError:
                 pass
             time.sleep(0.02)
         raise RuntimeError("baton not ready: " + self.log_text())
+
+    def _wait_probe_closed(self, timeout=2):
+        """The connection listening() opened is gone from baton's count, so a
+        test of max_connections starts from zero."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, _, body = self.admin("/metrics")
+            if b"\nbaton_open_connections 0\n" in body:
+                return
+            time.sleep(0.01)
+
+    def listening(self):
+        """True when the serving port accepts a connection (the start gate opened)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
 
     def signal(self, sig):
         self.proc.send_signal(sig)

@@ -62,11 +62,14 @@ def google():
     g.stop()
 
 
-def meta_env(tmp_path, up, google, pols=None, **gextra):
+def meta_env(tmp_path, up, google, pols=None, ready_timeout_ms=None, **gextra):
     gcfg = {"credentials": "metadata", "metadata_host": google.host,
             "iamcredentials_url": google.url, "timeout_ms": 1000}
     gcfg.update(gextra)
-    return ServeEnv(tmp_path, up.port, policies=pols or policies(), extra={"google": gcfg})
+    extra = {"google": gcfg}
+    if ready_timeout_ms is not None:  # 0: serve before ready, to test what callers get then
+        extra["ready_timeout_ms"] = ready_timeout_ms
+    return ServeEnv(tmp_path, up.port, policies=pols or policies(), extra=extra)
 
 
 def wait_listening(env, timeout=20):
@@ -143,7 +146,8 @@ def assert_metric_families_grouped(text):
 
 
 def test_missing_binding_is_loud_and_fails_closed(tmp_path, up, google):
-    env = meta_env(tmp_path, up, google, pols=policies(("nobind", NOBIND_SA), ("ghost", GHOST_SA)))
+    env = meta_env(tmp_path, up, google, pols=policies(("nobind", NOBIND_SA), ("ghost", GHOST_SA)),
+                   ready_timeout_ms=0)
     env.start(wait=False)
     try:
         wait_listening(env)
@@ -187,7 +191,7 @@ def test_missing_binding_is_loud_and_fails_closed(tmp_path, up, google):
 def test_cold_start_metadata_down_then_recovery(tmp_path, up, google):
     port = google.port
     google.stop()
-    env = meta_env(tmp_path, up, google)
+    env = meta_env(tmp_path, up, google, ready_timeout_ms=0)
     env.start(wait=False)
     try:
         wait_listening(env)
@@ -242,7 +246,7 @@ def test_thousand_concurrent_first_requests_one_mint_per_pair(tmp_path, up, goog
     google.slow_s = 1.5
     google.set_fault("identity", "slow")
     google.set_fault("mtoken", "slow")
-    env = meta_env(tmp_path, up, google, timeout_ms=5000)
+    env = meta_env(tmp_path, up, google, timeout_ms=5000, ready_timeout_ms=0)
     env.limits["max_connections"] = 2000
     env.config["limits"] = env.limits
     env.write_config()

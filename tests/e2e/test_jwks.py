@@ -71,9 +71,11 @@ def idps():
     cognito.stop()
 
 
-def serve(tmp_path, up, aws, cognito, never=None, wait=True, min_s=1):
-    env = ServeEnv(tmp_path, up.port, extra={"issuers": issuer_configs(aws, cognito, never, min_s)},
-                   policies=policies(never is not None))
+def serve(tmp_path, up, aws, cognito, never=None, wait=True, min_s=1, ready_timeout_ms=None):
+    extra = {"issuers": issuer_configs(aws, cognito, never, min_s)}
+    if ready_timeout_ms is not None:
+        extra["ready_timeout_ms"] = ready_timeout_ms
+    env = ServeEnv(tmp_path, up.port, extra=extra, policies=policies(never is not None))
     env.start(wait=wait)
     return env
 
@@ -139,10 +141,10 @@ def test_rotation_and_revocation(tmp_path, up, idps):
         assert status(env, "/aws/run", old_tok) == 200
         new = aws.rotate("ES384")
         new_tok = aws.mint(role_arn=ROLE, audience=AUD, kid=new.kid)
-        # the first request with the new kid triggers a refresh (rate limited to one
-        # per refresh_min_s = 1 s); the key is usable as soon as it lands
-        assert eventually(lambda: status(env, "/aws/run", new_tok) == 200, 4), \
-            "a rotated-in key is picked up after an unknown-kid refresh"
+        # the first request with the new kid waits for the refresh it triggers
+        # and is decided on the new key set: served at once
+        assert status(env, "/aws/run", new_tok) == 200, \
+            "a rotated-in key is served on its first token"
         assert status(env, "/aws/run", old_tok) == 200, "the old key works while still published"
         # revoke the old key: it leaves the JWKS; the next refresh (triggered here by
         # an unknown kid) must invalidate tokens signed by it, cached ones included
@@ -155,7 +157,8 @@ def test_rotation_and_revocation(tmp_path, up, idps):
     finally:
         assert env.stop() == 0
     reasons = [r["reason"] for r in env.audit_records()]
-    assert "unknown_kid" in reasons, "the first request with the new kid is recorded as unknown_kid"
+    assert reasons[:3] == ["allowed"] * 3, "no request with the rotated-in kid failed"
+    assert "unknown_kid" in reasons, "the removed key's token is recorded as unknown_kid"
 
 
 def test_issuer_down_keeps_cached_keys(tmp_path, up, idps):
@@ -169,11 +172,13 @@ def test_issuer_down_keeps_cached_keys(tmp_path, up, idps):
             if mode == "hang":
                 aws.hang_s = 3  # beyond fetch_timeout_ms = 1000
             before = aws.count()
-            # unknown kids force refresh attempts while the issuer is down
+            # unknown kids force refresh attempts while the issuer is down; a kid
+            # that may have rotated in where baton cannot see is our outage: 503
             junk = aws.mint(role_arn=ROLE, audience=AUD, header={"kid": "missing-" + mode})
-            assert status(env, "/aws/run", junk) == 401
+            st, hd, _ = env.request("GET", "/aws/run", token=junk)
+            assert st == 503 and hd.get("retry-after"), "issuer %s: unknown kid, retryable" % mode
             time.sleep(1.3)
-            assert status(env, "/aws/run", junk) == 401
+            assert status(env, "/aws/run", junk) == 503
             assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 200, \
                 "issuer %s: cached keys keep working" % mode
             if mode != "refuse":
@@ -199,7 +204,7 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
     aws, cognito = idps
     never = AwsIssuer().start()
     never.down("error")
-    env = serve(tmp_path, up, aws, cognito, never=never, wait=False)
+    env = serve(tmp_path, up, aws, cognito, never=never, wait=False, ready_timeout_ms=1500)
     try:
         def ready():
             try:
@@ -207,6 +212,10 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
             except OSError:
                 return None
         assert eventually(lambda: ready() and never.count() >= 2, 10), "retries while down"
+        assert not env.listening(), "the serving port stays closed while an issuer never loaded"
+        assert eventually(env.listening, 5), "and opens once ready_timeout_ms passed"
+        assert "ready_timeout_ms (1500) passed" in env.log_text() and \
+            "issuer never keys" in env.log_text(), "the log says what is still missing"
         st, _, body = ready()
         assert st == 503, "/readyz is false while an issuer never loaded"
         doc = json.loads(body)
@@ -214,9 +223,13 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
         info = [i for i in doc["keys"]["issuers"] if i["name"] == "never"][0]
         assert info["loaded"] is False and "503" in info["last_error"]
         tok = never.mint(role_arn=ROLE, audience=AUD)
-        assert status(env, "/never/run", tok) == 401, "tokens of a never-loaded issuer fail"
-        assert eventually(lambda: [r["reason"] for r in env.audit_records()][-1:] ==
-                          ["keys_unavailable"], 3), "recorded as keys_unavailable"
+        st, hd, _ = env.request("GET", "/never/run", token=tok)
+        assert st == 503 and hd.get("retry-after") == "5", \
+            "tokens of a never-loaded issuer fail closed, retryable: our outage, not a 401"
+        assert "www-authenticate" not in hd, "nothing tells the caller to get a new token"
+        assert eventually(lambda: [(r["reason"], r["decision"], r["status"])
+                                   for r in env.audit_records()][-1:] ==
+                          [("keys_unavailable", "error", 503)], 3), "recorded as keys_unavailable"
         assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 200, \
             "other issuers are unaffected"
         never.up()
@@ -230,7 +243,7 @@ def test_never_loaded_fails_closed(tmp_path, up, idps):
 def test_discovery_issuer_mismatch(tmp_path, up, idps):
     aws, cognito = idps
     aws.discovery_issuer = "https://attacker.example"
-    env = serve(tmp_path, up, aws, cognito, wait=False)
+    env = serve(tmp_path, up, aws, cognito, wait=False, ready_timeout_ms=0)
     try:
         assert eventually(lambda: aws.count("discovery") >= 1, 5)
         time.sleep(0.3)
@@ -238,7 +251,7 @@ def test_discovery_issuer_mismatch(tmp_path, up, idps):
         st, _, body = env.admin("/readyz")
         info = [i for i in json.loads(body)["keys"]["issuers"] if i["name"] == "aws"][0]
         assert st == 503 and not info["loaded"] and "names issuer" in info["last_error"]
-        assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 401
+        assert status(env, "/aws/run", aws.mint(role_arn=ROLE, audience=AUD)) == 503
     finally:
         assert env.stop() == 0
 

@@ -110,6 +110,7 @@ def test_max_connections(tmp_path, up):
         data = read_for(extra, 1)
         extra.close()
         assert status_of(data) in (503, None) and (not data or b"503" in data[:12])
+        assert not data or b"\r\nRetry-After: 1\r\n" in data, "the canned 503 says when to retry"
         st, _, body = e.admin("/metrics")
         assert re.search(rb"baton_connections_refused_total 1\b", body)
         assert re.search(rb"baton_open_connections 4\b", body)

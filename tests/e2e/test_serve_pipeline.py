@@ -153,14 +153,37 @@ def test_request_id_generated_when_missing_or_invalid(env, up):
         assert headers_of(rec)["x-request-id"] == [got]
 
 
-def test_traceparent_passed_only_when_valid(env, up):
+def test_traceparent_baton_is_a_hop(env, up):
+    """W3C Trace Context: baton forwards its own span id as the parent, keeping
+    the trace id and sampled flag; an invalid traceparent is dropped with its
+    tracestate and a new trace begins."""
     good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    st, _, body = call(env, "GET", "/api/t", token=env.token(), headers={"traceparent": good})
-    assert headers_of(json.loads(body))["traceparent"] == [good]
+    state = "congo=t61rcWkgMzE"
+    st, _, body = call(env, "GET", "/api/t", token=env.token(),
+                       headers={"traceparent": good, "tracestate": state})
+    h = headers_of(json.loads(body))
+    (tp,) = h["traceparent"]
+    assert re.fullmatch(r"00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01", tp), tp
+    assert tp.split("-")[2] not in ("00f067aa0ba902b7", "0" * 16), "baton's own span id"
+    assert h["tracestate"] == [state], "a valid traceparent's tracestate goes on"
+    st, _, body = call(env, "GET", "/api/t", token=env.token(),
+                       headers={"traceparent": good.replace("-01", "-00")})
+    assert headers_of(json.loads(body))["traceparent"][0].endswith("-00"), "not sampled stays so"
+    seen = set()
     for bad in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "garbage"]:
-        st, _, body = call(env, "GET", "/api/t", token=env.token(), headers={"traceparent": bad})
-        assert st == 200 and "traceparent" not in headers_of(json.loads(body))
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "garbage", None]:
+        hdrs = {"tracestate": state}
+        if bad:
+            hdrs["traceparent"] = bad
+        st, _, body = call(env, "GET", "/api/t", token=env.token(), headers=hdrs)
+        h = headers_of(json.loads(body))
+        (tp,) = h["traceparent"]
+        assert st == 200 and re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00", tp), tp
+        trace_id = tp.split("-")[1]
+        assert trace_id != "0" * 32 and trace_id != "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert trace_id not in seen, "a new trace id each time"
+        seen.add(trace_id)
+        assert "tracestate" not in h, "tracestate dropped with an invalid or absent traceparent"
 
 
 def test_token_minted_into_the_upstream_token_header(env, up):
@@ -363,7 +386,8 @@ def test_503_identity_unavailable(tmp_path, up):
     dead = free_port()
     e = ServeEnv(tmp_path, up.port,
                  extra={"google": {"credentials": "metadata",
-                                   "metadata_host": "127.0.0.1:%d" % dead}})
+                                   "metadata_host": "127.0.0.1:%d" % dead},
+                        "ready_timeout_ms": 0})  # serve at once: what callers get unready
     e.start(wait=False)
     try:
         deadline = time.monotonic() + 10
@@ -379,7 +403,7 @@ def test_503_identity_unavailable(tmp_path, up):
         assert st == 503 and json.loads(body)["identity"]["ready"] is False
         n = len(up.requests())
         st, hd, _ = e.request("GET", "/google/x", token=e.token())
-        assert st == 503
+        assert st == 503 and hd.get("retry-after") == "5", "our outage: the caller retries"
         assert len(up.requests()) == n, "nothing forwarded without the identity"
         assert e.request("GET", "/api/x", token=e.token())[0] == 200
     finally:
@@ -397,7 +421,8 @@ def test_admin_endpoints(env):
     st, hd, body = env.admin("/metrics")
     text = body.decode()
     assert st == 200
-    assert re.search(r'baton_requests_total\{step="api",decision="allow",status="200"\} \d+', text)
+    assert re.search(r'baton_requests_total\{step="api",decision="allow",reason="allowed",status="200"\} \d+',
+                     text)
     assert 'baton_request_duration_seconds_bucket{le="+Inf"}' in text
     assert "baton_upstream_duration_seconds_count" in text
     assert 'baton_token_verifications_total{cache="hit"}' in text

@@ -96,6 +96,10 @@ def test_https_upstream_verification(tmp_path, plain, names, host, trust, want):
         tls_up.stop()
     recs = e.audit_records()
     assert recs[0]["reason"] == ("allowed" if want == 200 else "upstream_error")
+    if want == 502:
+        line = [json.loads(l) for l in e.log_text().splitlines() if "upstream secure" in l][0]
+        assert line["upstream"] == "secure" and line["address"] == "127.0.0.1:%d" % tls_up.port
+        assert line["error"].startswith("TLS: certificate verify failed: "), line["error"]
 
 
 def test_client_disconnect_mid_response_is_recorded_once(tmp_path, plain):

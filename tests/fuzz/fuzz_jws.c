@@ -67,7 +67,7 @@ static void init(void)
 {
     static char *auds[] = {(char *)"https://gw.example"};
     static char *typs[] = {(char *)"JWT", (char *)"at+jwt"};
-    static const struct authn_keys keys = {acquire, generation, kid_miss, NULL};
+    static const struct authn_keys keys = {acquire, generation, kid_miss, NULL, NULL};
     char err[256];
 
     ks = jws_keyset_parse(FUZZ_JWKS, strlen(FUZZ_JWKS), err, sizeof(err));

@@ -279,7 +279,7 @@ static void tk_kid_miss(void *ctx, const struct cfg_issuer *is)
 
 struct authn_keys tk_keys_provider(struct tk_keys *tk)
 {
-    struct authn_keys k = {tk_acquire, tk_generation, tk_kid_miss, tk};
+    struct authn_keys k = {tk_acquire, tk_generation, tk_kid_miss, tk, NULL};
     return k;
 }
 

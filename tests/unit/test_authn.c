@@ -253,6 +253,58 @@ static void test_generation(void)
     free(t);
 }
 
+static enum authn_kid kid_answer;
+static int kid_asked;
+static enum authn_kid fake_kid_unknown(void *ctx, const struct cfg_issuer *is)
+{
+    (void)ctx;
+    (void)is;
+    kid_asked++;
+    return kid_answer;
+}
+
+/* An unknown kid with a key provider that says whether a refresh is coming. */
+static void test_kid_unknown(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_result r;
+    char *t = token(key, "k-new", "alice", 300, NULL);
+    enum reason rc;
+
+    setup(&cfg, &is, &tk, auds); /* its key set holds k1 only */
+    keys = tk_keys_provider(&tk);
+    keys.kid_unknown = fake_kid_unknown;
+    a = authn_new(&cfg, &keys);
+    kid_answer = AUTHN_KID_WAIT;
+    rc = authn_verify(a, NULL, NULL, t, strlen(t), now, &r);
+    ok(rc == REASON_UNKNOWN_KID && r.kid_wait, "a refresh in flight: unknown_kid with kid_wait");
+    authn_result_release(&r);
+    is_int(tk.kid_misses[0], 0, "kid_unknown replaces kid_miss");
+    kid_answer = AUTHN_KID_DECIDE;
+    rc = authn_verify(a, NULL, NULL, t, strlen(t), now, &r);
+    ok(rc == REASON_UNKNOWN_KID && !r.kid_wait, "no refresh coming: unknown_kid, decided");
+    authn_result_release(&r);
+    kid_answer = AUTHN_KID_STALE;
+    rc = authn_verify(a, NULL, NULL, t, strlen(t), now, &r);
+    ok(rc == REASON_KEYS_UNAVAILABLE && !r.kid_wait,
+       "the issuer's last refresh failed: keys_unavailable (ours), not a 401");
+    authn_result_release(&r);
+    is_int(kid_asked, 3, "asked once per verification");
+    tk_keys_set(&tk, 0, keyset_of(key, "k-new"));
+    rc = authn_verify(a, NULL, NULL, t, strlen(t), now, &r);
+    ok(rc == REASON_ALLOWED && !r.kid_wait, "after the refresh: decided on the new key set");
+    authn_result_release(&r);
+    is_int(kid_asked, 3, "a known kid asks nothing");
+    authn_free(a);
+    tk_keys_clear(&tk);
+    free(t);
+}
+
 static void test_bounds(void)
 {
     static const char *auds[] = {AUD};
@@ -556,6 +608,7 @@ int main(void)
     test_issuer_scope();
     test_expiry();
     test_generation();
+    test_kid_unknown();
     test_bounds();
     test_threads();
     test_hint();

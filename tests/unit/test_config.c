@@ -199,6 +199,8 @@ static void test_defaults(void)
     is_int(cfg->audit.queue_records, 65536, "queue_records default");
     is_int(cfg->drain_ms, 8000, "drain_timeout_ms defaults to 8000");
     ok(!cfg->access_log, "access_log defaults to false");
+    is_int(cfg->ready_timeout_ms, 30000, "ready_timeout_ms defaults to 30000 (inside Cloud Run's 240 s probe)");
+    ok(!cfg->health_path, "health_path defaults to none");
     is_str(cfg->file, FILE_NAME, "the config keeps its file name");
     is_str(cfg->dir, "/etc/baton", "and its directory");
     ok(cfg->text && cfg->text_len == strlen(MINIMAL) && !strcmp(cfg->text, MINIMAL), "and its text");
@@ -229,6 +231,7 @@ static const struct {
     {"audit", "checkpoint_records", 1, 10000000},
     {"audit", "checkpoint_interval_s", 1, 86400},
     {"audit", "queue_records", 16, 16777216},
+    {"root", "ready_timeout_ms", 0, 600000},
 };
 
 static void test_ranges(void)
@@ -1024,6 +1027,24 @@ static void test_sample(void)
     free(path);
 }
 
+static void test_health_path(void)
+{
+    struct baton_config *cfg = loads_with("root", "\"health_path\": \"/_baton/ready\"",
+                                          "a canonical health_path loads");
+    if (cfg)
+        is_str(cfg->health_path, "/_baton/ready", "health_path kept as written");
+    config_free(cfg);
+    fails_with("root", "\"health_path\": \"\"", "must not be empty", "an empty health_path is refused");
+    const char *bad[] = {"\"ready\"", "\"/a/../b\"", "\"/a//b\"", "\"/a?b=1\"",
+                         "\"/%2e\"", "\"/a b\"", "\"/a#b\""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char m[64], name[96];
+        snprintf(m, sizeof(m), "\"health_path\": %s", bad[i]);
+        snprintf(name, sizeof(name), "health_path %s is refused", bad[i]);
+        fails_with("root", m, "health_path must be a canonical absolute path", name);
+    }
+}
+
 int main(void)
 {
     test_defaults();
@@ -1045,5 +1066,6 @@ int main(void)
     test_multi_error();
     test_config_diag();
     test_sample();
+    test_health_path();
     return tap_done();
 }

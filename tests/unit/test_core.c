@@ -49,6 +49,19 @@ static void test_reason(void)
             dup += !strcmp(reason_code(i), reason_code(j));
     is_int(dup, 0, "every reason code is unique");
     is_str(decision_name(DECISION_WOULD_DENY), "would_deny", "decision name of dry-run deny");
+    is_int(reason_status(REASON_KEYS_UNAVAILABLE), 503,
+           "keys_unavailable is our outage: 503, never a 401 the caller takes as final");
+    ok(reason_retry_after_s(REASON_KEYS_UNAVAILABLE) > 0, "keys_unavailable carries Retry-After");
+    int mismatched = 0;
+    for (int i = 0; i < REASON__COUNT; i++) {
+        int st = reason_status(i);
+        bool retryable = st == 503 || st == 429;
+        if (retryable != (reason_retry_after_s(i) > 0)) {
+            tap_diag("%s: status %d, Retry-After %u", reason_code(i), st, reason_retry_after_s(i));
+            mismatched++;
+        }
+    }
+    is_int(mismatched, 0, "Retry-After exactly on every 503 and 429 reason");
 }
 
 static void test_diags(void)

@@ -38,11 +38,11 @@ int main(void)
     w1 = metrics_worker(1);
     ok(w0 && w1 && w0 != w1 && metrics_worker(2) == NULL, "one counter block per worker");
 
-    metrics_request(w0, "billing", DECISION_ALLOW, 200, 300000, 200000);      /* 0.3 ms */
-    metrics_request(w1, "billing", DECISION_ALLOW, 200, 3000000, 2000000);    /* 3 ms */
-    metrics_request(w1, "billing", DECISION_DENY, 403, 150000, 0);
-    metrics_request(w0, NULL, DECISION_DENY, 400, 50000, 0);
-    metrics_request(w0, "we\"ird\\step", DECISION_WOULD_DENY, 200, 1000, 1000);
+    metrics_request(w0, "billing", DECISION_ALLOW, REASON_ALLOWED, 200, 300000, 200000);      /* 0.3 ms */
+    metrics_request(w1, "billing", DECISION_ALLOW, REASON_ALLOWED, 200, 3000000, 2000000);    /* 3 ms */
+    metrics_request(w1, "billing", DECISION_DENY, REASON_NO_RULE_MATCH, 403, 150000, 0);
+    metrics_request(w0, NULL, DECISION_DENY, REASON_BAD_HEADER, 400, 50000, 0);
+    metrics_request(w0, "we\"ird\\step", DECISION_WOULD_DENY, REASON_NO_CALLER_MATCH, 200, 1000, 1000);
     metrics_token_cache(w0, 1);
     metrics_token_cache(w1, 1);
     metrics_token_cache(w1, 0);
@@ -55,11 +55,11 @@ int main(void)
 
     text = render();
     ok(strstr(text, "# TYPE baton_requests_total counter\n") != NULL, "requests counter typed");
-    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"allow\",status=\"200\"} 2\n"),
+    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"allow\",reason=\"allowed\",status=\"200\"} 2\n"),
        "two workers' counts of one label set are summed");
-    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"deny\",status=\"403\"} 1\n"),
+    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"deny\",reason=\"no_rule_match\",status=\"403\"} 1\n"),
        "deny counted apart from allow");
-    ok(strstr(text, "baton_requests_total{step=\"_none\",decision=\"deny\",status=\"400\"} 1\n"),
+    ok(strstr(text, "baton_requests_total{step=\"_none\",decision=\"deny\",reason=\"bad_header\",status=\"400\"} 1\n"),
        "a request refused before routing counts under step _none");
     ok(strstr(text, "step=\"we\\\"ird\\\\step\",decision=\"would_deny\"") != NULL,
        "label values are escaped");
@@ -70,8 +70,19 @@ int main(void)
     ok(strstr(text, "baton_request_duration_seconds_bucket{le=\"+Inf\"} 5\n") != NULL,
        "+Inf bucket counts every request");
     ok(strstr(text, "baton_request_duration_seconds_count 5\n") != NULL, "histogram count");
-    ok(strstr(text, "baton_upstream_duration_seconds_count 3\n") != NULL,
-       "upstream latency only for forwarded requests");
+    ok(strstr(text, "baton_upstream_duration_seconds_count{step=\"billing\"} 2\n") != NULL,
+       "upstream latency only for forwarded requests, by step");
+    ok(strstr(text, "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.0005\"} 1\n") &&
+           strstr(text, "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.001\"} 1\n") &&
+           strstr(text, "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.002\"} 2\n"),
+       "a step's upstream histogram sums the workers' (0.2 ms, 2 ms)");
+    ok(strstr(text, "baton_upstream_duration_seconds_count{step=\"we\\\"ird\\\\step\"} 1\n") != NULL,
+       "step label escaped in the histogram too");
+    ok(strstr(text, "# TYPE process_cpu_seconds_total counter\n") &&
+           strstr(text, "\nprocess_resident_memory_bytes ") && strstr(text, "\nprocess_open_fds ") &&
+           strstr(text, "\nprocess_max_fds ") && strstr(text, "\nprocess_start_time_seconds "),
+       "process metrics");
+    ok(strstr(text, "baton_build_info{version=\"") != NULL, "build info");
     ok(strstr(text, "baton_open_connections 2\n") != NULL, "open connections gauge");
     ok(strstr(text, "baton_connections_refused_total 1\n") != NULL, "refused connections");
     ok(strstr(text, "baton_upstream_connections_total{pool=\"reused\"} 2\n") != NULL,
@@ -84,7 +95,7 @@ int main(void)
     for (int i = 0; i < METRICS_LABEL_SETS + 10; i++) {
         char step[32];
         snprintf(step, sizeof(step), "s%d", i);
-        metrics_request(w1, step, DECISION_ALLOW, 200, 1000, 0);
+        metrics_request(w1, step, DECISION_ALLOW, REASON_ALLOWED, 200, 1000, 0);
     }
     text = render();
     ok(strstr(text, "step=\"_overflow\"") != NULL, "label sets past the table go to _overflow");

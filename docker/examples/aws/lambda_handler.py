@@ -56,6 +56,7 @@ def handler(event, context):
         with urllib.request.urlopen(req, timeout=55) as r:
             return {"status": r.status, "body": r.read(65536).decode(errors="replace")}
     except urllib.error.HTTPError as e:
-        # 401: token refused, 403: policy denied, 503: identity or audit unavailable;
+        # 401: token refused, 403: policy denied (final); 503: baton's own outage
+        # (keys, identity or audit unavailable), retryable after its Retry-After;
         # baton's audit record says exactly why (search by the X-Request-Id header).
         return {"status": e.code, "request_id": e.headers.get("X-Request-Id")}
