@@ -128,6 +128,20 @@ struct cfg_audit {
     unsigned queue_records;       /* 65536, range 16..16777216 */
 };
 
+/* url_signing (extension; signurl.h): keys of signed URLs. */
+struct cfg_url_key {
+    char *id;   /* [A-Za-z0-9._-]{1,32}, unique */
+    char *file; /* resolved path of an Ed25519 PEM private key, mode 0600 */
+};
+
+struct cfg_url_signing {
+    bool enabled;              /* the key is present */
+    struct cfg_url_key *keys;  /* 1..16; the first signs, all verify */
+    size_t n_keys;
+    unsigned max_ttl_s;        /* 604800, range 1..604800: no link lives longer */
+    unsigned leeway_s;         /* 0, range 0..60: clock skew allowed past a link's expiry */
+};
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -152,6 +166,7 @@ struct baton_config {
     bool access_log;   /* "access_log" (server), default false: one INFO line per request
                           (httpRequest, trace) on stderr; off by default because a log
                           line per request costs more than the rest of a cache-hit request */
+    struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
 };
 
 /*
