@@ -32,6 +32,7 @@
 #include "log.h"
 #include "path.h"
 #include "policy.h"
+#include "signurl.h"
 #include "reason.h"
 #include "util.h"
 
@@ -89,6 +90,38 @@ static void check_usage(FILE *out)
           out);
 }
 
+/*
+ * url_signing: the keys load as serve would load them (type, mode 0600);
+ * steps that mint or take links without url_signing are errors; and, since
+ * uses are counted per instance, a warning whenever single-use links can
+ * exist (the shared store is not configured by this build).
+ */
+static int check_url_signing(const struct baton_config *cfg, const struct policy_set *set,
+                             struct diags *d)
+{
+    struct signurl_keys *keys = signurl_keys_for(cfg, d);
+    size_t n = policy_set_count(set);
+    int rc = 0;
+
+    if (cfg->url_signing.enabled && !keys)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const struct policy *p = policy_set_at(set, i);
+        if (!cfg->url_signing.enabled && (policy_sign_count(p) || policy_accepts_signed_urls(p))) {
+            diags_add(d, policy_file(p), 0, 0,
+                      "step \"%s\" mints or accepts signed URLs but %s has no url_signing section",
+                      policy_step(p), cfg->file);
+            rc = -1;
+        }
+    }
+    if (keys)
+        fprintf(stderr,
+                "baton check: warning: url_signing: single-use links are counted per instance "
+                "(in memory); behind N instances a link can be used up to N times its uses\n");
+    signurl_keys_free(keys);
+    return rc;
+}
+
 int cmd_check(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -129,6 +162,11 @@ int cmd_check(int argc, char **argv)
     if (cfg)
         set = policy_set_load(cfg, &d);
     if (!cfg || !set) {
+        diags_print(&d, stderr);
+        fprintf(stderr, "baton check: %zu error%s\n", d.n, d.n == 1 ? "" : "s");
+        goto out;
+    }
+    if (check_url_signing(cfg, set, &d) < 0) {
         diags_print(&d, stderr);
         fprintf(stderr, "baton check: %zu error%s\n", d.n, d.n == 1 ? "" : "s");
         goto out;

@@ -292,6 +292,22 @@ fail:
     return NULL;
 }
 
+struct signurl_keys *signurl_keys_for(const struct baton_config *cfg, struct diags *d)
+{
+    char err[700], where[64];
+    int bad = -1;
+    struct signurl_keys *k;
+
+    if (!cfg->url_signing.enabled)
+        return NULL;
+    k = signurl_keys_load(&cfg->url_signing, err, sizeof(err), &bad);
+    if (!k) {
+        snprintf(where, sizeof(where), bad >= 0 ? "url_signing/keys/%d/file" : "url_signing", bad);
+        config_diag(cfg, d, where, false, "%s", err);
+    }
+    return k;
+}
+
 const char *signurl_keys_signer(const struct signurl_keys *k)
 {
     return k->v[0].id;

@@ -63,6 +63,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "diag.h"
 #include "reason.h"
 
 #define SIGNURL_MAX_KEYS 16
@@ -128,6 +129,10 @@ struct signurl_keys; /* immutable after load; shared by every worker */
 struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *err,
                                        size_t errlen, int *bad);
 void signurl_keys_free(struct signurl_keys *k);
+/* The same for a whole config: NULL without url_signing (nothing added to
+ * `d`), else the keys, or NULL with the error added to `d` at the offending
+ * key's "file" (serve, reload, `baton check` and `baton sign-url` share it). */
+struct signurl_keys *signurl_keys_for(const struct baton_config *cfg, struct diags *d);
 /* The id of the signing key (the first). Borrowed. */
 const char *signurl_keys_signer(const struct signurl_keys *k);
 unsigned signurl_keys_max_ttl(const struct signurl_keys *k);
