@@ -28,6 +28,7 @@ static const struct {
     {"explain", cmd_explain},
     {"audit", cmd_audit},
     {"serve", cmd_serve},
+    {"sign-url", cmd_sign_url},
 };
 
 static void usage(FILE *out)
@@ -38,7 +39,8 @@ static void usage(FILE *out)
           "                     (--token JWT | --claims JSON) [--json]\n"
           "       baton audit verify FILE... [--pubkey PEM]\n"
           "       baton audit keygen --out PEM\n"
-          "       baton version\n",
+          "       baton version\n"
+          "       baton sign-url [-c FILE] --method M --url URL --ttl DURATION [--uses N]\n",
           out);
 }
 
