@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from conftest import BATON
-from serve_env import ServeEnv, SUB
+from serve_env import ServeEnv, SUB, free_port
 from upstream import Upstream
 
 MINTER = "arn:aws:iam::123456789012:role/approval-lambda"
@@ -128,13 +128,26 @@ def test_check_validates_and_warns(env):
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     assert "single-use links are counted per instance" in p.stderr
+    # a step that takes links without url_signing
+    bare = dict(env.config)
+    del bare["url_signing"]
+    (env.dir / "bare.json").write_text(json.dumps(bare))
+    p = subprocess.run([str(BATON), "check", "-c", str(env.dir / "bare.json")],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1 and "has no url_signing section" in p.stderr, p.stderr
+
+
+def test_serve_refuses_a_key_others_can_read(env, tmp_path):
     os.chmod(env.dir / "k9.pem", 0o644)
     try:
-        p = subprocess.run([str(BATON), "check", "-c", str(env.dir / "other.json")],
-                           capture_output=True, text=True, timeout=20)
+        p = subprocess.run([str(BATON), "serve", "-c", str(env.dir / "other.json")],
+                           capture_output=True, text=True, timeout=20,
+                           env=dict(os.environ, PORT=str(free_port())))
     finally:
         os.chmod(env.dir / "k9.pem", 0o600)
     assert p.returncode == 1 and "k9" in p.stderr and "other.json" in p.stderr, p.stderr
+    rc, _, err = sign_url(env, "GET", "http://127.0.0.1:%d/links/x" % env.port, config="other.json")
+    assert rc == 0, err
 
 
 def test_cli_link_single_use(env, up):
