@@ -554,6 +554,8 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
         sb_lit(&b, ",\"minter\":");
         sb_cstr(&b, r->link.minter, CAP_ID);
         sb_lit(&b, "}");
+    } else {
+        sb_lit(&b, ",\"link\":null");
     }
     if (b.truncated)
         sb_lit(&b, ",\"truncated\":true");

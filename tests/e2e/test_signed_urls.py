@@ -334,3 +334,29 @@ def test_endpoint_body_split_across_packets(env):
     assert out.startswith(b"HTTP/1.1 200"), out[:200]
     link = json.loads(out.split(b"\r\n\r\n", 1)[1])
     remember_sig(env, link["url"])
+
+
+def test_aws_approval_example():
+    """docker/examples/aws/approvals: the config and policies check, the state
+    machine waits for the task token, and the Lambda mints through the sign
+    endpoint exactly the links the policy grants it."""
+    from conftest import SRCDIR
+    ex = SRCDIR / "docker" / "examples" / "aws" / "approvals"
+    p = subprocess.run([str(BATON), "check", "-c", str(ex / "conf" / "baton.json")],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    asl = json.loads((ex / "approval.asl.json").read_text())
+    task = asl["States"][asl["StartAt"]]
+    assert task["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert task["Parameters"]["Payload"]["task_token.$"] == "$$.Task.Token"
+    assert any("Rejected" in c["ErrorEquals"] for c in task["Catch"])
+    pol = json.loads((ex / "policies" / "approvals.json").read_text())
+    minter = pol["callers"][0]["signed_url"]["minted_by"]
+    grant, = pol["sign"]
+    assert grant["callers"][0]["claims"]["sub"] == minter["claims"]["sub"]
+    assert grant["max_ttl_s"] == task["TimeoutSeconds"]
+    src = (ex / "approval_mailer.py").read_text()
+    assert '"/.well-known/baton/sign"' in src and '"uses": 1' in src
+    assert "LINK_TTL_S = %d" % task["TimeoutSeconds"] in src
+    assert "/approvals/%s/%s" in src and set(grant["paths"]) == {"/approvals/*/approve",
+                                                                  "/approvals/*/reject"}
