@@ -63,7 +63,7 @@ def env(tmp_path_factory, up):
     tmp = tmp_path_factory.mktemp("signurl")
     write_key(tmp / "k1.pem")
     write_key(tmp / "k9.pem")
-    e = ServeEnv(tmp, up.port, policies=policies(),
+    e = ServeEnv(tmp, up.port, policies=policies(), workers=2,
                  extra={"url_signing": {"keys": [{"id": "k1", "file": "k1.pem"}],
                                         "max_ttl_s": 3600}})
     # the same steps under a key this baton does not know
@@ -180,6 +180,19 @@ def test_cli_link_n_uses_and_unlimited(env):
     rc, url, _ = sign_url(env, "GET", "http://127.0.0.1:%d/links/any" % env.port, uses=0)
     remember_sig(env, url)
     assert [get(env, "GET", target_of(url))[0] for _ in range(3)] == [200, 200, 200]
+
+
+def test_one_use_under_concurrency(env, up):
+    """Two workers, 16 connections at once: the store gives the one use to one."""
+    import concurrent.futures
+    rc, url, _ = sign_url(env, "GET", "http://127.0.0.1:%d/links/race" % env.port, uses=1)
+    assert rc == 0
+    remember_sig(env, url)
+    up.clear()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda _: get(env, "GET", target_of(url))[0], range(16)))
+    assert sorted(got) == [200] + [401] * 15
+    assert len(up.requests()) == 1
 
 
 @pytest.mark.parametrize("change,reason", [
