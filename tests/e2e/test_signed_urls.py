@@ -373,3 +373,43 @@ def test_aws_approval_example():
     assert "LINK_TTL_S = %d" % task["TimeoutSeconds"] in src
     assert "/approvals/%s/%s" in src and set(grant["paths"]) == {"/approvals/*/approve",
                                                                   "/approvals/*/reject"}
+
+
+def test_rotation_and_reload_keep_uses(tmp_path, up):
+    """Key rotation by SIGHUP: k2 first (signs), k1 kept (verifies); a link
+    used before the reload stays used after it (the store outlives the
+    config); then k1 removed: its links are url_unknown_key."""
+    import signal
+    write_key(tmp_path / "k1.pem")
+    write_key(tmp_path / "k2.pem")
+    e = ServeEnv(tmp_path, up.port, policies=policies(),
+                 extra={"url_signing": {"keys": [{"id": "k1", "file": "k1.pem"}]}})
+    e.start()
+    try:
+        def reload_to(keys, probe):
+            e.config["url_signing"] = {"keys": keys}
+            e.write_config()
+            e.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while not probe():
+                assert time.monotonic() < deadline, "the reload took effect"
+                time.sleep(0.05)
+
+        rc, used, _ = sign_url(e, "GET", "http://127.0.0.1:%d/links/r1" % e.port, uses=1)
+        rc2, old, _ = sign_url(e, "GET", "http://127.0.0.1:%d/links/r2" % e.port, uses=0)
+        assert rc == 0 and rc2 == 0 and "baton_kid=k1" in old
+        assert get(e, "GET", target_of(used))[0] == 200
+        reload_to([{"id": "k2", "file": "k2.pem"}, {"id": "k1", "file": "k1.pem"}],
+                  lambda: "baton_kid=k2" in sign_url(e, "GET", "http://127.0.0.1:%d/links/p" % e.port,
+                                                    uses=0)[1]
+                  and get(e, "GET", target_of(sign_url(e, "GET", "http://127.0.0.1:%d/links/p2" % e.port,
+                                                       uses=0)[1]))[0] == 200)
+        assert get(e, "GET", target_of(old))[0] == 200, "a k1 link verifies after the rotation"
+        st, _, _, rid = get(e, "GET", target_of(used))
+        assert st == 401 and record(e, rid)["reason"] == "url_used", "uses survive the reload"
+        reload_to([{"id": "k2", "file": "k2.pem"}],
+                  lambda: get(e, "GET", target_of(old))[0] == 401)
+        st, _, _, rid = get(e, "GET", target_of(old))
+        assert st == 401 and record(e, rid)["reason"] == "url_unknown_key"
+    finally:
+        assert e.stop() == 0
