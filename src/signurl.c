@@ -214,6 +214,10 @@ int signurl_parse_query(const char *q, size_t n, struct signurl_params *out, cha
 struct signurl_key {
     char id[SIGNURL_KID_MAX + 1];
     EVP_PKEY *pkey;
+    /* DigestVerify-initialized at load, only ever copied (as jws.c does): a
+     * verification then costs no provider fetch, and the key set stays
+     * read-only, so workers share it */
+    EVP_MD_CTX *verify_tmpl;
 };
 
 struct signurl_keys {
@@ -226,8 +230,10 @@ void signurl_keys_free(struct signurl_keys *k)
 {
     if (!k)
         return;
-    for (size_t i = 0; i < k->n; i++)
+    for (size_t i = 0; i < k->n; i++) {
+        EVP_MD_CTX_free(k->v[i].verify_tmpl);
         EVP_PKEY_free(k->v[i].pkey);
+    }
     free(k);
 }
 
@@ -285,6 +291,15 @@ struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *
         }
         snprintf(k->v[i].id, sizeof(k->v[i].id), "%s", cfg->keys[i].id);
         k->n = i + 1;
+        k->v[i].verify_tmpl = EVP_MD_CTX_new();
+        if (!k->v[i].verify_tmpl ||
+            EVP_DigestVerifyInit_ex(k->v[i].verify_tmpl, NULL, NULL, NULL, NULL, k->v[i].pkey,
+                                    NULL) != 1) {
+            errbuf_set(err, errlen, "url_signing key \"%s\": cannot prepare verification",
+                       cfg->keys[i].id);
+            *bad = (int)i;
+            goto fail;
+        }
     }
     return k;
 fail:
@@ -428,10 +443,11 @@ out:
 
 /* ----------------------------------------------------------- verification */
 
-static bool sig_ok(EVP_PKEY *key, const unsigned char sig[64], const char *msg, size_t len)
+static bool sig_ok(const struct signurl_key *key, const unsigned char sig[64], const char *msg,
+                   size_t len)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool ok = ctx && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, key) == 1 &&
+    bool ok = ctx && EVP_MD_CTX_copy_ex(ctx, key->verify_tmpl) == 1 &&
               EVP_DigestVerify(ctx, sig, 64, (const unsigned char *)msg, len) == 1;
     EVP_MD_CTX_free(ctx);
     return ok;
@@ -453,7 +469,7 @@ enum reason signurl_verify(const struct signurl_keys *k, const struct signurl_sc
         msg = xmalloc(ml);
     canon_head(scope, msg);
     memcpy(msg + hl, scope->query, p->signed_len);
-    if (!sig_ok(key->pkey, p->sig, msg, ml)) {
+    if (!sig_ok(key, p->sig, msg, ml)) {
         unsigned char hint[8];
         scope_hint(msg, hl, hint);
         r = memcmp(hint, p->hint, 8) != 0 ? REASON_URL_SCOPE_MISMATCH : REASON_URL_BAD_SIGNATURE;
