@@ -138,6 +138,7 @@ struct request {
     const char *link_op; /* "use" | "mint": the record's link member */
     const char *link_method, *link_path;
     size_t link_path_len;
+    bool continue_sent; /* the sign endpoint's head waits: 100 Continue sent */
 };
 
 struct conn {
@@ -854,7 +855,7 @@ static void send_json(struct conn *c, int status, const char *body, size_t n)
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
                         "%s\r\n",
-                        status, status_text(status), n, c->req.request_id,
+                        status, status == 200 ? "OK" : status_text(status), n, c->req.request_id,
                         !c->req.keep_alive ? "Connection: close\r\n"
                         : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
     evbuffer_add(out, body, n);
@@ -1449,6 +1450,12 @@ static void conn_process(struct conn *c)
         }
         if (rt->url_keys && sign_body_incomplete(&hreq, head_len, len)) {
             c->parse_prev = 0; /* the header deadline still runs */
+            if (hreq.expect_100 && len == head_len && !c->req.continue_sent) {
+                /* no body byte yet: ask for it, once (c->req is cleared
+                 * between requests and at handle_request) */
+                evbuffer_add(out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                c->req.continue_sent = true;
+            }
             break;
         }
         evtimer_del(&c->timer);

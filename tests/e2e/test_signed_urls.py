@@ -324,18 +324,27 @@ def test_endpoint_needs_a_token(env):
     assert st == 401 and record(env, h["X-Request-Id"])["reason"] == "token_missing"
 
 
-def test_endpoint_body_split_across_packets(env):
-    """The sign endpoint waits for a Content-Length body that arrives late."""
-    body = json.dumps({"method": "GET", "path": "/approvals/9/approve", "ttl_s": 60}).encode()
+@pytest.mark.parametrize("expect", [False, True])
+def test_endpoint_body_split_across_packets(env, expect):
+    """The sign endpoint waits for a Content-Length body that arrives late, and
+    answers Expect: 100-continue before it."""
+    body = json.dumps({"method": "GET", "path": "/approvals/9/%s" % ("reject" if expect else "approve"),
+                       "ttl_s": 60}).encode()
     head = ("POST /.well-known/baton/sign HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-            "Authorization: Bearer %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-            % (env.port, env.token(sub=MINTER), len(body))).encode()
+            "Authorization: Bearer %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n"
+            % (env.port, env.token(sub=MINTER), len(body),
+               "Expect: 100-continue\r\n" if expect else "")).encode()
     import socket
     s = socket.create_connection(("127.0.0.1", env.port), timeout=5)
     try:
-        s.sendall(head + body[:10])
-        time.sleep(0.3)
-        s.sendall(body[10:])
+        if expect:
+            s.sendall(head)
+            assert s.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(body)
+        else:
+            s.sendall(head + body[:10])
+            time.sleep(0.3)
+            s.sendall(body[10:])
         out = b""
         while True:
             chunk = s.recv(65536)
@@ -344,7 +353,7 @@ def test_endpoint_body_split_across_packets(env):
             out += chunk
     finally:
         s.close()
-    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n"), out[:200]
     link = json.loads(out.split(b"\r\n\r\n", 1)[1])
     remember_sig(env, link["url"])
 
