@@ -18,6 +18,9 @@ awk '
       else if (fn == "load_callers") prefix = "callers[]."
       else if (fn == "load_allow") prefix = "allow[]."
       else if (fn == "load_limits") prefix = "limits."
+      else if (fn == "load_signed_caller") prefix = "callers[]."
+      else if (fn == "load_minted_by") prefix = "callers[].signed_url.minted_by."
+      else if (fn == "load_sign") prefix = "sign[]."
       else { print "policy_keys.sh: keys[] in unknown function " fn > "/dev/stderr"; bad = 1; next }
       while (match(text, /"[a-z_]+"/)) {
           print prefix substr(text, RSTART + 1, RLENGTH - 2)

@@ -441,6 +441,43 @@ static void record_body(struct sb *b0, const struct audit_record *r, char *const
     sb_int_or_null(&b, r->worker >= 0, r->worker);
     sb_lit(&b, ",\"client_request_id\":");
     sb_cstr(&b, r->client_request_id, CAP_ID);
+    if (r->link.op) {
+        sb_lit(&b, ",\"link\":{\"op\":");
+        sb_cstr(&b, r->link.op, CAP_METHOD);
+        sb_lit(&b, ",\"id\":");
+        sb_cstr(&b, r->link.id, CAP_HASH);
+        sb_lit(&b, ",\"method\":");
+        sb_cstr(&b, r->link.method, CAP_METHOD);
+        sb_lit(&b, ",\"path\":");
+        if (r->link.path) {
+            struct sb q = {0};
+            const char *qm = memchr(r->link.path, '?', r->link.path_len);
+            size_t pl = qm ? (size_t)(qm - r->link.path) : r->link.path_len;
+            sb_put(&q, r->link.path, pl);
+            if (qm) { /* the query as request.query is: secret-looking values redacted */
+                size_t rql;
+                char *rq = redact_query(qm + 1, r->link.path_len - pl - 1, &rql);
+                sb_lit(&q, "?");
+                sb_put(&q, rq, rql);
+                free(rq);
+            }
+            sb_str(&b, q.buf ? q.buf : "", q.len, CAP_PATH);
+            free(q.buf);
+        } else {
+            sb_lit(&b, "null");
+        }
+        sb_lit(&b, ",\"exp\":");
+        sb_int_or_null(&b, r->link.exp > 0, r->link.exp);
+        sb_lit(&b, ",\"uses\":");
+        sb_int_or_null(&b, r->link.exp > 0, r->link.uses);
+        sb_lit(&b, ",\"kid\":");
+        sb_cstr(&b, r->link.kid, CAP_ID);
+        sb_lit(&b, ",\"minter\":");
+        sb_cstr(&b, r->link.minter, CAP_ID);
+        sb_lit(&b, "}");
+    } else {
+        sb_lit(&b, ",\"link\":null");
+    }
     if (b.truncated)
         sb_lit(&b, ",\"truncated\":true");
     *b0 = b;

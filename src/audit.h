@@ -97,6 +97,17 @@ struct audit_record {
     } upstream;
     uint64_t bytes_out;         /* response body bytes sent to the client */
     int64_t duration_ms;        /* request head complete to response done; < 0 -> null */
+    struct {                    /* a signed URL (signurl.h) minted or used; written
+                                   as "link" only when op is set */
+        const char *op;         /* "mint" | "use" */
+        const char *id;         /* link id, 32 hex (never the signature); NULL: none
+                                   (a refused mint, a malformed link) */
+        const char *method, *path; /* what the link is for (path: with its query) */
+        size_t path_len;
+        const char *kid, *minter;
+        int64_t exp;            /* unix seconds */
+        unsigned uses;          /* 0: any number until exp */
+    } link;
 };
 
 /* A queue slot held for one request; see audit_reserve. Caller-allocated. */

@@ -41,12 +41,17 @@ static const struct member upstream_m[] = {
     {"name", NULL},     {"status", NULL},   {"latency_ms", NULL}, {"bytes", NULL},
     {"identity", NULL}, {"audience", NULL}, {NULL, NULL}};
 
+/* a signed URL's use or mint (docs/audit.md "link") */
+static const struct member link_m[] = {
+    {"op", NULL},  {"id", NULL},   {"method", NULL}, {"path", NULL}, {"exp", NULL},
+    {"uses", NULL}, {"kid", NULL}, {"minter", NULL}, {NULL, NULL}};
+
 static const struct member request_m[] = {
     {"request_id", NULL}, {"decision", NULL},  {"reason", NULL},      {"status", NULL},
     {"step", NULL},       {"dry_run", NULL},   {"policy", policy_m},  {"caller", caller_m},
     {"request", reqdetail_m}, {"upstream", upstream_m}, {"bytes_out", NULL},
     {"duration_ms", NULL}, {"worker", NULL},   {"client_request_id", NULL},
-    {"truncated", NULL},   {NULL, NULL}};
+    {"link", link_m},      {"truncated", NULL},   {NULL, NULL}};
 /* instance and unclean_stop: the open record's members the witness and
  * crash-recovery writer adds (docs/audit.md "open"). */
 static const struct member instance_m[] = {

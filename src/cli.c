@@ -114,6 +114,35 @@ static void check_usage(FILE *out)
           out);
 }
 
+/*
+ * url_signing: steps that mint or take links without url_signing are errors;
+ * and, since uses are counted per instance, a warning whenever single-use
+ * links can exist (the shared store is not configured by this build). Like
+ * every other key file, the keys themselves are opened by serve (type, mode
+ * 0600), not here: a config whose secrets are mounted at run time still checks.
+ */
+static int check_url_signing(const struct baton_config *cfg, const struct policy_set *set,
+                             struct diags *d)
+{
+    size_t n = policy_set_count(set);
+    int rc = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct policy *p = policy_set_at(set, i);
+        if (!cfg->url_signing.enabled && (policy_sign_count(p) || policy_accepts_signed_urls(p))) {
+            diags_add(d, policy_file(p), 0, 0,
+                      "step \"%s\" mints or accepts signed URLs but %s has no url_signing section",
+                      policy_step(p), cfg->file);
+            rc = -1;
+        }
+    }
+    if (cfg->url_signing.enabled)
+        fprintf(stderr,
+                "baton check: warning: url_signing: single-use links are counted per instance "
+                "(in memory); behind N instances a link can be used up to N times its uses\n");
+    return rc;
+}
+
 int cmd_check(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -158,6 +187,11 @@ int cmd_check(int argc, char **argv)
     }
     diags_print(&warnings, stderr);
     if (!cfg || !set || d.n) {
+        diags_print(&d, stderr);
+        fprintf(stderr, "baton check: %zu error%s\n", d.n, d.n == 1 ? "" : "s");
+        goto out;
+    }
+    if (check_url_signing(cfg, set, &d) < 0) {
         diags_print(&d, stderr);
         fprintf(stderr, "baton check: %zu error%s\n", d.n, d.n == 1 ? "" : "s");
         goto out;

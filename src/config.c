@@ -78,6 +78,12 @@
  *   access_log             (ext.)     boolean   false                   one JSON log line per request
  *   ready_timeout_ms       (ext.)     integer   30000                   0..600000: listen before ready for at most this
  *   health_path            (ext.)     path      absent                  a canonical path, no query: /readyz on the serving port
+ *   url_signing            (ext.)     object    absent: no signed URLs  signurl.h
+ *     keys[]                          [object]  required                1..16, unique id
+ *       id                            string    required                [A-Za-z0-9._-]{1,32}
+ *       file                          path      required                Ed25519 PEM private key
+ *     max_ttl_s                       integer   604800                  1..604800
+ *     leeway_s                        integer   0                       0..60
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -1174,6 +1180,7 @@ static int parse_issuers(struct ctx *c, const json_t *v, void *obj);
 static int parse_google(struct ctx *c, const json_t *v, void *obj);
 static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
 static int parse_audit(struct ctx *c, const json_t *v, void *obj);
+static int parse_url_signing(struct ctx *c, const json_t *v, void *obj);
 
 static const struct field root_fields[] = {
     F_CUSTOM("listen", parse_listen, 0),
@@ -1190,6 +1197,7 @@ static const struct field root_fields[] = {
     F_BOOL("access_log", struct baton_config, access_log, 0),
     F_INT("ready_timeout_ms", struct baton_config, ready_timeout_ms, 0, 600000, 30000),
     F_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
+    F_CUSTOM("url_signing", parse_url_signing, 0),
     {0},
 };
 
@@ -1770,6 +1778,76 @@ static int parse_audit(struct ctx *c, const json_t *v, void *obj)
     return parse_object(c, v, audit_fields, &cfg->audit, &s);
 }
 
+static int check_url_key_id(struct ctx *c, const char *s)
+{
+    size_t n = strlen(s);
+    bool okay = n >= 1 && n <= 32;
+    for (size_t i = 0; okay && i < n; i++)
+        okay = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+               (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-';
+    if (okay)
+        return 0;
+    err(c, "a key id is 1..32 letters, digits, '.', '_' or '-' (it travels in the link unescaped)");
+    return -1;
+}
+
+static const struct field url_key_fields[] = {
+    F_STR("id", struct cfg_url_key, id, NULL, check_url_key_id, FL_REQUIRED),
+    F_PATH("file", struct cfg_url_key, file, NULL, FL_REQUIRED),
+    {0},
+};
+
+static int parse_url_keys(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_url_signing *us = obj;
+    size_t n;
+    int rc = 0;
+
+    if (!json_is_array(v)) {
+        err(c, "expected an array of keys, got %s", jtype(v));
+        return -1;
+    }
+    n = json_array_size(v);
+    if (n == 0 || n > 16) {
+        err(c, "needs 1..16 keys (the first signs, all verify), got %zu", n);
+        return -1;
+    }
+    us->keys = xcalloc(n, sizeof(*us->keys));
+    us->n_keys = n;
+    for (size_t k = 0; k < n; k++) {
+        struct cfg_url_key *key = &us->keys[k];
+        struct seen s;
+        push_idx(c, k);
+        apply_defaults(url_key_fields, key, c->dir);
+        if (parse_object(c, json_array_get(v, k), url_key_fields, key, &s) < 0)
+            rc = -1;
+        for (size_t j = 0; j < k && key->id; j++)
+            if (us->keys[j].id && !strcmp(us->keys[j].id, key->id)) {
+                err_at(c, "id", false, "key id \"%s\" is already used by keys[%zu]", key->id, j);
+                rc = -1;
+                break;
+            }
+        pop(c);
+    }
+    return rc;
+}
+
+static const struct field url_signing_fields[] = {
+    F_CUSTOM("keys", parse_url_keys, FL_REQUIRED),
+    F_INT("max_ttl_s", struct cfg_url_signing, max_ttl_s, 1, 604800, 604800),
+    F_INT("leeway_s", struct cfg_url_signing, leeway_s, 0, 60, 0),
+    {0},
+};
+
+static int parse_url_signing(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct seen s;
+    apply_defaults(url_signing_fields, &cfg->url_signing, c->dir);
+    cfg->url_signing.enabled = true;
+    return parse_object(c, v, url_signing_fields, &cfg->url_signing, &s);
+}
+
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
 
@@ -1998,6 +2076,11 @@ void config_free(struct baton_config *cfg)
     free(cfg->audit.witness_prefix);
     free(cfg->audit.witness_storage_url);
     free(cfg->health_path);
+    for (size_t k = 0; k < cfg->url_signing.n_keys; k++) {
+        free(cfg->url_signing.keys[k].id);
+        free(cfg->url_signing.keys[k].file);
+    }
+    free(cfg->url_signing.keys);
     free(cfg);
 }
 

@@ -137,6 +137,20 @@ struct cfg_audit {
     char *witness_storage_url;    /* "https://storage.googleapis.com" unless overridden */
 };
 
+/* url_signing (extension; signurl.h): keys of signed URLs. */
+struct cfg_url_key {
+    char *id;   /* [A-Za-z0-9._-]{1,32}, unique */
+    char *file; /* resolved path of an Ed25519 PEM private key, mode 0600 */
+};
+
+struct cfg_url_signing {
+    bool enabled;              /* the key is present */
+    struct cfg_url_key *keys;  /* 1..16; the first signs, all verify */
+    size_t n_keys;
+    unsigned max_ttl_s;        /* 604800, range 1..604800: no link lives longer */
+    unsigned leeway_s;         /* 0, range 0..60: clock skew allowed past a link's expiry */
+};
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -165,6 +179,7 @@ struct baton_config {
                                   port stays closed until ready or this long after start */
     char *health_path;         /* "health_path", NULL: none; else GET answers like /readyz
                                   on the serving port */
+    struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
 };
 
 /*

@@ -28,6 +28,7 @@ static const struct {
     {"explain", cmd_explain},
     {"audit", cmd_audit},
     {"serve", cmd_serve},
+    {"sign-url", cmd_sign_url},
 };
 
 static void usage(FILE *out)
@@ -39,7 +40,8 @@ static void usage(FILE *out)
           "       baton audit verify FILE... [--pubkey PEM] [--witness DIR] [--live]\n"
           "                          [--from-genesis]\n"
           "       baton audit keygen --out PEM\n"
-          "       baton version\n",
+          "       baton version\n"
+          "       baton sign-url [-c FILE] --method M --url URL --ttl DURATION [--uses N]\n",
           out);
 }
 

@@ -26,6 +26,7 @@
 #include "jsonpos.h"
 #include "log.h"
 #include "path.h"
+#include "signurl.h"
 #include "util.h"
 
 /* ---------------------------------------------------------------- compiled */
@@ -69,7 +70,14 @@ struct caller {
     size_t n_scopes;
     int line, col;
     int scopes_line, scopes_col;
+    /* signed URLs: SIGNED_NONE (a token caller, the fields above), else an
+     * entry {"signed_url": true | {"minted_by": {"issuer", "claims"}}} */
+    int signed_url;
+    char *minted_issuer;      /* owned; SIGNED_MINTED_BY */
+    struct pat minted_claims; /* PT_OBJ; SIGNED_MINTED_BY */
 };
+
+enum { SIGNED_NONE, SIGNED_ANY, SIGNED_MINTED_BY };
 
 enum seg_kind { SEG_LIT, SEG_STAR, SEG_DSTAR };
 
@@ -122,6 +130,8 @@ struct policy {
     size_t n_headers;
     /* positions for cross-file errors */
     int step_line, step_col, route_line, route_col;
+    struct sign_grant *grants; /* "sign" (signed URLs this step lets callers mint) */
+    size_t n_grants;
 };
 
 struct route_slot {
@@ -136,6 +146,15 @@ struct policy_set {
     size_t mask;
     size_t max_prefix; /* longest path_prefix, bytes */
     bool has_exact;    /* some policy names an exact host */
+};
+
+/* One "sign" entry: who may mint links for which methods and paths. */
+struct sign_grant {
+    struct caller *callers; /* owned; token callers only */
+    size_t n_callers;
+    struct rule rule;       /* methods and paths, as an allow rule */
+    unsigned max_ttl_s;
+    int line, col;
 };
 
 /* ---------------------------------------------------------------- matching */
@@ -698,8 +717,11 @@ static void trace_header(const struct req_header *h, int count, const struct pol
 
 /* ---------------------------------------------------------------- authorize */
 
-enum reason policy_authorize(const struct policy *p, const struct policy_input *in,
-                             struct policy_trace *t)
+static int signed_caller(const struct policy *p, const char *minter);
+
+/* policy_authorize and policy_authorize_link: `link` set for a signed URL. */
+static enum reason authorize(const struct policy *p, const struct policy_input *in, bool link,
+                             const char *minter, struct policy_trace *t)
 {
     enum reason r;
     int ci = -1, scope_ci = -1, ri = -1, pi = -1;
@@ -721,6 +743,8 @@ enum reason policy_authorize(const struct policy *p, const struct policy_input *
             break;
         }
     }
+    if (link)
+        ci = signed_caller(p, minter);
     if (ci < 0) {
         r = scope_ci >= 0 ? REASON_SCOPE_MISSING : REASON_NO_CALLER_MATCH;
         if (t)
@@ -1298,6 +1322,10 @@ static void load_scopes(struct loader *L, const json_t *v, struct caller *c)
     }
 }
 
+static void load_signed_caller(struct loader *L, const json_t *e, struct caller *c);
+static void load_sign(struct loader *L, const json_t *v, struct policy *p);
+static void free_signing(struct policy *p);
+
 static void load_callers(struct loader *L, const json_t *v, struct policy *p)
 {
     static const char *const keys[] = {"issuer", "claims", "scopes", NULL};
@@ -1313,6 +1341,11 @@ static void load_callers(struct loader *L, const json_t *v, struct policy *p)
         c->claims.type = PT_BOOL;
         pos_here(L, false, &c->line, &c->col);
         if (!want(L, e, JSON_OBJECT, "a callers entry")) {
+            ptr_pop(L, s);
+            continue;
+        }
+        if (json_object_get(e, "signed_url")) {
+            load_signed_caller(L, e, c);
             ptr_pop(L, s);
             continue;
         }
@@ -1695,6 +1728,7 @@ static void policy_free(struct policy *p)
 {
     if (!p)
         return;
+    free_signing(p); /* before the callers it reads */
     free(p->file);
     free(p->step);
     free(p->description);
@@ -1742,7 +1776,7 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
 {
     static const char *const keys[] = {"step", "description", "mode", "route", "upstream",
                                        "callers", "allow", "require_headers", "service_account",
-                                       "limits", NULL};
+                                       "limits", "sign", NULL};
     struct loader L = {cfg, d, src->file, src->text, src->len, NULL, 0, 0, 0};
     struct policy *p = xcalloc(1, sizeof(*p));
     struct jsonpos_scan scan;
@@ -1871,6 +1905,11 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
     if ((v = json_object_get(root, "limits"))) {
         s = ptr_key(&L, "limits");
         load_limits(&L, v, p);
+        ptr_pop(&L, s);
+    }
+    if ((v = json_object_get(root, "sign"))) {
+        s = ptr_key(&L, "sign");
+        load_sign(&L, v, p);
         ptr_pop(&L, s);
     }
 out:
@@ -2076,4 +2115,250 @@ const char *policy_rule_path(const struct policy *p, size_t rule, size_t pattern
 const char *policy_header_name(const struct policy *p, size_t i)
 {
     return i < p->n_headers ? p->headers[i].name : NULL;
+}
+
+/* ---------------------------------------------------------------- signed URLs */
+
+/* {"minted_by": {"issuer": NAME, "claims": {...}}}: the caller that minted the
+ * link through the sign endpoint. */
+static void load_minted_by(struct loader *L, const json_t *m, struct caller *c)
+{
+    static const char *const keys[] = {"issuer", "claims", NULL};
+    const json_t *iv, *cv;
+    size_t s;
+
+    if (!want(L, m, JSON_OBJECT, "\"minted_by\""))
+        return;
+    check_keys(L, m, keys, "\"minted_by\"");
+    if ((iv = required(L, m, "issuer", "\"minted_by\""))) {
+        const char *name;
+        s = ptr_key(L, "issuer");
+        if ((name = want_string(L, iv, "\"issuer\"", 256, false))) {
+            if (!config_issuer(L->cfg, name))
+                lerr(L, false, "issuer \"%s\" is not defined in %s", name,
+                     L->cfg->file ? L->cfg->file : "the config");
+            c->minted_issuer = xstrdup(name);
+        }
+        ptr_pop(L, s);
+    }
+    if ((cv = required(L, m, "claims", "\"minted_by\""))) {
+        s = ptr_key(L, "claims");
+        if (want(L, cv, JSON_OBJECT, "\"claims\""))
+            pat_compile(L, cv, &c->minted_claims, false);
+        ptr_pop(L, s);
+    }
+}
+
+/* A callers entry {"signed_url": true} or {"signed_url": {"minted_by": ...}}. */
+static void load_signed_caller(struct loader *L, const json_t *e, struct caller *c)
+{
+    static const char *const keys[] = {"signed_url", NULL};
+    const json_t *v = json_object_get(e, "signed_url");
+    size_t s;
+
+    c->issuer = xstrdup(""); /* matches no issuer name: token callers never match it */
+    c->minted_claims.type = PT_BOOL;
+    check_keys(L, e, keys, "a signed_url callers entry");
+    s = ptr_key(L, "signed_url");
+    if (json_is_true(v)) {
+        c->signed_url = SIGNED_ANY;
+    } else if (json_is_object(v)) {
+        static const char *const skeys[] = {"minted_by", NULL};
+        const json_t *m;
+        c->signed_url = SIGNED_MINTED_BY;
+        check_keys(L, v, skeys, "\"signed_url\"");
+        if ((m = required(L, v, "minted_by", "\"signed_url\""))) {
+            size_t s2 = ptr_key(L, "minted_by");
+            load_minted_by(L, m, c);
+            ptr_pop(L, s2);
+        }
+    } else {
+        lerr(L, false, "\"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}");
+    }
+    ptr_pop(L, s);
+    if (!c->minted_issuer)
+        c->minted_issuer = xstrdup("");
+}
+
+/*
+ * "sign": [{"callers": [...], "methods": [...], "paths": [...], "max_ttl_s": N}]
+ * Callers are compiled by load_callers and methods and paths by load_allow
+ * (fed each entry's two members, so their positions are the entry's own).
+ */
+static void load_sign(struct loader *L, const json_t *v, struct policy *p)
+{
+    static const char *const keys[] = {"callers", "methods", "paths", "max_ttl_s", NULL};
+    size_t n = want_array(L, v, "\"sign\"");
+    json_t *rules = json_array();
+    struct policy tmp;
+
+    memset(&tmp, 0, sizeof(tmp));
+    p->grants = xcalloc(n ? n : 1, sizeof(*p->grants));
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(v, i), *x;
+        struct sign_grant *g = &p->grants[p->n_grants++];
+        json_t *r = json_object();
+        size_t s = ptr_index(L, i), s2;
+        json_int_t ttl;
+
+        pos_here(L, false, &g->line, &g->col);
+        if (json_is_object(e)) {
+            check_keys(L, e, keys, "a sign entry");
+            if ((x = required(L, e, "callers", "a sign entry"))) {
+                s2 = ptr_key(L, "callers");
+                memset(&tmp, 0, sizeof(tmp));
+                load_callers(L, x, &tmp);
+                g->callers = tmp.callers;
+                g->n_callers = tmp.n_callers;
+                for (size_t k = 0; k < g->n_callers; k++)
+                    if (g->callers[k].signed_url) {
+                        size_t s3 = ptr_index(L, k);
+                        lerr(L, false, "a sign entry's callers hold tokens: a signed URL cannot mint links");
+                        ptr_pop(L, s3);
+                    }
+                ptr_pop(L, s2);
+            }
+            if ((x = required(L, e, "max_ttl_s", "a sign entry"))) {
+                s2 = ptr_key(L, "max_ttl_s");
+                if (want_uint(L, x, "\"max_ttl_s\"", 1, 604800, &ttl))
+                    g->max_ttl_s = (unsigned)ttl;
+                ptr_pop(L, s2);
+            }
+            if ((x = json_object_get(e, "methods")))
+                json_object_set(r, "methods", (json_t *)x);
+            if ((x = json_object_get(e, "paths")))
+                json_object_set(r, "paths", (json_t *)x);
+            json_array_append_new(rules, r);
+        } else {
+            want(L, e, JSON_OBJECT, "a sign entry");
+            json_decref(r);
+        }
+        ptr_pop(L, s);
+    }
+    /* methods and paths of every object entry, at the entry's own position */
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.prefix = p->prefix;
+    if (n && json_array_size(rules) == n) { /* else an entry is not an object: reported */
+        load_allow(L, rules, &tmp);
+        for (size_t i = 0; i < tmp.n_rules && i < p->n_grants; i++)
+            p->grants[i].rule = tmp.rules[i];
+        free(tmp.rules);
+    }
+    json_decref(rules);
+}
+
+static void free_callers(struct caller *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(c[i].issuer);
+        pat_free(&c[i].claims);
+        for (size_t j = 0; j < c[i].n_scopes; j++)
+            free(c[i].scopes[j]);
+        free(c[i].scopes);
+        free(c[i].minted_issuer);
+        pat_free(&c[i].minted_claims);
+    }
+    free(c);
+}
+
+static void free_signing(struct policy *p)
+{
+    for (size_t i = 0; i < p->n_callers; i++) {
+        free(p->callers[i].minted_issuer);
+        pat_free(&p->callers[i].minted_claims);
+    }
+    for (size_t i = 0; i < p->n_grants; i++) {
+        struct rule *r = &p->grants[i].rule;
+        free_callers(p->grants[i].callers, p->grants[i].n_callers);
+        for (size_t j = 0; j < r->n_methods; j++)
+            free(r->methods[j]);
+        free(r->methods);
+        for (size_t j = 0; j < r->n_paths; j++) {
+            free(r->paths[j].text);
+            free(r->paths[j].segs);
+        }
+        free(r->paths);
+    }
+    free(p->grants);
+}
+
+/* The first signed_url callers entry that accepts a link minted by `minter`,
+ * or -1. */
+static int signed_caller(const struct policy *p, const char *minter)
+{
+    for (size_t i = 0; i < p->n_callers; i++) {
+        const struct caller *c = &p->callers[i];
+        if (c->signed_url == SIGNED_ANY ||
+            (c->signed_url == SIGNED_MINTED_BY && minter &&
+             signurl_minter_issuer_is(minter, c->minted_issuer)))
+            return (int)i;
+    }
+    return -1;
+}
+
+static bool token_caller_matches(const struct caller *c, const char *issuer_name,
+                                 const json_t *claims)
+{
+    return !c->signed_url && issuer_name && json_is_object(claims) &&
+           strcmp(c->issuer, issuer_name) == 0 && pat_match(&c->claims, claims) &&
+           missing_scope(c, claims) < 0;
+}
+
+enum reason policy_sign_check(const struct policy *p, const char *issuer_name,
+                              const json_t *claims, const char *method, const char *path,
+                              size_t path_len, unsigned ttl_s)
+{
+    bool caller = false, rule = false, accepts = false;
+
+    for (size_t i = 0; i < p->n_grants; i++) {
+        const struct sign_grant *g = &p->grants[i];
+        bool match = false;
+        for (size_t k = 0; k < g->n_callers && !match; k++)
+            match = token_caller_matches(&g->callers[k], issuer_name, claims);
+        if (!match)
+            continue;
+        caller = true;
+        if (!rule_method(&g->rule, method) || rule_path(&g->rule, path, path_len) < 0)
+            continue;
+        rule = true;
+        if (ttl_s <= g->max_ttl_s)
+            goto granted;
+    }
+    return !caller ? REASON_NO_CALLER_MATCH : !rule ? REASON_NO_RULE_MATCH : REASON_BAD_REQUEST;
+granted:
+    /* a link this step would refuse is not minted: some signed_url entry must
+     * take it (minted_by: its claims are decided here, at mint time) */
+    for (size_t i = 0; i < p->n_callers && !accepts; i++) {
+        const struct caller *c = &p->callers[i];
+        accepts = c->signed_url == SIGNED_ANY ||
+                  (c->signed_url == SIGNED_MINTED_BY && issuer_name && json_is_object(claims) &&
+                   strcmp(c->minted_issuer, issuer_name) == 0 &&
+                   pat_match(&c->minted_claims, claims));
+    }
+    return accepts ? REASON_ALLOWED : REASON_NO_CALLER_MATCH;
+}
+
+size_t policy_sign_count(const struct policy *p)
+{
+    return p->n_grants;
+}
+
+bool policy_accepts_signed_urls(const struct policy *p)
+{
+    for (size_t i = 0; i < p->n_callers; i++)
+        if (p->callers[i].signed_url)
+            return true;
+    return false;
+}
+
+enum reason policy_authorize(const struct policy *p, const struct policy_input *in,
+                             struct policy_trace *t)
+{
+    return authorize(p, in, false, NULL, t);
+}
+
+enum reason policy_authorize_link(const struct policy *p, const struct policy_input *in,
+                                  const char *minter, struct policy_trace *t)
+{
+    return authorize(p, in, true, minter, t);
 }

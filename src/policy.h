@@ -51,6 +51,16 @@
  * dry_run: policy_authorize still returns the deny reason; the caller (server,
  * explain) turns a deny of a dry_run policy into the decision would_deny.
  *
+ * Signed URLs (signurl.h; extension): a callers entry {"signed_url": true}
+ * accepts any valid link for this step; {"signed_url": {"minted_by":
+ * {"issuer": NAME, "claims": {...}}}} accepts links minted through the sign
+ * endpoint by a caller of that issuer (the link's minter id names it). A
+ * token never matches a signed_url entry and a link never matches a token
+ * entry; allow rules and required headers apply to both alike. "sign":
+ * [{"callers": [...token callers...], "methods": [...], "paths": [...allow
+ * patterns...], "max_ttl_s": 1..604800}] says who may mint links for this
+ * step (policy_sign_check); minted_by's claims are matched then, at mint time.
+ *
  * Lifetime: a set borrows the config it was loaded against (upstream and
  * issuer pointers): free the set before the config.
  */
@@ -189,5 +199,26 @@ const char *policy_caller_issuer(const struct policy *p, size_t i);
 const char *policy_rule_path(const struct policy *p, size_t rule, size_t pattern);
 /* The names require_headers reads, i = 0.. until NULL (borrowed from the policy). */
 const char *policy_header_name(const struct policy *p, size_t i);
+
+/*
+ * May the caller (verified by issuer `issuer_name`, with `claims`) mint a link
+ * for `method` on canonical `path` living `ttl_s` seconds? REASON_ALLOWED when
+ * some "sign" entry lists the caller, the method and a matching path with
+ * max_ttl_s >= ttl_s AND some signed_url callers entry would accept the link
+ * (true, or minted_by matching the caller); else NO_CALLER_MATCH (no entry
+ * for this caller, or no signed_url entry takes its links), NO_RULE_MATCH
+ * (method or path not granted) or BAD_REQUEST (ttl_s over the cap).
+ */
+/* policy_authorize for a request whose signed URL verified (`in`'s issuer
+ * and claims NULL): the callers step looks at signed_url entries only, with
+ * the link's baton_minter `minter`. */
+enum reason policy_authorize_link(const struct policy *p, const struct policy_input *in,
+                                  const char *minter, struct policy_trace *trace);
+
+enum reason policy_sign_check(const struct policy *p, const char *issuer_name,
+                              const json_t *claims, const char *method, const char *path,
+                              size_t path_len, unsigned ttl_s);
+size_t policy_sign_count(const struct policy *p);    /* "sign" entries */
+bool policy_accepts_signed_urls(const struct policy *p); /* some signed_url callers entry */
 
 #endif

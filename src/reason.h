@@ -94,7 +94,13 @@ enum decision {
     X(CLIENT_CLOSED, "client_closed", 499)                                         \
     X(DRAIN_ABORTED, "drain_aborted", 503) /* in flight at the drain deadline */   \
     X(INTERNAL, "internal_error", 500)                                             \
-    X(BODY_TIMEOUT, "body_timeout", 408) /* the request body missed its deadline */
+    X(BODY_TIMEOUT, "body_timeout", 408) /* the request body missed its deadline */ \
+    /* signed URLs (step 3, authenticate): 401 to the caller, the code to the audit */ \
+    X(URL_EXPIRED, "url_expired", 401)                                             \
+    X(URL_BAD_SIGNATURE, "url_bad_signature", 401)                                 \
+    X(URL_UNKNOWN_KEY, "url_unknown_key", 401)                                     \
+    X(URL_SCOPE_MISMATCH, "url_scope_mismatch", 401)                               \
+    X(URL_USED, "url_used", 401)
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,

@@ -15,6 +15,7 @@
 #include "jwks.h"
 #include "log.h"
 #include "policy.h"
+#include "signurl.h"
 #include "util.h"
 
 struct rate_bucket {
@@ -102,6 +103,7 @@ static void destroy(struct runtime *rt)
     free(rt->steps);
     policy_set_free(rt->policies);
     free(rt->targets);
+    signurl_keys_free(rt->url_keys);
     config_free(rt->cfg);
     free(rt);
 }
@@ -268,6 +270,7 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     for (size_t i = 0; i < rt->cfg->n_upstreams; i++)
         if (proxy_target_resolve(&rt->cfg->upstreams[i], &rt->targets[i], err, sizeof(err)) < 0)
             diags_add(d, rt->cfg->file, 0, 0, "%s", err);
+    rt->url_keys = signurl_keys_for(rt->cfg, d);
     if (d->n)
         goto fail;
 

@@ -34,6 +34,7 @@ struct authn;
 struct authn_cache;
 struct jwks;
 struct rate_bucket;
+struct signurl_keys;
 
 /* What the request path needs about one policy, found by policy pointer. */
 struct runtime_step {
@@ -54,6 +55,7 @@ struct runtime {
     struct runtime_step *steps;   /* sorted by policy pointer */
     size_t n_steps;
     bool needs_identity;          /* some step forwards to an identity "google" upstream */
+    struct signurl_keys *url_keys; /* url_signing's keys, NULL when not configured */
     /* private */
     _Atomic int refs_;
     struct runtime *next_; /* destruction queue */

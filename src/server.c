@@ -82,6 +82,7 @@
 #include "ready.h"
 #include "runtime.h"
 #include "trace.h"
+#include "signurl.h"
 #include "util.h"
 
 #define ARENA_KEEP 4096        /* a bigger per-connection arena is freed after its request */
@@ -146,6 +147,15 @@ struct request {
     uint64_t bytes_in, bytes_out; /* request body bytes forwarded; response body bytes
                                      queued to the client, baton's own error bodies included */
     uint64_t upstream_bytes;      /* response body bytes relayed from the upstream */
+    /* signed URLs (signurl.h): a request that carries a link, or a mint */
+    bool link;
+    struct signurl_params lp;
+    char link_id[2 * SIGNURL_ID_BYTES + 1];
+    char link_sig_sha[65];
+    const char *link_op; /* "use" | "mint": the record's link member */
+    const char *link_method, *link_path;
+    size_t link_path_len;
+    bool continue_sent; /* the sign endpoint's head waits: 100 Continue sent */
 };
 
 struct conn {
@@ -243,6 +253,8 @@ static struct server {
     struct admin_deps ready_deps; /* what /readyz, health_path and the start gate read */
     struct ready_gate *gate;      /* owned: closes the serving port until ready */
     int addr_lock_fd;             /* claim_address: held for the life of the process */
+    struct signurl_memstore *link_store; /* uses of signed URLs, across reloads */
+    struct signurl_uses link_uses;
 } g;
 
 static void conn_process(struct conn *c);
@@ -533,6 +545,27 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
             rec.caller.jti = r->ar.jti;
             rec.caller.aws_account = r->ar.aws_account;
             rec.caller.token_sha256 = r->ar.fingerprint[0] ? r->ar.fingerprint : NULL;
+        }
+        if (r->link) {
+            /* the link as the caller: minter as sub, link id as jti, kid as
+             * audience, the signature's SHA-256 as token_sha256 */
+            rec.caller.verified = r->authn_ok;
+            rec.caller.iss = "baton:signed_url";
+            rec.caller.sub = r->lp.minter[0] ? r->lp.minter : NULL;
+            rec.caller.audience = r->lp.kid[0] ? r->lp.kid : NULL;
+            rec.caller.jti = r->link_id[0] ? r->link_id : NULL;
+            rec.caller.token_sha256 = r->link_sig_sha[0] ? r->link_sig_sha : NULL;
+        }
+        if (r->link_op) {
+            rec.link.op = r->link_op;
+            rec.link.id = r->link_id[0] ? r->link_id : NULL;
+            rec.link.method = r->link_method;
+            rec.link.path = r->link_path;
+            rec.link.path_len = r->link_path_len;
+            rec.link.kid = r->lp.kid[0] ? r->lp.kid : NULL;
+            rec.link.minter = r->lp.minter[0] ? r->lp.minter : NULL;
+            rec.link.exp = r->lp.exp;
+            rec.link.uses = r->lp.uses;
         }
         rec.request.method = http1_method_name(r->method);
         rec.request.method_len = strlen(rec.request.method);
@@ -901,6 +934,227 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
     conn_next(c, keep);
 }
 
+/* ------------------------------------------------------------ signed URLs */
+
+/*
+ * Step 3 for a request whose query carries a baton_* parameter: a request
+ * that also sends Authorization is ambiguous (bad_request); else the link is
+ * parsed strictly (a malformed one is url_bad_signature) and verified for the
+ * request's own method, host and canonical path.
+ */
+static enum reason signed_url_authn(struct conn *c, const struct http1_request *hreq,
+                                    const struct path_result *pr, struct runtime *rt)
+{
+    struct request *r = &c->req;
+    char err[160];
+    unsigned char id[SIGNURL_ID_BYTES];
+    enum reason why;
+    int rc;
+
+    r->link = true;
+    r->link_op = "use";
+    r->link_method = http1_method_name(hreq->method);
+    r->link_path = r->path;
+    r->link_path_len = r->path_len; /* the query is the record's request.query */
+    if (hreq->authorization >= 0)
+        return REASON_BAD_REQUEST;
+    rc = signurl_parse_query(pr->query, pr->query_len, &r->lp, err, sizeof(err));
+    if (rc != 1) {
+        if (log_budget(c->w))
+            log_msg(LOG_INFO, "signed URL refused (request %s): %s", r->request_id, err);
+        return REASON_URL_BAD_SIGNATURE;
+    }
+    signurl_link_id(&r->lp, id);
+    signurl_id_hex(id, r->link_id);
+    sha256_hex(r->lp.sig, sizeof(r->lp.sig), r->link_sig_sha);
+    {
+        struct signurl_scope sc = {
+            .method = http1_method_name(hreq->method),
+            .host = hreq->hostname ? hreq->hostname : "",
+            .host_len = hreq->hostname ? hreq->hostname_len : 0,
+            .path = pr->path,
+            .path_len = pr->path_len,
+            .query = pr->query,
+            .query_len = pr->query_len,
+        };
+        why = signurl_verify(rt->url_keys, &sc, &r->lp, r->ts_ms / 1000);
+    }
+    r->authn_ok = why == REASON_ALLOWED;
+    return why;
+}
+
+/* Whether a head for the sign endpoint waits for the rest of its (small,
+ * Content-Length) body; other heads never wait. */
+static bool sign_body_incomplete(const struct http1_request *hreq, size_t head_len,
+                                 size_t buffered)
+{
+    size_t n = sizeof(SIGNURL_ENDPOINT) - 1;
+    return hreq->body == HTTP1_BODY_LENGTH && hreq->content_length <= SIGNURL_MINT_BODY_MAX &&
+           buffered - head_len < hreq->content_length && hreq->origin_len >= n &&
+           memcmp(hreq->origin, SIGNURL_ENDPOINT, n) == 0 &&
+           (hreq->origin_len == n || hreq->origin[n] == '?');
+}
+
+static void send_json(struct conn *c, int status, const char *body, size_t n)
+{
+    struct evbuffer *out = proxy_out(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
+                        "%s\r\n",
+                        status, status == 200 ? "OK" : status_text(status), n, c->req.request_id,
+                        !c->req.keep_alive ? "Connection: close\r\n"
+                        : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
+    evbuffer_add(out, body, n);
+}
+
+/*
+ * POST /.well-known/baton/sign: the minter's bearer token, then the body
+ * {"method", "path", "ttl_s", "uses"}; the step routing `path` on this host
+ * must grant the mint in its "sign" section (policy_sign_check). The answer is
+ * {"url", "path", "method", "expires_at", "uses", "link_id"}; the record says
+ * who minted what (the link member: id, method, path, expiry, never the
+ * signature). conn_process held the head until the whole body was buffered.
+ */
+static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t head_len,
+                        bool body_pending)
+{
+    struct request *r = &c->req;
+    struct runtime *rt = r->rt;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct signurl_mint_req mr;
+    struct path_result tp;
+    enum reason why = REASON_BAD_REQUEST;
+    const char *tok = NULL;
+    size_t tok_len = 0, cl = hreq->content_length;
+    char err[200], suffix[SIGNURL_SUFFIX_MAX], *target = NULL, *answer = NULL;
+    unsigned char id[SIGNURL_ID_BYTES];
+    int have_tok;
+    bool drained = false;
+
+    memset(&mr, 0, sizeof(mr));
+    r->link_op = "mint";
+    if (hreq->method != HTTP1_METHOD_POST || hreq->body != HTTP1_BODY_LENGTH) {
+        why = REASON_BAD_REQUEST;
+        goto refuse;
+    }
+    if (cl > SIGNURL_MINT_BODY_MAX) {
+        why = REASON_BODY_TOO_LARGE;
+        goto refuse;
+    }
+    /* the body is complete (sign_body_incomplete): take it off the input */
+    {
+        const char *body = (const char *)evbuffer_pullup(in, (ssize_t)(head_len + cl)) + head_len;
+        have_tok = bearer_token(hreq, &tok, &tok_len);
+        if (have_tok > 0) {
+            r->token_present = true;
+            r->have_ar = true;
+            why = authn_verify(rt->authn, rt->caches[c->w->id % rt->n_workers], &c->token_hint,
+                               tok, tok_len, r->ts_ms / 1000, &r->ar);
+            metrics_token_cache(c->w->mw, r->ar.cache_hit);
+        } else {
+            r->token_present = have_tok < 0;
+            why = have_tok < 0 ? REASON_TOKEN_MALFORMED : REASON_TOKEN_MISSING;
+        }
+        if (why == REASON_ALLOWED && signurl_mint_parse(body, cl, &mr, err, sizeof(err)) < 0)
+            why = REASON_BAD_REQUEST;
+        drained = true; /* at the exits below: hreq's slices live until then */
+        r->bytes_in = cl;
+    }
+    if (why != REASON_ALLOWED)
+        goto refuse;
+    r->authn_ok = true;
+    r->link_method = mr.method;
+    r->link_path = mr.target;
+    r->link_path_len = strlen(mr.target);
+    if (path_canonicalize(mr.target, strlen(mr.target), rt->cfg->limits.max_uri_bytes, &tp) !=
+            REASON_ALLOWED ||
+        signurl_query_marked(tp.query, tp.query_len) || mr.ttl_s > signurl_keys_max_ttl(rt->url_keys)) {
+        why = REASON_BAD_REQUEST;
+        goto refuse;
+    }
+    r->policy = policy_route(rt->policies, hreq->hostname, hreq->hostname ? hreq->hostname_len : 0,
+                             tp.path, tp.path_len);
+    if (!r->policy) {
+        why = REASON_NO_ROUTE;
+        goto refuse;
+    }
+    why = policy_sign_check(r->policy, r->ar.issuer->name, r->ar.claims, mr.method, tp.path,
+                            tp.path_len, mr.ttl_s);
+    if (why != REASON_ALLOWED)
+        goto refuse;
+    {
+        char minter[SIGNURL_MINTER_MAX + 1];
+        int64_t exp = r->ts_ms / 1000 + (int64_t)mr.ttl_s;
+        struct signurl_scope sc = {
+            .method = mr.method,
+            .host = hreq->hostname ? hreq->hostname : "",
+            .host_len = hreq->hostname ? hreq->hostname_len : 0,
+            .path = tp.path,
+            .path_len = tp.path_len,
+            .query = tp.query_len ? tp.query : NULL,
+            .query_len = tp.query_len,
+        };
+        signurl_minter_id(r->ar.issuer->name, r->ar.issuer->issuer, r->ar.sub, minter);
+        if (signurl_sign(rt->url_keys, &sc, exp, mr.uses, minter, suffix, id, err, sizeof(err)) < 0) {
+            log_msg(LOG_ERROR, "sign endpoint: %s", err);
+            why = REASON_INTERNAL;
+            goto error;
+        }
+        r->lp.exp = exp;
+        r->lp.uses = mr.uses;
+        snprintf(r->lp.kid, sizeof(r->lp.kid), "%s", signurl_keys_signer(rt->url_keys));
+        snprintf(r->lp.minter, sizeof(r->lp.minter), "%s", minter);
+        signurl_id_hex(id, r->link_id);
+    }
+    if (audit_reserve(g.audit, &r->rsv) < 0) {
+        why = REASON_AUDIT_UNAVAILABLE;
+        goto error;
+    }
+    r->reserved = true;
+    {
+        /* http only for a loopback host (tests); a link is for a browser */
+        bool loop = hreq->hostname &&
+                    ((hreq->hostname_len == 9 && !ascii_casecmp_n(hreq->hostname, 9, "localhost", 9)) ||
+                     (hreq->hostname_len >= 4 && !memcmp(hreq->hostname, "127.", 4)) ||
+                     (hreq->hostname_len == 5 && !memcmp(hreq->hostname, "[::1]", 5)));
+        char *url, *esc;
+        size_t elen;
+        target = xasprintf("%.*s%s%.*s%s", (int)tp.path_len, tp.path, tp.query_len ? "?" : "",
+                           (int)tp.query_len, tp.query_len ? tp.query : "", suffix);
+        url = xasprintf("%s://%.*s%s", loop ? "http" : "https", (int)(hreq->host ? hreq->host_len : 0),
+                        hreq->host ? hreq->host : "", target);
+        elen = 2 * strlen(url) + 8;
+        esc = xmalloc(elen);
+        json_escape(esc, elen, url, strlen(url));
+        answer = xasprintf("{\"url\":\"%s\",\"method\":\"%s\",\"expires_at\":%lld,\"uses\":%u,"
+                           "\"link_id\":\"%s\"}\n",
+                           esc, mr.method, (long long)r->lp.exp, r->lp.uses, r->link_id);
+        free(esc);
+        free(url);
+    }
+    evbuffer_drain(in, head_len + cl);
+    send_json(c, 200, answer, strlen(answer));
+    finish(c, REASON_ALLOWED, DECISION_ALLOW, 200, true);
+    goto out;
+refuse:
+    if (!drained)
+        skip_body(in, hreq, head_len, body_pending);
+    else
+        evbuffer_drain(in, head_len + cl);
+    deny(c, why, DECISION_DENY,
+         reason_status(why) == 401 ? "WWW-Authenticate: Bearer error=\"invalid_token\"" : NULL,
+         !drained && body_pending);
+    goto out;
+error:
+    evbuffer_drain(in, head_len + cl); /* only reached with the body read */
+    deny(c, why, DECISION_ERROR, NULL, false);
+out:
+    signurl_mint_req_clear(&mr);
+    free(target);
+    free(answer);
+}
+
 /* Runs stages 2..6 for one parsed head. The head's bytes are still at the
  * front of the input; every exit drains or closes. */
 static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
@@ -970,6 +1224,11 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     r->routed = true;
     if (why != REASON_ALLOWED)
         goto refuse;
+    if (rt->url_keys && pr.path_len == sizeof(SIGNURL_ENDPOINT) - 1 &&
+        memcmp(pr.path, SIGNURL_ENDPOINT, pr.path_len) == 0) {
+        handle_sign(c, hreq, head_len, body_pending);
+        return;
+    }
 
     r->policy = policy_route(rt->policies, hreq->hostname, hreq->hostname ? hreq->hostname_len : 0,
                              pr.path, pr.path_len);
@@ -984,6 +1243,12 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
         goto refuse;
     }
 
+    if (signurl_query_marked(pr.query, pr.query_len)) {
+        why = signed_url_authn(c, hreq, &pr, rt);
+        if (why != REASON_ALLOWED)
+            goto refuse;
+        goto authorize;
+    }
     have_tok = bearer_token(hreq, &tok, &tok_len);
     if (have_tok <= 0) {
         r->token_present = have_tok < 0;
@@ -1008,17 +1273,19 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
         goto refuse;
     r->authn_ok = true;
 
+authorize:
     {
         struct policy_input pin = {
             .method = http1_method_name(hreq->method),
             .path = pr.path,
             .path_len = pr.path_len,
-            .issuer_name = r->ar.issuer->name,
-            .claims = r->ar.claims,
+            .issuer_name = r->link ? NULL : r->ar.issuer->name,
+            .claims = r->link ? NULL : r->ar.claims,
             .header = header_lookup,
             .header_ctx = (void *)hreq,
         };
-        why = policy_authorize(r->policy, &pin, NULL);
+        why = r->link ? policy_authorize_link(r->policy, &pin, r->lp.minter, NULL)
+                      : policy_authorize(r->policy, &pin, NULL);
     }
     if (why != REASON_ALLOWED) {
         if (!policy_dry_run(r->policy))
@@ -1075,6 +1342,24 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
         goto error;
     }
     r->reserved = true;
+    if (r->link && r->lp.uses) {
+        /* the last check before forwarding: a refusal above spends no use */
+        unsigned char id[SIGNURL_ID_BYTES];
+        signurl_link_id(&r->lp, id);
+        switch (g.link_uses.consume(g.link_uses.ctx, id, r->lp.uses,
+                                    r->lp.exp + (int64_t)rt->cfg->url_signing.leeway_s,
+                                    r->ts_ms / 1000)) {
+        case SIGNURL_USE_OK:
+            break;
+        case SIGNURL_USE_USED:
+            why = REASON_URL_USED;
+            goto refuse;
+        case SIGNURL_USE_UNAVAILABLE:
+            skip_body(in, hreq, head_len, body_pending);
+            deny(c, REASON_OVERLOADED, DECISION_ERROR, "Retry-After: 1", body_pending);
+            return;
+        }
+    }
 
     head = proxy_head_buffer(w->proxy);
     {
@@ -1082,8 +1367,8 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
             .req = hreq,
             .path = pr.path,
             .path_len = pr.path_len,
-            .query = pr.query,
-            .query_len = pr.query_len,
+            .query = r->link && !r->lp.base_len ? NULL : pr.query, /* never baton_* */
+            .query_len = r->link ? r->lp.base_len : pr.query_len,
             .up = up,
             .from_trusted_proxy = cfg->n_trusted_proxies &&
                                   config_is_trusted_proxy(cfg, (struct sockaddr *)&c->peer_sa),
@@ -1357,6 +1642,16 @@ static void conn_process(struct conn *c)
         }
         if (rc != HTTP1_OK) {
             guard_reject(c, hreq.error, hreq.detail);
+            break;
+        }
+        if (rt->url_keys && sign_body_incomplete(&hreq, head_len, len)) {
+            c->parse_prev = 0; /* the header deadline still runs */
+            if (hreq.expect_100 && len == head_len && !c->req.continue_sent) {
+                /* no body byte yet: ask for it, once (c->req is cleared
+                 * between requests and at handle_request) */
+                evbuffer_add(out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                c->req.continue_sent = true;
+            }
             break;
         }
         evtimer_del(&c->timer);
@@ -2116,6 +2411,8 @@ int cmd_serve(int argc, char **argv)
     }
     g.listen_port = port;
     jwks_set_refresh_listener(on_keys_refreshed);
+    g.link_store = signurl_memstore_new(0);
+    g.link_uses = signurl_memstore_uses(g.link_store);
     runtime_init(g.bg, g.http, g.n_workers);
     {
         struct diags warnings = DIAGS_INIT;
@@ -2338,6 +2635,7 @@ out:
     }
     free(g.workers);
     identity_free(g.identity);
+    signurl_memstore_free(g.link_store);
     runtime_unref(rt);
     runtime_shutdown();
     if (g.tls)

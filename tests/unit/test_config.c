@@ -1045,6 +1045,43 @@ static void test_health_path(void)
     }
 }
 
+/* url_signing (extension): keys, caps, defaults; the key files themselves are
+ * read by signurl.c (test_signurl). */
+static void test_url_signing(void)
+{
+    struct baton_config *cfg = loads_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"k2\", \"file\": \"keys/k2.pem\"}, "
+                                                  "{\"id\": \"k1\", \"file\": \"/s/k1.pem\"}]}",
+                                          "url_signing with two keys loads");
+    if (cfg) {
+        ok(cfg->url_signing.enabled && cfg->url_signing.n_keys == 2, "url_signing enabled, two keys");
+        is_str(cfg->url_signing.keys[0].id, "k2", "keys kept in order (the first signs)");
+        is_str(cfg->url_signing.keys[0].file, "/etc/baton/keys/k2.pem", "a relative key file resolves");
+        is_int(cfg->url_signing.max_ttl_s, 604800, "max_ttl_s defaults to a week");
+        is_int(cfg->url_signing.leeway_s, 0, "leeway_s defaults to 0");
+    }
+    config_free(cfg);
+    cfg = loads("{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", \"discovery\": true, "
+                "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}",
+                "a config without url_signing loads");
+    ok(cfg && !cfg->url_signing.enabled, "url_signing absent: disabled");
+    config_free(cfg);
+    fails_with("root", "\"url_signing\": {\"keys\": []}", "needs 1..16 keys", "no key is refused");
+    fails_with("root", "\"url_signing\": {\"max_ttl_s\": 60}", "missing required key \"keys\"",
+               "keys are required");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}, {\"id\": \"a\", \"file\": \"b\"}]}",
+               "key id \"a\" is already used by keys[0]", "a repeated key id is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a b\", \"file\": \"a\"}]}", "a key id is 1..32",
+               "a key id outside the alphabet is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\"}]}", "missing required key \"file\"",
+               "a key without file is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"max_ttl_s\": 604801}",
+               "604800", "max_ttl_s over a week is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"leeway_s\": 61}",
+               "60", "leeway_s over 60 is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"ttl\": 1}",
+               "unknown key", "an unknown url_signing key is refused");
+}
+
 int main(void)
 {
     test_defaults();
@@ -1067,5 +1104,6 @@ int main(void)
     test_config_diag();
     test_sample();
     test_health_path();
+    test_url_signing();
     return tap_done();
 }

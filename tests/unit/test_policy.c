@@ -1050,6 +1050,131 @@ static void test_first_hour(void)
     }
 }
 
+/* ------------------------------------------------------------ signed URLs */
+
+static const char approvals[] =
+    "{\n"
+    "  \"step\": \"approvals\",\n"
+    "  \"route\": { \"host\": \"*\", \"path_prefix\": \"/approvals/\" },\n"
+    "  \"upstream\": \"approvals\",\n"
+    "  \"callers\": [{ \"signed_url\": { \"minted_by\": { \"issuer\": \"aws\",\n"
+    "                  \"claims\": { \"sub\": \"arn:aws:iam::123456789012:role/approval-lambda\" } } } },\n"
+    "              { \"issuer\": \"aws\", \"claims\": { \"sub\": \"arn:aws:iam::123456789012:role/ops\" } }],\n"
+    "  \"allow\": [{ \"methods\": [\"GET\"], \"paths\": [\"/approvals/*/approve\", \"/approvals/*/reject\"] }],\n"
+    "  \"sign\": [{ \"callers\": [{ \"issuer\": \"aws\",\n"
+    "                \"claims\": { \"sub\": \"arn:aws:iam::123456789012:role/approval-lambda\" } }],\n"
+    "              \"methods\": [\"GET\"], \"paths\": [\"/approvals/**\"], \"max_ttl_s\": 3600 }]\n"
+    "}\n";
+
+static enum reason decide_link(const struct policy *p, const char *minter, const char *method,
+                               const char *path)
+{
+    struct hdrs none = {{NULL}, {NULL}, 0};
+    struct policy_input in = {method, path, strlen(path), NULL, NULL, hdr_lookup, &none};
+    return policy_authorize_link(p, &in, minter, NULL);
+}
+
+static enum reason sign_check(const struct policy *p, const char *issuer, const char *claims_json,
+                              const char *method, const char *path, unsigned ttl)
+{
+    json_t *claims = json_loads(claims_json, 0, NULL);
+    enum reason r = policy_sign_check(p, issuer, claims, method, path, strlen(path), ttl);
+    json_decref(claims);
+    return r;
+}
+
+static void test_signed_urls(void)
+{
+    struct diags d = DIAGS_INIT;
+    struct policy_set *set = build1(&d, approvals);
+    const struct policy *p;
+    const char *lambda = "{\"sub\": \"arn:aws:iam::123456789012:role/approval-lambda\"}";
+    const char *ops = "{\"sub\": \"arn:aws:iam::123456789012:role/ops\"}";
+
+    if (!ok(set != NULL, "a policy with signed_url callers and a sign section loads")) {
+        char *all = diag_text(&d);
+        tap_diag("%s", all);
+        free(all);
+        diags_free(&d);
+        return;
+    }
+    p = policy_set_at(set, 0);
+    ok(policy_accepts_signed_urls(p) && policy_sign_count(p) == 1, "accessors see them");
+    is_int(decide_link(p, "aws.0123456789ab", "GET", "/approvals/42/approve"), REASON_ALLOWED,
+           "a link minted by an aws caller passes minted_by");
+    is_int(decide_link(p, "cli", "GET", "/approvals/42/approve"), REASON_NO_CALLER_MATCH,
+           "a link from baton sign-url does not pass minted_by");
+    is_int(decide_link(p, "cognito.0123456789ab", "GET", "/approvals/42/approve"), REASON_NO_CALLER_MATCH,
+           "a link minted by another issuer's caller does not pass minted_by");
+    is_int(decide_link(p, "aws.0123456789ab", "POST", "/approvals/42/approve"), REASON_NO_RULE_MATCH,
+           "allow rules apply to links unchanged");
+    is_int(decide(p, "aws", ops, "GET", "/approvals/42/approve", NULL, NULL), REASON_ALLOWED,
+           "token callers still work");
+    is_int(decide(p, "aws", lambda, "GET", "/approvals/42/approve", NULL, NULL), REASON_NO_CALLER_MATCH,
+           "a token never matches a signed_url entry");
+    is_int(sign_check(p, "aws", lambda, "GET", "/approvals/42/approve", 900), REASON_ALLOWED,
+           "the granted caller may mint");
+    is_int(sign_check(p, "aws", ops, "GET", "/approvals/42/approve", 900), REASON_NO_CALLER_MATCH,
+           "a caller the sign section does not list may not mint");
+    is_int(sign_check(p, "aws", lambda, "POST", "/approvals/42/approve", 900), REASON_NO_RULE_MATCH,
+           "a method the grant does not list may not be minted");
+    is_int(sign_check(p, "aws", lambda, "GET", "/approvals/42/approve", 3601), REASON_BAD_REQUEST,
+           "a lifetime over the grant's max_ttl_s is refused");
+    policy_set_free(set);
+    diags_free(&d);
+
+    /* a step whose signed_url entry would refuse the minter's links: no mint */
+    {
+        char *t = xstrdup(approvals);
+        char *m = strstr(t, "approval-lambda\" } } } }");
+        memcpy(m, "approval-lambdX", 15);
+        set = build1(&d, t);
+        ok(set && sign_check(policy_set_at(set, 0), "aws", lambda, "GET", "/approvals/1/approve", 60) ==
+                      REASON_NO_CALLER_MATCH,
+           "minted_by claims are checked at mint time");
+        policy_set_free(set);
+        diags_free(&d);
+        free(t);
+    }
+    {
+        static const struct {
+            const char *text, *want, *what;
+        } t[] = {
+            {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/a/\"},\"upstream\":\"billing\",\n"
+             " \"callers\":[{\"signed_url\":1},{\"signed_url\":true,\"issuer\":\"aws\"},\n"
+             "   {\"signed_url\":{\"minted_by\":{\"issuer\":\"google\",\"claims\":{}}}}],\n"
+             " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/a/**\"]}]}",
+             "p.json:2:27: \"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}\n"
+             "p.json:2:49: unknown key \"issuer\" in a signed_url callers entry\n"
+             "p.json:3:41: issuer \"google\" is not defined in conf/baton.json\n"
+             "p.json:3:59: an empty claims object would match any object; name the claims to match\n",
+             "signed_url entries are checked at file:line:column"},
+            {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/a/\"},\"upstream\":\"billing\",\n"
+             " \"callers\":[{\"signed_url\":true}],\n"
+             " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/a/**\"]}],\n"
+             " \"sign\":[{\"callers\":[{\"signed_url\":true}],\"methods\":[\"get\"],\"paths\":[\"/b/**\"],\"max_ttl_s\":0,\"x\":1},\n"
+             "         {\"methods\":[\"GET\"],\"paths\":[\"/a/x\"]}]}",
+             "p.json:4:22: a sign entry's callers hold tokens: a signed URL cannot mint links\n"
+             "p.json:4:54: method \"get\" must be an upper-case token (methods match exactly)\n"
+             "p.json:4:70: path pattern \"/b/**\" can never match under the route's path_prefix \"/a/\"\n"
+             "p.json:4:91: \"max_ttl_s\" is 0, the range is 1..604800\n"
+             "p.json:4:93: unknown key \"x\" in a sign entry\n"
+             "p.json:5:10: a sign entry lacks the required key \"callers\"\n"
+             "p.json:5:10: a sign entry lacks the required key \"max_ttl_s\"\n",
+             "sign entries are checked at file:line:column"},
+        };
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+            struct policy_set *s2 = build1(&d, t[i].text);
+            char *all = diag_text(&d);
+            if (!ok(!s2 && strcmp(all, t[i].want) == 0, "%s", t[i].what))
+                tap_diag("got:\n%s", all);
+            free(all);
+            policy_set_free(s2);
+            diags_free(&d);
+        }
+    }
+}
+
 int main(void)
 {
     cfg_init();
@@ -1066,5 +1191,6 @@ int main(void)
     test_load_errors();
     test_load_dir();
     test_first_hour();
+    test_signed_urls();
     return tap_done();
 }
