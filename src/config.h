@@ -128,6 +128,26 @@ struct cfg_audit {
     unsigned queue_records;       /* 65536, range 16..16777216 */
 };
 
+/* Extension: the store of steps whose limits.rate_scope is "global" (README
+ * "Shared limits on Redis"). on_failure: what a global step does when Redis
+ * cannot answer within timeout_ms. */
+enum cfg_redis_failure { REDIS_FAIL_LOCAL, REDIS_FAIL_DENY, REDIS_FAIL_ALLOW };
+
+#define CONFIG_REDIS_PASSWORD_MAX 512 /* bytes of password_file */
+
+struct cfg_redis {
+    bool enabled;        /* the "redis" key is present */
+    char *url;           /* as written */
+    char *host;          /* "redis://": an IP literal (no name is resolved on a worker); else NULL */
+    int port;            /* 6379 by default */
+    char *unix_path;     /* "unix:///path": the socket path; else NULL */
+    int db;              /* "/DB" of a redis:// URL, 0 by default, range 0..1023 */
+    char *password_file; /* resolved path, or NULL: no AUTH */
+    char *password;      /* its bytes without a trailing newline, owned; NULL: no AUTH */
+    unsigned timeout_ms; /* 50, range 1..10000: the longest a request waits on Redis */
+    enum cfg_redis_failure on_failure; /* "local" (default), "deny" or "allow" */
+};
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -152,6 +172,7 @@ struct baton_config {
     bool access_log;   /* "access_log" (server), default false: one INFO line per request
                           (httpRequest, trace) on stderr; off by default because a log
                           line per request costs more than the rest of a cache-hit request */
+    struct cfg_redis redis; /* "redis", optional */
 };
 
 /*

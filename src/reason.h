@@ -93,7 +93,10 @@ enum decision {
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)                                   \
     X(CLIENT_CLOSED, "client_closed", 499)                                         \
     X(DRAIN_ABORTED, "drain_aborted", 503) /* in flight at the drain deadline */   \
-    X(INTERNAL, "internal_error", 500)
+    X(INTERNAL, "internal_error", 500)                                             \
+    /* shared limits (authorize, step 4) */                                        \
+    X(RATE_UNAVAILABLE, "rate_unavailable", 429) /* global rate, Redis down, deny */ \
+    X(TOO_MANY_IN_FLIGHT, "too_many_in_flight", 429)
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,
