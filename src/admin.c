@@ -24,6 +24,7 @@
 #include "jwks.h"
 #include "log.h"
 #include "metrics.h"
+#include "redis.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -49,11 +50,44 @@ static void add_json_string(struct evbuffer *out, const char *s)
     evbuffer_add_printf(out, "\"%s\"", esc);
 }
 
+/*
+ * The "redis" member of /readyz: the workers' connections. Some connection
+ * down makes the instance "degraded" (global steps fall back to on_failure)
+ * but not unready, unless on_failure is "deny": then it refuses every global
+ * request, and a load balancer should prefer an instance that does not.
+ * `out` NULL: only the verdict.
+ */
+static bool admin_ready_redis(const struct runtime *rt, struct evbuffer *out)
+{
+    struct redis_status st;
+    bool configured = rt && rt->cfg->redis.enabled, degraded, ok;
+
+    if (!configured) {
+        if (out)
+            evbuffer_add_printf(out, ",\"redis\":{\"configured\":false}");
+        return true;
+    }
+    redis_status(&st);
+    degraded = st.up < st.workers;
+    ok = !degraded || rt->cfg->redis.on_failure != REDIS_FAIL_DENY;
+    if (!out)
+        return ok;
+    evbuffer_add_printf(out, ",\"redis\":{\"configured\":true,\"connections_up\":%u,\"workers\":%u,"
+                             "\"degraded\":%s",
+                        st.up, st.workers, degraded ? "true" : "false");
+    if (degraded && st.last_error[0]) {
+        evbuffer_add_printf(out, ",\"last_error\":");
+        add_json_string(out, st.last_error);
+    }
+    evbuffer_add(out, "}", 1);
+    return ok;
+}
+
 bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
 {
     struct runtime *rt = runtime_current();
     bool keys = false, audit_ok = false, identity_ok = true, draining = false;
-    bool need_identity = false;
+    bool need_identity = false, redis_ok;
     size_t n_iss = 0;
 
     if (rt) {
@@ -66,9 +100,11 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
         identity_ok = deps->identity && identity_ready(deps->identity);
     if (deps->draining)
         draining = deps->draining();
+    redis_ok = admin_ready_redis(rt, NULL);
 
     evbuffer_add_printf(out, "{\"ready\":%s,\"config_loaded\":%s,\"keys\":{\"ready\":%s,\"issuers\":[",
-                        (rt && keys && audit_ok && identity_ok && !draining) ? "true" : "false",
+                        (rt && keys && audit_ok && identity_ok && !draining && redis_ok) ? "true"
+                                                                                         : "false",
                         rt ? "true" : "false", keys ? "true" : "false");
     for (size_t i = 0; i < n_iss; i++) {
         struct jwks_issuer_stats st;
@@ -95,9 +131,11 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
             free(detail);
         }
     }
-    evbuffer_add_printf(out, "},\"draining\":%s}\n", draining ? "true" : "false");
+    evbuffer_add_printf(out, "},\"draining\":%s", draining ? "true" : "false");
+    admin_ready_redis(rt, out);
+    evbuffer_add_printf(out, "}\n");
     runtime_unref(rt);
-    return rt && keys && audit_ok && identity_ok && !draining;
+    return rt && keys && audit_ok && identity_ok && !draining && redis_ok;
 }
 
 static void on_healthz(struct evhttp_request *req, void *arg)
@@ -260,6 +298,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
     if (a->deps.identity && rt && rt->needs_identity) {
         identity_metrics(a->deps.identity, b);
     }
+    redis_metrics_render(b);
     runtime_unref(rt);
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);

@@ -72,6 +72,7 @@
 #include "path.h"
 #include "policy.h"
 #include "proxy.h"
+#include "redis.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -88,6 +89,7 @@ enum conn_state {
     CS_BUSY,         /* a request is being forwarded */
     CS_WAIT_DURABLE, /* fsync "always": the response waits for its record */
     CS_CLOSING,      /* flushing the last response, then lingering */
+    CS_RATE_WAIT,    /* parked on a global rate decision (Redis); reads paused */
 };
 
 /* Everything a request keeps after its head left the input buffer. */
@@ -129,6 +131,11 @@ struct request {
     int upstream_status;
     uint64_t upstream_ns;
     uint64_t bytes_in, bytes_out;
+    /* shared limits (README "Shared limits on Redis") */
+    struct runtime_inflight *inflight; /* the max_in_flight counter entered; left at release */
+    struct redis_wait *rate_wait;      /* the global rate decision parked on (CS_RATE_WAIT) */
+    size_t head_len;                   /* while parked: the head's bytes, still in the input */
+    bool body_pending;
 };
 
 struct conn {
@@ -187,6 +194,9 @@ struct worker {
     uint64_t log_suppressed;
     unsigned timer_ms[3];           /* cached common timeouts: idle, header, linger */
     const struct timeval *timer_tv[3];
+    struct redis_client *redis;     /* global rate limits: this worker's connection */
+    uint64_t fallback_log_ns;       /* the last on_failure log line (one per 10 s) */
+    uint64_t fallback_unlogged;     /* on_failure decisions since */
 };
 
 static struct server {
@@ -287,6 +297,8 @@ static struct runtime *worker_rt(struct worker *w)
         runtime_unref(w->rt);
         w->rt = runtime_current();
         w->rt_gen = w->rt ? w->rt->generation : 0;
+        if (w->rt && w->redis)
+            redis_configure(w->redis, &w->rt->cfg->redis);
     }
     return w->rt;
 }
@@ -372,6 +384,9 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
 
 static void request_release(struct request *r)
 {
+    redis_cancel(r->rate_wait);
+    if (r->inflight)
+        runtime_inflight_leave(r->inflight);
     if (r->have_ar)
         authn_result_release(&r->ar);
     if (r->have_idt)
@@ -754,9 +769,47 @@ static enum reason prescan_chunked(struct evbuffer *in, size_t head_len, uint64_
     return REASON_ALLOWED;
 }
 
+static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_s);
+static void closing_write(struct bufferevent *bev, void *arg);
+
+/* A global step's rate decision when Redis did not give one: the config's
+ * redis.on_failure. Counted, and logged within the worker's log budget. */
+static enum redis_verdict rate_fallback(struct conn *c, unsigned *retry)
+{
+    struct request *r = &c->req;
+    enum cfg_redis_failure how = r->rt->cfg->redis.on_failure;
+    enum redis_verdict v = REDIS_ALLOW;
+
+    redis_count_fallback(c->w->redis, how);
+    if (how == REDIS_FAIL_DENY)
+        v = REDIS_FAILED;
+    else if (how == REDIS_FAIL_LOCAL && r->step->bucket &&
+             !runtime_rate_take(r->step->bucket, mono_ns(), retry))
+        v = REDIS_DENY;
+    c->w->fallback_unlogged++;
+    if (!c->w->fallback_log_ns || mono_ns() - c->w->fallback_log_ns >= 10000000000ull) {
+        char fields[256];
+        snprintf(fields, sizeof(fields),
+                 "\"step\":\"%s\",\"request_id\":\"%s\",\"on_failure\":\"%s\",\"decisions\":%llu",
+                 policy_step(r->policy), r->request_id,
+                 how == REDIS_FAIL_LOCAL ? "local" : how == REDIS_FAIL_DENY ? "deny" : "allow",
+                 (unsigned long long)c->w->fallback_unlogged);
+        log_msg_fields(LOG_WARNING, fields, "worker %u: global rate limit without redis: %llu "
+                                            "decisions by on_failure since the last such line",
+                       c->w->id, (unsigned long long)c->w->fallback_unlogged);
+        c->w->fallback_log_ns = mono_ns();
+        c->w->fallback_unlogged = 0;
+    }
+    return v;
+}
+
 /* Runs stages 2..6 for one parsed head. The head's bytes are still at the
- * front of the input; every exit drains or closes. */
-static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
+ * front of the input; every exit drains or closes. A global step's request
+ * parks at the rate stage (CS_RATE_WAIT) and comes back here from
+ * on_rate_reply with `resumed` (the head parsed again from the same bytes)
+ * and the verdict, to go on from the rate stage. */
+static void handle_stages(struct conn *c, const struct http1_request *hreq, size_t head_len,
+                          bool resumed, enum redis_verdict verdict, unsigned verdict_retry)
 {
     struct worker *w = c->w;
     struct request *r = &c->req;
@@ -774,6 +827,18 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     struct evbuffer *head = NULL;
     unsigned timeout_ms;
 
+    if (resumed) {
+        rt = r->rt;
+        cfg = rt->cfg;
+        body_pending = r->body_pending;
+        memset(&pr, 0, sizeof(pr));
+        pr.path = r->path;
+        pr.path_len = r->path_len;
+        pr.query = r->query;
+        pr.query_len = r->query_len;
+        up = r->step->target->up;
+        goto rate_decided;
+    }
     memset(r, 0, sizeof(*r));
     r->t0_ns = c->head_start_ns;
     r->ts_ms = now_ms();
@@ -849,7 +914,48 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
         r->would_deny = true;
         r->deny_reason = why;
     }
-    if (r->step->bucket) {
+    if (r->step->inflight) {
+        if (runtime_inflight_enter(r->step->inflight, policy_limits(r->policy)->max_in_flight)) {
+            r->inflight = r->step->inflight;
+        } else if (!policy_dry_run(r->policy)) {
+            skip_body(in, hreq, head_len, body_pending);
+            deny(c, REASON_TOO_MANY_IN_FLIGHT, DECISION_DENY, "Retry-After: 1", body_pending);
+            return;
+        } else if (!r->would_deny) {
+            r->would_deny = true;
+            r->deny_reason = REASON_TOO_MANY_IN_FLIGHT;
+        }
+    }
+    if (r->step->rate_key) {
+        const struct policy_limits *lim = policy_limits(r->policy);
+        if (redis_take(w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
+                       cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
+            r->head_len = head_len;
+            r->body_pending = body_pending;
+            c->state = CS_RATE_WAIT;
+            bufferevent_disable(c->bev, EV_READ);
+            return;
+        }
+        verdict = REDIS_FAILED;
+        verdict_retry = 1;
+    rate_decided:
+        if (verdict == REDIS_FAILED)
+            verdict = rate_fallback(c, &verdict_retry);
+        if (verdict != REDIS_ALLOW) {
+            enum reason rr = verdict == REDIS_DENY ? REASON_RATE_LIMITED : REASON_RATE_UNAVAILABLE;
+            if (!policy_dry_run(r->policy)) {
+                char extra[48];
+                snprintf(extra, sizeof(extra), "Retry-After: %u", verdict_retry);
+                skip_body(in, hreq, head_len, body_pending);
+                deny(c, rr, DECISION_DENY, extra, body_pending);
+                return;
+            }
+            if (!r->would_deny) {
+                r->would_deny = true;
+                r->deny_reason = rr;
+            }
+        }
+    } else if (r->step->bucket) {
         unsigned retry = 1;
         if (!runtime_rate_take(r->step->bucket, mono_ns(), &retry)) {
             if (!policy_dry_run(r->policy)) {
@@ -959,6 +1065,51 @@ error:
     deny(c, why, DECISION_ERROR, NULL, body_pending);
 }
 
+static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
+{
+    handle_stages(c, hreq, head_len, false, REDIS_ALLOW, 0);
+}
+
+/* The global rate verdict of a parked request (on the worker, from the Redis
+ * client's loop): parse the head again from the same bytes (reads were paused,
+ * so they did not move) and go on from the rate stage, with conn_process's
+ * deferral of frees and closes. */
+static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_s)
+{
+    struct conn *c = arg;
+    struct request *r = &c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct http1_limits lim;
+    struct http1_request hreq;
+    size_t hl = 0;
+    const char *buf;
+
+    r->rate_wait = NULL;
+    if (c->state != CS_RATE_WAIT)
+        return;
+    c->state = CS_HEAD;
+    bufferevent_enable(c->bev, EV_READ);
+    memset(&lim, 0, sizeof(lim));
+    lim.max_header_bytes = r->rt->cfg->limits.max_header_bytes;
+    lim.max_uri_bytes = r->rt->cfg->limits.max_uri_bytes;
+    c->processing = true;
+    buf = (const char *)evbuffer_pullup(in, (ssize_t)r->head_len);
+    if (!buf || http1_parse_request(buf, r->head_len, &lim, &hreq, &hl) != HTTP1_OK ||
+        hl != r->head_len) {
+        send_error(c, REASON_INTERNAL, NULL, true); /* cannot happen: the same bytes parsed before */
+        finish(c, REASON_INTERNAL, DECISION_ERROR, 500, false);
+    } else {
+        handle_stages(c, &hreq, hl, true, v, retry_after_s);
+    }
+    c->processing = false;
+    if (c->free_pending)
+        conn_free(c);
+    else if (c->state == CS_CLOSING)
+        closing_write(c->bev, c);
+    else if (c->state == CS_HEAD)
+        conn_process(c); /* a pipelined head behind a refused one */
+}
+
 static void on_proxy_done(void *arg, const struct proxy_outcome *o)
 {
     struct conn *c = arg;
@@ -1006,6 +1157,16 @@ static void conn_free(struct conn *c)
     if (c->processing) { /* conn_process frees it on its way out */
         c->free_pending = true;
         return;
+    }
+    if (c->state == CS_RATE_WAIT) {
+        /* Parked on Redis at an abort: the request still gets its record. */
+        redis_cancel(c->req.rate_wait);
+        c->req.rate_wait = NULL;
+        c->state = CS_BUSY;
+        c->processing = true;
+        send_error(c, REASON_DRAIN_ABORTED, NULL, true);
+        finish(c, REASON_DRAIN_ABORTED, DECISION_ERROR, 503, false);
+        c->processing = false;
     }
     if (c->ex) {
         struct proxy_exchange *ex = c->ex;
@@ -1660,6 +1821,7 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     metrics_init(g.n_workers);
+    redis_init(g.n_workers);
 
     g.workers = xcalloc(g.n_workers, sizeof(*g.workers));
     for (unsigned i = 0; i < g.n_workers; i++) {
@@ -1699,6 +1861,8 @@ int cmd_serve(int argc, char **argv)
         }
         w->mw = metrics_worker(i);
         w->proxy = proxy_new(w->base, g.tls, w->mw);
+        w->redis = redis_client_new(w->base, i);
+        redis_configure(w->redis, &rt->cfg->redis);
         w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (w->wake_fd < 0) {
             log_msg(LOG_ERROR, "eventfd: %s", strerror(errno));
@@ -1787,6 +1951,7 @@ out:
         if (w->listener)
             evconnlistener_free(w->listener);
         proxy_free(w->proxy);
+        redis_client_free(w->redis);
         if (w->ctl)
             event_free(w->ctl);
         if (w->wake_fd >= 0)
@@ -1803,6 +1968,7 @@ out:
     if (g.tls)
         SSL_CTX_free(g.tls);
     metrics_shutdown();
+    redis_shutdown();
     http_client_free(g.http);
     if (g.bg)
         event_base_free(g.bg);
