@@ -43,6 +43,8 @@
  * tolerance = burst * interval (so `burst` requests pass at once from idle),
  * and then TAT becomes max(TAT, now) + interval. A denied request writes
  * nothing. The TTL is the time until TAT: past it, an absent key means the same.
+ * TAT is passed to SET as a Lua number, which Redis writes with 17 significant
+ * digits: exact to a fraction of a microsecond.
  * redis.replicate_commands(): Redis < 5 needs it to write after TIME (a
  * non-deterministic command); it is the default, and a no-op, since 5.
  */
@@ -57,7 +59,7 @@ static const char gcra_script[] =
     "local nxt = tat + interval\n"
     "local wait = nxt - tolerance - now\n"
     "if wait > 0 then return {0, math.ceil(wait)} end\n"
-    "redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)\n"
+    "redis.call('SET', KEYS[1], nxt, 'PX', math.ceil((nxt - now) / 1000) + 1)\n"
     "return {1, 0}\n";
 
 enum conn_state { ST_DISABLED, ST_CONNECTING, ST_UP, ST_DOWN };
@@ -114,10 +116,18 @@ struct redis_client {
     struct redis_wait *head, *tail; /* outstanding commands, oldest first */
     struct event *retry_ev;  /* reconnect after backoff */
     struct event *stall_ev;  /* the connect or the oldest reply is overdue */
+    struct event *flush_ev;  /* writes what this loop turn queued, in one write */
     unsigned backoff_ms;
     uint64_t connect_ns;
     unsigned tv_ms;
     const struct timeval *tv; /* common timeout of tv_ms */
+    /* the GCRA arguments of the last (rate, burst) asked: formatting doubles
+     * costs more than the rest of a decision on our side */
+    double last_rate;
+    unsigned last_burst;
+    char last_interval[32], last_tolerance[32];
+    struct redis_wait *spare; /* freed waits kept for reuse (a short list) */
+    unsigned n_spare;
 };
 
 static void set_state(struct redis_client *cl, enum conn_state s)
@@ -212,6 +222,19 @@ static void wait_link(struct redis_client *cl, struct redis_wait *w)
     else
         cl->head = w;
     cl->tail = w;
+}
+
+#define SPARE_MAX 64
+
+static void wait_free(struct redis_client *cl, struct redis_wait *w)
+{
+    if (cl->n_spare >= SPARE_MAX) {
+        free(w);
+        return;
+    }
+    w->next = cl->spare;
+    cl->spare = w;
+    cl->n_spare++;
 }
 
 /* Hands the verdict to the request once, and stops its timer. */
@@ -443,7 +466,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     if (!reply) { /* the context is going: every pending reply fails */
         bump(&cl->st->failures, 1);
         deliver(w, REDIS_FAILED, 1);
-        free(w);
+        wait_free(cl, w);
         return;
     }
     bump(&cl->st->round_trips, 1);
@@ -469,9 +492,27 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
             note_error(cl, "unexpected reply", reply->type == REDIS_REPLY_ERROR ? reply->str : NULL);
     }
     deliver(w, v, retry);
-    free(w);
+    wait_free(cl, w);
     if (cl->state == ST_UP && cl->head == NULL)
         evtimer_del(cl->stall_ev);
+}
+
+/*
+ * Pipelining: the decisions queued by every callback of one loop turn go out
+ * in one write() at the end of the turn (flush_ev is activated, so it runs in
+ * the same turn after the callbacks already active). Writing then, rather than
+ * when the socket is next reported writable, also lets the epoll changelist
+ * fold hiredis's add and delete of the write event: no epoll_ctl per decision.
+ * Only once connected: before that, hiredis's own write event completes the
+ * connect.
+ */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *cl = arg;
+    (void)fd;
+    (void)what;
+    if (cl->ac && cl->state == ST_UP)
+        redisAsyncHandleWrite(cl->ac);
 }
 
 static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
@@ -500,6 +541,8 @@ static int send_decision(struct redis_client *cl, struct redis_wait *w)
     }
     if (rc != REDIS_OK)
         return -1;
+    if (cl->state == ST_UP && !event_pending(cl->flush_ev, EV_TIMEOUT, NULL))
+        event_active(cl->flush_ev, EV_TIMEOUT, 0);
     w->sent_ns = mono_ns();
     wait_link(cl, w);
     if (!evtimer_pending(cl->stall_ev, NULL))
@@ -515,19 +558,33 @@ int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsi
 
     if (!cl || !cl->ac || (cl->state != ST_UP && cl->state != ST_CONNECTING) || !(rate_per_s > 0))
         return -1;
-    w = xcalloc(1, sizeof(*w));
+    if (cl->spare) {
+        w = cl->spare;
+        cl->spare = w->next;
+        cl->n_spare--;
+        memset(w, 0, sizeof(*w));
+    } else {
+        w = xcalloc(1, sizeof(*w));
+    }
     w->cl = cl;
     w->cb = cb;
     w->arg = arg;
-    if (snprintf(w->key, sizeof(w->key), "%s", key) >= (int)sizeof(w->key)) {
-        free(w);
+    if (strlen(key) >= sizeof(w->key)) {
+        wait_free(cl, w);
         return -1;
     }
-    interval = 1e6 / rate_per_s;
-    snprintf(w->interval, sizeof(w->interval), "%.6f", interval);
-    snprintf(w->tolerance, sizeof(w->tolerance), "%.6f", interval * (burst ? burst : 1));
+    strcpy(w->key, key);
+    if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
+        interval = 1e6 / rate_per_s;
+        snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", interval);
+        snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f", interval * (burst ? burst : 1));
+        cl->last_rate = rate_per_s;
+        cl->last_burst = burst;
+    }
+    memcpy(w->interval, cl->last_interval, sizeof(w->interval));
+    memcpy(w->tolerance, cl->last_tolerance, sizeof(w->tolerance));
     if (send_decision(cl, w) < 0) {
-        free(w);
+        wait_free(cl, w);
         return -1;
     }
     if (cl->tv_ms != timeout_ms || !cl->tv) {
@@ -558,6 +615,7 @@ struct redis_client *redis_client_new(struct event_base *base, unsigned id)
     cl->st = reg.stats && id < reg.n ? &reg.stats[id] : xcalloc(1, sizeof(*cl->st));
     cl->retry_ev = evtimer_new(base, on_retry, cl);
     cl->stall_ev = evtimer_new(base, on_stall, cl);
+    cl->flush_ev = event_new(base, -1, 0, on_flush, cl);
     set_state(cl, ST_DISABLED);
     return cl;
 }
@@ -621,7 +679,13 @@ void redis_client_free(struct redis_client *cl)
     }
     event_free(cl->retry_ev);
     event_free(cl->stall_ev);
+    event_free(cl->flush_ev);
     forget_config(cl);
+    while (cl->spare) {
+        struct redis_wait *w = cl->spare;
+        cl->spare = w->next;
+        free(w);
+    }
     if (!reg.stats || cl->st < reg.stats || cl->st >= reg.stats + reg.n)
         free(cl->st);
     free(cl);

@@ -89,7 +89,7 @@ enum conn_state {
     CS_BUSY,         /* a request is being forwarded */
     CS_WAIT_DURABLE, /* fsync "always": the response waits for its record */
     CS_CLOSING,      /* flushing the last response, then lingering */
-    CS_RATE_WAIT,    /* parked on a global rate decision (Redis); reads paused */
+    CS_RATE_WAIT,    /* parked on a global rate decision (Redis) */
 };
 
 /* Everything a request keeps after its head left the input buffer. */
@@ -136,6 +136,7 @@ struct request {
     struct redis_wait *rate_wait;      /* the global rate decision parked on (CS_RATE_WAIT) */
     size_t head_len;                   /* while parked: the head's bytes, still in the input */
     bool body_pending;
+    bool reads_paused;                 /* bytes came while parked: reading stopped until the verdict */
 };
 
 struct conn {
@@ -930,10 +931,11 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         const struct policy_limits *lim = policy_limits(r->policy);
         if (redis_take(w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
                        cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
+            /* Reading goes on (stopping and restarting it costs two epoll_ctl
+             * a request); on_read stops it if the client sends more meanwhile. */
             r->head_len = head_len;
             r->body_pending = body_pending;
             c->state = CS_RATE_WAIT;
-            bufferevent_disable(c->bev, EV_READ);
             return;
         }
         verdict = REDIS_FAILED;
@@ -1088,7 +1090,8 @@ static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_
     if (c->state != CS_RATE_WAIT)
         return;
     c->state = CS_HEAD;
-    bufferevent_enable(c->bev, EV_READ);
+    if (r->reads_paused)
+        bufferevent_enable(c->bev, EV_READ);
     memset(&lim, 0, sizeof(lim));
     lim.max_header_bytes = r->rt->cfg->limits.max_header_bytes;
     lim.max_uri_bytes = r->rt->cfg->limits.max_uri_bytes;
@@ -1337,8 +1340,13 @@ static void conn_process(struct conn *c)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    conn_process(arg);
+    struct conn *c = arg;
+    if (c->state == CS_RATE_WAIT) { /* more bytes while parked: none until the verdict */
+        bufferevent_disable(bev, EV_READ);
+        c->req.reads_paused = true;
+        return;
+    }
+    conn_process(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
