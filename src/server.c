@@ -1162,13 +1162,17 @@ static void conn_free(struct conn *c)
         return;
     }
     if (c->state == CS_RATE_WAIT) {
-        /* Parked on Redis at an abort: the request still gets its record. */
+        /* Parked on Redis when the client went away (or at an abort): the
+         * request still gets its record. */
+        bool aborted = w->draining;
         redis_cancel(c->req.rate_wait);
         c->req.rate_wait = NULL;
         c->state = CS_BUSY;
         c->processing = true;
-        send_error(c, REASON_DRAIN_ABORTED, NULL, true);
-        finish(c, REASON_DRAIN_ABORTED, DECISION_ERROR, 503, false);
+        if (aborted)
+            send_error(c, REASON_DRAIN_ABORTED, NULL, true);
+        finish(c, aborted ? REASON_DRAIN_ABORTED : REASON_CLIENT_CLOSED, DECISION_ERROR,
+               aborted ? 503 : 0, false);
         c->processing = false;
     }
     if (c->ex) {

@@ -377,3 +377,38 @@ def test_max_in_flight_slow_upstream_and_reload(tmp_path, up):
         assert sorted(s for s, _, _ in results.values()) == [200, 200], "nothing leaked: %r" % results
     finally:
         assert env.stop() == 0
+
+
+def test_parked_requests_pipelined_and_abandoned(tmp_path, up):
+    """A pipelined head behind a parked one waits for its turn; a client that
+    leaves while its request is parked gets a client_closed record."""
+    r = Redis(tmp_path).start()
+    env = ServeEnv(tmp_path, up.port, workers=1,
+                   policies=policies({"glob": {"rate_per_s": 1, "burst": 3, "rate_scope": "global"}}),
+                   extra={"redis": {"url": r.url(), "timeout_ms": 1000, "on_failure": "deny"}})
+    try:
+        env.start()
+        assert wait_redis_up(env)
+        tok = env.token()
+        req = ("GET /glob/%%d HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+               "X-Request-Id: pipe-%%d\r\n\r\n" % tok)
+        raw = env.raw(((req % (1, 1)) + (req % (2, 2))).encode(), timeout=3)
+        heads = [h for h in raw.split(b"HTTP/1.1 ")[1:]]
+        assert [h[:3] for h in heads] == [b"200", b"200"], raw[:300]
+        assert raw.index(b"pipe-1") < raw.index(b"pipe-2"), "answers in order"
+
+        os.kill(r.proc.pid, signal.SIGSTOP)
+        try:
+            s = socket.create_connection(("127.0.0.1", env.port), timeout=3)
+            s.sendall((req % (3, 3)).encode())
+            time.sleep(0.2)  # parked: Redis is frozen, timeout_ms is 1000
+            s.close()
+            time.sleep(0.3)
+        finally:
+            os.kill(r.proc.pid, signal.SIGCONT)
+        audit_settled(env, 3)
+        assert reasons_of(env, ["pipe-1", "pipe-2", "pipe-3"]) == ["allowed", "allowed",
+                                                                  "client_closed"]
+    finally:
+        assert env.stop() == 0
+        r.stop()
