@@ -55,11 +55,12 @@ static void add_json_string(struct evbuffer *out, const char *s)
  * down makes the instance "degraded" (global steps fall back to on_failure)
  * but not unready, unless on_failure is "deny": then it refuses every global
  * request, and a load balancer should prefer an instance that does not.
- * `out` NULL: only the verdict.
+ * `st` is read once per /readyz, so the verdict and the detail agree; `out`
+ * NULL: only the verdict.
  */
-static bool admin_ready_redis(const struct runtime *rt, struct evbuffer *out)
+static bool admin_ready_redis(const struct runtime *rt, const struct redis_status *st,
+                              struct evbuffer *out)
 {
-    struct redis_status st;
     bool configured = rt && rt->cfg->redis.enabled, degraded, ok;
 
     if (!configured) {
@@ -67,17 +68,16 @@ static bool admin_ready_redis(const struct runtime *rt, struct evbuffer *out)
             evbuffer_add_printf(out, ",\"redis\":{\"configured\":false}");
         return true;
     }
-    redis_status(&st);
-    degraded = st.up < st.workers;
+    degraded = st->up < st->workers;
     ok = !degraded || rt->cfg->redis.on_failure != REDIS_FAIL_DENY;
     if (!out)
         return ok;
     evbuffer_add_printf(out, ",\"redis\":{\"configured\":true,\"connections_up\":%u,\"workers\":%u,"
                              "\"degraded\":%s",
-                        st.up, st.workers, degraded ? "true" : "false");
-    if (degraded && st.last_error[0]) {
+                        st->up, st->workers, degraded ? "true" : "false");
+    if (degraded && st->last_error[0]) {
         evbuffer_add_printf(out, ",\"last_error\":");
-        add_json_string(out, st.last_error);
+        add_json_string(out, st->last_error);
     }
     evbuffer_add(out, "}", 1);
     return ok;
@@ -88,6 +88,7 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
     struct runtime *rt = runtime_current();
     bool keys = false, audit_ok = false, identity_ok = true, draining = false;
     bool need_identity = false, redis_ok;
+    struct redis_status rst;
     size_t n_iss = 0;
 
     if (rt) {
@@ -100,7 +101,8 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
         identity_ok = deps->identity && identity_ready(deps->identity);
     if (deps->draining)
         draining = deps->draining();
-    redis_ok = admin_ready_redis(rt, NULL);
+    redis_status(&rst);
+    redis_ok = admin_ready_redis(rt, &rst, NULL);
 
     evbuffer_add_printf(out, "{\"ready\":%s,\"config_loaded\":%s,\"keys\":{\"ready\":%s,\"issuers\":[",
                         (rt && keys && audit_ok && identity_ok && !draining && redis_ok) ? "true"
@@ -132,7 +134,7 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
         }
     }
     evbuffer_add_printf(out, "},\"draining\":%s", draining ? "true" : "false");
-    admin_ready_redis(rt, out);
+    admin_ready_redis(rt, &rst, out);
     evbuffer_add_printf(out, "}\n");
     runtime_unref(rt);
     return rt && keys && audit_ok && identity_ok && !draining && redis_ok;

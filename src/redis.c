@@ -130,6 +130,18 @@ struct redis_client {
     unsigned n_spare;
 };
 
+/* The next reconnect delay: the backoff plus up to a quarter of it at random,
+ * so that the instances and workers that lost Redis together do not all
+ * knock at the same instant when it comes back. */
+static struct timeval backoff_next(struct redis_client *cl)
+{
+    unsigned ms = cl->backoff_ms ? cl->backoff_ms : BACKOFF_MIN_MS;
+    unsigned jitter = (unsigned)((mono_ns() >> 10) % (ms / 4 + 1));
+    struct timeval tv = {(ms + jitter) / 1000, ((ms + jitter) % 1000) * 1000};
+    cl->backoff_ms = ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+    return tv;
+}
+
 static void set_state(struct redis_client *cl, enum conn_state s)
 {
     cl->state = s;
@@ -289,9 +301,7 @@ static void drop(struct redis_client *cl, const char *why, const char *detail)
         redisAsyncFree(ac); /* runs every pending reply callback with NULL */
     }
     if (cl->enabled) {
-        unsigned ms = cl->backoff_ms ? cl->backoff_ms : BACKOFF_MIN_MS;
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        cl->backoff_ms = ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+        struct timeval tv = backoff_next(cl);
         evtimer_add(cl->retry_ev, &tv);
     }
 }
@@ -300,15 +310,14 @@ static void drop(struct redis_client *cl, const char *why, const char *detail)
  * the context itself after this, and has already failed every pending reply. */
 static void lost(struct redis_client *cl, const char *why, const char *detail)
 {
-    unsigned ms = cl->backoff_ms ? cl->backoff_ms : BACKOFF_MIN_MS;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     note_error(cl, why, detail);
     set_state(cl, ST_DOWN);
     cl->ac = NULL;
     evtimer_del(cl->stall_ev);
-    cl->backoff_ms = ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
-    if (cl->enabled)
+    if (cl->enabled) {
+        struct timeval tv = backoff_next(cl);
         evtimer_add(cl->retry_ev, &tv);
+    }
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)

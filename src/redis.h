@@ -19,7 +19,8 @@
  * waits for its reply through a callback, at most the configured timeout_ms
  * (after which the callback says REDIS_FAILED and a late reply is dropped).
  * A connection that does not connect, or leaves a reply unanswered, within
- * REDIS_STALL_MS is dropped; reconnection backs off from 100 ms to 5 s. While
+ * REDIS_STALL_MS is dropped; reconnection backs off from 100 ms to 5 s (plus
+ * up to a quarter at random). While
  * no connection is up, redis_take fails at once: the caller applies
  * on_failure without waiting.
  *

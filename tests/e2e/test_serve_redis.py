@@ -412,3 +412,34 @@ def test_parked_requests_pipelined_and_abandoned(tmp_path, up):
     finally:
         assert env.stop() == 0
         r.stop()
+
+
+def test_check_validates_shared_limits(tmp_path, up):
+    """`baton check`: a global step needs "redis"; the password file must be 0600."""
+    from conftest import run_baton
+    pols = policies({"glob": {"rate_per_s": 5, "rate_scope": "global", "max_in_flight": 4}})
+    env = ServeEnv(tmp_path, up.port, policies=pols)
+    cfg = str(tmp_path / "baton.json")
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1
+    assert '"rate_scope": "global" needs "redis" in the main config' in r.stderr
+    assert "glob.json:" in r.stderr, "the error names the policy file"
+
+    pw = tmp_path / "redis-password"
+    pw.write_text("secret\n")
+    os.chmod(pw, 0o644)
+    env.config["redis"] = {"url": "redis://127.0.0.1:6379/0", "password_file": str(pw)}
+    env.write_config()
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1 and "chmod 600" in r.stderr, r.stderr
+    assert "secret" not in r.stderr + r.stdout, "the password is never printed"
+
+    os.chmod(pw, 0o600)
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 0, r.stderr
+
+    env.config["redis"] = {"url": "redis://redis.internal:6379", "on_failure": "maybe"}
+    env.write_config()
+    r = run_baton("check", "-c", cfg)
+    assert r.returncode == 1
+    assert "must be an IP address" in r.stderr and '"maybe" is not one of' in r.stderr, r.stderr
