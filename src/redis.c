@@ -127,6 +127,7 @@ struct redis_client {
     unsigned last_burst;
     char last_interval[32], last_tolerance[32];
     struct redis_wait *spare; /* freed waits kept for reuse (a short list) */
+    char setup_error[128];    /* why AUTH, SELECT or SCRIPT LOAD was refused */
     unsigned n_spare;
 };
 
@@ -345,8 +346,8 @@ static void on_setup(redisAsyncContext *ac, void *r, void *priv)
     if (!cl || cl->ac != ac || !reply)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        note_error(cl, "setup refused", reply->str);
-        /* later, outside hiredis's dispatch: the stall timer fires at once */
+        snprintf(cl->setup_error, sizeof(cl->setup_error), "%s", reply->str);
+        /* dropped later, outside hiredis's dispatch: the stall timer fires at once */
         set_state(cl, ST_DOWN);
         event_active(cl->stall_ev, EV_TIMEOUT, 0);
     }
@@ -360,7 +361,8 @@ static void on_script(redisAsyncContext *ac, void *r, void *priv)
     if (!cl || cl->ac != ac || !reply || cl->state == ST_DOWN)
         return;
     if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, reg.sha) != 0) {
-        note_error(cl, "SCRIPT LOAD failed", reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        snprintf(cl->setup_error, sizeof(cl->setup_error), "SCRIPT LOAD: %s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         set_state(cl, ST_DOWN);
         event_active(cl->stall_ev, EV_TIMEOUT, 0);
         return;
@@ -439,7 +441,9 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
     if (!cl->ac)
         return;
     if (cl->state == ST_DOWN) {
-        drop(cl, "setup failed", NULL);
+        /* drop() notes the error only on a transition: this one is new */
+        set_state(cl, ST_CONNECTING);
+        drop(cl, "setup refused", cl->setup_error);
         return;
     }
     if (cl->state == ST_CONNECTING && now - cl->connect_ns >= limit) {

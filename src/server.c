@@ -81,6 +81,7 @@
 #define LINGER_MS 2000         /* after a close, how long unread client bytes are drained */
 #define CMD_DRAIN 1
 #define CMD_ABORT 2
+#define CMD_RELOAD 4 /* take the new snapshot now (its Redis settings), not at the next request */
 
 struct worker;
 
@@ -1486,6 +1487,8 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
         if (w->n_conns == 0)
             event_base_loopexit(w->base, NULL);
     }
+    if ((cmd & CMD_RELOAD) && !w->draining)
+        worker_rt(w);
     if (cmd & CMD_ABORT) {
         while (w->conns)
             conn_free(w->conns); /* a running exchange gets its record (drain_aborted) first */
@@ -1613,6 +1616,10 @@ static void reload(void)
     log_msg(LOG_INFO, "configuration generation %llu in use (%zu steps)",
             (unsigned long long)rt->generation, rt->n_steps);
     runtime_publish(rt);
+    for (unsigned i = 0; i < g.n_workers; i++) {
+        atomic_fetch_or(&g.workers[i].cmd, CMD_RELOAD);
+        worker_wake(&g.workers[i]);
+    }
 }
 
 static void begin_drain(void)

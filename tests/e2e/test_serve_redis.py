@@ -443,3 +443,49 @@ def test_check_validates_shared_limits(tmp_path, up):
     r = run_baton("check", "-c", cfg)
     assert r.returncode == 1
     assert "must be an IP address" in r.stderr and '"maybe" is not one of' in r.stderr, r.stderr
+
+
+def test_script_flush_and_wrong_password(tmp_path, up):
+    """SCRIPT FLUSH (as after a failover to a server without the script): the
+    next decision gets NOSCRIPT and is retried with EVAL, answered, not failed.
+    A wrong AUTH string: the connection is refused at setup, /readyz says why,
+    and decisions go to on_failure without waiting."""
+    r = Redis(tmp_path, password="right-one").start()
+    pw = tmp_path / "redis-password"
+    pw.write_text("right-one\n")
+    os.chmod(pw, 0o600)
+    env = ServeEnv(tmp_path, up.port, workers=1,
+                   policies=policies({"glob": {"rate_per_s": 100, "burst": 100,
+                                               "rate_scope": "global"}}),
+                   extra={"redis": {"url": r.url(), "password_file": str(pw),
+                                    "timeout_ms": 1000, "on_failure": "deny"}})
+    try:
+        env.start()
+        assert wait_redis_up(env)
+        tok = env.token()
+        assert env.request("GET", "/glob/x", token=tok)[0] == 200
+        loads = metric(env, "baton_redis_script_loads_total")
+        assert r.command("SCRIPT", "FLUSH") == b"+OK"
+        assert [env.request("GET", "/glob/x", token=tok)[0] for _ in range(3)] == [200] * 3
+        assert metric(env, "baton_redis_script_loads_total") == loads + 1, "one EVAL reloads it"
+        assert metric(env, "baton_redis_fallbacks_total") == 0
+        assert metric(env, "baton_redis_failures_total") == 0
+
+        pw.write_text("wrong-one\n")
+        env.signal(signal.SIGHUP)  # a changed password reconnects with it
+        deadline = time.monotonic() + 10
+        doc = {}
+        while time.monotonic() < deadline:
+            st, doc = readyz(env)
+            if doc["redis"]["degraded"] and "setup refused" in doc["redis"].get("last_error", ""):
+                break
+            time.sleep(0.05)
+        assert doc["redis"]["degraded"] and "setup refused" in doc["redis"]["last_error"], doc
+        assert "right-one" not in json.dumps(doc) and "wrong-one" not in env.log_text()
+        t = time.monotonic()
+        st, hd, _ = env.request("GET", "/glob/x", token=tok)
+        assert st == 429 and hd.get("retry-after"), "on_failure deny"
+        assert time.monotonic() - t < 0.5, "no wait for a connection that is down"
+    finally:
+        assert env.stop() == 0
+        r.stop()
