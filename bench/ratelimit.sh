@@ -13,8 +13,9 @@
 # rounds (3) of BENCH_DURATION (5s) per step, the order reversed every other
 # round. Prints, per step, the median req/s, p50, p99, CPU time per request of
 # baton and of redis-server (/proc/PID/stat), and Redis round trips per request
-# (from baton's own baton_redis_round_trips_total), and the global/instance
-# throughput ratio of each round.
+# (from baton's own baton_redis_round_trips_total), the count of non-2xx
+# answers (decisions past timeout_ms, on_failure "deny"), and the
+# global/instance throughput ratio of each round.
 # Ports BENCH_PORT_BASE (18570) to +3 on 127.0.0.1.
 # Needs: redis-server, nginx, wrk (apt-get install redis-server nginx wrk).
 set -u
@@ -130,6 +131,7 @@ to_ms() {
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 trips() { curl -s "http://127.0.0.1:$P_ADM/metrics" | awk '$1=="baton_redis_round_trips_total"{print $2}'; }
 declare -A RPS P50 P99 CPU RCPU RT
+declare -A NON=([global]=0 [instance]=0) TOTAL=([global]=0 [instance]=0)
 run() { # step round
     local out="$T/wrk-$1.txt" c0 r0 t0 n hz
     c0=$(cpu_ticks $BATON_PID); r0=$(cpu_ticks $REDIS_PID); t0=$(trips)
@@ -145,7 +147,8 @@ run() { # step round
     RCPU[$1,$2]=$(awk -v d="$(( $(cpu_ticks $REDIS_PID) - r0 ))" -v n="$n" -v hz="$hz" \
         'BEGIN{ printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
     RT[$1,$2]=$(awk -v a="$t0" -v b="$(trips)" -v n="$n" 'BEGIN{ printf "%.3f", (n > 0 ? (b - a) / n : 0) }')
-    if grep -q "Non-2xx" "$out"; then echo "bench: $1 had non-2xx answers: $(grep Non-2xx "$out")" >&2; fi
+    NON[$1]=$(( ${NON[$1]} + $(awk '/Non-2xx/{print $NF}' "$out" | grep . || echo 0) ))
+    TOTAL[$1]=$(( ${TOTAL[$1]} + n ))
 }
 median() {
     tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
@@ -162,13 +165,15 @@ for r in $(seq "$ROUNDS"); do
 done
 
 printf '\n%d rounds of %s per step, wrk -t1 -c%s, 1 baton worker; medians:\n' "$ROUNDS" "$DUR" "$CONNS"
-printf '| step | req/s | p50 ms | p99 ms | baton CPU us/req | redis CPU us/req | Redis round trips/req |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|\n'
+printf '| step | req/s | p50 ms | p99 ms | baton CPU us/req | redis CPU us/req | Redis round trips/req | non-2xx / requests |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
 for s in global instance; do
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$s" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s / %s |\n' "$s" \
         "$(of_rounds RPS $s | median)" "$(of_rounds P50 $s | median)" "$(of_rounds P99 $s | median)" \
-        "$(of_rounds CPU $s | median)" "$(of_rounds RCPU $s | median)" "$(of_rounds RT $s | median)"
+        "$(of_rounds CPU $s | median)" "$(of_rounds RCPU $s | median)" "$(of_rounds RT $s | median)" \
+        "${NON[$s]}" "${TOTAL[$s]}"
 done
+echo "(a global step's non-2xx: decisions that waited past timeout_ms and went to on_failure \"deny\")"
 ratios=""
 for r in $(seq "$ROUNDS"); do
     ratios="$ratios$(awk -v g="${RPS[global,$r]}" -v i="${RPS[instance,$r]}" 'BEGIN{ printf "%.2f ", (i > 0 ? g / i : 0) }')"
