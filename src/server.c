@@ -775,7 +775,9 @@ static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_
 static void closing_write(struct bufferevent *bev, void *arg);
 
 /* A global step's rate decision when Redis did not give one: the config's
- * redis.on_failure. Counted, and logged within the worker's log budget. */
+ * redis.on_failure. Counted (metrics), and logged at most once per worker per
+ * 10 s with the count since the last line: an outage under load must not
+ * become a flood of log lines. */
 static enum redis_verdict rate_fallback(struct conn *c, unsigned *retry)
 {
     struct request *r = &c->req;
@@ -1074,9 +1076,9 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
 }
 
 /* The global rate verdict of a parked request (on the worker, from the Redis
- * client's loop): parse the head again from the same bytes (reads were paused,
- * so they did not move) and go on from the rate stage, with conn_process's
- * deferral of frees and closes. */
+ * client's loop): parse the head again from the same bytes (still at the front
+ * of the input: whatever was read meanwhile only follows them) and go on from
+ * the rate stage, with conn_process's deferral of frees and closes. */
 static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_s)
 {
     struct conn *c = arg;
