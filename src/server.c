@@ -1370,9 +1370,16 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
-    (void)what;
-    conn_free(arg);
+    struct conn *c = arg;
+    if (c->state == CS_RATE_WAIT && (what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
+        !c->req.body_pending) {
+        /* A half-close after a whole request, parked: the answer may still go
+         * out (as the proxy allows while forwarding). */
+        bufferevent_disable(bev, EV_READ);
+        c->req.reads_paused = true;
+        return;
+    }
+    conn_free(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

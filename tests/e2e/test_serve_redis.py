@@ -397,18 +397,33 @@ def test_parked_requests_pipelined_and_abandoned(tmp_path, up):
         assert [h[:3] for h in heads] == [b"200", b"200"], raw[:300]
         assert raw.index(b"pipe-1") < raw.index(b"pipe-2"), "answers in order"
 
+        # A client that leaves while parked, its body still to come: client_closed.
+        # One that half-closes after a whole request still gets its answer.
+        posted = ("POST /glob/%%d HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                  "X-Request-Id: pipe-%%d\r\nContent-Length: 10\r\n\r\n" % tok)
         os.kill(r.proc.pid, signal.SIGSTOP)
         try:
             s = socket.create_connection(("127.0.0.1", env.port), timeout=3)
-            s.sendall((req % (3, 3)).encode())
+            s.sendall((posted % (3, 3)).encode())
             time.sleep(0.2)  # parked: Redis is frozen, timeout_ms is 1000
             s.close()
+            h = socket.create_connection(("127.0.0.1", env.port), timeout=5)
+            h.sendall((req % (4, 4)).encode())
+            h.shutdown(socket.SHUT_WR)
             time.sleep(0.3)
         finally:
             os.kill(r.proc.pid, signal.SIGCONT)
-        audit_settled(env, 3)
-        assert reasons_of(env, ["pipe-1", "pipe-2", "pipe-3"]) == ["allowed", "allowed",
-                                                                  "client_closed"]
+        got = b""
+        while True:
+            chunk = h.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        h.close()
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        audit_settled(env, 4)
+        assert reasons_of(env, ["pipe-1", "pipe-2", "pipe-3", "pipe-4"]) == [
+            "allowed", "allowed", "client_closed", "allowed"]
     finally:
         assert env.stop() == 0
         r.stop()
