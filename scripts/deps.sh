@@ -7,6 +7,8 @@ PKGS="autoconf automake libtool pkg-config make gcc clang curl ca-certificates
       python3 python3-pytest python3-jwt python3-cryptography python3-requests
       nodejs npm lcov prometheus ${BATON_DEPS_EXTRA:-}"
 missing=""
+# global rate limits: hiredis (src/redis.c) and the redis-server the e2e tests start
+PKGS="$PKGS libhiredis-dev redis-server"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

@@ -25,6 +25,7 @@
 #include "jwks.h"
 #include "log.h"
 #include "metrics.h"
+#include "redis.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -86,11 +87,45 @@ static void config_status(struct evbuffer *out, const struct runtime *rt)
     evbuffer_add_printf(out, ",\"reloads_refused\":%llu}", (unsigned long long)st.failures);
 }
 
+/*
+ * The "redis" member of /readyz: the workers' connections. Some connection
+ * down makes the instance "degraded" (global steps fall back to on_failure)
+ * but not unready, unless on_failure is "deny": then it refuses every global
+ * request, and a load balancer should prefer an instance that does not.
+ * `st` is read once per /readyz, so the verdict and the detail agree; `out`
+ * NULL: only the verdict.
+ */
+static bool admin_ready_redis(const struct runtime *rt, const struct redis_status *st,
+                              struct evbuffer *out)
+{
+    bool configured = rt && rt->cfg->redis.enabled, degraded, ok;
+
+    if (!configured) {
+        if (out)
+            evbuffer_add_printf(out, ",\"redis\":{\"configured\":false}");
+        return true;
+    }
+    degraded = st->up < st->workers;
+    ok = !degraded || rt->cfg->redis.on_failure != REDIS_FAIL_DENY;
+    if (!out)
+        return ok;
+    evbuffer_add_printf(out, ",\"redis\":{\"configured\":true,\"connections_up\":%u,\"workers\":%u,"
+                             "\"degraded\":%s",
+                        st->up, st->workers, degraded ? "true" : "false");
+    if (degraded && st->last_error[0]) {
+        evbuffer_add_printf(out, ",\"last_error\":");
+        add_json_string(out, st->last_error);
+    }
+    evbuffer_add(out, "}", 1);
+    return ok;
+}
+
 bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
 {
     struct runtime *rt = runtime_current();
     bool keys = false, audit_ok = false, identity_ok = true, draining = false;
-    bool need_identity = false;
+    bool need_identity = false, redis_ok;
+    struct redis_status rst;
     size_t n_iss = 0;
 
     if (rt) {
@@ -103,9 +138,12 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
         identity_ok = deps->identity && identity_ready(deps->identity);
     if (deps->draining)
         draining = deps->draining();
+    redis_status(&rst);
+    redis_ok = admin_ready_redis(rt, &rst, NULL);
 
     evbuffer_add_printf(out, "{\"ready\":%s,\"config_loaded\":%s,\"keys\":{\"ready\":%s,\"issuers\":[",
-                        (rt && keys && audit_ok && identity_ok && !draining) ? "true" : "false",
+                        (rt && keys && audit_ok && identity_ok && !draining && redis_ok) ? "true"
+                                                                                         : "false",
                         rt ? "true" : "false", keys ? "true" : "false");
     for (size_t i = 0; i < n_iss; i++) {
         struct jwks_issuer_stats st;
@@ -134,9 +172,10 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
     }
     evbuffer_add_printf(out, "},\"draining\":%s", draining ? "true" : "false");
     config_status(out, rt);
+    admin_ready_redis(rt, &rst, out);
     evbuffer_add_printf(out, "}\n");
     runtime_unref(rt);
-    return rt && keys && audit_ok && identity_ok && !draining;
+    return rt && keys && audit_ok && identity_ok && !draining && redis_ok;
 }
 
 static void on_healthz(struct evhttp_request *req, void *arg)
@@ -343,6 +382,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
     if (a->deps.identity && rt && rt->needs_identity) {
         identity_metrics(a->deps.identity, b);
     }
+    redis_metrics_render(b);
     runtime_unref(rt);
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);

@@ -111,6 +111,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -1080,6 +1082,10 @@ _Static_assert(sizeof(enum cfg_fsync) == sizeof(int), "enums are stored as int")
 _Static_assert(sizeof(enum cfg_on_failure) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(size_t) == sizeof(uint64_t), "size_t members are stored as uint64_t");
 
+static const struct choice redis_failures[] = {
+    {"local", REDIS_FAIL_LOCAL}, {"deny", REDIS_FAIL_DENY}, {"allow", REDIS_FAIL_ALLOW}, {NULL, 0}};
+_Static_assert(sizeof(enum cfg_redis_failure) == sizeof(int), "enums are stored as int");
+
 static const struct field limits_fields[] = {
     F_INT("max_header_bytes", struct cfg_limits, max_header_bytes, 1024, 1048576, 16384),
     F_INT("max_uri_bytes", struct cfg_limits, max_uri_bytes, 256, 65536, 8192),
@@ -1172,6 +1178,14 @@ static const struct field audit_fields[] = {
     {0},
 };
 
+static const struct field redis_fields[] = {
+    F_STR("url", struct cfg_redis, url, NULL, NULL, FL_REQUIRED),
+    F_PATH("password_file", struct cfg_redis, password_file, NULL, 0),
+    F_INT("timeout_ms", struct cfg_redis, timeout_ms, 1, 10000, 50),
+    F_CHOICE("on_failure", struct cfg_redis, on_failure, redis_failures, REDIS_FAIL_LOCAL),
+    {0},
+};
+
 static int parse_listen(struct ctx *c, const json_t *v, void *obj);
 static int parse_admin_listen(struct ctx *c, const json_t *v, void *obj);
 static int parse_trusted_proxies(struct ctx *c, const json_t *v, void *obj);
@@ -1181,6 +1195,7 @@ static int parse_google(struct ctx *c, const json_t *v, void *obj);
 static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
 static int parse_audit(struct ctx *c, const json_t *v, void *obj);
 static int parse_url_signing(struct ctx *c, const json_t *v, void *obj);
+static int parse_redis(struct ctx *c, const json_t *v, void *obj);
 
 static const struct field root_fields[] = {
     F_CUSTOM("listen", parse_listen, 0),
@@ -1198,6 +1213,7 @@ static const struct field root_fields[] = {
     F_INT("ready_timeout_ms", struct baton_config, ready_timeout_ms, 0, 600000, 30000),
     F_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
     F_CUSTOM("url_signing", parse_url_signing, 0),
+    F_CUSTOM("redis", parse_redis, 0),
     {0},
 };
 
@@ -1848,6 +1864,140 @@ static int parse_url_signing(struct ctx *c, const json_t *v, void *obj)
     return parse_object(c, v, url_signing_fields, &cfg->url_signing, &s);
 }
 
+/*
+ * "redis://HOST[:PORT][/DB]" (HOST an IPv4 or bracketed IPv6 literal: a name
+ * would be resolved by hiredis with a blocking getaddrinfo on a worker
+ * thread) or "unix:///absolute/path". No user, password or query in the URL:
+ * the password lives in password_file, never in the config.
+ */
+static int parse_redis_url(struct ctx *c, struct cfg_redis *r)
+{
+    const char *s = r->url, *rest, *slash, *why = NULL;
+    char *hp = NULL;
+
+    if (!strncmp(s, "unix://", 7)) {
+        if (s[7] != '/' || strlen(s + 7) > 100) {
+            err_at(c, "url", false, "expected \"unix:///absolute/path\" (at most 100 bytes of path)");
+            return -1;
+        }
+        r->unix_path = xstrdup(s + 7);
+        return 0;
+    }
+    if (strncmp(s, "redis://", 8) != 0) {
+        err_at(c, "url", false, "expected \"redis://HOST:PORT/DB\" or \"unix:///path\" "
+                                "(\"rediss://\" is not supported: hiredis 0.14 has no TLS)");
+        return -1;
+    }
+    rest = s + 8;
+    slash = strchr(rest, '/');
+    hp = xstrndup(rest, slash ? (size_t)(slash - rest) : strlen(rest));
+    if (strpbrk(hp, "@?#")) {
+        err_at(c, "url", false, "no user, password or query in the URL: the password goes in "
+                                "\"password_file\"");
+        goto fail;
+    }
+    if (parse_hostport(hp, true, &r->host, &r->port, &why) < 0) {
+        err_at(c, "url", false, "expected redis://HOST:PORT/DB: %s", why);
+        goto fail;
+    }
+    if (!r->port)
+        r->port = 6379;
+    {
+        unsigned char buf[16];
+        if (inet_pton(AF_INET, r->host, buf) != 1 && inet_pton(AF_INET6, r->host, buf) != 1) {
+            err_at(c, "url", false, "the Redis host must be an IP address (Memorystore gives one): "
+                                    "a name would be resolved on a worker thread");
+            goto fail;
+        }
+    }
+    if (slash && slash[1]) {
+        char *end;
+        long db;
+        errno = 0;
+        db = strtol(slash + 1, &end, 10);
+        if (*end || errno || db < 0 || db > 1023 || !(slash[1] >= '0' && slash[1] <= '9')) {
+            err_at(c, "url", false, "the database after \"/\" is a number 0..1023");
+            goto fail;
+        }
+        r->db = (int)db;
+    }
+    free(hp);
+    return 0;
+fail:
+    free(hp);
+    free(r->host);
+    r->host = NULL;
+    return -1;
+}
+
+/* The AUTH password: a file only its owner can read, whose bytes (without a
+ * trailing newline) are the password. Read at load, never on a worker. */
+static int read_redis_password(struct ctx *c, struct cfg_redis *r)
+{
+    struct stat st;
+    char buf[CONFIG_REDIS_PASSWORD_MAX + 2];
+    ssize_t n = 0;
+    int fd = open(r->password_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), rc = -1;
+
+    if (fd < 0) {
+        err_at(c, "password_file", false, "cannot open %s: %s", r->password_file, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        err_at(c, "password_file", false, "%s is not a regular file", r->password_file);
+        goto out;
+    }
+    if (st.st_mode & 077) {
+        err_at(c, "password_file", false, "%s is readable or writable by others (mode %03o): "
+                                          "chmod 600 it", r->password_file,
+               (unsigned)(st.st_mode & 0777));
+        goto out;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    if (n < 0 || n > CONFIG_REDIS_PASSWORD_MAX) {
+        err_at(c, "password_file", false, "%s: %s", r->password_file,
+               n < 0 ? strerror(errno) : "longer than 512 bytes");
+        goto out;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || memchr(buf, '\0', (size_t)n)) {
+        err_at(c, "password_file", false, "%s holds no password", r->password_file);
+        goto out;
+    }
+    for (ssize_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
+            err_at(c, "password_file", false, "%s: the password holds a control character",
+                   r->password_file);
+            goto out;
+        }
+    r->password = xstrdup(buf);
+    rc = 0;
+out:
+    explicit_bzero(buf, sizeof(buf));
+    close(fd);
+    return rc;
+}
+
+static int parse_redis(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct cfg_redis *r = &cfg->redis;
+    const struct field *t = redis_fields;
+    struct seen s;
+
+    apply_defaults(t, r, c->dir);
+    if (parse_object(c, v, t, r, &s) < 0)
+        return -1;
+    if (parsed(t, &s, "url") && parse_redis_url(c, r) < 0)
+        return -1;
+    if (parsed(t, &s, "password_file") && read_redis_password(c, r) < 0)
+        return -1;
+    r->enabled = parsed(t, &s, "url");
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
 
@@ -2081,6 +2231,14 @@ void config_free(struct baton_config *cfg)
         free(cfg->url_signing.keys[k].file);
     }
     free(cfg->url_signing.keys);
+    free(cfg->redis.url);
+    free(cfg->redis.host);
+    free(cfg->redis.unix_path);
+    free(cfg->redis.password_file);
+    if (cfg->redis.password) {
+        explicit_bzero(cfg->redis.password, strlen(cfg->redis.password));
+        free(cfg->redis.password);
+    }
     free(cfg);
 }
 

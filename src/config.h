@@ -151,6 +151,26 @@ struct cfg_url_signing {
     unsigned leeway_s;         /* 0, range 0..60: clock skew allowed past a link's expiry */
 };
 
+/* Extension: the store of steps whose limits.rate_scope is "global" (README
+ * "Shared limits on Redis"). on_failure: what a global step does when Redis
+ * cannot answer within timeout_ms. */
+enum cfg_redis_failure { REDIS_FAIL_LOCAL, REDIS_FAIL_DENY, REDIS_FAIL_ALLOW };
+
+#define CONFIG_REDIS_PASSWORD_MAX 512 /* bytes of password_file */
+
+struct cfg_redis {
+    bool enabled;        /* the "redis" key is present */
+    char *url;           /* as written */
+    char *host;          /* "redis://": an IP literal (no name is resolved on a worker); else NULL */
+    int port;            /* 6379 by default */
+    char *unix_path;     /* "unix:///path": the socket path; else NULL */
+    int db;              /* "/DB" of a redis:// URL, 0 by default, range 0..1023 */
+    char *password_file; /* resolved path, or NULL: no AUTH */
+    char *password;      /* its bytes without a trailing newline, owned; NULL: no AUTH */
+    unsigned timeout_ms; /* 50, range 1..10000: the longest a request waits on Redis */
+    enum cfg_redis_failure on_failure; /* "local" (default), "deny" or "allow" */
+};
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -180,6 +200,7 @@ struct baton_config {
     char *health_path;         /* "health_path", NULL: none; else GET answers like /readyz
                                   on the serving port */
     struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
+    struct cfg_redis redis; /* "redis", optional */
 };
 
 /*

@@ -1598,9 +1598,40 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
     }
 }
 
+/* limits.max_in_flight and limits.rate_scope (README "Shared limits on Redis"). */
+static void load_limits_shared(struct loader *L, const json_t *v, struct policy *p)
+{
+    const json_t *x;
+    json_int_t val;
+    size_t s;
+
+    if ((x = json_object_get(v, "max_in_flight"))) {
+        s = ptr_key(L, "max_in_flight");
+        if (want_uint(L, x, "\"max_in_flight\"", 1, 1000000, &val))
+            p->limits.max_in_flight = (unsigned)val;
+        ptr_pop(L, s);
+    }
+    if ((x = json_object_get(v, "rate_scope"))) {
+        const char *scope;
+        s = ptr_key(L, "rate_scope");
+        scope = want_string(L, x, "\"rate_scope\"", 16, false);
+        if (scope && !strcmp(scope, "global"))
+            p->limits.rate_scope = POLICY_RATE_GLOBAL;
+        else if (scope && strcmp(scope, "instance") != 0)
+            lerr(L, false, "\"rate_scope\" is \"instance\" or \"global\", not \"%s\"", scope);
+        if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !json_object_get(v, "rate_per_s"))
+            lerr(L, false, "\"rate_scope\": \"global\" needs \"rate_per_s\"");
+        else if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !L->cfg->redis.enabled)
+            lerr(L, false, "\"rate_scope\": \"global\" needs \"redis\" in the main config "
+                           "(the store every instance shares)");
+        ptr_pop(L, s);
+    }
+}
+
 static void load_limits(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const char *const keys[] = {"max_body_bytes", "timeout_ms", "rate_per_s", "burst", NULL};
+    static const char *const keys[] = {"max_body_bytes", "timeout_ms", "rate_per_s", "burst",
+                                       "rate_scope", "max_in_flight", NULL};
     const json_t *x;
     json_int_t val;
     size_t s;
@@ -1639,6 +1670,7 @@ static void load_limits(struct loader *L, const json_t *v, struct policy *p)
     }
     if (p->limits.rate_per_s > 0 && !p->limits.burst)
         p->limits.burst = p->limits.rate_per_s < 1 ? 1 : (unsigned)ceil(p->limits.rate_per_s);
+    load_limits_shared(L, v, p);
 }
 
 static bool valid_host(const char *h)

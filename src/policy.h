@@ -88,6 +88,10 @@ struct policy;
 #define POLICY_MAX_ENTRIES 1024   /* callers, allow rules, methods, paths, headers, scopes each */
 #define POLICY_MAX_RATE 1000000   /* limits.rate_per_s */
 
+/* limits.rate_scope: one bucket per baton instance, or one for the step
+ * across every baton sharing the config's Redis (README "Shared limits"). */
+enum policy_rate_scope { POLICY_RATE_INSTANCE, POLICY_RATE_GLOBAL };
+
 /* The step's limits; 0 = unset (the config's or upstream's value applies). */
 struct policy_limits {
     uint64_t max_body_bytes; /* 1..2^40 */
@@ -95,6 +99,8 @@ struct policy_limits {
     double rate_per_s;       /* any number > 0 and <= 1000000 (0.0002: one per 5000 s);
                                 0: no rate limit */
     unsigned burst;          /* 1..1000000; defaults to rate_per_s rounded up (at least 1) */
+    enum policy_rate_scope rate_scope; /* "instance" (default) or "global" (needs rate_per_s and redis) */
+    unsigned max_in_flight;  /* 1..1000000 requests at once per instance; 0: no cap */
 };
 
 /* One source for policy_set_build: a file name (for messages) and its bytes. */

@@ -60,6 +60,8 @@ unsigned reason_retry_after_s(enum reason r)
     case REASON_RATE_LIMITED: /* the bucket computes the real value */
     case REASON_OVERLOADED:
     case REASON_DRAIN_ABORTED: /* another instance takes the retry */
+    case REASON_RATE_UNAVAILABLE: /* the shared limit's Redis, on_failure "deny" */
+    case REASON_TOO_MANY_IN_FLIGHT:
         return 1;
     default:
         return 0;

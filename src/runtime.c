@@ -16,6 +16,7 @@
 #include "log.h"
 #include "policy.h"
 #include "signurl.h"
+#include "redis.h"
 #include "util.h"
 
 struct rate_bucket {
@@ -24,6 +25,11 @@ struct rate_bucket {
     double rate;  /* tokens per second */
     double burst; /* capacity */
     uint64_t last_ns;
+};
+
+struct runtime_inflight {
+    _Atomic long count;
+    _Atomic int refs;
 };
 
 static struct event_base *bg_base;
@@ -87,6 +93,55 @@ bool runtime_rate_take(struct rate_bucket *b, uint64_t now_ns, unsigned *retry_a
     return ok;
 }
 
+/* ------------------------------------------------------- in-flight caps */
+
+struct runtime_inflight *runtime_inflight_new(void)
+{
+    struct runtime_inflight *f = xcalloc(1, sizeof(*f));
+    atomic_init(&f->count, 0);
+    atomic_init(&f->refs, 1);
+    return f;
+}
+
+static struct runtime_inflight *inflight_ref(struct runtime_inflight *f)
+{
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+void runtime_inflight_unref(struct runtime_inflight *f)
+{
+    if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+        free(f);
+}
+
+bool runtime_inflight_enter(struct runtime_inflight *f, unsigned max)
+{
+    if (atomic_fetch_add_explicit(&f->count, 1, memory_order_relaxed) < (long)max)
+        return true;
+    atomic_fetch_sub_explicit(&f->count, 1, memory_order_relaxed);
+    return false;
+}
+
+void runtime_inflight_leave(struct runtime_inflight *f)
+{
+    atomic_fetch_sub_explicit(&f->count, 1, memory_order_relaxed);
+}
+
+long runtime_inflight_now(const struct runtime_inflight *f)
+{
+    return atomic_load_explicit(&f->count, memory_order_relaxed);
+}
+
+/* The previous snapshot's counter of the same step name, shared; else a new one. */
+static struct runtime_inflight *inherit_inflight(const struct runtime *old, const char *step)
+{
+    for (size_t i = 0; old && i < old->n_steps; i++)
+        if (old->steps[i].inflight && strcmp(policy_step(old->steps[i].policy), step) == 0)
+            return inflight_ref(old->steps[i].inflight);
+    return runtime_inflight_new();
+}
+
 /* ------------------------------------------------------------- lifecycle */
 
 static void destroy(struct runtime *rt)
@@ -98,8 +153,11 @@ static void destroy(struct runtime *rt)
         authn_cache_free(rt->caches[i]);
     free(rt->caches);
     jwks_free(rt->jwks);
-    for (size_t i = 0; i < rt->n_steps; i++)
+    for (size_t i = 0; i < rt->n_steps; i++) {
         runtime_bucket_free(rt->steps[i].bucket);
+        free(rt->steps[i].rate_key);
+        runtime_inflight_unref(rt->steps[i].inflight);
+    }
     free(rt->steps);
     policy_set_free(rt->policies);
     free(rt->targets);
@@ -287,10 +345,21 @@ struct runtime *runtime_build(const char *path, struct diags *d)
             s->bucket = runtime_bucket_new(lim->rate_per_s, lim->burst, now);
             inherit_bucket(s->bucket, old, policy_step(p), lim);
         }
+        if (lim->rate_per_s && lim->rate_scope == POLICY_RATE_GLOBAL) {
+            char key[REDIS_KEY_MAX];
+            if (redis_key(key, sizeof(key), policy_step(p), policy_hash_hex(p)) < 0)
+                diags_add(d, policy_file(p), 0, 0, "the step name is too long for a Redis key");
+            else
+                s->rate_key = xstrdup(key);
+        }
+        if (lim->max_in_flight)
+            s->inflight = inherit_inflight(old, policy_step(p));
         if (up->identity == IDENTITY_GOOGLE)
             rt->needs_identity = true;
     }
     qsort(rt->steps, rt->n_steps, sizeof(*rt->steps), step_cmp);
+    if (d->n)
+        goto fail;
 
     rt->jwks = jwks_new(bg_base, bg_http, rt->cfg);
     if (old && old->jwks)

@@ -35,12 +35,16 @@ struct authn_cache;
 struct jwks;
 struct rate_bucket;
 struct signurl_keys;
+struct runtime_inflight;
 
 /* What the request path needs about one policy, found by policy pointer. */
 struct runtime_step {
     const struct policy *policy;
     const struct proxy_target *target; /* its upstream, resolved */
     struct rate_bucket *bucket;        /* NULL: no rate limit */
+    /* extensions (README "Shared limits on Redis") */
+    char *rate_key;                    /* owned; rate_scope "global": its Redis key, else NULL */
+    struct runtime_inflight *inflight; /* max_in_flight: the step's counter, else NULL */
 };
 
 struct runtime {
@@ -123,5 +127,20 @@ struct runtime_reload {
 };
 void runtime_reload_refused(const char *error);
 void runtime_reload_status(struct runtime_reload *out);
+
+/*
+ * max_in_flight: one counter per step name for the whole process (all
+ * workers), shared by every snapshot that has the step, so a reload neither
+ * resets nor leaks the count of requests started on the previous snapshot
+ * (each request leaves the counter it entered, which its snapshot reference
+ * keeps alive). enter returns false, counting nothing, when `max` are already
+ * in flight. Thread-safe (one atomic add each).
+ */
+bool runtime_inflight_enter(struct runtime_inflight *f, unsigned max);
+void runtime_inflight_leave(struct runtime_inflight *f);
+long runtime_inflight_now(const struct runtime_inflight *f);
+/* For tests: a standalone counter, and the one a step of `rt` shares. */
+struct runtime_inflight *runtime_inflight_new(void);
+void runtime_inflight_unref(struct runtime_inflight *f);
 
 #endif

@@ -80,6 +80,7 @@
 #include "proxy.h"
 #include "redact.h"
 #include "ready.h"
+#include "redis.h"
 #include "runtime.h"
 #include "trace.h"
 #include "signurl.h"
@@ -92,6 +93,7 @@
 #define CMD_ABORT 2
 #define CMD_OPEN 4 /* the start gate opened: enable the listener (ready.h) */
 #define CMD_KEYS 8 /* a key-set refresh ended: parked requests decide (conn_park) */
+#define CMD_RELOAD 16 /* take the new snapshot now (its Redis settings), not at the next request */
 
 struct worker;
 
@@ -101,6 +103,7 @@ enum conn_state {
     CS_WAIT_DURABLE, /* fsync "always": the response waits for its record */
     CS_CLOSING,      /* flushing the last response, then lingering */
     CS_PARKED,       /* an unknown kid waits for its issuer's refresh (conn_park) */
+    CS_RATE_WAIT,    /* parked on a global rate decision (Redis) */
 };
 
 /* Everything a request keeps after its head left the input buffer. */
@@ -156,6 +159,12 @@ struct request {
     const char *link_method, *link_path;
     size_t link_path_len;
     bool continue_sent; /* the sign endpoint's head waits: 100 Continue sent */
+    /* shared limits (README "Shared limits on Redis") */
+    struct runtime_inflight *inflight; /* the max_in_flight counter entered; left at release */
+    struct redis_wait *rate_wait;      /* the global rate decision parked on (CS_RATE_WAIT) */
+    size_t head_len;                   /* while parked: the head's bytes, still in the input */
+    bool body_pending;
+    bool reads_paused;                 /* bytes came while parked: reading stopped until the verdict */
 };
 
 struct conn {
@@ -222,6 +231,9 @@ struct worker {
     struct event *accept_pause;     /* re-enables the listener after EMFILE/ENFILE */
     uint64_t accept_log_ns;         /* the last accept-failure log line */
     uint64_t accept_failures;       /* since that line */
+    struct redis_client *redis;     /* global rate limits: this worker's connection */
+    uint64_t fallback_log_ns;       /* the last on_failure log line (one per 10 s) */
+    uint64_t fallback_unlogged;     /* on_failure decisions since */
 };
 
 static struct server {
@@ -328,6 +340,8 @@ static struct runtime *worker_rt(struct worker *w)
         runtime_unref(w->rt);
         w->rt = runtime_current();
         w->rt_gen = w->rt ? w->rt->generation : 0;
+        if (w->rt && w->redis)
+            redis_configure(w->redis, &w->rt->cfg->redis);
     }
     return w->rt;
 }
@@ -429,6 +443,9 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
 
 static void request_release(struct request *r)
 {
+    redis_cancel(r->rate_wait);
+    if (r->inflight)
+        runtime_inflight_leave(r->inflight);
     if (r->have_ar)
         authn_result_release(&r->ar);
     if (r->have_idt)
@@ -1155,9 +1172,49 @@ out:
     free(answer);
 }
 
+static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_s);
+static void closing_write(struct bufferevent *bev, void *arg);
+
+/* A global step's rate decision when Redis did not give one: the config's
+ * redis.on_failure. Counted (metrics), and logged at most once per worker per
+ * 10 s with the count since the last line: an outage under load must not
+ * become a flood of log lines. */
+static enum redis_verdict rate_fallback(struct conn *c, unsigned *retry)
+{
+    struct request *r = &c->req;
+    enum cfg_redis_failure how = r->rt->cfg->redis.on_failure;
+    enum redis_verdict v = REDIS_ALLOW;
+
+    redis_count_fallback(c->w->redis, how);
+    if (how == REDIS_FAIL_DENY)
+        v = REDIS_FAILED;
+    else if (how == REDIS_FAIL_LOCAL && r->step->bucket &&
+             !runtime_rate_take(r->step->bucket, mono_ns(), retry))
+        v = REDIS_DENY;
+    c->w->fallback_unlogged++;
+    if (!c->w->fallback_log_ns || mono_ns() - c->w->fallback_log_ns >= 10000000000ull) {
+        char fields[256];
+        snprintf(fields, sizeof(fields),
+                 "\"step\":\"%s\",\"request_id\":\"%s\",\"on_failure\":\"%s\",\"decisions\":%llu",
+                 policy_step(r->policy), r->request_id,
+                 how == REDIS_FAIL_LOCAL ? "local" : how == REDIS_FAIL_DENY ? "deny" : "allow",
+                 (unsigned long long)c->w->fallback_unlogged);
+        log_msg_fields(LOG_WARNING, fields, "worker %u: global rate limit without redis: %llu "
+                                            "decisions by on_failure since the last such line",
+                       c->w->id, (unsigned long long)c->w->fallback_unlogged);
+        c->w->fallback_log_ns = mono_ns();
+        c->w->fallback_unlogged = 0;
+    }
+    return v;
+}
+
 /* Runs stages 2..6 for one parsed head. The head's bytes are still at the
- * front of the input; every exit drains or closes. */
-static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
+ * front of the input; every exit drains or closes. A global step's request
+ * parks at the rate stage (CS_RATE_WAIT) and comes back here from
+ * on_rate_reply with `resumed` (the head parsed again from the same bytes)
+ * and the verdict, to go on from the rate stage. */
+static void handle_stages(struct conn *c, const struct http1_request *hreq, size_t head_len,
+                          bool resumed, enum redis_verdict verdict, unsigned verdict_retry)
 {
     struct worker *w = c->w;
     struct request *r = &c->req;
@@ -1175,6 +1232,18 @@ static void handle_request(struct conn *c, const struct http1_request *hreq, siz
     struct evbuffer *head = NULL;
     unsigned timeout_ms;
 
+    if (resumed) {
+        rt = r->rt;
+        cfg = rt->cfg;
+        body_pending = r->body_pending;
+        memset(&pr, 0, sizeof(pr));
+        pr.path = r->path;
+        pr.path_len = r->path_len;
+        pr.query = r->query;
+        pr.query_len = r->query_len;
+        up = r->step->target->up;
+        goto rate_decided;
+    }
     memset(r, 0, sizeof(*r));
     r->t0_ns = c->head_start_ns;
     r->ts_ms = now_ms();
@@ -1293,7 +1362,49 @@ authorize:
         r->would_deny = true;
         r->deny_reason = why;
     }
-    if (r->step->bucket) {
+    if (r->step->inflight) {
+        if (runtime_inflight_enter(r->step->inflight, policy_limits(r->policy)->max_in_flight)) {
+            r->inflight = r->step->inflight;
+        } else if (!policy_dry_run(r->policy)) {
+            skip_body(in, hreq, head_len, body_pending);
+            deny(c, REASON_TOO_MANY_IN_FLIGHT, DECISION_DENY, "Retry-After: 1", body_pending);
+            return;
+        } else if (!r->would_deny) {
+            r->would_deny = true;
+            r->deny_reason = REASON_TOO_MANY_IN_FLIGHT;
+        }
+    }
+    if (r->step->rate_key) {
+        const struct policy_limits *lim = policy_limits(r->policy);
+        if (redis_take(w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
+                       cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
+            /* Reading goes on (stopping and restarting it costs two epoll_ctl
+             * a request); on_read stops it if the client sends more meanwhile. */
+            r->head_len = head_len;
+            r->body_pending = body_pending;
+            c->state = CS_RATE_WAIT;
+            return;
+        }
+        verdict = REDIS_FAILED;
+        verdict_retry = 1;
+    rate_decided:
+        if (verdict == REDIS_FAILED)
+            verdict = rate_fallback(c, &verdict_retry);
+        if (verdict != REDIS_ALLOW) {
+            enum reason rr = verdict == REDIS_DENY ? REASON_RATE_LIMITED : REASON_RATE_UNAVAILABLE;
+            if (!policy_dry_run(r->policy)) {
+                char extra[48];
+                snprintf(extra, sizeof(extra), "Retry-After: %u", verdict_retry);
+                skip_body(in, hreq, head_len, body_pending);
+                deny(c, rr, DECISION_DENY, extra, body_pending);
+                return;
+            }
+            if (!r->would_deny) {
+                r->would_deny = true;
+                r->deny_reason = rr;
+            }
+        }
+    } else if (r->step->bucket) {
         unsigned retry = 1;
         if (!runtime_rate_take(r->step->bucket, mono_ns(), &retry)) {
             if (!policy_dry_run(r->policy)) {
@@ -1424,6 +1535,52 @@ error:
     deny(c, why, DECISION_ERROR, NULL, body_pending);
 }
 
+static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
+{
+    handle_stages(c, hreq, head_len, false, REDIS_ALLOW, 0);
+}
+
+/* The global rate verdict of a parked request (on the worker, from the Redis
+ * client's loop): parse the head again from the same bytes (still at the front
+ * of the input: whatever was read meanwhile only follows them) and go on from
+ * the rate stage, with conn_process's deferral of frees and closes. */
+static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_s)
+{
+    struct conn *c = arg;
+    struct request *r = &c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct http1_limits lim;
+    struct http1_request hreq;
+    size_t hl = 0;
+    const char *buf;
+
+    r->rate_wait = NULL;
+    if (c->state != CS_RATE_WAIT)
+        return;
+    c->state = CS_HEAD;
+    if (r->reads_paused)
+        bufferevent_enable(c->bev, EV_READ);
+    memset(&lim, 0, sizeof(lim));
+    lim.max_header_bytes = r->rt->cfg->limits.max_header_bytes;
+    lim.max_uri_bytes = r->rt->cfg->limits.max_uri_bytes;
+    c->processing = true;
+    buf = (const char *)evbuffer_pullup(in, (ssize_t)r->head_len);
+    if (!buf || http1_parse_request(buf, r->head_len, &lim, &hreq, &hl) != HTTP1_OK ||
+        hl != r->head_len) {
+        send_error(c, REASON_INTERNAL, NULL, true); /* cannot happen: the same bytes parsed before */
+        finish(c, REASON_INTERNAL, DECISION_ERROR, 500, false);
+    } else {
+        handle_stages(c, &hreq, hl, true, v, retry_after_s);
+    }
+    c->processing = false;
+    if (c->free_pending)
+        conn_free(c);
+    else if (c->state == CS_CLOSING)
+        closing_write(c->bev, c);
+    else if (c->state == CS_HEAD)
+        conn_process(c); /* a pipelined head behind a refused one */
+}
+
 static void on_proxy_done(void *arg, const struct proxy_outcome *o)
 {
     struct conn *c = arg;
@@ -1486,6 +1643,20 @@ static void conn_free(struct conn *c)
     if (c->processing) { /* conn_process frees it on its way out */
         c->free_pending = true;
         return;
+    }
+    if (c->state == CS_RATE_WAIT) {
+        /* Parked on Redis when the client went away (or at an abort): the
+         * request still gets its record. */
+        bool aborted = w->draining;
+        redis_cancel(c->req.rate_wait);
+        c->req.rate_wait = NULL;
+        c->state = CS_BUSY;
+        c->processing = true;
+        if (aborted)
+            send_error(c, REASON_DRAIN_ABORTED, NULL, true);
+        finish(c, aborted ? REASON_DRAIN_ABORTED : REASON_CLIENT_CLOSED, DECISION_ERROR,
+               aborted ? 503 : 0, false);
+        c->processing = false;
     }
     if (c->ex) {
         struct proxy_exchange *ex = c->ex;
@@ -1712,8 +1883,13 @@ static void conn_unpark(struct conn *c)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    conn_process(arg);
+    struct conn *c = arg;
+    if (c->state == CS_RATE_WAIT) { /* more bytes while parked: none until the verdict */
+        bufferevent_disable(bev, EV_READ);
+        c->req.reads_paused = true;
+        return;
+    }
+    conn_process(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -1730,9 +1906,16 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
-    (void)what;
-    conn_free(arg);
+    struct conn *c = arg;
+    if (c->state == CS_RATE_WAIT && (what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
+        !c->req.body_pending) {
+        /* A half-close after a whole request, parked: the answer may still go
+         * out (as the proxy allows while forwarding). */
+        bufferevent_disable(bev, EV_READ);
+        c->req.reads_paused = true;
+        return;
+    }
+    conn_free(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -1913,6 +2096,8 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
             conn_unpark(c);
         }
     }
+    if ((cmd & CMD_RELOAD) && !w->draining)
+        worker_rt(w);
     if (cmd & CMD_ABORT) {
         while (w->conns)
             conn_free(w->conns); /* a running exchange gets its record (drain_aborted) first */
@@ -2165,6 +2350,10 @@ static void reload(void)
     log_msg(LOG_INFO, "configuration generation %llu in use (%zu steps)",
             (unsigned long long)rt->generation, rt->n_steps);
     runtime_publish(rt);
+    for (unsigned i = 0; i < g.n_workers; i++) {
+        atomic_fetch_or(&g.workers[i].cmd, CMD_RELOAD);
+        worker_wake(&g.workers[i]);
+    }
 }
 
 static void begin_drain(void)
@@ -2478,6 +2667,7 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     metrics_init(g.n_workers);
+    redis_init(g.n_workers);
 
     g.addr_lock_fd = claim_address(&rt->cfg->listen, port, err, sizeof(err));
     if (g.addr_lock_fd < 0) {
@@ -2526,6 +2716,8 @@ int cmd_serve(int argc, char **argv)
         evconnlistener_set_error_cb(w->listener, on_accept_error);
         w->mw = metrics_worker(i);
         w->proxy = proxy_new(w->base, g.tls, w->mw);
+        w->redis = redis_client_new(w->base, i);
+        redis_configure(w->redis, &rt->cfg->redis);
         w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (w->wake_fd < 0) {
             log_msg(LOG_ERROR, "eventfd: %s", strerror(errno));
@@ -2624,6 +2816,7 @@ out:
         if (w->accept_pause)
             event_free(w->accept_pause);
         proxy_free(w->proxy);
+        redis_client_free(w->redis);
         if (w->ctl)
             event_free(w->ctl);
         if (w->wake_fd >= 0)
@@ -2642,6 +2835,7 @@ out:
         SSL_CTX_free(g.tls);
     metrics_shutdown();
     trace_project_stop();
+    redis_shutdown();
     http_client_free(g.http);
     if (g.bg)
         event_base_free(g.bg);

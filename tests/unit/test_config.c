@@ -9,7 +9,9 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -1082,6 +1084,94 @@ static void test_url_signing(void)
                "unknown key", "an unknown url_signing key is refused");
 }
 
+/* "redis" (README "Shared limits on Redis"): URL forms, ranges, the password file. */
+static void test_redis(void)
+{
+    struct baton_config *cfg = loads_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6380/2\"}",
+                                          "a redis section with a TCP URL loads");
+    char dir[] = "/tmp/baton-test-redis-XXXXXX", *pw = NULL, *member = NULL;
+    FILE *f;
+
+    if (cfg) {
+        ok(cfg->redis.enabled, "redis enabled");
+        is_str(cfg->redis.host, "10.0.0.3", "host");
+        is_int(cfg->redis.port, 6380, "port");
+        is_int(cfg->redis.db, 2, "database");
+        ok(cfg->redis.unix_path == NULL && cfg->redis.password == NULL, "no unix path, no password");
+        is_int(cfg->redis.timeout_ms, 50, "timeout_ms defaults to 50");
+        is_int(cfg->redis.on_failure, REDIS_FAIL_LOCAL, "on_failure defaults to local");
+    }
+    config_free(cfg);
+    cfg = loads_with("root", "\"redis\": {\"url\": \"redis://[::1]\", \"timeout_ms\": 10000, "
+                             "\"on_failure\": \"deny\"}", "an IPv6 URL without port and database loads");
+    if (cfg) {
+        is_str(cfg->redis.host, "::1", "IPv6 host without brackets");
+        is_int(cfg->redis.port, 6379, "port defaults to 6379");
+        is_int(cfg->redis.db, 0, "database defaults to 0");
+        is_int(cfg->redis.timeout_ms, 10000, "timeout_ms at its maximum");
+        is_int(cfg->redis.on_failure, REDIS_FAIL_DENY, "on_failure deny");
+    }
+    config_free(cfg);
+    cfg = loads_with("root", "\"redis\": {\"url\": \"unix:///run/redis/redis.sock\", \"on_failure\": \"allow\"}",
+                     "a unix socket URL loads");
+    if (cfg) {
+        is_str(cfg->redis.unix_path, "/run/redis/redis.sock", "unix path");
+        ok(cfg->redis.host == NULL, "no host with a unix socket");
+        is_int(cfg->redis.on_failure, REDIS_FAIL_ALLOW, "on_failure allow");
+    }
+    config_free(cfg);
+    cfg = loads("{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", \"discovery\": true, "
+                "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}",
+                "a config without redis loads");
+    ok(cfg && !cfg->redis.enabled, "no redis section: redis disabled");
+    config_free(cfg);
+
+    fails_with("root", "\"redis\": {\"url\": \"rediss://10.0.0.3:6378\"}", "hiredis 0.14 has no TLS",
+               "rediss:// is refused, saying why");
+    fails_with("root", "\"redis\": {\"url\": \"redis://redis.internal:6379\"}", "must be an IP address",
+               "a host name is refused (it would be resolved on a worker)");
+    fails_with("root", "\"redis\": {\"url\": \"redis://:pw@10.0.0.3:6379\"}", "no user, password or query",
+               "a password in the URL is refused");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6379/1024\"}", "0..1023", "database 1024");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6379/-1\"}", "0..1023", "database -1");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:70000\"}", "port must be 1..65535", "port out of range");
+    fails_with("root", "\"redis\": {\"url\": \"unix://relative.sock\"}", "unix:///absolute/path", "relative unix path");
+    fails_with("root", "\"redis\": {}", "missing required key \"url\"", "url is required");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"timeout_ms\": 0}", "out of range 1..10000",
+               "timeout_ms 0");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"timeout_ms\": 10001}", "out of range 1..10000",
+               "timeout_ms 10001");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"on_failure\": \"retry\"}",
+               "is not one of \"local\", \"deny\" or \"allow\"", "unknown on_failure");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"tls\": true}", "unknown key \"tls\"",
+               "unknown key in redis");
+
+    /* password_file: read at load, owner-only */
+    if (!ok(mkdtemp(dir) != NULL, "temp dir"))
+        return;
+    pw = xasprintf("%s/redis-password", dir);
+    member = xasprintf("\"redis\": {\"url\": \"redis://10.0.0.3\", \"password_file\": \"%s\"}", pw);
+    fails_with("root", member, "cannot open", "a missing password file");
+    f = fopen(pw, "w");
+    fputs("s3cret-auth-string\n", f);
+    fclose(f);
+    chmod(pw, 0644);
+    fails_with("root", member, "readable or writable by others (mode 644)", "a password file readable by others");
+    chmod(pw, 0600);
+    cfg = loads_with("root", member, "a password file of mode 0600 loads");
+    if (cfg)
+        is_str(cfg->redis.password, "s3cret-auth-string", "the password, without its newline");
+    config_free(cfg);
+    f = fopen(pw, "w");
+    fputs("\n", f);
+    fclose(f);
+    fails_with("root", member, "holds no password", "an empty password file");
+    unlink(pw);
+    rmdir(dir);
+    free(pw);
+    free(member);
+}
+
 int main(void)
 {
     test_defaults();
@@ -1103,6 +1193,7 @@ int main(void)
     test_multi_error();
     test_config_diag();
     test_sample();
+    test_redis();
     test_health_path();
     test_url_signing();
     return tap_done();

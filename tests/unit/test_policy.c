@@ -1175,6 +1175,75 @@ static void test_signed_urls(void)
     }
 }
 
+/* limits.rate_scope and limits.max_in_flight (README "Shared limits on Redis"). */
+static void test_shared_limits(void)
+{
+    static const char *head = "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+                              " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                              " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n";
+    struct {
+        const char *limits;
+        bool redis;
+        const char *want; /* "" : loads */
+        const char *what;
+    } t[] = {
+        {" \"limits\":{\"rate_per_s\":5}}", false, "", "rate_scope absent: instance"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"instance\"}}", false, "", "instance without redis"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"global\"}}", true, "", "global with redis"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"global\"}}", false,
+         "p.json:4:40: \"rate_scope\": \"global\" needs \"redis\" in the main config (the store every instance shares)\n",
+         "global without redis"},
+        {" \"limits\":{\"rate_scope\":\"global\"}}", true,
+         "p.json:4:25: \"rate_scope\": \"global\" needs \"rate_per_s\"\n", "global without a rate"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"cluster\"}}", true,
+         "p.json:4:40: \"rate_scope\" is \"instance\" or \"global\", not \"cluster\"\n", "unknown scope"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":1}}", true,
+         "p.json:4:40: \"rate_scope\" must be a string, not integer\n", "scope of the wrong type"},
+        {" \"limits\":{\"max_in_flight\":0}}", false,
+         "p.json:4:28: \"max_in_flight\" is 0, the range is 1..1000000\n", "max_in_flight 0"},
+        {" \"limits\":{\"max_in_flight\":1000001}}", false,
+         "p.json:4:28: \"max_in_flight\" is 1000001, the range is 1..1000000\n", "max_in_flight over the cap"},
+        {" \"limits\":{\"max_in_flight\":1000000}}", false, "", "max_in_flight at the cap"},
+        {" \"limits\":{\"max_in_flight\":\"2\"}}", false,
+         "p.json:4:28: \"max_in_flight\" must be an integer, not string\n", "max_in_flight as a string"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct diags d = DIAGS_INIT;
+        char *text = xasprintf("%s%s", head, t[i].limits);
+        struct policy_set *set;
+        char *s;
+        cfg.redis.enabled = t[i].redis;
+        set = build1(&d, text);
+        s = diag_text(&d);
+        is_str(s, t[i].want, "shared limits (%s): diagnostics", t[i].what);
+        ok((set != NULL) == (t[i].want[0] == '\0'), "shared limits (%s): built iff no error", t[i].what);
+        free(s);
+        free(text);
+        policy_set_free(set);
+        diags_free(&d);
+    }
+    {
+        struct diags d = DIAGS_INIT;
+        char *text = xasprintf("%s%s", head, " \"limits\":{\"rate_per_s\":7,\"burst\":9,"
+                                             "\"rate_scope\":\"global\",\"max_in_flight\":3}}");
+        struct policy_set *set;
+        cfg.redis.enabled = true;
+        set = build1(&d, text);
+        ok(set != NULL, "global step with max_in_flight loads");
+        if (set) {
+            const struct policy_limits *l = policy_limits(policy_set_at(set, 0));
+            is_int(l->rate_scope, POLICY_RATE_GLOBAL, "rate_scope global");
+            is_int(l->max_in_flight, 3, "max_in_flight");
+            is_int(l->rate_per_s, 7, "rate_per_s kept");
+            is_int(l->burst, 9, "burst kept");
+        }
+        policy_set_free(set);
+        diags_free(&d);
+        free(text);
+        cfg.redis.enabled = false;
+    }
+}
+
 int main(void)
 {
     cfg_init();
@@ -1190,6 +1259,7 @@ int main(void)
     test_trace();
     test_load_errors();
     test_load_dir();
+    test_shared_limits();
     test_first_hour();
     test_signed_urls();
     return tap_done();

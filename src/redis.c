@@ -1,0 +1,776 @@
+/*
+ * redis.c: the per-worker hiredis client of global rate limits (redis.h).
+ * The only file that includes hiredis.
+ *
+ * Connection life: CONNECTING (TCP or unix connect, then AUTH, SELECT and
+ * SCRIPT LOAD pipelined behind it) -> UP when the script is loaded -> DOWN on
+ * any error, a stall or a disconnect, with a reconnect timer (backoff) ->
+ * CONNECTING ... Decisions are accepted while CONNECTING (hiredis queues them
+ * behind the setup commands, and they are bounded by the request timeout) and
+ * UP; while DOWN they fail at once.
+ *
+ * A parked decision is a `struct redis_wait`, owned by the client from
+ * redis_take until hiredis has called its reply callback (a reply, or NULL
+ * when the context is torn down: hiredis calls every pending callback then).
+ * The request side leaves it earlier by redis_cancel, by its timeout, or when
+ * the verdict is delivered: `cb` is cleared, and the late reply only frees it.
+ */
+#include "redis.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+/*
+ * GCRA: the key holds the theoretical arrival time (TAT) of the next request
+ * in microseconds of Redis's clock. A request at `now` is admitted when
+ * max(TAT, now) + interval - tolerance <= now, with interval = 1e6/rate and
+ * tolerance = burst * interval (so `burst` requests pass at once from idle),
+ * and then TAT becomes max(TAT, now) + interval. A denied request writes
+ * nothing. The TTL is the time until TAT: past it, an absent key means the same.
+ * TAT is passed to SET as a Lua number, which Redis writes with 17 significant
+ * digits: exact to a fraction of a microsecond.
+ * redis.replicate_commands(): Redis < 5 needs it to write after TIME (a
+ * non-deterministic command); it is the default, and a no-op, since 5.
+ */
+static const char gcra_script[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local interval = tonumber(ARGV[1])\n"
+    "local tolerance = tonumber(ARGV[2])\n"
+    "local tat = tonumber(redis.call('GET', KEYS[1]))\n"
+    "if not tat or tat < now then tat = now end\n"
+    "local nxt = tat + interval\n"
+    "local wait = nxt - tolerance - now\n"
+    "if wait > 0 then return {0, math.ceil(wait)} end\n"
+    "redis.call('SET', KEYS[1], nxt, 'PX', math.ceil((nxt - now) / 1000) + 1)\n"
+    "return {1, 0}\n";
+
+enum conn_state { ST_DISABLED, ST_CONNECTING, ST_UP, ST_DOWN };
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+/* Latency buckets (seconds) of the round-trip histogram. */
+static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                    0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+#define N_BOUNDS (sizeof(lat_bounds) / sizeof(lat_bounds[0]))
+
+/* One worker's counters: written by its thread only (relaxed load+1 store). */
+struct redis_stats {
+    _Atomic uint64_t round_trips, failures, timeouts, reconnects, script_loads;
+    _Atomic uint64_t fallback[3]; /* by enum cfg_redis_failure */
+    _Atomic uint64_t lat_bucket[N_BOUNDS + 1];
+    _Atomic uint64_t lat_sum_ns;
+    _Atomic int state;   /* enum conn_state */
+    _Atomic bool configured;
+};
+
+static struct {
+    struct redis_stats *stats;
+    unsigned n;
+    pthread_mutex_t lock; /* last_error */
+    char last_error[160];
+    char sha[41];
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+struct redis_wait {
+    struct redis_client *cl;
+    struct redis_wait *prev, *next; /* the client's outstanding list, oldest first */
+    redis_cb cb;                    /* NULL once delivered or cancelled */
+    void *arg;
+    struct event timer;
+    bool timer_set;
+    uint64_t sent_ns;
+    bool retried; /* resent with EVAL after NOSCRIPT */
+    char key[REDIS_KEY_MAX];
+    char interval[32], tolerance[32];
+};
+
+struct redis_client {
+    struct event_base *base;
+    unsigned id;
+    struct redis_stats *st;
+    redisAsyncContext *ac; /* NULL while DOWN or DISABLED */
+    enum conn_state state;
+    /* the config applied (owned copies) */
+    bool enabled;
+    char *host, *unix_path, *password;
+    int port, db;
+    struct redis_wait *head, *tail; /* outstanding commands, oldest first */
+    struct event *retry_ev;  /* reconnect after backoff */
+    struct event *stall_ev;  /* the connect or the oldest reply is overdue */
+    struct event *flush_ev;  /* writes what this loop turn queued, in one write */
+    unsigned backoff_ms;
+    uint64_t connect_ns;
+    unsigned tv_ms;
+    const struct timeval *tv; /* common timeout of tv_ms */
+    /* the GCRA arguments of the last (rate, burst) asked: formatting doubles
+     * costs more than the rest of a decision on our side */
+    double last_rate;
+    unsigned last_burst;
+    char last_interval[32], last_tolerance[32];
+    struct redis_wait *spare; /* freed waits kept for reuse (a short list) */
+    char setup_error[128];    /* why AUTH, SELECT or SCRIPT LOAD was refused */
+    unsigned n_spare;
+};
+
+/* The next reconnect delay: the backoff plus up to a quarter of it at random,
+ * so that the instances and workers that lost Redis together do not all
+ * knock at the same instant when it comes back. */
+static struct timeval backoff_next(struct redis_client *cl)
+{
+    unsigned ms = cl->backoff_ms ? cl->backoff_ms : BACKOFF_MIN_MS;
+    unsigned jitter = (unsigned)((mono_ns() >> 10) % (ms / 4 + 1));
+    struct timeval tv = {(ms + jitter) / 1000, ((ms + jitter) % 1000) * 1000};
+    cl->backoff_ms = ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+    return tv;
+}
+
+static void set_state(struct redis_client *cl, enum conn_state s)
+{
+    cl->state = s;
+    if (cl->st)
+        atomic_store_explicit(&cl->st->state, (int)s, memory_order_relaxed);
+}
+
+static void bump(_Atomic uint64_t *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by,
+                          memory_order_relaxed);
+}
+
+static void note_error(struct redis_client *cl, const char *what, const char *detail)
+{
+    pthread_mutex_lock(&reg.lock);
+    snprintf(reg.last_error, sizeof(reg.last_error), "%s%s%s", what, detail ? ": " : "",
+             detail ? detail : "");
+    pthread_mutex_unlock(&reg.lock);
+    if (cl->state != ST_DOWN) /* one line per transition, not per request */
+        log_msg(LOG_WARNING, "worker %u: redis %s%s%s", cl->id, what, detail ? ": " : "",
+                detail ? detail : "");
+}
+
+/* ------------------------------------------------------------ helpers */
+
+int redis_key(char *out, size_t cap, const char *step, const char *policy_hash)
+{
+    int n = snprintf(out, cap, "baton:rl:%s:%s", step, policy_hash);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+unsigned redis_retry_after_s(double wait_us)
+{
+    double s = ceil(wait_us / 1e6);
+    if (!(s >= 1)) /* NaN too */
+        return 1;
+    return s > 86400 ? 86400 : (unsigned)s;
+}
+
+static void script_sha(char out[41])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    static const char hex[] = "0123456789abcdef";
+    EVP_Digest(gcra_script, sizeof(gcra_script) - 1, md, &mdlen, EVP_sha1(), NULL);
+    for (unsigned i = 0; i < 20; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[40] = '\0';
+}
+
+void redis_init(unsigned n_workers)
+{
+    reg.n = n_workers ? n_workers : 1;
+    reg.stats = xcalloc(reg.n, sizeof(*reg.stats));
+    reg.last_error[0] = '\0';
+    script_sha(reg.sha);
+}
+
+void redis_shutdown(void)
+{
+    free(reg.stats);
+    reg.stats = NULL;
+    reg.n = 0;
+}
+
+/* --------------------------------------------------------- waits */
+
+static void wait_unlink(struct redis_client *cl, struct redis_wait *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        cl->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        cl->tail = w->prev;
+    w->prev = w->next = NULL;
+}
+
+static void wait_link(struct redis_client *cl, struct redis_wait *w)
+{
+    w->prev = cl->tail;
+    w->next = NULL;
+    if (cl->tail)
+        cl->tail->next = w;
+    else
+        cl->head = w;
+    cl->tail = w;
+}
+
+#define SPARE_MAX 64
+
+static void wait_free(struct redis_client *cl, struct redis_wait *w)
+{
+    if (cl->n_spare >= SPARE_MAX) {
+        free(w);
+        return;
+    }
+    w->next = cl->spare;
+    cl->spare = w;
+    cl->n_spare++;
+}
+
+/* Hands the verdict to the request once, and stops its timer. */
+static void deliver(struct redis_wait *w, enum redis_verdict v, unsigned retry)
+{
+    redis_cb cb = w->cb;
+    if (w->timer_set) {
+        evtimer_del(&w->timer);
+        w->timer_set = false;
+    }
+    if (!cb)
+        return;
+    w->cb = NULL;
+    cb(w->arg, v, retry);
+}
+
+void redis_cancel(struct redis_wait *w)
+{
+    if (!w)
+        return;
+    w->cb = NULL;
+    if (w->timer_set) {
+        evtimer_del(&w->timer);
+        w->timer_set = false;
+    }
+}
+
+/* ------------------------------------------------------ connection */
+
+static void connect_now(struct redis_client *cl);
+
+static void arm_stall(struct redis_client *cl)
+{
+    struct timeval tv = {REDIS_STALL_MS / 1000, (REDIS_STALL_MS % 1000) * 1000};
+    evtimer_add(cl->stall_ev, &tv);
+}
+
+/* Drops the connection (never from inside a hiredis callback: hiredis frees
+ * a context it is dispatching on its own) and schedules the reconnect. */
+static void drop(struct redis_client *cl, const char *why, const char *detail)
+{
+    redisAsyncContext *ac = cl->ac;
+
+    if (cl->state == ST_DISABLED)
+        return;
+    note_error(cl, why, detail);
+    set_state(cl, ST_DOWN);
+    cl->ac = NULL;
+    evtimer_del(cl->stall_ev);
+    if (ac) {
+        ac->data = NULL;
+        redisAsyncFree(ac); /* runs every pending reply callback with NULL */
+    }
+    if (cl->enabled) {
+        struct timeval tv = backoff_next(cl);
+        evtimer_add(cl->retry_ev, &tv);
+    }
+}
+
+/* hiredis said the context is going (connection lost or refused): it frees
+ * the context itself after this, and has already failed every pending reply. */
+static void lost(struct redis_client *cl, const char *why, const char *detail)
+{
+    note_error(cl, why, detail);
+    set_state(cl, ST_DOWN);
+    cl->ac = NULL;
+    evtimer_del(cl->stall_ev);
+    if (cl->enabled) {
+        struct timeval tv = backoff_next(cl);
+        evtimer_add(cl->retry_ev, &tv);
+    }
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_client *cl = ac->data;
+    if (!cl || cl->ac != ac || status == REDIS_OK)
+        return;
+    lost(cl, "connect failed", ac->errstr);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_client *cl = ac->data;
+    if (!cl || cl->ac != ac)
+        return;
+    lost(cl, "connection lost", status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+/* A setup reply (AUTH, SELECT): an error drops the connection. */
+static void on_setup(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    struct redis_client *cl = ac->data;
+    (void)priv;
+    if (!cl || cl->ac != ac || !reply)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(cl->setup_error, sizeof(cl->setup_error), "%s", reply->str);
+        /* dropped later, outside hiredis's dispatch: the stall timer fires at once */
+        set_state(cl, ST_DOWN);
+        event_active(cl->stall_ev, EV_TIMEOUT, 0);
+    }
+}
+
+static void on_script(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    struct redis_client *cl = ac->data;
+    (void)priv;
+    if (!cl || cl->ac != ac || !reply || cl->state == ST_DOWN)
+        return;
+    if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, reg.sha) != 0) {
+        snprintf(cl->setup_error, sizeof(cl->setup_error), "SCRIPT LOAD: %s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        set_state(cl, ST_DOWN);
+        event_active(cl->stall_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    bump(&cl->st->script_loads, 1);
+    if (cl->backoff_ms > BACKOFF_MIN_MS || reg.last_error[0])
+        log_msg(LOG_INFO, "worker %u: redis connection up", cl->id);
+    cl->backoff_ms = 0;
+    set_state(cl, ST_UP);
+    if (cl->head)
+        arm_stall(cl);
+    else
+        evtimer_del(cl->stall_ev);
+}
+
+static void connect_now(struct redis_client *cl)
+{
+    redisAsyncContext *ac;
+
+    if (!cl->enabled || cl->ac)
+        return;
+    bump(&cl->st->reconnects, 1);
+    ac = cl->unix_path ? redisAsyncConnectUnix(cl->unix_path) : redisAsyncConnect(cl->host, cl->port);
+    if (!ac || ac->err) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        cl->ac = NULL;
+        set_state(cl, ST_CONNECTING);
+        drop(cl, "connect failed", detail);
+        return;
+    }
+    ac->data = cl;
+    if (redisLibeventAttach(ac, cl->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        set_state(cl, ST_CONNECTING);
+        drop(cl, "cannot attach to the event loop", NULL);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    cl->ac = ac;
+    set_state(cl, ST_CONNECTING);
+    cl->connect_ns = mono_ns();
+    if (cl->password) {
+        const char *argv[2] = {"AUTH", cl->password};
+        size_t lens[2] = {4, strlen(cl->password)};
+        redisAsyncCommandArgv(ac, on_setup, NULL, 2, argv, lens);
+    }
+    if (cl->db)
+        redisAsyncCommand(ac, on_setup, NULL, "SELECT %d", cl->db);
+    {
+        const char *argv[3] = {"SCRIPT", "LOAD", gcra_script};
+        size_t lens[3] = {6, 4, sizeof(gcra_script) - 1};
+        redisAsyncCommandArgv(ac, on_script, NULL, 3, argv, lens);
+    }
+    arm_stall(cl); /* the whole setup must finish within REDIS_STALL_MS */
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    connect_now(arg);
+}
+
+/* The connect, a setup step or the oldest reply is overdue (or a setup reply
+ * asked for the drop): drop the connection. */
+static void on_stall(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *cl = arg;
+    uint64_t now = mono_ns(), limit = (uint64_t)REDIS_STALL_MS * 1000000ull;
+    (void)fd;
+    (void)what;
+    if (!cl->ac)
+        return;
+    if (cl->state == ST_DOWN) {
+        /* drop() notes the error only on a transition: this one is new */
+        set_state(cl, ST_CONNECTING);
+        drop(cl, "setup refused", cl->setup_error);
+        return;
+    }
+    if (cl->state == ST_CONNECTING && now - cl->connect_ns >= limit) {
+        drop(cl, "connect timed out", NULL);
+        return;
+    }
+    if (cl->head && now - cl->head->sent_ns >= limit) {
+        drop(cl, "reply overdue", NULL);
+        return;
+    }
+    if (cl->head) {
+        uint64_t left = limit - (now - cl->head->sent_ns);
+        struct timeval tv = {(time_t)(left / 1000000000ull), (suseconds_t)(left % 1000000000ull / 1000)};
+        evtimer_add(cl->stall_ev, &tv);
+    }
+}
+
+/* ------------------------------------------------------- decisions */
+
+static int send_decision(struct redis_client *cl, struct redis_wait *w);
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    struct redis_wait *w = priv;
+    struct redis_client *cl = w->cl;
+    uint64_t ns = mono_ns() - w->sent_ns;
+    enum redis_verdict v = REDIS_FAILED;
+    unsigned retry = 1;
+    size_t b = 0;
+
+    wait_unlink(cl, w);
+    if (!reply) { /* the context is going: every pending reply fails */
+        bump(&cl->st->failures, 1);
+        deliver(w, REDIS_FAILED, 1);
+        wait_free(cl, w);
+        return;
+    }
+    bump(&cl->st->round_trips, 1);
+    while (b < N_BOUNDS && (double)ns / 1e9 > lat_bounds[b])
+        b++;
+    bump(&cl->st->lat_bucket[b], 1);
+    bump(&cl->st->lat_sum_ns, ns);
+    if (reply->type == REDIS_REPLY_ERROR && !w->retried && !strncmp(reply->str, "NOSCRIPT", 8) &&
+        cl->ac == ac && w->cb) {
+        /* A server without the script (a flush, a failover): EVAL loads it. */
+        w->retried = true;
+        if (send_decision(cl, w) == 0)
+            return;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        reply->element[1]->type == REDIS_REPLY_INTEGER) {
+        v = reply->element[0]->integer == 1 ? REDIS_ALLOW : REDIS_DENY;
+        retry = redis_retry_after_s((double)reply->element[1]->integer);
+    } else {
+        bump(&cl->st->failures, 1);
+        if (w->cb)
+            note_error(cl, "unexpected reply", reply->type == REDIS_REPLY_ERROR ? reply->str : NULL);
+    }
+    deliver(w, v, retry);
+    wait_free(cl, w);
+    if (cl->state == ST_UP && cl->head == NULL)
+        evtimer_del(cl->stall_ev);
+}
+
+/*
+ * Pipelining: the decisions queued by every callback of one loop turn go out
+ * in one write() at the end of the turn (flush_ev is activated, so it runs in
+ * the same turn after the callbacks already active). Writing then, rather than
+ * when the socket is next reported writable, also lets the epoll changelist
+ * fold hiredis's add and delete of the write event: no epoll_ctl per decision.
+ * Only once connected: before that, hiredis's own write event completes the
+ * connect.
+ */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_client *cl = arg;
+    (void)fd;
+    (void)what;
+    if (cl->ac && cl->state == ST_UP)
+        redisAsyncHandleWrite(cl->ac);
+}
+
+static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_wait *w = arg;
+    (void)fd;
+    (void)what;
+    w->timer_set = false;
+    bump(&w->cl->st->timeouts, 1);
+    deliver(w, REDIS_FAILED, 1); /* the wait stays listed until its reply or teardown */
+}
+
+static int send_decision(struct redis_client *cl, struct redis_wait *w)
+{
+    int rc;
+    if (!w->retried) {
+        const char *argv[6] = {"EVALSHA", reg.sha, "1", w->key, w->interval, w->tolerance};
+        size_t lens[6] = {7, 40, 1, strlen(w->key), strlen(w->interval), strlen(w->tolerance)};
+        rc = redisAsyncCommandArgv(cl->ac, on_reply, w, 6, argv, lens);
+    } else {
+        const char *argv[6] = {"EVAL", gcra_script, "1", w->key, w->interval, w->tolerance};
+        size_t lens[6] = {4, sizeof(gcra_script) - 1, 1, strlen(w->key), strlen(w->interval),
+                          strlen(w->tolerance)};
+        bump(&cl->st->script_loads, 1);
+        rc = redisAsyncCommandArgv(cl->ac, on_reply, w, 6, argv, lens);
+    }
+    if (rc != REDIS_OK)
+        return -1;
+    if (cl->state == ST_UP && !event_pending(cl->flush_ev, EV_TIMEOUT, NULL))
+        event_active(cl->flush_ev, EV_TIMEOUT, 0);
+    w->sent_ns = mono_ns();
+    wait_link(cl, w);
+    if (!evtimer_pending(cl->stall_ev, NULL))
+        arm_stall(cl);
+    return 0;
+}
+
+int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsigned burst,
+               unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait)
+{
+    struct redis_wait *w;
+    double interval;
+
+    if (!cl || !cl->ac || (cl->state != ST_UP && cl->state != ST_CONNECTING) || !(rate_per_s > 0))
+        return -1;
+    if (cl->spare) {
+        w = cl->spare;
+        cl->spare = w->next;
+        cl->n_spare--;
+        memset(w, 0, sizeof(*w));
+    } else {
+        w = xcalloc(1, sizeof(*w));
+    }
+    w->cl = cl;
+    w->cb = cb;
+    w->arg = arg;
+    if (strlen(key) >= sizeof(w->key)) {
+        wait_free(cl, w);
+        return -1;
+    }
+    strcpy(w->key, key);
+    if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
+        interval = 1e6 / rate_per_s;
+        snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", interval);
+        snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f", interval * (burst ? burst : 1));
+        cl->last_rate = rate_per_s;
+        cl->last_burst = burst;
+    }
+    memcpy(w->interval, cl->last_interval, sizeof(w->interval));
+    memcpy(w->tolerance, cl->last_tolerance, sizeof(w->tolerance));
+    if (send_decision(cl, w) < 0) {
+        wait_free(cl, w);
+        return -1;
+    }
+    if (cl->tv_ms != timeout_ms || !cl->tv) {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        cl->tv = event_base_init_common_timeout(cl->base, &tv);
+        cl->tv_ms = timeout_ms;
+    }
+    evtimer_assign(&w->timer, cl->base, on_wait_timeout, w);
+    evtimer_add(&w->timer, cl->tv);
+    w->timer_set = true;
+    *wait = w;
+    return 0;
+}
+
+void redis_count_fallback(struct redis_client *cl, enum cfg_redis_failure how)
+{
+    if (cl && (unsigned)how < 3)
+        bump(&cl->st->fallback[how], 1);
+}
+
+/* ------------------------------------------------------ lifecycle */
+
+struct redis_client *redis_client_new(struct event_base *base, unsigned id)
+{
+    struct redis_client *cl = xcalloc(1, sizeof(*cl));
+    cl->base = base;
+    cl->id = id;
+    cl->st = reg.stats && id < reg.n ? &reg.stats[id] : xcalloc(1, sizeof(*cl->st));
+    cl->retry_ev = evtimer_new(base, on_retry, cl);
+    cl->stall_ev = evtimer_new(base, on_stall, cl);
+    cl->flush_ev = event_new(base, -1, 0, on_flush, cl);
+    set_state(cl, ST_DISABLED);
+    return cl;
+}
+
+static void forget_config(struct redis_client *cl)
+{
+    free(cl->host);
+    free(cl->unix_path);
+    if (cl->password) {
+        explicit_bzero(cl->password, strlen(cl->password));
+        free(cl->password);
+    }
+    cl->host = cl->unix_path = cl->password = NULL;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+void redis_configure(struct redis_client *cl, const struct cfg_redis *r)
+{
+    bool same = r->enabled == cl->enabled && same_str(r->host, cl->host) &&
+                same_str(r->unix_path, cl->unix_path) && same_str(r->password, cl->password) &&
+                r->port == cl->port && r->db == cl->db;
+    if (same)
+        return;
+    if (cl->ac) {
+        cl->enabled = false; /* no reconnect scheduled by the drop */
+        drop(cl, "configuration changed", NULL);
+    }
+    evtimer_del(cl->retry_ev);
+    forget_config(cl);
+    cl->enabled = r->enabled;
+    atomic_store_explicit(&cl->st->configured, r->enabled, memory_order_relaxed);
+    if (!r->enabled) {
+        set_state(cl, ST_DISABLED);
+        return;
+    }
+    cl->host = r->host ? xstrdup(r->host) : NULL;
+    cl->unix_path = r->unix_path ? xstrdup(r->unix_path) : NULL;
+    cl->password = r->password ? xstrdup(r->password) : NULL;
+    cl->port = r->port;
+    cl->db = r->db;
+    cl->backoff_ms = 0;
+    connect_now(cl);
+}
+
+void redis_client_free(struct redis_client *cl)
+{
+    if (!cl)
+        return;
+    for (struct redis_wait *w = cl->head; w; w = w->next)
+        redis_cancel(w);
+    cl->enabled = false;
+    if (cl->ac) {
+        redisAsyncContext *ac = cl->ac;
+        cl->ac = NULL;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+    event_free(cl->retry_ev);
+    event_free(cl->stall_ev);
+    event_free(cl->flush_ev);
+    forget_config(cl);
+    while (cl->spare) {
+        struct redis_wait *w = cl->spare;
+        cl->spare = w->next;
+        free(w);
+    }
+    if (!reg.stats || cl->st < reg.stats || cl->st >= reg.stats + reg.n)
+        free(cl->st);
+    free(cl);
+}
+
+/* --------------------------------------------------------- reports */
+
+void redis_status(struct redis_status *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->workers = reg.n;
+    for (unsigned i = 0; i < reg.n; i++) {
+        if (atomic_load_explicit(&reg.stats[i].configured, memory_order_relaxed))
+            st->configured = true;
+        if (atomic_load_explicit(&reg.stats[i].state, memory_order_relaxed) == ST_UP)
+            st->up++;
+    }
+    pthread_mutex_lock(&reg.lock);
+    snprintf(st->last_error, sizeof(st->last_error), "%s", reg.last_error);
+    pthread_mutex_unlock(&reg.lock);
+}
+
+#define SUM(field)                                                                           \
+    ({                                                                                       \
+        uint64_t s_ = 0;                                                                     \
+        for (unsigned i_ = 0; i_ < reg.n; i_++)                                              \
+            s_ += atomic_load_explicit(&reg.stats[i_].field, memory_order_relaxed);          \
+        s_;                                                                                  \
+    })
+
+void redis_metrics_render(struct evbuffer *out)
+{
+    static const char *const how[3] = {"local", "deny", "allow"};
+    struct redis_status st;
+    uint64_t cum = 0;
+    char labels[64];
+
+    if (!reg.stats)
+        return;
+    redis_status(&st);
+    metrics_write(out, "baton_redis_connections_up", "gauge",
+                  "Worker connections to Redis with the rate script loaded.", NULL, st.up);
+    metrics_write(out, "baton_redis_round_trips_total", "counter",
+                  "Rate decisions answered by Redis.", NULL, (double)SUM(round_trips));
+    metrics_write(out, "baton_redis_failures_total", "counter",
+                  "Rate decisions Redis did not answer (connection lost, error reply).", NULL,
+                  (double)SUM(failures));
+    metrics_write(out, "baton_redis_timeouts_total", "counter",
+                  "Rate decisions that waited timeout_ms without a reply.", NULL,
+                  (double)SUM(timeouts));
+    metrics_write(out, "baton_redis_connects_total", "counter",
+                  "Connection attempts to Redis (the first one included).", NULL,
+                  (double)SUM(reconnects));
+    metrics_write(out, "baton_redis_script_loads_total", "counter",
+                  "Rate script loads (SCRIPT LOAD per connection, EVAL after NOSCRIPT).", NULL,
+                  (double)SUM(script_loads));
+    metrics_write_header(out, "baton_redis_fallbacks_total", "counter",
+                         "Global rate decisions made by on_failure, by what it did.");
+    for (int k = 0; k < 3; k++) {
+        snprintf(labels, sizeof(labels), "on_failure=\"%s\"", how[k]);
+        metrics_write_sample(out, "baton_redis_fallbacks_total", labels, (double)SUM(fallback[k]));
+    }
+    metrics_write_header(out, "baton_redis_latency_seconds", "histogram",
+                         "Round-trip time of rate decisions answered by Redis.");
+    for (size_t b = 0; b <= N_BOUNDS; b++) {
+        cum += SUM(lat_bucket[b]);
+        if (b < N_BOUNDS)
+            snprintf(labels, sizeof(labels), "le=\"%g\"", lat_bounds[b]);
+        else
+            snprintf(labels, sizeof(labels), "le=\"+Inf\"");
+        metrics_write_sample(out, "baton_redis_latency_seconds_bucket", labels, (double)cum);
+    }
+    metrics_write_sample(out, "baton_redis_latency_seconds_sum", NULL, (double)SUM(lat_sum_ns) / 1e9);
+    metrics_write_sample(out, "baton_redis_latency_seconds_count", NULL, (double)cum);
+}
