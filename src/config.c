@@ -71,6 +71,14 @@
  *   audit.queue_records    (ext.)     integer   65536                   16..16777216
  *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
  *   access_log             (ext.)     boolean   false                   one JSON log line per request
+ *   assertion              (ext.)     object    absent: no assertion    README "Caller assertion"
+ *     issuer                          string    required                http(s) URL: the assertion's iss
+ *     signing_key                     path      absent: generated       EC P-256 PEM private key (0600)
+ *     lifetime_s                      integer   300                     30..3600
+ *     header                          string    "x-baton-assertion"     a header name; never hop-by-hop,
+ *                                                                       framing, or one baton sets
+ *     previous_keys                   [path]    []                      <= 8 EC P-256 public PEMs
+ *   upstreams[].caller_assertion (ext.) boolean true with "assertion"   false: no assertion sent
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -99,6 +107,7 @@
 
 #include <jansson.h>
 
+#include "http1.h"
 #include "jsonpos.h"
 #include "log.h"
 #include "util.h"
@@ -1062,6 +1071,48 @@ static int check_record_header(struct ctx *c, const char *s)
     return 0;
 }
 
+/* The assertion's header: a token, and none that framing, hop-by-hop hygiene
+ * or baton itself already decide (baton would send two values or strip its own). */
+static int check_assertion_header(struct ctx *c, const char *s)
+{
+    static const char *const taken[] = {
+        "host", "content-length", "expect", "authorization", "x-serverless-authorization",
+        "x-request-id", "traceparent", "forwarded", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "cookie"};
+    size_t n = strlen(s);
+    char q[420];
+    quote(q, sizeof(q), s);
+    if (!valid_token(s) || n > 128) {
+        err(c, "%s is not a header name", q);
+        return -1;
+    }
+    if (http1_header_is_hop_by_hop(s, n)) {
+        err(c, "%s is a hop-by-hop header: a proxy between baton and the upstream would drop it", q);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+        if (!ascii_casecmp_n(s, n, taken[i], strlen(taken[i]))) {
+            err(c, "%s is a framing, routing or identity header baton sets itself", q);
+            return -1;
+        }
+    return 0;
+}
+
+static int check_assertion_issuer(struct ctx *c, const char *s)
+{
+    size_t n = strlen(s);
+    if ((n > 8 && !ascii_casecmp_n(s, 8, "https://", 8)) || (n > 7 && !ascii_casecmp_n(s, 7, "http://", 7))) {
+        for (size_t i = 0; i < n; i++)
+            if (s[i] == ' ') {
+                err(c, "the issuer is a URL without spaces");
+                return -1;
+            }
+        return 0;
+    }
+    err(c, "the issuer is an http(s) URL naming this gateway (\"https://gateway.example.com\")");
+    return -1;
+}
+
 /* ------------------------------------------------------------------ */
 /* tables                                                              */
 
@@ -1134,6 +1185,8 @@ static const struct field sa_key_fields[] = {
     {0},
 };
 
+static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj);
+
 static const struct field upstream_fields[] = {
     F_STR("name", struct cfg_upstream, name, NULL, check_name, FL_REQUIRED),
     F_STR("url", struct cfg_upstream, url, NULL, NULL, FL_REQUIRED),
@@ -1141,6 +1194,7 @@ static const struct field upstream_fields[] = {
     F_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization", FL_NOCASE),
     F_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
     F_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
+    F_CUSTOM("caller_assertion", parse_caller_assertion, 0),
     {0},
 };
 
@@ -1169,6 +1223,17 @@ static int parse_issuers(struct ctx *c, const json_t *v, void *obj);
 static int parse_google(struct ctx *c, const json_t *v, void *obj);
 static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
 static int parse_audit(struct ctx *c, const json_t *v, void *obj);
+static int parse_assertion(struct ctx *c, const json_t *v, void *obj);
+
+static const struct field assertion_fields[] = {
+    F_STR("issuer", struct cfg_assertion, issuer, NULL, check_assertion_issuer, FL_REQUIRED),
+    F_PATH("signing_key", struct cfg_assertion, signing_key, NULL, 0),
+    F_INT("lifetime_s", struct cfg_assertion, lifetime_s, 30, 3600, 300),
+    F_STR("header", struct cfg_assertion, header, "x-baton-assertion", check_assertion_header, 0),
+    F_LIST("previous_keys", struct cfg_assertion, previous_keys, n_previous_keys, CONFIG_MAX_PREVIOUS_KEYS,
+           NULL, 0),
+    {0},
+};
 
 static const struct field root_fields[] = {
     F_CUSTOM("listen", parse_listen, 0),
@@ -1183,6 +1248,7 @@ static const struct field root_fields[] = {
     F_CUSTOM("audit", parse_audit, 0),
     F_INT("drain_timeout_ms", struct baton_config, drain_ms, 0, 600000, 8000),
     F_BOOL("access_log", struct baton_config, access_log, 0),
+    F_CUSTOM("assertion", parse_assertion, 0),
     {0},
 };
 
@@ -1680,6 +1746,45 @@ static int parse_audit(struct ctx *c, const json_t *v, void *obj)
     return parse_object(c, v, audit_fields, &cfg->audit, &s);
 }
 
+static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_upstream *up = obj;
+    if (!json_is_boolean(v)) {
+        err(c, "expected true or false, got %s", jtype(v));
+        return -1;
+    }
+    up->caller_assertion = json_is_true(v);
+    up->caller_assertion_set = true;
+    return 0;
+}
+
+static int parse_assertion(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct cfg_assertion *a = &cfg->assertion;
+    struct seen s;
+
+    apply_defaults(assertion_fields, a, c->dir);
+    if (parse_object(c, v, assertion_fields, a, &s) < 0)
+        return -1;
+    /* previous keys are files: resolved like every path of the config */
+    for (size_t k = 0; k < a->n_previous_keys; k++) {
+        char *r = resolve(c->dir, a->previous_keys[k]);
+        free(a->previous_keys[k]);
+        a->previous_keys[k] = r;
+    }
+    for (size_t k = 0; a->signing_key && k < a->n_previous_keys; k++)
+        if (!strcmp(a->signing_key, a->previous_keys[k])) {
+            push_key(c, "previous_keys");
+            push_idx(c, k);
+            err(c, "the signing key cannot also be a previous key");
+            pop(c);
+            pop(c);
+        }
+    a->enabled = true;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
 
@@ -1708,6 +1813,20 @@ static bool wildcard(const char *host)
 static void root_post(struct ctx *c, struct baton_config *cfg, const struct seen *s)
 {
     const struct field *t = root_fields;
+    /* caller_assertion defaults to whether "assertion" is configured */
+    for (size_t k = 0; k < cfg->n_upstreams; k++) {
+        struct cfg_upstream *up = &cfg->upstreams[k];
+        if (!up->caller_assertion_set) {
+            up->caller_assertion = cfg->assertion.enabled;
+        } else if (up->caller_assertion && !cfg->assertion.enabled) {
+            push_key(c, "upstreams");
+            push_idx(c, k);
+            err_at(c, "caller_assertion", true,
+                   "\"caller_assertion\" needs the top-level \"assertion\" object (issuer, keys)");
+            pop(c);
+            pop(c);
+        }
+    }
     if (cfg->admin_enabled && (parsed(t, s, "admin_listen") || parsed(t, s, "listen")) &&
         cfg->admin_listen.port == cfg->listen.port &&
         (!strcmp(cfg->admin_listen.host, cfg->listen.host) || wildcard(cfg->admin_listen.host) ||
@@ -1899,6 +2018,12 @@ void config_free(struct baton_config *cfg)
     for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
         free(cfg->audit.record_headers[k]);
     free(cfg->audit.record_headers);
+    free(cfg->assertion.issuer);
+    free(cfg->assertion.signing_key);
+    free(cfg->assertion.header);
+    for (size_t k = 0; k < cfg->assertion.n_previous_keys; k++)
+        free(cfg->assertion.previous_keys[k]);
+    free(cfg->assertion.previous_keys);
     free(cfg);
 }
 

@@ -108,6 +108,9 @@ struct cfg_upstream {
     char *host;     /* owned; lower case, an IPv6 literal without brackets */
     int port;       /* 443 / 80 default */
     char *base_path; /* owned; "" or "/prefix" without trailing slash */
+    /* extension: the signed caller assertion (README "Caller assertion") */
+    bool caller_assertion;     /* effective: "caller_assertion", default true when "assertion" is set */
+    bool caller_assertion_set; /* the key was given */
 };
 
 enum cfg_fsync { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_NONE };
@@ -127,6 +130,19 @@ struct cfg_audit {
     unsigned checkpoint_interval_s; /* 60, range 1..86400 */
     unsigned queue_records;       /* 65536, range 16..16777216 */
 };
+
+/* Extension: the caller assertion baton signs for upstreams (README "Caller
+ * assertion"). `enabled` when the "assertion" object is present. */
+struct cfg_assertion {
+    bool enabled;
+    char *issuer;      /* required: the assertion's `iss` */
+    char *signing_key; /* resolved path of an EC P-256 PEM private key; NULL: generated at start */
+    unsigned lifetime_s; /* 300, range 30..3600 */
+    char *header;      /* "x-baton-assertion"; never hop-by-hop, framing or one baton sets */
+    char **previous_keys; /* resolved paths of EC P-256 public PEMs: published, never used to sign */
+    size_t n_previous_keys;
+};
+#define CONFIG_MAX_PREVIOUS_KEYS 8
 
 struct baton_config {
     char *file; /* path as given, owned */
@@ -152,6 +168,7 @@ struct baton_config {
     bool access_log;   /* "access_log" (server), default false: one INFO line per request
                           (httpRequest, trace) on stderr; off by default because a log
                           line per request costs more than the rest of a cache-hit request */
+    struct cfg_assertion assertion; /* "assertion" */
 };
 
 /*

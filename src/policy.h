@@ -185,5 +185,13 @@ size_t policy_rule_count(const struct policy *p);
  * NULL when out of range. */
 const char *policy_caller_issuer(const struct policy *p, size_t i);
 const char *policy_rule_path(const struct policy *p, size_t rule, size_t pattern);
+/* require_headers, in file order: how many, and entry i's name as written
+ * (NULL out of range). policy_header_matched: whether entry i matches `in`
+ * (present exactly once, value matching its glob), with *value / *len set to
+ * the value (borrowed from in's header source) when it does. */
+size_t policy_header_count(const struct policy *p);
+const char *policy_header_name(const struct policy *p, size_t i);
+bool policy_header_matched(const struct policy *p, size_t i, const struct policy_input *in,
+                           const char **value, size_t *len);
 
 #endif
