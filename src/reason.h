@@ -93,7 +93,9 @@ enum decision {
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)                                   \
     X(CLIENT_CLOSED, "client_closed", 499)                                         \
     X(DRAIN_ABORTED, "drain_aborted", 503) /* in flight at the drain deadline */   \
-    X(INTERNAL, "internal_error", 500)
+    X(INTERNAL, "internal_error", 500)                                             \
+    /* caller assertion (step 6): signing failed, nothing forwarded */             \
+    X(ASSERTION_UNAVAILABLE, "assertion_unavailable", 503)
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,

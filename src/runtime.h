@@ -34,6 +34,8 @@ struct authn;
 struct authn_cache;
 struct jwks;
 struct rate_bucket;
+struct assertion_signer;
+struct assertion_cache;
 
 /* What the request path needs about one policy, found by policy pointer. */
 struct runtime_step {
@@ -54,6 +56,8 @@ struct runtime {
     struct runtime_step *steps;   /* sorted by policy pointer */
     size_t n_steps;
     bool needs_identity;          /* some step forwards to an identity "google" upstream */
+    struct assertion_signer *assertion;        /* NULL: no "assertion" configured */
+    struct assertion_cache **assertion_caches; /* one per worker, with assertion */
     /* private */
     _Atomic int refs_;
     struct runtime *next_; /* destruction queue */
