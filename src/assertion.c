@@ -431,7 +431,7 @@ const char *assertion_cache_line(struct assertion_cache *c, const struct asserti
     char key[CACHE_KEY_MAX];
     size_t klen = 0;
     bool cacheable;
-    uint64_t h = 14695981039346656037ull; /* FNV-1a 64 */
+    uint64_t h = 0;
     struct slot *sl = NULL;
     json_t *claims = NULL;
     char *jws = NULL, *line = NULL;
@@ -439,18 +439,32 @@ const char *assertion_cache_line(struct assertion_cache *c, const struct asserti
     size_t hl, jl;
     const json_t *exp;
 
-    /* The key: what decides the claims besides the snapshot (whose cache this is). */
-    cacheable = key_put(key, &klen, in->caller->fingerprint, 64) && key_put(key, &klen, "", 1) &&
-                key_put(key, &klen, in->step, strlen(in->step) + 1);
+    /* The key: what decides the claims besides the snapshot (whose cache this
+     * is): the token's fingerprint, the step by its name's address (owned by
+     * the snapshot's policy, so stable as long as this cache), the values. */
+    cacheable = key_put(key, &klen, in->caller->fingerprint, 64) &&
+                key_put(key, &klen, &in->step, sizeof(in->step));
     for (size_t i = 0; cacheable && i < in->n_headers; i++) {
         uint32_t vl = (uint32_t)in->header_lens[i];
         cacheable = key_put(key, &klen, &vl, sizeof(vl)) &&
                     key_put(key, &klen, in->header_values[i], in->header_lens[i]);
     }
     if (cacheable) {
-        for (size_t i = 0; i < klen; i++) {
-            h ^= (unsigned char)key[i];
-            h *= 1099511628211ull;
+        /* the fingerprint is already a hash: its first 64 bits seed a
+         * word-at-a-time multiply-xorshift over the rest */
+        size_t i = 64;
+        memcpy(&h, key, sizeof(h)); /* 8 hex digits of SHA-256: random enough to seed */
+        for (; i + 8 <= klen; i += 8) {
+            uint64_t w;
+            memcpy(&w, key + i, 8);
+            h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+            h ^= h >> 29;
+        }
+        if (i < klen) {
+            uint64_t w = 0;
+            memcpy(&w, key + i, klen - i);
+            h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+            h ^= h >> 29;
         }
         sl = &c->slots[h & (ASSERTION_CACHE_SLOTS - 1)];
         if (sl->line && sl->hash == h && sl->key_len == klen && !memcmp(sl->key, key, klen) &&

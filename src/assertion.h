@@ -64,7 +64,7 @@ struct assertion_input {
     const char *audience;              /* the upstream's audience */
     const struct authn_result *caller; /* a verified caller (REASON_ALLOWED) */
     bool cognito;                      /* the issuer's audience_claim is client_id: sub = client_id */
-    const char *step;
+    const char *step;                  /* the policy's own string: the cache knows a step by its address */
     const char *policy_file;
     const char *policy_sha256;
     bool dry_run;                      /* the step's mode is dry_run */

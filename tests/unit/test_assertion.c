@@ -271,6 +271,7 @@ static void fill_aws(struct authn_result *ar, json_t **claims, int64_t exp, char
     ar->fingerprint[64] = '\0';
 }
 
+static const char *const STEP = "billing-reconcile"; /* one address: the cache keys steps by it */
 static const char *hname[] = {"X-Sfn-Execution"};
 static const char *hval_a[] = {"arn:aws:states:us-east-1:123456789012:execution:billing:run-1"};
 static const char *hval_b[] = {"arn:aws:states:us-east-1:123456789012:execution:billing:run-2"};
@@ -296,7 +297,7 @@ static void test_claims(void)
     struct assertion_input in;
 
     fill_aws(&ar, &cl, 1000000 + 3600, 'a');
-    in = input(&ar, "billing-reconcile", hval_a, 1000000);
+    in = input(&ar, STEP, hval_a, 1000000);
     c = assertion_claims(&in);
     is_str(json_string_value(json_object_get(c, "iss")), "https://gw.example", "iss is the configured issuer");
     is_str(json_string_value(json_object_get(c, "aud")), "https://billing.run.app", "aud is the upstream audience");
@@ -324,7 +325,7 @@ static void test_claims(void)
     json_decref(cl);
 
     fill_aws(&ar, &cl, 1000000 + 42, 'a');
-    in = input(&ar, "billing-reconcile", hval_a, 1000000);
+    in = input(&ar, STEP, hval_a, 1000000);
     in.dry_run = true;
     c = assertion_claims(&in);
     is_int(json_integer_value(json_object_get(c, "exp")), 1000042, "exp never exceeds the caller token's exp");
@@ -340,7 +341,7 @@ static void test_claims(void)
     ar.claims = cl;
     ar.sub = "5kq8example";
     memset(ar.fingerprint, 'c', 64);
-    in = input(&ar, "billing-reconcile", hval_a, 1000000);
+    in = input(&ar, STEP, hval_a, 1000000);
     c = assertion_claims(&in);
     is_str(json_string_value(json_object_get(c, "sub")), "5kq8example", "Cognito: sub is the client_id");
     is_str(json_string_value(json_object_get(json_object_get(c, "caller"), "client_id")), "5kq8example",
@@ -402,7 +403,7 @@ static void test_sign_and_cache(void)
     int64_t now = 1000000;
 
     fill_aws(&ar, &cl, now + 3600, 'a');
-    in = input(&ar, "billing-reconcile", hval_a, now);
+    in = input(&ar, STEP, hval_a, now);
     line = assertion_cache_line(c, s, &in, &len, err, sizeof(err));
     ok(line && !strncmp(line, "x-baton-assertion: ", hl) && !strcmp(line + len - 2, "\r\n"),
        "the cache returns a ready header line: %s", err);
@@ -439,7 +440,7 @@ static void test_sign_and_cache(void)
     assertion_cache_line(c, s, &in, &len, err, sizeof(err));
     assertion_cache_stats(c, &st);
     ok(st.signed_ == 3, "a different step misses");
-    in = input(&ar, "billing-reconcile", hval_b, now + 271);
+    in = input(&ar, STEP, hval_b, now + 271);
     line = assertion_cache_line(c, s, &in, &len, err, sizeof(err));
     assertion_cache_stats(c, &st);
     ok(st.signed_ == 4, "a different execution value misses");
@@ -447,12 +448,12 @@ static void test_sign_and_cache(void)
     is_str(json_string_value(json_object_get(json_object_get(v, "headers"), "X-Sfn-Execution")), hval_b[0],
            "and carries its own execution ARN");
     json_decref(v);
-    in = input(&ar, "billing-reconcile", hval_a, now + 271);
+    in = input(&ar, STEP, hval_a, now + 271);
     assertion_cache_line(c, s, &in, &len, err, sizeof(err));
     assertion_cache_stats(c, &st);
     ok(st.signed_ == 4 && st.hits == 3, "the first execution value still hits");
     fill_aws(&ar2, &cl2, now + 3600, 'b');
-    in = input(&ar2, "billing-reconcile", hval_a, now + 271);
+    in = input(&ar2, STEP, hval_a, now + 271);
     assertion_cache_line(c, s, &in, &len, err, sizeof(err));
     assertion_cache_stats(c, &st);
     ok(st.signed_ == 5, "a different caller token misses");
@@ -460,7 +461,7 @@ static void test_sign_and_cache(void)
     /* a caller token expiring within the margin: signed every time, exp = the token's */
     json_decref(cl2);
     fill_aws(&ar2, &cl2, now + 10, 'd');
-    in = input(&ar2, "billing-reconcile", hval_a, now);
+    in = input(&ar2, STEP, hval_a, now);
     line = assertion_cache_line(c, s, &in, &len, err, sizeof(err));
     v = verify(s, line + hl, len - hl - 2, &typ);
     is_int(json_integer_value(json_object_get(v, "exp")), now + 10, "exp is the caller token's when sooner");
@@ -476,7 +477,7 @@ static void test_sign_and_cache(void)
         const char *vals[1] = {val};
         memset(val, 'e', big);
         val[big] = '\0';
-        in = input(&ar, "billing-reconcile", vals, now);
+        in = input(&ar, STEP, vals, now);
         line = assertion_cache_line(c, s, &in, &len, err, sizeof(err));
         ok(line != NULL, "a 5,000-byte value is signed (uncached)");
         line = assertion_cache_line(c, s, &in, &len, err, sizeof(err));
@@ -489,7 +490,7 @@ static void test_sign_and_cache(void)
         vals[0] = val;
         memset(val, 'e', big);
         val[big] = '\0';
-        in = input(&ar, "billing-reconcile", vals, now);
+        in = input(&ar, STEP, vals, now);
         line = assertion_cache_line(c, s, &in, &len, err, sizeof(err));
         assertion_cache_stats(c, &st);
         ok(!line && st.failures == 1 && strstr(err, "would exceed"), "an assertion over 8 KiB is refused: %s", err);
