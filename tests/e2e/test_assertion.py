@@ -244,7 +244,12 @@ def test_signing_failure_is_503_and_forwards_nothing(env, up):
     st, hd, got = send(env, up, "/sfn/run", aws_token(env), {"X-Sfn-Execution": huge})
     assert (st, got) == (503, None), "fail closed"
     assert hd.get("retry-after") == "1"
-    rec = [r for r in env.audit_records() if r["request_id"] == hd["x-request-id"]]
+    deadline = time.monotonic() + 5
+    while True:  # the writer commits in batches: wait for the record
+        rec = [r for r in env.audit_records() if r["request_id"] == hd["x-request-id"]]
+        if rec or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert rec and rec[0]["reason"] == "assertion_unavailable" and rec[0]["decision"] == "error"
 
 
