@@ -388,3 +388,49 @@ def test_bad_signing_key_refuses_to_start(tmp_path, up):
         e.start()
     e.stop()
     assert "mode 644" in str(ei.value)
+
+
+# ------------------------------------------------------------ docs examples
+
+def doc_block(title):
+    """The indented code block under `## <title>` in docs/assertion.md."""
+    text = (SRCDIR / "docs" / "assertion.md").read_text()
+    part = text.split("## " + title + "\n", 1)[1].split("\n## ", 1)[0]
+    lines, started = [], False
+    for line in part.splitlines():
+        if line.startswith("    ") or (started and not line.strip()):
+            lines.append(line[4:])
+            started = True
+        elif started:
+            break
+    return "\n".join(lines).strip() + "\n"
+
+
+def localize(code, env):
+    return (code.replace("https://gateway.example.com/.well-known/baton/jwks.json", jwks_url(env))
+                .replace("https://gateway.example.com", GW)
+                .replace("https://billing-abc-uc.a.run.app", "http://127.0.0.1:%d" % env.upstream_port))
+
+
+def test_docs_python_example_works(env, up):
+    tok = send(env, up, "/sfn/run", aws_token(env), {"X-Sfn-Execution": EXEC})[2][0]
+    ns = {}
+    exec(compile(localize(doc_block("Verifying it in Python (PyJWT)"), env), "docs/assertion.md", "exec"), ns)
+    claims = ns["caller_of"]({"x-baton-assertion": tok})
+    assert claims["sub"] == SUB and claims["headers"]["X-Sfn-Execution"] == EXEC
+    with pytest.raises(jwt.InvalidTokenError):
+        ns["caller_of"]({"x-baton-assertion": tok[:-3] + ("AAA" if not tok.endswith("AAA") else "BBB")})
+
+
+def test_docs_node_example_works(env, up):
+    node, d = jose_dir()
+    tok = send(env, up, "/sfn/run", aws_token(env), {"X-Sfn-Execution": EXEC})[2][0]
+    (d / "doc_example.mjs").write_text(localize(doc_block("Verifying it in Node (jose)"), env))
+    (d / "doc_driver.mjs").write_text(
+        "import { callerOf } from './doc_example.mjs';\n"
+        "const p = await callerOf({'x-baton-assertion': process.argv[2]});\n"
+        "process.stdout.write(JSON.stringify(p));\n")
+    r = subprocess.run([node, str(d / "doc_driver.mjs"), tok], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert p["sub"] == SUB and p["headers"]["X-Sfn-Execution"] == EXEC
