@@ -79,6 +79,16 @@ static void check_summary(const struct baton_config *cfg, const struct policy_se
         printf("  %-20s %-24s -> %s (upstream %s)\n", policy_host(p), policy_path_prefix(p),
                policy_step(p), policy_upstream(p)->name);
     }
+    if (cfg->assertion.enabled) {
+        const struct cfg_assertion *a = &cfg->assertion;
+        printf("caller assertion: iss %s, header %s, lifetime %us, key %s, %zu previous key%s; to:",
+               a->issuer, a->header, a->lifetime_s, a->signing_key ? a->signing_key : "(generated at start)",
+               a->n_previous_keys, a->n_previous_keys == 1 ? "" : "s");
+        for (size_t i = 0; i < cfg->n_upstreams; i++)
+            if (cfg->upstreams[i].caller_assertion)
+                printf(" %s", cfg->upstreams[i].name);
+        printf("\n");
+    }
 }
 
 static void check_usage(FILE *out)

@@ -365,7 +365,12 @@ def test_rotation_with_previous_keys(tmp_path, up):
     write_key(tmp_path / "new.pem")
     e.config["assertion"] = {"issuer": GW, "signing_key": "new.pem", "previous_keys": ["old.pub.pem"]}
     e.write_config()
-    assert run_baton("check", "-c", e.dir / "baton.json").returncode == 0
+    r = run_baton("check", "-c", e.dir / "baton.json")
+    assert r.returncode == 0, r.stderr
+    line = [l for l in r.stdout.splitlines() if l.startswith("caller assertion:")]
+    assert line and "new.pem" in line[0] and "1 previous key;" in line[0], r.stdout
+    assert line[0].split("to:")[1].split() == ["echo", "echo_base", "dead", "gcp"], \
+        "every upstream but the one with caller_assertion false"
     e.start()
     try:
         keys = json.loads(e.request("GET", "/.well-known/baton/jwks.json")[2])["keys"]
