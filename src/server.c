@@ -613,7 +613,7 @@ static int header_lookup(void *ctx, const char *name, const char **value, size_t
     int n = 0;
     for (unsigned i = 0; i < req->n_headers; i++) {
         const struct http1_header *h = &req->headers[i];
-        if (ascii_casecmp_n(h->name, h->name_len, name, nlen) == 0) {
+        if (h->name_len == nlen && ascii_casecmp_n(h->name, nlen, name, nlen) == 0) {
             if (n == 0) {
                 *value = h->value;
                 *len = h->value_len;
@@ -760,22 +760,6 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
     conn_next(c, !close);
 }
 
-/* The value of the one header `name` (lengths compared first). */
-static bool single_value(const struct http1_request *hreq, const char *name, const char **value,
-                         size_t *len)
-{
-    size_t nlen = strlen(name);
-    int n = 0;
-    for (unsigned i = 0; i < hreq->n_headers; i++) {
-        const struct http1_header *h = &hreq->headers[i];
-        if (h->name_len == nlen && !ascii_casecmp_n(h->name, nlen, name, nlen) && n++ == 0) {
-            *value = h->value;
-            *len = h->value_len;
-        }
-    }
-    return n == 1;
-}
-
 /*
  * The caller assertion's header line for this request (assertion.h): the
  * step's require_headers that matched, the verified caller, from the
@@ -794,7 +778,7 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt, co
         /* authorized: every require_headers entry matched (once, its glob);
          * a dry-run pass-through (would_deny) carries only those that did */
         if (r->would_deny ? policy_header_matched(r->policy, i, &hin, &vals[nh], &lens[nh])
-                          : single_value(hreq, name, &vals[nh], &lens[nh]))
+                          : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
             names[nh++] = name;
     }
     {
