@@ -13,7 +13,8 @@
 #   baton       1 worker, the same RS256 token (verified-token cache), one
 #               policy, audit with fsync "batch"
 #   assert      the same baton config plus the signed caller assertion
-#               ("assertion", README "Caller assertion"): on / off in one run
+#               ("assertion", README "Caller assertion"): on / off in one run,
+#               and again paired (both loaded at once, ROUNDS times)
 # and prints req/s, p50 and p99 from `wrk -t1 -c32 -d10s --latency`, the ratio
 # of each to baton, baton's RSS holding 10,000 idle keep-alive connections,
 # and the time from exec to /readyz true.
@@ -324,6 +325,26 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 
+# The caller assertion on / off, paired: both batons loaded at the same time by
+# two wrk, so whatever else the shared machine does weighs on both alike.
+PAIRED=""
+if case " $ORDER " in *" baton:"*) true ;; *) false ;; esac &&
+   case " $ORDER " in *" assert:"*) true ;; *) false ;; esac; then
+    for r in $(seq "$ROUNDS"); do
+        b0=$(cpu_ticks "$BATON_PID") a0=$(cpu_ticks "$ASSERT_PID")
+        wrk -t1 -c"$CONNS" -d"$DUR" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BAT/x" \
+            >"$T/wrk-paired-off.txt" 2>&1 &
+        wp=$!
+        wrk -t1 -c"$CONNS" -d"$DUR" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BAS/x" \
+            >"$T/wrk-paired-on.txt" 2>&1
+        wait "$wp"
+        PAIRED="$PAIRED $(awk -v b="$(( $(cpu_ticks "$BATON_PID") - b0 ))" -v a="$(( $(cpu_ticks "$ASSERT_PID") - a0 ))" \
+            -v nb="$(awk '/requests in/{print $1}' "$T/wrk-paired-off.txt")" \
+            -v na="$(awk '/requests in/{print $1}' "$T/wrk-paired-on.txt")" \
+            'BEGIN{ printf "%.3f/%.3f", (nb > 0 ? na / nb : 0), (a > 0 && na > 0 ? (b / nb) / (a / na) : 0) }')"
+    done
+fi
+
 # RSS with idle keep-alive connections: each connection makes one request, then idles.
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 rss_before=$(rss_kb $BATON_PID)
@@ -372,6 +393,11 @@ echo "caller assertion on / off: throughput $(awk -v r="${MED_RATIO[assert]:-0}"
 'BEGIN{ printf "%.3f ", (b > 0 ? a / b : 0) }'; done)), CPU per request off / on \
 $(awk -v a="$CPU_A" -v b="$CPU_B" 'BEGIN{ printf "%.3f", (a > 0 ? b / a : 0) }') \
 (${CPU_B} us off, ${CPU_A} us on; rounds on: $(of_rounds CPU assert))"
+if [ -n "$PAIRED" ]; then
+    echo "caller assertion on / off, paired (both loaded at once): throughput on/off \
+$(for x in $PAIRED; do echo "${x%/*}"; done | median), CPU per request off/on \
+$(for x in $PAIRED; do echo "${x#*/}"; done | median) (medians; rounds thr/cpu:$PAIRED)"
+fi
 echo "baton RSS: ${rss_before} kB after the load runs; ${rss_idle} kB holding ${idle_n} idle keep-alive connections"
 echo "baton exec to /readyz true: ${ready_ms} ms"
 echo "targets (issue 5): baton >= 1.5x haproxy, >= 0.8x nginx, p99 < 2 ms (medians)"
