@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -138,6 +139,12 @@ def pyjwt_verify(env, token, aud="http://127.0.0.1:%d"):
     key = client.get_signing_key_from_jwt(token)
     return jwt.decode(token, key.key, algorithms=["ES256"], audience=aud, issuer=GW,
                       options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+
+
+def config_generation(env):
+    body = env.admin("/metrics")[2].decode()
+    return int(float([l.split()[-1] for l in body.splitlines()
+                      if l.startswith("baton_config_generation")][0]))
 
 
 def aws_token(env, exp_in=300, **kw):
@@ -354,6 +361,14 @@ def test_rotation_with_previous_keys(tmp_path, up):
         old = got[0]
         old_jwks = json.loads(e.request("GET", "/.well-known/baton/jwks.json")[2])["keys"]
         assert pyjwt_verify(e, old, aud)["sub"] == SUB
+        # a SIGHUP reload keeps the generated key: assertions already out stay verifiable
+        gen = config_generation(e)
+        e.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while config_generation(e) == gen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert config_generation(e) > gen, "the reload happened"
+        assert json.loads(e.request("GET", "/.well-known/baton/jwks.json")[2])["keys"] == old_jwks
     finally:
         assert e.stop() == 0
     # the old public key, from the JWKS, into a PEM for previous_keys
