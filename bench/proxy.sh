@@ -12,6 +12,9 @@
 #   apache      Apache + mod_auth_openidc verifying the same JWT (static key)
 #   baton       1 worker, the same RS256 token (verified-token cache), one
 #               policy, audit with fsync "batch"
+#   assert      the same baton config plus the signed caller assertion
+#               ("assertion", README "Caller assertion"): on / off in one run,
+#               and again paired (both loaded at once, ROUNDS times)
 # and prints req/s, p50 and p99 from `wrk -t1 -c32 -d10s --latency`, the ratio
 # of each to baton, baton's RSS holding 10,000 idle keep-alive connections,
 # and the time from exec to /readyz true.
@@ -31,6 +34,7 @@ CONNS=${BENCH_CONNECTIONS:-32}
 IDLE=${BENCH_IDLE_CONNECTIONS:-10000}
 PY=/usr/bin/python3
 P_UP=18480 P_NGX=18481 P_HAP=18482 P_APA=18483 P_BAT=18484 P_ADM=18485 P_JWKS=18486
+P_BAS=18487 P_BAS_ADM=18488
 
 [ -x "$BATON" ] || { echo "bench: no baton binary at $BATON" >&2; exit 2; }
 need=""
@@ -107,6 +111,10 @@ events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
+    # a head with the caller assertion (~1.1 KB) fits the first buffer, as in
+    # application servers (Node 16 KB, Go 1 MB); nginx's 1 KB default would
+    # move it to a large buffer and slow the upstream, not baton
+    client_header_buffer_size 4k;
     server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } }
 }
 EOF
@@ -231,7 +239,20 @@ for _ in $(seq 1000); do
 done
 [ -n "$ready_ms" ] || { echo "bench: baton never became ready" >&2; cat "$T/baton.err" >&2; exit 1; }
 
-for p in $P_UP $P_NGX $P_HAP $P_APA $P_BAT; do
+# The same baton with the caller assertion on (a generated key), for on/off.
+mkdir -p "$T/assert"
+sed -e "s/127.0.0.1:$P_BAT/127.0.0.1:$P_BAS/" -e "s/127.0.0.1:$P_ADM/127.0.0.1:$P_BAS_ADM/" \
+    -e 's|"policies": "policies"|"policies": "../policies"|' -e 's|"jwks_file": "jwks.json"|"jwks_file": "../jwks.json"|' \
+    -e 's|^}$|  ,"assertion": { "issuer": "https://gateway.bench" }\n}|' "$T/baton.json" >"$T/assert/baton.json"
+"$BATON" serve -c "$T/assert/baton.json" 2>"$T/assert.err" &
+ASSERT_PID=$!
+PIDS+=($ASSERT_PID)
+for _ in $(seq 1000); do
+    curl -sf -o /dev/null "http://127.0.0.1:$P_BAS_ADM/readyz" && break
+    sleep 0.005
+done
+
+for p in $P_UP $P_NGX $P_HAP $P_APA $P_BAT $P_BAS; do
     wait_port $p || { tail -n 5 "$T"/*.err "$T"/*.log "$T"/*.out 2>/dev/null >&2; exit 1; }
 done
 
@@ -245,7 +266,7 @@ check() { # name port
 }
 echo "targets:"
 check direct $P_UP && check nginx $P_NGX && check haproxy $P_HAP && check apache $P_APA &&
-    check baton $P_BAT || exit 1
+    check baton $P_BAT && check assert $P_BAS || exit 1
 
 # wrk prints latency with units; normalise to ms.
 to_ms() {
@@ -259,7 +280,7 @@ cpu_ticks() { # pid: user+system clock ticks of every thread
 NGX_WORKER=$(pgrep -P "$(cat "$T/nginx-px.pid")" | head -n 1)
 run() { # name port round
     local out pid="" c0=0 n
-    case $1 in nginx) pid=$NGX_WORKER ;; baton) pid=$BATON_PID ;; esac
+    case $1 in nginx) pid=$NGX_WORKER ;; baton) pid=$BATON_PID ;; assert) pid=$ASSERT_PID ;; esac
     [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
     wrk -t1 -c"$CONNS" -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \
         "http://127.0.0.1:$2/x" >"$T/wrk-$1.txt" 2>&1
@@ -281,16 +302,19 @@ median() { # of the numbers on stdin
 of_rounds() { # array-name target: the values of every round
     local -n a=$1
     local r
-    for r in $(seq "$ROUNDS"); do printf '%s ' "${a[$2,$r]}"; done
+    for r in $(seq "$ROUNDS"); do printf '%s ' "${a[$2,$r]:-}"; done
 }
 ratios() { # target: baton / target within each round
     local r
     for r in $(seq "$ROUNDS"); do
-        awk -v b="${RPS[baton,$r]}" -v x="${RPS[$1,$r]}" \
+        awk -v b="${RPS[baton,$r]:-0}" -v x="${RPS[$1,$r]:-0}" \
             'BEGIN{ printf "%.2f ", (x > 0 ? b / x : 0) }'
     done
 }
-ORDER="direct:$P_UP nginx:$P_NGX haproxy:$P_HAP apache:$P_APA baton:$P_BAT"
+ORDER="direct:$P_UP nginx:$P_NGX haproxy:$P_HAP apache:$P_APA baton:$P_BAT assert:$P_BAS"
+if [ -n "${BENCH_TARGETS:-}" ]; then # e.g. "baton assert": only these are measured
+    ORDER=$(for t in $ORDER; do case " $BENCH_TARGETS " in *" ${t%%:*} "*) printf '%s ' "$t" ;; esac; done)
+fi
 for t in $ORDER; do # warm-up, not measured: connections, pools, caches
     wrk -t1 -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${t#*:}/x" >/dev/null 2>&1
 done
@@ -300,6 +324,26 @@ for r in $(seq "$ROUNDS"); do
         run "${t%%:*}" "${t#*:}" "$r"
     done
 done
+
+# The caller assertion on / off, paired: both batons loaded at the same time by
+# two wrk, so whatever else the shared machine does weighs on both alike.
+PAIRED=""
+if case " $ORDER " in *" baton:"*) true ;; *) false ;; esac &&
+   case " $ORDER " in *" assert:"*) true ;; *) false ;; esac; then
+    for r in $(seq "$ROUNDS"); do
+        b0=$(cpu_ticks "$BATON_PID") a0=$(cpu_ticks "$ASSERT_PID")
+        wrk -t1 -c"$CONNS" -d"$DUR" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BAT/x" \
+            >"$T/wrk-paired-off.txt" 2>&1 &
+        wp=$!
+        wrk -t1 -c"$CONNS" -d"$DUR" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BAS/x" \
+            >"$T/wrk-paired-on.txt" 2>&1
+        wait "$wp"
+        PAIRED="$PAIRED $(awk -v b="$(( $(cpu_ticks "$BATON_PID") - b0 ))" -v a="$(( $(cpu_ticks "$ASSERT_PID") - a0 ))" \
+            -v nb="$(awk '/requests in/{print $1}' "$T/wrk-paired-off.txt")" \
+            -v na="$(awk '/requests in/{print $1}' "$T/wrk-paired-on.txt")" \
+            'BEGIN{ printf "%.3f/%.3f", (nb > 0 ? na / nb : 0), (a > 0 && na > 0 ? (b / nb) / (a / na) : 0) }')"
+    done
+fi
 
 # RSS with idle keep-alive connections: each connection makes one request, then idles.
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
@@ -330,7 +374,8 @@ read -r idle_n rss_idle <"$T/idle.txt" || { idle_n=0; rss_idle=0; }
 printf '\n%d rounds of %s each; medians:\n' "$ROUNDS" "$DUR"
 printf '%-8s %12s %10s %10s %14s   %s\n' target "req/s" "p50 ms" "p99 ms" "baton / this" "per round"
 declare -A MED_RATIO
-for t in direct nginx haproxy apache baton; do
+for t in direct nginx haproxy apache baton assert; do
+    case " $ORDER " in *" $t:"*) ;; *) continue ;; esac
     rs=$(ratios "$t")
     MED_RATIO[$t]=$(echo "$rs" | median)
     printf '%-8s %12.0f %10.3f %10.3f %14.2f   %s\n' "$t" "$(of_rounds RPS "$t" | median)" \
@@ -342,14 +387,25 @@ echo
 CPU_R=$(awk -v n="$CPU_N" -v b="$CPU_B" 'BEGIN{ printf "%.2f", (b > 0 ? n / b : 0) }')
 echo "CPU per request (median; rounds): nginx ${CPU_N} us ($(of_rounds CPU nginx)), \
 baton ${CPU_B} us ($(of_rounds CPU baton)); nginx / baton ${CPU_R}"
+CPU_A=$(of_rounds CPU assert | median)
+echo "caller assertion on / off: throughput $(awk -v r="${MED_RATIO[assert]:-0}" 'BEGIN{ printf "%.3f", (r > 0 ? 1 / r : 0) }') \
+(rounds: $(for r in $(seq "$ROUNDS"); do awk -v a="${RPS[assert,$r]:-0}" -v b="${RPS[baton,$r]:-0}" \
+'BEGIN{ printf "%.3f ", (b > 0 ? a / b : 0) }'; done)), CPU per request off / on \
+$(awk -v a="$CPU_A" -v b="$CPU_B" 'BEGIN{ printf "%.3f", (a > 0 ? b / a : 0) }') \
+(${CPU_B} us off, ${CPU_A} us on; rounds on: $(of_rounds CPU assert))"
+if [ -n "$PAIRED" ]; then
+    echo "caller assertion on / off, paired (both loaded at once): throughput on/off \
+$(for x in $PAIRED; do echo "${x%/*}"; done | median), CPU per request off/on \
+$(for x in $PAIRED; do echo "${x#*/}"; done | median) (medians; rounds thr/cpu:$PAIRED)"
+fi
 echo "baton RSS: ${rss_before} kB after the load runs; ${rss_idle} kB holding ${idle_n} idle keep-alive connections"
 echo "baton exec to /readyz true: ${ready_ms} ms"
 echo "targets (issue 5): baton >= 1.5x haproxy, >= 0.8x nginx, p99 < 2 ms (medians)"
 P99_B=$(of_rounds P99 baton | median)
-awk -v h="${MED_RATIO[haproxy]}" -v n="${MED_RATIO[nginx]}" -v p="$P99_B" 'BEGIN{
+awk -v h="${MED_RATIO[haproxy]:-0}" -v n="${MED_RATIO[nginx]:-0}" -v p="$P99_B" 'BEGIN{
     printf "  vs haproxy %.2fx (%s), vs nginx %.2fx (%s), p99 %.3f ms (%s)\n",
         h, ((h >= 1.5) ? "met" : "NOT met"), n, ((n >= 0.8) ? "met" : "NOT met"),
         p, ((p < 2) ? "met" : "NOT met") }'
-kill -TERM $BATON_PID
+kill -TERM $BATON_PID $ASSERT_PID
 wait $BATON_PID 2>/dev/null
 echo "baton exit status after SIGTERM: $?"

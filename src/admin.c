@@ -20,6 +20,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "assertion.h"
 #include "audit.h"
 #include "identity.h"
 #include "jwks.h"
@@ -421,6 +422,31 @@ static void on_audit_key(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
+/* The caller assertion's key set (also on the serving port), cacheable. */
+static void on_assertion_jwks(struct evhttp_request *req, void *arg)
+{
+    struct runtime *rt = runtime_current();
+    struct evbuffer *b = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    (void)arg;
+
+    if (rt && rt->assertion) {
+        size_t n;
+        const char *doc = assertion_signer_jwks(rt->assertion, &n);
+        char cc[48];
+        evbuffer_add(b, doc, n);
+        snprintf(cc, sizeof(cc), "public, max-age=%d", ASSERTION_JWKS_MAX_AGE_S);
+        evhttp_add_header(h, "Content-Type", "application/jwk-set+json");
+        evhttp_add_header(h, "Cache-Control", cc);
+        evhttp_send_reply(req, 200, "OK", b);
+    } else {
+        evbuffer_add_printf(b, "{\"error\":\"not_found\"}\n");
+        reply(req, 404, "application/json", b);
+    }
+    runtime_unref(rt);
+    evbuffer_free(b);
+}
+
 static void on_other(struct evhttp_request *req, void *arg)
 {
     struct evbuffer *b = evbuffer_new();
@@ -450,6 +476,7 @@ struct admin *admin_start(struct event_base *bg, const struct cfg_addr *addr,
     evhttp_set_cb(a->http, "/metrics", on_metrics, a);
     evhttp_set_cb(a->http, "/.well-known/jwks.json", on_jwks, a);
     evhttp_set_cb(a->http, "/audit/public-key", on_audit_key, a);
+    evhttp_set_cb(a->http, "/.well-known/baton/jwks.json", on_assertion_jwks, a);
     evhttp_set_gencb(a->http, on_other, a);
     if (!evhttp_bind_socket_with_handle(a->http, addr->host, (unsigned short)addr->port)) {
         snprintf(err, errlen, "cannot bind the admin listener to %s:%d", addr->host, addr->port);

@@ -1982,6 +1982,11 @@ const char *audit_key_id(const struct audit_log *log)
     return log->key ? log->key_id : NULL;
 }
 
+const char *audit_log_id(const struct audit_log *log)
+{
+    return log->log_id;
+}
+
 void audit_close(struct audit_log *log)
 {
     if (!log)

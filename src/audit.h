@@ -212,6 +212,9 @@ const char *audit_public_key_pem(const struct audit_log *log);
  * of checkpoints). Return 0, or -1 without a signing key. */
 int audit_public_key_raw(const struct audit_log *log, unsigned char out[32]);
 const char *audit_key_id(const struct audit_log *log);
+/* The chain's `log` id (32 hex), fixed from audit_open to audit_close and
+ * kept across rotations (borrowed, valid until audit_close; any thread). */
+const char *audit_log_id(const struct audit_log *log);
 
 /*
  * Drains the queue (every submitted record is written and its callback run),

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "assertion.h"
 #include "authn.h"
 #include "config.h"
 #include "diag.h"
@@ -77,6 +78,16 @@ static void check_summary(const struct baton_config *cfg, const struct policy_se
         const struct policy *p = policy_set_at(set, i);
         printf("  %-20s %-24s -> %s (upstream %s)\n", policy_host(p), policy_path_prefix(p),
                policy_step(p), policy_upstream(p)->name);
+    }
+    if (cfg->assertion.enabled) {
+        const struct cfg_assertion *a = &cfg->assertion;
+        printf("caller assertion: iss %s, header %s, lifetime %us, key %s, %zu previous key%s; to:",
+               a->issuer, a->header, a->lifetime_s, a->signing_key ? a->signing_key : "(generated at start)",
+               a->n_previous_keys, a->n_previous_keys == 1 ? "" : "s");
+        for (size_t i = 0; i < cfg->n_upstreams; i++)
+            if (cfg->upstreams[i].caller_assertion)
+                printf(" %s", cfg->upstreams[i].name);
+        printf("\n");
     }
 }
 
@@ -329,6 +340,7 @@ struct explain {
     struct authn_result token; /* released by cmd_explain */
     struct policy_trace trace;
     bool have_trace;
+    json_t *assertion; /* --token, allowed, caller_assertion: the claims it would carry (owned) */
 };
 
 static void print_text(const struct explain *x)
@@ -390,6 +402,12 @@ static void print_text(const struct explain *x)
     }
     if (x->decision == DECISION_WOULD_DENY)
         printf("note:     the policy is in dry_run mode: the server records would_deny and forwards\n");
+    if (x->assertion) {
+        char *s = json_dumps(x->assertion, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("assertion: the claims the upstream would receive (iat now; audit_log is the serving log's id)\n%s\n",
+               s ? s : "");
+        free(s);
+    }
 }
 
 /* A JSON string of `s`; bytes that are not UTF-8 are shown \u00XX-escaped
@@ -468,6 +486,7 @@ static void print_json(const struct explain *x)
     } else {
         json_object_set_new(o, "miss", json_null());
     }
+    json_object_set(o, "assertion", x->assertion ? x->assertion : json_null());
     s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s)
         printf("%s\n", s);
@@ -696,6 +715,34 @@ decided:
         x.decision = DECISION_WOULD_DENY;
     else
         x.decision = DECISION_DENY;
+    /* What the server would sign for the upstream: the same builder, with
+     * the --header values that matched (no audit log is open here). */
+    if (x.decision != DECISION_DENY && x.have_authn && x.authn == REASON_ALLOWED &&
+        cfg->assertion.enabled && policy_upstream(x.policy)->caller_assertion) {
+        const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
+        size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
+        const struct policy_input hin = {.header = cli_header_lookup, .header_ctx = &x.headers};
+        for (size_t i = 0; i < policy_header_count(x.policy) && nh < ASSERTION_MAX_HEADERS; i++)
+            if (policy_header_matched(x.policy, i, &hin, &vals[nh], &lens[nh]))
+                names[nh++] = policy_header_name(x.policy, i);
+        struct assertion_input ain = {
+            .cfg = &cfg->assertion,
+            .audience = policy_upstream(x.policy)->audience,
+            .caller = &x.token,
+            .cognito = x.token.issuer && !strcmp(x.token.issuer->audience_claim, "client_id"),
+            .step = policy_step(x.policy),
+            .policy_file = policy_file(x.policy),
+            .policy_sha256 = policy_hash_hex(x.policy),
+            .dry_run = policy_dry_run(x.policy),
+            .header_names = names,
+            .header_values = vals,
+            .header_lens = lens,
+            .n_headers = nh,
+            .audit_log = NULL,
+            .now_s = now_ms() / 1000,
+        };
+        x.assertion = assertion_claims(&ain);
+    }
     if (as_json)
         print_json(&x);
     else
@@ -707,6 +754,7 @@ out:
         free(x.headers.v[i].value);
     }
     json_decref(claims);
+    json_decref(x.assertion);
     authn_result_release(&x.token);
     authn_free(authn);
     jwks_free(keys);

@@ -84,6 +84,14 @@
  *       file                          path      required                Ed25519 PEM private key
  *     max_ttl_s                       integer   604800                  1..604800
  *     leeway_s                        integer   0                       0..60
+ *   assertion              (ext.)     object    absent: no assertion    README "Caller assertion"
+ *     issuer                          string    required                http(s) URL: the assertion's iss
+ *     signing_key                     path      absent: generated       EC P-256 PEM private key (0600)
+ *     lifetime_s                      integer   300                     30..3600
+ *     header                          string    "x-baton-assertion"     a header name; never hop-by-hop,
+ *                                                                       framing, or one baton sets
+ *     previous_keys                   [path]    []                      <= 8 EC P-256 public PEMs
+ *   upstreams[].caller_assertion (ext.) boolean true with "assertion"   false: no assertion sent
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -116,6 +124,7 @@
 
 #include <jansson.h>
 
+#include "http1.h"
 #include "jsonpos.h"
 #include "log.h"
 #include "path.h"
@@ -1063,6 +1072,48 @@ static int check_record_header(struct ctx *c, const char *s)
     return 0;
 }
 
+/* The assertion's header: a token, and none that framing, hop-by-hop hygiene
+ * or baton itself already decide (baton would send two values or strip its own). */
+static int check_assertion_header(struct ctx *c, const char *s)
+{
+    static const char *const taken[] = {
+        "host", "content-length", "expect", "authorization", "x-serverless-authorization",
+        "x-request-id", "traceparent", "forwarded", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "cookie"};
+    size_t n = strlen(s);
+    char q[420];
+    quote(q, sizeof(q), s);
+    if (!valid_token(s) || n > 128) {
+        err(c, "%s is not a header name", q);
+        return -1;
+    }
+    if (http1_header_is_hop_by_hop(s, n)) {
+        err(c, "%s is a hop-by-hop header: a proxy between baton and the upstream would drop it", q);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+        if (!ascii_casecmp_n(s, n, taken[i], strlen(taken[i]))) {
+            err(c, "%s is a framing, routing or identity header baton sets itself", q);
+            return -1;
+        }
+    return 0;
+}
+
+static int check_assertion_issuer(struct ctx *c, const char *s)
+{
+    size_t n = strlen(s);
+    if ((n > 8 && !ascii_casecmp_n(s, 8, "https://", 8)) || (n > 7 && !ascii_casecmp_n(s, 7, "http://", 7))) {
+        for (size_t i = 0; i < n; i++)
+            if (s[i] == ' ') {
+                err(c, "the issuer is a URL without spaces");
+                return -1;
+            }
+        return 0;
+    }
+    err(c, "the issuer is an http(s) URL naming this gateway (\"https://gateway.example.com\")");
+    return -1;
+}
+
 /* ------------------------------------------------------------------ */
 /* tables                                                              */
 
@@ -1141,6 +1192,8 @@ static const struct field sa_key_fields[] = {
     {0},
 };
 
+static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj);
+
 static const struct field upstream_fields[] = {
     F_STR("name", struct cfg_upstream, name, NULL, check_name, FL_REQUIRED),
     F_STR("url", struct cfg_upstream, url, NULL, NULL, FL_REQUIRED),
@@ -1148,6 +1201,7 @@ static const struct field upstream_fields[] = {
     F_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization", FL_NOCASE),
     F_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
     F_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
+    F_CUSTOM("caller_assertion", parse_caller_assertion, 0),
     {0},
 };
 
@@ -1196,6 +1250,17 @@ static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
 static int parse_audit(struct ctx *c, const json_t *v, void *obj);
 static int parse_url_signing(struct ctx *c, const json_t *v, void *obj);
 static int parse_redis(struct ctx *c, const json_t *v, void *obj);
+static int parse_assertion(struct ctx *c, const json_t *v, void *obj);
+
+static const struct field assertion_fields[] = {
+    F_STR("issuer", struct cfg_assertion, issuer, NULL, check_assertion_issuer, FL_REQUIRED),
+    F_PATH("signing_key", struct cfg_assertion, signing_key, NULL, 0),
+    F_INT("lifetime_s", struct cfg_assertion, lifetime_s, 30, 3600, 300),
+    F_STR("header", struct cfg_assertion, header, "x-baton-assertion", check_assertion_header, 0),
+    F_LIST("previous_keys", struct cfg_assertion, previous_keys, n_previous_keys, CONFIG_MAX_PREVIOUS_KEYS,
+           NULL, 0),
+    {0},
+};
 
 static const struct field root_fields[] = {
     F_CUSTOM("listen", parse_listen, 0),
@@ -1214,6 +1279,7 @@ static const struct field root_fields[] = {
     F_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
     F_CUSTOM("url_signing", parse_url_signing, 0),
     F_CUSTOM("redis", parse_redis, 0),
+    F_CUSTOM("assertion", parse_assertion, 0),
     {0},
 };
 
@@ -1998,6 +2064,45 @@ static int parse_redis(struct ctx *c, const json_t *v, void *obj)
     return 0;
 }
 
+static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj)
+{
+    struct cfg_upstream *up = obj;
+    if (!json_is_boolean(v)) {
+        err(c, "expected true or false, got %s", jtype(v));
+        return -1;
+    }
+    up->caller_assertion = json_is_true(v);
+    up->caller_assertion_set = true;
+    return 0;
+}
+
+static int parse_assertion(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct cfg_assertion *a = &cfg->assertion;
+    struct seen s;
+
+    apply_defaults(assertion_fields, a, c->dir);
+    if (parse_object(c, v, assertion_fields, a, &s) < 0)
+        return -1;
+    /* previous keys are files: resolved like every path of the config */
+    for (size_t k = 0; k < a->n_previous_keys; k++) {
+        char *r = resolve(c->dir, a->previous_keys[k]);
+        free(a->previous_keys[k]);
+        a->previous_keys[k] = r;
+    }
+    for (size_t k = 0; a->signing_key && k < a->n_previous_keys; k++)
+        if (!strcmp(a->signing_key, a->previous_keys[k])) {
+            push_key(c, "previous_keys");
+            push_idx(c, k);
+            err(c, "the signing key cannot also be a previous key");
+            pop(c);
+            pop(c);
+        }
+    a->enabled = true;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
 
@@ -2026,6 +2131,20 @@ static bool wildcard(const char *host)
 static void root_post(struct ctx *c, struct baton_config *cfg, const struct seen *s)
 {
     const struct field *t = root_fields;
+    /* caller_assertion defaults to whether "assertion" is configured */
+    for (size_t k = 0; k < cfg->n_upstreams; k++) {
+        struct cfg_upstream *up = &cfg->upstreams[k];
+        if (!up->caller_assertion_set) {
+            up->caller_assertion = cfg->assertion.enabled;
+        } else if (up->caller_assertion && !cfg->assertion.enabled) {
+            push_key(c, "upstreams");
+            push_idx(c, k);
+            err_at(c, "caller_assertion", true,
+                   "\"caller_assertion\" needs the top-level \"assertion\" object (issuer, keys)");
+            pop(c);
+            pop(c);
+        }
+    }
     if (cfg->admin_enabled && (parsed(t, s, "admin_listen") || parsed(t, s, "listen")) &&
         cfg->admin_listen.port == cfg->listen.port &&
         (!strcmp(cfg->admin_listen.host, cfg->listen.host) || wildcard(cfg->admin_listen.host) ||
@@ -2239,6 +2358,12 @@ void config_free(struct baton_config *cfg)
         explicit_bzero(cfg->redis.password, strlen(cfg->redis.password));
         free(cfg->redis.password);
     }
+    free(cfg->assertion.issuer);
+    free(cfg->assertion.signing_key);
+    free(cfg->assertion.header);
+    for (size_t k = 0; k < cfg->assertion.n_previous_keys; k++)
+        free(cfg->assertion.previous_keys[k]);
+    free(cfg->assertion.previous_keys);
     free(cfg);
 }
 

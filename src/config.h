@@ -109,6 +109,9 @@ struct cfg_upstream {
     char *host;     /* owned; lower case, an IPv6 literal without brackets */
     int port;       /* 443 / 80 default */
     char *base_path; /* owned; "" or "/prefix" without trailing slash */
+    /* extension: the signed caller assertion (README "Caller assertion") */
+    bool caller_assertion;     /* effective: "caller_assertion", default true when "assertion" is set */
+    bool caller_assertion_set; /* the key was given */
 };
 
 /* FSYNC_GROUP: written and fsynced as batch, but each response waits for its
@@ -171,6 +174,19 @@ struct cfg_redis {
     enum cfg_redis_failure on_failure; /* "local" (default), "deny" or "allow" */
 };
 
+/* Extension: the caller assertion baton signs for upstreams (README "Caller
+ * assertion"). `enabled` when the "assertion" object is present. */
+struct cfg_assertion {
+    bool enabled;
+    char *issuer;      /* required: the assertion's `iss` */
+    char *signing_key; /* resolved path of an EC P-256 PEM private key; NULL: generated at start */
+    unsigned lifetime_s; /* 300, range 30..3600 */
+    char *header;      /* "x-baton-assertion"; never hop-by-hop, framing or one baton sets */
+    char **previous_keys; /* resolved paths of EC P-256 public PEMs: published, never used to sign */
+    size_t n_previous_keys;
+};
+#define CONFIG_MAX_PREVIOUS_KEYS 8
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -201,6 +217,7 @@ struct baton_config {
                                   on the serving port */
     struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
     struct cfg_redis redis; /* "redis", optional */
+    struct cfg_assertion assertion; /* "assertion" */
 };
 
 /*

@@ -2144,6 +2144,11 @@ const char *policy_rule_path(const struct policy *p, size_t rule, size_t pattern
 }
 
 /* The name of the policy's i-th require_headers entry, NULL past the end. */
+size_t policy_header_count(const struct policy *p)
+{
+    return p->n_headers;
+}
+
 const char *policy_header_name(const struct policy *p, size_t i)
 {
     return i < p->n_headers ? p->headers[i].name : NULL;
@@ -2393,4 +2398,21 @@ enum reason policy_authorize_link(const struct policy *p, const struct policy_in
                                   const char *minter, struct policy_trace *t)
 {
     return authorize(p, in, true, minter, t);
+}
+
+bool policy_header_matched(const struct policy *p, size_t i, const struct policy_input *in,
+                           const char **value, size_t *len)
+{
+    const char *v = NULL;
+    size_t vn = 0;
+    int count;
+
+    if (i >= p->n_headers || !in->header)
+        return false;
+    count = in->header(in->header_ctx, p->headers[i].name, &v, &vn);
+    if (count != 1 || !v || !glob_match(p->headers[i].glob, p->headers[i].glob_len, v, vn))
+        return false;
+    *value = v;
+    *len = vn;
+    return true;
 }

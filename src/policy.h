@@ -226,5 +226,13 @@ enum reason policy_sign_check(const struct policy *p, const char *issuer_name,
                               size_t path_len, unsigned ttl_s);
 size_t policy_sign_count(const struct policy *p);    /* "sign" entries */
 bool policy_accepts_signed_urls(const struct policy *p); /* some signed_url callers entry */
+/* require_headers, in file order: how many, and entry i's name as written
+ * (NULL out of range). policy_header_matched: whether entry i matches `in`
+ * (present exactly once, value matching its glob), with *value / *len set to
+ * the value (borrowed from in's header source) when it does. */
+size_t policy_header_count(const struct policy *p);
+const char *policy_header_name(const struct policy *p, size_t i);
+bool policy_header_matched(const struct policy *p, size_t i, const struct policy_input *in,
+                           const char **value, size_t *len);
 
 #endif

@@ -617,6 +617,27 @@ static size_t forwarded_without_host(const char *v, size_t n, char *out)
     return o;
 }
 
+/* `name` is the configured assertion header, ASCII case-insensitively and with
+ * '-' and '_' equivalent (CGI-style frameworks read both as one variable). */
+static bool is_assertion_name(const char *name, size_t len, const char *want)
+{
+    size_t i = 0;
+    for (; i < len && want[i]; i++) {
+        unsigned char a = (unsigned char)name[i], b = (unsigned char)want[i];
+        if (a == '_')
+            a = '-';
+        if (b == '_')
+            b = '-';
+        if (a >= 'A' && a <= 'Z')
+            a = (unsigned char)(a + 32);
+        if (b >= 'A' && b <= 'Z')
+            b = (unsigned char)(b + 32);
+        if (a != b)
+            return false;
+    }
+    return i == len && !want[i];
+}
+
 int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 {
     const struct http1_request *r = p->req;
@@ -649,7 +670,8 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
             http1_header_in_connection(&r->connection, h->name, h->name_len) ||
             header_dropped(h->name, h->name_len) ||
-            (!p->keep_tracestate && name_is(h->name, h->name_len, "tracestate")))
+            (!p->keep_tracestate && name_is(h->name, h->name_len, "tracestate")) ||
+            (p->assertion_name && is_assertion_name(h->name, h->name_len, p->assertion_name)))
             continue;
         if (http1_header_is_spoofable(h->name, h->name_len)) {
             /* Only a trusted proxy's forwarding headers survive, and only in
@@ -716,6 +738,8 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         hb_str(&hb, p->token_value);
         hb_put(&hb, "\r\n", 2);
     }
+    if (p->assertion_line)
+        hb_put(&hb, p->assertion_line, p->assertion_line_len);
     if (p->body == HTTP1_BODY_LENGTH) {
         hb_str(&hb, "Content-Length: ");
         hb_u64(&hb, p->content_length);

@@ -91,6 +91,12 @@ struct proxy_head_params {
     enum http1_body body;     /* framing to send: NONE, LENGTH or CHUNKED */
     uint64_t content_length;
     bool keep_tracestate;     /* the client's traceparent was valid: its tracestate goes on */
+    /* the caller assertion (assertion.h): every client copy of `assertion_name`
+     * (NULL: none configured; '-' and '_' equivalent) is dropped, and the ready
+     * line (NULL: none for this upstream) "name: value\r\n" is sent */
+    const char *assertion_name;
+    const char *assertion_line;
+    size_t assertion_line_len;
 };
 
 /* Appends the upstream request head to `out`. Returns 0. */

@@ -62,6 +62,7 @@ unsigned reason_retry_after_s(enum reason r)
     case REASON_DRAIN_ABORTED: /* another instance takes the retry */
     case REASON_RATE_UNAVAILABLE: /* the shared limit's Redis, on_failure "deny" */
     case REASON_TOO_MANY_IN_FLIGHT:
+    case REASON_ASSERTION_UNAVAILABLE: /* signing failed: should never happen */
         return 1;
     default:
         return 0;

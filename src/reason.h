@@ -100,10 +100,12 @@ enum decision {
     X(URL_BAD_SIGNATURE, "url_bad_signature", 401)                                 \
     X(URL_UNKNOWN_KEY, "url_unknown_key", 401)                                     \
     X(URL_SCOPE_MISMATCH, "url_scope_mismatch", 401)                               \
-    X(URL_USED, "url_used", 401) \
+    X(URL_USED, "url_used", 401)                                                   \
     /* shared limits (authorize, step 4) */                                        \
     X(RATE_UNAVAILABLE, "rate_unavailable", 429) /* global rate, Redis down, deny */ \
-    X(TOO_MANY_IN_FLIGHT, "too_many_in_flight", 429)
+    X(TOO_MANY_IN_FLIGHT, "too_many_in_flight", 429)                               \
+    /* caller assertion (step 6): signing failed, nothing forwarded */             \
+    X(ASSERTION_UNAVAILABLE, "assertion_unavailable", 503)
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "assertion.h"
 #include "authn.h"
 #include "jwks.h"
 #include "log.h"
@@ -152,6 +153,10 @@ static void destroy(struct runtime *rt)
     for (unsigned i = 0; rt->caches && i < rt->n_workers; i++)
         authn_cache_free(rt->caches[i]);
     free(rt->caches);
+    for (unsigned i = 0; rt->assertion_caches && i < rt->n_workers; i++)
+        assertion_cache_free(rt->assertion_caches[i]);
+    free(rt->assertion_caches);
+    assertion_signer_free(rt->assertion);
     jwks_free(rt->jwks);
     for (size_t i = 0; i < rt->n_steps; i++) {
         runtime_bucket_free(rt->steps[i].bucket);
@@ -370,6 +375,18 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     rt->caches = xcalloc(n_workers, sizeof(*rt->caches));
     for (unsigned i = 0; i < n_workers; i++)
         rt->caches[i] = authn_cache_new(0);
+    if (rt->cfg->assertion.enabled) {
+        /* a generated key carries over a reload: assertions already out stay verifiable */
+        rt->assertion = assertion_signer_new(&rt->cfg->assertion, old ? old->assertion : NULL, err,
+                                             sizeof(err));
+        if (!rt->assertion) {
+            config_diag(rt->cfg, d, "assertion/signing_key", false, "%s", err);
+            goto fail;
+        }
+        rt->assertion_caches = xcalloc(n_workers, sizeof(*rt->assertion_caches));
+        for (unsigned i = 0; i < n_workers; i++)
+            rt->assertion_caches[i] = assertion_cache_new();
+    }
     if (bg_base && jwks_start(rt->jwks) < 0) {
         diags_add(d, rt->cfg->file, 0, 0, "cannot start key set refresh");
         goto fail;

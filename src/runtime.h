@@ -36,6 +36,8 @@ struct jwks;
 struct rate_bucket;
 struct signurl_keys;
 struct runtime_inflight;
+struct assertion_signer;
+struct assertion_cache;
 
 /* What the request path needs about one policy, found by policy pointer. */
 struct runtime_step {
@@ -60,6 +62,8 @@ struct runtime {
     size_t n_steps;
     bool needs_identity;          /* some step forwards to an identity "google" upstream */
     struct signurl_keys *url_keys; /* url_signing's keys, NULL when not configured */
+    struct assertion_signer *assertion;        /* NULL: no "assertion" configured */
+    struct assertion_cache **assertion_caches; /* one per worker, with assertion */
     /* private */
     _Atomic int refs_;
     struct runtime *next_; /* destruction queue */

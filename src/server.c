@@ -20,6 +20,9 @@
  *           a dry_run step records would_deny and goes on.
  *   body    the step's max_body_bytes against a declared Content-Length.
  *   mint    identity "none": no token; "google": identity_get or 503.
+ *   assert  with "assertion" and the upstream's caller_assertion: the signed
+ *           caller assertion from the worker's cache (assertion.h), or 503
+ *           assertion_unavailable with nothing forwarded.
  *   audit   audit_reserve before anything is forwarded (503 when refused).
  *   forward proxy.c streams both ways; the record is submitted when the
  *           exchange ends, whatever the way it ends.
@@ -64,6 +67,7 @@
 #include <event2/thread.h>
 #include <openssl/ssl.h>
 
+#include "assertion.h"
 #include "audit.h"
 #include "audit_witness.h"
 #include "authn.h"
@@ -753,7 +757,7 @@ static int header_lookup(void *ctx, const char *name, const char **value, size_t
     int n = 0;
     for (unsigned i = 0; i < req->n_headers; i++) {
         const struct http1_header *h = &req->headers[i];
-        if (ascii_casecmp_n(h->name, h->name_len, name, nlen) == 0) {
+        if (h->name_len == nlen && ascii_casecmp_n(h->name, nlen, name, nlen) == 0) {
             if (n == 0) {
                 *value = h->value;
                 *len = h->value_len;
@@ -880,6 +884,89 @@ static bool connection_hides(const struct http1_conn_names *conn, const struct p
 }
 
 static void on_proxy_done(void *arg, const struct proxy_outcome *o);
+
+/* GET or HEAD of the assertion key set (a query is ignored). */
+#define ASSERTION_JWKS_PATH "/.well-known/baton/jwks.json"
+static bool is_assertion_jwks(const struct http1_request *hreq)
+{
+    size_t n = sizeof(ASSERTION_JWKS_PATH) - 1;
+    return (hreq->method == HTTP1_METHOD_GET || hreq->method == HTTP1_METHOD_HEAD) &&
+           hreq->origin_len >= n && !memcmp(hreq->origin, ASSERTION_JWKS_PATH, n) &&
+           (hreq->origin_len == n || hreq->origin[n] == '?');
+}
+
+/*
+ * Serves the assertion JWKS on the serving port, so an application behind a
+ * gateway can fetch it where it already sends requests. It is public key
+ * material, before routing: no token, no policy, no audit record (like the
+ * admin listener's endpoints). Cacheable for ASSERTION_JWKS_MAX_AGE_S.
+ */
+static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
+                                 const struct http1_request *hreq, size_t head_len, bool body_pending)
+{
+    struct request *r = &c->req;
+    struct evbuffer *out = proxy_out(c->bev);
+    bool close = body_pending || !r->keep_alive;
+    size_t n;
+    const char *doc = assertion_signer_jwks(rt->assertion, &n);
+
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/jwk-set+json\r\n"
+                        "Content-Length: %zu\r\nCache-Control: public, max-age=%d\r\n"
+                        "X-Request-Id: %s\r\n%s\r\n",
+                        n, ASSERTION_JWKS_MAX_AGE_S, r->request_id,
+                        close ? "Connection: close\r\n"
+                              : r->version == 10 ? "Connection: keep-alive\r\n" : "");
+    if (hreq->method != HTTP1_METHOD_HEAD)
+        evbuffer_add(out, doc, n);
+    skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
+    request_release(r);
+    r->keep_alive = !close;
+    conn_next(c, !close);
+}
+
+/*
+ * The caller assertion's header line for this request (assertion.h): the
+ * step's require_headers that matched, the verified caller, from the
+ * worker's cache. NULL when signing failed (err set).
+ */
+static const char *assertion_line(struct worker *w, const struct runtime *rt, const struct request *r,
+                                  const struct http1_request *hreq, size_t *len, char *err, size_t errlen)
+{
+    const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
+    size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
+    const struct policy_input hin = {.header = header_lookup, .header_ctx = (void *)hreq};
+    const struct cfg_upstream *up = r->step->target->up;
+
+    for (size_t i = 0; i < policy_header_count(r->policy) && nh < ASSERTION_MAX_HEADERS; i++) {
+        const char *name = policy_header_name(r->policy, i);
+        /* authorized: every require_headers entry matched (once, its glob);
+         * a dry-run pass-through (would_deny) carries only those that did */
+        if (r->would_deny ? policy_header_matched(r->policy, i, &hin, &vals[nh], &lens[nh])
+                          : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
+            names[nh++] = name;
+    }
+    {
+        struct assertion_input in = {
+            .cfg = &rt->cfg->assertion,
+            .audience = up->audience,
+            .caller = &r->ar,
+            .cognito = r->ar.issuer && !strcmp(r->ar.issuer->audience_claim, "client_id"),
+            .step = policy_step(r->policy),
+            .policy_file = policy_file(r->policy),
+            .policy_sha256 = policy_hash_hex(r->policy),
+            .dry_run = policy_dry_run(r->policy),
+            .header_names = names,
+            .header_values = vals,
+            .header_lens = lens,
+            .n_headers = nh,
+            .audit_log = g.audit ? audit_log_id(g.audit) : NULL,
+            .now_s = r->ts_ms / 1000,
+        };
+        return assertion_cache_line(rt->assertion_caches[w->id % rt->n_workers], rt->assertion, &in, len,
+                                    err, errlen);
+    }
+}
 
 /*
  * Decodes the chunked body bytes already buffered behind the head with a
@@ -1231,6 +1318,8 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     const struct cfg_upstream *up;
     struct evbuffer *head = NULL;
     unsigned timeout_ms;
+    const char *a_line = NULL; /* the caller assertion line, borrowed from the worker's cache */
+    size_t a_len = 0;
 
     if (resumed) {
         rt = r->rt;
@@ -1272,6 +1361,10 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     body_pending = hreq->body == HTTP1_BODY_CHUNKED ||
                    (hreq->body == HTTP1_BODY_LENGTH && hreq->content_length > 0 &&
                     evbuffer_get_length(in) - head_len < hreq->content_length);
+    if (rt->assertion && is_assertion_jwks(hreq)) {
+        serve_assertion_jwks(c, rt, hreq, head_len, body_pending);
+        return;
+    }
 
     if (hreq->body == HTTP1_BODY_LENGTH && hreq->content_length > cfg->limits.max_body_bytes) {
         guard_reject(c, REASON_BODY_TOO_LARGE, "Content-Length over limits.max_body_bytes");
@@ -1448,6 +1541,23 @@ authorize:
             goto error;
     }
 
+    if (rt->assertion && up->caller_assertion) {
+        char aerr[256];
+        a_line = assertion_line(w, rt, r, hreq, &a_len, aerr, sizeof(aerr));
+        if (!a_line) {
+            /* ours, not the caller's: retryable, and nothing is forwarded */
+            if (log_budget(w)) {
+                char fields[256];
+                snprintf(fields, sizeof(fields), "\"reason\":\"%s\",\"request_id\":\"%s\"",
+                         reason_code(REASON_ASSERTION_UNAVAILABLE), r->request_id);
+                log_msg_fields(LOG_ERROR, fields, "caller assertion not signed: %s", aerr);
+            }
+            skip_body(in, hreq, head_len, body_pending);
+            deny(c, REASON_ASSERTION_UNAVAILABLE, DECISION_ERROR, "Retry-After: 1", body_pending);
+            return;
+        }
+    }
+
     if (audit_reserve(g.audit, &r->rsv) < 0) {
         why = REASON_AUDIT_UNAVAILABLE;
         goto error;
@@ -1490,6 +1600,9 @@ authorize:
             .token_value = r->have_idt ? r->idt.header_value : NULL,
             .body = hreq->body,
             .content_length = hreq->content_length,
+            .assertion_name = cfg->assertion.enabled ? cfg->assertion.header : NULL,
+            .assertion_line = a_line,
+            .assertion_line_len = a_len,
         };
         proxy_build_head(&hp, head);
     }
