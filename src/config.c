@@ -84,6 +84,12 @@
  *       file                          path      required                Ed25519 PEM private key
  *     max_ttl_s                       integer   604800                  1..604800
  *     leeway_s                        integer   0                       0..60
+ *   tracing                (ext.)     object    absent: no span export  otlp.h
+ *     otlp_endpoint                   URL       required                http(s); plain http to loopback only
+ *     max_queue_size                  integer   2048                    16..65536 requests
+ *     max_export_batch_size           integer   512                     1..8192, <= max_queue_size
+ *     schedule_delay_ms               integer   5000                    10..60000
+ *     export_timeout_ms               integer   10000                   100..60000
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -1181,6 +1187,7 @@ static int parse_google(struct ctx *c, const json_t *v, void *obj);
 static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
 static int parse_audit(struct ctx *c, const json_t *v, void *obj);
 static int parse_url_signing(struct ctx *c, const json_t *v, void *obj);
+static int parse_tracing(struct ctx *c, const json_t *v, void *obj);
 
 static const struct field root_fields[] = {
     F_CUSTOM("listen", parse_listen, 0),
@@ -1198,6 +1205,7 @@ static const struct field root_fields[] = {
     F_INT("ready_timeout_ms", struct baton_config, ready_timeout_ms, 0, 600000, 30000),
     F_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
     F_CUSTOM("url_signing", parse_url_signing, 0),
+    F_CUSTOM("tracing", parse_tracing, 0),
     {0},
 };
 
@@ -1848,6 +1856,32 @@ static int parse_url_signing(struct ctx *c, const json_t *v, void *obj)
     return parse_object(c, v, url_signing_fields, &cfg->url_signing, &s);
 }
 
+static const struct field tracing_fields[] = {
+    F_STR("otlp_endpoint", struct cfg_tracing, otlp_endpoint, NULL, check_google_url, FL_REQUIRED),
+    F_INT("max_queue_size", struct cfg_tracing, max_queue_size, 16, 65536, 2048),
+    F_INT("max_export_batch_size", struct cfg_tracing, max_export_batch_size, 1, 8192, 512),
+    F_INT("schedule_delay_ms", struct cfg_tracing, schedule_delay_ms, 10, 60000, 5000),
+    F_INT("export_timeout_ms", struct cfg_tracing, export_timeout_ms, 100, 60000, 10000),
+    {0},
+};
+
+/* tracing: {"otlp_endpoint": URL, ...} (otlp.h) */
+static int parse_tracing(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct seen s;
+    int rc;
+    apply_defaults(tracing_fields, &cfg->tracing, c->dir);
+    cfg->tracing.enabled = true;
+    rc = parse_object(c, v, tracing_fields, &cfg->tracing, &s);
+    if (rc == 0 && cfg->tracing.max_export_batch_size > cfg->tracing.max_queue_size) {
+        err_at(c, "max_export_batch_size", true,
+               "\"max_export_batch_size\" must not exceed \"max_queue_size\"");
+        rc = -1;
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
 
@@ -2081,6 +2115,7 @@ void config_free(struct baton_config *cfg)
         free(cfg->url_signing.keys[k].file);
     }
     free(cfg->url_signing.keys);
+    free(cfg->tracing.otlp_endpoint);
     free(cfg);
 }
 

@@ -151,6 +151,17 @@ struct cfg_url_signing {
     unsigned leeway_s;         /* 0, range 0..60: clock skew allowed past a link's expiry */
 };
 
+/* tracing (extension; otlp.h): span export as OTLP/HTTP JSON. The bounds
+ * follow the OpenTelemetry batch span processor's (OTEL_BSP_*). */
+struct cfg_tracing {
+    bool enabled;               /* the key is present */
+    char *otlp_endpoint;        /* required: http(s) base URL; spans go to {it}/v1/traces */
+    unsigned max_queue_size;    /* 2048, range 16..65536: requests whose spans wait */
+    unsigned max_export_batch_size; /* 512, range 1..8192, <= max_queue_size: requests per POST */
+    unsigned schedule_delay_ms; /* 5000, range 10..60000: longest a span waits for a batch */
+    unsigned export_timeout_ms; /* 10000, range 100..60000: one POST */
+};
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -180,6 +191,7 @@ struct baton_config {
     char *health_path;         /* "health_path", NULL: none; else GET answers like /readyz
                                   on the serving port */
     struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
+    struct cfg_tracing tracing;         /* "tracing" (ext.): OTLP span export */
 };
 
 /*
