@@ -48,6 +48,7 @@ static struct {
     char *url;                  /* {endpoint}/v1/traces, owned */
     unsigned batch, delay_ms, timeout_ms;
     char instance_id[37];       /* a UUID v4, this process's service.instance.id */
+    struct cfg_tracing cfg;     /* as started; cfg.otlp_endpoint owned */
 
     /* the queue, under mu */
     pthread_mutex_t mu;
@@ -413,6 +414,8 @@ int otlp_start(struct event_base *bg, struct http_client *http, const struct cfg
     while (elen && cfg->otlp_endpoint[elen - 1] == '/')
         elen--;
     X.url = xasprintf("%.*s/v1/traces", (int)elen, cfg->otlp_endpoint);
+    X.cfg = *cfg;
+    X.cfg.otlp_endpoint = xstrdup(cfg->otlp_endpoint);
     X.bg = bg;
     X.http = http;
     X.batch = cfg->max_export_batch_size;
@@ -500,5 +503,18 @@ void otlp_stop(void)
     X.ring = NULL;
     free(X.url);
     X.url = NULL;
+    free(X.cfg.otlp_endpoint);
+    X.cfg.otlp_endpoint = NULL;
     X.on = false;
+}
+
+bool otlp_same(const struct cfg_tracing *cfg)
+{
+    if (!X.on || !cfg->enabled)
+        return X.on == cfg->enabled;
+    return strcmp(X.cfg.otlp_endpoint, cfg->otlp_endpoint) == 0 &&
+           X.cfg.max_queue_size == cfg->max_queue_size &&
+           X.cfg.max_export_batch_size == cfg->max_export_batch_size &&
+           X.cfg.schedule_delay_ms == cfg->schedule_delay_ms &&
+           X.cfg.export_timeout_ms == cfg->export_timeout_ms;
 }

@@ -17,7 +17,7 @@
  * spans. At shutdown, after the workers stopped, what is left is sent in
  * blocking POSTs for at most OTLP_SHUTDOWN_MS.
  *
- * Threads: otlp_start, otlp_stop on the background thread (the one running
+ * Threads: otlp_start, otlp_stop, otlp_same on the background thread (the one running
  * `bg`), before its loop runs and after it ended; otlp_enabled, otlp_submit
  * and otlp_stats from any thread; otlp_build_json is pure.
  */
@@ -88,6 +88,10 @@ void otlp_submit(const struct otlp_span *s);
 void otlp_stop(void);
 
 void otlp_stats(struct otlp_stats *out);
+
+/* True when `cfg` (borrowed) is what export was started with (a reload
+ * does not change it). Background thread. */
+bool otlp_same(const struct cfg_tracing *cfg);
 
 /*
  * The ExportTraceServiceRequest JSON for spans[0..n) (borrowed): one

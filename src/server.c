@@ -2204,6 +2204,8 @@ static void reload(void)
         log_msg(LOG_WARNING, "reload: the audit section's path, signing_key, fsync and "
                              "on_failure take effect at the next restart; the log keeps "
                              "the ones it was opened with");
+    if (!otlp_same(&rt->cfg->tracing))
+        log_msg(LOG_WARNING, "reload: the tracing section takes effect at the next restart");
     log_msg(LOG_INFO, "configuration generation %llu in use (%zu steps)",
             (unsigned long long)rt->generation, rt->n_steps);
     runtime_publish(rt);
