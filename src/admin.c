@@ -27,6 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "redis.h"
+#include "otlp.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -384,6 +385,23 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         identity_metrics(a->deps.identity, b);
     }
     redis_metrics_render(b);
+    {
+        struct otlp_stats os;
+        otlp_stats(&os);
+        metrics_write(b, "baton_trace_spans_exported_total", "counter",
+                      "Spans the OTLP collector accepted (tracing.otlp_endpoint).", NULL,
+                      (double)os.exported);
+        metrics_write_header(b, "baton_trace_spans_dropped_total", "counter",
+                             "Spans never exported: the queue was full, or their export failed "
+                             "for good.");
+        metrics_write_sample(b, "baton_trace_spans_dropped_total", "cause=\"queue_full\"",
+                             (double)os.dropped_queue);
+        metrics_write_sample(b, "baton_trace_spans_dropped_total", "cause=\"export_failed\"",
+                             (double)os.dropped_export);
+        metrics_write(b, "baton_trace_export_failures_total", "counter",
+                      "Failed OTLP export POSTs (every attempt, retries included).", NULL,
+                      (double)os.failures);
+    }
     runtime_unref(rt);
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);

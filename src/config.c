@@ -92,6 +92,12 @@
  *                                                                       framing, or one baton sets
  *     previous_keys                   [path]    []                      <= 8 EC P-256 public PEMs
  *   upstreams[].caller_assertion (ext.) boolean true with "assertion"   false: no assertion sent
+ *   tracing                (ext.)     object    absent: no span export  otlp.h
+ *     otlp_endpoint                   URL       required                http(s); plain http to loopback only
+ *     max_queue_size                  integer   2048                    16..65536 requests
+ *     max_export_batch_size           integer   512                     1..8192, <= max_queue_size
+ *     schedule_delay_ms               integer   5000                    10..60000
+ *     export_timeout_ms               integer   10000                   100..60000
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -1261,6 +1267,7 @@ static const struct field assertion_fields[] = {
            NULL, 0),
     {0},
 };
+static int parse_tracing(struct ctx *c, const json_t *v, void *obj);
 
 static const struct field root_fields[] = {
     F_CUSTOM("listen", parse_listen, 0),
@@ -1280,6 +1287,7 @@ static const struct field root_fields[] = {
     F_CUSTOM("url_signing", parse_url_signing, 0),
     F_CUSTOM("redis", parse_redis, 0),
     F_CUSTOM("assertion", parse_assertion, 0),
+    F_CUSTOM("tracing", parse_tracing, 0),
     {0},
 };
 
@@ -2103,6 +2111,32 @@ static int parse_assertion(struct ctx *c, const json_t *v, void *obj)
     return 0;
 }
 
+static const struct field tracing_fields[] = {
+    F_STR("otlp_endpoint", struct cfg_tracing, otlp_endpoint, NULL, check_google_url, FL_REQUIRED),
+    F_INT("max_queue_size", struct cfg_tracing, max_queue_size, 16, 65536, 2048),
+    F_INT("max_export_batch_size", struct cfg_tracing, max_export_batch_size, 1, 8192, 512),
+    F_INT("schedule_delay_ms", struct cfg_tracing, schedule_delay_ms, 10, 60000, 5000),
+    F_INT("export_timeout_ms", struct cfg_tracing, export_timeout_ms, 100, 60000, 10000),
+    {0},
+};
+
+/* tracing: {"otlp_endpoint": URL, ...} (otlp.h) */
+static int parse_tracing(struct ctx *c, const json_t *v, void *obj)
+{
+    struct baton_config *cfg = obj;
+    struct seen s;
+    int rc;
+    apply_defaults(tracing_fields, &cfg->tracing, c->dir);
+    cfg->tracing.enabled = true;
+    rc = parse_object(c, v, tracing_fields, &cfg->tracing, &s);
+    if (rc == 0 && cfg->tracing.max_export_batch_size > cfg->tracing.max_queue_size) {
+        err_at(c, "max_export_batch_size", true,
+               "\"max_export_batch_size\" must not exceed \"max_queue_size\"");
+        rc = -1;
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* loading                                                             */
 
@@ -2364,6 +2398,7 @@ void config_free(struct baton_config *cfg)
     for (size_t k = 0; k < cfg->assertion.n_previous_keys; k++)
         free(cfg->assertion.previous_keys[k]);
     free(cfg->assertion.previous_keys);
+    free(cfg->tracing.otlp_endpoint);
     free(cfg);
 }
 

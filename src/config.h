@@ -187,6 +187,17 @@ struct cfg_assertion {
 };
 #define CONFIG_MAX_PREVIOUS_KEYS 8
 
+/* tracing (extension; otlp.h): span export as OTLP/HTTP JSON. The bounds
+ * follow the OpenTelemetry batch span processor's (OTEL_BSP_*). */
+struct cfg_tracing {
+    bool enabled;               /* the key is present */
+    char *otlp_endpoint;        /* required: http(s) base URL; spans go to {it}/v1/traces */
+    unsigned max_queue_size;    /* 2048, range 16..65536: requests whose spans wait */
+    unsigned max_export_batch_size; /* 512, range 1..8192, <= max_queue_size: requests per POST */
+    unsigned schedule_delay_ms; /* 5000, range 10..60000: longest a span waits for a batch */
+    unsigned export_timeout_ms; /* 10000, range 100..60000: one POST */
+};
+
 struct baton_config {
     char *file; /* path as given, owned */
     char *dir;  /* its directory, owned: base of relative paths */
@@ -218,6 +229,7 @@ struct baton_config {
     struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
     struct cfg_redis redis; /* "redis", optional */
     struct cfg_assertion assertion; /* "assertion" */
+    struct cfg_tracing tracing;         /* "tracing" (ext.): OTLP span export */
 };
 
 /*

@@ -88,6 +88,7 @@
 #include "runtime.h"
 #include "trace.h"
 #include "signurl.h"
+#include "otlp.h"
 #include "util.h"
 
 #define ARENA_KEEP 4096        /* a bigger per-connection arena is freed after its request */
@@ -530,6 +531,45 @@ static void withhold_response(struct conn *c)
     evbuffer_freeze(out, 1);
 }
 
+/* A sampled request's spans to the exporter (otlp.h): copied, never waited on. */
+static void export_span(struct conn *c, enum reason reason, enum decision d, int status,
+                        uint64_t total_ns)
+{
+    struct request *r = &c->req;
+    struct otlp_span s;
+    struct timespec ts;
+    uint64_t end;
+    size_t pl = r->path_len < OTLP_PATH_MAX ? r->path_len : OTLP_PATH_MAX;
+
+    memset(&s, 0, sizeof(s));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    end = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    memcpy(s.trace_id, r->trace.trace_id, sizeof(s.trace_id));
+    memcpy(s.span_id, r->trace.span_id, sizeof(s.span_id));
+    memcpy(s.parent_id, r->trace.parent_id, sizeof(s.parent_id));
+    s.start_ns = end - total_ns;
+    s.end_ns = end;
+    snprintf(s.method, sizeof(s.method), "%s", http1_method_name(r->method));
+    if (r->path)
+        memcpy(s.path, r->path, pl);
+    snprintf(s.step, sizeof(s.step), "%s", r->policy ? policy_step(r->policy) : "");
+    s.decision = decision_name(d);
+    s.reason = reason_code(reason);
+    s.status = status;
+    if (r->forwarded && r->step) {
+        const struct cfg_upstream *up = r->step->target->up;
+        s.upstream = true;
+        s.up_span = rng_next(c->w->rng);
+        s.up_end_ns = end;
+        s.up_start_ns = end - (r->upstream_ns < total_ns ? r->upstream_ns : total_ns);
+        snprintf(s.up_name, sizeof(s.up_name), "%s", up->name);
+        snprintf(s.up_host, sizeof(s.up_host), "%s", up->host ? up->host : "");
+        s.up_port = up->port;
+        s.up_status = r->upstream_status;
+    }
+    otlp_submit(&s);
+}
+
 /*
  * The end of every request after the guard: one audit record (when routed),
  * metrics, the access log line, then the connection goes on or closes.
@@ -644,6 +684,8 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
     }
     metrics_request(w->mw, r->policy ? policy_step(r->policy) : NULL, d, reason, status, total,
                     r->upstream_ns);
+    if (r->has_trace && r->trace.sampled && otlp_enabled())
+        export_span(c, reason, d, status, total);
     if (r->rt && r->rt->cfg->access_log)
         access_log(c, reason, d, status, total);
     {
@@ -2460,6 +2502,8 @@ static void reload(void)
         log_msg(LOG_WARNING, "reload: the audit section's path, signing_key, fsync and "
                              "on_failure take effect at the next restart; the log keeps "
                              "the ones it was opened with");
+    if (!otlp_same(&rt->cfg->tracing))
+        log_msg(LOG_WARNING, "reload: the tracing section takes effect at the next restart");
     log_msg(LOG_INFO, "configuration generation %llu in use (%zu steps)",
             (unsigned long long)rt->generation, rt->n_steps);
     runtime_publish(rt);
@@ -2774,6 +2818,11 @@ int cmd_serve(int argc, char **argv)
         }
     }
     trace_project_start(g.bg, g.http, &rt->cfg->google);
+    if (otlp_start(g.bg, g.http, &rt->cfg->tracing, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto out;
+    }
+    trace_sample_new(otlp_enabled());
     g.tls = proxy_tls_ctx_new(err, sizeof(err));
     if (!g.tls) {
         log_msg(LOG_ERROR, "%s", err);
@@ -2947,6 +2996,7 @@ out:
     if (g.tls)
         SSL_CTX_free(g.tls);
     metrics_shutdown();
+    otlp_stop();
     trace_project_stop();
     redis_shutdown();
     http_client_free(g.http);

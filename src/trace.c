@@ -26,6 +26,12 @@
 #define PROJECT_TIMEOUT_MS 2000
 
 static const char hexd[] = "0123456789abcdef";
+static _Atomic bool sample_new;
+
+void trace_sample_new(bool on)
+{
+    atomic_store_explicit(&sample_new, on, memory_order_relaxed);
+}
 
 static void hex64(uint64_t v, char *out)
 {
@@ -40,13 +46,16 @@ void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3,
     out->span_id[16] = '\0';
     if (incoming) {
         memcpy(out->trace_id, incoming + 3, 32);
+        memcpy(out->parent_id, incoming + 36, 16);
+        out->parent_id[16] = '\0';
         out->sampled = (incoming[54] == '1' || incoming[54] == '3' || incoming[54] == '5' ||
                         incoming[54] == '7' || incoming[54] == '9' || incoming[54] == 'b' ||
                         incoming[54] == 'd' || incoming[54] == 'f'); /* flags bit 0 */
     } else {
         hex64(r2, out->trace_id);
         hex64(r3 ? r3 : 1, out->trace_id + 16);
-        out->sampled = false;
+        out->parent_id[0] = '\0';
+        out->sampled = atomic_load_explicit(&sample_new, memory_order_relaxed);
     }
     out->trace_id[32] = '\0';
 }

@@ -5,9 +5,10 @@
  * Each request gets baton's own span id. A valid incoming `traceparent`
  * (proxy_traceparent) keeps its trace id and sampled flag; baton forwards
  * `00-<trace id>-<its own span id>-<flags>`, so the upstream's spans are
- * children of baton's. No or an invalid `traceparent`: a new trace id, not
- * sampled (baton exports no spans that a sampled child could hang under), and
- * the request's `tracestate` is dropped with it (W3C Trace Context 3.3: a
+ * children of baton's. No or an invalid `traceparent`: a new trace id,
+ * sampled only when baton exports its spans (trace_sample_new: otherwise a
+ * sampled child would hang under a span no one ever sees), and the request's
+ * `tracestate` is dropped with it (W3C Trace Context 3.3: a
  * tracestate is only meaningful beside the traceparent it came with).
  *
  * Log lines carry `logging.googleapis.com/trace` as
@@ -38,6 +39,7 @@ struct http_client;
 struct trace_ctx {
     char trace_id[33]; /* 32 lowercase hex */
     char span_id[17];  /* baton's own span: 16 lowercase hex */
+    char parent_id[17]; /* the incoming traceparent's parent-id, "" for a new trace */
     bool sampled;
 };
 
@@ -49,6 +51,10 @@ struct trace_ctx {
  */
 void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3,
                  struct trace_ctx *out);
+
+/* New traces (no valid incoming traceparent) are sampled from now on when
+ * `on` (span export is configured, otlp.h). Any thread; default off. */
+void trace_sample_new(bool on);
 
 /* The traceparent baton forwards: out[56], NUL-terminated. */
 void trace_traceparent(const struct trace_ctx *t, char out[56]);
