@@ -109,6 +109,7 @@ struct cfg_upstream {
     char *host;     /* owned; lower case, an IPv6 literal without brackets */
     int port;       /* 443 / 80 default */
     char *base_path; /* owned; "" or "/prefix" without trailing slash */
+    unsigned resolve_interval_s; /* 30, range 1..3600: address refresh (resolve.h) */
 };
 
 /* FSYNC_GROUP: written and fsynced as batch, but each response waits for its

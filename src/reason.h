@@ -100,7 +100,9 @@ enum decision {
     X(URL_BAD_SIGNATURE, "url_bad_signature", 401)                                 \
     X(URL_UNKNOWN_KEY, "url_unknown_key", 401)                                     \
     X(URL_SCOPE_MISMATCH, "url_scope_mismatch", 401)                               \
-    X(URL_USED, "url_used", 401)
+    X(URL_USED, "url_used", 401)                                                   \
+    /* forward (step 6): the upstream's name has no address yet */                 \
+    X(UPSTREAM_UNRESOLVED, "upstream_unresolved", 502)
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,

@@ -15,6 +15,7 @@
 #include "jwks.h"
 #include "log.h"
 #include "policy.h"
+#include "resolve.h"
 #include "signurl.h"
 #include "util.h"
 
@@ -102,6 +103,8 @@ static void destroy(struct runtime *rt)
         runtime_bucket_free(rt->steps[i].bucket);
     free(rt->steps);
     policy_set_free(rt->policies);
+    for (size_t i = 0; rt->targets && rt->cfg && i < rt->cfg->n_upstreams; i++)
+        resolver_free(rt->targets[i].res);
     free(rt->targets);
     signurl_keys_free(rt->url_keys);
     config_free(rt->cfg);
@@ -256,7 +259,6 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     struct runtime *rt = xcalloc(1, sizeof(*rt));
     struct runtime *old = runtime_current();
     struct authn_keys keys;
-    char err[512];
     size_t n;
     uint64_t now = mono_ns();
 
@@ -267,9 +269,16 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     if (!rt->policies)
         goto fail;
     rt->targets = xcalloc(rt->cfg->n_upstreams ? rt->cfg->n_upstreams : 1, sizeof(*rt->targets));
-    for (size_t i = 0; i < rt->cfg->n_upstreams; i++)
-        if (proxy_target_resolve(&rt->cfg->upstreams[i], &rt->targets[i], err, sizeof(err)) < 0)
-            diags_add(d, rt->cfg->file, 0, 0, "%s", err);
+    /* A name that does not resolve is not an error: that upstream answers
+     * 502 upstream_unresolved until a refresh resolves it (resolve.h). A
+     * reload keeps the good addresses of an unchanged name meanwhile. */
+    for (size_t i = 0; i < rt->cfg->n_upstreams; i++) {
+        const struct cfg_upstream *up = &rt->cfg->upstreams[i];
+        rt->targets[i].up = up;
+        rt->targets[i].res = resolver_new(up->name, up->host, up->port, up->resolve_interval_s);
+        for (size_t j = 0; old && j < old->cfg->n_upstreams; j++)
+            resolver_inherit(rt->targets[i].res, old->targets[j].res);
+    }
     rt->url_keys = signurl_keys_for(rt->cfg, d);
     if (d->n)
         goto fail;
@@ -305,6 +314,11 @@ struct runtime *runtime_build(const char *path, struct diags *d)
         diags_add(d, rt->cfg->file, 0, 0, "cannot start key set refresh");
         goto fail;
     }
+    for (size_t i = 0; bg_base && i < rt->cfg->n_upstreams; i++)
+        if (resolver_start(rt->targets[i].res, bg_base) < 0) {
+            diags_add(d, rt->cfg->file, 0, 0, "cannot start upstream address refresh");
+            goto fail;
+        }
     atomic_store(&rt->refs_, 1);
     rt->generation = ++next_gen;
     runtime_unref(old);
