@@ -259,16 +259,16 @@ static struct proxy_pool *pool_get(struct proxy *px, const struct proxy_target *
                                    const struct resolve_addr *a)
 {
     struct proxy_pool *p;
-    char key[sizeof(p->key)];
 
-    snprintf(key, sizeof(key), "%s|%s|%d|%s", t->up->tls ? "https" : "http", t->up->host,
-             t->up->port, a->text);
+    /* compared by fields (the port is in the address): no key to format per request */
     for (p = px->pools; p; p = p->next)
-        if (strcmp(p->key, key) == 0)
+        if (p->tls == t->up->tls && p->addrlen == a->len && memcmp(&p->addr, &a->sa, a->len) == 0 &&
+            strcmp(p->host, t->up->host) == 0)
             return p;
     p = xcalloc(1, sizeof(*p));
     p->px = px;
-    snprintf(p->key, sizeof(p->key), "%s", key);
+    snprintf(p->key, sizeof(p->key), "%s|%s|%d|%s", t->up->tls ? "https" : "http", t->up->host,
+             t->up->port, a->text);
     memcpy(&p->addr, &a->sa, a->len);
     p->addrlen = a->len;
     {
