@@ -102,7 +102,8 @@ static bool same_set(const struct resolve_set *a, const struct resolve_set *b)
 
 /* ------------------------------------------------------------- resolvers */
 
-struct resolver *resolver_new(const char *name, const char *host, int port, unsigned interval_s)
+struct resolver *resolver_new(const char *name, const char *host, int port, unsigned interval_s,
+                              struct resolver *const *prev, size_t n_prev)
 {
     struct resolver *r = xcalloc(1, sizeof(*r));
     size_t n = strlen(host);
@@ -115,6 +116,8 @@ struct resolver *resolver_new(const char *name, const char *host, int port, unsi
     r->port = port;
     r->interval_s = interval_s ? interval_s : RESOLVE_INTERVAL_S_DEFAULT;
     pthread_mutex_init(&r->lock, NULL);
+    for (size_t i = 0; prev && i < n_prev && !r->set; i++)
+        resolver_inherit(r, prev[i]);
     resolver_resolve(r);
     return r;
 }

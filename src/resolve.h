@@ -69,10 +69,14 @@ struct resolver;
 /*
  * A resolver for host:port (host copied; an IPv6 literal with or without
  * brackets), resolved once now (blocking). `name` (copied) labels log lines.
- * Never NULL. A failed first resolution is not an error: the resolver has no
- * set until a refresh succeeds.
+ * `prev` (borrowed, NULL ok): the previous snapshot's resolvers, `n_prev`
+ * of them; one for the same host:port lends its set first (resolver_inherit),
+ * so a reload whose resolution fails keeps the good addresses. Never NULL. A
+ * failed first resolution is not an error: the resolver has no set until a
+ * refresh succeeds.
  */
-struct resolver *resolver_new(const char *name, const char *host, int port, unsigned interval_s);
+struct resolver *resolver_new(const char *name, const char *host, int port, unsigned interval_s,
+                              struct resolver *const *prev, size_t n_prev);
 
 /* Resolves now (blocking). Returns 0 when a set was published, -1 with the
  * error recorded (and the previous set, if any, kept). */

@@ -272,12 +272,18 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     /* A name that does not resolve is not an error: that upstream answers
      * 502 upstream_unresolved until a refresh resolves it (resolve.h). A
      * reload keeps the good addresses of an unchanged name meanwhile. */
-    for (size_t i = 0; i < rt->cfg->n_upstreams; i++) {
-        const struct cfg_upstream *up = &rt->cfg->upstreams[i];
-        rt->targets[i].up = up;
-        rt->targets[i].res = resolver_new(up->name, up->host, up->port, up->resolve_interval_s);
-        for (size_t j = 0; old && j < old->cfg->n_upstreams; j++)
-            resolver_inherit(rt->targets[i].res, old->targets[j].res);
+    {
+        size_t n_prev = old ? old->cfg->n_upstreams : 0;
+        struct resolver **prev = xcalloc(n_prev ? n_prev : 1, sizeof(*prev));
+        for (size_t j = 0; j < n_prev; j++)
+            prev[j] = old->targets[j].res;
+        for (size_t i = 0; i < rt->cfg->n_upstreams; i++) {
+            const struct cfg_upstream *up = &rt->cfg->upstreams[i];
+            rt->targets[i].up = up;
+            rt->targets[i].res = resolver_new(up->name, up->host, up->port,
+                                              up->resolve_interval_s, prev, n_prev);
+        }
+        free(prev);
     }
     rt->url_keys = signurl_keys_for(rt->cfg, d);
     if (d->n)

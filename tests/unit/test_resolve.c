@@ -95,7 +95,7 @@ static void test_pick(void)
 
 static void test_resolver(void)
 {
-    struct resolver *r = resolver_new("lit", "127.0.0.1", 8080, 30), *u, *v6;
+    struct resolver *r = resolver_new("lit", "127.0.0.1", 8080, 30, NULL, 0), *u, *v6;
     struct resolve_set *s;
     unsigned a = 0, b = 0;
     size_t n = 0;
@@ -109,7 +109,7 @@ static void test_resolver(void)
     ok(resolver_status(r, &n, err, sizeof(err)) && n == 1 && err[0] == '\0', "status: resolved");
 
     /* A name that cannot resolve: no set, the error kept. */
-    u = resolver_new("bad", "baton-unit-test.invalid", 80, 30);
+    u = resolver_new("bad", "baton-unit-test.invalid", 80, 30, NULL, 0);
     ok(resolver_current(u, &a) == NULL, ".invalid never resolves: no set");
     ok(!resolver_status(u, &n, err, sizeof(err)) && strstr(err, "baton-unit-test.invalid"),
        "status names the host: %s", err);
@@ -117,7 +117,7 @@ static void test_resolver(void)
     resolver_free(u);
 
     /* Brackets of an IPv6 literal as written in a URL. */
-    v6 = resolver_new("v6", "[::1]", 443, 30);
+    v6 = resolver_new("v6", "[::1]", 443, 30, NULL, 0);
     {
         /* AI_ADDRCONFIG may hide ::1 on a host without IPv6: then no set */
         struct resolve_set *t = resolver_current(v6, &a);
@@ -134,8 +134,8 @@ static void test_resolver(void)
 
 static void test_inherit(void)
 {
-    struct resolver *old = resolver_new("a", "127.0.0.1", 9000, 30);
-    struct resolver *same = resolver_new("a", "baton-unit-inherit.invalid", 9000, 30);
+    struct resolver *old = resolver_new("a", "127.0.0.1", 9000, 30, NULL, 0);
+    struct resolver *same = resolver_new("a", "baton-unit-inherit.invalid", 9000, 30, NULL, 0);
     unsigned st;
 
     /* Different host: nothing inherited. */
