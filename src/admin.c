@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "redis.h"
 #include "otlp.h"
+#include "resolve.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -122,6 +123,32 @@ static bool admin_ready_redis(const struct runtime *rt, const struct redis_statu
     return ok;
 }
 
+/* ,"upstreams":{...}: the upstreams whose name has no address yet (502
+ * upstream_unresolved). They leave readiness alone, as an Envoy STRICT_DNS
+ * cluster with no host leaves its listener serving: one bad name must not
+ * keep a Cloud Run instance out of rotation for every other step. */
+static void upstream_status(struct evbuffer *out, const struct runtime *rt)
+{
+    size_t bad = 0;
+
+    evbuffer_add_printf(out, ",\"upstreams\":{\"unresolved\":[");
+    for (size_t i = 0; rt && i < rt->cfg->n_upstreams; i++) {
+        const struct proxy_target *t = &rt->targets[i];
+        size_t n = 0;
+        char err[200];
+        if (resolver_status(t->res, &n, err, sizeof(err)))
+            continue;
+        evbuffer_add_printf(out, "%s{\"name\":", bad++ ? "," : "");
+        add_json_string(out, t->up->name);
+        evbuffer_add_printf(out, ",\"host\":");
+        add_json_string(out, t->up->host);
+        evbuffer_add_printf(out, ",\"error\":");
+        add_json_string(out, err);
+        evbuffer_add(out, "}", 1);
+    }
+    evbuffer_add_printf(out, "],\"degraded\":%s}", bad ? "true" : "false");
+}
+
 bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
 {
     struct runtime *rt = runtime_current();
@@ -173,6 +200,7 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
         }
     }
     evbuffer_add_printf(out, "},\"draining\":%s", draining ? "true" : "false");
+    upstream_status(out, rt);
     config_status(out, rt);
     admin_ready_redis(rt, &rst, out);
     evbuffer_add_printf(out, "}\n");

@@ -58,6 +58,7 @@
  *     token_header                    string    "authorization"         | "x-serverless-authorization" (any case)
  *     identity                        string    "google"                | "none"
  *     timeout_ms                      integer   60000                   1..3600000
+ *     resolve_interval_s    (ext.)    integer   30                      1..3600 (getaddrinfo: no TTL)
  *   policies                          path      "policies"
  *   audit.path                        path|"-"  "-" (stdout)
  *   audit.fsync                       string    "batch"                 "always" | "batch" | "none" | "group"
@@ -1208,6 +1209,7 @@ static const struct field upstream_fields[] = {
     F_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
     F_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
     F_CUSTOM("caller_assertion", parse_caller_assertion, 0),
+    F_INT("resolve_interval_s", struct cfg_upstream, resolve_interval_s, 1, 3600, 30),
     {0},
 };
 

@@ -112,6 +112,7 @@ struct cfg_upstream {
     /* extension: the signed caller assertion (README "Caller assertion") */
     bool caller_assertion;     /* effective: "caller_assertion", default true when "assertion" is set */
     bool caller_assertion_set; /* the key was given */
+    unsigned resolve_interval_s; /* 30, range 1..3600: address refresh (resolve.h) */
 };
 
 /* FSYNC_GROUP: written and fsynced as batch, but each response waits for its

@@ -39,6 +39,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "resolve.h"
 #include "util.h"
 
 struct proxy_pool;
@@ -100,6 +101,10 @@ struct proxy_exchange {
     bool body_timer_armed;
     bool start_failed;
     int start_errno; /* why the upstream connection could not be opened */
+    const struct proxy_target *target; /* borrowed until done */
+    struct resolve_set *addrs; /* owned reference; NULL: the name has no address yet */
+    unsigned rr_start;         /* round-robin start in addrs */
+    unsigned attempt;          /* addresses tried before the current one */
 
     enum http1_method method;
     int client_version;
@@ -138,59 +143,6 @@ static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* ---------------------------------------------------------------- targets */
-
-int proxy_target_resolve(const struct cfg_upstream *up, struct proxy_target *out, char *err,
-                         size_t errlen)
-{
-    struct addrinfo hints, *res = NULL, *pick;
-    char port[16];
-    char addrtxt[INET6_ADDRSTRLEN] = "?";
-    int rc;
-
-    memset(out, 0, sizeof(*out));
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    snprintf(port, sizeof(port), "%d", up->port);
-    {
-        char host[256];
-        size_t n = strlen(up->host);
-        if (n >= 2 && up->host[0] == '[' && up->host[n - 1] == ']' && n - 2 < sizeof(host)) {
-            memcpy(host, up->host + 1, n - 2); /* an IPv6 literal as written in a URL */
-            host[n - 2] = '\0';
-        } else {
-            snprintf(host, sizeof(host), "%s", up->host);
-        }
-        rc = getaddrinfo(host, port, &hints, &res);
-    }
-    if (rc != 0 || !res) {
-        snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", up->name, up->host,
-                 gai_strerror(rc));
-        return -1;
-    }
-    /* The first IPv4 address if there is one (a name like "localhost" may
-     * list ::1 first while the service listens on 127.0.0.1), else the first. */
-    pick = res;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-        if (ai->ai_family == AF_INET) {
-            pick = ai;
-            break;
-        }
-    memcpy(&out->addr, pick->ai_addr, pick->ai_addrlen);
-    out->addrlen = pick->ai_addrlen;
-    out->up = up;
-    if (pick->ai_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)pick->ai_addr)->sin_addr, addrtxt,
-                  sizeof(addrtxt));
-    else if (pick->ai_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr, addrtxt,
-                  sizeof(addrtxt));
-    snprintf(out->key, sizeof(out->key), "%s|%s|%d|%s", up->tls ? "https" : "http", up->host,
-             up->port, addrtxt);
-    freeaddrinfo(res);
-    return 0;
-}
 
 SSL_CTX *proxy_tls_ctx_new(char *err, size_t errlen)
 {
@@ -301,18 +253,24 @@ void proxy_free(struct proxy *px)
     free(px);
 }
 
-static struct proxy_pool *pool_get(struct proxy *px, const struct proxy_target *t)
+/* The pool of one address of an upstream: keyed by scheme, name, port and
+ * address, so that a name's addresses each keep their own connections. */
+static struct proxy_pool *pool_get(struct proxy *px, const struct proxy_target *t,
+                                   const struct resolve_addr *a)
 {
     struct proxy_pool *p;
 
+    /* compared by fields (the port is in the address): no key to format per request */
     for (p = px->pools; p; p = p->next)
-        if (strcmp(p->key, t->key) == 0)
+        if (p->tls == t->up->tls && p->addrlen == a->len && memcmp(&p->addr, &a->sa, a->len) == 0 &&
+            strcmp(p->host, t->up->host) == 0)
             return p;
     p = xcalloc(1, sizeof(*p));
     p->px = px;
-    snprintf(p->key, sizeof(p->key), "%s", t->key);
-    memcpy(&p->addr, &t->addr, t->addrlen);
-    p->addrlen = t->addrlen;
+    snprintf(p->key, sizeof(p->key), "%s|%s|%d|%s", t->up->tls ? "https" : "http", t->up->host,
+             t->up->port, a->text);
+    memcpy(&p->addr, &a->sa, a->len);
+    p->addrlen = a->len;
     {
         const char *h = t->up->host;
         size_t n = strlen(h);
@@ -919,6 +877,8 @@ static void complete(struct proxy_exchange *ex)
         event_del(&ex->body_timer);
     if (ex->head)
         head_release(ex->px, ex->head);
+    resolve_set_unref(ex->addrs);
+    ex->addrs = NULL;
     /* Kept for the next exchanges (one allocation less each), up to a bound. */
     if (ex->px->n_spares < PROXY_SPARES) {
         ex->next_spare = ex->px->spares;
@@ -998,6 +958,14 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     ex->kick_armed = false;
+    if (!ex->addrs) {
+        size_t n;
+        char err[200];
+        resolver_status(ex->target->res, &n, err, sizeof(err));
+        fail_error(ex, "resolve: %s", err[0] ? err : "no address yet");
+        fail(ex, REASON_UPSTREAM_UNRESOLVED, "upstream name not resolved");
+        return;
+    }
     if (ex->start_failed) {
         fail_error(ex, "connect: %s", strerror(ex->start_errno));
         fail(ex, REASON_UPSTREAM_ERROR, "cannot open an upstream connection");
@@ -1360,26 +1328,81 @@ done:
     finish(ex);
 }
 
-/* Sends the head on the current upstream connection and wires callbacks. */
-static int start_upstream(struct proxy_exchange *ex)
+/* Moves the exchange to the next address of its set (ex->pool). False when
+ * every address was tried. */
+static bool next_address(struct proxy_exchange *ex)
 {
-    struct upconn *uc = pool_pop(ex->pool);
+    if (ex->attempt + 1 >= ex->addrs->n)
+        return false;
+    ex->attempt++;
+    ex->pool = pool_get(ex->px, ex->target,
+                        &ex->addrs->a[resolve_pick(ex->addrs, ex->rr_start, ex->attempt)]);
+    return true;
+}
+
+/* Wires a connection that has (or will have, once connected) the request's
+ * bytes queued: callbacks, watermarks, timeouts. */
+static void wire_upstream(struct proxy_exchange *ex, struct upconn *uc)
+{
     const struct timeval *tv;
 
-    ex->reused = uc != NULL;
-    if (!uc) {
-        uc = upconn_connect(ex->pool);
-        if (!uc)
-            return -1;
-    }
     metrics_upstream_conn(ex->px->mw, ex->reused);
     ex->uc = uc;
     bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
     bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     tv = proxy_tv(ex->px, ex->timeout_ms);
+    bufferevent_set_timeouts(uc->bev, ex->req_done ? tv : NULL, tv);
+}
+
+/*
+ * Opening a new connection failed before any byte left (refused,
+ * unreachable: nothing is written while connecting), so any request may go
+ * to the next address of the set, idempotent or not (Envoy's connect-failure
+ * retry, nginx's proxy_next_upstream error): the queued head and body move
+ * to a connection to the next address. False when none is left or none opens.
+ */
+static bool failover(struct proxy_exchange *ex)
+{
+    struct upconn *old = ex->uc;
+    struct evbuffer *queued = bufferevent_get_output(old->bev);
+
+    while (next_address(ex)) {
+        struct upconn *uc = upconn_connect(ex->pool);
+        if (!uc)
+            continue;
+        log_msg(LOG_DEBUG, "upstream %s: connect failed, trying %s", ex->target->up->name,
+                ex->pool->key);
+        evbuffer_unfreeze(queued, 1); /* a bufferevent's output start is frozen */
+        evbuffer_add_buffer(up_out(uc), queued);
+        ex->uc = NULL;
+        upconn_free(old);
+        ex->reused = false;
+        wire_upstream(ex, uc);
+        proxy_read_on(uc->bev);
+        return true;
+    }
+    return false;
+}
+
+/* Sends the head on the current upstream connection and wires callbacks. */
+static int start_upstream(struct proxy_exchange *ex)
+{
+    struct upconn *uc = pool_pop(ex->pool);
+
+    ex->reused = uc != NULL;
+    while (!uc) {
+        uc = upconn_connect(ex->pool);
+        if (uc)
+            break;
+        int e = errno;
+        if (!next_address(ex)) {
+            errno = e;
+            return -1;
+        }
+    }
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
-    bufferevent_set_timeouts(uc->bev, ex->req_done ? tv : NULL, tv);
+    wire_upstream(ex, uc);
     evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
     proxy_read_on(uc->bev);
     if (ex->req_done)
@@ -1421,12 +1444,17 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct proxy_exchange *ex = arg;
     int err = EVUTIL_SOCKET_ERROR(); /* libevent leaves the socket's error here */
+    unsigned long tls_err = 0;
     (void)bev;
 
     if (what & BEV_EVENT_CONNECTED) {
         ex->uc->connecting = false;
         return;
     }
+    if ((what & BEV_EVENT_ERROR) && ex->uc->tls)
+        tls_err = bufferevent_get_openssl_error(ex->uc->bev);
+    if ((what & BEV_EVENT_ERROR) && ex->uc->connecting && !tls_err && failover(ex))
+        return;
     if (what & BEV_EVENT_TIMEOUT) {
         if (ex->uc->connecting)
             fail_error(ex, "timeout: connect not complete after %u ms", ex->timeout_ms);
@@ -1460,7 +1488,6 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_ERROR) {
-        unsigned long tls_err = ex->uc->tls ? bufferevent_get_openssl_error(ex->uc->bev) : 0;
         if (tls_err) {
             SSL *ssl = bufferevent_openssl_get_ssl(ex->uc->bev);
             long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
@@ -1535,7 +1562,11 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     const struct timeval *tv;
 
     ex->px = px;
-    ex->pool = pool_get(px, p->target);
+    ex->target = p->target;
+    ex->addrs = resolver_current(p->target->res, &ex->rr_start);
+    ex->pool = ex->addrs ? pool_get(px, p->target, &ex->addrs->a[resolve_pick(ex->addrs,
+                                                                             ex->rr_start, 0)])
+                         : NULL;
     ex->client = p->client;
     ex->done = done;
     ex->arg = arg;
@@ -1571,7 +1602,9 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
         evtimer_add(&ex->body_timer, &btv);
         ex->body_timer_armed = true;
     }
-    if (start_upstream(ex) < 0) {
+    if (!ex->addrs) {
+        ex->start_failed = true; /* kick_cb reports UPSTREAM_UNRESOLVED */
+    } else if (start_upstream(ex) < 0) {
         ex->start_failed = true;
         ex->start_errno = errno;
     } else if (!ex->req_done && p->expect_100 &&

@@ -20,8 +20,15 @@
  * verification and SNI. A request without a body that meets a pooled
  * connection closed under it is retried once on a fresh connection.
  *
+ * An upstream name may have many addresses (resolve.h): each exchange takes
+ * the current set, starts at the next address round robin, and when opening
+ * a new connection fails (refused, unreachable: before any byte left) moves
+ * on to the next address of the set, carrying the queued head and body over;
+ * a connect timeout or a TLS failure does not fail over. With no set yet the
+ * exchange fails with UPSTREAM_UNRESOLVED.
+ *
  * Threads: everything here belongs to one worker's thread, except
- * proxy_tls_ctx_new and proxy_target_resolve (any thread, at snapshot build).
+ * proxy_tls_ctx_new (any thread, at snapshot build).
  */
 #ifndef BATON_PROXY_H
 #define BATON_PROXY_H
@@ -49,18 +56,13 @@ typedef struct ssl_ctx_st SSL_CTX;
 #define PROXY_MAX_RESPONSE_HEAD 65536u  /* upstream response head cap (502 beyond) */
 #define PROXY_REQUEST_ID_MAX 128     /* a client X-Request-Id longer than this is replaced */
 
-/* An upstream with its address resolved once (at snapshot build). */
+/* An upstream and its addresses, kept fresh on the background thread
+ * (resolve.h). */
+struct resolver;
 struct proxy_target {
     const struct cfg_upstream *up; /* borrowed from the snapshot's config */
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    char key[320]; /* pool key: "tls|host|port|address" */
+    struct resolver *res;          /* owned by the snapshot (runtime.c) */
 };
-
-/* Resolves up->host:port (getaddrinfo, blocking: call off the request path).
- * Returns 0, or -1 with a message in err. */
-int proxy_target_resolve(const struct cfg_upstream *up, struct proxy_target *out, char *err,
-                         size_t errlen);
 
 /* A TLS client context verifying peers against the default trust store
  * ($SSL_CERT_FILE / $SSL_CERT_DIR honoured), TLS 1.2+. Owned; NULL on error. */
@@ -156,7 +158,7 @@ struct proxy_forward_params {
 };
 
 struct proxy_outcome {
-    enum reason reason; /* ALLOWED, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, CLIENT_CLOSED, DRAIN_ABORTED,
+    enum reason reason; /* ALLOWED, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, UPSTREAM_UNRESOLVED, CLIENT_CLOSED, DRAIN_ABORTED,
                            BODY_TIMEOUT (the body missed its deadline or went silent for
                            timeout_ms), or the chunked decoder's BODY_TOO_LARGE / BAD_FRAMING */
     int upstream_status;   /* 0: no response head received */

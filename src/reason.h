@@ -105,7 +105,9 @@ enum decision {
     X(RATE_UNAVAILABLE, "rate_unavailable", 429) /* global rate, Redis down, deny */ \
     X(TOO_MANY_IN_FLIGHT, "too_many_in_flight", 429)                               \
     /* caller assertion (step 6): signing failed, nothing forwarded */             \
-    X(ASSERTION_UNAVAILABLE, "assertion_unavailable", 503)
+    X(ASSERTION_UNAVAILABLE, "assertion_unavailable", 503)                         \
+    /* forward (step 6): the upstream's name has no address yet */                 \
+    X(UPSTREAM_UNRESOLVED, "upstream_unresolved", 502)
 
 enum reason {
 #define REASON_ENUM(name, code, status) REASON_##name,

@@ -16,6 +16,7 @@
 #include "jwks.h"
 #include "log.h"
 #include "policy.h"
+#include "resolve.h"
 #include "signurl.h"
 #include "redis.h"
 #include "util.h"
@@ -165,6 +166,8 @@ static void destroy(struct runtime *rt)
     }
     free(rt->steps);
     policy_set_free(rt->policies);
+    for (size_t i = 0; rt->targets && rt->cfg && i < rt->cfg->n_upstreams; i++)
+        resolver_free(rt->targets[i].res);
     free(rt->targets);
     signurl_keys_free(rt->url_keys);
     config_free(rt->cfg);
@@ -319,7 +322,6 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     struct runtime *rt = xcalloc(1, sizeof(*rt));
     struct runtime *old = runtime_current();
     struct authn_keys keys;
-    char err[512];
     size_t n;
     uint64_t now = mono_ns();
 
@@ -330,9 +332,22 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     if (!rt->policies)
         goto fail;
     rt->targets = xcalloc(rt->cfg->n_upstreams ? rt->cfg->n_upstreams : 1, sizeof(*rt->targets));
-    for (size_t i = 0; i < rt->cfg->n_upstreams; i++)
-        if (proxy_target_resolve(&rt->cfg->upstreams[i], &rt->targets[i], err, sizeof(err)) < 0)
-            diags_add(d, rt->cfg->file, 0, 0, "%s", err);
+    /* A name that does not resolve is not an error: that upstream answers
+     * 502 upstream_unresolved until a refresh resolves it (resolve.h). A
+     * reload keeps the good addresses of an unchanged name meanwhile. */
+    {
+        size_t n_prev = old ? old->cfg->n_upstreams : 0;
+        struct resolver **prev = xcalloc(n_prev ? n_prev : 1, sizeof(*prev));
+        for (size_t j = 0; j < n_prev; j++)
+            prev[j] = old->targets[j].res;
+        for (size_t i = 0; i < rt->cfg->n_upstreams; i++) {
+            const struct cfg_upstream *up = &rt->cfg->upstreams[i];
+            rt->targets[i].up = up;
+            rt->targets[i].res = resolver_new(up->name, up->host, up->port,
+                                              up->resolve_interval_s, prev, n_prev);
+        }
+        free(prev);
+    }
     rt->url_keys = signurl_keys_for(rt->cfg, d);
     if (d->n)
         goto fail;
@@ -376,6 +391,7 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     for (unsigned i = 0; i < n_workers; i++)
         rt->caches[i] = authn_cache_new(0);
     if (rt->cfg->assertion.enabled) {
+        char err[512];
         /* a generated key carries over a reload: assertions already out stay verifiable */
         rt->assertion = assertion_signer_new(&rt->cfg->assertion, old ? old->assertion : NULL, err,
                                              sizeof(err));
@@ -391,6 +407,11 @@ struct runtime *runtime_build(const char *path, struct diags *d)
         diags_add(d, rt->cfg->file, 0, 0, "cannot start key set refresh");
         goto fail;
     }
+    for (size_t i = 0; bg_base && i < rt->cfg->n_upstreams; i++)
+        if (resolver_start(rt->targets[i].res, bg_base) < 0) {
+            diags_add(d, rt->cfg->file, 0, 0, "cannot start upstream address refresh");
+            goto fail;
+        }
     atomic_store(&rt->refs_, 1);
     rt->generation = ++next_gen;
     runtime_unref(old);

@@ -81,14 +81,16 @@ class _Conn:
 class Upstream:
     """Start with `Upstream().start()`; `port`, `log` (list of dicts), `stop()`."""
 
-    def __init__(self, tls=None):
+    def __init__(self, tls=None, host="127.0.0.1", port=0):
+        """`host`/`port`: the address to listen on (another loopback address such
+        as 127.0.0.2 for the upstream-name tests; 0: an ephemeral port)."""
         self.tls = tls
         self.log = []
         self.lock = threading.Lock()
         self.connections = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.stopping = False
