@@ -1568,8 +1568,8 @@ static void write_run(struct audit_log *log)
     free(b.buf);
 }
 
-static int open_file(struct audit_log *log, const struct prev_run *pr, struct sb *marker,
-                     struct sb *unclean, char *err, size_t errlen)
+static int open_file(struct audit_log *log, const struct prev_run *pr, const char *now,
+                     struct sb *marker, struct sb *unclean, char *err, size_t errlen)
 {
     struct stat st;
     struct tail t;
@@ -1658,9 +1658,8 @@ static int open_file(struct audit_log *log, const struct prev_run *pr, struct sb
     sb_lit(marker, ",\"prev_file\":");
     sb_cstr(marker, sibling && t.found ? base_name(sibling) : NULL, CAP_FILE);
     if (pr->found) {
-        /* docs/audit.md "Unclean stops": what the stopped run may have lost */
-        char now[32];
-        fmt_ts(now_ms(), now);
+        /* docs/audit.md "Unclean stops": what the stopped run may have lost,
+         * until `now`, the open record's own time */
         sb_lit(unclean, "{\"log\":");
         sb_cstr(unclean, pr->log_id[0] ? pr->log_id : t.found ? t.log_id : NULL, CAP_HASH);
         sb_lit(unclean, ",\"pid\":");
@@ -1773,6 +1772,7 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
         goto fail;
 
     memcpy(log->cur.prev, AUDIT_GENESIS_PREV, sizeof(log->cur.prev));
+    fmt_ts(now_ms(), ts); /* the open record's time, and an unclean stop's window_to */
     if (log->to_stdout) {
         log->fd = STDOUT_FILENO; /* a pipe: no tail to read, each start is a new chain */
         signal(SIGPIPE, SIG_IGN); /* a closed pipe must be EPIPE, not death */
@@ -1781,7 +1781,7 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
         signal(SIGXFSZ, SIG_IGN); /* a file size limit must be EFBIG, not death */
         log->run_path = run_path_of(log->path);
         read_run(log->run_path, &pr);
-        cont = open_file(log, &pr, &marker, &unclean, err, errlen);
+        cont = open_file(log, &pr, ts, &marker, &unclean, err, errlen);
         if (cont < 0)
             goto fail;
     }
@@ -1796,7 +1796,6 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
     /* The open record: first in the file, written and fsynced before serving. */
     {
         struct sb m = {0};
-        fmt_ts(now_ms(), ts);
         (void)gethostname(host, sizeof(host) - 1);
         sb_fmt(&m, "\"kind\":\"open\",\"ts\":\"%s\",\"start\":\"%s\",\"baton\":", ts,
                cont ? "restart" : "genesis");
