@@ -1,6 +1,6 @@
 /*
- * redis.c: the per-worker hiredis client of global rate limits (redis.h).
- * The only file that includes hiredis.
+ * redis.c: the per-worker hiredis client of global rate limits and signed
+ * URL uses (redis.h). The only file that includes hiredis.
  *
  * Connection life: CONNECTING (TCP or unix connect, then AUTH, SELECT and
  * SCRIPT LOAD pipelined behind it) -> UP when the script is loaded -> DOWN on
@@ -815,18 +815,18 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_connections_up", "gauge",
                   "Worker connections to Redis with the rate script loaded.", NULL, st.up);
     metrics_write(out, "baton_redis_round_trips_total", "counter",
-                  "Rate decisions answered by Redis.", NULL, (double)SUM(round_trips));
+                  "Rate decisions and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
     metrics_write(out, "baton_redis_failures_total", "counter",
-                  "Rate decisions Redis did not answer (connection lost, error reply).", NULL,
+                  "Rate decisions and link uses Redis did not answer (connection lost, error reply).", NULL,
                   (double)SUM(failures));
     metrics_write(out, "baton_redis_timeouts_total", "counter",
-                  "Rate decisions that waited timeout_ms without a reply.", NULL,
+                  "Rate decisions and link uses that waited timeout_ms without a reply.", NULL,
                   (double)SUM(timeouts));
     metrics_write(out, "baton_redis_connects_total", "counter",
                   "Connection attempts to Redis (the first one included).", NULL,
                   (double)SUM(reconnects));
     metrics_write(out, "baton_redis_script_loads_total", "counter",
-                  "Rate script loads (SCRIPT LOAD per connection, EVAL after NOSCRIPT).", NULL,
+                  "Script loads (SCRIPT LOAD per connection and script, EVAL after NOSCRIPT).", NULL,
                   (double)SUM(script_loads));
     metrics_write_header(out, "baton_redis_fallbacks_total", "counter",
                          "Global rate decisions made by on_failure, by what it did.");
@@ -835,7 +835,7 @@ void redis_metrics_render(struct evbuffer *out)
         metrics_write_sample(out, "baton_redis_fallbacks_total", labels, (double)SUM(fallback[k]));
     }
     metrics_write_header(out, "baton_redis_latency_seconds", "histogram",
-                         "Round-trip time of rate decisions answered by Redis.");
+                         "Round-trip time of decisions answered by Redis.");
     for (size_t b = 0; b <= N_BOUNDS; b++) {
         cum += SUM(lat_bucket[b]);
         if (b < N_BOUNDS)

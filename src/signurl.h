@@ -188,9 +188,9 @@ enum signurl_use {
  * allows `uses` (>= 1) forwards and stops being accepted at `until_s`
  * (unix seconds: exp + leeway, so the entry may be dropped then). It must be
  * atomic (two concurrent calls never both get the last use), thread-safe and
- * non-blocking. The in-memory store below is one implementation; a shared
- * store (Redis: SET NX EXAT until_s for one use, INCR + EXPIREAT for N) is
- * another.
+ * non-blocking. The in-memory store below is the implementation used without
+ * "redis"; with it, uses are counted asynchronously by redis_link_use (the
+ * request parks for the answer, so that path does not go through here).
  */
 struct signurl_uses {
     enum signurl_use (*consume)(void *ctx, const unsigned char id[SIGNURL_ID_BYTES],
