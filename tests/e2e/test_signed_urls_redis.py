@@ -137,6 +137,25 @@ def test_redis_down_is_503_never_forwarded(tmp_path, up, on_failure):
         r.stop()
 
 
+def test_script_flushed_is_loaded_again(tmp_path, up):
+    """A Redis that lost the script (SCRIPT FLUSH, a failover): NOSCRIPT, then
+    EVAL, and the use is still counted once."""
+    r = Redis(tmp_path).start()
+    envs = []
+    try:
+        envs = batons(tmp_path, up, r, n=1)
+        e = envs[0]
+        rc, url, _ = sign_url(e, "GET", "http://127.0.0.1:%d/links/flush" % e.port, uses=1)
+        loads = metric(e, "baton_redis_script_loads_total")
+        assert r.command("SCRIPT", "FLUSH") == b"+OK"
+        assert [attempt(e, target_of(url), "flush")[0] for _ in range(2)] == [200, 401]
+        assert metric(e, "baton_redis_script_loads_total") > loads, "EVAL after NOSCRIPT"
+    finally:
+        for e in envs:
+            assert e.stop() == 0
+        r.stop()
+
+
 def test_redis_frozen_times_out_to_503(tmp_path, up):
     """A Redis that does not answer: the parked use ends at timeout_ms."""
     r = Redis(tmp_path).start()
