@@ -127,8 +127,8 @@ static void check_usage(FILE *out)
 
 /*
  * url_signing: steps that mint or take links without url_signing are errors;
- * and, since uses are counted per instance, a warning whenever single-use
- * links can exist (the shared store is not configured by this build). Like
+ * and, without "redis" (where uses are counted across instances), a warning
+ * that single-use links are counted per instance. Like
  * every other key file, the keys themselves are opened by serve (type, mode
  * 0600), not here: a config whose secrets are mounted at run time still checks.
  */
@@ -147,10 +147,11 @@ static int check_url_signing(const struct baton_config *cfg, const struct policy
             rc = -1;
         }
     }
-    if (cfg->url_signing.enabled)
+    if (cfg->url_signing.enabled && !cfg->redis.enabled)
         fprintf(stderr,
                 "baton check: warning: url_signing: single-use links are counted per instance "
-                "(in memory); behind N instances a link can be used up to N times its uses\n");
+                "(in memory); behind N instances a link can be used up to N times its uses: "
+                "configure \"redis\" to count them across instances\n");
     return rc;
 }
 

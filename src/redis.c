@@ -1,6 +1,6 @@
 /*
- * redis.c: the per-worker hiredis client of global rate limits (redis.h).
- * The only file that includes hiredis.
+ * redis.c: the per-worker hiredis client of global rate limits and signed
+ * URL uses (redis.h). The only file that includes hiredis.
  *
  * Connection life: CONNECTING (TCP or unix connect, then AUTH, SELECT and
  * SCRIPT LOAD pipelined behind it) -> UP when the script is loaded -> DOWN on
@@ -62,6 +62,20 @@ static const char gcra_script[] =
     "redis.call('SET', KEYS[1], nxt, 'PX', math.ceil((nxt - now) / 1000) + 1)\n"
     "return {1, 0}\n";
 
+/*
+ * One use of a signed URL (signurl.h): KEYS[1] "baton:link:<link id>" counts
+ * the uses; the first one sets its expiry to ARGV[2] (unix seconds, past the
+ * last instant any instance still accepts the link), so the count outlives
+ * the link and then vanishes. {1, n}: use n of ARGV[1], go on; {0, n}: none
+ * left. INCR + EXPIREAT rather than SET NX EX: one script covers uses 1..N
+ * alike; for uses 1 it is the same single atomic step. Nothing reads a clock.
+ */
+static const char link_script[] =
+    "local n = redis.call('INCR', KEYS[1])\n"
+    "if n == 1 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end\n"
+    "if n <= tonumber(ARGV[1]) then return {1, n} end\n"
+    "return {0, n}\n";
+
 enum conn_state { ST_DISABLED, ST_CONNECTING, ST_UP, ST_DOWN };
 
 #define BACKOFF_MIN_MS 100
@@ -76,6 +90,7 @@ static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.00
 struct redis_stats {
     _Atomic uint64_t round_trips, failures, timeouts, reconnects, script_loads;
     _Atomic uint64_t fallback[3]; /* by enum cfg_redis_failure */
+    _Atomic uint64_t link_uses, link_failures; /* signed URL uses asked; not verified */
     _Atomic uint64_t lat_bucket[N_BOUNDS + 1];
     _Atomic uint64_t lat_sum_ns;
     _Atomic int state;   /* enum conn_state */
@@ -88,6 +103,7 @@ static struct {
     pthread_mutex_t lock; /* last_error */
     char last_error[160];
     char sha[41];
+    char link_sha[41];
 } reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 struct redis_wait {
@@ -99,6 +115,7 @@ struct redis_wait {
     bool timer_set;
     uint64_t sent_ns;
     bool retried; /* resent with EVAL after NOSCRIPT */
+    bool link;    /* a link use (link_script; interval: uses, tolerance: expiry) */
     char key[REDIS_KEY_MAX];
     char interval[32], tolerance[32];
 };
@@ -183,12 +200,18 @@ unsigned redis_retry_after_s(double wait_us)
     return s > 86400 ? 86400 : (unsigned)s;
 }
 
-static void script_sha(char out[41])
+int redis_link_key(char *out, size_t cap, const char *link_id_hex)
+{
+    int n = snprintf(out, cap, "baton:link:%s", link_id_hex);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+static void script_sha(const char *script, size_t len, char out[41])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
     static const char hex[] = "0123456789abcdef";
-    EVP_Digest(gcra_script, sizeof(gcra_script) - 1, md, &mdlen, EVP_sha1(), NULL);
+    EVP_Digest(script, len, md, &mdlen, EVP_sha1(), NULL);
     for (unsigned i = 0; i < 20; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
@@ -201,7 +224,8 @@ void redis_init(unsigned n_workers)
     reg.n = n_workers ? n_workers : 1;
     reg.stats = xcalloc(reg.n, sizeof(*reg.stats));
     reg.last_error[0] = '\0';
-    script_sha(reg.sha);
+    script_sha(gcra_script, sizeof(gcra_script) - 1, reg.sha);
+    script_sha(link_script, sizeof(link_script) - 1, reg.link_sha);
 }
 
 void redis_shutdown(void)
@@ -353,14 +377,16 @@ static void on_setup(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
+/* A SCRIPT LOAD reply; `priv` is the SHA expected. The link script is loaded
+ * first, the rate script last: its reply makes the connection UP. */
 static void on_script(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
     struct redis_client *cl = ac->data;
-    (void)priv;
+    const char *sha = priv;
     if (!cl || cl->ac != ac || !reply || cl->state == ST_DOWN)
         return;
-    if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, reg.sha) != 0) {
+    if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, sha) != 0) {
         snprintf(cl->setup_error, sizeof(cl->setup_error), "SCRIPT LOAD: %s",
                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         set_state(cl, ST_DOWN);
@@ -368,6 +394,8 @@ static void on_script(redisAsyncContext *ac, void *r, void *priv)
         return;
     }
     bump(&cl->st->script_loads, 1);
+    if (sha != reg.sha)
+        return;
     if (cl->backoff_ms > BACKOFF_MIN_MS || reg.last_error[0])
         log_msg(LOG_INFO, "worker %u: redis connection up", cl->id);
     cl->backoff_ms = 0;
@@ -416,9 +444,14 @@ static void connect_now(struct redis_client *cl)
     if (cl->db)
         redisAsyncCommand(ac, on_setup, NULL, "SELECT %d", cl->db);
     {
+        const char *argv[3] = {"SCRIPT", "LOAD", link_script};
+        size_t lens[3] = {6, 4, sizeof(link_script) - 1};
+        redisAsyncCommandArgv(ac, on_script, reg.link_sha, 3, argv, lens);
+    }
+    {
         const char *argv[3] = {"SCRIPT", "LOAD", gcra_script};
         size_t lens[3] = {6, 4, sizeof(gcra_script) - 1};
-        redisAsyncCommandArgv(ac, on_script, NULL, 3, argv, lens);
+        redisAsyncCommandArgv(ac, on_script, reg.sha, 3, argv, lens);
     }
     arm_stall(cl); /* the whole setup must finish within REDIS_STALL_MS */
 }
@@ -498,7 +531,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
         reply->element[1]->type == REDIS_REPLY_INTEGER) {
         v = reply->element[0]->integer == 1 ? REDIS_ALLOW : REDIS_DENY;
-        retry = redis_retry_after_s((double)reply->element[1]->integer);
+        retry = w->link ? 1 : redis_retry_after_s((double)reply->element[1]->integer);
     } else {
         bump(&cl->st->failures, 1);
         if (w->cb)
@@ -541,13 +574,16 @@ static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
 static int send_decision(struct redis_client *cl, struct redis_wait *w)
 {
     int rc;
+    const char *script = w->link ? link_script : gcra_script;
+    size_t script_len = w->link ? sizeof(link_script) - 1 : sizeof(gcra_script) - 1;
     if (!w->retried) {
-        const char *argv[6] = {"EVALSHA", reg.sha, "1", w->key, w->interval, w->tolerance};
+        const char *argv[6] = {"EVALSHA", w->link ? reg.link_sha : reg.sha, "1", w->key,
+                               w->interval, w->tolerance};
         size_t lens[6] = {7, 40, 1, strlen(w->key), strlen(w->interval), strlen(w->tolerance)};
         rc = redisAsyncCommandArgv(cl->ac, on_reply, w, 6, argv, lens);
     } else {
-        const char *argv[6] = {"EVAL", gcra_script, "1", w->key, w->interval, w->tolerance};
-        size_t lens[6] = {4, sizeof(gcra_script) - 1, 1, strlen(w->key), strlen(w->interval),
+        const char *argv[6] = {"EVAL", script, "1", w->key, w->interval, w->tolerance};
+        size_t lens[6] = {4, script_len, 1, strlen(w->key), strlen(w->interval),
                           strlen(w->tolerance)};
         bump(&cl->st->script_loads, 1);
         rc = redisAsyncCommandArgv(cl->ac, on_reply, w, 6, argv, lens);
@@ -563,14 +599,12 @@ static int send_decision(struct redis_client *cl, struct redis_wait *w)
     return 0;
 }
 
-int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsigned burst,
-               unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait)
+/* A wait for `key` from the spare list, or NULL when the key does not fit. */
+static struct redis_wait *wait_new(struct redis_client *cl, const char *key, redis_cb cb, void *arg)
 {
     struct redis_wait *w;
-    double interval;
-
-    if (!cl || !cl->ac || (cl->state != ST_UP && cl->state != ST_CONNECTING) || !(rate_per_s > 0))
-        return -1;
+    if (strlen(key) >= sizeof(w->key))
+        return NULL;
     if (cl->spare) {
         w = cl->spare;
         cl->spare = w->next;
@@ -582,20 +616,14 @@ int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsi
     w->cl = cl;
     w->cb = cb;
     w->arg = arg;
-    if (strlen(key) >= sizeof(w->key)) {
-        wait_free(cl, w);
-        return -1;
-    }
     strcpy(w->key, key);
-    if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
-        interval = 1e6 / rate_per_s;
-        snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", interval);
-        snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f", interval * (burst ? burst : 1));
-        cl->last_rate = rate_per_s;
-        cl->last_burst = burst;
-    }
-    memcpy(w->interval, cl->last_interval, sizeof(w->interval));
-    memcpy(w->tolerance, cl->last_tolerance, sizeof(w->tolerance));
+    return w;
+}
+
+/* Sends `w` and arms its timeout: 0, or -1 (w freed). */
+static int wait_start(struct redis_client *cl, struct redis_wait *w, unsigned timeout_ms,
+                      struct redis_wait **wait)
+{
     if (send_decision(cl, w) < 0) {
         wait_free(cl, w);
         return -1;
@@ -612,10 +640,55 @@ int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsi
     return 0;
 }
 
+static bool accepting(const struct redis_client *cl)
+{
+    return cl && cl->ac && (cl->state == ST_UP || cl->state == ST_CONNECTING);
+}
+
+int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsigned burst,
+               unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait)
+{
+    struct redis_wait *w;
+    double interval;
+
+    if (!accepting(cl) || !(rate_per_s > 0) || !(w = wait_new(cl, key, cb, arg)))
+        return -1;
+    if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
+        interval = 1e6 / rate_per_s;
+        snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", interval);
+        snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f", interval * (burst ? burst : 1));
+        cl->last_rate = rate_per_s;
+        cl->last_burst = burst;
+    }
+    memcpy(w->interval, cl->last_interval, sizeof(w->interval));
+    memcpy(w->tolerance, cl->last_tolerance, sizeof(w->tolerance));
+    return wait_start(cl, w, timeout_ms, wait);
+}
+
+int redis_link_use(struct redis_client *cl, const char *key, unsigned uses, int64_t expire_at_s,
+                   unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait)
+{
+    struct redis_wait *w;
+
+    if (!accepting(cl) || uses == 0 || expire_at_s <= 0 || !(w = wait_new(cl, key, cb, arg)))
+        return -1;
+    w->link = true;
+    snprintf(w->interval, sizeof(w->interval), "%u", uses);
+    snprintf(w->tolerance, sizeof(w->tolerance), "%lld", (long long)expire_at_s);
+    bump(&cl->st->link_uses, 1);
+    return wait_start(cl, w, timeout_ms, wait);
+}
+
 void redis_count_fallback(struct redis_client *cl, enum cfg_redis_failure how)
 {
     if (cl && (unsigned)how < 3)
         bump(&cl->st->fallback[how], 1);
+}
+
+void redis_count_link_failure(struct redis_client *cl)
+{
+    if (cl)
+        bump(&cl->st->link_failures, 1);
 }
 
 /* ------------------------------------------------------ lifecycle */
@@ -742,18 +815,18 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_connections_up", "gauge",
                   "Worker connections to Redis with the rate script loaded.", NULL, st.up);
     metrics_write(out, "baton_redis_round_trips_total", "counter",
-                  "Rate decisions answered by Redis.", NULL, (double)SUM(round_trips));
+                  "Rate decisions and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
     metrics_write(out, "baton_redis_failures_total", "counter",
-                  "Rate decisions Redis did not answer (connection lost, error reply).", NULL,
+                  "Rate decisions and link uses Redis did not answer (connection lost, error reply).", NULL,
                   (double)SUM(failures));
     metrics_write(out, "baton_redis_timeouts_total", "counter",
-                  "Rate decisions that waited timeout_ms without a reply.", NULL,
+                  "Rate decisions and link uses that waited timeout_ms without a reply.", NULL,
                   (double)SUM(timeouts));
     metrics_write(out, "baton_redis_connects_total", "counter",
                   "Connection attempts to Redis (the first one included).", NULL,
                   (double)SUM(reconnects));
     metrics_write(out, "baton_redis_script_loads_total", "counter",
-                  "Rate script loads (SCRIPT LOAD per connection, EVAL after NOSCRIPT).", NULL,
+                  "Script loads (SCRIPT LOAD per connection and script, EVAL after NOSCRIPT).", NULL,
                   (double)SUM(script_loads));
     metrics_write_header(out, "baton_redis_fallbacks_total", "counter",
                          "Global rate decisions made by on_failure, by what it did.");
@@ -762,7 +835,7 @@ void redis_metrics_render(struct evbuffer *out)
         metrics_write_sample(out, "baton_redis_fallbacks_total", labels, (double)SUM(fallback[k]));
     }
     metrics_write_header(out, "baton_redis_latency_seconds", "histogram",
-                         "Round-trip time of rate decisions answered by Redis.");
+                         "Round-trip time of decisions answered by Redis.");
     for (size_t b = 0; b <= N_BOUNDS; b++) {
         cum += SUM(lat_bucket[b]);
         if (b < N_BOUNDS)
@@ -773,4 +846,10 @@ void redis_metrics_render(struct evbuffer *out)
     }
     metrics_write_sample(out, "baton_redis_latency_seconds_sum", NULL, (double)SUM(lat_sum_ns) / 1e9);
     metrics_write_sample(out, "baton_redis_latency_seconds_count", NULL, (double)cum);
+    metrics_write(out, "baton_redis_link_uses_total", "counter",
+                  "Signed URL uses sent to Redis to be counted across instances.", NULL,
+                  (double)SUM(link_uses));
+    metrics_write(out, "baton_redis_link_failures_total", "counter",
+                  "Signed URL uses refused with 503 because Redis could not count them.", NULL,
+                  (double)SUM(link_failures));
 }

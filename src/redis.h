@@ -1,6 +1,7 @@
 /*
  * redis.h: the shared store of global rate limits (limits.rate_scope
- * "global"), one asynchronous hiredis connection per worker.
+ * "global") and of signed URL uses (signurl.h), one asynchronous hiredis
+ * connection per worker.
  *
  * Each decision is one atomic operation on the Redis side: a GCRA (generic
  * cell rate algorithm) step in a Lua script, loaded once per connection with
@@ -75,6 +76,21 @@ void redis_configure(struct redis_client *cl, const struct cfg_redis *r);
  */
 int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsigned burst,
                unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait);
+/*
+ * Counts one use of a signed URL on `key` (redis_link_key) that allows `uses`
+ * (>= 1) forwards, atomically across every instance sharing the server: the
+ * first use sets the key's expiry to `expire_at_s` (unix seconds). Parks like
+ * redis_take: `cb` gets REDIS_ALLOW (a use was left and is now spent),
+ * REDIS_DENY (none left) or REDIS_FAILED (no answer within timeout_ms: the use
+ * may or may not have been counted). -1 at once when no connection is up.
+ */
+int redis_link_use(struct redis_client *cl, const char *key, unsigned uses, int64_t expire_at_s,
+                   unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait);
+/* "baton:link:<link id hex>" into out[cap]; -1 when it does not fit. */
+int redis_link_key(char *out, size_t cap, const char *link_id_hex);
+/* A link use refused because Redis could not count it (metrics). */
+void redis_count_link_failure(struct redis_client *cl);
+
 /* The parked request is gone: its callback will not be called. */
 void redis_cancel(struct redis_wait *w);
 

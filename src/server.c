@@ -108,7 +108,7 @@ enum conn_state {
     CS_WAIT_DURABLE, /* fsync "always": the response waits for its record */
     CS_CLOSING,      /* flushing the last response, then lingering */
     CS_PARKED,       /* an unknown kid waits for its issuer's refresh (conn_park) */
-    CS_RATE_WAIT,    /* parked on a global rate decision (Redis) */
+    CS_RATE_WAIT,    /* parked on a Redis decision: a global rate, or a link use */
 };
 
 /* Everything a request keeps after its head left the input buffer. */
@@ -170,6 +170,8 @@ struct request {
     size_t head_len;                   /* while parked: the head's bytes, still in the input */
     bool body_pending;
     bool reads_paused;                 /* bytes came while parked: reading stopped until the verdict */
+    bool park_link;                    /* parked on a link use, not on the rate (resume there) */
+    uint64_t park_max_body;            /* while parked on a link use: the body cap computed */
 };
 
 struct conn {
@@ -239,6 +241,8 @@ struct worker {
     struct redis_client *redis;     /* global rate limits: this worker's connection */
     uint64_t fallback_log_ns;       /* the last on_failure log line (one per 10 s) */
     uint64_t fallback_unlogged;     /* on_failure decisions since */
+    uint64_t link_fail_log_ns;      /* the last "link uses refused" log line (one per 10 s) */
+    uint64_t link_fail_unlogged;    /* link uses refused since */
 };
 
 static struct server {
@@ -1337,6 +1341,28 @@ static enum redis_verdict rate_fallback(struct conn *c, unsigned *retry)
     return v;
 }
 
+/* A link use Redis did not count (down, timed out, an error): refused with
+ * 503 whatever redis.on_failure says, counted, and logged at most once per
+ * worker per 10 s with the count since the last line. */
+static void link_use_failed(struct conn *c)
+{
+    struct worker *w = c->w;
+    redis_count_link_failure(w->redis);
+    w->link_fail_unlogged++;
+    if (!w->link_fail_log_ns || mono_ns() - w->link_fail_log_ns >= 10000000000ull) {
+        char fields[256];
+        snprintf(fields, sizeof(fields), "\"step\":\"%s\",\"request_id\":\"%s\",\"uses\":%llu",
+                 policy_step(c->req.policy), c->req.request_id,
+                 (unsigned long long)w->link_fail_unlogged);
+        log_msg_fields(LOG_WARNING, fields,
+                       "worker %u: signed URL uses refused (503): redis cannot count them: %llu "
+                       "since the last such line",
+                       w->id, (unsigned long long)w->link_fail_unlogged);
+        w->link_fail_log_ns = mono_ns();
+        w->link_fail_unlogged = 0;
+    }
+}
+
 /* Runs stages 2..6 for one parsed head. The head's bytes are still at the
  * front of the input; every exit drains or closes. A global step's request
  * parks at the rate stage (CS_RATE_WAIT) and comes back here from
@@ -1373,6 +1399,10 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         pr.query = r->query;
         pr.query_len = r->query_len;
         up = r->step->target->up;
+        if (r->park_link) {
+            max_body = r->park_max_body;
+            goto link_decided;
+        }
         goto rate_decided;
     }
     memset(r, 0, sizeof(*r));
@@ -1605,7 +1635,35 @@ authorize:
         goto error;
     }
     r->reserved = true;
-    if (r->link && r->lp.uses) {
+    if (r->link && r->lp.uses && cfg->redis.enabled) {
+        /* the last check before forwarding: a refusal above spends no use;
+         * counted in the shared Redis, parked like the rate decision */
+        char key[REDIS_KEY_MAX];
+        if (redis_link_key(key, sizeof(key), r->link_id) == 0 &&
+            redis_link_use(w->redis, key, r->lp.uses,
+                           r->lp.exp + (int64_t)cfg->url_signing.leeway_s + SIGNURL_SHARED_GRACE_S,
+                           cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
+            r->head_len = head_len;
+            r->body_pending = body_pending;
+            r->park_link = true;
+            r->park_max_body = max_body;
+            c->state = CS_RATE_WAIT;
+            return;
+        }
+        verdict = REDIS_FAILED;
+    link_decided:
+        if (verdict == REDIS_DENY) {
+            why = REASON_URL_USED;
+            goto refuse;
+        }
+        if (verdict != REDIS_ALLOW) {
+            /* Unverifiable, whatever on_failure says: a link is a credential */
+            link_use_failed(c);
+            skip_body(in, hreq, head_len, body_pending);
+            deny(c, REASON_OVERLOADED, DECISION_ERROR, "Retry-After: 1", body_pending);
+            return;
+        }
+    } else if (r->link && r->lp.uses) {
         /* the last check before forwarding: a refusal above spends no use */
         unsigned char id[SIGNURL_ID_BYTES];
         signurl_link_id(&r->lp, id);

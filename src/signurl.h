@@ -51,9 +51,13 @@
  * removes the old one after the longest link lifetime.
  *
  * The in-memory use store (signurl_memstore) is one bounded table shared by
- * every worker of the process, behind `struct signurl_uses`, so that a store
- * shared between instances (Redis SET NX with the link's expiry) can replace
- * it without touching the request path.
+ * every worker of the process, behind `struct signurl_uses`: it counts uses
+ * when the main config has no "redis". With "redis", uses are counted there,
+ * across every instance sharing it (redis_link_use: one Lua script, INCR of
+ * "baton:link:<link id hex>" with EXPIREAT on the first use, at
+ * exp + leeway_s + SIGNURL_SHARED_GRACE_S), the request parked meanwhile like
+ * a global rate decision; a use Redis cannot count is refused with a
+ * retryable 503 whatever redis.on_failure says (a link is a credential).
  */
 #ifndef BATON_SIGNURL_H
 #define BATON_SIGNURL_H
@@ -184,15 +188,19 @@ enum signurl_use {
  * allows `uses` (>= 1) forwards and stops being accepted at `until_s`
  * (unix seconds: exp + leeway, so the entry may be dropped then). It must be
  * atomic (two concurrent calls never both get the last use), thread-safe and
- * non-blocking. The in-memory store below is one implementation; a shared
- * store (Redis: SET NX EXAT until_s for one use, INCR + EXPIREAT for N) is
- * another.
+ * non-blocking. The in-memory store below is the implementation used without
+ * "redis"; with it, uses are counted asynchronously by redis_link_use (the
+ * request parks for the answer, so that path does not go through here).
  */
 struct signurl_uses {
     enum signurl_use (*consume)(void *ctx, const unsigned char id[SIGNURL_ID_BYTES],
                                 unsigned uses, int64_t until_s, int64_t now_s);
     void *ctx;
 };
+
+/* Seconds a shared use count outlives the link: instances whose clocks run
+ * behind Redis's still find it until they stop accepting the link. */
+#define SIGNURL_SHARED_GRACE_S 3600
 
 #define SIGNURL_STORE_ENTRIES 65536 /* links with uses left to count, per process */
 

@@ -29,6 +29,15 @@ static void test_key(void)
     is_int(redis_key(small, sizeof(small), "billing", hash), -1, "a key that does not fit is refused");
 }
 
+static void test_link_key(void)
+{
+    char key[REDIS_KEY_MAX], small[20];
+    const char *id = "0123456789abcdef0123456789abcdef";
+    is_int(redis_link_key(key, sizeof(key), id), 0, "a link key fits");
+    is_str(key, "baton:link:0123456789abcdef0123456789abcdef", "link key: prefix and link id");
+    is_int(redis_link_key(small, sizeof(small), id), -1, "a link key that does not fit is refused");
+}
+
 static void test_retry_after(void)
 {
     is_int(redis_retry_after_s(0), 1, "no wait: Retry-After 1 (never 0)");
@@ -118,6 +127,8 @@ static void test_client_without_server(void)
     cl = redis_client_new(base, 0);
     redis_configure(cl, &off);
     is_int(redis_take(cl, "k", 5, 5, 50, never_cb, NULL, &w), -1, "no redis configured: fails at once");
+    is_int(redis_link_use(cl, "baton:link:00", 1, 2000000000, 50, never_cb, NULL, &w), -1,
+           "no redis configured: a link use fails at once");
     redis_status(&st);
     ok(!st.configured && st.up == 0 && st.workers == 1, "status: not configured");
 
@@ -134,6 +145,8 @@ static void test_client_without_server(void)
     ok(st.configured && st.up == 0, "status: configured, no connection up");
     ok(strstr(st.last_error, "connect failed") != NULL, "status: the last error says why (%s)",
        st.last_error);
+    is_int(redis_link_use(cl, "baton:link:00", 1, 2000000000, 50, never_cb, NULL, &w), -1,
+           "no server: a link use fails at once (503, whatever on_failure says)");
     is_int(cb_calls, 0, "no callback for a decision that was never parked");
     redis_client_free(cl);
     redis_shutdown();
@@ -143,6 +156,7 @@ static void test_client_without_server(void)
 int main(void)
 {
     test_key();
+    test_link_key();
     test_retry_after();
     test_inflight_caps();
     test_inflight_threads();
