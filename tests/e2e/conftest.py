@@ -24,3 +24,13 @@ def run_baton(*args, env=None, timeout=30, input=None):
 @pytest.fixture
 def baton():
     return run_baton
+
+
+@pytest.fixture(scope="module")
+def up():
+    """An echoing upstream (tests/e2e/upstream.py) shared by a test module;
+    a module that needs another kind defines its own `up`."""
+    from upstream import Upstream
+    u = Upstream().start()
+    yield u
+    u.stop()

@@ -302,3 +302,13 @@ def status_of(raw):
     if not raw.startswith(b"HTTP/1.1 "):
         return None
     return int(raw[9:12])
+
+
+def eventually(fn, timeout=5.0, step=0.02):
+    """fn() until it is truthy or `timeout` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import BUILDDIR, SRCDIR, run_baton
 from serve_env import ServeEnv, SUB, AUDIENCE
-from upstream import Upstream
 
 GW = "https://gateway.test"
 HEADER = "X-Caller-Assertion"
@@ -80,13 +79,6 @@ def make_env(tmp, up, assertion, upstream_extra=None):
     e.config["assertion"] = assertion
     e.write_config()
     return e
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

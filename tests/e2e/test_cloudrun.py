@@ -15,18 +15,10 @@ import time
 import pytest
 
 from idp import AwsIssuer
-from serve_env import ServeEnv
-from upstream import Upstream
+from serve_env import ServeEnv, eventually
 
 ROLE = "arn:aws:iam::123456789012:role/sfn-billing"
 AUD = "https://gateway.example.com"
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture
@@ -34,15 +26,6 @@ def aws():
     a = AwsIssuer().start()
     yield a
     a.stop()
-
-
-def eventually(fn, timeout=5.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def issuer_cfg(idp, name="aws"):

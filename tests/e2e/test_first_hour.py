@@ -11,14 +11,6 @@ import pytest
 
 from conftest import run_baton
 from serve_env import ServeEnv, SUB, AUDIENCE, ISSUER
-from upstream import Upstream
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 def access_lines(env):

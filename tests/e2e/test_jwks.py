@@ -14,7 +14,6 @@ import pytest
 
 from idp import STS_NS, AwsIssuer, CognitoIssuer, Key, sign_jws
 from serve_env import ServeEnv
-from upstream import Upstream
 
 ROLE = "arn:aws:iam::123456789012:role/sfn-billing"
 AUD = "https://gateway.example.com"
@@ -53,13 +52,6 @@ def policies(with_never=False):
         p["never"] = {"route": {"host": "*", "path_prefix": "/never/"}, "upstream": "gcp",
                       "callers": [{"issuer": "never", "claims": {"sub": ROLE}}], "allow": allow}
     return p
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture

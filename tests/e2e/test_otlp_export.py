@@ -11,17 +11,9 @@ import pytest
 
 from conftest import run_baton
 from otlp_receiver import OtlpReceiver
-from serve_env import ServeEnv, free_port
-from upstream import Upstream
+from serve_env import ServeEnv, free_port, eventually
 
 TP_IN = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture
@@ -29,15 +21,6 @@ def rx():
     r = OtlpReceiver().start()
     yield r
     r.stop()
-
-
-def eventually(fn, timeout=5.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def env_with(tmp_path, up, endpoint, **tracing):

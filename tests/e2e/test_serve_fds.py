@@ -13,15 +13,7 @@ import time
 import pytest
 
 from serve_env import ServeEnv, status_of
-from upstream import Upstream
 from conftest import BATON
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 def start_with_nofile(env, soft, hard):

@@ -10,14 +10,6 @@ import time
 import pytest
 
 from serve_env import ServeEnv, status_of, free_port
-from upstream import Upstream
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

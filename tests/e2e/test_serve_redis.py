@@ -22,7 +22,6 @@ from collections import Counter
 import pytest
 
 from serve_env import ServeEnv, default_policies, free_port
-from upstream import Upstream
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(not os.path.exists(REDIS),
@@ -98,13 +97,6 @@ class Redis:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 def policies(limits_by_step):

@@ -11,16 +11,8 @@ import time
 import pytest
 
 from serve_env import ServeEnv, status_of
-from upstream import Upstream
 
 GIB = 1 << 30
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from conftest import BATON
 from serve_env import ServeEnv, SUB, free_port
-from upstream import Upstream
 
 MINTER = "arn:aws:iam::123456789012:role/approval-lambda"
 
@@ -49,13 +48,6 @@ def policies():
         "api": {"route": {"host": "*", "path_prefix": "/api/"}, "upstream": "echo",
                 "callers": caller, "allow": [{"methods": ["GET"], "paths": ["/api/**"]}]},
     }
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

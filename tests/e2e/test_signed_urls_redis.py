@@ -16,17 +16,9 @@ from conftest import BATON
 from serve_env import ServeEnv
 from test_serve_redis import REDIS, Redis, metric, wait_redis_up
 from test_signed_urls import policies, record, sign_url, target_of, write_key
-from upstream import Upstream
 
 pytestmark = pytest.mark.skipif(not os.path.exists(REDIS),
                                 reason="redis-server not installed (scripts/deps.sh)")
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream().start()
-    yield u
-    u.stop()
 
 
 def batons(tmp_path, up, redis, n=2, **redis_cfg):
