@@ -369,6 +369,7 @@ static void arm_timer(struct conn *c, int which, unsigned ms)
 static const char *status_text(int status)
 {
     switch (status) {
+    case 200: return "OK";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -1071,7 +1072,7 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n%s\r\n",
-                        ready ? 200 : 503, ready ? "OK" : status_text(503),
+                        ready ? 200 : 503, status_text(ready ? 200 : 503),
                         evbuffer_get_length(body), r->request_id,
                         !keep ? "Connection: close\r\n"
                               : r->version == 10 ? "Connection: keep-alive\r\n" : "");
@@ -1152,7 +1153,7 @@ static void send_json(struct conn *c, int status, const char *body, size_t n)
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
                         "%s\r\n",
-                        status, status == 200 ? "OK" : status_text(status), n, c->req.request_id,
+                        status, status_text(status), n, c->req.request_id,
                         !c->req.keep_alive ? "Connection: close\r\n"
                         : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
     evbuffer_add(out, body, n);
