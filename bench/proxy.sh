@@ -73,33 +73,7 @@ wait_port() { # port: until something accepts, at most 10 s
 }
 
 # ---- keys and token ----------------------------------------------------------
-$PY - "$T" <<'EOF' || exit 2
-import base64, json, sys, time, jwt, datetime
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from cryptography.hazmat.primitives import serialization, hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
-t = sys.argv[1]
-k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-pub = k.public_key()
-open(t + "/pub.pem", "wb").write(pub.public_bytes(serialization.Encoding.PEM,
-    serialization.PublicFormat.SubjectPublicKeyInfo))
-name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-now = datetime.datetime.utcnow()
-cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pub)
-        .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2)).sign(k, hashes.SHA256()))
-open(t + "/cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
-b64 = lambda n: base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
-nums = pub.public_numbers()
-json.dump({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
-                     "n": b64(nums.n), "e": b64(nums.e)}]}, open(t + "/jwks.json", "w"))
-iat = int(time.time())
-tok = jwt.encode({"iss": "https://issuer.bench", "sub": "arn:aws:iam::123456789012:role/bench",
-                  "aud": "https://gateway.bench", "iat": iat, "exp": iat + 3600, "jti": "bench-1"},
-                 k, algorithm="RS256", headers={"kid": "bench"})
-open(t + "/token", "w").write(tok)
-EOF
+$PY "$(dirname "$0")/mint_token.py" "$T" || exit 2
 TOKEN=$(cat "$T/token")
 
 # ---- upstream: nginx returning 3 bytes -------------------------------------

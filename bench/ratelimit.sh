@@ -46,21 +46,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- key and token -----------------------------------------------------------
-$PY - "$T" <<'EOF' || exit 2
-import base64, json, sys, time, jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
-t = sys.argv[1]
-k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-nums = k.public_key().public_numbers()
-b64 = lambda n: base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
-json.dump({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
-                     "n": b64(nums.n), "e": b64(nums.e)}]}, open(t + "/jwks.json", "w"))
-iat = int(time.time())
-open(t + "/token", "w").write(jwt.encode(
-    {"iss": "https://issuer.bench", "sub": "arn:aws:iam::123456789012:role/bench",
-     "aud": "https://gateway.bench", "iat": iat, "exp": iat + 3600, "jti": "bench-1"},
-    k, algorithm="RS256", headers={"kid": "bench"}))
-EOF
+$PY "$(dirname "$0")/mint_token.py" "$T" || exit 2
 TOKEN=$(cat "$T/token")
 
 # ---- upstream, redis -----------------------------------------------------------
