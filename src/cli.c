@@ -3,10 +3,11 @@
  * config and policy engine.
  *
  * check loads the config and every step policy exactly as `serve` would and
- * prints every error (file:line:column), or what it loaded. explain runs one
- * request through the same stages the server runs before forwarding (canonical
- * path, route, issuer, authorize) and prints the decision with the policy, the
- * caller entry and allow rule that matched, or the reason and the closest miss.
+ * prints every error (file:line:column), or what it loaded. explain builds the
+ * head the server would receive, parses it with the server's guard (http1.c),
+ * and runs it through the server's own decision (decide.h) with no token cache
+ * and no limiter, then prints the decision with the policy, the caller entry
+ * and allow rule that matched, or the reason and the closest miss.
  *
  * Exit status (both commands): 0 clean / allow; 1 errors in the files (check)
  * or deny and would_deny (explain: a dry_run policy's deny is still a deny of
@@ -28,12 +29,15 @@
 #include "assertion.h"
 #include "authn.h"
 #include "config.h"
+#include "decide.h"
 #include "diag.h"
+#include "http1.h"
 #include "jwks.h"
 #include "log.h"
 #include "path.h"
 #include "policy.h"
 #include "reason.h"
+#include "signurl.h"
 #include "util.h"
 
 #define CLI_MAX_HEADERS 64
@@ -289,23 +293,6 @@ static int parse_header(const char *arg, struct cli_header *out)
     return 0;
 }
 
-/* The host without its port, as the server strips it: "h:8080" -> "h",
- * "[::1]:8080" -> "[::1]". */
-static size_t host_without_port(const char *h)
-{
-    size_t n = strlen(h);
-    if (h[0] == '[') {
-        const char *close = strchr(h, ']');
-        return close ? (size_t)(close - h) + 1 : n;
-    }
-    {
-        const char *colon = strrchr(h, ':');
-        if (colon && strspn(colon + 1, "0123456789") == strlen(colon + 1))
-            return (size_t)(colon - h);
-    }
-    return n;
-}
-
 static void explain_usage(FILE *out)
 {
     fputs("usage: baton explain [-c FILE] --method M --path P [--host H]\n"
@@ -314,8 +301,9 @@ static void explain_usage(FILE *out)
           "  Runs one request through the canonical path, the route table and the step\n"
           "  policy exactly as the server does, and prints the decision, the policy, the\n"
           "  caller entry and allow rule that matched (file:line), or the reason and the\n"
-          "  closest miss. --host is the Host header (port ignored); without it only\n"
-          "  routes for host \"*\" apply. With --claims, the issuer is --issuer NAME or\n"
+          "  closest miss. --host is the Host header, parsed as the server parses it\n"
+          "  (port and a root dot stripped); without it only routes for host \"*\"\n"
+          "  apply. With --claims, the issuer is --issuer NAME or\n"
           "  the one whose `iss` equals the claims' iss; token checks (signature,\n"
           "  expiry, audience) are skipped. --claims @FILE reads the claims from FILE.\n"
           "  With --token, the issuers' keys are fetched once and the token is verified\n"
@@ -330,24 +318,76 @@ struct explain {
     const char *method, *path_arg, *host;
     struct cli_headers headers;
     /* outcome */
-    enum reason reason;
+    enum reason reason;     /* the decision's, or a dry_run step's deny */
     enum decision decision;
+    bool guard;             /* the head itself was refused (http1.c): no stage ran */
     struct path_result path;
-    const struct policy *policy;
+    struct decide_outcome d; /* the server's decision (decide.h), no cache, no limiter */
+    const struct policy *policy; /* d.policy */
     const struct cfg_issuer *issuer;
-    const char *issuer_note; /* why the issuer could not be taken, or NULL */
-    bool have_authn;         /* --token: the authentication outcome below is set */
+    bool have_authn;         /* --token reached authentication: `authn` and d.ar are set */
     enum reason authn;       /* REASON_ALLOWED, or why the token was refused */
-    struct authn_result token; /* released by cmd_explain */
-    struct policy_trace trace;
+    const struct authn_result *token; /* &d.ar */
+    const struct policy_trace *trace; /* &d.trace */
     bool have_trace;
     json_t *assertion; /* --token, allowed, caller_assertion: the claims it would carry (owned) */
 };
 
+/* "none", "instance", "global": the step's rate limit, as policies name it. */
+static const char *rate_scope_name(enum decide_rate_scope s)
+{
+    return s == DECIDE_RATE_GLOBAL ? "global" : s == DECIDE_RATE_INSTANCE ? "instance" : "none";
+}
+
+/* The head explain's request would arrive with: --method, Host (HTTP/1.1),
+ * or no Host (HTTP/1.0: then only routes for host "*" apply), the --header
+ * lines, and the token as a Bearer credential; the target is --path as
+ * given, so the guard's target checks apply as in the server. Owned; *len
+ * bytes. */
+static char *explain_head(const struct explain *x, const char *token, size_t *len)
+{
+    size_t cap = strlen(x->method) + strlen(x->path_arg) + 64 + (x->host ? strlen(x->host) : 0) +
+                 (token ? strlen(token) + 32 : 0);
+    char *b;
+    int n;
+
+    for (int i = 0; i < x->headers.n; i++)
+        cap += strlen(x->headers.v[i].name) + strlen(x->headers.v[i].value) + 4;
+    b = xmalloc(cap);
+    n = snprintf(b, cap, "%s %s HTTP/1.%c\r\n", x->method, x->path_arg, x->host ? '1' : '0');
+    if (x->host)
+        n += snprintf(b + n, cap - (size_t)n, "Host: %s\r\n", x->host);
+    for (int i = 0; i < x->headers.n; i++)
+        n += snprintf(b + n, cap - (size_t)n, "%s: %s\r\n", x->headers.v[i].name,
+                      x->headers.v[i].value);
+    if (token)
+        n += snprintf(b + n, cap - (size_t)n, "Authorization: Bearer %s\r\n", token);
+    n += snprintf(b + n, cap - (size_t)n, "\r\n");
+    *len = (size_t)n;
+    return b;
+}
+
+/* policy_input.header over the parsed head: occurrences, first value (as
+ * the server's header_lookup). */
+static int cli_request_header(void *ctx, const char *name, const char **value, size_t *len)
+{
+    const struct http1_request *req = ctx;
+    size_t nlen = strlen(name);
+    int n = 0;
+    for (unsigned i = 0; i < req->n_headers; i++) {
+        const struct http1_header *h = &req->headers[i];
+        if (h->name_len == nlen && ascii_casecmp_n(h->name, nlen, name, nlen) == 0 && n++ == 0) {
+            *value = h->value;
+            *len = h->value_len;
+        }
+    }
+    return n;
+}
+
 static void print_text(const struct explain *x)
 {
     const struct policy *p = x->policy;
-    const struct policy_trace *t = &x->trace;
+    const struct policy_trace *t = x->trace;
 
     printf("decision: %s\n", decision_name(x->decision));
     printf("reason:   %s (%d)\n", reason_code(x->reason), reason_status(x->reason));
@@ -364,16 +404,21 @@ static void print_text(const struct explain *x)
     printf("step:     %s (%s)\n", policy_step(p), policy_dry_run(p) ? "dry_run" : "enforce");
     printf("policy:   %s (sha256 %s)\n", policy_file(p), policy_hash_hex(p));
     printf("upstream: %s\n", policy_upstream(p)->name);
+    if (x->d.limits.scope != DECIDE_RATE_NONE || x->d.limits.max_in_flight)
+        printf("limits:   rate %s %g/s burst %u, max_in_flight %u (the server takes them after "
+               "authorize; explain does not)\n",
+               rate_scope_name(x->d.limits.scope), x->d.limits.rate_per_s, x->d.limits.burst,
+               x->d.limits.max_in_flight);
     if (x->issuer)
         printf("issuer:   %s (%s)\n", x->issuer->name, x->issuer->issuer);
     if (x->have_authn) {
         printf("authn:    %s", reason_code(x->authn));
-        if (x->token.sub)
-            printf(" (sub %s)", x->token.sub);
-        printf(", token sha256 %s\n", x->token.fingerprint);
+        if (x->token->sub)
+            printf(" (sub %s)", x->token->sub);
+        printf(", token sha256 %s\n", x->token->fingerprint);
     }
-    if (x->issuer_note)
-        printf("miss:     issuer: %s\n", x->issuer_note);
+    if (x->d.issuer_note)
+        printf("miss:     issuer: %s\n", x->d.issuer_note);
     if (!x->have_trace)
         return;
     if (t->caller_index >= 0)
@@ -435,7 +480,7 @@ static json_t *json_at(const char *file, int index, int line, int col)
 static void print_json(const struct explain *x)
 {
     const struct policy *p = x->policy;
-    const struct policy_trace *t = &x->trace;
+    const struct policy_trace *t = x->trace;
     json_t *o = json_object();
     char *s;
 
@@ -456,8 +501,8 @@ static void print_json(const struct explain *x)
     if (x->have_authn)
         json_object_set_new(o, "authentication",
                             json_pack("{s:s, s:o, s:s}", "reason", reason_code(x->authn), "sub",
-                                      x->token.sub ? json_text(x->token.sub) : json_null(),
-                                      "token_sha256", x->token.fingerprint));
+                                      x->token->sub ? json_text(x->token->sub) : json_null(),
+                                      "token_sha256", x->token->fingerprint));
     json_object_set_new(o, "caller", x->have_trace && t->caller_index >= 0
                                          ? json_at(policy_file(p), t->caller_index, t->caller_line, t->caller_col)
                                          : json_null());
@@ -481,13 +526,22 @@ static void print_json(const struct explain *x)
             json_object_set_new(m, "column", json_integer(t->miss_col));
         }
         json_object_set_new(o, "miss", m);
-    } else if (x->issuer_note) {
+    } else if (x->d.issuer_note) {
         json_object_set_new(o, "miss", json_pack("{s:s, s:s, s:s}", "kind", "issuer", "name", "",
-                                                 "detail", x->issuer_note));
+                                                 "detail", x->d.issuer_note));
     } else {
         json_object_set_new(o, "miss", json_null());
     }
     json_object_set(o, "assertion", x->assertion ? x->assertion : json_null());
+    /* the stage that decided, and the limits the server would take next
+     * (explain takes none: the server's counters are not here) */
+    json_object_set_new(o, "stage", json_string(x->guard ? "guard" : decide_stage_name(x->d.stage)));
+    json_object_set_new(o, "limits",
+                        p ? json_pack("{s:s, s:f, s:i, s:i}", "rate_scope",
+                                      rate_scope_name(x->d.limits.scope), "rate_per_s",
+                                      x->d.limits.rate_per_s, "burst", (int)x->d.limits.burst,
+                                      "max_in_flight", (int)x->d.limits.max_in_flight)
+                          : json_null());
     s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s)
         printf("%s\n", s);
@@ -544,8 +598,14 @@ int cmd_explain(int argc, char **argv)
     struct policy_set *set = NULL;
     struct jwks *keys = NULL;
     struct authn *authn = NULL;
+    struct signurl_keys *url_keys = NULL; /* url_signing's, to verify a link as the server does */
     json_t *claims = NULL;
     const char *flag = NULL, *claims_arg = NULL, *token = NULL, *issuer_name = NULL;
+    const struct cfg_issuer *named = NULL; /* --issuer's */
+    struct http1_request hreq;
+    char *head = NULL;
+    size_t head_len = 0;
+    enum reason path_reason = REASON_ALLOWED;
     bool as_json = false;
     char err[512];
     int c, rc = 2;
@@ -630,6 +690,11 @@ int cmd_explain(int argc, char **argv)
                 d.n == 1 ? "" : "s");
         goto out;
     }
+    if (cfg->url_signing.enabled && !(url_keys = signurl_keys_for(cfg, &d))) {
+        diags_print(&d, stderr);
+        fprintf(stderr, "baton explain: the url_signing keys do not load\n");
+        goto out;
+    }
     if (token && issuer_name) {
         fprintf(stderr, "baton explain: --issuer goes with --claims; a token names its issuer\n");
         goto out;
@@ -648,77 +713,96 @@ int cmd_explain(int argc, char **argv)
         diags_free(&kd);
         provider = jwks_authn_keys(keys);
         authn = authn_new(cfg, &provider);
-        x.have_authn = true;
-        x.authn = authn_verify(authn, NULL, NULL, token, strlen(token), now_ms() / 1000, &x.token);
-        x.issuer = x.token.issuer;
-        if (x.authn == REASON_ALLOWED)
-            claims = json_incref((json_t *)x.token.claims);
     }
-    if (issuer_name && !(x.issuer = config_issuer(cfg, issuer_name))) {
+    if (issuer_name && !(named = config_issuer(cfg, issuer_name))) {
         fprintf(stderr, "baton explain: --issuer \"%s\" is not an issuer of %s\n", issuer_name, cfg->file);
         goto out;
     }
     {
         const json_t *iss = json_object_get(claims, "iss");
-        if (x.issuer && json_is_string(iss) &&
-            (json_string_length(iss) != strlen(x.issuer->issuer) ||
-             memcmp(json_string_value(iss), x.issuer->issuer, json_string_length(iss)) != 0)) {
+        if (named && json_is_string(iss) &&
+            (json_string_length(iss) != strlen(named->issuer) ||
+             memcmp(json_string_value(iss), named->issuer, json_string_length(iss)) != 0)) {
             fprintf(stderr, "baton explain: the claims' iss \"%s\" is not issuer %s's \"%s\"\n",
-                    json_string_value(iss), x.issuer->name, x.issuer->issuer);
+                    json_string_value(iss), named->name, named->issuer);
             goto out;
         }
-        /* 1. canonical path (the guard's and route stage's first step) */
-        x.reason = path_canonicalize(x.path_arg, strlen(x.path_arg), cfg->limits.max_uri_bytes, &x.path);
-        if (x.reason != REASON_ALLOWED)
-            goto decided;
-        /* 2. route */
-        x.policy = policy_route(set, x.host, x.host ? host_without_port(x.host) : 0, x.path.path,
-                                x.path.path_len);
-        if (!x.policy) {
-            x.reason = REASON_NO_ROUTE;
-            goto decided;
-        }
-        /* 3. authenticate (--token), or take the issuer the claims name */
-        if (x.have_authn && x.authn != REASON_ALLOWED) {
-            x.reason = x.authn;
-            goto decided;
-        }
-        if (!x.issuer) {
-            if (!iss) {
-                x.reason = REASON_ISSUER_MISSING;
-                x.issuer_note = "the claims have no iss and --issuer is not given";
-                goto decided;
-            }
-            if (!json_is_string(iss)) {
-                x.reason = REASON_BAD_CLAIM_TYPE;
-                x.issuer_note = "the claims' iss is not a string";
-                goto decided;
-            }
-            x.issuer = config_issuer_by_iss(cfg, json_string_value(iss), json_string_length(iss));
-            if (!x.issuer) {
-                x.reason = REASON_UNKNOWN_ISSUER;
-                x.issuer_note = "the claims' iss is the iss of no configured issuer";
-                goto decided;
-            }
-        }
-        /* 4. authorize */
-        {
-            struct policy_input in = {x.method, x.path.path, x.path.path_len, x.issuer->name, claims,
-                                      cli_header_lookup, &x.headers};
-            x.reason = policy_authorize(x.policy, &in, &x.trace);
-            x.have_trace = true;
+    }
+    if ((x.host && strpbrk(x.host, "\r\n")) || (token && strpbrk(token, "\r\n")) ||
+        strpbrk(x.path_arg, "\r\n")) {
+        fprintf(stderr, "baton explain: --path, --host and --token are one line each\n");
+        goto out;
+    }
+    /* The head the server would parse: its guard (http1.c) gives the
+     * hostname (port and root dot stripped), Connection, Authorization and
+     * the headers policies read, exactly as for a real request. */
+    head = explain_head(&x, token, &head_len);
+    {
+        struct http1_limits lim;
+        size_t hl = 0;
+        memset(&lim, 0, sizeof(lim));
+        lim.max_header_bytes = cfg->limits.max_header_bytes;
+        lim.max_uri_bytes = cfg->limits.max_uri_bytes;
+        if (head_len > lim.max_header_bytes + 2) {
+            x.guard = true;
+            x.reason = REASON_HEADERS_TOO_LARGE;
+        } else if (http1_parse_request(head, head_len, &lim, &hreq, &hl) != HTTP1_OK) {
+            x.guard = true;
+            x.reason = hreq.error ? hreq.error : REASON_BAD_REQUEST;
+        } else if (hreq.body == HTTP1_BODY_LENGTH &&
+                   hreq.content_length > cfg->limits.max_body_bytes) {
+            x.guard = true;
+            x.reason = REASON_BODY_TOO_LARGE;
+        } else {
+            /* the target the guard accepted, as the server canonicalizes it */
+            path_reason = path_canonicalize(hreq.origin, hreq.origin_len,
+                                            cfg->limits.max_uri_bytes, &x.path);
         }
     }
-decided:
-    if (x.reason == REASON_ALLOWED)
-        x.decision = DECISION_ALLOW;
-    else if (x.policy && x.have_trace && policy_dry_run(x.policy))
-        x.decision = DECISION_WOULD_DENY;
-    else
+    if (x.guard) {
         x.decision = DECISION_DENY;
+    } else {
+        const struct decide_snapshot snap = {cfg, set, authn, url_keys};
+        struct decide_request dr = {
+            .method = x.method,
+            .hostname = hreq.hostname,
+            .hostname_len = hreq.hostname ? hreq.hostname_len : 0,
+            .path_reason = path_reason,
+            .path = x.path.path,
+            .path_len = x.path.path_len,
+            .query = x.path.query,
+            .query_len = x.path.query_len,
+            .header = cli_request_header,
+            .header_ctx = &hreq,
+            .connection = &hreq.connection,
+            .claims_given = claims != NULL,
+            .claims = claims,
+            .issuer = named,
+            .body = hreq.body,
+            .content_length = hreq.content_length,
+            .now_s = now_ms() / 1000,
+            .trace = true,
+        };
+        if (hreq.authorization >= 0) {
+            dr.authorization = hreq.headers[hreq.authorization].value;
+            dr.authorization_len = hreq.headers[hreq.authorization].value_len;
+        }
+        /* no cache, no limiter: a verdict, not a use */
+        decide_request(&snap, &dr, NULL, NULL, NULL, &x.d);
+        x.policy = x.d.policy;
+        x.issuer = x.d.issuer;
+        x.have_authn = x.d.have_ar;
+        x.authn = x.d.stage == DECIDE_STAGE_AUTHN ? x.d.reason : REASON_ALLOWED;
+        x.token = &x.d.ar;
+        x.trace = &x.d.trace;
+        x.have_trace = x.d.have_trace;
+        x.decision = x.d.decision;
+        x.reason = x.d.would_deny ? x.d.deny_reason : x.d.reason;
+    }
     /* What the server would sign for the upstream: the same builder, with
      * the --header values that matched (no audit log is open here). */
-    if (x.decision != DECISION_DENY && x.have_authn && x.authn == REASON_ALLOWED &&
+    if (x.decision != DECISION_DENY && x.decision != DECISION_ERROR && x.have_authn &&
+        x.authn == REASON_ALLOWED &&
         cfg->assertion.enabled && policy_upstream(x.policy)->caller_assertion) {
         const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
         size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
@@ -729,8 +813,8 @@ decided:
         struct assertion_input ain = {
             .cfg = &cfg->assertion,
             .audience = policy_upstream(x.policy)->audience,
-            .caller = &x.token,
-            .cognito = x.token.issuer && !strcmp(x.token.issuer->audience_claim, "client_id"),
+            .caller = x.token,
+            .cognito = x.token->issuer && !strcmp(x.token->issuer->audience_claim, "client_id"),
             .step = policy_step(x.policy),
             .policy_file = policy_file(x.policy),
             .policy_sha256 = policy_hash_hex(x.policy),
@@ -756,8 +840,10 @@ out:
     }
     json_decref(claims);
     json_decref(x.assertion);
-    authn_result_release(&x.token);
+    decide_outcome_release(&x.d);
+    free(head);
     authn_free(authn);
+    signurl_keys_free(url_keys);
     jwks_free(keys);
     policy_set_free(set);
     config_free(cfg);

@@ -26,6 +26,11 @@
  *   audit   audit_reserve before anything is forwarded (503 when refused).
  *   forward proxy.c streams both ways; the record is submitted when the
  *           exchange ends, whatever the way it ends.
+ * path..body are one call, decide_request (decide.h), which `baton explain`
+ * calls too; the worker hands it its token cache and a limiter over its
+ * in-flight counters, buckets and Redis connection (limit_in_flight,
+ * limit_rate). handle_stages reads: guard, decide, mint, assert, reserve the
+ * audit record, forward, with one refusal exit.
  * Exactly one audit record per request that reached routing: every path out
  * of the pipeline after the guard goes through finish().
  *
@@ -72,6 +77,7 @@
 #include "audit_witness.h"
 #include "authn.h"
 #include "cli.h"
+#include "decide.h"
 #include "google.h"
 #include "http1.h"
 #include "http_client.h"
@@ -126,8 +132,6 @@ struct request {
     int version; /* 10 or 11 */
     bool keep_alive;
     bool routed; /* reached step 2: gets an audit record */
-    bool would_deny;
-    enum reason deny_reason; /* the dry_run deny that was let through */
     /* copies (in the connection's arena) */
     const char *path;
     size_t path_len;
@@ -138,12 +142,9 @@ struct request {
     struct audit_header hdrs[AUDIT_MAX_RECORD_HEADERS];
     size_t n_hdrs;
     /* stages */
-    const struct policy *policy;
-    const struct runtime_step *step;
-    bool token_present;
-    bool authn_ok; /* the token passed authentication */
-    bool have_ar;
-    struct authn_result ar;
+    struct decide_outcome d; /* route, authn, authz, limits (decide.h); the sign
+                                endpoint fills its authn and link members */
+    const struct runtime_step *step; /* d.policy's */
     bool have_idt;
     struct identity_token idt;
     struct audit_reservation rsv;
@@ -155,11 +156,7 @@ struct request {
     uint64_t bytes_in, bytes_out; /* request body bytes forwarded; response body bytes
                                      queued to the client, baton's own error bodies included */
     uint64_t upstream_bytes;      /* response body bytes relayed from the upstream */
-    /* signed URLs (signurl.h): a request that carries a link, or a mint */
-    bool link;
-    struct signurl_params lp;
-    char link_id[2 * SIGNURL_ID_BYTES + 1];
-    char link_sig_sha[65];
+    /* signed URLs (signurl.h): a request that carries a link (d.link, d.lp), or a mint */
     const char *link_op; /* "use" | "mint": the record's link member */
     const char *link_method, *link_path;
     size_t link_path_len;
@@ -171,7 +168,6 @@ struct request {
     bool body_pending;
     bool reads_paused;                 /* bytes came while parked: reading stopped until the verdict */
     bool park_link;                    /* parked on a link use, not on the rate (resume there) */
-    uint64_t park_max_body;            /* while parked on a link use: the body cap computed */
 };
 
 struct conn {
@@ -456,8 +452,7 @@ static void request_release(struct request *r)
     redis_cancel(r->rate_wait);
     if (r->inflight)
         runtime_inflight_leave(r->inflight);
-    if (r->have_ar)
-        authn_result_release(&r->ar);
+    decide_outcome_release(&r->d);
     if (r->have_idt)
         identity_token_release(&r->idt);
     runtime_unref(r->rt);
@@ -488,7 +483,7 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
              (unsigned long long)r->bytes_out, r->request_id,
              /* the client's id (token characters only), to find its line by */
              r->client_request_id[0] ? "\"client_request_id\":\"" : "", r->client_request_id,
-             r->client_request_id[0] ? "\"," : "", r->policy ? policy_step(r->policy) : "",
+             r->client_request_id[0] ? "\"," : "", r->d.policy ? policy_step(r->d.policy) : "",
              decision_name(d), reason_code(reason), trace);
     log_msg_fields(LOG_INFO, fields, "%s %.*s %d", http1_method_name(r->method), (int)pl,
                    r->path ? r->path : "", status);
@@ -557,7 +552,7 @@ static void export_span(struct conn *c, enum reason reason, enum decision d, int
     snprintf(s.method, sizeof(s.method), "%s", http1_method_name(r->method));
     if (r->path)
         memcpy(s.path, r->path, pl);
-    snprintf(s.step, sizeof(s.step), "%s", r->policy ? policy_step(r->policy) : "");
+    snprintf(s.step, sizeof(s.step), "%s", r->d.policy ? policy_step(r->d.policy) : "");
     s.decision = decision_name(d);
     s.reason = reason_code(reason);
     s.status = status;
@@ -597,41 +592,41 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         rec.status = status;
         rec.worker = (int)w->id;
         rec.client_request_id = r->client_request_id[0] ? r->client_request_id : NULL;
-        if (r->policy) {
-            rec.step = policy_step(r->policy);
-            rec.dry_run = policy_dry_run(r->policy);
-            rec.policy_file = policy_file(r->policy);
-            rec.policy_sha256 = policy_hash_hex(r->policy);
+        if (r->d.policy) {
+            rec.step = policy_step(r->d.policy);
+            rec.dry_run = policy_dry_run(r->d.policy);
+            rec.policy_file = policy_file(r->d.policy);
+            rec.policy_sha256 = policy_hash_hex(r->d.policy);
         }
-        if (r->token_present && r->have_ar) {
-            rec.caller.verified = r->authn_ok;
-            rec.caller.iss = r->ar.issuer ? r->ar.issuer->issuer : NULL;
-            rec.caller.sub = r->ar.sub;
-            rec.caller.audience = r->ar.audience;
-            rec.caller.jti = r->ar.jti;
-            rec.caller.aws_account = r->ar.aws_account;
-            rec.caller.token_sha256 = r->ar.fingerprint[0] ? r->ar.fingerprint : NULL;
+        if (r->d.token_present && r->d.have_ar) {
+            rec.caller.verified = r->d.authn_ok;
+            rec.caller.iss = r->d.ar.issuer ? r->d.ar.issuer->issuer : NULL;
+            rec.caller.sub = r->d.ar.sub;
+            rec.caller.audience = r->d.ar.audience;
+            rec.caller.jti = r->d.ar.jti;
+            rec.caller.aws_account = r->d.ar.aws_account;
+            rec.caller.token_sha256 = r->d.ar.fingerprint[0] ? r->d.ar.fingerprint : NULL;
         }
-        if (r->link) {
+        if (r->d.link) {
             /* the link as the caller: minter as sub, link id as jti, kid as
              * audience, the signature's SHA-256 as token_sha256 */
-            rec.caller.verified = r->authn_ok;
+            rec.caller.verified = r->d.authn_ok;
             rec.caller.iss = "baton:signed_url";
-            rec.caller.sub = r->lp.minter[0] ? r->lp.minter : NULL;
-            rec.caller.audience = r->lp.kid[0] ? r->lp.kid : NULL;
-            rec.caller.jti = r->link_id[0] ? r->link_id : NULL;
-            rec.caller.token_sha256 = r->link_sig_sha[0] ? r->link_sig_sha : NULL;
+            rec.caller.sub = r->d.lp.minter[0] ? r->d.lp.minter : NULL;
+            rec.caller.audience = r->d.lp.kid[0] ? r->d.lp.kid : NULL;
+            rec.caller.jti = r->d.link_id[0] ? r->d.link_id : NULL;
+            rec.caller.token_sha256 = r->d.link_sig_sha[0] ? r->d.link_sig_sha : NULL;
         }
         if (r->link_op) {
             rec.link.op = r->link_op;
-            rec.link.id = r->link_id[0] ? r->link_id : NULL;
+            rec.link.id = r->d.link_id[0] ? r->d.link_id : NULL;
             rec.link.method = r->link_method;
             rec.link.path = r->link_path;
             rec.link.path_len = r->link_path_len;
-            rec.link.kid = r->lp.kid[0] ? r->lp.kid : NULL;
-            rec.link.minter = r->lp.minter[0] ? r->lp.minter : NULL;
-            rec.link.exp = r->lp.exp;
-            rec.link.uses = r->lp.uses;
+            rec.link.kid = r->d.lp.kid[0] ? r->d.lp.kid : NULL;
+            rec.link.minter = r->d.lp.minter[0] ? r->d.lp.minter : NULL;
+            rec.link.exp = r->d.lp.exp;
+            rec.link.uses = r->d.lp.uses;
         }
         rec.request.method = http1_method_name(r->method);
         rec.request.method_len = strlen(rec.request.method);
@@ -687,7 +682,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         audit_release(g.audit, &r->rsv);
         r->reserved = false;
     }
-    metrics_request(w->mw, r->policy ? policy_step(r->policy) : NULL, d, reason, status, total,
+    metrics_request(w->mw, r->d.policy ? policy_step(r->d.policy) : NULL, d, reason, status, total,
                     r->upstream_ns);
     if (r->has_trace && r->trace.sampled && otlp_enabled())
         export_span(c, reason, d, status, total);
@@ -888,46 +883,10 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
  * another scheme, -1 "Bearer" with nothing usable after it. */
 static int bearer_token(const struct http1_request *hreq, const char **tok, size_t *len)
 {
-    const struct http1_header *h;
-    size_t i = 6;
-
     if (hreq->authorization < 0)
         return 0;
-    h = &hreq->headers[hreq->authorization];
-    if (h->value_len < 6 || ascii_casecmp_n(h->value, 6, "bearer", 6) != 0)
-        return 0;
-    if (h->value_len == 6)
-        return -1;
-    if (h->value[6] != ' ')
-        return 0;
-    while (i < h->value_len && h->value[i] == ' ')
-        i++;
-    if (i == h->value_len)
-        return -1;
-    *tok = h->value + i;
-    *len = h->value_len - i;
-    return 1;
-}
-
-/*
- * True when `Connection` names a header the step's policy reads
- * (require_headers) or the audit record keeps (record_headers): a hop-by-hop
- * strip would let the policy pass on a header that neither the upstream nor
- * the record then sees.
- */
-static bool connection_hides(const struct http1_conn_names *conn, const struct policy *p,
-                             const struct baton_config *cfg)
-{
-    const char *name;
-
-    for (size_t i = 0; (name = policy_header_name(p, i)) != NULL; i++)
-        if (http1_header_in_connection(conn, name, strlen(name)))
-            return true;
-    for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
-        if (http1_header_in_connection(conn, cfg->audit.record_headers[k],
-                                       strlen(cfg->audit.record_headers[k])))
-            return true;
-    return false;
+    return decide_bearer(hreq->headers[hreq->authorization].value,
+                         hreq->headers[hreq->authorization].value_len, tok, len);
 }
 
 static void on_proxy_done(void *arg, const struct proxy_outcome *o);
@@ -985,11 +944,11 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt, co
     const struct policy_input hin = {.header = header_lookup, .header_ctx = (void *)hreq};
     const struct cfg_upstream *up = r->step->target->up;
 
-    for (size_t i = 0; i < policy_header_count(r->policy) && nh < ASSERTION_MAX_HEADERS; i++) {
-        const char *name = policy_header_name(r->policy, i);
+    for (size_t i = 0; i < policy_header_count(r->d.policy) && nh < ASSERTION_MAX_HEADERS; i++) {
+        const char *name = policy_header_name(r->d.policy, i);
         /* authorized: every require_headers entry matched (once, its glob);
          * a dry-run pass-through (would_deny) carries only those that did */
-        if (r->would_deny ? policy_header_matched(r->policy, i, &hin, &vals[nh], &lens[nh])
+        if (r->d.would_deny ? policy_header_matched(r->d.policy, i, &hin, &vals[nh], &lens[nh])
                           : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
             names[nh++] = name;
     }
@@ -997,12 +956,12 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt, co
         struct assertion_input in = {
             .cfg = &rt->cfg->assertion,
             .audience = up->audience,
-            .caller = &r->ar,
-            .cognito = r->ar.issuer && !strcmp(r->ar.issuer->audience_claim, "client_id"),
-            .step = policy_step(r->policy),
-            .policy_file = policy_file(r->policy),
-            .policy_sha256 = policy_hash_hex(r->policy),
-            .dry_run = policy_dry_run(r->policy),
+            .caller = &r->d.ar,
+            .cognito = r->d.ar.issuer && !strcmp(r->d.ar.issuer->audience_claim, "client_id"),
+            .step = policy_step(r->d.policy),
+            .policy_file = policy_file(r->d.policy),
+            .policy_sha256 = policy_hash_hex(r->d.policy),
+            .dry_run = policy_dry_run(r->d.policy),
             .header_names = names,
             .header_values = vals,
             .header_lens = lens,
@@ -1087,53 +1046,6 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
 
 /* ------------------------------------------------------------ signed URLs */
 
-/*
- * Step 3 for a request whose query carries a baton_* parameter: a request
- * that also sends Authorization is ambiguous (bad_request); else the link is
- * parsed strictly (a malformed one is url_bad_signature) and verified for the
- * request's own method, host and canonical path.
- */
-static enum reason signed_url_authn(struct conn *c, const struct http1_request *hreq,
-                                    const struct path_result *pr, struct runtime *rt)
-{
-    struct request *r = &c->req;
-    char err[160];
-    unsigned char id[SIGNURL_ID_BYTES];
-    enum reason why;
-    int rc;
-
-    r->link = true;
-    r->link_op = "use";
-    r->link_method = http1_method_name(hreq->method);
-    r->link_path = r->path;
-    r->link_path_len = r->path_len; /* the query is the record's request.query */
-    if (hreq->authorization >= 0)
-        return REASON_BAD_REQUEST;
-    rc = signurl_parse_query(pr->query, pr->query_len, &r->lp, err, sizeof(err));
-    if (rc != 1) {
-        if (log_budget(c->w))
-            log_msg(LOG_INFO, "signed URL refused (request %s): %s", r->request_id, err);
-        return REASON_URL_BAD_SIGNATURE;
-    }
-    signurl_link_id(&r->lp, id);
-    signurl_id_hex(id, r->link_id);
-    sha256_hex(r->lp.sig, sizeof(r->lp.sig), r->link_sig_sha);
-    {
-        struct signurl_scope sc = {
-            .method = http1_method_name(hreq->method),
-            .host = hreq->hostname ? hreq->hostname : "",
-            .host_len = hreq->hostname ? hreq->hostname_len : 0,
-            .path = pr->path,
-            .path_len = pr->path_len,
-            .query = pr->query,
-            .query_len = pr->query_len,
-        };
-        why = signurl_verify(rt->url_keys, &sc, &r->lp, r->ts_ms / 1000);
-    }
-    r->authn_ok = why == REASON_ALLOWED;
-    return why;
-}
-
 /* Whether a head for the sign endpoint waits for the rest of its (small,
  * Content-Length) body; other heads never wait. */
 static bool sign_body_incomplete(const struct http1_request *hreq, size_t head_len,
@@ -1198,13 +1110,13 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
         const char *body = (const char *)evbuffer_pullup(in, (ssize_t)(head_len + cl)) + head_len;
         have_tok = bearer_token(hreq, &tok, &tok_len);
         if (have_tok > 0) {
-            r->token_present = true;
-            r->have_ar = true;
+            r->d.token_present = true;
+            r->d.have_ar = true;
             why = authn_verify(rt->authn, rt->caches[c->w->id % rt->n_workers], &c->token_hint,
-                               tok, tok_len, r->ts_ms / 1000, &r->ar);
-            metrics_token_cache(c->w->mw, r->ar.cache_hit);
+                               tok, tok_len, r->ts_ms / 1000, &r->d.ar);
+            metrics_token_cache(c->w->mw, r->d.ar.cache_hit);
         } else {
-            r->token_present = have_tok < 0;
+            r->d.token_present = have_tok < 0;
             why = have_tok < 0 ? REASON_TOKEN_MALFORMED : REASON_TOKEN_MISSING;
         }
         if (why == REASON_ALLOWED && signurl_mint_parse(body, cl, &mr, err, sizeof(err)) < 0)
@@ -1214,7 +1126,7 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
     }
     if (why != REASON_ALLOWED)
         goto refuse;
-    r->authn_ok = true;
+    r->d.authn_ok = true;
     r->link_method = mr.method;
     r->link_path = mr.target;
     r->link_path_len = strlen(mr.target);
@@ -1224,13 +1136,13 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
         why = REASON_BAD_REQUEST;
         goto refuse;
     }
-    r->policy = policy_route(rt->policies, hreq->hostname, hreq->hostname ? hreq->hostname_len : 0,
+    r->d.policy = policy_route(rt->policies, hreq->hostname, hreq->hostname ? hreq->hostname_len : 0,
                              tp.path, tp.path_len);
-    if (!r->policy) {
+    if (!r->d.policy) {
         why = REASON_NO_ROUTE;
         goto refuse;
     }
-    why = policy_sign_check(r->policy, r->ar.issuer->name, r->ar.claims, mr.method, tp.path,
+    why = policy_sign_check(r->d.policy, r->d.ar.issuer->name, r->d.ar.claims, mr.method, tp.path,
                             tp.path_len, mr.ttl_s);
     if (why != REASON_ALLOWED)
         goto refuse;
@@ -1246,17 +1158,17 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
             .query = tp.query_len ? tp.query : NULL,
             .query_len = tp.query_len,
         };
-        signurl_minter_id(r->ar.issuer->name, r->ar.issuer->issuer, r->ar.sub, minter);
+        signurl_minter_id(r->d.ar.issuer->name, r->d.ar.issuer->issuer, r->d.ar.sub, minter);
         if (signurl_sign(rt->url_keys, &sc, exp, mr.uses, minter, suffix, id, err, sizeof(err)) < 0) {
             log_msg(LOG_ERROR, "sign endpoint: %s", err);
             why = REASON_INTERNAL;
             goto error;
         }
-        r->lp.exp = exp;
-        r->lp.uses = mr.uses;
-        snprintf(r->lp.kid, sizeof(r->lp.kid), "%s", signurl_keys_signer(rt->url_keys));
-        snprintf(r->lp.minter, sizeof(r->lp.minter), "%s", minter);
-        signurl_id_hex(id, r->link_id);
+        r->d.lp.exp = exp;
+        r->d.lp.uses = mr.uses;
+        snprintf(r->d.lp.kid, sizeof(r->d.lp.kid), "%s", signurl_keys_signer(rt->url_keys));
+        snprintf(r->d.lp.minter, sizeof(r->d.lp.minter), "%s", minter);
+        signurl_id_hex(id, r->d.link_id);
     }
     if (audit_reserve(g.audit, &r->rsv) < 0) {
         why = REASON_AUDIT_UNAVAILABLE;
@@ -1280,7 +1192,7 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
         json_escape(esc, elen, url, strlen(url));
         answer = xasprintf("{\"url\":\"%s\",\"method\":\"%s\",\"expires_at\":%lld,\"uses\":%u,"
                            "\"link_id\":\"%s\"}\n",
-                           esc, mr.method, (long long)r->lp.exp, r->lp.uses, r->link_id);
+                           esc, mr.method, (long long)r->d.lp.exp, r->d.lp.uses, r->d.link_id);
         free(esc);
         free(url);
     }
@@ -1330,7 +1242,7 @@ static enum redis_verdict rate_fallback(struct conn *c, unsigned *retry)
         char fields[256];
         snprintf(fields, sizeof(fields),
                  "\"step\":\"%s\",\"request_id\":\"%s\",\"on_failure\":\"%s\",\"decisions\":%llu",
-                 policy_step(r->policy), r->request_id,
+                 policy_step(r->d.policy), r->request_id,
                  how == REDIS_FAIL_LOCAL ? "local" : how == REDIS_FAIL_DENY ? "deny" : "allow",
                  (unsigned long long)c->w->fallback_unlogged);
         log_msg_fields(LOG_WARNING, fields, "worker %u: global rate limit without redis: %llu "
@@ -1353,7 +1265,7 @@ static void link_use_failed(struct conn *c)
     if (!w->link_fail_log_ns || mono_ns() - w->link_fail_log_ns >= 10000000000ull) {
         char fields[256];
         snprintf(fields, sizeof(fields), "\"step\":\"%s\",\"request_id\":\"%s\",\"uses\":%llu",
-                 policy_step(c->req.policy), c->req.request_id,
+                 policy_step(c->req.d.policy), c->req.request_id,
                  (unsigned long long)w->link_fail_unlogged);
         log_msg_fields(LOG_WARNING, fields,
                        "worker %u: signed URL uses refused (503): redis cannot count them: %llu "
@@ -1364,11 +1276,96 @@ static void link_use_failed(struct conn *c)
     }
 }
 
-/* Runs stages 2..6 for one parsed head. The head's bytes are still at the
- * front of the input; every exit drains or closes. A global step's request
- * parks at the rate stage (CS_RATE_WAIT) and comes back here from
- * on_rate_reply with `resumed` (the head parsed again from the same bytes)
- * and the verdict, to go on from the rate stage. */
+/* The decision's limiter (decide.h) over this worker's counters and its Redis
+ * connection: the one place the in-flight and rate stages meet runtime.c and
+ * redis.c. */
+static const struct runtime_step *limit_step(struct request *r, const struct policy *p)
+{
+    if (!r->step)
+        r->step = runtime_step(r->rt, p);
+    return r->step;
+}
+
+static bool limit_in_flight(void *ctx, const struct policy *p, unsigned max)
+{
+    struct request *r = &((struct conn *)ctx)->req;
+
+    if (!limit_step(r, p)->inflight)
+        return true;
+    if (!runtime_inflight_enter(r->step->inflight, max))
+        return false;
+    r->inflight = r->step->inflight;
+    return true;
+}
+
+static enum decide_rate_verdict rate_verdict_of(enum redis_verdict v)
+{
+    return v == REDIS_ALLOW ? DECIDE_RATE_ALLOW
+           : v == REDIS_DENY ? DECIDE_RATE_DENY
+                             : DECIDE_RATE_UNAVAILABLE;
+}
+
+/* A global step asks Redis (the request parks: DECIDE_RATE_PENDING, the
+ * verdict comes to on_rate_reply), or decides by redis.on_failure when the
+ * ask cannot be sent; an instance step takes from the worker's bucket. */
+static enum decide_rate_verdict limit_rate(void *ctx, const struct policy *p,
+                                           enum decide_rate_scope scope, unsigned *retry)
+{
+    struct conn *c = ctx;
+    struct request *r = &c->req;
+
+    (void)scope;
+    if (limit_step(r, p)->rate_key) {
+        const struct policy_limits *lim = policy_limits(p);
+        if (redis_take(c->w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
+                       r->rt->cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0)
+            return DECIDE_RATE_PENDING;
+        *retry = 1;
+        return rate_verdict_of(rate_fallback(c, retry));
+    }
+    if (r->step->bucket && !runtime_rate_take(r->step->bucket, mono_ns(), retry))
+        return DECIDE_RATE_DENY;
+    return DECIDE_RATE_ALLOW;
+}
+
+/* The decision's view of a parsed head (decide.h); `pr` canonical when
+ * `path_reason` is REASON_ALLOWED. */
+static void decide_input(const struct request *r, const struct http1_request *hreq,
+                         const struct path_result *pr, enum reason path_reason,
+                         struct decide_request *dr)
+{
+    memset(dr, 0, sizeof(*dr));
+    dr->method = http1_method_name(hreq->method);
+    dr->hostname = hreq->hostname;
+    dr->hostname_len = hreq->hostname ? hreq->hostname_len : 0;
+    dr->path_reason = path_reason;
+    dr->path = pr->path;
+    dr->path_len = pr->path_len;
+    dr->query = pr->query;
+    dr->query_len = pr->query_len;
+    dr->header = header_lookup;
+    dr->header_ctx = (void *)hreq;
+    dr->connection = &hreq->connection;
+    if (hreq->authorization >= 0) {
+        dr->authorization = hreq->headers[hreq->authorization].value;
+        dr->authorization_len = hreq->headers[hreq->authorization].value_len;
+    }
+    dr->body = hreq->body;
+    dr->content_length = hreq->content_length;
+    dr->now_s = r->ts_ms / 1000;
+}
+
+/*
+ * One parsed head, after the guard: the server's own endpoints, decide
+ * (decide.h: path, route, headers, authn, authz, in-flight, rate, body),
+ * then the chunked prescan, mint, caller assertion, audit reservation, a
+ * link's use, and the forward. The head's bytes are still at the front of the
+ * input; every exit drains or closes, and every refusal leaves through
+ * `refuse`. A global step's request parks at the rate stage (CS_RATE_WAIT) and
+ * comes back here from on_rate_reply with `resumed` (the head parsed again
+ * from the same bytes) and the verdict, to go on from the rate stage; a link
+ * use parks the same way and goes on from the link check.
+ */
 static void handle_stages(struct conn *c, const struct http1_request *hreq, size_t head_len,
                           bool resumed, enum redis_verdict verdict, unsigned verdict_retry)
 {
@@ -1378,11 +1375,12 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     struct runtime *rt;
     const struct baton_config *cfg;
     struct path_result pr;
+    struct decide_snapshot snap;
+    struct decide_request dr;
     enum reason why;
-    const char *tok = NULL;
-    size_t tok_len = 0;
-    int have_tok;
-    uint64_t max_body;
+    enum decision dec = DECISION_DENY;
+    const char *extra = NULL;
+    char retry_hdr[48];
     bool body_pending;
     const struct cfg_upstream *up;
     struct evbuffer *head = NULL;
@@ -1400,11 +1398,14 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         pr.query = r->query;
         pr.query_len = r->query_len;
         up = r->step->target->up;
-        if (r->park_link) {
-            max_body = r->park_max_body;
+        if (r->park_link)
             goto link_decided;
-        }
-        goto rate_decided;
+        if (verdict == REDIS_FAILED)
+            verdict = rate_fallback(c, &verdict_retry);
+        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys};
+        decide_input(r, hreq, &pr, REASON_ALLOWED, &dr);
+        decide_resume(&snap, &dr, &r->d, rate_verdict_of(verdict), verdict_retry);
+        goto decided;
     }
     memset(r, 0, sizeof(*r));
     r->t0_ns = c->head_start_ns;
@@ -1457,147 +1458,59 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     else
         copy_request_fields(c, hreq, hreq->origin, hreq->origin_len, NULL, 0, cfg);
     r->routed = true;
-    if (why != REASON_ALLOWED)
-        goto refuse;
-    if (rt->url_keys && pr.path_len == sizeof(SIGNURL_ENDPOINT) - 1 &&
+    if (why == REASON_ALLOWED && rt->url_keys && pr.path_len == sizeof(SIGNURL_ENDPOINT) - 1 &&
         memcmp(pr.path, SIGNURL_ENDPOINT, pr.path_len) == 0) {
         handle_sign(c, hreq, head_len, body_pending);
         return;
     }
 
-    r->policy = policy_route(rt->policies, hreq->hostname, hreq->hostname ? hreq->hostname_len : 0,
-                             pr.path, pr.path_len);
-    if (!r->policy) {
-        why = REASON_NO_ROUTE;
-        goto refuse;
+    {
+        const struct decide_limiter lim = {c, limit_in_flight, limit_rate};
+        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys};
+        decide_input(r, hreq, &pr, why, &dr);
+        decide_request(&snap, &dr, rt->caches[w->id % rt->n_workers], &c->token_hint, &lim, &r->d);
     }
-    r->step = runtime_step(rt, r->policy);
-    up = r->step->target->up;
-    if (connection_hides(&hreq->connection, r->policy, cfg)) {
-        why = REASON_BAD_HEADER;
-        goto refuse;
+    if (r->d.have_ar)
+        metrics_token_cache(w->mw, r->d.ar.cache_hit);
+    if (r->d.link) {
+        r->link_op = "use";
+        r->link_method = http1_method_name(hreq->method);
+        r->link_path = r->path;
+        r->link_path_len = r->path_len; /* the query is the record's request.query */
+        if (r->d.link_err[0] && log_budget(w))
+            log_msg(LOG_INFO, "signed URL refused (request %s): %s", r->request_id, r->d.link_err);
     }
-
-    if (signurl_query_marked(pr.query, pr.query_len)) {
-        why = signed_url_authn(c, hreq, &pr, rt);
-        if (why != REASON_ALLOWED)
-            goto refuse;
-        goto authorize;
-    }
-    have_tok = bearer_token(hreq, &tok, &tok_len);
-    if (have_tok <= 0) {
-        r->token_present = have_tok < 0;
-        why = have_tok < 0 ? REASON_TOKEN_MALFORMED : REASON_TOKEN_MISSING;
-        goto refuse;
-    }
-    r->token_present = true;
-    r->have_ar = true;
-    why = authn_verify(rt->authn, rt->caches[w->id % rt->n_workers], &c->token_hint, tok, tok_len,
-                       r->ts_ms / 1000, &r->ar);
-    metrics_token_cache(w->mw, r->ar.cache_hit);
-    if (why == REASON_UNKNOWN_KID && r->ar.kid_wait) {
+    if (r->d.reason == REASON_UNKNOWN_KID && r->d.ar.kid_wait) {
         /* a key rotated in since the last fetch, most likely: wait for the
          * refresh in flight, then decide on the new set */
-        if (conn_park(c, r->ar.issuer))
+        if (conn_park(c, r->d.ar.issuer))
             return;
-        why = REASON_KEYS_UNAVAILABLE; /* it outlived fetch_timeout_ms: we cannot tell */
+        r->d.reason = REASON_KEYS_UNAVAILABLE; /* it outlived fetch_timeout_ms: we cannot tell */
+        r->d.decision = DECISION_ERROR;
     }
-    if (why == REASON_KEYS_UNAVAILABLE)
-        goto error; /* our outage, not the caller's fault: 503, Retry-After */
-    if (why != REASON_ALLOWED)
-        goto refuse;
-    r->authn_ok = true;
-
-authorize:
-    {
-        struct policy_input pin = {
-            .method = http1_method_name(hreq->method),
-            .path = pr.path,
-            .path_len = pr.path_len,
-            .issuer_name = r->link ? NULL : r->ar.issuer->name,
-            .claims = r->link ? NULL : r->ar.claims,
-            .header = header_lookup,
-            .header_ctx = (void *)hreq,
-        };
-        why = r->link ? policy_authorize_link(r->policy, &pin, r->lp.minter, NULL)
-                      : policy_authorize(r->policy, &pin, NULL);
+    if (r->d.pending) {
+        /* Reading goes on (stopping and restarting it costs two epoll_ctl
+         * a request); on_read stops it if the client sends more meanwhile. */
+        r->head_len = head_len;
+        r->body_pending = body_pending;
+        c->state = CS_RATE_WAIT;
+        return;
     }
-    if (why != REASON_ALLOWED) {
-        if (!policy_dry_run(r->policy))
-            goto refuse;
-        r->would_deny = true;
-        r->deny_reason = why;
-    }
-    if (r->step->inflight) {
-        if (runtime_inflight_enter(r->step->inflight, policy_limits(r->policy)->max_in_flight)) {
-            r->inflight = r->step->inflight;
-        } else if (!policy_dry_run(r->policy)) {
-            skip_body(in, hreq, head_len, body_pending);
-            deny(c, REASON_TOO_MANY_IN_FLIGHT, DECISION_DENY, "Retry-After: 1", body_pending);
-            return;
-        } else if (!r->would_deny) {
-            r->would_deny = true;
-            r->deny_reason = REASON_TOO_MANY_IN_FLIGHT;
+decided:
+    if (r->d.policy && !r->step)
+        r->step = runtime_step(rt, r->d.policy);
+    if (r->d.decision == DECISION_DENY || r->d.decision == DECISION_ERROR) {
+        why = r->d.reason;
+        dec = r->d.decision;
+        if (r->d.retry_after_s) {
+            snprintf(retry_hdr, sizeof(retry_hdr), "Retry-After: %u", r->d.retry_after_s);
+            extra = retry_hdr;
         }
-    }
-    if (r->step->rate_key) {
-        const struct policy_limits *lim = policy_limits(r->policy);
-        if (redis_take(w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
-                       cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
-            /* Reading goes on (stopping and restarting it costs two epoll_ctl
-             * a request); on_read stops it if the client sends more meanwhile. */
-            r->head_len = head_len;
-            r->body_pending = body_pending;
-            c->state = CS_RATE_WAIT;
-            return;
-        }
-        verdict = REDIS_FAILED;
-        verdict_retry = 1;
-    rate_decided:
-        if (verdict == REDIS_FAILED)
-            verdict = rate_fallback(c, &verdict_retry);
-        if (verdict != REDIS_ALLOW) {
-            enum reason rr = verdict == REDIS_DENY ? REASON_RATE_LIMITED : REASON_RATE_UNAVAILABLE;
-            if (!policy_dry_run(r->policy)) {
-                char extra[48];
-                snprintf(extra, sizeof(extra), "Retry-After: %u", verdict_retry);
-                skip_body(in, hreq, head_len, body_pending);
-                deny(c, rr, DECISION_DENY, extra, body_pending);
-                return;
-            }
-            if (!r->would_deny) {
-                r->would_deny = true;
-                r->deny_reason = rr;
-            }
-        }
-    } else if (r->step->bucket) {
-        unsigned retry = 1;
-        if (!runtime_rate_take(r->step->bucket, mono_ns(), &retry)) {
-            if (!policy_dry_run(r->policy)) {
-                char extra[48];
-                snprintf(extra, sizeof(extra), "Retry-After: %u", retry);
-                skip_body(in, hreq, head_len, body_pending);
-                deny(c, REASON_RATE_LIMITED, DECISION_DENY, extra, body_pending);
-                return;
-            }
-            if (!r->would_deny) {
-                r->would_deny = true;
-                r->deny_reason = REASON_RATE_LIMITED;
-            }
-        }
-    }
-
-    max_body = cfg->limits.max_body_bytes;
-    if (policy_limits(r->policy)->max_body_bytes &&
-        policy_limits(r->policy)->max_body_bytes < max_body)
-        max_body = policy_limits(r->policy)->max_body_bytes;
-    if ((hreq->body == HTTP1_BODY_LENGTH && hreq->content_length > max_body) ||
-        (hreq->body == HTTP1_BODY_CHUNKED && max_body == 0)) {
-        why = REASON_BODY_TOO_LARGE;
         goto refuse;
     }
+    up = r->step->target->up;
     if (hreq->body == HTTP1_BODY_CHUNKED) {
-        why = prescan_chunked(in, head_len, max_body);
+        why = prescan_chunked(in, head_len, r->d.max_body);
         if (why != REASON_ALLOWED)
             goto refuse;
     }
@@ -1606,12 +1519,14 @@ authorize:
         if (!g.identity) {
             why = REASON_IDENTITY_UNAVAILABLE;
         } else {
-            why = identity_get(g.identity, policy_service_account(r->policy), up->audience,
+            why = identity_get(g.identity, policy_service_account(r->d.policy), up->audience,
                                &r->idt);
             r->have_idt = why == REASON_ALLOWED;
         }
-        if (why != REASON_ALLOWED)
-            goto error;
+        if (why != REASON_ALLOWED) {
+            dec = DECISION_ERROR;
+            goto refuse;
+        }
     }
 
     if (rt->assertion && up->caller_assertion) {
@@ -1625,29 +1540,30 @@ authorize:
                          reason_code(REASON_ASSERTION_UNAVAILABLE), r->request_id);
                 log_msg_fields(LOG_ERROR, fields, "caller assertion not signed: %s", aerr);
             }
-            skip_body(in, hreq, head_len, body_pending);
-            deny(c, REASON_ASSERTION_UNAVAILABLE, DECISION_ERROR, "Retry-After: 1", body_pending);
-            return;
+            why = REASON_ASSERTION_UNAVAILABLE;
+            dec = DECISION_ERROR;
+            extra = "Retry-After: 1";
+            goto refuse;
         }
     }
 
     if (audit_reserve(g.audit, &r->rsv) < 0) {
         why = REASON_AUDIT_UNAVAILABLE;
-        goto error;
+        dec = DECISION_ERROR;
+        goto refuse;
     }
     r->reserved = true;
-    if (r->link && r->lp.uses && cfg->redis.enabled) {
+    if (r->d.link && r->d.lp.uses && cfg->redis.enabled) {
         /* the last check before forwarding: a refusal above spends no use;
          * counted in the shared Redis, parked like the rate decision */
         char key[REDIS_KEY_MAX];
-        if (redis_link_key(key, sizeof(key), r->link_id) == 0 &&
-            redis_link_use(w->redis, key, r->lp.uses,
-                           r->lp.exp + (int64_t)cfg->url_signing.leeway_s + SIGNURL_SHARED_GRACE_S,
+        if (redis_link_key(key, sizeof(key), r->d.link_id) == 0 &&
+            redis_link_use(w->redis, key, r->d.lp.uses,
+                           r->d.lp.exp + (int64_t)cfg->url_signing.leeway_s + SIGNURL_SHARED_GRACE_S,
                            cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
             r->head_len = head_len;
             r->body_pending = body_pending;
             r->park_link = true;
-            r->park_max_body = max_body;
             c->state = CS_RATE_WAIT;
             return;
         }
@@ -1660,16 +1576,17 @@ authorize:
         if (verdict != REDIS_ALLOW) {
             /* Unverifiable, whatever on_failure says: a link is a credential */
             link_use_failed(c);
-            skip_body(in, hreq, head_len, body_pending);
-            deny(c, REASON_OVERLOADED, DECISION_ERROR, "Retry-After: 1", body_pending);
-            return;
+            why = REASON_OVERLOADED;
+            dec = DECISION_ERROR;
+            extra = "Retry-After: 1";
+            goto refuse;
         }
-    } else if (r->link && r->lp.uses) {
+    } else if (r->d.link && r->d.lp.uses) {
         /* the last check before forwarding: a refusal above spends no use */
         unsigned char id[SIGNURL_ID_BYTES];
-        signurl_link_id(&r->lp, id);
-        switch (g.link_uses.consume(g.link_uses.ctx, id, r->lp.uses,
-                                    r->lp.exp + (int64_t)rt->cfg->url_signing.leeway_s,
+        signurl_link_id(&r->d.lp, id);
+        switch (g.link_uses.consume(g.link_uses.ctx, id, r->d.lp.uses,
+                                    r->d.lp.exp + (int64_t)rt->cfg->url_signing.leeway_s,
                                     r->ts_ms / 1000)) {
         case SIGNURL_USE_OK:
             break;
@@ -1677,9 +1594,10 @@ authorize:
             why = REASON_URL_USED;
             goto refuse;
         case SIGNURL_USE_UNAVAILABLE:
-            skip_body(in, hreq, head_len, body_pending);
-            deny(c, REASON_OVERLOADED, DECISION_ERROR, "Retry-After: 1", body_pending);
-            return;
+            why = REASON_OVERLOADED;
+            dec = DECISION_ERROR;
+            extra = "Retry-After: 1";
+            goto refuse;
         }
     }
 
@@ -1689,8 +1607,8 @@ authorize:
             .req = hreq,
             .path = pr.path,
             .path_len = pr.path_len,
-            .query = r->link && !r->lp.base_len ? NULL : pr.query, /* never baton_* */
-            .query_len = r->link ? r->lp.base_len : pr.query_len,
+            .query = r->d.link && !r->d.lp.base_len ? NULL : pr.query, /* never baton_* */
+            .query_len = r->d.link ? r->d.lp.base_len : pr.query_len,
             .up = up,
             .from_trusted_proxy = cfg->n_trusted_proxies &&
                                   config_is_trusted_proxy(cfg, (struct sockaddr *)&c->peer_sa),
@@ -1707,7 +1625,7 @@ authorize:
         };
         proxy_build_head(&hp, head);
     }
-    timeout_ms = policy_limits(r->policy)->timeout_ms ? policy_limits(r->policy)->timeout_ms
+    timeout_ms = policy_limits(r->d.policy)->timeout_ms ? policy_limits(r->d.policy)->timeout_ms
                                                       : up->timeout_ms;
     {
         struct proxy_forward_params fp = {
@@ -1717,7 +1635,7 @@ authorize:
             .method = hreq->method,
             .body = hreq->body,
             .content_length = hreq->content_length,
-            .max_body = max_body,
+            .max_body = r->d.max_body,
             .timeout_ms = timeout_ms,
             .expect_100 = hreq->expect_100,
             .client_keep_alive = r->keep_alive,
@@ -1734,19 +1652,12 @@ authorize:
     }
     return;
 
-refuse: {
-        const char *extra = NULL;
-        int status = reason_status(why);
-        if (status == 401)
-            extra = why == REASON_TOKEN_MISSING ? "WWW-Authenticate: Bearer"
-                                                : "WWW-Authenticate: Bearer error=\"invalid_token\"";
-        skip_body(in, hreq, head_len, body_pending);
-        deny(c, why, DECISION_DENY, extra, body_pending || why == REASON_BODY_TOO_LARGE);
-        return;
-    }
-error:
+refuse:
+    if (!extra && reason_status(why) == 401)
+        extra = why == REASON_TOKEN_MISSING ? "WWW-Authenticate: Bearer"
+                                            : "WWW-Authenticate: Bearer error=\"invalid_token\"";
     skip_body(in, hreq, head_len, body_pending);
-    deny(c, why, DECISION_ERROR, NULL, body_pending);
+    deny(c, why, dec, extra, body_pending || why == REASON_BODY_TOO_LARGE);
 }
 
 static void handle_request(struct conn *c, const struct http1_request *hreq, size_t head_len)
@@ -1810,8 +1721,8 @@ static void on_proxy_done(void *arg, const struct proxy_outcome *o)
     r->bytes_out = o->response_bytes;
     r->upstream_bytes = o->response_bytes;
     if (why == REASON_ALLOWED) {
-        d = r->would_deny ? DECISION_WOULD_DENY : DECISION_ALLOW;
-        finish(c, r->would_deny ? r->deny_reason : REASON_ALLOWED, d, o->upstream_status,
+        d = r->d.would_deny ? DECISION_WOULD_DENY : DECISION_ALLOW;
+        finish(c, r->d.would_deny ? r->d.deny_reason : REASON_ALLOWED, d, o->upstream_status,
                o->client_reusable);
         return;
     }
