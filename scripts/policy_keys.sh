@@ -1,5 +1,5 @@
 #!/bin/sh
-# Prints every step-policy key the loader accepts (src/policy.c's `keys[]`
+# Prints every step-policy key the loader accepts (src/policy_load.c's `keys[]`
 # arrays), one per line, as README's "Policy keys" table names them:
 # top-level keys bare, nested ones as route.host, callers[].claims,
 # allow[].methods, limits.burst. A `keys[]` array in a function this script
@@ -28,4 +28,4 @@ awk '
       }
   }
   END { exit bad }
-' src/policy.c
+' src/policy_load.c

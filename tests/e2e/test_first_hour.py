@@ -244,7 +244,7 @@ def test_readme_policy_key_table_matches_the_loader():
             rows.append(line.split("`")[1])
     assert len(code) >= 20
     assert sorted(rows) == sorted(code), (
-        "README's policy key table and src/policy.c disagree: only in README %s, only in code %s"
+        "README's policy key table and src/policy_load.c disagree: only in README %s, only in code %s"
         % (sorted(set(rows) - set(code)), sorted(set(code) - set(rows))))
     assert len(rows) == len(set(rows)), "a key listed twice"
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests of policy.c: loading (with the exact position of each error),
+ * Unit tests of policy_load.c and policy_match.c: loading (with the exact position of each error),
  * routing order, claims patterns, path patterns, methods, required headers,
  * scopes, dry_run, and the trace explain prints. The config is built in the
  * test: issuers "aws" and "cognito", upstreams "cleanup", "billing" and
