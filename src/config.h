@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "diag.h"
+#include "jws.h" /* enum jws_alg: cfg_issuer.algorithms */
 
 #define CONFIG_DEFAULT_PATH "/etc/baton/baton.json"
 
@@ -45,17 +46,6 @@ struct cfg_limits {
 
 enum cfg_key_source { KEYS_DISCOVERY, KEYS_JWKS_URI, KEYS_JWKS_FILE };
 
-/* JWS algorithms, as bits of cfg_issuer.algorithms. */
-enum jws_alg {
-    JWS_RS256, JWS_RS384, JWS_RS512,
-    JWS_PS256, JWS_PS384, JWS_PS512,
-    JWS_ES256, JWS_ES384, JWS_ES512,
-    JWS_EDDSA,
-    JWS_ALG__COUNT
-};
-/* "RS256" -> JWS_RS256 (exact, case-sensitive as RFC 7518), or -1. */
-int jws_alg_from_name(const char *name);
-const char *jws_alg_name(enum jws_alg alg);
 
 struct cfg_issuer {
     char *name;   /* local name policies refer to ("aws") */
