@@ -1,7 +1,7 @@
 #!/bin/sh
-# Prints every step-policy key the loader accepts (src/policy_load.c's `keys[]`
-# arrays), one per line, as README's "Policy keys" table names them:
-# top-level keys bare, nested ones as route.host, callers[].claims,
+# Prints every step-policy key the loader accepts (src/policy_load.c's jload
+# tables `keys[]` and `limits_fields[]`), one per line, as README's "Policy
+# keys" table names them: top-level keys bare, nested ones as route.host, callers[].claims,
 # allow[].methods, limits.burst. A `keys[]` array in a function this script
 # does not know is an error, so a new nesting level cannot be left out.
 cd "$(dirname "$0")/.."
@@ -9,7 +9,8 @@ awk '
   /^static [a-z_ ]*\*?load_[a-z_]+\(/ || /^static struct policy \*load_one\(/ {
       fn = $0; sub(/\(.*/, "", fn); sub(/.*[ *]/, "", fn)
   }
-  /static const char \*const keys\[\] = \{/ { collecting = 1; text = "" }
+  /static const struct jload_field limits_fields\[\] = \{/ { fn = "load_limits" }
+  /static const struct jload_field (keys|limits_fields)\[\] = \{/ { collecting = 1; text = "" }
   collecting { text = text $0 }
   collecting && /\};/ {
       collecting = 0

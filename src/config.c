@@ -166,20 +166,6 @@ static bool valid_name(const char *s)
     return true;
 }
 
-/* RFC 9110 token characters (header names). */
-static bool valid_token(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", ch)))
-            return false;
-    }
-    return true;
-}
-
 static void lower(char *s)
 {
     for (; *s; s++)
@@ -531,7 +517,7 @@ static int check_record_header(struct jload *c, const char *s)
 {
     char q[420];
     jload_quote(q, sizeof(q), s);
-    if (!valid_token(s) || strlen(s) > 128) {
+    if (!jload_is_token(s, strlen(s)) || strlen(s) > 128) {
         jload_err(c, "%s is not a header name", q);
         return -1;
     }
@@ -553,7 +539,7 @@ static int check_assertion_header(struct jload *c, const char *s)
     size_t n = strlen(s);
     char q[420];
     jload_quote(q, sizeof(q), s);
-    if (!valid_token(s) || n > 128) {
+    if (!jload_is_token(s, strlen(s)) || n > 128) {
         jload_err(c, "%s is not a header name", q);
         return -1;
     }
@@ -1677,7 +1663,7 @@ struct baton_config *config_load_buffer(const char *text, size_t len, const char
 
     if (!name)
         name = "-";
-    jload_init(&c, name, NULL, NULL, 0, true, d);
+    jload_init(&c, name, NULL, NULL, 0, d);
     if (len > CONFIG_MAX_BYTES) {
         diags_add(d, name, 0, 0, "file is larger than %u bytes", CONFIG_MAX_BYTES);
         goto out;
@@ -1690,7 +1676,7 @@ struct baton_config *config_load_buffer(const char *text, size_t len, const char
         memcpy(cfg->text, text, len);
     cfg->text[len] = '\0';
     cfg->text_len = len;
-    jload_init(&c, name, cfg->dir, cfg->text, len, true, d);
+    jload_init(&c, name, cfg->dir, cfg->text, len, d);
     if (!(root = jload_parse(&c, CONFIG_MAX_DEPTH)))
         goto out;
     defaults(cfg);

@@ -110,13 +110,51 @@ static void vreport(struct jload *c, bool at_key, int hide, const char *fmt, va_
     if (c->overflow || !c->text || jsonpos_find(c->text, c->len, ptr, at_key, &pos) < 0)
         pos.line = pos.col = 0;
     msg = xvasprintf(fmt, ap);
-    display_of(c, hide, disp, sizeof(disp));
-    if (disp[0] && c->prefix_path)
+    if (hide >= 0)
+        display_of(c, hide, disp, sizeof(disp));
+    else
+        disp[0] = '\0';
+    if (disp[0])
         diags_add(c->d, c->file, pos.line, pos.col, "%s: %s", disp, msg);
     else
         diags_add(c->d, c->file, pos.line, pos.col, "%s", msg);
     free(msg);
     free(ptr);
+}
+
+void jload_pos(const struct jload *c, bool at_key, int *line, int *col)
+{
+    struct jsonpos pos = {0, 0, 0};
+    char *ptr = pointer_of(c);
+    if (c->overflow || !c->text || jsonpos_find(c->text, c->len, ptr, at_key, &pos) < 0)
+        pos.line = pos.col = 0;
+    *line = pos.line;
+    *col = pos.col;
+    free(ptr);
+}
+
+void jload_err_bare(struct jload *c, bool at_key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(c, at_key, -1, fmt, ap);
+    va_end(ap);
+}
+
+void jload_warn(struct jload *c, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+    int line, col;
+
+    if (!c->d->warnings)
+        return;
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    jload_pos(c, false, &line, &col);
+    diags_warn(c->d, c->file, line, col, "%s", msg);
+    free(msg);
 }
 
 /* An error positioned at the current path's value. */
@@ -151,9 +189,9 @@ void jload_err_at(struct jload *c, const char *key, bool at_key, const char *fmt
     jload_pop(c);
 }
 
-const char *jload_type_words(const json_t *v)
+const char *jload_json_type_words(json_type t)
 {
-    switch (json_typeof(v)) {
+    switch (t) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
     case JSON_STRING: return "a string";
@@ -164,6 +202,11 @@ const char *jload_type_words(const json_t *v)
     case JSON_NULL: return "null";
     }
     return "?";
+}
+
+const char *jload_type_words(const json_t *v)
+{
+    return jload_json_type_words(json_typeof(v));
 }
 
 char *jload_resolve(const char *dir, const char *p)
@@ -341,7 +384,7 @@ static int parse_list(struct jload *c, const struct jload_field *f, const json_t
     return rc;
 }
 
-static int parse_field(struct jload *c, const struct jload_field *f, const json_t *v, void *obj)
+int jload_field(struct jload *c, const struct jload_field *f, const json_t *v, void *obj)
 {
     const char *s;
     char q[420];
@@ -409,11 +452,43 @@ static int parse_field(struct jload *c, const struct jload_field *f, const json_
     return -1;
 }
 
-/*
- * Parses object `v` against table `t` into `obj` (defaults already applied).
- * Unknown keys and missing required keys are errors. Returns -1 when `v` is
- * not an object (nothing parsed), else 0 with `seen` filled.
- */
+/* Reports member `key` (pushed) of an object read with table `t` as unknown,
+ * with a "did you mean" when a row's key is within two edits. */
+static void unknown_key(struct jload *c, const char *key, const struct jload_field *t)
+{
+    struct suggestion sg = SUGGESTION_INIT;
+    char q[420];
+    for (int j = 0; t[j].key; j++)
+        suggestion_offer(&sg, key, t[j].key);
+    jload_quote(q, sizeof(q), key);
+    if (sg.best)
+        jload_err_name(c, "unknown key %s (did you mean \"%s\"?)", q, sg.best);
+    else
+        jload_err_name(c, "unknown key %s", q);
+}
+
+static void missing_keys(struct jload *c, const json_t *v, const struct jload_field *t)
+{
+    for (int k = 0; t[k].key; k++)
+        if ((t[k].flags & JL_REQUIRED) && !json_object_get(v, t[k].key))
+            jload_err(c, "missing required key \"%s\"", t[k].key);
+}
+
+void jload_check_keys(struct jload *c, const json_t *v, const struct jload_field *t)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach((json_t *)v, key, val) {
+        if (jload_field_index(t, key) < 0) {
+            jload_push_key(c, key);
+            unknown_key(c, key, t);
+            jload_pop(c);
+        }
+    }
+    missing_keys(c, v, t);
+}
+
 int jload_object(struct jload *c, const json_t *v, const struct jload_field *t, void *obj, struct jload_seen *seen)
 {
     const char *key;
@@ -428,28 +503,17 @@ int jload_object(struct jload *c, const json_t *v, const struct jload_field *t, 
         int k = jload_field_index(t, key);
         jload_push_key(c, key);
         if (k < 0) {
-            struct suggestion sg = SUGGESTION_INIT;
-            char q[420];
-            for (int j = 0; t[j].key; j++)
-                suggestion_offer(&sg, key, t[j].key);
-            jload_quote(q, sizeof(q), key);
-            if (sg.best)
-                jload_err_name(c, "unknown key %s (did you mean \"%s\"?)", q, sg.best);
-            else
-                jload_err_name(c, "unknown key %s", q);
+            unknown_key(c, key, t);
         } else {
             seen->present |= 1ull << k;
-            if (parse_field(c, &t[k], val, obj) == 0)
+            if (jload_field(c, &t[k], val, obj) == 0)
                 seen->valid |= 1ull << k;
         }
         jload_pop(c);
     }
-    for (int k = 0; t[k].key; k++)
-        if ((t[k].flags & JL_REQUIRED) && !(seen->present >> k & 1))
-            jload_err(c, "missing required key \"%s\"", t[k].key);
+    missing_keys(c, v, t);
     return 0;
 }
-
 
 /* Sorts the diagnostics added since `first` by position (unknown last), stably. */
 struct diag_ix {
@@ -485,7 +549,7 @@ static void jload_sort_diags(struct diags *d, size_t first)
 
 
 void jload_init(struct jload *c, const char *file, const char *dir, const char *text, size_t len,
-                bool prefix_path, struct diags *d)
+                struct diags *d)
 {
     memset(c, 0, sizeof(*c));
     c->file = file;
@@ -494,7 +558,6 @@ void jload_init(struct jload *c, const char *file, const char *dir, const char *
     c->len = len;
     c->d = d;
     c->first = d->n;
-    c->prefix_path = prefix_path;
 }
 
 json_t *jload_parse(struct jload *c, int max_depth)
@@ -554,4 +617,17 @@ void jload_finish(struct jload *c)
     jload_sort_diags(c->d, c->first);
     if (c->errors > JLOAD_MAX_ERRORS)
         diags_add(c->d, c->file, 0, 0, "too many errors: %zu more not shown", c->errors - JLOAD_MAX_ERRORS);
+}
+
+bool jload_is_token(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch && strchr("!#$%&'*+-.^_`|~", ch))))
+            return false;
+    }
+    return true;
 }

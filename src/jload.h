@@ -48,7 +48,6 @@ struct jload {
     int depth;    /* segments in use */
     int overflow; /* pushes beyond JLOAD_MAX_PATH (positions then unknown) */
     size_t first; /* d->n when loading began: jload_finish sorts from there */
-    bool prefix_path; /* messages start with the display path (jload_init) */
 };
 
 /* ---- tables: one row per key (name, type, range or choices, default, where stored) */
@@ -105,6 +104,8 @@ struct jload_field {
 #define JL_LIST(k, T, m, n, maxn, chk, fl)                                                 \
     {.key = k, .kind = JL_K_STRLIST, JL_MEMBER(T, m), .n_off = offsetof(T, n), .max_items = maxn, \
      .check = chk, .flags = fl}
+/* A key whose value the caller reads by hand, in its own order (jload_check_keys). */
+#define JL_KEY(k, fl) {.key = k, .kind = JL_K_CUSTOM, .flags = fl}
 #define JL_CUSTOM(k, fn, fl) {.key = k, .kind = JL_K_CUSTOM, .custom = fn, .flags = fl}
 
 /* Which keys of a table were present, and which of those parsed cleanly. */
@@ -114,11 +115,9 @@ struct jload_seen {
 
 /* `c` for loading `text` (`len` bytes, borrowed, valid until jload_finish)
  * named `file` in diagnostics, resolving relative paths against `dir` (both
- * borrowed, may be NULL before jload_parse when only errors are reported).
- * `prefix_path`: messages start with the display path of the value
- * ("limits.max_uri_bytes: ..."), as the main config's do. */
+ * borrowed, may be NULL before jload_parse when only errors are reported). */
 void jload_init(struct jload *c, const char *file, const char *dir, const char *text, size_t len,
-                bool prefix_path, struct diags *d);
+                struct diags *d);
 /*
  * Parses c's text: nesting deeper than `max_depth` containers, every repeated
  * member name (with the first one's position; jansson's last-wins reading
@@ -137,6 +136,9 @@ void jload_push_key(struct jload *c, const char *key);
 void jload_push_idx(struct jload *c, size_t idx);
 void jload_pop(struct jload *c);
 
+/* Errors start with the display path of what they are about
+ * ("issuers[0].audiences[1]: ..."), except jload_err_bare's, whose message
+ * names its subject itself. */
 /* An error positioned at the current path's value. */
 void jload_err(struct jload *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An error positioned at the current path's member name, whose message names
@@ -145,12 +147,24 @@ void jload_err_name(struct jload *c, const char *fmt, ...) __attribute__((format
 /* An error at child `key` of the current object (its value or its name). */
 void jload_err_at(struct jload *c, const char *key, bool at_key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* An error at the current path (its member name when `at_key`), the message as is. */
+void jload_err_bare(struct jload *c, bool at_key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A warning at the current path's value, when d->warnings is set (`baton
+ * check`): never counted, never fails a load. */
+void jload_warn(struct jload *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Line and column of the current path (its member name when `at_key`), 0 0 when unknown. */
+void jload_pos(const struct jload *c, bool at_key, int *line, int *col);
 /* The one JSON-type-to-words helper: "an object", "an array", "a string",
  * "an integer", "a non-integer number", "a boolean", "null" (static). */
 const char *jload_type_words(const json_t *v);
+const char *jload_json_type_words(json_type t);
 /* A quoted, escaped rendering of user text (at most 64 bytes shown, "..."
  * after) for messages, into `out` of `cap` bytes (420 holds any). */
 void jload_quote(char *out, size_t cap, const char *s);
+/* An RFC 9110 token of `n` bytes (1*tchar): the one header-name check of the
+ * config's and the policies' header keys. */
+bool jload_is_token(const char *s, size_t n);
 /* `p` resolved against `dir` (absolute paths and dir "." as they are); owned. */
 char *jload_resolve(const char *dir, const char *p);
 
@@ -170,5 +184,10 @@ const char *jload_want_string(struct jload *c, const json_t *v);
  */
 int jload_object(struct jload *c, const json_t *v, const struct jload_field *t, void *obj,
                  struct jload_seen *seen);
+/* One row: parses `v` (at the current path) into `obj`; 0, or -1 after reporting. */
+int jload_field(struct jload *c, const struct jload_field *f, const json_t *v, void *obj);
+/* For an object walked by hand (whose keys must be read in an order of the
+ * caller's): reports its unknown and missing required keys against `t`. */
+void jload_check_keys(struct jload *c, const json_t *v, const struct jload_field *t);
 
 #endif

@@ -2,9 +2,12 @@
  * policy_load.c: step policies: strict loading and compilation (rules in
  * policy.h).
  *
- * Loading is table-driven and reports every problem of every file at
- * file:line:column (jansson keeps no positions, so jsonpos maps each JSON
- * pointer back to the text). A loaded policy is compiled into plain arrays
+ * Loading uses the main config's strict loader (jload.h): the same JSON
+ * front end (depth, every repeated name, syntax), key tables with "did you
+ * mean", the same type and range messages, and the same error cap and order,
+ * each error at file:line:column. The keys of each object are a jload table;
+ * the limits' defaults and ranges are rows of one (limits_fields). Values that
+ * compile into patterns are read by hand, in the order compilation needs. A loaded policy is compiled into plain arrays
  * (policy_compiled.h): claims patterns as a tree of typed nodes, path patterns
  * as segment arrays, methods and headers as strings, and the route table as an
  * open-addressing hash of (lower-case host, path_prefix), which policy_match.c
@@ -23,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "jload.h"
 #include "jsonpos.h"
 #include "log.h"
 #include "path.h"
@@ -32,99 +36,9 @@
 /* ---------------------------------------------------------------- loading */
 
 struct loader {
-    const struct baton_config *cfg;
-    struct diags *d;
-    const char *file, *text;
-    size_t len;
-    char *ptr; /* current JSON pointer (jsonpos syntax), owned */
-    size_t ptr_len, ptr_cap;
-    int errors;
+    const struct baton_config *cfg; /* borrowed */
+    struct jload j;                 /* the path, positions and errors of this file */
 };
-
-static size_t ptr_push(struct loader *L, const char *seg)
-{
-    size_t saved = L->ptr_len, n = strlen(seg);
-    if (L->ptr_len + n + 2 > L->ptr_cap) {
-        L->ptr_cap = (L->ptr_len + n + 2) * 2;
-        L->ptr = xrealloc(L->ptr, L->ptr_cap);
-    }
-    if (L->ptr_len)
-        L->ptr[L->ptr_len++] = '/';
-    memcpy(L->ptr + L->ptr_len, seg, n);
-    L->ptr_len += n;
-    L->ptr[L->ptr_len] = '\0';
-    return saved;
-}
-
-static size_t ptr_key(struct loader *L, const char *key)
-{
-    char *seg = jsonpos_segment(key, strlen(key));
-    size_t saved = ptr_push(L, seg);
-    free(seg);
-    return saved;
-}
-
-static size_t ptr_index(struct loader *L, size_t i)
-{
-    char seg[32];
-    snprintf(seg, sizeof(seg), "%zu", i);
-    return ptr_push(L, seg);
-}
-
-static void ptr_pop(struct loader *L, size_t saved)
-{
-    L->ptr_len = saved;
-    if (L->ptr)
-        L->ptr[saved] = '\0';
-}
-
-static void pos_here(struct loader *L, bool at_key, int *line, int *col)
-{
-    struct jsonpos jp;
-    if (jsonpos_find(L->text, L->len, L->ptr ? L->ptr : "", at_key, &jp) == 0) {
-        *line = jp.line;
-        *col = jp.col;
-    } else {
-        *line = *col = 0;
-    }
-}
-
-/* An error at the current pointer: at its member name when `at_key`. */
-static void lerr(struct loader *L, bool at_key, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void lerr(struct loader *L, bool at_key, const char *fmt, ...)
-{
-    va_list ap;
-    char *msg;
-    int line, col;
-
-    va_start(ap, fmt);
-    msg = xvasprintf(fmt, ap);
-    va_end(ap);
-    pos_here(L, at_key, &line, &col);
-    diags_add(L->d, L->file, line, col, "%s", msg);
-    free(msg);
-    L->errors++;
-}
-
-/* A warning at the current pointer's value: `baton check` prints it, the
- * policy still loads. */
-static void lwarn(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void lwarn(struct loader *L, const char *fmt, ...)
-{
-    va_list ap;
-    char *msg;
-    int line, col;
-
-    if (!L->d->warnings)
-        return;
-    va_start(ap, fmt);
-    msg = xvasprintf(fmt, ap);
-    va_end(ap);
-    pos_here(L, false, &line, &col);
-    diags_warn(L->d, L->file, line, col, "%s", msg);
-    free(msg);
-}
 
 /*
  * Why glob `s` looks like a regular expression that cannot have been meant
@@ -182,83 +96,19 @@ static void lint_glob(struct loader *L, const char *what, const char *s, size_t 
     if (!why)
         return;
     json_escape(esc, sizeof(esc), s, n > 120 ? 120 : n);
-    lwarn(L, "%s \"%s%s\" looks like a regular expression (%s); patterns are globs: \"*\" "
+    jload_warn(&L->j, "%s \"%s%s\" looks like a regular expression (%s); patterns are globs: \"*\" "
              "matches any run of characters and every other character only itself",
           what, esc, n > 120 ? "..." : "", why);
-}
-
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "object";
-    case JSON_ARRAY:
-        return "array";
-    case JSON_STRING:
-        return "string";
-    case JSON_INTEGER:
-        return "integer";
-    case JSON_REAL:
-        return "real";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "?";
 }
 
 /* True when `v` has JSON type `type`; else an error naming `what`. */
 static bool want(struct loader *L, const json_t *v, json_type type, const char *what)
 {
-    static const char *const names[] = {
-        [JSON_OBJECT] = "an object", [JSON_ARRAY] = "an array", [JSON_STRING] = "a string",
-        [JSON_INTEGER] = "an integer", [JSON_REAL] = "a real", [JSON_TRUE] = "a boolean",
-        [JSON_FALSE] = "a boolean", [JSON_NULL] = "null",
-    };
     if (json_typeof(v) == type)
         return true;
-    lerr(L, false, "%s must be %s, not %s", what, names[type], type_name(v));
+    jload_err_bare(&L->j, false, "%s must be %s, not %s", what, jload_json_type_words(type),
+                   jload_type_words(v));
     return false;
-}
-
-/* Reports members of `obj` not in `allowed` (NULL-terminated). */
-static void check_keys(struct loader *L, const json_t *obj, const char *const *allowed,
-                       const char *where)
-{
-    const char *key;
-    json_t *v;
-
-    json_object_foreach((json_t *)obj, key, v) {
-        bool known = false;
-        struct suggestion sg = SUGGESTION_INIT;
-        for (const char *const *a = allowed; *a; a++) {
-            if (strcmp(*a, key) == 0)
-                known = true;
-            suggestion_offer(&sg, key, *a);
-        }
-        if (!known) {
-            size_t s = ptr_key(L, key);
-            char esc[200];
-            json_escape(esc, sizeof(esc), key, strlen(key)); /* one line whatever the key */
-            if (sg.best)
-                lerr(L, true, "unknown key \"%s\" in %s (did you mean \"%s\"?)", esc, where,
-                     sg.best);
-            else
-                lerr(L, true, "unknown key \"%s\" in %s", esc, where);
-            ptr_pop(L, s);
-        }
-    }
-}
-
-/* A required member, or NULL with an error at the object. */
-static json_t *required(struct loader *L, const json_t *obj, const char *key, const char *where)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!v)
-        lerr(L, false, "%s lacks the required key \"%s\"", where, key);
-    return v;
 }
 
 /* A non-empty string of at most `max` bytes, printable ASCII unless
@@ -273,17 +123,17 @@ static const char *want_string(struct loader *L, const json_t *v, const char *wh
     s = json_string_value(v);
     n = json_string_length(v);
     if (n == 0) {
-        lerr(L, false, "%s must not be empty", what);
+        jload_err_bare(&L->j, false, "%s must not be empty", what);
         return NULL;
     }
     if (n > max) {
-        lerr(L, false, "%s is %zu bytes long, the limit is %zu", what, n, max);
+        jload_err_bare(&L->j, false, "%s is %zu bytes long, the limit is %zu", what, n, max);
         return NULL;
     }
     if (!any_bytes)
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) {
-                lerr(L, false, "%s must be printable ASCII (byte 0x%02x at offset %zu)", what,
+                jload_err_bare(&L->j, false, "%s must be printable ASCII (byte 0x%02x at offset %zu)", what,
                      (unsigned char)s[i], i);
                 return NULL;
             }
@@ -296,30 +146,15 @@ static size_t want_array(struct loader *L, const json_t *v, const char *what)
     if (!want(L, v, JSON_ARRAY, what))
         return 0;
     if (json_array_size(v) == 0) {
-        lerr(L, false, "%s must not be empty", what);
+        jload_err_bare(&L->j, false, "%s must not be empty", what);
         return 0;
     }
     if (json_array_size(v) > POLICY_MAX_ENTRIES) {
-        lerr(L, false, "%s has %zu entries, the limit is %u", what, json_array_size(v),
+        jload_err_bare(&L->j, false, "%s has %zu entries, the limit is %u", what, json_array_size(v),
              POLICY_MAX_ENTRIES);
         return 0;
     }
     return json_array_size(v);
-}
-
-static bool want_uint(struct loader *L, const json_t *v, const char *what, json_int_t lo,
-                      json_int_t hi, json_int_t *out)
-{
-    if (!want(L, v, JSON_INTEGER, what))
-        return false;
-    *out = json_integer_value(v);
-    if (*out < lo || *out > hi) {
-        lerr(L, false, "%s is %" JSON_INTEGER_FORMAT ", the range is %" JSON_INTEGER_FORMAT
-                       "..%" JSON_INTEGER_FORMAT,
-             what, *out, lo, hi);
-        return false;
-    }
-    return true;
 }
 
 static void pat_free(struct pat *p)
@@ -351,13 +186,13 @@ static void pat_free(struct pat *p)
  * the caller; always left freeable). `in_list`: an element of an array. */
 static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool in_list)
 {
-    pos_here(L, false, &out->line, &out->col);
+    jload_pos(&L->j, false, &out->line, &out->col);
     out->type = PT_BOOL;
     switch (json_typeof(v)) {
     case JSON_STRING: {
         size_t n = json_string_length(v);
         if (n > POLICY_MAX_PATTERN) {
-            lerr(L, false, "claim pattern is %zu bytes long, the limit is %u", n, POLICY_MAX_PATTERN);
+            jload_err_bare(&L->j, false, "claim pattern is %zu bytes long, the limit is %u", n, POLICY_MAX_PATTERN);
             return;
         }
         out->type = memchr(json_string_value(v), '*', n) ? PT_GLOB : PT_STR;
@@ -379,7 +214,7 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
         out->u.b = json_is_true(v);
         return;
     case JSON_NULL:
-        lerr(L, false, "null is not a claim pattern (a pattern never matches an absent claim; "
+        jload_err_bare(&L->j, false, "null is not a claim pattern (a pattern never matches an absent claim; "
                        "name the values to accept)");
         return;
     case JSON_OBJECT: {
@@ -387,17 +222,17 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
         json_t *mv;
         size_t i = 0, n = json_object_size(v);
         if (n == 0) {
-            lerr(L, false, "an empty claims object would match any object; name the claims to match");
+            jload_err_bare(&L->j, false, "an empty claims object would match any object; name the claims to match");
             return;
         }
         out->type = PT_OBJ;
         out->u.obj.m = xcalloc(n, sizeof(*out->u.obj.m));
         json_object_foreach((json_t *)v, key, mv) {
-            size_t s = ptr_key(L, key);
+            jload_push_key(&L->j, key);
             out->u.obj.m[i].key = xstrdup(key);
             out->u.obj.m[i].value.type = PT_BOOL;
             pat_compile(L, mv, &out->u.obj.m[i].value, false);
-            ptr_pop(L, s);
+            jload_pop(&L->j);
             i++;
         }
         out->u.obj.n = i;
@@ -406,24 +241,24 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
         if (in_list) {
-            lerr(L, false, "an array inside an array is not a claim pattern");
+            jload_err_bare(&L->j, false, "an array inside an array is not a claim pattern");
             return;
         }
         if (n == 0) {
-            lerr(L, false, "an empty array never matches; name the accepted values");
+            jload_err_bare(&L->j, false, "an empty array never matches; name the accepted values");
             return;
         }
         if (n > POLICY_MAX_ENTRIES) {
-            lerr(L, false, "claim pattern list has %zu entries, the limit is %u", n, POLICY_MAX_ENTRIES);
+            jload_err_bare(&L->j, false, "claim pattern list has %zu entries, the limit is %u", n, POLICY_MAX_ENTRIES);
             return;
         }
         out->type = PT_ANY;
         out->u.any.v = xcalloc(n, sizeof(*out->u.any.v));
         for (size_t i = 0; i < n; i++) {
-            size_t s = ptr_index(L, i);
+            jload_push_idx(&L->j, i);
             out->u.any.v[i].type = PT_BOOL;
             pat_compile(L, json_array_get(v, i), &out->u.any.v[i], true);
-            ptr_pop(L, s);
+            jload_pop(&L->j);
         }
         out->u.any.n = n;
         return;
@@ -431,18 +266,12 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
     }
 }
 
-static bool is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static void load_scopes(struct loader *L, const json_t *v, struct caller *c)
 {
     size_t n = want_array(L, v, "\"scopes\"");
     c->scopes = xcalloc(n ? n : 1, sizeof(*c->scopes));
     for (size_t i = 0; i < n; i++) {
-        size_t s = ptr_index(L, i);
+        jload_push_idx(&L->j, i);
         const char *sc = want_string(L, json_array_get(v, i), "a scope", POLICY_MAX_PATTERN, false);
         if (sc) {
             bool dup = false;
@@ -450,13 +279,13 @@ static void load_scopes(struct loader *L, const json_t *v, struct caller *c)
                 dup = dup || strcmp(c->scopes[j], sc) == 0;
             /* RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E */
             if (strpbrk(sc, " \"\\"))
-                lerr(L, false, "\"%s\" is not a scope token (no space, '\"' or '\\')", sc);
+                jload_err_bare(&L->j, false, "\"%s\" is not a scope token (no space, '\"' or '\\')", sc);
             else if (dup)
-                lerr(L, false, "scope \"%s\" is listed twice", sc);
+                jload_err_bare(&L->j, false, "scope \"%s\" is listed twice", sc);
             else
                 c->scopes[c->n_scopes++] = xstrdup(sc);
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
 }
 
@@ -466,7 +295,8 @@ static void free_signing(struct policy *p);
 
 static void load_callers(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const char *const keys[] = {"issuer", "claims", "scopes", NULL};
+    static const struct jload_field keys[] = {JL_KEY("issuer", JL_REQUIRED),
+        JL_KEY("claims", JL_REQUIRED), JL_KEY("scopes", 0), {0}};
     size_t n = want_array(L, v, "\"callers\"");
 
     p->callers = xcalloc(n ? n : 1, sizeof(*p->callers));
@@ -474,23 +304,23 @@ static void load_callers(struct loader *L, const json_t *v, struct policy *p)
         const json_t *e = json_array_get(v, i);
         struct caller *c = &p->callers[p->n_callers++];
         const json_t *iv, *cv, *sv;
-        size_t s = ptr_index(L, i), s2;
+        jload_push_idx(&L->j, i);
 
         c->claims.type = PT_BOOL;
-        pos_here(L, false, &c->line, &c->col);
+        jload_pos(&L->j, false, &c->line, &c->col);
         if (!want(L, e, JSON_OBJECT, "a callers entry")) {
-            ptr_pop(L, s);
+            jload_pop(&L->j);
             continue;
         }
         if (json_object_get(e, "signed_url")) {
             load_signed_caller(L, e, c);
-            ptr_pop(L, s);
+            jload_pop(&L->j);
             continue;
         }
-        check_keys(L, e, keys, "a callers entry");
-        if ((iv = required(L, e, "issuer", "a callers entry"))) {
+        jload_check_keys(&L->j, e, keys);
+        if ((iv = json_object_get(e, "issuer"))) {
             const char *name;
-            s2 = ptr_key(L, "issuer");
+            jload_push_key(&L->j, "issuer");
             if ((name = want_string(L, iv, "\"issuer\"", 256, false))) {
                 if (!config_issuer(L->cfg, name)) {
                     char *known = xstrdup("");
@@ -499,29 +329,29 @@ static void load_callers(struct loader *L, const json_t *v, struct policy *p)
                         free(known);
                         known = t;
                     }
-                    lerr(L, false, "issuer \"%s\" is not defined in %s (issuers: %s)", name,
+                    jload_err_bare(&L->j, false, "issuer \"%s\" is not defined in %s (issuers: %s)", name,
                          L->cfg->file ? L->cfg->file : "the config", *known ? known : "none");
                     free(known);
                 }
                 c->issuer = xstrdup(name);
             }
-            ptr_pop(L, s2);
+            jload_pop(&L->j);
         }
-        if ((cv = required(L, e, "claims", "a callers entry"))) {
-            s2 = ptr_key(L, "claims");
+        if ((cv = json_object_get(e, "claims"))) {
+            jload_push_key(&L->j, "claims");
             if (want(L, cv, JSON_OBJECT, "\"claims\""))
                 pat_compile(L, cv, &c->claims, false);
-            ptr_pop(L, s2);
+            jload_pop(&L->j);
         }
         if ((sv = json_object_get(e, "scopes"))) {
-            s2 = ptr_key(L, "scopes");
-            pos_here(L, false, &c->scopes_line, &c->scopes_col);
+            jload_push_key(&L->j, "scopes");
+            jload_pos(&L->j, false, &c->scopes_line, &c->scopes_col);
             load_scopes(L, sv, c);
-            ptr_pop(L, s2);
+            jload_pop(&L->j);
         }
         if (!c->issuer)
             c->issuer = xstrdup("");
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
 }
 
@@ -560,15 +390,15 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
     size_t n = strlen(text), count = 0;
 
     if (text[0] != '/') {
-        lerr(L, false, "path pattern \"%s\" must start with \"/\"", text);
+        jload_err_bare(&L->j, false, "path pattern \"%s\" must start with \"/\"", text);
         return -1;
     }
     if (memchr(text, '?', n)) {
-        lerr(L, false, "path pattern \"%s\" has a query; patterns match the path only", text);
+        jload_err_bare(&L->j, false, "path pattern \"%s\" has a query; patterns match the path only", text);
         return -1;
     }
     if ((r = path_canonicalize(text, n, POLICY_MAX_PATTERN, &res)) != REASON_ALLOWED) {
-        lerr(L, false, "path pattern \"%s\" can never match a canonical path (%s)", text,
+        jload_err_bare(&L->j, false, "path pattern \"%s\" can never match a canonical path (%s)", text,
              reason_code(r));
         return -1;
     }
@@ -587,7 +417,7 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
         } else if (len == 2 && s[0] == '*' && s[1] == '*') {
             g->kind = SEG_DSTAR;
         } else if (memchr(s, '*', len)) {
-            lerr(L, false, "path pattern \"%s\": \"*\" and \"**\" stand for whole segments, "
+            jload_err_bare(&L->j, false, "path pattern \"%s\": \"*\" and \"**\" stand for whole segments, "
                            "not parts of one (\"%.*s\")", text, (int)len, s);
             return -1;
         } else {
@@ -598,7 +428,7 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
         s = e + 1;
     }
     if (prefix && !prefix_compatible(pp, prefix)) {
-        lerr(L, false, "path pattern \"%s\" can never match under the route's path_prefix \"%s\"",
+        jload_err_bare(&L->j, false, "path pattern \"%s\" can never match under the route's path_prefix \"%s\"",
              text, prefix);
         return -1;
     }
@@ -607,59 +437,60 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
 
 static void load_allow(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const char *const keys[] = {"methods", "paths", NULL};
+    static const struct jload_field keys[] = {JL_KEY("methods", JL_REQUIRED),
+        JL_KEY("paths", JL_REQUIRED), {0}};
     size_t n = want_array(L, v, "\"allow\"");
 
     p->rules = xcalloc(n ? n : 1, sizeof(*p->rules));
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i), *mv, *pv;
         struct rule *r = &p->rules[p->n_rules++];
-        size_t s = ptr_index(L, i), s2;
+        jload_push_idx(&L->j, i);
 
-        pos_here(L, false, &r->line, &r->col);
+        jload_pos(&L->j, false, &r->line, &r->col);
         if (!want(L, e, JSON_OBJECT, "an allow rule")) {
-            ptr_pop(L, s);
+            jload_pop(&L->j);
             continue;
         }
-        check_keys(L, e, keys, "an allow rule");
-        if ((mv = required(L, e, "methods", "an allow rule"))) {
+        jload_check_keys(&L->j, e, keys);
+        if ((mv = json_object_get(e, "methods"))) {
             size_t m;
-            s2 = ptr_key(L, "methods");
+            jload_push_key(&L->j, "methods");
             m = want_array(L, mv, "\"methods\"");
             r->methods = xcalloc(m ? m : 1, sizeof(*r->methods));
             for (size_t j = 0; j < m; j++) {
-                size_t s3 = ptr_index(L, j);
+                jload_push_idx(&L->j, j);
                 const char *meth = want_string(L, json_array_get(mv, j), "a method", 32, false);
                 bool okay = meth != NULL;
                 for (const char *q = meth; okay && *q; q++)
                     if (!((*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '_'))
                         okay = false;
                 if (meth && !okay)
-                    lerr(L, false, "method \"%s\" must be an upper-case token (methods match exactly)", meth);
+                    jload_err_bare(&L->j, false, "method \"%s\" must be an upper-case token (methods match exactly)", meth);
                 for (size_t k = 0; okay && k < r->n_methods; k++)
                     if (strcmp(r->methods[k], meth) == 0) {
-                        lerr(L, false, "method \"%s\" is listed twice", meth);
+                        jload_err_bare(&L->j, false, "method \"%s\" is listed twice", meth);
                         okay = false;
                     }
                 if (okay)
                     r->methods[r->n_methods++] = xstrdup(meth);
-                ptr_pop(L, s3);
+                jload_pop(&L->j);
             }
-            ptr_pop(L, s2);
+            jload_pop(&L->j);
         }
-        if ((pv = required(L, e, "paths", "an allow rule"))) {
+        if ((pv = json_object_get(e, "paths"))) {
             size_t m;
-            s2 = ptr_key(L, "paths");
+            jload_push_key(&L->j, "paths");
             m = want_array(L, pv, "\"paths\"");
             r->paths = xcalloc(m ? m : 1, sizeof(*r->paths));
             for (size_t j = 0; j < m; j++) {
-                size_t s3 = ptr_index(L, j);
+                jload_push_idx(&L->j, j);
                 const char *text = want_string(L, json_array_get(pv, j), "a path pattern",
                                                POLICY_MAX_PATTERN, true);
                 bool dup = false;
                 for (size_t k = 0; text && k < r->n_paths; k++)
                     if (strcmp(r->paths[k].text, text) == 0) {
-                        lerr(L, false, "path pattern \"%s\" is listed twice", text);
+                        jload_err_bare(&L->j, false, "path pattern \"%s\" is listed twice", text);
                         dup = true;
                     }
                 if (text && !dup &&
@@ -672,11 +503,11 @@ static void load_allow(struct loader *L, const json_t *v, struct policy *p)
                     free(r->paths[r->n_paths].segs);
                     memset(&r->paths[r->n_paths], 0, sizeof(r->paths[r->n_paths]));
                 }
-                ptr_pop(L, s3);
+                jload_pop(&L->j);
             }
-            ptr_pop(L, s2);
+            jload_pop(&L->j);
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
 }
 
@@ -690,35 +521,34 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
         return;
     n = json_object_size(v);
     if (n > POLICY_MAX_ENTRIES) {
-        lerr(L, false, "\"require_headers\" has %zu entries, the limit is %u", n, POLICY_MAX_ENTRIES);
+        jload_err_bare(&L->j, false, "\"require_headers\" has %zu entries, the limit is %u", n, POLICY_MAX_ENTRIES);
         return;
     }
     p->headers = xcalloc(n ? n : 1, sizeof(*p->headers));
     json_object_foreach((json_t *)v, key, hv) {
-        size_t s = ptr_key(L, key), kn = strlen(key);
-        bool okay = kn > 0 && kn <= 256;
+        size_t kn = strlen(key);
+        bool okay = kn <= 256 && jload_is_token(key, kn);
         const char *glob;
         int line, col;
-        for (size_t i = 0; okay && i < kn; i++)
-            okay = is_tchar((unsigned char)key[i]);
-        pos_here(L, true, &line, &col);
+        jload_push_key(&L->j, key);
+        jload_pos(&L->j, true, &line, &col);
         if (!okay)
-            lerr(L, true, "\"%s\" is not a header name (RFC 9110 token, at most 256 bytes)", key);
+            jload_err_bare(&L->j, true, "\"%s\" is not a header name (RFC 9110 token, at most 256 bytes)", key);
         else if (ascii_casecmp_n(key, kn, "authorization", 13) == 0) {
-            lerr(L, true, "\"Authorization\" carries the caller's token: authorize the caller "
+            jload_err_bare(&L->j, true, "\"Authorization\" carries the caller's token: authorize the caller "
                           "with \"callers\", not require_headers");
             okay = false;
         }
         for (size_t i = 0; okay && i < p->n_headers; i++)
             if (ascii_casecmp_n(p->headers[i].name, strlen(p->headers[i].name), key, kn) == 0) {
-                lerr(L, true, "header \"%s\" is already required as \"%s\" at line %d column %d "
+                jload_err_bare(&L->j, true, "header \"%s\" is already required as \"%s\" at line %d column %d "
                               "(names are case-insensitive)",
                      key, p->headers[i].name, p->headers[i].line, p->headers[i].col);
                 okay = false;
             }
         glob = want_string(L, hv, "a header value pattern", POLICY_MAX_PATTERN, false);
         if (glob && (glob[0] == ' ' || glob[strlen(glob) - 1] == ' ')) {
-            lerr(L, false, "header value pattern \"%s\" starts or ends with a space; values are "
+            jload_err_bare(&L->j, false, "header value pattern \"%s\" starts or ends with a space; values are "
                            "matched without surrounding whitespace", glob);
             glob = NULL;
         }
@@ -732,83 +562,68 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
             h->line = line;
             h->col = col;
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
 }
 
-/* limits.max_in_flight and limits.rate_scope (README "Shared limits on Redis"). */
-static void load_limits_shared(struct loader *L, const json_t *v, struct policy *p)
-{
-    const json_t *x;
-    json_int_t val;
-    size_t s;
+static const struct jload_choice rate_scopes[] = {
+    {"instance", POLICY_RATE_INSTANCE}, {"global", POLICY_RATE_GLOBAL}, {NULL, 0}};
+_Static_assert(sizeof(enum policy_rate_scope) == sizeof(int), "enums are stored as int");
 
-    if ((x = json_object_get(v, "max_in_flight"))) {
-        s = ptr_key(L, "max_in_flight");
-        if (want_uint(L, x, "\"max_in_flight\"", 1, 1000000, &val))
-            p->limits.max_in_flight = (unsigned)val;
-        ptr_pop(L, s);
-    }
-    if ((x = json_object_get(v, "rate_scope"))) {
-        const char *scope;
-        s = ptr_key(L, "rate_scope");
-        scope = want_string(L, x, "\"rate_scope\"", 16, false);
-        if (scope && !strcmp(scope, "global"))
-            p->limits.rate_scope = POLICY_RATE_GLOBAL;
-        else if (scope && strcmp(scope, "instance") != 0)
-            lerr(L, false, "\"rate_scope\" is \"instance\" or \"global\", not \"%s\"", scope);
-        if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !json_object_get(v, "rate_per_s"))
-            lerr(L, false, "\"rate_scope\": \"global\" needs \"rate_per_s\"");
-        else if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !L->cfg->redis.enabled)
-            lerr(L, false, "\"rate_scope\": \"global\" needs \"redis\" in the main config "
-                           "(the store every instance shares)");
-        ptr_pop(L, s);
-    }
-}
+/* The step's limits: each default (0: unset, the config's or the upstream's
+ * value applies) and range is written here once. rate_per_s, any positive
+ * number, is read by hand; rate_scope and max_in_flight are README's "Shared
+ * limits on Redis". */
+static const struct jload_field limits_fields[] = {
+    JL_INT("max_body_bytes", struct policy_limits, max_body_bytes, 1, 1LL << 40, 0),
+    JL_INT("timeout_ms", struct policy_limits, timeout_ms, 1, 3600000, 0),
+    JL_KEY("rate_per_s", 0),
+    JL_INT("burst", struct policy_limits, burst, 1, POLICY_MAX_RATE, 0),
+    JL_CHOICE("rate_scope", struct policy_limits, rate_scope, rate_scopes, POLICY_RATE_INSTANCE),
+    JL_INT("max_in_flight", struct policy_limits, max_in_flight, 1, 1000000, 0),
+    {0},
+};
 
 static void load_limits(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const char *const keys[] = {"max_body_bytes", "timeout_ms", "rate_per_s", "burst",
-                                       "rate_scope", "max_in_flight", NULL};
     const json_t *x;
-    json_int_t val;
-    size_t s;
 
     if (!want(L, v, JSON_OBJECT, "\"limits\""))
         return;
-    check_keys(L, v, keys, "\"limits\"");
-#define LIMIT(key, lo, hi, field, type)                                              \
-    if ((x = json_object_get(v, key))) {                                             \
-        s = ptr_key(L, key);                                                         \
-        if (want_uint(L, x, "\"" key "\"", lo, hi, &val))                             \
-            p->limits.field = (type)val;                                             \
-        ptr_pop(L, s);                                                               \
-    }
-    LIMIT("max_body_bytes", 1, (json_int_t)1 << 40, max_body_bytes, uint64_t)
-    LIMIT("timeout_ms", 1, 3600000, timeout_ms, unsigned)
-    LIMIT("burst", 1, 1000000, burst, unsigned)
-#undef LIMIT
+    jload_check_keys(&L->j, v, limits_fields);
+    for (const struct jload_field *f = limits_fields; f->key; f++)
+        if (f->kind != JL_K_CUSTOM && (x = json_object_get(v, f->key))) {
+            jload_push_key(&L->j, f->key);
+            jload_field(&L->j, f, x, &p->limits);
+            jload_pop(&L->j);
+        }
     /* a rate is any positive number: 0.0002 is "one request per 5000 s" */
     if ((x = json_object_get(v, "rate_per_s"))) {
-        s = ptr_key(L, "rate_per_s");
+        jload_push_key(&L->j, "rate_per_s");
         if (!json_is_number(x))
-            lerr(L, false, "\"rate_per_s\" must be a number, not %s", type_name(x));
+            jload_err_bare(&L->j, false, "\"rate_per_s\" must be a number, not %s", jload_type_words(x));
         else if (!(json_number_value(x) > 0) || json_number_value(x) > POLICY_MAX_RATE)
-            lerr(L, false, "\"rate_per_s\" is %g, the range is greater than 0 up to %d "
+            jload_err_bare(&L->j, false, "\"rate_per_s\" is %g, the range is greater than 0 up to %d "
                            "(0.0002 is one request per 5000 s)",
                  json_number_value(x), POLICY_MAX_RATE);
         else
             p->limits.rate_per_s = json_number_value(x);
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
     if (json_object_get(v, "burst") && !json_object_get(v, "rate_per_s")) {
-        s = ptr_key(L, "burst");
-        lerr(L, true, "\"burst\" needs \"rate_per_s\"");
-        ptr_pop(L, s);
+        jload_push_key(&L->j, "burst");
+        jload_err_bare(&L->j, true, "\"burst\" needs \"rate_per_s\"");
+        jload_pop(&L->j);
     }
     if (p->limits.rate_per_s > 0 && !p->limits.burst)
         p->limits.burst = p->limits.rate_per_s < 1 ? 1 : (unsigned)ceil(p->limits.rate_per_s);
-    load_limits_shared(L, v, p);
+    jload_push_key(&L->j, "rate_scope");
+    if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !json_object_get(v, "rate_per_s"))
+        jload_err_bare(&L->j, false, "\"rate_scope\": \"global\" needs \"rate_per_s\"");
+    else if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !L->cfg->redis.enabled)
+        jload_err_bare(&L->j, false, "\"rate_scope\": \"global\" needs \"redis\" in the main "
+                                     "config (the store every instance shares)");
+    jload_pop(&L->j);
 }
 
 static bool valid_host(const char *h)
@@ -829,33 +644,33 @@ static bool valid_host(const char *h)
 
 static void load_route(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const char *const keys[] = {"host", "path_prefix", NULL};
+    static const struct jload_field keys[] = {JL_KEY("host", 0),
+        JL_KEY("path_prefix", JL_REQUIRED), {0}};
     const json_t *hv, *pv;
-    size_t s;
 
-    pos_here(L, false, &p->route_line, &p->route_col);
+    jload_pos(&L->j, false, &p->route_line, &p->route_col);
     if (!want(L, v, JSON_OBJECT, "\"route\""))
         return;
-    check_keys(L, v, keys, "\"route\"");
+    jload_check_keys(&L->j, v, keys);
     if ((hv = json_object_get(v, "host"))) {
         const char *h;
-        s = ptr_key(L, "host");
+        jload_push_key(&L->j, "host");
         if ((h = want_string(L, hv, "\"host\"", 255, false))) {
             if (strcmp(h, "*") == 0) {
                 p->host_any = true;
             } else if (strchr(h, '*')) {
-                lerr(L, false, "host \"%s\": only \"*\" alone is a wildcard host", h);
+                jload_err_bare(&L->j, false, "host \"%s\": only \"*\" alone is a wildcard host", h);
             } else if (strchr(h, ':') && h[0] != '[') {
-                lerr(L, false, "host \"%s\" must not include a port (the port is stripped before routing)", h);
+                jload_err_bare(&L->j, false, "host \"%s\" must not include a port (the port is stripped before routing)", h);
             } else if (!valid_host(h)) {
-                lerr(L, false, "host \"%s\" is not a host name or IP literal", h);
+                jload_err_bare(&L->j, false, "host \"%s\" is not a host name or IP literal", h);
             } else {
                 p->host = xstrdup(h);
                 for (char *c = p->host; *c; c++)
                     *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
             }
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     } else {
         p->host_any = true; /* host defaults to "*" */
     }
@@ -863,25 +678,25 @@ static void load_route(struct loader *L, const json_t *v, struct policy *p)
         p->host = xstrdup("*");
     if (p->host)
         p->host_len = strlen(p->host);
-    if ((pv = required(L, v, "path_prefix", "\"route\""))) {
+    if ((pv = json_object_get(v, "path_prefix"))) {
         const char *pre;
-        s = ptr_key(L, "path_prefix");
+        jload_push_key(&L->j, "path_prefix");
         if ((pre = want_string(L, pv, "\"path_prefix\"", POLICY_MAX_PREFIX, true))) {
             struct path_result res;
             enum reason r = path_canonicalize(pre, strlen(pre), POLICY_MAX_PREFIX, &res);
             if (r != REASON_ALLOWED)
-                lerr(L, false, "path_prefix \"%s\" is not a canonical path (%s)", pre, reason_code(r));
+                jload_err_bare(&L->j, false, "path_prefix \"%s\" is not a canonical path (%s)", pre, reason_code(r));
             else if (res.query)
-                lerr(L, false, "path_prefix \"%s\" must not have a query", pre);
+                jload_err_bare(&L->j, false, "path_prefix \"%s\" must not have a query", pre);
             else if (strchr(pre, '*'))
-                lerr(L, false, "path_prefix \"%s\" is a literal prefix; \"*\" has no special meaning "
+                jload_err_bare(&L->j, false, "path_prefix \"%s\" is a literal prefix; \"*\" has no special meaning "
                                "there and is not allowed", pre);
             else {
                 p->prefix = xstrdup(pre);
                 p->prefix_len = strlen(pre);
             }
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
 }
 
@@ -932,103 +747,73 @@ static void policy_free(struct policy *p)
     free(p);
 }
 
-static int diag_cmp(const void *a, const void *b)
-{
-    const struct diag *x = a, *y = b;
-    if (x->line != y->line)
-        return x->line - y->line;
-    return x->col - y->col;
-}
-
-/* Loads one policy; NULL after errors (all added to L->d). */
+/* Loads one policy; NULL after errors (all added to `d`). */
 static struct policy *load_one(const struct baton_config *cfg, const struct policy_source *src,
                                struct diags *d)
 {
-    static const char *const keys[] = {"step", "description", "mode", "route", "upstream",
-                                       "callers", "allow", "require_headers", "service_account",
-                                       "limits", "sign", NULL};
-    struct loader L = {cfg, d, src->file, src->text, src->len, NULL, 0, 0, 0};
+    static const struct jload_field keys[] = {JL_KEY("step", JL_REQUIRED),
+        JL_KEY("description", 0), JL_KEY("mode", 0), JL_KEY("route", JL_REQUIRED),
+        JL_KEY("upstream", JL_REQUIRED), JL_KEY("callers", JL_REQUIRED),
+        JL_KEY("allow", JL_REQUIRED), JL_KEY("require_headers", 0), JL_KEY("service_account", 0),
+        JL_KEY("limits", 0), JL_KEY("sign", 0), {0}};
+    struct loader L = {cfg, {0}};
     struct policy *p = xcalloc(1, sizeof(*p));
-    struct jsonpos_scan scan;
-    json_error_t jerr;
     json_t *root = NULL, *v;
-    size_t first = d->n, s;
+    size_t first = d->n;
 
-    memset(&scan, 0, sizeof(scan));
     p->file = xstrdup(src->file);
     sha256_hex(src->text, src->len, p->hash);
     p->description = xstrdup("");
 
-    jsonpos_scan(src->text, src->len, POLICY_MAX_DEPTH, &scan);
-    if (scan.status == JSONPOS_TOO_DEEP) {
-        diags_add(d, L.file, scan.where.line, scan.where.col,
-                  "nesting deeper than %d levels", POLICY_MAX_DEPTH);
-        L.errors++;
+    jload_init(&L.j, src->file, NULL, src->text, src->len, d);
+    if (!(root = jload_parse(&L.j, POLICY_MAX_DEPTH)))
         goto out;
-    }
-    /* Duplicates are not rejected by jansson: the scan above lists them all,
-     * with positions, instead of stopping at the first. */
-    root = json_loadb(src->text, src->len, 0, &jerr);
-    if (!root || scan.status != JSONPOS_OK) {
-        if (!root)
-            diags_add(d, L.file, jerr.line, jerr.column, "invalid JSON: %s", jerr.text);
-        else
-            diags_add(d, L.file, scan.where.line, scan.where.col, "invalid JSON");
-        L.errors++;
-        goto out;
-    }
-    for (size_t i = 0; i < scan.n_dups; i++) {
-        diags_add(d, L.file, scan.dups[i].at.line, scan.dups[i].at.col,
-                  "duplicate key \"%s\" (first at line %d column %d)", scan.dups[i].name,
-                  scan.dups[i].first.line, scan.dups[i].first.col);
-        L.errors++;
-    }
     if (!json_is_object(root)) {
-        lerr(&L, false, "a step policy must be a JSON object, not %s", type_name(root));
+        jload_err_bare(&L.j, false, "a step policy must be a JSON object, not %s", jload_type_words(root));
         goto out;
     }
-    check_keys(&L, root, keys, "a step policy");
+    jload_check_keys(&L.j, root, keys);
 
-    if ((v = required(&L, root, "step", "the policy"))) {
+    if ((v = json_object_get(root, "step"))) {
         const char *step;
-        s = ptr_key(&L, "step");
-        pos_here(&L, false, &p->step_line, &p->step_col);
+        jload_push_key(&L.j, "step");
+        jload_pos(&L.j, false, &p->step_line, &p->step_col);
         if ((step = want_string(&L, v, "\"step\"", 128, false))) {
             if (!valid_step(step))
-                lerr(&L, false, "step \"%s\" may only use letters, digits, '-', '_' and '.'", step);
+                jload_err_bare(&L.j, false, "step \"%s\" may only use letters, digits, '-', '_' and '.'", step);
             else
                 p->step = xstrdup(step);
         }
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
     if ((v = json_object_get(root, "description"))) {
         const char *desc;
-        s = ptr_key(&L, "description");
+        jload_push_key(&L.j, "description");
         if ((desc = want_string(&L, v, "\"description\"", 4096, true))) {
             free(p->description);
             p->description = xstrdup(desc);
         }
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
     if ((v = json_object_get(root, "mode"))) {
-        s = ptr_key(&L, "mode");
+        jload_push_key(&L.j, "mode");
         if (want(&L, v, JSON_STRING, "\"mode\"")) {
             if (strcmp(json_string_value(v), "dry_run") == 0)
                 p->dry_run = true;
             else if (strcmp(json_string_value(v), "enforce") != 0)
-                lerr(&L, false, "\"mode\" must be \"enforce\" or \"dry_run\", not \"%s\"",
+                jload_err_bare(&L.j, false, "\"mode\" must be \"enforce\" or \"dry_run\", not \"%s\"",
                      json_string_value(v));
         }
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
-    if ((v = required(&L, root, "route", "the policy"))) {
-        s = ptr_key(&L, "route");
+    if ((v = json_object_get(root, "route"))) {
+        jload_push_key(&L.j, "route");
         load_route(&L, v, p);
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
-    if ((v = required(&L, root, "upstream", "the policy"))) {
+    if ((v = json_object_get(root, "upstream"))) {
         const char *name;
-        s = ptr_key(&L, "upstream");
+        jload_push_key(&L.j, "upstream");
         if ((name = want_string(&L, v, "\"upstream\"", 256, false))) {
             p->upstream = config_upstream(cfg, name);
             if (!p->upstream) {
@@ -1038,57 +823,54 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
                     free(known);
                     known = t;
                 }
-                lerr(&L, false, "upstream \"%s\" is not defined in %s (upstreams: %s)", name,
+                jload_err_bare(&L.j, false, "upstream \"%s\" is not defined in %s (upstreams: %s)", name,
                      cfg->file ? cfg->file : "the config", *known ? known : "none");
                 free(known);
             }
         }
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
-    if ((v = required(&L, root, "callers", "the policy"))) {
-        s = ptr_key(&L, "callers");
+    if ((v = json_object_get(root, "callers"))) {
+        jload_push_key(&L.j, "callers");
         load_callers(&L, v, p);
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
-    if ((v = required(&L, root, "allow", "the policy"))) {
-        s = ptr_key(&L, "allow");
+    if ((v = json_object_get(root, "allow"))) {
+        jload_push_key(&L.j, "allow");
         load_allow(&L, v, p);
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
     if ((v = json_object_get(root, "require_headers"))) {
-        s = ptr_key(&L, "require_headers");
+        jload_push_key(&L.j, "require_headers");
         load_headers(&L, v, p);
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
     if ((v = json_object_get(root, "service_account"))) {
         const char *sa;
-        s = ptr_key(&L, "service_account");
+        jload_push_key(&L.j, "service_account");
         if ((sa = want_string(&L, v, "\"service_account\"", 254, false))) {
             const char *at = strchr(sa, '@');
             if (!at || at == sa || !at[1] || strchr(sa, ' ') || strchr(at + 1, '@'))
-                lerr(&L, false, "service_account \"%s\" is not a service account e-mail address", sa);
+                jload_err_bare(&L.j, false, "service_account \"%s\" is not a service account e-mail address", sa);
             else
                 p->service_account = xstrdup(sa);
         }
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
     if ((v = json_object_get(root, "limits"))) {
-        s = ptr_key(&L, "limits");
+        jload_push_key(&L.j, "limits");
         load_limits(&L, v, p);
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
     if ((v = json_object_get(root, "sign"))) {
-        s = ptr_key(&L, "sign");
+        jload_push_key(&L.j, "sign");
         load_sign(&L, v, p);
-        ptr_pop(&L, s);
+        jload_pop(&L.j);
     }
 out:
-    if (d->n > first)
-        qsort(d->v + first, d->n - first, sizeof(*d->v), diag_cmp);
-    jsonpos_scan_free(&scan);
+    jload_finish(&L.j);
     json_decref(root);
-    free(L.ptr);
-    if (L.errors) {
+    if (d->n > first) {
         policy_free(p);
         return NULL;
     }
@@ -1250,59 +1032,58 @@ void policy_set_free(struct policy_set *set)
  * link through the sign endpoint. */
 static void load_minted_by(struct loader *L, const json_t *m, struct caller *c)
 {
-    static const char *const keys[] = {"issuer", "claims", NULL};
+    static const struct jload_field keys[] = {JL_KEY("issuer", JL_REQUIRED),
+        JL_KEY("claims", JL_REQUIRED), {0}};
     const json_t *iv, *cv;
-    size_t s;
 
     if (!want(L, m, JSON_OBJECT, "\"minted_by\""))
         return;
-    check_keys(L, m, keys, "\"minted_by\"");
-    if ((iv = required(L, m, "issuer", "\"minted_by\""))) {
+    jload_check_keys(&L->j, m, keys);
+    if ((iv = json_object_get(m, "issuer"))) {
         const char *name;
-        s = ptr_key(L, "issuer");
+        jload_push_key(&L->j, "issuer");
         if ((name = want_string(L, iv, "\"issuer\"", 256, false))) {
             if (!config_issuer(L->cfg, name))
-                lerr(L, false, "issuer \"%s\" is not defined in %s", name,
+                jload_err_bare(&L->j, false, "issuer \"%s\" is not defined in %s", name,
                      L->cfg->file ? L->cfg->file : "the config");
             c->minted_issuer = xstrdup(name);
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
-    if ((cv = required(L, m, "claims", "\"minted_by\""))) {
-        s = ptr_key(L, "claims");
+    if ((cv = json_object_get(m, "claims"))) {
+        jload_push_key(&L->j, "claims");
         if (want(L, cv, JSON_OBJECT, "\"claims\""))
             pat_compile(L, cv, &c->minted_claims, false);
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
 }
 
 /* A callers entry {"signed_url": true} or {"signed_url": {"minted_by": ...}}. */
 static void load_signed_caller(struct loader *L, const json_t *e, struct caller *c)
 {
-    static const char *const keys[] = {"signed_url", NULL};
+    static const struct jload_field keys[] = {JL_KEY("signed_url", 0), {0}};
     const json_t *v = json_object_get(e, "signed_url");
-    size_t s;
 
     c->issuer = xstrdup(""); /* matches no issuer name: token callers never match it */
     c->minted_claims.type = PT_BOOL;
-    check_keys(L, e, keys, "a signed_url callers entry");
-    s = ptr_key(L, "signed_url");
+    jload_check_keys(&L->j, e, keys);
+    jload_push_key(&L->j, "signed_url");
     if (json_is_true(v)) {
         c->signed_url = SIGNED_ANY;
     } else if (json_is_object(v)) {
-        static const char *const skeys[] = {"minted_by", NULL};
+        static const struct jload_field skeys[] = {JL_KEY("minted_by", JL_REQUIRED), {0}};
         const json_t *m;
         c->signed_url = SIGNED_MINTED_BY;
-        check_keys(L, v, skeys, "\"signed_url\"");
-        if ((m = required(L, v, "minted_by", "\"signed_url\""))) {
-            size_t s2 = ptr_key(L, "minted_by");
+        jload_check_keys(&L->j, v, skeys);
+        if ((m = json_object_get(v, "minted_by"))) {
+            jload_push_key(&L->j, "minted_by");
             load_minted_by(L, m, c);
-            ptr_pop(L, s2);
+            jload_pop(&L->j);
         }
     } else {
-        lerr(L, false, "\"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}");
+        jload_err_bare(&L->j, false, "\"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}");
     }
-    ptr_pop(L, s);
+    jload_pop(&L->j);
     if (!c->minted_issuer)
         c->minted_issuer = xstrdup("");
 }
@@ -1314,7 +1095,11 @@ static void load_signed_caller(struct loader *L, const json_t *e, struct caller 
  */
 static void load_sign(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const char *const keys[] = {"callers", "methods", "paths", "max_ttl_s", NULL};
+    static const struct jload_field keys[] = {
+        JL_KEY("callers", JL_REQUIRED), JL_KEY("methods", 0), JL_KEY("paths", 0),
+        {.key = "max_ttl_s", .kind = JL_K_INT, JL_MEMBER(struct sign_grant, max_ttl_s), .min = 1,
+         .max = 604800, .flags = JL_REQUIRED},
+        {0}};
     size_t n = want_array(L, v, "\"sign\"");
     json_t *rules = json_array();
     struct policy tmp;
@@ -1325,31 +1110,29 @@ static void load_sign(struct loader *L, const json_t *v, struct policy *p)
         const json_t *e = json_array_get(v, i), *x;
         struct sign_grant *g = &p->grants[p->n_grants++];
         json_t *r = json_object();
-        size_t s = ptr_index(L, i), s2;
-        json_int_t ttl;
+        jload_push_idx(&L->j, i);
 
-        pos_here(L, false, &g->line, &g->col);
+        jload_pos(&L->j, false, &g->line, &g->col);
         if (json_is_object(e)) {
-            check_keys(L, e, keys, "a sign entry");
-            if ((x = required(L, e, "callers", "a sign entry"))) {
-                s2 = ptr_key(L, "callers");
+            jload_check_keys(&L->j, e, keys);
+            if ((x = json_object_get(e, "callers"))) {
+                jload_push_key(&L->j, "callers");
                 memset(&tmp, 0, sizeof(tmp));
                 load_callers(L, x, &tmp);
                 g->callers = tmp.callers;
                 g->n_callers = tmp.n_callers;
                 for (size_t k = 0; k < g->n_callers; k++)
                     if (g->callers[k].signed_url) {
-                        size_t s3 = ptr_index(L, k);
-                        lerr(L, false, "a sign entry's callers hold tokens: a signed URL cannot mint links");
-                        ptr_pop(L, s3);
+                        jload_push_idx(&L->j, k);
+                        jload_err_bare(&L->j, false, "a sign entry's callers hold tokens: a signed URL cannot mint links");
+                        jload_pop(&L->j);
                     }
-                ptr_pop(L, s2);
+                jload_pop(&L->j);
             }
-            if ((x = required(L, e, "max_ttl_s", "a sign entry"))) {
-                s2 = ptr_key(L, "max_ttl_s");
-                if (want_uint(L, x, "\"max_ttl_s\"", 1, 604800, &ttl))
-                    g->max_ttl_s = (unsigned)ttl;
-                ptr_pop(L, s2);
+            if ((x = json_object_get(e, "max_ttl_s"))) {
+                jload_push_key(&L->j, "max_ttl_s");
+                jload_field(&L->j, &keys[3], x, g);
+                jload_pop(&L->j);
             }
             if ((x = json_object_get(e, "methods")))
                 json_object_set(r, "methods", (json_t *)x);
@@ -1360,7 +1143,7 @@ static void load_sign(struct loader *L, const json_t *v, struct policy *p)
             want(L, e, JSON_OBJECT, "a sign entry");
             json_decref(r);
         }
-        ptr_pop(L, s);
+        jload_pop(&L->j);
     }
     /* methods and paths of every object entry, at the entry's own position */
     memset(&tmp, 0, sizeof(tmp));
