@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jload.h"
 #include "log.h"
 #include "signurl.h"
 #include "util.h"
@@ -232,42 +233,22 @@ static void bufcat_quoted(char *buf, size_t cap, const char *s, size_t n)
     bufcat(buf, cap, "\"%s%s\"", esc, cut ? "..." : "");
 }
 
-static const char *json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "?";
-}
-
+/* The pattern's JSON type in jload_type_words' words, so that a claim of
+ * another type reads "expected an integer, got a string". */
 static const char *pat_kind(const struct pat *p)
 {
     switch (p->type) {
     case PT_STR:
     case PT_GLOB:
-        return "a string";
+        return jload_json_type_words(JSON_STRING);
     case PT_INT:
-        return "an integer";
+        return jload_json_type_words(JSON_INTEGER);
     case PT_REAL:
-        return "a real";
+        return jload_json_type_words(JSON_REAL);
     case PT_BOOL:
-        return "a boolean";
+        return jload_json_type_words(JSON_TRUE);
     case PT_OBJ:
-        return "an object";
+        return jload_json_type_words(JSON_OBJECT);
     case PT_ANY:
         return "one of a list";
     }
@@ -293,7 +274,7 @@ static void bufcat_value(char *buf, size_t cap, const json_t *v)
         bufcat(buf, cap, "false");
         break;
     default:
-        bufcat(buf, cap, "%s", json_kind(v));
+        bufcat(buf, cap, "%s", jload_type_words(v));
         break;
     }
 }
@@ -377,10 +358,10 @@ static void leaf_miss(struct claim_diag *cd, const char *name, const struct pat 
         bufcat_pat(cd->detail, sizeof(cd->detail), p);
         return;
     }
-    if (strcmp(json_kind(v), pat_kind(p)) != 0) {
+    if (strcmp(jload_type_words(v), pat_kind(p)) != 0) {
         bufcat(cd->detail, sizeof(cd->detail), "expected %s ", pat_kind(p));
         bufcat_pat(cd->detail, sizeof(cd->detail), p);
-        bufcat(cd->detail, sizeof(cd->detail), ", got %s", json_kind(v));
+        bufcat(cd->detail, sizeof(cd->detail), ", got %s", jload_type_words(v));
         if (!json_is_object(v) && !json_is_array(v)) {
             bufcat(cd->detail, sizeof(cd->detail), " ");
             bufcat_value(cd->detail, sizeof(cd->detail), v);
