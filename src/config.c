@@ -1870,3 +1870,24 @@ bool config_is_trusted_proxy(const struct baton_config *cfg, const struct sockad
     }
     return false;
 }
+
+const struct jload_table *config_tables(size_t *n)
+{
+    static const struct jload_table tables[] = {
+        {"", root_fields},
+        {"limits.", limits_fields},
+        {"issuers[].", issuer_fields},
+        {"google.", google_fields},
+        {"google.credentials.", sa_key_fields},
+        {"upstreams[].", upstream_fields},
+        {"audit.", audit_fields},
+        {"audit.witness.", witness_fields},
+        {"url_signing.", url_signing_fields},
+        {"url_signing.keys[].", url_key_fields},
+        {"redis.", redis_fields},
+        {"assertion.", assertion_fields},
+        {"tracing.", tracing_fields},
+    };
+    *n = sizeof(tables) / sizeof(tables[0]);
+    return tables;
+}

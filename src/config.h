@@ -276,4 +276,10 @@ const struct cfg_upstream *config_upstream(const struct baton_config *cfg, const
 struct sockaddr;
 bool config_is_trusted_proxy(const struct baton_config *cfg, const struct sockaddr *sa);
 
+/* Added by config: every key table with the JSON path prefix README's
+ * "Main configuration" table gives its keys (jload.h); static. The test that
+ * holds README's table to the code reads them. */
+struct jload_table;
+const struct jload_table *config_tables(size_t *n);
+
 #endif

@@ -30,6 +30,13 @@
 #define JLOAD_MAX_PATH 40     /* JSON path segments tracked for positions */
 #define JLOAD_MAX_STRING 4096 /* any string value jload_want_string accepts */
 
+/* A table and the JSON path prefix of its keys as README names them
+ * ("limits.", "issuers[]."): what the README checks compare. */
+struct jload_table {
+    const char *prefix;
+    const struct jload_field *fields;
+};
+
 /* ---- the loading context: where we are, and the error count */
 
 struct jload_seg {

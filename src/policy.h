@@ -235,4 +235,9 @@ const char *policy_header_name(const struct policy *p, size_t i);
 bool policy_header_matched(const struct policy *p, size_t i, const struct policy_input *in,
                            const char **value, size_t *len);
 
+/* Every key table of a step policy with the JSON path prefix README's
+ * "Policy keys" table gives its keys (jload.h); static. */
+struct jload_table;
+const struct jload_table *policy_tables(size_t *n);
+
 #endif

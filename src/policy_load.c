@@ -293,10 +293,11 @@ static void load_signed_caller(struct loader *L, const json_t *e, struct caller 
 static void load_sign(struct loader *L, const json_t *v, struct policy *p);
 static void free_signing(struct policy *p);
 
+static const struct jload_field caller_fields[] = {JL_KEY("issuer", JL_REQUIRED),
+    JL_KEY("claims", JL_REQUIRED), JL_KEY("scopes", 0), {0}};
+
 static void load_callers(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const struct jload_field keys[] = {JL_KEY("issuer", JL_REQUIRED),
-        JL_KEY("claims", JL_REQUIRED), JL_KEY("scopes", 0), {0}};
     size_t n = want_array(L, v, "\"callers\"");
 
     p->callers = xcalloc(n ? n : 1, sizeof(*p->callers));
@@ -317,7 +318,7 @@ static void load_callers(struct loader *L, const json_t *v, struct policy *p)
             jload_pop(&L->j);
             continue;
         }
-        jload_check_keys(&L->j, e, keys);
+        jload_check_keys(&L->j, e, caller_fields);
         if ((iv = json_object_get(e, "issuer"))) {
             const char *name;
             jload_push_key(&L->j, "issuer");
@@ -435,10 +436,11 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
     return 0;
 }
 
+static const struct jload_field allow_fields[] = {JL_KEY("methods", JL_REQUIRED),
+    JL_KEY("paths", JL_REQUIRED), {0}};
+
 static void load_allow(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const struct jload_field keys[] = {JL_KEY("methods", JL_REQUIRED),
-        JL_KEY("paths", JL_REQUIRED), {0}};
     size_t n = want_array(L, v, "\"allow\"");
 
     p->rules = xcalloc(n ? n : 1, sizeof(*p->rules));
@@ -452,7 +454,7 @@ static void load_allow(struct loader *L, const json_t *v, struct policy *p)
             jload_pop(&L->j);
             continue;
         }
-        jload_check_keys(&L->j, e, keys);
+        jload_check_keys(&L->j, e, allow_fields);
         if ((mv = json_object_get(e, "methods"))) {
             size_t m;
             jload_push_key(&L->j, "methods");
@@ -642,16 +644,17 @@ static bool valid_host(const char *h)
     return true;
 }
 
+static const struct jload_field route_fields[] = {JL_KEY("host", 0),
+    JL_KEY("path_prefix", JL_REQUIRED), {0}};
+
 static void load_route(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const struct jload_field keys[] = {JL_KEY("host", 0),
-        JL_KEY("path_prefix", JL_REQUIRED), {0}};
     const json_t *hv, *pv;
 
     jload_pos(&L->j, false, &p->route_line, &p->route_col);
     if (!want(L, v, JSON_OBJECT, "\"route\""))
         return;
-    jload_check_keys(&L->j, v, keys);
+    jload_check_keys(&L->j, v, route_fields);
     if ((hv = json_object_get(v, "host"))) {
         const char *h;
         jload_push_key(&L->j, "host");
@@ -747,15 +750,16 @@ static void policy_free(struct policy *p)
     free(p);
 }
 
+static const struct jload_field policy_fields[] = {JL_KEY("step", JL_REQUIRED),
+    JL_KEY("description", 0), JL_KEY("mode", 0), JL_KEY("route", JL_REQUIRED),
+    JL_KEY("upstream", JL_REQUIRED), JL_KEY("callers", JL_REQUIRED),
+    JL_KEY("allow", JL_REQUIRED), JL_KEY("require_headers", 0), JL_KEY("service_account", 0),
+    JL_KEY("limits", 0), JL_KEY("sign", 0), {0}};
+
 /* Loads one policy; NULL after errors (all added to `d`). */
 static struct policy *load_one(const struct baton_config *cfg, const struct policy_source *src,
                                struct diags *d)
 {
-    static const struct jload_field keys[] = {JL_KEY("step", JL_REQUIRED),
-        JL_KEY("description", 0), JL_KEY("mode", 0), JL_KEY("route", JL_REQUIRED),
-        JL_KEY("upstream", JL_REQUIRED), JL_KEY("callers", JL_REQUIRED),
-        JL_KEY("allow", JL_REQUIRED), JL_KEY("require_headers", 0), JL_KEY("service_account", 0),
-        JL_KEY("limits", 0), JL_KEY("sign", 0), {0}};
     struct loader L = {cfg, {0}};
     struct policy *p = xcalloc(1, sizeof(*p));
     json_t *root = NULL, *v;
@@ -772,7 +776,7 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
         jload_err_bare(&L.j, false, "a step policy must be a JSON object, not %s", jload_type_words(root));
         goto out;
     }
-    jload_check_keys(&L.j, root, keys);
+    jload_check_keys(&L.j, root, policy_fields);
 
     if ((v = json_object_get(root, "step"))) {
         const char *step;
@@ -1028,17 +1032,18 @@ void policy_set_free(struct policy_set *set)
 
 /* ---------------------------------------------------------------- signed URLs */
 
+static const struct jload_field minted_by_fields[] = {JL_KEY("issuer", JL_REQUIRED),
+    JL_KEY("claims", JL_REQUIRED), {0}};
+
 /* {"minted_by": {"issuer": NAME, "claims": {...}}}: the caller that minted the
  * link through the sign endpoint. */
 static void load_minted_by(struct loader *L, const json_t *m, struct caller *c)
 {
-    static const struct jload_field keys[] = {JL_KEY("issuer", JL_REQUIRED),
-        JL_KEY("claims", JL_REQUIRED), {0}};
     const json_t *iv, *cv;
 
     if (!want(L, m, JSON_OBJECT, "\"minted_by\""))
         return;
-    jload_check_keys(&L->j, m, keys);
+    jload_check_keys(&L->j, m, minted_by_fields);
     if ((iv = json_object_get(m, "issuer"))) {
         const char *name;
         jload_push_key(&L->j, "issuer");
@@ -1058,23 +1063,24 @@ static void load_minted_by(struct loader *L, const json_t *m, struct caller *c)
     }
 }
 
+static const struct jload_field signed_url_fields[] = {JL_KEY("minted_by", JL_REQUIRED), {0}};
+static const struct jload_field signed_caller_fields[] = {JL_KEY("signed_url", 0), {0}};
+
 /* A callers entry {"signed_url": true} or {"signed_url": {"minted_by": ...}}. */
 static void load_signed_caller(struct loader *L, const json_t *e, struct caller *c)
 {
-    static const struct jload_field keys[] = {JL_KEY("signed_url", 0), {0}};
     const json_t *v = json_object_get(e, "signed_url");
 
     c->issuer = xstrdup(""); /* matches no issuer name: token callers never match it */
     c->minted_claims.type = PT_BOOL;
-    jload_check_keys(&L->j, e, keys);
+    jload_check_keys(&L->j, e, signed_caller_fields);
     jload_push_key(&L->j, "signed_url");
     if (json_is_true(v)) {
         c->signed_url = SIGNED_ANY;
     } else if (json_is_object(v)) {
-        static const struct jload_field skeys[] = {JL_KEY("minted_by", JL_REQUIRED), {0}};
         const json_t *m;
         c->signed_url = SIGNED_MINTED_BY;
-        jload_check_keys(&L->j, v, skeys);
+        jload_check_keys(&L->j, v, signed_url_fields);
         if ((m = json_object_get(v, "minted_by"))) {
             jload_push_key(&L->j, "minted_by");
             load_minted_by(L, m, c);
@@ -1088,6 +1094,12 @@ static void load_signed_caller(struct loader *L, const json_t *e, struct caller 
         c->minted_issuer = xstrdup("");
 }
 
+static const struct jload_field sign_fields[] = {
+    JL_KEY("callers", JL_REQUIRED), JL_KEY("methods", 0), JL_KEY("paths", 0),
+    {.key = "max_ttl_s", .kind = JL_K_INT, JL_MEMBER(struct sign_grant, max_ttl_s), .min = 1,
+     .max = 604800, .flags = JL_REQUIRED},
+    {0}};
+
 /*
  * "sign": [{"callers": [...], "methods": [...], "paths": [...], "max_ttl_s": N}]
  * Callers are compiled by load_callers and methods and paths by load_allow
@@ -1095,11 +1107,6 @@ static void load_signed_caller(struct loader *L, const json_t *e, struct caller 
  */
 static void load_sign(struct loader *L, const json_t *v, struct policy *p)
 {
-    static const struct jload_field keys[] = {
-        JL_KEY("callers", JL_REQUIRED), JL_KEY("methods", 0), JL_KEY("paths", 0),
-        {.key = "max_ttl_s", .kind = JL_K_INT, JL_MEMBER(struct sign_grant, max_ttl_s), .min = 1,
-         .max = 604800, .flags = JL_REQUIRED},
-        {0}};
     size_t n = want_array(L, v, "\"sign\"");
     json_t *rules = json_array();
     struct policy tmp;
@@ -1114,7 +1121,7 @@ static void load_sign(struct loader *L, const json_t *v, struct policy *p)
 
         jload_pos(&L->j, false, &g->line, &g->col);
         if (json_is_object(e)) {
-            jload_check_keys(&L->j, e, keys);
+            jload_check_keys(&L->j, e, sign_fields);
             if ((x = json_object_get(e, "callers"))) {
                 jload_push_key(&L->j, "callers");
                 memset(&tmp, 0, sizeof(tmp));
@@ -1131,7 +1138,7 @@ static void load_sign(struct loader *L, const json_t *v, struct policy *p)
             }
             if ((x = json_object_get(e, "max_ttl_s"))) {
                 jload_push_key(&L->j, "max_ttl_s");
-                jload_field(&L->j, &keys[3], x, g);
+                jload_field(&L->j, &sign_fields[3], x, g);
                 jload_pop(&L->j);
             }
             if ((x = json_object_get(e, "methods")))
@@ -1190,4 +1197,21 @@ static void free_signing(struct policy *p)
         free(r->paths);
     }
     free(p->grants);
+}
+
+const struct jload_table *policy_tables(size_t *n)
+{
+    static const struct jload_table tables[] = {
+        {"", policy_fields},
+        {"route.", route_fields},
+        {"callers[].", caller_fields},
+        {"callers[].", signed_caller_fields},
+        {"callers[].signed_url.", signed_url_fields},
+        {"callers[].signed_url.minted_by.", minted_by_fields},
+        {"allow[].", allow_fields},
+        {"limits.", limits_fields},
+        {"sign[].", sign_fields},
+    };
+    *n = sizeof(tables) / sizeof(tables[0]);
+    return tables;
 }

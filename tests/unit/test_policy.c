@@ -15,6 +15,7 @@
 #include "policy.h"
 #include "util.h"
 #include "tap.h"
+#include "readme_tables.h"
 
 static struct cfg_issuer issuers[2];
 static struct cfg_upstream upstreams[3];
@@ -1270,6 +1271,54 @@ static void test_shared_limits(void)
     }
 }
 
+static void report_lines(char *report)
+{
+    for (char *line = report, *nl; line && *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        tap_diag("%.*s", (int)(nl - line), line);
+    }
+}
+
+/* README's "Policy keys" table and the "Shared limits on Redis" rows agree
+ * with the loader's tables: names, and the ranges and defaults of the keys
+ * a table row checks (readme_tables.h). */
+static void test_readme_tables(void)
+{
+    size_t n;
+    const struct jload_table *t = policy_tables(&n);
+    char *readme = readme_text(), *report = NULL, *drifted, *row;
+    int bad;
+
+    ok(readme != NULL, "README.md is readable");
+    if (!readme)
+        return;
+    bad = readme_check(readme, "### Policy keys\n", t, n, NULL, &report);
+    ok(bad == 0, "README's policy key table agrees with the loader's tables (%d disagreements)", bad);
+    report_lines(report);
+    free(report);
+    bad = readme_check(readme, "## Shared limits on Redis\n", t, n, "limits.", &report);
+    ok(bad == 0, "README's shared limits rows agree with the loader's limits table (%d)", bad);
+    report_lines(report);
+    free(report);
+    /* the check can fail: a range and a choice that drifted */
+    drifted = xstrdup(readme);
+    row = strstr(drifted, "| `limits.timeout_ms` | integer | the upstream's `timeout_ms` | 1..3600000");
+    ok(row != NULL, "README has the timeout_ms row the drift test edits");
+    if (row)
+        memcpy(strstr(row, "1..3600000"), "1..3600001", 10);
+    row = strstr(drifted, "| `limits.rate_scope` *ext.* | string | `\"instance\"` | `\"instance\"` or `\"global\"`");
+    ok(row != NULL, "README has the rate_scope row the drift test edits");
+    if (row)
+        memcpy(strstr(row, "`\"global\"`"), "`\"glob4l\"`", 10);
+    bad = readme_check(drifted, "### Policy keys\n", t, n, NULL, &report);
+    ok(bad == 2 && report && strstr(report, "limits.timeout_ms: README's range does not say 1..3600000") &&
+           strstr(report, "limits.rate_scope: README does not name the choice \"global\""),
+       "a range and a choice that drift are caught (%d)", bad);
+    free(report);
+    free(drifted);
+    free(readme);
+}
+
 int main(void)
 {
     cfg_init();
@@ -1288,5 +1337,6 @@ int main(void)
     test_shared_limits();
     test_first_hour();
     test_signed_urls();
+    test_readme_tables();
     return tap_done();
 }
