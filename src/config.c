@@ -13,94 +13,10 @@
  * lies in the text; errors are reported all at once (up to
  * CONFIG_MAX_ERRORS), sorted by position.
  *
- * Keys (docs/spec.md's, then the extensions; README documents them all):
- *
- *   key (path)                        type      default                 range / choices
- *   listen                            host:port "0.0.0.0:8080"          port 1..65535; [v6]:port
- *   admin_listen                      host:port "127.0.0.1:9090"        "" disables the admin listener
- *   workers                           integer   0 (one per CPU)         0..256
- *   trusted_proxies                   [CIDR]    []                      a.b.c.d/n, v6/n, bare address; <= 256
- *   limits.max_header_bytes           integer   16384                   1024..1048576
- *   limits.max_uri_bytes              integer   8192                    256..65536
- *   limits.max_body_bytes             integer   33554432                0..2^40
- *   limits.header_timeout_ms          integer   10000                   100..600000
- *   limits.idle_timeout_ms            integer   60000                   100..3600000
- *   limits.max_connections            integer   10000                   1..1000000
- *   limits.body_timeout_ms            integer   60000                   100..3600000
- *   issuers[]                         [object]  required                1..64, unique name and issuer
- *     name                            string    required                [A-Za-z0-9][A-Za-z0-9._-]{0,63}
- *     issuer                          string    required                exact `iss`
- *     discovery | jwks_uri | jwks_file  exactly one: true | https URL | path
- *     audiences                       [string]  required                1..64, unique
- *     audience_claim                  string    "aud"                   "aud" | "client_id"
- *     algorithms                      [string]  ["RS256", "ES256"]      RS/PS/ES 256/384/512, EdDSA
- *     token_types                     [string]  ["JWT", "at+jwt"]       <= 16; [] = only tokens without typ
- *     leeway_s                        integer   60                      0..600
- *     token_use            (ext.)     string    absent (not checked)    "access" | "id"
- *     allow_missing_kid    (ext.)     boolean   false
- *     allow_http           (ext.)     boolean   false                   plain http, to loopback only
- *     refresh_min_s        (ext.)     integer   60                      1..86400
- *     refresh_max_s        (ext.)     integer   3600 (>= refresh_min_s) refresh_min_s..604800
- *     fetch_timeout_ms     (ext.)     integer   5000                    100..60000
- *     max_token_bytes      (ext.)     integer   16384                   512..1048576
- *   google.credentials                string|object "metadata"          "metadata" | "local" |
- *                                                                       {"service_account_key": PATH}
- *   google.metadata_host   (ext.)     host[:port] $GCE_METADATA_HOST, then "metadata.google.internal"
- *                                                                       credentials "metadata" only
- *   google.token_uri       (ext.)     URL       the key file's          service_account_key only
- *   google.iamcredentials_url (ext.)  URL       "https://iamcredentials.googleapis.com"
- *   google.local_key       (ext.)     path      absent: generated       credentials "local" only
- *   google.local_issuer    (ext.)     string    "https://baton.local"   credentials "local" only
- *   google.token_lifetime_s (ext.)    integer   3600                    60..43200; "local" only
- *   google.timeout_ms      (ext.)     integer   5000                    100..60000
- *   upstreams[]                       [object]  required                1..1024, unique name
- *     name                            string    required                as issuer names
- *     url                             string    required                http(s)://host[:port][/path]
- *     audience                        string    the URL's origin        scheme://host[:port if not default]
- *     token_header                    string    "authorization"         | "x-serverless-authorization" (any case)
- *     identity                        string    "google"                | "none"
- *     timeout_ms                      integer   60000                   1..3600000
- *     resolve_interval_s    (ext.)    integer   30                      1..3600 (getaddrinfo: no TTL)
- *   policies                          path      "policies"
- *   audit.path                        path|"-"  "-" (stdout)
- *   audit.fsync                       string    "batch"                 "always" | "batch" | "none" | "group"
- *   audit.on_failure                  string    "deny"                  "deny" | "allow"
- *   audit.signing_key                 path      absent: no checkpoints
- *   audit.record_headers              [string]  []                      header names, <= 32, never a
- *                                                                       credential header (config_header_is_secret)
- *   audit.rotate_bytes     (ext.)     integer   0 (never by size)       0 or 4096..2^40
- *   audit.batch_ms         (ext.)     integer   10                      1..1000
- *   audit.checkpoint_records (ext.)   integer   1000                    1..10000000
- *   audit.checkpoint_interval_s (ext.) integer  60                      1..86400
- *   audit.queue_records    (ext.)     integer   65536                   16..16777216
- *   audit.witness          (ext.)     object    absent: no witness      {"dir": PATH} | {"bucket": "gs://B/P"}
- *     dir                             path      an existing directory   exactly one of dir, bucket
- *     bucket                          string    "gs://BUCKET[/PREFIX]"  bucket name rules; prefix [A-Za-z0-9._/-]
- *     storage_url                     URL       "https://storage.googleapis.com"  bucket only; http to loopback
- *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
- *   access_log             (ext.)     boolean   false                   one JSON log line per request
- *   ready_timeout_ms       (ext.)     integer   30000                   0..600000: listen before ready for at most this
- *   health_path            (ext.)     path      absent                  a canonical path, no query: /readyz on the serving port
- *   url_signing            (ext.)     object    absent: no signed URLs  signurl.h
- *     keys[]                          [object]  required                1..16, unique id
- *       id                            string    required                [A-Za-z0-9._-]{1,32}
- *       file                          path      required                Ed25519 PEM private key
- *     max_ttl_s                       integer   604800                  1..604800
- *     leeway_s                        integer   0                       0..60
- *   assertion              (ext.)     object    absent: no assertion    README "Caller assertion"
- *     issuer                          string    required                http(s) URL: the assertion's iss
- *     signing_key                     path      absent: generated       EC P-256 PEM private key (0600)
- *     lifetime_s                      integer   300                     30..3600
- *     header                          string    "x-baton-assertion"     a header name; never hop-by-hop,
- *                                                                       framing, or one baton sets
- *     previous_keys                   [path]    []                      <= 8 EC P-256 public PEMs
- *   upstreams[].caller_assertion (ext.) boolean true with "assertion"   false: no assertion sent
- *   tracing                (ext.)     object    absent: no span export  otlp.h
- *     otlp_endpoint                   URL       required                http(s); plain http to loopback only
- *     max_queue_size                  integer   2048                    16..65536 requests
- *     max_export_batch_size           integer   512                     1..8192, <= max_queue_size
- *     schedule_delay_ms               integer   5000                    10..60000
- *     export_timeout_ms               integer   10000                   100..60000
+ * Keys: the tables below ("tables"), one row per key with its type, its
+ * range or choices and its default, each written there once; README's "Main
+ * configuration" table documents them and tests/unit/test_config.c holds it
+ * to these tables.
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an

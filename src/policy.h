@@ -92,15 +92,16 @@ struct policy;
  * across every baton sharing the config's Redis (README "Shared limits"). */
 enum policy_rate_scope { POLICY_RATE_INSTANCE, POLICY_RATE_GLOBAL };
 
-/* The step's limits; 0 = unset (the config's or upstream's value applies). */
+/* The step's limits; 0 = unset (the config's or upstream's value applies).
+ * Ranges and defaults: policy_load.c's limits_fields, written once. */
 struct policy_limits {
-    uint64_t max_body_bytes; /* 1..2^40 */
-    unsigned timeout_ms;     /* 1..3600000 */
+    uint64_t max_body_bytes;
+    unsigned timeout_ms;
     double rate_per_s;       /* any number > 0 and <= 1000000 (0.0002: one per 5000 s);
                                 0: no rate limit */
-    unsigned burst;          /* 1..1000000; defaults to rate_per_s rounded up (at least 1) */
-    enum policy_rate_scope rate_scope; /* "instance" (default) or "global" (needs rate_per_s and redis) */
-    unsigned max_in_flight;  /* 1..1000000 requests at once per instance; 0: no cap */
+    unsigned burst;          /* unset: rate_per_s rounded up (at least 1) */
+    enum policy_rate_scope rate_scope; /* "global" needs rate_per_s and redis */
+    unsigned max_in_flight;  /* requests at once per instance; 0: no cap */
 };
 
 /* One source for policy_set_build: a file name (for messages) and its bytes. */
