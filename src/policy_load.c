@@ -7,11 +7,13 @@
  * mean", the same type and range messages, and the same error cap and order,
  * each error at file:line:column. The keys of each object are a jload table;
  * the limits' defaults and ranges are rows of one (limits_fields). Values that
- * compile into patterns are read by hand, in the order compilation needs. A loaded policy is compiled into plain arrays
- * (policy_compiled.h): claims patterns as a tree of typed nodes, path patterns
- * as segment arrays, methods and headers as strings, and the route table as an
- * open-addressing hash of (lower-case host, path_prefix), which policy_match.c
- * then reads without parsing, allocating or locking.
+ * compile into patterns are read by hand, in the order compilation needs.
+ *
+ * A loaded policy is compiled into plain arrays (policy_compiled.h): claims
+ * patterns as a tree of typed nodes, path patterns as segment arrays, methods
+ * and headers as strings, and the route table as an open-addressing hash of
+ * (lower-case host, path_prefix), which policy_match.c then reads without
+ * parsing, allocating or locking.
  */
 #include "policy.h"
 #include "policy_compiled.h"
