@@ -1,7 +1,9 @@
 /*
  * config.c: loads the main configuration (docs/spec.md "Main config") strictly.
  *
- * The file is read whole (CONFIG_MAX_BYTES), scanned by jsonpos for nesting
+ * The generic loader (path stack, positions, error list, front end, table
+ * walker) is jload.c; this file holds baton's tables and the checks between
+ * keys. The file is read whole (CONFIG_MAX_BYTES), scanned by jsonpos for nesting
  * depth and repeated member names, parsed by jansson with
  * JSON_REJECT_DUPLICATES, and walked against one table per object: each row
  * names a key, its type, its range or choices, its default and where it is
@@ -11,94 +13,10 @@
  * lies in the text; errors are reported all at once (up to
  * CONFIG_MAX_ERRORS), sorted by position.
  *
- * Keys (docs/spec.md's, then the extensions; README documents them all):
- *
- *   key (path)                        type      default                 range / choices
- *   listen                            host:port "0.0.0.0:8080"          port 1..65535; [v6]:port
- *   admin_listen                      host:port "127.0.0.1:9090"        "" disables the admin listener
- *   workers                           integer   0 (one per CPU)         0..256
- *   trusted_proxies                   [CIDR]    []                      a.b.c.d/n, v6/n, bare address; <= 256
- *   limits.max_header_bytes           integer   16384                   1024..1048576
- *   limits.max_uri_bytes              integer   8192                    256..65536
- *   limits.max_body_bytes             integer   33554432                0..2^40
- *   limits.header_timeout_ms          integer   10000                   100..600000
- *   limits.idle_timeout_ms            integer   60000                   100..3600000
- *   limits.max_connections            integer   10000                   1..1000000
- *   limits.body_timeout_ms            integer   60000                   100..3600000
- *   issuers[]                         [object]  required                1..64, unique name and issuer
- *     name                            string    required                [A-Za-z0-9][A-Za-z0-9._-]{0,63}
- *     issuer                          string    required                exact `iss`
- *     discovery | jwks_uri | jwks_file  exactly one: true | https URL | path
- *     audiences                       [string]  required                1..64, unique
- *     audience_claim                  string    "aud"                   "aud" | "client_id"
- *     algorithms                      [string]  ["RS256", "ES256"]      RS/PS/ES 256/384/512, EdDSA
- *     token_types                     [string]  ["JWT", "at+jwt"]       <= 16; [] = only tokens without typ
- *     leeway_s                        integer   60                      0..600
- *     token_use            (ext.)     string    absent (not checked)    "access" | "id"
- *     allow_missing_kid    (ext.)     boolean   false
- *     allow_http           (ext.)     boolean   false                   plain http, to loopback only
- *     refresh_min_s        (ext.)     integer   60                      1..86400
- *     refresh_max_s        (ext.)     integer   3600 (>= refresh_min_s) refresh_min_s..604800
- *     fetch_timeout_ms     (ext.)     integer   5000                    100..60000
- *     max_token_bytes      (ext.)     integer   16384                   512..1048576
- *   google.credentials                string|object "metadata"          "metadata" | "local" |
- *                                                                       {"service_account_key": PATH}
- *   google.metadata_host   (ext.)     host[:port] $GCE_METADATA_HOST, then "metadata.google.internal"
- *                                                                       credentials "metadata" only
- *   google.token_uri       (ext.)     URL       the key file's          service_account_key only
- *   google.iamcredentials_url (ext.)  URL       "https://iamcredentials.googleapis.com"
- *   google.local_key       (ext.)     path      absent: generated       credentials "local" only
- *   google.local_issuer    (ext.)     string    "https://baton.local"   credentials "local" only
- *   google.token_lifetime_s (ext.)    integer   3600                    60..43200; "local" only
- *   google.timeout_ms      (ext.)     integer   5000                    100..60000
- *   upstreams[]                       [object]  required                1..1024, unique name
- *     name                            string    required                as issuer names
- *     url                             string    required                http(s)://host[:port][/path]
- *     audience                        string    the URL's origin        scheme://host[:port if not default]
- *     token_header                    string    "authorization"         | "x-serverless-authorization" (any case)
- *     identity                        string    "google"                | "none"
- *     timeout_ms                      integer   60000                   1..3600000
- *     resolve_interval_s    (ext.)    integer   30                      1..3600 (getaddrinfo: no TTL)
- *   policies                          path      "policies"
- *   audit.path                        path|"-"  "-" (stdout)
- *   audit.fsync                       string    "batch"                 "always" | "batch" | "none" | "group"
- *   audit.on_failure                  string    "deny"                  "deny" | "allow"
- *   audit.signing_key                 path      absent: no checkpoints
- *   audit.record_headers              [string]  []                      header names, <= 32, never a
- *                                                                       credential header (config_header_is_secret)
- *   audit.rotate_bytes     (ext.)     integer   0 (never by size)       0 or 4096..2^40
- *   audit.batch_ms         (ext.)     integer   10                      1..1000
- *   audit.checkpoint_records (ext.)   integer   1000                    1..10000000
- *   audit.checkpoint_interval_s (ext.) integer  60                      1..86400
- *   audit.queue_records    (ext.)     integer   65536                   16..16777216
- *   audit.witness          (ext.)     object    absent: no witness      {"dir": PATH} | {"bucket": "gs://B/P"}
- *     dir                             path      an existing directory   exactly one of dir, bucket
- *     bucket                          string    "gs://BUCKET[/PREFIX]"  bucket name rules; prefix [A-Za-z0-9._/-]
- *     storage_url                     URL       "https://storage.googleapis.com"  bucket only; http to loopback
- *   drain_timeout_ms       (ext.)     integer   8000                    0..600000
- *   access_log             (ext.)     boolean   false                   one JSON log line per request
- *   ready_timeout_ms       (ext.)     integer   30000                   0..600000: listen before ready for at most this
- *   health_path            (ext.)     path      absent                  a canonical path, no query: /readyz on the serving port
- *   url_signing            (ext.)     object    absent: no signed URLs  signurl.h
- *     keys[]                          [object]  required                1..16, unique id
- *       id                            string    required                [A-Za-z0-9._-]{1,32}
- *       file                          path      required                Ed25519 PEM private key
- *     max_ttl_s                       integer   604800                  1..604800
- *     leeway_s                        integer   0                       0..60
- *   assertion              (ext.)     object    absent: no assertion    README "Caller assertion"
- *     issuer                          string    required                http(s) URL: the assertion's iss
- *     signing_key                     path      absent: generated       EC P-256 PEM private key (0600)
- *     lifetime_s                      integer   300                     30..3600
- *     header                          string    "x-baton-assertion"     a header name; never hop-by-hop,
- *                                                                       framing, or one baton sets
- *     previous_keys                   [path]    []                      <= 8 EC P-256 public PEMs
- *   upstreams[].caller_assertion (ext.) boolean true with "assertion"   false: no assertion sent
- *   tracing                (ext.)     object    absent: no span export  otlp.h
- *     otlp_endpoint                   URL       required                http(s); plain http to loopback only
- *     max_queue_size                  integer   2048                    16..65536 requests
- *     max_export_batch_size           integer   512                     1..8192, <= max_queue_size
- *     schedule_delay_ms               integer   5000                    10..60000
- *     export_timeout_ms               integer   10000                   100..60000
+ * Keys: the tables below ("tables"), one row per key with its type, its
+ * range or choices and its default, each written there once; README's "Main
+ * configuration" table documents them and tests/unit/test_config.c holds it
+ * to these tables.
  *
  * Other rules: plain http (jwks_uri, discovery issuer, Google endpoints) goes
  * to a loopback host only, and for an issuer only with allow_http; an
@@ -132,6 +50,7 @@
 #include <jansson.h>
 
 #include "http1.h"
+#include "jload.h"
 #include "jsonpos.h"
 #include "log.h"
 #include "path.h"
@@ -143,214 +62,11 @@
 #define MAX_LIST 64        /* audiences, record_headers */
 #define MAX_TOKEN_TYPES 16
 #define MAX_NAME 64
-#define MAX_STRING 4096    /* any string value, paths included */
-#define MAX_PATH_DEPTH 8   /* JSON path segments tracked for positions */
 
-/* ------------------------------------------------------------------ */
-/* algorithms                                                          */
-
-static const char *const alg_names[JWS_ALG__COUNT] = {
-    [JWS_RS256] = "RS256", [JWS_RS384] = "RS384", [JWS_RS512] = "RS512",
-    [JWS_PS256] = "PS256", [JWS_PS384] = "PS384", [JWS_PS512] = "PS512",
-    [JWS_ES256] = "ES256", [JWS_ES384] = "ES384", [JWS_ES512] = "ES512",
-    [JWS_EDDSA] = "EdDSA",
-};
-
-int jws_alg_from_name(const char *name)
-{
-    if (!name)
-        return -1;
-    for (int a = 0; a < JWS_ALG__COUNT; a++)
-        if (!strcmp(name, alg_names[a]))
-            return a;
-    return -1;
-}
-
-const char *jws_alg_name(enum jws_alg alg)
-{
-    return (unsigned)alg < JWS_ALG__COUNT ? alg_names[alg] : "?";
-}
-
-/* ------------------------------------------------------------------ */
-/* the loading context: where we are, and the error list               */
-
-struct seg {
-    const char *key; /* borrowed from jansson, or NULL for an index */
-    size_t idx;
-};
-
-struct ctx {
-    const char *file; /* borrowed: name in diagnostics */
-    const char *dir;  /* borrowed: base of relative paths */
-    const char *text; /* borrowed: the file bytes */
-    size_t len;
-    struct diags *d;
-    size_t errors;
-    struct seg path[MAX_PATH_DEPTH];
-    int depth;    /* segments in use */
-    int overflow; /* pushes beyond MAX_PATH_DEPTH (positions then unknown) */
-};
-
-static void push_key(struct ctx *c, const char *key)
-{
-    if (c->depth < MAX_PATH_DEPTH)
-        c->path[c->depth++] = (struct seg){key, 0};
-    else
-        c->overflow++;
-}
-
-static void push_idx(struct ctx *c, size_t idx)
-{
-    if (c->depth < MAX_PATH_DEPTH)
-        c->path[c->depth++] = (struct seg){NULL, idx};
-    else
-        c->overflow++;
-}
-
-static void pop(struct ctx *c)
-{
-    if (c->overflow)
-        c->overflow--;
-    else if (c->depth)
-        c->depth--;
-}
-
-/* The JSON pointer of the current path, in the rooted form "/a/0" so that a
- * top-level member named "" is "/" (owned). */
-static char *pointer_of(const struct ctx *c)
-{
-    char *out = xstrdup("");
-    for (int k = 0; k < c->depth; k++) {
-        char *seg = c->path[k].key ? jsonpos_segment(c->path[k].key, strlen(c->path[k].key))
-                                   : xasprintf("%zu", c->path[k].idx);
-        char *next = xasprintf("%s/%s", out, seg);
-        free(seg);
-        free(out);
-        out = next;
-    }
-    return out;
-}
-
-static bool simple_key(const char *k)
-{
-    size_t n = 0;
-    for (; k[n]; n++)
-        if (!(k[n] == '_' || k[n] == '-' || (k[n] >= 'a' && k[n] <= 'z') ||
-              (k[n] >= 'A' && k[n] <= 'Z') || (k[n] >= '0' && k[n] <= '9')))
-            return false;
-    return n > 0 && n <= MAX_NAME;
-}
-
-/* A quoted, escaped, shortened rendering of user text for messages. */
-static void quote(char *out, size_t cap, const char *s)
-{
-    size_t n = strlen(s), shown = n > 64 ? 64 : n;
-    char esc[6 * 64 + 1];
-    json_escape(esc, sizeof(esc), s, shown);
-    snprintf(out, cap, "\"%s\"%s", esc, shown < n ? "..." : "");
-}
-
-/* "issuers[0].audiences[1]" for messages, without the last `hide` segments. */
-static void display_of(const struct ctx *c, int hide, char *out, size_t cap)
-{
-    size_t n = 0;
-    out[0] = '\0';
-    for (int k = 0; k < c->depth - hide && n < cap; k++) {
-        char q[420];
-        const char *key = c->path[k].key;
-        if (!key)
-            n += (size_t)snprintf(out + n, cap - n, "[%zu]", c->path[k].idx);
-        else if (simple_key(key))
-            n += (size_t)snprintf(out + n, cap - n, "%s%s", k ? "." : "", key);
-        else {
-            quote(q, sizeof(q), key);
-            n += (size_t)snprintf(out + n, cap - n, "[%s]", q);
-        }
-    }
-}
-
-static void vreport(struct ctx *c, bool at_key, int hide, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static void vreport(struct ctx *c, bool at_key, int hide, const char *fmt, va_list ap)
-{
-    char disp[512];
-    char *ptr, *msg;
-    struct jsonpos pos = {0, 0, 0};
-
-    if (c->errors++ >= CONFIG_MAX_ERRORS)
-        return;
-    ptr = pointer_of(c);
-    if (c->overflow || !c->text || jsonpos_find(c->text, c->len, ptr, at_key, &pos) < 0)
-        pos.line = pos.col = 0;
-    msg = xvasprintf(fmt, ap);
-    display_of(c, hide, disp, sizeof(disp));
-    if (disp[0])
-        diags_add(c->d, c->file, pos.line, pos.col, "%s: %s", disp, msg);
-    else
-        diags_add(c->d, c->file, pos.line, pos.col, "%s", msg);
-    free(msg);
-    free(ptr);
-}
-
-/* An error positioned at the current path's value. */
-static void __attribute__((format(printf, 2, 3))) err(struct ctx *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vreport(c, false, 0, fmt, ap);
-    va_end(ap);
-}
-
-/*
- * An error positioned at the current path's member name, whose message names
- * the enclosing object (for unknown keys: "limits: unknown key ...").
- */
-static void __attribute__((format(printf, 2, 3))) err_name(struct ctx *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vreport(c, true, 1, fmt, ap);
-    va_end(ap);
-}
-
-/* An error at child `key` of the current object (its value or its name). */
-static void __attribute__((format(printf, 4, 5)))
-err_at(struct ctx *c, const char *key, bool at_key, const char *fmt, ...)
-{
-    va_list ap;
-    push_key(c, key);
-    va_start(ap, fmt);
-    vreport(c, at_key, 0, fmt, ap);
-    va_end(ap);
-    pop(c);
-}
-
-static const char *jtype(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a non-integer number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
+_Static_assert(CONFIG_MAX_ERRORS == JLOAD_MAX_ERRORS, "the config reports what jload caps");
 
 /* ------------------------------------------------------------------ */
 /* small validators                                                    */
-
-static char *resolve(const char *dir, const char *p)
-{
-    size_t n;
-    if (p[0] == '/' || !strcmp(dir, "."))
-        return xstrdup(p);
-    n = strlen(dir);
-    return xasprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", p);
-}
 
 static bool valid_name(const char *s)
 {
@@ -361,20 +77,6 @@ static bool valid_name(const char *s)
         char ch = s[k];
         bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
         if (!alnum && (k == 0 || (ch != '.' && ch != '_' && ch != '-')))
-            return false;
-    }
-    return true;
-}
-
-/* RFC 9110 token characters (header names). */
-static bool valid_token(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", ch)))
             return false;
     }
     return true;
@@ -637,394 +339,57 @@ static char *url_origin(const struct url *u)
  * `http_ok` (an issuer's allow_http; always for Google's test endpoints).
  * Reports at the current path.
  */
-static int check_fetch_url(struct ctx *c, const char *s, bool http_ok, const char *http_hint)
+static int check_fetch_url(struct jload *c, const char *s, bool http_ok, const char *http_hint)
 {
     struct url u;
     const char *why = NULL;
     int rc = -1;
     if (url_parse(s, true, false, &u, &why) < 0) {
-        err(c, "not a valid URL: %s", why);
+        jload_err(c, "not a valid URL: %s", why);
         return -1;
     }
     if (!u.tls && !http_ok)
-        err(c, "plain http is refused here%s", http_hint);
+        jload_err(c, "plain http is refused here%s", http_hint);
     else if (!u.tls && !is_loopback(u.host))
-        err(c, "plain http is only allowed to a loopback host (127.0.0.0/8, ::1, localhost)");
+        jload_err(c, "plain http is only allowed to a loopback host (127.0.0.0/8, ::1, localhost)");
     else
         rc = 0;
     url_free(&u);
     return rc;
 }
 
-/* ------------------------------------------------------------------ */
-/* the table machinery                                                 */
-
-enum kind {
-    K_BOOL,     /* bool */
-    K_INT,      /* int, unsigned, size_t or uint64_t (by the member's size and sign) */
-    K_STR,      /* char *, owned */
-    K_PATH,     /* char *, resolved against the config's directory */
-    K_CHOICE,   /* an enum, stored from .choices[].value */
-    K_STRCHOICE,/* char *, one of .choices[].name, stored as written in the table */
-    K_STRLIST,  /* char ** + size_t count at .n_off */
-    K_CUSTOM,   /* .custom parses and stores */
-};
-
-#define FL_REQUIRED 1u
-#define FL_STDOUT 2u   /* K_PATH: "-" is kept as is (stdout) */
-#define FL_NOCASE 4u   /* K_STRCHOICE/K_STRLIST: compare ignoring ASCII case */
-#define FL_NONEMPTY 8u /* K_STRLIST: at least one element */
-
-struct choice {
-    const char *name;
-    int value;
-};
-
-struct ctx;
-struct field {
-    const char *key;
-    enum kind kind;
-    size_t off, size; /* member offset and size */
-    bool is_signed;
-    long long min, max, def;
-    const char *sdef; /* K_STR/K_PATH/K_STRCHOICE default, NULL: none */
-    const struct choice *choices;
-    size_t n_off;     /* K_STRLIST */
-    size_t max_items; /* K_STRLIST */
-    /* K_STR/K_STRLIST item check, reporting at the current path; 0 ok */
-    int (*check)(struct ctx *c, const char *s);
-    /* K_CUSTOM: parses v into obj, reporting at the current path; 0 ok */
-    int (*custom)(struct ctx *c, const json_t *v, void *obj);
-    unsigned flags;
-};
-
-#define MEMBER(T, m) .off = offsetof(T, m), .size = sizeof(((T *)0)->m)
-#define SIGNED(T, m) _Generic(((T *)0)->m, int: true, default: false) /* int is the only signed member type */
-#define F_BOOL(k, T, m, d) {.key = k, .kind = K_BOOL, MEMBER(T, m), .def = d}
-#define F_INT(k, T, m, lo, hi, d)                                                          \
-    {.key = k, .kind = K_INT, MEMBER(T, m), .is_signed = SIGNED(T, m), .min = lo, .max = hi, \
-     .def = d}
-#define F_STR(k, T, m, d, chk, fl) {.key = k, .kind = K_STR, MEMBER(T, m), .sdef = d, .check = chk, .flags = fl}
-#define F_PATH(k, T, m, d, fl) {.key = k, .kind = K_PATH, MEMBER(T, m), .sdef = d, .flags = fl}
-#define F_CHOICE(k, T, m, ch, d) {.key = k, .kind = K_CHOICE, MEMBER(T, m), .choices = ch, .def = d}
-#define F_STRCHOICE(k, T, m, ch, d, fl)                                                    \
-    {.key = k, .kind = K_STRCHOICE, MEMBER(T, m), .choices = ch, .sdef = d, .flags = fl}
-#define F_LIST(k, T, m, n, maxn, chk, fl)                                                 \
-    {.key = k, .kind = K_STRLIST, MEMBER(T, m), .n_off = offsetof(T, n), .max_items = maxn, \
-     .check = chk, .flags = fl}
-#define F_CUSTOM(k, fn, fl) {.key = k, .kind = K_CUSTOM, .custom = fn, .flags = fl}
-
-/* Which keys of a table were present, and which of those parsed cleanly. */
-struct seen {
-    uint64_t present, valid;
-};
-
-static int field_index(const struct field *t, const char *key)
-{
-    for (int k = 0; t[k].key; k++)
-        if (!strcmp(t[k].key, key))
-            return k;
-    return -1;
-}
-
-static bool has(const struct field *t, const struct seen *s, const char *key)
-{
-    int k = field_index(t, key);
-    return k >= 0 && (s->present >> k & 1);
-}
-
-static bool parsed(const struct field *t, const struct seen *s, const char *key)
-{
-    int k = field_index(t, key);
-    return k >= 0 && (s->valid >> k & 1);
-}
-
-static void store_int(void *obj, const struct field *f, long long v)
-{
-    char *p = (char *)obj + f->off;
-    if (f->size == 1) {
-        bool b = v != 0;
-        memcpy(p, &b, 1);
-    } else if (f->size == sizeof(int) && f->is_signed) {
-        int x = (int)v;
-        memcpy(p, &x, sizeof(x));
-    } else if (f->size == sizeof(unsigned)) {
-        unsigned x = (unsigned)v;
-        memcpy(p, &x, sizeof(x));
-    } else if (f->size == sizeof(uint64_t)) {
-        uint64_t x = (uint64_t)v;
-        memcpy(p, &x, sizeof(x));
-    } else {
-        abort(); /* a table row of an unsupported member type: a programming error */
-    }
-}
-
-static void store_str(void *obj, const struct field *f, char *s /* owned, stolen */)
-{
-    char **slot = (char **)((char *)obj + f->off);
-    free(*slot);
-    *slot = s;
-}
-
-static void apply_defaults(const struct field *t, void *obj, const char *dir)
-{
-    for (int k = 0; t[k].key; k++) {
-        const struct field *f = &t[k];
-        switch (f->kind) {
-        case K_BOOL:
-        case K_INT:
-        case K_CHOICE:
-            store_int(obj, f, f->def);
-            break;
-        case K_STR:
-        case K_STRCHOICE:
-            store_str(obj, f, f->sdef ? xstrdup(f->sdef) : NULL);
-            break;
-        case K_PATH:
-            store_str(obj, f, !f->sdef ? NULL
-                              : (f->flags & FL_STDOUT) && !strcmp(f->sdef, "-") ? xstrdup("-")
-                                                                               : resolve(dir, f->sdef));
-            break;
-        case K_STRLIST:
-        case K_CUSTOM:
-            break;
-        }
-    }
-}
-
-/* A string value: type, length, no control bytes. NULL after reporting. */
-static const char *want_string(struct ctx *c, const json_t *v)
-{
-    const char *s;
-    if (!json_is_string(v)) {
-        err(c, "expected a string, got %s", jtype(v));
-        return NULL;
-    }
-    s = json_string_value(v);
-    if (json_string_length(v) > MAX_STRING) {
-        err(c, "string longer than %d bytes", MAX_STRING);
-        return NULL;
-    }
-    for (const char *q = s; *q; q++)
-        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
-            err(c, "string holds a control character");
-            return NULL;
-        }
-    return s;
-}
-
-static void list_choices(const struct choice *ch, char *out, size_t cap)
-{
-    size_t n = 0;
-    out[0] = '\0';
-    for (int k = 0; ch[k].name && n < cap; k++)
-        n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"", k ? (ch[k + 1].name ? ", " : " or ") : "",
-                              ch[k].name);
-}
-
-static const struct choice *find_choice(const struct field *f, const char *s)
-{
-    for (int k = 0; f->choices[k].name; k++) {
-        const char *n = f->choices[k].name;
-        if ((f->flags & FL_NOCASE) ? !ascii_casecmp_n(s, strlen(s), n, strlen(n)) : !strcmp(s, n))
-            return &f->choices[k];
-    }
-    return NULL;
-}
-
-static int parse_list(struct ctx *c, const struct field *f, const json_t *v, void *obj)
-{
-    char ***slot = (char ***)((char *)obj + f->off);
-    size_t *count = (size_t *)((char *)obj + f->n_off);
-    size_t n;
-    int rc = 0;
-
-    if (!json_is_array(v)) {
-        err(c, "expected an array of strings, got %s", jtype(v));
-        return -1;
-    }
-    n = json_array_size(v);
-    if (n > f->max_items) {
-        err(c, "at most %zu entries, got %zu", f->max_items, n);
-        return -1;
-    }
-    if (n == 0 && (f->flags & FL_NONEMPTY)) {
-        err(c, "needs at least one entry");
-        return -1;
-    }
-    for (size_t k = 0; k < *count; k++)
-        free((*slot)[k]);
-    free(*slot);
-    *slot = xcalloc(n ? n : 1, sizeof(char *));
-    *count = 0;
-    for (size_t k = 0; k < n; k++) {
-        const char *s;
-        push_idx(c, k);
-        s = want_string(c, json_array_get(v, k));
-        if (s && !*s) {
-            err(c, "must not be empty");
-            s = NULL;
-        }
-        if (s && f->check && f->check(c, s) < 0)
-            s = NULL;
-        for (size_t j = 0; s && j < *count; j++) {
-            const char *o = (*slot)[j];
-            if ((f->flags & FL_NOCASE) ? !ascii_casecmp_n(s, strlen(s), o, strlen(o)) : !strcmp(s, o)) {
-                char q[420];
-                quote(q, sizeof(q), s);
-                err(c, "%s is listed twice", q);
-                s = NULL;
-            }
-        }
-        if (s)
-            (*slot)[(*count)++] = xstrdup(s);
-        else
-            rc = -1;
-        pop(c);
-    }
-    return rc;
-}
-
-static int parse_field(struct ctx *c, const struct field *f, const json_t *v, void *obj)
-{
-    const char *s;
-    char q[420];
-
-    switch (f->kind) {
-    case K_BOOL:
-        if (!json_is_boolean(v)) {
-            err(c, "expected true or false, got %s", jtype(v));
-            return -1;
-        }
-        store_int(obj, f, json_is_true(v));
-        return 0;
-    case K_INT: {
-        json_int_t x;
-        if (!json_is_integer(v)) {
-            err(c, "expected an integer, got %s", jtype(v));
-            return -1;
-        }
-        x = json_integer_value(v);
-        if (x < f->min || x > f->max) {
-            err(c, "%lld is out of range %lld..%lld", (long long)x, f->min, f->max);
-            return -1;
-        }
-        store_int(obj, f, x);
-        return 0;
-    }
-    case K_STR:
-    case K_PATH:
-        if (!(s = want_string(c, v)))
-            return -1;
-        if (!*s) {
-            err(c, "must not be empty");
-            return -1;
-        }
-        if (f->check && f->check(c, s) < 0)
-            return -1;
-        if (f->kind == K_STR)
-            store_str(obj, f, xstrdup(s));
-        else
-            store_str(obj, f, (f->flags & FL_STDOUT) && !strcmp(s, "-") ? xstrdup("-") : resolve(c->dir, s));
-        return 0;
-    case K_CHOICE:
-    case K_STRCHOICE: {
-        const struct choice *ch;
-        char all[256];
-        if (!(s = want_string(c, v)))
-            return -1;
-        if (!(ch = find_choice(f, s))) {
-            quote(q, sizeof(q), s);
-            list_choices(f->choices, all, sizeof(all));
-            err(c, "%s is not one of %s", q, all);
-            return -1;
-        }
-        if (f->kind == K_CHOICE)
-            store_int(obj, f, ch->value);
-        else
-            store_str(obj, f, xstrdup(ch->name));
-        return 0;
-    }
-    case K_STRLIST:
-        return parse_list(c, f, v, obj);
-    case K_CUSTOM:
-        return f->custom(c, v, obj);
-    }
-    return -1;
-}
-
-/*
- * Parses object `v` against table `t` into `obj` (defaults already applied).
- * Unknown keys and missing required keys are errors. Returns -1 when `v` is
- * not an object (nothing parsed), else 0 with `seen` filled.
- */
-static int parse_object(struct ctx *c, const json_t *v, const struct field *t, void *obj, struct seen *seen)
-{
-    const char *key;
-    json_t *val;
-
-    memset(seen, 0, sizeof(*seen));
-    if (!json_is_object(v)) {
-        err(c, "expected an object, got %s", jtype(v));
-        return -1;
-    }
-    json_object_foreach((json_t *)v, key, val) {
-        int k = field_index(t, key);
-        push_key(c, key);
-        if (k < 0) {
-            struct suggestion sg = SUGGESTION_INIT;
-            char q[420];
-            for (int j = 0; t[j].key; j++)
-                suggestion_offer(&sg, key, t[j].key);
-            quote(q, sizeof(q), key);
-            if (sg.best)
-                err_name(c, "unknown key %s (did you mean \"%s\"?)", q, sg.best);
-            else
-                err_name(c, "unknown key %s", q);
-        } else {
-            seen->present |= 1ull << k;
-            if (parse_field(c, &t[k], val, obj) == 0)
-                seen->valid |= 1ull << k;
-        }
-        pop(c);
-    }
-    for (int k = 0; t[k].key; k++)
-        if ((t[k].flags & FL_REQUIRED) && !(seen->present >> k & 1))
-            err(c, "missing required key \"%s\"", t[k].key);
-    return 0;
-}
 
 /* ------------------------------------------------------------------ */
 /* item checks                                                         */
 
-static int check_name(struct ctx *c, const char *s)
+static int check_name(struct jload *c, const char *s)
 {
     if (valid_name(s))
         return 0;
-    err(c, "a name is 1..%d letters, digits, '.', '_' or '-', starting with a letter or digit", MAX_NAME);
+    jload_err(c, "a name is 1..%d letters, digits, '.', '_' or '-', starting with a letter or digit", MAX_NAME);
     return -1;
 }
 
-static int check_google_url(struct ctx *c, const char *s)
+static int check_google_url(struct jload *c, const char *s)
 {
     return check_fetch_url(c, s, true, "");
 }
 
 /* health_path: a path a request can spell exactly (canonical, no query),
  * so the probe's target is compared byte for byte. */
-static int check_health_path(struct ctx *c, const char *s)
+static int check_health_path(struct jload *c, const char *s)
 {
     struct path_result pr;
     size_t n = strlen(s);
     if (n > 0 && n <= 256 && s[0] == '/' && path_canonicalize(s, n, 256, &pr) == REASON_ALLOWED &&
         !pr.query)
         return 0;
-    err(c, "health_path must be a canonical absolute path of at most 256 bytes, without a query "
+    jload_err(c, "health_path must be a canonical absolute path of at most 256 bytes, without a query "
            "(\"/healthz\")");
     return -1;
 }
 
-static int check_metadata_host(struct ctx *c, const char *s)
+static int check_metadata_host(struct jload *c, const char *s)
 {
     char *host = NULL;
     int port;
@@ -1032,20 +397,20 @@ static int check_metadata_host(struct ctx *c, const char *s)
     int rc = parse_hostport(s, true, &host, &port, &why);
     free(host);
     if (rc < 0)
-        err(c, "expected host[:port]: %s", why);
+        jload_err(c, "expected host[:port]: %s", why);
     return rc;
 }
 
-static int check_algorithm(struct ctx *c, const char *s)
+static int check_algorithm(struct jload *c, const char *s)
 {
     char q[420];
     if (jws_alg_from_name(s) >= 0)
         return 0;
-    quote(q, sizeof(q), s);
+    jload_quote(q, sizeof(q), s);
     if (!strcmp(s, "none") || (s[0] == 'H' && s[1] == 'S'))
-        err(c, "%s is refused: only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted", q);
+        jload_err(c, "%s is refused: only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted", q);
     else
-        err(c, "unknown algorithm %s (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)", q);
+        jload_err(c, "unknown algorithm %s (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)", q);
     return -1;
 }
 
@@ -1064,16 +429,16 @@ bool config_header_is_secret(const char *name, size_t len)
     return false;
 }
 
-static int check_record_header(struct ctx *c, const char *s)
+static int check_record_header(struct jload *c, const char *s)
 {
     char q[420];
-    quote(q, sizeof(q), s);
-    if (!valid_token(s) || strlen(s) > 128) {
-        err(c, "%s is not a header name", q);
+    jload_quote(q, sizeof(q), s);
+    if (!jload_is_token(s, strlen(s)) || strlen(s) > 128) {
+        jload_err(c, "%s is not a header name", q);
         return -1;
     }
     if (config_header_is_secret(s, strlen(s))) {
-        err(c, "%s may carry credentials and is never recorded", q);
+        jload_err(c, "%s may carry credentials and is never recorded", q);
         return -1;
     }
     return 0;
@@ -1081,7 +446,7 @@ static int check_record_header(struct ctx *c, const char *s)
 
 /* The assertion's header: a token, and none that framing, hop-by-hop hygiene
  * or baton itself already decide (baton would send two values or strip its own). */
-static int check_assertion_header(struct ctx *c, const char *s)
+static int check_assertion_header(struct jload *c, const char *s)
 {
     static const char *const taken[] = {
         "host", "content-length", "expect", "authorization", "x-serverless-authorization",
@@ -1089,50 +454,50 @@ static int check_assertion_header(struct ctx *c, const char *s)
         "x-forwarded-host", "cookie"};
     size_t n = strlen(s);
     char q[420];
-    quote(q, sizeof(q), s);
-    if (!valid_token(s) || n > 128) {
-        err(c, "%s is not a header name", q);
+    jload_quote(q, sizeof(q), s);
+    if (!jload_is_token(s, strlen(s)) || n > 128) {
+        jload_err(c, "%s is not a header name", q);
         return -1;
     }
     if (http1_header_is_hop_by_hop(s, n)) {
-        err(c, "%s is a hop-by-hop header: a proxy between baton and the upstream would drop it", q);
+        jload_err(c, "%s is a hop-by-hop header: a proxy between baton and the upstream would drop it", q);
         return -1;
     }
     for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
         if (!ascii_casecmp_n(s, n, taken[i], strlen(taken[i]))) {
-            err(c, "%s is a framing, routing or identity header baton sets itself", q);
+            jload_err(c, "%s is a framing, routing or identity header baton sets itself", q);
             return -1;
         }
     return 0;
 }
 
-static int check_assertion_issuer(struct ctx *c, const char *s)
+static int check_assertion_issuer(struct jload *c, const char *s)
 {
     size_t n = strlen(s);
     if ((n > 8 && !ascii_casecmp_n(s, 8, "https://", 8)) || (n > 7 && !ascii_casecmp_n(s, 7, "http://", 7))) {
         for (size_t i = 0; i < n; i++)
             if (s[i] == ' ') {
-                err(c, "the issuer is a URL without spaces");
+                jload_err(c, "the issuer is a URL without spaces");
                 return -1;
             }
         return 0;
     }
-    err(c, "the issuer is an http(s) URL naming this gateway (\"https://gateway.example.com\")");
+    jload_err(c, "the issuer is an http(s) URL naming this gateway (\"https://gateway.example.com\")");
     return -1;
 }
 
 /* ------------------------------------------------------------------ */
 /* tables                                                              */
 
-static const struct choice audience_claims[] = {{"aud", 0}, {"client_id", 0}, {NULL, 0}};
-static const struct choice token_uses[] = {{"access", 0}, {"id", 0}, {NULL, 0}};
-static const struct choice token_headers[] = {
+static const struct jload_choice audience_claims[] = {{"aud", 0}, {"client_id", 0}, {NULL, 0}};
+static const struct jload_choice token_uses[] = {{"access", 0}, {"id", 0}, {NULL, 0}};
+static const struct jload_choice token_headers[] = {
     {"authorization", 0}, {"x-serverless-authorization", 0}, {NULL, 0}};
-static const struct choice identities[] = {{"google", IDENTITY_GOOGLE}, {"none", IDENTITY_NONE}, {NULL, 0}};
-static const struct choice fsyncs[] = {
+static const struct jload_choice identities[] = {{"google", IDENTITY_GOOGLE}, {"none", IDENTITY_NONE}, {NULL, 0}};
+static const struct jload_choice fsyncs[] = {
     {"always", FSYNC_ALWAYS}, {"batch", FSYNC_BATCH}, {"none", FSYNC_NONE},
     {"group", FSYNC_GROUP}, {NULL, 0}};
-static const struct choice on_failures[] = {
+static const struct jload_choice on_failures[] = {
     {"deny", ON_FAILURE_DENY}, {"allow", ON_FAILURE_ALLOW}, {NULL, 0}};
 
 _Static_assert(sizeof(enum cfg_identity) == sizeof(int), "enums are stored as int");
@@ -1140,165 +505,165 @@ _Static_assert(sizeof(enum cfg_fsync) == sizeof(int), "enums are stored as int")
 _Static_assert(sizeof(enum cfg_on_failure) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(size_t) == sizeof(uint64_t), "size_t members are stored as uint64_t");
 
-static const struct choice redis_failures[] = {
+static const struct jload_choice redis_failures[] = {
     {"local", REDIS_FAIL_LOCAL}, {"deny", REDIS_FAIL_DENY}, {"allow", REDIS_FAIL_ALLOW}, {NULL, 0}};
 _Static_assert(sizeof(enum cfg_redis_failure) == sizeof(int), "enums are stored as int");
 
-static const struct field limits_fields[] = {
-    F_INT("max_header_bytes", struct cfg_limits, max_header_bytes, 1024, 1048576, 16384),
-    F_INT("max_uri_bytes", struct cfg_limits, max_uri_bytes, 256, 65536, 8192),
-    F_INT("max_body_bytes", struct cfg_limits, max_body_bytes, 0, 1LL << 40, 33554432),
-    F_INT("header_timeout_ms", struct cfg_limits, header_timeout_ms, 100, 600000, 10000),
-    F_INT("idle_timeout_ms", struct cfg_limits, idle_timeout_ms, 100, 3600000, 60000),
-    F_INT("max_connections", struct cfg_limits, max_connections, 1, 1000000, 10000),
-    F_INT("body_timeout_ms", struct cfg_limits, body_timeout_ms, 100, 3600000, 60000),
+static const struct jload_field limits_fields[] = {
+    JL_INT("max_header_bytes", struct cfg_limits, max_header_bytes, 1024, 1048576, 16384),
+    JL_INT("max_uri_bytes", struct cfg_limits, max_uri_bytes, 256, 65536, 8192),
+    JL_INT("max_body_bytes", struct cfg_limits, max_body_bytes, 0, 1LL << 40, 33554432),
+    JL_INT("header_timeout_ms", struct cfg_limits, header_timeout_ms, 100, 600000, 10000),
+    JL_INT("idle_timeout_ms", struct cfg_limits, idle_timeout_ms, 100, 3600000, 60000),
+    JL_INT("max_connections", struct cfg_limits, max_connections, 1, 1000000, 10000),
+    JL_INT("body_timeout_ms", struct cfg_limits, body_timeout_ms, 100, 3600000, 60000),
     {0},
 };
 
-static int parse_algorithms(struct ctx *c, const json_t *v, void *obj);
-static int parse_discovery(struct ctx *c, const json_t *v, void *obj);
+static int parse_algorithms(struct jload *c, const json_t *v, void *obj);
+static int parse_discovery(struct jload *c, const json_t *v, void *obj);
 
-static const struct field issuer_fields[] = {
-    F_STR("name", struct cfg_issuer, name, NULL, check_name, FL_REQUIRED),
-    F_STR("issuer", struct cfg_issuer, issuer, NULL, NULL, FL_REQUIRED),
-    F_CUSTOM("discovery", parse_discovery, 0), /* sets nothing: issuer_post picks the key source */
-    F_STR("jwks_uri", struct cfg_issuer, jwks_uri, NULL, NULL, 0),
-    F_PATH("jwks_file", struct cfg_issuer, jwks_file, NULL, 0),
-    F_LIST("audiences", struct cfg_issuer, audiences, n_audiences, MAX_LIST, NULL, FL_REQUIRED | FL_NONEMPTY),
-    F_STRCHOICE("audience_claim", struct cfg_issuer, audience_claim, audience_claims, "aud", 0),
-    F_CUSTOM("algorithms", parse_algorithms, 0),
-    F_LIST("token_types", struct cfg_issuer, token_types, n_token_types, MAX_TOKEN_TYPES, NULL, FL_NOCASE),
-    F_INT("leeway_s", struct cfg_issuer, leeway_s, 0, 600, 60),
-    F_STRCHOICE("token_use", struct cfg_issuer, token_use, token_uses, NULL, 0),
-    F_BOOL("allow_missing_kid", struct cfg_issuer, allow_missing_kid, 0),
-    F_BOOL("allow_http", struct cfg_issuer, allow_http, 0),
-    F_INT("refresh_min_s", struct cfg_issuer, refresh_min_s, 1, 86400, 60),
-    F_INT("refresh_max_s", struct cfg_issuer, refresh_max_s, 1, 604800, 3600),
-    F_INT("fetch_timeout_ms", struct cfg_issuer, fetch_timeout_ms, 100, 60000, 5000),
-    F_INT("max_token_bytes", struct cfg_issuer, max_token_bytes, 512, 1048576, 16384),
+static const struct jload_field issuer_fields[] = {
+    JL_STR("name", struct cfg_issuer, name, NULL, check_name, JL_REQUIRED),
+    JL_STR("issuer", struct cfg_issuer, issuer, NULL, NULL, JL_REQUIRED),
+    JL_CUSTOM("discovery", parse_discovery, 0), /* sets nothing: issuer_post picks the key source */
+    JL_STR("jwks_uri", struct cfg_issuer, jwks_uri, NULL, NULL, 0),
+    JL_PATH("jwks_file", struct cfg_issuer, jwks_file, NULL, 0),
+    JL_LIST("audiences", struct cfg_issuer, audiences, n_audiences, MAX_LIST, NULL, JL_REQUIRED | JL_NONEMPTY),
+    JL_STRCHOICE("audience_claim", struct cfg_issuer, audience_claim, audience_claims, "aud", 0),
+    JL_CUSTOM("algorithms", parse_algorithms, 0),
+    JL_LIST("token_types", struct cfg_issuer, token_types, n_token_types, MAX_TOKEN_TYPES, NULL, JL_NOCASE),
+    JL_INT("leeway_s", struct cfg_issuer, leeway_s, 0, 600, 60),
+    JL_STRCHOICE("token_use", struct cfg_issuer, token_use, token_uses, NULL, 0),
+    JL_BOOL("allow_missing_kid", struct cfg_issuer, allow_missing_kid, 0),
+    JL_BOOL("allow_http", struct cfg_issuer, allow_http, 0),
+    JL_INT("refresh_min_s", struct cfg_issuer, refresh_min_s, 1, 86400, 60),
+    JL_INT("refresh_max_s", struct cfg_issuer, refresh_max_s, 1, 604800, 3600),
+    JL_INT("fetch_timeout_ms", struct cfg_issuer, fetch_timeout_ms, 100, 60000, 5000),
+    JL_INT("max_token_bytes", struct cfg_issuer, max_token_bytes, 512, 1048576, 16384),
     {0},
 };
 
-static int parse_credentials(struct ctx *c, const json_t *v, void *obj);
+static int parse_credentials(struct jload *c, const json_t *v, void *obj);
 
-static const struct field google_fields[] = {
-    F_CUSTOM("credentials", parse_credentials, 0),
-    F_STR("metadata_host", struct cfg_google, metadata_host, NULL, check_metadata_host, 0),
-    F_STR("token_uri", struct cfg_google, token_uri, NULL, check_google_url, 0),
-    F_STR("iamcredentials_url", struct cfg_google, iamcredentials_url,
+static const struct jload_field google_fields[] = {
+    JL_CUSTOM("credentials", parse_credentials, 0),
+    JL_STR("metadata_host", struct cfg_google, metadata_host, NULL, check_metadata_host, 0),
+    JL_STR("token_uri", struct cfg_google, token_uri, NULL, check_google_url, 0),
+    JL_STR("iamcredentials_url", struct cfg_google, iamcredentials_url,
           "https://iamcredentials.googleapis.com", check_google_url, 0),
-    F_PATH("local_key", struct cfg_google, local_key, NULL, 0),
-    F_STR("local_issuer", struct cfg_google, local_issuer, "https://baton.local", NULL, 0),
-    F_INT("token_lifetime_s", struct cfg_google, token_lifetime_s, 60, 43200, 3600),
-    F_INT("timeout_ms", struct cfg_google, timeout_ms, 100, 60000, 5000),
+    JL_PATH("local_key", struct cfg_google, local_key, NULL, 0),
+    JL_STR("local_issuer", struct cfg_google, local_issuer, "https://baton.local", NULL, 0),
+    JL_INT("token_lifetime_s", struct cfg_google, token_lifetime_s, 60, 43200, 3600),
+    JL_INT("timeout_ms", struct cfg_google, timeout_ms, 100, 60000, 5000),
     {0},
 };
 
-static const struct field sa_key_fields[] = {
-    F_PATH("service_account_key", struct cfg_google, service_account_key, NULL, FL_REQUIRED),
+static const struct jload_field sa_key_fields[] = {
+    JL_PATH("service_account_key", struct cfg_google, service_account_key, NULL, JL_REQUIRED),
     {0},
 };
 
-static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj);
+static int parse_caller_assertion(struct jload *c, const json_t *v, void *obj);
 
-static const struct field upstream_fields[] = {
-    F_STR("name", struct cfg_upstream, name, NULL, check_name, FL_REQUIRED),
-    F_STR("url", struct cfg_upstream, url, NULL, NULL, FL_REQUIRED),
-    F_STR("audience", struct cfg_upstream, audience, NULL, NULL, 0),
-    F_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization", FL_NOCASE),
-    F_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
-    F_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
-    F_CUSTOM("caller_assertion", parse_caller_assertion, 0),
-    F_INT("resolve_interval_s", struct cfg_upstream, resolve_interval_s, 1, 3600, 30),
+static const struct jload_field upstream_fields[] = {
+    JL_STR("name", struct cfg_upstream, name, NULL, check_name, JL_REQUIRED),
+    JL_STR("url", struct cfg_upstream, url, NULL, NULL, JL_REQUIRED),
+    JL_STR("audience", struct cfg_upstream, audience, NULL, NULL, 0),
+    JL_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization", JL_NOCASE),
+    JL_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
+    JL_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
+    JL_CUSTOM("caller_assertion", parse_caller_assertion, 0),
+    JL_INT("resolve_interval_s", struct cfg_upstream, resolve_interval_s, 1, 3600, 30),
     {0},
 };
 
-static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj);
-static int parse_witness(struct ctx *c, const json_t *v, void *obj);
-static int check_witness_bucket(struct ctx *c, const char *s);
+static int parse_rotate_bytes(struct jload *c, const json_t *v, void *obj);
+static int parse_witness(struct jload *c, const json_t *v, void *obj);
+static int check_witness_bucket(struct jload *c, const char *s);
 
-static const struct field witness_fields[] = {
-    F_PATH("dir", struct cfg_audit, witness_dir, NULL, 0),
-    F_STR("bucket", struct cfg_audit, witness_bucket, NULL, check_witness_bucket, 0),
-    F_STR("storage_url", struct cfg_audit, witness_storage_url, NULL, check_google_url, 0),
+static const struct jload_field witness_fields[] = {
+    JL_PATH("dir", struct cfg_audit, witness_dir, NULL, 0),
+    JL_STR("bucket", struct cfg_audit, witness_bucket, NULL, check_witness_bucket, 0),
+    JL_STR("storage_url", struct cfg_audit, witness_storage_url, NULL, check_google_url, 0),
     {0},
 };
 
-static const struct field audit_fields[] = {
-    F_PATH("path", struct cfg_audit, path, "-", FL_STDOUT),
-    F_CHOICE("fsync", struct cfg_audit, fsync, fsyncs, FSYNC_BATCH),
-    F_CHOICE("on_failure", struct cfg_audit, on_failure, on_failures, ON_FAILURE_DENY),
-    F_PATH("signing_key", struct cfg_audit, signing_key, NULL, 0),
-    F_LIST("record_headers", struct cfg_audit, record_headers, n_record_headers, CONFIG_MAX_RECORD_HEADERS,
-           check_record_header, FL_NOCASE),
-    F_CUSTOM("rotate_bytes", parse_rotate_bytes, 0),
-    F_INT("batch_ms", struct cfg_audit, batch_ms, 1, 1000, 10),
-    F_INT("checkpoint_records", struct cfg_audit, checkpoint_records, 1, 10000000, 1000),
-    F_INT("checkpoint_interval_s", struct cfg_audit, checkpoint_interval_s, 1, 86400, 60),
-    F_INT("queue_records", struct cfg_audit, queue_records, 16, 16777216, 65536),
-    F_CUSTOM("witness", parse_witness, 0),
+static const struct jload_field audit_fields[] = {
+    JL_PATH("path", struct cfg_audit, path, "-", JL_STDOUT),
+    JL_CHOICE("fsync", struct cfg_audit, fsync, fsyncs, FSYNC_BATCH),
+    JL_CHOICE("on_failure", struct cfg_audit, on_failure, on_failures, ON_FAILURE_DENY),
+    JL_PATH("signing_key", struct cfg_audit, signing_key, NULL, 0),
+    JL_LIST("record_headers", struct cfg_audit, record_headers, n_record_headers, CONFIG_MAX_RECORD_HEADERS,
+           check_record_header, JL_NOCASE),
+    JL_CUSTOM("rotate_bytes", parse_rotate_bytes, 0),
+    JL_INT("batch_ms", struct cfg_audit, batch_ms, 1, 1000, 10),
+    JL_INT("checkpoint_records", struct cfg_audit, checkpoint_records, 1, 10000000, 1000),
+    JL_INT("checkpoint_interval_s", struct cfg_audit, checkpoint_interval_s, 1, 86400, 60),
+    JL_INT("queue_records", struct cfg_audit, queue_records, 16, 16777216, 65536),
+    JL_CUSTOM("witness", parse_witness, 0),
     {0},
 };
 
-static const struct field redis_fields[] = {
-    F_STR("url", struct cfg_redis, url, NULL, NULL, FL_REQUIRED),
-    F_PATH("password_file", struct cfg_redis, password_file, NULL, 0),
-    F_INT("timeout_ms", struct cfg_redis, timeout_ms, 1, 10000, 50),
-    F_CHOICE("on_failure", struct cfg_redis, on_failure, redis_failures, REDIS_FAIL_LOCAL),
+static const struct jload_field redis_fields[] = {
+    JL_STR("url", struct cfg_redis, url, NULL, NULL, JL_REQUIRED),
+    JL_PATH("password_file", struct cfg_redis, password_file, NULL, 0),
+    JL_INT("timeout_ms", struct cfg_redis, timeout_ms, 1, 10000, 50),
+    JL_CHOICE("on_failure", struct cfg_redis, on_failure, redis_failures, REDIS_FAIL_LOCAL),
     {0},
 };
 
-static int parse_listen(struct ctx *c, const json_t *v, void *obj);
-static int parse_admin_listen(struct ctx *c, const json_t *v, void *obj);
-static int parse_trusted_proxies(struct ctx *c, const json_t *v, void *obj);
-static int parse_limits(struct ctx *c, const json_t *v, void *obj);
-static int parse_issuers(struct ctx *c, const json_t *v, void *obj);
-static int parse_google(struct ctx *c, const json_t *v, void *obj);
-static int parse_upstreams(struct ctx *c, const json_t *v, void *obj);
-static int parse_audit(struct ctx *c, const json_t *v, void *obj);
-static int parse_url_signing(struct ctx *c, const json_t *v, void *obj);
-static int parse_redis(struct ctx *c, const json_t *v, void *obj);
-static int parse_assertion(struct ctx *c, const json_t *v, void *obj);
+static int parse_listen(struct jload *c, const json_t *v, void *obj);
+static int parse_admin_listen(struct jload *c, const json_t *v, void *obj);
+static int parse_trusted_proxies(struct jload *c, const json_t *v, void *obj);
+static int parse_limits(struct jload *c, const json_t *v, void *obj);
+static int parse_issuers(struct jload *c, const json_t *v, void *obj);
+static int parse_google(struct jload *c, const json_t *v, void *obj);
+static int parse_upstreams(struct jload *c, const json_t *v, void *obj);
+static int parse_audit(struct jload *c, const json_t *v, void *obj);
+static int parse_url_signing(struct jload *c, const json_t *v, void *obj);
+static int parse_redis(struct jload *c, const json_t *v, void *obj);
+static int parse_assertion(struct jload *c, const json_t *v, void *obj);
 
-static const struct field assertion_fields[] = {
-    F_STR("issuer", struct cfg_assertion, issuer, NULL, check_assertion_issuer, FL_REQUIRED),
-    F_PATH("signing_key", struct cfg_assertion, signing_key, NULL, 0),
-    F_INT("lifetime_s", struct cfg_assertion, lifetime_s, 30, 3600, 300),
-    F_STR("header", struct cfg_assertion, header, "x-baton-assertion", check_assertion_header, 0),
-    F_LIST("previous_keys", struct cfg_assertion, previous_keys, n_previous_keys, CONFIG_MAX_PREVIOUS_KEYS,
+static const struct jload_field assertion_fields[] = {
+    JL_STR("issuer", struct cfg_assertion, issuer, NULL, check_assertion_issuer, JL_REQUIRED),
+    JL_PATH("signing_key", struct cfg_assertion, signing_key, NULL, 0),
+    JL_INT("lifetime_s", struct cfg_assertion, lifetime_s, 30, 3600, 300),
+    JL_STR("header", struct cfg_assertion, header, "x-baton-assertion", check_assertion_header, 0),
+    JL_LIST("previous_keys", struct cfg_assertion, previous_keys, n_previous_keys, CONFIG_MAX_PREVIOUS_KEYS,
            NULL, 0),
     {0},
 };
-static int parse_tracing(struct ctx *c, const json_t *v, void *obj);
+static int parse_tracing(struct jload *c, const json_t *v, void *obj);
 
-static const struct field root_fields[] = {
-    F_CUSTOM("listen", parse_listen, 0),
-    F_CUSTOM("admin_listen", parse_admin_listen, 0),
-    F_INT("workers", struct baton_config, workers, 0, 256, 0),
-    F_CUSTOM("trusted_proxies", parse_trusted_proxies, 0),
-    F_CUSTOM("limits", parse_limits, 0),
-    F_CUSTOM("issuers", parse_issuers, FL_REQUIRED),
-    F_CUSTOM("google", parse_google, 0),
-    F_CUSTOM("upstreams", parse_upstreams, FL_REQUIRED),
-    F_PATH("policies", struct baton_config, policies, "policies", 0),
-    F_CUSTOM("audit", parse_audit, 0),
-    F_INT("drain_timeout_ms", struct baton_config, drain_ms, 0, 600000, 8000),
-    F_BOOL("access_log", struct baton_config, access_log, 0),
-    F_INT("ready_timeout_ms", struct baton_config, ready_timeout_ms, 0, 600000, 30000),
-    F_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
-    F_CUSTOM("url_signing", parse_url_signing, 0),
-    F_CUSTOM("redis", parse_redis, 0),
-    F_CUSTOM("assertion", parse_assertion, 0),
-    F_CUSTOM("tracing", parse_tracing, 0),
+static const struct jload_field root_fields[] = {
+    JL_CUSTOM("listen", parse_listen, 0),
+    JL_CUSTOM("admin_listen", parse_admin_listen, 0),
+    JL_INT("workers", struct baton_config, workers, 0, 256, 0),
+    JL_CUSTOM("trusted_proxies", parse_trusted_proxies, 0),
+    JL_CUSTOM("limits", parse_limits, 0),
+    JL_CUSTOM("issuers", parse_issuers, JL_REQUIRED),
+    JL_CUSTOM("google", parse_google, 0),
+    JL_CUSTOM("upstreams", parse_upstreams, JL_REQUIRED),
+    JL_PATH("policies", struct baton_config, policies, "policies", 0),
+    JL_CUSTOM("audit", parse_audit, 0),
+    JL_INT("drain_timeout_ms", struct baton_config, drain_ms, 0, 600000, 8000),
+    JL_BOOL("access_log", struct baton_config, access_log, 0),
+    JL_INT("ready_timeout_ms", struct baton_config, ready_timeout_ms, 0, 600000, 30000),
+    JL_STR("health_path", struct baton_config, health_path, NULL, check_health_path, 0),
+    JL_CUSTOM("url_signing", parse_url_signing, 0),
+    JL_CUSTOM("redis", parse_redis, 0),
+    JL_CUSTOM("assertion", parse_assertion, 0),
+    JL_CUSTOM("tracing", parse_tracing, 0),
     {0},
 };
 
 /* ------------------------------------------------------------------ */
 /* custom parsers                                                      */
 
-static int parse_addr(struct ctx *c, const json_t *v, struct cfg_addr *a, bool allow_empty, bool *enabled)
+static int parse_addr(struct jload *c, const json_t *v, struct cfg_addr *a, bool allow_empty, bool *enabled)
 {
-    const char *s = want_string(c, v), *why;
+    const char *s = jload_want_string(c, v), *why;
     char *host = NULL;
     int port;
     if (!s)
@@ -1308,7 +673,7 @@ static int parse_addr(struct ctx *c, const json_t *v, struct cfg_addr *a, bool a
         return 0;
     }
     if (parse_hostport(s, false, &host, &port, &why) < 0) {
-        err(c, "expected host:port (an IPv6 address in brackets): %s", why);
+        jload_err(c, "expected host:port (an IPv6 address in brackets): %s", why);
         return -1;
     }
     free(a->host);
@@ -1319,13 +684,13 @@ static int parse_addr(struct ctx *c, const json_t *v, struct cfg_addr *a, bool a
     return 0;
 }
 
-static int parse_listen(struct ctx *c, const json_t *v, void *obj)
+static int parse_listen(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     return parse_addr(c, v, &cfg->listen, false, NULL);
 }
 
-static int parse_admin_listen(struct ctx *c, const json_t *v, void *obj)
+static int parse_admin_listen(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     return parse_addr(c, v, &cfg->admin_listen, true, &cfg->admin_enabled);
@@ -1398,18 +763,18 @@ static int parse_cidr(const char *s, struct cfg_cidr *out, const char **why)
     return 0;
 }
 
-static int parse_trusted_proxies(struct ctx *c, const json_t *v, void *obj)
+static int parse_trusted_proxies(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     size_t n;
     int rc = 0;
     if (!json_is_array(v)) {
-        err(c, "expected an array of CIDRs, got %s", jtype(v));
+        jload_err(c, "expected an array of CIDRs, got %s", jload_type_words(v));
         return -1;
     }
     n = json_array_size(v);
     if (n > MAX_PROXIES) {
-        err(c, "at most %d entries, got %zu", MAX_PROXIES, n);
+        jload_err(c, "at most %d entries, got %zu", MAX_PROXIES, n);
         return -1;
     }
     free(cfg->trusted_proxies);
@@ -1417,59 +782,59 @@ static int parse_trusted_proxies(struct ctx *c, const json_t *v, void *obj)
     cfg->n_trusted_proxies = 0;
     for (size_t k = 0; k < n; k++) {
         const char *s, *why;
-        push_idx(c, k);
-        if ((s = want_string(c, json_array_get(v, k)))) {
+        jload_push_idx(c, k);
+        if ((s = jload_want_string(c, json_array_get(v, k)))) {
             if (parse_cidr(s, &cfg->trusted_proxies[cfg->n_trusted_proxies], &why) == 0)
                 cfg->n_trusted_proxies++;
             else {
-                err(c, "bad CIDR: %s", why);
+                jload_err(c, "bad CIDR: %s", why);
                 rc = -1;
             }
         } else {
             rc = -1;
         }
-        pop(c);
+        jload_pop(c);
     }
     return rc;
 }
 
-static int parse_limits(struct ctx *c, const json_t *v, void *obj)
+static int parse_limits(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
-    struct seen s;
-    return parse_object(c, v, limits_fields, &cfg->limits, &s) < 0 || s.valid != s.present ? -1 : 0;
+    struct jload_seen s;
+    return jload_object(c, v, limits_fields, &cfg->limits, &s) < 0 || s.valid != s.present ? -1 : 0;
 }
 
-static int parse_algorithms(struct ctx *c, const json_t *v, void *obj)
+static int parse_algorithms(struct jload *c, const json_t *v, void *obj)
 {
     struct cfg_issuer *iss = obj;
     unsigned mask = 0;
     int rc = 0;
     if (!json_is_array(v)) {
-        err(c, "expected an array of algorithm names, got %s", jtype(v));
+        jload_err(c, "expected an array of algorithm names, got %s", jload_type_words(v));
         return -1;
     }
     if (json_array_size(v) == 0) {
-        err(c, "needs at least one algorithm");
+        jload_err(c, "needs at least one algorithm");
         return -1;
     }
     if (json_array_size(v) > JWS_ALG__COUNT) {
-        err(c, "at most %d entries", JWS_ALG__COUNT);
+        jload_err(c, "at most %d entries", JWS_ALG__COUNT);
         return -1;
     }
     for (size_t k = 0; k < json_array_size(v); k++) {
         const char *s;
         int a;
-        push_idx(c, k);
-        if (!(s = want_string(c, json_array_get(v, k))) || check_algorithm(c, s) < 0) {
+        jload_push_idx(c, k);
+        if (!(s = jload_want_string(c, json_array_get(v, k))) || check_algorithm(c, s) < 0) {
             rc = -1;
         } else if (mask & (1u << (a = jws_alg_from_name(s)))) {
-            err(c, "\"%s\" is listed twice", s);
+            jload_err(c, "\"%s\" is listed twice", s);
             rc = -1;
         } else {
             mask |= 1u << a;
         }
-        pop(c);
+        jload_pop(c);
     }
     if (rc == 0)
         iss->algorithms = mask;
@@ -1477,7 +842,7 @@ static int parse_algorithms(struct ctx *c, const json_t *v, void *obj)
 }
 
 /* credentials: "metadata" | "local" | {"service_account_key": PATH} */
-static int parse_credentials(struct ctx *c, const json_t *v, void *obj)
+static int parse_credentials(struct jload *c, const json_t *v, void *obj)
 {
     struct cfg_google *g = obj;
     if (json_is_string(v)) {
@@ -1491,32 +856,32 @@ static int parse_credentials(struct ctx *c, const json_t *v, void *obj)
             g->source = GOOGLE_LOCAL;
             return 0;
         }
-        quote(q, sizeof(q), s);
-        err(c, "%s is not one of \"metadata\", \"local\" or {\"service_account_key\": PATH}", q);
+        jload_quote(q, sizeof(q), s);
+        jload_err(c, "%s is not one of \"metadata\", \"local\" or {\"service_account_key\": PATH}", q);
         return -1;
     }
     if (json_is_object(v)) {
-        struct seen s;
-        if (parse_object(c, v, sa_key_fields, g, &s) < 0 || !parsed(sa_key_fields, &s, "service_account_key"))
+        struct jload_seen s;
+        if (jload_object(c, v, sa_key_fields, g, &s) < 0 || !jload_parsed(sa_key_fields, &s, "service_account_key"))
             return -1;
         g->source = GOOGLE_SA_KEY;
         return 0;
     }
-    err(c, "expected \"metadata\", \"local\" or {\"service_account_key\": PATH}, got %s", jtype(v));
+    jload_err(c, "expected \"metadata\", \"local\" or {\"service_account_key\": PATH}, got %s", jload_type_words(v));
     return -1;
 }
 
-static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj)
+static int parse_rotate_bytes(struct jload *c, const json_t *v, void *obj)
 {
     struct cfg_audit *a = obj;
     json_int_t x;
     if (!json_is_integer(v)) {
-        err(c, "expected an integer, got %s", jtype(v));
+        jload_err(c, "expected an integer, got %s", jload_type_words(v));
         return -1;
     }
     x = json_integer_value(v);
     if (x != 0 && (x < 4096 || x > (1LL << 40))) {
-        err(c, "%lld is out of range: 0 (never) or 4096..%lld", (long long)x, 1LL << 40);
+        jload_err(c, "%lld is out of range: 0 (never) or 4096..%lld", (long long)x, 1LL << 40);
         return -1;
     }
     a->rotate_bytes = (uint64_t)x;
@@ -1526,13 +891,13 @@ static int parse_rotate_bytes(struct ctx *c, const json_t *v, void *obj)
 /* "gs://BUCKET[/PREFIX]": Cloud Storage's bucket name rules (3..63 of
  * [a-z0-9._-], starting and ending with a letter or digit; dotted names up to
  * 222) and an object prefix of [A-Za-z0-9._/-] (no "..", at most 512 bytes). */
-static int check_witness_bucket(struct ctx *c, const char *s)
+static int check_witness_bucket(struct jload *c, const char *s)
 {
     const char *b, *slash;
     size_t n;
 
     if (strncmp(s, "gs://", 5) != 0) {
-        err(c, "expected \"gs://BUCKET/PREFIX\"");
+        jload_err(c, "expected \"gs://BUCKET/PREFIX\"");
         return -1;
     }
     b = s + 5;
@@ -1540,7 +905,7 @@ static int check_witness_bucket(struct ctx *c, const char *s)
     n = slash ? (size_t)(slash - b) : strlen(b);
     if (n < 3 || n > (memchr(b, '.', n) ? 222u : 63u) || strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789._-") < n ||
         !isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1])) {
-        err(c, "\"%.*s\" is not a Cloud Storage bucket name (3..63 of a-z 0-9 . _ -, "
+        jload_err(c, "\"%.*s\" is not a Cloud Storage bucket name (3..63 of a-z 0-9 . _ -, "
                "beginning and ending with a letter or digit)", (int)(n > 100 ? 100 : n), b);
         return -1;
     }
@@ -1548,7 +913,7 @@ static int check_witness_bucket(struct ctx *c, const char *s)
                   strspn(slash, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") !=
                       strlen(slash) ||
                   strstr(slash, "..") || strstr(slash, "//"))) {
-        err(c, "the object prefix may hold only A-Z a-z 0-9 . _ - and single slashes, no \"..\", "
+        jload_err(c, "the object prefix may hold only A-Z a-z 0-9 . _ - and single slashes, no \"..\", "
                "at most 512 bytes");
         return -1;
     }
@@ -1556,33 +921,33 @@ static int check_witness_bucket(struct ctx *c, const char *s)
 }
 
 /* witness: {"dir": PATH} | {"bucket": "gs://BUCKET/PREFIX"[, "storage_url": URL]} */
-static int parse_witness(struct ctx *c, const json_t *v, void *obj)
+static int parse_witness(struct jload *c, const json_t *v, void *obj)
 {
     struct cfg_audit *a = obj;
-    struct seen s;
+    struct jload_seen s;
     struct stat st;
 
     if (!json_is_object(v)) {
-        err(c, "expected {\"dir\": PATH} or {\"bucket\": \"gs://BUCKET/PREFIX\"}, got %s", jtype(v));
+        jload_err(c, "expected {\"dir\": PATH} or {\"bucket\": \"gs://BUCKET/PREFIX\"}, got %s", jload_type_words(v));
         return -1;
     }
-    if (parse_object(c, v, witness_fields, a, &s) < 0)
+    if (jload_object(c, v, witness_fields, a, &s) < 0)
         return -1;
     for (int k = 0; witness_fields[k].key; k++)
-        if (has(witness_fields, &s, witness_fields[k].key) &&
-            !parsed(witness_fields, &s, witness_fields[k].key))
+        if (jload_has(witness_fields, &s, witness_fields[k].key) &&
+            !jload_parsed(witness_fields, &s, witness_fields[k].key))
             return -1; /* reported */
-    if (has(witness_fields, &s, "dir") == has(witness_fields, &s, "bucket")) {
-        err(c, "needs exactly one of \"dir\" and \"bucket\"");
+    if (jload_has(witness_fields, &s, "dir") == jload_has(witness_fields, &s, "bucket")) {
+        jload_err(c, "needs exactly one of \"dir\" and \"bucket\"");
         return -1;
     }
-    if (has(witness_fields, &s, "storage_url") && !has(witness_fields, &s, "bucket")) {
-        err_at(c, "storage_url", true, "\"storage_url\" applies only with \"bucket\"");
+    if (jload_has(witness_fields, &s, "storage_url") && !jload_has(witness_fields, &s, "bucket")) {
+        jload_err_at(c, "storage_url", true, "\"storage_url\" applies only with \"bucket\"");
         return -1;
     }
     if (a->witness_dir) {
         if (stat(a->witness_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            err_at(c, "dir", false, "%s is not an existing directory", a->witness_dir);
+            jload_err_at(c, "dir", false, "%s is not an existing directory", a->witness_dir);
             return -1;
         }
         return 0;
@@ -1606,27 +971,27 @@ static int parse_witness(struct ctx *c, const json_t *v, void *obj)
     return 0;
 }
 
-static int parse_discovery(struct ctx *c, const json_t *v, void *obj)
+static int parse_discovery(struct jload *c, const json_t *v, void *obj)
 {
     (void)obj;
     if (json_is_boolean(v))
         return 0;
-    err(c, "expected true or false, got %s", jtype(v));
+    jload_err(c, "expected true or false, got %s", jload_type_words(v));
     return -1;
 }
 
 static void issuer_defaults(struct cfg_issuer *iss, const char *dir)
 {
-    apply_defaults(issuer_fields, iss, dir);
+    jload_defaults(issuer_fields, iss, dir);
     iss->algorithms = 1u << JWS_RS256 | 1u << JWS_ES256;
 }
 
 /* Cross-key rules of one issuer (`v` is its object). */
-static void issuer_post(struct ctx *c, const json_t *v, struct cfg_issuer *iss, const struct seen *s)
+static void issuer_post(struct jload *c, const json_t *v, struct cfg_issuer *iss, const struct jload_seen *s)
 {
-    const struct field *t = issuer_fields;
+    const struct jload_field *t = issuer_fields;
     bool discovery = json_is_true(json_object_get(v, "discovery"));
-    bool disc_bad = has(t, s, "discovery") && !parsed(t, s, "discovery");
+    bool disc_bad = jload_has(t, s, "discovery") && !jload_parsed(t, s, "discovery");
     const char *given[3], *key;
     const json_t *val;
     int n = 0;
@@ -1638,10 +1003,10 @@ static void issuer_post(struct ctx *c, const json_t *v, struct cfg_issuer *iss, 
             given[n++] = !strcmp(key, "discovery") ? "discovery" : !strcmp(key, "jwks_uri") ? "jwks_uri" : "jwks_file";
     }
     if (n == 0 && !disc_bad)
-        err(c, "needs a key source: \"discovery\": true, \"jwks_uri\" or \"jwks_file\"%s",
-            has(t, s, "discovery") ? " (discovery is false)" : "");
+        jload_err(c, "needs a key source: \"discovery\": true, \"jwks_uri\" or \"jwks_file\"%s",
+            jload_has(t, s, "discovery") ? " (discovery is false)" : "");
     for (int k = 1; k < n; k++)
-        err_at(c, given[k], true,
+        jload_err_at(c, given[k], true,
                "only one of discovery, jwks_uri and jwks_file may be given, and \"%s\" already is", given[0]);
     if (n == 1) {
         if (!strcmp(given[0], "discovery"))
@@ -1652,38 +1017,38 @@ static void issuer_post(struct ctx *c, const json_t *v, struct cfg_issuer *iss, 
             iss->key_source = KEYS_JWKS_FILE;
     }
     const char *hint = " (set \"allow_http\": true, for a loopback test issuer)";
-    if (parsed(t, s, "jwks_uri")) {
-        push_key(c, "jwks_uri");
+    if (jload_parsed(t, s, "jwks_uri")) {
+        jload_push_key(c, "jwks_uri");
         check_fetch_url(c, iss->jwks_uri, iss->allow_http, hint);
-        pop(c);
+        jload_pop(c);
     }
-    if (discovery && parsed(t, s, "discovery") && parsed(t, s, "issuer")) {
+    if (discovery && jload_parsed(t, s, "discovery") && jload_parsed(t, s, "issuer")) {
         struct url u;
         const char *why;
-        push_key(c, "issuer");
+        jload_push_key(c, "issuer");
         if (url_parse(iss->issuer, false, false, &u, &why) < 0) {
-            err(c, "with discovery, the issuer must be an https URL: %s", why);
+            jload_err(c, "with discovery, the issuer must be an https URL: %s", why);
         } else {
             url_free(&u);
             check_fetch_url(c, iss->issuer, iss->allow_http, hint);
         }
-        pop(c);
+        jload_pop(c);
     }
     /* Cognito puts the app client in `aud` of ID tokens and in `client_id` of
      * access tokens (which have no aud): the other pairing never matches */
-    if (parsed(t, s, "token_use") && !(has(t, s, "audience_claim") && !parsed(t, s, "audience_claim"))) {
+    if (jload_parsed(t, s, "token_use") && !(jload_has(t, s, "audience_claim") && !jload_parsed(t, s, "audience_claim"))) {
         bool access = !strcmp(iss->token_use, "access"), by_aud = !strcmp(iss->audience_claim, "aud");
         if (access == by_aud)
-            err_at(c, "token_use", false,
+            jload_err_at(c, "token_use", false,
                    "%s tokens carry the app client in \"%s\": set \"audience_claim\": \"%s\"",
                    access ? "access" : "ID", access ? "client_id" : "aud", access ? "client_id" : "aud");
     }
-    if (parsed(t, s, "refresh_max_s") && parsed(t, s, "refresh_min_s") && iss->refresh_max_s < iss->refresh_min_s)
-        err_at(c, "refresh_max_s", false, "%u is below refresh_min_s (%u)", iss->refresh_max_s,
+    if (jload_parsed(t, s, "refresh_max_s") && jload_parsed(t, s, "refresh_min_s") && iss->refresh_max_s < iss->refresh_min_s)
+        jload_err_at(c, "refresh_max_s", false, "%u is below refresh_min_s (%u)", iss->refresh_max_s,
                iss->refresh_min_s);
-    else if (!has(t, s, "refresh_max_s") && iss->refresh_max_s < iss->refresh_min_s)
+    else if (!jload_has(t, s, "refresh_max_s") && iss->refresh_max_s < iss->refresh_min_s)
         iss->refresh_max_s = iss->refresh_min_s;
-    if (!has(t, s, "token_types")) {
+    if (!jload_has(t, s, "token_types")) {
         iss->token_types = xcalloc(2, sizeof(char *));
         iss->token_types[0] = xstrdup("JWT");
         iss->token_types[1] = xstrdup("at+jwt");
@@ -1707,19 +1072,19 @@ static void free_issuer(struct cfg_issuer *iss)
     free(iss->token_use);
 }
 
-static int parse_issuers(struct ctx *c, const json_t *v, void *obj)
+static int parse_issuers(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     size_t n;
     int rc = 0;
 
     if (!json_is_array(v)) {
-        err(c, "expected an array of issuers, got %s", jtype(v));
+        jload_err(c, "expected an array of issuers, got %s", jload_type_words(v));
         return -1;
     }
     n = json_array_size(v);
     if (n == 0 || n > MAX_ISSUERS) {
-        err(c, "needs 1..%d issuers, got %zu", MAX_ISSUERS, n);
+        jload_err(c, "needs 1..%d issuers, got %zu", MAX_ISSUERS, n);
         return -1;
     }
     cfg->issuers = xcalloc(n, sizeof(*cfg->issuers));
@@ -1727,38 +1092,38 @@ static int parse_issuers(struct ctx *c, const json_t *v, void *obj)
     for (size_t k = 0; k < n; k++) {
         const json_t *e = json_array_get(v, k);
         struct cfg_issuer *iss = &cfg->issuers[k];
-        struct seen s;
-        push_idx(c, k);
+        struct jload_seen s;
+        jload_push_idx(c, k);
         issuer_defaults(iss, c->dir);
-        if (parse_object(c, e, issuer_fields, iss, &s) < 0) {
+        if (jload_object(c, e, issuer_fields, iss, &s) < 0) {
             rc = -1;
         } else {
             issuer_post(c, e, iss, &s);
             /* names and iss values are unique */
             for (size_t j = 0; j < k; j++) {
                 const struct cfg_issuer *o = &cfg->issuers[j];
-                if (parsed(issuer_fields, &s, "name") && o->name && !strcmp(o->name, iss->name))
-                    err_at(c, "name", false, "issuer name \"%s\" is already used by issuers[%zu]", iss->name, j);
-                if (parsed(issuer_fields, &s, "issuer") && o->issuer && !strcmp(o->issuer, iss->issuer))
-                    err_at(c, "issuer", false, "this issuer is already configured as issuers[%zu]%s%s%s", j,
+                if (jload_parsed(issuer_fields, &s, "name") && o->name && !strcmp(o->name, iss->name))
+                    jload_err_at(c, "name", false, "issuer name \"%s\" is already used by issuers[%zu]", iss->name, j);
+                if (jload_parsed(issuer_fields, &s, "issuer") && o->issuer && !strcmp(o->issuer, iss->issuer))
+                    jload_err_at(c, "issuer", false, "this issuer is already configured as issuers[%zu]%s%s%s", j,
                            o->name ? " (\"" : "", o->name ? o->name : "", o->name ? "\")" : "");
             }
         }
-        pop(c);
+        jload_pop(c);
     }
     return rc;
 }
 
-static int parse_google(struct ctx *c, const json_t *v, void *obj)
+static int parse_google(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     struct cfg_google *g = &cfg->google;
-    const struct field *t = google_fields;
-    struct seen s;
+    const struct jload_field *t = google_fields;
+    struct jload_seen s;
 
-    if (parse_object(c, v, t, g, &s) < 0)
+    if (jload_object(c, v, t, g, &s) < 0)
         return -1;
-    if (!parsed(t, &s, "credentials") && has(t, &s, "credentials"))
+    if (!jload_parsed(t, &s, "credentials") && jload_has(t, &s, "credentials"))
         return -1; /* reported; which keys fit is unknown */
     static const struct {
         const char *key;
@@ -1772,45 +1137,45 @@ static int parse_google(struct ctx *c, const json_t *v, void *obj)
         {"token_lifetime_s", GOOGLE_LOCAL, "\"local\""},
     };
     for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++)
-        if (has(t, &s, only[k].key) && g->source != only[k].only)
-            err_at(c, only[k].key, true, "\"%s\" applies only with \"credentials\": %s", only[k].key,
+        if (jload_has(t, &s, only[k].key) && g->source != only[k].only)
+            jload_err_at(c, only[k].key, true, "\"%s\" applies only with \"credentials\": %s", only[k].key,
                    only[k].what);
     return 0;
 }
 
-static void upstream_post(struct ctx *c, struct cfg_upstream *up, const struct seen *s)
+static void upstream_post(struct jload *c, struct cfg_upstream *up, const struct jload_seen *s)
 {
-    const struct field *t = upstream_fields;
+    const struct jload_field *t = upstream_fields;
     struct url u;
     const char *why;
 
-    if (!parsed(t, s, "url"))
+    if (!jload_parsed(t, s, "url"))
         return;
-    push_key(c, "url");
+    jload_push_key(c, "url");
     if (url_parse(up->url, false, true, &u, &why) < 0) {
-        err(c, "expected http(s)://host[:port][/path]: %s", why);
-        pop(c);
+        jload_err(c, "expected http(s)://host[:port][/path]: %s", why);
+        jload_pop(c);
         return;
     }
     /* (an identity that did not parse is already reported: no guess on it) */
     if (!u.tls && up->identity == IDENTITY_GOOGLE && !is_loopback(u.host) &&
-        !(has(t, s, "identity") && !parsed(t, s, "identity")))
-        err(c, "plain http to a non-loopback host would send the Google ID token in clear: "
+        !(jload_has(t, s, "identity") && !jload_parsed(t, s, "identity")))
+        jload_err(c, "plain http to a non-loopback host would send the Google ID token in clear: "
                "use https, a loopback sidecar, or \"identity\": \"none\"");
-    pop(c);
+    jload_pop(c);
     up->tls = u.tls;
     up->port = u.port;
     up->host = u.host;
     up->base_path = u.path;
     u.host = u.path = NULL;
-    if (!has(t, s, "audience"))
+    if (!jload_has(t, s, "audience"))
         up->audience = url_origin(&(struct url){up->tls, up->host, up->port, NULL});
     /* no token is minted for identity "none": its token settings would be ignored */
-    if (parsed(t, s, "identity") && up->identity == IDENTITY_NONE)
+    if (jload_parsed(t, s, "identity") && up->identity == IDENTITY_NONE)
         for (int k = 0; k < 2; k++) {
             const char *key = k ? "token_header" : "audience";
-            if (has(t, s, key))
-                err_at(c, key, true, "\"%s\" has no effect with \"identity\": \"none\" (no token is sent)", key);
+            if (jload_has(t, s, key))
+                jload_err_at(c, key, true, "\"%s\" has no effect with \"identity\": \"none\" (no token is sent)", key);
         }
 }
 
@@ -1824,19 +1189,19 @@ static void free_upstream(struct cfg_upstream *up)
     free(up->base_path);
 }
 
-static int parse_upstreams(struct ctx *c, const json_t *v, void *obj)
+static int parse_upstreams(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     size_t n;
     int rc = 0;
 
     if (!json_is_array(v)) {
-        err(c, "expected an array of upstreams, got %s", jtype(v));
+        jload_err(c, "expected an array of upstreams, got %s", jload_type_words(v));
         return -1;
     }
     n = json_array_size(v);
     if (n == 0 || n > MAX_UPSTREAMS) {
-        err(c, "needs 1..%d upstreams, got %zu", MAX_UPSTREAMS, n);
+        jload_err(c, "needs 1..%d upstreams, got %zu", MAX_UPSTREAMS, n);
         return -1;
     }
     cfg->upstreams = xcalloc(n, sizeof(*cfg->upstreams));
@@ -1844,33 +1209,33 @@ static int parse_upstreams(struct ctx *c, const json_t *v, void *obj)
     for (size_t k = 0; k < n; k++) {
         const json_t *e = json_array_get(v, k);
         struct cfg_upstream *up = &cfg->upstreams[k];
-        struct seen s;
-        push_idx(c, k);
-        apply_defaults(upstream_fields, up, c->dir);
-        if (parse_object(c, e, upstream_fields, up, &s) < 0) {
+        struct jload_seen s;
+        jload_push_idx(c, k);
+        jload_defaults(upstream_fields, up, c->dir);
+        if (jload_object(c, e, upstream_fields, up, &s) < 0) {
             rc = -1;
         } else {
             upstream_post(c, up, &s);
-            for (size_t j = 0; j < k && parsed(upstream_fields, &s, "name"); j++)
+            for (size_t j = 0; j < k && jload_parsed(upstream_fields, &s, "name"); j++)
                 if (cfg->upstreams[j].name && !strcmp(cfg->upstreams[j].name, up->name)) {
-                    err_at(c, "name", false, "upstream name \"%s\" is already used by upstreams[%zu]",
+                    jload_err_at(c, "name", false, "upstream name \"%s\" is already used by upstreams[%zu]",
                            up->name, j);
                     break;
                 }
         }
-        pop(c);
+        jload_pop(c);
     }
     return rc;
 }
 
-static int parse_audit(struct ctx *c, const json_t *v, void *obj)
+static int parse_audit(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
-    struct seen s;
-    return parse_object(c, v, audit_fields, &cfg->audit, &s);
+    struct jload_seen s;
+    return jload_object(c, v, audit_fields, &cfg->audit, &s);
 }
 
-static int check_url_key_id(struct ctx *c, const char *s)
+static int check_url_key_id(struct jload *c, const char *s)
 {
     size_t n = strlen(s);
     bool okay = n >= 1 && n <= 32;
@@ -1879,65 +1244,65 @@ static int check_url_key_id(struct ctx *c, const char *s)
                (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-';
     if (okay)
         return 0;
-    err(c, "a key id is 1..32 letters, digits, '.', '_' or '-' (it travels in the link unescaped)");
+    jload_err(c, "a key id is 1..32 letters, digits, '.', '_' or '-' (it travels in the link unescaped)");
     return -1;
 }
 
-static const struct field url_key_fields[] = {
-    F_STR("id", struct cfg_url_key, id, NULL, check_url_key_id, FL_REQUIRED),
-    F_PATH("file", struct cfg_url_key, file, NULL, FL_REQUIRED),
+static const struct jload_field url_key_fields[] = {
+    JL_STR("id", struct cfg_url_key, id, NULL, check_url_key_id, JL_REQUIRED),
+    JL_PATH("file", struct cfg_url_key, file, NULL, JL_REQUIRED),
     {0},
 };
 
-static int parse_url_keys(struct ctx *c, const json_t *v, void *obj)
+static int parse_url_keys(struct jload *c, const json_t *v, void *obj)
 {
     struct cfg_url_signing *us = obj;
     size_t n;
     int rc = 0;
 
     if (!json_is_array(v)) {
-        err(c, "expected an array of keys, got %s", jtype(v));
+        jload_err(c, "expected an array of keys, got %s", jload_type_words(v));
         return -1;
     }
     n = json_array_size(v);
     if (n == 0 || n > 16) {
-        err(c, "needs 1..16 keys (the first signs, all verify), got %zu", n);
+        jload_err(c, "needs 1..16 keys (the first signs, all verify), got %zu", n);
         return -1;
     }
     us->keys = xcalloc(n, sizeof(*us->keys));
     us->n_keys = n;
     for (size_t k = 0; k < n; k++) {
         struct cfg_url_key *key = &us->keys[k];
-        struct seen s;
-        push_idx(c, k);
-        apply_defaults(url_key_fields, key, c->dir);
-        if (parse_object(c, json_array_get(v, k), url_key_fields, key, &s) < 0)
+        struct jload_seen s;
+        jload_push_idx(c, k);
+        jload_defaults(url_key_fields, key, c->dir);
+        if (jload_object(c, json_array_get(v, k), url_key_fields, key, &s) < 0)
             rc = -1;
         for (size_t j = 0; j < k && key->id; j++)
             if (us->keys[j].id && !strcmp(us->keys[j].id, key->id)) {
-                err_at(c, "id", false, "key id \"%s\" is already used by keys[%zu]", key->id, j);
+                jload_err_at(c, "id", false, "key id \"%s\" is already used by keys[%zu]", key->id, j);
                 rc = -1;
                 break;
             }
-        pop(c);
+        jload_pop(c);
     }
     return rc;
 }
 
-static const struct field url_signing_fields[] = {
-    F_CUSTOM("keys", parse_url_keys, FL_REQUIRED),
-    F_INT("max_ttl_s", struct cfg_url_signing, max_ttl_s, 1, 604800, 604800),
-    F_INT("leeway_s", struct cfg_url_signing, leeway_s, 0, 60, 0),
+static const struct jload_field url_signing_fields[] = {
+    JL_CUSTOM("keys", parse_url_keys, JL_REQUIRED),
+    JL_INT("max_ttl_s", struct cfg_url_signing, max_ttl_s, 1, 604800, 604800),
+    JL_INT("leeway_s", struct cfg_url_signing, leeway_s, 0, 60, 0),
     {0},
 };
 
-static int parse_url_signing(struct ctx *c, const json_t *v, void *obj)
+static int parse_url_signing(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
-    struct seen s;
-    apply_defaults(url_signing_fields, &cfg->url_signing, c->dir);
+    struct jload_seen s;
+    jload_defaults(url_signing_fields, &cfg->url_signing, c->dir);
     cfg->url_signing.enabled = true;
-    return parse_object(c, v, url_signing_fields, &cfg->url_signing, &s);
+    return jload_object(c, v, url_signing_fields, &cfg->url_signing, &s);
 }
 
 /*
@@ -1946,21 +1311,21 @@ static int parse_url_signing(struct ctx *c, const json_t *v, void *obj)
  * thread) or "unix:///absolute/path". No user, password or query in the URL:
  * the password lives in password_file, never in the config.
  */
-static int parse_redis_url(struct ctx *c, struct cfg_redis *r)
+static int parse_redis_url(struct jload *c, struct cfg_redis *r)
 {
     const char *s = r->url, *rest, *slash, *why = NULL;
     char *hp = NULL;
 
     if (!strncmp(s, "unix://", 7)) {
         if (s[7] != '/' || strlen(s + 7) > 100) {
-            err_at(c, "url", false, "expected \"unix:///absolute/path\" (at most 100 bytes of path)");
+            jload_err_at(c, "url", false, "expected \"unix:///absolute/path\" (at most 100 bytes of path)");
             return -1;
         }
         r->unix_path = xstrdup(s + 7);
         return 0;
     }
     if (strncmp(s, "redis://", 8) != 0) {
-        err_at(c, "url", false, "expected \"redis://HOST:PORT/DB\" or \"unix:///path\" "
+        jload_err_at(c, "url", false, "expected \"redis://HOST:PORT/DB\" or \"unix:///path\" "
                                 "(\"rediss://\" is not supported: hiredis 0.14 has no TLS)");
         return -1;
     }
@@ -1968,12 +1333,12 @@ static int parse_redis_url(struct ctx *c, struct cfg_redis *r)
     slash = strchr(rest, '/');
     hp = xstrndup(rest, slash ? (size_t)(slash - rest) : strlen(rest));
     if (strpbrk(hp, "@?#")) {
-        err_at(c, "url", false, "no user, password or query in the URL: the password goes in "
+        jload_err_at(c, "url", false, "no user, password or query in the URL: the password goes in "
                                 "\"password_file\"");
         goto fail;
     }
     if (parse_hostport(hp, true, &r->host, &r->port, &why) < 0) {
-        err_at(c, "url", false, "expected redis://HOST:PORT/DB: %s", why);
+        jload_err_at(c, "url", false, "expected redis://HOST:PORT/DB: %s", why);
         goto fail;
     }
     if (!r->port)
@@ -1981,7 +1346,7 @@ static int parse_redis_url(struct ctx *c, struct cfg_redis *r)
     {
         unsigned char buf[16];
         if (inet_pton(AF_INET, r->host, buf) != 1 && inet_pton(AF_INET6, r->host, buf) != 1) {
-            err_at(c, "url", false, "the Redis host must be an IP address (Memorystore gives one): "
+            jload_err_at(c, "url", false, "the Redis host must be an IP address (Memorystore gives one): "
                                     "a name would be resolved on a worker thread");
             goto fail;
         }
@@ -1992,7 +1357,7 @@ static int parse_redis_url(struct ctx *c, struct cfg_redis *r)
         errno = 0;
         db = strtol(slash + 1, &end, 10);
         if (*end || errno || db < 0 || db > 1023 || !(slash[1] >= '0' && slash[1] <= '9')) {
-            err_at(c, "url", false, "the database after \"/\" is a number 0..1023");
+            jload_err_at(c, "url", false, "the database after \"/\" is a number 0..1023");
             goto fail;
         }
         r->db = (int)db;
@@ -2008,7 +1373,7 @@ fail:
 
 /* The AUTH password: a file only its owner can read, whose bytes (without a
  * trailing newline) are the password. Read at load, never on a worker. */
-static int read_redis_password(struct ctx *c, struct cfg_redis *r)
+static int read_redis_password(struct jload *c, struct cfg_redis *r)
 {
     struct stat st;
     char buf[CONFIG_REDIS_PASSWORD_MAX + 2];
@@ -2016,22 +1381,22 @@ static int read_redis_password(struct ctx *c, struct cfg_redis *r)
     int fd = open(r->password_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), rc = -1;
 
     if (fd < 0) {
-        err_at(c, "password_file", false, "cannot open %s: %s", r->password_file, strerror(errno));
+        jload_err_at(c, "password_file", false, "cannot open %s: %s", r->password_file, strerror(errno));
         return -1;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        err_at(c, "password_file", false, "%s is not a regular file", r->password_file);
+        jload_err_at(c, "password_file", false, "%s is not a regular file", r->password_file);
         goto out;
     }
     if (st.st_mode & 077) {
-        err_at(c, "password_file", false, "%s is readable or writable by others (mode %03o): "
+        jload_err_at(c, "password_file", false, "%s is readable or writable by others (mode %03o): "
                                           "chmod 600 it", r->password_file,
                (unsigned)(st.st_mode & 0777));
         goto out;
     }
     n = read(fd, buf, sizeof(buf) - 1);
     if (n < 0 || n > CONFIG_REDIS_PASSWORD_MAX) {
-        err_at(c, "password_file", false, "%s: %s", r->password_file,
+        jload_err_at(c, "password_file", false, "%s: %s", r->password_file,
                n < 0 ? strerror(errno) : "longer than 512 bytes");
         goto out;
     }
@@ -2039,12 +1404,12 @@ static int read_redis_password(struct ctx *c, struct cfg_redis *r)
         n--;
     buf[n] = '\0';
     if (n == 0 || memchr(buf, '\0', (size_t)n)) {
-        err_at(c, "password_file", false, "%s holds no password", r->password_file);
+        jload_err_at(c, "password_file", false, "%s holds no password", r->password_file);
         goto out;
     }
     for (ssize_t i = 0; i < n; i++)
         if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
-            err_at(c, "password_file", false, "%s: the password holds a control character",
+            jload_err_at(c, "password_file", false, "%s: the password holds a control character",
                    r->password_file);
             goto out;
         }
@@ -2056,29 +1421,29 @@ out:
     return rc;
 }
 
-static int parse_redis(struct ctx *c, const json_t *v, void *obj)
+static int parse_redis(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     struct cfg_redis *r = &cfg->redis;
-    const struct field *t = redis_fields;
-    struct seen s;
+    const struct jload_field *t = redis_fields;
+    struct jload_seen s;
 
-    apply_defaults(t, r, c->dir);
-    if (parse_object(c, v, t, r, &s) < 0)
+    jload_defaults(t, r, c->dir);
+    if (jload_object(c, v, t, r, &s) < 0)
         return -1;
-    if (parsed(t, &s, "url") && parse_redis_url(c, r) < 0)
+    if (jload_parsed(t, &s, "url") && parse_redis_url(c, r) < 0)
         return -1;
-    if (parsed(t, &s, "password_file") && read_redis_password(c, r) < 0)
+    if (jload_parsed(t, &s, "password_file") && read_redis_password(c, r) < 0)
         return -1;
-    r->enabled = parsed(t, &s, "url");
+    r->enabled = jload_parsed(t, &s, "url");
     return 0;
 }
 
-static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj)
+static int parse_caller_assertion(struct jload *c, const json_t *v, void *obj)
 {
     struct cfg_upstream *up = obj;
     if (!json_is_boolean(v)) {
-        err(c, "expected true or false, got %s", jtype(v));
+        jload_err(c, "expected true or false, got %s", jload_type_words(v));
         return -1;
     }
     up->caller_assertion = json_is_true(v);
@@ -2086,53 +1451,53 @@ static int parse_caller_assertion(struct ctx *c, const json_t *v, void *obj)
     return 0;
 }
 
-static int parse_assertion(struct ctx *c, const json_t *v, void *obj)
+static int parse_assertion(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
     struct cfg_assertion *a = &cfg->assertion;
-    struct seen s;
+    struct jload_seen s;
 
-    apply_defaults(assertion_fields, a, c->dir);
-    if (parse_object(c, v, assertion_fields, a, &s) < 0)
+    jload_defaults(assertion_fields, a, c->dir);
+    if (jload_object(c, v, assertion_fields, a, &s) < 0)
         return -1;
     /* previous keys are files: resolved like every path of the config */
     for (size_t k = 0; k < a->n_previous_keys; k++) {
-        char *r = resolve(c->dir, a->previous_keys[k]);
+        char *r = jload_resolve(c->dir, a->previous_keys[k]);
         free(a->previous_keys[k]);
         a->previous_keys[k] = r;
     }
     for (size_t k = 0; a->signing_key && k < a->n_previous_keys; k++)
         if (!strcmp(a->signing_key, a->previous_keys[k])) {
-            push_key(c, "previous_keys");
-            push_idx(c, k);
-            err(c, "the signing key cannot also be a previous key");
-            pop(c);
-            pop(c);
+            jload_push_key(c, "previous_keys");
+            jload_push_idx(c, k);
+            jload_err(c, "the signing key cannot also be a previous key");
+            jload_pop(c);
+            jload_pop(c);
         }
     a->enabled = true;
     return 0;
 }
 
-static const struct field tracing_fields[] = {
-    F_STR("otlp_endpoint", struct cfg_tracing, otlp_endpoint, NULL, check_google_url, FL_REQUIRED),
-    F_INT("max_queue_size", struct cfg_tracing, max_queue_size, 16, 65536, 2048),
-    F_INT("max_export_batch_size", struct cfg_tracing, max_export_batch_size, 1, 8192, 512),
-    F_INT("schedule_delay_ms", struct cfg_tracing, schedule_delay_ms, 10, 60000, 5000),
-    F_INT("export_timeout_ms", struct cfg_tracing, export_timeout_ms, 100, 60000, 10000),
+static const struct jload_field tracing_fields[] = {
+    JL_STR("otlp_endpoint", struct cfg_tracing, otlp_endpoint, NULL, check_google_url, JL_REQUIRED),
+    JL_INT("max_queue_size", struct cfg_tracing, max_queue_size, 16, 65536, 2048),
+    JL_INT("max_export_batch_size", struct cfg_tracing, max_export_batch_size, 1, 8192, 512),
+    JL_INT("schedule_delay_ms", struct cfg_tracing, schedule_delay_ms, 10, 60000, 5000),
+    JL_INT("export_timeout_ms", struct cfg_tracing, export_timeout_ms, 100, 60000, 10000),
     {0},
 };
 
 /* tracing: {"otlp_endpoint": URL, ...} (otlp.h) */
-static int parse_tracing(struct ctx *c, const json_t *v, void *obj)
+static int parse_tracing(struct jload *c, const json_t *v, void *obj)
 {
     struct baton_config *cfg = obj;
-    struct seen s;
+    struct jload_seen s;
     int rc;
-    apply_defaults(tracing_fields, &cfg->tracing, c->dir);
+    jload_defaults(tracing_fields, &cfg->tracing, c->dir);
     cfg->tracing.enabled = true;
-    rc = parse_object(c, v, tracing_fields, &cfg->tracing, &s);
+    rc = jload_object(c, v, tracing_fields, &cfg->tracing, &s);
     if (rc == 0 && cfg->tracing.max_export_batch_size > cfg->tracing.max_queue_size) {
-        err_at(c, "max_export_batch_size", true,
+        jload_err_at(c, "max_export_batch_size", true,
                "\"max_export_batch_size\" must not exceed \"max_queue_size\"");
         rc = -1;
     }
@@ -2145,17 +1510,17 @@ static int parse_tracing(struct ctx *c, const json_t *v, void *obj)
 static void defaults(struct baton_config *cfg)
 {
     const char *mh = getenv("GCE_METADATA_HOST");
-    apply_defaults(root_fields, cfg, cfg->dir);
+    jload_defaults(root_fields, cfg, cfg->dir);
     cfg->listen.host = xstrdup("0.0.0.0");
     cfg->listen.port = 8080;
     cfg->admin_listen.host = xstrdup("127.0.0.1");
     cfg->admin_listen.port = 9090;
     cfg->admin_enabled = true;
-    apply_defaults(limits_fields, &cfg->limits, cfg->dir);
-    apply_defaults(google_fields, &cfg->google, cfg->dir);
+    jload_defaults(limits_fields, &cfg->limits, cfg->dir);
+    jload_defaults(google_fields, &cfg->google, cfg->dir);
     cfg->google.source = GOOGLE_METADATA;
     cfg->google.metadata_host = xstrdup(mh && *mh ? mh : "metadata.google.internal");
-    apply_defaults(audit_fields, &cfg->audit, cfg->dir);
+    jload_defaults(audit_fields, &cfg->audit, cfg->dir);
     cfg->audit.rotate_bytes = 0;
 }
 
@@ -2164,33 +1529,33 @@ static bool wildcard(const char *host)
     return !strcmp(host, "0.0.0.0") || !strcmp(host, "::");
 }
 
-static void root_post(struct ctx *c, struct baton_config *cfg, const struct seen *s)
+static void root_post(struct jload *c, struct baton_config *cfg, const struct jload_seen *s)
 {
-    const struct field *t = root_fields;
+    const struct jload_field *t = root_fields;
     /* caller_assertion defaults to whether "assertion" is configured */
     for (size_t k = 0; k < cfg->n_upstreams; k++) {
         struct cfg_upstream *up = &cfg->upstreams[k];
         if (!up->caller_assertion_set) {
             up->caller_assertion = cfg->assertion.enabled;
         } else if (up->caller_assertion && !cfg->assertion.enabled) {
-            push_key(c, "upstreams");
-            push_idx(c, k);
-            err_at(c, "caller_assertion", true,
+            jload_push_key(c, "upstreams");
+            jload_push_idx(c, k);
+            jload_err_at(c, "caller_assertion", true,
                    "\"caller_assertion\" needs the top-level \"assertion\" object (issuer, keys)");
-            pop(c);
-            pop(c);
+            jload_pop(c);
+            jload_pop(c);
         }
     }
-    if (cfg->admin_enabled && (parsed(t, s, "admin_listen") || parsed(t, s, "listen")) &&
+    if (cfg->admin_enabled && (jload_parsed(t, s, "admin_listen") || jload_parsed(t, s, "listen")) &&
         cfg->admin_listen.port == cfg->listen.port &&
         (!strcmp(cfg->admin_listen.host, cfg->listen.host) || wildcard(cfg->admin_listen.host) ||
          wildcard(cfg->listen.host))) {
-        err_at(c, has(t, s, "admin_listen") ? "admin_listen" : "listen", false,
+        jload_err_at(c, jload_has(t, s, "admin_listen") ? "admin_listen" : "listen", false,
                "admin_listen and listen would bind the same port %d", cfg->listen.port);
     }
     /* the bucket witness uploads with baton's own access token */
     if (cfg->audit.witness_bucket && cfg->google.source == GOOGLE_LOCAL)
-        err_at(c, "audit", true, "a witness bucket needs Google credentials \"metadata\" or "
+        jload_err_at(c, "audit", true, "a witness bucket needs Google credentials \"metadata\" or "
                                  "{\"service_account_key\": PATH} (\"local\" has no access token)");
 }
 
@@ -2204,53 +1569,17 @@ static char *dir_of(const char *file)
     return xstrndup(file, (size_t)(slash - file));
 }
 
-/* Sorts the diagnostics added since `first` by position (unknown last), stably. */
-struct diag_ix {
-    struct diag d;
-    size_t ix;
-};
-
-static int cmp_diag(const void *a, const void *b)
-{
-    const struct diag_ix *x = a, *y = b;
-    long lx = x->d.line > 0 ? x->d.line : LONG_MAX, ly = y->d.line > 0 ? y->d.line : LONG_MAX;
-    if (lx != ly)
-        return lx < ly ? -1 : 1;
-    if (x->d.col != y->d.col)
-        return x->d.col < y->d.col ? -1 : 1;
-    return x->ix < y->ix ? -1 : x->ix > y->ix;
-}
-
-static void sort_diags(struct diags *d, size_t first)
-{
-    size_t n = d->n - first;
-    struct diag_ix *t;
-    if (n < 2)
-        return;
-    t = xmalloc(n * sizeof(*t));
-    for (size_t k = 0; k < n; k++)
-        t[k] = (struct diag_ix){d->v[first + k], k};
-    qsort(t, n, sizeof(*t), cmp_diag);
-    for (size_t k = 0; k < n; k++)
-        d->v[first + k] = t[k].d;
-    free(t);
-}
-
 struct baton_config *config_load_buffer(const char *text, size_t len, const char *name, struct diags *d)
 {
     struct baton_config *cfg = NULL;
-    struct ctx c;
-    struct jsonpos_scan scan = {0};
+    struct jload c;
     json_t *root = NULL;
-    json_error_t jerr;
-    struct seen s;
+    struct jload_seen s;
     size_t first = d->n;
 
     if (!name)
         name = "-";
-    memset(&c, 0, sizeof(c));
-    c.file = name;
-    c.d = d;
+    jload_init(&c, name, NULL, NULL, 0, d);
     if (len > CONFIG_MAX_BYTES) {
         diags_add(d, name, 0, 0, "file is larger than %u bytes", CONFIG_MAX_BYTES);
         goto out;
@@ -2263,61 +1592,19 @@ struct baton_config *config_load_buffer(const char *text, size_t len, const char
         memcpy(cfg->text, text, len);
     cfg->text[len] = '\0';
     cfg->text_len = len;
-    c.text = cfg->text;
-    c.len = len;
-    c.dir = cfg->dir;
-
-    /* depth and repeated names first: jansson stops at the first duplicate */
-    jsonpos_scan(cfg->text, len, CONFIG_MAX_DEPTH, &scan);
-    if (scan.status == JSONPOS_TOO_DEEP) {
-        diags_add(d, name, scan.where.line, scan.where.col, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+    jload_init(&c, name, cfg->dir, cfg->text, len, d);
+    if (!(root = jload_parse(&c, CONFIG_MAX_DEPTH)))
         goto out;
-    }
-    root = json_loadb(cfg->text, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root && json_error_code(&jerr) == json_error_duplicate_key && scan.n_dups) {
-        for (size_t k = 0; k < scan.n_dups; k++) {
-            char q[420];
-            if (c.errors++ >= CONFIG_MAX_ERRORS)
-                continue;
-            quote(q, sizeof(q), scan.dups[k].name);
-            diags_add(d, name, scan.dups[k].at.line, scan.dups[k].at.col,
-                      "duplicate key %s (first at line %d, column %d)", q, scan.dups[k].first.line,
-                      scan.dups[k].first.col);
-        }
-        /* go on with jansson's last-wins reading to report everything else */
-        root = json_loadb(cfg->text, len, 0, &jerr);
-    }
-    if (!root) {
-        diags_add(d, name, jerr.line > 0 ? jerr.line : 1, jerr.column > 0 ? jerr.column : 1,
-                  "invalid JSON: %s", jerr.text);
-        goto out;
-    }
-    if (scan.status != JSONPOS_OK) {
-        /* jansson 2.14 skips a NUL byte after a number or literal ("[1\0]");
-         * the file must be JSON to both readers, or positions would be lost */
-        size_t at = scan.where.offset;
-        unsigned char b = at < len ? (unsigned char)cfg->text[at] : 0;
-        if (at >= len)
-            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected end of file");
-        else if (b >= 0x21 && b < 0x7f)
-            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected '%c'", b);
-        else
-            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected byte 0x%02x", b);
-        goto out;
-    }
     defaults(cfg);
     if (!json_is_object(root)) {
-        err(&c, "the configuration must be a JSON object, got %s", jtype(root));
+        jload_err(&c, "the configuration must be a JSON object, got %s", jload_type_words(root));
         goto out;
     }
-    if (parse_object(&c, root, root_fields, cfg, &s) == 0)
+    if (jload_object(&c, root, root_fields, cfg, &s) == 0)
         root_post(&c, cfg, &s);
 out:
-    sort_diags(d, first);
-    if (c.errors > CONFIG_MAX_ERRORS)
-        diags_add(d, name, 0, 0, "too many errors: %zu more not shown", c.errors - CONFIG_MAX_ERRORS);
+    jload_finish(&c);
     json_decref(root);
-    jsonpos_scan_free(&scan);
     if (d->n > first) {
         config_free(cfg);
         cfg = NULL;
@@ -2498,4 +1785,25 @@ bool config_is_trusted_proxy(const struct baton_config *cfg, const struct sockad
             return true;
     }
     return false;
+}
+
+const struct jload_table *config_tables(size_t *n)
+{
+    static const struct jload_table tables[] = {
+        {"", root_fields},
+        {"limits.", limits_fields},
+        {"issuers[].", issuer_fields},
+        {"google.", google_fields},
+        {"google.credentials.", sa_key_fields},
+        {"upstreams[].", upstream_fields},
+        {"audit.", audit_fields},
+        {"audit.witness.", witness_fields},
+        {"url_signing.", url_signing_fields},
+        {"url_signing.keys[].", url_key_fields},
+        {"redis.", redis_fields},
+        {"assertion.", assertion_fields},
+        {"tracing.", tracing_fields},
+    };
+    *n = sizeof(tables) / sizeof(tables[0]);
+    return tables;
 }

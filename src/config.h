@@ -9,7 +9,10 @@
  * config file's directory.
  *
  * Fields below marked "extension" are not in docs/spec.md's sample; README documents
- * them. Every key docs/spec.md names is here, with the same name.
+ * them. Every key docs/spec.md names is here, with the same name. Each key's
+ * default and range is written once, in config.c's tables (README's
+ * "Main configuration" table is held to them by tests/unit/test_config.c), not
+ * in the comments below.
  */
 #ifndef BATON_CONFIG_H
 #define BATON_CONFIG_H
@@ -19,6 +22,7 @@
 #include <stdint.h>
 
 #include "diag.h"
+#include "jws.h" /* enum jws_alg: cfg_issuer.algorithms */
 
 #define CONFIG_DEFAULT_PATH "/etc/baton/baton.json"
 
@@ -34,28 +38,17 @@ struct cfg_addr {
 };
 
 struct cfg_limits {
-    size_t max_header_bytes;  /* 16384, range 1024..1048576 */
-    size_t max_uri_bytes;     /* 8192, range 256..65536 */
-    uint64_t max_body_bytes;  /* 33554432, range 0..2^40 */
-    unsigned header_timeout_ms; /* 10000, range 100..600000 */
-    unsigned idle_timeout_ms;   /* 60000, range 100..3600000 */
-    unsigned max_connections;   /* 10000, range 1..1000000 */
-    unsigned body_timeout_ms;   /* 60000, range 100..3600000: the whole request body */
+    size_t max_header_bytes;
+    size_t max_uri_bytes;
+    uint64_t max_body_bytes;
+    unsigned header_timeout_ms;
+    unsigned idle_timeout_ms;
+    unsigned max_connections;
+    unsigned body_timeout_ms;   /* the whole request body */
 };
 
 enum cfg_key_source { KEYS_DISCOVERY, KEYS_JWKS_URI, KEYS_JWKS_FILE };
 
-/* JWS algorithms, as bits of cfg_issuer.algorithms. */
-enum jws_alg {
-    JWS_RS256, JWS_RS384, JWS_RS512,
-    JWS_PS256, JWS_PS384, JWS_PS512,
-    JWS_ES256, JWS_ES384, JWS_ES512,
-    JWS_EDDSA,
-    JWS_ALG__COUNT
-};
-/* "RS256" -> JWS_RS256 (exact, case-sensitive as RFC 7518), or -1. */
-int jws_alg_from_name(const char *name);
-const char *jws_alg_name(enum jws_alg alg);
 
 struct cfg_issuer {
     char *name;   /* local name policies refer to ("aws") */
@@ -69,15 +62,15 @@ struct cfg_issuer {
     unsigned algorithms;  /* bitmask of 1u << enum jws_alg; default RS256|ES256 */
     char **token_types;   /* allowed `typ`; absent typ always accepted */
     size_t n_token_types; /* key absent: filled with the default ["JWT", "at+jwt"]; [] given: 0, only tokens without typ */
-    int leeway_s;         /* 60, range 0..600 */
+    int leeway_s;
     /* extensions */
     char *token_use;        /* "access" or "id": Cognito `token_use` required; NULL: not checked */
     bool allow_missing_kid; /* default false: a token without kid fails */
     bool allow_http;        /* default false: plain http only to loopback, for tests */
-    unsigned refresh_min_s; /* 60, range 1..86400: floor of the refresh schedule */
-    unsigned refresh_max_s; /* 3600, range refresh_min_s..604800: ceiling */
-    unsigned fetch_timeout_ms; /* 5000, range 100..60000 */
-    size_t max_token_bytes; /* 16384, range 512..1048576 */
+    unsigned refresh_min_s; /* floor of the refresh schedule */
+    unsigned refresh_max_s; /* ceiling, at least refresh_min_s */
+    unsigned fetch_timeout_ms;
+    size_t max_token_bytes;
 };
 
 enum cfg_google_source { GOOGLE_METADATA, GOOGLE_SA_KEY, GOOGLE_LOCAL };
@@ -91,8 +84,8 @@ struct cfg_google {
     char *iamcredentials_url; /* default "https://iamcredentials.googleapis.com" */
     char *local_key;         /* GOOGLE_LOCAL: PEM private key path; NULL: generated at start */
     char *local_issuer;      /* GOOGLE_LOCAL: iss of minted tokens, default "https://baton.local" */
-    unsigned token_lifetime_s; /* GOOGLE_LOCAL lifetime, 3600, range 60..43200 */
-    unsigned timeout_ms;     /* 5000, per call to Google */
+    unsigned token_lifetime_s; /* GOOGLE_LOCAL lifetime */
+    unsigned timeout_ms;     /* per call to Google */
 };
 
 enum cfg_identity { IDENTITY_GOOGLE, IDENTITY_NONE };
@@ -103,7 +96,7 @@ struct cfg_upstream {
     char *audience; /* default: the URL's origin */
     char *token_header; /* "authorization" (default) | "x-serverless-authorization" */
     enum cfg_identity identity; /* default google */
-    unsigned timeout_ms;        /* 60000, range 1..3600000 */
+    unsigned timeout_ms;
     /* parsed from url */
     bool tls;
     char *host;     /* owned; lower case, an IPv6 literal without brackets */
@@ -112,7 +105,7 @@ struct cfg_upstream {
     /* extension: the signed caller assertion (README "Caller assertion") */
     bool caller_assertion;     /* effective: "caller_assertion", default true when "assertion" is set */
     bool caller_assertion_set; /* the key was given */
-    unsigned resolve_interval_s; /* 30, range 1..3600: address refresh (resolve.h) */
+    unsigned resolve_interval_s; /* address refresh (resolve.h) */
 };
 
 /* FSYNC_GROUP: written and fsynced as batch, but each response waits for its
@@ -128,11 +121,11 @@ struct cfg_audit {
     char **record_headers;
     size_t n_record_headers;
     /* extensions */
-    uint64_t rotate_bytes;        /* 0: never by size; else range 4096..2^40 */
-    unsigned batch_ms;            /* 10, range 1..1000: group commit interval */
-    unsigned checkpoint_records;  /* 1000, range 1..10000000 */
-    unsigned checkpoint_interval_s; /* 60, range 1..86400 */
-    unsigned queue_records;       /* 65536, range 16..16777216 */
+    uint64_t rotate_bytes;        /* 0: never by size */
+    unsigned batch_ms;            /* group commit interval */
+    unsigned checkpoint_records;
+    unsigned checkpoint_interval_s;
+    unsigned queue_records;
     /* audit.witness: where the open record and checkpoints are also written,
      * create-only; at most one of dir and bucket (docs/audit.md "Witness") */
     char *witness_dir;            /* resolved path of an existing directory, or NULL */
@@ -151,8 +144,8 @@ struct cfg_url_signing {
     bool enabled;              /* the key is present */
     struct cfg_url_key *keys;  /* 1..16; the first signs, all verify */
     size_t n_keys;
-    unsigned max_ttl_s;        /* 604800, range 1..604800: no link lives longer */
-    unsigned leeway_s;         /* 0, range 0..60: clock skew allowed past a link's expiry */
+    unsigned max_ttl_s;        /* no link lives longer */
+    unsigned leeway_s;         /* clock skew allowed past a link's expiry */
 };
 
 /* Extension: the store of steps whose limits.rate_scope is "global" (README
@@ -168,10 +161,10 @@ struct cfg_redis {
     char *host;          /* "redis://": an IP literal (no name is resolved on a worker); else NULL */
     int port;            /* 6379 by default */
     char *unix_path;     /* "unix:///path": the socket path; else NULL */
-    int db;              /* "/DB" of a redis:// URL, 0 by default, range 0..1023 */
+    int db;              /* "/DB" of a redis:// URL, 0 by default */
     char *password_file; /* resolved path, or NULL: no AUTH */
     char *password;      /* its bytes without a trailing newline, owned; NULL: no AUTH */
-    unsigned timeout_ms; /* 50, range 1..10000: the longest a request waits on Redis */
+    unsigned timeout_ms; /* the longest a request waits on Redis */
     enum cfg_redis_failure on_failure; /* "local" (default), "deny" or "allow" */
 };
 
@@ -181,7 +174,7 @@ struct cfg_assertion {
     bool enabled;
     char *issuer;      /* required: the assertion's `iss` */
     char *signing_key; /* resolved path of an EC P-256 PEM private key; NULL: generated at start */
-    unsigned lifetime_s; /* 300, range 30..3600 */
+    unsigned lifetime_s;
     char *header;      /* "x-baton-assertion"; never hop-by-hop, framing or one baton sets */
     char **previous_keys; /* resolved paths of EC P-256 public PEMs: published, never used to sign */
     size_t n_previous_keys;
@@ -193,10 +186,10 @@ struct cfg_assertion {
 struct cfg_tracing {
     bool enabled;               /* the key is present */
     char *otlp_endpoint;        /* required: http(s) base URL; spans go to {it}/v1/traces */
-    unsigned max_queue_size;    /* 2048, range 16..65536: requests whose spans wait */
-    unsigned max_export_batch_size; /* 512, range 1..8192, <= max_queue_size: requests per POST */
-    unsigned schedule_delay_ms; /* 5000, range 10..60000: longest a span waits for a batch */
-    unsigned export_timeout_ms; /* 10000, range 100..60000: one POST */
+    unsigned max_queue_size;    /* requests whose spans wait */
+    unsigned max_export_batch_size; /* requests per POST, <= max_queue_size */
+    unsigned schedule_delay_ms; /* longest a span waits for a batch */
+    unsigned export_timeout_ms; /* one POST */
 };
 
 struct baton_config {
@@ -207,7 +200,7 @@ struct baton_config {
     struct cfg_addr listen;       /* "0.0.0.0:8080"; $PORT overrides the port */
     struct cfg_addr admin_listen; /* "127.0.0.1:9090" */
     bool admin_enabled;           /* false when admin_listen is "" */
-    int workers;                  /* 0: one per CPU; range 0..256 */
+    int workers;                  /* 0: one per CPU */
     struct cfg_cidr *trusted_proxies;
     size_t n_trusted_proxies;
     struct cfg_limits limits;
@@ -219,11 +212,11 @@ struct baton_config {
     char *policies; /* resolved directory, default "<dir>/policies" */
     struct cfg_audit audit;
     /* extensions */
-    unsigned drain_ms; /* "drain_timeout_ms", 8000, range 0..600000 */
+    unsigned drain_ms; /* "drain_timeout_ms" */
     bool access_log;   /* "access_log" (server), default false: one INFO line per request
                           (httpRequest, trace) on stderr; off by default because a log
                           line per request costs more than the rest of a cache-hit request */
-    unsigned ready_timeout_ms; /* "ready_timeout_ms", 30000, range 0..600000: the serving
+    unsigned ready_timeout_ms; /* "ready_timeout_ms": the serving
                                   port stays closed until ready or this long after start */
     char *health_path;         /* "health_path", NULL: none; else GET answers like /readyz
                                   on the serving port */
@@ -285,5 +278,11 @@ const struct cfg_upstream *config_upstream(const struct baton_config *cfg, const
 /* True when the address (AF_INET/AF_INET6 sockaddr) is within trusted_proxies. */
 struct sockaddr;
 bool config_is_trusted_proxy(const struct baton_config *cfg, const struct sockaddr *sa);
+
+/* Added by config: every key table with the JSON path prefix README's
+ * "Main configuration" table gives its keys (jload.h); static. The test that
+ * holds README's table to the code reads them. */
+struct jload_table;
+const struct jload_table *config_tables(size_t *n);
 
 #endif

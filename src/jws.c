@@ -90,6 +90,28 @@ struct jws_keyset {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
+static const char *const alg_names[JWS_ALG__COUNT] = {
+    [JWS_RS256] = "RS256", [JWS_RS384] = "RS384", [JWS_RS512] = "RS512",
+    [JWS_PS256] = "PS256", [JWS_PS384] = "PS384", [JWS_PS512] = "PS512",
+    [JWS_ES256] = "ES256", [JWS_ES384] = "ES384", [JWS_ES512] = "ES512",
+    [JWS_EDDSA] = "EdDSA",
+};
+
+int jws_alg_from_name(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int a = 0; a < JWS_ALG__COUNT; a++)
+        if (!strcmp(name, alg_names[a]))
+            return a;
+    return -1;
+}
+
+const char *jws_alg_name(enum jws_alg alg)
+{
+    return (unsigned)alg < JWS_ALG__COUNT ? alg_names[alg] : "?";
+}
+
 int jws_alg_lookup(const char *name)
 {
     if (strcmp(name, "Ed25519") == 0)

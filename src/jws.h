@@ -43,7 +43,6 @@
 
 #include <jansson.h>
 
-#include "config.h" /* enum jws_alg */
 #include "reason.h"
 
 #define JWS_KEYSET_MAX_BYTES (512u * 1024u) /* a JWK Set document larger than this is refused */
@@ -88,7 +87,19 @@ const char *jws_key_kid(const struct jws_key *k);
 /* Bitmask (1u << enum jws_alg) of the algorithms this key may verify. */
 unsigned jws_key_algs(const struct jws_key *k);
 
-/* JWS alg name -> enum jws_alg, or -1. Wraps config's jws_alg_from_name and
+/* JWS algorithms, as bits of a key's or an issuer's accepted set (config.h
+ * cfg_issuer.algorithms). */
+enum jws_alg {
+    JWS_RS256, JWS_RS384, JWS_RS512,
+    JWS_PS256, JWS_PS384, JWS_PS512,
+    JWS_ES256, JWS_ES384, JWS_ES512,
+    JWS_EDDSA,
+    JWS_ALG__COUNT
+};
+/* "RS256" -> JWS_RS256 (exact, case-sensitive as RFC 7518), or -1. */
+int jws_alg_from_name(const char *name);
+const char *jws_alg_name(enum jws_alg alg);
+/* JWS alg name -> enum jws_alg, or -1. Wraps jws_alg_from_name and
  * also accepts "Ed25519" (RFC 9864's fully specified name for EdDSA/Ed25519). */
 int jws_alg_lookup(const char *name);
 

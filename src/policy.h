@@ -92,15 +92,16 @@ struct policy;
  * across every baton sharing the config's Redis (README "Shared limits"). */
 enum policy_rate_scope { POLICY_RATE_INSTANCE, POLICY_RATE_GLOBAL };
 
-/* The step's limits; 0 = unset (the config's or upstream's value applies). */
+/* The step's limits; 0 = unset (the config's or upstream's value applies).
+ * Ranges and defaults: policy_load.c's limits_fields, written once. */
 struct policy_limits {
-    uint64_t max_body_bytes; /* 1..2^40 */
-    unsigned timeout_ms;     /* 1..3600000 */
+    uint64_t max_body_bytes;
+    unsigned timeout_ms;
     double rate_per_s;       /* any number > 0 and <= 1000000 (0.0002: one per 5000 s);
                                 0: no rate limit */
-    unsigned burst;          /* 1..1000000; defaults to rate_per_s rounded up (at least 1) */
-    enum policy_rate_scope rate_scope; /* "instance" (default) or "global" (needs rate_per_s and redis) */
-    unsigned max_in_flight;  /* 1..1000000 requests at once per instance; 0: no cap */
+    unsigned burst;          /* unset: rate_per_s rounded up (at least 1) */
+    enum policy_rate_scope rate_scope; /* "global" needs rate_per_s and redis */
+    unsigned max_in_flight;  /* requests at once per instance; 0: no cap */
 };
 
 /* One source for policy_set_build: a file name (for messages) and its bytes. */
@@ -234,5 +235,10 @@ size_t policy_header_count(const struct policy *p);
 const char *policy_header_name(const struct policy *p, size_t i);
 bool policy_header_matched(const struct policy *p, size_t i, const struct policy_input *in,
                            const char **value, size_t *len);
+
+/* Every key table of a step policy with the JSON path prefix README's
+ * "Policy keys" table gives its keys (jload.h); static. */
+struct jload_table;
+const struct jload_table *policy_tables(size_t *n);
 
 #endif

@@ -57,11 +57,11 @@ def test_every_error_of_every_policy_is_printed_with_file_line_column(tmp_path):
     f2 = tmp_path / "policies" / "bad2.json"
     expected = [
         f'{f1}:{pos(bad1, chr(34) + "payroll")}: error: upstream "payroll" is not defined in',
-        f'{f1}:{pos(bad1, chr(34) + "role")}: error: unknown key "role" in a callers entry',
+        f'{f1}:{pos(bad1, chr(34) + "role")}: error: callers[0]: unknown key "role"',
         f'{f1}:{pos(bad1, chr(34) + "post")}: error: method "post" must be an upper-case token',
         f'{f1}:{pos(bad1, chr(34) + "/one/../x")}: error: path pattern "/one/../x" can never match a canonical path (path_dot_segment)',
         f'{f1}:{pos(bad1, "0 }")}: error: "rate_per_s" is 0, the range is greater than 0 up to 1000000',
-        f'{f2}:{pos(bad2, chr(34) + "step", 2)}: error: duplicate key "step" (first at line 2 column 3)',
+        f'{f2}:{pos(bad2, chr(34) + "step", 2)}: error: duplicate key "step" (first at line 2, column 3)',
         f'{f2}:{pos(bad2, chr(34) + "github")}: error: issuer "github" is not defined in',
     ]
     lines = r.stderr.splitlines()

@@ -104,7 +104,7 @@ def test_check_suggests_policy_keys_and_warns_about_regex_globs(tmp_path, up):
     r = run_baton("check", "-c", env.dir / "baton.json")
     assert r.returncode == 1
     f = env.dir / "policies" / "typo.json"
-    assert (f'{f}:{pos_of(pol, chr(34) + "path_prefx")}: error: unknown key "path_prefx" in "route" '
+    assert (f'{f}:{pos_of(pol, chr(34) + "path_prefx")}: error: route: unknown key "path_prefx" '
             f'(did you mean "path_prefix"?)') in r.stderr, r.stderr
     (env.dir / "policies" / "typo.json").unlink()
 
@@ -244,7 +244,7 @@ def test_readme_policy_key_table_matches_the_loader():
             rows.append(line.split("`")[1])
     assert len(code) >= 20
     assert sorted(rows) == sorted(code), (
-        "README's policy key table and src/policy.c disagree: only in README %s, only in code %s"
+        "README's policy key table and src/policy_load.c disagree: only in README %s, only in code %s"
         % (sorted(set(rows) - set(code)), sorted(set(code) - set(rows))))
     assert len(rows) == len(set(rows)), "a key listed twice"
 
@@ -292,7 +292,7 @@ def test_a_refused_reload_shows_in_metrics_and_readyz(tmp_path, up):
         assert st == 200, "the old set keeps serving: still ready"
         c = ready["config"]
         assert c["last_reload_ok"] is False and c["generation"] == 1
-        assert c["error"].startswith(f'{bad}:1:27: "route" lacks the required key "path_prefix"'), c
+        assert c["error"].startswith(f'{bad}:1:27: route: missing required key "path_prefix"'), c
         assert c["error"].endswith("(and more)"), "the typo is a second error: " + c["error"]
         assert "older than the files" in c["note"] and c["reloads_refused"] == 1
         assert c["failed_at"] > c["loaded_at"]

@@ -18,6 +18,7 @@
 #include "diag.h"
 #include "util.h"
 #include "tap.h"
+#include "readme_tables.h"
 
 #define FILE_NAME "/etc/baton/baton.json"
 
@@ -1172,6 +1173,60 @@ static void test_redis(void)
     free(member);
 }
 
+/* README's "Main configuration" table and config's tables name the same
+ * keys with the same defaults and ranges (readme_tables.h); a README whose
+ * default or range drifts fails. */
+static void test_readme_table(void)
+{
+    size_t n;
+    const struct jload_table *t = config_tables(&n);
+    char *readme = readme_text(), *report = NULL, *drifted;
+    int bad;
+
+    ok(readme != NULL, "README.md is readable");
+    if (!readme)
+        return;
+    bad = readme_check(readme, "## Main configuration\n", t, n, NULL, &report);
+    ok(bad == 0, "README's configuration table agrees with config's tables (%d disagreements)", bad);
+    for (char *line = report, *nl; line && *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        tap_diag("%.*s", (int)(nl - line), line);
+    }
+    free(report);
+    /* the check can fail: a default, a range and a key that drifted */
+    drifted = xstrdup(readme);
+    {
+        char *row = strstr(drifted, "| `limits.max_uri_bytes` | integer | 8192 | 256..65536");
+        ok(row != NULL, "README has the max_uri_bytes row the drift test edits");
+        if (row) {
+            memcpy(strstr(row, "8192"), "8193", 4);
+            memcpy(strstr(row, "256..65536"), "256..65535", 10);
+            memcpy(strstr(row, "max_uri_bytes"), "max_url_bytes", 13);
+        }
+    }
+    bad = readme_check(drifted, "## Main configuration\n", t, n, NULL, &report);
+    ok(bad >= 2 && report && strstr(report, "limits.max_url_bytes: in README, not in the code") &&
+           strstr(report, "limits.max_uri_bytes: in the code, not in README"),
+       "a README row that drifts is caught (%d)", bad);
+    free(report);
+    free(drifted);
+    drifted = xstrdup(readme);
+    {
+        char *row = strstr(drifted, "| `limits.max_uri_bytes` | integer | 8192 | 256..65536");
+        if (row) {
+            memcpy(strstr(row, "8192"), "8193", 4);
+            memcpy(strstr(row, "256..65536"), "256..65535", 10);
+        }
+    }
+    bad = readme_check(drifted, "## Main configuration\n", t, n, NULL, &report);
+    ok(bad == 2 && report && strstr(report, "limits.max_uri_bytes: README's default does not say 8192") &&
+           strstr(report, "limits.max_uri_bytes: README's range does not say 256..65536"),
+       "a default and a range that drift are caught (%d)", bad);
+    free(report);
+    free(drifted);
+    free(readme);
+}
+
 int main(void)
 {
     test_defaults();
@@ -1196,5 +1251,6 @@ int main(void)
     test_redis();
     test_health_path();
     test_url_signing();
+    test_readme_table();
     return tap_done();
 }

@@ -1,5 +1,5 @@
 /*
- * Unit tests of policy.c: loading (with the exact position of each error),
+ * Unit tests of policy_load.c and policy_match.c: loading (with the exact position of each error),
  * routing order, claims patterns, path patterns, methods, required headers,
  * scopes, dry_run, and the trace explain prints. The config is built in the
  * test: issuers "aws" and "cognito", upstreams "cleanup", "billing" and
@@ -11,9 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "jload.h"
 #include "policy.h"
 #include "util.h"
 #include "tap.h"
+#include "readme_tables.h"
 
 static struct cfg_issuer issuers[2];
 static struct cfg_upstream upstreams[3];
@@ -704,27 +706,27 @@ static void test_load_errors(void)
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
          " \"colour\": \"blue\"}",
-         "p.json:4:2: unknown key \"colour\" in a step policy\n", "unknown top-level key"},
+         "p.json:4:2: unknown key \"colour\"\n", "unknown top-level key"},
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\", \"port\": 80},\"upstream\":\"billing\",\n"
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}, \"role\": 1}],\n"
          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"], \"deny\": true}]}",
-         "p.json:1:41: unknown key \"port\" in \"route\" (did you mean \"host\"?)\n"
-         "p.json:2:51: unknown key \"role\" in a callers entry\n"
-         "p.json:3:47: unknown key \"deny\" in an allow rule\n",
+         "p.json:1:41: route: unknown key \"port\" (did you mean \"host\"?)\n"
+         "p.json:2:51: callers[0]: unknown key \"role\"\n"
+         "p.json:3:47: allow[0]: unknown key \"deny\"\n",
          "unknown nested keys, all reported in order"},
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
          " \"step\":\"t\",\n"
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\",\"sub\":\"y\"}}],\n"
          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}",
-         "p.json:2:2: duplicate key \"step\" (first at line 1 column 2)\n"
-         "p.json:3:49: duplicate key \"sub\" (first at line 3 column 39)\n",
+         "p.json:2:2: duplicate key \"step\" (first at line 1, column 2)\n"
+         "p.json:3:49: duplicate key \"sub\" (first at line 3, column 39)\n",
          "duplicate keys"},
         {"{\"step\":5,\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
          " \"callers\":{},\n"
          " \"allow\":[{\"methods\":\"GET\",\"paths\":[\"/**\"]}]}",
-         "p.json:1:9: \"step\" must be a string, not integer\n"
-         "p.json:2:12: \"callers\" must be an array, not object\n"
-         "p.json:3:22: \"methods\" must be an array, not string\n",
+         "p.json:1:9: \"step\" must be a string, not an integer\n"
+         "p.json:2:12: \"callers\" must be an array, not an object\n"
+         "p.json:3:22: \"methods\" must be an array, not a string\n",
          "wrong types"},
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"payroll\",\n"
          " \"callers\":[{\"issuer\":\"google\",\"claims\":{\"sub\":\"x\"}}],\n"
@@ -736,10 +738,10 @@ static void test_load_errors(void)
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n"
          " \"limits\":{\"max_body_bytes\":0,\"timeout_ms\":3600001,\"rate_per_s\":0,\"burst\":-1}}",
-         "p.json:4:29: \"max_body_bytes\" is 0, the range is 1..1099511627776\n"
-         "p.json:4:44: \"timeout_ms\" is 3600001, the range is 1..3600000\n"
+         "p.json:4:29: limits.max_body_bytes: 0 is out of range 1..1099511627776\n"
+         "p.json:4:44: limits.timeout_ms: 3600001 is out of range 1..3600000\n"
          "p.json:4:65: \"rate_per_s\" is 0, the range is greater than 0 up to 1000000 (0.0002 is one request per 5000 s)\n"
-         "p.json:4:75: \"burst\" is -1, the range is 1..1000000\n",
+         "p.json:4:75: limits.burst: -1 is out of range 1..1000000\n",
          "limits out of range"},
         {"{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
          " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
@@ -789,16 +791,16 @@ static void test_load_errors(void)
          "p.json:5:20: service_account \"not-an-email\" is not a service account e-mail address\n",
          "bad scopes, headers and service account"},
         {"{\"route\":{},\n \"callers\":[],\"allow\":[{}]}",
-         "p.json:1:1: the policy lacks the required key \"step\"\n"
-         "p.json:1:1: the policy lacks the required key \"upstream\"\n"
-         "p.json:1:10: \"route\" lacks the required key \"path_prefix\"\n"
+         "p.json:1:1: missing required key \"step\"\n"
+         "p.json:1:1: missing required key \"upstream\"\n"
+         "p.json:1:10: route: missing required key \"path_prefix\"\n"
          "p.json:2:12: \"callers\" must not be empty\n"
-         "p.json:2:24: an allow rule lacks the required key \"methods\"\n"
-         "p.json:2:24: an allow rule lacks the required key \"paths\"\n",
+         "p.json:2:24: allow[0]: missing required key \"methods\"\n"
+         "p.json:2:24: allow[0]: missing required key \"paths\"\n",
          "missing required keys"},
         {"{\"step\": \"s\",\n \"route\": {\"path_prefix\": \"/\"\n}", "p.json:3:1: invalid JSON: '}' expected near end of file\n",
          "syntax error with jansson's position"},
-        {"[1]", "p.json:1:1: a step policy must be a JSON object, not array\n", "top level array"},
+        {"[1]", "p.json:1:1: a step policy must be a JSON object, not an array\n", "top level array"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct diags d = DIAGS_INIT;
@@ -824,6 +826,31 @@ static void test_load_errors(void)
         ok(set == NULL && d.n == 1 && strstr(d.v[0].msg, "nesting deeper than"),
            "nesting deeper than POLICY_MAX_DEPTH is an error");
         free(deep);
+        diags_free(&d);
+    }
+    /* the config's cap and order (jload): 151 unknown keys and 5 missing ones give
+     * 100 errors and a summary, sorted by position with the summary last */
+    {
+        struct diags d = DIAGS_INIT;
+        char *many = xstrdup("{");
+        struct policy_set *set;
+        for (int k = 0; k < 150; k++) {
+            char *next = xasprintf("%s\"k%d\": %d, ", many, k, k);
+            free(many);
+            many = next;
+        }
+        char *text = xasprintf("%s\"stepp\": 1}", many);
+        set = build1(&d, text);
+        ok(set == NULL && d.n == JLOAD_MAX_ERRORS + 1, "policy errors stop at JLOAD_MAX_ERRORS plus a summary (%zu)",
+           d.n);
+        if (d.n == JLOAD_MAX_ERRORS + 1) {
+            ok(strstr(d.v[d.n - 1].msg, "too many errors: 56 more not shown") && d.v[d.n - 1].line == 0,
+               "the summary counts what was not shown, and sorts last");
+            is_str(d.v[0].msg, "unknown key \"k0\"", "the first error is the first in the file");
+        }
+        free(many);
+        free(text);
+        policy_set_free(set);
         diags_free(&d);
     }
 }
@@ -881,7 +908,7 @@ static void test_load_dir(void)
     s = diag_text(&d);
     ok(set == NULL, "one broken file fails the whole set");
     {
-        char *want = xasprintf("%s/c.json:1:9: \"step\" must be a string, not integer\n", dir);
+        char *want = xasprintf("%s/c.json:1:9: \"step\" must be a string, not an integer\n", dir);
         ok(strstr(s, want) != NULL, "the broken file's error names the file in the directory");
         free(want);
     }
@@ -947,11 +974,11 @@ static void test_first_hour(void)
                      " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}], \"limit\":{}}");
     s = diag_text(&d);
     ok(set == NULL, "misspelled keys fail the load");
-    ok(strstr(s, "p.json:1:22: unknown key \"path_prefx\" in \"route\" (did you mean \"path_prefix\"?)\n") != NULL,
+    ok(strstr(s, "p.json:1:22: route: unknown key \"path_prefx\" (did you mean \"path_prefix\"?)\n") != NULL,
        "did you mean path_prefix");
-    ok(strstr(s, "p.json:2:14: unknown key \"isuer\" in a callers entry (did you mean \"issuer\"?)\n") != NULL,
+    ok(strstr(s, "p.json:2:14: callers[0]: unknown key \"isuer\" (did you mean \"issuer\"?)\n") != NULL,
        "did you mean issuer");
-    ok(strstr(s, "unknown key \"limit\" in a step policy (did you mean \"limits\"?)") != NULL,
+    ok(strstr(s, "unknown key \"limit\" (did you mean \"limits\"?)") != NULL,
        "did you mean limits");
     free(s);
     policy_set_free(set);
@@ -1042,7 +1069,7 @@ static void test_first_hour(void)
                          " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
                          " \"limits\":{\"rate_per_s\":\"1/h\"}}");
         s = diag_text(&d);
-        ok(!set && strstr(s, "p.json:4:25: \"rate_per_s\" must be a number, not string") != NULL,
+        ok(!set && strstr(s, "p.json:4:25: \"rate_per_s\" must be a number, not a string") != NULL,
            "a rate that is not a number is an error");
         free(s);
         policy_set_free(set);
@@ -1145,7 +1172,7 @@ static void test_signed_urls(void)
              "   {\"signed_url\":{\"minted_by\":{\"issuer\":\"google\",\"claims\":{}}}}],\n"
              " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/a/**\"]}]}",
              "p.json:2:27: \"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}\n"
-             "p.json:2:49: unknown key \"issuer\" in a signed_url callers entry\n"
+             "p.json:2:49: callers[1]: unknown key \"issuer\"\n"
              "p.json:3:41: issuer \"google\" is not defined in conf/baton.json\n"
              "p.json:3:59: an empty claims object would match any object; name the claims to match\n",
              "signed_url entries are checked at file:line:column"},
@@ -1157,10 +1184,10 @@ static void test_signed_urls(void)
              "p.json:4:22: a sign entry's callers hold tokens: a signed URL cannot mint links\n"
              "p.json:4:54: method \"get\" must be an upper-case token (methods match exactly)\n"
              "p.json:4:70: path pattern \"/b/**\" can never match under the route's path_prefix \"/a/\"\n"
-             "p.json:4:91: \"max_ttl_s\" is 0, the range is 1..604800\n"
-             "p.json:4:93: unknown key \"x\" in a sign entry\n"
-             "p.json:5:10: a sign entry lacks the required key \"callers\"\n"
-             "p.json:5:10: a sign entry lacks the required key \"max_ttl_s\"\n",
+             "p.json:4:91: sign[0].max_ttl_s: 0 is out of range 1..604800\n"
+             "p.json:4:93: sign[0]: unknown key \"x\"\n"
+             "p.json:5:10: sign[1]: missing required key \"callers\"\n"
+             "p.json:5:10: sign[1]: missing required key \"max_ttl_s\"\n",
              "sign entries are checked at file:line:column"},
         };
         for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -1196,16 +1223,16 @@ static void test_shared_limits(void)
         {" \"limits\":{\"rate_scope\":\"global\"}}", true,
          "p.json:4:25: \"rate_scope\": \"global\" needs \"rate_per_s\"\n", "global without a rate"},
         {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"cluster\"}}", true,
-         "p.json:4:40: \"rate_scope\" is \"instance\" or \"global\", not \"cluster\"\n", "unknown scope"},
+         "p.json:4:40: limits.rate_scope: \"cluster\" is not one of \"instance\" or \"global\"\n", "unknown scope"},
         {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":1}}", true,
-         "p.json:4:40: \"rate_scope\" must be a string, not integer\n", "scope of the wrong type"},
+         "p.json:4:40: limits.rate_scope: expected a string, got an integer\n", "scope of the wrong type"},
         {" \"limits\":{\"max_in_flight\":0}}", false,
-         "p.json:4:28: \"max_in_flight\" is 0, the range is 1..1000000\n", "max_in_flight 0"},
+         "p.json:4:28: limits.max_in_flight: 0 is out of range 1..1000000\n", "max_in_flight 0"},
         {" \"limits\":{\"max_in_flight\":1000001}}", false,
-         "p.json:4:28: \"max_in_flight\" is 1000001, the range is 1..1000000\n", "max_in_flight over the cap"},
+         "p.json:4:28: limits.max_in_flight: 1000001 is out of range 1..1000000\n", "max_in_flight over the cap"},
         {" \"limits\":{\"max_in_flight\":1000000}}", false, "", "max_in_flight at the cap"},
         {" \"limits\":{\"max_in_flight\":\"2\"}}", false,
-         "p.json:4:28: \"max_in_flight\" must be an integer, not string\n", "max_in_flight as a string"},
+         "p.json:4:28: limits.max_in_flight: expected an integer, got a string\n", "max_in_flight as a string"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct diags d = DIAGS_INIT;
@@ -1244,6 +1271,54 @@ static void test_shared_limits(void)
     }
 }
 
+static void report_lines(char *report)
+{
+    for (char *line = report, *nl; line && *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        tap_diag("%.*s", (int)(nl - line), line);
+    }
+}
+
+/* README's "Policy keys" table and the "Shared limits on Redis" rows agree
+ * with the loader's tables: names, and the ranges and defaults of the keys
+ * a table row checks (readme_tables.h). */
+static void test_readme_tables(void)
+{
+    size_t n;
+    const struct jload_table *t = policy_tables(&n);
+    char *readme = readme_text(), *report = NULL, *drifted, *row;
+    int bad;
+
+    ok(readme != NULL, "README.md is readable");
+    if (!readme)
+        return;
+    bad = readme_check(readme, "### Policy keys\n", t, n, NULL, &report);
+    ok(bad == 0, "README's policy key table agrees with the loader's tables (%d disagreements)", bad);
+    report_lines(report);
+    free(report);
+    bad = readme_check(readme, "## Shared limits on Redis\n", t, n, "limits.", &report);
+    ok(bad == 0, "README's shared limits rows agree with the loader's limits table (%d)", bad);
+    report_lines(report);
+    free(report);
+    /* the check can fail: a range and a choice that drifted */
+    drifted = xstrdup(readme);
+    row = strstr(drifted, "| `limits.timeout_ms` | integer | the upstream's `timeout_ms` | 1..3600000");
+    ok(row != NULL, "README has the timeout_ms row the drift test edits");
+    if (row)
+        memcpy(strstr(row, "1..3600000"), "1..3600001", 10);
+    row = strstr(drifted, "| `limits.rate_scope` *ext.* | string | `\"instance\"` | `\"instance\"` or `\"global\"`");
+    ok(row != NULL, "README has the rate_scope row the drift test edits");
+    if (row)
+        memcpy(strstr(row, "`\"global\"`"), "`\"glob4l\"`", 10);
+    bad = readme_check(drifted, "### Policy keys\n", t, n, NULL, &report);
+    ok(bad == 2 && report && strstr(report, "limits.timeout_ms: README's range does not say 1..3600000") &&
+           strstr(report, "limits.rate_scope: README does not name the choice \"global\""),
+       "a range and a choice that drift are caught (%d)", bad);
+    free(report);
+    free(drifted);
+    free(readme);
+}
+
 int main(void)
 {
     cfg_init();
@@ -1262,5 +1337,6 @@ int main(void)
     test_shared_limits();
     test_first_hour();
     test_signed_urls();
+    test_readme_tables();
     return tap_done();
 }
