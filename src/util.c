@@ -240,25 +240,11 @@ bool ascii_case_eq(const char *a, const char *b, size_t n)
 {
     size_t i = 0;
 
-    /* a variable-length copy into a word would call memcpy: 4 to 7 bytes
-     * are two 4-byte loads (overlapping) packed into one word, fewer are
-     * compared byte by byte */
-    if (n < 4) {
+    if (n < 8) { /* a variable-length copy into a word would call memcpy */
         for (; i < n; i++)
             if (lower_byte((unsigned char)a[i]) != lower_byte((unsigned char)b[i]))
                 return false;
         return true;
-    }
-    if (n < 8) {
-        uint32_t a0, a1, b0, b1;
-        uint64_t x, y;
-        memcpy(&a0, a, 4);
-        memcpy(&a1, a + n - 4, 4);
-        memcpy(&b0, b, 4);
-        memcpy(&b1, b + n - 4, 4);
-        x = (uint64_t)a0 | (uint64_t)a1 << 32;
-        y = (uint64_t)b0 | (uint64_t)b1 << 32;
-        return x == y || lower_word(x) == lower_word(y);
     }
     for (; i + 8 <= n; i += 8) {
         uint64_t x, y;
