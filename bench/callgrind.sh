@@ -48,20 +48,7 @@ service nginx stop >/dev/null 2>&1 || true
 bench_start callgrind
 bench_token
 bench_upstream $P_UP
-cat >"$T/nginx-px.conf" <<EOF
-worker_processes 1;
-error_log $T/nginx-px.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$P_NGX;
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
+bench_nginx_proxy_conf $P_NGX $P_UP
 bench_baton_conf $P_BAT $P_ADM $P_UP '["POST"]' \
     ", \"require_headers\": { \"X-Sfn-Execution\": \"arn:aws:states:*\" }"
 printf '{"input":{"run":"bench","items":[1,2,3]}}' >"$T/body.json"
@@ -112,7 +99,7 @@ measure() {
         port=$P_NGX
         valgrind --tool=callgrind --separate-threads=no --trace-children=yes \
             --callgrind-out-file="$T/cg.$name.%p" \
-            nginx -c "$T/nginx-px.conf" -p "$T" -g "daemon off; master_process off; pid $T/nginx-px.vg;" \
+            nginx -c "$T/nginx-px.conf" -p "$T" -g "daemon off; master_process off;" \
             2>"$T/vg.$name.$n" &
         pid=$!
         bench_wait_port $port || return 1

@@ -9,6 +9,9 @@
 #   bench_token                  $T/{jwks.json,pub.pem,cert.pem,token}; TOKEN
 #   bench_upstream_conf PORT     $T/nginx-up.conf (pid $T/nginx-up.pid)
 #   bench_upstream PORT          ... and starts it (nginx daemonises)
+#   bench_nginx_proxy_conf PORT UP
+#                                $T/nginx-px.conf: nginx's plain reverse proxy
+#                                to UP, keepalive upstream (pid $T/nginx-px.pid)
 #   bench_baton_conf PORT ADMIN UP [ALLOW_METHODS [POLICY_EXTRA]]
 #                                $T/baton.json and $T/policies/bench.json:
 #                                1 worker, the bench issuer (RS256, jwks_file),
@@ -64,6 +67,24 @@ EOF
 bench_upstream() {
     bench_upstream_conf "$1"
     nginx -c "$T/nginx-up.conf" -p "$T" || exit 2
+}
+
+bench_nginx_proxy_conf() {
+    cat >"$T/nginx-px.conf" <<EOF
+worker_processes 1;
+pid $T/nginx-px.pid;
+error_log $T/nginx-px.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream up { server 127.0.0.1:$2; keepalive 64; }
+    server {
+        listen 127.0.0.1:$1;
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
 }
 
 bench_baton_conf() {

@@ -58,21 +58,7 @@ bench_token
 bench_upstream $P_UP
 
 # ---- nginx plain reverse proxy (keepalive upstream) ------------------------
-cat >"$T/nginx-px.conf" <<EOF
-worker_processes 1;
-pid $T/nginx-px.pid;
-error_log $T/nginx-px.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$P_NGX;
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
+bench_nginx_proxy_conf $P_NGX $P_UP
 nginx -c "$T/nginx-px.conf" -p "$T" || exit 2
 
 # ---- HAProxy 2.6 with jwt_verify --------------------------------------------
