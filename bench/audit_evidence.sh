@@ -13,38 +13,20 @@
 # CPU time per request (user+system of every thread, /proc/PID/stat), and the
 # witness objects written. Loopback only, about a minute.
 set -u
+. "$(dirname "$0")/lib.sh"
 BATON=$(readlink -f "${1:-./baton}")
 DUR=${BENCH_DURATION:-8s}
 ROUNDS=${BENCH_ROUNDS:-3}
-PY=/usr/bin/python3
 P_UP=18490 P_BAT=18491 P_ADM=18492
 [ -x "$BATON" ] || { echo "bench: no baton binary at $BATON" >&2; exit 2; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || apt-get install -y -qq wrk nginx >/dev/null
 service nginx stop >/dev/null 2>&1 || true
 
-T=$(mktemp -d /tmp/baton-evidence.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    [ -f "$T/nginx-up.pid" ] && kill "$(cat "$T/nginx-up.pid")" 2>/dev/null
-    sleep 0.3
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-$PY "$(dirname "$0")/mint_token.py" "$T" || exit 2
-TOKEN=$(cat "$T/token")
+bench_start evidence
+bench_token
 "$BATON" audit keygen --out "$T/audit.pem" >/dev/null || exit 2
 mkdir -p "$T/policies" "$T/witness"
-cat >"$T/nginx-up.conf" <<EOF
-worker_processes 1;
-pid $T/nginx-up.pid;
-error_log $T/nginx-up.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-       server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } } }
-EOF
-nginx -c "$T/nginx-up.conf" -p "$T" || exit 2
+bench_upstream $P_UP
 cat >"$T/policies/bench.json" <<EOF
 { "step": "bench", "route": { "host": "*", "path_prefix": "/" }, "upstream": "up",
   "callers": [{ "issuer": "bench", "claims": { "sub": "arn:aws:iam::123456789012:role/*" } }],

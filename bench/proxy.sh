@@ -26,13 +26,14 @@
 # Needs (installed with apt-get when missing): nginx haproxy apache2
 # libapache2-mod-auth-openidc wrk; python3-jwt for the token.
 set -u
+. "$(dirname "$0")/lib.sh"
 BATON=${1:-./baton}
 BATON=$(readlink -f "$BATON")
 DUR=${BENCH_DURATION:-10s}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
 IDLE=${BENCH_IDLE_CONNECTIONS:-10000}
-PY=/usr/bin/python3
+PY=$BENCH_PY
 P_UP=18480 P_NGX=18481 P_HAP=18482 P_APA=18483 P_BAT=18484 P_ADM=18485 P_JWKS=18486
 P_BAS=18487 P_BAS_ADM=18488
 
@@ -49,67 +50,15 @@ fi
 # Debian starts the packaged services on install: stop them, we use our own.
 for s in nginx haproxy apache2; do service "$s" stop >/dev/null 2>&1 || true; done
 
-T=$(mktemp -d /tmp/baton-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    [ -f "$T/apache.pid" ] && kill "$(cat "$T/apache.pid")" 2>/dev/null
-    [ -f "$T/nginx-up.pid" ] && kill "$(cat "$T/nginx-up.pid")" 2>/dev/null
-    [ -f "$T/nginx-px.pid" ] && kill "$(cat "$T/nginx-px.pid")" 2>/dev/null
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$T"
-}
-trap cleanup EXIT
+bench_start bench
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-wait_port() { # port: until something accepts, at most 10 s
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench: nothing listening on $1" >&2
-    return 1
-}
-
-# ---- keys and token ----------------------------------------------------------
-$PY "$(dirname "$0")/mint_token.py" "$T" || exit 2
-TOKEN=$(cat "$T/token")
-
-# ---- upstream: nginx returning 3 bytes -------------------------------------
-cat >"$T/nginx-up.conf" <<EOF
-worker_processes 1;
-pid $T/nginx-up.pid;
-error_log $T/nginx-up.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    # a head with the caller assertion (~1.1 KB) fits the first buffer, as in
-    # application servers (Node 16 KB, Go 1 MB); nginx's 1 KB default would
-    # move it to a large buffer and slow the upstream, not baton
-    client_header_buffer_size 4k;
-    server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } }
-}
-EOF
-nginx -c "$T/nginx-up.conf" -p "$T" || exit 2
+# ---- keys and token; upstream: nginx returning 3 bytes (bench/lib.sh) -------
+bench_token
+bench_upstream $P_UP
 
 # ---- nginx plain reverse proxy (keepalive upstream) ------------------------
-cat >"$T/nginx-px.conf" <<EOF
-worker_processes 1;
-pid $T/nginx-px.pid;
-error_log $T/nginx-px.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
-    server {
-        listen 127.0.0.1:$P_NGX;
-        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
+bench_nginx_proxy_conf $P_NGX $P_UP
 nginx -c "$T/nginx-px.conf" -p "$T" || exit 2
 
 # ---- HAProxy 2.6 with jwt_verify --------------------------------------------
@@ -176,29 +125,7 @@ chmod 755 "$T"
 apache2 -f "$T/apache.conf" -k start >"$T/apache.out" 2>&1
 
 # ---- baton ---------------------------------------------------------------------
-mkdir -p "$T/policies"
-cat >"$T/baton.json" <<EOF
-{
-  "listen": "127.0.0.1:$P_BAT",
-  "admin_listen": "127.0.0.1:$P_ADM",
-  "workers": 1,
-  "limits": { "max_connections": 20000, "idle_timeout_ms": 600000 },
-  "issuers": [{ "name": "bench", "issuer": "https://issuer.bench", "jwks_file": "jwks.json",
-                "audiences": ["https://gateway.bench"], "algorithms": ["RS256"] }],
-  "upstreams": [{ "name": "up", "url": "http://127.0.0.1:$P_UP", "identity": "none" }],
-  "policies": "policies",
-  "audit": { "path": "audit.jsonl", "fsync": "batch", "on_failure": "deny" }
-}
-EOF
-cat >"$T/policies/bench.json" <<EOF
-{
-  "step": "bench",
-  "route": { "host": "*", "path_prefix": "/" },
-  "upstream": "up",
-  "callers": [{ "issuer": "bench", "claims": { "sub": "arn:aws:iam::123456789012:role/*" } }],
-  "allow": [{ "methods": ["GET"], "paths": ["/**"] }]
-}
-EOF
+bench_baton_conf $P_BAT $P_ADM $P_UP
 t0=$(date +%s%N)
 "$BATON" serve -c "$T/baton.json" 2>"$T/baton.err" &
 BATON_PID=$!
@@ -227,7 +154,7 @@ for _ in $(seq 1000); do
 done
 
 for p in $P_UP $P_NGX $P_HAP $P_APA $P_BAT $P_BAS; do
-    wait_port $p || { tail -n 5 "$T"/*.err "$T"/*.log "$T"/*.out 2>/dev/null >&2; exit 1; }
+    bench_wait_port $p || { tail -n 5 "$T"/*.err "$T"/*.log "$T"/*.out 2>/dev/null >&2; exit 1; }
 done
 
 # Every target must answer 200 with the token (and refuse without, for the verifiers).

@@ -19,12 +19,12 @@
 # Ports BENCH_PORT_BASE (18570) to +3 on 127.0.0.1.
 # Needs: redis-server, nginx, wrk (apt-get install redis-server nginx wrk).
 set -u
+. "$(dirname "$0")/lib.sh"
 BATON=${1:-./baton}
 BATON=$(readlink -f "$BATON")
 DUR=${BENCH_DURATION:-5s}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-32}
-PY=/usr/bin/python3
 B=${BENCH_PORT_BASE:-18570}
 P_UP=$B P_BAT=$((B + 1)) P_ADM=$((B + 2)) P_RED=$((B + 3))
 
@@ -34,34 +34,11 @@ for b in redis-server nginx wrk; do
         { echo "bench: $b missing (apt-get install redis-server nginx wrk)" >&2; exit 2; }
 done
 
-T=$(mktemp -d /tmp/baton-rlbench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    [ -f "$T/nginx-up.pid" ] && kill "$(cat "$T/nginx-up.pid")" 2>/dev/null
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-# ---- key and token -----------------------------------------------------------
-$PY "$(dirname "$0")/mint_token.py" "$T" || exit 2
-TOKEN=$(cat "$T/token")
+bench_start rlbench
+bench_token
 
 # ---- upstream, redis -----------------------------------------------------------
-cat >"$T/nginx-up.conf" <<EOF
-worker_processes 1;
-pid $T/nginx-up.pid;
-error_log $T/nginx-up.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$P_UP; location / { return 200 "ok\n"; } }
-}
-EOF
-nginx -c "$T/nginx-up.conf" -p "$T" || exit 2
+bench_upstream $P_UP
 redis-server --port $P_RED --bind 127.0.0.1 --save "" --appendonly no --dir "$T" \
     --logfile "$T/redis.log" --daemonize no &
 REDIS_PID=$!

@@ -9,6 +9,8 @@ PKGS="autoconf automake libtool pkg-config make gcc clang curl ca-certificates
 missing=""
 # global rate limits: hiredis (src/redis.c) and the redis-server the e2e tests start
 PKGS="$PKGS libhiredis-dev redis-server"
+# bench/callgrind.sh: valgrind's callgrind, and ab (apache2-utils) for its load
+PKGS="$PKGS valgrind apache2-utils"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

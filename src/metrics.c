@@ -5,6 +5,7 @@
 #include "metrics.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -31,6 +32,9 @@ static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005,
                                    0.025,  0.05,    0.1,    0.25,  0.5,   1,     2.5,
                                    5,      10,      30,     60};
 #define N_BUCKETS (sizeof(bucket_le) / sizeof(bucket_le[0]))
+/* The same bounds in nanoseconds, filled from bucket_le by metrics_init: a
+ * request's time is compared as an integer, with no division. */
+static uint64_t bucket_ns[N_BUCKETS];
 
 struct histogram {
     _Atomic uint64_t bucket[N_BUCKETS + 1]; /* last: +Inf */
@@ -92,6 +96,8 @@ int metrics_init(unsigned n)
         n = 1;
     workers = xcalloc(n, sizeof(*workers));
     n_workers = n;
+    for (size_t b = 0; b < N_BUCKETS; b++)
+        bucket_ns[b] = (uint64_t)llround(bucket_le[b] * 1e9);
     for (unsigned i = 0; i < n; i++)
         pthread_mutex_init(&workers[i].insert_lock, NULL);
     return 0;
@@ -119,9 +125,9 @@ static uint32_t step_hash(const char *step)
     return h;
 }
 
-static uint32_t label_hash(const char *step, enum decision d, enum reason reason, int status)
+/* A label set's hash from its step's (step_hash, taken once a request). */
+static uint32_t label_hash(uint32_t h, enum decision d, enum reason reason, int status)
 {
-    uint32_t h = step_hash(step);
     h = (h ^ (uint32_t)d) * 16777619u;
     h = (h ^ (uint32_t)reason) * 16777619u;
     h = (h ^ (uint32_t)status) * 16777619u;
@@ -130,10 +136,10 @@ static uint32_t label_hash(const char *step, enum decision d, enum reason reason
 
 #define OVERFLOW_RESERVE 64
 
-static struct label_set *label_find(struct metrics_worker *mw, const char *step, enum decision d,
-                                    enum reason reason, int status, bool overflowed)
+static struct label_set *label_find(struct metrics_worker *mw, const char *step, uint32_t step_h,
+                                    enum decision d, enum reason reason, int status, bool overflowed)
 {
-    uint32_t h = label_hash(step, d, reason, status);
+    uint32_t h = label_hash(step_h, d, reason, status);
     size_t i;
 
     for (size_t probe = 0; probe < METRICS_LABEL_SETS; probe++) {
@@ -144,7 +150,8 @@ static struct label_set *label_find(struct metrics_worker *mw, const char *step,
             /* The last OVERFLOW_RESERVE slots are kept for the overflow
              * label, one per (decision, status) seen after the table filled. */
             if (!overflowed && mw->n_sets >= METRICS_LABEL_SETS - OVERFLOW_RESERVE)
-                return label_find(mw, "_overflow", d, reason, status, true);
+                return label_find(mw, "_overflow", step_hash("_overflow"), d, reason, status,
+                                  true);
             mw->n_sets++;
             /* Insert: only this worker writes its table; the lock keeps the
              * renderer from reading a half-filled entry. */
@@ -167,15 +174,14 @@ static struct label_set *label_find(struct metrics_worker *mw, const char *step,
 
 /* The step's upstream histogram; past the table, the last slot is
  * step="_overflow" for every step that did not fit. */
-static struct histogram *step_histogram_find(struct metrics_worker *mw, const char *step)
+static struct histogram *step_histogram_find(struct metrics_worker *mw, const char *step,
+                                             uint32_t h)
 {
-    uint32_t h = step_hash(step);
-
     for (size_t probe = 0; probe < METRICS_STEP_HISTOGRAMS; probe++) {
         struct step_histogram *s = &mw->upstream[(h + probe) & (METRICS_STEP_HISTOGRAMS - 1)];
         if (!atomic_load_explicit(&s->used, memory_order_acquire)) {
             if (mw->n_upstream >= METRICS_STEP_HISTOGRAMS - 1 && strcmp(step, "_overflow") != 0)
-                return step_histogram_find(mw, "_overflow");
+                return step_histogram_find(mw, "_overflow", step_hash("_overflow"));
             mw->n_upstream++;
             pthread_mutex_lock(&mw->insert_lock);
             snprintf(s->step, sizeof(s->step), "%s", step);
@@ -191,9 +197,8 @@ static struct histogram *step_histogram_find(struct metrics_worker *mw, const ch
 
 static void observe(struct histogram *h, uint64_t ns)
 {
-    double s = (double)ns / 1e9;
     size_t b = 0;
-    while (b < N_BUCKETS && s > bucket_le[b])
+    while (b < N_BUCKETS && ns > bucket_ns[b])
         b++;
     bump(&h->bucket[b], 1);
     bump(&h->count, 1);
@@ -205,17 +210,19 @@ void metrics_request(struct metrics_worker *mw, const char *step, enum decision 
 {
     struct label_set *s;
     const char *label = step && *step ? step : METRICS_NO_STEP;
+    uint32_t h;
 
     if (!mw)
         return;
-    s = label_find(mw, label, d, reason, status, false);
+    h = step_hash(label);
+    s = label_find(mw, label, h, d, reason, status, false);
     if (s)
         bump(&s->count, 1);
     observe(&mw->request, total_ns);
     if (upstream_ns) {
-        struct histogram *h = step_histogram_find(mw, label);
-        if (h)
-            observe(h, upstream_ns);
+        struct histogram *u = step_histogram_find(mw, label, h);
+        if (u)
+            observe(u, upstream_ns);
     }
 }
 

@@ -115,26 +115,53 @@ void sha256_raw(const void *data, size_t len, unsigned char out[32])
         abort();
 }
 
+/* The two digits of every byte (hex) and of every number below 100
+ * (decimal): one table load a pair instead of a shift, a mask and two loads
+ * (the audit writer hex-encodes every record's chain hash, and a request head
+ * and its record carry a dozen numbers). */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+static const char dec_pairs[201] =
+    "00010203040506070809101112131415161718192021222324"
+    "25262728293031323334353637383940414243444546474849"
+    "50515253545556575859606162636465666768697071727374"
+    "75767778798081828384858687888990919293949596979899";
+
 void hex_encode(const unsigned char *in, size_t len, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
+    for (size_t i = 0; i < len; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * in[i], 2);
     out[2 * len] = '\0';
 }
 
 size_t u64_decimal(uint64_t v, char out[20])
 {
-    char t[20];
-    size_t n = 0;
+    static const uint64_t pow10[20] = {
+        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+        100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+        10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
+        100000000000000000ull, 1000000000000000000ull, 10000000000000000000ull};
+    size_t n = 1, p;
 
-    do
-        t[n++] = (char)('0' + v % 10);
-    while ((v /= 10));
-    for (size_t i = 0; i < n; i++)
-        out[i] = t[n - 1 - i];
+    while (n < 20 && v >= pow10[n])
+        n++;
+    p = n;
+    while (v >= 100) {
+        p -= 2;
+        memcpy(out + p, dec_pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10)
+        memcpy(out + p - 2, dec_pairs + 2 * v, 2);
+    else
+        out[p - 1] = (char)('0' + v);
     return n;
 }
 
@@ -166,21 +193,6 @@ int hex_value(unsigned char c)
     return -1;
 }
 
-int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen)
-{
-    size_t n = alen < blen ? alen : blen;
-    for (size_t i = 0; i < n; i++) {
-        int ca = (unsigned char)a[i], cb = (unsigned char)b[i];
-        if (ca >= 'A' && ca <= 'Z')
-            ca += 32;
-        if (cb >= 'A' && cb <= 'Z')
-            cb += 32;
-        if (ca != cb)
-            return ca - cb;
-    }
-    return alen < blen ? -1 : alen > blen;
-}
-
 /* ASCII upper-case letters of a word lowered: a byte is A-Z when its low 7
  * bits are >= 'A' and <= 'Z' and its top bit is clear; those get 0x20. */
 static inline uint64_t lower_word(uint64_t w)
@@ -193,10 +205,47 @@ static inline uint64_t lower_word(uint64_t w)
     return w | (upper >> 2);
 }
 
+int ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen, i = 0;
+
+    /* whole words that fold equal first; the bytes from the first word that
+     * does not decide the order */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y && lower_word(x) != lower_word(y))
+            break;
+    }
+    for (; i < n; i++) {
+        int ca = (unsigned char)a[i], cb = (unsigned char)b[i];
+        if (ca >= 'A' && ca <= 'Z')
+            ca += 32;
+        if (cb >= 'A' && cb <= 'Z')
+            cb += 32;
+        if (ca != cb)
+            return ca - cb;
+    }
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* One byte with A-Z lowered: c - 'A' below 26 unsigned means A-Z. */
+static inline unsigned lower_byte(unsigned char c)
+{
+    return c | (unsigned)((unsigned)(c - 'A') < 26u) << 5;
+}
+
 bool ascii_case_eq(const char *a, const char *b, size_t n)
 {
     size_t i = 0;
 
+    if (n < 8) { /* a variable-length copy into a word would call memcpy */
+        for (; i < n; i++)
+            if (lower_byte((unsigned char)a[i]) != lower_byte((unsigned char)b[i]))
+                return false;
+        return true;
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t x, y;
         memcpy(&x, a + i, 8);
@@ -204,10 +253,10 @@ bool ascii_case_eq(const char *a, const char *b, size_t n)
         if (x != y && lower_word(x) != lower_word(y))
             return false;
     }
-    if (i < n) {
-        uint64_t x = 0, y = 0;
-        memcpy(&x, a + i, n - i);
-        memcpy(&y, b + i, n - i);
+    if (i < n) { /* the last 8 bytes, overlapping bytes already found equal */
+        uint64_t x, y;
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
         if (x != y && lower_word(x) != lower_word(y))
             return false;
     }

@@ -107,8 +107,9 @@ static void test_case_eq(void)
 
     for (int x = 0; x < 256; x++)
         for (int y = 0; y < 256; y++)
-            for (size_t len = 1; len <= sizeof(a); len += 6) /* 1, 7, 13, 19 */
-                for (size_t at = 0; at < len; at += (len > 8 ? 3 : 1)) {
+            for (size_t len = 1; len <= sizeof(a); len += (len < 9 ? 1 : 3))
+                /* 1 to 9, 12, 15, 18: bytes, two 4-byte halves, a whole word, an overlapping last word */
+                for (size_t at = 0; at < len; at += (len > 9 ? 3 : 1)) {
                     memset(a, 'k', len);
                     memset(b, 'K', len);
                     a[at] = (char)x;
@@ -147,6 +148,70 @@ static void test_decimal(void)
     is_str(got, "18446744073709551615", "u64_decimal of UINT64_MAX is 20 digits");
     got[u64_decimal(0, got)] = '\0';
     is_str(got, "0", "u64_decimal of 0");
+}
+
+/* The byte-wise order ascii_casecmp_n had before it compared whole words first. */
+static int casecmp_bytes(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    for (size_t i = 0; i < n; i++) {
+        int ca = (unsigned char)a[i], cb = (unsigned char)b[i];
+        ca += (ca >= 'A' && ca <= 'Z') ? 32 : 0;
+        cb += (cb >= 'A' && cb <= 'Z') ? 32 : 0;
+        if (ca != cb)
+            return ca - cb;
+    }
+    return alen < blen ? -1 : alen > blen;
+}
+
+static int sign(int v)
+{
+    return (v > 0) - (v < 0);
+}
+
+/* ascii_casecmp_n skips words that fold equal: the order it gives must be
+ * the byte-wise one for a difference in any word, at any byte, in any length. */
+static void test_casecmp_words(void)
+{
+    static const char vals[] = {'a', 'A', 'b', 'Z', '[', '`', '-', '_', '\x80', '\xe1', '\xc1', '0'};
+    char a[20], b[20];
+    long wrong = 0, n = 0;
+
+    for (size_t la = 0; la <= sizeof(a); la++)
+        for (size_t lb = la > 2 ? la - 2 : 0; lb <= la + 2 && lb <= sizeof(b); lb++)
+            for (size_t at = 0; at < (la > lb ? la : lb); at++)
+                for (size_t x = 0; x < sizeof(vals); x++)
+                    for (size_t y = 0; y < sizeof(vals); y++) {
+                        memset(a, 'q', sizeof(a));
+                        memset(b, 'Q', sizeof(b));
+                        a[at] = vals[x];
+                        b[at] = vals[y];
+                        n++;
+                        if (sign(ascii_casecmp_n(a, la, b, lb)) != sign(casecmp_bytes(a, la, b, lb)))
+                            wrong++;
+                    }
+    is_int(wrong, 0, "ascii_casecmp_n orders as the byte-wise comparison at every length and byte");
+    ok(n > 50000, "ascii_casecmp_n: over 50,000 cases");
+    ok(ascii_casecmp_n("X-Sfn-Execution", 15, "x-sfn-executioN", 15) == 0 &&
+           ascii_casecmp_n("x-sfn-execution-a", 17, "X-SFN-EXECUTION-B", 17) < 0 &&
+           ascii_casecmp_n("Authorization", 13, "authorization2", 14) < 0,
+       "ascii_casecmp_n: equal across words, a difference in the third word, a longer name");
+}
+
+/* hex_encode's pair table holds the right two digits for every byte value. */
+static void test_hex_encode(void)
+{
+    unsigned char all[256];
+    char got[513], want[513];
+
+    for (int i = 0; i < 256; i++) {
+        all[i] = (unsigned char)i;
+        snprintf(want + 2 * i, 3, "%02x", i);
+    }
+    hex_encode(all, sizeof(all), got);
+    is_str(got, want, "hex_encode of every byte value is two lowercase hex digits, as printf gives");
+    hex_encode(all, 0, got);
+    is_str(got, "", "hex_encode of no bytes is the empty string");
 }
 
 /* Issue 13: the one "did you mean" and warnings beside errors. */
@@ -197,6 +262,8 @@ int main(void)
     test_decimal();
     test_sha256();
     test_escape();
+    test_casecmp_words();
+    test_hex_encode();
     test_reason();
     test_diags();
     test_read_capped();

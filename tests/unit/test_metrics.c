@@ -121,5 +121,39 @@ int main(void)
         evbuffer_free(b);
     }
     metrics_shutdown();
+
+    /* Every bound is inclusive ("le") and in whole nanoseconds: a request of
+     * exactly the bound counts in its bucket, one nanosecond more does not. */
+    {
+        static const struct {
+            const char *le;
+            uint64_t ns;
+        } bounds[] = {{"0.0001", 100000},     {"0.00025", 250000},  {"0.0005", 500000},
+                      {"0.001", 1000000},     {"0.002", 2000000},   {"0.005", 5000000},
+                      {"0.01", 10000000},     {"0.025", 25000000},  {"0.05", 50000000},
+                      {"0.1", 100000000},     {"0.25", 250000000},  {"0.5", 500000000},
+                      {"1", 1000000000},      {"2.5", 2500000000u}, {"5", 5000000000u},
+                      {"10", 10000000000u},   {"30", 30000000000u}, {"60", 60000000000u}};
+        int wrong = 0;
+        for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+            metrics_init(1);
+            metrics_request(metrics_worker(0), "b", DECISION_ALLOW, REASON_ALLOWED, 200,
+                            bounds[i].ns, bounds[i].ns);
+            metrics_request(metrics_worker(0), "b", DECISION_ALLOW, REASON_ALLOWED, 200,
+                            bounds[i].ns + 1, bounds[i].ns + 1);
+            text = render();
+            snprintf(line, sizeof(line), "baton_request_duration_seconds_bucket{le=\"%s\"} 1\n",
+                     bounds[i].le);
+            if (!strstr(text, line) && wrong++ < 3)
+                tap_diag("not exactly one request within le=%s", bounds[i].le);
+            snprintf(line, sizeof(line),
+                     "baton_upstream_duration_seconds_bucket{step=\"b\",le=\"%s\"} 1\n", bounds[i].le);
+            if (!strstr(text, line) && wrong++ < 3)
+                tap_diag("not exactly one upstream time within le=%s", bounds[i].le);
+            free(text);
+            metrics_shutdown();
+        }
+        is_int(wrong, 0, "a time of exactly a bound is within it, one ns more is not, at all 18 bounds");
+    }
     return tap_done();
 }
