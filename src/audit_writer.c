@@ -1,5 +1,5 @@
 /*
- * audit.c: the audit log writer (audit.h, docs/audit.md).
+ * audit_writer.c: the audit log writer (audit.h, docs/audit.md).
  *
  * Request path: audit_submit formats the record body (every string escaped and
  * capped, credentials never recorded) and appends it to a mutex-guarded list;
