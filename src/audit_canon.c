@@ -3,7 +3,7 @@
  * wrote (audit_canon.h, docs/audit.md "Canonical form").
  *
  * The member order of each kind lives in the tables below, which must list
- * exactly what src/audit.c writes, in its order: test_audit_canon formats a
+ * exactly what src/audit_record.c writes, in its order: test_audit_canon formats a
  * record of every kind with the writer, parses it, shuffles its members and
  * turns every integer into a double, and checks that the rebuilt line is the
  * writer's byte for byte. A member the tables do not know is refused, never

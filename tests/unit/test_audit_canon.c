@@ -2,7 +2,7 @@
  * test_audit_canon.c: the canonical form (audit_canon.h) and the LogEntry
  * reader (audit_logentry.h).
  *
- * The writer (src/audit.c) writes a log of every kind of record: open,
+ * The writer (src/audit_writer.c) writes a log of every kind of record: open,
  * request (with every escape, a cut value, a number at the clamp), lost,
  * checkpoint, rotate. Each line is parsed, its members shuffled at every
  * level and its integers turned into doubles, as Cloud Logging's Struct
