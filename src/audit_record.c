@@ -53,177 +53,290 @@ void audit_fmt_ts(int64_t ms, char out[32])
     out[24] = '\0';
 }
 
-/* ------------------------------------------------------- secrets, record body */
+/* ------------------------------------------------- the request record's members */
 
-/* Formats into `b` (which may start on a borrowed buffer). */
-void audit_record_format(struct sb *b0, const struct audit_record *r, char *const *allowed,
-                        size_t n_allowed)
+/*
+ * The request record is written from one table, audit_request_members: each
+ * member's name, its place, how its value is written, and for an object its
+ * own members. audit_canon.c rebuilds lines in the order of the same table,
+ * so adding a member is one entry here (and its put function), and the
+ * writer and the canonical form cannot disagree (test_audit_canon checks a
+ * record against the table member by member).
+ */
+
+/* What a record is formatted with besides itself. */
+struct audit_fmt {
+    char *const *allowed; /* record_headers, as configured */
+    size_t n_allowed;
+};
+
+#define PUT(fn)                                                                                  \
+    static bool fn(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,        \
+                   const struct audit_member *self)
+
+static void put_members(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,
+                        const struct audit_member *m, bool first);
+
+/* An object member's value: its members, or null when absent. */
+static bool put_object(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,
+                       const struct audit_member *self, bool present)
 {
-    struct sb b = *b0;
-    char ts[32];
-    size_t recorded = 0;
-
-    audit_fmt_ts(r->ts_ms > 0 ? r->ts_ms : now_ms(), ts);
-    sb_lit(&b, "\"kind\":\"request\",\"ts\":\"");
-    sb_raw(&b, ts);
-    sb_lit(&b, "\",\"request_id\":");
-    sb_cstr(&b, r->request_id, CAP_ID);
-    sb_lit(&b, ",\"decision\":\"");
-    sb_raw(&b, decision_name(r->decision));
-    sb_lit(&b, "\",\"reason\":\"");
-    sb_raw(&b, reason_code(r->reason));
-    sb_lit(&b, "\",\"status\":");
-    sb_int_or_null(&b, r->status > 0, r->status);
-    sb_lit(&b, ",\"step\":");
-    sb_cstr(&b, r->step, CAP_STEP);
-    sb_raw(&b, r->dry_run ? ",\"dry_run\":true,\"policy\":" : ",\"dry_run\":false,\"policy\":");
-    if (r->policy_file || r->policy_sha256) {
-        sb_lit(&b, "{\"file\":");
-        sb_cstr(&b, r->policy_file, CAP_FILE);
-        sb_lit(&b, ",\"sha256\":");
-        sb_cstr(&b, r->policy_sha256, CAP_HASH);
-        sb_lit(&b, "}");
-    } else {
-        sb_lit(&b, "null");
+    if (!present) {
+        sb_lit(b, "null");
+        return true;
     }
+    sb_lit(b, "{");
+    put_members(b, r, f, self->sub, true);
+    sb_lit(b, "}");
+    return true;
+}
 
-    sb_lit(&b, ",\"caller\":");
-    if (r->caller.token_sha256 || r->caller.iss || r->caller.sub) {
-        sb_raw(&b, r->caller.verified ? "{\"verified\":true,\"iss\":" : "{\"verified\":false,\"iss\":");
-        sb_cstr(&b, r->caller.iss, CAP_CLAIM);
-        sb_lit(&b, ",\"sub\":");
-        sb_cstr(&b, r->caller.sub, CAP_CLAIM);
-        sb_lit(&b, ",\"audience\":");
-        sb_cstr(&b, r->caller.audience, CAP_CLAIM);
-        sb_lit(&b, ",\"jti\":");
-        sb_cstr(&b, r->caller.jti, CAP_JTI);
-        sb_lit(&b, ",\"aws_account\":");
-        sb_cstr(&b, r->caller.aws_account, CAP_ACCOUNT);
-        sb_lit(&b, ",\"token_sha256\":");
-        sb_cstr(&b, r->caller.token_sha256, CAP_HASH);
-        sb_lit(&b, "}");
-    } else {
-        sb_lit(&b, "null");
-    }
+/* A string the record holds in quotes as it is (codes, names). */
+static void sb_quoted(struct sb *b, const char *s)
+{
+    sb_lit(b, "\"");
+    sb_raw(b, s);
+    sb_lit(b, "\"");
+}
 
-    sb_lit(&b, ",\"request\":{\"method\":");
-    sb_str(&b, r->request.method, r->request.method_len, CAP_METHOD);
-    sb_lit(&b, ",\"path\":");
-    sb_str(&b, r->request.path, r->request.path_len, CAP_PATH);
-    sb_lit(&b, ",\"query\":");
-    if (r->request.query) {
-        size_t qlen;
-        char *q = redact_query(r->request.query, r->request.query_len, &qlen);
-        sb_str(&b, q, qlen, CAP_QUERY);
-        free(q);
-    } else {
-        sb_lit(&b, "null");
+PUT(put_request_id) { sb_cstr(b, r->request_id, CAP_ID); return true; }
+PUT(put_decision) { sb_quoted(b, decision_name(r->decision)); return true; }
+PUT(put_reason) { sb_quoted(b, reason_code(r->reason)); return true; }
+PUT(put_status) { sb_int_or_null(b, r->status > 0, r->status); return true; }
+PUT(put_step) { sb_cstr(b, r->step, CAP_STEP); return true; }
+PUT(put_dry_run) { sb_raw(b, r->dry_run ? "true" : "false"); return true; }
+
+PUT(put_policy_file) { sb_cstr(b, r->policy_file, CAP_FILE); return true; }
+PUT(put_policy_sha256) { sb_cstr(b, r->policy_sha256, CAP_HASH); return true; }
+PUT(put_policy) { return put_object(b, r, f, self, r->policy_file || r->policy_sha256); }
+
+PUT(put_caller_verified) { sb_raw(b, r->caller.verified ? "true" : "false"); return true; }
+PUT(put_caller_iss) { sb_cstr(b, r->caller.iss, CAP_CLAIM); return true; }
+PUT(put_caller_sub) { sb_cstr(b, r->caller.sub, CAP_CLAIM); return true; }
+PUT(put_caller_audience) { sb_cstr(b, r->caller.audience, CAP_CLAIM); return true; }
+PUT(put_caller_jti) { sb_cstr(b, r->caller.jti, CAP_JTI); return true; }
+PUT(put_caller_account) { sb_cstr(b, r->caller.aws_account, CAP_ACCOUNT); return true; }
+PUT(put_caller_token) { sb_cstr(b, r->caller.token_sha256, CAP_HASH); return true; }
+PUT(put_caller)
+{
+    return put_object(b, r, f, self, r->caller.token_sha256 || r->caller.iss || r->caller.sub);
+}
+
+PUT(put_method)
+{
+    sb_str(b, r->request.method, r->request.method_len, CAP_METHOD);
+    return true;
+}
+PUT(put_path)
+{
+    sb_str(b, r->request.path, r->request.path_len, CAP_PATH);
+    return true;
+}
+PUT(put_query)
+{
+    size_t qlen;
+    char *q;
+
+    if (!r->request.query) {
+        sb_lit(b, "null");
+        return true;
     }
-    sb_lit(&b, ",\"client\":");
-    sb_cstr(&b, r->request.client, CAP_CLIENT);
-    sb_lit(&b, ",\"user_agent\":");
+    q = redact_query(r->request.query, r->request.query_len, &qlen);
+    sb_str(b, q, qlen, CAP_QUERY);
+    free(q);
+    return true;
+}
+PUT(put_client) { sb_cstr(b, r->request.client, CAP_CLIENT); return true; }
+PUT(put_user_agent)
+{
     if (r->request.user_agent &&
         redact_is_credential(r->request.user_agent, r->request.user_agent_len))
-        sb_lit(&b, "\"[redacted]\"");
+        sb_lit(b, "\"[redacted]\"");
     else
-        sb_str(&b, r->request.user_agent, r->request.user_agent_len, CAP_UA);
-    sb_lit(&b, ",\"bytes_in\":");
-    sb_count(&b, r->request.bytes_in);
-    sb_lit(&b, ",\"headers\":[");
+        sb_str(b, r->request.user_agent, r->request.user_agent_len, CAP_UA);
+    return true;
+}
+PUT(put_bytes_in) { sb_count(b, r->request.bytes_in); return true; }
+PUT(put_headers)
+{
+    size_t recorded = 0;
+
+    sb_lit(b, "[");
     for (size_t i = 0; i < r->request.n_headers; i++) {
         const struct audit_header *h = &r->request.headers[i];
         const char *conf = NULL;
         if (!h->name)
             continue;
-        for (size_t j = 0; j < n_allowed && !conf; j++)
-            if (!ascii_casecmp_n(h->name, strlen(h->name), allowed[j], strlen(allowed[j])))
-                conf = allowed[j];
+        for (size_t j = 0; j < f->n_allowed && !conf; j++)
+            if (!ascii_casecmp_n(h->name, strlen(h->name), f->allowed[j], strlen(f->allowed[j])))
+                conf = f->allowed[j];
         if (!conf || config_header_is_secret(conf, strlen(conf)))
             continue; /* never configured, or refused: not recorded */
         if (recorded == AUDIT_MAX_RECORD_HEADERS) {
-            b.truncated = true;
+            b->truncated = true;
             break;
         }
         if (recorded)
-            sb_lit(&b, ",");
-        sb_lit(&b, "[");
-        sb_cstr(&b, conf, CAP_HNAME);
-        sb_lit(&b, ",");
+            sb_lit(b, ",");
+        sb_lit(b, "[");
+        sb_cstr(b, conf, CAP_HNAME);
+        sb_lit(b, ",");
         if (h->value && redact_is_credential(h->value, h->value_len))
-            sb_lit(&b, "\"[redacted]\"");
+            sb_lit(b, "\"[redacted]\"");
         else
-            sb_str(&b, h->value ? h->value : "", h->value ? h->value_len : 0,
+            sb_str(b, h->value ? h->value : "", h->value ? h->value_len : 0,
                    AUDIT_HEADER_VALUE_MAX);
-        sb_lit(&b, "]");
+        sb_lit(b, "]");
         recorded++;
     }
-    sb_lit(&b, "]}");
+    sb_lit(b, "]");
+    return true;
+}
+PUT(put_request) { return put_object(b, r, f, self, true); }
 
-    sb_lit(&b, ",\"upstream\":");
-    if (r->upstream.name) {
-        sb_lit(&b, "{\"name\":");
-        sb_cstr(&b, r->upstream.name, CAP_NAME);
-        sb_lit(&b, ",\"status\":");
-        sb_int_or_null(&b, r->upstream.status > 0, r->upstream.status);
-        sb_lit(&b, ",\"latency_ms\":");
-        sb_int_or_null(&b, r->upstream.latency_ms >= 0, r->upstream.latency_ms);
-        sb_lit(&b, ",\"bytes\":");
-        sb_count(&b, r->upstream.bytes);
-        sb_lit(&b, ",\"identity\":");
-        sb_cstr(&b, r->upstream.identity, CAP_IDENTITY);
-        sb_lit(&b, ",\"audience\":");
-        sb_cstr(&b, r->upstream.audience, CAP_CLAIM);
-        sb_lit(&b, "}");
-    } else {
-        sb_lit(&b, "null");
+PUT(put_up_name) { sb_cstr(b, r->upstream.name, CAP_NAME); return true; }
+PUT(put_up_status)
+{
+    sb_int_or_null(b, r->upstream.status > 0, r->upstream.status);
+    return true;
+}
+PUT(put_up_latency)
+{
+    sb_int_or_null(b, r->upstream.latency_ms >= 0, r->upstream.latency_ms);
+    return true;
+}
+PUT(put_up_bytes) { sb_count(b, r->upstream.bytes); return true; }
+PUT(put_up_identity) { sb_cstr(b, r->upstream.identity, CAP_IDENTITY); return true; }
+PUT(put_up_audience) { sb_cstr(b, r->upstream.audience, CAP_CLAIM); return true; }
+PUT(put_upstream) { return put_object(b, r, f, self, r->upstream.name != NULL); }
+
+PUT(put_bytes_out) { sb_count(b, r->bytes_out); return true; }
+PUT(put_duration) { sb_int_or_null(b, r->duration_ms >= 0, r->duration_ms); return true; }
+PUT(put_worker) { sb_int_or_null(b, r->worker >= 0, r->worker); return true; }
+PUT(put_client_request_id) { sb_cstr(b, r->client_request_id, CAP_ID); return true; }
+
+PUT(put_link_op) { sb_cstr(b, r->link.op, CAP_METHOD); return true; }
+PUT(put_link_id) { sb_cstr(b, r->link.id, CAP_HASH); return true; }
+PUT(put_link_method) { sb_cstr(b, r->link.method, CAP_METHOD); return true; }
+PUT(put_link_path)
+{
+    struct sb q = {0};
+    const char *qm;
+    size_t pl;
+
+    if (!r->link.path) {
+        sb_lit(b, "null");
+        return true;
     }
-    sb_lit(&b, ",\"bytes_out\":");
-    sb_count(&b, r->bytes_out);
-    sb_lit(&b, ",\"duration_ms\":");
-    sb_int_or_null(&b, r->duration_ms >= 0, r->duration_ms);
-    sb_lit(&b, ",\"worker\":");
-    sb_int_or_null(&b, r->worker >= 0, r->worker);
-    sb_lit(&b, ",\"client_request_id\":");
-    sb_cstr(&b, r->client_request_id, CAP_ID);
-    if (r->link.op) {
-        sb_lit(&b, ",\"link\":{\"op\":");
-        sb_cstr(&b, r->link.op, CAP_METHOD);
-        sb_lit(&b, ",\"id\":");
-        sb_cstr(&b, r->link.id, CAP_HASH);
-        sb_lit(&b, ",\"method\":");
-        sb_cstr(&b, r->link.method, CAP_METHOD);
-        sb_lit(&b, ",\"path\":");
-        if (r->link.path) {
-            struct sb q = {0};
-            const char *qm = memchr(r->link.path, '?', r->link.path_len);
-            size_t pl = qm ? (size_t)(qm - r->link.path) : r->link.path_len;
-            sb_put(&q, r->link.path, pl);
-            if (qm) { /* the query as request.query is: secret-looking values redacted */
-                size_t rql;
-                char *rq = redact_query(qm + 1, r->link.path_len - pl - 1, &rql);
-                sb_lit(&q, "?");
-                sb_put(&q, rq, rql);
-                free(rq);
-            }
-            sb_str(&b, q.buf ? q.buf : "", q.len, CAP_PATH);
-            free(q.buf);
-        } else {
-            sb_lit(&b, "null");
+    qm = memchr(r->link.path, '?', r->link.path_len);
+    pl = qm ? (size_t)(qm - r->link.path) : r->link.path_len;
+    sb_put(&q, r->link.path, pl);
+    if (qm) { /* the query as request.query is: secret-looking values redacted */
+        size_t rql;
+        char *rq = redact_query(qm + 1, r->link.path_len - pl - 1, &rql);
+        sb_lit(&q, "?");
+        sb_put(&q, rq, rql);
+        free(rq);
+    }
+    sb_str(b, q.buf ? q.buf : "", q.len, CAP_PATH);
+    free(q.buf);
+    return true;
+}
+PUT(put_link_exp) { sb_int_or_null(b, r->link.exp > 0, r->link.exp); return true; }
+PUT(put_link_uses) { sb_int_or_null(b, r->link.exp > 0, r->link.uses); return true; }
+PUT(put_link_kid) { sb_cstr(b, r->link.kid, CAP_ID); return true; }
+PUT(put_link_minter) { sb_cstr(b, r->link.minter, CAP_ID); return true; }
+PUT(put_link) { return put_object(b, r, f, self, r->link.op != NULL); }
+
+/* Only in a record a capped string or the header list was cut in: it comes
+ * last, so every member before it has been written. */
+PUT(put_truncated)
+{
+    if (!b->truncated)
+        return false;
+    sb_lit(b, "true");
+    return true;
+}
+
+#define M(name, put) AUDIT_MEMBER(name, NULL, put)
+#define O(name, sub, put) AUDIT_MEMBER(name, sub, put)
+
+static const struct audit_member policy_m[] = {
+    M("file", put_policy_file), M("sha256", put_policy_sha256), AUDIT_MEMBERS_END};
+static const struct audit_member caller_m[] = {
+    M("verified", put_caller_verified), M("iss", put_caller_iss),
+    M("sub", put_caller_sub),           M("audience", put_caller_audience),
+    M("jti", put_caller_jti),           M("aws_account", put_caller_account),
+    M("token_sha256", put_caller_token), AUDIT_MEMBERS_END};
+static const struct audit_member reqdetail_m[] = {
+    M("method", put_method),         M("path", put_path),         M("query", put_query),
+    M("client", put_client),         M("user_agent", put_user_agent), M("bytes_in", put_bytes_in),
+    M("headers", put_headers),       AUDIT_MEMBERS_END};
+static const struct audit_member upstream_m[] = {
+    M("name", put_up_name),         M("status", put_up_status), M("latency_ms", put_up_latency),
+    M("bytes", put_up_bytes),       M("identity", put_up_identity),
+    M("audience", put_up_audience), AUDIT_MEMBERS_END};
+/* a signed URL's use or mint (docs/audit.md "link") */
+static const struct audit_member link_m[] = {
+    M("op", put_link_op),     M("id", put_link_id),     M("method", put_link_method),
+    M("path", put_link_path), M("exp", put_link_exp),   M("uses", put_link_uses),
+    M("kid", put_link_kid),   M("minter", put_link_minter), AUDIT_MEMBERS_END};
+
+/* After the members every record has (v, seq, prev, log, kind, ts). */
+const struct audit_member audit_request_members[] = {
+    M("request_id", put_request_id),
+    M("decision", put_decision),
+    M("reason", put_reason),
+    M("status", put_status),
+    M("step", put_step),
+    M("dry_run", put_dry_run),
+    O("policy", policy_m, put_policy),
+    O("caller", caller_m, put_caller),
+    O("request", reqdetail_m, put_request),
+    O("upstream", upstream_m, put_upstream),
+    M("bytes_out", put_bytes_out),
+    M("duration_ms", put_duration),
+    M("worker", put_worker),
+    M("client_request_id", put_client_request_id),
+    O("link", link_m, put_link),
+    M("truncated", put_truncated),
+    AUDIT_MEMBERS_END};
+
+#undef M
+#undef O
+
+/* Writes each member as `"name":value`, comma-separated (and a comma before
+ * the first unless `first`); a member whose put says absent leaves nothing. */
+static void put_members(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,
+                        const struct audit_member *m, bool first)
+{
+    for (; m->name; m++) {
+        size_t mark = b->len;
+        if (!first)
+            sb_lit(b, ",");
+        sb_put(b, m->key, m->key_len);
+        if (!m->put(b, r, f, m)) {
+            b->len = mark;
+            b->buf[mark] = '\0';
+            continue;
         }
-        sb_lit(&b, ",\"exp\":");
-        sb_int_or_null(&b, r->link.exp > 0, r->link.exp);
-        sb_lit(&b, ",\"uses\":");
-        sb_int_or_null(&b, r->link.exp > 0, r->link.uses);
-        sb_lit(&b, ",\"kid\":");
-        sb_cstr(&b, r->link.kid, CAP_ID);
-        sb_lit(&b, ",\"minter\":");
-        sb_cstr(&b, r->link.minter, CAP_ID);
-        sb_lit(&b, "}");
-    } else {
-        sb_lit(&b, ",\"link\":null");
+        first = false;
     }
-    if (b.truncated)
-        sb_lit(&b, ",\"truncated\":true");
+}
+
+/* Formats into `b` (which may start on a borrowed buffer). */
+void audit_record_format(struct sb *b0, const struct audit_record *r, char *const *allowed,
+                         size_t n_allowed)
+{
+    struct sb b = *b0;
+    const struct audit_fmt f = {allowed, n_allowed};
+    char ts[32];
+
+    audit_fmt_ts(r->ts_ms > 0 ? r->ts_ms : now_ms(), ts);
+    sb_lit(&b, "\"kind\":\"request\",\"ts\":\"");
+    sb_raw(&b, ts);
+    sb_lit(&b, "\"");
+    put_members(&b, r, &f, audit_request_members, false);
     *b0 = b;
 }
 
