@@ -42,16 +42,22 @@ typedef bool audit_put_fn(struct sb *b, const struct audit_record *r, const stru
  * formats from it and the canonical form orders by it, so they cannot drift.
  * The tables of the other kinds are audit_canon.c's, with put NULL.
  */
+/* Room for a member's rendered key: a member name is at most 27 bytes (a
+ * longer one does not compile), so the writer copies a key whole. */
+#define AUDIT_MEMBER_KEY 32
+
 struct audit_member {
     const char *name;
     const struct audit_member *sub; /* its members when it is an object, else NULL */
     audit_put_fn *put;              /* NULL outside the request record */
-    const char *key;                /* `"name":`, rendered at compile time */
+    char key[AUDIT_MEMBER_KEY];     /* `,"name":`, rendered at compile time */
     size_t key_len;
 };
 
-#define AUDIT_MEMBER(name, sub, put) {name, sub, put, "\"" name "\":", sizeof("\"" name "\":") - 1}
-#define AUDIT_MEMBERS_END {NULL, NULL, NULL, NULL, 0}
+#define AUDIT_MEMBER(name, sub, put)                                                             \
+    {name, sub, put, ",\"" name "\":",                                                            \
+     sizeof(",\"" name "\":") - 1 + 0 * sizeof(char[sizeof(name) <= 28 ? 1 : -1])}
+#define AUDIT_MEMBERS_END {NULL, NULL, NULL, "", 0}
 
 /* The members of a request record after those every record has (v, seq,
  * prev, log, kind, ts), in the order written. */

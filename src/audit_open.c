@@ -545,10 +545,10 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
     log->to_stdout = !strcmp(cfg->path, "-");
     log->fsync = cfg->fsync;
     log->on_failure = cfg->on_failure;
-    log->n_headers = cfg->n_record_headers;
-    log->headers = xcalloc(log->n_headers + 1, sizeof(char *));
-    for (size_t i = 0; i < log->n_headers; i++)
-        log->headers[i] = xstrdup(cfg->record_headers[i]);
+    log->n_rh = cfg->n_record_headers;
+    log->rh = xcalloc(log->n_rh + 1, sizeof(*log->rh));
+    for (size_t i = 0; i < log->n_rh; i++)
+        audit_rh_init(&log->rh[i], cfg->record_headers[i]);
     log->rotate_bytes = cfg->rotate_bytes;
     log->batch_ms = cfg->batch_ms ? cfg->batch_ms : 10;
     log->checkpoint_records = cfg->checkpoint_records ? cfg->checkpoint_records : 1000;

@@ -66,9 +66,29 @@ void audit_fmt_ts(int64_t ms, char out[32])
 
 /* What a record is formatted with besides itself. */
 struct audit_fmt {
-    char *const *allowed; /* record_headers, as configured */
-    size_t n_allowed;
+    const struct audit_rh *rh; /* record_headers, decided at open */
+    size_t n_rh;
 };
+
+void audit_rh_init(struct audit_rh *rh, const char *name)
+{
+    struct sb o = {0};
+
+    rh->name = xstrdup(name);
+    rh->len = strlen(name);
+    rh->secret = config_header_is_secret(name, rh->len);
+    sb_lit(&o, "[");
+    sb_str(&o, rh->name, rh->len, CAP_HNAME);
+    sb_lit(&o, ",");
+    rh->open = o.buf;
+    rh->open_len = o.len;
+}
+
+void audit_rh_free(struct audit_rh *rh)
+{
+    free(rh->name);
+    free(rh->open);
+}
 
 #define PUT(fn)                                                                                  \
     static bool fn(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,        \
@@ -164,13 +184,15 @@ PUT(put_headers)
     sb_lit(b, "[");
     for (size_t i = 0; i < r->request.n_headers; i++) {
         const struct audit_header *h = &r->request.headers[i];
-        const char *conf = NULL;
+        const struct audit_rh *conf = NULL;
+        size_t hl;
         if (!h->name)
             continue;
-        for (size_t j = 0; j < f->n_allowed && !conf; j++)
-            if (!ascii_casecmp_n(h->name, strlen(h->name), f->allowed[j], strlen(f->allowed[j])))
-                conf = f->allowed[j];
-        if (!conf || config_header_is_secret(conf, strlen(conf)))
+        hl = strlen(h->name);
+        for (size_t j = 0; j < f->n_rh && !conf; j++)
+            if (f->rh[j].len == hl && !ascii_casecmp_n(h->name, hl, f->rh[j].name, hl))
+                conf = &f->rh[j];
+        if (!conf || conf->secret)
             continue; /* never configured, or refused: not recorded */
         if (recorded == AUDIT_MAX_RECORD_HEADERS) {
             b->truncated = true;
@@ -178,9 +200,7 @@ PUT(put_headers)
         }
         if (recorded)
             sb_lit(b, ",");
-        sb_lit(b, "[");
-        sb_cstr(b, conf, CAP_HNAME);
-        sb_lit(b, ",");
+        sb_put(b, conf->open, conf->open_len);
         if (h->value && redact_is_credential(h->value, h->value_len))
             sb_lit(b, "\"[redacted]\"");
         else
@@ -220,26 +240,29 @@ PUT(put_link_id) { sb_cstr(b, r->link.id, CAP_HASH); return true; }
 PUT(put_link_method) { sb_cstr(b, r->link.method, CAP_METHOD); return true; }
 PUT(put_link_path)
 {
-    struct sb q = {0};
     const char *qm;
-    size_t pl;
+    char *rq, *q;
+    size_t pl, rql;
 
     if (!r->link.path) {
         sb_lit(b, "null");
         return true;
     }
     qm = memchr(r->link.path, '?', r->link.path_len);
-    pl = qm ? (size_t)(qm - r->link.path) : r->link.path_len;
-    sb_put(&q, r->link.path, pl);
-    if (qm) { /* the query as request.query is: secret-looking values redacted */
-        size_t rql;
-        char *rq = redact_query(qm + 1, r->link.path_len - pl - 1, &rql);
-        sb_lit(&q, "?");
-        sb_put(&q, rq, rql);
-        free(rq);
+    if (!qm) {
+        sb_str(b, r->link.path, r->link.path_len, CAP_PATH);
+        return true;
     }
-    sb_str(b, q.buf ? q.buf : "", q.len, CAP_PATH);
-    free(q.buf);
+    /* the query as request.query is: secret-looking values redacted */
+    pl = (size_t)(qm - r->link.path);
+    rq = redact_query(qm + 1, r->link.path_len - pl - 1, &rql);
+    q = xmalloc(pl + 1 + rql);
+    memcpy(q, r->link.path, pl);
+    q[pl] = '?';
+    memcpy(q + pl + 1, rq, rql);
+    sb_str(b, q, pl + 1 + rql, CAP_PATH);
+    free(q);
+    free(rq);
     return true;
 }
 PUT(put_link_exp) { sb_int_or_null(b, r->link.exp > 0, r->link.exp); return true; }
@@ -312,9 +335,12 @@ static void put_members(struct sb *b, const struct audit_record *r, const struct
 {
     for (; m->name; m++) {
         size_t mark = b->len;
-        if (!first)
-            sb_lit(b, ",");
-        sb_put(b, m->key, m->key_len);
+        /* the key, with its comma unless first: a copy of fixed size, which
+         * the compiler makes two moves rather than a call */
+        sb_reserve(b, AUDIT_MEMBER_KEY);
+        memcpy(b->buf + b->len, m->key + first, AUDIT_MEMBER_KEY - 1);
+        b->len += m->key_len - first;
+        b->buf[b->len] = '\0';
         if (!m->put(b, r, f, m)) {
             b->len = mark;
             b->buf[mark] = '\0';
@@ -325,11 +351,11 @@ static void put_members(struct sb *b, const struct audit_record *r, const struct
 }
 
 /* Formats into `b` (which may start on a borrowed buffer). */
-void audit_record_format(struct sb *b0, const struct audit_record *r, char *const *allowed,
-                         size_t n_allowed)
+void audit_record_format(struct sb *b0, const struct audit_record *r, const struct audit_rh *rh,
+                         size_t n_rh)
 {
     struct sb b = *b0;
-    const struct audit_fmt f = {allowed, n_allowed};
+    const struct audit_fmt f = {rh, n_rh};
     char ts[32];
 
     audit_fmt_ts(r->ts_ms > 0 ? r->ts_ms : now_ms(), ts);
@@ -344,9 +370,15 @@ char *audit_record_body(const struct audit_record *r, char *const *allowed, size
                         size_t *len)
 {
     struct sb b = {0};
+    struct audit_rh *rh = xcalloc(n_allowed + 1, sizeof(*rh));
 
+    for (size_t i = 0; i < n_allowed; i++)
+        audit_rh_init(&rh[i], allowed[i]);
     sb_reserve(&b, 2048); /* a typical record is 1-1.5 KB: no realloc */
-    audit_record_format(&b, r, allowed, n_allowed);
+    audit_record_format(&b, r, rh, n_allowed);
+    for (size_t i = 0; i < n_allowed; i++)
+        audit_rh_free(&rh[i]);
+    free(rh);
     *len = b.len;
     return b.buf;
 }

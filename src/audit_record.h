@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "audit.h"
 #include "audit_canon.h"
@@ -101,6 +104,18 @@ static inline void sb_fmt(struct sb *b, const char *fmt, ...)
 static inline void sb_u64(struct sb *b, uint64_t v)
 {
     char t[20];
+
+    if (v < 1000) { /* statuses, workers, most latencies and sizes: no call */
+        size_t n = v < 10 ? 1 : v < 100 ? 2 : 3, i = n;
+        sb_reserve(b, 3);
+        do {
+            b->buf[b->len + --i] = (char)('0' + v % 10);
+            v /= 10;
+        } while (i);
+        b->len += n;
+        b->buf[b->len] = '\0';
+        return;
+    }
     sb_put(b, t, u64_decimal(v, t));
 }
 
@@ -131,28 +146,59 @@ static inline size_t escaped_len(const char *s, size_t n)
 }
 
 /* True when s has nothing to escape (most strings in a record: ids, hashes,
- * claims, paths), eight bytes at a time: for each byte of w, a set high bit
- * in the result flags one below 0x20, above 0x7e, '"' or '\\'. */
-static inline bool json_plain(const char *s, size_t n)
+ * claims, paths): for each byte of w, a set high bit in the result flags one
+ * below 0x20, above 0x7e, '"' or '\\'. */
+static inline uint64_t json_bad8(const char *s)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t bad = 0;
+    uint64_t w, q, bs;
+
+    memcpy(&w, s, 8);
+    q = w ^ (ones * '"');
+    bs = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((w + ones) | w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) &
+           highs;
+}
+
+#ifdef __SSE2__
+/* The same for 16 bytes: as signed bytes, 0x80-0xff are below 0x20 too. */
+static inline bool json_bad16(const char *s)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+    __m128i m = _mm_or_si128(
+        _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)), _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
+        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    return _mm_movemask_epi8(m) != 0;
+}
+#endif
+
+/* Whole words only, the last one overlapping the one before (a string of
+ * 8 bytes or more is never read byte by byte): a record holds some thirty
+ * strings, most of them short, so the tail is what costs. */
+static inline bool json_plain(const char *s, size_t n)
+{
     size_t i = 0;
 
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w, q, bs;
-        memcpy(&w, s + i, 8);
-        q = w ^ (ones * '"');
-        bs = w ^ (ones * '\\');
-        bad |= ((w - ones * 0x20) & ~w) | ((w + ones) | w) | ((q - ones) & ~q) |
-               ((bs - ones) & ~bs);
+    if (n < 8) {
+        unsigned bad = 0;
+        for (; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            bad |= c < 0x20 || c >= 0x7f || c == '"' || c == '\\';
+        }
+        return !bad;
     }
-    bad &= highs;
-    for (; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bad |= (uint64_t)(c < 0x20 || c >= 0x7f || c == '"' || c == '\\');
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (; i + 16 <= n; i += 16)
+            if (json_bad16(s + i))
+                return false;
+        return i == n || !json_bad16(s + n - 16);
     }
-    return bad == 0;
+#endif
+    for (; i + 8 <= n; i += 8)
+        if (json_bad8(s + i))
+            return false;
+    return i == n || !json_bad8(s + n - 8);
 }
 
 /* Appends s as a JSON string cut at `cap` escaped bytes, or null when s is NULL. */
@@ -212,10 +258,26 @@ static inline void sb_int_or_null(struct sb *b, bool known, int64_t v)
 /* "2025-03-01T10:00:00.123Z" (24 bytes), for ms since the epoch. */
 void audit_fmt_ts(int64_t ms, char out[32]);
 
+/*
+ * A record_headers name, decided once: when the log opens (for
+ * audit_record_body, per call). Which names are secret-bearing
+ * (config_header_is_secret: never recorded) and how each opens its entry in
+ * `headers` depend on the configuration only, so a request pays for neither.
+ */
+struct audit_rh {
+    char *name;      /* owned, the configured spelling */
+    size_t len;
+    bool secret;     /* may carry a credential: never recorded */
+    char *open;      /* owned: `[` and the name as a capped JSON string, then `,` */
+    size_t open_len;
+};
+void audit_rh_init(struct audit_rh *rh, const char *name);
+void audit_rh_free(struct audit_rh *rh);
+
 /* Formats the body of request record r into b (which may start on a borrowed
- * buffer); see audit_record_body. */
-void audit_record_format(struct sb *b, const struct audit_record *r, char *const *allowed,
-                         size_t n_allowed);
+ * buffer); see audit_record_body. Headers are recorded when named in rh. */
+void audit_record_format(struct sb *b, const struct audit_record *r, const struct audit_rh *rh,
+                         size_t n_rh);
 
 /* The fields the writer gives a record, in front of its body. Returns the
  * length, or -1 when it does not fit in cap (with its NUL). */

@@ -35,6 +35,11 @@
  * the records concerned are reported lost (callback ok=0). The next write that
  * succeeds starts with a `lost` record saying how many and why.
  *
+ * Hashing: the writer hashes each line once, in the write buffer as it is
+ * formatted (its SHA-256 is the next line's `prev`), and signs one short
+ * message per checkpoint; a worker hashes nothing (the fingerprints a record
+ * holds were computed before, README "Audit: what is hashed").
+ *
  * Every file begins with an `open` (process start) or `rotate` record; the
  * chain runs unbroken across files and restarts (docs/audit.md "Genesis,
  * restart and rotation"). Checkpoints are Ed25519 signatures (OpenSSL, key
@@ -64,11 +69,31 @@
 #define AUDIT_RETRY_MS 500         /* while failing: retry a write this often */
 #define AUDIT_ROTATE_HOLD_S 60     /* after a failed rotation, keep the file this long */
 
-static void item_free(struct audit_item *it)
+/*
+ * Items are recycled rather than freed: the writer hands those it is done
+ * with back to the log (at most AUDIT_SPARE_ITEMS, 2 MB), and a submitting
+ * thread takes one under the lock it holds anyway to queue its record, to
+ * format its next record in: no malloc and no free per record (a free of
+ * a block another thread allocated is glibc's costly kind). An item a thread
+ * holds is freed when the thread exits.
+ */
+#define AUDIT_SPARE_ITEMS 1024
+
+static __thread struct audit_item *tl_item; /* this thread's next item, owned */
+static __thread bool tl_item_keyed;         /* tl_item_key is set: freed at exit */
+static pthread_key_t tl_item_key;
+static pthread_once_t tl_item_once = PTHREAD_ONCE_INIT;
+
+static void tl_item_drop(void *unused)
 {
-    if (it->body != it->inline_body)
-        free(it->body);
-    free(it);
+    free(tl_item);
+    tl_item = NULL;
+}
+
+static void tl_item_key_make(void)
+{
+    if (pthread_key_create(&tl_item_key, tl_item_drop) != 0)
+        abort(); /* only at the process's key limit */
 }
 
 /* batch and group: fsync within batch_ms or every AUDIT_BATCH_RECORDS records */
@@ -151,14 +176,34 @@ const char *audit_fsync_name(enum cfg_fsync f)
 /* Runs each record's callback and frees it; its slot is free again. */
 static void w_ack(struct audit_log *log, struct ilist *l, int ok)
 {
-    struct audit_item *it = l->head, *next;
+    struct audit_item *it = l->head, *next, *done = NULL;
     size_t n = l->n;
 
     for (; it; it = next) {
         next = it->next;
         if (it->durable)
             it->durable(it->arg, ok);
-        item_free(it);
+        if (it->body != it->inline_body) {
+            free(it->body);
+            it->body = it->inline_body;
+        }
+        it->next = done;
+        done = it;
+    }
+    if (done) { /* back to the log for the next submits, the rest freed */
+        pthread_mutex_lock(&log->mu);
+        while (done && log->n_spare < AUDIT_SPARE_ITEMS) {
+            it = done;
+            done = it->next;
+            it->next = log->spare;
+            log->spare = it;
+            log->n_spare++;
+        }
+        pthread_mutex_unlock(&log->mu);
+        for (; done; done = next) {
+            next = done->next;
+            free(done);
+        }
     }
     if (ok) {
         atomic_fetch_add(&log->st_written, n);
@@ -710,14 +755,15 @@ int audit_submit(struct audit_log *log, struct audit_reservation *rsv,
     }
     {
         struct sb b = {0};
-        it = xmalloc(sizeof(*it) + AUDIT_INLINE_BODY);
+        it = tl_item ? tl_item : xmalloc(sizeof(*it) + AUDIT_INLINE_BODY);
+        tl_item = NULL;
         it->next = NULL;
         it->durable = durable;
         it->arg = arg;
         b.buf = it->inline_body;
         b.cap = AUDIT_INLINE_BODY;
         b.borrowed = true;
-        audit_record_format(&b, rec, log->headers, log->n_headers);
+        audit_record_format(&b, rec, log->rh, log->n_rh);
         it->body = b.buf;
         it->len = b.len;
     }
@@ -727,7 +773,16 @@ int audit_submit(struct audit_log *log, struct audit_reservation *rsv,
     log->qlen++;
     if (log->writer_waiting || (log->writer_lingering && log->qlen >= AUDIT_WAKE_RECORDS))
         pthread_cond_signal(&log->cv);
+    if (log->spare) { /* this thread's next record goes in it */
+        tl_item = log->spare;
+        log->spare = tl_item->next;
+        log->n_spare--;
+    }
     pthread_mutex_unlock(&log->mu);
+    if (tl_item && !tl_item_keyed) {
+        pthread_once(&tl_item_once, tl_item_key_make);
+        tl_item_keyed = pthread_setspecific(tl_item_key, &tl_item_keyed) == 0;
+    }
     return 0;
 }
 
@@ -816,9 +871,14 @@ void audit_close(struct audit_log *log)
         close(log->fd);
     w_ack(log, &log->inbuf, 0);
     w_ack(log, &log->unsynced, 0);
-    for (size_t i = 0; i < log->n_headers; i++)
-        free(log->headers[i]);
-    free(log->headers);
+    while (log->spare) {
+        struct audit_item *it = log->spare;
+        log->spare = it->next;
+        free(it);
+    }
+    for (size_t i = 0; i < log->n_rh; i++)
+        audit_rh_free(&log->rh[i]);
+    free(log->rh);
     free(log->path);
     free(log->marker_body);
     free(log->out.buf);

@@ -53,8 +53,8 @@ struct audit_log {
     bool to_stdout;
     enum cfg_fsync fsync;
     enum cfg_on_failure on_failure;
-    char **headers;
-    size_t n_headers;
+    struct audit_rh *rh;            /* record_headers, decided once (audit_record.h) */
+    size_t n_rh;
     uint64_t rotate_bytes;
     unsigned batch_ms, checkpoint_records, checkpoint_interval_s;
     size_t queue_cap;
@@ -74,6 +74,8 @@ struct audit_log {
     bool writer_waiting;   /* idle: any new record wakes it */
     bool writer_lingering; /* gathering: only AUDIT_WAKE_RECORDS records wake it */
     bool stop, reopen_req;
+    struct audit_item *spare;       /* items the writer is done with (audit_writer.c) */
+    size_t n_spare;
 
     /* shared counters */
     atomic_size_t slots;            /* reserved, queued, or awaiting durability */

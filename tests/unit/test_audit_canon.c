@@ -330,8 +330,9 @@ static void table_matches_writer(void)
 
     for (m = audit_request_members; m->name; m++) {
         n_table++;
-        n_put += m->put != NULL && !strncmp(m->key + 1, m->name, strlen(m->name)) &&
-                 m->key_len == strlen(m->name) + 3;
+        n_put += m->put != NULL && !strncmp(m->key, ",\"", 2) &&
+                 !strncmp(m->key + 2, m->name, strlen(m->name)) &&
+                 m->key_len == strlen(m->name) + 4;
     }
     memset(longval, 'v', sizeof(longval) - 1);
     fill(&full, "req-1", false);
