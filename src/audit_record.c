@@ -1,9 +1,10 @@
 /*
  * audit_record.c: the audit record formats (audit.h, docs/audit.md): a
- * request record's body as a worker formats it before queueing it, the
- * writer's prefix (v, seq, prev, log) and the checkpoint line. Every string
- * is escaped and capped so a record fits AUDIT_LINE_MAX; credentials are
- * never recorded.
+ * request record's body as a worker formats it before queueing it (from
+ * audit_request_members, the one table of its members, which the canonical
+ * form in audit_canon.c orders by too), the writer's prefix (v, seq, prev,
+ * log) and the checkpoint line. Every string is escaped and capped so a
+ * record fits AUDIT_LINE_MAX; credentials are never recorded.
  */
 #include "audit_record.h"
 
