@@ -10,8 +10,11 @@
  * then the verifier's throughput in MB/s over the largest log written, with
  * and without the public key. Signed checkpoints every 1000 records are on.
  *
- * Usage: bench_audit DIR [records] [threads] [paced_per_s]. DIR should be on
- * the disk the log would use (fsync cost is the disk's). Built only by
+ * Usage: bench_audit DIR [records] [threads] [paced_per_s] [mode]. DIR should
+ * be on the disk the log would use (fsync cost is the disk's). With `mode`
+ * (always, batch or none) only that mode's saturated phase runs, without the
+ * paced phase and the verifier: what bench/audit.sh runs under callgrind, twice
+ * with different record counts, for instructions per record. Built only by
  * `make bench/bench_audit`; bench/audit.sh runs it. Use a build without ASan.
  */
 #include <fcntl.h>
@@ -238,6 +241,7 @@ int main(int argc, char **argv)
     uint64_t n = argc > 2 ? strtoull(argv[2], NULL, 10) : 100000;
     unsigned threads = argc > 3 ? (unsigned)atoi(argv[3]) : 4;
     double paced = argc > 4 ? atof(argv[4]) : 2000;
+    const char *only = argc > 5 ? argv[5] : NULL;
     char key[4096], path[4096], *pub;
     EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
     BIO *b = BIO_new(BIO_s_mem());
@@ -247,7 +251,11 @@ int main(int argc, char **argv)
     uint64_t bytes;
 
     if (!dir || !n || threads < 1 || threads > 64 || paced <= 0) {
-        fprintf(stderr, "usage: bench_audit DIR [records] [threads] [paced_per_s]\n");
+        fprintf(stderr, "usage: bench_audit DIR [records] [threads] [paced_per_s] [mode]\n");
+        return 2;
+    }
+    if (only && strcmp(only, "always") && strcmp(only, "batch") && strcmp(only, "none")) {
+        fprintf(stderr, "bench_audit: mode is always, batch or none\n");
         return 2;
     }
     snprintf(key, sizeof(key), "%s/bench-key.pem", dir);
@@ -263,10 +271,14 @@ int main(int argc, char **argv)
     pub = xstrndup(mem->data, mem->length);
     printf("bench_audit: %" PRIu64 " records, %u threads, dir %s\n", n, threads, dir);
     for (int m = 0; m < 3; m++) {
+        if (only && strcmp(only, names[m]))
+            continue;
         printf("fsync %s\n", names[m]);
         snprintf(path, sizeof(path), "%s/bench-%s.jsonl", dir, names[m]);
         unlink(path);
         phase(path, key, modes[m], n, threads, 0, &st);
+        if (only)
+            goto out; /* the callgrind run: one phase, nothing else */
         snprintf(path, sizeof(path), "%s/bench-%s-paced.jsonl", dir, names[m]);
         unlink(path);
         phase(path, key, modes[m], (uint64_t)paced, 1, (uint64_t)(1e9 / paced), &st);
@@ -276,6 +288,7 @@ int main(int argc, char **argv)
     printf("  without key: %7.1f MB/s\n", verify_mbs(path, NULL, &bytes));
     printf("  with key:    %7.1f MB/s (%" PRIu64 " bytes, %.0f bytes/record)\n",
            verify_mbs(path, pub, &bytes), bytes, (double)bytes / (double)n);
+out:
     unlink(key);
     free(pub);
     BIO_free(b);

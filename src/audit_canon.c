@@ -2,8 +2,10 @@
  * audit_canon.c: a record's JSON value back to the exact line the writer
  * wrote (audit_canon.h, docs/audit.md "Canonical form").
  *
- * The member order of each kind lives in the tables below, which must list
- * exactly what src/audit.c writes, in its order: test_audit_canon formats a
+ * The member order of a request record is the writer's own table
+ * (audit_request_members, audit_record.c); that of each other kind lives in
+ * the tables below, which must list exactly what src/audit_writer.c and
+ * src/audit_open.c write, in their order: test_audit_canon formats a
  * record of every kind with the writer, parses it, shuffles its members and
  * turns every integer into a double, and checks that the rebuilt line is the
  * writer's byte for byte. A member the tables do not know is refused, never
@@ -21,60 +23,46 @@
 
 #define CANON_MAX_DEPTH 8
 
-struct member {
-    const char *name;
-    const struct member *sub; /* its members when it is an object, else NULL */
-};
+#define M(name) AUDIT_MEMBER(name, NULL, NULL)
+#define O(name, sub) AUDIT_MEMBER(name, sub, NULL)
+#define END AUDIT_MEMBERS_END
 
-static const struct member common_m[] = {
-    {"v", NULL}, {"seq", NULL}, {"prev", NULL}, {"log", NULL}, {"kind", NULL}, {"ts", NULL},
-    {NULL, NULL}};
+static const struct audit_member common_m[] = {
+    M("v"), M("seq"), M("prev"), M("log"), M("kind"), M("ts"),
+    END};
 
-static const struct member policy_m[] = {{"file", NULL}, {"sha256", NULL}, {NULL, NULL}};
-static const struct member caller_m[] = {
-    {"verified", NULL}, {"iss", NULL},         {"sub", NULL},          {"audience", NULL},
-    {"jti", NULL},      {"aws_account", NULL}, {"token_sha256", NULL}, {NULL, NULL}};
-static const struct member reqdetail_m[] = {
-    {"method", NULL},     {"path", NULL},     {"query", NULL},   {"client", NULL},
-    {"user_agent", NULL}, {"bytes_in", NULL}, {"headers", NULL}, {NULL, NULL}};
-static const struct member upstream_m[] = {
-    {"name", NULL},     {"status", NULL},   {"latency_ms", NULL}, {"bytes", NULL},
-    {"identity", NULL}, {"audience", NULL}, {NULL, NULL}};
-
-/* a signed URL's use or mint (docs/audit.md "link") */
-static const struct member link_m[] = {
-    {"op", NULL},  {"id", NULL},   {"method", NULL}, {"path", NULL}, {"exp", NULL},
-    {"uses", NULL}, {"kid", NULL}, {"minter", NULL}, {NULL, NULL}};
-
-static const struct member request_m[] = {
-    {"request_id", NULL}, {"decision", NULL},  {"reason", NULL},      {"status", NULL},
-    {"step", NULL},       {"dry_run", NULL},   {"policy", policy_m},  {"caller", caller_m},
-    {"request", reqdetail_m}, {"upstream", upstream_m}, {"bytes_out", NULL},
-    {"duration_ms", NULL}, {"worker", NULL},   {"client_request_id", NULL},
-    {"link", link_m},      {"truncated", NULL},   {NULL, NULL}};
 /* instance and unclean_stop: the open record's members the witness and
  * crash-recovery writer adds (docs/audit.md "open"). */
-static const struct member instance_m[] = {
-    {"service", NULL}, {"revision", NULL}, {"configuration", NULL}, {"id", NULL},
-    {"host", NULL},    {"pid", NULL},      {"started", NULL},       {NULL, NULL}};
-static const struct member unclean_m[] = {
-    {"log", NULL},      {"pid", NULL},     {"started", NULL},          {"fsync", NULL},
-    {"last_seq", NULL}, {"last_ts", NULL}, {"missing_from_seq", NULL}, {"window_from", NULL},
-    {"window_to", NULL}, {NULL, NULL}};
-static const struct member open_m[] = {
-    {"start", NULL},      {"baton", NULL},      {"host", NULL},        {"pid", NULL},
-    {"fsync", NULL},      {"on_failure", NULL}, {"key_id", NULL},      {"torn_bytes", NULL},
-    {"torn_sha256", NULL}, {"prev_file", NULL}, {"instance", instance_m},
-    {"unclean_stop", unclean_m}, {NULL, NULL}};
-static const struct member rotate_m[] = {{"cause", NULL}, {"prev_file", NULL}, {NULL, NULL}};
-static const struct member lost_m[] = {
-    {"count", NULL}, {"refused", NULL}, {"since", NULL}, {"error", NULL}, {NULL, NULL}};
-static const struct member checkpoint_m[] = {{"key_id", NULL}, {"sig", NULL}, {NULL, NULL}};
+static const struct audit_member instance_m[] = {
+    M("service"), M("revision"), M("configuration"), M("id"),
+    M("host"),    M("pid"),      M("started"),       END};
+
+static const struct audit_member unclean_m[] = {
+    M("log"),      M("pid"),     M("started"),          M("fsync"),
+    M("last_seq"), M("last_ts"), M("missing_from_seq"), M("window_from"),
+    M("window_to"), END};
+
+static const struct audit_member open_m[] = {
+    M("start"),      M("baton"),      M("host"),        M("pid"),
+    M("fsync"),      M("on_failure"), M("key_id"),      M("torn_bytes"),
+    M("torn_sha256"), M("prev_file"), O("instance", instance_m),
+    O("unclean_stop", unclean_m), END};
+
+static const struct audit_member rotate_m[] = {M("cause"), M("prev_file"), END};
+
+static const struct audit_member lost_m[] = {
+    M("count"), M("refused"), M("since"), M("error"), END};
+
+static const struct audit_member checkpoint_m[] = {M("key_id"), M("sig"), END};
+
+#undef M
+#undef O
+#undef END
 
 static const struct {
     const char *kind;
-    const struct member *m;
-} kinds[] = {{"request", request_m}, {"open", open_m},         {"rotate", rotate_m},
+    const struct audit_member *m;
+} kinds[] = {{"request", audit_request_members}, {"open", open_m},         {"rotate", rotate_m},
              {"lost", lost_m},       {"checkpoint", checkpoint_m}};
 
 struct out {
@@ -184,10 +172,10 @@ static void put_number(struct out *o, const json_t *v)
     put(o, t, len);
 }
 
-static void put_value(struct out *o, const json_t *v, const struct member *sub, const char *name,
+static void put_value(struct out *o, const json_t *v, const struct audit_member *sub, const char *name,
                       int depth);
 
-static void put_object(struct out *o, const json_t *obj, const struct member *const *tables,
+static void put_object(struct out *o, const json_t *obj, const struct audit_member *const *tables,
                        size_t ntables, const char *what, int depth)
 {
     const char *key;
@@ -198,7 +186,7 @@ static void put_object(struct out *o, const json_t *obj, const struct member *co
     json_object_foreach((json_t *)obj, key, val) {
         bool known = false;
         for (size_t t = 0; t < ntables && !known; t++)
-            for (const struct member *m = tables[t]; m->name && !known; m++)
+            for (const struct audit_member *m = tables[t]; m->name && !known; m++)
                 known = !strcmp(m->name, key);
         if (!known) {
             char why[200];
@@ -209,7 +197,7 @@ static void put_object(struct out *o, const json_t *obj, const struct member *co
     }
     put(o, "{", 1);
     for (size_t t = 0; t < ntables; t++) {
-        for (const struct member *m = tables[t]; m->name; m++) {
+        for (const struct audit_member *m = tables[t]; m->name; m++) {
             json_t *mv = json_object_get(obj, m->name);
             if (!mv)
                 continue;
@@ -224,7 +212,7 @@ static void put_object(struct out *o, const json_t *obj, const struct member *co
     put(o, "}", 1);
 }
 
-static void put_value(struct out *o, const json_t *v, const struct member *sub, const char *name,
+static void put_value(struct out *o, const json_t *v, const struct audit_member *sub, const char *name,
                       int depth)
 {
     if (o->failed)
@@ -289,7 +277,7 @@ int audit_canon_record(const json_t *rec, char *out, size_t cap, size_t *len, ch
                        size_t whylen)
 {
     struct out o = {out, 0, cap, why, whylen, false};
-    const struct member *tables[2] = {common_m, NULL};
+    const struct audit_member *tables[2] = {common_m, NULL};
     const json_t *kind = json_object_get(rec, "kind");
     char what[64];
 

@@ -25,6 +25,44 @@
  * integer below which every integer is a double (RFC 7493 section 2.2). */
 #define AUDIT_NUMBER_MAX INT64_C(9007199254740991)
 
+struct sb;
+struct audit_record;
+struct audit_fmt;
+struct audit_member;
+
+/* How the writer puts a member's value (after its `"name":`); false leaves the
+ * member out of this record. audit_record.c's, for request records. */
+typedef bool audit_put_fn(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,
+                          const struct audit_member *self);
+
+/*
+ * A member of a record in canonical order: its name and, for an object, its
+ * own members (a table ending with a NULL name). The request record's table
+ * is the writer's own (audit_request_members, audit_record.c): the writer
+ * formats from it and the canonical form orders by it, so they cannot drift.
+ * The tables of the other kinds are audit_canon.c's, with put NULL.
+ */
+/* Room for a member's rendered key: a member name is at most 27 bytes (a
+ * longer one does not compile), so the writer copies a key whole. */
+#define AUDIT_MEMBER_KEY 32
+
+struct audit_member {
+    const char *name;
+    const struct audit_member *sub; /* its members when it is an object, else NULL */
+    audit_put_fn *put;              /* NULL outside the request record */
+    char key[AUDIT_MEMBER_KEY];     /* `,"name":`, rendered at compile time */
+    size_t key_len;
+};
+
+#define AUDIT_MEMBER(name, sub, put)                                                             \
+    {name, sub, put, ",\"" name "\":",                                                            \
+     sizeof(",\"" name "\":") - 1 + 0 * sizeof(char[sizeof(name) <= 28 ? 1 : -1])}
+#define AUDIT_MEMBERS_END {NULL, NULL, NULL, "", 0}
+
+/* The members of a request record after those every record has (v, seq,
+ * prev, log, kind, ts), in the order written. */
+extern const struct audit_member audit_request_members[];
+
 /*
  * Writes the canonical line of `rec` (borrowed: a record's JSON value, as
  * jansson parsed it) into out (cap bytes, no newline, NUL-terminated), its

@@ -2,13 +2,15 @@
  * test_audit_canon.c: the canonical form (audit_canon.h) and the LogEntry
  * reader (audit_logentry.h).
  *
- * The writer (src/audit.c) writes a log of every kind of record: open,
+ * The writer (src/audit_writer.c) writes a log of every kind of record: open,
  * request (with every escape, a cut value, a number at the clamp), lost,
  * checkpoint, rotate. Each line is parsed, its members shuffled at every
  * level and its integers turned into doubles, as Cloud Logging's Struct
  * does; the canonical form must give back the writer's bytes exactly. Then
  * what can never be a record is refused, and the splitter cuts arrays and
- * newline-delimited entries fed in chunks of every size.
+ * newline-delimited entries fed in chunks of every size. First, the
+ * writer's request record is checked against audit_request_members, the one
+ * table both the writer and the canonical form go by.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -279,6 +281,106 @@ static int split(bool array, const char *text, size_t chunk, struct got *g, char
     return rc;
 }
 
+/* The keys of a line in the order they appear, depth first (a string
+ * followed by ':' outside any string is a key), joined by ' '. */
+static void line_keys(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *p = s; *p; p++) {
+        const char *start, *q;
+        if (*p != '"')
+            continue;
+        start = ++p;
+        while (*p && *p != '"')
+            p += *p == '\\' && p[1] ? 2 : 1;
+        q = p + 1;
+        if (*p && *q == ':' && o + (size_t)(p - start) + 2 < cap) {
+            o += (size_t)snprintf(out + o, cap - o, "%s%.*s", o ? " " : "", (int)(p - start), start);
+        }
+    }
+}
+
+/* The same from a member table, descending into an object member only when
+ * the record has it as an object (`present` is what the record holds). */
+static void table_keys(const struct audit_member *m, const json_t *present, char *out, size_t cap,
+                       size_t *o)
+{
+    for (; m->name; m++) {
+        const json_t *v = json_object_get(present, m->name);
+        if (!v)
+            continue; /* left out of this record (truncated): checked apart */
+        *o += (size_t)snprintf(out + *o, cap - *o, "%s%s", *o ? " " : "", m->name);
+        if (m->sub && json_is_object(v))
+            table_keys(m->sub, v, out, cap, o);
+    }
+}
+
+/* The writer's request record against audit_request_members, the table the
+ * canonical form orders by: the same members, in the same order, at every
+ * level, for a record with everything and one with nothing. */
+static void table_matches_writer(void)
+{
+    static char longval[700];
+    struct audit_header h[1] = {{"X-Sfn-Execution", longval, sizeof(longval) - 1}};
+    char *const allowed[] = {(char *)"X-Sfn-Execution"};
+    struct audit_record full, empty;
+    const struct audit_member *m;
+    size_t n_table = 0, n_put = 0;
+
+    for (m = audit_request_members; m->name; m++) {
+        n_table++;
+        n_put += m->put != NULL && !strncmp(m->key, ",\"", 2) &&
+                 !strncmp(m->key + 2, m->name, strlen(m->name)) &&
+                 m->key_len == strlen(m->name) + 4;
+    }
+    memset(longval, 'v', sizeof(longval) - 1);
+    fill(&full, "req-1", false);
+    full.request.query = "a=1";
+    full.request.query_len = 3;
+    full.request.headers = h;
+    full.request.n_headers = 1; /* cut at AUDIT_HEADER_VALUE_MAX: truncated */
+    full.client_request_id = "c-1";
+    full.link.op = "use";
+    full.link.id = "0123456789abcdef0123456789abcdef";
+    full.link.method = "GET";
+    full.link.path = "/r?x=1";
+    full.link.path_len = 6;
+    full.link.kid = "k1";
+    full.link.minter = "m";
+    full.link.exp = 1767225600;
+    full.link.uses = 1;
+    memset(&empty, 0, sizeof(empty));
+    empty.worker = -1;
+    empty.duration_ms = -1;
+    empty.upstream.latency_ms = -1;
+    for (int i = 0; i < 2; i++) {
+        const struct audit_record *r = i ? &empty : &full;
+        size_t len, o = 0;
+        char *body = audit_record_body(r, allowed, 1, &len);
+        char *line = xasprintf("{%s}", body);
+        char got[4096], want[4096];
+        json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+        line_keys(body, got, sizeof(got));
+        snprintf(want, sizeof(want), "kind ts");
+        o = strlen(want);
+        table_keys(audit_request_members, j, want, sizeof(want), &o);
+        ok(j && !strcmp(got, want), "%s record: the writer's members are the table's, in its order",
+           i ? "an empty" : "a full");
+        if (strcmp(got, want))
+            tap_diag("writer: %s\ntable:  %s", got, want);
+        /* every member of the table is written, `truncated` only when cut */
+        ok(json_object_size(j) == 2 + n_table - (size_t)i,
+           "%s record has each of the table's %zu members%s (%zu with kind and ts)",
+           i ? "an empty" : "a full", n_table, i ? " but truncated" : "", json_object_size(j));
+        json_decref(j);
+        free(line);
+        free(body);
+    }
+    ok(n_table > 10 && n_put == n_table,
+       "every member of the table has its writer and its rendered key (%zu)", n_table);
+}
+
 int main(void)
 {
     struct lines l = {0};
@@ -289,6 +391,7 @@ int main(void)
 
     if (!mkdtemp(dir))
         { tap_diag("mkdtemp"); return 1; };
+    table_matches_writer();
     write_log(&l);
     ok(l.n > 20, "the writer wrote a log of %zu lines", l.n);
     for (size_t i = 0; i < l.n; i++) {
