@@ -288,7 +288,9 @@ class ServeEnv:
             return []
         out = []
         for p in sorted(self.dir.glob("audit.jsonl*")):
-            for line in p.read_text().splitlines():
+            text = p.read_text()
+            # The writer may be mid-line: a record counts once its newline is there.
+            for line in text[: text.rfind("\n") + 1].splitlines():
                 if line.strip():
                     out.append(json.loads(line))
         return out

@@ -4,7 +4,7 @@ fail under a file size limit (deny and allow), rotation by logrotate and
 SIGUSR1, and no secret in any record.
 
 Logs are written by tests/unit/test_audit_writer (built with `make check`), a
-small process that drives src/audit.c the way the server does and prints
+small process that drives the audit writer (src/audit_*.c) the way the server does and prints
 "durable ID 1|0", "refused ID" and a final "stats ..." line."""
 import base64
 import hashlib
