@@ -1542,8 +1542,11 @@ authorize:
     }
     if (r->step->rate_key) {
         const struct policy_limits *lim = policy_limits(r->policy);
-        if (redis_take(w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
-                       cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
+        enum redis_take_result tr;
+        verdict_retry = 1;
+        tr = redis_take(w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
+                        cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait, &verdict_retry);
+        if (tr == REDIS_TAKE_PARKED) {
             /* Reading goes on (stopping and restarting it costs two epoll_ctl
              * a request); on_read stops it if the client sends more meanwhile. */
             r->head_len = head_len;
@@ -1551,8 +1554,10 @@ authorize:
             c->state = CS_RATE_WAIT;
             return;
         }
-        verdict = REDIS_FAILED;
-        verdict_retry = 1;
+        /* decided at once from the worker's lease, or no Redis: on_failure */
+        verdict = tr == REDIS_TAKE_ALLOW  ? REDIS_ALLOW
+                  : tr == REDIS_TAKE_DENY ? REDIS_DENY
+                                          : REDIS_FAILED;
     rate_decided:
         if (verdict == REDIS_FAILED)
             verdict = rate_fallback(c, &verdict_retry);
