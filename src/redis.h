@@ -133,7 +133,7 @@ void redis_count_fallback(struct redis_client *cl, enum cfg_redis_failure how);
 
 #define REDIS_LEASE_MIN_RATE 100.0    /* requests/s: below, one round trip per request */
 #define REDIS_LEASE_BURST_SHARE 8     /* a lease and its age hold at most burst/8 tokens */
-#define REDIS_LEASE_MAX_TOKENS 64     /* tokens asked in one batch, at most */
+#define REDIS_LEASE_MAX_TOKENS 256    /* tokens asked in one batch, at most */
 #define REDIS_LEASE_AGE_MAX_US 100000.0 /* a leased token is dropped after this (or sooner) */
 #define REDIS_LEASE_AGE_MIN_US 5000.0 /* a shorter age would not outlive a round trip: no lease */
 #define REDIS_LEASE_BATCHES 4         /* batches of different ages held at once */
