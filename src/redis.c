@@ -1113,7 +1113,7 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_connections_up", "gauge",
                   "Worker connections to Redis with the rate script loaded.", NULL, st.up);
     metrics_write(out, "baton_redis_round_trips_total", "counter",
-                  "Rate decisions and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
+                  "Rate decisions (and lease batches) and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
     metrics_write(out, "baton_redis_failures_total", "counter",
                   "Rate decisions and link uses Redis did not answer (connection lost, error reply).", NULL,
                   (double)SUM(failures));
