@@ -916,8 +916,11 @@ enum redis_take_result redis_take(struct redis_client *cl, const char *key, doub
         return REDIS_TAKE_FAILED;
     if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
         redis_lease_plan(rate_per_s, burst, &cl->last_plan);
-        snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", cl->last_plan.interval_us);
-        snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f", cl->last_plan.tolerance_us);
+        if (!cl->last_plan.max_tokens) { /* a leased key keeps its own (lease_find) */
+            snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", cl->last_plan.interval_us);
+            snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f",
+                     cl->last_plan.tolerance_us);
+        }
         cl->last_rate = rate_per_s;
         cl->last_burst = burst;
     }
