@@ -1,21 +1,26 @@
 #!/bin/bash
-# bench/ratelimit.sh: a global step (rate on Redis) against an instance step
-# (in-process bucket), in one run, under the same load.
+# bench/ratelimit.sh: a global step (rate on Redis, leased) and a global step
+# that asks Redis once per request, against an instance step (in-process
+# bucket), in one run, under the same load.
 #
 #   bench/ratelimit.sh [BATON_BINARY]     (default: ./baton; build without --enable-asan)
 #
-# Loopback only, about 40 s. One baton (1 worker, as bench/proxy.sh), one
+# Loopback only, about a minute. One baton (1 worker, as bench/proxy.sh), one
 # redis-server of our own (no persistence), one upstream (nginx returning 3
-# bytes). Two steps differ only in limits.rate_scope; their rate (1,000,000/s)
-# is far above the load, so every request is admitted and what is measured is
-# the cost of the decision: for the global step, one EVALSHA round trip per
-# request while the request is parked. `wrk -t1 -c32 --latency`, BENCH_ROUNDS
-# rounds (3) of BENCH_DURATION (5s) per step, the order reversed every other
-# round. Prints, per step, the median req/s, p50, p99, CPU time per request of
-# baton and of redis-server (/proc/PID/stat), and Redis round trips per request
-# (from baton's own baton_redis_round_trips_total), the count of non-2xx
-# answers (decisions past timeout_ms, on_failure "deny"), and the
-# global/instance throughput ratio of each round.
+# bytes). Three steps: "global" and "instance" differ only in
+# limits.rate_scope; their rate and burst (1,000,000) are far above the load,
+# so every request is admitted and what is measured is the cost of the
+# decision: for "global", a worker's lease of up to 256 tokens per EVALSHA
+# (README "Shared limits on Redis", Leases). "exact" is global with a burst of
+# 15, under the lease threshold (burst >= 16): one EVALSHA round trip per
+# request while the request is parked, what every global step did before
+# leases. `wrk -t1 -c32 --latency`, BENCH_ROUNDS rounds (3) of BENCH_DURATION
+# (5s) per step, the order rotated every round. Prints, per step, the median
+# req/s, p50, p99, CPU time per request of baton and of redis-server
+# (/proc/PID/stat), and Redis round trips per request (from baton's own
+# baton_redis_round_trips_total), the count of non-2xx answers (decisions past
+# timeout_ms, on_failure "deny"), and the global/instance and exact/instance
+# throughput ratios of each round.
 # Ports BENCH_PORT_BASE (18570) to +3 on 127.0.0.1.
 # Needs: redis-server, nginx, wrk (apt-get install redis-server nginx wrk).
 set -u
@@ -44,7 +49,7 @@ redis-server --port $P_RED --bind 127.0.0.1 --save "" --appendonly no --dir "$T"
 REDIS_PID=$!
 PIDS+=($REDIS_PID)
 
-# ---- baton: two steps that differ only in rate_scope ---------------------------
+# ---- baton: steps that differ only in rate_scope (and exact's burst) ------------
 mkdir -p "$T/policies"
 cat >"$T/baton.json" <<EOF
 {
@@ -60,7 +65,10 @@ cat >"$T/baton.json" <<EOF
   "redis": { "url": "redis://127.0.0.1:$P_RED/0", "timeout_ms": 50, "on_failure": "deny" }
 }
 EOF
-for s in global instance; do
+STEPS="global exact instance"
+for s in $STEPS; do
+    scope=$s burst=1000000
+    [ "$s" = exact ] && scope=global burst=15
     cat >"$T/policies/$s.json" <<EOF
 {
   "step": "$s",
@@ -68,7 +76,7 @@ for s in global instance; do
   "upstream": "up",
   "callers": [{ "issuer": "bench", "claims": { "sub": "arn:aws:iam::123456789012:role/*" } }],
   "allow": [{ "methods": ["GET"], "paths": ["/**"] }],
-  "limits": { "rate_per_s": 1000000, "burst": 1000000, "rate_scope": "$s" }
+  "limits": { "rate_per_s": 1000000, "burst": $burst, "rate_scope": "$scope" }
 }
 EOF
 done
@@ -82,7 +90,7 @@ for _ in $(seq 1000); do
     sleep 0.01
 done
 [ -n "$ready" ] || { echo "bench: baton never ready with redis up: $body" >&2; cat "$T/baton.err" >&2; exit 1; }
-for s in global instance; do
+for s in $STEPS; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BAT/$s/x")
     [ "$code" = 200 ] || { echo "bench: /$s/ answers $code" >&2; exit 1; }
 done
@@ -94,7 +102,7 @@ to_ms() {
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 trips() { curl -s "http://127.0.0.1:$P_ADM/metrics" | awk '$1=="baton_redis_round_trips_total"{print $2}'; }
 declare -A RPS P50 P99 CPU RCPU RT
-declare -A NON=([global]=0 [instance]=0) TOTAL=([global]=0 [instance]=0)
+declare -A NON=([global]=0 [exact]=0 [instance]=0) TOTAL=([global]=0 [exact]=0 [instance]=0)
 run() { # step round
     local out="$T/wrk-$1.txt" c0 r0 t0 n hz
     c0=$(cpu_ticks $BATON_PID); r0=$(cpu_ticks $REDIS_PID); t0=$(trips)
@@ -119,26 +127,33 @@ median() {
 }
 of_rounds() { local -n a=$1; local r; for r in $(seq "$ROUNDS"); do printf '%s ' "${a[$2,$r]}"; done; }
 
-for s in global instance; do # warm-up, not measured
+for s in $STEPS; do # warm-up, not measured
     wrk -t1 -c"$CONNS" -d1s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$P_BAT/$s/x" >/dev/null 2>&1
 done
 for r in $(seq "$ROUNDS"); do
-    if [ $((r % 2)) -eq 0 ]; then order="instance global"; else order="global instance"; fi
+    case $((r % 3)) in
+    1) order="global exact instance" ;;
+    2) order="instance global exact" ;;
+    0) order="exact instance global" ;;
+    esac
     for s in $order; do run "$s" "$r"; done
 done
 
 printf '\n%d rounds of %s per step, wrk -t1 -c%s, 1 baton worker; medians:\n' "$ROUNDS" "$DUR" "$CONNS"
 printf '| step | req/s | p50 ms | p99 ms | baton CPU us/req | redis CPU us/req | Redis round trips/req | non-2xx / requests |\n'
 printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
-for s in global instance; do
+for s in $STEPS; do
     printf '| %s | %s | %s | %s | %s | %s | %s | %s / %s |\n' "$s" \
         "$(of_rounds RPS $s | median)" "$(of_rounds P50 $s | median)" "$(of_rounds P99 $s | median)" \
         "$(of_rounds CPU $s | median)" "$(of_rounds RCPU $s | median)" "$(of_rounds RT $s | median)" \
         "${NON[$s]}" "${TOTAL[$s]}"
 done
 echo "(a global step's non-2xx: decisions that waited past timeout_ms and went to on_failure \"deny\")"
-ratios=""
-for r in $(seq "$ROUNDS"); do
-    ratios="$ratios$(awk -v g="${RPS[global,$r]}" -v i="${RPS[instance,$r]}" 'BEGIN{ printf "%.2f ", (i > 0 ? g / i : 0) }')"
+echo
+for s in global exact; do
+    ratios=""
+    for r in $(seq "$ROUNDS"); do
+        ratios="$ratios$(awk -v g="${RPS[$s,$r]}" -v i="${RPS[instance,$r]}" 'BEGIN{ printf "%.2f ", (i > 0 ? g / i : 0) }')"
+    done
+    printf '%s / instance throughput: median %s (rounds: %s)\n' "$s" "$(echo "$ratios" | median)" "$ratios"
 done
-printf '\nglobal / instance throughput: median %s (rounds: %s)\n' "$(echo "$ratios" | median)" "$ratios"

@@ -14,6 +14,15 @@
  * when the context is torn down: hiredis calls every pending callback then).
  * The request side leaves it earlier by redis_cancel, by its timeout, or when
  * the verdict is delivered: `cb` is cleared, and the late reply only frees it.
+ *
+ * Leases (redis.h): a leased step's key has a `struct lease_entry` on the
+ * worker. A request spends one of its tokens when it has one (no wait, no
+ * round trip), or is refused at once while the bucket is known empty, or
+ * parks on a fetch that asks for its own token plus a batch. A spend that
+ * leaves half a batch or less sends the next batch's fetch with no request
+ * waiting on it (cb NULL, no timer). Every token a reply grants beyond the
+ * asking request's (all of them when it has left) goes to the lease, to
+ * expire one lease age after the fetch was sent.
  */
 #include "redis.h"
 
@@ -38,15 +47,22 @@
 
 /*
  * GCRA: the key holds the theoretical arrival time (TAT) of the next request
- * in microseconds of Redis's clock. A request at `now` is admitted when
+ * in microseconds of Redis's clock. A token at `now` is granted when
  * max(TAT, now) + interval - tolerance <= now, with interval = 1e6/rate and
- * tolerance = burst * interval (so `burst` requests pass at once from idle),
- * and then TAT becomes max(TAT, now) + interval. A denied request writes
- * nothing. The TTL is the time until TAT: past it, an absent key means the same.
- * TAT is passed to SET as a Lua number, which Redis writes with 17 significant
- * digits: exact to a fraction of a microsecond.
- * redis.replicate_commands(): Redis < 5 needs it to write after TIME (a
- * non-deterministic command); it is the default, and a no-op, since 5.
+ * tolerance = burst * interval (so `burst` requests pass at once from idle;
+ * a leased step passes its tolerance less the lease age, redis.h), and then
+ * TAT becomes max(TAT, now) + interval. ARGV[3] tokens are asked: as many are
+ * granted as that condition allows, one after the other, in one step (n =
+ * floor((now + tolerance - TAT) / interval), corrected by one either way so
+ * that the division's rounding never grants one the condition refuses).
+ * Reply {n, wait}: n tokens granted, and the microseconds until the next one
+ * would be (0 when one is left). Nothing granted writes nothing. With
+ * ARGV[3] = 1 this is exactly one GCRA decision. The TTL is the time until
+ * TAT: past it, an absent key means the same. TAT is passed to SET as a Lua
+ * number, which Redis writes with 17 significant digits: exact to a fraction
+ * of a microsecond. redis.replicate_commands(): Redis < 5 needs it to write
+ * after TIME (a non-deterministic command); it is the default, and a no-op,
+ * since 5.
  */
 static const char gcra_script[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -54,13 +70,19 @@ static const char gcra_script[] =
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local interval = tonumber(ARGV[1])\n"
     "local tolerance = tonumber(ARGV[2])\n"
+    "local want = tonumber(ARGV[3])\n"
     "local tat = tonumber(redis.call('GET', KEYS[1]))\n"
     "if not tat or tat < now then tat = now end\n"
-    "local nxt = tat + interval\n"
-    "local wait = nxt - tolerance - now\n"
-    "if wait > 0 then return {0, math.ceil(wait)} end\n"
+    "local n = math.floor((now + tolerance - tat) / interval)\n"
+    "if n > want then n = want end\n"
+    "if n < want and tat + (n + 1) * interval - tolerance <= now then n = n + 1 end\n"
+    "if n >= 1 and tat + n * interval - tolerance > now then n = n - 1 end\n"
+    "if n < 1 then return {0, math.ceil(tat + interval - tolerance - now)} end\n"
+    "local nxt = tat + n * interval\n"
     "redis.call('SET', KEYS[1], nxt, 'PX', math.ceil((nxt - now) / 1000) + 1)\n"
-    "return {1, 0}\n";
+    "local wait = nxt + interval - tolerance - now\n"
+    "if wait < 0 then wait = 0 end\n"
+    "return {n, math.ceil(wait)}\n";
 
 /*
  * One use of a signed URL (signurl.h): KEYS[1] "baton:link:<link id>" counts
@@ -93,6 +115,7 @@ struct redis_stats {
     _Atomic uint64_t link_uses, link_failures; /* signed URL uses asked; not verified */
     _Atomic uint64_t lat_bucket[N_BOUNDS + 1];
     _Atomic uint64_t lat_sum_ns;
+    _Atomic uint64_t lease_tokens, lease_decisions, lease_expired; /* redis.h: leases */
     _Atomic int state;   /* enum conn_state */
     _Atomic bool configured;
 };
@@ -106,6 +129,28 @@ static struct {
     char link_sha[41];
 } reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* One key's lease on this worker (redis.h): its tokens, its arrivals, and
+ * whether the bucket is known empty. Owned by the client; freed when idle for
+ * LEASE_IDLE_NS with no fetch in flight pointing at it, or with the client. */
+struct lease_entry {
+    struct lease_entry *next;
+    double rate;
+    unsigned burst;
+    struct redis_lease_plan plan;
+    char interval[32], tolerance[32];
+    struct redis_lease lease;
+    uint64_t win_start_ns;  /* arrivals: the current window, one lease age long */
+    unsigned win_count;     /* arrivals in it */
+    unsigned prev_count;    /* arrivals in the window before (0 when not adjacent) */
+    uint64_t dry_until_ns;  /* the bucket is empty for us until then: refuse here */
+    uint64_t last_use_ns;
+    unsigned pending;       /* fetches in flight that point here */
+    bool batch_inflight;    /* one of them asks for a batch */
+    char key[REDIS_KEY_MAX];
+};
+
+#define LEASE_IDLE_NS 10000000000ull /* an entry unused this long is freed */
+
 struct redis_wait {
     struct redis_client *cl;
     struct redis_wait *prev, *next; /* the client's outstanding list, oldest first */
@@ -116,8 +161,11 @@ struct redis_wait {
     uint64_t sent_ns;
     bool retried; /* resent with EVAL after NOSCRIPT */
     bool link;    /* a link use (link_script; interval: uses, tolerance: expiry) */
+    bool batch;   /* asks for a lease's batch (le->batch_inflight) */
+    unsigned want; /* tokens asked (ARGV[3]) */
+    struct lease_entry *le; /* the lease the tokens go to; NULL: no lease */
     char key[REDIS_KEY_MAX];
-    char interval[32], tolerance[32];
+    char interval[32], tolerance[32], want_s[12];
 };
 
 struct redis_client {
@@ -142,7 +190,9 @@ struct redis_client {
      * costs more than the rest of a decision on our side */
     double last_rate;
     unsigned last_burst;
+    struct redis_lease_plan last_plan;
     char last_interval[32], last_tolerance[32];
+    struct lease_entry *leases; /* the leased keys this worker has used */
     struct redis_wait *spare; /* freed waits kept for reuse (a short list) */
     char setup_error[128];    /* why AUTH, SELECT or SCRIPT LOAD was refused */
     unsigned n_spare;
@@ -206,6 +256,95 @@ int redis_link_key(char *out, size_t cap, const char *link_id_hex)
     return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
+/* ------------------------------------------------------ lease arithmetic */
+
+void redis_lease_plan(double rate_per_s, unsigned burst, struct redis_lease_plan *p)
+{
+    unsigned b = burst ? burst : 1;
+    unsigned share = b / REDIS_LEASE_BURST_SHARE;
+    double age;
+
+    memset(p, 0, sizeof(*p));
+    p->interval_us = 1e6 / rate_per_s;
+    p->tolerance_us = p->interval_us * b;
+    if (!(rate_per_s >= REDIS_LEASE_MIN_RATE) || share < 2)
+        return;
+    /* the age holds at most `share` tokens of the global rate, so keeping it
+     * back from the tolerance costs at most burst/8 */
+    age = p->interval_us * share;
+    if (age > REDIS_LEASE_AGE_MAX_US)
+        age = REDIS_LEASE_AGE_MAX_US;
+    if (age < REDIS_LEASE_AGE_MIN_US)
+        return;
+    p->age_us = age;
+    p->max_tokens = share < REDIS_LEASE_MAX_TOKENS ? share : REDIS_LEASE_MAX_TOKENS;
+    p->tolerance_us -= age;
+}
+
+unsigned redis_lease_batch(const struct redis_lease_plan *p, unsigned arrivals)
+{
+    unsigned k = arrivals / 4;
+    if (!p->max_tokens)
+        return 0;
+    return k > p->max_tokens ? p->max_tokens : k;
+}
+
+static void lease_remove(struct redis_lease *l, unsigned i)
+{
+    l->held -= l->batch[i].tokens;
+    memmove(&l->batch[i], &l->batch[i + 1], (l->n_batches - i - 1) * sizeof(l->batch[0]));
+    l->n_batches--;
+}
+
+unsigned redis_lease_expire(struct redis_lease *l, uint64_t now_ns)
+{
+    unsigned dropped = 0;
+    /* sorted by expiry: the expired ones come first */
+    while (l->n_batches && l->batch[0].expires_ns <= now_ns) {
+        dropped += l->batch[0].tokens;
+        lease_remove(l, 0);
+    }
+    return dropped;
+}
+
+unsigned redis_lease_add(struct redis_lease *l, unsigned tokens, uint64_t expires_ns, uint64_t now_ns)
+{
+    unsigned i;
+    if (!tokens)
+        return 0;
+    if (expires_ns <= now_ns)
+        return tokens;
+    if (l->n_batches == REDIS_LEASE_BATCHES) {
+        /* no slot: the two oldest become one that expires with the older,
+         * which only shortens a life (never drops a live token) */
+        l->batch[0].tokens += l->batch[1].tokens;
+        memmove(&l->batch[1], &l->batch[2], (l->n_batches - 2) * sizeof(l->batch[0]));
+        l->n_batches--;
+    }
+    i = l->n_batches;
+    while (i > 0 && l->batch[i - 1].expires_ns > expires_ns) {
+        l->batch[i] = l->batch[i - 1];
+        i--;
+    }
+    l->batch[i].tokens = tokens;
+    l->batch[i].expires_ns = expires_ns;
+    l->n_batches++;
+    l->held += tokens;
+    return 0;
+}
+
+bool redis_lease_spend(struct redis_lease *l, uint64_t now_ns, unsigned *expired)
+{
+    *expired = redis_lease_expire(l, now_ns);
+    if (!l->held)
+        return false;
+    l->batch[0].tokens--;
+    l->held--;
+    if (!l->batch[0].tokens)
+        lease_remove(l, 0);
+    return true;
+}
+
 static void script_sha(const char *script, size_t len, char out[41])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -263,8 +402,15 @@ static void wait_link(struct redis_client *cl, struct redis_wait *w)
 
 #define SPARE_MAX 64
 
+/* The wait is over (or was never sent): its lease no longer waits on it. */
 static void wait_free(struct redis_client *cl, struct redis_wait *w)
 {
+    if (w->le) {
+        w->le->pending--;
+        if (w->batch)
+            w->le->batch_inflight = false;
+        w->le = NULL;
+    }
     if (cl->n_spare >= SPARE_MAX) {
         free(w);
         return;
@@ -498,6 +644,29 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
 
 static int send_decision(struct redis_client *cl, struct redis_wait *w);
 
+/* A lease fetch answered: `got` tokens for the lease (the asking request's
+ * own already taken), `wait_us` until the next token after them (> 0: the
+ * bucket is empty now). An empty bucket is not asked again before the next
+ * batch could be granted: until then the lease refuses here, with no round
+ * trip (the tokens stay in the bucket, for any instance). */
+static void lease_granted(struct redis_client *cl, struct redis_wait *w, unsigned got,
+                          long long wait_us)
+{
+    struct lease_entry *le = w->le;
+    uint64_t now = mono_ns();
+    if (wait_us > 0) {
+        unsigned k = redis_lease_batch(&le->plan, le->prev_count > le->win_count ? le->prev_count
+                                                                                 : le->win_count);
+        double until_us = (double)wait_us + (k > 1 ? (k - 1) * le->plan.interval_us : 0);
+        le->dry_until_ns = now + (uint64_t)(until_us * 1000.0);
+    }
+    if (got) {
+        bump(&cl->st->lease_tokens, got);
+        bump(&cl->st->lease_expired,
+             redis_lease_add(&le->lease, got, w->sent_ns + (uint64_t)(le->plan.age_us * 1000.0), now));
+    }
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
@@ -521,7 +690,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     bump(&cl->st->lat_bucket[b], 1);
     bump(&cl->st->lat_sum_ns, ns);
     if (reply->type == REDIS_REPLY_ERROR && !w->retried && !strncmp(reply->str, "NOSCRIPT", 8) &&
-        cl->ac == ac && w->cb) {
+        cl->ac == ac && (w->cb || w->le)) {
         /* A server without the script (a flush, a failover): EVAL loads it. */
         w->retried = true;
         if (send_decision(cl, w) == 0)
@@ -530,8 +699,18 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
         reply->element[1]->type == REDIS_REPLY_INTEGER) {
-        v = reply->element[0]->integer == 1 ? REDIS_ALLOW : REDIS_DENY;
-        retry = w->link ? 1 : redis_retry_after_s((double)reply->element[1]->integer);
+        if (w->link) {
+            v = reply->element[0]->integer == 1 ? REDIS_ALLOW : REDIS_DENY;
+        } else {
+            long long n = reply->element[0]->integer;
+            unsigned got = n <= 0 ? 0 : n > (long long)w->want ? w->want : (unsigned)n;
+            v = got ? REDIS_ALLOW : REDIS_DENY;
+            retry = redis_retry_after_s((double)reply->element[1]->integer);
+            if (w->cb && got)
+                got--; /* the asking request's own token */
+            if (w->le)
+                lease_granted(cl, w, got, reply->element[1]->integer);
+        }
     } else {
         bump(&cl->st->failures, 1);
         if (w->cb)
@@ -576,17 +755,19 @@ static int send_decision(struct redis_client *cl, struct redis_wait *w)
     int rc;
     const char *script = w->link ? link_script : gcra_script;
     size_t script_len = w->link ? sizeof(link_script) - 1 : sizeof(gcra_script) - 1;
+    int argc = w->link ? 6 : 7; /* a rate decision adds the tokens asked */
     if (!w->retried) {
-        const char *argv[6] = {"EVALSHA", w->link ? reg.link_sha : reg.sha, "1", w->key,
-                               w->interval, w->tolerance};
-        size_t lens[6] = {7, 40, 1, strlen(w->key), strlen(w->interval), strlen(w->tolerance)};
-        rc = redisAsyncCommandArgv(cl->ac, on_reply, w, 6, argv, lens);
+        const char *argv[7] = {"EVALSHA", w->link ? reg.link_sha : reg.sha, "1", w->key,
+                               w->interval, w->tolerance, w->want_s};
+        size_t lens[7] = {7, 40, 1, strlen(w->key), strlen(w->interval), strlen(w->tolerance),
+                          strlen(w->want_s)};
+        rc = redisAsyncCommandArgv(cl->ac, on_reply, w, argc, argv, lens);
     } else {
-        const char *argv[6] = {"EVAL", script, "1", w->key, w->interval, w->tolerance};
-        size_t lens[6] = {4, script_len, 1, strlen(w->key), strlen(w->interval),
-                          strlen(w->tolerance)};
+        const char *argv[7] = {"EVAL", script, "1", w->key, w->interval, w->tolerance, w->want_s};
+        size_t lens[7] = {4, script_len, 1, strlen(w->key), strlen(w->interval),
+                          strlen(w->tolerance), strlen(w->want_s)};
         bump(&cl->st->script_loads, 1);
-        rc = redisAsyncCommandArgv(cl->ac, on_reply, w, 6, argv, lens);
+        rc = redisAsyncCommandArgv(cl->ac, on_reply, w, argc, argv, lens);
     }
     if (rc != REDIS_OK)
         return -1;
@@ -645,24 +826,139 @@ static bool accepting(const struct redis_client *cl)
     return cl && cl->ac && (cl->state == ST_UP || cl->state == ST_CONNECTING);
 }
 
-int redis_take(struct redis_client *cl, const char *key, double rate_per_s, unsigned burst,
-               unsigned timeout_ms, redis_cb cb, void *arg, struct redis_wait **wait)
+/* The lease of `key` (created with the plan of rate_per_s and burst), or
+ * NULL when the key does not fit. Creating one frees the entries idle for
+ * LEASE_IDLE_NS (a reload's old keys), their tokens counted as expired. */
+static struct lease_entry *lease_find(struct redis_client *cl, const char *key, double rate_per_s,
+                                      unsigned burst, uint64_t now)
+{
+    struct lease_entry *le, **pp;
+    for (le = cl->leases; le; le = le->next)
+        if (!strcmp(le->key, key))
+            break;
+    if (!le) {
+        if (strlen(key) >= sizeof(le->key))
+            return NULL;
+        for (pp = &cl->leases; *pp;) {
+            struct lease_entry *old = *pp;
+            if (!old->pending && now - old->last_use_ns >= LEASE_IDLE_NS) {
+                bump(&cl->st->lease_expired, old->lease.held);
+                *pp = old->next;
+                free(old);
+            } else {
+                pp = &old->next;
+            }
+        }
+        le = xcalloc(1, sizeof(*le));
+        strcpy(le->key, key);
+        le->next = cl->leases;
+        cl->leases = le;
+    }
+    if (le->rate != rate_per_s || le->burst != burst) {
+        redis_lease_plan(rate_per_s, burst, &le->plan);
+        snprintf(le->interval, sizeof(le->interval), "%.6f", le->plan.interval_us);
+        snprintf(le->tolerance, sizeof(le->tolerance), "%.6f", le->plan.tolerance_us);
+        le->rate = rate_per_s;
+        le->burst = burst;
+    }
+    return le;
+}
+
+/* Fills a rate fetch of `want` tokens (for the lease `le`, or none). */
+static void wait_fetch(struct redis_wait *w, struct lease_entry *le, const char *interval,
+                       const char *tolerance, unsigned want, bool batch)
+{
+    memcpy(w->interval, interval, sizeof(w->interval));
+    memcpy(w->tolerance, tolerance, sizeof(w->tolerance));
+    snprintf(w->want_s, sizeof(w->want_s), "%u", want);
+    w->want = want;
+    w->batch = batch;
+    if (le) {
+        w->le = le;
+        le->pending++;
+        if (batch)
+            le->batch_inflight = true;
+    }
+}
+
+/* The arrivals of one lease age, for the batch size: the larger of the last
+ * whole window and the current one so far. */
+static unsigned lease_arrivals(const struct lease_entry *le)
+{
+    return le->prev_count > le->win_count ? le->prev_count : le->win_count;
+}
+
+/* While a few tokens remain (half a batch), asks for the next batch ahead of
+ * need, so that requests rarely park: one fetch in flight per lease, none
+ * while the bucket is known empty or the connection is not up. */
+static void lease_prefetch(struct redis_client *cl, struct lease_entry *le, uint64_t now)
+{
+    unsigned k = redis_lease_batch(&le->plan, lease_arrivals(le));
+    struct redis_wait *w;
+
+    if (!k || le->batch_inflight || le->lease.held > k / 2 || now < le->dry_until_ns ||
+        !cl->ac || cl->state != ST_UP || !(w = wait_new(cl, le->key, NULL, NULL)))
+        return;
+    wait_fetch(w, le, le->interval, le->tolerance, k, true);
+    if (send_decision(cl, w) < 0)
+        wait_free(cl, w);
+}
+
+enum redis_take_result redis_take(struct redis_client *cl, const char *key, double rate_per_s,
+                                  unsigned burst, unsigned timeout_ms, redis_cb cb, void *arg,
+                                  struct redis_wait **wait, unsigned *retry_after_s)
 {
     struct redis_wait *w;
-    double interval;
+    struct lease_entry *le = NULL;
+    unsigned want = 1;
 
-    if (!accepting(cl) || !(rate_per_s > 0) || !(w = wait_new(cl, key, cb, arg)))
-        return -1;
+    if (!cl || !(rate_per_s > 0))
+        return REDIS_TAKE_FAILED;
     if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
-        interval = 1e6 / rate_per_s;
-        snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", interval);
-        snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f", interval * (burst ? burst : 1));
+        redis_lease_plan(rate_per_s, burst, &cl->last_plan);
+        if (!cl->last_plan.max_tokens) { /* a leased key keeps its own (lease_find) */
+            snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", cl->last_plan.interval_us);
+            snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f",
+                     cl->last_plan.tolerance_us);
+        }
         cl->last_rate = rate_per_s;
         cl->last_burst = burst;
     }
-    memcpy(w->interval, cl->last_interval, sizeof(w->interval));
-    memcpy(w->tolerance, cl->last_tolerance, sizeof(w->tolerance));
-    return wait_start(cl, w, timeout_ms, wait);
+    if (cl->last_plan.max_tokens) {
+        uint64_t now = mono_ns(), age_ns;
+        unsigned expired = 0;
+        if (!(le = lease_find(cl, key, rate_per_s, burst, now)))
+            return REDIS_TAKE_FAILED;
+        age_ns = (uint64_t)(le->plan.age_us * 1000.0);
+        if (now - le->win_start_ns >= age_ns) {
+            le->prev_count = now - le->win_start_ns < 2 * age_ns ? le->win_count : 0;
+            le->win_count = 0;
+            le->win_start_ns = now;
+        }
+        le->win_count++;
+        le->last_use_ns = now;
+        if (redis_lease_spend(&le->lease, now, &expired)) {
+            bump(&cl->st->lease_expired, expired);
+            bump(&cl->st->lease_decisions, 1);
+            lease_prefetch(cl, le, now);
+            return REDIS_TAKE_ALLOW;
+        }
+        bump(&cl->st->lease_expired, expired);
+        if (now < le->dry_until_ns) {
+            *retry_after_s = redis_retry_after_s((double)(le->dry_until_ns - now) / 1e3);
+            bump(&cl->st->lease_decisions, 1);
+            return REDIS_TAKE_DENY;
+        }
+        if (!le->batch_inflight)
+            want += redis_lease_batch(&le->plan, lease_arrivals(le));
+    }
+    if (!accepting(cl) || !(w = wait_new(cl, key, cb, arg)))
+        return REDIS_TAKE_FAILED;
+    if (le)
+        wait_fetch(w, le, le->interval, le->tolerance, want, want > 1);
+    else
+        wait_fetch(w, NULL, cl->last_interval, cl->last_tolerance, 1, false);
+    return wait_start(cl, w, timeout_ms, wait) == 0 ? REDIS_TAKE_PARKED : REDIS_TAKE_FAILED;
 }
 
 int redis_link_use(struct redis_client *cl, const char *key, unsigned uses, int64_t expire_at_s,
@@ -772,6 +1068,11 @@ void redis_client_free(struct redis_client *cl)
         cl->spare = w->next;
         free(w);
     }
+    while (cl->leases) { /* after the context: its pending replies pointed here */
+        struct lease_entry *le = cl->leases;
+        cl->leases = le->next;
+        free(le);
+    }
     if (!reg.stats || cl->st < reg.stats || cl->st >= reg.stats + reg.n)
         free(cl->st);
     free(cl);
@@ -815,7 +1116,7 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_connections_up", "gauge",
                   "Worker connections to Redis with the rate script loaded.", NULL, st.up);
     metrics_write(out, "baton_redis_round_trips_total", "counter",
-                  "Rate decisions and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
+                  "Rate decisions (and lease batches) and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
     metrics_write(out, "baton_redis_failures_total", "counter",
                   "Rate decisions and link uses Redis did not answer (connection lost, error reply).", NULL,
                   (double)SUM(failures));
@@ -852,4 +1153,13 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_link_failures_total", "counter",
                   "Signed URL uses refused with 503 because Redis could not count them.", NULL,
                   (double)SUM(link_failures));
+    metrics_write(out, "baton_redis_lease_tokens_total", "counter",
+                  "Tokens of global steps Redis granted to workers' leases, beyond the asking request's.",
+                  NULL, (double)SUM(lease_tokens));
+    metrics_write(out, "baton_redis_lease_decisions_total", "counter",
+                  "Global rate decisions made from a worker's lease, without a round trip.", NULL,
+                  (double)SUM(lease_decisions));
+    metrics_write(out, "baton_redis_lease_expired_tokens_total", "counter",
+                  "Leased tokens dropped unspent at the lease age (never admitted by anyone).", NULL,
+                  (double)SUM(lease_expired));
 }

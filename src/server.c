@@ -1305,9 +1305,9 @@ static enum decide_rate_verdict rate_verdict_of(enum redis_verdict v)
                              : DECIDE_RATE_UNAVAILABLE;
 }
 
-/* A global step asks Redis (the request parks: DECIDE_RATE_PENDING, the
- * verdict comes to on_rate_reply), or decides by redis.on_failure when the
- * ask cannot be sent; an instance step takes from the worker's bucket. */
+/* A global step takes a token from the worker's lease or asks Redis (the
+ * request parks: DECIDE_RATE_PENDING, the verdict comes to on_rate_reply), or
+ * decides by redis.on_failure when the ask cannot be sent; an instance step takes from the worker's bucket. */
 static enum decide_rate_verdict limit_rate(void *ctx, const struct policy *p,
                                            enum decide_rate_scope scope, unsigned *retry)
 {
@@ -1317,9 +1317,18 @@ static enum decide_rate_verdict limit_rate(void *ctx, const struct policy *p,
     (void)scope;
     if (limit_step(r, p)->rate_key) {
         const struct policy_limits *lim = policy_limits(p);
-        if (redis_take(c->w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
-                       r->rt->cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0)
+        enum redis_take_result tr;
+
+        *retry = 1;
+        tr = redis_take(c->w->redis, r->step->rate_key, (double)lim->rate_per_s, lim->burst,
+                        r->rt->cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait, retry);
+        if (tr == REDIS_TAKE_PARKED)
             return DECIDE_RATE_PENDING;
+        /* decided at once from the worker's lease, or no Redis: on_failure */
+        if (tr == REDIS_TAKE_ALLOW)
+            return DECIDE_RATE_ALLOW;
+        if (tr == REDIS_TAKE_DENY)
+            return DECIDE_RATE_DENY;
         *retry = 1;
         return rate_verdict_of(rate_fallback(c, retry));
     }
