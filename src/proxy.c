@@ -10,9 +10,9 @@
  * what an exchange holds in memory is bounded by the watermarks plus one
  * socket read, whatever the body sizes.
  *
- * Plain sockets (the client side, http:// upstreams) keep their bufferevents
- * but read through plain_read_cb, libevent's read minus the ioctl(FIONREAD)
- * it makes before each one; TLS upstreams are libevent's throughout.
+ * Only libevent's public API is used: both sides are libevent's socket (or
+ * OpenSSL) bufferevents, read and written by libevent, except that a flush
+ * may write right away (proxy_flush) through the public evbuffer calls.
  */
 #include "proxy.h"
 
@@ -30,7 +30,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/err.h>
@@ -377,8 +376,6 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     }
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) < 0)
         goto fail;
-    if (!pool->tls)
-        proxy_plain_reads(bev); /* after the connect, which re-assigns the read event */
     uc = xcalloc(1, sizeof(*uc));
     uc->pool = pool;
     uc->bev = bev;
@@ -743,93 +740,6 @@ void proxy_flush(struct bufferevent *bev)
     } else if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
         bufferevent_enable(bev, EV_WRITE);
     }
-}
-
-/*
- * libevent 2.1's socket bufferevent sizes every read with ioctl(FIONREAD):
- * one syscall more per read, two per proxied request (nginx makes none).
- * On a plain socket the read event is pointed at plain_read_cb instead, which
- * does what libevent's read callback does, in the same order, minus the
- * ioctl: a timeout is reported as READING|TIMEOUT, the read stops at the read
- * high watermark, EOF and errors disable reading and reach the event
- * callback, data reaches the read callback. Everything else (enable, disable,
- * timeouts, watermarks, free) still goes through libevent on the same event.
- */
-#define PLAIN_READ_MAX 4096 /* libevent 2.1's own cap per read (EVBUFFER_MAX_READ) */
-
-static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct bufferevent *bev = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    bufferevent_data_cb readcb;
-    bufferevent_event_cb eventcb;
-    void *cbarg;
-    char buf[PLAIN_READ_MAX];
-    size_t howmuch = PLAIN_READ_MAX, low = 0, high = 0;
-    short err = BEV_EVENT_READING;
-    ssize_t n;
-    int saved, rc;
-
-    bufferevent_incref(bev); /* a callback may free it: freed at the decref */
-    if (what == EV_TIMEOUT) { /* EV_TIMEOUT|EV_READ: data came, not a timeout */
-        err |= BEV_EVENT_TIMEOUT;
-        goto error;
-    }
-    bufferevent_getwatermark(bev, EV_READ, &low, &high);
-    if (high) {
-        size_t have = evbuffer_get_length(in);
-        if (have >= high) {
-            /* the mark was lowered under what is held: setting it again
-             * suspends reading, as libevent does here */
-            bufferevent_setwatermark(bev, EV_READ, low, high);
-            goto done;
-        }
-        if (high - have < howmuch)
-            howmuch = high - have;
-    }
-    /* Into the stack, then appended: the input gets a chain of the size that
-     * came (small heads fit the allocator's per-thread cache), where reading
-     * straight into reserved space would allocate PLAIN_READ_MAX each time. */
-    n = recv(fd, buf, howmuch, 0);
-    saved = errno;
-    if (n > 0) {
-        /* the input's end is frozen: only the bufferevent's reader appends */
-        evbuffer_unfreeze(in, 0);
-        rc = evbuffer_add(in, buf, (size_t)n);
-        evbuffer_freeze(in, 0);
-        if (rc < 0) {
-            err |= BEV_EVENT_ERROR;
-            goto error;
-        }
-    }
-    if (n < 0) {
-        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR)
-            goto done;
-        err |= BEV_EVENT_ERROR;
-        goto error;
-    }
-    if (n == 0) {
-        err |= BEV_EVENT_EOF;
-        goto error;
-    }
-    bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
-    if (readcb && evbuffer_get_length(in) >= low)
-        readcb(bev, cbarg);
-    goto done;
-error:
-    bufferevent_disable(bev, EV_READ);
-    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
-    if (eventcb)
-        eventcb(bev, err, cbarg);
-done:
-    bufferevent_decref(bev);
-}
-
-void proxy_plain_reads(struct bufferevent *bev)
-{
-    event_del(&bev->ev_read);
-    event_assign(&bev->ev_read, bufferevent_get_base(bev), bufferevent_getfd(bev),
-                 EV_READ | EV_PERSIST | EV_FINALIZE, plain_read_cb, bev);
 }
 
 /* The upstream connection's output, ready for bytes; and its flush, which

@@ -2197,7 +2197,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         atomic_fetch_sub(&g.n_conns, 1);
         return;
     }
-    proxy_plain_reads(c->bev);
     if (g.audit_cfg.fsync == FSYNC_ALWAYS)
         evbuffer_add_cb(bufferevent_get_output(c->bev), out_drained_cb, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);
