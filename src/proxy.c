@@ -394,12 +394,6 @@ fail:
 
 /* ------------------------------------------------------------ head hygiene */
 
-static bool name_is(const char *name, size_t len, const char *lit)
-{
-    size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
-    return len == n && ascii_case_eq(name, lit, n);
-}
-
 static void add_str(struct evbuffer *out, const char *s)
 {
     evbuffer_add(out, s, strlen(s));
@@ -449,32 +443,30 @@ static void hb_u64(struct hb *h, uint64_t v)
     hb_put(h, buf, u64_decimal(v, buf));
 }
 
-static const struct http1_header *single_header(const struct http1_request *r, const char *name)
+/* The value of header `name` when the request holds exactly one copy (two
+ * copies: neither is trusted): true and *v / *n set. */
+static bool single_header(const struct http1_request *r, const char *name, size_t len,
+                          const char **v, size_t *n)
 {
-    const struct http1_header *found = NULL;
-    for (unsigned i = 0; i < r->n_headers; i++)
-        if (name_is(r->headers[i].name, r->headers[i].name_len, name)) {
-            if (found)
-                return NULL; /* two copies: neither is trusted */
-            found = &r->headers[i];
-        }
-    return found;
+    return http1_header_find(r->headers, r->n_headers, name, len, v, n) == 1;
 }
 
 bool proxy_client_request_id(const struct http1_request *req, char *out, size_t cap)
 {
-    const struct http1_header *h = single_header(req, "x-request-id");
+    const char *v;
+    size_t n;
 
-    if (!h || h->value_len == 0 || h->value_len > PROXY_REQUEST_ID_MAX || h->value_len >= cap)
+    if (!single_header(req, "x-request-id", 12, &v, &n) || n == 0 || n > PROXY_REQUEST_ID_MAX ||
+        n >= cap)
         return false;
-    for (size_t i = 0; i < h->value_len; i++) {
-        char c = h->value[i];
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == ':' || c == '-'))
             return false;
     }
-    memcpy(out, h->value, h->value_len);
-    out[h->value_len] = '\0';
+    memcpy(out, v, n);
+    out[n] = '\0';
     return true;
 }
 
@@ -494,13 +486,12 @@ static bool lower_hex(const char *s, size_t n, bool *all_zero)
 bool proxy_traceparent(const struct http1_request *req, char out[56])
 {
     /* version "-" trace-id(32) "-" parent-id(16) "-" flags(2): 55 bytes */
-    const struct http1_header *h = single_header(req, "traceparent");
     const char *v;
+    size_t n;
     bool z_ver, z_trace, z_parent, z_flags;
 
-    if (!h || h->value_len != 55)
+    if (!single_header(req, "traceparent", 11, &v, &n) || n != 55)
         return false;
-    v = h->value;
     if (v[2] != '-' || v[35] != '-' || v[52] != '-')
         return false;
     if (!lower_hex(v, 2, &z_ver) || !lower_hex(v + 3, 32, &z_trace) ||
@@ -513,17 +504,6 @@ bool proxy_traceparent(const struct http1_request *req, char out[56])
     memcpy(out, v, 55);
     out[55] = '\0';
     return true;
-}
-
-/* Names baton sets itself or never forwards, beyond the http1 hygiene sets. */
-static bool header_dropped(const char *name, size_t len)
-{
-    static const char *const names[] = {"authorization", "host", "content-length",
-                                        "expect", "x-request-id", "traceparent"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (name_is(name, len, names[i]))
-            return true;
-    return false;
 }
 
 /*
@@ -622,27 +602,28 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 
     for (unsigned i = 0; i < r->n_headers; i++) {
         const struct http1_header *h = &r->headers[i];
-        if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
-            http1_header_in_connection(&r->connection, h->name, h->name_len) ||
-            header_dropped(h->name, h->name_len) ||
-            (!p->keep_tracestate && name_is(h->name, h->name_len, "tracestate")) ||
+        /* the class was found once, in the parse (hdrclass.h) */
+        if ((h->cls & (HDRCLASS_HOP_BY_HOP | HDRCLASS_DROPPED)) ||
+            (r->connection.n &&
+             http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
+            (!p->keep_tracestate && h->id == HDR_TRACESTATE) ||
             (p->assertion_name && is_assertion_name(h->name, h->name_len, p->assertion_name)))
             continue;
-        if (http1_header_is_spoofable(h->name, h->name_len)) {
+        if (h->cls & HDRCLASS_SPOOFABLE) {
             /* Only a trusted proxy's forwarding headers survive, and only in
              * their canonical spelling: an underscore variant is never sent. */
-            if (!p->from_trusted_proxy || !http1_header_is_forwarding(h->name, h->name_len) ||
+            if (!p->from_trusted_proxy || !(h->cls & HDRCLASS_FORWARDING) ||
                 memchr(h->name, '_', h->name_len))
                 continue;
-            if (name_is(h->name, h->name_len, "x-forwarded-for")) {
+            if (h->id == HDR_X_FORWARDED_FOR) {
                 xff[n_xff++] = h;
                 continue;
             }
-            if (name_is(h->name, h->name_len, "x-forwarded-proto"))
+            if (h->id == HDR_X_FORWARDED_PROTO)
                 have_proto = true;
-            if (name_is(h->name, h->name_len, "x-forwarded-host"))
+            if (h->id == HDR_X_FORWARDED_HOST)
                 continue; /* baton sets it: the host it routed on */
-            if (name_is(h->name, h->name_len, "forwarded")) {
+            if (h->id == HDR_FORWARDED) {
                 char *fw = xmalloc(2 * h->value_len + 1); /* owned: ", " may replace "," */
                 size_t fl = forwarded_without_host(h->value, h->value_len, fw);
                 if (fl) {
@@ -1014,40 +995,6 @@ static int pump_request(struct proxy_exchange *ex)
     return 0;
 }
 
-static const char *status_text(unsigned status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
-    }
-}
-
 /* Writes the client's response head from the parsed upstream head. */
 static void write_response_head(struct proxy_exchange *ex, const struct http1_response *resp)
 {
@@ -1058,13 +1005,13 @@ static void write_response_head(struct proxy_exchange *ex, const struct http1_re
     hb_str(&hb, "HTTP/1.1 ");
     hb_u64(&hb, resp->status);
     hb_put(&hb, " ", 1);
-    hb_str(&hb, status_text(resp->status));
+    hb_str(&hb, http1_status_text(resp->status, "Status"));
     hb_put(&hb, "\r\n", 2);
     for (unsigned i = 0; i < resp->n_headers; i++) {
         const struct http1_header *h = &resp->headers[i];
-        if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
-            http1_header_in_connection(&resp->connection, h->name, h->name_len) ||
-            name_is(h->name, h->name_len, "x-request-id"))
+        if ((h->cls & HDRCLASS_HOP_BY_HOP) || h->id == HDR_X_REQUEST_ID ||
+            (resp->connection.n &&
+             http1_header_in_connection(&resp->connection, h->name, h->name_len)))
             continue;
         hb_put(&hb, h->name, h->name_len);
         hb_put(&hb, ": ", 2);
