@@ -10,9 +10,13 @@
  * what an exchange holds in memory is bounded by the watermarks plus one
  * socket read, whatever the body sizes.
  *
- * Only libevent's public API is used: both sides are libevent's socket (or
- * OpenSSL) bufferevents, read and written by libevent, except that a flush
- * may write right away (proxy_flush) through the public evbuffer calls.
+ * Only libevent's public API is used. Both sides are libevent bufferevents
+ * (socket, or OpenSSL for https upstreams); a flush may write right away
+ * (proxy_flush) through the public evbuffer calls. A plain upstream
+ * connection is read by a plain `event` of its own on the socket (up_rev_cb:
+ * recv into the bufferevent's input, then its callbacks), where libevent's
+ * read would make an ioctl(FIONREAD) before each recv; its bufferevent never
+ * reads. The client side is read by libevent.
  */
 #include "proxy.h"
 
@@ -48,6 +52,12 @@ struct upconn {
     struct bufferevent *bev;
     bool tls;
     bool connecting;
+    /* plain connections: the read event (up_rev_cb) and its state; TLS ones
+     * read through their bufferevent */
+    struct event rev;
+    bool rev_want;    /* reading enabled */
+    bool rev_added;   /* rev is pending (wanted, and connected) */
+    const struct timeval *rtv; /* read timeout (borrowed: proxy_tv), NULL: none */
     struct upconn *next, *prev; /* idle list links */
 };
 
@@ -201,9 +211,124 @@ static void upconn_free(struct upconn *uc)
 {
     if (!uc)
         return;
+    if (uc->rev_added)
+        event_del(&uc->rev); /* before the socket closes with the bufferevent */
     if (uc->bev)
         bufferevent_free(uc->bev);
     free(uc);
+}
+
+/*
+ * Reading an upstream connection. TLS: the bufferevent's. Plain: the read
+ * event, added once the connect completed (a connect failure is libevent's
+ * to report, as before), with the read timeout a bufferevent would have.
+ */
+static void up_read_on(struct upconn *uc)
+{
+    if (uc->tls) {
+        proxy_read_on(uc->bev);
+        return;
+    }
+    uc->rev_want = true;
+    if (!uc->rev_added && !uc->connecting) {
+        event_add(&uc->rev, uc->rtv);
+        uc->rev_added = true;
+    }
+}
+
+static void up_read_off(struct upconn *uc)
+{
+    if (uc->tls) {
+        bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    uc->rev_want = false;
+    if (uc->rev_added) {
+        event_del(&uc->rev);
+        uc->rev_added = false;
+    }
+}
+
+/* bufferevent_set_timeouts for an upstream connection: read, write. */
+static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
+{
+    if (uc->tls) {
+        bufferevent_set_timeouts(uc->bev, rtv, wtv);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wtv);
+    uc->rtv = rtv;
+    if (uc->rev_added)
+        event_add(&uc->rev, rtv); /* re-adding a pending event sets its new timeout */
+}
+
+/* The connect completed: reading starts if it was asked for meanwhile. */
+static void up_connected(struct upconn *uc)
+{
+    uc->connecting = false;
+    if (uc->rev_want)
+        up_read_on(uc);
+}
+
+#define UP_READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
+
+/*
+ * A plain upstream socket is readable (or its read timed out): the bytes go
+ * to the bufferevent's input and its read callback runs; EOF, an error or
+ * the timeout stop reading and reach its event callback as
+ * BEV_EVENT_READING|EOF, |ERROR (errno kept for EVUTIL_SOCKET_ERROR) or
+ * |TIMEOUT, as libevent reports them. Into the stack, then appended: the
+ * input gets a chain of the size that came. Nothing touches `uc` after a
+ * callback (it may free it).
+ */
+static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct upconn *uc = arg;
+    struct bufferevent *bev = uc->bev;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    char buf[UP_READ_MAX];
+    short err = BEV_EVENT_READING;
+    ssize_t n;
+    int saved = 0;
+
+    if (!(what & EV_READ)) {
+        err |= BEV_EVENT_TIMEOUT;
+        goto error;
+    }
+    n = recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+        int rc;
+        /* the input's end is frozen: only the bufferevent's reader appends */
+        evbuffer_unfreeze(in, 0);
+        rc = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            saved = ENOMEM;
+            err |= BEV_EVENT_ERROR;
+            goto error;
+        }
+        bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
+        if (readcb)
+            readcb(bev, cbarg);
+        return;
+    }
+    if (n < 0) {
+        saved = errno;
+        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR)
+            return;
+        err |= BEV_EVENT_ERROR;
+    } else {
+        err |= BEV_EVENT_EOF;
+    }
+error:
+    up_read_off(uc);
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+    errno = saved;
+    if (eventcb)
+        eventcb(bev, err, cbarg);
 }
 
 static void pool_unlink(struct upconn *uc)
@@ -311,9 +436,9 @@ static void pool_put(struct upconn *uc)
         return;
     }
     bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-    bufferevent_set_timeouts(uc->bev, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
+    up_timeouts(uc, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
     bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
-    proxy_read_on(uc->bev);
+    up_read_on(uc);
     uc->prev = NULL;
     uc->next = pool->idle;
     if (pool->idle)
@@ -381,6 +506,8 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     uc->bev = bev;
     uc->tls = pool->tls;
     uc->connecting = true;
+    if (!uc->tls)
+        event_assign(&uc->rev, px->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, up_rev_cb, uc);
     return uc;
 fail:
     if (bev)
@@ -939,7 +1066,7 @@ static void request_body_done(struct proxy_exchange *ex)
     bufferevent_set_timeouts(ex->client, NULL, rt);
     /* The upstream's response time counts from the end of the request. */
     if (ex->uc)
-        bufferevent_set_timeouts(ex->uc->bev, rt, rt);
+        up_timeouts(ex->uc, rt, rt);
 }
 
 /* Client input -> upstream output, as far as flow control allows. Returns -1
@@ -1148,7 +1275,7 @@ static void pump_response(struct proxy_exchange *ex)
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
             proxy_flush(ex->client);
             if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
-                bufferevent_disable(ex->uc->bev, EV_READ);
+                up_read_off(ex->uc);
                 return;
             }
             out = proxy_out(ex->client);
@@ -1176,7 +1303,7 @@ static void pump_response(struct proxy_exchange *ex)
             relay_close_delimited(ex, in, out, avail);
         }
     }
-    bufferevent_enable(ex->uc->bev, EV_READ);
+    up_read_on(ex->uc);
     proxy_flush(ex->client);
     return;
 done:
@@ -1208,7 +1335,7 @@ static void wire_upstream(struct proxy_exchange *ex, struct upconn *uc)
     bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
     bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     tv = proxy_tv(ex->px, ex->timeout_ms);
-    bufferevent_set_timeouts(uc->bev, ex->req_done ? tv : NULL, tv);
+    up_timeouts(uc, ex->req_done ? tv : NULL, tv);
 }
 
 /*
@@ -1235,7 +1362,7 @@ static bool failover(struct proxy_exchange *ex)
         upconn_free(old);
         ex->reused = false;
         wire_upstream(ex, uc);
-        proxy_read_on(uc->bev);
+        up_read_on(uc);
         return true;
     }
     return false;
@@ -1261,7 +1388,7 @@ static int start_upstream(struct proxy_exchange *ex)
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
     evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
-    proxy_read_on(uc->bev);
+    up_read_on(uc);
     if (ex->req_done)
         up_flush(uc); /* else pump_request flushes head and body together */
     return 0;
@@ -1305,7 +1432,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
 
     if (what & BEV_EVENT_CONNECTED) {
-        ex->uc->connecting = false;
+        up_connected(ex->uc);
         return;
     }
     if ((what & BEV_EVENT_ERROR) && ex->uc->tls)
