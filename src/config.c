@@ -369,15 +369,7 @@ static bool valid_name(const char *s)
 /* RFC 9110 token characters (header names). */
 static bool valid_token(const char *s)
 {
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", ch)))
-            return false;
-    }
-    return true;
+    return http1_token(s, strlen(s));
 }
 
 static void lower(char *s)

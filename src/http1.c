@@ -1065,6 +1065,16 @@ bool http1_header_is_spoofable(const char *name, size_t len)
     return (hdrclass_of(NULL, name, len, NULL) & HDRCLASS_SPOOFABLE) != 0;
 }
 
+bool http1_token(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!has((unsigned char)s[i], CL_TCHAR))
+            return false;
+    return true;
+}
+
 bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name, size_t len)
 {
     for (unsigned i = 0; i < conn->n; i++)

@@ -301,6 +301,10 @@ bool http1_header_is_forwarding(const char *name, size_t len);
 bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name,
                                 size_t len);
 
+/* 1*tchar (RFC 9110 5.6.2): what a header name, a method or a Connection
+ * option must be. The one token check; its byte class is the parser's. */
+bool http1_token(const char *s, size_t n);
+
 /*
  * Counts the headers named `name` (ASCII case-insensitive) in h[0..n) and sets
  * *value / *value_len (either may be NULL) to the first one's value, or to

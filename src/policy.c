@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "http1.h"
 #include "jsonpos.h"
 #include "log.h"
 #include "path.h"
@@ -1295,8 +1296,7 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
 
 static bool is_tchar(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
+    return http1_token((const char *)&c, 1);
 }
 
 static void load_scopes(struct loader *L, const json_t *v, struct caller *c)

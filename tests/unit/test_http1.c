@@ -1052,6 +1052,33 @@ static void test_status_text(void)
     is_str(http1_status_text(418, "Status"), "Status", "status text: unknown gets the fallback");
 }
 
+static void test_token(void)
+{
+    static const char *const bad[] = {"a b", "a:b", "a\tb", "(x)", "a,b", "a/b", "\x80", "a\"", "[v]"};
+    unsigned wrong = 0;
+
+    ok(http1_token("X-Foo", 5), "token: X-Foo");
+    ok(http1_token("!#$%&'*+-.^_`|~09AZaz", 21), "token: every tchar symbol, digits, letters");
+    ok(!http1_token("", 0), "token: empty is not one");
+    ok(!http1_token("a\0b", 3), "token: NUL is not a tchar");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (http1_token(bad[i], strlen(bad[i])))
+            wrong++;
+    is_int(wrong, 0, "token: separators, whitespace, obs-text are not tchars");
+    /* the parser's header-name check is the same class */
+    for (int c = 1; c < 256; c++) {
+        char raw[64];
+        size_t hl;
+        int n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX%cY: 1\r\n\r\n", c);
+        bool parsed = c != '\r' && c != '\n' && c != ':' &&
+                      http1_parse_request(raw, (size_t)n, NULL, &req, &hl) == HTTP1_OK;
+        char name[3] = {'X', (char)c, 'Y'};
+        if (c != ':' && c != '\r' && c != '\n' && parsed != http1_token(name, 3))
+            wrong++;
+    }
+    is_int(wrong, 0, "token: a header name parses exactly when it is a token");
+}
+
 int main(void)
 {
     test_matrix();
@@ -1067,5 +1094,6 @@ int main(void)
     test_classes_model();
     test_classes();
     test_status_text();
+    test_token();
     return tap_done();
 }
