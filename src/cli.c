@@ -253,15 +253,7 @@ static int cli_header_lookup(void *ctx, const char *name, const char **value, si
 
 static bool is_token(const char *s)
 {
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", c)))
-            return false;
-    }
-    return true;
+    return http1_token(s, strlen(s));
 }
 
 /* "Name: value" -> header (OWS around the value trimmed). 0 or -1. */

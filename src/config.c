@@ -433,7 +433,7 @@ static int check_record_header(struct jload *c, const char *s)
 {
     char q[420];
     jload_quote(q, sizeof(q), s);
-    if (!jload_is_token(s, strlen(s)) || strlen(s) > 128) {
+    if (!http1_token(s, strlen(s)) || strlen(s) > 128) {
         jload_err(c, "%s is not a header name", q);
         return -1;
     }
@@ -455,7 +455,7 @@ static int check_assertion_header(struct jload *c, const char *s)
     size_t n = strlen(s);
     char q[420];
     jload_quote(q, sizeof(q), s);
-    if (!jload_is_token(s, strlen(s)) || n > 128) {
+    if (!http1_token(s, strlen(s)) || n > 128) {
         jload_err(c, "%s is not a header name", q);
         return -1;
     }

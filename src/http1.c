@@ -65,6 +65,7 @@ struct head {
     bool response;
     int version;
 
+    const struct hdrclass *classes;
     struct http1_header *hdrs;
     unsigned *n_hdrs;
     struct http1_conn_names *conn;
@@ -95,6 +96,7 @@ static void limits_resolve(const struct http1_limits *lim, size_t len, struct he
     h->max_headers = max_hdrs > HTTP1_MAX_HEADERS ? HTTP1_MAX_HEADERS : max_hdrs;
     h->capped = len >= max_head;
     h->window = h->capped ? max_head : len;
+    h->classes = lim && lim->classes ? lim->classes : hdrclass_builtin();
 }
 
 static int fail(struct head *h, size_t off, enum reason r, const char *detail)
@@ -215,11 +217,12 @@ static int header_line_check(struct head *h, size_t s, size_t e, bool complete, 
     return 0;
 }
 
-/* Appends the header; value trimmed of SP/HTAB. Returns its index. */
+/* Appends the header, classified; value trimmed of SP/HTAB. Returns its index. */
 static unsigned header_store(struct head *h, size_t s, size_t colon, size_t e)
 {
     size_t vs = colon + 1, ve = e;
     struct http1_header *hd = &h->hdrs[*h->n_hdrs];
+    enum hdrclass_id id;
 
     while (vs < ve && (h->b[vs] == ' ' || h->b[vs] == '\t'))
         vs++;
@@ -229,6 +232,8 @@ static unsigned header_store(struct head *h, size_t s, size_t colon, size_t e)
     hd->name_len = colon - s;
     hd->value = h->b + vs;
     hd->value_len = ve - vs;
+    hd->cls = (uint16_t)hdrclass_of(h->classes, hd->name, hd->name_len, &id);
+    hd->id = (uint8_t)id;
     return (*h->n_hdrs)++;
 }
 
@@ -389,26 +394,6 @@ static bool parse_host(const char *p, size_t n, size_t *hostname_len, unsigned *
 }
 
 /* ---- request ------------------------------------------------------------ */
-
-/* name equals (or starts with, when prefix) the lowercase, '-'-spelled lit,
- * with '_' read as '-'. */
-static bool eq_dash_us(const char *name, size_t len, const char *lit, bool prefix)
-{
-    size_t n = strlen(lit);
-    if (prefix ? len < n : len != n)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c >= 'A' && c <= 'Z')
-            c += 32;
-        else if (c == '_')
-            c = '-';
-        if (c != (unsigned char)lit[i])
-            return false;
-    }
-    return true;
-}
-
 
 static const struct {
     const char *name;
@@ -607,43 +592,33 @@ static int request_header(struct head *h, struct http1_request *req, size_t s, s
 {
     unsigned idx = header_store(h, s, colon, e);
     const struct http1_header *hd = &h->hdrs[idx];
-    const char *n = hd->name;
-    size_t nl = hd->name_len;
 
-    switch (nl) {
-    case 4:
-        if (IEQ(n, nl, "host"))
-            return host_header(h, req, s, hd);
-        break;
-    case 6:
-        if (IEQ(n, nl, "expect") && req->version == 11) {
+    switch ((enum hdrclass_id)hd->id) {
+    case HDR_HOST:
+        return host_header(h, req, s, hd);
+    case HDR_EXPECT:
+        if (req->version == 11) {
             if (!IEQ(hd->value, hd->value_len, "100-continue"))
                 return fail(h, s, REASON_BAD_HEADER, "Expect other than 100-continue");
             req->expect_100 = true;
         }
         break;
-    case 10:
-        if (IEQ(n, nl, "connection"))
-            return connection_header(h, s, hd);
+    case HDR_CONNECTION:
+        return connection_header(h, s, hd);
+    case HDR_AUTHORIZATION:
+        if (req->authorization >= 0)
+            return fail(h, s, REASON_DUPLICATE_AUTHORIZATION, "two Authorization headers");
+        req->authorization = (int)idx;
         break;
-    case 13:
-        if (IEQ(n, nl, "authorization")) {
-            if (req->authorization >= 0)
-                return fail(h, s, REASON_DUPLICATE_AUTHORIZATION, "two Authorization headers");
-            req->authorization = (int)idx;
-        }
-        break;
-    case 14:
-        if (IEQ(n, nl, "content-length"))
-            return framing_header(h, s, colon, e, hd, true);
-        if (eq_dash_us(n, nl, "content-length", false))
-            return fail(h, s, REASON_BAD_HEADER, "Content_Length: framing header spelled with '_'");
-        break;
-    case 17:
-        if (IEQ(n, nl, "transfer-encoding"))
-            return framing_header(h, s, colon, e, hd, false);
-        if (eq_dash_us(n, nl, "transfer-encoding", false))
-            return fail(h, s, REASON_BAD_HEADER, "Transfer_Encoding: framing header spelled with '_'");
+    case HDR_CONTENT_LENGTH:
+        return framing_header(h, s, colon, e, hd, true);
+    case HDR_CONTENT_LENGTH_US:
+        return fail(h, s, REASON_BAD_HEADER, "Content_Length: framing header spelled with '_'");
+    case HDR_TRANSFER_ENCODING:
+        return framing_header(h, s, colon, e, hd, false);
+    case HDR_TRANSFER_ENCODING_US:
+        return fail(h, s, REASON_BAD_HEADER, "Transfer_Encoding: framing header spelled with '_'");
+    default:
         break;
     }
     return 0;
@@ -840,13 +815,16 @@ static int response_header_cb(struct head *h, void *arg, size_t s, size_t colon,
     const struct http1_header *hd = &h->hdrs[idx];
     (void)arg;
 
-    if (IEQ(hd->name, hd->name_len, "content-length"))
+    switch ((enum hdrclass_id)hd->id) {
+    case HDR_CONTENT_LENGTH:
         return framing_header(h, s, colon, e, hd, true);
-    if (IEQ(hd->name, hd->name_len, "transfer-encoding"))
+    case HDR_TRANSFER_ENCODING:
         return framing_header(h, s, colon, e, hd, false);
-    if (IEQ(hd->name, hd->name_len, "connection"))
+    case HDR_CONNECTION:
         return connection_header(h, s, hd);
-    return 0;
+    default:
+        return 0;
+    }
 }
 
 int http1_parse_response(const char *buf, size_t len, const struct http1_limits *lim,
@@ -1070,66 +1048,31 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
 
 /* ---- header hygiene ------------------------------------------------------ */
 
+/* The hygiene sets are hdrclass.c's built-in names: one table for the parse
+ * pass, the proxy and these. */
 bool http1_header_is_hop_by_hop(const char *name, size_t len)
 {
-    /* with their lengths: this runs for every header both ways */
-#define HOP(lit) {lit, sizeof(lit) - 1}
-    static const struct {
-        const char *name;
-        size_t len;
-    } hop[] = {
-        HOP("connection"), HOP("keep-alive"), HOP("proxy-connection"), HOP("te"),
-        HOP("trailer"), HOP("transfer-encoding"), HOP("upgrade"), HOP("proxy-authorization"),
-        HOP("proxy-authenticate"), HOP("http2-settings"),
-    };
-#undef HOP
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (ieq(name, len, hop[i].name, hop[i].len))
-            return true;
-    return false;
+    return (hdrclass_of(NULL, name, len, NULL) & HDRCLASS_HOP_BY_HOP) != 0;
 }
 
 bool http1_header_is_forwarding(const char *name, size_t len)
 {
-    /* X-Forwarded-User/-Email share the prefix but claim an identity, not a
-     * hop: never kept, a trusted proxy's included */
-    if (eq_dash_us(name, len, "x-forwarded-user", false) ||
-        eq_dash_us(name, len, "x-forwarded-email", false))
-        return false;
-    return eq_dash_us(name, len, "forwarded", false) || eq_dash_us(name, len, "x-forwarded-", true);
+    return (hdrclass_of(NULL, name, len, NULL) & HDRCLASS_FORWARDING) != 0;
 }
 
 bool http1_header_is_spoofable(const char *name, size_t len)
 {
-    static const char *const exact[] = {
-        "x-serverless-authorization", "x-http-method-override", "x-http-method",
-        "x-method-override",
-        /* path overrides (IIS URL Rewrite, Symfony, Laravel behind a proxy): the
-         * upstream would route to a path the policy never matched */
-        "x-original-url", "x-rewrite-url", "x-original-uri",
-        /* client-address claims an upstream may trust like X-Forwarded-For */
-        "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip",
-        /* identity claims a platform or an auth proxy puts in front of an app
-         * (ESP, API Gateway, oauth2-proxy, Apache/nginx auth modules), and
-         * Next.js's internal-subrequest marker that skips its middleware */
-        "x-endpoint-api-userinfo", "x-apigateway-api-userinfo", "x-remote-user",
-        "x-forwarded-user", "x-forwarded-email", "x-middleware-subrequest",
-    };
-    /* App Engine's and Cloud Scheduler's platform headers (X-Appengine-Cron,
-     * X-CloudScheduler, X-CloudScheduler-JobName...), oauth2-proxy's
-     * X-Auth-Request-User/-Email/-Access-Token */
-    static const char *const prefixes[] = {"x-goog-", "x-baton-", "x-appengine-",
-                                           "x-cloudscheduler", "x-auth-request-"};
+    return (hdrclass_of(NULL, name, len, NULL) & HDRCLASS_SPOOFABLE) != 0;
+}
 
-    if (http1_header_is_forwarding(name, len))
-        return true;
-    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
-        if (eq_dash_us(name, len, exact[i], false))
-            return true;
-    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
-        if (eq_dash_us(name, len, prefixes[i], true))
-            return true;
-    return false;
+bool http1_token(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!has((unsigned char)s[i], CL_TCHAR))
+            return false;
+    return true;
 }
 
 bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name, size_t len)
@@ -1159,4 +1102,42 @@ unsigned http1_header_find(const struct http1_header *h, unsigned n, const char 
         }
     }
     return count;
+}
+
+const char *http1_status_text(unsigned status, const char *fallback)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return fallback;
+    }
 }

@@ -75,6 +75,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hdrclass.h"
 #include "reason.h"
 
 /* Status of a parse or decode call. */
@@ -99,6 +100,9 @@ struct http1_limits {
     size_t max_uri_bytes;    /* request target (ignored for responses) */
     size_t max_line_bytes;   /* one line incl. CRLF; 0: same as max_header_bytes */
     unsigned max_headers;    /* header lines; 0: default; capped at HTTP1_MAX_HEADERS */
+    /* the names each header is classified by (hdrclass.h), borrowed for the
+     * call; NULL: the built-in names only */
+    const struct hdrclass *classes;
 };
 
 enum http1_method {
@@ -130,6 +134,8 @@ struct http1_header {
     size_t name_len;
     const char *value; /* surrounding SP/HTAB trimmed; may be empty */
     size_t value_len;
+    uint16_t cls; /* HDRCLASS_* of the name, by limits.classes (hdrclass.h) */
+    uint8_t id;   /* enum hdrclass_id of the name */
 };
 
 /* Names listed in Connection headers (original case), for hop-by-hop stripping. */
@@ -295,6 +301,10 @@ bool http1_header_is_forwarding(const char *name, size_t len);
 bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name,
                                 size_t len);
 
+/* 1*tchar (RFC 9110 5.6.2): what a header name, a method or a Connection
+ * option must be. The one token check; its byte class is the parser's. */
+bool http1_token(const char *s, size_t n);
+
 /*
  * Counts the headers named `name` (ASCII case-insensitive) in h[0..n) and sets
  * *value / *value_len (either may be NULL) to the first one's value, or to
@@ -302,6 +312,12 @@ bool http1_header_in_connection(const struct http1_conn_names *conn, const char 
  */
 unsigned http1_header_find(const struct http1_header *h, unsigned n, const char *name,
                            size_t name_len, const char **value, size_t *value_len);
+
+/*
+ * The reason phrase of an HTTP status ("Not Found"), static; `fallback` for a
+ * status baton does not know (the phrase is advisory: RFC 9112 4).
+ */
+const char *http1_status_text(unsigned status, const char *fallback);
 
 /* The method's canonical name ("GET"), static. */
 const char *http1_method_name(enum http1_method m);

@@ -618,16 +618,3 @@ void jload_finish(struct jload *c)
     if (c->errors > JLOAD_MAX_ERRORS)
         diags_add(c->d, c->file, 0, 0, "too many errors: %zu more not shown", c->errors - JLOAD_MAX_ERRORS);
 }
-
-bool jload_is_token(const char *s, size_t n)
-{
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              (ch && strchr("!#$%&'*+-.^_`|~", ch))))
-            return false;
-    }
-    return true;
-}

@@ -169,9 +169,6 @@ const char *jload_json_type_words(json_type t);
 /* A quoted, escaped rendering of user text (at most 64 bytes shown, "..."
  * after) for messages, into `out` of `cap` bytes (420 holds any). */
 void jload_quote(char *out, size_t cap, const char *s);
-/* An RFC 9110 token of `n` bytes (1*tchar): the one header-name check of the
- * config's and the policies' header keys. */
-bool jload_is_token(const char *s, size_t n);
 /* `p` resolved against `dir` (absolute paths and dir "." as they are); owned. */
 char *jload_resolve(const char *dir, const char *p);
 

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "http1.h"
 #include "jload.h"
 #include "jsonpos.h"
 #include "log.h"
@@ -531,7 +532,7 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
     p->headers = xcalloc(n ? n : 1, sizeof(*p->headers));
     json_object_foreach((json_t *)v, key, hv) {
         size_t kn = strlen(key);
-        bool okay = kn <= 256 && jload_is_token(key, kn);
+        bool okay = kn <= 256 && http1_token(key, kn);
         const char *glob;
         int line, col;
         jload_push_key(&L->j, key);

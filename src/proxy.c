@@ -10,9 +10,13 @@
  * what an exchange holds in memory is bounded by the watermarks plus one
  * socket read, whatever the body sizes.
  *
- * Plain sockets (the client side, http:// upstreams) keep their bufferevents
- * but read through plain_read_cb, libevent's read minus the ioctl(FIONREAD)
- * it makes before each one; TLS upstreams are libevent's throughout.
+ * Only libevent's public API is used. Both sides are libevent bufferevents
+ * (socket, or OpenSSL for https upstreams); a flush may write right away
+ * (proxy_flush) through the public evbuffer calls. A plain upstream
+ * connection is read by a plain `event` of its own on the socket (up_rev_cb:
+ * recv into the bufferevent's input, then its callbacks), where libevent's
+ * read would make an ioctl(FIONREAD) before each recv; its bufferevent never
+ * reads. The client side is read by libevent.
  */
 #include "proxy.h"
 
@@ -30,7 +34,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/err.h>
@@ -49,6 +52,12 @@ struct upconn {
     struct bufferevent *bev;
     bool tls;
     bool connecting;
+    /* plain connections: the read event (up_rev_cb) and its state; TLS ones
+     * read through their bufferevent */
+    struct event rev;
+    bool rev_want;    /* reading enabled */
+    bool rev_added;   /* rev is pending (wanted, and connected) */
+    const struct timeval *rtv; /* read timeout (borrowed: proxy_tv), NULL: none */
     struct upconn *next, *prev; /* idle list links */
 };
 
@@ -202,9 +211,124 @@ static void upconn_free(struct upconn *uc)
 {
     if (!uc)
         return;
+    if (uc->rev_added)
+        event_del(&uc->rev); /* before the socket closes with the bufferevent */
     if (uc->bev)
         bufferevent_free(uc->bev);
     free(uc);
+}
+
+/*
+ * Reading an upstream connection. TLS: the bufferevent's. Plain: the read
+ * event, added once the connect completed (a connect failure is libevent's
+ * to report, as before), with the read timeout a bufferevent would have.
+ */
+static void up_read_on(struct upconn *uc)
+{
+    if (uc->tls) {
+        proxy_read_on(uc->bev);
+        return;
+    }
+    uc->rev_want = true;
+    if (!uc->rev_added && !uc->connecting) {
+        event_add(&uc->rev, uc->rtv);
+        uc->rev_added = true;
+    }
+}
+
+static void up_read_off(struct upconn *uc)
+{
+    if (uc->tls) {
+        bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    uc->rev_want = false;
+    if (uc->rev_added) {
+        event_del(&uc->rev);
+        uc->rev_added = false;
+    }
+}
+
+/* bufferevent_set_timeouts for an upstream connection: read, write. */
+static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
+{
+    if (uc->tls) {
+        bufferevent_set_timeouts(uc->bev, rtv, wtv);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wtv);
+    uc->rtv = rtv;
+    if (uc->rev_added)
+        event_add(&uc->rev, rtv); /* re-adding a pending event sets its new timeout */
+}
+
+/* The connect completed: reading starts if it was asked for meanwhile. */
+static void up_connected(struct upconn *uc)
+{
+    uc->connecting = false;
+    if (uc->rev_want)
+        up_read_on(uc);
+}
+
+#define UP_READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
+
+/*
+ * A plain upstream socket is readable (or its read timed out): the bytes go
+ * to the bufferevent's input and its read callback runs; EOF, an error or
+ * the timeout stop reading and reach its event callback as
+ * BEV_EVENT_READING|EOF, |ERROR (errno kept for EVUTIL_SOCKET_ERROR) or
+ * |TIMEOUT, as libevent reports them. Into the stack, then appended: the
+ * input gets a chain of the size that came. Nothing touches `uc` after a
+ * callback (it may free it).
+ */
+static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct upconn *uc = arg;
+    struct bufferevent *bev = uc->bev;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    char buf[UP_READ_MAX];
+    short err = BEV_EVENT_READING;
+    ssize_t n;
+    int saved = 0;
+
+    if (!(what & EV_READ)) {
+        err |= BEV_EVENT_TIMEOUT;
+        goto error;
+    }
+    n = recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+        int rc;
+        /* the input's end is frozen: only the bufferevent's reader appends */
+        evbuffer_unfreeze(in, 0);
+        rc = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            saved = ENOMEM;
+            err |= BEV_EVENT_ERROR;
+            goto error;
+        }
+        bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
+        if (readcb)
+            readcb(bev, cbarg);
+        return;
+    }
+    if (n < 0) {
+        saved = errno;
+        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR)
+            return;
+        err |= BEV_EVENT_ERROR;
+    } else {
+        err |= BEV_EVENT_EOF;
+    }
+error:
+    up_read_off(uc);
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+    errno = saved;
+    if (eventcb)
+        eventcb(bev, err, cbarg);
 }
 
 static void pool_unlink(struct upconn *uc)
@@ -312,9 +436,9 @@ static void pool_put(struct upconn *uc)
         return;
     }
     bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-    bufferevent_set_timeouts(uc->bev, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
+    up_timeouts(uc, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
     bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
-    proxy_read_on(uc->bev);
+    up_read_on(uc);
     uc->prev = NULL;
     uc->next = pool->idle;
     if (pool->idle)
@@ -377,13 +501,13 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     }
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) < 0)
         goto fail;
-    if (!pool->tls)
-        proxy_plain_reads(bev); /* after the connect, which re-assigns the read event */
     uc = xcalloc(1, sizeof(*uc));
     uc->pool = pool;
     uc->bev = bev;
     uc->tls = pool->tls;
     uc->connecting = true;
+    if (!uc->tls)
+        event_assign(&uc->rev, px->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, up_rev_cb, uc);
     return uc;
 fail:
     if (bev)
@@ -396,12 +520,6 @@ fail:
 }
 
 /* ------------------------------------------------------------ head hygiene */
-
-static bool name_is(const char *name, size_t len, const char *lit)
-{
-    size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
-    return len == n && ascii_case_eq(name, lit, n);
-}
 
 static void add_str(struct evbuffer *out, const char *s)
 {
@@ -452,32 +570,30 @@ static void hb_u64(struct hb *h, uint64_t v)
     hb_put(h, buf, u64_decimal(v, buf));
 }
 
-static const struct http1_header *single_header(const struct http1_request *r, const char *name)
+/* The value of header `name` when the request holds exactly one copy (two
+ * copies: neither is trusted): true and *v / *n set. */
+static bool single_header(const struct http1_request *r, const char *name, size_t len,
+                          const char **v, size_t *n)
 {
-    const struct http1_header *found = NULL;
-    for (unsigned i = 0; i < r->n_headers; i++)
-        if (name_is(r->headers[i].name, r->headers[i].name_len, name)) {
-            if (found)
-                return NULL; /* two copies: neither is trusted */
-            found = &r->headers[i];
-        }
-    return found;
+    return http1_header_find(r->headers, r->n_headers, name, len, v, n) == 1;
 }
 
 bool proxy_client_request_id(const struct http1_request *req, char *out, size_t cap)
 {
-    const struct http1_header *h = single_header(req, "x-request-id");
+    const char *v;
+    size_t n;
 
-    if (!h || h->value_len == 0 || h->value_len > PROXY_REQUEST_ID_MAX || h->value_len >= cap)
+    if (!single_header(req, "x-request-id", 12, &v, &n) || n == 0 || n > PROXY_REQUEST_ID_MAX ||
+        n >= cap)
         return false;
-    for (size_t i = 0; i < h->value_len; i++) {
-        char c = h->value[i];
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == ':' || c == '-'))
             return false;
     }
-    memcpy(out, h->value, h->value_len);
-    out[h->value_len] = '\0';
+    memcpy(out, v, n);
+    out[n] = '\0';
     return true;
 }
 
@@ -497,13 +613,12 @@ static bool lower_hex(const char *s, size_t n, bool *all_zero)
 bool proxy_traceparent(const struct http1_request *req, char out[56])
 {
     /* version "-" trace-id(32) "-" parent-id(16) "-" flags(2): 55 bytes */
-    const struct http1_header *h = single_header(req, "traceparent");
     const char *v;
+    size_t n;
     bool z_ver, z_trace, z_parent, z_flags;
 
-    if (!h || h->value_len != 55)
+    if (!single_header(req, "traceparent", 11, &v, &n) || n != 55)
         return false;
-    v = h->value;
     if (v[2] != '-' || v[35] != '-' || v[52] != '-')
         return false;
     if (!lower_hex(v, 2, &z_ver) || !lower_hex(v + 3, 32, &z_trace) ||
@@ -516,17 +631,6 @@ bool proxy_traceparent(const struct http1_request *req, char out[56])
     memcpy(out, v, 55);
     out[55] = '\0';
     return true;
-}
-
-/* Names baton sets itself or never forwards, beyond the http1 hygiene sets. */
-static bool header_dropped(const char *name, size_t len)
-{
-    static const char *const names[] = {"authorization", "host", "content-length",
-                                        "expect", "x-request-id", "traceparent"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (name_is(name, len, names[i]))
-            return true;
-    return false;
 }
 
 /*
@@ -625,27 +729,28 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 
     for (unsigned i = 0; i < r->n_headers; i++) {
         const struct http1_header *h = &r->headers[i];
-        if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
-            http1_header_in_connection(&r->connection, h->name, h->name_len) ||
-            header_dropped(h->name, h->name_len) ||
-            (!p->keep_tracestate && name_is(h->name, h->name_len, "tracestate")) ||
+        /* the class was found once, in the parse (hdrclass.h) */
+        if ((h->cls & (HDRCLASS_HOP_BY_HOP | HDRCLASS_DROPPED)) ||
+            (r->connection.n &&
+             http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
+            (!p->keep_tracestate && h->id == HDR_TRACESTATE) ||
             (p->assertion_name && is_assertion_name(h->name, h->name_len, p->assertion_name)))
             continue;
-        if (http1_header_is_spoofable(h->name, h->name_len)) {
+        if (h->cls & HDRCLASS_SPOOFABLE) {
             /* Only a trusted proxy's forwarding headers survive, and only in
              * their canonical spelling: an underscore variant is never sent. */
-            if (!p->from_trusted_proxy || !http1_header_is_forwarding(h->name, h->name_len) ||
+            if (!p->from_trusted_proxy || !(h->cls & HDRCLASS_FORWARDING) ||
                 memchr(h->name, '_', h->name_len))
                 continue;
-            if (name_is(h->name, h->name_len, "x-forwarded-for")) {
+            if (h->id == HDR_X_FORWARDED_FOR) {
                 xff[n_xff++] = h;
                 continue;
             }
-            if (name_is(h->name, h->name_len, "x-forwarded-proto"))
+            if (h->id == HDR_X_FORWARDED_PROTO)
                 have_proto = true;
-            if (name_is(h->name, h->name_len, "x-forwarded-host"))
+            if (h->id == HDR_X_FORWARDED_HOST)
                 continue; /* baton sets it: the host it routed on */
-            if (name_is(h->name, h->name_len, "forwarded")) {
+            if (h->id == HDR_FORWARDED) {
                 char *fw = xmalloc(2 * h->value_len + 1); /* owned: ", " may replace "," */
                 size_t fl = forwarded_without_host(h->value, h->value_len, fw);
                 if (fl) {
@@ -743,93 +848,6 @@ void proxy_flush(struct bufferevent *bev)
     } else if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
         bufferevent_enable(bev, EV_WRITE);
     }
-}
-
-/*
- * libevent 2.1's socket bufferevent sizes every read with ioctl(FIONREAD):
- * one syscall more per read, two per proxied request (nginx makes none).
- * On a plain socket the read event is pointed at plain_read_cb instead, which
- * does what libevent's read callback does, in the same order, minus the
- * ioctl: a timeout is reported as READING|TIMEOUT, the read stops at the read
- * high watermark, EOF and errors disable reading and reach the event
- * callback, data reaches the read callback. Everything else (enable, disable,
- * timeouts, watermarks, free) still goes through libevent on the same event.
- */
-#define PLAIN_READ_MAX 4096 /* libevent 2.1's own cap per read (EVBUFFER_MAX_READ) */
-
-static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct bufferevent *bev = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    bufferevent_data_cb readcb;
-    bufferevent_event_cb eventcb;
-    void *cbarg;
-    char buf[PLAIN_READ_MAX];
-    size_t howmuch = PLAIN_READ_MAX, low = 0, high = 0;
-    short err = BEV_EVENT_READING;
-    ssize_t n;
-    int saved, rc;
-
-    bufferevent_incref(bev); /* a callback may free it: freed at the decref */
-    if (what == EV_TIMEOUT) { /* EV_TIMEOUT|EV_READ: data came, not a timeout */
-        err |= BEV_EVENT_TIMEOUT;
-        goto error;
-    }
-    bufferevent_getwatermark(bev, EV_READ, &low, &high);
-    if (high) {
-        size_t have = evbuffer_get_length(in);
-        if (have >= high) {
-            /* the mark was lowered under what is held: setting it again
-             * suspends reading, as libevent does here */
-            bufferevent_setwatermark(bev, EV_READ, low, high);
-            goto done;
-        }
-        if (high - have < howmuch)
-            howmuch = high - have;
-    }
-    /* Into the stack, then appended: the input gets a chain of the size that
-     * came (small heads fit the allocator's per-thread cache), where reading
-     * straight into reserved space would allocate PLAIN_READ_MAX each time. */
-    n = recv(fd, buf, howmuch, 0);
-    saved = errno;
-    if (n > 0) {
-        /* the input's end is frozen: only the bufferevent's reader appends */
-        evbuffer_unfreeze(in, 0);
-        rc = evbuffer_add(in, buf, (size_t)n);
-        evbuffer_freeze(in, 0);
-        if (rc < 0) {
-            err |= BEV_EVENT_ERROR;
-            goto error;
-        }
-    }
-    if (n < 0) {
-        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR)
-            goto done;
-        err |= BEV_EVENT_ERROR;
-        goto error;
-    }
-    if (n == 0) {
-        err |= BEV_EVENT_EOF;
-        goto error;
-    }
-    bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
-    if (readcb && evbuffer_get_length(in) >= low)
-        readcb(bev, cbarg);
-    goto done;
-error:
-    bufferevent_disable(bev, EV_READ);
-    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
-    if (eventcb)
-        eventcb(bev, err, cbarg);
-done:
-    bufferevent_decref(bev);
-}
-
-void proxy_plain_reads(struct bufferevent *bev)
-{
-    event_del(&bev->ev_read);
-    event_assign(&bev->ev_read, bufferevent_get_base(bev), bufferevent_getfd(bev),
-                 EV_READ | EV_PERSIST | EV_FINALIZE, plain_read_cb, bev);
 }
 
 /* The upstream connection's output, ready for bytes; and its flush, which
@@ -1048,7 +1066,7 @@ static void request_body_done(struct proxy_exchange *ex)
     bufferevent_set_timeouts(ex->client, NULL, rt);
     /* The upstream's response time counts from the end of the request. */
     if (ex->uc)
-        bufferevent_set_timeouts(ex->uc->bev, rt, rt);
+        up_timeouts(ex->uc, rt, rt);
 }
 
 /* Client input -> upstream output, as far as flow control allows. Returns -1
@@ -1104,40 +1122,6 @@ static int pump_request(struct proxy_exchange *ex)
     return 0;
 }
 
-static const char *status_text(unsigned status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
-    }
-}
-
 /* Writes the client's response head from the parsed upstream head. */
 static void write_response_head(struct proxy_exchange *ex, const struct http1_response *resp)
 {
@@ -1148,13 +1132,13 @@ static void write_response_head(struct proxy_exchange *ex, const struct http1_re
     hb_str(&hb, "HTTP/1.1 ");
     hb_u64(&hb, resp->status);
     hb_put(&hb, " ", 1);
-    hb_str(&hb, status_text(resp->status));
+    hb_str(&hb, http1_status_text(resp->status, "Status"));
     hb_put(&hb, "\r\n", 2);
     for (unsigned i = 0; i < resp->n_headers; i++) {
         const struct http1_header *h = &resp->headers[i];
-        if (http1_header_is_hop_by_hop(h->name, h->name_len) ||
-            http1_header_in_connection(&resp->connection, h->name, h->name_len) ||
-            name_is(h->name, h->name_len, "x-request-id"))
+        if ((h->cls & HDRCLASS_HOP_BY_HOP) || h->id == HDR_X_REQUEST_ID ||
+            (resp->connection.n &&
+             http1_header_in_connection(&resp->connection, h->name, h->name_len)))
             continue;
         hb_put(&hb, h->name, h->name_len);
         hb_put(&hb, ": ", 2);
@@ -1291,7 +1275,7 @@ static void pump_response(struct proxy_exchange *ex)
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
             proxy_flush(ex->client);
             if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
-                bufferevent_disable(ex->uc->bev, EV_READ);
+                up_read_off(ex->uc);
                 return;
             }
             out = proxy_out(ex->client);
@@ -1319,7 +1303,7 @@ static void pump_response(struct proxy_exchange *ex)
             relay_close_delimited(ex, in, out, avail);
         }
     }
-    bufferevent_enable(ex->uc->bev, EV_READ);
+    up_read_on(ex->uc);
     proxy_flush(ex->client);
     return;
 done:
@@ -1351,7 +1335,7 @@ static void wire_upstream(struct proxy_exchange *ex, struct upconn *uc)
     bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
     bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     tv = proxy_tv(ex->px, ex->timeout_ms);
-    bufferevent_set_timeouts(uc->bev, ex->req_done ? tv : NULL, tv);
+    up_timeouts(uc, ex->req_done ? tv : NULL, tv);
 }
 
 /*
@@ -1378,7 +1362,7 @@ static bool failover(struct proxy_exchange *ex)
         upconn_free(old);
         ex->reused = false;
         wire_upstream(ex, uc);
-        proxy_read_on(uc->bev);
+        up_read_on(uc);
         return true;
     }
     return false;
@@ -1404,7 +1388,7 @@ static int start_upstream(struct proxy_exchange *ex)
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
     evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
-    proxy_read_on(uc->bev);
+    up_read_on(uc);
     if (ex->req_done)
         up_flush(uc); /* else pump_request flushes head and body together */
     return 0;
@@ -1448,7 +1432,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
 
     if (what & BEV_EVENT_CONNECTED) {
-        ex->uc->connecting = false;
+        up_connected(ex->uc);
         return;
     }
     if ((what & BEV_EVENT_ERROR) && ex->uc->tls)

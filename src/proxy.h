@@ -134,11 +134,6 @@ struct evbuffer *proxy_out(struct bufferevent *bev);
 void proxy_read_on(struct bufferevent *bev);
 void proxy_flush(struct bufferevent *bev);
 
-/* Makes a plain socket bufferevent (bufferevent_socket_new, after any
- * bufferevent_socket_connect) read without libevent's ioctl(FIONREAD) per
- * read; its semantics are libevent's. Before reading is first enabled. */
-void proxy_plain_reads(struct bufferevent *bev);
-
 struct proxy_exchange;
 
 struct proxy_forward_params {

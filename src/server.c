@@ -364,25 +364,7 @@ static void arm_timer(struct conn *c, int which, unsigned ms)
 
 static const char *status_text(int status)
 {
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
-    }
+    return http1_status_text((unsigned)status, "Error");
 }
 
 /* The generic error word of a status: the body says what class of failure,
@@ -795,19 +777,7 @@ static void skip_body(struct evbuffer *in, const struct http1_request *hreq, siz
 static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
 {
     const struct http1_request *req = ctx;
-    size_t nlen = strlen(name);
-    int n = 0;
-    for (unsigned i = 0; i < req->n_headers; i++) {
-        const struct http1_header *h = &req->headers[i];
-        if (h->name_len == nlen && ascii_casecmp_n(h->name, nlen, name, nlen) == 0) {
-            if (n == 0) {
-                *value = h->value;
-                *len = h->value_len;
-            }
-            n++;
-        }
-    }
-    return n;
+    return (int)http1_header_find(req->headers, req->n_headers, name, strlen(name), value, len);
 }
 
 static void arena_reserve(struct conn *c, size_t need)
@@ -2117,7 +2087,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         atomic_fetch_sub(&g.n_conns, 1);
         return;
     }
-    proxy_plain_reads(c->bev);
     if (g.audit_cfg.fsync == FSYNC_ALWAYS)
         evbuffer_add_cb(bufferevent_get_output(c->bev), out_drained_cb, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);

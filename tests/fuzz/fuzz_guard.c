@@ -61,7 +61,7 @@ static void rebuild(const struct path_result *pr, bool trusted)
         .body = in.body,
         .content_length = in.content_length,
     };
-    struct http1_limits lim = {1 << 22, 1 << 20, 0, HTTP1_MAX_HEADERS};
+    struct http1_limits lim = {1 << 22, 1 << 20, 0, HTTP1_MAX_HEADERS, NULL};
     size_t len, head_len = 0;
     const char *s;
 
@@ -110,7 +110,7 @@ static void rebuild(const struct path_result *pr, bool trusted)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct http1_limits lim = {16384, 8192, 0, 0};
+    struct http1_limits lim = {16384, 8192, 0, 0, NULL};
     struct path_result pr;
     size_t head_len = 0;
 

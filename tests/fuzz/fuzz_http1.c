@@ -101,6 +101,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             in_input(req.headers[i].name, req.headers[i].name_len, data, size);
             in_input(req.headers[i].value, req.headers[i].value_len, data, size);
             check(req.headers[i].name_len > 0);
+            {
+                /* the class stamped in the parse is the lookup's */
+                enum hdrclass_id id;
+                unsigned c = hdrclass_of(NULL, req.headers[i].name, req.headers[i].name_len, &id);
+                check(req.headers[i].cls == c && req.headers[i].id == id);
+                check(!(c & HDRCLASS_FORWARDING) || (c & HDRCLASS_SPOOFABLE));
+                check(id != HDR_CONTENT_LENGTH_US && id != HDR_TRANSFER_ENCODING_US);
+            }
         }
         check(req.version == 10 || req.version == 11);
         check(req.version == 10 || req.host != NULL);
@@ -159,9 +167,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Hygiene predicates on a prefix used as a header name. */
     {
         size_t n = size < 40 ? size : 40;
+        enum hdrclass_id id;
+        unsigned c = hdrclass_of(NULL, buf, n, &id);
         if (http1_header_is_forwarding(buf, n))
             check(http1_header_is_spoofable(buf, n));
-        (void)http1_header_is_hop_by_hop(buf, n);
+        check(http1_header_is_hop_by_hop(buf, n) == !!(c & HDRCLASS_HOP_BY_HOP));
+        /* an id names one exact spelling: never one with '_' but the two refused ones */
+        check(id == HDR_OTHER || id == HDR_CONTENT_LENGTH_US || id == HDR_TRANSFER_ENCODING_US ||
+              !memchr(buf, '_', n));
     }
     return 0;
 }

@@ -7,12 +7,14 @@
  * with the precise reason expected. Every row is also replayed at every split
  * point, since the server feeds the parser a growing buffer. Then exact field
  * checks of valid requests, pipelining, the chunked decoder fed in pieces,
- * upstream response framing, and the header-hygiene predicates.
+ * upstream response framing, the header-hygiene predicates, and the
+ * header-name classifier (hdrclass.h) against a list-by-list reference model.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hdrclass.h"
 #include "http1.h"
 #include "tap.h"
 
@@ -819,6 +821,264 @@ static void test_value_bytes(void)
     ok(checked > 20000, "header values: over 20,000 cases checked");
 }
 
+/* ---- header classes (hdrclass.h) --------------------------------------- */
+
+/* The reference model: the lists as they were compared one by one before
+ * the table, '-' and '_' equivalent where the old code said so. */
+static bool ref_eq(const char *name, size_t len, const char *lit, bool prefix, bool dash)
+{
+    size_t n = strlen(lit);
+    if (prefix ? len < n : len != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        else if (dash && c == '_')
+            c = '-';
+        if (c != (unsigned char)lit[i])
+            return false;
+    }
+    return true;
+}
+
+static bool ref_hop(const char *n, size_t l)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                      "trailer", "transfer-encoding", "upgrade",
+                                      "proxy-authorization", "proxy-authenticate", "http2-settings"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (ref_eq(n, l, hop[i], false, false))
+            return true;
+    return false;
+}
+
+static bool ref_fwd(const char *n, size_t l)
+{
+    if (ref_eq(n, l, "x-forwarded-user", false, true) || ref_eq(n, l, "x-forwarded-email", false, true))
+        return false;
+    return ref_eq(n, l, "forwarded", false, true) || ref_eq(n, l, "x-forwarded-", true, true);
+}
+
+static bool ref_spoof(const char *n, size_t l)
+{
+    static const char *const exact[] = {
+        "x-serverless-authorization", "x-http-method-override", "x-http-method", "x-method-override",
+        "x-original-url", "x-rewrite-url", "x-original-uri", "x-real-ip", "true-client-ip",
+        "x-client-ip", "cf-connecting-ip", "x-endpoint-api-userinfo", "x-apigateway-api-userinfo",
+        "x-remote-user", "x-forwarded-user", "x-forwarded-email", "x-middleware-subrequest"};
+    static const char *const prefixes[] = {"x-goog-", "x-baton-", "x-appengine-", "x-cloudscheduler",
+                                           "x-auth-request-"};
+    if (ref_fwd(n, l))
+        return true;
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+        if (ref_eq(n, l, exact[i], false, true))
+            return true;
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (ref_eq(n, l, prefixes[i], true, true))
+            return true;
+    return false;
+}
+
+static bool ref_dropped(const char *n, size_t l)
+{
+    static const char *const names[] = {"authorization", "host", "content-length", "expect",
+                                        "x-request-id", "traceparent"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (ref_eq(n, l, names[i], false, false))
+            return true;
+    return false;
+}
+
+/* Every built-in name, and its neighbours (case flipped, '-'/'_' swapped,
+ * one byte short, one byte more, a prefix family's bare prefix), must get
+ * the reference model's verdict for every built-in class. */
+static void test_classes_model(void)
+{
+    static const char *const base[] = {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade", "proxy-authorization", "proxy-authenticate", "http2-settings",
+        "content-length", "authorization", "host", "expect", "x-request-id", "traceparent",
+        "tracestate", "user-agent", "forwarded", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "x-forwarded-", "x-forwarded-user", "x-forwarded-email",
+        "x-serverless-authorization", "x-http-method-override", "x-http-method",
+        "x-method-override", "x-original-url", "x-rewrite-url", "x-original-uri", "x-real-ip",
+        "true-client-ip", "x-client-ip", "cf-connecting-ip", "x-endpoint-api-userinfo",
+        "x-apigateway-api-userinfo", "x-remote-user", "x-middleware-subrequest", "x-goog-",
+        "x-goog-iap-jwt-assertion", "x-baton-", "x-baton-step", "x-appengine-",
+        "x-appengine-cron", "x-cloudscheduler", "x-cloudscheduler-jobname", "x-auth-request-",
+        "x-auth-request-user", "x-sfn-execution", "cookie", "a", "x", "x-", "x-g"};
+    unsigned bad = 0, total = 0;
+
+    for (size_t b = 0; b < sizeof(base) / sizeof(base[0]); b++) {
+        size_t n = strlen(base[b]);
+        for (int v = 0; v < 6; v++) {
+            char name[64];
+            size_t len = n;
+            memcpy(name, base[b], n);
+            if (v == 1) /* upper case, every other byte */
+                for (size_t i = 0; i < n; i += 2)
+                    name[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
+            if (v == 2) /* '_' for '-' */
+                for (size_t i = 0; i < n; i++)
+                    name[i] = name[i] == '-' ? '_' : name[i];
+            if (v == 3 && len > 1) /* one byte short */
+                len--;
+            if (v == 4) /* one byte more */
+                name[len++] = 's';
+            if (v == 5) /* the first '-' alone as '_', upper case */
+                for (size_t i = 0; i < n; i++) {
+                    if (name[i] == '-') {
+                        name[i] = '_';
+                        break;
+                    }
+                    name[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
+                }
+            unsigned c = hdrclass_of(NULL, name, len, NULL);
+            total++;
+            if (!!(c & HDRCLASS_HOP_BY_HOP) != ref_hop(name, len) ||
+                !!(c & HDRCLASS_SPOOFABLE) != ref_spoof(name, len) ||
+                !!(c & HDRCLASS_FORWARDING) != ref_fwd(name, len) ||
+                !!(c & HDRCLASS_DROPPED) != ref_dropped(name, len)) {
+                bad++;
+                tap_diag("class of %.*s: 0x%x", (int)len, name, c);
+            }
+        }
+    }
+    is_int(bad, 0, "classes: %u names and neighbours agree with the list-by-list model", total);
+}
+
+static void test_classes(void)
+{
+    static const char *const recorded[] = {"X-Sfn-Execution", "x-tenant"};
+    static const char *const policy[] = {"X-Tenant", "x_under"};
+    static const char *const cred[] = {"X-Caller-Assertion"};
+    static const char *const empty[] = {""};
+    enum hdrclass_id id;
+    struct hdrclass *t;
+    char err[80] = "";
+
+    /* built-in: every class, mixed case, ids by exact spelling */
+    ok(hdrclass_of(NULL, "CONNECTION", 10, &id) & HDRCLASS_HOP_BY_HOP, "class: CONNECTION hop-by-hop");
+    is_int(id, HDR_CONNECTION, "class: CONNECTION id");
+    ok((hdrclass_of(NULL, "Content-Length", 14, &id) & (HDRCLASS_FRAMING | HDRCLASS_DROPPED)) ==
+           (HDRCLASS_FRAMING | HDRCLASS_DROPPED), "class: Content-Length framing, dropped");
+    is_int(id, HDR_CONTENT_LENGTH, "class: Content-Length id");
+    ok((hdrclass_of(NULL, "transfer-ENCODING", 17, &id) & (HDRCLASS_FRAMING | HDRCLASS_HOP_BY_HOP)) ==
+           (HDRCLASS_FRAMING | HDRCLASS_HOP_BY_HOP), "class: Transfer-Encoding framing, hop-by-hop");
+    is_int(id, HDR_TRANSFER_ENCODING, "class: Transfer-Encoding id");
+    is_int(hdrclass_of(NULL, "Content_Length", 14, &id), 0, "class: Content_Length is no class");
+    is_int(id, HDR_CONTENT_LENGTH_US, "class: Content_Length has the '_' id");
+    hdrclass_of(NULL, "TRANSFER_encoding", 17, &id);
+    is_int(id, HDR_TRANSFER_ENCODING_US, "class: TRANSFER_encoding has the '_' id");
+    ok(hdrclass_of(NULL, "aUTHORIZATION", 13, &id) & HDRCLASS_CREDENTIAL, "class: Authorization credential");
+    is_int(id, HDR_AUTHORIZATION, "class: Authorization id");
+    hdrclass_of(NULL, "Authorization_", 14, &id);
+    is_int(id, HDR_OTHER, "class: Authorization_ has no id");
+    ok(hdrclass_of(NULL, "Proxy-Authorization", 19, NULL) & HDRCLASS_CREDENTIAL,
+       "class: Proxy-Authorization credential");
+    ok(!(hdrclass_of(NULL, "X-Authorization", 15, NULL) & HDRCLASS_CREDENTIAL),
+       "class: X-Authorization is not a built-in credential");
+    ok((hdrclass_of(NULL, "X_FORWARDED_FOR", 15, &id) & (HDRCLASS_SPOOFABLE | HDRCLASS_FORWARDING)) ==
+           (HDRCLASS_SPOOFABLE | HDRCLASS_FORWARDING), "class: X_FORWARDED_FOR spoofable, forwarding");
+    is_int(id, HDR_OTHER, "class: X_FORWARDED_FOR has no id (the '-' spelling alone has)");
+    hdrclass_of(NULL, "x-forwarded-FOR", 15, &id);
+    is_int(id, HDR_X_FORWARDED_FOR, "class: x-forwarded-FOR id");
+    hdrclass_of(NULL, "X-Forwarded-Proto", 17, &id);
+    is_int(id, HDR_X_FORWARDED_PROTO, "class: X-Forwarded-Proto id");
+    hdrclass_of(NULL, "X-Forwarded-Host", 16, &id);
+    is_int(id, HDR_X_FORWARDED_HOST, "class: X-Forwarded-Host id");
+    hdrclass_of(NULL, "Forwarded", 9, &id);
+    is_int(id, HDR_FORWARDED, "class: Forwarded id");
+    is_int(hdrclass_of(NULL, "X-Forwarded-User", 16, NULL), HDRCLASS_SPOOFABLE,
+           "class: X-Forwarded-User spoofable, not forwarding");
+    is_int(hdrclass_of(NULL, "x_forwarded_email", 17, NULL), HDRCLASS_SPOOFABLE,
+           "class: x_forwarded_email spoofable, not forwarding");
+    ok(hdrclass_of(NULL, "X-CloudScheduler", 16, NULL) & HDRCLASS_SPOOFABLE, "class: X-CloudScheduler (prefix, 16)");
+    ok(!(hdrclass_of(NULL, "X-CloudSchedule", 15, NULL) & HDRCLASS_SPOOFABLE), "class: X-CloudSchedule is not");
+    ok(hdrclass_of(NULL, "x-auth-request-access-token", 27, NULL) & HDRCLASS_SPOOFABLE,
+       "class: X-Auth-Request-* spoofable");
+    hdrclass_of(NULL, "TraceState", 10, &id);
+    is_int(id, HDR_TRACESTATE, "class: TraceState id");
+    hdrclass_of(NULL, "User-Agent", 10, &id);
+    is_int(id, HDR_USER_AGENT, "class: User-Agent id");
+    is_int(hdrclass_of(NULL, "X-Request-Ids", 13, &id), 0, "class: X-Request-Ids is no class");
+    is_int(id, HDR_OTHER, "class: X-Request-Ids has no id");
+    is_int(hdrclass_of(NULL, "", 0, &id), 0, "class: the empty name is no class");
+    ok(!(hdrclass_of(NULL, "X-Sfn-Execution", 15, NULL) & HDRCLASS_RECORDED),
+       "class: nothing is recorded by the built-in table");
+
+    /* configured names */
+    t = hdrclass_new(recorded, 2, policy, 2, cred, 1, err, sizeof(err));
+    ok(t != NULL, "classes: a table of configured names builds");
+    is_int(hdrclass_of(t, "x-sfn-EXECUTION", 15, NULL), HDRCLASS_RECORDED, "classes: recorded, any case");
+    is_int(hdrclass_of(t, "X_Sfn_Execution", 15, NULL), 0, "classes: recorded matches its spelling only");
+    is_int(hdrclass_of(t, "X-Sfn-Executio", 14, NULL), 0, "classes: one byte short is not recorded");
+    is_int(hdrclass_of(t, "X-TENANT", 8, NULL), HDRCLASS_RECORDED | HDRCLASS_POLICY,
+           "classes: a name in two lists has both classes");
+    is_int(hdrclass_of(t, "X_Under", 7, NULL), HDRCLASS_POLICY, "classes: a configured name with '_'");
+    is_int(hdrclass_of(t, "x-under", 7, NULL), 0, "classes: its '-' spelling is another name");
+    is_int(hdrclass_of(t, "x_caller_ASSERTION", 18, NULL), HDRCLASS_CREDENTIAL,
+           "classes: a configured credential in every '-'/'_' spelling");
+    is_int(hdrclass_of(t, "X-Caller-Assertions", 19, NULL), 0, "classes: one byte more is no credential");
+    ok(hdrclass_of(t, "Keep-Alive", 10, NULL) & HDRCLASS_HOP_BY_HOP, "classes: built-ins stay in a configured table");
+    is_int(hdrclass_of(t, "X-Forwarded-User", 16, NULL), HDRCLASS_SPOOFABLE,
+           "classes: and their exceptions");
+    /* the parse stamps each header with the table's classes */
+    {
+        const char *raw = "GET / HTTP/1.1\r\nHost: a\r\nx-tenant: 7\r\nX_Caller_Assertion: e\r\n"
+                          "Content_Type: x\r\n\r\n";
+        struct http1_limits lim = {.classes = t};
+        size_t hl;
+        ok(http1_parse_request(raw, strlen(raw), &lim, &req, &hl) == HTTP1_OK && req.n_headers == 4,
+           "classes: parse with a configured table");
+        is_int(req.headers[0].id, HDR_HOST, "classes: Host stamped with its id");
+        is_int(req.headers[1].cls, HDRCLASS_RECORDED | HDRCLASS_POLICY, "classes: x-tenant stamped");
+        is_int(req.headers[2].cls, HDRCLASS_CREDENTIAL, "classes: X_Caller_Assertion stamped");
+        is_int(req.headers[3].cls, 0, "classes: an unknown name has no class");
+        ok(http1_parse_request(raw, strlen(raw), NULL, &req, &hl) == HTTP1_OK &&
+               req.headers[1].cls == 0, "classes: without a table, the built-in names only");
+    }
+    hdrclass_free(t);
+    ok(hdrclass_new(empty, 1, NULL, 0, NULL, 0, err, sizeof(err)) == NULL && strstr(err, "empty"),
+       "classes: an empty configured name is refused (%s)", err);
+}
+
+static void test_status_text(void)
+{
+    is_str(http1_status_text(431, "x"), "Request Header Fields Too Large", "status text: 431");
+    is_str(http1_status_text(502, "x"), "Bad Gateway", "status text: 502");
+    is_str(http1_status_text(201, "x"), "Created", "status text: 201 (upstream statuses too)");
+    is_str(http1_status_text(418, "Status"), "Status", "status text: unknown gets the fallback");
+}
+
+static void test_token(void)
+{
+    static const char *const bad[] = {"a b", "a:b", "a\tb", "(x)", "a,b", "a/b", "\x80", "a\"", "[v]"};
+    unsigned wrong = 0;
+
+    ok(http1_token("X-Foo", 5), "token: X-Foo");
+    ok(http1_token("!#$%&'*+-.^_`|~09AZaz", 21), "token: every tchar symbol, digits, letters");
+    ok(!http1_token("", 0), "token: empty is not one");
+    ok(!http1_token("a\0b", 3), "token: NUL is not a tchar");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (http1_token(bad[i], strlen(bad[i])))
+            wrong++;
+    is_int(wrong, 0, "token: separators, whitespace, obs-text are not tchars");
+    /* the parser's header-name check is the same class */
+    for (int c = 1; c < 256; c++) {
+        char raw[64];
+        size_t hl;
+        int n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX%cY: 1\r\n\r\n", c);
+        bool parsed = c != '\r' && c != '\n' && c != ':' &&
+                      http1_parse_request(raw, (size_t)n, NULL, &req, &hl) == HTTP1_OK;
+        char name[3] = {'X', (char)c, 'Y'};
+        if (c != ':' && c != '\r' && c != '\n' && parsed != http1_token(name, 3))
+            wrong++;
+    }
+    is_int(wrong, 0, "token: a header name parses exactly when it is a token");
+}
+
 int main(void)
 {
     test_matrix();
@@ -831,5 +1091,9 @@ int main(void)
     test_chunked();
     test_responses();
     test_hygiene();
+    test_classes_model();
+    test_classes();
+    test_status_text();
+    test_token();
     return tap_done();
 }

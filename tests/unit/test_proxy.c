@@ -22,7 +22,7 @@ static struct http1_request req;
 static int parse(const char *raw)
 {
     size_t head_len = 0;
-    struct http1_limits lim = {65536, 8192, 0, 0};
+    struct http1_limits lim = {65536, 8192, 0, 0, NULL};
     return http1_parse_request(raw, strlen(raw), &lim, &req, &head_len) == HTTP1_OK ? 0 : -1;
 }
 
