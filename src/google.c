@@ -32,6 +32,11 @@
 #include "mint.h"
 #include "util.h"
 
+/* google sits below the token cache: it knows identity_source.h, never identity.h. */
+#ifdef BATON_IDENTITY_H
+#error "google.c must not depend on identity.h (the cache); identity_source.h is its interface"
+#endif
+
 #define ACCESS_TOKEN_MARGIN_MS 300000 /* refetch 5 minutes before expiry */
 #define GRANT_JWT_BEARER "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #define MAX_GOOGLE_MESSAGE 300
