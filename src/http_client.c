@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #include "http_client.h"
+#include "list.h"
 #include "util.h"
 
 #ifndef PACKAGE_VERSION
@@ -48,7 +49,7 @@ struct http_headers_ {
 /* One watched socket: curl_multi_assign()ed to curl's socket, linked in the
  * client so that whatever curl does not remove is freed with the client. */
 struct sock {
-    struct sock *prev, *next;
+    struct list link; /* on hc->socks */
     struct http_client *hc;
     curl_socket_t fd;
     struct event *ev; /* owned */
@@ -58,13 +59,13 @@ struct http_client {
     struct event_base *base; /* borrowed */
     CURLM *multi;            /* owned */
     struct event *timer;     /* owned: curl's single timeout */
-    struct http_call *calls; /* live calls, owned */
-    struct sock *socks;      /* watched sockets, owned */
+    struct list calls;       /* struct http_call: live calls, owned */
+    struct list socks;       /* struct sock: watched sockets, owned */
 };
 
 struct http_call {
     struct http_client *hc;
-    struct http_call *prev, *next;
+    struct list link;         /* on hc->calls */
     CURL *easy;               /* owned */
     struct curl_slist *hdrs;  /* owned request header list */
     char *url;                /* owned: current hop */
@@ -433,13 +434,7 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 
 static void sock_free(struct sock *s)
 {
-    struct http_client *hc = s->hc;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        hc->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    list_remove(&s->link);
     if (s->ev)
         event_free(s->ev);
     free(s);
@@ -467,10 +462,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         s = xcalloc(1, sizeof(*s));
         s->hc = hc;
         s->fd = fd;
-        s->next = hc->socks;
-        if (hc->socks)
-            hc->socks->prev = s;
-        hc->socks = s;
+        list_push_front(&hc->socks, &s->link);
         curl_multi_assign(hc->multi, fd, s);
     } else if (s->ev) {
         event_free(s->ev); /* safe from inside this event's own callback */
@@ -515,12 +507,7 @@ static void call_free(struct http_call *call)
 {
     struct http_client *hc = call->hc;
 
-    if (call->prev)
-        call->prev->next = call->next;
-    else
-        hc->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    list_remove(&call->link);
     if (call->in_multi)
         curl_multi_remove_handle(hc->multi, call->easy);
     if (call->easy)
@@ -694,10 +681,7 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
     unsigned timeout_ms = req->timeout_ms ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
 
     call->hc = hc;
-    call->next = hc->calls;
-    if (hc->calls)
-        hc->calls->prev = call;
-    hc->calls = call;
+    list_push_front(&hc->calls, &call->link);
     call->done = done;
     call->arg = arg;
     call->resp = response_new();
@@ -887,6 +871,8 @@ struct http_client *http_client_new(struct event_base *base, char *err, size_t e
     }
     hc = xcalloc(1, sizeof(*hc));
     hc->base = base;
+    list_init(&hc->calls);
+    list_init(&hc->socks);
     hc->multi = curl_multi_init();
     hc->timer = evtimer_new(base, on_timer, hc);
     if (!hc->multi || !hc->timer) {
@@ -910,12 +896,12 @@ void http_client_free(struct http_client *hc)
 {
     if (!hc)
         return;
-    while (hc->calls)
-        call_free(hc->calls);
+    while (!list_empty(&hc->calls))
+        call_free(list_entry(list_first(&hc->calls), struct http_call, link));
     if (hc->multi)
         curl_multi_cleanup(hc->multi); /* may still report sockets removed */
-    while (hc->socks)
-        sock_free(hc->socks);
+    while (!list_empty(&hc->socks))
+        sock_free(list_entry(list_first(&hc->socks), struct sock, link));
     if (hc->timer)
         event_free(hc->timer);
     free(hc);
