@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #include "http_client.h"
+#include "buf.h"
 #include "list.h"
 #include "util.h"
 
@@ -81,7 +82,7 @@ struct http_call {
     unsigned redirects_asked;
     uint64_t deadline_ns;     /* mono_ns() deadline of the whole call */
     size_t max_body;
-    size_t body_cap;          /* allocated size of resp->body */
+    struct buf rbody;         /* the response body so far, capped at max_body */
     struct event *defer;      /* owned: delivers an early failure */
     http_done_fn done;
     void *arg;
@@ -348,25 +349,12 @@ static bool url_is_plain_http(const char *url)
 static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
 {
     struct http_call *call = arg;
-    struct http_response *r = call->resp;
     size_t len = size * nmemb;
 
-    if (len > call->max_body - r->body_len) {
+    if (buf_add(&call->rbody, p, len) != 0) {
         call->too_big = true;
         return 0; /* curl aborts the transfer: CURLE_WRITE_ERROR */
     }
-    if (r->body_len + len + 1 > call->body_cap) {
-        size_t cap = call->body_cap ? call->body_cap * 2 : 4096;
-        if (cap < r->body_len + len + 1)
-            cap = r->body_len + len + 1;
-        if (cap > call->max_body + 1)
-            cap = call->max_body + 1;
-        r->body = xrealloc(r->body, cap);
-        call->body_cap = cap;
-    }
-    memcpy(r->body + r->body_len, p, len);
-    r->body_len += len;
-    r->body[r->body_len] = '\0';
     return len;
 }
 
@@ -519,6 +507,7 @@ static void call_free(struct http_call *call)
     free(call->url);
     free(call->method);
     free(call->body);
+    buf_free(&call->rbody);
     free(call);
 }
 
@@ -530,16 +519,11 @@ static void deliver(struct http_call *call)
     void *arg = call->arg;
 
     call->resp = NULL;
-    if (!resp->body) {
-        resp->body = xstrdup("");
-        resp->body_len = 0;
-    }
     if (resp->error != HTTP_ERR_NONE) {
-        free(resp->body);
-        resp->body = xstrdup("");
-        resp->body_len = 0;
+        buf_free(&call->rbody); /* a failed call hands out "" */
         headers_reset(resp->headers_);
     }
+    resp->body = buf_take(&call->rbody, &resp->body_len); /* "" when none came */
     call_free(call);
     done(resp, arg);
 }
@@ -690,6 +674,7 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
     call->max_body = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY;
     if (call->max_body > SIZE_MAX / 4)
         call->max_body = SIZE_MAX / 4;
+    call->rbody.max = call->max_body;
     call->redirects_asked = call->redirects_left =
         req->max_redirects > HTTP_MAX_REDIRECTS ? HTTP_MAX_REDIRECTS : req->max_redirects;
     call->deadline_ns = mono_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -753,10 +738,7 @@ static int call_follow(struct http_call *call, long status)
         call->method = NULL;
         curl_easy_setopt(call->easy, CURLOPT_HTTPGET, 1L);
     }
-    free(r->body);
-    r->body = NULL;
-    r->body_len = 0;
-    call->body_cap = 0;
+    buf_free(&call->rbody);
     headers_reset(r->headers_);
     call->redirects_left--;
     if (call_set_hop(call) < 0 || call_add(call) < 0)
