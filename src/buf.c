@@ -54,7 +54,7 @@ static bool over_cap(const struct buf *b, size_t more)
 
 void buf_init_on(struct buf *b, char *storage, size_t size)
 {
-    *b = (struct buf)BUF_INIT;
+    *b = (struct buf){0};
     b->p = storage;
     b->cap = size;
     b->borrowed_ = true;

@@ -25,6 +25,7 @@
 
 #define BUF_MIN_ALLOC 256
 
+/* Zeroed ({0}), a buffer is empty and has no cap; {.max = N} caps it at N bytes. */
 struct buf {
     char *p;        /* the bytes, NUL-terminated; NULL until the first byte or reserve */
     size_t len;     /* bytes at p, not counting the NUL */
@@ -32,9 +33,6 @@ struct buf {
     size_t max;     /* 0: no cap; else len never exceeds it */
     bool borrowed_; /* p is caller storage (buf_init_on), not to be freed */
 };
-
-/* An empty buffer without a cap; set .max for one: (struct buf){.max = N}. */
-#define BUF_INIT {0}
 
 /* Starts `b` empty on `storage` (`size` >= 1 bytes, borrowed until the first
  * growth past it or buf_free), without a cap. */

@@ -29,8 +29,7 @@ struct list {
 };
 
 /* The object of type `type` whose member `member` is the node `node`. */
-#define list_entry(node, type, member) \
-    ((type *)(void *)((char *)(node) - offsetof(type, member)))
+#define list_entry(node, type, member) ((type *)(void *)(((char *)(node)) - offsetof(type, member)))
 
 /*
  * Walks every node of `head` in order, from first to last; `pos` may be

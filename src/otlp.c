@@ -190,7 +190,7 @@ static void span_json(struct buf *b, const struct otlp_span *s)
 char *otlp_build_json(const struct otlp_span *spans, size_t n, const char *instance_id,
                       size_t *n_spans)
 {
-    struct buf b = BUF_INIT;
+    struct buf b = {0};
     bool first = true;
     size_t count = 0;
 

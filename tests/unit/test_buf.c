@@ -12,7 +12,7 @@
 
 int main(void)
 {
-    struct buf b = BUF_INIT;
+    struct buf b = {0};
     char big[3000], stack[16], *t;
     size_t len = 99;
 
