@@ -9,6 +9,8 @@ PKGS="autoconf automake libtool pkg-config make gcc clang curl ca-certificates
 missing=""
 # global rate limits: hiredis (src/redis.c) and the redis-server the e2e tests start
 PKGS="$PKGS libhiredis-dev redis-server"
+# scripts/format.sh: the C layout of .clang-format (written for clang-format 14)
+PKGS="$PKGS clang-format"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
