@@ -11,6 +11,8 @@ missing=""
 PKGS="$PKGS libhiredis-dev redis-server"
 # bench/callgrind.sh: valgrind's callgrind, and ab (apache2-utils) for its load
 PKGS="$PKGS valgrind apache2-utils"
+# scripts/format.sh: the C layout of .clang-format (written for clang-format 14)
+PKGS="$PKGS clang-format"
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done

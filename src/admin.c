@@ -8,7 +8,7 @@
  * be). Everything it reads is either thread-safe by contract (audit_stats,
  * jwks_stats, identity_*) or summed from the workers' single-writer counters.
  */
-#include "server.h"
+#include "admin.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -29,8 +29,14 @@
 
 #include "config.h"
 #include "http_client.h"
+#include "list.h"
 #include "mint.h"
 #include "util.h"
+
+/* google sits below the token cache: it knows identity_source.h, never identity.h. */
+#ifdef BATON_IDENTITY_H
+#error "google.c must not depend on identity.h (the cache); identity_source.h is its interface"
+#endif
 
 #define ACCESS_TOKEN_MARGIN_MS 300000 /* refetch 5 minutes before expiry */
 #define GRANT_JWT_BEARER "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -50,7 +56,7 @@ struct google;
 
 struct op {
     struct google *g;
-    struct op *prev, *next; /* on g->ops (in flight) or g->waiters */
+    struct list link; /* on g->ops (in flight) or g->waiters; else self-linked */
     struct http_call *call;
     enum op_kind kind;
     char *sa; /* owned; NULL: baton's own identity */
@@ -79,8 +85,8 @@ struct google {
     bool at_fetching;
     char *own_email; /* NULL until known (metadata) */
     bool email_fetching;
-    struct op *ops;
-    struct op *waiters;
+    struct list ops;     /* struct op, in flight */
+    struct list waiters; /* struct op, waiting for baton's access token */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -236,31 +242,12 @@ static void op_free(struct op *op)
     free(op);
 }
 
-static void list_add(struct op **head, struct op *op)
-{
-    op->prev = NULL;
-    op->next = *head;
-    if (*head)
-        (*head)->prev = op;
-    *head = op;
-}
-
-static void list_del(struct op **head, struct op *op)
-{
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        *head = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
-    op->prev = op->next = NULL;
-}
-
 static struct op *op_new(struct google *g, enum op_kind kind, const char *sa, const char *aud,
                          identity_mint_done done, void *arg)
 {
     struct op *op = xcalloc(1, sizeof *op);
     op->g = g;
+    list_init(&op->link);
     op->kind = kind;
     op->sa = sa ? xstrdup(sa) : NULL;
     op->audience = aud ? xstrdup(aud) : NULL;
@@ -309,7 +296,7 @@ static void op_submit(struct op *op, const char *method, const char *url,
         .allow_metadata_http = op->kind == OP_META_ID || op->kind == OP_META_TOKEN ||
                                op->kind == OP_META_EMAIL,
     };
-    list_add(&g->ops, op);
+    list_push_front(&g->ops, &op->link);
     op->call = http_client_submit(g->http, &req, on_http_done, op);
 }
 
@@ -420,21 +407,20 @@ static void fetch_access_token(struct google *g)
 static void access_token_done(struct google *g, enum identity_failure f, int status,
                               const char *detail)
 {
-    struct op *w = g->waiters;
+    struct list taken, *n;
     char *d = detail ? xasprintf("baton's own access token (needed to impersonate): %s", detail)
                      : NULL;
-    g->waiters = NULL;
+    list_move_all(&taken, &g->waiters); /* what the callbacks queue anew waits for the next fetch */
     g->at_fetching = false;
-    while (w) {
-        struct op *next = w->next;
-        w->prev = w->next = NULL;
+    while ((n = list_first(&taken))) {
+        struct op *w = list_entry(n, struct op, link);
+        list_remove(n);
         if (d)
             op_finish(w, NULL, f, status, d);
         else if (w->kind == OP_ACCESS)
             op_finish(w, g->access_token, 0, 200, NULL);
         else
             submit_iam(w);
-        w = next;
     }
     free(d);
 }
@@ -449,7 +435,7 @@ static void need_access_token(struct op *op)
             submit_iam(op);
         return;
     }
-    list_add(&g->waiters, op);
+    list_push_front(&g->waiters, &op->link);
     fetch_access_token(g);
 }
 
@@ -487,7 +473,7 @@ static void on_http_done(struct http_response *resp, void *arg)
     enum identity_failure f = IDENTITY_FAIL_INTERNAL;
     const char *flavor;
 
-    list_del(&g->ops, op);
+    list_remove(&op->link);
     op->call = NULL;
 
     if (resp->error != HTTP_ERR_NONE) {
@@ -649,19 +635,19 @@ static char *google_jwks(void *ctx)
 static void google_free(void *ctx)
 {
     struct google *g = ctx;
+    struct list *n;
     if (!g)
         return;
-    while (g->ops) {
-        struct op *op = g->ops;
-        list_del(&g->ops, op);
+    while ((n = list_first(&g->ops))) {
+        struct op *op = list_entry(n, struct op, link);
+        list_remove(n);
         if (op->call)
             http_call_cancel(op->call);
         op_free(op);
     }
-    while (g->waiters) {
-        struct op *op = g->waiters;
-        list_del(&g->waiters, op);
-        op_free(op);
+    while ((n = list_first(&g->waiters))) {
+        list_remove(n);
+        op_free(list_entry(n, struct op, link));
     }
     mint_key_free(g->key);
     scrub_free(g->access_token);
@@ -777,6 +763,8 @@ int google_source_new(struct event_base *bg, struct http_client *http,
 
     g->bg = bg;
     g->http = http;
+    list_init(&g->ops);
+    list_init(&g->waiters);
     g->source = cfg->source;
     g->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 5000;
 

@@ -1,7 +1,7 @@
 /*
  * google.h: where baton's Google ID tokens come from (`google.credentials`).
  *
- * Each credential source is an `identity_source` (identity.h) whose mint
+ * Each credential source is an `identity_source` (identity_source.h) whose mint
  * callback produces one ID token for (service account or baton's own
  * identity, audience), asynchronously on the background event_base, through
  * http_client only:
@@ -22,7 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "identity.h"
+#include "identity_source.h"
 
 struct event_base;
 struct http_client;

@@ -32,6 +32,8 @@
 #include <event2/event.h>
 
 #include "http_client.h"
+#include "buf.h"
+#include "list.h"
 #include "util.h"
 
 #ifndef PACKAGE_VERSION
@@ -48,7 +50,7 @@ struct http_headers_ {
 /* One watched socket: curl_multi_assign()ed to curl's socket, linked in the
  * client so that whatever curl does not remove is freed with the client. */
 struct sock {
-    struct sock *prev, *next;
+    struct list link; /* on hc->socks */
     struct http_client *hc;
     curl_socket_t fd;
     struct event *ev; /* owned */
@@ -58,13 +60,13 @@ struct http_client {
     struct event_base *base; /* borrowed */
     CURLM *multi;            /* owned */
     struct event *timer;     /* owned: curl's single timeout */
-    struct http_call *calls; /* live calls, owned */
-    struct sock *socks;      /* watched sockets, owned */
+    struct list calls;       /* struct http_call: live calls, owned */
+    struct list socks;       /* struct sock: watched sockets, owned */
 };
 
 struct http_call {
     struct http_client *hc;
-    struct http_call *prev, *next;
+    struct list link;         /* on hc->calls */
     CURL *easy;               /* owned */
     struct curl_slist *hdrs;  /* owned request header list */
     char *url;                /* owned: current hop */
@@ -80,7 +82,7 @@ struct http_call {
     unsigned redirects_asked;
     uint64_t deadline_ns;     /* mono_ns() deadline of the whole call */
     size_t max_body;
-    size_t body_cap;          /* allocated size of resp->body */
+    struct buf rbody;         /* the response body so far, capped at max_body */
     struct event *defer;      /* owned: delivers an early failure */
     http_done_fn done;
     void *arg;
@@ -347,25 +349,12 @@ static bool url_is_plain_http(const char *url)
 static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
 {
     struct http_call *call = arg;
-    struct http_response *r = call->resp;
     size_t len = size * nmemb;
 
-    if (len > call->max_body - r->body_len) {
+    if (buf_add(&call->rbody, p, len) != 0) {
         call->too_big = true;
         return 0; /* curl aborts the transfer: CURLE_WRITE_ERROR */
     }
-    if (r->body_len + len + 1 > call->body_cap) {
-        size_t cap = call->body_cap ? call->body_cap * 2 : 4096;
-        if (cap < r->body_len + len + 1)
-            cap = r->body_len + len + 1;
-        if (cap > call->max_body + 1)
-            cap = call->max_body + 1;
-        r->body = xrealloc(r->body, cap);
-        call->body_cap = cap;
-    }
-    memcpy(r->body + r->body_len, p, len);
-    r->body_len += len;
-    r->body[r->body_len] = '\0';
     return len;
 }
 
@@ -433,13 +422,7 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 
 static void sock_free(struct sock *s)
 {
-    struct http_client *hc = s->hc;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        hc->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    list_remove(&s->link);
     if (s->ev)
         event_free(s->ev);
     free(s);
@@ -467,10 +450,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         s = xcalloc(1, sizeof(*s));
         s->hc = hc;
         s->fd = fd;
-        s->next = hc->socks;
-        if (hc->socks)
-            hc->socks->prev = s;
-        hc->socks = s;
+        list_push_front(&hc->socks, &s->link);
         curl_multi_assign(hc->multi, fd, s);
     } else if (s->ev) {
         event_free(s->ev); /* safe from inside this event's own callback */
@@ -515,12 +495,7 @@ static void call_free(struct http_call *call)
 {
     struct http_client *hc = call->hc;
 
-    if (call->prev)
-        call->prev->next = call->next;
-    else
-        hc->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    list_remove(&call->link);
     if (call->in_multi)
         curl_multi_remove_handle(hc->multi, call->easy);
     if (call->easy)
@@ -532,6 +507,7 @@ static void call_free(struct http_call *call)
     free(call->url);
     free(call->method);
     free(call->body);
+    buf_free(&call->rbody);
     free(call);
 }
 
@@ -543,16 +519,11 @@ static void deliver(struct http_call *call)
     void *arg = call->arg;
 
     call->resp = NULL;
-    if (!resp->body) {
-        resp->body = xstrdup("");
-        resp->body_len = 0;
-    }
     if (resp->error != HTTP_ERR_NONE) {
-        free(resp->body);
-        resp->body = xstrdup("");
-        resp->body_len = 0;
+        buf_free(&call->rbody); /* a failed call hands out "" */
         headers_reset(resp->headers_);
     }
+    resp->body = buf_take(&call->rbody, &resp->body_len); /* "" when none came */
     call_free(call);
     done(resp, arg);
 }
@@ -694,10 +665,7 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
     unsigned timeout_ms = req->timeout_ms ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
 
     call->hc = hc;
-    call->next = hc->calls;
-    if (hc->calls)
-        hc->calls->prev = call;
-    hc->calls = call;
+    list_push_front(&hc->calls, &call->link);
     call->done = done;
     call->arg = arg;
     call->resp = response_new();
@@ -706,6 +674,7 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
     call->max_body = req->max_body ? req->max_body : HTTP_DEFAULT_MAX_BODY;
     if (call->max_body > SIZE_MAX / 4)
         call->max_body = SIZE_MAX / 4;
+    call->rbody.max = call->max_body;
     call->redirects_asked = call->redirects_left =
         req->max_redirects > HTTP_MAX_REDIRECTS ? HTTP_MAX_REDIRECTS : req->max_redirects;
     call->deadline_ns = mono_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -769,10 +738,7 @@ static int call_follow(struct http_call *call, long status)
         call->method = NULL;
         curl_easy_setopt(call->easy, CURLOPT_HTTPGET, 1L);
     }
-    free(r->body);
-    r->body = NULL;
-    r->body_len = 0;
-    call->body_cap = 0;
+    buf_free(&call->rbody);
     headers_reset(r->headers_);
     call->redirects_left--;
     if (call_set_hop(call) < 0 || call_add(call) < 0)
@@ -887,6 +853,8 @@ struct http_client *http_client_new(struct event_base *base, char *err, size_t e
     }
     hc = xcalloc(1, sizeof(*hc));
     hc->base = base;
+    list_init(&hc->calls);
+    list_init(&hc->socks);
     hc->multi = curl_multi_init();
     hc->timer = evtimer_new(base, on_timer, hc);
     if (!hc->multi || !hc->timer) {
@@ -910,12 +878,12 @@ void http_client_free(struct http_client *hc)
 {
     if (!hc)
         return;
-    while (hc->calls)
-        call_free(hc->calls);
+    while (!list_empty(&hc->calls))
+        call_free(list_entry(list_first(&hc->calls), struct http_call, link));
     if (hc->multi)
         curl_multi_cleanup(hc->multi); /* may still report sockets removed */
-    while (hc->socks)
-        sock_free(hc->socks);
+    while (!list_empty(&hc->socks))
+        sock_free(list_entry(list_first(&hc->socks), struct sock, link));
     if (hc->timer)
         event_free(hc->timer);
     free(hc);

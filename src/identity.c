@@ -33,6 +33,7 @@
 #include <jansson.h>
 
 #include "b64.h"
+#include "buf.h"
 #include "config.h"
 #include "google.h"
 #include "log.h"
@@ -715,23 +716,16 @@ char *identity_ready_detail(struct identity *id)
 {
     struct table *t = atomic_load_explicit(&id->table, memory_order_acquire);
     int64_t now = clock_now_ms(id);
-    char *text = xstrdup("");
+    struct buf text = {0};
     for (size_t i = 0; i < t->n; i++) {
         struct entry *e = t->v[i];
-        char *line = NULL, *next;
         pthread_mutex_lock(&e->lock);
         if (!token_usable(id, e->cur, now))
-            line = xasprintf("identity %s for audience %s: no usable token (%s)", e->label,
-                             e->audience, e->last_error ? e->last_error : "expired, refreshing");
+            buf_printf(&text, "identity %s for audience %s: no usable token (%s)\n", e->label,
+                       e->audience, e->last_error ? e->last_error : "expired, refreshing");
         pthread_mutex_unlock(&e->lock);
-        if (!line)
-            continue;
-        next = xasprintf("%s%s\n", text, line);
-        free(text);
-        free(line);
-        text = next;
     }
-    return text;
+    return buf_take(&text, NULL); /* "" when ready */
 }
 
 bool identity_wait_ready(struct identity *id, unsigned timeout_ms)

@@ -13,8 +13,11 @@
  * a 503 reason and forwards nothing (fail closed).
  *
  * The credential source (metadata server, service-account key, local signing)
- * sits behind `struct identity_source` (google.h builds the real ones), so the
- * cache and its scheduling are tested with a fake source and a fake clock.
+ * sits behind `struct identity_source` (identity_source.h; google.h builds
+ * the real ones), so the cache and its scheduling are tested with a fake
+ * source and a fake clock. The dependency points one way: identity.c picks
+ * the Google source (identity_new calls google_source_new); google knows only
+ * identity_source.h, never the cache.
  *
  * Threads: identity_new/identity_free on the owning thread while the
  * background loop is not running callbacks of this identity (free: after the
@@ -31,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "identity_source.h"
 #include "reason.h"
 
 struct event_base;
@@ -120,22 +124,7 @@ bool identity_wait_ready(struct identity *id, unsigned timeout_ms);
  */
 char *identity_jwks_json(struct identity *id);
 
-/* Why a mint failed; the metrics label is identity_failure_name(). */
-enum identity_failure {
-    IDENTITY_FAIL_CONNECT,     /* endpoint unreachable */
-    IDENTITY_FAIL_TIMEOUT,     /* no answer within google.timeout_ms */
-    IDENTITY_FAIL_TOO_BIG,     /* response over its cap */
-    IDENTITY_FAIL_TLS,
-    IDENTITY_FAIL_HTTP_5XX,
-    IDENTITY_FAIL_PERMISSION,  /* 401/403: a missing IAM binding */
-    IDENTITY_FAIL_NOT_FOUND,   /* 404: unknown service account */
-    IDENTITY_FAIL_HTTP,        /* any other unexpected status */
-    IDENTITY_FAIL_MALFORMED,   /* response not as Google answers (JSON, JWT, header) */
-    IDENTITY_FAIL_EXPIRED,     /* token already expired or within the margin */
-    IDENTITY_FAIL_CREDENTIALS, /* local key / assertion signing failed */
-    IDENTITY_FAIL_INTERNAL,
-    IDENTITY_FAIL__COUNT
-};
+/* The metrics label of a failure kind (identity_source.h). */
 const char *identity_failure_name(enum identity_failure f);
 
 /* Upper bounds (ms) of the mint latency histogram buckets; +Inf is implicit. */
@@ -166,29 +155,7 @@ void identity_stats_visit(struct identity *id,
  * background loop stopped and before http_client_free. NULL ok. */
 void identity_free(struct identity *id);
 
-/* ---- credential sources (google.h builds them; tests build fakes) ---- */
-
-/* The outcome of one mint, passed to the done callback (all fields borrowed for the call). */
-struct identity_mint_result {
-    bool ok;
-    const char *token;           /* ok: the compact JWT */
-    size_t token_len;
-    enum identity_failure failure; /* !ok */
-    int http_status;             /* 0 when no HTTP answer */
-    const char *detail;          /* !ok: human text with the fix, never a token */
-};
-
-typedef void (*identity_mint_done)(void *arg, const struct identity_mint_result *res);
-
-struct identity_source {
-    void *ctx; /* owned by the identity once passed to identity_new_source */
-    /* Mints an ID token on the background thread; `done` runs exactly once,
-     * on the background thread, possibly before mint returns. */
-    void (*mint)(void *ctx, const char *service_account_or_NULL, const char *audience,
-                 identity_mint_done done, void *arg);
-    char *(*jwks_json)(void *ctx); /* owned text or NULL; NULL pointer: none */
-    void (*free)(void *ctx);
-};
+/* ---- credential sources: identity_source.h (google.h builds them; tests build fakes) ---- */
 
 /* Test seams and tuning; zero fields take the defaults. */
 struct identity_opts {

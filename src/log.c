@@ -20,11 +20,6 @@ void log_set_level(enum log_level min)
     min_level = min;
 }
 
-void log_set_plain(int p)
-{
-    plain = p;
-}
-
 static const char *severity(enum log_level lvl)
 {
     switch (lvl) {

@@ -16,8 +16,6 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR };
 
 /* Lines below `min` are dropped. Default LOG_INFO; $BATON_LOG_LEVEL=debug lowers it. */
 void log_set_level(enum log_level min);
-/* When set (CLI commands), lines are plain "baton: message" text instead of JSON. */
-void log_set_plain(int plain);
 
 /*
  * Logs `message` (printf format). Thread-safe: one write(2) per line.

@@ -23,7 +23,6 @@
 
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +31,7 @@
 
 #include <event2/event.h>
 
+#include "buf.h"
 #include "http_client.h"
 #include "log.h"
 #include "util.h"
@@ -107,67 +107,32 @@ void otlp_submit(const struct otlp_span *s)
 
 /* ---- the JSON ------------------------------------------------------------- */
 
-struct sb {
-    char *p;
-    size_t len, cap;
-};
-
-static void sb_add(struct sb *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        while (b->len + n + 1 > b->cap)
-            b->cap = b->cap ? b->cap * 2 : 4096;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_lit(struct sb *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    int n;
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sb_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
 /* A JSON string, escaped (log.h json_escape: any bytes become valid JSON). */
-static void sb_str(struct sb *b, const char *s)
+static void add_json_str(struct buf *b, const char *s)
 {
     char esc[6 * (OTLP_HOST_MAX + 1) + 1];
     size_t n = strlen(s);
     if (n > OTLP_HOST_MAX)
         n = OTLP_HOST_MAX;
     json_escape(esc, sizeof(esc), s, n);
-    sb_lit(b, "\"");
-    sb_add(b, esc, strlen(esc));
-    sb_lit(b, "\"");
+    buf_addlit(b, "\"");
+    buf_add(b, esc, strlen(esc));
+    buf_addlit(b, "\"");
 }
 
 /* {"key":K,"value":{"stringValue":V}}, preceded by a comma unless first */
-static void attr_str(struct sb *b, bool *first, const char *key, const char *v)
+static void attr_str(struct buf *b, bool *first, const char *key, const char *v)
 {
-    sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"stringValue\":", *first ? "" : ",", key);
-    sb_str(b, v ? v : "");
-    sb_lit(b, "}}");
+    buf_printf(b, "%s{\"key\":\"%s\",\"value\":{\"stringValue\":", *first ? "" : ",", key);
+    add_json_str(b, v ? v : "");
+    buf_addlit(b, "}}");
     *first = false;
 }
 
-static void attr_int(struct sb *b, bool *first, const char *key, long long v)
+static void attr_int(struct buf *b, bool *first, const char *key, long long v)
 {
-    sb_printf(b, "%s{\"key\":\"%s\",\"value\":{\"intValue\":\"%lld\"}}", *first ? "" : ",", key,
-              v);
+    buf_printf(b, "%s{\"key\":\"%s\",\"value\":{\"intValue\":\"%lld\"}}", *first ? "" : ",", key,
+               v);
     *first = false;
 }
 
@@ -175,7 +140,7 @@ static void attr_int(struct sb *b, bool *first, const char *key, long long v)
 enum { KIND_SERVER = 2, KIND_CLIENT = 3 };
 enum { STATUS_UNSET = 0, STATUS_ERROR = 2 };
 
-static void span_json(struct sb *b, const struct otlp_span *s)
+static void span_json(struct buf *b, const struct otlp_span *s)
 {
     bool first = true;
     char name[2 * OTLP_NAME_MAX + 32];
@@ -183,14 +148,14 @@ static void span_json(struct sb *b, const struct otlp_span *s)
     /* OpenTelemetry HTTP semantic conventions: "{method} {route}"; the step
      * names the route. A server span's status is an error on 5xx only. */
     snprintf(name, sizeof(name), "%s%s%s", s->method, s->step[0] ? " " : "", s->step);
-    sb_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", s->trace_id, s->span_id);
+    buf_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", s->trace_id, s->span_id);
     if (s->parent_id[0])
-        sb_printf(b, "\"parentSpanId\":\"%s\",", s->parent_id);
-    sb_lit(b, "\"name\":");
-    sb_str(b, name);
-    sb_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
-                 "\",\"attributes\":[",
-              KIND_SERVER, s->start_ns, s->end_ns);
+        buf_printf(b, "\"parentSpanId\":\"%s\",", s->parent_id);
+    buf_addlit(b, "\"name\":");
+    add_json_str(b, name);
+    buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
+                  "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
+               KIND_SERVER, s->start_ns, s->end_ns);
     if (s->step[0])
         attr_str(b, &first, "baton.step", s->step);
     attr_str(b, &first, "baton.decision", s->decision);
@@ -198,19 +163,19 @@ static void span_json(struct sb *b, const struct otlp_span *s)
     attr_str(b, &first, "http.request.method", s->method);
     attr_str(b, &first, "url.path", s->path);
     attr_int(b, &first, "http.response.status_code", s->status);
-    sb_printf(b, "],\"status\":{\"code\":%d}}", s->status >= 500 ? STATUS_ERROR : STATUS_UNSET);
+    buf_printf(b, "],\"status\":{\"code\":%d}}", s->status >= 500 ? STATUS_ERROR : STATUS_UNSET);
 
     if (!s->upstream)
         return;
     first = true;
     snprintf(name, sizeof(name), "%s %s", s->method, s->up_name);
-    sb_printf(b, ",{\"traceId\":\"%s\",\"spanId\":\"%016" PRIx64 "\",\"parentSpanId\":\"%s\",",
-              s->trace_id, s->up_span ? s->up_span : 1, s->span_id);
-    sb_lit(b, "\"name\":");
-    sb_str(b, name);
-    sb_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
-                 "\",\"attributes\":[",
-              KIND_CLIENT, s->up_start_ns, s->up_end_ns);
+    buf_printf(b, ",{\"traceId\":\"%s\",\"spanId\":\"%016" PRIx64 "\",\"parentSpanId\":\"%s\",",
+               s->trace_id, s->up_span ? s->up_span : 1, s->span_id);
+    buf_addlit(b, "\"name\":");
+    add_json_str(b, name);
+    buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
+                  "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
+               KIND_CLIENT, s->up_start_ns, s->up_end_ns);
     attr_str(b, &first, "baton.upstream", s->up_name);
     attr_str(b, &first, "server.address", s->up_host);
     attr_int(b, &first, "server.port", s->up_port);
@@ -218,34 +183,35 @@ static void span_json(struct sb *b, const struct otlp_span *s)
     if (s->up_status)
         attr_int(b, &first, "http.response.status_code", s->up_status);
     /* a client span is an error on no response or 4xx/5xx */
-    sb_printf(b, "],\"status\":{\"code\":%d}}",
-              s->up_status == 0 || s->up_status >= 400 ? STATUS_ERROR : STATUS_UNSET);
+    buf_printf(b, "],\"status\":{\"code\":%d}}",
+               s->up_status == 0 || s->up_status >= 400 ? STATUS_ERROR : STATUS_UNSET);
 }
 
 char *otlp_build_json(const struct otlp_span *spans, size_t n, const char *instance_id,
                       size_t *n_spans)
 {
-    struct sb b = {0};
+    struct buf b = {0};
     bool first = true;
     size_t count = 0;
 
-    sb_lit(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+    buf_reserve(&b, 4096);
+    buf_addlit(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     attr_str(&b, &first, "service.name", "baton");
     attr_str(&b, &first, "service.instance.id", instance_id);
 #ifdef PACKAGE_VERSION
     attr_str(&b, &first, "service.version", PACKAGE_VERSION);
 #endif
-    sb_lit(&b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"baton\"},\"spans\":[");
+    buf_addlit(&b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"baton\"},\"spans\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_lit(&b, ",");
+            buf_addlit(&b, ",");
         span_json(&b, &spans[i]);
         count += spans_of(&spans[i]);
     }
-    sb_lit(&b, "]}]}]}");
+    buf_addlit(&b, "]}]}]}");
     if (n_spans)
         *n_spans = count;
-    return b.p;
+    return buf_take(&b, NULL);
 }
 
 /* ---- the export ----------------------------------------------------------- */

@@ -19,7 +19,7 @@
 
 #include <stdbool.h>
 
-#include "server.h"
+#include "admin.h"
 
 struct event_base;
 struct ready_gate;

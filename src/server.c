@@ -72,6 +72,7 @@
 #include <event2/thread.h>
 #include <openssl/ssl.h>
 
+#include "admin.h"
 #include "assertion.h"
 #include "audit.h"
 #include "audit_witness.h"
