@@ -34,6 +34,7 @@
 #include <openssl/rsa.h>
 
 #include "b64.h"
+#include "jws_json.h"
 #include "util.h"
 
 enum alg_kind { KIND_RSA_PKCS1, KIND_RSA_PSS, KIND_ECDSA, KIND_EDDSA };
@@ -647,26 +648,18 @@ void jws_token_clear(struct jws_token *t)
     t->sig_len = 0;
 }
 
-/* Strict base64url part -> JSON object. `buf` holds b64url_decoded_max(len). */
+/* Strict base64url part -> JSON object (jws_json.c: what json_loadb with
+ * JSON_REJECT_DUPLICATES accepts, under the depth cap, in one pass). `buf`
+ * holds b64url_decoded_max(len). */
 static enum reason decode_json(const char *s, size_t len, unsigned char *buf, json_t **out)
 {
     size_t n;
-    json_error_t jerr;
 
     *out = NULL;
     if (b64url_decode(s, len, buf, &n) != 0)
         return REASON_TOKEN_BAD_ENCODING;
-    if (jws_json_too_deep((const char *)buf, n, JWS_JSON_MAX_DEPTH))
-        return REASON_TOKEN_BAD_JSON;
-    *out = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &jerr);
-    if (!*out)
-        return REASON_TOKEN_BAD_JSON;
-    if (!json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return REASON_TOKEN_BAD_JSON;
-    }
-    return REASON_ALLOWED;
+    *out = jws_json_parse((const char *)buf, n, JWS_JSON_MAX_DEPTH);
+    return *out ? REASON_ALLOWED : REASON_TOKEN_BAD_JSON;
 }
 
 /* The header members baton refuses to see; see jws.h. */

@@ -12,8 +12,8 @@
  * the curve, duplicate kid, ...) are skipped and counted, never fatal.
  *
  * Tokens: `jws_parse` splits and decodes a compact JWS (strict base64url, size
- * cap before any decoding, jansson with duplicate keys rejected and a nesting
- * cap), and refuses headers baton does not understand (alg none in any case,
+ * cap before any decoding, JSON read by jws_json.c: jansson's grammar with
+ * duplicate keys rejected and a nesting cap, in one pass), and refuses headers baton does not understand (alg none in any case,
  * HS*, unknown alg, any `crit`, `b64` other than true, embedded or remote keys
  * jku/x5u/jwk/x5c). `jws_verify` checks the signature against one key. Claim
  * checks (iss, exp, aud, typ ...) are authn.c's.
@@ -142,8 +142,10 @@ void jws_token_clear(struct jws_token *t);
 
 /*
  * True when the JSON text `s` (len bytes) nests arrays/objects deeper than
- * `max_depth`. A pre-scan: jansson's own limit (2048) is far above what a token
- * or key set needs. Strings are skipped, so brackets inside them do not count.
+ * `max_depth`. A pre-scan before jansson reads a key set: jansson's own limit
+ * (2048) is far above what a key set needs (tokens are read by jws_json.c,
+ * which caps nesting itself). Strings are skipped, so brackets inside them do
+ * not count.
  */
 bool jws_json_too_deep(const char *s, size_t len, int max_depth);
 
