@@ -105,6 +105,9 @@ struct jws_token {
     const char *typ;       /* borrowed from header; NULL when absent */
     const char *signing_input; /* borrowed from the caller's token text: "h.p" */
     size_t signing_input_len;
+    size_t text_len;           /* the whole compact token "h.p.s" at signing_input */
+    bool si_sha256_set;        /* si_sha256 holds SHA-256("h.p") (jws_token_sha256) */
+    unsigned char si_sha256[32];
     size_t sig_len;
     unsigned char sig[JWS_SIG_MAX];
 };
@@ -120,6 +123,14 @@ struct jws_token {
  * BAD_SIGNATURE) with `out` left cleared.
  */
 enum reason jws_parse(const char *tok, size_t len, size_t max_bytes, struct jws_token *out);
+
+/*
+ * The SHA-256 of the whole compact token `t` was parsed from (its fingerprint)
+ * into `out`, in one pass over the bytes. When t's alg signs a SHA-256 digest
+ * (RS256, PS256, ES256), the digest of the signing input is a by-product of
+ * that pass and is kept in t, so jws_verify hashes nothing again. Thread-safe.
+ */
+void jws_token_sha256(struct jws_token *t, unsigned char out[32]);
 
 /*
  * Verifies t's signature with key `k`. `allowed` is the issuer's algorithms
