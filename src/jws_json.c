@@ -328,12 +328,11 @@ static json_t *read_object(struct reader *r)
     }
     for (;;) {
         const char *k;
-        size_t kn;
+        size_t kn, size;
         char *heap = NULL;
         json_t *v;
 
-        if (r->p >= r->end || *r->p != '"' || read_string(r, &k, &kn, &heap) != 0 ||
-            json_object_getn(obj, k, kn)) /* a duplicate name */
+        if (r->p >= r->end || *r->p != '"' || read_string(r, &k, &kn, &heap) != 0)
             goto fail_key;
         skip_ws(r);
         if (r->p >= r->end || *r->p != ':')
@@ -341,7 +340,11 @@ static json_t *read_object(struct reader *r)
         r->p++;
         skip_ws(r);
         v = read_value(r);
-        if (!v || json_object_setn_new_nocheck(obj, k, kn, v) != 0) /* steals v even on failure */
+        size = json_object_size(obj);
+        /* steals v even on failure; a name already present replaces its value
+         * and leaves the size as it was: that is how a duplicate shows, with
+         * one hash of the name instead of a lookup and then an insert */
+        if (!v || json_object_setn_new_nocheck(obj, k, kn, v) != 0 || json_object_size(obj) == size)
             goto fail_key;
         free(heap);
         skip_ws(r);
