@@ -5,10 +5,10 @@
  *         `openssl speed` measures, plus hashing the signing input);
  *   cold  authn_verify without a cache: size cap, strict decoding, both JSON
  *         parts, issuer and kid lookup, signature, every claim check;
- *   warm  authn_verify with a cache hit (SHA-256 of the token, lookup, whole
- *         token compare, generation and validity check);
- * plus the cost of the SHA-256 alone (so "hit cost beyond hashing" is
- * visible) and libjwt 1.10.2's jwt_decode for RS256 with the PEM key (what
+ *   warm  authn_verify with a cache hit (the cache's keyed hash of the token,
+ *         lookup, whole token compare, generation and validity check);
+ * plus the cost of a SHA-256 of the token alone (what a hit paid when the
+ * cache was keyed by it; a miss pays it once) and libjwt 1.10.2's jwt_decode for RS256 with the PEM key (what
  * docs/design.md measured). bench/jws.sh runs this beside `openssl speed` and
  * prints the ratios. Keys and tokens are generated at start.
  *
@@ -23,6 +23,12 @@
  *
  * Usage: bench_jws [CPU seconds per measurement, default 1.0]
  * Output: one "name value" line per figure, machine-readable.
+ *
+ * Instruction counts: `bench_jws --count N MODE ALG` runs exactly N operations
+ * of MODE (cold, warm: a cache hit found by SHA-256, hint: a cache hit found
+ * through a connection's hint, raw) for ALG after the same setup, and prints
+ * nothing else. bench/jws.sh runs it under callgrind for two N and divides the
+ * difference, so the setup (key generation, the first, missing call) cancels.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +139,7 @@ struct bctx {
     EVP_MD_CTX *speed_md;
     unsigned char dgst[64], der[160];
     size_t dgst_len, der_len;
+    struct authn_hint hint;
 };
 
 static int op_speed(void *p)
@@ -204,6 +211,16 @@ static int op_warm(void *p)
     return rc != REASON_ALLOWED ? (int)rc : hit ? 0 : -1;
 }
 
+static int op_hint(void *p)
+{
+    struct bctx *b = p;
+    struct authn_result r;
+    enum reason rc = authn_verify(b->a, b->cache, &b->hint, b->tok, b->len, b->now, &r);
+    int hit = r.cache_hit;
+    authn_result_release(&r);
+    return rc != REASON_ALLOWED ? (int)rc : hit ? 0 : -1;
+}
+
 static int op_raw(void *p)
 {
     struct bctx *b = p;
@@ -226,6 +243,17 @@ static int op_libjwt(void *p)
     int rc = jwt_decode(&jwt, b->tok, b->pem, b->pem_len);
     jwt_free(jwt);
     return rc == 0 ? 0 : -1;
+}
+
+/* Exactly n operations; callgrind counts only this function
+ * (--toggle-collect=count_loop), so key generation, whose cost is random,
+ * stays out of the figure. */
+__attribute__((noinline)) static int count_loop(op_fn op, void *ctx, long n)
+{
+    for (long i = 0; i < n; i++)
+        if (op(ctx) != 0)
+            return -1;
+    return 0;
 }
 
 static struct jws_keyset *ks;
@@ -270,9 +298,16 @@ int main(int argc, char **argv)
     struct authn *a;
     int64_t now = (int64_t)time(NULL);
     char *payload;
+    long count = -1;
+    const char *count_mode = NULL, *count_alg = NULL;
 
-    if (argc > 1)
+    if (argc == 5 && strcmp(argv[1], "--count") == 0) {
+        count = atol(argv[2]);
+        count_mode = argv[3];
+        count_alg = argv[4];
+    } else if (argc > 1) {
         seconds = atof(argv[1]);
+    }
     if (seconds <= 0)
         seconds = 1.0;
     json_array_append_new(arr, tk_jwk(rsa, "rsa", NULL));
@@ -296,7 +331,8 @@ int main(int argc, char **argv)
         "\"iss\":\"" ISS "\",\"exp\":%lld,\"iat\":%lld,\"jti\":\"5f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5b\"}",
         (long long)now + 3600, (long long)now);
 
-    printf("seconds_per_measurement %.2f\n", seconds);
+    if (count < 0)
+        printf("seconds_per_measurement %.2f\n", seconds);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct bctx b;
         char *h = xasprintf("{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}", cases[i].alg,
@@ -318,6 +354,26 @@ int main(int argc, char **argv)
             return 1;
         }
         speed_setup(&b, signer[i], cases[i].alg);
+        if (count >= 0) {
+            op_fn op = !strcmp(count_mode, "cold")   ? op_cold
+                       : !strcmp(count_mode, "warm") ? op_warm
+                       : !strcmp(count_mode, "hint") ? op_hint
+                       : !strcmp(count_mode, "raw")  ? op_raw
+                                                     : NULL;
+            if (strcmp(count_alg, cases[i].alg) != 0)
+                goto next;
+            if (!op) {
+                fprintf(stderr, "bench_jws: mode is cold, warm, hint or raw\n");
+                return 2;
+            }
+            if (op == op_warm || op == op_hint)
+                op_hint(&b); /* the miss that fills the cache and the hint */
+            if (count_loop(op, &b, count) != 0) {
+                fprintf(stderr, "bench_jws: %s %s failed\n", count_mode, count_alg);
+                return 1;
+            }
+            goto next;
+        }
         m[0] = (struct meas){"speed", op_speed, &b, 0, 0};
         m[1] = (struct meas){"raw", op_raw, &b, 0, 0};
         m[2] = (struct meas){"cold", op_cold, &b, 0, 0};
@@ -343,7 +399,6 @@ int main(int argc, char **argv)
         printf("%s_warm_per_s %.0f\n", cases[i].alg, warm);
         printf("%s_hit_ns %.0f\n", cases[i].alg, 1e9 / warm);
         printf("%s_sha256_ns %.0f\n", cases[i].alg, 1e9 / hash);
-        printf("%s_hit_beyond_hash_ns %.0f\n", cases[i].alg, 1e9 / warm - 1e9 / hash);
         fflush(stdout);
         if (cases[i].id == JWS_RS256) {
             char *pem = tk_pem_public(rsa);
@@ -352,6 +407,7 @@ int main(int argc, char **argv)
             printf("libjwt_RS256_per_s %.0f\n", rate(op_libjwt, &b));
             free(pem);
         }
+    next:
         EVP_PKEY_CTX_free(b.speed_ctx);
         EVP_MD_CTX_free(b.speed_md);
         jws_token_clear(&b.parsed);

@@ -14,10 +14,14 @@
  * anything before the signature over them verified.
  *
  * The cache (one per worker, so no locks) is a chained hash table over a
- * fixed pool of entries with an LRU list. Its key is the SHA-256 of the token
- * plus the identity of the `struct authn` (each authn_new gets a process-unique
- * id, so a reloaded config never serves entries verified under the old one);
- * a hit also compares the whole token bytes. An entry remembers the issuer it
+ * fixed pool of entries with an LRU list. Its key is a 64-bit keyed hash of
+ * the token (token_key: a multiply-fold over 16-byte blocks, seeded per cache
+ * from getrandom, so callers cannot aim tokens at one bucket) plus the
+ * identity of the `struct authn` (each authn_new gets a process-unique id, so
+ * a reloaded config never serves entries verified under the old one); a hit
+ * compares the whole token bytes, so the hash only picks the bucket and never
+ * decides a hit. The entry keeps the token's SHA-256 fingerprint, computed
+ * once when it verified: a hit hashes nothing with SHA-256. An entry remembers the issuer it
  * was verified for, the key-set generation read BEFORE the key set was
  * acquired (so a racing rotation can only cause a spurious miss, never keep a
  * revoked key's token alive), and its validity window [max(nbf, iat) -
@@ -26,14 +30,18 @@
  * A keep-alive connection usually sends the same token on every request: its
  * `struct authn_hint` remembers the slot of the entry its last token hit, and
  * a request whose token has the same bytes (compared whole) takes that entry
- * without hashing. It is the same hit, with the same checks after it; the
- * entry's stored SHA-256 is the fingerprint.
+ * without hashing. It is the same hit, with the same checks after it.
+ *
+ * SHA-256 per request: none on a hit. On a miss, one pass over the token
+ * (jws_token_sha256), which also yields the digest an RS256, PS256 or ES256
+ * signature is checked against: each byte is hashed once.
  */
 #include "authn.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "util.h"
 
@@ -50,7 +58,8 @@ static atomic_uint_fast64_t cache_ids = 1;
 /* ---- cache ---------------------------------------------------------------------- */
 
 struct centry {
-    unsigned char sha[32];
+    uint64_t key;            /* token_key() of the token: picks the bucket */
+    char fingerprint[65];    /* SHA-256 hex of the token, from when it verified */
     uint64_t authn_id;
     const struct cfg_issuer *issuer; /* only dereferenced when authn_id matches */
     uint64_t generation;
@@ -66,6 +75,7 @@ struct centry {
 
 struct authn_cache {
     uint64_t id; /* process-unique: a hint names its cache by this, never by address */
+    uint64_t seed[2]; /* token_key's secret */
     size_t max_entries, max_bytes, mask;
     struct centry **buckets; /* mask + 1 */
     struct centry *pool;     /* max_entries */
@@ -80,6 +90,11 @@ struct authn_cache *authn_cache_new_capped(size_t max_entries, size_t max_bytes)
     size_t nb = 16;
 
     c->id = atomic_fetch_add(&cache_ids, 1);
+    if (getrandom(c->seed, sizeof(c->seed), 0) != (ssize_t)sizeof(c->seed)) {
+        /* no entropy source: still distinct per cache and per run */
+        c->seed[0] = mono_ns() ^ (uint64_t)(uintptr_t)c;
+        c->seed[1] = (uint64_t)now_ms() * 0x9e3779b97f4a7c15u;
+    }
     if (!max_entries)
         max_entries = AUTHN_CACHE_DEFAULT_ENTRIES;
     while (nb < 2 * max_entries)
@@ -103,11 +118,37 @@ struct authn_cache *authn_cache_new(size_t max_entries)
     return authn_cache_new_capped(max_entries, max_entries * AUTHN_CACHE_BYTES_PER_ENTRY);
 }
 
-static size_t bucket_of(const struct authn_cache *c, const unsigned char sha[32])
+/* 64 x 64 -> 128-bit multiply, folded: the mixing step of token_key. */
+static uint64_t mul_fold(uint64_t a, uint64_t b)
 {
-    uint64_t h;
-    memcpy(&h, sha, sizeof(h));
-    return (size_t)h & c->mask;
+    unsigned __int128 r = (unsigned __int128)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+/*
+ * The cache's key for `len` token bytes: one multiply per 16 bytes, keyed by
+ * the cache's random seed. Not a cryptographic hash and not meant to be one:
+ * it only spreads entries over buckets (a hit compares the whole token); the
+ * seed keeps anyone from choosing tokens that share a bucket.
+ */
+static uint64_t token_key(const struct authn_cache *c, const char *p, size_t len)
+{
+    uint64_t s0 = c->seed[0], s1 = c->seed[1], h = s0 ^ len, w[2];
+    size_t n = len;
+
+    for (; n >= 16; p += 16, n -= 16) {
+        memcpy(w, p, 16);
+        h = mul_fold(w[0] ^ s0, w[1] ^ s1 ^ h);
+    }
+    w[0] = w[1] = 0;
+    memcpy(w, p, n); /* the last 0..15 bytes, zero-padded; len is in h */
+    h = mul_fold(w[0] ^ s0, w[1] ^ s1 ^ h);
+    return mul_fold(h ^ s1, 0x9e3779b97f4a7c15u);
+}
+
+static size_t bucket_of(const struct authn_cache *c, uint64_t key)
+{
+    return (size_t)key & c->mask;
 }
 
 static void lru_unlink(struct authn_cache *c, struct centry *e)
@@ -136,7 +177,7 @@ static void lru_push_head(struct authn_cache *c, struct centry *e)
 
 static void centry_remove(struct authn_cache *c, struct centry *e)
 {
-    struct centry **pp = &c->buckets[bucket_of(c, e->sha)];
+    struct centry **pp = &c->buckets[bucket_of(c, e->key)];
 
     while (*pp != e)
         pp = &(*pp)->hnext;
@@ -167,11 +208,11 @@ void authn_cache_stats(const struct authn_cache *c, struct authn_cache_stats *ou
     *out = c->st;
 }
 
-static struct centry *cache_find(struct authn_cache *c, uint64_t authn_id,
-                                 const unsigned char sha[32], const char *tok, size_t len)
+static struct centry *cache_find(struct authn_cache *c, uint64_t authn_id, uint64_t key,
+                                 const char *tok, size_t len)
 {
-    for (struct centry *e = c->buckets[bucket_of(c, sha)]; e; e = e->hnext)
-        if (e->authn_id == authn_id && e->len == len && memcmp(e->sha, sha, 32) == 0 &&
+    for (struct centry *e = c->buckets[bucket_of(c, key)]; e; e = e->hnext)
+        if (e->key == key && e->authn_id == authn_id && e->len == len &&
             memcmp(e->token, tok, len) == 0)
             return e;
     return NULL;
@@ -211,8 +252,8 @@ static size_t json_footprint(const json_t *v)
 }
 
 /* Takes a new reference to `claims`; the borrowed strings point into it or the config. */
-static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id,
-                                   const unsigned char sha[32], const char *tok, size_t len,
+static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id, uint64_t key,
+                                   const char *tok, size_t len,
                                    const struct authn_result *r, uint64_t generation,
                                    double from, double until)
 {
@@ -229,7 +270,8 @@ static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id,
     }
     e = c->free_list;
     c->free_list = e->hnext;
-    memcpy(e->sha, sha, 32);
+    e->key = key;
+    memcpy(e->fingerprint, r->fingerprint, sizeof(e->fingerprint));
     e->authn_id = authn_id;
     e->issuer = r->issuer;
     e->generation = generation;
@@ -244,8 +286,8 @@ static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id,
     e->audience = r->audience;
     e->aws_account = r->aws_account;
     e->alg = r->alg;
-    e->hnext = c->buckets[bucket_of(c, sha)];
-    c->buckets[bucket_of(c, sha)] = e;
+    e->hnext = c->buckets[bucket_of(c, key)];
+    c->buckets[bucket_of(c, key)] = e;
     lru_push_head(c, e);
     c->st.entries++;
     c->st.bytes += bytes;
@@ -518,27 +560,27 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
     const struct cfg_issuer *is;
     const json_t *iss;
     unsigned char sha[32];
-    uint64_t gen = 0;
+    uint64_t gen = 0, key = 0;
     double from = 0, until = 0;
     enum reason r;
     struct centry *e = hint_find(cache, hint, a->id, token, len);
     bool hinted = e != NULL;
 
     memset(out, 0, sizeof(*out));
-    if (e)
-        memcpy(sha, e->sha, 32); /* the same bytes: the same SHA-256 */
-    else
-        sha256_raw(token, len, sha);
-    hex_encode(sha, 32, out->fingerprint);
     hint_set(cache, hint, NULL);
-    if (len > a->max_token_bytes)
+    if (len > a->max_token_bytes) {
+        sha256_hex(token, len, out->fingerprint);
         return REASON_TOKEN_TOO_LARGE;
+    }
 
     if (cache) {
-        if (!e)
-            e = cache_find(cache, a->id, sha, token, len);
+        if (!e) {
+            key = token_key(cache, token, len);
+            e = cache_find(cache, a->id, key, token, len);
+        }
         if (e) {
             double now = (double)now_s;
+            key = e->key; /* the same bytes in the same cache: the same key */
             if (a->keys.generation(a->keys.ctx, e->issuer) != e->generation) {
                 cache->st.stale++;
                 centry_remove(cache, e);
@@ -549,6 +591,7 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
                 lru_unlink(cache, e);
                 lru_push_head(cache, e);
                 cache->st.hits++;
+                memcpy(out->fingerprint, e->fingerprint, sizeof(out->fingerprint));
                 out->issuer = e->issuer;
                 out->claims = out->claims_ref_ = json_incref(e->claims);
                 out->sub = e->sub;
@@ -567,6 +610,11 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
     }
 
     r = jws_parse(token, len, a->max_token_bytes, &t);
+    if (r == REASON_ALLOWED)
+        jws_token_sha256(&t, sha); /* also the signing input's digest, when SHA-256 */
+    else
+        sha256_raw(token, len, sha);
+    hex_encode(sha, 32, out->fingerprint);
     if (r != REASON_ALLOWED)
         goto out;
     iss = json_object_get(t.claims, "iss");
@@ -605,7 +653,7 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
     out->alg = t.alg;
     r = check_claims(is, &t, now_s, out, &from, &until);
     if (r == REASON_ALLOWED && cache)
-        hint_set(cache, hint, cache_insert(cache, a->id, sha, token, len, out, gen, from, until));
+        hint_set(cache, hint, cache_insert(cache, a->id, key, token, len, out, gen, from, until));
 out:
     jws_token_clear(&t);
     jws_keyset_unref(ks);

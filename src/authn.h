@@ -13,8 +13,9 @@
  * never fetches anything and never blocks.
  *
  * A per-worker verified-token cache (no locks: one cache per thread) keeps the
- * claims of tokens that verified, keyed by the token's SHA-256 with the whole
- * token compared on a hit, scoped to the `struct authn` and issuer that
+ * claims of tokens that verified, keyed by a seeded hash of the token with the
+ * whole token compared on a hit (which then computes no SHA-256: the entry
+ * keeps the fingerprint), scoped to the `struct authn` and issuer that
  * verified it, until the earliest of `exp` + leeway and the issuer's key-set
  * generation changing. It caches authentication only; authorization is
  * evaluated on every request by the caller.
@@ -128,7 +129,7 @@ struct authn_hint {
  * Authenticates `token` (`len` bytes, the bearer credential without the
  * "Bearer " prefix) at wall-clock time `now_s`. `cache` may be NULL (no
  * caching), and `hint` NULL (none): the result is the same with or without
- * the hint, which only spares the SHA-256 and the lookup. Fills `out` (which
+ * the hint, which only spares the key hash and the lookup. Fills `out` (which
  * the caller releases with authn_result_release whatever the outcome) and
  * returns REASON_ALLOWED or the authn reason. Thread-safe for concurrent calls
  * with distinct caches.

@@ -34,6 +34,7 @@
 #include <openssl/rsa.h>
 
 #include "b64.h"
+#include "jws_json.h"
 #include "util.h"
 
 enum alg_kind { KIND_RSA_PKCS1, KIND_RSA_PSS, KIND_ECDSA, KIND_EDDSA };
@@ -622,13 +623,33 @@ static size_t ecdsa_raw_to_der(const unsigned char *sig, size_t half, unsigned c
     return o + blen;
 }
 
+/* RSA or ECDSA over a digest of the message already taken with alg's hash;
+ * the caller checked alg against the key and the signature length. 0 valid. */
+static int verify_digest(const struct jws_key *k, enum jws_alg alg, const unsigned char *dgst,
+                         size_t dlen, const unsigned char *sig, size_t siglen)
+{
+    unsigned char der[8 + 2 * (2 + 67)];
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_dup(k->tmpl[alg]);
+    int rc = -1;
+
+    if (!ctx)
+        return -1;
+    if (algs[alg].kind == KIND_ECDSA) {
+        size_t derlen = ecdsa_raw_to_der(sig, siglen / 2, der);
+        rc = EVP_PKEY_verify(ctx, der, derlen, dgst, dlen) == 1 ? 0 : -1;
+    } else {
+        rc = EVP_PKEY_verify(ctx, sig, siglen, dgst, dlen) == 1 ? 0 : -1;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
 int jws_verify_raw(const struct jws_key *k, enum jws_alg alg, const void *msg, size_t msglen,
                    const unsigned char *sig, size_t siglen)
 {
     const struct alg_info *ai;
-    unsigned char dgst[EVP_MAX_MD_SIZE], der[8 + 2 * (2 + 67)];
+    unsigned char dgst[EVP_MAX_MD_SIZE];
     unsigned dlen = 0;
-    EVP_PKEY_CTX *ctx = NULL;
     EVP_MD_CTX *mctx = NULL;
     int rc = -1;
 
@@ -644,17 +665,8 @@ int jws_verify_raw(const struct jws_key *k, enum jws_alg alg, const void *msg, s
     }
     if (EVP_Digest(msg, msglen, dgst, &dlen, mds[ai->md], NULL) != 1)
         goto out;
-    ctx = EVP_PKEY_CTX_dup(k->tmpl[alg]);
-    if (!ctx)
-        goto out;
-    if (ai->kind == KIND_ECDSA) {
-        size_t derlen = ecdsa_raw_to_der(sig, siglen / 2, der);
-        rc = EVP_PKEY_verify(ctx, der, derlen, dgst, dlen) == 1 ? 0 : -1;
-    } else {
-        rc = EVP_PKEY_verify(ctx, sig, siglen, dgst, dlen) == 1 ? 0 : -1;
-    }
+    rc = verify_digest(k, alg, dgst, dlen, sig, siglen);
 out:
-    EVP_PKEY_CTX_free(ctx);
     EVP_MD_CTX_free(mctx);
     return rc;
 }
@@ -669,26 +681,18 @@ void jws_token_clear(struct jws_token *t)
     t->sig_len = 0;
 }
 
-/* Strict base64url part -> JSON object. `buf` holds b64url_decoded_max(len). */
+/* Strict base64url part -> JSON object (jws_json.c: what json_loadb with
+ * JSON_REJECT_DUPLICATES accepts, under the depth cap, in one pass). `buf`
+ * holds b64url_decoded_max(len). */
 static enum reason decode_json(const char *s, size_t len, unsigned char *buf, json_t **out)
 {
     size_t n;
-    json_error_t jerr;
 
     *out = NULL;
     if (b64url_decode(s, len, buf, &n) != 0)
         return REASON_TOKEN_BAD_ENCODING;
-    if (jws_json_too_deep((const char *)buf, n, JWS_JSON_MAX_DEPTH))
-        return REASON_TOKEN_BAD_JSON;
-    *out = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &jerr);
-    if (!*out)
-        return REASON_TOKEN_BAD_JSON;
-    if (!json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return REASON_TOKEN_BAD_JSON;
-    }
-    return REASON_ALLOWED;
+    *out = jws_json_parse((const char *)buf, n, JWS_JSON_MAX_DEPTH);
+    return *out ? REASON_ALLOWED : REASON_TOKEN_BAD_JSON;
 }
 
 /* The header members baton refuses to see; see jws.h. */
@@ -779,16 +783,54 @@ enum reason jws_parse(const char *tok, size_t len, size_t max_bytes, struct jws_
     }
     out->signing_input = tok;
     out->signing_input_len = (size_t)(d2 - tok);
+    out->text_len = len;
     return REASON_ALLOWED;
+}
+
+/* Whether alg signs a SHA-256 digest of the signing input (RS256, PS256, ES256). */
+static bool signs_sha256(enum jws_alg alg)
+{
+    return algs[alg].kind != KIND_EDDSA && algs[alg].md == 0;
+}
+
+void jws_token_sha256(struct jws_token *t, unsigned char out[32])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new(), *si = NULL;
+    unsigned n = 0;
+
+    pthread_once(&mds_once, mds_init);
+    if (!c || EVP_DigestInit_ex2(c, mds[0], NULL) != 1 ||
+        EVP_DigestUpdate(c, t->signing_input, t->signing_input_len) != 1)
+        abort(); /* SHA-256 on a fetched digest cannot fail short of memory */
+    if (signs_sha256(t->alg)) {
+        /* the state after "h.p" is the signing input's digest in the making */
+        if (!(si = EVP_MD_CTX_new()) || EVP_MD_CTX_copy_ex(si, c) != 1 ||
+            EVP_DigestFinal_ex(si, t->si_sha256, &n) != 1 || n != 32)
+            abort();
+        t->si_sha256_set = true;
+    }
+    if (EVP_DigestUpdate(c, t->signing_input + t->signing_input_len,
+                         t->text_len - t->signing_input_len) != 1 ||
+        EVP_DigestFinal_ex(c, out, &n) != 1 || n != 32)
+        abort();
+    EVP_MD_CTX_free(si);
+    EVP_MD_CTX_free(c);
 }
 
 enum reason jws_verify(const struct jws_token *t, const struct jws_key *k, unsigned allowed)
 {
+    int rc;
+
     if (!(allowed & (1u << t->alg)))
         return REASON_ALG_NOT_ALLOWED;
     if (!(k->algs & (1u << t->alg)))
         return REASON_ALG_KEY_MISMATCH;
-    if (jws_verify_raw(k, t->alg, t->signing_input, t->signing_input_len, t->sig, t->sig_len) != 0)
-        return REASON_BAD_SIGNATURE;
-    return REASON_ALLOWED;
+    if (t->si_sha256_set && signs_sha256(t->alg)) /* hashed once, by jws_token_sha256 */
+        rc = t->sig_len == k->sig_len
+                 ? verify_digest(k, t->alg, t->si_sha256, 32, t->sig, t->sig_len)
+                 : -1;
+    else
+        rc = jws_verify_raw(k, t->alg, t->signing_input, t->signing_input_len, t->sig,
+                            t->sig_len);
+    return rc == 0 ? REASON_ALLOWED : REASON_BAD_SIGNATURE;
 }

@@ -12,8 +12,8 @@
  * the curve, duplicate kid, ...) are skipped and counted, never fatal.
  *
  * Tokens: `jws_parse` splits and decodes a compact JWS (strict base64url, size
- * cap before any decoding, jansson with duplicate keys rejected and a nesting
- * cap), and refuses headers baton does not understand (alg none in any case,
+ * cap before any decoding, JSON read by jws_json.c: jansson's grammar with
+ * duplicate keys rejected and a nesting cap, in one pass), and refuses headers baton does not understand (alg none in any case,
  * HS*, unknown alg, any `crit`, `b64` other than true, embedded or remote keys
  * jku/x5u/jwk/x5c). `jws_verify` checks the signature against one key. Claim
  * checks (iss, exp, aud, typ ...) are authn.c's.
@@ -116,6 +116,9 @@ struct jws_token {
     const char *typ;       /* borrowed from header; NULL when absent */
     const char *signing_input; /* borrowed from the caller's token text: "h.p" */
     size_t signing_input_len;
+    size_t text_len;           /* the whole compact token "h.p.s" at signing_input */
+    bool si_sha256_set;        /* si_sha256 holds SHA-256("h.p") (jws_token_sha256) */
+    unsigned char si_sha256[32];
     size_t sig_len;
     unsigned char sig[JWS_SIG_MAX];
 };
@@ -131,6 +134,14 @@ struct jws_token {
  * BAD_SIGNATURE) with `out` left cleared.
  */
 enum reason jws_parse(const char *tok, size_t len, size_t max_bytes, struct jws_token *out);
+
+/*
+ * The SHA-256 of the whole compact token `t` was parsed from (its fingerprint)
+ * into `out`, in one pass over the bytes. When t's alg signs a SHA-256 digest
+ * (RS256, PS256, ES256), the digest of the signing input is a by-product of
+ * that pass and is kept in t, so jws_verify hashes nothing again. Thread-safe.
+ */
+void jws_token_sha256(struct jws_token *t, unsigned char out[32]);
 
 /*
  * Verifies t's signature with key `k`. `allowed` is the issuer's algorithms
@@ -153,8 +164,10 @@ void jws_token_clear(struct jws_token *t);
 
 /*
  * True when the JSON text `s` (len bytes) nests arrays/objects deeper than
- * `max_depth`. A pre-scan: jansson's own limit (2048) is far above what a token
- * or key set needs. Strings are skipped, so brackets inside them do not count.
+ * `max_depth`. A pre-scan before jansson reads a key set: jansson's own limit
+ * (2048) is far above what a key set needs (tokens are read by jws_json.c,
+ * which caps nesting itself). Strings are skipped, so brackets inside them do
+ * not count.
  */
 bool jws_json_too_deep(const char *s, size_t len, int max_depth);
 

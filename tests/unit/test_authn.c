@@ -597,6 +597,173 @@ static void test_hint(void)
     free(w);
 }
 
+/*
+ * The fingerprint is the SHA-256 of the token bytes on every path: a miss
+ * (hashed in one pass with the signing input, for RS256/PS256/ES256), a hit
+ * by lookup and by hint (taken from the entry, not rehashed), and failures
+ * before and after the signature. Signatures still verify, and a changed
+ * payload still fails, when the signing input's digest comes from that pass.
+ */
+static void test_fingerprint(void)
+{
+    static const char *auds[] = {AUD};
+    static const struct {
+        const char *alg, *kid;
+        int k;
+    } algs[] = {{"RS256", "rsa", 0}, {"PS256", "rsa", 0}, {"RS384", "rsa", 0},
+                {"RS512", "rsa", 0}, {"PS512", "rsa", 0}, {"ES256", "p256", 1},
+                {"ES384", "p384", 2}, {"EdDSA", "ed", 3}};
+    EVP_PKEY *keys4[4] = {tk_rsa(2048), tk_ec("P-256"), tk_ec("P-384"), tk_ed25519()};
+    json_t *arr = json_array();
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys kp;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(64);
+    char *p = xasprintf("{\"iss\":\"" ISS "\",\"sub\":\"s\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+                        (long long)now + 300);
+    char *p2 = xasprintf("{\"iss\":\"" ISS "\",\"sub\":\"t\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+                         (long long)now + 300);
+    char *pexp = xasprintf("{\"iss\":\"" ISS "\",\"sub\":\"s\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+                           (long long)now - 3600);
+
+    json_array_append_new(arr, tk_jwk(keys4[0], "rsa", NULL));
+    json_array_append_new(arr, tk_jwk(keys4[1], "p256", "ES256"));
+    json_array_append_new(arr, tk_jwk(keys4[2], "p384", "ES384"));
+    json_array_append_new(arr, tk_jwk(keys4[3], "ed", "EdDSA"));
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&tk, 0, sizeof(tk));
+    tk_issuer(&is, "idp", ISS, auds, 1, (1u << JWS_ALG__COUNT) - 1);
+    cfg.issuers = &is;
+    cfg.n_issuers = 1;
+    tk.cfg = &cfg;
+    tk_keys_set(&tk, 0, tk_keyset(arr));
+    kp = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &kp);
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++) {
+        char *h = xasprintf("{\"alg\":\"%s\",\"kid\":\"%s\"}", algs[i].alg, algs[i].kid);
+        char *t = tk_sign(keys4[algs[i].k], algs[i].alg, h, p);
+        char *t2 = tk_sign(keys4[algs[i].k], algs[i].alg, h, p2);
+        char *texp = tk_sign(keys4[algs[i].k], algs[i].alg, h, pexp);
+        char *swapped = xstrdup(t), want[65];
+        const char *d1 = strchr(t2, '.'), *d2 = strchr(d1 + 1, '.');
+        struct authn_hint hint = {0};
+        struct authn_result r;
+        int good = 1;
+
+        /* t's header and signature around t2's payload: signed, but not this */
+        free(swapped);
+        swapped = xasprintf("%.*s%.*s%s", (int)(strchr(t, '.') - t), t, (int)(d2 - d1), d1,
+                            strrchr(t, '.'));
+        sha256_hex(t, strlen(t), want);
+        for (int k = 0; k < 3; k++) { /* miss, hit by lookup, hit by hint */
+            enum reason rc = authn_verify(a, c, k ? &hint : NULL, t, strlen(t), now, &r);
+            good &= rc == REASON_ALLOWED && r.cache_hit == (k > 0) &&
+                    strcmp(r.fingerprint, want) == 0;
+            authn_result_release(&r);
+        }
+        ok(good, "%s: miss, hit and hinted hit all verify with fingerprint = SHA-256(token)",
+           algs[i].alg);
+        is_int(authn_verify(a, NULL, NULL, swapped, strlen(swapped), now, &r), REASON_BAD_SIGNATURE,
+               "%s: another payload under the signature fails", algs[i].alg);
+        sha256_hex(swapped, strlen(swapped), want);
+        is_str(r.fingerprint, want, "%s: ... with its own fingerprint", algs[i].alg);
+        authn_result_release(&r);
+        is_int(authn_verify(a, c, NULL, texp, strlen(texp), now, &r), REASON_EXPIRED,
+               "%s: expired after the signature verified", algs[i].alg);
+        sha256_hex(texp, strlen(texp), want);
+        is_str(r.fingerprint, want, "%s: ... fingerprint = SHA-256(token)", algs[i].alg);
+        authn_result_release(&r);
+        free(h);
+        free(t);
+        free(t2);
+        free(texp);
+        free(swapped);
+    }
+    {
+        const char *bad[] = {"a.b.c", "e30.e30.", "x", "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln"};
+        char want[65], *big = xmalloc(JWS_DEFAULT_MAX_TOKEN_BYTES + 2);
+        struct authn_result r;
+        int good = 1;
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            authn_verify(a, c, NULL, bad[i], strlen(bad[i]), now, &r);
+            sha256_hex(bad[i], strlen(bad[i]), want);
+            good &= strcmp(r.fingerprint, want) == 0;
+            authn_result_release(&r);
+        }
+        memset(big, 'a', JWS_DEFAULT_MAX_TOKEN_BYTES + 1);
+        big[JWS_DEFAULT_MAX_TOKEN_BYTES + 1] = '\0';
+        is_int(authn_verify(a, c, NULL, big, strlen(big), now, &r), REASON_TOKEN_TOO_LARGE,
+               "fingerprint: an oversized token is too large");
+        sha256_hex(big, strlen(big), want);
+        good &= strcmp(r.fingerprint, want) == 0;
+        authn_result_release(&r);
+        ok(good, "fingerprint: malformed and oversized tokens carry SHA-256(token) too");
+        free(big);
+    }
+    authn_free(a);
+    authn_cache_free(c);
+    tk_keys_clear(&tk);
+    json_decref(arr);
+    free(p);
+    free(p2);
+    free(pexp);
+    for (int i = 0; i < 4; i++)
+        EVP_PKEY_free(keys4[i]);
+}
+
+/* Many entries in one cache: every one is found again by its key and bytes
+ * (chains, the seeded key), and two caches key the same token differently
+ * without either missing it. */
+static void test_many(void)
+{
+    static const char *auds[] = {AUD};
+    struct baton_config cfg;
+    struct cfg_issuer is;
+    struct tk_keys tk;
+    struct authn_keys keys;
+    struct authn *a;
+    struct authn_cache *c = authn_cache_new(300), *c2 = authn_cache_new(300);
+    struct authn_cache_stats st;
+    char *t[256];
+    int all = 1;
+
+    setup(&cfg, &is, &tk, auds);
+    keys = tk_keys_provider(&tk);
+    a = authn_new(&cfg, &keys);
+    for (int i = 0; i < 256; i++) {
+        char sub[16];
+        snprintf(sub, sizeof(sub), "u%d", i);
+        t[i] = token(key, "k1", sub, 300, NULL);
+        all &= verify(a, c, t[i], now, NULL) == REASON_ALLOWED &&
+               verify(a, c2, t[i], now, NULL) == REASON_ALLOWED;
+    }
+    ok(all, "many: 256 tokens verify into two caches");
+    all = 1;
+    for (int i = 255; i >= 0; i--) {
+        bool h1 = false, h2 = false;
+        struct authn_result r;
+        char want[16];
+        snprintf(want, sizeof(want), "u%d", i);
+        all &= verify(a, c, t[i], now, &h1) == REASON_ALLOWED && h1 &&
+               verify(a, c2, t[i], now, &h2) == REASON_ALLOWED && h2;
+        authn_verify(a, c, NULL, t[i], strlen(t[i]), now, &r);
+        all &= r.cache_hit && r.sub && strcmp(r.sub, want) == 0;
+        authn_result_release(&r);
+    }
+    ok(all, "many: each of the 256 is a hit with its own claims, in both caches");
+    authn_cache_stats(c, &st);
+    is_int(st.entries, 256, "many: 256 entries");
+    is_int(st.evictions, 0, "many: none evicted");
+    for (int i = 0; i < 256; i++)
+        free(t[i]);
+    authn_free(a);
+    authn_cache_free(c);
+    authn_cache_free(c2);
+    tk_keys_clear(&tk);
+}
+
 int main(void)
 {
     struct authn_hint hint = {0};
@@ -612,6 +779,8 @@ int main(void)
     test_bounds();
     test_threads();
     test_hint();
+    test_fingerprint();
+    test_many();
     /* again through one connection's hint: the same results (expired,
      * not yet valid, stale generation, revoked key) must come out */
     cur_hint = &hint;
