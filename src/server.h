@@ -3,9 +3,9 @@
  * starts.
  *
  * server.c owns the process lifecycle (workers, listeners, signals, reload,
- * drain) and the client side of every request: the guard, the pipeline of
- * docs/spec.md "One request, in order", error responses and the one audit record
- * per routed request. proxy.c does the upstream side. admin.c serves
+ * drain); conn.c (conn.h) the client side of every request: the guard, the
+ * pipeline of docs/spec.md "One request, in order", error responses and the one
+ * audit record per routed request. proxy.c does the upstream side. admin.c serves
  * /healthz, /readyz, /metrics, /.well-known/jwks.json and /audit/public-key
  * on the admin address, on the background event_base (loopback, low volume:
  * evhttp is fine there, it never sees request-path traffic).
