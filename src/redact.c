@@ -1,6 +1,6 @@
 /*
  * redact.c: credential-shaped values and secret-named query parameters, the
- * one place the audit record (audit_record.c) and the access log (server.c) ask
+ * one place the audit record (audit_record.c) and the access log (conn.c) ask
  * what to hide. The tests run on what an upstream framework will see after
  * form decoding, so "api%5Fkey" is judged as "api_key".
  */

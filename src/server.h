@@ -3,9 +3,9 @@
  * starts has its own header, admin.h.
  *
  * server.c owns the process lifecycle (workers, listeners, signals, reload,
- * drain) and the client side of every request: the guard, the pipeline of
- * docs/spec.md "One request, in order", error responses and the one audit record
- * per routed request. proxy.c does the upstream side.
+ * drain); conn.c (conn.h) the client side of every request: the guard, the
+ * pipeline of docs/spec.md "One request, in order", error responses and the one
+ * audit record per routed request. proxy.c does the upstream side.
  */
 #ifndef BATON_SERVER_H
 #define BATON_SERVER_H

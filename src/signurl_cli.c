@@ -2,7 +2,7 @@
  * signurl_cli.c: `baton sign-url -c FILE --method M --url URL --ttl DURATION
  * [--uses N]`: mints a signed URL with the config's signing key and prints
  * it, for scripts and tests (the serving port's sign endpoint is the other
- * way; server.c). The URL must be one the config would accept: its step
+ * way; conn.c). The URL must be one the config would accept: its step
  * routes it, takes links minted by "cli" ({"signed_url": true}) and allows
  * the method on the path.
  */
