@@ -340,7 +340,7 @@ void audit_write_run(struct audit_log *log)
                "\"file_first_seq\":%" PRIu64 "}\n",
            log->log_id, (long)getpid(), log->started, audit_fsync_name(log->fsync), log->file_first_seq);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0 || write(fd, b.buf, b.len) != (ssize_t)b.len || fsync(fd) != 0 ||
+    if (fd < 0 || write(fd, b.buf.p, b.buf.len) != (ssize_t)b.buf.len || fsync(fd) != 0 ||
         rename(tmp, log->run_path) != 0) {
         log_msg(LOG_WARNING, "audit: cannot write the run marker %s: %s", log->run_path,
                 strerror(errno));
@@ -351,7 +351,7 @@ void audit_write_run(struct audit_log *log)
     if (fd >= 0)
         close(fd);
     free(tmp);
-    free(b.buf);
+    buf_free(&b.buf);
 }
 
 static int open_file(struct audit_log *log, const struct prev_run *pr, const char *now,
@@ -592,7 +592,7 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
                (long)getpid(), audit_fsync_name(log->fsync),
                log->on_failure == ON_FAILURE_DENY ? "deny" : "allow");
         sb_cstr(&m, log->key ? log->key_id : NULL, CAP_HASH);
-        sb_put(&m, marker.buf, marker.len);
+        sb_put(&m, marker.buf.p, marker.buf.len);
         /* docs/audit.md "The open record": which instance this chain is */
         sb_lit(&m, ",\"instance\":{\"service\":");
         sb_cstr(&m, env_or_null("K_SERVICE"), CAP_NAME);
@@ -607,11 +607,11 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
         sb_cstr(&m, host, 256);
         sb_fmt(&m, ",\"pid\":%ld,\"started\":\"%s\"}", (long)getpid(), log->started);
         sb_lit(&m, ",\"unclean_stop\":");
-        if (unclean.len)
-            sb_put(&m, unclean.buf, unclean.len);
+        if (unclean.buf.len)
+            sb_put(&m, unclean.buf.p, unclean.buf.len);
         else
             sb_lit(&m, "null");
-        log->marker_body = m.buf;
+        log->marker_body = m.buf.p;
     }
     log->witness_marker = true;
     log->cur.marker_pending = true;
@@ -629,12 +629,12 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
     log->thread_started = true;
     log->witness_marker = false; /* the next markers are rotate records */
     audit_write_run(log); /* this run is open: a crash from now on is declared at the next start */
-    free(marker.buf);
-    free(unclean.buf);
+    buf_free(&marker.buf);
+    buf_free(&unclean.buf);
     return log;
 fail:
-    free(marker.buf);
-    free(unclean.buf);
+    buf_free(&marker.buf);
+    buf_free(&unclean.buf);
     free(log->run_path);
     log->run_path = NULL; /* the previous run's marker stays: it is not ours to remove */
     audit_close(log);

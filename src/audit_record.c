@@ -81,8 +81,8 @@ void audit_rh_init(struct audit_rh *rh, const char *name)
     sb_lit(&o, "[");
     sb_str(&o, rh->name, rh->len, CAP_HNAME);
     sb_lit(&o, ",");
-    rh->open = o.buf;
-    rh->open_len = o.len;
+    rh->open = o.buf.p;
+    rh->open_len = o.buf.len;
 }
 
 void audit_rh_free(struct audit_rh *rh)
@@ -335,16 +335,16 @@ static void put_members(struct sb *b, const struct audit_record *r, const struct
                         const struct audit_member *m, bool first)
 {
     for (; m->name; m++) {
-        size_t mark = b->len;
+        size_t mark = b->buf.len;
         /* the key, with its comma unless first: a copy of fixed size, which
          * the compiler makes two moves rather than a call */
         sb_reserve(b, AUDIT_MEMBER_KEY);
-        memcpy(b->buf + b->len, m->key + first, AUDIT_MEMBER_KEY - 1);
-        b->len += m->key_len - first;
-        b->buf[b->len] = '\0';
+        memcpy(b->buf.p + b->buf.len, m->key + first, AUDIT_MEMBER_KEY - 1);
+        b->buf.len += m->key_len - first;
+        b->buf.p[b->buf.len] = '\0';
         if (!m->put(b, r, f, m)) {
-            b->len = mark;
-            b->buf[mark] = '\0';
+            b->buf.len = mark;
+            b->buf.p[mark] = '\0';
             continue;
         }
         first = false;
@@ -380,8 +380,8 @@ char *audit_record_body(const struct audit_record *r, char *const *allowed, size
     for (size_t i = 0; i < n_allowed; i++)
         audit_rh_free(&rh[i]);
     free(rh);
-    *len = b.len;
-    return b.buf;
+    *len = b.buf.len;
+    return b.buf.p;
 }
 
 /* --------------------------------------------------------- line formatting */

@@ -19,6 +19,7 @@
 
 #include "audit.h"
 #include "audit_canon.h"
+#include "buf.h"
 #include "log.h"
 #include "util.h"
 
@@ -44,38 +45,30 @@
 
 /* ---------------------------------------------------------------- strings */
 
+/*
+ * The record builder: buf.h's buffer (which grows it, and keeps a borrowed
+ * start: buf_init_on) plus the record's own flag. The appends stay inline
+ * with their fast path here, since a record makes some sixty of them: only
+ * a growth calls into buf.c.
+ */
 struct sb {
-    char *buf;
-    size_t len, cap;
+    struct buf buf; /* no cap (the CAP_* bound each string instead) */
     bool truncated; /* a capped string was cut */
-    bool borrowed;  /* buf is the caller's (not malloc'd): growing moves it to the heap */
 };
 
+/* Room for `more` bytes beyond the contents (and the NUL). */
 static inline void sb_reserve(struct sb *b, size_t more)
 {
-    size_t cap;
-    if (b->len + more + 1 <= b->cap)
-        return;
-    cap = b->cap ? b->cap : 512;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    if (b->borrowed) {
-        char *heap = xmalloc(cap);
-        memcpy(heap, b->buf, b->len);
-        b->buf = heap;
-        b->borrowed = false;
-    } else {
-        b->buf = xrealloc(b->buf, cap);
-    }
-    b->cap = cap;
+    if (b->buf.len + more + 1 > b->buf.cap)
+        buf_reserve(&b->buf, more);
 }
 
 static inline void sb_put(struct sb *b, const char *s, size_t n)
 {
     sb_reserve(b, n);
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
+    memcpy(b->buf.p + b->buf.len, s, n);
+    b->buf.len += n;
+    b->buf.p[b->buf.len] = '\0';
 }
 
 #define sb_lit(b, s) sb_put((b), (s), sizeof(s) - 1)
@@ -84,18 +77,13 @@ static inline void sb_fmt(struct sb *b, const char *fmt, ...) __attribute__((for
 static inline void sb_fmt(struct sb *b, const char *fmt, ...)
 {
     va_list ap;
-    int n;
+    int rc;
 
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    rc = buf_vprintf(&b->buf, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        abort(); /* only an invalid format can fail */
-    sb_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
+    if (rc < 0)
+        abort(); /* no cap: only an invalid format can fail */
 }
 
 /* Integers and trusted constant strings (codes, names, timestamps) without
@@ -109,11 +97,11 @@ static inline void sb_u64(struct sb *b, uint64_t v)
         size_t n = v < 10 ? 1 : v < 100 ? 2 : 3, i = n;
         sb_reserve(b, 3);
         do {
-            b->buf[b->len + --i] = (char)('0' + v % 10);
+            b->buf.p[b->buf.len + --i] = (char)('0' + v % 10);
             v /= 10;
         } while (i);
-        b->len += n;
-        b->buf[b->len] = '\0';
+        b->buf.len += n;
+        b->buf.p[b->buf.len] = '\0';
         return;
     }
     sb_put(b, t, u64_decimal(v, t));
@@ -213,21 +201,21 @@ static inline void sb_str(struct sb *b, const char *s, size_t n, size_t cap)
     if (n <= cap && json_plain(s, n)) {
         /* nothing to escape and no cut (ids, hashes, most paths): a copy */
         sb_reserve(b, n + 2);
-        b->buf[b->len++] = '"';
-        memcpy(b->buf + b->len, s, n);
-        b->len += n;
-        b->buf[b->len++] = '"';
-        b->buf[b->len] = '\0';
+        b->buf.p[b->buf.len++] = '"';
+        memcpy(b->buf.p + b->buf.len, s, n);
+        b->buf.len += n;
+        b->buf.p[b->buf.len++] = '"';
+        b->buf.p[b->buf.len] = '\0';
         return;
     }
     want = escaped_len(s, n);
     room = (want < cap ? want : cap) + 1;
     sb_reserve(b, room + 2);
-    b->buf[b->len++] = '"';
-    w = json_escape(b->buf + b->len, room, s, n);
-    b->len += w;
-    b->buf[b->len++] = '"';
-    b->buf[b->len] = '\0';
+    b->buf.p[b->buf.len++] = '"';
+    w = json_escape(b->buf.p + b->buf.len, room, s, n);
+    b->buf.len += w;
+    b->buf.p[b->buf.len++] = '"';
+    b->buf.p[b->buf.len] = '\0';
     if (w < want)
         b->truncated = true;
 }

@@ -41,6 +41,7 @@
 #include "google.h"
 #include "http_client.h"
 #include "identity.h"
+#include "list.h"
 #include "log.h"
 #include "util.h"
 
@@ -50,7 +51,7 @@ struct audit_witness;
 
 struct witem {
     struct witem *next;        /* in the queue */
-    struct witem *inext;       /* among the attempts in flight */
+    struct list inflight;      /* on w->inflight while an attempt is under way */
     struct audit_witness *w;
     char name[64];             /* <log>/<seq>.json */
     char *line;                /* owned, newline included */
@@ -84,7 +85,7 @@ struct audit_witness {
     struct http_client *http;
     struct identity_source src; /* bucket: baton's access token; src.ctx NULL: none */
     struct event *wake_ev, *retry_ev, *deadline_ev;
-    struct witem *inflight;   /* attempts under way (taken off the queue) */
+    struct list inflight;     /* of witem.inflight: attempts under way (taken off the queue) */
     size_t n_inflight, max_inflight;
     bool waiting_retry;  /* the retry timer is armed: no new attempt until it fires */
     bool in_next;        /* next() is running: done() need not call it (no recursion) */
@@ -127,6 +128,7 @@ void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq
         return;
     }
     it = xcalloc(1, sizeof(*it));
+    list_init(&it->inflight);
     it->w = w;
     audit_witness_name(it->name, log_id, seq);
     it->line = xmalloc(len + 1);
@@ -162,11 +164,8 @@ static void next(struct audit_witness *w);
 /* Takes `it` off the attempts in flight. */
 static void inflight_del(struct audit_witness *w, struct witem *it)
 {
-    struct witem **pp = &w->inflight;
-    while (*pp && *pp != it)
-        pp = &(*pp)->inext;
-    if (*pp) {
-        *pp = it->inext;
+    if (list_linked(&it->inflight)) {
+        list_remove(&it->inflight);
         w->n_inflight--;
     }
     it->call = NULL;
@@ -458,8 +457,7 @@ static void next(struct audit_witness *w)
             break;
         }
         it->next = NULL;
-        it->inext = w->inflight;
-        w->inflight = it;
+        list_push_front(&w->inflight, &it->inflight);
         w->n_inflight++;
         if (w->dir)
             dir_attempt(w, it); /* synchronous: done() or failed() before it returns */
@@ -525,6 +523,7 @@ struct audit_witness *audit_witness_new(const struct cfg_audit *a, const struct 
     if (!a->witness_dir && !a->witness_bucket)
         return NULL;
     w = xcalloc(1, sizeof(*w));
+    list_init(&w->inflight);
     w->wake_fd = -1;
     pthread_mutex_init(&w->mu, NULL);
     w->tail = &w->head;
@@ -583,6 +582,7 @@ fail:
 void audit_witness_free(struct audit_witness *w, unsigned flush_ms)
 {
     struct witem *it;
+    struct list *n, *tmp;
     uint64_t left = 0;
 
     if (!w)
@@ -595,8 +595,9 @@ void audit_witness_free(struct audit_witness *w, unsigned flush_ms)
         wake(w);
         pthread_join(w->thread, NULL);
     }
-    while ((it = w->inflight)) {
-        w->inflight = it->inext;
+    list_for_each_safe(n, tmp, &w->inflight) {
+        it = list_entry(n, struct witem, inflight);
+        list_remove(n);
         if (it->call)
             http_call_cancel(it->call);
         it->next = w->head; /* counted with the rest below */

@@ -113,7 +113,7 @@ static void w_witness_note(struct audit_log *log, uint64_t seq, size_t start, si
         log->wnotes = xrealloc(log->wnotes, log->cap_wnotes * sizeof(*log->wnotes));
     }
     log->wnotes[log->n_wnotes].seq = seq;
-    log->wnotes[log->n_wnotes].line = xstrndup(log->out.buf + start, len);
+    log->wnotes[log->n_wnotes].line = xstrndup(log->out.buf.p + start, len);
     log->wnotes[log->n_wnotes].len = len;
     log->n_wnotes++;
 }
@@ -258,10 +258,10 @@ static void w_truncate(struct audit_log *log, uint64_t size)
  * chains it and advances the state. */
 static void w_line_done(struct audit_log *log, size_t start, size_t len)
 {
-    sha256_hex(log->out.buf + start, len, log->cur.prev);
-    log->out.buf[start + len] = '\n';
-    log->out.len = start + len + 1;
-    log->out.buf[log->out.len] = '\0';
+    sha256_hex(log->out.buf.p + start, len, log->cur.prev);
+    log->out.buf.p[start + len] = '\n';
+    log->out.buf.len = start + len + 1;
+    log->out.buf.p[log->out.buf.len] = '\0';
     log->out_lines++;
     log->cur.seq++;
     log->cur.size += len + 1;
@@ -270,16 +270,16 @@ static void w_line_done(struct audit_log *log, size_t start, size_t len)
 
 static void w_append_body(struct audit_log *log, const char *body, size_t blen)
 {
-    size_t start = log->out.len;
+    size_t start = log->out.buf.len;
     int p;
 
     sb_reserve(&log->out, AUDIT_PREFIX_MAX + blen + 2);
-    p = audit_line_prefix(log->out.buf + start, AUDIT_PREFIX_MAX, log->cur.seq, log->cur.prev,
+    p = audit_line_prefix(log->out.buf.p + start, AUDIT_PREFIX_MAX, log->cur.seq, log->cur.prev,
                    log->log_id);
     if (p < 0)
         abort(); /* prev and log are fixed-length hex: 149 bytes at most */
-    memcpy(log->out.buf + start + p, body, blen);
-    log->out.buf[start + p + blen] = '}';
+    memcpy(log->out.buf.p + start + p, body, blen);
+    log->out.buf.p[start + p + blen] = '}';
     w_line_done(log, start, (size_t)p + blen + 1);
 }
 
@@ -301,9 +301,9 @@ static void w_checkpoint(struct audit_log *log)
         siglen != sizeof(sig))
         goto fail;
     hex_encode(sig, sizeof(sig), sig_hex);
-    start = log->out.len;
+    start = log->out.buf.len;
     sb_reserve(&log->out, 512);
-    n = audit_checkpoint_line(log->out.buf + start, 510, log->log_id, log->cur.seq,
+    n = audit_checkpoint_line(log->out.buf.p + start, 510, log->log_id, log->cur.seq,
                               log->cur.prev, ts, log->key_id, sig_hex);
     if (!n)
         goto fail;
@@ -335,11 +335,11 @@ void audit_w_prelude(struct audit_log *log)
             snprintf(log->lost_error, sizeof(log->lost_error), "queue full");
     }
     if (log->cur.marker_pending) {
-        size_t start = log->out.len;
+        size_t start = log->out.buf.len;
         uint64_t seq = log->cur.seq;
         w_append_body(log, log->marker_body, strlen(log->marker_body));
         if (log->witness_marker)
-            w_witness_note(log, seq, start, log->out.len - start - 1);
+            w_witness_note(log, seq, start, log->out.buf.len - start - 1);
         log->cur.marker_pending = false;
         log->file_marker_end = log->cur.size;
     }
@@ -355,8 +355,8 @@ void audit_w_prelude(struct audit_log *log)
                ts, log->lost_total - log->cur.lost_recorded,
                log->refused_total - log->cur.refused_recorded, since);
         sb_cstr(&b, log->lost_error, sizeof(log->lost_error));
-        w_append_body(log, b.buf, b.len);
-        free(b.buf);
+        w_append_body(log, b.buf.p, b.buf.len);
+        buf_free(&b.buf);
         log->cur.lost_recorded = log->lost_total;
         log->cur.refused_recorded = log->refused_total;
         log->failure_unrecorded = false;
@@ -370,7 +370,7 @@ int audit_w_flush(struct audit_log *log)
     size_t off = 0, markers;
     int err;
 
-    if (!log->out.len)
+    if (!log->out.buf.len)
         return 0;
     if (log->need_truncate) {
         w_truncate(log, log->committed.size);
@@ -386,8 +386,8 @@ int audit_w_flush(struct audit_log *log)
         }
         log->stdout_torn = false;
     }
-    while (off < log->out.len) {
-        ssize_t n = write(log->fd, log->out.buf + off, log->out.len - off);
+    while (off < log->out.buf.len) {
+        ssize_t n = write(log->fd, log->out.buf.p + off, log->out.buf.len - off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -397,9 +397,9 @@ int audit_w_flush(struct audit_log *log)
         off += (size_t)n;
     }
     markers = log->out_lines - log->inbuf.n;
-    atomic_fetch_add(&log->st_bytes, log->out.len);
+    atomic_fetch_add(&log->st_bytes, log->out.buf.len);
     atomic_fetch_add(&log->st_markers, markers);
-    log->out.len = 0;
+    buf_truncate(&log->out.buf, 0);
     log->out_lines = 0;
     w_witness_written(log, true);
     if (log->committed.seq == log->synced.seq)
@@ -420,7 +420,7 @@ fail:
         log->stdout_torn = true;
     else
         w_truncate(log, log->committed.size);
-    log->out.len = 0;
+    buf_truncate(&log->out.buf, 0);
     log->out_lines = 0;
     w_witness_written(log, false);
     log->cur = log->committed;
@@ -532,7 +532,7 @@ static void w_rotate(struct audit_log *log, const char *cause)
     sb_fmt(&m, "\"kind\":\"rotate\",\"ts\":\"%s\",\"cause\":\"%s\",\"prev_file\":", ts, cause);
     sb_cstr(&m, rotated ? audit_base_name(rotated) : NULL, CAP_FILE);
     free(log->marker_body);
-    log->marker_body = m.buf;
+    log->marker_body = m.buf.p;
     log->cur.size = 0;
     log->cur.marker_pending = true;
     log->committed = log->synced = log->cur;
@@ -581,7 +581,7 @@ static void w_put(struct audit_log *log, struct audit_item *it)
     ilist_append(&log->inbuf, it);
     if (log->key && log->cur.since_ckpt >= log->checkpoint_records)
         w_checkpoint(log);
-    if (log->out.len >= AUDIT_FLUSH_BYTES)
+    if (log->out.buf.len >= AUDIT_FLUSH_BYTES)
         (void)w_commit(log);
 }
 
@@ -760,12 +760,10 @@ int audit_submit(struct audit_log *log, struct audit_reservation *rsv,
         it->next = NULL;
         it->durable = durable;
         it->arg = arg;
-        b.buf = it->inline_body;
-        b.cap = AUDIT_INLINE_BODY;
-        b.borrowed = true;
+        buf_init_on(&b.buf, it->inline_body, AUDIT_INLINE_BODY);
         audit_record_format(&b, rec, log->rh, log->n_rh);
-        it->body = b.buf;
-        it->len = b.len;
+        it->body = b.buf.p;
+        it->len = b.buf.len;
     }
     pthread_mutex_lock(&log->mu);
     *log->qtail = it;
@@ -881,7 +879,7 @@ void audit_close(struct audit_log *log)
     free(log->rh);
     free(log->path);
     free(log->marker_body);
-    free(log->out.buf);
+    buf_free(&log->out.buf);
     free(log->pub_pem);
     EVP_PKEY_free(log->key);
     pthread_cond_destroy(&log->cv);

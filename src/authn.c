@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "list.h"
 #include "util.h"
 
 struct authn {
@@ -69,8 +70,8 @@ struct centry {
     json_t *claims; /* owned reference */
     const char *sub, *jti, *audience, *aws_account;
     enum jws_alg alg;
-    struct centry *hnext;       /* bucket chain */
-    struct centry *prev, *next; /* LRU list, head = most recent */
+    struct centry *hnext; /* bucket chain */
+    struct list lru;      /* on the cache's lru, first = most recent */
 };
 
 struct authn_cache {
@@ -80,7 +81,7 @@ struct authn_cache {
     struct centry **buckets; /* mask + 1 */
     struct centry *pool;     /* max_entries */
     struct centry *free_list; /* chained through hnext */
-    struct centry *head, *tail;
+    struct list lru; /* of centry.lru, first = most recently used */
     struct authn_cache_stats st;
 };
 
@@ -104,6 +105,7 @@ struct authn_cache *authn_cache_new_capped(size_t max_entries, size_t max_bytes)
     c->mask = nb - 1;
     c->buckets = xcalloc(nb, sizeof(*c->buckets));
     c->pool = xcalloc(max_entries, sizeof(*c->pool));
+    list_init(&c->lru);
     for (size_t i = max_entries; i-- > 0;) {
         c->pool[i].hnext = c->free_list;
         c->free_list = &c->pool[i];
@@ -151,28 +153,12 @@ static size_t bucket_of(const struct authn_cache *c, uint64_t key)
     return (size_t)key & c->mask;
 }
 
-static void lru_unlink(struct authn_cache *c, struct centry *e)
+/* The least recently used entry, or NULL when the cache is empty. */
+static struct centry *lru_oldest(const struct authn_cache *c)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
+    struct list *n = list_last(&c->lru);
 
-static void lru_push_head(struct authn_cache *c, struct centry *e)
-{
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head)
-        c->head->prev = e;
-    c->head = e;
-    if (!c->tail)
-        c->tail = e;
+    return n ? list_entry(n, struct centry, lru) : NULL;
 }
 
 static void centry_remove(struct authn_cache *c, struct centry *e)
@@ -182,7 +168,7 @@ static void centry_remove(struct authn_cache *c, struct centry *e)
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    lru_unlink(c, e);
+    list_remove(&e->lru);
     c->st.entries--;
     c->st.bytes -= e->bytes;
     json_decref(e->claims);
@@ -196,8 +182,8 @@ void authn_cache_free(struct authn_cache *c)
 {
     if (!c)
         return;
-    while (c->head)
-        centry_remove(c, c->head);
+    for (struct centry *e; (e = lru_oldest(c));)
+        centry_remove(c, e);
     free(c->buckets);
     free(c->pool);
     free(c);
@@ -264,8 +250,9 @@ static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id, uin
 
     if (bytes > c->max_bytes)
         return NULL; /* would not fit even alone */
-    while (c->tail && (!c->free_list || c->st.bytes + bytes > c->max_bytes)) {
-        centry_remove(c, c->tail);
+    for (struct centry *old;
+         (old = lru_oldest(c)) && (!c->free_list || c->st.bytes + bytes > c->max_bytes);) {
+        centry_remove(c, old);
         c->st.evictions++;
     }
     e = c->free_list;
@@ -288,7 +275,7 @@ static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id, uin
     e->alg = r->alg;
     e->hnext = c->buckets[bucket_of(c, key)];
     c->buckets[bucket_of(c, key)] = e;
-    lru_push_head(c, e);
+    list_push_front(&c->lru, &e->lru);
     c->st.entries++;
     c->st.bytes += bytes;
     c->st.inserts++;
@@ -588,8 +575,8 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
                 cache->st.expired++;
                 centry_remove(cache, e);
             } else {
-                lru_unlink(cache, e);
-                lru_push_head(cache, e);
+                list_remove(&e->lru);
+                list_push_front(&cache->lru, &e->lru);
                 cache->st.hits++;
                 memcpy(out->fingerprint, e->fingerprint, sizeof(out->fingerprint));
                 out->issuer = e->issuer;

@@ -15,11 +15,15 @@
  * common size); the first growth past it moves the bytes to the heap, and
  * buf_take always hands out heap memory.
  *
+ * The audit record's builder (audit_record.h's struct sb) is this buffer
+ * with inline appends in front: they only call here to grow it.
+ *
  * Not thread-safe: one owner at a time.
  */
 #ifndef BATON_BUF_H
 #define BATON_BUF_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -50,6 +54,8 @@ int buf_addstr(struct buf *b, const char *s);
 #define buf_addlit(b, lit) buf_add((b), (lit), sizeof(lit) - 1)
 /* Appends printf output, whole or not at all (as buf_add). */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with a va_list (which it leaves as va_arg would: the caller va_ends it). */
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Cuts the contents back to their first `len` bytes (len <= b->len). */
 void buf_truncate(struct buf *b, size_t len);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "jsonpos.h"
 #include "log.h"
 #include "util.h"
@@ -46,16 +47,18 @@ void jload_pop(struct jload *c)
  * top-level member named "" is "/" (owned). */
 static char *pointer_of(const struct jload *c)
 {
-    char *out = xstrdup("");
+    struct buf out = {0};
+
     for (int k = 0; k < c->depth; k++) {
-        char *seg = c->path[k].key ? jsonpos_segment(c->path[k].key, strlen(c->path[k].key))
-                                   : xasprintf("%zu", c->path[k].idx);
-        char *next = xasprintf("%s/%s", out, seg);
-        free(seg);
-        free(out);
-        out = next;
+        if (c->path[k].key) {
+            char *seg = jsonpos_segment(c->path[k].key, strlen(c->path[k].key));
+            buf_printf(&out, "/%s", seg);
+            free(seg);
+        } else {
+            buf_printf(&out, "/%zu", c->path[k].idx);
+        }
     }
-    return out;
+    return buf_take(&out, NULL);
 }
 
 static bool simple_key(const char *k)

@@ -6,7 +6,7 @@
  * range with an explicit index: every read is preceded by a bounds check, the
  * recursion depth is capped, and the first malformed byte stops it with the
  * offset recorded. It decodes strings only where it must compare them (member
- * names), into a growable buffer.
+ * names), into a buf (buf.h).
  */
 #include "jsonpos.h"
 
@@ -14,26 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "util.h"
-
-struct buf {
-    char *p; /* owned */
-    size_t n, cap;
-};
-
-static void buf_put(struct buf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
 
 struct keyrec {
     size_t obj;  /* which object (numbered in document order) */
@@ -53,7 +35,7 @@ struct scanner {
     size_t next_obj;
     struct keyrec *keys;
     size_t n_keys, cap_keys;
-    struct buf tmp;
+    struct buf tmp; /* the member name being decoded (no cap) */
 };
 
 static int fail(struct scanner *sc, enum jsonpos_status st, size_t off)
@@ -113,7 +95,7 @@ static void put_utf8(struct buf *b, unsigned long cp)
         u[3] = (char)(0x80 | (cp & 0x3F));
         n = 4;
     }
-    buf_put(b, u, n);
+    buf_add(b, u, n);
 }
 
 /*
@@ -122,10 +104,8 @@ static void put_utf8(struct buf *b, unsigned long cp)
  */
 static int scan_string(struct scanner *sc, struct buf *dec)
 {
-    if (dec) {
-        dec->n = 0;
-        buf_put(dec, "", 0);
-    }
+    if (dec)
+        buf_truncate(dec, 0);
     sc->i++; /* opening quote */
     for (;;) {
         size_t run = sc->i;
@@ -137,7 +117,7 @@ static int scan_string(struct scanner *sc, struct buf *dec)
             sc->i++;
         }
         if (dec && sc->i > run)
-            buf_put(dec, sc->s + run, sc->i - run);
+            buf_add(dec, sc->s + run, sc->i - run);
         if (sc->i >= sc->len)
             return fail(sc, JSONPOS_MALFORMED, sc->len);
         unsigned char c = (unsigned char)sc->s[sc->i];
@@ -167,7 +147,7 @@ static int scan_string(struct scanner *sc, struct buf *dec)
         }
         if (simple) {
             if (dec)
-                buf_put(dec, simple, 1);
+                buf_add(dec, simple, 1);
             sc->i += 2;
             continue;
         }
@@ -247,8 +227,8 @@ static void record_key(struct scanner *sc, size_t obj, size_t off)
     struct keyrec *k = &sc->keys[sc->n_keys++];
     k->obj = obj;
     k->off = off;
-    k->name = xstrndup(sc->tmp.p, sc->tmp.n);
-    k->name_len = sc->tmp.n;
+    k->name = xstrndup(buf_str(&sc->tmp), sc->tmp.len);
+    k->name_len = sc->tmp.len;
 }
 
 static int enter(struct scanner *sc)
@@ -367,7 +347,7 @@ static void scanner_free(struct scanner *sc)
     for (size_t k = 0; k < sc->n_keys; k++)
         free(sc->keys[k].name);
     free(sc->keys);
-    free(sc->tmp.p);
+    buf_free(&sc->tmp);
 }
 
 struct jsonpos jsonpos_at(const char *text, size_t len, size_t offset)
@@ -520,31 +500,30 @@ void jsonpos_scan_free(struct jsonpos_scan *s)
 char *jsonpos_segment(const char *name, size_t len)
 {
     struct buf b = {0};
-    buf_put(&b, "", 0);
+
     for (size_t k = 0; k < len; k++) {
         if (name[k] == '~')
-            buf_put(&b, "~0", 2);
+            buf_addlit(&b, "~0");
         else if (name[k] == '/')
-            buf_put(&b, "~1", 2);
+            buf_addlit(&b, "~1");
         else
-            buf_put(&b, name + k, 1);
+            buf_add(&b, name + k, 1);
     }
-    return b.p;
+    return buf_take(&b, NULL);
 }
 
 /* Unescapes one pointer segment [p, end) into `seg`; -1 on a bad `~`. */
 static int unescape_segment(const char *p, const char *end, struct buf *seg)
 {
-    seg->n = 0;
-    buf_put(seg, "", 0);
+    buf_truncate(seg, 0);
     for (; p < end; p++) {
         if (*p != '~') {
-            buf_put(seg, p, 1);
+            buf_add(seg, p, 1);
             continue;
         }
         if (p + 1 >= end || (p[1] != '0' && p[1] != '1'))
             return -1;
-        buf_put(seg, p[1] == '0' ? "~" : "/", 1);
+        buf_add(seg, p[1] == '0' ? "~" : "/", 1);
         p++;
     }
     return 0;
@@ -554,9 +533,9 @@ static int unescape_segment(const char *p, const char *end, struct buf *seg)
 static long long parse_index(const struct buf *seg)
 {
     long long v = 0;
-    if (seg->n == 0 || seg->n > 15 || (seg->n > 1 && seg->p[0] == '0'))
+    if (seg->len == 0 || seg->len > 15 || (seg->len > 1 && seg->p[0] == '0'))
         return -1;
-    for (size_t k = 0; k < seg->n; k++) {
+    for (size_t k = 0; k < seg->len; k++) {
         if (seg->p[k] < '0' || seg->p[k] > '9')
             return -1;
         v = v * 10 + (seg->p[k] - '0');
@@ -578,7 +557,8 @@ static int find_member(struct scanner *sc, const struct buf *seg, size_t *key_of
         size_t koff = sc->i;
         if (scan_string(sc, &sc->tmp) < 0)
             return -1;
-        bool match = sc->tmp.n == seg->n && memcmp(sc->tmp.p, seg->p, seg->n) == 0;
+        bool match = sc->tmp.len == seg->len &&
+                     memcmp(buf_str(&sc->tmp), buf_str(seg), seg->len) == 0;
         skip_ws(sc);
         if (sc->i >= sc->len || sc->s[sc->i] != ':')
             return -1;
@@ -673,7 +653,7 @@ int jsonpos_find(const char *text, size_t len, const char *path, bool want_key,
     *out = jsonpos_at(sc.s, sc.len, want_key && key_off != SIZE_MAX ? key_off : sc.i);
     rc = 0;
 out:
-    free(seg.p);
+    buf_free(&seg);
     scanner_free(&sc);
     return rc;
 }

@@ -13,7 +13,6 @@
 #include "util.h"
 
 static enum log_level min_level = LOG_INFO;
-static int plain;
 
 void log_set_level(enum log_level min)
 {
@@ -83,18 +82,14 @@ static void emit(enum log_level lvl, const char *fields, const char *fmt, va_lis
     if (lvl < min_level)
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (plain) {
-        n = snprintf(line, sizeof(line), "baton: %s\n", msg);
-    } else {
-        clock_gettime(CLOCK_REALTIME, &now);
-        gmtime_r(&now.tv_sec, &tm);
-        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-        json_escape(esc, sizeof(esc), msg, strlen(msg));
-        n = snprintf(line, sizeof(line),
-                     "{\"severity\":\"%s\",\"time\":\"%s.%03ldZ\",\"message\":\"%s\"%s%s}\n",
-                     severity(lvl), ts, now.tv_nsec / 1000000, esc, fields ? "," : "",
-                     fields ? fields : "");
-    }
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    json_escape(esc, sizeof(esc), msg, strlen(msg));
+    n = snprintf(line, sizeof(line),
+                 "{\"severity\":\"%s\",\"time\":\"%s.%03ldZ\",\"message\":\"%s\"%s%s}\n",
+                 severity(lvl), ts, now.tv_nsec / 1000000, esc, fields ? "," : "",
+                 fields ? fields : "");
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line)) { /* keep it one valid line even when cut */

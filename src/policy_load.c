@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "buf.h"
 #include "http1.h"
 #include "jload.h"
 #include "jsonpos.h"
@@ -327,15 +328,12 @@ static void load_callers(struct loader *L, const json_t *v, struct policy *p)
             jload_push_key(&L->j, "issuer");
             if ((name = want_string(L, iv, "\"issuer\"", 256, false))) {
                 if (!config_issuer(L->cfg, name)) {
-                    char *known = xstrdup("");
-                    for (size_t k = 0; k < L->cfg->n_issuers; k++) {
-                        char *t = xasprintf("%s%s\"%s\"", known, k ? ", " : "", L->cfg->issuers[k].name);
-                        free(known);
-                        known = t;
-                    }
+                    struct buf known = {0};
+                    for (size_t k = 0; k < L->cfg->n_issuers; k++)
+                        buf_printf(&known, "%s\"%s\"", k ? ", " : "", L->cfg->issuers[k].name);
                     jload_err_bare(&L->j, false, "issuer \"%s\" is not defined in %s (issuers: %s)", name,
-                         L->cfg->file ? L->cfg->file : "the config", *known ? known : "none");
-                    free(known);
+                         L->cfg->file ? L->cfg->file : "the config", known.len ? buf_str(&known) : "none");
+                    buf_free(&known);
                 }
                 c->issuer = xstrdup(name);
             }
@@ -824,15 +822,12 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
         if ((name = want_string(&L, v, "\"upstream\"", 256, false))) {
             p->upstream = config_upstream(cfg, name);
             if (!p->upstream) {
-                char *known = xstrdup("");
-                for (size_t k = 0; k < cfg->n_upstreams; k++) {
-                    char *t = xasprintf("%s%s\"%s\"", known, k ? ", " : "", cfg->upstreams[k].name);
-                    free(known);
-                    known = t;
-                }
+                struct buf known = {0};
+                for (size_t k = 0; k < cfg->n_upstreams; k++)
+                    buf_printf(&known, "%s\"%s\"", k ? ", " : "", cfg->upstreams[k].name);
                 jload_err_bare(&L.j, false, "upstream \"%s\" is not defined in %s (upstreams: %s)", name,
-                     cfg->file ? cfg->file : "the config", *known ? known : "none");
-                free(known);
+                     cfg->file ? cfg->file : "the config", known.len ? buf_str(&known) : "none");
+                buf_free(&known);
             }
         }
         jload_pop(&L.j);

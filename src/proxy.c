@@ -40,6 +40,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "resolve.h"
@@ -58,7 +59,7 @@ struct upconn {
     bool rev_want;    /* reading enabled */
     bool rev_added;   /* rev is pending (wanted, and connected) */
     const struct timeval *rtv; /* read timeout (borrowed: proxy_tv), NULL: none */
-    struct upconn *next, *prev; /* idle list links */
+    struct list idle; /* on pool->idle while pooled */
 };
 
 struct proxy_pool {
@@ -69,7 +70,7 @@ struct proxy_pool {
     char *host; /* owned: SNI and certificate name (IPv6 without brackets) */
     bool host_is_ip;
     bool tls;
-    struct upconn *idle; /* most recently used first */
+    struct list idle; /* of upconn.idle, most recently used first */
     size_t n_idle;
     struct proxy_pool *next;
 };
@@ -333,15 +334,16 @@ error:
 
 static void pool_unlink(struct upconn *uc)
 {
-    struct proxy_pool *pool = uc->pool;
-    if (uc->prev)
-        uc->prev->next = uc->next;
-    else
-        pool->idle = uc->next;
-    if (uc->next)
-        uc->next->prev = uc->prev;
-    uc->next = uc->prev = NULL;
-    pool->n_idle--;
+    list_remove(&uc->idle);
+    uc->pool->n_idle--;
+}
+
+/* The most recently pooled idle connection of `pool`, or NULL. */
+static struct upconn *pool_first(const struct proxy_pool *pool)
+{
+    struct list *n = list_first(&pool->idle);
+
+    return n ? list_entry(n, struct upconn, idle) : NULL;
 }
 
 void proxy_close_idle(struct proxy *px)
@@ -349,8 +351,7 @@ void proxy_close_idle(struct proxy *px)
     if (!px)
         return;
     for (struct proxy_pool *p = px->pools; p; p = p->next)
-        while (p->idle) {
-            struct upconn *uc = p->idle;
+        for (struct upconn *uc; (uc = pool_first(p));) {
             pool_unlink(uc);
             upconn_free(uc);
         }
@@ -391,6 +392,7 @@ static struct proxy_pool *pool_get(struct proxy *px, const struct proxy_target *
             return p;
     p = xcalloc(1, sizeof(*p));
     p->px = px;
+    list_init(&p->idle);
     snprintf(p->key, sizeof(p->key), "%s|%s|%d|%s", t->up->tls ? "https" : "http", t->up->host,
              t->up->port, a->text);
     memcpy(&p->addr, &a->sa, a->len);
@@ -439,17 +441,13 @@ static void pool_put(struct upconn *uc)
     up_timeouts(uc, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
     bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
     up_read_on(uc);
-    uc->prev = NULL;
-    uc->next = pool->idle;
-    if (pool->idle)
-        pool->idle->prev = uc;
-    pool->idle = uc;
+    list_push_front(&pool->idle, &uc->idle);
     pool->n_idle++;
 }
 
 static struct upconn *pool_pop(struct proxy_pool *pool)
 {
-    struct upconn *uc = pool->idle;
+    struct upconn *uc = pool_first(pool);
     if (!uc)
         return NULL;
     pool_unlink(uc);

@@ -41,6 +41,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <openssl/evp.h>
 
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -153,8 +154,8 @@ struct lease_entry {
 
 struct redis_wait {
     struct redis_client *cl;
-    struct redis_wait *prev, *next; /* the client's outstanding list, oldest first */
-    redis_cb cb;                    /* NULL once delivered or cancelled */
+    struct list node; /* on cl->waits while outstanding, on cl->spares once freed */
+    redis_cb cb;      /* NULL once delivered or cancelled */
     void *arg;
     struct event timer;
     bool timer_set;
@@ -178,7 +179,7 @@ struct redis_client {
     bool enabled;
     char *host, *unix_path, *password;
     int port, db;
-    struct redis_wait *head, *tail; /* outstanding commands, oldest first */
+    struct list waits; /* of redis_wait.node: outstanding commands, oldest first */
     struct event *retry_ev;  /* reconnect after backoff */
     struct event *stall_ev;  /* the connect or the oldest reply is overdue */
     struct event *flush_ev;  /* writes what this loop turn queued, in one write */
@@ -193,7 +194,7 @@ struct redis_client {
     struct redis_lease_plan last_plan;
     char last_interval[32], last_tolerance[32];
     struct lease_entry *leases; /* the leased keys this worker has used */
-    struct redis_wait *spare; /* freed waits kept for reuse (a short list) */
+    struct list spares;       /* of redis_wait.node: freed waits kept for reuse (a short list) */
     char setup_error[128];    /* why AUTH, SELECT or SCRIPT LOAD was refused */
     unsigned n_spare;
 };
@@ -376,28 +377,12 @@ void redis_shutdown(void)
 
 /* --------------------------------------------------------- waits */
 
-static void wait_unlink(struct redis_client *cl, struct redis_wait *w)
+/* The first wait of `l` (cl->waits: the oldest outstanding one), or NULL. */
+static struct redis_wait *wait_first(const struct list *l)
 {
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        cl->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        cl->tail = w->prev;
-    w->prev = w->next = NULL;
-}
+    struct list *n = list_first(l);
 
-static void wait_link(struct redis_client *cl, struct redis_wait *w)
-{
-    w->prev = cl->tail;
-    w->next = NULL;
-    if (cl->tail)
-        cl->tail->next = w;
-    else
-        cl->head = w;
-    cl->tail = w;
+    return n ? list_entry(n, struct redis_wait, node) : NULL;
 }
 
 #define SPARE_MAX 64
@@ -415,8 +400,7 @@ static void wait_free(struct redis_client *cl, struct redis_wait *w)
         free(w);
         return;
     }
-    w->next = cl->spare;
-    cl->spare = w;
+    list_push_front(&cl->spares, &w->node);
     cl->n_spare++;
 }
 
@@ -546,7 +530,7 @@ static void on_script(redisAsyncContext *ac, void *r, void *priv)
         log_msg(LOG_INFO, "worker %u: redis connection up", cl->id);
     cl->backoff_ms = 0;
     set_state(cl, ST_UP);
-    if (cl->head)
+    if (!list_empty(&cl->waits))
         arm_stall(cl);
     else
         evtimer_del(cl->stall_ev);
@@ -615,6 +599,7 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_client *cl = arg;
     uint64_t now = mono_ns(), limit = (uint64_t)REDIS_STALL_MS * 1000000ull;
+    struct redis_wait *oldest = wait_first(&cl->waits);
     (void)fd;
     (void)what;
     if (!cl->ac)
@@ -629,12 +614,12 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
         drop(cl, "connect timed out", NULL);
         return;
     }
-    if (cl->head && now - cl->head->sent_ns >= limit) {
+    if (oldest && now - oldest->sent_ns >= limit) {
         drop(cl, "reply overdue", NULL);
         return;
     }
-    if (cl->head) {
-        uint64_t left = limit - (now - cl->head->sent_ns);
+    if (oldest) {
+        uint64_t left = limit - (now - oldest->sent_ns);
         struct timeval tv = {(time_t)(left / 1000000000ull), (suseconds_t)(left % 1000000000ull / 1000)};
         evtimer_add(cl->stall_ev, &tv);
     }
@@ -677,7 +662,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     unsigned retry = 1;
     size_t b = 0;
 
-    wait_unlink(cl, w);
+    list_remove(&w->node);
     if (!reply) { /* the context is going: every pending reply fails */
         bump(&cl->st->failures, 1);
         deliver(w, REDIS_FAILED, 1);
@@ -718,7 +703,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     deliver(w, v, retry);
     wait_free(cl, w);
-    if (cl->state == ST_UP && cl->head == NULL)
+    if (cl->state == ST_UP && list_empty(&cl->waits))
         evtimer_del(cl->stall_ev);
 }
 
@@ -774,7 +759,7 @@ static int send_decision(struct redis_client *cl, struct redis_wait *w)
     if (cl->state == ST_UP && !event_pending(cl->flush_ev, EV_TIMEOUT, NULL))
         event_active(cl->flush_ev, EV_TIMEOUT, 0);
     w->sent_ns = mono_ns();
-    wait_link(cl, w);
+    list_push_back(&cl->waits, &w->node);
     if (!evtimer_pending(cl->stall_ev, NULL))
         arm_stall(cl);
     return 0;
@@ -786,9 +771,8 @@ static struct redis_wait *wait_new(struct redis_client *cl, const char *key, red
     struct redis_wait *w;
     if (strlen(key) >= sizeof(w->key))
         return NULL;
-    if (cl->spare) {
-        w = cl->spare;
-        cl->spare = w->next;
+    if ((w = wait_first(&cl->spares))) {
+        list_remove(&w->node);
         cl->n_spare--;
         memset(w, 0, sizeof(*w));
     } else {
@@ -992,6 +976,8 @@ void redis_count_link_failure(struct redis_client *cl)
 struct redis_client *redis_client_new(struct event_base *base, unsigned id)
 {
     struct redis_client *cl = xcalloc(1, sizeof(*cl));
+    list_init(&cl->waits);
+    list_init(&cl->spares);
     cl->base = base;
     cl->id = id;
     cl->st = reg.stats && id < reg.n ? &reg.stats[id] : xcalloc(1, sizeof(*cl->st));
@@ -1048,10 +1034,12 @@ void redis_configure(struct redis_client *cl, const struct cfg_redis *r)
 
 void redis_client_free(struct redis_client *cl)
 {
+    struct list *n, *tmp;
+
     if (!cl)
         return;
-    for (struct redis_wait *w = cl->head; w; w = w->next)
-        redis_cancel(w);
+    list_for_each_safe(n, tmp, &cl->waits)
+        redis_cancel(list_entry(n, struct redis_wait, node));
     cl->enabled = false;
     if (cl->ac) {
         redisAsyncContext *ac = cl->ac;
@@ -1063,11 +1051,8 @@ void redis_client_free(struct redis_client *cl)
     event_free(cl->stall_ev);
     event_free(cl->flush_ev);
     forget_config(cl);
-    while (cl->spare) {
-        struct redis_wait *w = cl->spare;
-        cl->spare = w->next;
-        free(w);
-    }
+    list_for_each_safe(n, tmp, &cl->spares)
+        free(list_entry(n, struct redis_wait, node));
     while (cl->leases) { /* after the context: its pending replies pointed here */
         struct lease_entry *le = cl->leases;
         cl->leases = le->next;
