@@ -22,6 +22,7 @@
 
 #include "assertion.h"
 #include "audit.h"
+#include "http1.h"
 #include "identity.h"
 #include "jwks.h"
 #include "log.h"
@@ -42,9 +43,7 @@ static void reply(struct evhttp_request *req, int code, const char *ctype, struc
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", ctype);
     evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_send_reply(req, code, code == 200 ? "OK" : code == 404 ? "Not Found"
-                                             : code == 503 ? "Service Unavailable" : "Error",
-                      body);
+    evhttp_send_reply(req, code, http1_status_text((unsigned)code, "Error"), body);
 }
 
 static void add_json_string(struct evbuffer *out, const char *s)
