@@ -1382,7 +1382,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
             goto link_decided;
         if (verdict == REDIS_FAILED)
             verdict = rate_fallback(c, &verdict_retry);
-        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys};
+        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
         decide_input(r, hreq, &pr, REASON_ALLOWED, &dr);
         decide_resume(&snap, &dr, &r->d, rate_verdict_of(verdict), verdict_retry);
         goto decided;
@@ -1390,7 +1390,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     memset(r, 0, sizeof(*r));
     r->t0_ns = c->head_start_ns;
     r->ts_ms = now_ms();
-    rt = worker_rt(w);
+    rt = w->rt; /* the snapshot conn_process parsed the head with: its header classes */
     r->rt = runtime_ref(rt);
     cfg = rt->cfg;
     r->method = hreq->method;
@@ -1446,7 +1446,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
 
     {
         const struct decide_limiter lim = {c, limit_in_flight, limit_rate};
-        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys};
+        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
         decide_input(r, hreq, &pr, why, &dr);
         decide_request(&snap, &dr, rt->caches[w->id % rt->n_workers], &c->token_hint, &lim, &r->d);
     }
@@ -1668,6 +1668,7 @@ static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_
     memset(&lim, 0, sizeof(lim));
     lim.max_header_bytes = r->rt->cfg->limits.max_header_bytes;
     lim.max_uri_bytes = r->rt->cfg->limits.max_uri_bytes;
+    lim.classes = r->rt->classes;
     c->processing = true;
     buf = (const char *)evbuffer_pullup(in, (ssize_t)r->head_len);
     if (!buf || http1_parse_request(buf, r->head_len, &lim, &hreq, &hl) != HTTP1_OK ||
@@ -1901,6 +1902,7 @@ static void conn_process(struct conn *c)
         memset(&lim, 0, sizeof(lim));
         lim.max_header_bytes = rt->cfg->limits.max_header_bytes;
         lim.max_uri_bytes = rt->cfg->limits.max_uri_bytes;
+        lim.classes = rt->classes;
         n = len < lim.max_header_bytes + 2 ? len : lim.max_header_bytes + 2;
         buf = (const char *)evbuffer_pullup(in, (ssize_t)n);
         if (c->parse_prev && !http1_worth_parsing(buf, n, c->parse_prev, &lim)) {
