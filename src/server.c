@@ -775,10 +775,27 @@ static void skip_body(struct evbuffer *in, const struct http1_request *hreq, siz
     evbuffer_drain(in, head_len + (hreq->body == HTTP1_BODY_LENGTH ? hreq->content_length : 0));
 }
 
+/* A policy's require_headers name: only headers of the policy-read class
+ * (stamped by the snapshot's table, runtime.h) can be it. */
 static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
 {
     const struct http1_request *req = ctx;
-    return (int)http1_header_find(req->headers, req->n_headers, name, strlen(name), value, len);
+    size_t n = strlen(name);
+    int count = 0;
+
+    *value = NULL;
+    *len = 0;
+    for (unsigned i = 0; i < req->n_headers; i++) {
+        const struct http1_header *h = &req->headers[i];
+        if (!(h->cls & HDRCLASS_POLICY) || h->name_len != n ||
+            ascii_casecmp_n(h->name, n, name, n) != 0)
+            continue;
+        if (count++ == 0) {
+            *value = h->value;
+            *len = h->value_len;
+        }
+    }
+    return count;
 }
 
 static void arena_reserve(struct conn *c, size_t need)
@@ -796,19 +813,23 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
                                 size_t query_len, const struct baton_config *cfg)
 {
     struct request *r = &c->req;
-    size_t need = path_len + query_len + 1, off = 0;
+    size_t need = path_len + query_len + 1, off = 0, n_rec = 0;
     const struct http1_header *ua = NULL;
 
+    /* the classes were found in the parse, by the snapshot's table (runtime.h) */
     for (unsigned i = 0; i < hreq->n_headers; i++) {
         const struct http1_header *h = &hreq->headers[i];
-        if (!ua && name_is(h->name, h->name_len, "user-agent")) {
+        if (!ua && h->id == HDR_USER_AGENT) {
             ua = h;
             need += h->value_len < UA_MAX ? h->value_len : UA_MAX;
         }
-        for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
-            if (name_is(h->name, h->name_len, cfg->audit.record_headers[k]))
-                need += h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len
-                                                              : AUDIT_HEADER_VALUE_MAX;
+        if (h->cls & HDRCLASS_RECORDED) {
+            n_rec++;
+            for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
+                if (name_is(h->name, h->name_len, cfg->audit.record_headers[k]))
+                    need += h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len
+                                                                  : AUDIT_HEADER_VALUE_MAX;
+        }
     }
     arena_reserve(c, need);
 
@@ -830,13 +851,14 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
         off += n;
     }
     r->n_hdrs = 0;
-    for (size_t k = 0; k < cfg->audit.n_record_headers; k++) {
+    for (size_t k = 0; n_rec && k < cfg->audit.n_record_headers; k++) {
         const char *want = cfg->audit.record_headers[k];
         int copies = 0;
         for (unsigned i = 0; i < hreq->n_headers && r->n_hdrs < AUDIT_MAX_RECORD_HEADERS; i++) {
             const struct http1_header *h = &hreq->headers[i];
             size_t n;
-            if (!name_is(h->name, h->name_len, want) || copies == 2) /* two show a duplicate */
+            if (!(h->cls & HDRCLASS_RECORDED) || !name_is(h->name, h->name_len, want) ||
+                copies == 2) /* two show a duplicate */
                 continue;
             n = h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len : AUDIT_HEADER_VALUE_MAX;
             memcpy(c->arena + off, h->value, n);
