@@ -42,6 +42,10 @@ struct hdrclass {
     size_t n;
 };
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "hdrclass.c folds names as little-endian words"
+#endif
+
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 #define MIX 0x9e3779b97f4a7c15ull
@@ -66,17 +70,42 @@ static inline uint64_t fold_word(uint64_t w, bool dash, uint64_t *us)
     return w;
 }
 
+/* s[i..n) (i < n) as a word, its bytes past n zero, never reading outside
+ * s[0..n): a name of 8 bytes or more ends on a load of its last 8 shifted
+ * down; a shorter one is two overlapping 4-byte loads, or up to three bytes. */
+static inline uint64_t load_word(const char *s, size_t i, size_t n)
+{
+    size_t r = n - i;
+    uint64_t w;
+    uint32_t a, b;
+
+    if (r >= 8) {
+        memcpy(&w, s + i, 8);
+        return w;
+    }
+    if (n >= 8) {
+        memcpy(&w, s + n - 8, 8);
+        return w >> (8 * (8 - r));
+    }
+    if (r >= 4) {
+        memcpy(&a, s, 4);
+        memcpy(&b, s + r - 4, 4);
+        return (uint64_t)a | (uint64_t)b << (8 * (r - 4));
+    }
+    return (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[r / 2] << (8 * (r / 2)) |
+           (uint64_t)(unsigned char)s[r - 1] << (8 * (r - 1));
+}
+
 /* Folds s[0..n) into out (n rounded up to 8 bytes, zero-padded: out has room
  * for them) and returns the hash of the folded bytes; *us true when s holds
  * a '_'. The table and the lookup hash alike, by this function. */
-static uint32_t fold_hash(const char *s, size_t n, bool dash, unsigned char *out, bool *us)
+static inline uint32_t fold_hash(const char *s, size_t n, bool dash, unsigned char *out,
+                                 bool *us)
 {
     uint64_t h = MIX ^ n, u = 0;
 
     for (size_t i = 0; i < n; i += 8) {
-        uint64_t w = 0;
-        memcpy(&w, s + i, n - i < 8 ? n - i : 8);
-        w = fold_word(w, dash, &u);
+        uint64_t w = fold_word(load_word(s, i, n), dash, &u);
         memcpy(out + i, &w, 8);
         h = (h ^ w) * MIX;
     }
