@@ -588,6 +588,7 @@ int cmd_explain(int argc, char **argv)
     struct diags d = DIAGS_INIT;
     struct baton_config *cfg = NULL;
     struct policy_set *set = NULL;
+    struct hdrclass *classes = NULL; /* owned: the server's header classes (decide.h) */
     struct jwks *keys = NULL;
     struct authn *authn = NULL;
     struct signurl_keys *url_keys = NULL; /* url_signing's, to verify a link as the server does */
@@ -687,6 +688,10 @@ int cmd_explain(int argc, char **argv)
         fprintf(stderr, "baton explain: the url_signing keys do not load\n");
         goto out;
     }
+    if (!(classes = decide_classes_new(cfg, set, err, sizeof(err)))) {
+        fprintf(stderr, "baton explain: %s\n", err);
+        goto out;
+    }
     if (token && issuer_name) {
         fprintf(stderr, "baton explain: --issuer goes with --claims; a token names its issuer\n");
         goto out;
@@ -735,6 +740,7 @@ int cmd_explain(int argc, char **argv)
         memset(&lim, 0, sizeof(lim));
         lim.max_header_bytes = cfg->limits.max_header_bytes;
         lim.max_uri_bytes = cfg->limits.max_uri_bytes;
+        lim.classes = classes;
         if (head_len > lim.max_header_bytes + 2) {
             x.guard = true;
             x.reason = REASON_HEADERS_TOO_LARGE;
@@ -754,7 +760,7 @@ int cmd_explain(int argc, char **argv)
     if (x.guard) {
         x.decision = DECISION_DENY;
     } else {
-        const struct decide_snapshot snap = {cfg, set, authn, url_keys};
+        const struct decide_snapshot snap = {cfg, set, authn, url_keys, classes};
         struct decide_request dr = {
             .method = x.method,
             .hostname = hreq.hostname,
@@ -838,6 +844,7 @@ out:
     signurl_keys_free(url_keys);
     jwks_free(keys);
     policy_set_free(set);
+    hdrclass_free(classes);
     config_free(cfg);
     diags_free(&d);
     return rc;

@@ -570,10 +570,27 @@ static void skip_body(struct evbuffer *in, const struct http1_request *hreq, siz
     evbuffer_drain(in, head_len + (hreq->body == HTTP1_BODY_LENGTH ? hreq->content_length : 0));
 }
 
+/* A policy's require_headers name: only headers of the policy-read class
+ * (stamped by the snapshot's table, runtime.h) can be it. */
 static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
 {
     const struct http1_request *req = ctx;
-    return (int)http1_header_find(req->headers, req->n_headers, name, strlen(name), value, len);
+    size_t n = strlen(name);
+    int count = 0;
+
+    *value = NULL;
+    *len = 0;
+    for (unsigned i = 0; i < req->n_headers; i++) {
+        const struct http1_header *h = &req->headers[i];
+        if (!(h->cls & HDRCLASS_POLICY) || h->name_len != n ||
+            ascii_casecmp_n(h->name, n, name, n) != 0)
+            continue;
+        if (count++ == 0) {
+            *value = h->value;
+            *len = h->value_len;
+        }
+    }
+    return count;
 }
 
 static void arena_reserve(struct conn *c, size_t need)
@@ -591,19 +608,23 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
                                 size_t query_len, const struct baton_config *cfg)
 {
     struct request *r = &c->req;
-    size_t need = path_len + query_len + 1, off = 0;
+    size_t need = path_len + query_len + 1, off = 0, n_rec = 0;
     const struct http1_header *ua = NULL;
 
+    /* the classes were found in the parse, by the snapshot's table (runtime.h) */
     for (unsigned i = 0; i < hreq->n_headers; i++) {
         const struct http1_header *h = &hreq->headers[i];
-        if (!ua && name_is(h->name, h->name_len, "user-agent")) {
+        if (!ua && h->id == HDR_USER_AGENT) {
             ua = h;
             need += h->value_len < UA_MAX ? h->value_len : UA_MAX;
         }
-        for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
-            if (name_is(h->name, h->name_len, cfg->audit.record_headers[k]))
-                need += h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len
-                                                              : AUDIT_HEADER_VALUE_MAX;
+        if (h->cls & HDRCLASS_RECORDED) {
+            n_rec++;
+            for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
+                if (name_is(h->name, h->name_len, cfg->audit.record_headers[k]))
+                    need += h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len
+                                                                  : AUDIT_HEADER_VALUE_MAX;
+        }
     }
     arena_reserve(c, need);
 
@@ -625,13 +646,14 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
         off += n;
     }
     r->n_hdrs = 0;
-    for (size_t k = 0; k < cfg->audit.n_record_headers; k++) {
+    for (size_t k = 0; n_rec && k < cfg->audit.n_record_headers; k++) {
         const char *want = cfg->audit.record_headers[k];
         int copies = 0;
         for (unsigned i = 0; i < hreq->n_headers && r->n_hdrs < AUDIT_MAX_RECORD_HEADERS; i++) {
             const struct http1_header *h = &hreq->headers[i];
             size_t n;
-            if (!name_is(h->name, h->name_len, want) || copies == 2) /* two show a duplicate */
+            if (!(h->cls & HDRCLASS_RECORDED) || !name_is(h->name, h->name_len, want) ||
+                copies == 2) /* two show a duplicate */
                 continue;
             n = h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len : AUDIT_HEADER_VALUE_MAX;
             memcpy(c->arena + off, h->value, n);
@@ -1178,7 +1200,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
             goto link_decided;
         if (verdict == REDIS_FAILED)
             verdict = rate_fallback(c, &verdict_retry);
-        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys};
+        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
         decide_input(r, hreq, &pr, REASON_ALLOWED, &dr);
         decide_resume(&snap, &dr, &r->d, rate_verdict_of(verdict), verdict_retry);
         goto decided;
@@ -1186,7 +1208,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     memset(r, 0, sizeof(*r));
     r->t0_ns = c->head_start_ns;
     r->ts_ms = now_ms();
-    rt = server_worker_rt(w);
+    rt = w->rt; /* the snapshot conn_process parsed the head with: its header classes */
     r->rt = runtime_ref(rt);
     cfg = rt->cfg;
     r->method = hreq->method;
@@ -1242,7 +1264,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
 
     {
         const struct decide_limiter lim = {c, limit_in_flight, limit_rate};
-        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys};
+        snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
         decide_input(r, hreq, &pr, why, &dr);
         decide_request(&snap, &dr, rt->caches[w->id % rt->n_workers], &c->token_hint, &lim, &r->d);
     }
@@ -1464,6 +1486,7 @@ static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_
     memset(&lim, 0, sizeof(lim));
     lim.max_header_bytes = r->rt->cfg->limits.max_header_bytes;
     lim.max_uri_bytes = r->rt->cfg->limits.max_uri_bytes;
+    lim.classes = r->rt->classes;
     c->processing = true;
     buf = (const char *)evbuffer_pullup(in, (ssize_t)r->head_len);
     if (!buf || http1_parse_request(buf, r->head_len, &lim, &hreq, &hl) != HTTP1_OK ||
@@ -1697,6 +1720,7 @@ static void conn_process(struct conn *c)
         memset(&lim, 0, sizeof(lim));
         lim.max_header_bytes = rt->cfg->limits.max_header_bytes;
         lim.max_uri_bytes = rt->cfg->limits.max_uri_bytes;
+        lim.classes = rt->classes;
         n = len < lim.max_header_bytes + 2 ? len : lim.max_header_bytes + 2;
         buf = (const char *)evbuffer_pullup(in, (ssize_t)n);
         if (c->parse_prev && !http1_worth_parsing(buf, n, c->parse_prev, &lim)) {

@@ -6,8 +6,10 @@
  */
 #include "decide.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "hdrclass.h"
 #include "util.h"
 
 const char *decide_stage_name(enum decide_stage s)
@@ -55,27 +57,62 @@ static bool deny_or_record(struct decide_outcome *out, enum reason why)
     return true;
 }
 
+/* Whether policy p's require_headers include name[0..len). */
+static bool policy_reads(const struct policy *p, const char *name, size_t len)
+{
+    const char *want;
+
+    for (size_t i = 0; (want = policy_header_name(p, i)) != NULL; i++)
+        if (strlen(want) == len && ascii_casecmp_n(want, len, name, len) == 0)
+            return true;
+    return false;
+}
+
 /*
  * True when `Connection` names a header the step's policy reads
  * (require_headers) or the audit record keeps (record_headers): a hop-by-hop
  * strip would let the policy pass on a header that neither the upstream nor
- * the record then sees.
+ * the record then sees. With the snapshot's classes, each listed name is
+ * classified once: a recorded one hides, a policy-read one hides when this
+ * policy reads it, any other name cannot.
  */
 static bool connection_hides(const struct http1_conn_names *conn, const struct policy *p,
-                             const struct baton_config *cfg)
+                             const struct hdrclass *classes)
 {
-    const char *name;
-
-    if (!conn)
+    if (!conn || conn->n == 0)
         return false;
-    for (size_t i = 0; (name = policy_header_name(p, i)) != NULL; i++)
-        if (http1_header_in_connection(conn, name, strlen(name)))
+    if (!classes)
+        return true; /* no table to tell: fail closed (decide.h requires one) */
+    for (unsigned i = 0; i < conn->n; i++) {
+        unsigned cls = hdrclass_of(classes, conn->names[i].name, conn->names[i].len, NULL);
+        if ((cls & HDRCLASS_RECORDED) ||
+            ((cls & HDRCLASS_POLICY) && policy_reads(p, conn->names[i].name, conn->names[i].len)))
             return true;
-    for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
-        if (http1_header_in_connection(conn, cfg->audit.record_headers[k],
-                                       strlen(cfg->audit.record_headers[k])))
-            return true;
+    }
     return false;
+}
+
+struct hdrclass *decide_classes_new(const struct baton_config *cfg, const struct policy_set *set,
+                                    char *err, size_t errlen)
+{
+    size_t n_pol = 0, n = policy_set_count(set), k = 0;
+    const char **pol; /* owned array of borrowed names */
+    const char *cred[1] = {cfg->assertion.header};
+    struct hdrclass *t;
+
+    for (size_t i = 0; i < n; i++)
+        n_pol += policy_header_count(policy_set_at(set, i));
+    pol = xcalloc(n_pol ? n_pol : 1, sizeof(*pol));
+    for (size_t i = 0; i < n; i++) {
+        const struct policy *p = policy_set_at(set, i);
+        for (size_t j = 0; j < policy_header_count(p); j++)
+            pol[k++] = policy_header_name(p, j);
+    }
+    t = hdrclass_new((const char *const *)cfg->audit.record_headers, cfg->audit.n_record_headers,
+                     pol, k, cred, cfg->assertion.enabled && cfg->assertion.header ? 1 : 0, err,
+                     errlen);
+    free(pol);
+    return t;
 }
 
 int decide_bearer(const char *v, size_t n, const char **tok, size_t *len)
@@ -276,7 +313,7 @@ void decide_request(const struct decide_snapshot *snap, const struct decide_requ
     out->limits.max_in_flight = pl->max_in_flight;
 
     out->stage = DECIDE_STAGE_HEADERS;
-    if (connection_hides(req->connection, out->policy, snap->cfg)) {
+    if (connection_hides(req->connection, out->policy, snap->classes)) {
         refuse(out, REASON_BAD_HEADER);
         return;
     }

@@ -76,6 +76,9 @@ struct decide_snapshot {
     const struct policy_set *policies;
     struct authn *authn;                 /* NULL: tokens are keys_unavailable */
     const struct signurl_keys *url_keys; /* NULL: no url_signing */
+    /* required: decide_classes_new(cfg, policies); the head's headers were
+     * classified by it (http1_limits.classes) */
+    const struct hdrclass *classes;
 };
 
 /* The canonical request. Strings are borrowed for the call (and, for
@@ -177,6 +180,17 @@ void decide_request(const struct decide_snapshot *snap, const struct decide_requ
  * `snap` and `req` describe the same request as before. */
 void decide_resume(const struct decide_snapshot *snap, const struct decide_request *req,
                    struct decide_outcome *out, enum decide_rate_verdict v, unsigned retry_after_s);
+
+/*
+ * The header classes of cfg and the policies of set (hdrclass.h): the
+ * built-in names, audit.record_headers (recorded), every require_headers
+ * name (policy-read) and the caller assertion's header when configured
+ * (credential). Built once per loaded configuration (runtime.c, explain), so
+ * that a request reads each header's class instead of comparing its name
+ * with these lists. Owned (hdrclass_free); NULL with err filled.
+ */
+struct hdrclass *decide_classes_new(const struct baton_config *cfg, const struct policy_set *set,
+                                    char *err, size_t errlen);
 
 /* The bearer credential of an Authorization value (`n` bytes): 1 found
  * (*tok points into `v`), 0 another scheme, -1 "Bearer" with nothing usable

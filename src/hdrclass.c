@@ -5,10 +5,11 @@
  * names. A name's '-'/'_'-insensitive classes are stored under its
  * dash-folded spelling ('_' read as '-'), its exact classes and id under its
  * lowercase spelling; the two keys are one entry when the name has no '_'. A
- * lookup folds the name once (lowercase, '_' to '-') while hashing it, probes
- * that key, and probes the lowercase spelling only when the name held a '_'.
- * Prefix families (X-Forwarded-*, X-Goog-*, ...) are a switch on the first
- * folded bytes, after the probe.
+ * lookup folds the name once (lowercase, '_' to '-') eight bytes at a time
+ * into a buffer while hashing the words, probes that key (a memcmp of the
+ * folded bytes), and probes the lowercase spelling only when the name held a
+ * '_'. Prefix families (X-Forwarded-*, X-Goog-*, ...) are a switch on the
+ * first folded bytes, after the probe.
  */
 #include "hdrclass.h"
 
@@ -41,63 +42,99 @@ struct hdrclass {
     size_t n;
 };
 
-static inline unsigned char fold_case(unsigned char c)
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "hdrclass.c folds names as little-endian words"
+#endif
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#define MIX 0x9e3779b97f4a7c15ull
+
+/*
+ * Folds w's bytes (little-endian, as loaded) ASCII-lowercase, and '_' to '-'
+ * when dash; a byte with its high bit set is left as it is. *us gets the '_'
+ * bytes (0x80 each). SWAR: a byte b < 0x80 plus 0x3f carries into its high
+ * bit when b >= 'A', plus 0x25 when b > 'Z'; b ^ '_' is zero only for '_'.
+ */
+static inline uint64_t fold_word(uint64_t w, bool dash, uint64_t *us)
 {
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+    uint64_t lo = w & ~HIGHS, ascii = ~w & HIGHS;
+    uint64_t upper = (lo + ONES * 0x3f) & ~(lo + ONES * 0x25) & ascii;
+    uint64_t t = lo ^ (ONES * '_');
+    uint64_t under = ~((t + ONES * 0x7f) | t) & ascii;
+
+    *us |= under;
+    w |= upper >> 2; /* 0x80 >> 2 is 0x20: 'A' becomes 'a' */
+    if (dash)
+        w ^= (under >> 7) * ('_' ^ '-');
+    return w;
 }
 
-static inline unsigned char fold_dash(unsigned char c)
+/* s[i..n) (i < n) as a word, its bytes past n zero, never reading outside
+ * s[0..n): a name of 8 bytes or more ends on a load of its last 8 shifted
+ * down; a shorter one is two overlapping 4-byte loads, or up to three bytes. */
+static inline uint64_t load_word(const char *s, size_t i, size_t n)
 {
-    c = fold_case(c);
-    return c == '_' ? '-' : c;
-}
+    size_t r = n - i;
+    uint64_t w;
+    uint32_t a, b;
 
-#define FNV_OFFSET 2166136261u
-#define FNV_PRIME 16777619u
-
-static uint32_t hash_case(const char *s, size_t n)
-{
-    uint32_t h = FNV_OFFSET;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ fold_case((unsigned char)s[i])) * FNV_PRIME;
-    return h;
-}
-
-/* name (any case, any '_') equals the stored lowercase key, folding '_' when dash */
-static bool key_eq(const struct hc_entry *e, const char *s, size_t n, bool dash)
-{
-    if (e->len != n)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = dash ? fold_dash((unsigned char)s[i]) : fold_case((unsigned char)s[i]);
-        if (c != (unsigned char)e->name[i])
-            return false;
+    if (r >= 8) {
+        memcpy(&w, s + i, 8);
+        return w;
     }
-    return true;
+    if (n >= 8) {
+        memcpy(&w, s + n - 8, 8);
+        return w >> (8 * (8 - r));
+    }
+    if (r >= 4) {
+        memcpy(&a, s, 4);
+        memcpy(&b, s + r - 4, 4);
+        return (uint64_t)a | (uint64_t)b << (8 * (r - 4));
+    }
+    return (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[r / 2] << (8 * (r / 2)) |
+           (uint64_t)(unsigned char)s[r - 1] << (8 * (r - 1));
 }
 
-static struct hc_entry *probe(const struct hdrclass *t, const char *s, size_t n, uint32_t h,
-                              bool dash)
+/* Folds s[0..n) into out (n rounded up to 8 bytes, zero-padded: out has room
+ * for them) and returns the hash of the folded bytes; *us true when s holds
+ * a '_'. The table and the lookup hash alike, by this function. */
+static inline uint32_t fold_hash(const char *s, size_t n, bool dash, unsigned char *out,
+                                 bool *us)
+{
+    uint64_t h = MIX ^ n, u = 0;
+
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w = fold_word(load_word(s, i, n), dash, &u);
+        memcpy(out + i, &w, 8);
+        h = (h ^ w) * MIX;
+    }
+    if (us)
+        *us = u != 0;
+    return (uint32_t)(h ^ (h >> 29));
+}
+
+static struct hc_entry *probe(const struct hdrclass *t, const unsigned char *key, size_t n,
+                              uint32_t h)
 {
     for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
         struct hc_entry *e = &t->slots[i];
         if (!e->name)
             return NULL;
-        if (e->hash == h && key_eq(e, s, n, dash))
+        if (e->hash == h && e->len == n && memcmp(e->name, key, n) == 0)
             return e;
     }
 }
 
-/* The slot of key (lowercase, already folded as wanted), created when absent. */
-static struct hc_entry *slot_for(struct hdrclass *t, const char *key, size_t n)
+/* The slot of key (folded as wanted, hash h by fold_hash), created when absent. */
+static struct hc_entry *slot_for(struct hdrclass *t, const unsigned char *key, size_t n, uint32_t h)
 {
-    uint32_t h = hash_case(key, n);
     size_t i = h & t->mask;
 
     for (;; i = (i + 1) & t->mask) {
         struct hc_entry *e = &t->slots[i];
         if (!e->name) {
-            e->name = xstrndup(key, n);
+            e->name = xstrndup((const char *)key, n);
             e->len = n;
             e->hash = h;
             t->n++;
@@ -111,21 +148,18 @@ static struct hc_entry *slot_for(struct hdrclass *t, const char *key, size_t n)
 static void add(struct hdrclass *t, const char *name, unsigned exact, unsigned any,
                 enum hdrclass_id id)
 {
-    char low[HC_MAX_NAME], dash[HC_MAX_NAME];
+    unsigned char low[HC_MAX_NAME + 8], dash[HC_MAX_NAME + 8];
     size_t n = strlen(name);
+    uint32_t h_low = fold_hash(name, n, false, low, NULL), h_dash = fold_hash(name, n, true, dash, NULL);
 
-    for (size_t i = 0; i < n; i++) {
-        low[i] = (char)fold_case((unsigned char)name[i]);
-        dash[i] = (char)fold_dash((unsigned char)name[i]);
-    }
     if (exact || id) {
-        struct hc_entry *e = slot_for(t, low, n);
+        struct hc_entry *e = slot_for(t, low, n, h_low);
         e->exact |= (uint16_t)exact;
         if (id)
             e->id = (uint8_t)id;
     }
     if (any)
-        slot_for(t, dash, n)->any |= (uint16_t)any;
+        slot_for(t, dash, n, h_dash)->any |= (uint16_t)any;
 }
 
 static const struct {
@@ -280,27 +314,23 @@ static unsigned prefix_class(const unsigned char *f, size_t n)
 unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len,
                      enum hdrclass_id *id)
 {
-    unsigned char head[16];
-    uint32_t h = FNV_OFFSET;
+    unsigned char f[HC_MAX_NAME + 8]; /* the name folded, '_' read as '-' */
     bool us = false;
     unsigned cls = 0;
+    uint32_t h;
     const struct hc_entry *e;
 
     if (!t)
         t = hdrclass_builtin();
     if (id)
         *id = HDR_OTHER;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = fold_case((unsigned char)name[i]);
-        if (c == '_') {
-            us = true;
-            c = '-';
-        }
-        if (i < sizeof(head))
-            head[i] = c;
-        h = (h ^ c) * FNV_PRIME;
+    if (len > HC_MAX_NAME) { /* no entry is so long: the prefix families only */
+        fold_hash(name, 16, true, f, NULL);
+        cls = prefix_class(f, 16);
+        goto out;
     }
-    if ((e = probe(t, name, len, h, true)) != NULL) {
+    h = fold_hash(name, len, true, f, &us);
+    if ((e = probe(t, f, len, h)) != NULL) {
         cls = e->any;
         if (!us) {
             cls |= e->exact;
@@ -308,12 +338,17 @@ unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len,
                 *id = (enum hdrclass_id)e->id;
         }
     }
-    if (us && (e = probe(t, name, len, hash_case(name, len), false)) != NULL) {
-        cls |= e->exact;
-        if (id)
-            *id = (enum hdrclass_id)e->id;
+    cls |= prefix_class(f, len < 16 ? len : 16);
+    if (us) {
+        unsigned char x[HC_MAX_NAME + 8]; /* the name lowercase, '_' kept */
+        h = fold_hash(name, len, false, x, NULL);
+        if ((e = probe(t, x, len, h)) != NULL) {
+            cls |= e->exact;
+            if (id)
+                *id = (enum hdrclass_id)e->id;
+        }
     }
-    cls |= prefix_class(head, len < sizeof(head) ? len : sizeof(head));
+out:
     if (cls & HC_NOT_FORWARDING)
         cls &= ~(HC_NOT_FORWARDING | HDRCLASS_FORWARDING);
     return cls;

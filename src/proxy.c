@@ -677,27 +677,6 @@ static size_t forwarded_without_host(const char *v, size_t n, char *out)
     return o;
 }
 
-/* `name` is the configured assertion header, ASCII case-insensitively and with
- * '-' and '_' equivalent (CGI-style frameworks read both as one variable). */
-static bool is_assertion_name(const char *name, size_t len, const char *want)
-{
-    size_t i = 0;
-    for (; i < len && want[i]; i++) {
-        unsigned char a = (unsigned char)name[i], b = (unsigned char)want[i];
-        if (a == '_')
-            a = '-';
-        if (b == '_')
-            b = '-';
-        if (a >= 'A' && a <= 'Z')
-            a = (unsigned char)(a + 32);
-        if (b >= 'A' && b <= 'Z')
-            b = (unsigned char)(b + 32);
-        if (a != b)
-            return false;
-    }
-    return i == len && !want[i];
-}
-
 int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 {
     const struct http1_request *r = p->req;
@@ -732,7 +711,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
             (r->connection.n &&
              http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
             (!p->keep_tracestate && h->id == HDR_TRACESTATE) ||
-            (p->assertion_name && is_assertion_name(h->name, h->name_len, p->assertion_name)))
+            (p->assertion_name && (h->cls & HDRCLASS_CREDENTIAL)))
             continue;
         if (h->cls & HDRCLASS_SPOOFABLE) {
             /* Only a trusted proxy's forwarding headers survive, and only in

@@ -95,7 +95,9 @@ struct proxy_head_params {
     bool keep_tracestate;     /* the client's traceparent was valid: its tracestate goes on */
     /* the caller assertion (assertion.h): every client copy of `assertion_name`
      * (NULL: none configured; '-' and '_' equivalent) is dropped, and the ready
-     * line (NULL: none for this upstream) "name: value\r\n" is sent */
+     * line (NULL: none for this upstream) "name: value\r\n" is sent. req's
+     * headers carry the credential class of that name (runtime.h's classes,
+     * stamped by the parse): a copy is found by its class */
     const char *assertion_name;
     const char *assertion_line;
     size_t assertion_line_len;

@@ -13,6 +13,8 @@
 
 #include "assertion.h"
 #include "authn.h"
+#include "decide.h"
+#include "hdrclass.h"
 #include "jwks.h"
 #include "log.h"
 #include "policy.h"
@@ -170,6 +172,7 @@ static void destroy(struct runtime *rt)
         resolver_free(rt->targets[i].res);
     free(rt->targets);
     signurl_keys_free(rt->url_keys);
+    hdrclass_free(rt->classes);
     config_free(rt->cfg);
     free(rt);
 }
@@ -380,6 +383,14 @@ struct runtime *runtime_build(const char *path, struct diags *d)
     qsort(rt->steps, rt->n_steps, sizeof(*rt->steps), step_cmp);
     if (d->n)
         goto fail;
+    {
+        char err[128];
+        rt->classes = decide_classes_new(rt->cfg, rt->policies, err, sizeof(err));
+        if (!rt->classes) {
+            diags_add(d, rt->cfg->file, 0, 0, "%s", err);
+            goto fail;
+        }
+    }
 
     rt->jwks = jwks_new(bg_base, bg_http, rt->cfg);
     if (old && old->jwks)

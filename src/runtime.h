@@ -64,6 +64,10 @@ struct runtime {
     struct signurl_keys *url_keys; /* url_signing's keys, NULL when not configured */
     struct assertion_signer *assertion;        /* NULL: no "assertion" configured */
     struct assertion_cache **assertion_caches; /* one per worker, with assertion */
+    /* owned: the request header classes of cfg and policies (hdrclass.h): the
+     * built-in names, audit.record_headers, every require_headers name and the
+     * caller assertion's header; the parse stamps each header by it */
+    struct hdrclass *classes;
     /* private */
     _Atomic int refs_;
     struct runtime *next_; /* destruction queue */

@@ -34,6 +34,7 @@ static struct cfg_upstream upstream;
 static struct tk_keys tk;
 static struct authn *authn;
 static struct policy_set *set;
+static struct hdrclass *classes; /* decide_classes_new(&cfg, set) */
 static struct signurl_keys *url_keys, *other_keys;
 static char *record_headers[] = {(char *)"x-record-me"};
 static bool seen[REASON__COUNT]; /* reasons some decision here returned */
@@ -159,7 +160,7 @@ static void input(const struct req *r)
 static enum reason decide(const struct req *r, struct fake *f, struct authn *a,
                           struct decide_outcome *out)
 {
-    const struct decide_snapshot snap = {&cfg, set, a, url_keys};
+    const struct decide_snapshot snap = {&cfg, set, a, url_keys, classes};
     const struct decide_limiter lim = {f, fake_in_flight, fake_rate};
     input(r);
     decide_request(&snap, &dr, NULL, NULL, f ? &lim : NULL, out);
@@ -231,6 +232,39 @@ static void test_order(void)
         struct req r = {.target = "/open/x", .conn = "x-record-me"};
         is_int(decide1(&r, &f, NULL), REASON_BAD_HEADER,
                "headers: Connection naming an audit.record_headers header");
+    }
+    {
+        /* the classes built at load drive it: X-Need is policy-read (main),
+         * but /open/ routes to a policy that does not read it */
+        struct req r = {.target = "/open/x", .conn = "X-Need"};
+        is_int(decide1(&r, &f, &st), REASON_TOKEN_MISSING,
+               "headers: Connection naming another policy's require_headers header passes");
+    }
+    {
+        struct req r = {.target = "/api/x", .conn = "X_Need"};
+        is_int(decide1(&r, &f, &st), REASON_TOKEN_MISSING,
+               "headers: Connection naming X_Need is not X-Need (exact spelling)");
+    }
+    {
+        struct req r = {.target = "/open/x", .conn = "X-RECORD-ME"};
+        is_int(decide1(&r, &f, NULL), REASON_BAD_HEADER,
+               "headers: a record_headers name in any case hides");
+    }
+    {
+        struct hdrclass *t = decide_classes_new(&cfg, set, NULL, 0);
+        ok(t && hdrclass_of(t, "x-need", 6, NULL) == HDRCLASS_POLICY &&
+               hdrclass_of(t, "X-Record-Me", 11, NULL) == HDRCLASS_RECORDED &&
+               hdrclass_of(t, "x-other", 7, NULL) == 0,
+           "classes: require_headers names are policy-read, record_headers recorded");
+        hdrclass_free(t);
+        cfg.assertion.enabled = true;
+        cfg.assertion.header = (char *)"X-Caller";
+        t = decide_classes_new(&cfg, set, NULL, 0);
+        ok(t && hdrclass_of(t, "x_CALLER", 8, NULL) == HDRCLASS_CREDENTIAL,
+           "classes: the assertion header is a credential in every '-'/'_' spelling");
+        hdrclass_free(t);
+        cfg.assertion.enabled = false;
+        cfg.assertion.header = NULL;
     }
     {
         struct req r = {.target = "/api/x", .conn = "x-other"};
@@ -307,7 +341,7 @@ static void test_limits(void)
         decide_outcome_release(&o);
     }
     {
-        const struct decide_snapshot snap = {&cfg, set, authn, url_keys};
+        const struct decide_snapshot snap = {&cfg, set, authn, url_keys, classes};
         struct fake f = {.rate = DECIDE_RATE_PENDING};
         struct req big = r;
         decide(&r, &f, authn, &o);
@@ -730,6 +764,8 @@ static void setup(void)
         src[i].len = strlen(POLICIES[2 * i + 1]);
     }
     set = policy_set_build(&cfg, src, N_POLICIES, &d);
+    if (set)
+        classes = decide_classes_new(&cfg, set, NULL, 0);
     for (size_t i = 0; i < d.n; i++)
         tap_diag("%s:%d:%d: %s", d.v[i].file, d.v[i].line, d.v[i].col, d.v[i].msg);
     diags_free(&d);
@@ -748,7 +784,7 @@ static void setup(void)
 int main(void)
 {
     setup();
-    if (!ok(set && url_keys && other_keys, "the config, policies and link keys load"))
+    if (!ok(set && classes && url_keys && other_keys, "the config, policies and link keys load"))
         return 1;
     test_order();
     test_limits();
@@ -763,6 +799,7 @@ int main(void)
     signurl_keys_free(other_keys);
     rmdir(tmpdir);
     authn_free(authn);
+    hdrclass_free(classes);
     policy_set_free(set);
     tk_keys_clear(&tk);
     EVP_PKEY_free(key);

@@ -1044,6 +1044,61 @@ static void test_classes(void)
        "classes: an empty configured name is refused (%s)", err);
 }
 
+/* A name with one byte replaced by each of the 255 others, at every offset:
+ * the table's (word-wise) folding must give the byte-wise verdict, for
+ * bytes next to the letters ('@', '[', '`', '{'), '_' and '-', and bytes
+ * with the high bit set (0xc1 is 'A' | 0x80: never a letter). */
+static bool ref_fold_eq(const char *name, size_t len, const char *lit, bool dash)
+{
+    return strlen(lit) == len && ref_eq(name, len, lit, false, dash);
+}
+
+static void test_classes_fold(void)
+{
+    /* the second: the bytes each side of 'A'..'Z' and their lowercase twins */
+    static const char *const recorded[] = {"x-sfn-execution-arn-long", "@az[`{^~_-0123456789",
+                                           "ab", "abc-d", "x-sfn-ex", "a-c"};
+    static const char *const policy[] = {"x_under_score"};
+    static const char *const cred[] = {"x-caller-assertion"};
+    static const char *const bases[] = {"X-Sfn-Execution-Arn-Long", "X_Under_Score",
+                                        "x_caller-ASSERTION", "@AZ[`{^~_-0123456789",
+                                        "AB", "aBc-D", "X-Sfn-Ex", "A", "A_C"};
+    char err[128], name[64], lng[300];
+    unsigned bad = 0, total = 0;
+    struct hdrclass *t = hdrclass_new(recorded, 6, policy, 1, cred, 1, err, sizeof(err));
+
+    for (size_t b = 0; t && b < sizeof(bases) / sizeof(bases[0]); b++) {
+        size_t n = strlen(bases[b]);
+        for (size_t i = 0; i < n; i++)
+            for (unsigned c = 1; c < 256; c++) {
+                unsigned got, want = 0;
+                memcpy(name, bases[b], n);
+                name[i] = (char)c;
+                for (size_t k = 0; k < sizeof(recorded) / sizeof(recorded[0]); k++)
+                    if (ref_fold_eq(name, n, recorded[k], false))
+                        want |= HDRCLASS_RECORDED;
+                if (ref_fold_eq(name, n, policy[0], false))
+                    want |= HDRCLASS_POLICY;
+                if (ref_fold_eq(name, n, cred[0], true))
+                    want |= HDRCLASS_CREDENTIAL;
+                got = hdrclass_of(t, name, n, NULL) & (HDRCLASS_RECORDED | HDRCLASS_POLICY |
+                                                       HDRCLASS_CREDENTIAL);
+                total++;
+                if (got != want) {
+                    bad++;
+                    tap_diag("class of %.*s (0x%02x at %zu): 0x%x, want 0x%x", (int)n, name, c, i,
+                             got, want);
+                }
+            }
+    }
+    is_int(bad, 0, "classes: %u one-byte neighbours fold as byte by byte", total);
+    memset(lng, 'a', sizeof(lng));
+    memcpy(lng, "X_Goog-", 7);
+    is_int(hdrclass_of(t, lng, sizeof(lng), NULL), HDRCLASS_SPOOFABLE,
+           "classes: a name over 256 bytes keeps its prefix family only");
+    hdrclass_free(t);
+}
+
 static void test_status_text(void)
 {
     is_str(http1_status_text(431, "x"), "Request Header Fields Too Large", "status text: 431");
@@ -1093,6 +1148,7 @@ int main(void)
     test_hygiene();
     test_classes_model();
     test_classes();
+    test_classes_fold();
     test_status_text();
     test_token();
     return tap_done();
