@@ -40,10 +40,10 @@ struct run {
     uint64_t n;
     atomic_uint_fast64_t next, done, submitted;
     atomic_bool stop;     /* out of time */
-    uint64_t *submit_ns;   /* per record: when submitted */
-    uint64_t *durable_ns;  /* per record: submit to callback */
-    uint64_t *path_ns;     /* per record: reserve+submit time */
-    uint64_t pace_ns;      /* 0: as fast as possible */
+    uint64_t *submit_ns;  /* per record: when submitted */
+    uint64_t *durable_ns; /* per record: submit to callback */
+    uint64_t *path_ns;    /* per record: reserve+submit time */
+    uint64_t pace_ns;     /* 0: as fast as possible */
     uint64_t t0;
 };
 

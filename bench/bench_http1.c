@@ -72,28 +72,31 @@ static void run(const char *name, bench_fn fn, const char *buf, size_t len)
 
 int main(void)
 {
-    static const char small[] = "GET /healthz HTTP/1.1\r\nHost: gw.example\r\nUser-Agent: curl/7.88.1\r\n"
-                                "Accept: */*\r\n\r\n";
+    static const char small[] =
+        "GET /healthz HTTP/1.1\r\nHost: gw.example\r\nUser-Agent: curl/7.88.1\r\n"
+        "Accept: */*\r\n\r\n";
     char sfn[4096], token[1100], body[70000];
-    static const char upstream[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                   "Date: Wed, 26 Nov 2025 10:00:00 GMT\r\nServer: Google Frontend\r\n"
-                                   "Content-Length: 27\r\nX-Cloud-Trace-Context: 0123456789abcdef/1;o=1\r\n"
-                                   "Alt-Svc: h3=\":443\"; ma=2592000\r\n\r\n";
+    static const char upstream[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        "Date: Wed, 26 Nov 2025 10:00:00 GMT\r\nServer: Google Frontend\r\n"
+        "Content-Length: 27\r\nX-Cloud-Trace-Context: 0123456789abcdef/1;o=1\r\n"
+        "Alt-Svc: h3=\":443\"; ma=2592000\r\n\r\n";
     size_t o = 0;
 
     for (size_t i = 0; i < sizeof(token) - 1; i++)
         token[i] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[i * 7 % 64];
     token[120] = token[600] = '.';
     token[sizeof(token) - 1] = '\0';
-    snprintf(sfn, sizeof(sfn),
-             "POST /billing/reconcile?dry=0 HTTP/1.1\r\nHost: gateway.example.com\r\n"
-             "Authorization: Bearer %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-             "Content-Length: 512\r\nUser-Agent: Amazon|StepFunctions|HttpInvoke|us-east-1\r\n"
-             "X-Sfn-Execution: arn:aws:states:us-east-1:123456789012:execution:deploy:4f1c\r\n"
-             "X-Sfn-State: Reconcile\r\nX-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n"
-             "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
-             "Accept: application/json\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n\r\n",
-             token);
+    snprintf(
+        sfn, sizeof(sfn),
+        "POST /billing/reconcile?dry=0 HTTP/1.1\r\nHost: gateway.example.com\r\n"
+        "Authorization: Bearer %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+        "Content-Length: 512\r\nUser-Agent: Amazon|StepFunctions|HttpInvoke|us-east-1\r\n"
+        "X-Sfn-Execution: arn:aws:states:us-east-1:123456789012:execution:deploy:4f1c\r\n"
+        "X-Sfn-State: Reconcile\r\nX-Amzn-Trace-Id: Root=1-67891233-abcdef012345678912345678\r\n"
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+        "Accept: application/json\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n\r\n",
+        token);
     /* a 64 KiB body in 4 KiB chunks */
     for (int c = 0; c < 16; c++) {
         o += (size_t)snprintf(body + o, sizeof(body) - o, "1000\r\n");

@@ -165,7 +165,8 @@ static void speed_setup(struct bctx *b, EVP_PKEY *k, const char *alg)
 
     if (!strcmp(alg, "EdDSA")) {
         b->speed_md = EVP_MD_CTX_new();
-        if (!b->speed_md || EVP_DigestVerifyInit_ex(b->speed_md, NULL, NULL, NULL, NULL, k, NULL) != 1)
+        if (!b->speed_md ||
+            EVP_DigestVerifyInit_ex(b->speed_md, NULL, NULL, NULL, NULL, k, NULL) != 1)
             abort();
         return;
     }
@@ -286,10 +287,11 @@ int main(int argc, char **argv)
         const char *alg, *kid;
         enum jws_alg id;
     } cases[] = {
-        {"RS256", "rsa", JWS_RS256}, {"PS256", "rsa", JWS_PS256}, {"ES256", "p256", JWS_ES256},
+        {"RS256", "rsa", JWS_RS256},  {"PS256", "rsa", JWS_PS256}, {"ES256", "p256", JWS_ES256},
         {"ES384", "p384", JWS_ES384}, {"EdDSA", "ed", JWS_EDDSA},
     };
-    EVP_PKEY *rsa = tk_rsa(2048), *p256 = tk_ec("P-256"), *p384 = tk_ec("P-384"), *ed = tk_ed25519();
+    EVP_PKEY *rsa = tk_rsa(2048), *p256 = tk_ec("P-256"), *p384 = tk_ec("P-384"),
+             *ed = tk_ed25519();
     EVP_PKEY *signer[] = {rsa, rsa, p256, p384, ed};
     json_t *arr = json_array();
     struct cfg_issuer is;
@@ -328,7 +330,8 @@ int main(int argc, char **argv)
         "\"https://sts.amazonaws.com/\":{\"aws_account\":\"123456789012\",\"source_region\":"
         "\"us-east-1\",\"org_id\":\"o-abcdef1234\",\"ou_path\":[\"o-abcdef1234/r-ab12/ou-ab12-"
         "11111111/\"],\"principal_tags\":{\"team\":\"billing\",\"env\":\"prod\"}},"
-        "\"iss\":\"" ISS "\",\"exp\":%lld,\"iat\":%lld,\"jti\":\"5f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5b\"}",
+        "\"iss\":\"" ISS
+        "\",\"exp\":%lld,\"iat\":%lld,\"jti\":\"5f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5b\"}",
         (long long)now + 3600, (long long)now);
 
     if (count < 0)

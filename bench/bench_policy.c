@@ -74,8 +74,11 @@ int main(int argc, char **argv)
     int n = argc > 2 ? atoi(argv[2]) : 1000;
     struct cfg_issuer issuers[2] = {{.name = "aws"}, {.name = "cognito"}};
     struct cfg_upstream upstreams[1] = {{.name = "billing"}};
-    struct baton_config cfg = {.file = "bench.json", .issuers = issuers, .n_issuers = 2,
-                               .upstreams = upstreams, .n_upstreams = 1};
+    struct baton_config cfg = {.file = "bench.json",
+                               .issuers = issuers,
+                               .n_issuers = 2,
+                               .upstreams = upstreams,
+                               .n_upstreams = 1};
     struct policy_source *src;
     struct diags d = DIAGS_INIT;
     struct policy_set *set;
@@ -105,7 +108,8 @@ int main(int argc, char **argv)
                                "aws_account", acct, "source_region", "us-east-1");
             snprintf(cid, sizeof(cid), "client-%d", i);
             snprintf(scope, sizeof(scope), "svc-%d/read svc-%d/write", i, i);
-            cog[i] = json_pack("{s:s, s:s, s:s}", "client_id", cid, "token_use", "access", "scope", scope);
+            cog[i] = json_pack("{s:s, s:s, s:s}", "client_id", cid, "token_use", "access", "scope",
+                               scope);
         }
     }
     t0 = mono_ns();
@@ -121,8 +125,8 @@ int main(int argc, char **argv)
     for (int k = 0; k < N_REQ; k++) {
         struct req *r = &reqs[k];
         int i = rand() % n, kind = k % 10;
-        snprintf(exec_ok[k], sizeof(exec_ok[k]), "arn:aws:states:us-east-1:1234567890%02d:execution:sm:%d",
-                 i % 100, k);
+        snprintf(exec_ok[k], sizeof(exec_ok[k]),
+                 "arn:aws:states:us-east-1:1234567890%02d:execution:sm:%d", i % 100, k);
         r->host = "gw.example.com";
         if (i % 10 == 0) { /* exact-host policies, asked in mixed case */
             static char hosts[N_REQ][32];
@@ -137,7 +141,9 @@ int main(int argc, char **argv)
         r->want = REASON_ALLOWED;
         snprintf(r->path, sizeof(r->path), "/svc-%d/runs/%d", i, k);
         switch (kind) {
-        case 0: case 1: case 2: /* allowed, aws, POST one segment */
+        case 0:
+        case 1:
+        case 2: /* allowed, aws, POST one segment */
             break;
         case 3: /* allowed, GET any depth */
             r->method = "GET";
@@ -194,8 +200,8 @@ int main(int argc, char **argv)
             if (!p) {
                 got = REASON_NO_ROUTE;
             } else {
-                struct policy_input in = {r->method, r->path, plen, r->issuer, r->claims, header_cb,
-                                          (void *)r};
+                struct policy_input in = {r->method, r->path,   plen,     r->issuer,
+                                          r->claims, header_cb, (void *)r};
                 got = policy_authorize(p, &in, NULL);
                 wrong += p != r->want_policy;
             }

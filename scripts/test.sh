@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the dependencies, then:
-# 1. checks the source layout .editorconfig declares (scripts/style.sh);
+# 1. checks the source layout .editorconfig declares (scripts/style.sh) and
+#    the C layout .clang-format declares (scripts/format.sh --check);
 # 2. builds baton with AddressSanitizer, UndefinedBehaviorSanitizer and -Werror
 #    in its own build directory (build/check, whatever else was built before,
 #    e.g. by scripts/demo.sh) and runs every test (`make check`: the unit suites,
@@ -17,6 +18,7 @@ sh scripts/deps.sh
 . scripts/build.sh
 status=0
 sh scripts/style.sh || status=1
+sh scripts/format.sh --check || status=1
 build_dir build/check --enable-asan --enable-werror
 make -C build/check -j"$(nproc)" >/dev/null
 make -C build/check -j"$(nproc)" check || status=1

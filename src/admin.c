@@ -72,7 +72,8 @@ static void config_status(struct evbuffer *out, const struct runtime *rt)
 {
     struct runtime_reload st;
     runtime_reload_status(&st);
-    evbuffer_add_printf(out, ",\"config\":{\"generation\":%llu,\"last_reload_ok\":%s,\"loaded_at\":",
+    evbuffer_add_printf(out,
+                        ",\"config\":{\"generation\":%llu,\"last_reload_ok\":%s,\"loaded_at\":",
                         rt ? (unsigned long long)rt->generation : 0ull, st.ok ? "true" : "false");
     if (st.success_ms)
         add_time(out, st.success_ms);
@@ -111,8 +112,9 @@ static bool admin_ready_redis(const struct runtime *rt, const struct redis_statu
     ok = !degraded || rt->cfg->redis.on_failure != REDIS_FAIL_DENY;
     if (!out)
         return ok;
-    evbuffer_add_printf(out, ",\"redis\":{\"configured\":true,\"connections_up\":%u,\"workers\":%u,"
-                             "\"degraded\":%s",
+    evbuffer_add_printf(out,
+                        ",\"redis\":{\"configured\":true,\"connections_up\":%u,\"workers\":%u,"
+                        "\"degraded\":%s",
                         st->up, st->workers, degraded ? "true" : "false");
     if (degraded && st->last_error[0]) {
         evbuffer_add_printf(out, ",\"last_error\":");
@@ -169,10 +171,10 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
     redis_status(&rst);
     redis_ok = admin_ready_redis(rt, &rst, NULL);
 
-    evbuffer_add_printf(out, "{\"ready\":%s,\"config_loaded\":%s,\"keys\":{\"ready\":%s,\"issuers\":[",
-                        (rt && keys && audit_ok && identity_ok && !draining && redis_ok) ? "true"
-                                                                                         : "false",
-                        rt ? "true" : "false", keys ? "true" : "false");
+    evbuffer_add_printf(
+        out, "{\"ready\":%s,\"config_loaded\":%s,\"keys\":{\"ready\":%s,\"issuers\":[",
+        (rt && keys && audit_ok && identity_ok && !draining && redis_ok) ? "true" : "false",
+        rt ? "true" : "false", keys ? "true" : "false");
     for (size_t i = 0; i < n_iss; i++) {
         struct jwks_issuer_stats st;
         if (jwks_stats(rt->jwks, i, &st) < 0)
@@ -187,7 +189,8 @@ bool admin_ready(const struct admin_deps *deps, struct evbuffer *out)
         }
         evbuffer_add(out, "}", 1);
     }
-    evbuffer_add_printf(out, "]},\"audit\":{\"healthy\":%s},\"identity\":{\"required\":%s,\"ready\":%s",
+    evbuffer_add_printf(out,
+                        "]},\"audit\":{\"healthy\":%s},\"identity\":{\"required\":%s,\"ready\":%s",
                         audit_ok ? "true" : "false", need_identity ? "true" : "false",
                         identity_ok ? "true" : "false");
     if (need_identity && deps->identity && !identity_ok) {
@@ -232,7 +235,8 @@ enum identity_family { ID_USABLE, ID_EXPIRY, ID_MINTS, ID_FAILURES, ID_DURATION,
 static const struct {
     const char *name, *type, *help;
 } identity_families[ID__COUNT] = {
-    {"baton_identity_usable", "gauge", "1 while the pair holds a token valid beyond the safety margin."},
+    {"baton_identity_usable", "gauge",
+     "1 while the pair holds a token valid beyond the safety margin."},
     {"baton_identity_token_expiry_seconds", "gauge",
      "Seconds until the pair's current token expires (0: none)."},
     {"baton_identity_mints_total", "counter", "Successful mints."},
@@ -331,12 +335,14 @@ static void on_metrics(struct evhttp_request *req, void *arg)
                              "Key set refresh attempts, by issuer and result.");
         for (size_t i = 0; i < k; i++) {
             snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"ok\"", iss[i].name);
-            metrics_write_sample(b, "baton_keyset_refreshes_total", labels, (double)iss[i].st.fetch_ok);
+            metrics_write_sample(b, "baton_keyset_refreshes_total", labels,
+                                 (double)iss[i].st.fetch_ok);
             snprintf(labels, sizeof(labels), "issuer=\"%s\",result=\"failed\"", iss[i].name);
             metrics_write_sample(b, "baton_keyset_refreshes_total", labels,
                                  (double)iss[i].st.fetch_failed);
         }
-        metrics_write_header(b, "baton_keyset_keys", "gauge", "Usable keys in the current key set.");
+        metrics_write_header(b, "baton_keyset_keys", "gauge",
+                             "Usable keys in the current key set.");
         for (size_t i = 0; i < k; i++) {
             snprintf(labels, sizeof(labels), "issuer=\"%s\"", iss[i].name);
             metrics_write_sample(b, "baton_keyset_keys", labels, (double)iss[i].st.keys);
@@ -350,9 +356,10 @@ static void on_metrics(struct evhttp_request *req, void *arg)
                                  (double)iss[i].st.empty_sets);
         }
         free(iss);
-        metrics_write(b, "baton_config_generation", "gauge",
-                      "Generation of the configuration snapshot in use (1 at start, +1 per reload).",
-                      NULL, (double)rt->generation);
+        metrics_write(
+            b, "baton_config_generation", "gauge",
+            "Generation of the configuration snapshot in use (1 at start, +1 per reload).", NULL,
+            (double)rt->generation);
     }
     {
         struct runtime_reload st;
@@ -371,12 +378,12 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         metrics_write(b, "baton_audit_queue_depth", "gauge",
                       "Audit records reserved or queued, not yet written.", NULL,
                       (double)st.queue_depth);
-        metrics_write(b, "baton_audit_records_total", "counter", "Request records written.",
-                      NULL, (double)st.written);
+        metrics_write(b, "baton_audit_records_total", "counter", "Request records written.", NULL,
+                      (double)st.written);
         metrics_write(b, "baton_audit_failures_total", "counter",
                       "Audit write, fsync, open or rename errors.", NULL, (double)st.failures);
-        metrics_write(b, "baton_audit_lost_total", "counter",
-                      "Audit records never written.", NULL, (double)st.lost);
+        metrics_write(b, "baton_audit_lost_total", "counter", "Audit records never written.", NULL,
+                      (double)st.lost);
         metrics_write(b, "baton_audit_refused_total", "counter",
                       "Requests refused because no audit slot could be reserved.", NULL,
                       (double)st.refused);
@@ -397,8 +404,8 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         metrics_write(b, "baton_audit_witness_dropped_total", "counter",
                       "Records never witnessed (queue full, or pending at shutdown).", NULL,
                       (double)st.witness_dropped);
-        metrics_write(b, "baton_audit_witness_pending", "gauge",
-                      "Records waiting to be witnessed.", NULL, (double)st.witness_pending);
+        metrics_write(b, "baton_audit_witness_pending", "gauge", "Records waiting to be witnessed.",
+                      NULL, (double)st.witness_pending);
         metrics_write(b, "baton_audit_checkpoints_total", "counter",
                       "Signed checkpoint records written.", NULL, (double)st.checkpoints);
         metrics_write(b, "baton_audit_bytes_total", "counter",

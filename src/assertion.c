@@ -62,10 +62,13 @@ static json_t *p256_jwk(EVP_PKEY *pkey, char kid[48], char *err, size_t errlen)
     json_t *jwk = NULL;
 
     if (!EVP_PKEY_is_a(pkey, "EC") ||
-        !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) ||
+        !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                        NULL) ||
         strcmp(group, "prime256v1") != 0) {
-        errbuf_set(err, errlen, "not an EC P-256 key (ES256 needs P-256: "
-                                "openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)");
+        errbuf_set(
+            err, errlen,
+            "not an EC P-256 key (ES256 needs P-256: "
+            "openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)");
         goto out;
     }
     if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_X, &x) ||
@@ -84,8 +87,8 @@ static json_t *p256_jwk(EVP_PKEY *pkey, char kid[48], char *err, size_t errlen)
     thumb_in = xasprintf("{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", x64, y64);
     sha256_raw(thumb_in, strlen(thumb_in), digest);
     b64url_encode(digest, sizeof(digest), kid);
-    jwk = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", x64, "y",
-                    y64, "kid", kid, "use", "sig", "alg", "ES256");
+    jwk = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", x64,
+                    "y", y64, "kid", kid, "use", "sig", "alg", "ES256");
 out:
     BN_free(x);
     BN_free(y);
@@ -123,14 +126,15 @@ static EVP_PKEY *load_public(const char *path, char *err, size_t errlen)
     EVP_PKEY *pkey = NULL;
 
     if (read_file_capped(path, KEY_FILE_MAX, &pem, &len) != 0) {
-        snprintf(err, errlen, "assertion previous_keys %s: cannot read (or larger than %d bytes)", path,
-                 KEY_FILE_MAX);
+        snprintf(err, errlen, "assertion previous_keys %s: cannot read (or larger than %d bytes)",
+                 path, KEY_FILE_MAX);
         return NULL;
     }
     bio = BIO_new_mem_buf(pem, (int)len);
     pkey = bio ? PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL) : NULL;
     if (!pkey)
-        snprintf(err, errlen, "assertion previous_keys %s: not a PEM public key (BEGIN PUBLIC KEY)", path);
+        snprintf(err, errlen, "assertion previous_keys %s: not a PEM public key (BEGIN PUBLIC KEY)",
+                 path);
     BIO_free(bio);
     free(pem);
     return pkey;
@@ -163,8 +167,8 @@ struct assertion_signer *assertion_signer_new(const struct cfg_assertion *cfg,
     }
     jwk = p256_jwk(s->key, s->kid, why, sizeof(why));
     if (!jwk) {
-        snprintf(err, errlen, "assertion signing_key %s: %s", cfg->signing_key ? cfg->signing_key : "(generated)",
-                 why);
+        snprintf(err, errlen, "assertion signing_key %s: %s",
+                 cfg->signing_key ? cfg->signing_key : "(generated)", why);
         goto fail;
     }
     json_array_append_new(keys, jwk);
@@ -199,7 +203,8 @@ struct assertion_signer *assertion_signer_new(const struct cfg_assertion *cfg,
     s->jwks = xstrdup(doc_text);
     s->jwks_len = strlen(s->jwks);
     s->header_b64 = xmalloc(b64url_encoded_len(strlen(hdr_text)) + 1);
-    s->header_b64_len = b64url_encode((const unsigned char *)hdr_text, strlen(hdr_text), s->header_b64);
+    s->header_b64_len = b64url_encode((const unsigned char *)hdr_text, strlen(hdr_text),
+                                      s->header_b64);
     goto out;
 fail:
     assertion_signer_free(s);
@@ -302,8 +307,9 @@ json_t *assertion_claims(const struct assertion_input *in)
     set_str(caller, "token_sha256", ar->fingerprint[0] ? ar->fingerprint : NULL);
     json_object_set_new(c, "caller", caller);
     set_str(c, "step", in->step);
-    json_object_set_new(c, "policy", json_pack("{s:s?, s:s?}", "file", in->policy_file, "sha256",
-                                               in->policy_sha256));
+    json_object_set_new(
+        c, "policy",
+        json_pack("{s:s?, s:s?}", "file", in->policy_file, "sha256", in->policy_sha256));
     headers = json_object();
     for (size_t i = 0; i < in->n_headers && i < ASSERTION_MAX_HEADERS; i++)
         json_object_set_new(headers, in->header_names[i],
@@ -336,7 +342,8 @@ char *assertion_sign(const struct assertion_signer *s, const json_t *claims, cha
     plen = strlen(payload);
     n = s->header_b64_len + 1 + b64url_encoded_len(plen) + 1 + b64url_encoded_len(sizeof(raw));
     if (n > ASSERTION_MAX_BYTES) {
-        snprintf(err, errlen, "assertion: %zu bytes signed would exceed %d", n, ASSERTION_MAX_BYTES);
+        snprintf(err, errlen, "assertion: %zu bytes signed would exceed %d", n,
+                 ASSERTION_MAX_BYTES);
         goto out;
     }
     out = xmalloc(n + 1);
@@ -345,7 +352,8 @@ char *assertion_sign(const struct assertion_signer *s, const json_t *claims, cha
     p64 = b64url_encode((const unsigned char *)payload, plen, out + s->header_b64_len + 1);
     md = EVP_MD_CTX_new();
     if (!md || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, s->key) != 1 ||
-        EVP_DigestSign(md, der, &derlen, (const unsigned char *)out, s->header_b64_len + 1 + p64) != 1 ||
+        EVP_DigestSign(md, der, &derlen, (const unsigned char *)out, s->header_b64_len + 1 + p64) !=
+            1 ||
         !(es = d2i_ECDSA_SIG(NULL, &dp, (long)derlen))) {
         errbuf_set(err, errlen, "assertion: ES256 signing failed");
         free(out);
@@ -502,7 +510,8 @@ const char *assertion_cache_line(struct assertion_cache *c, const struct asserti
         sl->key_len = klen;
         sl->line = line;
         sl->line_len = *len;
-        sl->use_until = json_integer_value(exp) - (int64_t)assertion_refresh_margin_s(in->cfg->lifetime_s);
+        sl->use_until = json_integer_value(exp) -
+                        (int64_t)assertion_refresh_margin_s(in->cfg->lifetime_s);
     } else {
         free(c->scratch);
         c->scratch = line;

@@ -33,10 +33,10 @@
 struct authn_result;
 
 #define ASSERTION_TYP "baton-assertion+jwt" /* RFC 8725 3.11 explicit typing */
-#define ASSERTION_MAX_BYTES 8192   /* a signed header value larger than this is refused */
-#define ASSERTION_MAX_HEADERS 32   /* require_headers values carried, in policy order */
-#define ASSERTION_JWKS_MAX_AGE_S 300 /* Cache-Control max-age of the JWKS */
-#define ASSERTION_CACHE_SLOTS 1024 /* per worker, direct-mapped */
+#define ASSERTION_MAX_BYTES 8192            /* a signed header value larger than this is refused */
+#define ASSERTION_MAX_HEADERS 32            /* require_headers values carried, in policy order */
+#define ASSERTION_JWKS_MAX_AGE_S 300        /* Cache-Control max-age of the JWKS */
+#define ASSERTION_CACHE_SLOTS 1024          /* per worker, direct-mapped */
 
 /* The signing key (EC P-256) with its kid and the published key set. */
 struct assertion_signer;
@@ -63,16 +63,16 @@ struct assertion_input {
     const struct cfg_assertion *cfg;
     const char *audience;              /* the upstream's audience */
     const struct authn_result *caller; /* a verified caller (REASON_ALLOWED) */
-    bool cognito;                      /* the issuer's audience_claim is client_id: sub = client_id */
-    const char *step;                  /* the policy's own string: the cache knows a step by its address */
+    bool cognito;     /* the issuer's audience_claim is client_id: sub = client_id */
+    const char *step; /* the policy's own string: the cache knows a step by its address */
     const char *policy_file;
     const char *policy_sha256;
-    bool dry_run;                      /* the step's mode is dry_run */
-    const char *const *header_names;   /* require_headers that matched: names as in the policy */
-    const char *const *header_values;  /* and their values (not NUL-terminated) */
+    bool dry_run;                     /* the step's mode is dry_run */
+    const char *const *header_names;  /* require_headers that matched: names as in the policy */
+    const char *const *header_values; /* and their values (not NUL-terminated) */
     const size_t *header_lens;
-    size_t n_headers;                  /* at most ASSERTION_MAX_HEADERS */
-    const char *audit_log;             /* the audit chain's log id, or NULL */
+    size_t n_headers;      /* at most ASSERTION_MAX_HEADERS */
+    const char *audit_log; /* the audit chain's log id, or NULL */
     int64_t now_s;
 };
 

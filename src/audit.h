@@ -55,58 +55,58 @@ struct audit_header {
  * its JSON member.
  */
 struct audit_record {
-    int64_t ts_ms;              /* when the request head was complete, ms since the epoch (UTC) */
-    const char *request_id;     /* baton's own id for the request: never the client's */
+    int64_t ts_ms;          /* when the request head was complete, ms since the epoch (UTC) */
+    const char *request_id; /* baton's own id for the request: never the client's */
     enum decision decision;
-    enum reason reason;         /* written as reason_code() */
-    int status;                 /* HTTP status sent; 0: none (connection lost) -> null */
-    const char *step;           /* NULL: no route */
-    bool dry_run;               /* the step's mode was dry_run */
-    const char *policy_file;    /* file name of the step policy, NULL: no route */
-    const char *policy_sha256;  /* hex SHA-256 of its content */
-    int worker;                 /* worker thread index; -1: not a worker -> null */
+    enum reason reason;            /* written as reason_code() */
+    int status;                    /* HTTP status sent; 0: none (connection lost) -> null */
+    const char *step;              /* NULL: no route */
+    bool dry_run;                  /* the step's mode was dry_run */
+    const char *policy_file;       /* file name of the step policy, NULL: no route */
+    const char *policy_sha256;     /* hex SHA-256 of its content */
+    int worker;                    /* worker thread index; -1: not a worker -> null */
     const char *client_request_id; /* the client's valid X-Request-Id, forwarded; NULL -> null */
     struct {
-        bool verified;          /* the token passed authentication; the fields below
+        bool verified; /* the token passed authentication; the fields below
                                    are then verified claims, else best-effort hints */
         const char *iss, *sub, *audience, *jti, *aws_account;
         const char *token_sha256; /* hex SHA-256 of the token bytes; NULL: no token */
-    } caller;                   /* `caller` is null when token_sha256 and iss are NULL */
+    } caller;                     /* `caller` is null when token_sha256 and iss are NULL */
     struct {
         const char *method;
         size_t method_len;
-        const char *path;       /* canonical path, or the raw target when it was refused */
+        const char *path; /* canonical path, or the raw target when it was refused */
         size_t path_len;
-        const char *query;      /* without '?'; values of secret-looking parameters are redacted */
+        const char *query; /* without '?'; values of secret-looking parameters are redacted */
         size_t query_len;
-        const char *client;     /* peer address "ip:port" (NUL-terminated) */
+        const char *client; /* peer address "ip:port" (NUL-terminated) */
         const char *user_agent;
         size_t user_agent_len;
-        uint64_t bytes_in;      /* request body bytes received */
+        uint64_t bytes_in; /* request body bytes received */
         const struct audit_header *headers;
         size_t n_headers;
     } request;
     struct {
-        const char *name;       /* NULL: nothing was forwarded -> `upstream` is null */
-        int status;             /* 0: no response -> null */
-        int64_t latency_ms;     /* < 0: unknown -> null */
-        uint64_t bytes;         /* response body bytes received from the upstream */
-        const char *identity;   /* service account the token was minted for, "default"
+        const char *name;     /* NULL: nothing was forwarded -> `upstream` is null */
+        int status;           /* 0: no response -> null */
+        int64_t latency_ms;   /* < 0: unknown -> null */
+        uint64_t bytes;       /* response body bytes received from the upstream */
+        const char *identity; /* service account the token was minted for, "default"
                                    (baton's own identity) or "none" */
-        const char *audience;   /* audience of the minted token */
+        const char *audience; /* audience of the minted token */
     } upstream;
-    uint64_t bytes_out;         /* response body bytes sent to the client */
-    int64_t duration_ms;        /* request head complete to response done; < 0 -> null */
-    struct {                    /* a signed URL (signurl.h) minted or used; written
+    uint64_t bytes_out;            /* response body bytes sent to the client */
+    int64_t duration_ms;           /* request head complete to response done; < 0 -> null */
+    struct {                       /* a signed URL (signurl.h) minted or used; written
                                    as "link" only when op is set */
-        const char *op;         /* "mint" | "use" */
-        const char *id;         /* link id, 32 hex (never the signature); NULL: none
+        const char *op;            /* "mint" | "use" */
+        const char *id;            /* link id, 32 hex (never the signature); NULL: none
                                    (a refused mint, a malformed link) */
         const char *method, *path; /* what the link is for (path: with its query) */
         size_t path_len;
         const char *kid, *minter;
-        int64_t exp;            /* unix seconds */
-        unsigned uses;          /* 0: any number until exp */
+        int64_t exp;   /* unix seconds */
+        unsigned uses; /* 0: any number until exp */
     } link;
 };
 
@@ -123,9 +123,9 @@ struct audit_stats {
     uint64_t bytes;       /* bytes written, newlines included */
     uint64_t fsyncs;
     uint64_t rotations;
-    uint64_t failures;    /* write, fsync, open or rename errors */
-    uint64_t lost;        /* records never written (write failure, or queue full with allow) */
-    uint64_t refused;     /* audit_reserve refusals (deny) */
+    uint64_t failures; /* write, fsync, open or rename errors */
+    uint64_t lost;     /* records never written (write failure, or queue full with allow) */
+    uint64_t refused;  /* audit_reserve refusals (deny) */
     bool healthy;
     /* the witness (audit_witness.h); all 0 without one */
     uint64_t witness_written, witness_existing, witness_conflicts, witness_failures,
@@ -235,7 +235,6 @@ void audit_close(struct audit_log *log);
 char *audit_record_body(const struct audit_record *rec, char *const *allowed, size_t n_allowed,
                         size_t *len);
 
-
 /*
  * The bytes a checkpoint signs: "baton-audit-checkpoint/1\n" then log id,
  * seq, head (the checkpoint's prev), ts and key_id, each on its own line.
@@ -258,19 +257,19 @@ size_t audit_checkpoint_line(char *out, size_t cap, const char *log_id, uint64_t
 
 enum audit_break {
     AUDIT_OK = 0,
-    AUDIT_BREAK_MALFORMED,    /* not a JSON object, or a member missing or mistyped */
-    AUDIT_BREAK_TORN,         /* a line without its newline at the end of a file */
-    AUDIT_BREAK_TOO_LONG,     /* a line longer than AUDIT_LINE_MAX */
-    AUDIT_BREAK_EDITED,       /* a record's bytes no longer hash to the next `prev` */
-    AUDIT_BREAK_MISSING,      /* seq jumps forward: records removed */
-    AUDIT_BREAK_REORDERED,    /* records out of order */
-    AUDIT_BREAK_INSERTED,     /* seq repeats or goes back: a record added */
-    AUDIT_BREAK_SPLICED,      /* a record of another log (log id differs) */
-    AUDIT_BREAK_BAD_START,    /* a file set that does not begin at an open or rotate record */
+    AUDIT_BREAK_MALFORMED,     /* not a JSON object, or a member missing or mistyped */
+    AUDIT_BREAK_TORN,          /* a line without its newline at the end of a file */
+    AUDIT_BREAK_TOO_LONG,      /* a line longer than AUDIT_LINE_MAX */
+    AUDIT_BREAK_EDITED,        /* a record's bytes no longer hash to the next `prev` */
+    AUDIT_BREAK_MISSING,       /* seq jumps forward: records removed */
+    AUDIT_BREAK_REORDERED,     /* records out of order */
+    AUDIT_BREAK_INSERTED,      /* seq repeats or goes back: a record added */
+    AUDIT_BREAK_SPLICED,       /* a record of another log (log id differs) */
+    AUDIT_BREAK_BAD_START,     /* a file set that does not begin at an open or rotate record */
     AUDIT_BREAK_BAD_SIGNATURE, /* a checkpoint that does not verify with --pubkey */
     AUDIT_BREAK_UNSIGNED_TAIL, /* records after the last checkpoint, with --pubkey */
-    AUDIT_BREAK_EMPTY,        /* no record at all */
-    AUDIT_BREAK_FORKED,       /* two different records with one seq (inputs, or input and witness) */
+    AUDIT_BREAK_EMPTY,         /* no record at all */
+    AUDIT_BREAK_FORKED, /* two different records with one seq (inputs, or input and witness) */
     AUDIT_BREAK_MISSING_CHAIN, /* --witness: a witnessed chain absent from the inputs */
 };
 
@@ -278,49 +277,49 @@ enum audit_break {
 const char *audit_break_name(enum audit_break b);
 
 struct audit_verify_result {
-    enum audit_break kind;  /* AUDIT_OK when everything verified */
-    char file[256];         /* where the break is (file name as given, cut) */
-    uint64_t line;          /* 1-based line number in that file, 0: none */
-    uint64_t seq;           /* seq of the record concerned */
+    enum audit_break kind; /* AUDIT_OK when everything verified */
+    char file[256];        /* where the break is (file name as given, cut) */
+    uint64_t line;         /* 1-based line number in that file, 0: none */
+    uint64_t seq;          /* seq of the record concerned */
     bool has_seq;
-    char message[512];      /* what is wrong, in words */
+    char message[512]; /* what is wrong, in words */
     /* summary, valid whatever the outcome (up to the break) */
     uint64_t files, records, requests, checkpoints, opens, rotates, losts, chains;
     uint64_t bytes;
     uint64_t first_seq, last_seq;
-    bool from_genesis;      /* the set starts with a genesis record */
+    bool from_genesis; /* the set starts with a genesis record */
     char log_id[33];
     char first_ts[32], last_ts[32];
-    char head[65];          /* SHA-256 hex of the last line */
-    uint64_t signed_seq;    /* seq of the last verified checkpoint */
+    char head[65];       /* SHA-256 hex of the last line */
+    uint64_t signed_seq; /* seq of the last verified checkpoint */
     bool signatures_checked;
-    char key_id[65];        /* of the --pubkey key, "" without */
-    char unit;              /* what `line` counts: 'l' lines, 'e' LogEntry entries, 0 none */
+    char key_id[65];           /* of the --pubkey key, "" without */
+    char unit;                 /* what `line` counts: 'l' lines, 'e' LogEntry entries, 0 none */
     uint64_t unsigned_records; /* --live: records after their chain's last checkpoint */
-    uint64_t witnessed;     /* --witness: records found equal to the witness's */
+    uint64_t witnessed;        /* --witness: records found equal to the witness's */
     uint64_t witness_chains;
 };
 
 /* What the verifier learned of one chain (a log id), in the order met. */
 struct audit_chain_summary {
     char log_id[33];
-    char instance[256];     /* from its last open record ("host=... pid=..."), "" if none */
+    char instance[256]; /* from its last open record ("host=... pid=..."), "" if none */
     uint64_t first_seq, last_seq, records, requests;
-    bool from_genesis;      /* it begins with its genesis record (seq 0) */
+    bool from_genesis; /* it begins with its genesis record (seq 0) */
     char first_ts[32], last_ts[32];
-    char head[65];          /* SHA-256 hex of its last record */
-    bool has_checkpoint;    /* a checkpoint was read (signed with --pubkey) */
+    char head[65];       /* SHA-256 hex of its last record */
+    bool has_checkpoint; /* a checkpoint was read (signed with --pubkey) */
     uint64_t checkpoint_seq;
     char checkpoint_ts[32];
     uint64_t unsigned_after; /* records after its last checkpoint (all of them without one) */
-    uint64_t unclean_stops; /* open records that declare an unclean stop before them */
-    char unclean[256];      /* the last one's unclean_stop members, "name=value ..." */
+    uint64_t unclean_stops;  /* open records that declare an unclean stop before them */
+    char unclean[256];       /* the last one's unclean_stop members, "name=value ..." */
 };
 
 /* Verify options; see audit_verifier_set. */
 struct audit_verify_opts {
-    bool live;              /* records after the last checkpoint are reported, not a break */
-    bool from_genesis;      /* every chain must begin at seq 0 */
+    bool live;         /* records after the last checkpoint are reported, not a break */
+    bool from_genesis; /* every chain must begin at seq 0 */
     const struct audit_vwitness *witness; /* borrowed, valid until audit_verifier_free; or NULL */
 };
 

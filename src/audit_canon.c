@@ -27,9 +27,8 @@
 #define O(name, sub) AUDIT_MEMBER(name, sub, NULL)
 #define END AUDIT_MEMBERS_END
 
-static const struct audit_member common_m[] = {
-    M("v"), M("seq"), M("prev"), M("log"), M("kind"), M("ts"),
-    END};
+static const struct audit_member common_m[] = {M("v"),    M("seq"), M("prev"), M("log"),
+                                               M("kind"), M("ts"),  END};
 
 /* instance and unclean_stop: the open record's members the witness and
  * crash-recovery writer adds (docs/audit.md "open"). */
@@ -38,20 +37,27 @@ static const struct audit_member instance_m[] = {
     M("host"),    M("pid"),      M("started"),       END};
 
 static const struct audit_member unclean_m[] = {
-    M("log"),      M("pid"),     M("started"),          M("fsync"),
-    M("last_seq"), M("last_ts"), M("missing_from_seq"), M("window_from"),
+    M("log"),       M("pid"),     M("started"),          M("fsync"),
+    M("last_seq"),  M("last_ts"), M("missing_from_seq"), M("window_from"),
     M("window_to"), END};
 
-static const struct audit_member open_m[] = {
-    M("start"),      M("baton"),      M("host"),        M("pid"),
-    M("fsync"),      M("on_failure"), M("key_id"),      M("torn_bytes"),
-    M("torn_sha256"), M("prev_file"), O("instance", instance_m),
-    O("unclean_stop", unclean_m), END};
+static const struct audit_member open_m[] = {M("start"),
+                                             M("baton"),
+                                             M("host"),
+                                             M("pid"),
+                                             M("fsync"),
+                                             M("on_failure"),
+                                             M("key_id"),
+                                             M("torn_bytes"),
+                                             M("torn_sha256"),
+                                             M("prev_file"),
+                                             O("instance", instance_m),
+                                             O("unclean_stop", unclean_m),
+                                             END};
 
 static const struct audit_member rotate_m[] = {M("cause"), M("prev_file"), END};
 
-static const struct audit_member lost_m[] = {
-    M("count"), M("refused"), M("since"), M("error"), END};
+static const struct audit_member lost_m[] = {M("count"), M("refused"), M("since"), M("error"), END};
 
 static const struct audit_member checkpoint_m[] = {M("key_id"), M("sig"), END};
 
@@ -62,8 +68,11 @@ static const struct audit_member checkpoint_m[] = {M("key_id"), M("sig"), END};
 static const struct {
     const char *kind;
     const struct audit_member *m;
-} kinds[] = {{"request", audit_request_members}, {"open", open_m},         {"rotate", rotate_m},
-             {"lost", lost_m},       {"checkpoint", checkpoint_m}};
+} kinds[] = {{"request", audit_request_members},
+             {"open", open_m},
+             {"rotate", rotate_m},
+             {"lost", lost_m},
+             {"checkpoint", checkpoint_m}};
 
 struct out {
     char *p;
@@ -172,8 +181,8 @@ static void put_number(struct out *o, const json_t *v)
     put(o, t, len);
 }
 
-static void put_value(struct out *o, const json_t *v, const struct audit_member *sub, const char *name,
-                      int depth);
+static void put_value(struct out *o, const json_t *v, const struct audit_member *sub,
+                      const char *name, int depth);
 
 static void put_object(struct out *o, const json_t *obj, const struct audit_member *const *tables,
                        size_t ntables, const char *what, int depth)
@@ -212,8 +221,8 @@ static void put_object(struct out *o, const json_t *obj, const struct audit_memb
     put(o, "}", 1);
 }
 
-static void put_value(struct out *o, const json_t *v, const struct audit_member *sub, const char *name,
-                      int depth)
+static void put_value(struct out *o, const json_t *v, const struct audit_member *sub,
+                      const char *name, int depth)
 {
     if (o->failed)
         return;
@@ -247,8 +256,10 @@ static void put_value(struct out *o, const json_t *v, const struct audit_member 
                 put(o, ",", 1);
             if (json_is_object(e)) {
                 char why[160];
-                snprintf(why, sizeof(why), "an object inside the array \"%.60s\", where a "
-                         "record has none", name);
+                snprintf(why, sizeof(why),
+                         "an object inside the array \"%.60s\", where a "
+                         "record has none",
+                         name);
                 fail(o, why);
                 return;
             }
@@ -261,8 +272,10 @@ static void put_value(struct out *o, const json_t *v, const struct audit_member 
         char what[96];
         if (!sub) {
             char why[160];
-            snprintf(why, sizeof(why), "member \"%.60s\" is an object, which it never is in a "
-                     "record", name);
+            snprintf(why, sizeof(why),
+                     "member \"%.60s\" is an object, which it never is in a "
+                     "record",
+                     name);
             fail(o, why);
             return;
         }

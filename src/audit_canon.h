@@ -54,10 +54,15 @@ struct audit_member {
     size_t key_len;
 };
 
-#define AUDIT_MEMBER(name, sub, put)                                                             \
-    {name, sub, put, ",\"" name "\":",                                                            \
-     sizeof(",\"" name "\":") - 1 + 0 * sizeof(char[sizeof(name) <= 28 ? 1 : -1])}
-#define AUDIT_MEMBERS_END {NULL, NULL, NULL, "", 0}
+#define AUDIT_MEMBER(name, sub, put)                                                     \
+    {                                                                                    \
+        name, sub, put, ",\"" name "\":",                                                \
+            sizeof(",\"" name "\":") - 1 + 0 * sizeof(char[sizeof(name) <= 28 ? 1 : -1]) \
+    }
+#define AUDIT_MEMBERS_END       \
+    {                           \
+        NULL, NULL, NULL, "", 0 \
+    }
 
 /* The members of a request record after those every record has (v, seq,
  * prev, log, kind, ts), in the order written. */

@@ -52,8 +52,8 @@ enum in_kind { IN_LINES, IN_ARRAY, IN_NDJSON };
 struct input {
     const char *name;
     enum in_kind kind;
-    int fd;        /* stdin, a pipe, a FIFO: kept open after detection; else -1 */
-    char *pre;     /* with fd: the bytes read to detect its kind, fed first */
+    int fd;    /* stdin, a pipe, a FIFO: kept open after detection; else -1 */
+    char *pre; /* with fd: the bytes read to detect its kind, fed first */
     size_t prelen;
 };
 
@@ -84,7 +84,7 @@ static ssize_t read_some(int fd, char *buf, size_t n)
  */
 static int detect(const char *name, const char *p, size_t n, enum in_kind *kind)
 {
-    static const char *const members[] = {"\"jsonPayload\"", "\"logName\"", "\"insertId\"",
+    static const char *const members[] = {"\"jsonPayload\"", "\"logName\"",      "\"insertId\"",
                                           "\"textPayload\"", "\"protoPayload\"", "\"resource\""};
     size_t i = 0, eol;
 
@@ -102,11 +102,15 @@ static int detect(const char *name, const char *p, size_t n, enum in_kind *kind)
     if (p[i] != '{') {
         unsigned char c = (unsigned char)p[i];
         if (c >= 0x21 && c <= 0x7e)
-            fprintf(stderr, "baton: %s: not JSON (it begins with '%c'): neither baton's JSON "
-                    "Lines nor a Cloud Logging export\n", name, c);
+            fprintf(stderr,
+                    "baton: %s: not JSON (it begins with '%c'): neither baton's JSON "
+                    "Lines nor a Cloud Logging export\n",
+                    name, c);
         else
-            fprintf(stderr, "baton: %s: not JSON (it begins with byte 0x%02x): neither baton's "
-                    "JSON Lines nor a Cloud Logging export\n", name, c);
+            fprintf(stderr,
+                    "baton: %s: not JSON (it begins with byte 0x%02x): neither baton's "
+                    "JSON Lines nor a Cloud Logging export\n",
+                    name, c);
         return -1;
     }
     for (eol = i; eol < n && p[eol] != '\n'; eol++)
@@ -200,11 +204,11 @@ struct ingest {
     struct audit_le_reader *le;
     uint32_t file;
     const char *name;
-    char *rec;   /* a rebuilt record */
-    char *line;  /* JSON Lines: the partial line */
+    char *rec;  /* a rebuilt record */
+    char *line; /* JSON Lines: the partial line */
     size_t llen;
     uint64_t line_no;
-    int status;  /* 0, 1: a break (the verifier's), 2: bad input (printed) */
+    int status; /* 0, 1: a break (the verifier's), 2: bad input (printed) */
 };
 
 static void ingest_line(struct ingest *g, char unit, uint64_t no, const char *line, size_t len)
@@ -312,7 +316,8 @@ static int verify_indexed(struct audit_verifier *v, struct input *in, size_t n, 
             if (!r && g.llen) {
                 audit_verifier_fail(v, AUDIT_BREAK_TORN, in[i].name, 'l', g.line_no + 1, false, 0,
                                     "the last line has no newline (%zu bytes): an interrupted "
-                                    "write", g.llen);
+                                    "write",
+                                    g.llen);
                 g.status = 1;
             }
         } else {
@@ -350,7 +355,8 @@ static void print_chain(const struct audit_chain_summary *c, bool signatures)
     printf("chain:    %s%s%s\n", c->log_id, c->instance[0] ? "  " : "", c->instance);
     if (c->from_genesis)
         printf("  seq:    %" PRIu64 "..%" PRIu64 " (from genesis), %" PRIu64 " records, %" PRIu64
-               " requests\n", c->first_seq, c->last_seq, c->records, c->requests);
+               " requests\n",
+               c->first_seq, c->last_seq, c->records, c->requests);
     else
         printf("  seq:    %" PRIu64 "..%" PRIu64 " NOT FROM GENESIS: records 0..%" PRIu64
                " are not in the inputs; %" PRIu64 " records, %" PRIu64 " requests\n",
@@ -359,14 +365,15 @@ static void print_chain(const struct audit_chain_summary *c, bool signatures)
     printf("  head:   %s\n", c->head);
     if (c->unclean_stops)
         printf("  UNCLEAN STOP: %" PRIu64 " start(s) after a crash; records of the stopped run "
-               "may be missing; the last: %s\n", c->unclean_stops, c->unclean);
+               "may be missing; the last: %s\n",
+               c->unclean_stops, c->unclean);
     if (c->has_checkpoint && !c->unsigned_after)
         printf("  ended:  cleanly: its last record is a checkpoint%s (seq %" PRIu64 ", %s)\n",
                signatures ? ", signed" : "", c->checkpoint_seq, c->checkpoint_ts);
     else if (c->has_checkpoint)
         printf("  ended:  CUT: its last checkpoint is seq %" PRIu64 " (%s); %" PRIu64
-               " record(s) after it are unsigned\n", c->checkpoint_seq, c->checkpoint_ts,
-               c->unsigned_after);
+               " record(s) after it are unsigned\n",
+               c->checkpoint_seq, c->checkpoint_ts, c->unsigned_after);
     else
         printf("  ended:  CUT: no checkpoint; all %" PRIu64 " record(s) are unsigned\n",
                c->unsigned_after);
@@ -400,7 +407,8 @@ static void print_summary(const struct audit_verify_result *r, const struct audi
         printf("copies:   %" PRIu64 " identical duplicate record(s) dropped\n", duplicates);
     if (live && r->unsigned_records)
         printf("live:     %" PRIu64 " record(s) after their chain's last checkpoint, unsigned "
-               "(--live)\n", r->unsigned_records);
+               "(--live)\n",
+               r->unsigned_records);
     for (size_t i = 0; i < nc; i++)
         if (!c[i].from_genesis) {
             printf("WARNING:  %s chain(s) do not begin at genesis: their earlier records are "
@@ -410,7 +418,8 @@ static void print_summary(const struct audit_verify_result *r, const struct audi
         }
     if (w)
         printf("witness:  %" PRIu64 " chain(s), %" PRIu64 " witnessed record(s) equal in the "
-               "inputs%s\n", r->witness_chains, r->witnessed,
+               "inputs%s\n",
+               r->witness_chains, r->witnessed,
                audit_vwitness_skipped(w) ? " (files not of the layout skipped)" : "");
 }
 

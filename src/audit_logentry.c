@@ -198,8 +198,9 @@ int audit_le_end(struct audit_le_reader *r, char *why, size_t whylen)
         return -1;
     }
     if (r->array && r->st != LE_DONE) {
-        snprintf(why, whylen, "%s", r->st == LE_START ? "no JSON array" :
-                 "the array is not closed: the input is cut short");
+        snprintf(why, whylen, "%s",
+                 r->st == LE_START ? "no JSON array"
+                                   : "the array is not closed: the input is cut short");
         return -1;
     }
     return 0;
@@ -208,9 +209,9 @@ int audit_le_end(struct audit_le_reader *r, char *why, size_t whylen)
 /* Members a LogEntry has (any one makes an object LogEntry-shaped). */
 static bool entry_shaped(const json_t *e)
 {
-    static const char *const names[] = {"logName", "insertId", "resource", "timestamp",
-                                        "receiveTimestamp", "jsonPayload", "textPayload",
-                                        "protoPayload"};
+    static const char *const names[] = {"logName",     "insertId",         "resource",
+                                        "timestamp",   "receiveTimestamp", "jsonPayload",
+                                        "textPayload", "protoPayload"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (json_object_get(e, names[i]))
             return true;
@@ -232,13 +233,15 @@ enum audit_le_status audit_le_record(const char *entry, size_t elen, char *out, 
         goto out;
     }
     if (!json_is_object(e) || !entry_shaped(e)) {
-        snprintf(why, whylen, "not a LogEntry (no logName, insertId, resource, timestamp or "
-                              "payload)");
+        snprintf(why, whylen,
+                 "not a LogEntry (no logName, insertId, resource, timestamp or "
+                 "payload)");
         goto out;
     }
     payload = json_object_get(e, "jsonPayload");
     if (!payload) {
-        snprintf(why, whylen, "a LogEntry without jsonPayload (%s): not an audit record; export "
+        snprintf(why, whylen,
+                 "a LogEntry without jsonPayload (%s): not an audit record; export "
                  "only the audit log (docs/audit.md)",
                  json_object_get(e, "textPayload")    ? "a textPayload"
                  : json_object_get(e, "protoPayload") ? "a protoPayload"
@@ -251,7 +254,8 @@ enum audit_le_status audit_le_record(const char *entry, size_t elen, char *out, 
     }
     if (!json_object_get(payload, "v") && !json_object_get(payload, "seq") &&
         !json_object_get(payload, "log") && !json_object_get(payload, "kind")) {
-        snprintf(why, whylen, "a jsonPayload that is not an audit record (no v, seq, log or kind): "
+        snprintf(why, whylen,
+                 "a jsonPayload that is not an audit record (no v, seq, log or kind): "
                  "export only baton's stdout log (its own log lines go to stderr)");
         goto out;
     }

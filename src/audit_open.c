@@ -112,8 +112,8 @@ static int parse_tail_record_ts(const char *line, size_t len, uint64_t *seq, cha
     memcpy(log_id, json_string_value(l), 33);
     if (ts_out) {
         ts = json_object_get(root, "ts");
-        snprintf(ts_out, 32, "%s", json_is_string(ts) && json_string_length(ts) < 32
-                                       ? json_string_value(ts) : "");
+        snprintf(ts_out, 32, "%s",
+                 json_is_string(ts) && json_string_length(ts) < 32 ? json_string_value(ts) : "");
     }
     rc = 0;
 out:
@@ -127,14 +127,14 @@ static int parse_tail_record(const char *line, size_t len, uint64_t *seq, char l
 }
 
 struct tail {
-    char ts[32];      /* of the last complete record, "" if it has none */
-    uint64_t seq;     /* of the last complete record */
-    char prev[65];    /* its hash */
+    char ts[32];   /* of the last complete record, "" if it has none */
+    uint64_t seq;  /* of the last complete record */
+    char prev[65]; /* its hash */
     char log_id[33];
-    uint64_t keep;    /* bytes up to and including its newline */
-    uint64_t torn;    /* bytes after it without a newline */
+    uint64_t keep; /* bytes up to and including its newline */
+    uint64_t torn; /* bytes after it without a newline */
     char torn_sha256[65];
-    bool found;       /* a complete record exists */
+    bool found; /* a complete record exists */
 };
 
 /* Finds the last complete line of `fd` (size bytes) and what follows it. */
@@ -156,7 +156,7 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
             continue;
         if (n <= 0) {
             errbuf_set(err, errlen, "audit log %s: reading its tail: %s", name,
-                    n < 0 ? strerror(errno) : "file shrank");
+                       n < 0 ? strerror(errno) : "file shrank");
             goto out;
         }
         got += (size_t)n;
@@ -165,7 +165,7 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
     if (!nl) {
         if (base != 0) {
             errbuf_set(err, errlen, "audit log %s: no newline in its last %" PRIu64 " bytes", name,
-                    window);
+                       window);
             goto out;
         }
         t->keep = 0; /* only a torn first line */
@@ -188,13 +188,15 @@ static int read_tail(int fd, uint64_t size, const char *name, bool allow_torn, s
     while (start > buf && start[-1] != '\n')
         start--;
     if (start == buf && base != 0) {
-        errbuf_set(err, errlen, "audit log %s: last line longer than %d bytes", name, AUDIT_LINE_MAX);
+        errbuf_set(err, errlen, "audit log %s: last line longer than %d bytes", name,
+                   AUDIT_LINE_MAX);
         goto out;
     }
     if (parse_tail_record_ts(start, (size_t)(nl - start), &t->seq, t->log_id, t->ts) != 0) {
         errbuf_set(err, errlen,
-                "audit log %s: its last line is not an audit record; move the file aside to "
-                "start a new chain", name);
+                   "audit log %s: its last line is not an audit record; move the file aside to "
+                   "start a new chain",
+                   name);
         goto out;
     }
     sha256_hex(start, (size_t)(nl - start), t->prev);
@@ -277,9 +279,9 @@ static char *best_sibling(const char *path, const char *want_log, struct tail *t
  * first seq of the file it was writing.
  */
 struct prev_run {
-    bool found;             /* a marker was there: an unclean stop */
-    char log_id[33];        /* "" when unknown (a marker cut short) */
-    int64_t pid;            /* -1: unknown */
+    bool found;      /* a marker was there: an unclean stop */
+    char log_id[33]; /* "" when unknown (a marker cut short) */
+    int64_t pid;     /* -1: unknown */
     char started[32], fsync[16];
     uint64_t file_first_seq;
     bool has_first_seq;
@@ -336,9 +338,11 @@ void audit_write_run(struct audit_log *log)
     if (!log->run_path)
         return;
     tmp = xasprintf("%s.tmp", log->run_path);
-    sb_fmt(&b, "{\"log\":\"%s\",\"pid\":%ld,\"started\":\"%s\",\"fsync\":\"%s\","
-               "\"file_first_seq\":%" PRIu64 "}\n",
-           log->log_id, (long)getpid(), log->started, audit_fsync_name(log->fsync), log->file_first_seq);
+    sb_fmt(&b,
+           "{\"log\":\"%s\",\"pid\":%ld,\"started\":\"%s\",\"fsync\":\"%s\","
+           "\"file_first_seq\":%" PRIu64 "}\n",
+           log->log_id, (long)getpid(), log->started, audit_fsync_name(log->fsync),
+           log->file_first_seq);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0 || write(fd, b.buf.p, b.buf.len) != (ssize_t)b.buf.len || fsync(fd) != 0 ||
         rename(tmp, log->run_path) != 0) {
@@ -382,7 +386,7 @@ static int open_file(struct audit_log *log, const struct prev_run *pr, const cha
     if (t.torn) {
         if (ftruncate(log->fd, (off_t)t.keep) != 0 || fsync(log->fd) != 0) {
             errbuf_set(err, errlen, "audit log %s: cutting its torn last line: %s", log->path,
-                    strerror(errno));
+                       strerror(errno));
             goto out;
         }
         log_msg(LOG_WARNING, "audit: %s ended with a torn line of %" PRIu64 " bytes; cut",
@@ -418,10 +422,11 @@ static int open_file(struct audit_log *log, const struct prev_run *pr, const cha
             /* The file the crashed run was writing is gone (moved elsewhere,
              * compressed, deleted): continuing from an older file would fork
              * the chain. A new chain starts; the open record declares the gap. */
-            log_msg(LOG_ERROR, "audit: the file log %s was writing from seq %" PRIu64 " is not "
-                               "next to %s (moved, compressed or deleted?): a new chain starts "
-                               "and its open record declares the gap", pr->log_id,
-                    pr->file_first_seq, log->path);
+            log_msg(LOG_ERROR,
+                    "audit: the file log %s was writing from seq %" PRIu64 " is not "
+                    "next to %s (moved, compressed or deleted?): a new chain starts "
+                    "and its open record declares the gap",
+                    pr->log_id, pr->file_first_seq, log->path);
             missing = true;
             t.found = false;
         }
@@ -485,14 +490,16 @@ static int check_headers(const struct cfg_audit *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->n_record_headers; i++) {
         const char *h = cfg->record_headers[i];
         size_t n = strlen(h);
-        if (!n || n > CAP_HNAME || strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                             "0123456789!#$%&'*+-.^_`|~") != n) {
+        if (!n || n > CAP_HNAME ||
+            strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789!#$%&'*+-.^_`|~") != n) {
             errbuf_set(err, errlen, "audit record_headers: \"%.64s\" is not a header name", h);
             return -1;
         }
         if (config_header_is_secret(h, n)) {
             errbuf_set(err, errlen,
-                    "audit record_headers: \"%s\" may carry a credential and is never recorded", h);
+                       "audit record_headers: \"%s\" may carry a credential and is never recorded",
+                       h);
             return -1;
         }
     }
@@ -560,7 +567,7 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
     memcpy(log->cur.prev, AUDIT_GENESIS_PREV, sizeof(log->cur.prev));
     audit_fmt_ts(now_ms(), ts); /* the open record's time, and an unclean stop's window_to */
     if (log->to_stdout) {
-        log->fd = STDOUT_FILENO; /* a pipe: no tail to read, each start is a new chain */
+        log->fd = STDOUT_FILENO;  /* a pipe: no tail to read, each start is a new chain */
         signal(SIGPIPE, SIG_IGN); /* a closed pipe must be EPIPE, not death */
         sb_lit(&marker, ",\"torn_bytes\":0,\"torn_sha256\":null,\"prev_file\":null");
     } else {
@@ -588,9 +595,9 @@ struct audit_log *audit_open_with(const struct cfg_audit *cfg, const struct audi
         sb_cstr(&m, PACKAGE_VERSION, 64);
         sb_lit(&m, ",\"host\":");
         sb_cstr(&m, host, 256);
-        sb_fmt(&m, ",\"pid\":%ld,\"fsync\":\"%s\",\"on_failure\":\"%s\",\"key_id\":",
-               (long)getpid(), audit_fsync_name(log->fsync),
-               log->on_failure == ON_FAILURE_DENY ? "deny" : "allow");
+        sb_fmt(&m,
+               ",\"pid\":%ld,\"fsync\":\"%s\",\"on_failure\":\"%s\",\"key_id\":", (long)getpid(),
+               audit_fsync_name(log->fsync), log->on_failure == ON_FAILURE_DENY ? "deny" : "allow");
         sb_cstr(&m, log->key ? log->key_id : NULL, CAP_HASH);
         sb_put(&m, marker.buf.p, marker.buf.len);
         /* docs/audit.md "The open record": which instance this chain is */
@@ -640,4 +647,3 @@ fail:
     audit_close(log);
     return NULL;
 }
-

@@ -91,8 +91,8 @@ void audit_rh_free(struct audit_rh *rh)
     free(rh->open);
 }
 
-#define PUT(fn)                                                                                  \
-    static bool fn(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,        \
+#define PUT(fn)                                                                           \
+    static bool fn(struct sb *b, const struct audit_record *r, const struct audit_fmt *f, \
                    const struct audit_member *self)
 
 static void put_members(struct sb *b, const struct audit_record *r, const struct audit_fmt *f,
@@ -120,24 +120,87 @@ static void sb_quoted(struct sb *b, const char *s)
     sb_lit(b, "\"");
 }
 
-PUT(put_request_id) { sb_cstr(b, r->request_id, CAP_ID); return true; }
-PUT(put_decision) { sb_quoted(b, decision_name(r->decision)); return true; }
-PUT(put_reason) { sb_quoted(b, reason_code(r->reason)); return true; }
-PUT(put_status) { sb_int_or_null(b, r->status > 0, r->status); return true; }
-PUT(put_step) { sb_cstr(b, r->step, CAP_STEP); return true; }
-PUT(put_dry_run) { sb_raw(b, r->dry_run ? "true" : "false"); return true; }
+PUT(put_request_id)
+{
+    sb_cstr(b, r->request_id, CAP_ID);
+    return true;
+}
+PUT(put_decision)
+{
+    sb_quoted(b, decision_name(r->decision));
+    return true;
+}
+PUT(put_reason)
+{
+    sb_quoted(b, reason_code(r->reason));
+    return true;
+}
+PUT(put_status)
+{
+    sb_int_or_null(b, r->status > 0, r->status);
+    return true;
+}
+PUT(put_step)
+{
+    sb_cstr(b, r->step, CAP_STEP);
+    return true;
+}
+PUT(put_dry_run)
+{
+    sb_raw(b, r->dry_run ? "true" : "false");
+    return true;
+}
 
-PUT(put_policy_file) { sb_cstr(b, r->policy_file, CAP_FILE); return true; }
-PUT(put_policy_sha256) { sb_cstr(b, r->policy_sha256, CAP_HASH); return true; }
-PUT(put_policy) { return put_object(b, r, f, self, r->policy_file || r->policy_sha256); }
+PUT(put_policy_file)
+{
+    sb_cstr(b, r->policy_file, CAP_FILE);
+    return true;
+}
+PUT(put_policy_sha256)
+{
+    sb_cstr(b, r->policy_sha256, CAP_HASH);
+    return true;
+}
+PUT(put_policy)
+{
+    return put_object(b, r, f, self, r->policy_file || r->policy_sha256);
+}
 
-PUT(put_caller_verified) { sb_raw(b, r->caller.verified ? "true" : "false"); return true; }
-PUT(put_caller_iss) { sb_cstr(b, r->caller.iss, CAP_CLAIM); return true; }
-PUT(put_caller_sub) { sb_cstr(b, r->caller.sub, CAP_CLAIM); return true; }
-PUT(put_caller_audience) { sb_cstr(b, r->caller.audience, CAP_CLAIM); return true; }
-PUT(put_caller_jti) { sb_cstr(b, r->caller.jti, CAP_JTI); return true; }
-PUT(put_caller_account) { sb_cstr(b, r->caller.aws_account, CAP_ACCOUNT); return true; }
-PUT(put_caller_token) { sb_cstr(b, r->caller.token_sha256, CAP_HASH); return true; }
+PUT(put_caller_verified)
+{
+    sb_raw(b, r->caller.verified ? "true" : "false");
+    return true;
+}
+PUT(put_caller_iss)
+{
+    sb_cstr(b, r->caller.iss, CAP_CLAIM);
+    return true;
+}
+PUT(put_caller_sub)
+{
+    sb_cstr(b, r->caller.sub, CAP_CLAIM);
+    return true;
+}
+PUT(put_caller_audience)
+{
+    sb_cstr(b, r->caller.audience, CAP_CLAIM);
+    return true;
+}
+PUT(put_caller_jti)
+{
+    sb_cstr(b, r->caller.jti, CAP_JTI);
+    return true;
+}
+PUT(put_caller_account)
+{
+    sb_cstr(b, r->caller.aws_account, CAP_ACCOUNT);
+    return true;
+}
+PUT(put_caller_token)
+{
+    sb_cstr(b, r->caller.token_sha256, CAP_HASH);
+    return true;
+}
 PUT(put_caller)
 {
     return put_object(b, r, f, self, r->caller.token_sha256 || r->caller.iss || r->caller.sub);
@@ -167,7 +230,11 @@ PUT(put_query)
     free(q);
     return true;
 }
-PUT(put_client) { sb_cstr(b, r->request.client, CAP_CLIENT); return true; }
+PUT(put_client)
+{
+    sb_cstr(b, r->request.client, CAP_CLIENT);
+    return true;
+}
 PUT(put_user_agent)
 {
     if (r->request.user_agent &&
@@ -177,7 +244,11 @@ PUT(put_user_agent)
         sb_str(b, r->request.user_agent, r->request.user_agent_len, CAP_UA);
     return true;
 }
-PUT(put_bytes_in) { sb_count(b, r->request.bytes_in); return true; }
+PUT(put_bytes_in)
+{
+    sb_count(b, r->request.bytes_in);
+    return true;
+}
 PUT(put_headers)
 {
     size_t recorded = 0;
@@ -213,9 +284,16 @@ PUT(put_headers)
     sb_lit(b, "]");
     return true;
 }
-PUT(put_request) { return put_object(b, r, f, self, true); }
+PUT(put_request)
+{
+    return put_object(b, r, f, self, true);
+}
 
-PUT(put_up_name) { sb_cstr(b, r->upstream.name, CAP_NAME); return true; }
+PUT(put_up_name)
+{
+    sb_cstr(b, r->upstream.name, CAP_NAME);
+    return true;
+}
 PUT(put_up_status)
 {
     sb_int_or_null(b, r->upstream.status > 0, r->upstream.status);
@@ -226,19 +304,62 @@ PUT(put_up_latency)
     sb_int_or_null(b, r->upstream.latency_ms >= 0, r->upstream.latency_ms);
     return true;
 }
-PUT(put_up_bytes) { sb_count(b, r->upstream.bytes); return true; }
-PUT(put_up_identity) { sb_cstr(b, r->upstream.identity, CAP_IDENTITY); return true; }
-PUT(put_up_audience) { sb_cstr(b, r->upstream.audience, CAP_CLAIM); return true; }
-PUT(put_upstream) { return put_object(b, r, f, self, r->upstream.name != NULL); }
+PUT(put_up_bytes)
+{
+    sb_count(b, r->upstream.bytes);
+    return true;
+}
+PUT(put_up_identity)
+{
+    sb_cstr(b, r->upstream.identity, CAP_IDENTITY);
+    return true;
+}
+PUT(put_up_audience)
+{
+    sb_cstr(b, r->upstream.audience, CAP_CLAIM);
+    return true;
+}
+PUT(put_upstream)
+{
+    return put_object(b, r, f, self, r->upstream.name != NULL);
+}
 
-PUT(put_bytes_out) { sb_count(b, r->bytes_out); return true; }
-PUT(put_duration) { sb_int_or_null(b, r->duration_ms >= 0, r->duration_ms); return true; }
-PUT(put_worker) { sb_int_or_null(b, r->worker >= 0, r->worker); return true; }
-PUT(put_client_request_id) { sb_cstr(b, r->client_request_id, CAP_ID); return true; }
+PUT(put_bytes_out)
+{
+    sb_count(b, r->bytes_out);
+    return true;
+}
+PUT(put_duration)
+{
+    sb_int_or_null(b, r->duration_ms >= 0, r->duration_ms);
+    return true;
+}
+PUT(put_worker)
+{
+    sb_int_or_null(b, r->worker >= 0, r->worker);
+    return true;
+}
+PUT(put_client_request_id)
+{
+    sb_cstr(b, r->client_request_id, CAP_ID);
+    return true;
+}
 
-PUT(put_link_op) { sb_cstr(b, r->link.op, CAP_METHOD); return true; }
-PUT(put_link_id) { sb_cstr(b, r->link.id, CAP_HASH); return true; }
-PUT(put_link_method) { sb_cstr(b, r->link.method, CAP_METHOD); return true; }
+PUT(put_link_op)
+{
+    sb_cstr(b, r->link.op, CAP_METHOD);
+    return true;
+}
+PUT(put_link_id)
+{
+    sb_cstr(b, r->link.id, CAP_HASH);
+    return true;
+}
+PUT(put_link_method)
+{
+    sb_cstr(b, r->link.method, CAP_METHOD);
+    return true;
+}
 PUT(put_link_path)
 {
     const char *qm;
@@ -266,11 +387,30 @@ PUT(put_link_path)
     free(rq);
     return true;
 }
-PUT(put_link_exp) { sb_int_or_null(b, r->link.exp > 0, r->link.exp); return true; }
-PUT(put_link_uses) { sb_int_or_null(b, r->link.exp > 0, r->link.uses); return true; }
-PUT(put_link_kid) { sb_cstr(b, r->link.kid, CAP_ID); return true; }
-PUT(put_link_minter) { sb_cstr(b, r->link.minter, CAP_ID); return true; }
-PUT(put_link) { return put_object(b, r, f, self, r->link.op != NULL); }
+PUT(put_link_exp)
+{
+    sb_int_or_null(b, r->link.exp > 0, r->link.exp);
+    return true;
+}
+PUT(put_link_uses)
+{
+    sb_int_or_null(b, r->link.exp > 0, r->link.uses);
+    return true;
+}
+PUT(put_link_kid)
+{
+    sb_cstr(b, r->link.kid, CAP_ID);
+    return true;
+}
+PUT(put_link_minter)
+{
+    sb_cstr(b, r->link.minter, CAP_ID);
+    return true;
+}
+PUT(put_link)
+{
+    return put_object(b, r, f, self, r->link.op != NULL);
+}
 
 /* Only in a record a capped string or the header list was cut in: it comes
  * last, so every member before it has been written. */
@@ -285,46 +425,49 @@ PUT(put_truncated)
 #define M(name, put) AUDIT_MEMBER(name, NULL, put)
 #define O(name, sub, put) AUDIT_MEMBER(name, sub, put)
 
-static const struct audit_member policy_m[] = {
-    M("file", put_policy_file), M("sha256", put_policy_sha256), AUDIT_MEMBERS_END};
-static const struct audit_member caller_m[] = {
-    M("verified", put_caller_verified), M("iss", put_caller_iss),
-    M("sub", put_caller_sub),           M("audience", put_caller_audience),
-    M("jti", put_caller_jti),           M("aws_account", put_caller_account),
-    M("token_sha256", put_caller_token), AUDIT_MEMBERS_END};
+static const struct audit_member policy_m[] = {M("file", put_policy_file),
+                                               M("sha256", put_policy_sha256), AUDIT_MEMBERS_END};
+static const struct audit_member caller_m[] = {M("verified", put_caller_verified),
+                                               M("iss", put_caller_iss),
+                                               M("sub", put_caller_sub),
+                                               M("audience", put_caller_audience),
+                                               M("jti", put_caller_jti),
+                                               M("aws_account", put_caller_account),
+                                               M("token_sha256", put_caller_token),
+                                               AUDIT_MEMBERS_END};
 static const struct audit_member reqdetail_m[] = {
-    M("method", put_method),         M("path", put_path),         M("query", put_query),
-    M("client", put_client),         M("user_agent", put_user_agent), M("bytes_in", put_bytes_in),
+    M("method", put_method),         M("path", put_path),
+    M("query", put_query),           M("client", put_client),
+    M("user_agent", put_user_agent), M("bytes_in", put_bytes_in),
     M("headers", put_headers),       AUDIT_MEMBERS_END};
 static const struct audit_member upstream_m[] = {
-    M("name", put_up_name),         M("status", put_up_status), M("latency_ms", put_up_latency),
-    M("bytes", put_up_bytes),       M("identity", put_up_identity),
-    M("audience", put_up_audience), AUDIT_MEMBERS_END};
+    M("name", put_up_name),   M("status", put_up_status),     M("latency_ms", put_up_latency),
+    M("bytes", put_up_bytes), M("identity", put_up_identity), M("audience", put_up_audience),
+    AUDIT_MEMBERS_END};
 /* a signed URL's use or mint (docs/audit.md "link") */
 static const struct audit_member link_m[] = {
-    M("op", put_link_op),     M("id", put_link_id),     M("method", put_link_method),
-    M("path", put_link_path), M("exp", put_link_exp),   M("uses", put_link_uses),
+    M("op", put_link_op),     M("id", put_link_id),         M("method", put_link_method),
+    M("path", put_link_path), M("exp", put_link_exp),       M("uses", put_link_uses),
     M("kid", put_link_kid),   M("minter", put_link_minter), AUDIT_MEMBERS_END};
 
 /* After the members every record has (v, seq, prev, log, kind, ts). */
-const struct audit_member audit_request_members[] = {
-    M("request_id", put_request_id),
-    M("decision", put_decision),
-    M("reason", put_reason),
-    M("status", put_status),
-    M("step", put_step),
-    M("dry_run", put_dry_run),
-    O("policy", policy_m, put_policy),
-    O("caller", caller_m, put_caller),
-    O("request", reqdetail_m, put_request),
-    O("upstream", upstream_m, put_upstream),
-    M("bytes_out", put_bytes_out),
-    M("duration_ms", put_duration),
-    M("worker", put_worker),
-    M("client_request_id", put_client_request_id),
-    O("link", link_m, put_link),
-    M("truncated", put_truncated),
-    AUDIT_MEMBERS_END};
+const struct audit_member audit_request_members[] = {M("request_id", put_request_id),
+                                                     M("decision", put_decision),
+                                                     M("reason", put_reason),
+                                                     M("status", put_status),
+                                                     M("step", put_step),
+                                                     M("dry_run", put_dry_run),
+                                                     O("policy", policy_m, put_policy),
+                                                     O("caller", caller_m, put_caller),
+                                                     O("request", reqdetail_m, put_request),
+                                                     O("upstream", upstream_m, put_upstream),
+                                                     M("bytes_out", put_bytes_out),
+                                                     M("duration_ms", put_duration),
+                                                     M("worker", put_worker),
+                                                     M("client_request_id", put_client_request_id),
+                                                     O("link", link_m, put_link),
+                                                     M("truncated", put_truncated),
+                                                     AUDIT_MEMBERS_END};
 
 #undef M
 #undef O

@@ -23,7 +23,7 @@
 #include "log.h"
 #include "util.h"
 
-#define AUDIT_PREFIX_MAX 192       /* {"v":1,"seq":N,"prev":"<64>","log":"<32>", */
+#define AUDIT_PREFIX_MAX 192 /* {"v":1,"seq":N,"prev":"<64>","log":"<32>", */
 
 /* Caps on each recorded string, in escaped bytes. Their sum with the fixed
  * members stays below AUDIT_LINE_MAX (test_audit checks a record at every cap). */
@@ -153,9 +153,10 @@ static inline uint64_t json_bad8(const char *s)
 static inline bool json_bad16(const char *s)
 {
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
-    __m128i m = _mm_or_si128(
-        _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)), _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
-        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
+                             _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
     return _mm_movemask_epi8(m) != 0;
 }
 #endif
@@ -253,10 +254,10 @@ void audit_fmt_ts(int64_t ms, char out[32]);
  * `headers` depend on the configuration only, so a request pays for neither.
  */
 struct audit_rh {
-    char *name;      /* owned, the configured spelling */
+    char *name; /* owned, the configured spelling */
     size_t len;
-    bool secret;     /* may carry a credential: never recorded */
-    char *open;      /* owned: `[` and the name as a capped JSON string, then `,` */
+    bool secret; /* may carry a credential: never recorded */
+    char *open;  /* owned: `[` and the name as a capped JSON string, then `,` */
     size_t open_len;
 };
 void audit_rh_init(struct audit_rh *rh, const char *name);

@@ -47,7 +47,7 @@ struct loc {
 struct audit_verifier {
     EVP_PKEY *pub; /* NULL: signatures not checked */
     char key_id[65];
-    char *buf;     /* the current partial line */
+    char *buf; /* the current partial line */
     size_t blen;
     char file[256];
     uint64_t line_no; /* complete lines seen in the current file */
@@ -182,7 +182,7 @@ static bool ts_form(const char *s)
 struct slice {
     const char *p; /* strings: the bytes between the quotes, escapes as written */
     size_t n;
-    char type;     /* 's'tring, 'n'umber, 'o'bject, 'a'rray, 't'rue, 'f'alse, 'z' null */
+    char type; /* 's'tring, 'n'umber, 'o'bject, 'a'rray, 't'rue, 'f'alse, 'z' null */
 };
 
 struct jp {
@@ -563,8 +563,10 @@ static int check_checkpoint(struct audit_verifier *v, const struct parsed *p, co
     if (!v->pub)
         return 0;
     if (strcmp(key_id, v->key_id)) {
-        brk(v, AUDIT_BREAK_BAD_SIGNATURE, at, "checkpoint signed by key %.16s..., not by the "
-            "--pubkey key %.16s...", key_id, v->key_id);
+        brk(v, AUDIT_BREAK_BAD_SIGNATURE, at,
+            "checkpoint signed by key %.16s..., not by the "
+            "--pubkey key %.16s...",
+            key_id, v->key_id);
         return -1;
     }
     mlen = audit_checkpoint_message(msg, sizeof(msg), p->log, p->seq, p->prev, p->ts, key_id);
@@ -589,8 +591,8 @@ static void resolve_pending(struct audit_verifier *v, bool has_next, uint64_t ne
     v->pend = false;
     if (has_next && next_seq == v->pend_expect)
         brk(v, AUDIT_BREAK_REORDERED, &v->pend_loc,
-            "seq %" PRIu64 " comes before seq %" PRIu64 ": records out of order",
-            v->pend_loc.seq, next_seq);
+            "seq %" PRIu64 " comes before seq %" PRIu64 ": records out of order", v->pend_loc.seq,
+            next_seq);
     else
         brk(v, AUDIT_BREAK_MISSING, &v->pend_loc,
             "records %" PRIu64 "..%" PRIu64 " are missing before this one", v->pend_expect,
@@ -698,24 +700,27 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
             if (v->by_chain)
                 brk(v, AUDIT_BREAK_BAD_START, &at,
                     "log %s begins with a %s record, not an open or rotate record: records "
-                    "before it are missing", p.log, p.kind);
+                    "before it are missing",
+                    p.log, p.kind);
             else
                 brk(v, AUDIT_BREAK_BAD_START, &at,
                     "the files begin with a %s record, not an open or rotate record: records "
-                    "before it are missing", p.kind);
+                    "before it are missing",
+                    p.kind);
             return;
         }
         if (!genesis && v->opts.from_genesis) {
             brk(v, AUDIT_BREAK_BAD_START, &at,
                 "log %s begins at seq %" PRIu64 " (a %s record), not at its genesis: records "
-                "0..%" PRIu64 " are not in the inputs (--from-genesis)", p.log, p.seq, p.kind,
-                p.seq - 1);
+                "0..%" PRIu64 " are not in the inputs (--from-genesis)",
+                p.log, p.seq, p.kind, p.seq - 1);
             return;
         }
         if (v->have && !strcmp(p.log, v->res.log_id)) {
             brk(v, AUDIT_BREAK_REORDERED, &at,
                 "the genesis record of this log after its seq %" PRIu64
-                ": files or records out of order", v->seq);
+                ": files or records out of order",
+                v->seq);
             return;
         }
         if (v->have && !first_in_file) {
@@ -744,7 +749,8 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
         if (p.seq == expect && strcmp(p.prev, v->hash)) {
             brk(v, AUDIT_BREAK_EDITED, &v->prev_loc,
                 "this record no longer hashes to the prev of seq %" PRIu64 " (%s:%" PRIu64
-                "): it, or that prev, was edited", p.seq, at.file, at.line);
+                "): it, or that prev, was edited",
+                p.seq, at.file, at.line);
             return;
         }
         if (p.seq > expect) {
@@ -755,8 +761,8 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
         }
         if (p.seq < expect) {
             brk(v, AUDIT_BREAK_INSERTED, &at,
-                "seq %" PRIu64 " after seq %" PRIu64 ": a record repeats or was inserted",
-                p.seq, v->seq);
+                "seq %" PRIu64 " after seq %" PRIu64 ": a record repeats or was inserted", p.seq,
+                v->seq);
             return;
         }
     }
@@ -784,11 +790,12 @@ static void on_line(struct audit_verifier *v, const char *line, size_t len)
     if (v->opts.witness) {
         char wpath[512];
         int w = audit_vwitness_compare(v->opts.witness, p.log, p.seq, line, len, wpath,
-                                      sizeof(wpath));
+                                       sizeof(wpath));
         if (w < 0) {
             brk(v, AUDIT_BREAK_FORKED, &at,
                 "this record differs from the witness's record of seq %" PRIu64 " (%s): the "
-                "log was rewritten after the witness saw it", p.seq, wpath);
+                "log was rewritten after the witness saw it",
+                p.seq, wpath);
             return;
         }
         v->res.witnessed += (uint64_t)w;
@@ -921,10 +928,11 @@ static void witness_finish(struct audit_verifier *v)
         if (!c) {
             audit_vwitness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
             brk(v, AUDIT_BREAK_MISSING_CHAIN, &at,
-                "log %s%s%s%s is in the witness (%" PRIu64 " record(s), seq %" PRIu64
-                "..%" PRIu64 ") but not in the inputs: the chain was deleted, or its file or "
-                "export left out", wc.log_id, wc.instance[0] ? " (" : "", wc.instance,
-                wc.instance[0] ? ")" : "", wc.records, wc.first_seq, wc.last_seq);
+                "log %s%s%s%s is in the witness (%" PRIu64 " record(s), seq %" PRIu64 "..%" PRIu64
+                ") but not in the inputs: the chain was deleted, or its file or "
+                "export left out",
+                wc.log_id, wc.instance[0] ? " (" : "", wc.instance, wc.instance[0] ? ")" : "",
+                wc.records, wc.first_seq, wc.last_seq);
         } else if (c->last_seq < wc.last_seq) {
             audit_vwitness_path(w, i, wc.last_seq, at.file, sizeof(at.file));
             at.seq = wc.last_seq;
@@ -940,8 +948,8 @@ static void witness_finish(struct audit_verifier *v)
             brk(v, AUDIT_BREAK_MISSING, &at,
                 "log %s begins at seq %" PRIu64 " in the inputs, but the witness holds its "
                 "record of seq %" PRIu64 ": records %" PRIu64 "..%" PRIu64 " (at least) were "
-                "deleted", wc.log_id, c->first_seq, wc.first_seq, wc.first_seq,
-                c->first_seq - 1);
+                "deleted",
+                wc.log_id, c->first_seq, wc.first_seq, wc.first_seq, c->first_seq - 1);
         }
     }
 }

@@ -23,11 +23,11 @@
 
 struct ientry {
     uint64_t seq;
-    uint64_t off;   /* in the spool */
+    uint64_t off; /* in the spool */
     uint32_t len;
     uint32_t chain; /* index into ids; after sorting, the chain's rank */
     uint32_t file;
-    uint32_t no;    /* line or entry number, saturated at UINT32_MAX */
+    uint32_t no; /* line or entry number, saturated at UINT32_MAX */
 };
 
 struct audit_index {
@@ -42,7 +42,7 @@ struct audit_index {
     uint64_t seed;
     uint32_t last; /* chain of the last record added: runs are common */
     bool have_last;
-    char *units;   /* per input file: 'l' or 'e' */
+    char *units; /* per input file: 'l' or 'e' */
     uint32_t n_units;
     uint64_t duplicates;
 };
@@ -132,16 +132,17 @@ found:
     return ix->last;
 }
 
-int audit_index_add(struct audit_index *ix, uint32_t file, char unit, uint64_t no,
-                    const char *line, size_t len, char *why, size_t whylen)
+int audit_index_add(struct audit_index *ix, uint32_t file, char unit, uint64_t no, const char *line,
+                    size_t len, char *why, size_t whylen)
 {
     char id[33];
     uint64_t seq;
     struct ientry *e;
 
     if (audit_canon_key(line, len, id, &seq) != 0) {
-        snprintf(why, whylen, "not a record: it does not begin with v 1, seq, prev and log "
-                              "(\"{\\\"v\\\":1,\\\"seq\\\":N,\\\"prev\\\":...,\\\"log\\\":...,\")");
+        snprintf(why, whylen,
+                 "not a record: it does not begin with v 1, seq, prev and log "
+                 "(\"{\\\"v\\\":1,\\\"seq\\\":N,\\\"prev\\\":...,\\\"log\\\":...,\")");
         return -1;
     }
     if (len > AUDIT_LINE_MAX) {
@@ -186,7 +187,7 @@ static int cmp_entry(const void *a, const void *b)
 
 static int cmp_rank(const void *a, const void *b, void *ids)
 {
-    const char (*id)[33] = ids;
+    const char(*id)[33] = ids;
     return strcmp(id[*(const uint32_t *)a], id[*(const uint32_t *)b]);
 }
 
@@ -208,8 +209,8 @@ static int read_back(struct audit_index *ix, const struct ientry *e, char *buf, 
     return 0;
 }
 
-int audit_index_verify(struct audit_index *ix, struct audit_verifier *v,
-                       const char *const *names, char *err, size_t errlen)
+int audit_index_verify(struct audit_index *ix, struct audit_verifier *v, const char *const *names,
+                       char *err, size_t errlen)
 {
     uint32_t *order = NULL, *rank = NULL;
     char *a = NULL, *b = NULL;

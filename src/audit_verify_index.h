@@ -31,8 +31,8 @@ void audit_index_free(struct audit_index *ix);
  * begin as every record does ({"v":1,"seq":N,"prev":...,"log":...,): a
  * break for the caller to report); -2 with why on a spool write error.
  */
-int audit_index_add(struct audit_index *ix, uint32_t file, char unit, uint64_t no,
-                    const char *line, size_t len, char *why, size_t whylen);
+int audit_index_add(struct audit_index *ix, uint32_t file, char unit, uint64_t no, const char *line,
+                    size_t len, char *why, size_t whylen);
 
 /*
  * Feeds every chain, in log id order, its records in seq order, to v (one
@@ -40,8 +40,8 @@ int audit_index_add(struct audit_index *ix, uint32_t file, char unit, uint64_t n
  * messages. Returns 0 (the verdict is v's), or -1 with err on a spool read
  * error.
  */
-int audit_index_verify(struct audit_index *ix, struct audit_verifier *v,
-                       const char *const *names, char *err, size_t errlen);
+int audit_index_verify(struct audit_index *ix, struct audit_verifier *v, const char *const *names,
+                       char *err, size_t errlen);
 
 /* Records added, and identical duplicates dropped by audit_index_verify. */
 uint64_t audit_index_records(const struct audit_index *ix);

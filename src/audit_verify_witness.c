@@ -98,8 +98,10 @@ static int read_one(struct wchain *c, const char *path, uint64_t seq, char *err,
         len--;
     if (audit_canon_key(data, len, log_id, &s) != 0 || s != seq || strcmp(log_id, c->log_id) ||
         memchr(data, '\n', len)) {
-        errbuf_set(err, errlen, "--witness %s: not the record of log %s seq %" PRIu64
-                   " (one record line, as the writer wrote it)", path, c->log_id, seq);
+        errbuf_set(err, errlen,
+                   "--witness %s: not the record of log %s seq %" PRIu64
+                   " (one record line, as the writer wrote it)",
+                   path, c->log_id, seq);
         goto out;
     }
     if (c->n == c->cap) {
@@ -219,7 +221,7 @@ static const struct wchain *find_chain(const struct audit_vwitness *w, const cha
 }
 
 int audit_vwitness_compare(const struct audit_vwitness *w, const char *log_id, uint64_t seq,
-                          const char *line, size_t len, char *path, size_t pathlen)
+                           const char *line, size_t len, char *path, size_t pathlen)
 {
     const struct wchain *c = find_chain(w, log_id);
     struct wrec key = {.seq = seq}, *r;
@@ -242,7 +244,8 @@ size_t audit_vwitness_chains(const struct audit_vwitness *w)
     return w->n;
 }
 
-void audit_vwitness_chain(const struct audit_vwitness *w, size_t i, struct audit_vwitness_chain *out)
+void audit_vwitness_chain(const struct audit_vwitness *w, size_t i,
+                          struct audit_vwitness_chain *out)
 {
     const struct wchain *c = &w->chains[i];
     out->log_id = c->log_id;
@@ -253,7 +256,7 @@ void audit_vwitness_chain(const struct audit_vwitness *w, size_t i, struct audit
 }
 
 void audit_vwitness_path(const struct audit_vwitness *w, size_t i, uint64_t seq, char *out,
-                        size_t cap)
+                         size_t cap)
 {
     snprintf(out, cap, "%s/%s/%020" PRIu64 ".json", w->dir, w->chains[i].log_id, seq);
 }

@@ -27,18 +27,19 @@ void audit_vwitness_free(struct audit_vwitness *w);
  * no record at (log_id, seq), 1 when it has an equal one, -1 when its record
  * differs (its file's path written into path). */
 int audit_vwitness_compare(const struct audit_vwitness *w, const char *log_id, uint64_t seq,
-                          const char *line, size_t len, char *path, size_t pathlen);
+                           const char *line, size_t len, char *path, size_t pathlen);
 
 struct audit_vwitness_chain {
-    const char *log_id;     /* borrowed, valid until audit_vwitness_free */
-    const char *instance;   /* from its lowest witnessed open record, "" if none */
+    const char *log_id;   /* borrowed, valid until audit_vwitness_free */
+    const char *instance; /* from its lowest witnessed open record, "" if none */
     uint64_t first_seq, last_seq, records;
 };
 size_t audit_vwitness_chains(const struct audit_vwitness *w);
-void audit_vwitness_chain(const struct audit_vwitness *w, size_t i, struct audit_vwitness_chain *out);
+void audit_vwitness_chain(const struct audit_vwitness *w, size_t i,
+                          struct audit_vwitness_chain *out);
 /* The path of the witness file of (chain i, seq), into out. */
 void audit_vwitness_path(const struct audit_vwitness *w, size_t i, uint64_t seq, char *out,
-                        size_t cap);
+                         size_t cap);
 /* Files in DIR that are not of the layout (skipped). */
 uint64_t audit_vwitness_skipped(const struct audit_vwitness *w);
 

@@ -50,14 +50,14 @@
 struct audit_witness;
 
 struct witem {
-    struct witem *next;        /* in the queue */
-    struct list inflight;      /* on w->inflight while an attempt is under way */
+    struct witem *next;   /* in the queue */
+    struct list inflight; /* on w->inflight while an attempt is under way */
     struct audit_witness *w;
-    char name[64];             /* <log>/<seq>.json */
-    char *line;                /* owned, newline included */
+    char name[64]; /* <log>/<seq>.json */
+    char *line;    /* owned, newline included */
     size_t len;
-    struct http_call *call;    /* the upload or read-back in flight, or NULL */
-    char *token;               /* the access token of this attempt, owned */
+    struct http_call *call; /* the upload or read-back in flight, or NULL */
+    char *token;            /* the access token of this attempt, owned */
 };
 
 struct audit_witness {
@@ -85,10 +85,10 @@ struct audit_witness {
     struct http_client *http;
     struct identity_source src; /* bucket: baton's access token; src.ctx NULL: none */
     struct event *wake_ev, *retry_ev, *deadline_ev;
-    struct list inflight;     /* of witem.inflight: attempts under way (taken off the queue) */
+    struct list inflight; /* of witem.inflight: attempts under way (taken off the queue) */
     size_t n_inflight, max_inflight;
-    bool waiting_retry;  /* the retry timer is armed: no new attempt until it fires */
-    bool in_next;        /* next() is running: done() need not call it (no recursion) */
+    bool waiting_retry; /* the retry timer is armed: no new attempt until it fires */
+    bool in_next;       /* next() is running: done() need not call it (no recursion) */
     unsigned backoff_ms;
     uint64_t last_log_ns;
 };
@@ -113,8 +113,8 @@ static void wake(struct audit_witness *w)
     (void)!write(w->wake_fd, &one, sizeof(one));
 }
 
-void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq,
-                       const char *line, size_t len)
+void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq, const char *line,
+                       size_t len)
 {
     struct witem *it;
     if (!w)
@@ -123,8 +123,10 @@ void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq
     if (w->n >= AUDIT_WITNESS_QUEUE) {
         pthread_mutex_unlock(&w->mu);
         w->dropped++;
-        log_msg(LOG_ERROR, "audit witness: queue full (%d records): record %s seq %" PRIu64
-                           " is not witnessed", AUDIT_WITNESS_QUEUE, log_id, seq);
+        log_msg(LOG_ERROR,
+                "audit witness: queue full (%d records): record %s seq %" PRIu64
+                " is not witnessed",
+                AUDIT_WITNESS_QUEUE, log_id, seq);
         return;
     }
     it = xcalloc(1, sizeof(*it));
@@ -189,10 +191,11 @@ static void conflict(struct witem *it, const char *why)
 {
     struct audit_witness *w = it->w;
     w->conflicts++;
-    log_msg(LOG_ERROR, "audit witness: %s%s%s already exists and %s; it is left as it is "
-                       "(check the log with baton audit verify --witness)",
-            w->bucket ? w->prefix : w->dir, *(w->bucket ? w->prefix : w->dir) ? "/" : "",
-            it->name, why);
+    log_msg(LOG_ERROR,
+            "audit witness: %s%s%s already exists and %s; it is left as it is "
+            "(check the log with baton audit verify --witness)",
+            w->bucket ? w->prefix : w->dir, *(w->bucket ? w->prefix : w->dir) ? "/" : "", it->name,
+            why);
     done(it);
 }
 
@@ -344,10 +347,10 @@ static void on_get(struct http_response *resp, void *arg)
         }
     } else if (resp->error == HTTP_ERR_NONE && (resp->status == 403 || resp->status == 404)) {
         conflict(it, resp->status == 403
-                            ? "cannot be read back to compare (HTTP 403: the service account "
-                              "holds no storage.objects.get; grant roles/storage.objectViewer to "
-                              "let baton compare)"
-                            : "vanished while being compared (HTTP 404)");
+                         ? "cannot be read back to compare (HTTP 403: the service account "
+                           "holds no storage.objects.get; grant roles/storage.objectViewer to "
+                           "let baton compare)"
+                         : "vanished while being compared (HTTP 404)");
     } else if (resp->error == HTTP_ERR_NONE) {
         if (resp->status == 401)
             google_source_access_token_drop(w->src.ctx);
@@ -379,12 +382,14 @@ static void on_upload(struct http_response *resp, void *arg)
         auth = xasprintf("Authorization: Bearer %s", it->token);
         hdrs[0] = auth;
         it->call = http_client_submit(w->http,
-                                     &(struct http_request){.method = "GET", .url = url,
-                                                            .headers = hdrs, .n_headers = 1,
-                                                            .timeout_ms = AUDIT_WITNESS_TIMEOUT_MS,
-                                                            .max_body = it->len + 1,
-                                                            .allow_http = true},
-                                     on_get, it);
+                                      &(struct http_request){.method = "GET",
+                                                             .url = url,
+                                                             .headers = hdrs,
+                                                             .n_headers = 1,
+                                                             .timeout_ms = AUDIT_WITNESS_TIMEOUT_MS,
+                                                             .max_body = it->len + 1,
+                                                             .allow_http = true},
+                                      on_get, it);
         free(name);
         free(url);
         free(auth);
@@ -392,8 +397,8 @@ static void on_upload(struct http_response *resp, void *arg)
         if (resp->status == 401)
             google_source_access_token_drop(w->src.ctx);
         failed(it, "upload: HTTP %d%s", resp->status,
-               resp->status == 403 ? " (grant the service account roles/storage.objectCreator "
-                                     "on the bucket)"
+               resp->status == 403   ? " (grant the service account roles/storage.objectCreator "
+                                       "on the bucket)"
                : resp->status == 404 ? " (no such bucket?)"
                                      : "");
     }
@@ -420,12 +425,16 @@ static void on_token(void *arg, const struct identity_mint_result *res)
     hdrs[0] = auth;
     hdrs[1] = "Content-Type: application/json";
     it->call = http_client_submit(w->http,
-                                 &(struct http_request){.method = "POST", .url = url,
-                                                        .headers = hdrs, .n_headers = 2,
-                                                        .body = it->line, .body_len = it->len,
-                                                        .timeout_ms = AUDIT_WITNESS_TIMEOUT_MS,
-                                                        .max_body = 65536, .allow_http = true},
-                                 on_upload, it);
+                                  &(struct http_request){.method = "POST",
+                                                         .url = url,
+                                                         .headers = hdrs,
+                                                         .n_headers = 2,
+                                                         .body = it->line,
+                                                         .body_len = it->len,
+                                                         .timeout_ms = AUDIT_WITNESS_TIMEOUT_MS,
+                                                         .max_body = 65536,
+                                                         .allow_http = true},
+                                  on_upload, it);
     free(name);
     free(url);
     free(auth);
@@ -478,7 +487,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     stopping = w->stopping;
     if (stopping && !evtimer_pending(w->deadline_ev, NULL)) {
         uint64_t now = mono_ns(), left = w->stop_deadline_ns > now ? w->stop_deadline_ns - now : 0;
-        struct timeval tv = {(time_t)(left / 1000000000u), (suseconds_t)(left % 1000000000u / 1000u)};
+        struct timeval tv = {(time_t)(left / 1000000000u),
+                             (suseconds_t)(left % 1000000000u / 1000u)};
         evtimer_add(w->deadline_ev, &tv);
     }
     pthread_mutex_unlock(&w->mu);
@@ -613,8 +623,10 @@ void audit_witness_free(struct audit_witness *w, unsigned flush_ms)
     }
     if (left) {
         w->dropped += left;
-        log_msg(LOG_ERROR, "audit witness: %" PRIu64 " record(s) not witnessed at shutdown "
-                           "(the last one is the final checkpoint)", left);
+        log_msg(LOG_ERROR,
+                "audit witness: %" PRIu64 " record(s) not witnessed at shutdown "
+                "(the last one is the final checkpoint)",
+                left);
     }
     if (w->wake_ev)
         event_free(w->wake_ev);

@@ -63,8 +63,8 @@ struct audit_witness *audit_witness_new(const struct cfg_audit *a, const struct 
 
 /* Queues the record `line` (len bytes, without newline; copied) of log
  * `log_id` at `seq`. Never blocks on I/O. */
-void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq,
-                       const char *line, size_t len);
+void audit_witness_put(struct audit_witness *w, const char *log_id, uint64_t seq, const char *line,
+                       size_t len);
 
 void audit_witness_stats(struct audit_witness *w, struct audit_witness_stats *out);
 

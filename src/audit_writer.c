@@ -62,12 +62,12 @@
 #include "log.h"
 #include "util.h"
 
-#define AUDIT_BATCH_RECORDS 1024   /* batch mode: fsync at least every N records */
-#define AUDIT_LINGER_NS 5000000ull /* batch/none under load: gather records this long */
-#define AUDIT_WAKE_RECORDS 1024    /* ... or until this many are queued */
+#define AUDIT_BATCH_RECORDS 1024     /* batch mode: fsync at least every N records */
+#define AUDIT_LINGER_NS 5000000ull   /* batch/none under load: gather records this long */
+#define AUDIT_WAKE_RECORDS 1024      /* ... or until this many are queued */
 #define AUDIT_FLUSH_BYTES (1u << 20) /* write(2) when the buffer reaches this */
-#define AUDIT_RETRY_MS 500         /* while failing: retry a write this often */
-#define AUDIT_ROTATE_HOLD_S 60     /* after a failed rotation, keep the file this long */
+#define AUDIT_RETRY_MS 500           /* while failing: retry a write this often */
+#define AUDIT_ROTATE_HOLD_S 60       /* after a failed rotation, keep the file this long */
 
 /*
  * Items are recycled rather than freed: the writer hands those it is done
@@ -149,7 +149,6 @@ static void w_witness_written(struct audit_log *log, bool ok)
         log->n_wsync = log->n_wnotes;
 }
 
-
 static void ilist_append(struct ilist *l, struct audit_item *it)
 {
     it->next = NULL;
@@ -170,7 +169,10 @@ static void ilist_concat(struct ilist *dst, struct ilist *src)
 
 const char *audit_fsync_name(enum cfg_fsync f)
 {
-    return f == FSYNC_ALWAYS ? "always" : f == FSYNC_BATCH ? "batch" : f == FSYNC_GROUP ? "group" : "none";
+    return f == FSYNC_ALWAYS  ? "always"
+           : f == FSYNC_BATCH ? "batch"
+           : f == FSYNC_GROUP ? "group"
+                              : "none";
 }
 
 /* Runs each record's callback and frees it; its slot is free again. */
@@ -222,8 +224,8 @@ static void w_log_failure(struct audit_log *log, const char *what, int err)
     if (log->last_log_ns && now - log->last_log_ns < 1000000000u)
         return;
     log->last_log_ns = now;
-    log_msg(LOG_ERROR, "audit: %s %s failed: %s (%" PRIu64 " records lost so far)", what,
-            log->path, strerror(err), log->lost_total);
+    log_msg(LOG_ERROR, "audit: %s %s failed: %s (%" PRIu64 " records lost so far)", what, log->path,
+            strerror(err), log->lost_total);
 }
 
 /* Called as a loss happens, before it is counted: starts the period the
@@ -275,7 +277,7 @@ static void w_append_body(struct audit_log *log, const char *body, size_t blen)
 
     sb_reserve(&log->out, AUDIT_PREFIX_MAX + blen + 2);
     p = audit_line_prefix(log->out.buf.p + start, AUDIT_PREFIX_MAX, log->cur.seq, log->cur.prev,
-                   log->log_id);
+                          log->log_id);
     if (p < 0)
         abort(); /* prev and log are fixed-length hex: 149 bytes at most */
     memcpy(log->out.buf.p + start + p, body, blen);
@@ -293,8 +295,8 @@ static void w_checkpoint(struct audit_log *log)
     if (!log->key)
         return;
     audit_fmt_ts(now_ms(), ts);
-    mlen = audit_checkpoint_message(msg, sizeof(msg), log->log_id, log->cur.seq, log->cur.prev,
-                                    ts, log->key_id);
+    mlen = audit_checkpoint_message(msg, sizeof(msg), log->log_id, log->cur.seq, log->cur.prev, ts,
+                                    log->key_id);
     ctx = EVP_MD_CTX_new();
     if (!mlen || !ctx || EVP_DigestSignInit(ctx, NULL, NULL, NULL, log->key) != 1 ||
         EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)msg, mlen) != 1 ||
@@ -303,8 +305,8 @@ static void w_checkpoint(struct audit_log *log)
     hex_encode(sig, sizeof(sig), sig_hex);
     start = log->out.buf.len;
     sb_reserve(&log->out, 512);
-    n = audit_checkpoint_line(log->out.buf.p + start, 510, log->log_id, log->cur.seq,
-                              log->cur.prev, ts, log->key_id, sig_hex);
+    n = audit_checkpoint_line(log->out.buf.p + start, 510, log->log_id, log->cur.seq, log->cur.prev,
+                              ts, log->key_id, sig_hex);
     if (!n)
         goto fail;
     w_witness_note(log, log->cur.seq, start, n);
@@ -412,8 +414,8 @@ int audit_w_flush(struct audit_log *log)
         ilist_concat(&log->unsynced, &log->inbuf);
     }
     if (atomic_exchange(&log->failed, false))
-        log_msg(LOG_WARNING, "audit: writing %s again (%" PRIu64 " records lost in all)",
-                log->path, log->lost_total);
+        log_msg(LOG_WARNING, "audit: writing %s again (%" PRIu64 " records lost in all)", log->path,
+                log->lost_total);
     return 0;
 fail:
     if (log->to_stdout && off)
@@ -487,7 +489,6 @@ const char *audit_base_name(const char *path)
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
 }
-
 
 /* Closes the current file with a checkpoint and continues the chain in a new
  * one at `path`: after renaming the current file to path.<first seq> (cause
@@ -611,8 +612,7 @@ static void w_timers(struct audit_log *log)
     if (batch_timed(log) && log->committed.seq != log->synced.seq &&
         now >= log->unsynced_since_ns + log->batch_ms * 1000000ull)
         (void)audit_w_sync(log, false);
-    if (log->key &&
-        now >= log->last_ckpt_ns + log->checkpoint_interval_s * 1000000000ull) {
+    if (log->key && now >= log->last_ckpt_ns + log->checkpoint_interval_s * 1000000000ull) {
         audit_w_prelude(log);
         w_checkpoint(log);
         (void)w_commit(log);
@@ -705,7 +705,6 @@ void *audit_writer_main(void *arg)
     w_ack(log, &log->unsynced, 0); /* nothing is left here unless stdout */
     return NULL;
 }
-
 
 /* ------------------------------------------------------------ request path */
 

@@ -30,7 +30,6 @@ struct audit_item {
  * separate body would cost a second malloc and free per request. */
 #define AUDIT_INLINE_BODY 2048
 
-
 struct ilist {
     struct audit_item *head, **tail;
     size_t n;
@@ -38,13 +37,13 @@ struct ilist {
 
 /* What the writer can roll back to: the chain position and the file size. */
 struct wstate {
-    uint64_t seq;           /* seq of the next line */
-    char prev[65];          /* SHA-256 hex of the last line */
-    uint64_t size;          /* bytes in the current file */
-    uint64_t since_ckpt;    /* lines after the last checkpoint */
-    uint64_t lost_recorded; /* losses already told by `lost` records */
+    uint64_t seq;              /* seq of the next line */
+    char prev[65];             /* SHA-256 hex of the last line */
+    uint64_t size;             /* bytes in the current file */
+    uint64_t since_ckpt;       /* lines after the last checkpoint */
+    uint64_t lost_recorded;    /* losses already told by `lost` records */
     uint64_t refused_recorded; /* refusals already told by `lost` records */
-    bool marker_pending;    /* the file's first record (open/rotate) is still to write */
+    bool marker_pending;       /* the file's first record (open/rotate) is still to write */
 };
 
 struct audit_log {
@@ -53,7 +52,7 @@ struct audit_log {
     bool to_stdout;
     enum cfg_fsync fsync;
     enum cfg_on_failure on_failure;
-    struct audit_rh *rh;            /* record_headers, decided once (audit_record.h) */
+    struct audit_rh *rh; /* record_headers, decided once (audit_record.h) */
     size_t n_rh;
     uint64_t rotate_bytes;
     unsigned batch_ms, checkpoint_records, checkpoint_interval_s;
@@ -74,47 +73,46 @@ struct audit_log {
     bool writer_waiting;   /* idle: any new record wakes it */
     bool writer_lingering; /* gathering: only AUDIT_WAKE_RECORDS records wake it */
     bool stop, reopen_req;
-    struct audit_item *spare;       /* items the writer is done with (audit_writer.c) */
+    struct audit_item *spare; /* items the writer is done with (audit_writer.c) */
     size_t n_spare;
 
     /* shared counters */
-    atomic_size_t slots;            /* reserved, queued, or awaiting durability */
+    atomic_size_t slots; /* reserved, queued, or awaiting durability */
     atomic_bool failed;
-    atomic_uint_fast64_t lost_queue; /* submit-side losses the writer has not seen */
+    atomic_uint_fast64_t lost_queue;    /* submit-side losses the writer has not seen */
     atomic_uint_fast64_t refused_queue; /* reserve refusals the writer has not seen */
-    atomic_uint_fast64_t st_written, st_markers, st_checkpoints, st_bytes, st_fsyncs,
-        st_rotations, st_failures, st_lost, st_refused;
+    atomic_uint_fast64_t st_written, st_markers, st_checkpoints, st_bytes, st_fsyncs, st_rotations,
+        st_failures, st_lost, st_refused;
 
     /* writer thread only */
     int fd;
     struct wstate cur, committed, synced;
-    bool need_truncate;             /* a failed write could not be cut back yet */
-    bool failure_unrecorded;        /* a failure no `lost` record tells yet */
+    bool need_truncate;      /* a failed write could not be cut back yet */
+    bool failure_unrecorded; /* a failure no `lost` record tells yet */
     bool stdout_torn;
     uint64_t file_first_seq, file_marker_end;
-    char *marker_body;              /* the open/rotate record of the current file */
-    struct sb out;                  /* lines not yet written */
+    char *marker_body; /* the open/rotate record of the current file */
+    struct sb out;     /* lines not yet written */
     size_t out_lines;
-    struct ilist inbuf, unsynced;   /* their records, and written ones awaiting fsync */
+    struct ilist inbuf, unsynced; /* their records, and written ones awaiting fsync */
     uint64_t unsynced_since_ns, last_ckpt_ns, next_probe_ns, rotate_hold_ns, last_log_ns;
-    uint64_t lost_total;            /* every loss so far */
-    uint64_t refused_total;         /* every refusal the writer has seen */
+    uint64_t lost_total;    /* every loss so far */
+    uint64_t refused_total; /* every refusal the writer has seen */
     int64_t lost_since_ms;
     char lost_error[128];
 
     /* witness: the open record and checkpoints, handed over once written */
-    struct audit_witness *witness;  /* owned, or NULL */
-    bool witness_marker;            /* the pending marker is the open record */
+    struct audit_witness *witness; /* owned, or NULL */
+    bool witness_marker;           /* the pending marker is the open record */
     struct wnote {
         uint64_t seq;
-        char *line;                 /* owned, without newline */
+        char *line; /* owned, without newline */
         size_t len;
-    } *wnotes;                      /* formatted, not yet written */
+    } * wnotes; /* formatted, not yet written */
     size_t n_wnotes, cap_wnotes, n_wsync;
-    char *run_path;                 /* the run marker (docs/audit.md), NULL for stdout */
-    char started[32];               /* when this run opened the log */
+    char *run_path;   /* the run marker (docs/audit.md), NULL for stdout */
+    char started[32]; /* when this run opened the log */
 };
-
 
 static inline void ilist_init(struct ilist *l)
 {

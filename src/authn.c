@@ -59,8 +59,8 @@ static atomic_uint_fast64_t cache_ids = 1;
 /* ---- cache ---------------------------------------------------------------------- */
 
 struct centry {
-    uint64_t key;            /* token_key() of the token: picks the bucket */
-    char fingerprint[65];    /* SHA-256 hex of the token, from when it verified */
+    uint64_t key;         /* token_key() of the token: picks the bucket */
+    char fingerprint[65]; /* SHA-256 hex of the token, from when it verified */
     uint64_t authn_id;
     const struct cfg_issuer *issuer; /* only dereferenced when authn_id matches */
     uint64_t generation;
@@ -75,13 +75,13 @@ struct centry {
 };
 
 struct authn_cache {
-    uint64_t id; /* process-unique: a hint names its cache by this, never by address */
+    uint64_t id;      /* process-unique: a hint names its cache by this, never by address */
     uint64_t seed[2]; /* token_key's secret */
     size_t max_entries, max_bytes, mask;
-    struct centry **buckets; /* mask + 1 */
-    struct centry *pool;     /* max_entries */
+    struct centry **buckets;  /* mask + 1 */
+    struct centry *pool;      /* max_entries */
     struct centry *free_list; /* chained through hnext */
-    struct list lru; /* of centry.lru, first = most recently used */
+    struct list lru;          /* of centry.lru, first = most recently used */
     struct authn_cache_stats st;
 };
 
@@ -239,9 +239,8 @@ static size_t json_footprint(const json_t *v)
 
 /* Takes a new reference to `claims`; the borrowed strings point into it or the config. */
 static struct centry *cache_insert(struct authn_cache *c, uint64_t authn_id, uint64_t key,
-                                   const char *tok, size_t len,
-                                   const struct authn_result *r, uint64_t generation,
-                                   double from, double until)
+                                   const char *tok, size_t len, const struct authn_result *r,
+                                   uint64_t generation, double from, double until)
 {
     /* the token copy plus what jansson holds for the claims: a node per value
      * (counted, not guessed: an array of small numbers costs ~20x its text) */

@@ -78,7 +78,7 @@ struct authn_result {
     const char *jti;
     const char *audience; /* the configured audience that matched */
     const char *aws_account;
-    enum jws_alg alg;     /* valid once the signature verified */
+    enum jws_alg alg; /* valid once the signature verified */
     bool cache_hit;
     json_t *claims_ref_; /* private: the owned reference behind `claims` */
     /* REASON_UNKNOWN_KID only: a refresh of the issuer's keys is in flight

@@ -86,8 +86,9 @@ static void check_summary(const struct baton_config *cfg, const struct policy_se
     if (cfg->assertion.enabled) {
         const struct cfg_assertion *a = &cfg->assertion;
         printf("caller assertion: iss %s, header %s, lifetime %us, key %s, %zu previous key%s; to:",
-               a->issuer, a->header, a->lifetime_s, a->signing_key ? a->signing_key : "(generated at start)",
-               a->n_previous_keys, a->n_previous_keys == 1 ? "" : "s");
+               a->issuer, a->header, a->lifetime_s,
+               a->signing_key ? a->signing_key : "(generated at start)", a->n_previous_keys,
+               a->n_previous_keys == 1 ? "" : "s");
         for (size_t i = 0; i < cfg->n_upstreams; i++)
             if (cfg->upstreams[i].caller_assertion)
                 printf(" %s", cfg->upstreams[i].name);
@@ -111,8 +112,8 @@ static void check_jwks_files(const struct baton_config *cfg, struct diags *d)
         if (iss->key_source != KEYS_JWKS_FILE || !iss->jwks_file)
             continue;
         snprintf(ptr, sizeof(ptr), "issuers/%zu/jwks_file", i);
-        if (jwks_check_file(iss->jwks_file, &keys, &skipped, note, sizeof(note), err,
-                            sizeof(err)) < 0)
+        if (jwks_check_file(iss->jwks_file, &keys, &skipped, note, sizeof(note), err, sizeof(err)) <
+            0)
             config_diag(cfg, d, ptr, false, "issuer \"%s\": %s", iss->name, err);
         else if (skipped)
             diags_warn(d, iss->jwks_file, 0, 0, "issuer \"%s\": %zu key%s skipped (%s); %zu usable",
@@ -310,15 +311,15 @@ struct explain {
     const char *method, *path_arg, *host;
     struct cli_headers headers;
     /* outcome */
-    enum reason reason;     /* the decision's, or a dry_run step's deny */
+    enum reason reason; /* the decision's, or a dry_run step's deny */
     enum decision decision;
-    bool guard;             /* the head itself was refused (http1.c): no stage ran */
+    bool guard; /* the head itself was refused (http1.c): no stage ran */
     struct path_result path;
-    struct decide_outcome d; /* the server's decision (decide.h), no cache, no limiter */
+    struct decide_outcome d;     /* the server's decision (decide.h), no cache, no limiter */
     const struct policy *policy; /* d.policy */
     const struct cfg_issuer *issuer;
-    bool have_authn;         /* --token reached authentication: `authn` and d.ar are set */
-    enum reason authn;       /* REASON_ALLOWED, or why the token was refused */
+    bool have_authn;                  /* --token reached authentication: `authn` and d.ar are set */
+    enum reason authn;                /* REASON_ALLOWED, or why the token was refused */
     const struct authn_result *token; /* &d.ar */
     const struct policy_trace *trace; /* &d.trace */
     bool have_trace;
@@ -415,16 +416,17 @@ static void print_text(const struct explain *x)
         return;
     if (t->caller_index >= 0)
         printf("%-10scallers[%d] at %s:%d:%d (issuer %s)\n",
-               t->reason == REASON_NO_CALLER_MATCH || t->reason == REASON_SCOPE_MISSING
-                   ? "closest:" : "caller:",
+               t->reason == REASON_NO_CALLER_MATCH || t->reason == REASON_SCOPE_MISSING ? "closest:"
+                                                                                        : "caller:",
                t->caller_index, policy_file(p), t->caller_line, t->caller_col,
                policy_caller_issuer(p, (size_t)t->caller_index));
     if (t->rule_index >= 0) {
         const char *pat = t->pattern_index >= 0
                               ? policy_rule_path(p, (size_t)t->rule_index, (size_t)t->pattern_index)
                               : NULL;
-        printf("%-10sallow[%d] at %s:%d:%d", t->reason == REASON_NO_RULE_MATCH ? "closest:" : "rule:",
-               t->rule_index, policy_file(p), t->rule_line, t->rule_col);
+        printf("%-10sallow[%d] at %s:%d:%d",
+               t->reason == REASON_NO_RULE_MATCH ? "closest:" : "rule:", t->rule_index,
+               policy_file(p), t->rule_line, t->rule_col);
         if (pat)
             printf(" (path pattern \"%s\")", pat);
         printf("\n");
@@ -439,11 +441,13 @@ static void print_text(const struct explain *x)
         printf("\n");
     }
     if (x->decision == DECISION_WOULD_DENY)
-        printf("note:     the policy is in dry_run mode: the server records would_deny and forwards\n");
+        printf(
+            "note:     the policy is in dry_run mode: the server records would_deny and forwards\n");
     if (x->assertion) {
         char *s = json_dumps(x->assertion, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("assertion: the claims the upstream would receive (iat now; audit_log is the serving log's id)\n%s\n",
-               s ? s : "");
+        printf(
+            "assertion: the claims the upstream would receive (iat now; audit_log is the serving log's id)\n%s\n",
+            s ? s : "");
         free(s);
     }
 }
@@ -481,13 +485,17 @@ static void print_json(const struct explain *x)
     json_object_set_new(o, "status", json_integer(reason_status(x->reason)));
     json_object_set_new(o, "method", json_string(x->method));
     json_object_set_new(o, "target", json_text(x->path_arg));
-    json_object_set_new(o, "path", x->path.path ? json_stringn(x->path.path, x->path.path_len) : json_null());
-    json_object_set_new(o, "query", x->path.query ? json_stringn(x->path.query, x->path.query_len) : json_null());
+    json_object_set_new(o, "path",
+                        x->path.path ? json_stringn(x->path.path, x->path.path_len) : json_null());
+    json_object_set_new(
+        o, "query", x->path.query ? json_stringn(x->path.query, x->path.query_len) : json_null());
     json_object_set_new(o, "step", p ? json_string(policy_step(p)) : json_null());
-    json_object_set_new(o, "mode", p ? json_string(policy_dry_run(p) ? "dry_run" : "enforce") : json_null());
-    json_object_set_new(o, "policy", p ? json_pack("{s:o, s:s}", "file", json_text(policy_file(p)), "sha256",
-                                                   policy_hash_hex(p))
-                                       : json_null());
+    json_object_set_new(o, "mode",
+                        p ? json_string(policy_dry_run(p) ? "dry_run" : "enforce") : json_null());
+    json_object_set_new(
+        o, "policy",
+        p ? json_pack("{s:o, s:s}", "file", json_text(policy_file(p)), "sha256", policy_hash_hex(p))
+          : json_null());
     json_object_set_new(o, "upstream", p ? json_string(policy_upstream(p)->name) : json_null());
     json_object_set_new(o, "issuer", x->issuer ? json_string(x->issuer->name) : json_null());
     if (x->have_authn)
@@ -495,9 +503,11 @@ static void print_json(const struct explain *x)
                             json_pack("{s:s, s:o, s:s}", "reason", reason_code(x->authn), "sub",
                                       x->token->sub ? json_text(x->token->sub) : json_null(),
                                       "token_sha256", x->token->fingerprint));
-    json_object_set_new(o, "caller", x->have_trace && t->caller_index >= 0
-                                         ? json_at(policy_file(p), t->caller_index, t->caller_line, t->caller_col)
-                                         : json_null());
+    json_object_set_new(
+        o, "caller",
+        x->have_trace && t->caller_index >= 0
+            ? json_at(policy_file(p), t->caller_index, t->caller_line, t->caller_col)
+            : json_null());
     if (x->have_trace && t->rule_index >= 0) {
         json_t *r = json_at(policy_file(p), t->rule_index, t->rule_line, t->rule_col);
         const char *pat = t->pattern_index >= 0
@@ -519,15 +529,17 @@ static void print_json(const struct explain *x)
         }
         json_object_set_new(o, "miss", m);
     } else if (x->d.issuer_note) {
-        json_object_set_new(o, "miss", json_pack("{s:s, s:s, s:s}", "kind", "issuer", "name", "",
-                                                 "detail", x->d.issuer_note));
+        json_object_set_new(
+            o, "miss",
+            json_pack("{s:s, s:s, s:s}", "kind", "issuer", "name", "", "detail", x->d.issuer_note));
     } else {
         json_object_set_new(o, "miss", json_null());
     }
     json_object_set(o, "assertion", x->assertion ? x->assertion : json_null());
     /* the stage that decided, and the limits the server would take next
      * (explain takes none: the server's counters are not here) */
-    json_object_set_new(o, "stage", json_string(x->guard ? "guard" : decide_stage_name(x->d.stage)));
+    json_object_set_new(o, "stage",
+                        json_string(x->guard ? "guard" : decide_stage_name(x->d.stage)));
     json_object_set_new(o, "limits",
                         p ? json_pack("{s:s, s:f, s:i, s:i}", "rate_scope",
                                       rate_scope_name(x->d.limits.scope), "rate_per_s",
@@ -559,7 +571,8 @@ static json_t *load_claims(const char *arg, char *err, size_t errlen)
     }
     v = json_loads(arg, JSON_REJECT_DUPLICATES, &je);
     if (!v)
-        snprintf(err, errlen, "--claims is not JSON: %s (line %d column %d)", je.text, je.line, je.column);
+        snprintf(err, errlen, "--claims is not JSON: %s (line %d column %d)", je.text, je.line,
+                 je.column);
     else if (!json_is_object(v)) {
         snprintf(err, errlen, "--claims must be a JSON object");
         json_decref(v);
@@ -648,7 +661,8 @@ int cmd_explain(int argc, char **argv)
             rc = 0;
             goto out;
         default:
-            fprintf(stderr, "baton explain: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            fprintf(stderr, "baton explain: unknown or incomplete option \"%s\"\n",
+                    argv[optind - 1]);
             explain_usage(stderr);
             goto out;
         }
@@ -712,7 +726,8 @@ int cmd_explain(int argc, char **argv)
         authn = authn_new(cfg, &provider);
     }
     if (issuer_name && !(named = config_issuer(cfg, issuer_name))) {
-        fprintf(stderr, "baton explain: --issuer \"%s\" is not an issuer of %s\n", issuer_name, cfg->file);
+        fprintf(stderr, "baton explain: --issuer \"%s\" is not an issuer of %s\n", issuer_name,
+                cfg->file);
         goto out;
     }
     {
@@ -753,8 +768,8 @@ int cmd_explain(int argc, char **argv)
             x.reason = REASON_BODY_TOO_LARGE;
         } else {
             /* the target the guard accepted, as the server canonicalizes it */
-            path_reason = path_canonicalize(hreq.origin, hreq.origin_len,
-                                            cfg->limits.max_uri_bytes, &x.path);
+            path_reason = path_canonicalize(hreq.origin, hreq.origin_len, cfg->limits.max_uri_bytes,
+                                            &x.path);
         }
     }
     if (x.guard) {
@@ -800,8 +815,8 @@ int cmd_explain(int argc, char **argv)
     /* What the server would sign for the upstream: the same builder, with
      * the --header values that matched (no audit log is open here). */
     if (x.decision != DECISION_DENY && x.decision != DECISION_ERROR && x.have_authn &&
-        x.authn == REASON_ALLOWED &&
-        cfg->assertion.enabled && policy_upstream(x.policy)->caller_assertion) {
+        x.authn == REASON_ALLOWED && cfg->assertion.enabled &&
+        policy_upstream(x.policy)->caller_assertion) {
         const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
         size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
         const struct policy_input hin = {.header = cli_header_lookup, .header_ctx = &x.headers};

@@ -59,7 +59,7 @@
 #define MAX_ISSUERS 64
 #define MAX_UPSTREAMS 1024
 #define MAX_PROXIES 256
-#define MAX_LIST 64        /* audiences, record_headers */
+#define MAX_LIST 64 /* audiences, record_headers */
 #define MAX_TOKEN_TYPES 16
 #define MAX_NAME 64
 
@@ -75,7 +75,8 @@ static bool valid_name(const char *s)
         return false;
     for (size_t k = 0; k < n; k++) {
         char ch = s[k];
-        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9');
         if (!alnum && (k == 0 || (ch != '.' && ch != '_' && ch != '-')))
             return false;
     }
@@ -136,8 +137,8 @@ static int parse_host(const char *s, size_t n, char **host, const char **why)
     bool numeric = true;
     for (size_t k = 0; k < n; k++) {
         char ch = s[k];
-        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '-' || ch == '.';
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '.';
         if (!ok) {
             *why = "host may hold only letters, digits, '-' and '.' (IPv6 in brackets)";
             return -1;
@@ -177,7 +178,8 @@ static bool is_loopback(const char *host)
 }
 
 /* "host:port" / "[v6]:port" (port required unless `port_optional`). */
-static int parse_hostport(const char *s, bool port_optional, char **host, int *port, const char **why)
+static int parse_hostport(const char *s, bool port_optional, char **host, int *port,
+                          const char **why)
 {
     const char *colon;
     size_t n = strlen(s);
@@ -237,7 +239,8 @@ static bool path_char(unsigned char ch)
  * `strict_path` also refuses empty and dot segments (an upstream's base path
  * is prepended to canonical paths, so it must itself be canonical).
  */
-static int url_parse(const char *s, bool allow_query, bool strict_path, struct url *u, const char **why)
+static int url_parse(const char *s, bool allow_query, bool strict_path, struct url *u,
+                     const char **why)
 {
     const char *p, *auth_end, *path_end;
     memset(u, 0, sizeof(*u));
@@ -294,7 +297,8 @@ static int url_parse(const char *s, bool allow_query, bool strict_path, struct u
             const char *e;
             q++; /* the '/' */
             e = q + strcspn(q, "/");
-            if (e == q || (e - q == 1 && q[0] == '.') || (e - q == 2 && q[0] == '.' && q[1] == '.')) {
+            if (e == q || (e - q == 1 && q[0] == '.') ||
+                (e - q == 2 && q[0] == '.' && q[1] == '.')) {
                 *why = "path has an empty, \".\" or \"..\" segment";
                 goto fail;
             }
@@ -358,7 +362,6 @@ static int check_fetch_url(struct jload *c, const char *s, bool http_ok, const c
     return rc;
 }
 
-
 /* ------------------------------------------------------------------ */
 /* item checks                                                         */
 
@@ -366,7 +369,9 @@ static int check_name(struct jload *c, const char *s)
 {
     if (valid_name(s))
         return 0;
-    jload_err(c, "a name is 1..%d letters, digits, '.', '_' or '-', starting with a letter or digit", MAX_NAME);
+    jload_err(c,
+              "a name is 1..%d letters, digits, '.', '_' or '-', starting with a letter or digit",
+              MAX_NAME);
     return -1;
 }
 
@@ -384,8 +389,9 @@ static int check_health_path(struct jload *c, const char *s)
     if (n > 0 && n <= 256 && s[0] == '/' && path_canonicalize(s, n, 256, &pr) == REASON_ALLOWED &&
         !pr.query)
         return 0;
-    jload_err(c, "health_path must be a canonical absolute path of at most 256 bytes, without a query "
-           "(\"/healthz\")");
+    jload_err(c,
+              "health_path must be a canonical absolute path of at most 256 bytes, without a query "
+              "(\"/healthz\")");
     return -1;
 }
 
@@ -408,18 +414,22 @@ static int check_algorithm(struct jload *c, const char *s)
         return 0;
     jload_quote(q, sizeof(q), s);
     if (!strcmp(s, "none") || (s[0] == 'H' && s[1] == 'S'))
-        jload_err(c, "%s is refused: only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted", q);
+        jload_err(
+            c, "%s is refused: only asymmetric signatures (RS*, PS*, ES*, EdDSA) are accepted", q);
     else
-        jload_err(c, "unknown algorithm %s (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)", q);
+        jload_err(
+            c,
+            "unknown algorithm %s (known: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)",
+            q);
     return -1;
 }
 
 bool config_header_is_secret(const char *name, size_t len)
 {
-    static const char *const words[] = {"auth",       "token",     "secret",    "key",  "cookie",
-                                        "session",    "password",  "passwd",    "credential",
-                                        "signature",  "assertion", "jwt",       "bearer",
-                                        "csrf",       "xsrf",      "oidc",      "private"};
+    static const char *const words[] = {
+        "auth",     "token",  "secret",     "key",       "cookie",    "session",
+        "password", "passwd", "credential", "signature", "assertion", "jwt",
+        "bearer",   "csrf",   "xsrf",       "oidc",      "private"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
         size_t w = strlen(words[i]);
         for (size_t j = 0; j + w <= len; j++)
@@ -448,10 +458,18 @@ static int check_record_header(struct jload *c, const char *s)
  * or baton itself already decide (baton would send two values or strip its own). */
 static int check_assertion_header(struct jload *c, const char *s)
 {
-    static const char *const taken[] = {
-        "host", "content-length", "expect", "authorization", "x-serverless-authorization",
-        "x-request-id", "traceparent", "forwarded", "x-forwarded-for", "x-forwarded-proto",
-        "x-forwarded-host", "cookie"};
+    static const char *const taken[] = {"host",
+                                        "content-length",
+                                        "expect",
+                                        "authorization",
+                                        "x-serverless-authorization",
+                                        "x-request-id",
+                                        "traceparent",
+                                        "forwarded",
+                                        "x-forwarded-for",
+                                        "x-forwarded-proto",
+                                        "x-forwarded-host",
+                                        "cookie"};
     size_t n = strlen(s);
     char q[420];
     jload_quote(q, sizeof(q), s);
@@ -460,7 +478,9 @@ static int check_assertion_header(struct jload *c, const char *s)
         return -1;
     }
     if (http1_header_is_hop_by_hop(s, n)) {
-        jload_err(c, "%s is a hop-by-hop header: a proxy between baton and the upstream would drop it", q);
+        jload_err(c,
+                  "%s is a hop-by-hop header: a proxy between baton and the upstream would drop it",
+                  q);
         return -1;
     }
     for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
@@ -474,7 +494,8 @@ static int check_assertion_header(struct jload *c, const char *s)
 static int check_assertion_issuer(struct jload *c, const char *s)
 {
     size_t n = strlen(s);
-    if ((n > 8 && !ascii_casecmp_n(s, 8, "https://", 8)) || (n > 7 && !ascii_casecmp_n(s, 7, "http://", 7))) {
+    if ((n > 8 && !ascii_casecmp_n(s, 8, "https://", 8)) ||
+        (n > 7 && !ascii_casecmp_n(s, 7, "http://", 7))) {
         for (size_t i = 0; i < n; i++)
             if (s[i] == ' ') {
                 jload_err(c, "the issuer is a URL without spaces");
@@ -482,7 +503,8 @@ static int check_assertion_issuer(struct jload *c, const char *s)
             }
         return 0;
     }
-    jload_err(c, "the issuer is an http(s) URL naming this gateway (\"https://gateway.example.com\")");
+    jload_err(c,
+              "the issuer is an http(s) URL naming this gateway (\"https://gateway.example.com\")");
     return -1;
 }
 
@@ -493,10 +515,13 @@ static const struct jload_choice audience_claims[] = {{"aud", 0}, {"client_id", 
 static const struct jload_choice token_uses[] = {{"access", 0}, {"id", 0}, {NULL, 0}};
 static const struct jload_choice token_headers[] = {
     {"authorization", 0}, {"x-serverless-authorization", 0}, {NULL, 0}};
-static const struct jload_choice identities[] = {{"google", IDENTITY_GOOGLE}, {"none", IDENTITY_NONE}, {NULL, 0}};
-static const struct jload_choice fsyncs[] = {
-    {"always", FSYNC_ALWAYS}, {"batch", FSYNC_BATCH}, {"none", FSYNC_NONE},
-    {"group", FSYNC_GROUP}, {NULL, 0}};
+static const struct jload_choice identities[] = {
+    {"google", IDENTITY_GOOGLE}, {"none", IDENTITY_NONE}, {NULL, 0}};
+static const struct jload_choice fsyncs[] = {{"always", FSYNC_ALWAYS},
+                                             {"batch", FSYNC_BATCH},
+                                             {"none", FSYNC_NONE},
+                                             {"group", FSYNC_GROUP},
+                                             {NULL, 0}};
 static const struct jload_choice on_failures[] = {
     {"deny", ON_FAILURE_DENY}, {"allow", ON_FAILURE_ALLOW}, {NULL, 0}};
 
@@ -529,10 +554,12 @@ static const struct jload_field issuer_fields[] = {
     JL_CUSTOM("discovery", parse_discovery, 0), /* sets nothing: issuer_post picks the key source */
     JL_STR("jwks_uri", struct cfg_issuer, jwks_uri, NULL, NULL, 0),
     JL_PATH("jwks_file", struct cfg_issuer, jwks_file, NULL, 0),
-    JL_LIST("audiences", struct cfg_issuer, audiences, n_audiences, MAX_LIST, NULL, JL_REQUIRED | JL_NONEMPTY),
+    JL_LIST("audiences", struct cfg_issuer, audiences, n_audiences, MAX_LIST, NULL,
+            JL_REQUIRED | JL_NONEMPTY),
     JL_STRCHOICE("audience_claim", struct cfg_issuer, audience_claim, audience_claims, "aud", 0),
     JL_CUSTOM("algorithms", parse_algorithms, 0),
-    JL_LIST("token_types", struct cfg_issuer, token_types, n_token_types, MAX_TOKEN_TYPES, NULL, JL_NOCASE),
+    JL_LIST("token_types", struct cfg_issuer, token_types, n_token_types, MAX_TOKEN_TYPES, NULL,
+            JL_NOCASE),
     JL_INT("leeway_s", struct cfg_issuer, leeway_s, 0, 600, 60),
     JL_STRCHOICE("token_use", struct cfg_issuer, token_use, token_uses, NULL, 0),
     JL_BOOL("allow_missing_kid", struct cfg_issuer, allow_missing_kid, 0),
@@ -551,7 +578,7 @@ static const struct jload_field google_fields[] = {
     JL_STR("metadata_host", struct cfg_google, metadata_host, NULL, check_metadata_host, 0),
     JL_STR("token_uri", struct cfg_google, token_uri, NULL, check_google_url, 0),
     JL_STR("iamcredentials_url", struct cfg_google, iamcredentials_url,
-          "https://iamcredentials.googleapis.com", check_google_url, 0),
+           "https://iamcredentials.googleapis.com", check_google_url, 0),
     JL_PATH("local_key", struct cfg_google, local_key, NULL, 0),
     JL_STR("local_issuer", struct cfg_google, local_issuer, "https://baton.local", NULL, 0),
     JL_INT("token_lifetime_s", struct cfg_google, token_lifetime_s, 60, 43200, 3600),
@@ -570,7 +597,8 @@ static const struct jload_field upstream_fields[] = {
     JL_STR("name", struct cfg_upstream, name, NULL, check_name, JL_REQUIRED),
     JL_STR("url", struct cfg_upstream, url, NULL, NULL, JL_REQUIRED),
     JL_STR("audience", struct cfg_upstream, audience, NULL, NULL, 0),
-    JL_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization", JL_NOCASE),
+    JL_STRCHOICE("token_header", struct cfg_upstream, token_header, token_headers, "authorization",
+                 JL_NOCASE),
     JL_CHOICE("identity", struct cfg_upstream, identity, identities, IDENTITY_GOOGLE),
     JL_INT("timeout_ms", struct cfg_upstream, timeout_ms, 1, 3600000, 60000),
     JL_CUSTOM("caller_assertion", parse_caller_assertion, 0),
@@ -594,8 +622,8 @@ static const struct jload_field audit_fields[] = {
     JL_CHOICE("fsync", struct cfg_audit, fsync, fsyncs, FSYNC_BATCH),
     JL_CHOICE("on_failure", struct cfg_audit, on_failure, on_failures, ON_FAILURE_DENY),
     JL_PATH("signing_key", struct cfg_audit, signing_key, NULL, 0),
-    JL_LIST("record_headers", struct cfg_audit, record_headers, n_record_headers, CONFIG_MAX_RECORD_HEADERS,
-           check_record_header, JL_NOCASE),
+    JL_LIST("record_headers", struct cfg_audit, record_headers, n_record_headers,
+            CONFIG_MAX_RECORD_HEADERS, check_record_header, JL_NOCASE),
     JL_CUSTOM("rotate_bytes", parse_rotate_bytes, 0),
     JL_INT("batch_ms", struct cfg_audit, batch_ms, 1, 1000, 10),
     JL_INT("checkpoint_records", struct cfg_audit, checkpoint_records, 1, 10000000, 1000),
@@ -630,8 +658,8 @@ static const struct jload_field assertion_fields[] = {
     JL_PATH("signing_key", struct cfg_assertion, signing_key, NULL, 0),
     JL_INT("lifetime_s", struct cfg_assertion, lifetime_s, 30, 3600, 300),
     JL_STR("header", struct cfg_assertion, header, "x-baton-assertion", check_assertion_header, 0),
-    JL_LIST("previous_keys", struct cfg_assertion, previous_keys, n_previous_keys, CONFIG_MAX_PREVIOUS_KEYS,
-           NULL, 0),
+    JL_LIST("previous_keys", struct cfg_assertion, previous_keys, n_previous_keys,
+            CONFIG_MAX_PREVIOUS_KEYS, NULL, 0),
     {0},
 };
 static int parse_tracing(struct jload *c, const json_t *v, void *obj);
@@ -661,7 +689,8 @@ static const struct jload_field root_fields[] = {
 /* ------------------------------------------------------------------ */
 /* custom parsers                                                      */
 
-static int parse_addr(struct jload *c, const json_t *v, struct cfg_addr *a, bool allow_empty, bool *enabled)
+static int parse_addr(struct jload *c, const json_t *v, struct cfg_addr *a, bool allow_empty,
+                      bool *enabled)
 {
     const char *s = jload_want_string(c, v), *why;
     char *host = NULL;
@@ -735,7 +764,8 @@ static int parse_cidr(const char *s, struct cfg_cidr *out, const char **why)
             bits = bits * 10 + (b[k] - '0');
         }
         if (bits > maxbits) {
-            *why = out->family == AF_INET ? "IPv4 prefix length is 0..32" : "IPv6 prefix length is 0..128";
+            *why = out->family == AF_INET ? "IPv4 prefix length is 0..32"
+                                          : "IPv6 prefix length is 0..128";
             return -1;
         }
     } else {
@@ -857,17 +887,20 @@ static int parse_credentials(struct jload *c, const json_t *v, void *obj)
             return 0;
         }
         jload_quote(q, sizeof(q), s);
-        jload_err(c, "%s is not one of \"metadata\", \"local\" or {\"service_account_key\": PATH}", q);
+        jload_err(c, "%s is not one of \"metadata\", \"local\" or {\"service_account_key\": PATH}",
+                  q);
         return -1;
     }
     if (json_is_object(v)) {
         struct jload_seen s;
-        if (jload_object(c, v, sa_key_fields, g, &s) < 0 || !jload_parsed(sa_key_fields, &s, "service_account_key"))
+        if (jload_object(c, v, sa_key_fields, g, &s) < 0 ||
+            !jload_parsed(sa_key_fields, &s, "service_account_key"))
             return -1;
         g->source = GOOGLE_SA_KEY;
         return 0;
     }
-    jload_err(c, "expected \"metadata\", \"local\" or {\"service_account_key\": PATH}, got %s", jload_type_words(v));
+    jload_err(c, "expected \"metadata\", \"local\" or {\"service_account_key\": PATH}, got %s",
+              jload_type_words(v));
     return -1;
 }
 
@@ -903,17 +936,22 @@ static int check_witness_bucket(struct jload *c, const char *s)
     b = s + 5;
     slash = strchr(b, '/');
     n = slash ? (size_t)(slash - b) : strlen(b);
-    if (n < 3 || n > (memchr(b, '.', n) ? 222u : 63u) || strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789._-") < n ||
-        !isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1])) {
-        jload_err(c, "\"%.*s\" is not a Cloud Storage bucket name (3..63 of a-z 0-9 . _ -, "
-               "beginning and ending with a letter or digit)", (int)(n > 100 ? 100 : n), b);
+    if (n < 3 || n > (memchr(b, '.', n) ? 222u : 63u) ||
+        strspn(b, "abcdefghijklmnopqrstuvwxyz0123456789._-") < n || !isalnum((unsigned char)b[0]) ||
+        !isalnum((unsigned char)b[n - 1])) {
+        jload_err(c,
+                  "\"%.*s\" is not a Cloud Storage bucket name (3..63 of a-z 0-9 . _ -, "
+                  "beginning and ending with a letter or digit)",
+                  (int)(n > 100 ? 100 : n), b);
         return -1;
     }
-    if (slash && (strlen(slash) > 513 ||
-                  strspn(slash, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") !=
-                      strlen(slash) ||
-                  strstr(slash, "..") || strstr(slash, "//"))) {
-        jload_err(c, "the object prefix may hold only A-Z a-z 0-9 . _ - and single slashes, no \"..\", "
+    if (slash &&
+        (strlen(slash) > 513 ||
+         strspn(slash, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") !=
+             strlen(slash) ||
+         strstr(slash, "..") || strstr(slash, "//"))) {
+        jload_err(
+            c, "the object prefix may hold only A-Z a-z 0-9 . _ - and single slashes, no \"..\", "
                "at most 512 bytes");
         return -1;
     }
@@ -928,7 +966,8 @@ static int parse_witness(struct jload *c, const json_t *v, void *obj)
     struct stat st;
 
     if (!json_is_object(v)) {
-        jload_err(c, "expected {\"dir\": PATH} or {\"bucket\": \"gs://BUCKET/PREFIX\"}, got %s", jload_type_words(v));
+        jload_err(c, "expected {\"dir\": PATH} or {\"bucket\": \"gs://BUCKET/PREFIX\"}, got %s",
+                  jload_type_words(v));
         return -1;
     }
     if (jload_object(c, v, witness_fields, a, &s) < 0)
@@ -987,7 +1026,8 @@ static void issuer_defaults(struct cfg_issuer *iss, const char *dir)
 }
 
 /* Cross-key rules of one issuer (`v` is its object). */
-static void issuer_post(struct jload *c, const json_t *v, struct cfg_issuer *iss, const struct jload_seen *s)
+static void issuer_post(struct jload *c, const json_t *v, struct cfg_issuer *iss,
+                        const struct jload_seen *s)
 {
     const struct jload_field *t = issuer_fields;
     bool discovery = json_is_true(json_object_get(v, "discovery"));
@@ -1000,14 +1040,18 @@ static void issuer_post(struct jload *c, const json_t *v, struct cfg_issuer *iss
     json_object_foreach((json_t *)v, key, val) {
         if ((!strcmp(key, "discovery") && discovery && !disc_bad) || !strcmp(key, "jwks_uri") ||
             !strcmp(key, "jwks_file"))
-            given[n++] = !strcmp(key, "discovery") ? "discovery" : !strcmp(key, "jwks_uri") ? "jwks_uri" : "jwks_file";
+            given[n++] = !strcmp(key, "discovery")  ? "discovery"
+                         : !strcmp(key, "jwks_uri") ? "jwks_uri"
+                                                    : "jwks_file";
     }
     if (n == 0 && !disc_bad)
         jload_err(c, "needs a key source: \"discovery\": true, \"jwks_uri\" or \"jwks_file\"%s",
-            jload_has(t, s, "discovery") ? " (discovery is false)" : "");
+                  jload_has(t, s, "discovery") ? " (discovery is false)" : "");
     for (int k = 1; k < n; k++)
-        jload_err_at(c, given[k], true,
-               "only one of discovery, jwks_uri and jwks_file may be given, and \"%s\" already is", given[0]);
+        jload_err_at(
+            c, given[k], true,
+            "only one of discovery, jwks_uri and jwks_file may be given, and \"%s\" already is",
+            given[0]);
     if (n == 1) {
         if (!strcmp(given[0], "discovery"))
             iss->key_source = KEYS_DISCOVERY;
@@ -1036,16 +1080,20 @@ static void issuer_post(struct jload *c, const json_t *v, struct cfg_issuer *iss
     }
     /* Cognito puts the app client in `aud` of ID tokens and in `client_id` of
      * access tokens (which have no aud): the other pairing never matches */
-    if (jload_parsed(t, s, "token_use") && !(jload_has(t, s, "audience_claim") && !jload_parsed(t, s, "audience_claim"))) {
-        bool access = !strcmp(iss->token_use, "access"), by_aud = !strcmp(iss->audience_claim, "aud");
+    if (jload_parsed(t, s, "token_use") &&
+        !(jload_has(t, s, "audience_claim") && !jload_parsed(t, s, "audience_claim"))) {
+        bool access = !strcmp(iss->token_use, "access"),
+             by_aud = !strcmp(iss->audience_claim, "aud");
         if (access == by_aud)
             jload_err_at(c, "token_use", false,
-                   "%s tokens carry the app client in \"%s\": set \"audience_claim\": \"%s\"",
-                   access ? "access" : "ID", access ? "client_id" : "aud", access ? "client_id" : "aud");
+                         "%s tokens carry the app client in \"%s\": set \"audience_claim\": \"%s\"",
+                         access ? "access" : "ID", access ? "client_id" : "aud",
+                         access ? "client_id" : "aud");
     }
-    if (jload_parsed(t, s, "refresh_max_s") && jload_parsed(t, s, "refresh_min_s") && iss->refresh_max_s < iss->refresh_min_s)
-        jload_err_at(c, "refresh_max_s", false, "%u is below refresh_min_s (%u)", iss->refresh_max_s,
-               iss->refresh_min_s);
+    if (jload_parsed(t, s, "refresh_max_s") && jload_parsed(t, s, "refresh_min_s") &&
+        iss->refresh_max_s < iss->refresh_min_s)
+        jload_err_at(c, "refresh_max_s", false, "%u is below refresh_min_s (%u)",
+                     iss->refresh_max_s, iss->refresh_min_s);
     else if (!jload_has(t, s, "refresh_max_s") && iss->refresh_max_s < iss->refresh_min_s)
         iss->refresh_max_s = iss->refresh_min_s;
     if (!jload_has(t, s, "token_types")) {
@@ -1102,11 +1150,17 @@ static int parse_issuers(struct jload *c, const json_t *v, void *obj)
             /* names and iss values are unique */
             for (size_t j = 0; j < k; j++) {
                 const struct cfg_issuer *o = &cfg->issuers[j];
-                if (jload_parsed(issuer_fields, &s, "name") && o->name && !strcmp(o->name, iss->name))
-                    jload_err_at(c, "name", false, "issuer name \"%s\" is already used by issuers[%zu]", iss->name, j);
-                if (jload_parsed(issuer_fields, &s, "issuer") && o->issuer && !strcmp(o->issuer, iss->issuer))
-                    jload_err_at(c, "issuer", false, "this issuer is already configured as issuers[%zu]%s%s%s", j,
-                           o->name ? " (\"" : "", o->name ? o->name : "", o->name ? "\")" : "");
+                if (jload_parsed(issuer_fields, &s, "name") && o->name &&
+                    !strcmp(o->name, iss->name))
+                    jload_err_at(c, "name", false,
+                                 "issuer name \"%s\" is already used by issuers[%zu]", iss->name,
+                                 j);
+                if (jload_parsed(issuer_fields, &s, "issuer") && o->issuer &&
+                    !strcmp(o->issuer, iss->issuer))
+                    jload_err_at(c, "issuer", false,
+                                 "this issuer is already configured as issuers[%zu]%s%s%s", j,
+                                 o->name ? " (\"" : "", o->name ? o->name : "",
+                                 o->name ? "\")" : "");
             }
         }
         jload_pop(c);
@@ -1138,8 +1192,8 @@ static int parse_google(struct jload *c, const json_t *v, void *obj)
     };
     for (size_t k = 0; k < sizeof(only) / sizeof(only[0]); k++)
         if (jload_has(t, &s, only[k].key) && g->source != only[k].only)
-            jload_err_at(c, only[k].key, true, "\"%s\" applies only with \"credentials\": %s", only[k].key,
-                   only[k].what);
+            jload_err_at(c, only[k].key, true, "\"%s\" applies only with \"credentials\": %s",
+                         only[k].key, only[k].what);
     return 0;
 }
 
@@ -1161,7 +1215,7 @@ static void upstream_post(struct jload *c, struct cfg_upstream *up, const struct
     if (!u.tls && up->identity == IDENTITY_GOOGLE && !is_loopback(u.host) &&
         !(jload_has(t, s, "identity") && !jload_parsed(t, s, "identity")))
         jload_err(c, "plain http to a non-loopback host would send the Google ID token in clear: "
-               "use https, a loopback sidecar, or \"identity\": \"none\"");
+                     "use https, a loopback sidecar, or \"identity\": \"none\"");
     jload_pop(c);
     up->tls = u.tls;
     up->port = u.port;
@@ -1175,7 +1229,9 @@ static void upstream_post(struct jload *c, struct cfg_upstream *up, const struct
         for (int k = 0; k < 2; k++) {
             const char *key = k ? "token_header" : "audience";
             if (jload_has(t, s, key))
-                jload_err_at(c, key, true, "\"%s\" has no effect with \"identity\": \"none\" (no token is sent)", key);
+                jload_err_at(c, key, true,
+                             "\"%s\" has no effect with \"identity\": \"none\" (no token is sent)",
+                             key);
         }
 }
 
@@ -1218,8 +1274,9 @@ static int parse_upstreams(struct jload *c, const json_t *v, void *obj)
             upstream_post(c, up, &s);
             for (size_t j = 0; j < k && jload_parsed(upstream_fields, &s, "name"); j++)
                 if (cfg->upstreams[j].name && !strcmp(cfg->upstreams[j].name, up->name)) {
-                    jload_err_at(c, "name", false, "upstream name \"%s\" is already used by upstreams[%zu]",
-                           up->name, j);
+                    jload_err_at(c, "name", false,
+                                 "upstream name \"%s\" is already used by upstreams[%zu]", up->name,
+                                 j);
                     break;
                 }
         }
@@ -1244,7 +1301,8 @@ static int check_url_key_id(struct jload *c, const char *s)
                (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-';
     if (okay)
         return 0;
-    jload_err(c, "a key id is 1..32 letters, digits, '.', '_' or '-' (it travels in the link unescaped)");
+    jload_err(
+        c, "a key id is 1..32 letters, digits, '.', '_' or '-' (it travels in the link unescaped)");
     return -1;
 }
 
@@ -1280,7 +1338,8 @@ static int parse_url_keys(struct jload *c, const json_t *v, void *obj)
             rc = -1;
         for (size_t j = 0; j < k && key->id; j++)
             if (us->keys[j].id && !strcmp(us->keys[j].id, key->id)) {
-                jload_err_at(c, "id", false, "key id \"%s\" is already used by keys[%zu]", key->id, j);
+                jload_err_at(c, "id", false, "key id \"%s\" is already used by keys[%zu]", key->id,
+                             j);
                 rc = -1;
                 break;
             }
@@ -1318,23 +1377,26 @@ static int parse_redis_url(struct jload *c, struct cfg_redis *r)
 
     if (!strncmp(s, "unix://", 7)) {
         if (s[7] != '/' || strlen(s + 7) > 100) {
-            jload_err_at(c, "url", false, "expected \"unix:///absolute/path\" (at most 100 bytes of path)");
+            jload_err_at(c, "url", false,
+                         "expected \"unix:///absolute/path\" (at most 100 bytes of path)");
             return -1;
         }
         r->unix_path = xstrdup(s + 7);
         return 0;
     }
     if (strncmp(s, "redis://", 8) != 0) {
-        jload_err_at(c, "url", false, "expected \"redis://HOST:PORT/DB\" or \"unix:///path\" "
-                                "(\"rediss://\" is not supported: hiredis 0.14 has no TLS)");
+        jload_err_at(c, "url", false,
+                     "expected \"redis://HOST:PORT/DB\" or \"unix:///path\" "
+                     "(\"rediss://\" is not supported: hiredis 0.14 has no TLS)");
         return -1;
     }
     rest = s + 8;
     slash = strchr(rest, '/');
     hp = xstrndup(rest, slash ? (size_t)(slash - rest) : strlen(rest));
     if (strpbrk(hp, "@?#")) {
-        jload_err_at(c, "url", false, "no user, password or query in the URL: the password goes in "
-                                "\"password_file\"");
+        jload_err_at(c, "url", false,
+                     "no user, password or query in the URL: the password goes in "
+                     "\"password_file\"");
         goto fail;
     }
     if (parse_hostport(hp, true, &r->host, &r->port, &why) < 0) {
@@ -1346,8 +1408,9 @@ static int parse_redis_url(struct jload *c, struct cfg_redis *r)
     {
         unsigned char buf[16];
         if (inet_pton(AF_INET, r->host, buf) != 1 && inet_pton(AF_INET6, r->host, buf) != 1) {
-            jload_err_at(c, "url", false, "the Redis host must be an IP address (Memorystore gives one): "
-                                    "a name would be resolved on a worker thread");
+            jload_err_at(c, "url", false,
+                         "the Redis host must be an IP address (Memorystore gives one): "
+                         "a name would be resolved on a worker thread");
             goto fail;
         }
     }
@@ -1381,7 +1444,8 @@ static int read_redis_password(struct jload *c, struct cfg_redis *r)
     int fd = open(r->password_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), rc = -1;
 
     if (fd < 0) {
-        jload_err_at(c, "password_file", false, "cannot open %s: %s", r->password_file, strerror(errno));
+        jload_err_at(c, "password_file", false, "cannot open %s: %s", r->password_file,
+                     strerror(errno));
         return -1;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -1389,15 +1453,16 @@ static int read_redis_password(struct jload *c, struct cfg_redis *r)
         goto out;
     }
     if (st.st_mode & 077) {
-        jload_err_at(c, "password_file", false, "%s is readable or writable by others (mode %03o): "
-                                          "chmod 600 it", r->password_file,
-               (unsigned)(st.st_mode & 0777));
+        jload_err_at(c, "password_file", false,
+                     "%s is readable or writable by others (mode %03o): "
+                     "chmod 600 it",
+                     r->password_file, (unsigned)(st.st_mode & 0777));
         goto out;
     }
     n = read(fd, buf, sizeof(buf) - 1);
     if (n < 0 || n > CONFIG_REDIS_PASSWORD_MAX) {
         jload_err_at(c, "password_file", false, "%s: %s", r->password_file,
-               n < 0 ? strerror(errno) : "longer than 512 bytes");
+                     n < 0 ? strerror(errno) : "longer than 512 bytes");
         goto out;
     }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -1410,7 +1475,7 @@ static int read_redis_password(struct jload *c, struct cfg_redis *r)
     for (ssize_t i = 0; i < n; i++)
         if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
             jload_err_at(c, "password_file", false, "%s: the password holds a control character",
-                   r->password_file);
+                         r->password_file);
             goto out;
         }
     r->password = xstrdup(buf);
@@ -1498,7 +1563,7 @@ static int parse_tracing(struct jload *c, const json_t *v, void *obj)
     rc = jload_object(c, v, tracing_fields, &cfg->tracing, &s);
     if (rc == 0 && cfg->tracing.max_export_batch_size > cfg->tracing.max_queue_size) {
         jload_err_at(c, "max_export_batch_size", true,
-               "\"max_export_batch_size\" must not exceed \"max_queue_size\"");
+                     "\"max_export_batch_size\" must not exceed \"max_queue_size\"");
         rc = -1;
     }
     return rc;
@@ -1540,23 +1605,26 @@ static void root_post(struct jload *c, struct baton_config *cfg, const struct jl
         } else if (up->caller_assertion && !cfg->assertion.enabled) {
             jload_push_key(c, "upstreams");
             jload_push_idx(c, k);
-            jload_err_at(c, "caller_assertion", true,
-                   "\"caller_assertion\" needs the top-level \"assertion\" object (issuer, keys)");
+            jload_err_at(
+                c, "caller_assertion", true,
+                "\"caller_assertion\" needs the top-level \"assertion\" object (issuer, keys)");
             jload_pop(c);
             jload_pop(c);
         }
     }
-    if (cfg->admin_enabled && (jload_parsed(t, s, "admin_listen") || jload_parsed(t, s, "listen")) &&
+    if (cfg->admin_enabled &&
+        (jload_parsed(t, s, "admin_listen") || jload_parsed(t, s, "listen")) &&
         cfg->admin_listen.port == cfg->listen.port &&
         (!strcmp(cfg->admin_listen.host, cfg->listen.host) || wildcard(cfg->admin_listen.host) ||
          wildcard(cfg->listen.host))) {
         jload_err_at(c, jload_has(t, s, "admin_listen") ? "admin_listen" : "listen", false,
-               "admin_listen and listen would bind the same port %d", cfg->listen.port);
+                     "admin_listen and listen would bind the same port %d", cfg->listen.port);
     }
     /* the bucket witness uploads with baton's own access token */
     if (cfg->audit.witness_bucket && cfg->google.source == GOOGLE_LOCAL)
-        jload_err_at(c, "audit", true, "a witness bucket needs Google credentials \"metadata\" or "
-                                 "{\"service_account_key\": PATH} (\"local\" has no access token)");
+        jload_err_at(c, "audit", true,
+                     "a witness bucket needs Google credentials \"metadata\" or "
+                     "{\"service_account_key\": PATH} (\"local\" has no access token)");
 }
 
 static char *dir_of(const char *file)
@@ -1569,7 +1637,8 @@ static char *dir_of(const char *file)
     return xstrndup(file, (size_t)(slash - file));
 }
 
-struct baton_config *config_load_buffer(const char *text, size_t len, const char *name, struct diags *d)
+struct baton_config *config_load_buffer(const char *text, size_t len, const char *name,
+                                        struct diags *d)
 {
     struct baton_config *cfg = NULL;
     struct jload c;
@@ -1726,7 +1795,8 @@ const struct cfg_issuer *config_issuer(const struct baton_config *cfg, const cha
     return NULL;
 }
 
-const struct cfg_issuer *config_issuer_by_iss(const struct baton_config *cfg, const char *iss, size_t len)
+const struct cfg_issuer *config_issuer_by_iss(const struct baton_config *cfg, const char *iss,
+                                              size_t len)
 {
     for (size_t k = 0; iss && k < cfg->n_issuers; k++) {
         const char *v = cfg->issuers[k].issuer;

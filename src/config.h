@@ -44,11 +44,10 @@ struct cfg_limits {
     unsigned header_timeout_ms;
     unsigned idle_timeout_ms;
     unsigned max_connections;
-    unsigned body_timeout_ms;   /* the whole request body */
+    unsigned body_timeout_ms; /* the whole request body */
 };
 
 enum cfg_key_source { KEYS_DISCOVERY, KEYS_JWKS_URI, KEYS_JWKS_FILE };
-
 
 struct cfg_issuer {
     char *name;   /* local name policies refer to ("aws") */
@@ -61,7 +60,8 @@ struct cfg_issuer {
     char *audience_claim; /* "aud" (default) or "client_id" */
     unsigned algorithms;  /* bitmask of 1u << enum jws_alg; default RS256|ES256 */
     char **token_types;   /* allowed `typ`; absent typ always accepted */
-    size_t n_token_types; /* key absent: filled with the default ["JWT", "at+jwt"]; [] given: 0, only tokens without typ */
+    size_t
+        n_token_types; /* key absent: filled with the default ["JWT", "at+jwt"]; [] given: 0, only tokens without typ */
     int leeway_s;
     /* extensions */
     char *token_use;        /* "access" or "id": Cognito `token_use` required; NULL: not checked */
@@ -79,32 +79,32 @@ struct cfg_google {
     enum cfg_google_source source; /* "credentials": "metadata" | "local", or service_account_key */
     char *service_account_key;     /* resolved path, GOOGLE_SA_KEY */
     /* extensions: endpoints overridable for tests and private endpoints */
-    char *metadata_host;     /* default $GCE_METADATA_HOST, then "metadata.google.internal" */
-    char *token_uri;         /* overrides the key file's token_uri when set */
+    char *metadata_host;      /* default $GCE_METADATA_HOST, then "metadata.google.internal" */
+    char *token_uri;          /* overrides the key file's token_uri when set */
     char *iamcredentials_url; /* default "https://iamcredentials.googleapis.com" */
-    char *local_key;         /* GOOGLE_LOCAL: PEM private key path; NULL: generated at start */
-    char *local_issuer;      /* GOOGLE_LOCAL: iss of minted tokens, default "https://baton.local" */
+    char *local_key;          /* GOOGLE_LOCAL: PEM private key path; NULL: generated at start */
+    char *local_issuer; /* GOOGLE_LOCAL: iss of minted tokens, default "https://baton.local" */
     unsigned token_lifetime_s; /* GOOGLE_LOCAL lifetime */
-    unsigned timeout_ms;     /* per call to Google */
+    unsigned timeout_ms;       /* per call to Google */
 };
 
 enum cfg_identity { IDENTITY_GOOGLE, IDENTITY_NONE };
 
 struct cfg_upstream {
     char *name;
-    char *url;      /* as written */
-    char *audience; /* default: the URL's origin */
-    char *token_header; /* "authorization" (default) | "x-serverless-authorization" */
+    char *url;                  /* as written */
+    char *audience;             /* default: the URL's origin */
+    char *token_header;         /* "authorization" (default) | "x-serverless-authorization" */
     enum cfg_identity identity; /* default google */
     unsigned timeout_ms;
     /* parsed from url */
     bool tls;
-    char *host;     /* owned; lower case, an IPv6 literal without brackets */
-    int port;       /* 443 / 80 default */
+    char *host;      /* owned; lower case, an IPv6 literal without brackets */
+    int port;        /* 443 / 80 default */
     char *base_path; /* owned; "" or "/prefix" without trailing slash */
     /* extension: the signed caller assertion (README "Caller assertion") */
-    bool caller_assertion;     /* effective: "caller_assertion", default true when "assertion" is set */
-    bool caller_assertion_set; /* the key was given */
+    bool caller_assertion; /* effective: "caller_assertion", default true when "assertion" is set */
+    bool caller_assertion_set;   /* the key was given */
     unsigned resolve_interval_s; /* address refresh (resolve.h) */
 };
 
@@ -114,24 +114,24 @@ enum cfg_fsync { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_NONE, FSYNC_GROUP };
 enum cfg_on_failure { ON_FAILURE_DENY, ON_FAILURE_ALLOW };
 
 struct cfg_audit {
-    char *path; /* resolved; "-" for stdout */
+    char *path;                     /* resolved; "-" for stdout */
     enum cfg_fsync fsync;           /* default batch */
     enum cfg_on_failure on_failure; /* default deny */
     char *signing_key;              /* resolved path or NULL: no checkpoints */
     char **record_headers;
     size_t n_record_headers;
     /* extensions */
-    uint64_t rotate_bytes;        /* 0: never by size */
-    unsigned batch_ms;            /* group commit interval */
+    uint64_t rotate_bytes; /* 0: never by size */
+    unsigned batch_ms;     /* group commit interval */
     unsigned checkpoint_records;
     unsigned checkpoint_interval_s;
     unsigned queue_records;
     /* audit.witness: where the open record and checkpoints are also written,
      * create-only; at most one of dir and bucket (docs/audit.md "Witness") */
-    char *witness_dir;            /* resolved path of an existing directory, or NULL */
-    char *witness_bucket;         /* bucket name (from "gs://BUCKET/PREFIX"), or NULL */
-    char *witness_prefix;         /* object name prefix without slashes at either end, "" */
-    char *witness_storage_url;    /* "https://storage.googleapis.com" unless overridden */
+    char *witness_dir;         /* resolved path of an existing directory, or NULL */
+    char *witness_bucket;      /* bucket name (from "gs://BUCKET/PREFIX"), or NULL */
+    char *witness_prefix;      /* object name prefix without slashes at either end, "" */
+    char *witness_storage_url; /* "https://storage.googleapis.com" unless overridden */
 };
 
 /* url_signing (extension; signurl.h): keys of signed URLs. */
@@ -141,11 +141,11 @@ struct cfg_url_key {
 };
 
 struct cfg_url_signing {
-    bool enabled;              /* the key is present */
-    struct cfg_url_key *keys;  /* 1..16; the first signs, all verify */
+    bool enabled;             /* the key is present */
+    struct cfg_url_key *keys; /* 1..16; the first signs, all verify */
     size_t n_keys;
-    unsigned max_ttl_s;        /* no link lives longer */
-    unsigned leeway_s;         /* clock skew allowed past a link's expiry */
+    unsigned max_ttl_s; /* no link lives longer */
+    unsigned leeway_s;  /* clock skew allowed past a link's expiry */
 };
 
 /* Extension: the store of steps whose limits.rate_scope is "global" (README
@@ -156,12 +156,12 @@ enum cfg_redis_failure { REDIS_FAIL_LOCAL, REDIS_FAIL_DENY, REDIS_FAIL_ALLOW };
 #define CONFIG_REDIS_PASSWORD_MAX 512 /* bytes of password_file */
 
 struct cfg_redis {
-    bool enabled;        /* the "redis" key is present */
-    char *url;           /* as written */
-    char *host;          /* "redis://": an IP literal (no name is resolved on a worker); else NULL */
-    int port;            /* 6379 by default */
-    char *unix_path;     /* "unix:///path": the socket path; else NULL */
-    int db;              /* "/DB" of a redis:// URL, 0 by default */
+    bool enabled;    /* the "redis" key is present */
+    char *url;       /* as written */
+    char *host;      /* "redis://": an IP literal (no name is resolved on a worker); else NULL */
+    int port;        /* 6379 by default */
+    char *unix_path; /* "unix:///path": the socket path; else NULL */
+    int db;          /* "/DB" of a redis:// URL, 0 by default */
     char *password_file; /* resolved path, or NULL: no AUTH */
     char *password;      /* its bytes without a trailing newline, owned; NULL: no AUTH */
     unsigned timeout_ms; /* the longest a request waits on Redis */
@@ -175,8 +175,9 @@ struct cfg_assertion {
     char *issuer;      /* required: the assertion's `iss` */
     char *signing_key; /* resolved path of an EC P-256 PEM private key; NULL: generated at start */
     unsigned lifetime_s;
-    char *header;      /* "x-baton-assertion"; never hop-by-hop, framing or one baton sets */
-    char **previous_keys; /* resolved paths of EC P-256 public PEMs: published, never used to sign */
+    char *header; /* "x-baton-assertion"; never hop-by-hop, framing or one baton sets */
+    char *
+        *previous_keys; /* resolved paths of EC P-256 public PEMs: published, never used to sign */
     size_t n_previous_keys;
 };
 #define CONFIG_MAX_PREVIOUS_KEYS 8
@@ -184,12 +185,12 @@ struct cfg_assertion {
 /* tracing (extension; otlp.h): span export as OTLP/HTTP JSON. The bounds
  * follow the OpenTelemetry batch span processor's (OTEL_BSP_*). */
 struct cfg_tracing {
-    bool enabled;               /* the key is present */
-    char *otlp_endpoint;        /* required: http(s) base URL; spans go to {it}/v1/traces */
-    unsigned max_queue_size;    /* requests whose spans wait */
+    bool enabled;                   /* the key is present */
+    char *otlp_endpoint;            /* required: http(s) base URL; spans go to {it}/v1/traces */
+    unsigned max_queue_size;        /* requests whose spans wait */
     unsigned max_export_batch_size; /* requests per POST, <= max_queue_size */
-    unsigned schedule_delay_ms; /* longest a span waits for a batch */
-    unsigned export_timeout_ms; /* one POST */
+    unsigned schedule_delay_ms;     /* longest a span waits for a batch */
+    unsigned export_timeout_ms;     /* one POST */
 };
 
 struct baton_config {
@@ -212,8 +213,8 @@ struct baton_config {
     char *policies; /* resolved directory, default "<dir>/policies" */
     struct cfg_audit audit;
     /* extensions */
-    unsigned drain_ms; /* "drain_timeout_ms" */
-    bool access_log;   /* "access_log" (server), default false: one INFO line per request
+    unsigned drain_ms;         /* "drain_timeout_ms" */
+    bool access_log;           /* "access_log" (server), default false: one INFO line per request
                           (httpRequest, trace) on stderr; off by default because a log
                           line per request costs more than the rest of a cache-hit request */
     unsigned ready_timeout_ms; /* "ready_timeout_ms": the serving
@@ -221,8 +222,8 @@ struct baton_config {
     char *health_path;         /* "health_path", NULL: none; else GET answers like /readyz
                                   on the serving port */
     struct cfg_url_signing url_signing; /* "url_signing" (ext.): signed URLs */
-    struct cfg_redis redis; /* "redis", optional */
-    struct cfg_assertion assertion; /* "assertion" */
+    struct cfg_redis redis;             /* "redis", optional */
+    struct cfg_assertion assertion;     /* "assertion" */
     struct cfg_tracing tracing;         /* "tracing" (ext.): OTLP span export */
 };
 
@@ -253,8 +254,8 @@ void config_free(struct baton_config *cfg);
  * `at_key` points at the member name instead of its value. Line 0 when the
  * path is not in the file (a default).
  */
-void config_diag(const struct baton_config *cfg, struct diags *d, const char *path,
-                 bool at_key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void config_diag(const struct baton_config *cfg, struct diags *d, const char *path, bool at_key,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * The one rule for which request headers an audit record may carry: a name
@@ -272,7 +273,8 @@ const char *config_path_choose(const char *flag);
 
 /* Lookups by name; NULL when absent. Borrowed, valid while cfg lives. */
 const struct cfg_issuer *config_issuer(const struct baton_config *cfg, const char *name);
-const struct cfg_issuer *config_issuer_by_iss(const struct baton_config *cfg, const char *iss, size_t len);
+const struct cfg_issuer *config_issuer_by_iss(const struct baton_config *cfg, const char *iss,
+                                              size_t len);
 const struct cfg_upstream *config_upstream(const struct baton_config *cfg, const char *name);
 
 /* True when the address (AF_INET/AF_INET6 sockaddr) is within trusted_proxies. */

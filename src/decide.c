@@ -239,7 +239,9 @@ static bool stage_authz(const struct decide_request *req, struct decide_outcome 
         .path = req->path,
         .path_len = req->path_len,
         .issuer_name = out->link ? NULL : out->issuer->name,
-        .claims = out->link ? NULL : out->have_ar ? out->ar.claims : req->claims,
+        .claims = out->link      ? NULL
+                  : out->have_ar ? out->ar.claims
+                                 : req->claims,
         .header = req->header,
         .header_ctx = req->header_ctx,
     };
@@ -259,8 +261,8 @@ static bool rate_verdict(struct decide_outcome *out, enum decide_rate_verdict v,
         return true;
     if (!policy_dry_run(out->policy))
         out->retry_after_s = retry;
-    return deny_or_record(out, v == DECIDE_RATE_DENY ? REASON_RATE_LIMITED
-                                                     : REASON_RATE_UNAVAILABLE);
+    return deny_or_record(out,
+                          v == DECIDE_RATE_DENY ? REASON_RATE_LIMITED : REASON_RATE_UNAVAILABLE);
 }
 
 static bool stage_body(const struct decide_snapshot *snap, const struct decide_request *req,
@@ -298,16 +300,16 @@ void decide_request(const struct decide_snapshot *snap, const struct decide_requ
         return;
     }
     out->stage = DECIDE_STAGE_ROUTE;
-    out->policy = policy_route(snap->policies, req->hostname,
-                               req->hostname ? req->hostname_len : 0, req->path, req->path_len);
+    out->policy = policy_route(snap->policies, req->hostname, req->hostname ? req->hostname_len : 0,
+                               req->path, req->path_len);
     if (!out->policy) {
         refuse(out, REASON_NO_ROUTE);
         return;
     }
     pl = policy_limits(out->policy);
-    out->limits.scope = !pl->rate_per_s                          ? DECIDE_RATE_NONE
+    out->limits.scope = !pl->rate_per_s                        ? DECIDE_RATE_NONE
                         : pl->rate_scope == POLICY_RATE_GLOBAL ? DECIDE_RATE_GLOBAL
-                                                                 : DECIDE_RATE_INSTANCE;
+                                                               : DECIDE_RATE_INSTANCE;
     out->limits.rate_per_s = pl->rate_per_s;
     out->limits.burst = pl->burst;
     out->limits.max_in_flight = pl->max_in_flight;

@@ -139,8 +139,8 @@ struct decide_outcome {
     enum reason reason;     /* ALLOWED, or the refusal */
     enum decision decision; /* ALLOW, DENY, WOULD_DENY (dry_run, goes on), ERROR (ours) */
     enum decide_stage stage;
-    bool pending;           /* the rate callback parked: decide_resume follows */
-    unsigned retry_after_s; /* in_flight and rate refusals: the Retry-After; else 0 */
+    bool pending;                /* the rate callback parked: decide_resume follows */
+    unsigned retry_after_s;      /* in_flight and rate refusals: the Retry-After; else 0 */
     const struct policy *policy; /* the step routed to, or NULL */
     /* authn */
     bool token_present; /* an Authorization: Bearer, usable or not */

@@ -16,7 +16,7 @@
 struct diag {
     char *file; /* owned */
     int line, col;
-    char *msg; /* owned */
+    char *msg;    /* owned */
     bool warning; /* added by diags_warn: printed as "warning:" */
 };
 
@@ -30,7 +30,10 @@ struct diags {
     struct diags *warnings; /* borrowed, may be NULL */
 };
 
-#define DIAGS_INIT {NULL, 0, 0, NULL}
+#define DIAGS_INIT       \
+    {                    \
+        NULL, 0, 0, NULL \
+    }
 
 /* Adds one diagnostic; `file` is copied. Allocation failure aborts. */
 void diags_add(struct diags *d, const char *file, int line, int col, const char *fmt, ...)

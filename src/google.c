@@ -186,8 +186,8 @@ out:
     json_decref(j);
 }
 
-char *google_impersonation_detail(int status, const char *body, size_t len,
-                                  const char *target, const char *own)
+char *google_impersonation_detail(int status, const char *body, size_t len, const char *target,
+                                  const char *own)
 {
     char gtext[MAX_GOOGLE_MESSAGE + 100];
     const char *member = own ? own : "<baton's service account>";
@@ -346,10 +346,9 @@ static void submit_sa(struct op *op)
     static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded"};
     char err[256];
     char *grant = NULL, *body = NULL;
-    char *assertion = mint_sa_assertion(g->key, g->client_email, g->token_uri,
-                                        op->kind == OP_SA_ID ? op->audience : NULL,
-                                        op->kind == OP_SA_ID ? NULL : GOOGLE_SCOPE,
-                                        now_ms() / 1000, err, sizeof err);
+    char *assertion = mint_sa_assertion(
+        g->key, g->client_email, g->token_uri, op->kind == OP_SA_ID ? op->audience : NULL,
+        op->kind == OP_SA_ID ? NULL : GOOGLE_SCOPE, now_ms() / 1000, err, sizeof err);
     if (!assertion) {
         char *d = xasprintf("cannot sign the service-account assertion: %s", err);
         op_finish(op, NULL, IDENTITY_FAIL_CREDENTIALS, 0, d);
@@ -375,7 +374,8 @@ static void submit_iam(struct op *op)
                           op->sa);
     json_decref(j);
     if (!body) {
-        op_finish(op, NULL, IDENTITY_FAIL_INTERNAL, 0, "cannot encode the request (audience not UTF-8?)");
+        op_finish(op, NULL, IDENTITY_FAIL_INTERNAL, 0,
+                  "cannot encode the request (audience not UTF-8?)");
     } else {
         op_submit(op, "POST", url, hdrs, 2, body, strlen(body), GOOGLE_MAX_JSON_BODY);
     }
@@ -395,8 +395,8 @@ static void fetch_access_token(struct google *g)
         g->email_fetching = true;
         submit_meta_get(op_new(g, OP_META_EMAIL, NULL, NULL, NULL, NULL), "email", 1024);
     }
-    op = op_new(g, g->source == GOOGLE_METADATA ? OP_META_TOKEN : OP_SA_TOKEN, NULL, NULL,
-                NULL, NULL);
+    op = op_new(g, g->source == GOOGLE_METADATA ? OP_META_TOKEN : OP_SA_TOKEN, NULL, NULL, NULL,
+                NULL);
     if (op->kind == OP_META_TOKEN)
         submit_meta_get(op, "token", GOOGLE_MAX_JSON_BODY);
     else
@@ -450,8 +450,9 @@ static int store_access_token(struct google *g, const struct http_response *resp
     int rc = -1;
     if (!at || !*at || strlen(at) > 8192 || strpbrk(at, "\r\n") || !json_is_integer(exp) ||
         json_integer_value(exp) <= 0 || json_integer_value(exp) > 86400) {
-        snprintf(err, errlen, "the answer is not JSON with a string access_token and an "
-                              "integer expires_in (1..86400)");
+        snprintf(err, errlen,
+                 "the answer is not JSON with a string access_token and an "
+                 "integer expires_in (1..86400)");
         goto out;
     }
     life_ms = (int64_t)json_integer_value(exp) * 1000;
@@ -480,15 +481,16 @@ static void on_http_done(struct http_response *resp, void *arg)
         f = transport_failure(resp->error);
         if (resp->error == HTTP_ERR_REFUSED)
             detail = xasprintf("%s: the URL was refused (%s); http_client allows plain http to "
-                               "loopback addresses only%s", endpoint_name(op->kind), resp->msg,
+                               "loopback addresses only%s",
+                               endpoint_name(op->kind), resp->msg,
                                g->source == GOOGLE_METADATA
                                    ? " (the metadata server is plain http on a link-local "
                                      "address: use service_account_key or local credentials "
                                      "until http_client admits it)"
                                    : "");
         else
-            detail = xasprintf("%s: %s%s%s", endpoint_name(op->kind),
-                               http_error_name(resp->error), resp->msg[0] ? ": " : "", resp->msg);
+            detail = xasprintf("%s: %s%s%s", endpoint_name(op->kind), http_error_name(resp->error),
+                               resp->msg[0] ? ": " : "", resp->msg);
         goto fail;
     }
     if (resp->status != 200) {
@@ -499,20 +501,18 @@ static void on_http_done(struct http_response *resp, void *arg)
                 scrub_free(g->access_token);
                 g->access_token = NULL;
             }
-            detail = google_impersonation_detail(resp->status, resp->body, resp->body_len,
-                                                 op->sa, g->source == GOOGLE_SA_KEY
-                                                                 ? g->client_email
-                                                                 : g->own_email);
+            detail = google_impersonation_detail(resp->status, resp->body, resp->body_len, op->sa,
+                                                 g->source == GOOGLE_SA_KEY ? g->client_email
+                                                                            : g->own_email);
         } else {
             google_error_text(resp->body, resp->body_len, err, sizeof err);
-            detail = xasprintf(
-                "%s answered HTTP %d%s%s%s", endpoint_name(op->kind), resp->status,
-                err[0] ? ": " : "", err,
-                resp->status == 404 && op->kind == OP_META_ID
-                    ? " (no service account is attached to this instance or service)"
-                : strstr(err, "invalid_grant")
-                    ? " (the key may be deleted or disabled, or the clock is skewed)"
-                    : "");
+            detail = xasprintf("%s answered HTTP %d%s%s%s", endpoint_name(op->kind), resp->status,
+                               err[0] ? ": " : "", err,
+                               resp->status == 404 && op->kind == OP_META_ID
+                                   ? " (no service account is attached to this instance or service)"
+                               : strstr(err, "invalid_grant")
+                                   ? " (the key may be deleted or disabled, or the clock is skewed)"
+                                   : "");
         }
         goto fail;
     }
@@ -540,7 +540,8 @@ static void on_http_done(struct http_response *resp, void *arg)
         if (!token) {
             f = IDENTITY_FAIL_MALFORMED;
             detail = xasprintf("%s: the answer is not JSON with a string \"%s\"",
-                               endpoint_name(op->kind), op->kind == OP_SA_ID ? "id_token" : "token");
+                               endpoint_name(op->kind),
+                               op->kind == OP_SA_ID ? "id_token" : "token");
             goto fail;
         }
         op_finish(op, token, 0, 200, NULL);
@@ -597,9 +598,10 @@ static void google_mint(void *ctx, const char *sa, const char *audience, identit
     if (g->source == GOOGLE_LOCAL) {
         int64_t now = now_ms() / 1000;
         char *tok = mint_local_id_token(g->key, g->local_issuer, audience,
-                                        sa ? sa : GOOGLE_LOCAL_IDENTITY, now,
-                                        now + g->lifetime_s, err, sizeof err);
-        struct identity_mint_result res = {.ok = tok != NULL, .token = tok,
+                                        sa ? sa : GOOGLE_LOCAL_IDENTITY, now, now + g->lifetime_s,
+                                        err, sizeof err);
+        struct identity_mint_result res = {.ok = tok != NULL,
+                                           .token = tok,
                                            .token_len = tok ? strlen(tok) : 0,
                                            .failure = IDENTITY_FAIL_CREDENTIALS,
                                            .detail = tok ? NULL : err};
@@ -669,8 +671,8 @@ struct sa_key {
 
 static int sa_key_load(const char *path, struct sa_key *out, char *err, size_t errlen)
 {
-    static const char *const fields[] = {"type", "client_email", "private_key",
-                                         "private_key_id", "token_uri"};
+    static const char *const fields[] = {"type", "client_email", "private_key", "private_key_id",
+                                         "token_uri"};
     char *text = NULL, kerr[200];
     size_t len = 0;
     json_t *j = NULL;
@@ -692,8 +694,10 @@ static int sa_key_load(const char *path, struct sa_key *out, char *err, size_t e
     for (size_t i = 0; i < 5; i++) {
         v[i] = json_string_value(json_object_get(j, fields[i]));
         if (!v[i] || !*v[i]) {
-            snprintf(err, errlen, "%s: \"%s\" missing or not a non-empty string "
-                     "(is this a service-account key file?)", path, fields[i]);
+            snprintf(err, errlen,
+                     "%s: \"%s\" missing or not a non-empty string "
+                     "(is this a service-account key file?)",
+                     path, fields[i]);
             goto out;
         }
     }
@@ -753,9 +757,8 @@ static bool host_ok(const char *h)
     return true;
 }
 
-int google_source_new(struct event_base *bg, struct http_client *http,
-                      const struct cfg_google *cfg, struct identity_source *out,
-                      char *err, size_t errlen)
+int google_source_new(struct event_base *bg, struct http_client *http, const struct cfg_google *cfg,
+                      struct identity_source *out, char *err, size_t errlen)
 {
     struct google *g = xcalloc(1, sizeof *g);
     const char *host, *iam;
@@ -777,7 +780,8 @@ int google_source_new(struct event_base *bg, struct http_client *http,
         snprintf(err, errlen, "google.metadata_host \"%.100s\" is not a host[:port]", host);
         goto fail;
     }
-    g->meta_base = xasprintf("http://%s/computeMetadata/v1/instance/service-accounts/default", host);
+    g->meta_base = xasprintf("http://%s/computeMetadata/v1/instance/service-accounts/default",
+                             host);
     iam = cfg->iamcredentials_url && *cfg->iamcredentials_url ? cfg->iamcredentials_url
                                                               : GOOGLE_DEFAULT_IAM_URL;
     g->iam_url = xstrdup(iam);
@@ -887,9 +891,13 @@ char *google_metadata_instance_id(const struct cfg_google *cfg, unsigned timeout
         goto out;
     }
     url = xasprintf("http://%s/computeMetadata/v1/instance/id", host);
-    resp = http_fetch_sync(&(struct http_request){.method = "GET", .url = url, .headers = hdrs,
-                                                  .n_headers = 1, .timeout_ms = timeout_ms,
-                                                  .max_body = 256, .allow_http = true,
+    resp = http_fetch_sync(&(struct http_request){.method = "GET",
+                                                  .url = url,
+                                                  .headers = hdrs,
+                                                  .n_headers = 1,
+                                                  .timeout_ms = timeout_ms,
+                                                  .max_body = 256,
+                                                  .allow_http = true,
                                                   .allow_metadata_http = true});
     if (resp->error != HTTP_ERR_NONE) {
         snprintf(err, errlen, "%s: %s", http_error_name(resp->error), resp->msg);

@@ -29,8 +29,8 @@ struct http_client;
 struct cfg_google;
 
 /* Request caps (bytes) and the OAuth scope used for impersonation. */
-#define GOOGLE_MAX_TOKEN_BODY 16384    /* metadata identity: the raw JWT */
-#define GOOGLE_MAX_JSON_BODY 65536     /* token endpoint, IAM Credentials */
+#define GOOGLE_MAX_TOKEN_BODY 16384 /* metadata identity: the raw JWT */
+#define GOOGLE_MAX_JSON_BODY 65536  /* token endpoint, IAM Credentials */
 #define GOOGLE_MAX_KEY_FILE 65536
 #define GOOGLE_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define GOOGLE_DEFAULT_METADATA_HOST "metadata.google.internal"
@@ -44,9 +44,8 @@ struct cfg_google;
  * source. Returns 0 and fills *out (whose ctx the identity then owns), or -1
  * with a message in err.
  */
-int google_source_new(struct event_base *bg, struct http_client *http,
-                      const struct cfg_google *cfg, struct identity_source *out,
-                      char *err, size_t errlen);
+int google_source_new(struct event_base *bg, struct http_client *http, const struct cfg_google *cfg,
+                      struct identity_source *out, char *err, size_t errlen);
 
 /*
  * Checks a service-account key file as google_source_new does: a regular
@@ -97,7 +96,7 @@ enum identity_failure google_status_failure(int status);
  * roles/iam.serviceAccountOpenIdTokenCreator binding on `target` for `own`,
  * the gcloud command; or the unknown account). Owned.
  */
-char *google_impersonation_detail(int status, const char *body, size_t len,
-                                  const char *target, const char *own);
+char *google_impersonation_detail(int status, const char *body, size_t len, const char *target,
+                                  const char *own);
 
 #endif

@@ -99,8 +99,7 @@ static inline uint64_t load_word(const char *s, size_t i, size_t n)
 /* Folds s[0..n) into out (n rounded up to 8 bytes, zero-padded: out has room
  * for them) and returns the hash of the folded bytes; *us true when s holds
  * a '_'. The table and the lookup hash alike, by this function. */
-static inline uint32_t fold_hash(const char *s, size_t n, bool dash, unsigned char *out,
-                                 bool *us)
+static inline uint32_t fold_hash(const char *s, size_t n, bool dash, unsigned char *out, bool *us)
 {
     uint64_t h = MIX ^ n, u = 0;
 
@@ -150,7 +149,8 @@ static void add(struct hdrclass *t, const char *name, unsigned exact, unsigned a
 {
     unsigned char low[HC_MAX_NAME + 8], dash[HC_MAX_NAME + 8];
     size_t n = strlen(name);
-    uint32_t h_low = fold_hash(name, n, false, low, NULL), h_dash = fold_hash(name, n, true, dash, NULL);
+    uint32_t h_low = fold_hash(name, n, false, low, NULL),
+             h_dash = fold_hash(name, n, true, dash, NULL);
 
     if (exact || id) {
         struct hc_entry *e = slot_for(t, low, n, h_low);
@@ -243,7 +243,8 @@ struct hdrclass *hdrclass_new(const char *const *recorded, size_t n_recorded,
     struct hdrclass *t = xcalloc(1, sizeof(*t));
     /* every name may take two keys (exact and dash-folded); at most half full */
     size_t want = 2 * (2 * (sizeof(builtins) / sizeof(builtins[0]) + n_recorded + n_policy +
-                            n_credential)), cap = 64;
+                            n_credential)),
+           cap = 64;
 
     while (cap < want)
         cap *= 2;
@@ -311,8 +312,7 @@ static unsigned prefix_class(const unsigned char *f, size_t n)
 #undef HAS
 }
 
-unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len,
-                     enum hdrclass_id *id)
+unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
 {
     unsigned char f[HC_MAX_NAME + 8]; /* the name folded, '_' read as '-' */
     bool us = false;

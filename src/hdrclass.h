@@ -23,7 +23,8 @@
 #include <stddef.h>
 
 /* Classes: a name may have several. */
-#define HDRCLASS_HOP_BY_HOP 0x0001u /* Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
+#define HDRCLASS_HOP_BY_HOP \
+    0x0001u                         /* Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
                                        Transfer-Encoding, Upgrade, Proxy-Authorization,
                                        Proxy-Authenticate, HTTP2-Settings */
 #define HDRCLASS_FRAMING 0x0002u    /* Content-Length, Transfer-Encoding */
@@ -32,7 +33,8 @@
 #define HDRCLASS_CREDENTIAL 0x0010u /* Authorization, Proxy-Authorization, configured names */
 #define HDRCLASS_RECORDED 0x0020u   /* configured: the audit record keeps it */
 #define HDRCLASS_POLICY 0x0040u     /* configured: some policy reads it */
-#define HDRCLASS_DROPPED 0x0080u    /* baton sets it or never forwards it: Authorization, Host,
+#define HDRCLASS_DROPPED \
+    0x0080u /* baton sets it or never forwards it: Authorization, Host,
                                        Content-Length, Expect, X-Request-Id, traceparent */
 
 /* The names the parser and the proxy act on by name (exact spelling). */
@@ -81,7 +83,6 @@ const struct hdrclass *hdrclass_builtin(void);
  * NULL. t NULL means hdrclass_builtin(). O(len): one folding pass and one
  * hash probe (two when the name holds '_').
  */
-unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len,
-                     enum hdrclass_id *id);
+unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id);
 
 #endif

@@ -18,23 +18,23 @@
 
 /* ---- byte classes, computed at compile time ---------------------------- */
 
-#define CL_TCHAR 0x01  /* RFC 9110 tchar */
-#define CL_VALUE 0x02  /* field-vchar, SP, HTAB (obs-text included) */
-#define CL_TARGET 0x04 /* visible ASCII except '#' */
+#define CL_TCHAR 0x01   /* RFC 9110 tchar */
+#define CL_VALUE 0x02   /* field-vchar, SP, HTAB (obs-text included) */
+#define CL_TARGET 0x04  /* visible ASCII except '#' */
 #define CL_REGNAME 0x08 /* host reg-name subset: ALPHA DIGIT - . _ */
-#define CL_REASON 0x10 /* reason-phrase: HTAB SP VCHAR obs-text (same as VALUE) */
+#define CL_REASON 0x10  /* reason-phrase: HTAB SP VCHAR obs-text (same as VALUE) */
 
 #define IS_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
 #define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
-#define IS_TCHAR(c)                                                                      \
+#define IS_TCHAR(c)                                                                        \
     (IS_ALPHA(c) || IS_DIGIT(c) || (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || \
      (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' ||  \
      (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
 #define IS_VALUE(c) ((c) == '\t' || ((c) >= 0x20 && (c) != 0x7f))
 #define IS_TARGET(c) ((c) > 0x20 && (c) < 0x7f && (c) != '#')
 #define IS_REGNAME(c) (IS_ALPHA(c) || IS_DIGIT(c) || (c) == '-' || (c) == '.' || (c) == '_')
-#define CLASS(c)                                                                         \
-    ((IS_TCHAR(c) ? CL_TCHAR : 0) | (IS_VALUE(c) ? CL_VALUE | CL_REASON : 0) |            \
+#define CLASS(c)                                                               \
+    ((IS_TCHAR(c) ? CL_TCHAR : 0) | (IS_VALUE(c) ? CL_VALUE | CL_REASON : 0) | \
      (IS_TARGET(c) ? CL_TARGET : 0) | (IS_REGNAME(c) ? CL_REGNAME : 0))
 #define C4(b) CLASS(b), CLASS((b) + 1), CLASS((b) + 2), CLASS((b) + 3)
 #define C16(b) C4(b), C4((b) + 4), C4((b) + 8), C4((b) + 12)
@@ -211,8 +211,8 @@ static int header_line_check(struct head *h, size_t s, size_t e, bool complete, 
             continue;
         if (b[i] == '\r')
             return lone_cr(h, i);
-        return fail(h, i, REASON_BAD_HEADER, b[i] ? "control byte in a header value"
-                                                  : "NUL in a header value");
+        return fail(h, i, REASON_BAD_HEADER,
+                    b[i] ? "control byte in a header value" : "NUL in a header value");
     }
     return 0;
 }
@@ -520,7 +520,8 @@ static int target_form(struct head *h, struct http1_request *req)
     }
     if (n == 1 && t[0] == '*') {
         if (req->method != HTTP1_METHOD_OPTIONS)
-            return fail(h, off, REASON_BAD_TARGET, "asterisk-form target with a method other than OPTIONS");
+            return fail(h, off, REASON_BAD_TARGET,
+                        "asterisk-form target with a method other than OPTIONS");
         req->target_form = HTTP1_TARGET_ASTERISK;
         req->origin = t;
         req->origin_len = 1;
@@ -531,7 +532,8 @@ static int target_form(struct head *h, struct http1_request *req)
     else if (n > 8 && ascii_casecmp_n(t, 8, "https://", 8) == 0)
         req->scheme_len = 5;
     else
-        return fail(h, off, REASON_BAD_TARGET, "target is not origin-form or absolute http(s) form");
+        return fail(h, off, REASON_BAD_TARGET,
+                    "target is not origin-form or absolute http(s) form");
     req->scheme = t;
     a = req->scheme_len + 3;
     for (ae = a; ae < n && t[ae] != '/' && t[ae] != '?'; ae++)
@@ -546,7 +548,8 @@ static int target_form(struct head *h, struct http1_request *req)
         req->origin = "/";
         req->origin_len = 1;
     } else if (t[ae] == '?') {
-        return fail(h, off + ae, REASON_BAD_TARGET, "absolute-form target with a query but no path");
+        return fail(h, off + ae, REASON_BAD_TARGET,
+                    "absolute-form target with a query but no path");
     } else {
         req->origin = t + ae;
         req->origin_len = n - ae;
@@ -710,7 +713,8 @@ int http1_parse_request(const char *buf, size_t len, const struct http1_limits *
         s = next;
         le = line_at(&h, s, &ce, &next);
         if (le == LE_CRLF && ce == s) {
-            rc = fail(&h, s, REASON_BAD_REQUEST, "more than one empty line before the request line");
+            rc = fail(&h, s, REASON_BAD_REQUEST,
+                      "more than one empty line before the request line");
             goto out;
         }
     }
@@ -870,7 +874,8 @@ int http1_parse_response(const char *buf, size_t len, const struct http1_limits 
     resp->keep_alive = !h.conn_close && (resp->version == 11 || h.conn_ka);
     if (resp->status < 200) {
         if (h.seen_cl || h.seen_te) {
-            fail(&h, 0, REASON_UPSTREAM_ERROR, "1xx response with Content-Length or Transfer-Encoding");
+            fail(&h, 0, REASON_UPSTREAM_ERROR,
+                 "1xx response with Content-Length or Transfer-Encoding");
             goto out;
         }
         resp->informational = true;
@@ -973,7 +978,8 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
         case CK_SIZE:
             if ((v = hex_value((unsigned char)ch)) >= 0) {
                 if (c->digits == 16)
-                    return ck_fail(c, REASON_BAD_FRAMING, "chunk size longer than 16 hex digits", consumed);
+                    return ck_fail(c, REASON_BAD_FRAMING, "chunk size longer than 16 hex digits",
+                                   consumed);
                 c->remaining = c->remaining << 4 | (uint64_t)v;
                 c->digits++;
             } else if (ch == '\r' && c->digits) {
@@ -985,7 +991,8 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
             break;
         case CK_SIZE_LF:
             if (ch != '\n')
-                return ck_fail(c, REASON_BAD_FRAMING, "CR not followed by LF after a chunk size", consumed);
+                return ck_fail(c, REASON_BAD_FRAMING, "CR not followed by LF after a chunk size",
+                               consumed);
             i++;
             if (c->remaining == 0) {
                 c->state = CK_TRAILER;
@@ -994,7 +1001,8 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
             if (c->remaining > (uint64_t)INT64_MAX - c->total)
                 return ck_fail(c, REASON_BAD_FRAMING, "chunked body size overflows", consumed);
             if (c->max_total && c->total + c->remaining > c->max_total)
-                return ck_fail(c, REASON_BODY_TOO_LARGE, "chunked body larger than the limit", consumed);
+                return ck_fail(c, REASON_BODY_TOO_LARGE, "chunked body larger than the limit",
+                               consumed);
             c->state = CK_DATA;
             break;
         case CK_DATA:
@@ -1034,7 +1042,8 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
             break;
         case CK_TRAILER_LF:
             if (ch != '\n')
-                return ck_fail(c, REASON_BAD_FRAMING, "CR not followed by LF after the last chunk", consumed);
+                return ck_fail(c, REASON_BAD_FRAMING, "CR not followed by LF after the last chunk",
+                               consumed);
             c->state = CK_DONE;
             *consumed = i + 1;
             return HTTP1_DONE;
@@ -1107,37 +1116,69 @@ unsigned http1_header_find(const struct http1_header *h, unsigned n, const char 
 const char *http1_status_text(unsigned status, const char *fallback)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return fallback;
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return fallback;
     }
 }

@@ -79,11 +79,11 @@
 #include "reason.h"
 
 /* Status of a parse or decode call. */
-#define HTTP1_ERROR (-1)     /* see ->error, ->detail; close the connection */
-#define HTTP1_OK 0           /* a complete head (parse) */
-#define HTTP1_INCOMPLETE 1   /* need more bytes; call again with a longer buffer */
-#define HTTP1_DATA 2         /* chunked: a data slice is ready */
-#define HTTP1_DONE 3         /* chunked: last chunk and empty trailer consumed */
+#define HTTP1_ERROR (-1)   /* see ->error, ->detail; close the connection */
+#define HTTP1_OK 0         /* a complete head (parse) */
+#define HTTP1_INCOMPLETE 1 /* need more bytes; call again with a longer buffer */
+#define HTTP1_DATA 2       /* chunked: a data slice is ready */
+#define HTTP1_DONE 3       /* chunked: last chunk and empty trailer consumed */
 
 /* Compile-time capacity of the header array; limits.max_headers may only lower it. */
 #define HTTP1_MAX_HEADERS 128
@@ -178,23 +178,23 @@ struct http1_request {
     size_t host_len;
     const char *hostname; /* host without port or trailing dot; IPv6 literal keeps its brackets */
     size_t hostname_len;
-    unsigned port; /* from Host; 0 when absent */
-    enum http1_body body; /* NONE, LENGTH or CHUNKED */
+    unsigned port;           /* from Host; 0 when absent */
+    enum http1_body body;    /* NONE, LENGTH or CHUNKED */
     uint64_t content_length; /* HTTP1_BODY_LENGTH only, else 0 */
-    bool keep_alive;  /* 1.1 unless Connection: close; 1.0 only with keep-alive */
-    bool expect_100;  /* Expect: 100-continue (HTTP/1.1) */
-    int authorization; /* index into headers[] of the Authorization header, or -1 */
+    bool keep_alive;         /* 1.1 unless Connection: close; 1.0 only with keep-alive */
+    bool expect_100;         /* Expect: 100-continue (HTTP/1.1) */
+    int authorization;       /* index into headers[] of the Authorization header, or -1 */
     struct http1_conn_names connection;
 
     /* Error (HTTP1_ERROR only). */
     enum reason error;
-    const char *detail; /* static string, e.g. "two Content-Length headers" */
+    const char *detail;  /* static string, e.g. "two Content-Length headers" */
     size_t error_offset; /* byte offset in buf where the error was found */
 };
 
 struct http1_response {
-    int version; /* 10 or 11 */
-    unsigned status; /* 100..599 */
+    int version;               /* 10 or 11 */
+    unsigned status;           /* 100..599 */
     const char *reason_phrase; /* may be empty */
     size_t reason_len;
     struct http1_header headers[HTTP1_MAX_HEADERS];
@@ -202,7 +202,7 @@ struct http1_response {
     bool informational; /* 1xx (not 101): no body; parse the next head after it */
     enum http1_body body;
     uint64_t content_length; /* HTTP1_BODY_LENGTH only */
-    bool keep_alive; /* the upstream connection may be reused after this response */
+    bool keep_alive;         /* the upstream connection may be reused after this response */
     struct http1_conn_names connection;
 
     enum reason error; /* REASON_UPSTREAM_ERROR */
@@ -254,13 +254,13 @@ int http1_parse_response(const char *buf, size_t len, const struct http1_limits 
  * Caller-owned, embed it; no allocation.
  */
 struct http1_chunked {
-    int state;           /* private */
-    unsigned digits;     /* private: hex digits of the current size line */
-    uint64_t remaining;  /* private: data bytes left in the current chunk */
-    uint64_t total;      /* decoded body bytes so far (public, read-only) */
-    uint64_t max_total;  /* 0: only overflow-capped */
+    int state;          /* private */
+    unsigned digits;    /* private: hex digits of the current size line */
+    uint64_t remaining; /* private: data bytes left in the current chunk */
+    uint64_t total;     /* decoded body bytes so far (public, read-only) */
+    uint64_t max_total; /* 0: only overflow-capped */
     enum reason error;
-    const char *detail;  /* static */
+    const char *detail; /* static */
 };
 
 void http1_chunked_init(struct http1_chunked *c, uint64_t max_total);
@@ -298,8 +298,7 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
 bool http1_header_is_hop_by_hop(const char *name, size_t len);
 bool http1_header_is_spoofable(const char *name, size_t len);
 bool http1_header_is_forwarding(const char *name, size_t len);
-bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name,
-                                size_t len);
+bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name, size_t len);
 
 /* 1*tchar (RFC 9110 5.6.2): what a header name, a method or a Connection
  * option must be. The one token check; its byte class is the parser's. */

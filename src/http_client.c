@@ -66,24 +66,24 @@ struct http_client {
 
 struct http_call {
     struct http_client *hc;
-    struct list link;         /* on hc->calls */
-    CURL *easy;               /* owned */
-    struct curl_slist *hdrs;  /* owned request header list */
-    char *url;                /* owned: current hop */
-    char *method;             /* owned, NULL: GET */
-    char *body;               /* owned request body copy */
+    struct list link;        /* on hc->calls */
+    CURL *easy;              /* owned */
+    struct curl_slist *hdrs; /* owned request header list */
+    char *url;               /* owned: current hop */
+    char *method;            /* owned, NULL: GET */
+    char *body;              /* owned request body copy */
     size_t body_len;
     bool allow_http;
     bool allow_metadata_http;
-    bool plain_http;          /* current hop is http://: sockets must be loopback (or metadata) */
+    bool plain_http; /* current hop is http://: sockets must be loopback (or metadata) */
     bool in_multi;
     bool too_big, headers_too_big, socket_refused;
     unsigned redirects_left;
     unsigned redirects_asked;
-    uint64_t deadline_ns;     /* mono_ns() deadline of the whole call */
+    uint64_t deadline_ns; /* mono_ns() deadline of the whole call */
     size_t max_body;
-    struct buf rbody;         /* the response body so far, capped at max_body */
-    struct event *defer;      /* owned: delivers an early failure */
+    struct buf rbody;    /* the response body so far, capped at max_body */
+    struct event *defer; /* owned: delivers an early failure */
     http_done_fn done;
     void *arg;
     struct http_response *resp; /* owned until delivered */
@@ -101,14 +101,22 @@ static void curl_init_once(void)
 const char *http_error_name(enum http_error e)
 {
     switch (e) {
-    case HTTP_ERR_NONE: return "none";
-    case HTTP_ERR_REFUSED: return "refused";
-    case HTTP_ERR_CONNECT: return "connect";
-    case HTTP_ERR_TIMEOUT: return "timeout";
-    case HTTP_ERR_TOO_BIG: return "too_big";
-    case HTTP_ERR_TLS: return "tls";
-    case HTTP_ERR_HTTP: return "http";
-    case HTTP_ERR_INTERNAL: return "internal";
+    case HTTP_ERR_NONE:
+        return "none";
+    case HTTP_ERR_REFUSED:
+        return "refused";
+    case HTTP_ERR_CONNECT:
+        return "connect";
+    case HTTP_ERR_TIMEOUT:
+        return "timeout";
+    case HTTP_ERR_TOO_BIG:
+        return "too_big";
+    case HTTP_ERR_TLS:
+        return "tls";
+    case HTTP_ERR_HTTP:
+        return "http";
+    case HTTP_ERR_INTERNAL:
+        return "internal";
     }
     return "internal";
 }
@@ -303,7 +311,8 @@ static int url_check(const char *url, bool allow_http, bool allow_metadata, char
         else if (!allow_http)
             snprintf(err, errlen, "plain http to %s refused: https required", host);
         else if (!host_is_loopback(host))
-            snprintf(err, errlen, "plain http to %s refused: only loopback hosts may use http", host);
+            snprintf(err, errlen, "plain http to %s refused: only loopback hosts may use http",
+                     host);
         else
             rc = 0;
     } else {
@@ -588,9 +597,9 @@ static int call_setup(struct http_call *call, const struct http_request *req)
             goto fail;
         call->hdrs = n;
     }
-#define SET(opt, val) \
+#define SET(opt, val)   \
     if (rc == CURLE_OK) \
-        rc = curl_easy_setopt(e, opt, val)
+    rc = curl_easy_setopt(e, opt, val)
     SET(CURLOPT_PRIVATE, call);
     SET(CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -675,8 +684,9 @@ struct http_call *http_client_submit(struct http_client *hc, const struct http_r
     if (call->max_body > SIZE_MAX / 4)
         call->max_body = SIZE_MAX / 4;
     call->rbody.max = call->max_body;
-    call->redirects_asked = call->redirects_left =
-        req->max_redirects > HTTP_MAX_REDIRECTS ? HTTP_MAX_REDIRECTS : req->max_redirects;
+    call->redirects_asked = call->redirects_left = req->max_redirects > HTTP_MAX_REDIRECTS
+                                                       ? HTTP_MAX_REDIRECTS
+                                                       : req->max_redirects;
     call->deadline_ns = mono_ns() + (uint64_t)timeout_ms * 1000000u;
     call->url = xstrdup(req->url ? req->url : "");
     if (req->method)
@@ -812,7 +822,8 @@ static void call_finished(struct http_call *call, CURLcode rc)
     curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
     if (is_redirect(status) && call->redirects_asked > 0) {
         if (call->redirects_left == 0)
-            response_fail(call->resp, HTTP_ERR_HTTP, "more than %u redirects", call->redirects_asked);
+            response_fail(call->resp, HTTP_ERR_HTTP, "more than %u redirects",
+                          call->redirects_asked);
         else if (call_follow(call, status) == 0)
             return;
         deliver(call);
@@ -834,7 +845,8 @@ static void check_done(struct http_client *hc)
         if (m->msg != CURLMSG_DONE)
             continue;
         rc = m->data.result; /* m dies with curl_multi_remove_handle: copy first */
-        if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&call) != CURLE_OK || !call)
+        if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&call) != CURLE_OK ||
+            !call)
             continue;
         call_finished(call, rc);
     }

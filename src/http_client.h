@@ -59,27 +59,27 @@ const char *http_error_name(enum http_error e);
 /* One request. Every pointer is borrowed for the duration of the submit call
  * only: the client copies what it keeps. */
 struct http_request {
-    const char *method;          /* NULL: GET, or POST when body is set */
-    const char *url;             /* absolute http(s) URL */
-    const char *const *headers;  /* n_headers "Name: value" lines (no CR/LF) */
+    const char *method;         /* NULL: GET, or POST when body is set */
+    const char *url;            /* absolute http(s) URL */
+    const char *const *headers; /* n_headers "Name: value" lines (no CR/LF) */
     size_t n_headers;
-    const void *body;            /* NULL: none */
+    const void *body; /* NULL: none */
     size_t body_len;
-    unsigned timeout_ms;         /* whole call incl. redirects; 0: HTTP_DEFAULT_TIMEOUT_MS */
-    size_t max_body;             /* response body cap; 0: HTTP_DEFAULT_MAX_BODY */
-    unsigned max_redirects;      /* 0: a 3xx is returned as it is */
-    bool allow_http;             /* plain http permitted, to loopback hosts only */
-    bool allow_metadata_http;    /* plain http permitted to the GCE metadata server */
-    const char *ca_file;         /* PEM trust anchors; NULL: the system store */
+    unsigned timeout_ms;      /* whole call incl. redirects; 0: HTTP_DEFAULT_TIMEOUT_MS */
+    size_t max_body;          /* response body cap; 0: HTTP_DEFAULT_MAX_BODY */
+    unsigned max_redirects;   /* 0: a 3xx is returned as it is */
+    bool allow_http;          /* plain http permitted, to loopback hosts only */
+    bool allow_metadata_http; /* plain http permitted to the GCE metadata server */
+    const char *ca_file;      /* PEM trust anchors; NULL: the system store */
 };
 
 /* A finished call. Owned by whoever the callback hands it to. */
 struct http_response {
     enum http_error error;
-    int status;      /* HTTP status of the final response; 0 when error != NONE */
-    char *body;      /* owned, NUL-terminated (not counted); "" when empty or failed */
+    int status; /* HTTP status of the final response; 0 when error != NONE */
+    char *body; /* owned, NUL-terminated (not counted); "" when empty or failed */
     size_t body_len;
-    char msg[256];   /* why it failed, for logs ("" on success); never holds the URL's query */
+    char msg[256]; /* why it failed, for logs ("" on success); never holds the URL's query */
     struct http_headers_ *headers_; /* private: the final response's header fields */
 };
 

@@ -47,18 +47,12 @@ const unsigned identity_latency_bounds_ms[IDENTITY_LATENCY_BUCKETS] = {
 };
 
 static const char *const failure_names[IDENTITY_FAIL__COUNT] = {
-    [IDENTITY_FAIL_CONNECT] = "connect",
-    [IDENTITY_FAIL_TIMEOUT] = "timeout",
-    [IDENTITY_FAIL_TOO_BIG] = "too_big",
-    [IDENTITY_FAIL_TLS] = "tls",
-    [IDENTITY_FAIL_HTTP_5XX] = "http_5xx",
-    [IDENTITY_FAIL_PERMISSION] = "permission_denied",
-    [IDENTITY_FAIL_NOT_FOUND] = "not_found",
-    [IDENTITY_FAIL_HTTP] = "http_status",
-    [IDENTITY_FAIL_MALFORMED] = "malformed",
-    [IDENTITY_FAIL_EXPIRED] = "expired",
-    [IDENTITY_FAIL_CREDENTIALS] = "credentials",
-    [IDENTITY_FAIL_INTERNAL] = "internal",
+    [IDENTITY_FAIL_CONNECT] = "connect",         [IDENTITY_FAIL_TIMEOUT] = "timeout",
+    [IDENTITY_FAIL_TOO_BIG] = "too_big",         [IDENTITY_FAIL_TLS] = "tls",
+    [IDENTITY_FAIL_HTTP_5XX] = "http_5xx",       [IDENTITY_FAIL_PERMISSION] = "permission_denied",
+    [IDENTITY_FAIL_NOT_FOUND] = "not_found",     [IDENTITY_FAIL_HTTP] = "http_status",
+    [IDENTITY_FAIL_MALFORMED] = "malformed",     [IDENTITY_FAIL_EXPIRED] = "expired",
+    [IDENTITY_FAIL_CREDENTIALS] = "credentials", [IDENTITY_FAIL_INTERNAL] = "internal",
 };
 
 const char *identity_failure_name(enum identity_failure f)
@@ -188,8 +182,8 @@ static void entry_fields(const struct entry *e, char *out, size_t cap, const cha
     char who[300], aud[600];
     json_escape(who, sizeof who, e->label, strlen(e->label));
     json_escape(aud, sizeof aud, e->audience, strlen(e->audience));
-    snprintf(out, cap, "\"identity\":\"%s\",\"audience\":\"%s\"%s%s", who, aud,
-             extra ? "," : "", extra ? extra : "");
+    snprintf(out, cap, "\"identity\":\"%s\",\"audience\":\"%s\"%s%s", who, aud, extra ? "," : "",
+             extra ? extra : "");
 }
 
 /* ------------------------------------------------------------- scheduling */
@@ -263,8 +257,8 @@ static void mint_failed(struct entry *e, enum identity_failure f, int http_statu
     bool usable;
 
     e->fails_in_row++;
-    delay = identity_backoff_ms(e->fails_in_row, id->opts.backoff_min_ms,
-                                id->opts.backoff_max_ms, splitmix64(&id->rng));
+    delay = identity_backoff_ms(e->fails_in_row, id->opts.backoff_min_ms, id->opts.backoff_max_ms,
+                                splitmix64(&id->rng));
 
     pthread_mutex_lock(&e->lock);
     record_latency(e);
@@ -280,7 +274,8 @@ static void mint_failed(struct entry *e, enum identity_failure f, int http_statu
     {
         char det[MAX_DETAIL_BYTES * 2];
         json_escape(det, sizeof det, detail ? detail : "", detail ? strlen(detail) : 0);
-        snprintf(extra, sizeof extra, "\"failure\":\"%s\",\"http_status\":%d,"
+        snprintf(extra, sizeof extra,
+                 "\"failure\":\"%s\",\"http_status\":%d,"
                  "\"consecutive_failures\":%u,\"retry_in_ms\":%lld,\"token_still_usable\":%s",
                  identity_failure_name(f), http_status, e->fails_in_row, (long long)delay,
                  usable ? "true" : "false");
@@ -354,7 +349,8 @@ static void on_minted(void *arg, const struct identity_mint_result *res)
     if (!res->token || res->token_len == 0 || res->token_len > MAX_TOKEN_BYTES ||
         memchr(res->token, '\0', res->token_len) ||
         !(claims = jwt_payload(res->token, res->token_len))) {
-        mint_failed(e, IDENTITY_FAIL_MALFORMED, 200, "the token is not a compact JWT with a JSON payload");
+        mint_failed(e, IDENTITY_FAIL_MALFORMED, 200,
+                    "the token is not a compact JWT with a JSON payload");
         goto out;
     }
     for (size_t i = 0; i < res->token_len; i++) {
@@ -414,7 +410,8 @@ static void on_minted(void *arg, const struct identity_mint_result *res)
     delay = identity_refresh_delay_ms(now, exp_s * 1000, id->opts.margin_s, splitmix64(&id->rng));
     {
         char fields[1000], extra[200];
-        snprintf(extra, sizeof extra, "\"expires_in_s\":%lld,\"refresh_in_s\":%lld,"
+        snprintf(extra, sizeof extra,
+                 "\"expires_in_s\":%lld,\"refresh_in_s\":%lld,"
                  "\"recovered_after_failures\":%u",
                  (long long)(exp_s - now / 1000), (long long)(delay / 1000), e->fails_in_row);
         entry_fields(e, fields, sizeof fields, extra);
@@ -595,9 +592,8 @@ struct identity *identity_new_source(struct event_base *bg, const struct identit
 }
 
 struct identity *identity_new(struct event_base *bg, struct http_client *http,
-                              const struct baton_config *cfg,
-                              const struct identity_pair *pairs, size_t n_pairs,
-                              char *err, size_t errlen)
+                              const struct baton_config *cfg, const struct identity_pair *pairs,
+                              size_t n_pairs, char *err, size_t errlen)
 {
     struct identity_source src;
     struct identity_opts opts = {0};

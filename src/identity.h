@@ -77,9 +77,8 @@ struct identity_token {
  * cfg is borrowed for the call only.
  */
 struct identity *identity_new(struct event_base *bg, struct http_client *http,
-                              const struct baton_config *cfg,
-                              const struct identity_pair *pairs, size_t n_pairs,
-                              char *err, size_t errlen);
+                              const struct baton_config *cfg, const struct identity_pair *pairs,
+                              size_t n_pairs, char *err, size_t errlen);
 
 /* Starts minting every pair now (asynchronously, on bg). Idempotent. */
 void identity_start(struct identity *id);
@@ -133,23 +132,22 @@ extern const unsigned identity_latency_bounds_ms[IDENTITY_LATENCY_BUCKETS];
 
 /* A snapshot of one pair, passed to the visitor; strings valid during the call. */
 struct identity_pair_stats {
-    const char *identity;      /* service account email, or "default" (baton's own) */
+    const char *identity; /* service account email, or "default" (baton's own) */
     const char *audience;
-    bool active;               /* false: dropped by identity_set_pairs */
-    bool usable;               /* holds a token valid beyond the margin */
-    int64_t expires_at;        /* exp of the current token, 0 when none */
+    bool active;        /* false: dropped by identity_set_pairs */
+    bool usable;        /* holds a token valid beyond the margin */
+    int64_t expires_at; /* exp of the current token, 0 when none */
     uint64_t mints_ok;
     uint64_t failures[IDENTITY_FAIL__COUNT];
     uint64_t latency_buckets[IDENTITY_LATENCY_BUCKETS + 1]; /* non-cumulative; last: +Inf */
     uint64_t latency_count;
     double latency_sum_s;
-    const char *last_error;    /* NULL when the last mint succeeded */
+    const char *last_error; /* NULL when the last mint succeeded */
 };
 
 /* Calls fn once per pair (active or not), in a stable order. */
 void identity_stats_visit(struct identity *id,
-                          void (*fn)(void *ctx, const struct identity_pair_stats *s),
-                          void *ctx);
+                          void (*fn)(void *ctx, const struct identity_pair_stats *s), void *ctx);
 
 /* Stops refreshing, cancels the calls in flight and frees. Call after the
  * background loop stopped and before http_client_free. NULL ok. */
@@ -161,10 +159,10 @@ void identity_free(struct identity *id);
 struct identity_opts {
     int64_t (*now_ms)(void *clock_ctx); /* default: util.h now_ms */
     void *clock_ctx;
-    unsigned margin_s;                  /* default IDENTITY_MARGIN_S */
-    unsigned backoff_min_ms;            /* default 1000 */
-    unsigned backoff_max_ms;            /* default 60000 */
-    uint64_t seed;                      /* jitter PRNG seed; 0: random */
+    unsigned margin_s;       /* default IDENTITY_MARGIN_S */
+    unsigned backoff_min_ms; /* default 1000 */
+    unsigned backoff_max_ms; /* default 60000 */
+    uint64_t seed;           /* jitter PRNG seed; 0: random */
 };
 
 /* As identity_new with an explicit source (taken over even on failure). */

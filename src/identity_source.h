@@ -17,9 +17,9 @@
 
 /* Why a mint failed; the metrics label is identity_failure_name() (identity.h). */
 enum identity_failure {
-    IDENTITY_FAIL_CONNECT,     /* endpoint unreachable */
-    IDENTITY_FAIL_TIMEOUT,     /* no answer within google.timeout_ms */
-    IDENTITY_FAIL_TOO_BIG,     /* response over its cap */
+    IDENTITY_FAIL_CONNECT, /* endpoint unreachable */
+    IDENTITY_FAIL_TIMEOUT, /* no answer within google.timeout_ms */
+    IDENTITY_FAIL_TOO_BIG, /* response over its cap */
     IDENTITY_FAIL_TLS,
     IDENTITY_FAIL_HTTP_5XX,
     IDENTITY_FAIL_PERMISSION,  /* 401/403: a missing IAM binding */
@@ -35,11 +35,11 @@ enum identity_failure {
 /* The outcome of one mint, passed to the done callback (all fields borrowed for the call). */
 struct identity_mint_result {
     bool ok;
-    const char *token;           /* ok: the compact JWT */
+    const char *token; /* ok: the compact JWT */
     size_t token_len;
     enum identity_failure failure; /* !ok */
-    int http_status;             /* 0 when no HTTP answer */
-    const char *detail;          /* !ok: human text with the fix, never a token */
+    int http_status;               /* 0 when no HTTP answer */
+    const char *detail;            /* !ok: human text with the fix, never a token */
 };
 
 typedef void (*identity_mint_done)(void *arg, const struct identity_mint_result *res);

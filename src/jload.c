@@ -195,14 +195,21 @@ void jload_err_at(struct jload *c, const char *key, bool at_key, const char *fmt
 const char *jload_json_type_words(json_type t)
 {
     switch (t) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a non-integer number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a non-integer number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }
@@ -283,9 +290,11 @@ void jload_defaults(const struct jload_field *t, void *obj, const char *dir)
             store_str(obj, f, f->sdef ? xstrdup(f->sdef) : NULL);
             break;
         case JL_K_PATH:
-            store_str(obj, f, !f->sdef ? NULL
-                              : (f->flags & JL_STDOUT) && !strcmp(f->sdef, "-") ? xstrdup("-")
-                                                                               : jload_resolve(dir, f->sdef));
+            store_str(obj, f,
+                      !f->sdef ? NULL
+                      : (f->flags & JL_STDOUT) && !strcmp(f->sdef, "-")
+                          ? xstrdup("-")
+                          : jload_resolve(dir, f->sdef));
             break;
         case JL_K_STRLIST:
         case JL_K_CUSTOM:
@@ -320,8 +329,8 @@ static void list_choices(const struct jload_choice *ch, char *out, size_t cap)
     size_t n = 0;
     out[0] = '\0';
     for (int k = 0; ch[k].name && n < cap; k++)
-        n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"", k ? (ch[k + 1].name ? ", " : " or ") : "",
-                              ch[k].name);
+        n += (size_t)snprintf(out + n, cap - n, "%s\"%s\"",
+                              k ? (ch[k + 1].name ? ", " : " or ") : "", ch[k].name);
 }
 
 static const struct jload_choice *find_choice(const struct jload_field *f, const char *s)
@@ -371,7 +380,8 @@ static int parse_list(struct jload *c, const struct jload_field *f, const json_t
             s = NULL;
         for (size_t j = 0; s && j < *count; j++) {
             const char *o = (*slot)[j];
-            if ((f->flags & JL_NOCASE) ? !ascii_casecmp_n(s, strlen(s), o, strlen(o)) : !strcmp(s, o)) {
+            if ((f->flags & JL_NOCASE) ? !ascii_casecmp_n(s, strlen(s), o, strlen(o))
+                                       : !strcmp(s, o)) {
                 char q[420];
                 jload_quote(q, sizeof(q), s);
                 jload_err(c, "%s is listed twice", q);
@@ -427,7 +437,9 @@ int jload_field(struct jload *c, const struct jload_field *f, const json_t *v, v
         if (f->kind == JL_K_STR)
             store_str(obj, f, xstrdup(s));
         else
-            store_str(obj, f, (f->flags & JL_STDOUT) && !strcmp(s, "-") ? xstrdup("-") : jload_resolve(c->dir, s));
+            store_str(obj, f,
+                      (f->flags & JL_STDOUT) && !strcmp(s, "-") ? xstrdup("-")
+                                                                : jload_resolve(c->dir, s));
         return 0;
     case JL_K_CHOICE:
     case JL_K_STRCHOICE: {
@@ -492,7 +504,8 @@ void jload_check_keys(struct jload *c, const json_t *v, const struct jload_field
     missing_keys(c, v, t);
 }
 
-int jload_object(struct jload *c, const json_t *v, const struct jload_field *t, void *obj, struct jload_seen *seen)
+int jload_object(struct jload *c, const json_t *v, const struct jload_field *t, void *obj,
+                 struct jload_seen *seen)
 {
     const char *key;
     json_t *val;
@@ -550,7 +563,6 @@ static void jload_sort_diags(struct diags *d, size_t first)
     free(t);
 }
 
-
 void jload_init(struct jload *c, const char *file, const char *dir, const char *text, size_t len,
                 struct diags *d)
 {
@@ -574,7 +586,8 @@ json_t *jload_parse(struct jload *c, int max_depth)
     /* depth and repeated names first: jansson stops at the first duplicate */
     jsonpos_scan(c->text, c->len, max_depth, &scan);
     if (scan.status == JSONPOS_TOO_DEEP) {
-        diags_add(d, name, scan.where.line, scan.where.col, "nesting deeper than %d levels", max_depth);
+        diags_add(d, name, scan.where.line, scan.where.col, "nesting deeper than %d levels",
+                  max_depth);
         goto out;
     }
     root = json_loadb(c->text, c->len, JSON_REJECT_DUPLICATES, &jerr);
@@ -602,11 +615,13 @@ json_t *jload_parse(struct jload *c, int max_depth)
         size_t at = scan.where.offset;
         unsigned char b = at < c->len ? (unsigned char)c->text[at] : 0;
         if (at >= c->len)
-            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected end of file");
+            diags_add(d, name, scan.where.line, scan.where.col,
+                      "invalid JSON: unexpected end of file");
         else if (b >= 0x21 && b < 0x7f)
             diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected '%c'", b);
         else
-            diags_add(d, name, scan.where.line, scan.where.col, "invalid JSON: unexpected byte 0x%02x", b);
+            diags_add(d, name, scan.where.line, scan.where.col,
+                      "invalid JSON: unexpected byte 0x%02x", b);
         json_decref(root);
         root = NULL;
     }
@@ -619,5 +634,6 @@ void jload_finish(struct jload *c)
 {
     jload_sort_diags(c->d, c->first);
     if (c->errors > JLOAD_MAX_ERRORS)
-        diags_add(c->d, c->file, 0, 0, "too many errors: %zu more not shown", c->errors - JLOAD_MAX_ERRORS);
+        diags_add(c->d, c->file, 0, 0, "too many errors: %zu more not shown",
+                  c->errors - JLOAD_MAX_ERRORS);
 }

@@ -60,14 +60,14 @@ struct jload {
 /* ---- tables: one row per key (name, type, range or choices, default, where stored) */
 
 enum jload_kind {
-    JL_K_BOOL,     /* bool */
-    JL_K_INT,      /* int, unsigned, size_t or uint64_t (by the member's size and sign) */
-    JL_K_STR,      /* char *, owned */
-    JL_K_PATH,     /* char *, resolved against the loaded file's directory */
-    JL_K_CHOICE,   /* an enum, stored from .choices[].value */
-    JL_K_STRCHOICE,/* char *, one of .choices[].name, stored as written in the table */
-    JL_K_STRLIST,  /* char ** + size_t count at .n_off */
-    JL_K_CUSTOM,   /* .custom parses and stores */
+    JL_K_BOOL,      /* bool */
+    JL_K_INT,       /* int, unsigned, size_t or uint64_t (by the member's size and sign) */
+    JL_K_STR,       /* char *, owned */
+    JL_K_PATH,      /* char *, resolved against the loaded file's directory */
+    JL_K_CHOICE,    /* an enum, stored from .choices[].value */
+    JL_K_STRCHOICE, /* char *, one of .choices[].name, stored as written in the table */
+    JL_K_STRLIST,   /* char ** + size_t count at .n_off */
+    JL_K_CUSTOM,    /* .custom parses and stores */
 };
 
 #define JL_REQUIRED 1u
@@ -98,22 +98,47 @@ struct jload_field {
 };
 
 #define JL_MEMBER(T, m) .off = offsetof(T, m), .size = sizeof(((T *)0)->m)
-#define JL_SIGNED(T, m) _Generic(((T *)0)->m, int: true, default: false) /* int is the only signed member type */
-#define JL_BOOL(k, T, m, d) {.key = k, .kind = JL_K_BOOL, JL_MEMBER(T, m), .def = d}
-#define JL_INT(k, T, m, lo, hi, d)                                                          \
-    {.key = k, .kind = JL_K_INT, JL_MEMBER(T, m), .is_signed = JL_SIGNED(T, m), .min = lo, .max = hi, \
-     .def = d}
-#define JL_STR(k, T, m, d, chk, fl) {.key = k, .kind = JL_K_STR, JL_MEMBER(T, m), .sdef = d, .check = chk, .flags = fl}
-#define JL_PATH(k, T, m, d, fl) {.key = k, .kind = JL_K_PATH, JL_MEMBER(T, m), .sdef = d, .flags = fl}
-#define JL_CHOICE(k, T, m, ch, d) {.key = k, .kind = JL_K_CHOICE, JL_MEMBER(T, m), .choices = ch, .def = d}
-#define JL_STRCHOICE(k, T, m, ch, d, fl)                                                    \
-    {.key = k, .kind = JL_K_STRCHOICE, JL_MEMBER(T, m), .choices = ch, .sdef = d, .flags = fl}
-#define JL_LIST(k, T, m, n, maxn, chk, fl)                                                 \
-    {.key = k, .kind = JL_K_STRLIST, JL_MEMBER(T, m), .n_off = offsetof(T, n), .max_items = maxn, \
-     .check = chk, .flags = fl}
+#define JL_SIGNED(T, m) \
+    _Generic(((T *)0)->m, int : true, default : false) /* int is the only signed member type */
+#define JL_BOOL(k, T, m, d)                                    \
+    {                                                          \
+        .key = k, .kind = JL_K_BOOL, JL_MEMBER(T, m), .def = d \
+    }
+#define JL_INT(k, T, m, lo, hi, d)                                                            \
+    {                                                                                         \
+        .key = k, .kind = JL_K_INT, JL_MEMBER(T, m), .is_signed = JL_SIGNED(T, m), .min = lo, \
+        .max = hi, .def = d                                                                   \
+    }
+#define JL_STR(k, T, m, d, chk, fl)                                                       \
+    {                                                                                     \
+        .key = k, .kind = JL_K_STR, JL_MEMBER(T, m), .sdef = d, .check = chk, .flags = fl \
+    }
+#define JL_PATH(k, T, m, d, fl)                                              \
+    {                                                                        \
+        .key = k, .kind = JL_K_PATH, JL_MEMBER(T, m), .sdef = d, .flags = fl \
+    }
+#define JL_CHOICE(k, T, m, ch, d)                                               \
+    {                                                                           \
+        .key = k, .kind = JL_K_CHOICE, JL_MEMBER(T, m), .choices = ch, .def = d \
+    }
+#define JL_STRCHOICE(k, T, m, ch, d, fl)                                                         \
+    {                                                                                            \
+        .key = k, .kind = JL_K_STRCHOICE, JL_MEMBER(T, m), .choices = ch, .sdef = d, .flags = fl \
+    }
+#define JL_LIST(k, T, m, n, maxn, chk, fl)                                        \
+    {                                                                             \
+        .key = k, .kind = JL_K_STRLIST, JL_MEMBER(T, m), .n_off = offsetof(T, n), \
+        .max_items = maxn, .check = chk, .flags = fl                              \
+    }
 /* A key whose value the caller reads by hand, in its own order (jload_check_keys). */
-#define JL_KEY(k, fl) {.key = k, .kind = JL_K_CUSTOM, .flags = fl}
-#define JL_CUSTOM(k, fn, fl) {.key = k, .kind = JL_K_CUSTOM, .custom = fn, .flags = fl}
+#define JL_KEY(k, fl)                              \
+    {                                              \
+        .key = k, .kind = JL_K_CUSTOM, .flags = fl \
+    }
+#define JL_CUSTOM(k, fn, fl)                                     \
+    {                                                            \
+        .key = k, .kind = JL_K_CUSTOM, .custom = fn, .flags = fl \
+    }
 
 /* Which keys of a table were present, and which of those parsed cleanly. */
 struct jload_seen {

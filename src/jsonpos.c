@@ -18,9 +18,9 @@
 #include "util.h"
 
 struct keyrec {
-    size_t obj;  /* which object (numbered in document order) */
-    size_t off;  /* offset of the opening quote */
-    char *name;  /* owned, decoded */
+    size_t obj; /* which object (numbered in document order) */
+    size_t off; /* offset of the opening quote */
+    char *name; /* owned, decoded */
     size_t name_len;
 };
 
@@ -134,16 +134,34 @@ static int scan_string(struct scanner *sc, struct buf *dec)
         char e = sc->s[sc->i + 1];
         const char *simple = NULL;
         switch (e) {
-        case '"': simple = "\""; break;
-        case '\\': simple = "\\"; break;
-        case '/': simple = "/"; break;
-        case 'b': simple = "\b"; break;
-        case 'f': simple = "\f"; break;
-        case 'n': simple = "\n"; break;
-        case 'r': simple = "\r"; break;
-        case 't': simple = "\t"; break;
-        case 'u': break;
-        default: return fail(sc, JSONPOS_MALFORMED, esc);
+        case '"':
+            simple = "\"";
+            break;
+        case '\\':
+            simple = "\\";
+            break;
+        case '/':
+            simple = "/";
+            break;
+        case 'b':
+            simple = "\b";
+            break;
+        case 'f':
+            simple = "\f";
+            break;
+        case 'n':
+            simple = "\n";
+            break;
+        case 'r':
+            simple = "\r";
+            break;
+        case 't':
+            simple = "\t";
+            break;
+        case 'u':
+            break;
+        default:
+            return fail(sc, JSONPOS_MALFORMED, esc);
         }
         if (simple) {
             if (dec)
@@ -317,13 +335,20 @@ static int scan_value(struct scanner *sc)
     if (sc->i >= sc->len)
         return fail(sc, JSONPOS_MALFORMED, sc->len);
     switch (sc->s[sc->i]) {
-    case '{': return scan_object(sc);
-    case '[': return scan_array(sc);
-    case '"': return scan_string(sc, NULL);
-    case 't': return scan_literal(sc, "true");
-    case 'f': return scan_literal(sc, "false");
-    case 'n': return scan_literal(sc, "null");
-    case '-': return scan_number(sc);
+    case '{':
+        return scan_object(sc);
+    case '[':
+        return scan_array(sc);
+    case '"':
+        return scan_string(sc, NULL);
+    case 't':
+        return scan_literal(sc, "true");
+    case 'f':
+        return scan_literal(sc, "false");
+    case 'n':
+        return scan_literal(sc, "null");
+    case '-':
+        return scan_number(sc);
     default:
         if (sc->s[sc->i] >= '0' && sc->s[sc->i] <= '9')
             return scan_number(sc);
@@ -426,7 +451,8 @@ static int cmp_dup(const void *a, const void *b)
 
 static bool same_name(const struct keyrec *a, const struct keyrec *b)
 {
-    return a->obj == b->obj && a->name_len == b->name_len && memcmp(a->name, b->name, a->name_len) == 0;
+    return a->obj == b->obj && a->name_len == b->name_len &&
+           memcmp(a->name, b->name, a->name_len) == 0;
 }
 
 static void collect_dups(struct scanner *sc, struct jsonpos_scan *out)
@@ -604,8 +630,7 @@ static int find_element(struct scanner *sc, long long idx)
     }
 }
 
-int jsonpos_find(const char *text, size_t len, const char *path, bool want_key,
-                 struct jsonpos *out)
+int jsonpos_find(const char *text, size_t len, const char *path, bool want_key, struct jsonpos *out)
 {
     struct scanner sc;
     struct buf seg = {0};

@@ -69,10 +69,10 @@ enum jsonpos_status {
 };
 
 struct jsonpos_dup {
-    char *name;            /* owned, decoded UTF-8, NUL-terminated */
-    size_t name_len;       /* bytes (a decoded \u0000 is kept) */
-    struct jsonpos at;     /* this repeated occurrence's opening quote */
-    struct jsonpos first;  /* the first occurrence in the same object */
+    char *name;           /* owned, decoded UTF-8, NUL-terminated */
+    size_t name_len;      /* bytes (a decoded \u0000 is kept) */
+    struct jsonpos at;    /* this repeated occurrence's opening quote */
+    struct jsonpos first; /* the first occurrence in the same object */
 };
 
 struct jsonpos_scan {

@@ -65,30 +65,30 @@ struct source {
 
     /* published state: `lock` guards current, doc_hash and st */
     pthread_mutex_t lock;
-    struct jws_keyset *current;   /* owned reference; NULL: never loaded */
-    unsigned char doc_hash[32];   /* SHA-256 of the document behind current */
-    struct jwks_issuer_stats st;  /* counters (name, generation, kid_miss filled on read) */
-    _Atomic uint64_t generation;  /* 0: never loaded */
+    struct jws_keyset *current;  /* owned reference; NULL: never loaded */
+    unsigned char doc_hash[32];  /* SHA-256 of the document behind current */
+    struct jwks_issuer_stats st; /* counters (name, generation, kid_miss filled on read) */
+    _Atomic uint64_t generation; /* 0: never loaded */
     _Atomic uint64_t kid_miss;
-    atomic_int miss_pending;      /* a kick is queued and not yet handled */
+    atomic_int miss_pending; /* a kick is queued and not yet handled */
     /* unknown-kid state, under `lock` (any thread) */
-    bool flight_pending;          /* an attempt is in flight or kicked: misses wait for it */
-    bool last_failed;             /* the last finished attempt failed */
-    bool miss_credit;             /* the last attempt changed the key set: the next miss may refresh at once */
-    uint64_t last_miss_start_ns;  /* mono_ns of the last unknown-kid refresh; 0: none yet */
+    bool flight_pending; /* an attempt is in flight or kicked: misses wait for it */
+    bool last_failed;    /* the last finished attempt failed */
+    bool miss_credit; /* the last attempt changed the key set: the next miss may refresh at once */
+    uint64_t last_miss_start_ns; /* mono_ns of the last unknown-kid refresh; 0: none yet */
 
     /* background-thread state */
-    struct event *timer;          /* owned: next scheduled attempt */
-    struct event *kick;           /* owned: kid_miss trigger */
-    struct http_call *call;       /* borrowed handle of the fetch in flight */
-    struct http_client *hc;       /* client of the attempt in flight */
+    struct event *timer;    /* owned: next scheduled attempt */
+    struct event *kick;     /* owned: kid_miss trigger */
+    struct http_call *call; /* borrowed handle of the fetch in flight */
+    struct http_client *hc; /* client of the attempt in flight */
     bool in_flight;
-    bool flight_changed;          /* the attempt in flight published a new key set */
+    bool flight_changed; /* the attempt in flight published a new key set */
     enum stage stage;
-    uint64_t last_start_ns;       /* mono_ns of the last attempt start; 0: none */
-    uint64_t due_ns;              /* mono_ns when the timer fires; 0: not armed */
-    unsigned failures;            /* consecutive */
-    char *jwks_uri;               /* owned: discovered (or configured) JWKS URL */
+    uint64_t last_start_ns; /* mono_ns of the last attempt start; 0: none */
+    uint64_t due_ns;        /* mono_ns when the timer fires; 0: not armed */
+    unsigned failures;      /* consecutive */
+    char *jwks_uri;         /* owned: discovered (or configured) JWKS URL */
 
     /* jwks_load_sync */
     bool sync;
@@ -97,10 +97,10 @@ struct source {
 };
 
 struct jwks {
-    struct event_base *bg;        /* borrowed, may be NULL */
-    struct http_client *http;     /* borrowed, may be NULL */
+    struct event_base *bg;    /* borrowed, may be NULL */
+    struct http_client *http; /* borrowed, may be NULL */
     const struct baton_config *cfg;
-    struct source *src;           /* owned array of n */
+    struct source *src; /* owned array of n */
     size_t n;
     unsigned retry_base_ms;
     uint64_t rng;                 /* xorshift state: jitter only, background thread */
@@ -250,7 +250,8 @@ static enum authn_kid keys_kid_unknown(void *ctx, const struct cfg_issuer *iss)
     pthread_mutex_lock(&s->lock);
     if (s->flight_pending) {
         r = AUTHN_KID_WAIT; /* share the attempt in flight */
-    } else if (s->miss_credit || s->last_miss_start_ns == 0 || now - s->last_miss_start_ns >= min_ns) {
+    } else if (s->miss_credit || s->last_miss_start_ns == 0 ||
+               now - s->last_miss_start_ns >= min_ns) {
         s->flight_pending = true;
         s->miss_credit = false;
         s->last_miss_start_ns = now;
@@ -373,8 +374,9 @@ static void refresh_end(struct source *s, bool ok, const char *err, long max_age
     } else {
         s->failures++;
         delay = failure_delay_ms(s);
-        snprintf(fields, sizeof(fields), "%s,\"consecutive_failures\":%u,\"retry_ms\":%llu,\"keys_loaded\":%s",
-                 ifield, s->failures, (unsigned long long)delay,
+        snprintf(fields, sizeof(fields),
+                 "%s,\"consecutive_failures\":%u,\"retry_ms\":%llu,\"keys_loaded\":%s", ifield,
+                 s->failures, (unsigned long long)delay,
                  atomic_load(&s->generation) ? "true" : "false");
         log_msg_fields(atomic_load(&s->generation) ? LOG_WARNING : LOG_ERROR, fields,
                        "key set refresh of issuer %s failed: %s%s", s->iss->name, err,
@@ -412,8 +414,8 @@ static struct jws_keyset *keyset_accept(const char *doc, size_t len, char *err, 
     }
     if (jws_keyset_count(ks) == 0) {
         json_escape(note, sizeof(note), jws_keyset_note(ks), strlen(jws_keyset_note(ks)));
-        errbuf_set(err, errlen, "key set has no usable key (%zu skipped%s%s)", jws_keyset_skipped(ks),
-                   note[0] ? ": " : "", note);
+        errbuf_set(err, errlen, "key set has no usable key (%zu skipped%s%s)",
+                   jws_keyset_skipped(ks), note[0] ? ": " : "", note);
         jws_keyset_unref(ks);
         return NULL;
     }
@@ -484,7 +486,8 @@ static void accept_document(struct source *s, const char *doc, size_t len, long 
         log_msg_fields(LOG_ERROR, fields,
                        "key set of issuer %s has no usable key (%zu skipped): it replaces the "
                        "previous set, every token of this issuer is refused until the issuer "
-                       "publishes a usable key", s->iss->name, jws_keyset_skipped(ks));
+                       "publishes a usable key",
+                       s->iss->name, jws_keyset_skipped(ks));
         pthread_mutex_lock(&s->lock);
         s->st.empty_sets++;
         pthread_mutex_unlock(&s->lock);
@@ -547,7 +550,8 @@ static char *discovery_parse(const struct source *s, const char *body, size_t le
     if (!iss || strcmp(iss, s->iss->issuer)) {
         char esc[200];
         json_escape(esc, sizeof(esc), iss ? iss : "(none)", strlen(iss ? iss : "(none)"));
-        snprintf(err, errlen, "discovery document names issuer \"%s\", not the configured one", esc);
+        snprintf(err, errlen, "discovery document names issuer \"%s\", not the configured one",
+                 esc);
         goto out;
     }
     uri = json_string_value(json_object_get(doc, "jwks_uri"));
@@ -758,7 +762,8 @@ int jwks_load_sync(struct jwks *j, struct diags *d)
     }
     base = event_base_new();
     if (!base || !(hc = http_client_new(base, err, sizeof(err)))) {
-        diags_add(d, j->cfg->file, 0, 0, "key sets: %s", base ? err : "cannot create an event_base");
+        diags_add(d, j->cfg->file, 0, 0, "key sets: %s",
+                  base ? err : "cannot create an event_base");
         goto out;
     }
     j->sync_base = base;

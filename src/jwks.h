@@ -49,10 +49,10 @@ struct event_base;
 struct http_client;
 struct jwks;
 
-#define JWKS_MAX_DOC_BYTES (256u * 1024u)      /* JWKS and discovery documents */
+#define JWKS_MAX_DOC_BYTES (256u * 1024u) /* JWKS and discovery documents */
 #define JWKS_DISCOVERY_PATH "/.well-known/openid-configuration"
-#define JWKS_MAX_REDIRECTS 3u                  /* each hop re-checked by http_client */
-#define JWKS_RETRY_BASE_MS 1000u               /* first retry after a failure */
+#define JWKS_MAX_REDIRECTS 3u    /* each hop re-checked by http_client */
+#define JWKS_RETRY_BASE_MS 1000u /* first retry after a failure */
 
 /*
  * Creates the sources for cfg's issuers; nothing is fetched yet. `bg` and
@@ -94,7 +94,7 @@ bool jwks_ready(struct jwks *j);
 
 /* Figures for /metrics and /readyz, per issuer. */
 struct jwks_issuer_stats {
-    const char *name;            /* borrowed from the config */
+    const char *name; /* borrowed from the config */
     bool loaded;
     uint64_t generation;         /* 0: never loaded */
     size_t keys;                 /* usable keys in the current set */
@@ -107,11 +107,11 @@ struct jwks_issuer_stats {
     uint64_t kid_miss_refreshes; /* refreshes started because of one */
     uint64_t kid_miss_limited;   /* notifications deferred or dropped by the limit */
     unsigned consecutive_failures;
-    int64_t last_success_ms;     /* wall clock; 0: never */
-    int64_t last_failure_ms;     /* wall clock; 0: never */
-    int64_t next_refresh_ms;     /* wall clock of the scheduled refresh; 0: none */
-    char last_error[200];        /* "" when the last attempt succeeded */
-    uint64_t empty_sets;         /* well-formed sets without a usable key that were
+    int64_t last_success_ms; /* wall clock; 0: never */
+    int64_t last_failure_ms; /* wall clock; 0: never */
+    int64_t next_refresh_ms; /* wall clock of the scheduled refresh; 0: none */
+    char last_error[200];    /* "" when the last attempt succeeded */
+    uint64_t empty_sets;     /* well-formed sets without a usable key that were
                                     published (each revoked every token of the issuer) */
 };
 size_t jwks_issuer_count(const struct jwks *j);

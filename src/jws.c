@@ -51,8 +51,8 @@ static const struct alg_info {
     [JWS_ES512] = {KIND_ECDSA, 2, 64},     [JWS_EDDSA] = {KIND_EDDSA, -1, 0},
 };
 
-#define RSA_ALGS                                                                          \
-    ((1u << JWS_RS256) | (1u << JWS_RS384) | (1u << JWS_RS512) | (1u << JWS_PS256) |     \
+#define RSA_ALGS                                                                     \
+    ((1u << JWS_RS256) | (1u << JWS_RS384) | (1u << JWS_RS512) | (1u << JWS_PS256) | \
      (1u << JWS_PS384) | (1u << JWS_PS512))
 
 static const char *const md_names[3] = {"SHA256", "SHA384", "SHA512"};
@@ -75,9 +75,9 @@ struct jws_key {
     char *kid; /* owned, NUL-terminated, or NULL */
     size_t kid_len;
     enum kty kty;
-    size_t sig_len;   /* exact signature length: modulus bytes, 2 x field bytes, 64 */
-    unsigned algs;    /* pinned: 1u << enum jws_alg */
-    EVP_PKEY *pkey;   /* owned */
+    size_t sig_len; /* exact signature length: modulus bytes, 2 x field bytes, 64 */
+    unsigned algs;  /* pinned: 1u << enum jws_alg */
+    EVP_PKEY *pkey; /* owned */
     EVP_PKEY_CTX *tmpl[JWS_ALG__COUNT]; /* owned; verify-initialized, only ever duplicated */
     EVP_MD_CTX *ed_tmpl; /* owned; Ed25519 DigestVerify-initialized, only ever copied */
 };
@@ -92,10 +92,9 @@ struct jws_keyset {
 /* ---- small helpers ---------------------------------------------------------- */
 
 static const char *const alg_names[JWS_ALG__COUNT] = {
-    [JWS_RS256] = "RS256", [JWS_RS384] = "RS384", [JWS_RS512] = "RS512",
-    [JWS_PS256] = "PS256", [JWS_PS384] = "PS384", [JWS_PS512] = "PS512",
-    [JWS_ES256] = "ES256", [JWS_ES384] = "ES384", [JWS_ES512] = "ES512",
-    [JWS_EDDSA] = "EdDSA",
+    [JWS_RS256] = "RS256", [JWS_RS384] = "RS384", [JWS_RS512] = "RS512", [JWS_PS256] = "PS256",
+    [JWS_PS384] = "PS384", [JWS_PS512] = "PS512", [JWS_ES256] = "ES256", [JWS_ES384] = "ES384",
+    [JWS_ES512] = "ES512", [JWS_EDDSA] = "EdDSA",
 };
 
 int jws_alg_from_name(const char *name)
@@ -389,7 +388,8 @@ static int key_templates(struct jws_key *k)
             continue;
         }
         c = k->tmpl[a] = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
-        if (!c || EVP_PKEY_verify_init(c) <= 0 || EVP_PKEY_CTX_set_signature_md(c, mds[ai->md]) <= 0)
+        if (!c || EVP_PKEY_verify_init(c) <= 0 ||
+            EVP_PKEY_CTX_set_signature_md(c, mds[ai->md]) <= 0)
             return -1;
         if (ai->kind == KIND_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) <= 0)
             return -1;
@@ -484,7 +484,7 @@ struct jws_keyset *jws_keyset_parse(const char *json, size_t len, char *err, siz
     errbuf_set(err, errlen, "%s", "");
     if (len > JWS_KEYSET_MAX_BYTES) {
         errbuf_set(err, errlen, "key set document of %zu bytes exceeds the %u-byte cap", len,
-                JWS_KEYSET_MAX_BYTES);
+                   JWS_KEYSET_MAX_BYTES);
         goto out;
     }
     if (jws_json_too_deep(json, len, JWS_JSON_MAX_DEPTH)) {
@@ -494,7 +494,7 @@ struct jws_keyset *jws_keyset_parse(const char *json, size_t len, char *err, siz
     doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
         errbuf_set(err, errlen, "key set is not valid JSON: %s at line %d column %d", jerr.text,
-                jerr.line, jerr.column);
+                   jerr.line, jerr.column);
         goto out;
     }
     keys = json_object_get(doc, "keys");
@@ -504,7 +504,7 @@ struct jws_keyset *jws_keyset_parse(const char *json, size_t len, char *err, siz
     }
     if (json_array_size(keys) > JWS_KEYSET_MAX_KEYS) {
         errbuf_set(err, errlen, "key set has %zu keys, more than the cap of %d",
-                json_array_size(keys), JWS_KEYSET_MAX_KEYS);
+                   json_array_size(keys), JWS_KEYSET_MAX_KEYS);
         goto out;
     }
     ks = xcalloc(1, sizeof(*ks));
@@ -830,7 +830,6 @@ enum reason jws_verify(const struct jws_token *t, const struct jws_key *k, unsig
                  ? verify_digest(k, t->alg, t->si_sha256, 32, t->sig, t->sig_len)
                  : -1;
     else
-        rc = jws_verify_raw(k, t->alg, t->signing_input, t->signing_input_len, t->sig,
-                            t->sig_len);
+        rc = jws_verify_raw(k, t->alg, t->signing_input, t->signing_input_len, t->sig, t->sig_len);
     return rc == 0 ? REASON_ALLOWED : REASON_BAD_SIGNATURE;
 }

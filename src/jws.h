@@ -46,11 +46,11 @@
 #include "reason.h"
 
 #define JWS_KEYSET_MAX_BYTES (512u * 1024u) /* a JWK Set document larger than this is refused */
-#define JWS_KEYSET_MAX_KEYS 100            /* a document with more keys is refused */
-#define JWS_KID_MAX 256                    /* longer kids: key skipped / token cannot match */
+#define JWS_KEYSET_MAX_KEYS 100             /* a document with more keys is refused */
+#define JWS_KID_MAX 256                     /* longer kids: key skipped / token cannot match */
 #define JWS_DEFAULT_MAX_TOKEN_BYTES 16384u
-#define JWS_JSON_MAX_DEPTH 16              /* nesting of arrays/objects in header and payload */
-#define JWS_SIG_MAX 1024                   /* RSA-8192; nothing baton loads has a longer signature */
+#define JWS_JSON_MAX_DEPTH 16 /* nesting of arrays/objects in header and payload */
+#define JWS_SIG_MAX 1024      /* RSA-8192; nothing baton loads has a longer signature */
 #define JWS_RSA_MIN_BITS 2048
 #define JWS_RSA_MAX_BITS 8192
 
@@ -90,9 +90,15 @@ unsigned jws_key_algs(const struct jws_key *k);
 /* JWS algorithms, as bits of a key's or an issuer's accepted set (config.h
  * cfg_issuer.algorithms). */
 enum jws_alg {
-    JWS_RS256, JWS_RS384, JWS_RS512,
-    JWS_PS256, JWS_PS384, JWS_PS512,
-    JWS_ES256, JWS_ES384, JWS_ES512,
+    JWS_RS256,
+    JWS_RS384,
+    JWS_RS512,
+    JWS_PS256,
+    JWS_PS384,
+    JWS_PS512,
+    JWS_ES256,
+    JWS_ES384,
+    JWS_ES512,
     JWS_EDDSA,
     JWS_ALG__COUNT
 };
@@ -108,21 +114,24 @@ int jws_alg_lookup(const char *name);
  * released by jws_token_clear. Start it zeroed (JWS_TOKEN_INIT).
  */
 struct jws_token {
-    json_t *header;        /* owned reference; JSON object */
-    json_t *claims;        /* owned reference; JSON object (the payload) */
-    enum jws_alg alg;      /* header alg, already known to be one of enum jws_alg */
-    const char *kid;       /* borrowed from header, NUL-terminated; NULL when absent */
+    json_t *header;   /* owned reference; JSON object */
+    json_t *claims;   /* owned reference; JSON object (the payload) */
+    enum jws_alg alg; /* header alg, already known to be one of enum jws_alg */
+    const char *kid;  /* borrowed from header, NUL-terminated; NULL when absent */
     size_t kid_len;
-    const char *typ;       /* borrowed from header; NULL when absent */
+    const char *typ;           /* borrowed from header; NULL when absent */
     const char *signing_input; /* borrowed from the caller's token text: "h.p" */
     size_t signing_input_len;
-    size_t text_len;           /* the whole compact token "h.p.s" at signing_input */
-    bool si_sha256_set;        /* si_sha256 holds SHA-256("h.p") (jws_token_sha256) */
+    size_t text_len;    /* the whole compact token "h.p.s" at signing_input */
+    bool si_sha256_set; /* si_sha256 holds SHA-256("h.p") (jws_token_sha256) */
     unsigned char si_sha256[32];
     size_t sig_len;
     unsigned char sig[JWS_SIG_MAX];
 };
-#define JWS_TOKEN_INIT {0}
+#define JWS_TOKEN_INIT \
+    {                  \
+        0              \
+    }
 
 /*
  * Parses the compact JWS `tok` (`len` bytes, need not be NUL-terminated, must

@@ -86,10 +86,9 @@ static void emit(enum log_level lvl, const char *fields, const char *fmt, va_lis
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     json_escape(esc, sizeof(esc), msg, strlen(msg));
-    n = snprintf(line, sizeof(line),
-                 "{\"severity\":\"%s\",\"time\":\"%s.%03ldZ\",\"message\":\"%s\"%s%s}\n",
-                 severity(lvl), ts, now.tv_nsec / 1000000, esc, fields ? "," : "",
-                 fields ? fields : "");
+    n = snprintf(
+        line, sizeof(line), "{\"severity\":\"%s\",\"time\":\"%s.%03ldZ\",\"message\":\"%s\"%s%s}\n",
+        severity(lvl), ts, now.tv_nsec / 1000000, esc, fields ? "," : "", fields ? fields : "");
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line)) { /* keep it one valid line even when cut */

@@ -23,12 +23,8 @@ static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
-    {"version", cmd_version},
-    {"check", cmd_check},
-    {"explain", cmd_explain},
-    {"audit", cmd_audit},
-    {"serve", cmd_serve},
-    {"sign-url", cmd_sign_url},
+    {"version", cmd_version}, {"check", cmd_check}, {"explain", cmd_explain},
+    {"audit", cmd_audit},     {"serve", cmd_serve}, {"sign-url", cmd_sign_url},
 };
 
 static void usage(FILE *out)

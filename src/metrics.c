@@ -28,9 +28,8 @@
 #endif
 
 /* Histogram upper bounds in seconds (le labels); +Inf is implicit. */
-static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
-                                   0.025,  0.05,    0.1,    0.25,  0.5,   1,     2.5,
-                                   5,      10,      30,     60};
+static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05,
+                                   0.1,    0.25,    0.5,    1,     2.5,   5,     10,   30,    60};
 #define N_BUCKETS (sizeof(bucket_le) / sizeof(bucket_le[0]))
 /* The same bounds in nanoseconds, filled from bucket_le by metrics_init: a
  * request's time is compared as an integer, with no division. */
@@ -137,7 +136,8 @@ static uint32_t label_hash(uint32_t h, enum decision d, enum reason reason, int 
 #define OVERFLOW_RESERVE 64
 
 static struct label_set *label_find(struct metrics_worker *mw, const char *step, uint32_t step_h,
-                                    enum decision d, enum reason reason, int status, bool overflowed)
+                                    enum decision d, enum reason reason, int status,
+                                    bool overflowed)
 {
     uint32_t h = label_hash(step_h, d, reason, status);
     size_t i;
@@ -150,8 +150,7 @@ static struct label_set *label_find(struct metrics_worker *mw, const char *step,
             /* The last OVERFLOW_RESERVE slots are kept for the overflow
              * label, one per (decision, status) seen after the table filled. */
             if (!overflowed && mw->n_sets >= METRICS_LABEL_SETS - OVERFLOW_RESERVE)
-                return label_find(mw, "_overflow", step_hash("_overflow"), d, reason, status,
-                                  true);
+                return label_find(mw, "_overflow", step_hash("_overflow"), d, reason, status, true);
             mw->n_sets++;
             /* Insert: only this worker writes its table; the lock keeps the
              * renderer from reading a half-filled entry. */
@@ -403,8 +402,10 @@ static void render_process(struct evbuffer *out)
         fclose(f);
         /* after the ")" that ends comm: state is field 3, utime 14, stime 15, starttime 22 */
         if ((p = strrchr(buf, ')')) &&
-            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
-                          "%*d %*d %llu", &utime, &stime, &start) == 3) {
+            sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                   "%*d %*d %llu",
+                   &utime, &stime, &start) == 3) {
             metrics_write(out, "process_cpu_seconds_total", "counter",
                           "Total user and system CPU time spent in seconds.", NULL,
                           (double)(utime + stime) / (double)tck);
@@ -489,8 +490,9 @@ void metrics_render(struct evbuffer *out)
         misses += get(&mw->cache_misses);
     }
 
-    metrics_write_header(out, "baton_requests_total", "counter",
-                         "Requests finished, by step policy, decision, reason and HTTP status sent.");
+    metrics_write_header(
+        out, "baton_requests_total", "counter",
+        "Requests finished, by step policy, decision, reason and HTTP status sent.");
     for (size_t i = 0; i < n; i++) {
         char step[2 * METRICS_STEP_MAX];
         metrics_label_escape(step, sizeof(step), m[i].step);
@@ -512,16 +514,17 @@ void metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_connections_refused_total", "counter",
                   "Client connections closed at accept because of max_connections.", NULL,
                   (double)refused);
-    metrics_write_header(out, "baton_upstream_connections_total", "counter",
-                         "Upstream connections used, by whether the keep-alive pool supplied them.");
+    metrics_write_header(
+        out, "baton_upstream_connections_total", "counter",
+        "Upstream connections used, by whether the keep-alive pool supplied them.");
     metrics_write_sample(out, "baton_upstream_connections_total", "pool=\"new\"", (double)up_new);
     metrics_write_sample(out, "baton_upstream_connections_total", "pool=\"reused\"",
                          (double)up_reused);
-    metrics_write_header(out, "baton_token_verifications_total", "counter",
-                         "Bearer tokens authenticated, by whether the verified-token cache answered.");
+    metrics_write_header(
+        out, "baton_token_verifications_total", "counter",
+        "Bearer tokens authenticated, by whether the verified-token cache answered.");
     metrics_write_sample(out, "baton_token_verifications_total", "cache=\"hit\"", (double)hits);
-    metrics_write_sample(out, "baton_token_verifications_total", "cache=\"miss\"",
-                         (double)misses);
+    metrics_write_sample(out, "baton_token_verifications_total", "cache=\"miss\"", (double)misses);
     render_process(out);
     {
         char labels[400];

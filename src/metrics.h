@@ -31,10 +31,10 @@
 struct evbuffer;
 struct metrics_worker;
 
-#define METRICS_STEP_MAX 128       /* a longer step label is cut */
-#define METRICS_LABEL_SETS 1024    /* (step, decision, reason, status) sets per worker */
+#define METRICS_STEP_MAX 128        /* a longer step label is cut */
+#define METRICS_LABEL_SETS 1024     /* (step, decision, reason, status) sets per worker */
 #define METRICS_STEP_HISTOGRAMS 256 /* per-step upstream histograms per worker */
-#define METRICS_NO_STEP "_none"    /* requests refused before a route was chosen */
+#define METRICS_NO_STEP "_none"     /* requests refused before a route was chosen */
 
 /* Creates the registry for `n_workers` workers (call once, before workers
  * start). Returns 0, or -1 when called twice. */

@@ -133,8 +133,8 @@ out:
     return k;
 }
 
-struct mint_key *mint_key_from_pem(const char *pem, size_t len, const char *kid,
-                                   char *err, size_t errlen)
+struct mint_key *mint_key_from_pem(const char *pem, size_t len, const char *kid, char *err,
+                                   size_t errlen)
 {
     struct mint_key *k = NULL;
     EVP_PKEY *pkey = NULL;
@@ -225,9 +225,9 @@ static char *jwt_finish(jwt_t *j, char *err, size_t errlen)
     return out;
 }
 
-char *mint_sa_assertion(const struct mint_key *k, const char *client_email,
-                        const char *token_uri, const char *target_audience,
-                        const char *scope, int64_t iat, char *err, size_t errlen)
+char *mint_sa_assertion(const struct mint_key *k, const char *client_email, const char *token_uri,
+                        const char *target_audience, const char *scope, int64_t iat, char *err,
+                        size_t errlen)
 {
     jwt_t *j = NULL;
     char *out = NULL;
@@ -254,8 +254,7 @@ out:
 }
 
 char *mint_local_id_token(const struct mint_key *k, const char *iss, const char *aud,
-                          const char *email, int64_t iat, int64_t exp,
-                          char *err, size_t errlen)
+                          const char *email, int64_t iat, int64_t exp, char *err, size_t errlen)
 {
     jwt_t *j = jwt_start(k, err, errlen);
     char *out = NULL;

@@ -25,8 +25,8 @@ struct mint_key;
  * uses the RFC 7638 thumbprint of the public key. Returns an owned key, or
  * NULL with a message in err (never quoting key material).
  */
-struct mint_key *mint_key_from_pem(const char *pem, size_t len, const char *kid,
-                                   char *err, size_t errlen);
+struct mint_key *mint_key_from_pem(const char *pem, size_t len, const char *kid, char *err,
+                                   size_t errlen);
 /* Generates a fresh 2048-bit RSA key whose kid is its thumbprint. */
 struct mint_key *mint_key_generate(char *err, size_t errlen);
 void mint_key_free(struct mint_key *k);
@@ -41,16 +41,15 @@ char *mint_key_jwks_json(const struct mint_key *k);
  * target_audience (ID token) or scope (access token): exactly one of the two
  * must be non-NULL. Returns an owned compact JWT or NULL with err.
  */
-char *mint_sa_assertion(const struct mint_key *k, const char *client_email,
-                        const char *token_uri, const char *target_audience,
-                        const char *scope, int64_t iat, char *err, size_t errlen);
+char *mint_sa_assertion(const struct mint_key *k, const char *client_email, const char *token_uri,
+                        const char *target_audience, const char *scope, int64_t iat, char *err,
+                        size_t errlen);
 
 /*
  * A local ID token: header {alg RS256, typ JWT, kid}, claims {iss, aud, sub,
  * email, email_verified: true, iat, exp}. Returns an owned compact JWT or NULL.
  */
 char *mint_local_id_token(const struct mint_key *k, const char *iss, const char *aud,
-                          const char *email, int64_t iat, int64_t exp,
-                          char *err, size_t errlen);
+                          const char *email, int64_t iat, int64_t exp, char *err, size_t errlen);
 
 #endif

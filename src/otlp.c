@@ -37,7 +37,7 @@
 #include "util.h"
 
 #define OTLP_TICK_MS 200
-#define OTLP_BACKOFF_MS 500          /* 0.5, 1, 2 s between the attempts */
+#define OTLP_BACKOFF_MS 500           /* 0.5, 1, 2 s between the attempts */
 #define OTLP_RESPONSE_MAX (64 * 1024) /* ExportTraceServiceResponse: a partial_success at most */
 #define OTLP_LOG_EVERY_NS 10000000000ull
 
@@ -45,21 +45,21 @@ static struct {
     bool on;
     struct event_base *bg;
     struct http_client *http;
-    char *url;                  /* {endpoint}/v1/traces, owned */
+    char *url; /* {endpoint}/v1/traces, owned */
     unsigned batch, delay_ms, timeout_ms;
-    char instance_id[37];       /* a UUID v4, this process's service.instance.id */
-    struct cfg_tracing cfg;     /* as started; cfg.otlp_endpoint owned */
+    char instance_id[37];   /* a UUID v4, this process's service.instance.id */
+    struct cfg_tracing cfg; /* as started; cfg.otlp_endpoint owned */
 
     /* the queue, under mu */
     pthread_mutex_t mu;
-    struct otlp_span *ring;     /* owned, cap records */
+    struct otlp_span *ring; /* owned, cap records */
     size_t cap, head, n;
-    uint64_t oldest_ns;         /* mono_ns when the queue last went from empty to not */
+    uint64_t oldest_ns; /* mono_ns when the queue last went from empty to not */
 
     /* the export in flight or waiting for a retry (background thread) */
     struct event *tick, *retry;
     struct http_call *call;
-    char *body;                 /* owned while a batch is pending */
+    char *body; /* owned while a batch is pending */
     size_t body_spans;
     unsigned attempt;
     uint64_t last_log_ns;
@@ -153,8 +153,9 @@ static void span_json(struct buf *b, const struct otlp_span *s)
         buf_printf(b, "\"parentSpanId\":\"%s\",", s->parent_id);
     buf_addlit(b, "\"name\":");
     add_json_str(b, name);
-    buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
-                  "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
+    buf_printf(b,
+               ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
+               "\",\"attributes\":[",
                KIND_SERVER, s->start_ns, s->end_ns);
     if (s->step[0])
         attr_str(b, &first, "baton.step", s->step);
@@ -173,8 +174,9 @@ static void span_json(struct buf *b, const struct otlp_span *s)
                s->trace_id, s->up_span ? s->up_span : 1, s->span_id);
     buf_addlit(b, "\"name\":");
     add_json_str(b, name);
-    buf_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
-                  "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
+    buf_printf(b,
+               ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
+               "\",\"attributes\":[",
                KIND_CLIENT, s->up_start_ns, s->up_end_ns);
     attr_str(b, &first, "baton.upstream", s->up_name);
     attr_str(b, &first, "server.address", s->up_host);
@@ -248,8 +250,9 @@ static void log_failure(const char *why)
     if (X.last_log_ns && now - X.last_log_ns < OTLP_LOG_EVERY_NS)
         return;
     X.last_log_ns = now;
-    log_msg(LOG_WARNING, "trace export to %s failed: %s (spans dropped after %d attempts; "
-                         "see baton_trace_export_failures_total)",
+    log_msg(LOG_WARNING,
+            "trace export to %s failed: %s (spans dropped after %d attempts; "
+            "see baton_trace_export_failures_total)",
             X.url, why, OTLP_ATTEMPTS);
 }
 
@@ -282,8 +285,7 @@ static void next_batch(bool whole_only)
     pthread_mutex_unlock(&X.mu);
     if (X.body || X.call || n == 0)
         return;
-    if (n < X.batch &&
-        (whole_only || mono_ns() - oldest < (uint64_t)X.delay_ms * 1000000ull))
+    if (n < X.batch && (whole_only || mono_ns() - oldest < (uint64_t)X.delay_ms * 1000000ull))
         return;
     X.body = take_batch(X.batch, &X.body_spans);
     X.attempt = 0;

@@ -33,8 +33,8 @@
 struct event_base;
 struct http_client;
 
-#define OTLP_PATH_MAX 256     /* url.path: longer paths are cut (the audit record has them whole) */
-#define OTLP_NAME_MAX 64      /* step and upstream names (config names are shorter) */
+#define OTLP_PATH_MAX 256 /* url.path: longer paths are cut (the audit record has them whole) */
+#define OTLP_NAME_MAX 64  /* step and upstream names (config names are shorter) */
 #define OTLP_HOST_MAX 256
 #define OTLP_SHUTDOWN_MS 1500 /* the last flush, inside Cloud Run's 10 s after SIGTERM */
 #define OTLP_ATTEMPTS 4       /* one POST and three retries */
@@ -42,30 +42,30 @@ struct http_client;
 /* One request's spans. Strings are copied in (truncated to their arrays);
  * decision and reason point at static strings (decision_name, reason_code). */
 struct otlp_span {
-    char trace_id[33];  /* 32 lowercase hex */
-    char span_id[17];   /* baton's span */
-    char parent_id[17]; /* the incoming traceparent's parent-id, or "" */
+    char trace_id[33];         /* 32 lowercase hex */
+    char span_id[17];          /* baton's span */
+    char parent_id[17];        /* the incoming traceparent's parent-id, or "" */
     uint64_t start_ns, end_ns; /* Unix time, nanoseconds */
     char method[16];
     char path[OTLP_PATH_MAX + 1];
     char step[OTLP_NAME_MAX + 1]; /* "" when no policy matched */
     const char *decision, *reason;
-    int status;         /* the status baton answered */
+    int status; /* the status baton answered */
     /* the upstream exchange (CLIENT child), when forwarded */
     bool upstream;
-    uint64_t up_span;   /* its span id (a random word, never 0) */
+    uint64_t up_span; /* its span id (a random word, never 0) */
     uint64_t up_start_ns, up_end_ns;
     char up_name[OTLP_NAME_MAX + 1];
     char up_host[OTLP_HOST_MAX + 1];
     int up_port;
-    int up_status;      /* the upstream's status, 0 when none arrived */
+    int up_status; /* the upstream's status, 0 when none arrived */
 };
 
 struct otlp_stats {
-    uint64_t exported;      /* spans the collector accepted (2xx) */
-    uint64_t dropped_queue; /* spans dropped because the queue was full */
-    uint64_t dropped_export;/* spans dropped after their export failed for good */
-    uint64_t failures;      /* failed POSTs (every attempt) */
+    uint64_t exported;       /* spans the collector accepted (2xx) */
+    uint64_t dropped_queue;  /* spans dropped because the queue was full */
+    uint64_t dropped_export; /* spans dropped after their export failed for good */
+    uint64_t failures;       /* failed POSTs (every attempt) */
 };
 
 /*

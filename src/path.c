@@ -16,8 +16,8 @@
 
 /* Byte classes of the path part. */
 enum {
-    C_BAD = 0,   /* not allowed by RFC 3986 in a path: PATH_BAD_CHAR */
-    C_OK,        /* unreserved, sub-delims except ";", ":" "@" */
+    C_BAD = 0, /* not allowed by RFC 3986 in a path: PATH_BAD_CHAR */
+    C_OK,      /* unreserved, sub-delims except ";", ":" "@" */
     C_SLASH,
     C_PERCENT,
     C_QUESTION,
@@ -37,10 +37,22 @@ static uint8_t byte_class(unsigned char c)
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return C_OK;
     switch (c) {
-    case '-': case '.': case '_': case '~':                       /* unreserved */
-    case '!': case '$': case '&': case '\'': case '(': case ')':  /* sub-delims */
-    case '*': case '+': case ',': case '=':
-    case ':': case '@':
+    case '-':
+    case '.':
+    case '_':
+    case '~': /* unreserved */
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')': /* sub-delims */
+    case '*':
+    case '+':
+    case ',':
+    case '=':
+    case ':':
+    case '@':
         return C_OK;
     case '/':
         return C_SLASH;
@@ -69,8 +81,8 @@ static int hexval(unsigned char c, bool *lower)
 
 static bool is_unreserved(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /* Judges the escape at t[i] == '%' of the path. */

@@ -60,7 +60,7 @@
 #define PATH_DEFAULT_MAX_URI 8192
 
 struct path_result {
-    const char *path;  /* slice of the target: starts with "/", no "?" */
+    const char *path; /* slice of the target: starts with "/", no "?" */
     size_t path_len;
     const char *query; /* slice after the "?", or NULL when the target has none */
     size_t query_len;  /* 0 with query != NULL: a bare trailing "?" */

@@ -49,7 +49,7 @@ struct pat_member {
 };
 
 struct caller {
-    char *issuer; /* owned config issuer name */
+    char *issuer;      /* owned config issuer name */
     struct pat claims; /* PT_OBJ */
     char **scopes;     /* owned */
     size_t n_scopes;
@@ -73,7 +73,7 @@ struct seg {
 };
 
 struct path_pat {
-    char *text; /* owned */
+    char *text;       /* owned */
     struct seg *segs; /* owned */
     size_t n;
 };
@@ -137,7 +137,7 @@ struct policy_set {
 struct sign_grant {
     struct caller *callers; /* owned; token callers only */
     size_t n_callers;
-    struct rule rule;       /* methods and paths, as an allow rule */
+    struct rule rule; /* methods and paths, as an allow rule */
     unsigned max_ttl_s;
     int line, col;
 };

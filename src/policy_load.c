@@ -100,9 +100,10 @@ static void lint_glob(struct loader *L, const char *what, const char *s, size_t 
     if (!why)
         return;
     json_escape(esc, sizeof(esc), s, n > 120 ? 120 : n);
-    jload_warn(&L->j, "%s \"%s%s\" looks like a regular expression (%s); patterns are globs: \"*\" "
-             "matches any run of characters and every other character only itself",
-          what, esc, n > 120 ? "..." : "", why);
+    jload_warn(&L->j,
+               "%s \"%s%s\" looks like a regular expression (%s); patterns are globs: \"*\" "
+               "matches any run of characters and every other character only itself",
+               what, esc, n > 120 ? "..." : "", why);
 }
 
 /* True when `v` has JSON type `type`; else an error naming `what`. */
@@ -137,8 +138,9 @@ static const char *want_string(struct loader *L, const json_t *v, const char *wh
     if (!any_bytes)
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) {
-                jload_err_bare(&L->j, false, "%s must be printable ASCII (byte 0x%02x at offset %zu)", what,
-                     (unsigned char)s[i], i);
+                jload_err_bare(&L->j, false,
+                               "%s must be printable ASCII (byte 0x%02x at offset %zu)", what,
+                               (unsigned char)s[i], i);
                 return NULL;
             }
     return s;
@@ -154,8 +156,8 @@ static size_t want_array(struct loader *L, const json_t *v, const char *what)
         return 0;
     }
     if (json_array_size(v) > POLICY_MAX_ENTRIES) {
-        jload_err_bare(&L->j, false, "%s has %zu entries, the limit is %u", what, json_array_size(v),
-             POLICY_MAX_ENTRIES);
+        jload_err_bare(&L->j, false, "%s has %zu entries, the limit is %u", what,
+                       json_array_size(v), POLICY_MAX_ENTRIES);
         return 0;
     }
     return json_array_size(v);
@@ -196,7 +198,8 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
     case JSON_STRING: {
         size_t n = json_string_length(v);
         if (n > POLICY_MAX_PATTERN) {
-            jload_err_bare(&L->j, false, "claim pattern is %zu bytes long, the limit is %u", n, POLICY_MAX_PATTERN);
+            jload_err_bare(&L->j, false, "claim pattern is %zu bytes long, the limit is %u", n,
+                           POLICY_MAX_PATTERN);
             return;
         }
         out->type = memchr(json_string_value(v), '*', n) ? PT_GLOB : PT_STR;
@@ -218,7 +221,8 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
         out->u.b = json_is_true(v);
         return;
     case JSON_NULL:
-        jload_err_bare(&L->j, false, "null is not a claim pattern (a pattern never matches an absent claim; "
+        jload_err_bare(&L->j, false,
+                       "null is not a claim pattern (a pattern never matches an absent claim; "
                        "name the values to accept)");
         return;
     case JSON_OBJECT: {
@@ -226,7 +230,9 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
         json_t *mv;
         size_t i = 0, n = json_object_size(v);
         if (n == 0) {
-            jload_err_bare(&L->j, false, "an empty claims object would match any object; name the claims to match");
+            jload_err_bare(
+                &L->j, false,
+                "an empty claims object would match any object; name the claims to match");
             return;
         }
         out->type = PT_OBJ;
@@ -253,7 +259,8 @@ static void pat_compile(struct loader *L, const json_t *v, struct pat *out, bool
             return;
         }
         if (n > POLICY_MAX_ENTRIES) {
-            jload_err_bare(&L->j, false, "claim pattern list has %zu entries, the limit is %u", n, POLICY_MAX_ENTRIES);
+            jload_err_bare(&L->j, false, "claim pattern list has %zu entries, the limit is %u", n,
+                           POLICY_MAX_ENTRIES);
             return;
         }
         out->type = PT_ANY;
@@ -283,7 +290,8 @@ static void load_scopes(struct loader *L, const json_t *v, struct caller *c)
                 dup = dup || strcmp(c->scopes[j], sc) == 0;
             /* RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E */
             if (strpbrk(sc, " \"\\"))
-                jload_err_bare(&L->j, false, "\"%s\" is not a scope token (no space, '\"' or '\\')", sc);
+                jload_err_bare(&L->j, false, "\"%s\" is not a scope token (no space, '\"' or '\\')",
+                               sc);
             else if (dup)
                 jload_err_bare(&L->j, false, "scope \"%s\" is listed twice", sc);
             else
@@ -297,8 +305,8 @@ static void load_signed_caller(struct loader *L, const json_t *e, struct caller 
 static void load_sign(struct loader *L, const json_t *v, struct policy *p);
 static void free_signing(struct policy *p);
 
-static const struct jload_field caller_fields[] = {JL_KEY("issuer", JL_REQUIRED),
-    JL_KEY("claims", JL_REQUIRED), JL_KEY("scopes", 0), {0}};
+static const struct jload_field caller_fields[] = {
+    JL_KEY("issuer", JL_REQUIRED), JL_KEY("claims", JL_REQUIRED), JL_KEY("scopes", 0), {0}};
 
 static void load_callers(struct loader *L, const json_t *v, struct policy *p)
 {
@@ -331,8 +339,9 @@ static void load_callers(struct loader *L, const json_t *v, struct policy *p)
                     struct buf known = {0};
                     for (size_t k = 0; k < L->cfg->n_issuers; k++)
                         buf_printf(&known, "%s\"%s\"", k ? ", " : "", L->cfg->issuers[k].name);
-                    jload_err_bare(&L->j, false, "issuer \"%s\" is not defined in %s (issuers: %s)", name,
-                         L->cfg->file ? L->cfg->file : "the config", known.len ? buf_str(&known) : "none");
+                    jload_err_bare(&L->j, false, "issuer \"%s\" is not defined in %s (issuers: %s)",
+                                   name, L->cfg->file ? L->cfg->file : "the config",
+                                   known.len ? buf_str(&known) : "none");
                     buf_free(&known);
                 }
                 c->issuer = xstrdup(name);
@@ -396,12 +405,13 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
         return -1;
     }
     if (memchr(text, '?', n)) {
-        jload_err_bare(&L->j, false, "path pattern \"%s\" has a query; patterns match the path only", text);
+        jload_err_bare(&L->j, false,
+                       "path pattern \"%s\" has a query; patterns match the path only", text);
         return -1;
     }
     if ((r = path_canonicalize(text, n, POLICY_MAX_PATTERN, &res)) != REASON_ALLOWED) {
-        jload_err_bare(&L->j, false, "path pattern \"%s\" can never match a canonical path (%s)", text,
-             reason_code(r));
+        jload_err_bare(&L->j, false, "path pattern \"%s\" can never match a canonical path (%s)",
+                       text, reason_code(r));
         return -1;
     }
     for (const char *q = text; q; q = strchr(q + 1, '/'))
@@ -419,8 +429,10 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
         } else if (len == 2 && s[0] == '*' && s[1] == '*') {
             g->kind = SEG_DSTAR;
         } else if (memchr(s, '*', len)) {
-            jload_err_bare(&L->j, false, "path pattern \"%s\": \"*\" and \"**\" stand for whole segments, "
-                           "not parts of one (\"%.*s\")", text, (int)len, s);
+            jload_err_bare(&L->j, false,
+                           "path pattern \"%s\": \"*\" and \"**\" stand for whole segments, "
+                           "not parts of one (\"%.*s\")",
+                           text, (int)len, s);
             return -1;
         } else {
             g->kind = SEG_LIT;
@@ -430,15 +442,16 @@ static int path_pat_compile(struct loader *L, const char *text, const char *pref
         s = e + 1;
     }
     if (prefix && !prefix_compatible(pp, prefix)) {
-        jload_err_bare(&L->j, false, "path pattern \"%s\" can never match under the route's path_prefix \"%s\"",
-             text, prefix);
+        jload_err_bare(&L->j, false,
+                       "path pattern \"%s\" can never match under the route's path_prefix \"%s\"",
+                       text, prefix);
         return -1;
     }
     return 0;
 }
 
-static const struct jload_field allow_fields[] = {JL_KEY("methods", JL_REQUIRED),
-    JL_KEY("paths", JL_REQUIRED), {0}};
+static const struct jload_field allow_fields[] = {
+    JL_KEY("methods", JL_REQUIRED), JL_KEY("paths", JL_REQUIRED), {0}};
 
 static void load_allow(struct loader *L, const json_t *v, struct policy *p)
 {
@@ -466,10 +479,13 @@ static void load_allow(struct loader *L, const json_t *v, struct policy *p)
                 const char *meth = want_string(L, json_array_get(mv, j), "a method", 32, false);
                 bool okay = meth != NULL;
                 for (const char *q = meth; okay && *q; q++)
-                    if (!((*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '_'))
+                    if (!((*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '-' ||
+                          *q == '_'))
                         okay = false;
                 if (meth && !okay)
-                    jload_err_bare(&L->j, false, "method \"%s\" must be an upper-case token (methods match exactly)", meth);
+                    jload_err_bare(
+                        &L->j, false,
+                        "method \"%s\" must be an upper-case token (methods match exactly)", meth);
                 for (size_t k = 0; okay && k < r->n_methods; k++)
                     if (strcmp(r->methods[k], meth) == 0) {
                         jload_err_bare(&L->j, false, "method \"%s\" is listed twice", meth);
@@ -500,8 +516,7 @@ static void load_allow(struct loader *L, const json_t *v, struct policy *p)
                     path_pat_compile(L, text, p->prefix, &r->paths[r->n_paths]) == 0) {
                     lint_glob(L, "path pattern", text, strlen(text));
                     r->n_paths++;
-                }
-                else if (text && !dup) {
+                } else if (text && !dup) {
                     free(r->paths[r->n_paths].text);
                     free(r->paths[r->n_paths].segs);
                     memset(&r->paths[r->n_paths], 0, sizeof(r->paths[r->n_paths]));
@@ -524,7 +539,8 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
         return;
     n = json_object_size(v);
     if (n > POLICY_MAX_ENTRIES) {
-        jload_err_bare(&L->j, false, "\"require_headers\" has %zu entries, the limit is %u", n, POLICY_MAX_ENTRIES);
+        jload_err_bare(&L->j, false, "\"require_headers\" has %zu entries, the limit is %u", n,
+                       POLICY_MAX_ENTRIES);
         return;
     }
     p->headers = xcalloc(n ? n : 1, sizeof(*p->headers));
@@ -536,23 +552,28 @@ static void load_headers(struct loader *L, const json_t *v, struct policy *p)
         jload_push_key(&L->j, key);
         jload_pos(&L->j, true, &line, &col);
         if (!okay)
-            jload_err_bare(&L->j, true, "\"%s\" is not a header name (RFC 9110 token, at most 256 bytes)", key);
+            jload_err_bare(&L->j, true,
+                           "\"%s\" is not a header name (RFC 9110 token, at most 256 bytes)", key);
         else if (ascii_casecmp_n(key, kn, "authorization", 13) == 0) {
-            jload_err_bare(&L->j, true, "\"Authorization\" carries the caller's token: authorize the caller "
-                          "with \"callers\", not require_headers");
+            jload_err_bare(&L->j, true,
+                           "\"Authorization\" carries the caller's token: authorize the caller "
+                           "with \"callers\", not require_headers");
             okay = false;
         }
         for (size_t i = 0; okay && i < p->n_headers; i++)
             if (ascii_casecmp_n(p->headers[i].name, strlen(p->headers[i].name), key, kn) == 0) {
-                jload_err_bare(&L->j, true, "header \"%s\" is already required as \"%s\" at line %d column %d "
-                              "(names are case-insensitive)",
-                     key, p->headers[i].name, p->headers[i].line, p->headers[i].col);
+                jload_err_bare(&L->j, true,
+                               "header \"%s\" is already required as \"%s\" at line %d column %d "
+                               "(names are case-insensitive)",
+                               key, p->headers[i].name, p->headers[i].line, p->headers[i].col);
                 okay = false;
             }
         glob = want_string(L, hv, "a header value pattern", POLICY_MAX_PATTERN, false);
         if (glob && (glob[0] == ' ' || glob[strlen(glob) - 1] == ' ')) {
-            jload_err_bare(&L->j, false, "header value pattern \"%s\" starts or ends with a space; values are "
-                           "matched without surrounding whitespace", glob);
+            jload_err_bare(&L->j, false,
+                           "header value pattern \"%s\" starts or ends with a space; values are "
+                           "matched without surrounding whitespace",
+                           glob);
             glob = NULL;
         }
         if (glob)
@@ -604,11 +625,13 @@ static void load_limits(struct loader *L, const json_t *v, struct policy *p)
     if ((x = json_object_get(v, "rate_per_s"))) {
         jload_push_key(&L->j, "rate_per_s");
         if (!json_is_number(x))
-            jload_err_bare(&L->j, false, "\"rate_per_s\" must be a number, not %s", jload_type_words(x));
+            jload_err_bare(&L->j, false, "\"rate_per_s\" must be a number, not %s",
+                           jload_type_words(x));
         else if (!(json_number_value(x) > 0) || json_number_value(x) > POLICY_MAX_RATE)
-            jload_err_bare(&L->j, false, "\"rate_per_s\" is %g, the range is greater than 0 up to %d "
+            jload_err_bare(&L->j, false,
+                           "\"rate_per_s\" is %g, the range is greater than 0 up to %d "
                            "(0.0002 is one request per 5000 s)",
-                 json_number_value(x), POLICY_MAX_RATE);
+                           json_number_value(x), POLICY_MAX_RATE);
         else
             p->limits.rate_per_s = json_number_value(x);
         jload_pop(&L->j);
@@ -624,8 +647,9 @@ static void load_limits(struct loader *L, const json_t *v, struct policy *p)
     if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !json_object_get(v, "rate_per_s"))
         jload_err_bare(&L->j, false, "\"rate_scope\": \"global\" needs \"rate_per_s\"");
     else if (p->limits.rate_scope == POLICY_RATE_GLOBAL && !L->cfg->redis.enabled)
-        jload_err_bare(&L->j, false, "\"rate_scope\": \"global\" needs \"redis\" in the main "
-                                     "config (the store every instance shares)");
+        jload_err_bare(&L->j, false,
+                       "\"rate_scope\": \"global\" needs \"redis\" in the main "
+                       "config (the store every instance shares)");
     jload_pop(&L->j);
 }
 
@@ -645,8 +669,8 @@ static bool valid_host(const char *h)
     return true;
 }
 
-static const struct jload_field route_fields[] = {JL_KEY("host", 0),
-    JL_KEY("path_prefix", JL_REQUIRED), {0}};
+static const struct jload_field route_fields[] = {
+    JL_KEY("host", 0), JL_KEY("path_prefix", JL_REQUIRED), {0}};
 
 static void load_route(struct loader *L, const json_t *v, struct policy *p)
 {
@@ -665,7 +689,9 @@ static void load_route(struct loader *L, const json_t *v, struct policy *p)
             } else if (strchr(h, '*')) {
                 jload_err_bare(&L->j, false, "host \"%s\": only \"*\" alone is a wildcard host", h);
             } else if (strchr(h, ':') && h[0] != '[') {
-                jload_err_bare(&L->j, false, "host \"%s\" must not include a port (the port is stripped before routing)", h);
+                jload_err_bare(
+                    &L->j, false,
+                    "host \"%s\" must not include a port (the port is stripped before routing)", h);
             } else if (!valid_host(h)) {
                 jload_err_bare(&L->j, false, "host \"%s\" is not a host name or IP literal", h);
             } else {
@@ -689,12 +715,16 @@ static void load_route(struct loader *L, const json_t *v, struct policy *p)
             struct path_result res;
             enum reason r = path_canonicalize(pre, strlen(pre), POLICY_MAX_PREFIX, &res);
             if (r != REASON_ALLOWED)
-                jload_err_bare(&L->j, false, "path_prefix \"%s\" is not a canonical path (%s)", pre, reason_code(r));
+                jload_err_bare(&L->j, false, "path_prefix \"%s\" is not a canonical path (%s)", pre,
+                               reason_code(r));
             else if (res.query)
                 jload_err_bare(&L->j, false, "path_prefix \"%s\" must not have a query", pre);
             else if (strchr(pre, '*'))
-                jload_err_bare(&L->j, false, "path_prefix \"%s\" is a literal prefix; \"*\" has no special meaning "
-                               "there and is not allowed", pre);
+                jload_err_bare(
+                    &L->j, false,
+                    "path_prefix \"%s\" is a literal prefix; \"*\" has no special meaning "
+                    "there and is not allowed",
+                    pre);
             else {
                 p->prefix = xstrdup(pre);
                 p->prefix_len = strlen(pre);
@@ -752,10 +782,17 @@ static void policy_free(struct policy *p)
 }
 
 static const struct jload_field policy_fields[] = {JL_KEY("step", JL_REQUIRED),
-    JL_KEY("description", 0), JL_KEY("mode", 0), JL_KEY("route", JL_REQUIRED),
-    JL_KEY("upstream", JL_REQUIRED), JL_KEY("callers", JL_REQUIRED),
-    JL_KEY("allow", JL_REQUIRED), JL_KEY("require_headers", 0), JL_KEY("service_account", 0),
-    JL_KEY("limits", 0), JL_KEY("sign", 0), {0}};
+                                                   JL_KEY("description", 0),
+                                                   JL_KEY("mode", 0),
+                                                   JL_KEY("route", JL_REQUIRED),
+                                                   JL_KEY("upstream", JL_REQUIRED),
+                                                   JL_KEY("callers", JL_REQUIRED),
+                                                   JL_KEY("allow", JL_REQUIRED),
+                                                   JL_KEY("require_headers", 0),
+                                                   JL_KEY("service_account", 0),
+                                                   JL_KEY("limits", 0),
+                                                   JL_KEY("sign", 0),
+                                                   {0}};
 
 /* Loads one policy; NULL after errors (all added to `d`). */
 static struct policy *load_one(const struct baton_config *cfg, const struct policy_source *src,
@@ -774,7 +811,8 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
     if (!(root = jload_parse(&L.j, POLICY_MAX_DEPTH)))
         goto out;
     if (!json_is_object(root)) {
-        jload_err_bare(&L.j, false, "a step policy must be a JSON object, not %s", jload_type_words(root));
+        jload_err_bare(&L.j, false, "a step policy must be a JSON object, not %s",
+                       jload_type_words(root));
         goto out;
     }
     jload_check_keys(&L.j, root, policy_fields);
@@ -785,7 +823,8 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
         jload_pos(&L.j, false, &p->step_line, &p->step_col);
         if ((step = want_string(&L, v, "\"step\"", 128, false))) {
             if (!valid_step(step))
-                jload_err_bare(&L.j, false, "step \"%s\" may only use letters, digits, '-', '_' and '.'", step);
+                jload_err_bare(&L.j, false,
+                               "step \"%s\" may only use letters, digits, '-', '_' and '.'", step);
             else
                 p->step = xstrdup(step);
         }
@@ -806,8 +845,9 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
             if (strcmp(json_string_value(v), "dry_run") == 0)
                 p->dry_run = true;
             else if (strcmp(json_string_value(v), "enforce") != 0)
-                jload_err_bare(&L.j, false, "\"mode\" must be \"enforce\" or \"dry_run\", not \"%s\"",
-                     json_string_value(v));
+                jload_err_bare(&L.j, false,
+                               "\"mode\" must be \"enforce\" or \"dry_run\", not \"%s\"",
+                               json_string_value(v));
         }
         jload_pop(&L.j);
     }
@@ -825,8 +865,9 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
                 struct buf known = {0};
                 for (size_t k = 0; k < cfg->n_upstreams; k++)
                     buf_printf(&known, "%s\"%s\"", k ? ", " : "", cfg->upstreams[k].name);
-                jload_err_bare(&L.j, false, "upstream \"%s\" is not defined in %s (upstreams: %s)", name,
-                     cfg->file ? cfg->file : "the config", known.len ? buf_str(&known) : "none");
+                jload_err_bare(&L.j, false, "upstream \"%s\" is not defined in %s (upstreams: %s)",
+                               name, cfg->file ? cfg->file : "the config",
+                               known.len ? buf_str(&known) : "none");
                 buf_free(&known);
             }
         }
@@ -853,7 +894,9 @@ static struct policy *load_one(const struct baton_config *cfg, const struct poli
         if ((sa = want_string(&L, v, "\"service_account\"", 254, false))) {
             const char *at = strchr(sa, '@');
             if (!at || at == sa || !at[1] || strchr(sa, ' ') || strchr(at + 1, '@'))
-                jload_err_bare(&L.j, false, "service_account \"%s\" is not a service account e-mail address", sa);
+                jload_err_bare(&L.j, false,
+                               "service_account \"%s\" is not a service account e-mail address",
+                               sa);
             else
                 p->service_account = xstrdup(sa);
         }
@@ -882,7 +925,8 @@ out:
 /* Route precedence: exact hosts (by name) before "*", then longer prefixes. */
 static int route_cmp(const void *a, const void *b)
 {
-    const struct policy *x = *(const struct policy *const *)a, *y = *(const struct policy *const *)b;
+    const struct policy *x = *(const struct policy *const *)a,
+                        *y = *(const struct policy *const *)b;
     int c;
     if (x->host_any != y->host_any)
         return x->host_any ? 1 : -1;
@@ -893,9 +937,8 @@ static int route_cmp(const void *a, const void *b)
     return strcmp(x->prefix, y->prefix);
 }
 
-struct policy_set *policy_set_build(const struct baton_config *cfg,
-                                    const struct policy_source *src, size_t n,
-                                    struct diags *d)
+struct policy_set *policy_set_build(const struct baton_config *cfg, const struct policy_source *src,
+                                    size_t n, struct diags *d)
 {
     struct policy_set *set = xcalloc(1, sizeof(*set));
     size_t errors = d->n, size = 16;
@@ -1030,8 +1073,8 @@ void policy_set_free(struct policy_set *set)
 
 /* ---------------------------------------------------------------- signed URLs */
 
-static const struct jload_field minted_by_fields[] = {JL_KEY("issuer", JL_REQUIRED),
-    JL_KEY("claims", JL_REQUIRED), {0}};
+static const struct jload_field minted_by_fields[] = {
+    JL_KEY("issuer", JL_REQUIRED), JL_KEY("claims", JL_REQUIRED), {0}};
 
 /* {"minted_by": {"issuer": NAME, "claims": {...}}}: the caller that minted the
  * link through the sign endpoint. */
@@ -1048,7 +1091,7 @@ static void load_minted_by(struct loader *L, const json_t *m, struct caller *c)
         if ((name = want_string(L, iv, "\"issuer\"", 256, false))) {
             if (!config_issuer(L->cfg, name))
                 jload_err_bare(&L->j, false, "issuer \"%s\" is not defined in %s", name,
-                     L->cfg->file ? L->cfg->file : "the config");
+                               L->cfg->file ? L->cfg->file : "the config");
             c->minted_issuer = xstrdup(name);
         }
         jload_pop(&L->j);
@@ -1085,18 +1128,25 @@ static void load_signed_caller(struct loader *L, const json_t *e, struct caller 
             jload_pop(&L->j);
         }
     } else {
-        jload_err_bare(&L->j, false, "\"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}");
+        jload_err_bare(
+            &L->j, false,
+            "\"signed_url\" must be true or {\"minted_by\": {\"issuer\": ..., \"claims\": {...}}}");
     }
     jload_pop(&L->j);
     if (!c->minted_issuer)
         c->minted_issuer = xstrdup("");
 }
 
-static const struct jload_field sign_fields[] = {
-    JL_KEY("callers", JL_REQUIRED), JL_KEY("methods", 0), JL_KEY("paths", 0),
-    {.key = "max_ttl_s", .kind = JL_K_INT, JL_MEMBER(struct sign_grant, max_ttl_s), .min = 1,
-     .max = 604800, .flags = JL_REQUIRED},
-    {0}};
+static const struct jload_field sign_fields[] = {JL_KEY("callers", JL_REQUIRED),
+                                                 JL_KEY("methods", 0),
+                                                 JL_KEY("paths", 0),
+                                                 {.key = "max_ttl_s",
+                                                  .kind = JL_K_INT,
+                                                  JL_MEMBER(struct sign_grant, max_ttl_s),
+                                                  .min = 1,
+                                                  .max = 604800,
+                                                  .flags = JL_REQUIRED},
+                                                 {0}};
 
 /*
  * "sign": [{"callers": [...], "methods": [...], "paths": [...], "max_ttl_s": N}]
@@ -1129,7 +1179,9 @@ static void load_sign(struct loader *L, const json_t *v, struct policy *p)
                 for (size_t k = 0; k < g->n_callers; k++)
                     if (g->callers[k].signed_url) {
                         jload_push_idx(&L->j, k);
-                        jload_err_bare(&L->j, false, "a sign entry's callers hold tokens: a signed URL cannot mint links");
+                        jload_err_bare(
+                            &L->j, false,
+                            "a sign entry's callers hold tokens: a signed URL cannot mint links");
                         jload_pop(&L->j);
                     }
                 jload_pop(&L->j);

@@ -56,10 +56,10 @@ struct upconn {
     /* plain connections: the read event (up_rev_cb) and its state; TLS ones
      * read through their bufferevent */
     struct event rev;
-    bool rev_want;    /* reading enabled */
-    bool rev_added;   /* rev is pending (wanted, and connected) */
+    bool rev_want;             /* reading enabled */
+    bool rev_added;            /* rev is pending (wanted, and connected) */
     const struct timeval *rtv; /* read timeout (borrowed: proxy_tv), NULL: none */
-    struct list idle; /* on pool->idle while pooled */
+    struct list idle;          /* on pool->idle while pooled */
 };
 
 struct proxy_pool {
@@ -110,11 +110,11 @@ struct proxy_exchange {
     struct event body_timer; /* limits.body_timeout_ms: the whole request body */
     bool body_timer_armed;
     bool start_failed;
-    int start_errno; /* why the upstream connection could not be opened */
+    int start_errno;                   /* why the upstream connection could not be opened */
     const struct proxy_target *target; /* borrowed until done */
-    struct resolve_set *addrs; /* owned reference; NULL: the name has no address yet */
-    unsigned rr_start;         /* round-robin start in addrs */
-    unsigned attempt;          /* addresses tried before the current one */
+    struct resolve_set *addrs;         /* owned reference; NULL: the name has no address yet */
+    unsigned rr_start;                 /* round-robin start in addrs */
+    unsigned attempt;                  /* addresses tried before the current one */
 
     enum http1_method method;
     int client_version;
@@ -196,8 +196,8 @@ static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
 {
     unsigned i;
     for (i = 0; i < 4; i++)
-        if (px->tv_ms[i] == ms && (px->tv_common[i] || px->tv_plain[i].tv_sec ||
-                                   px->tv_plain[i].tv_usec))
+        if (px->tv_ms[i] == ms &&
+            (px->tv_common[i] || px->tv_plain[i].tv_sec || px->tv_plain[i].tv_usec))
             return px->tv_common[i] ? px->tv_common[i] : &px->tv_plain[i];
     i = px->tv_next;
     px->tv_next = (i + 1) % 4;
@@ -505,7 +505,8 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     uc->tls = pool->tls;
     uc->connecting = true;
     if (!uc->tls)
-        event_assign(&uc->rev, px->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, up_rev_cb, uc);
+        event_assign(&uc->rev, px->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, up_rev_cb,
+                     uc);
     return uc;
 fail:
     if (bev)
@@ -708,8 +709,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         const struct http1_header *h = &r->headers[i];
         /* the class was found once, in the parse (hdrclass.h) */
         if ((h->cls & (HDRCLASS_HOP_BY_HOP | HDRCLASS_DROPPED)) ||
-            (r->connection.n &&
-             http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
+            (r->connection.n && http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
             (!p->keep_tracestate && h->id == HDR_TRACESTATE) ||
             (p->assertion_name && (h->cls & HDRCLASS_CREDENTIAL)))
             continue;
@@ -784,8 +784,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         hb_str(&hb, "Content-Length: ");
         hb_u64(&hb, p->content_length);
         hb_put(&hb, "\r\n", 2);
-    }
-    else if (p->body == HTTP1_BODY_CHUNKED)
+    } else if (p->body == HTTP1_BODY_CHUNKED)
         hb_str(&hb, "Transfer-Encoding: chunked\r\n");
     hb_put(&hb, "\r\n", 2);
     hb_flush(&hb);
@@ -1420,7 +1419,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         if (ex->uc->connecting)
             fail_error(ex, "timeout: connect not complete after %u ms", ex->timeout_ms);
         else if (!ex->resp_head)
-            fail_error(ex, "timeout: no response head after %u ms without progress", ex->timeout_ms);
+            fail_error(ex, "timeout: no response head after %u ms without progress",
+                       ex->timeout_ms);
         else
             fail_error(ex, "timeout: response body stalled for %u ms", ex->timeout_ms);
         fail(ex, REASON_UPSTREAM_TIMEOUT, "upstream timeout");
@@ -1461,16 +1461,21 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
                 fail_error(ex, "TLS: %s", buf);
             }
         } else {
-            fail_error(ex, "%s: %s", ex->uc->connecting ? "connect" : ex->resp_head ? "read" : "send",
+            fail_error(ex, "%s: %s",
+                       ex->uc->connecting ? "connect"
+                       : ex->resp_head    ? "read"
+                                          : "send",
                        err ? strerror(err) : "connection failed");
         }
         fail(ex, REASON_UPSTREAM_ERROR,
-             tls_err ? "upstream TLS failure" : (ex->resp_head ? "upstream connection reset"
-                                                               : "upstream connection failed"));
+             tls_err
+                 ? "upstream TLS failure"
+                 : (ex->resp_head ? "upstream connection reset" : "upstream connection failed"));
         return;
     }
-    fail_error(ex, "%s", ex->resp_head ? "EOF: the upstream closed the connection mid-response"
-                                       : "EOF: the upstream closed the connection before a response head");
+    fail_error(ex, "%s",
+               ex->resp_head ? "EOF: the upstream closed the connection mid-response"
+                             : "EOF: the upstream closed the connection before a response head");
     fail(ex, REASON_UPSTREAM_ERROR, "upstream closed the connection early");
 }
 
@@ -1525,8 +1530,8 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     ex->px = px;
     ex->target = p->target;
     ex->addrs = resolver_current(p->target->res, &ex->rr_start);
-    ex->pool = ex->addrs ? pool_get(px, p->target, &ex->addrs->a[resolve_pick(ex->addrs,
-                                                                             ex->rr_start, 0)])
+    ex->pool = ex->addrs ? pool_get(px, p->target,
+                                    &ex->addrs->a[resolve_pick(ex->addrs, ex->rr_start, 0)])
                          : NULL;
     ex->client = p->client;
     ex->done = done;

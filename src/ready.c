@@ -61,14 +61,18 @@ void ready_missing(const char *doc, size_t len, char *out, size_t cap)
         if (json_is_true(json_object_get(v, "loaded")))
             continue;
         snprintf(item, sizeof(item), "issuer %s keys (%s)",
-                 json_string_value(json_object_get(v, "name")) ? json_string_value(json_object_get(v, "name")) : "?",
+                 json_string_value(json_object_get(v, "name"))
+                     ? json_string_value(json_object_get(v, "name"))
+                     : "?",
                  err ? err : "first fetch in flight");
         add(out, cap, item);
     }
     v = json_object_get(d, "identity");
-    if (json_is_true(json_object_get(v, "required")) && !json_is_true(json_object_get(v, "ready"))) {
+    if (json_is_true(json_object_get(v, "required")) &&
+        !json_is_true(json_object_get(v, "ready"))) {
         const char *detail = json_string_value(json_object_get(v, "detail"));
-        snprintf(item, sizeof(item), "Google identity tokens (%s)", detail ? detail : "first mint in flight");
+        snprintf(item, sizeof(item), "Google identity tokens (%s)",
+                 detail ? detail : "first mint in flight");
         add(out, cap, item);
     }
     if (!json_is_true(json_object_get(json_object_get(d, "audit"), "healthy")))
@@ -121,7 +125,8 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
                  (unsigned long long)waited_ms, esc);
         log_msg_fields(LOG_INFO, fields,
                        "not ready after %llu ms, the serving port stays closed (at most %u ms): "
-                       "waiting for %s", (unsigned long long)waited_ms, g->timeout_ms, missing);
+                       "waiting for %s",
+                       (unsigned long long)waited_ms, g->timeout_ms, missing);
         g->next_log_ns = now + (uint64_t)READY_LOG_EVERY_MS * 1000000u;
     }
     evbuffer_free(b);

@@ -24,8 +24,8 @@
 struct event_base;
 struct ready_gate;
 
-#define READY_POLL_MS 5          /* readiness is looked at this often while waiting */
-#define READY_LOG_FIRST_MS 1000  /* a healthy start is ready long before: no line */
+#define READY_POLL_MS 5         /* readiness is looked at this often while waiting */
+#define READY_LOG_FIRST_MS 1000 /* a healthy start is ready long before: no line */
 #define READY_LOG_EVERY_MS 5000
 
 /*

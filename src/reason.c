@@ -50,7 +50,7 @@ const char *decision_name(enum decision d)
 unsigned reason_retry_after_s(enum reason r)
 {
     switch (r) {
-    case REASON_KEYS_UNAVAILABLE:   /* the issuer's keys: retried from 1 s, backing off */
+    case REASON_KEYS_UNAVAILABLE: /* the issuer's keys: retried from 1 s, backing off */
     case REASON_IDENTITY_UNAVAILABLE:
     case REASON_AUDIT_UNAVAILABLE:
         return 5;
@@ -59,7 +59,7 @@ unsigned reason_retry_after_s(enum reason r)
         return 30;
     case REASON_RATE_LIMITED: /* the bucket computes the real value */
     case REASON_OVERLOADED:
-    case REASON_DRAIN_ABORTED: /* another instance takes the retry */
+    case REASON_DRAIN_ABORTED:    /* another instance takes the retry */
     case REASON_RATE_UNAVAILABLE: /* the shared limit's Redis, on_failure "deny" */
     case REASON_TOO_MANY_IN_FLIGHT:
     case REASON_ASSERTION_UNAVAILABLE: /* signing failed: should never happen */

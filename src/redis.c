@@ -93,11 +93,10 @@ static const char gcra_script[] =
  * left. INCR + EXPIREAT rather than SET NX EX: one script covers uses 1..N
  * alike; for uses 1 it is the same single atomic step. Nothing reads a clock.
  */
-static const char link_script[] =
-    "local n = redis.call('INCR', KEYS[1])\n"
-    "if n == 1 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end\n"
-    "if n <= tonumber(ARGV[1]) then return {1, n} end\n"
-    "return {0, n}\n";
+static const char link_script[] = "local n = redis.call('INCR', KEYS[1])\n"
+                                  "if n == 1 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end\n"
+                                  "if n <= tonumber(ARGV[1]) then return {1, n} end\n"
+                                  "return {0, n}\n";
 
 enum conn_state { ST_DISABLED, ST_CONNECTING, ST_UP, ST_DOWN };
 
@@ -112,12 +111,12 @@ static const double lat_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.00
 /* One worker's counters: written by its thread only (relaxed load+1 store). */
 struct redis_stats {
     _Atomic uint64_t round_trips, failures, timeouts, reconnects, script_loads;
-    _Atomic uint64_t fallback[3]; /* by enum cfg_redis_failure */
+    _Atomic uint64_t fallback[3];              /* by enum cfg_redis_failure */
     _Atomic uint64_t link_uses, link_failures; /* signed URL uses asked; not verified */
     _Atomic uint64_t lat_bucket[N_BOUNDS + 1];
     _Atomic uint64_t lat_sum_ns;
     _Atomic uint64_t lease_tokens, lease_decisions, lease_expired; /* redis.h: leases */
-    _Atomic int state;   /* enum conn_state */
+    _Atomic int state;                                             /* enum conn_state */
     _Atomic bool configured;
 };
 
@@ -140,13 +139,13 @@ struct lease_entry {
     struct redis_lease_plan plan;
     char interval[32], tolerance[32];
     struct redis_lease lease;
-    uint64_t win_start_ns;  /* arrivals: the current window, one lease age long */
-    unsigned win_count;     /* arrivals in it */
-    unsigned prev_count;    /* arrivals in the window before (0 when not adjacent) */
-    uint64_t dry_until_ns;  /* the bucket is empty for us until then: refuse here */
+    uint64_t win_start_ns; /* arrivals: the current window, one lease age long */
+    unsigned win_count;    /* arrivals in it */
+    unsigned prev_count;   /* arrivals in the window before (0 when not adjacent) */
+    uint64_t dry_until_ns; /* the bucket is empty for us until then: refuse here */
     uint64_t last_use_ns;
-    unsigned pending;       /* fetches in flight that point here */
-    bool batch_inflight;    /* one of them asks for a batch */
+    unsigned pending;    /* fetches in flight that point here */
+    bool batch_inflight; /* one of them asks for a batch */
     char key[REDIS_KEY_MAX];
 };
 
@@ -160,10 +159,10 @@ struct redis_wait {
     struct event timer;
     bool timer_set;
     uint64_t sent_ns;
-    bool retried; /* resent with EVAL after NOSCRIPT */
-    bool link;    /* a link use (link_script; interval: uses, tolerance: expiry) */
-    bool batch;   /* asks for a lease's batch (le->batch_inflight) */
-    unsigned want; /* tokens asked (ARGV[3]) */
+    bool retried;           /* resent with EVAL after NOSCRIPT */
+    bool link;              /* a link use (link_script; interval: uses, tolerance: expiry) */
+    bool batch;             /* asks for a lease's batch (le->batch_inflight) */
+    unsigned want;          /* tokens asked (ARGV[3]) */
     struct lease_entry *le; /* the lease the tokens go to; NULL: no lease */
     char key[REDIS_KEY_MAX];
     char interval[32], tolerance[32], want_s[12];
@@ -179,10 +178,10 @@ struct redis_client {
     bool enabled;
     char *host, *unix_path, *password;
     int port, db;
-    struct list waits; /* of redis_wait.node: outstanding commands, oldest first */
-    struct event *retry_ev;  /* reconnect after backoff */
-    struct event *stall_ev;  /* the connect or the oldest reply is overdue */
-    struct event *flush_ev;  /* writes what this loop turn queued, in one write */
+    struct list waits;      /* of redis_wait.node: outstanding commands, oldest first */
+    struct event *retry_ev; /* reconnect after backoff */
+    struct event *stall_ev; /* the connect or the oldest reply is overdue */
+    struct event *flush_ev; /* writes what this loop turn queued, in one write */
     unsigned backoff_ms;
     uint64_t connect_ns;
     unsigned tv_ms;
@@ -194,8 +193,8 @@ struct redis_client {
     struct redis_lease_plan last_plan;
     char last_interval[32], last_tolerance[32];
     struct lease_entry *leases; /* the leased keys this worker has used */
-    struct list spares;       /* of redis_wait.node: freed waits kept for reuse (a short list) */
-    char setup_error[128];    /* why AUTH, SELECT or SCRIPT LOAD was refused */
+    struct list spares;         /* of redis_wait.node: freed waits kept for reuse (a short list) */
+    char setup_error[128];      /* why AUTH, SELECT or SCRIPT LOAD was refused */
     unsigned n_spare;
 };
 
@@ -308,7 +307,8 @@ unsigned redis_lease_expire(struct redis_lease *l, uint64_t now_ns)
     return dropped;
 }
 
-unsigned redis_lease_add(struct redis_lease *l, unsigned tokens, uint64_t expires_ns, uint64_t now_ns)
+unsigned redis_lease_add(struct redis_lease *l, unsigned tokens, uint64_t expires_ns,
+                         uint64_t now_ns)
 {
     unsigned i;
     if (!tokens)
@@ -543,7 +543,8 @@ static void connect_now(struct redis_client *cl)
     if (!cl->enabled || cl->ac)
         return;
     bump(&cl->st->reconnects, 1);
-    ac = cl->unix_path ? redisAsyncConnectUnix(cl->unix_path) : redisAsyncConnect(cl->host, cl->port);
+    ac = cl->unix_path ? redisAsyncConnectUnix(cl->unix_path)
+                       : redisAsyncConnect(cl->host, cl->port);
     if (!ac || ac->err) {
         char detail[128];
         snprintf(detail, sizeof(detail), "%s", ac ? ac->errstr : "out of memory");
@@ -620,7 +621,8 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
     }
     if (oldest) {
         uint64_t left = limit - (now - oldest->sent_ns);
-        struct timeval tv = {(time_t)(left / 1000000000ull), (suseconds_t)(left % 1000000000ull / 1000)};
+        struct timeval tv = {(time_t)(left / 1000000000ull),
+                             (suseconds_t)(left % 1000000000ull / 1000)};
         evtimer_add(cl->stall_ev, &tv);
     }
 }
@@ -648,7 +650,8 @@ static void lease_granted(struct redis_client *cl, struct redis_wait *w, unsigne
     if (got) {
         bump(&cl->st->lease_tokens, got);
         bump(&cl->st->lease_expired,
-             redis_lease_add(&le->lease, got, w->sent_ns + (uint64_t)(le->plan.age_us * 1000.0), now));
+             redis_lease_add(&le->lease, got, w->sent_ns + (uint64_t)(le->plan.age_us * 1000.0),
+                             now));
     }
 }
 
@@ -699,7 +702,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     } else {
         bump(&cl->st->failures, 1);
         if (w->cb)
-            note_error(cl, "unexpected reply", reply->type == REDIS_REPLY_ERROR ? reply->str : NULL);
+            note_error(cl, "unexpected reply",
+                       reply->type == REDIS_REPLY_ERROR ? reply->str : NULL);
     }
     deliver(w, v, retry);
     wait_free(cl, w);
@@ -742,15 +746,21 @@ static int send_decision(struct redis_client *cl, struct redis_wait *w)
     size_t script_len = w->link ? sizeof(link_script) - 1 : sizeof(gcra_script) - 1;
     int argc = w->link ? 6 : 7; /* a rate decision adds the tokens asked */
     if (!w->retried) {
-        const char *argv[7] = {"EVALSHA", w->link ? reg.link_sha : reg.sha, "1", w->key,
-                               w->interval, w->tolerance, w->want_s};
-        size_t lens[7] = {7, 40, 1, strlen(w->key), strlen(w->interval), strlen(w->tolerance),
-                          strlen(w->want_s)};
+        const char *argv[7] = {
+            "EVALSHA", w->link ? reg.link_sha : reg.sha, "1", w->key, w->interval, w->tolerance,
+            w->want_s};
+        size_t lens[7] = {
+            7, 40, 1, strlen(w->key), strlen(w->interval), strlen(w->tolerance), strlen(w->want_s)};
         rc = redisAsyncCommandArgv(cl->ac, on_reply, w, argc, argv, lens);
     } else {
         const char *argv[7] = {"EVAL", script, "1", w->key, w->interval, w->tolerance, w->want_s};
-        size_t lens[7] = {4, script_len, 1, strlen(w->key), strlen(w->interval),
-                          strlen(w->tolerance), strlen(w->want_s)};
+        size_t lens[7] = {4,
+                          script_len,
+                          1,
+                          strlen(w->key),
+                          strlen(w->interval),
+                          strlen(w->tolerance),
+                          strlen(w->want_s)};
         bump(&cl->st->script_loads, 1);
         rc = redisAsyncCommandArgv(cl->ac, on_reply, w, argc, argv, lens);
     }
@@ -880,8 +890,8 @@ static void lease_prefetch(struct redis_client *cl, struct lease_entry *le, uint
     unsigned k = redis_lease_batch(&le->plan, lease_arrivals(le));
     struct redis_wait *w;
 
-    if (!k || le->batch_inflight || le->lease.held > k / 2 || now < le->dry_until_ns ||
-        !cl->ac || cl->state != ST_UP || !(w = wait_new(cl, le->key, NULL, NULL)))
+    if (!k || le->batch_inflight || le->lease.held > k / 2 || now < le->dry_until_ns || !cl->ac ||
+        cl->state != ST_UP || !(w = wait_new(cl, le->key, NULL, NULL)))
         return;
     wait_fetch(w, le, le->interval, le->tolerance, k, true);
     if (send_decision(cl, w) < 0)
@@ -901,7 +911,8 @@ enum redis_take_result redis_take(struct redis_client *cl, const char *key, doub
     if (rate_per_s != cl->last_rate || burst != cl->last_burst) {
         redis_lease_plan(rate_per_s, burst, &cl->last_plan);
         if (!cl->last_plan.max_tokens) { /* a leased key keeps its own (lease_find) */
-            snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f", cl->last_plan.interval_us);
+            snprintf(cl->last_interval, sizeof(cl->last_interval), "%.6f",
+                     cl->last_plan.interval_us);
             snprintf(cl->last_tolerance, sizeof(cl->last_tolerance), "%.6f",
                      cl->last_plan.tolerance_us);
         }
@@ -1080,12 +1091,12 @@ void redis_status(struct redis_status *st)
     pthread_mutex_unlock(&reg.lock);
 }
 
-#define SUM(field)                                                                           \
-    ({                                                                                       \
-        uint64_t s_ = 0;                                                                     \
-        for (unsigned i_ = 0; i_ < reg.n; i_++)                                              \
-            s_ += atomic_load_explicit(&reg.stats[i_].field, memory_order_relaxed);          \
-        s_;                                                                                  \
+#define SUM(field)                                                                  \
+    ({                                                                              \
+        uint64_t s_ = 0;                                                            \
+        for (unsigned i_ = 0; i_ < reg.n; i_++)                                     \
+            s_ += atomic_load_explicit(&reg.stats[i_].field, memory_order_relaxed); \
+        s_;                                                                         \
     })
 
 void redis_metrics_render(struct evbuffer *out)
@@ -1101,10 +1112,12 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_connections_up", "gauge",
                   "Worker connections to Redis with the rate script loaded.", NULL, st.up);
     metrics_write(out, "baton_redis_round_trips_total", "counter",
-                  "Rate decisions (and lease batches) and signed URL uses answered by Redis.", NULL, (double)SUM(round_trips));
-    metrics_write(out, "baton_redis_failures_total", "counter",
-                  "Rate decisions and link uses Redis did not answer (connection lost, error reply).", NULL,
-                  (double)SUM(failures));
+                  "Rate decisions (and lease batches) and signed URL uses answered by Redis.", NULL,
+                  (double)SUM(round_trips));
+    metrics_write(
+        out, "baton_redis_failures_total", "counter",
+        "Rate decisions and link uses Redis did not answer (connection lost, error reply).", NULL,
+        (double)SUM(failures));
     metrics_write(out, "baton_redis_timeouts_total", "counter",
                   "Rate decisions and link uses that waited timeout_ms without a reply.", NULL,
                   (double)SUM(timeouts));
@@ -1112,8 +1125,8 @@ void redis_metrics_render(struct evbuffer *out)
                   "Connection attempts to Redis (the first one included).", NULL,
                   (double)SUM(reconnects));
     metrics_write(out, "baton_redis_script_loads_total", "counter",
-                  "Script loads (SCRIPT LOAD per connection and script, EVAL after NOSCRIPT).", NULL,
-                  (double)SUM(script_loads));
+                  "Script loads (SCRIPT LOAD per connection and script, EVAL after NOSCRIPT).",
+                  NULL, (double)SUM(script_loads));
     metrics_write_header(out, "baton_redis_fallbacks_total", "counter",
                          "Global rate decisions made by on_failure, by what it did.");
     for (int k = 0; k < 3; k++) {
@@ -1130,7 +1143,8 @@ void redis_metrics_render(struct evbuffer *out)
             snprintf(labels, sizeof(labels), "le=\"+Inf\"");
         metrics_write_sample(out, "baton_redis_latency_seconds_bucket", labels, (double)cum);
     }
-    metrics_write_sample(out, "baton_redis_latency_seconds_sum", NULL, (double)SUM(lat_sum_ns) / 1e9);
+    metrics_write_sample(out, "baton_redis_latency_seconds_sum", NULL,
+                         (double)SUM(lat_sum_ns) / 1e9);
     metrics_write_sample(out, "baton_redis_latency_seconds_count", NULL, (double)cum);
     metrics_write(out, "baton_redis_link_uses_total", "counter",
                   "Signed URL uses sent to Redis to be counted across instances.", NULL,
@@ -1138,13 +1152,14 @@ void redis_metrics_render(struct evbuffer *out)
     metrics_write(out, "baton_redis_link_failures_total", "counter",
                   "Signed URL uses refused with 503 because Redis could not count them.", NULL,
                   (double)SUM(link_failures));
-    metrics_write(out, "baton_redis_lease_tokens_total", "counter",
-                  "Tokens of global steps Redis granted to workers' leases, beyond the asking request's.",
-                  NULL, (double)SUM(lease_tokens));
+    metrics_write(
+        out, "baton_redis_lease_tokens_total", "counter",
+        "Tokens of global steps Redis granted to workers' leases, beyond the asking request's.",
+        NULL, (double)SUM(lease_tokens));
     metrics_write(out, "baton_redis_lease_decisions_total", "counter",
                   "Global rate decisions made from a worker's lease, without a round trip.", NULL,
                   (double)SUM(lease_decisions));
     metrics_write(out, "baton_redis_lease_expired_tokens_total", "counter",
-                  "Leased tokens dropped unspent at the lease age (never admitted by anyone).", NULL,
-                  (double)SUM(lease_expired));
+                  "Leased tokens dropped unspent at the lease age (never admitted by anyone).",
+                  NULL, (double)SUM(lease_expired));
 }

@@ -58,8 +58,9 @@ struct evbuffer;
 struct redis_client;
 struct redis_wait;
 
-#define REDIS_STALL_MS 1000 /* a connect or an unanswered reply older than this drops the connection */
-#define REDIS_KEY_MAX 256   /* bytes of a rate key (redis_key) */
+#define REDIS_STALL_MS \
+    1000 /* a connect or an unanswered reply older than this drops the connection */
+#define REDIS_KEY_MAX 256 /* bytes of a rate key (redis_key) */
 
 enum redis_verdict { REDIS_ALLOW, REDIS_DENY, REDIS_FAILED };
 
@@ -131,12 +132,12 @@ void redis_count_fallback(struct redis_client *cl, enum cfg_redis_failure how);
 
 /* --- the lease arithmetic (pure, exposed for tests/unit/test_redis.c) --- */
 
-#define REDIS_LEASE_MIN_RATE 100.0    /* requests/s: below, one round trip per request */
-#define REDIS_LEASE_BURST_SHARE 8     /* a lease and its age hold at most burst/8 tokens */
-#define REDIS_LEASE_MAX_TOKENS 256    /* tokens asked in one batch, at most */
+#define REDIS_LEASE_MIN_RATE 100.0      /* requests/s: below, one round trip per request */
+#define REDIS_LEASE_BURST_SHARE 8       /* a lease and its age hold at most burst/8 tokens */
+#define REDIS_LEASE_MAX_TOKENS 256      /* tokens asked in one batch, at most */
 #define REDIS_LEASE_AGE_MAX_US 100000.0 /* a leased token is dropped after this (or sooner) */
-#define REDIS_LEASE_AGE_MIN_US 5000.0 /* a shorter age would not outlive a round trip: no lease */
-#define REDIS_LEASE_BATCHES 4         /* batches of different ages held at once */
+#define REDIS_LEASE_AGE_MIN_US 5000.0   /* a shorter age would not outlive a round trip: no lease */
+#define REDIS_LEASE_BATCHES 4           /* batches of different ages held at once */
 
 /* How a (rate_per_s, burst) is asked of Redis: the same on every instance. */
 struct redis_lease_plan {
@@ -158,12 +159,13 @@ struct redis_lease {
     unsigned n_batches;
     struct {
         unsigned tokens;
-        uint64_t expires_ns; /* mono_ns() */
+        uint64_t expires_ns;      /* mono_ns() */
     } batch[REDIS_LEASE_BATCHES]; /* oldest first */
 };
 /* Adds `tokens` expiring at expires_ns; returns the tokens dropped instead
  * (already expired at now_ns, or the oldest batch when all slots are taken). */
-unsigned redis_lease_add(struct redis_lease *l, unsigned tokens, uint64_t expires_ns, uint64_t now_ns);
+unsigned redis_lease_add(struct redis_lease *l, unsigned tokens, uint64_t expires_ns,
+                         uint64_t now_ns);
 /* Drops the batches expired at now_ns; returns the tokens dropped. */
 unsigned redis_lease_expire(struct redis_lease *l, uint64_t now_ns);
 /* Spends one token of the oldest batch alive at now_ns: true, or false when
@@ -172,9 +174,9 @@ bool redis_lease_spend(struct redis_lease *l, uint64_t now_ns, unsigned *expired
 
 /* The clients' states, for /readyz: thread-safe. */
 struct redis_status {
-    bool configured;    /* some worker has an enabled config */
-    unsigned workers;   /* clients */
-    unsigned up;        /* clients with a connection ready (script loaded) */
+    bool configured;      /* some worker has an enabled config */
+    unsigned workers;     /* clients */
+    unsigned up;          /* clients with a connection ready (script loaded) */
     char last_error[160]; /* the last connection error, "" when none */
 };
 void redis_status(struct redis_status *st);

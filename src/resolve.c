@@ -21,8 +21,8 @@ struct resolver {
     char *host; /* owned: without brackets */
     int port;
     unsigned interval_s;
-    struct event *timer; /* owned; NULL until resolver_start */
-    pthread_mutex_t lock; /* guards set and err */
+    struct event *timer;     /* owned; NULL until resolver_start */
+    pthread_mutex_t lock;    /* guards set and err */
     struct resolve_set *set; /* owned reference; NULL: never resolved */
     char err[200];
     _Atomic unsigned rr; /* round-robin counter */
@@ -46,8 +46,8 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
 
 struct resolve_set *resolve_set_from(const struct addrinfo *ai)
 {
-    struct resolve_set *s =
-        xcalloc(1, sizeof(*s) + RESOLVE_MAX_ADDRS * sizeof(struct resolve_addr));
+    struct resolve_set *s = xcalloc(1,
+                                    sizeof(*s) + RESOLVE_MAX_ADDRS * sizeof(struct resolve_addr));
 
     for (; ai && s->n < RESOLVE_MAX_ADDRS; ai = ai->ai_next) {
         struct resolve_addr *a = &s->a[s->n];
@@ -148,7 +148,8 @@ int resolver_resolve(struct resolver *r)
         pthread_mutex_unlock(&r->lock);
         if (first)
             log_msg(LOG_WARNING, "upstream %s: %s%s", r->name, r->err,
-                    had ? " (keeping the last good addresses)" : " (502 upstream_unresolved until it resolves)");
+                    had ? " (keeping the last good addresses)"
+                        : " (502 upstream_unresolved until it resolves)");
         return -1;
     }
     bool recovered = r->err[0] != '\0';
@@ -171,8 +172,9 @@ int resolver_resolve(struct resolver *r)
                 break;
             off += (size_t)w;
         }
-        log_msg(old || recovered ? LOG_INFO : LOG_DEBUG, "upstream %s: %s resolves to %zu address%s: %s",
-                r->name, r->host, s->n, s->n == 1 ? "" : "es", list);
+        log_msg(old || recovered ? LOG_INFO : LOG_DEBUG,
+                "upstream %s: %s resolves to %zu address%s: %s", r->name, r->host, s->n,
+                s->n == 1 ? "" : "es", list);
     }
     resolve_set_unref(old);
     return 0;

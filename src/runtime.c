@@ -346,8 +346,8 @@ struct runtime *runtime_build(const char *path, struct diags *d)
         for (size_t i = 0; i < rt->cfg->n_upstreams; i++) {
             const struct cfg_upstream *up = &rt->cfg->upstreams[i];
             rt->targets[i].up = up;
-            rt->targets[i].res = resolver_new(up->name, up->host, up->port,
-                                              up->resolve_interval_s, prev, n_prev);
+            rt->targets[i].res = resolver_new(up->name, up->host, up->port, up->resolve_interval_s,
+                                              prev, n_prev);
         }
         free(prev);
     }

@@ -60,9 +60,9 @@ struct runtime {
     struct proxy_target *targets; /* parallel to cfg->upstreams */
     struct runtime_step *steps;   /* sorted by policy pointer */
     size_t n_steps;
-    bool needs_identity;          /* some step forwards to an identity "google" upstream */
-    struct signurl_keys *url_keys; /* url_signing's keys, NULL when not configured */
-    struct assertion_signer *assertion;        /* NULL: no "assertion" configured */
+    bool needs_identity;                /* some step forwards to an identity "google" upstream */
+    struct signurl_keys *url_keys;      /* url_signing's keys, NULL when not configured */
+    struct assertion_signer *assertion; /* NULL: no "assertion" configured */
     struct assertion_cache **assertion_caches; /* one per worker, with assertion */
     /* owned: the request header classes of cfg and policies (hdrclass.h): the
      * built-in names, audit.record_headers, every require_headers name and the
@@ -127,11 +127,11 @@ void runtime_bucket_free(struct rate_bucket *b);
  * error. Any thread.
  */
 struct runtime_reload {
-    bool ok;                /* the last load (start or SIGHUP) was taken */
-    int64_t success_ms;     /* wall clock of the running snapshot's load; 0: none yet */
-    int64_t failure_ms;     /* wall clock of the last refused reload; 0: none */
-    uint64_t failures;      /* refused reloads since start */
-    char error[512];        /* the refused reload's first error, "" when ok */
+    bool ok;            /* the last load (start or SIGHUP) was taken */
+    int64_t success_ms; /* wall clock of the running snapshot's load; 0: none yet */
+    int64_t failure_ms; /* wall clock of the last refused reload; 0: none */
+    uint64_t failures;  /* refused reloads since start */
+    char error[512];    /* the refused reload's first error, "" when ok */
 };
 void runtime_reload_refused(const char *error);
 void runtime_reload_status(struct runtime_reload *out);

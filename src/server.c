@@ -69,8 +69,8 @@
 
 #define CMD_DRAIN 1
 #define CMD_ABORT 2
-#define CMD_OPEN 4 /* the start gate opened: enable the listener (ready.h) */
-#define CMD_KEYS 8 /* a key-set refresh ended: parked requests decide (conn_park) */
+#define CMD_OPEN 4    /* the start gate opened: enable the listener (ready.h) */
+#define CMD_KEYS 8    /* a key-set refresh ended: parked requests decide (conn_park) */
 #define CMD_RELOAD 16 /* take the new snapshot now (its Redis settings), not at the next request */
 
 struct server server_g;
@@ -99,14 +99,18 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     w->accept_failures++;
     if (now - w->accept_log_ns >= 1000000000ull || !w->accept_log_ns) {
         char fields[160];
-        snprintf(fields, sizeof(fields), "\"worker\":%u,\"errno\":%d,\"failures\":%llu,"
-                 "\"open_connections\":%ld", w->id, err,
-                 (unsigned long long)w->accept_failures, atomic_load(&server_g.n_conns));
+        snprintf(fields, sizeof(fields),
+                 "\"worker\":%u,\"errno\":%d,\"failures\":%llu,"
+                 "\"open_connections\":%ld",
+                 w->id, err, (unsigned long long)w->accept_failures,
+                 atomic_load(&server_g.n_conns));
         log_msg_fields(LOG_WARNING, fields,
                        "worker %u: accept failed (%s): not accepting for %d ms, open "
-                       "connections are still served%s", w->id, strerror(err), ACCEPT_PAUSE_MS,
+                       "connections are still served%s",
+                       w->id, strerror(err), ACCEPT_PAUSE_MS,
                        err == EMFILE || err == ENFILE ? "; raise the descriptor limit or "
-                                                        "lower limits.max_connections" : "");
+                                                        "lower limits.max_connections"
+                                                      : "");
         w->accept_log_ns = now;
         w->accept_failures = 0;
     }
@@ -251,8 +255,10 @@ static int open_listener(const struct cfg_addr *addr, int port, bool reuseport, 
     return fd;
 fail:
     if (errno == EADDRINUSE)
-        snprintf(err, errlen, "cannot listen on %s:%d: address already in use (another process "
-                 "holds it)", addr->host, port);
+        snprintf(err, errlen,
+                 "cannot listen on %s:%d: address already in use (another process "
+                 "holds it)",
+                 addr->host, port);
     else
         snprintf(err, errlen, "cannot listen on %s:%d: %s", addr->host, port, strerror(errno));
     if (fd >= 0)
@@ -297,8 +303,10 @@ static int claim_address(const struct cfg_addr *addr, int port, char *err, size_
     }
     if (bind(fd, (struct sockaddr *)&un, len) < 0) {
         if (errno == EADDRINUSE)
-            snprintf(err, errlen, "cannot listen on %s:%d: address already in use (another "
-                     "baton serve holds port %d)", addr->host, port, port);
+            snprintf(err, errlen,
+                     "cannot listen on %s:%d: address already in use (another "
+                     "baton serve holds port %d)",
+                     addr->host, port, port);
         else
             snprintf(err, errlen, "cannot take the port lock: %s", strerror(errno));
         close(fd);
@@ -343,7 +351,8 @@ static void open_listeners(void *arg, bool ready, const char *missing)
     for (unsigned i = 0; i < server_g.n_workers; i++) {
         struct worker *w = &server_g.workers[i];
         if (listen(w->listen_fd, 4096) < 0) {
-            log_msg(LOG_ERROR, "cannot listen on port %d: %s", server_g.listen_port, strerror(errno));
+            log_msg(LOG_ERROR, "cannot listen on port %d: %s", server_g.listen_port,
+                    strerror(errno));
             begin_drain();
             return;
         }
@@ -612,9 +621,10 @@ static void cap_connections(unsigned max_connections)
         cap = 1;
     server_g.conn_cap = cap;
     if ((long)max_connections > cap)
-        log_msg(LOG_WARNING, "limits.max_connections %u capped at %ld: the descriptor limit "
-                             "(RLIMIT_NOFILE) is %llu, %ld are open at start, %d are reserved, "
-                             "and each connection may hold two (client and upstream)",
+        log_msg(LOG_WARNING,
+                "limits.max_connections %u capped at %ld: the descriptor limit "
+                "(RLIMIT_NOFILE) is %llu, %ld are open at start, %d are reserved, "
+                "and each connection may hold two (client and upstream)",
                 max_connections, cap, (unsigned long long)rl.rlim_cur, in_use, FD_RESERVE);
 }
 
@@ -680,14 +690,15 @@ int cmd_serve(int argc, char **argv)
         }
         nproc = sysconf(_SC_NPROCESSORS_ONLN);
         server_g.n_workers = probe->workers > 0 ? (unsigned)probe->workers
-                                         : (unsigned)(nproc > 0 ? nproc : 1);
+                                                : (unsigned)(nproc > 0 ? nproc : 1);
         port = env_port(probe->listen.port);
         /* baton check refuses admin_listen on listen's port; $PORT is only
          * known here, so the same rule is applied again to the port in use */
         if (port > 0 && probe->admin_enabled && probe->admin_listen.port == port) {
-            log_msg(LOG_ERROR, "PORT=%d is admin_listen's port too (%s:%d): choose another "
-                               "PORT or admin_listen", port, probe->admin_listen.host,
-                    probe->admin_listen.port);
+            log_msg(LOG_ERROR,
+                    "PORT=%d is admin_listen's port too (%s:%d): choose another "
+                    "PORT or admin_listen",
+                    port, probe->admin_listen.host, probe->admin_listen.port);
             config_free(probe);
             goto out;
         }
@@ -718,7 +729,9 @@ int cmd_serve(int argc, char **argv)
     server_g.audit_cfg.fsync = rt->cfg->audit.fsync;
     server_g.audit_cfg.on_failure = rt->cfg->audit.on_failure;
     server_g.audit_cfg.path = rt->cfg->audit.path ? xstrdup(rt->cfg->audit.path) : NULL;
-    server_g.audit_cfg.signing_key = rt->cfg->audit.signing_key ? xstrdup(rt->cfg->audit.signing_key) : NULL;
+    server_g.audit_cfg.signing_key = rt->cfg->audit.signing_key
+                                         ? xstrdup(rt->cfg->audit.signing_key)
+                                         : NULL;
     {
         /* the open record names the instance; the witness keeps its own copy
          * of the open record and every checkpoint (docs/audit.md) */
@@ -727,8 +740,10 @@ int cmd_serve(int argc, char **argv)
         if (google_metadata_expected(&rt->cfg->google)) {
             iid = google_metadata_instance_id(&rt->cfg->google, 1000, err, sizeof(err));
             if (!iid)
-                log_msg(LOG_WARNING, "audit: no instance id from the metadata server (%s); "
-                                     "the open record says null", err);
+                log_msg(LOG_WARNING,
+                        "audit: no instance id from the metadata server (%s); "
+                        "the open record says null",
+                        err);
         }
         ao.instance_id = iid;
         ao.witness = audit_witness_new(&rt->cfg->audit, &rt->cfg->google, err, sizeof(err));
@@ -747,7 +762,8 @@ int cmd_serve(int argc, char **argv)
     {
         size_t n;
         struct identity_pair *pairs = identity_pairs(rt, &n);
-        server_g.identity = identity_new(server_g.bg, server_g.http, rt->cfg, pairs, n, err, sizeof(err));
+        server_g.identity = identity_new(server_g.bg, server_g.http, rt->cfg, pairs, n, err,
+                                         sizeof(err));
         free(pairs);
         if (!server_g.identity) {
             if (rt->needs_identity) {
@@ -809,8 +825,7 @@ int cmd_serve(int argc, char **argv)
         /* backlog 0: libevent does not listen(); the start gate does (4096), and
          * the listener stays disabled until then (ready.h) */
         w->listener = evconnlistener_new(w->base, conn_accept, w,
-                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0,
-                                         w->listen_fd);
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, w->listen_fd);
         if (!w->listener) {
             close(w->listen_fd);
             log_msg(LOG_ERROR, "cannot start listening");
@@ -838,7 +853,8 @@ int cmd_serve(int argc, char **argv)
     server_g.ready_deps.identity = server_g.identity;
     server_g.ready_deps.draining = is_draining;
     if (rt->cfg->admin_enabled) {
-        server_g.admin = admin_start(server_g.bg, &rt->cfg->admin_listen, &server_g.ready_deps, err, sizeof(err));
+        server_g.admin = admin_start(server_g.bg, &rt->cfg->admin_listen, &server_g.ready_deps, err,
+                                     sizeof(err));
         if (!server_g.admin) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
@@ -867,7 +883,8 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (unsigned i = 0; i < server_g.n_workers; i++) {
         atomic_fetch_add(&server_g.workers_running, 1);
-        if (pthread_create(&server_g.workers[i].thread, NULL, worker_main, &server_g.workers[i]) != 0) {
+        if (pthread_create(&server_g.workers[i].thread, NULL, worker_main, &server_g.workers[i]) !=
+            0) {
             atomic_fetch_sub(&server_g.workers_running, 1);
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             log_msg(LOG_ERROR, "cannot start worker threads");
@@ -877,7 +894,8 @@ int cmd_serve(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!atomic_load(&server_g.stopping))
-        server_g.gate = ready_gate_start(server_g.bg, &server_g.ready_deps, ready_timeout_ms, open_listeners, NULL);
+        server_g.gate = ready_gate_start(server_g.bg, &server_g.ready_deps, ready_timeout_ms,
+                                         open_listeners, NULL);
 
     event_base_dispatch(server_g.bg);
     rc = 0;

@@ -60,16 +60,16 @@ struct worker {
     uint64_t log_window_ns; /* per-second budget of per-request warning lines */
     unsigned log_in_window;
     uint64_t log_suppressed;
-    unsigned timer_ms[3];           /* cached common timeouts: idle, header, linger */
+    unsigned timer_ms[3]; /* cached common timeouts: idle, header, linger */
     const struct timeval *timer_tv[3];
-    struct event *accept_pause;     /* re-enables the listener after EMFILE/ENFILE */
-    uint64_t accept_log_ns;         /* the last accept-failure log line */
-    uint64_t accept_failures;       /* since that line */
-    struct redis_client *redis;     /* global rate limits: this worker's connection */
-    uint64_t fallback_log_ns;       /* the last on_failure log line (one per 10 s) */
-    uint64_t fallback_unlogged;     /* on_failure decisions since */
-    uint64_t link_fail_log_ns;      /* the last "link uses refused" log line (one per 10 s) */
-    uint64_t link_fail_unlogged;    /* link uses refused since */
+    struct event *accept_pause;  /* re-enables the listener after EMFILE/ENFILE */
+    uint64_t accept_log_ns;      /* the last accept-failure log line */
+    uint64_t accept_failures;    /* since that line */
+    struct redis_client *redis;  /* global rate limits: this worker's connection */
+    uint64_t fallback_log_ns;    /* the last on_failure log line (one per 10 s) */
+    uint64_t fallback_unlogged;  /* on_failure decisions since */
+    uint64_t link_fail_log_ns;   /* the last "link uses refused" log line (one per 10 s) */
+    uint64_t link_fail_unlogged; /* link uses refused since */
 };
 
 struct server {
@@ -97,7 +97,7 @@ struct server {
     struct event *hard_timer;
     struct event *sig_ev[4];
     int listen_port;
-    long conn_cap; /* connections the descriptor limit can serve (0: not computed) */
+    long conn_cap;                /* connections the descriptor limit can serve (0: not computed) */
     struct admin_deps ready_deps; /* what /readyz, health_path and the start gate read */
     struct ready_gate *gate;      /* owned: closes the serving port until ready */
     int addr_lock_fd;             /* claim_address: held for the life of the process */

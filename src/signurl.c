@@ -26,13 +26,13 @@
 
 /* ------------------------------------------------------------- parameters */
 
-static const char *const param_names[5] = {"baton_exp", "baton_kid", "baton_uses",
-                                           "baton_minter", "baton_sig"};
+static const char *const param_names[5] = {"baton_exp", "baton_kid", "baton_uses", "baton_minter",
+                                           "baton_sig"};
 
 static bool id_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 static bool id_ok(const char *s, size_t n, size_t max)
@@ -138,7 +138,8 @@ int signurl_parse_query(const char *q, size_t n, struct signurl_params *out, cha
         if (nl != strlen(param_names[k]) || memcmp(name, param_names[k], nl) != 0) {
             for (int j = 0; j < 5; j++)
                 if (nl == strlen(param_names[j]) && !memcmp(name, param_names[j], nl)) {
-                    errbuf_set(err, errlen, j < k ? "%s appears twice" : "%s out of order (%s expected)",
+                    errbuf_set(err, errlen,
+                               j < k ? "%s appears twice" : "%s out of order (%s expected)",
                                param_names[j], param_names[k]);
                     return -1;
                 }
@@ -168,7 +169,8 @@ int signurl_parse_query(const char *q, size_t n, struct signurl_params *out, cha
         case 2: {
             int64_t u;
             if (!decimal(val, vl, SIGNURL_MAX_USES, true, &u)) {
-                errbuf_set(err, errlen, "baton_uses is not 0..%d in canonical decimal", SIGNURL_MAX_USES);
+                errbuf_set(err, errlen, "baton_uses is not 0..%d in canonical decimal",
+                           SIGNURL_MAX_USES);
                 return -1;
             }
             out->uses = (unsigned)u;
@@ -264,8 +266,8 @@ out:
     return key;
 }
 
-struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *err,
-                                       size_t errlen, int *bad)
+struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *err, size_t errlen,
+                                       int *bad)
 {
     struct signurl_keys *k = xcalloc(1, sizeof(*k));
 
@@ -292,9 +294,8 @@ struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *
         snprintf(k->v[i].id, sizeof(k->v[i].id), "%s", cfg->keys[i].id);
         k->n = i + 1;
         k->v[i].verify_tmpl = EVP_MD_CTX_new();
-        if (!k->v[i].verify_tmpl ||
-            EVP_DigestVerifyInit_ex(k->v[i].verify_tmpl, NULL, NULL, NULL, NULL, k->v[i].pkey,
-                                    NULL) != 1) {
+        if (!k->v[i].verify_tmpl || EVP_DigestVerifyInit_ex(k->v[i].verify_tmpl, NULL, NULL, NULL,
+                                                            NULL, k->v[i].pkey, NULL) != 1) {
             errbuf_set(err, errlen, "url_signing key \"%s\": cannot prepare verification",
                        cfg->keys[i].id);
             *bad = (int)i;
@@ -396,8 +397,9 @@ int signurl_sign(const struct signurl_keys *k, const struct signurl_scope *scope
         errbuf_set(err, errlen, "the URL already carries a baton_ parameter");
         goto out;
     }
-    n = snprintf(params, sizeof(params), "baton_exp=%lld&baton_kid=%s&baton_uses=%u&baton_minter=%s",
-                 (long long)exp, k->v[0].id, uses, minter);
+    n = snprintf(params, sizeof(params),
+                 "baton_exp=%lld&baton_kid=%s&baton_uses=%u&baton_minter=%s", (long long)exp,
+                 k->v[0].id, uses, minter);
     if (n < 0 || (size_t)n >= sizeof(params) - SIGNURL_SIG_CHARS - 16)
         goto out;
     pl = (size_t)n;
@@ -647,7 +649,8 @@ int signurl_mint_parse(const char *body, size_t len, struct signurl_mint_req *ou
     }
     v = json_object_get(root, "method");
     if (!json_is_string(v) || !method_known(json_string_value(v))) {
-        errbuf_set(err, errlen, "\"method\" must be GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS");
+        errbuf_set(err, errlen,
+                   "\"method\" must be GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS");
         goto out;
     }
     snprintf(out->method, sizeof(out->method), "%s", json_string_value(v));

@@ -75,8 +75,8 @@
 #define SIGNURL_MINTER_MAX 80
 #define SIGNURL_MAX_USES 1000
 #define SIGNURL_EXP_MAX (1LL << 40)
-#define SIGNURL_ID_BYTES 16       /* link id: SHA-256 of the signature, truncated */
-#define SIGNURL_SIG_CHARS 96      /* base64url of 64 signature + 8 hint bytes */
+#define SIGNURL_ID_BYTES 16  /* link id: SHA-256 of the signature, truncated */
+#define SIGNURL_SIG_CHARS 96 /* base64url of 64 signature + 8 hint bytes */
 #define SIGNURL_KEY_FILE_MAX 16384
 #define SIGNURL_MINT_BODY_MAX 4096 /* bytes of a sign endpoint request body */
 #define SIGNURL_ENDPOINT "/.well-known/baton/sign"
@@ -130,8 +130,8 @@ struct signurl_keys; /* immutable after load; shared by every worker */
  * set). Returns an owned key set, or NULL with a message in `err` and the
  * index of the offending key in *bad (-1: not a key's fault).
  */
-struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *err,
-                                       size_t errlen, int *bad);
+struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *err, size_t errlen,
+                                       int *bad);
 void signurl_keys_free(struct signurl_keys *k);
 /* The same for a whole config: NULL without url_signing (nothing added to
  * `d`), else the keys, or NULL with the error added to `d` at the offending
@@ -193,8 +193,8 @@ enum signurl_use {
  * request parks for the answer, so that path does not go through here).
  */
 struct signurl_uses {
-    enum signurl_use (*consume)(void *ctx, const unsigned char id[SIGNURL_ID_BYTES],
-                                unsigned uses, int64_t until_s, int64_t now_s);
+    enum signurl_use (*consume)(void *ctx, const unsigned char id[SIGNURL_ID_BYTES], unsigned uses,
+                                int64_t until_s, int64_t now_s);
     void *ctx;
 };
 

@@ -20,10 +20,11 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: baton sign-url [-c FILE] --method M --url URL --ttl DURATION [--uses N]\n"
-          "  DURATION: seconds, or a number with s, m, h or d (\"15m\"), at most url_signing.max_ttl_s\n"
-          "  --uses N: forwards the link allows, 0 (any until expiry) or 1..1000; default 1\n",
-          out);
+    fputs(
+        "usage: baton sign-url [-c FILE] --method M --url URL --ttl DURATION [--uses N]\n"
+        "  DURATION: seconds, or a number with s, m, h or d (\"15m\"), at most url_signing.max_ttl_s\n"
+        "  --uses N: forwards the link allows, 0 (any until expiry) or 1..1000; default 1\n",
+        out);
 }
 
 /* "900", "900s", "15m", "2h", "7d" -> seconds (1..604800), or -1. */
@@ -59,9 +60,12 @@ static int no_headers(void *ctx, const char *name, const char **value, size_t *l
 int cmd_sign_url(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"method", required_argument, NULL, 'm'},
-        {"url", required_argument, NULL, 'u'},    {"ttl", required_argument, NULL, 't'},
-        {"uses", required_argument, NULL, 'n'},   {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"method", required_argument, NULL, 'm'},
+        {"url", required_argument, NULL, 'u'},
+        {"ttl", required_argument, NULL, 't'},
+        {"uses", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct diags d = DIAGS_INIT;
@@ -100,7 +104,8 @@ int cmd_sign_url(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            fprintf(stderr, "baton sign-url: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+            fprintf(stderr, "baton sign-url: unknown or incomplete option \"%s\"\n",
+                    argv[optind - 1]);
             usage(stderr);
             return 2;
         }
@@ -147,7 +152,9 @@ int cmd_sign_url(int argc, char **argv)
         if (*q >= 'A' && *q <= 'Z')
             *q = (char)(*q + ('a' - 'A'));
     if (path_canonicalize(slash, strlen(slash), 0, &pr) != REASON_ALLOWED) {
-        fprintf(stderr, "baton sign-url: the path of --url is not canonical (see README \"Canonical paths\")\n");
+        fprintf(
+            stderr,
+            "baton sign-url: the path of --url is not canonical (see README \"Canonical paths\")\n");
         goto out;
     }
     cfg = config_load(config_path_choose(flag), &d);
@@ -175,18 +182,22 @@ int cmd_sign_url(int argc, char **argv)
         struct policy_input in = {method, pr.path, pr.path_len, NULL, NULL, no_headers, NULL};
         enum reason why = policy_authorize_link(p, &in, SIGNURL_CLI_MINTER, NULL);
         if (why == REASON_HEADER_MISMATCH) {
-            fprintf(stderr, "baton sign-url: warning: step \"%s\" requires headers a browser will not send\n",
-                    policy_step(p));
+            fprintf(
+                stderr,
+                "baton sign-url: warning: step \"%s\" requires headers a browser will not send\n",
+                policy_step(p));
         } else if (why != REASON_ALLOWED) {
-            fprintf(stderr, "baton sign-url: step \"%s\" would refuse this link (%s): it needs a "
-                            "{\"signed_url\": true} callers entry and an allow rule for %s %.*s\n",
+            fprintf(stderr,
+                    "baton sign-url: step \"%s\" would refuse this link (%s): it needs a "
+                    "{\"signed_url\": true} callers entry and an allow rule for %s %.*s\n",
                     policy_step(p), reason_code(why), method, (int)pr.path_len, pr.path);
             goto out;
         }
     }
     {
-        struct signurl_scope sc = {method, hostname, strlen(hostname), pr.path, pr.path_len,
-                                   pr.query_len ? pr.query : NULL, pr.query_len};
+        struct signurl_scope sc = {method,      hostname,    strlen(hostname),
+                                   pr.path,     pr.path_len, pr.query_len ? pr.query : NULL,
+                                   pr.query_len};
         char err[256];
         size_t ul = strlen(url);
         if (pr.query && !pr.query_len)

@@ -22,7 +22,7 @@
 #include "log.h"
 #include "util.h"
 
-#define PROJECT_ATTEMPTS 6        /* 1 + 2 + 4 + 8 + 16 s of backoff, then give up */
+#define PROJECT_ATTEMPTS 6 /* 1 + 2 + 4 + 8 + 16 s of backoff, then give up */
 #define PROJECT_TIMEOUT_MS 2000
 
 static const char hexd[] = "0123456789abcdef";
@@ -39,8 +39,7 @@ static void hex64(uint64_t v, char *out)
         out[i] = hexd[v & 15];
 }
 
-void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3,
-                 struct trace_ctx *out)
+void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3, struct trace_ctx *out)
 {
     hex64(r1 ? r1 : 1, out->span_id);
     out->span_id[16] = '\0';
@@ -160,8 +159,10 @@ static void on_project(struct http_response *resp, void *arg)
         struct timeval tv = {(time_t)1 << (fetch.attempt - 1), 0};
         evtimer_add(fetch.timer, &tv);
     } else {
-        log_msg(LOG_WARNING, "project id for trace links not learned from the metadata server "
-                             "(%s): log lines carry bare trace ids; set GOOGLE_CLOUD_PROJECT", why);
+        log_msg(LOG_WARNING,
+                "project id for trace links not learned from the metadata server "
+                "(%s): log lines carry bare trace ids; set GOOGLE_CLOUD_PROJECT",
+                why);
     }
     http_response_free(resp);
 }

@@ -37,8 +37,8 @@ struct http_client;
 #define TRACE_PROJECT_MAX 100 /* project ids are 6..30 characters; a cap all the same */
 
 struct trace_ctx {
-    char trace_id[33]; /* 32 lowercase hex */
-    char span_id[17];  /* baton's own span: 16 lowercase hex */
+    char trace_id[33];  /* 32 lowercase hex */
+    char span_id[17];   /* baton's own span: 16 lowercase hex */
     char parent_id[17]; /* the incoming traceparent's parent-id, "" for a new trace */
     bool sampled;
 };

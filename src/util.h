@@ -29,7 +29,8 @@ size_t u64_decimal(uint64_t v, char out[20]);
 
 /* Fills a caller-owned error buffer (printf format); no-op when err is NULL or
  * errlen is 0. The one way modules report a message through `char *err`. */
-void errbuf_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void errbuf_set(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The value of a hex digit (either case), or -1. */
 int hex_value(unsigned char c);
@@ -68,7 +69,10 @@ struct suggestion {
     const char *best;
     size_t dist;
 };
-#define SUGGESTION_INIT {NULL, 3}
+#define SUGGESTION_INIT \
+    {                   \
+        NULL, 3         \
+    }
 void suggestion_offer(struct suggestion *s, const char *typed, const char *known);
 
 #endif

@@ -34,14 +34,21 @@ static void expect(int cond)
 static bool starts_like(const json_t *v, char ch)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return ch == '{';
-    case JSON_ARRAY: return ch == '[';
-    case JSON_STRING: return ch == '"';
+    case JSON_OBJECT:
+        return ch == '{';
+    case JSON_ARRAY:
+        return ch == '[';
+    case JSON_STRING:
+        return ch == '"';
     case JSON_INTEGER:
-    case JSON_REAL: return ch == '-' || (ch >= '0' && ch <= '9');
-    case JSON_TRUE: return ch == 't';
-    case JSON_FALSE: return ch == 'f';
-    case JSON_NULL: return ch == 'n';
+    case JSON_REAL:
+        return ch == '-' || (ch >= '0' && ch <= '9');
+    case JSON_TRUE:
+        return ch == 't';
+    case JSON_FALSE:
+        return ch == 'f';
+    case JSON_NULL:
+        return ch == 'n';
     }
     return false;
 }
@@ -101,7 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     jsonpos_scan(text, size, JSONPOS_MAX_DEPTH, &scan);
     for (size_t i = 0; i < scan.n_dups; i++)
-        expect(scan.dups[i].first.offset < scan.dups[i].at.offset && text[scan.dups[i].at.offset] == '"');
+        expect(scan.dups[i].first.offset < scan.dups[i].at.offset &&
+               text[scan.dups[i].at.offset] == '"');
     (void)jsonpos_find(text, size, "issuers/0/audiences/1", true, &p);
     (void)jsonpos_find(text, size, "a~1b/~0/0", false, &p);
 

@@ -43,8 +43,11 @@ static int count(const struct http1_request *r, const char *name)
 
 static void rebuild(const struct path_result *pr, bool trusted)
 {
-    static struct cfg_upstream up = {.name = "u", .host = "up.example", .port = 8080,
-                                     .base_path = "/base", .token_header = "authorization"};
+    static struct cfg_upstream up = {.name = "u",
+                                     .host = "up.example",
+                                     .port = 8080,
+                                     .base_path = "/base",
+                                     .token_header = "authorization"};
     struct evbuffer *b = evbuffer_new();
     struct proxy_head_params p = {
         .req = &in,
@@ -83,8 +86,7 @@ static void rebuild(const struct path_result *pr, bool trusted)
     check(count(&out, "x-forwarded-host") == (in.hostname ? 1 : 0));
     for (unsigned i = 0; i < out.n_headers; i++) {
         const struct http1_header *h = &out.headers[i];
-        if (ascii_casecmp_n(h->name, h->name_len, "x-forwarded-host", 16) != 0 ||
-            h->name_len != 16)
+        if (ascii_casecmp_n(h->name, h->name_len, "x-forwarded-host", 16) != 0 || h->name_len != 16)
             continue;
         check(h->value_len >= in.hostname_len &&
               memcmp(h->value, in.hostname, in.hostname_len) == 0 &&

@@ -71,8 +71,8 @@ static int chunked(const char *b, size_t len, size_t step, uint64_t *sum, size_t
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data;
-    struct http1_limits lim = {.max_header_bytes = 4096, .max_uri_bytes = 1024, .max_line_bytes = 2048,
-                               .max_headers = 32};
+    struct http1_limits lim = {
+        .max_header_bytes = 4096, .max_uri_bytes = 1024, .max_line_bytes = 2048, .max_headers = 32};
     size_t hl = 0, off = 0;
     int rc;
 
@@ -87,8 +87,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t cut = (size - off) * k / 4;
                 size_t hl2;
                 int r2 = http1_parse_request(buf + off, cut, &lim, &req2, &hl2);
-                check(r2 == HTTP1_INCOMPLETE || (r2 == HTTP1_ERROR && rc == HTTP1_ERROR &&
-                                                 req2.error == req.error));
+                check(r2 == HTTP1_INCOMPLETE ||
+                      (r2 == HTTP1_ERROR && rc == HTTP1_ERROR && req2.error == req.error));
             }
             break;
         }
@@ -119,7 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check(http1_parse_request(buf + off, hl, &lim, &req2, &hl2) == HTTP1_OK && hl2 == hl);
             check(req2.n_headers == req.n_headers && req2.body == req.body);
             if (hl > 0)
-                check(http1_parse_request(buf + off, hl - 1, &lim, &req2, &hl2) == HTTP1_INCOMPLETE);
+                check(http1_parse_request(buf + off, hl - 1, &lim, &req2, &hl2) ==
+                      HTTP1_INCOMPLETE);
         }
         off += hl;
         if (req.body == HTTP1_BODY_LENGTH) {
@@ -141,8 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* The same bytes as an upstream response. */
-    rc = http1_parse_response(buf, size, &lim, size && (data[0] & 1) ? HTTP1_METHOD_HEAD : HTTP1_METHOD_GET,
-                              &resp, &hl);
+    rc = http1_parse_response(
+        buf, size, &lim, size && (data[0] & 1) ? HTTP1_METHOD_HEAD : HTTP1_METHOD_GET, &resp, &hl);
     if (rc == HTTP1_OK) {
         check(hl <= size && resp.status >= 100 && resp.status <= 599 && resp.status != 101);
         in_input(resp.reason_phrase, resp.reason_len, data, size);

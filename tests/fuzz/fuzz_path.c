@@ -51,7 +51,7 @@ static void check_accepted(const char *t, size_t len, const struct path_result *
     for (size_t s = 1; s <= plen;) {
         const char *e = memchr(t + s, '/', plen - s);
         size_t end = e ? (size_t)(e - t) : plen, n = end - s;
-        expect(n > 0 || end == plen);                                 /* empty only last */
+        expect(n > 0 || end == plen); /* empty only last */
         expect(!(n == 1 && t[s] == '.') && !(n == 2 && t[s] == '.' && t[s + 1] == '.'));
         for (size_t i = s; i < end; i++) {
             if (t[i] != '%')

@@ -37,8 +37,12 @@ static int one_header(void *ctx, const char *name, const char **value, size_t *l
 
 static void exercise(const struct policy_set *set)
 {
-    static const char *const paths[] = {"/", "/billing/reconcile", "/billing/runs/7",
-                                        "/cleanup/weekly", "/approvals/42/decision", "/a/b/c/d"};
+    static const char *const paths[] = {"/",
+                                        "/billing/reconcile",
+                                        "/billing/runs/7",
+                                        "/cleanup/weekly",
+                                        "/approvals/42/decision",
+                                        "/a/b/c/d"};
     static const char *const claims_json[] = {
         ("{\"sub\":\"arn:aws:iam::123456789012:role/weekly-cleanup-lambda\","
          "\"https://sts.amazonaws.com/\":{\"aws_account\":\"123456789012\",\"source_region\":\"us-east-1\"}}"),
@@ -52,20 +56,23 @@ static void exercise(const struct policy_set *set)
         json_t *claims = json_loads(claims_json[c], 0, NULL);
         expect(claims != NULL);
         for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-            const struct policy *p = policy_route(set, "api.example.com", 15, paths[i], strlen(paths[i]));
+            const struct policy *p = policy_route(set, "api.example.com", 15, paths[i],
+                                                  strlen(paths[i]));
             const struct policy *q = policy_route(set, NULL, 0, paths[i], strlen(paths[i]));
             (void)q;
             if (!p)
                 continue;
             for (size_t m = 0; m < 2; m++) {
-                struct policy_input in = {methods[m], paths[i], strlen(paths[i]), issuers[c],
-                                          claims, one_header, NULL};
+                struct policy_input in = {
+                    methods[m], paths[i], strlen(paths[i]), issuers[c], claims, one_header, NULL};
                 struct policy_trace t;
                 enum reason a = policy_authorize(p, &in, NULL), b = policy_authorize(p, &in, &t);
                 expect(a == b && t.reason == a);
                 expect(a == REASON_ALLOWED ? t.miss_kind == NULL : t.miss_kind != NULL);
-                expect((a == REASON_SCOPE_MISSING) == (t.miss_kind && !strcmp(t.miss_kind, "scope")));
-                expect((a == REASON_HEADER_MISMATCH) == (t.miss_kind && !strcmp(t.miss_kind, "header")));
+                expect((a == REASON_SCOPE_MISSING) ==
+                       (t.miss_kind && !strcmp(t.miss_kind, "scope")));
+                expect((a == REASON_HEADER_MISMATCH) ==
+                       (t.miss_kind && !strcmp(t.miss_kind, "header")));
             }
         }
         json_decref(claims);

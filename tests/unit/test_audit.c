@@ -264,7 +264,7 @@ static const char *kind_of(const char *line)
 {
     static char k[32];
     json_t *j = parse(line);
-    snprintf(k, sizeof(k), "%s", json_string_value(json_object_get(j, "kind")) ? : "");
+    snprintf(k, sizeof(k), "%s", json_string_value(json_object_get(j, "kind")) ?: "");
     json_decref(j);
     return k;
 }
@@ -299,12 +299,18 @@ static struct lines copy_lines(const struct lines *l)
 
 static void test_secret_names(void)
 {
-    static const char *secret[] = {"Authorization", "proxy-authorization", "Cookie",
-                                   "Set-Cookie", "X-Api-Key", "X-Amz-Security-Token",
-                                   "X-Serverless-Authorization", "X-Goog-Iap-Jwt-Assertion",
-                                   "X-Amzn-Oidc-Data", "X-Session-Id"};
-    static const char *fine[] = {"X-Sfn-Execution", "X-Sfn-State", "X-Amzn-Trace-Id",
-                                 "User-Agent", "traceparent"};
+    static const char *secret[] = {"Authorization",
+                                   "proxy-authorization",
+                                   "Cookie",
+                                   "Set-Cookie",
+                                   "X-Api-Key",
+                                   "X-Amz-Security-Token",
+                                   "X-Serverless-Authorization",
+                                   "X-Goog-Iap-Jwt-Assertion",
+                                   "X-Amzn-Oidc-Data",
+                                   "X-Session-Id"};
+    static const char *fine[] = {"X-Sfn-Execution", "X-Sfn-State", "X-Amzn-Trace-Id", "User-Agent",
+                                 "traceparent"};
     for (size_t i = 0; i < sizeof(secret) / sizeof(*secret); i++)
         ok(config_header_is_secret(secret[i], strlen(secret[i])), "%s is a secret-bearing header",
            secret[i]);
@@ -384,8 +390,8 @@ static void test_record_body(void)
            "reason is the stable code");
     is_int(json_integer_value(json_object_get(j, "status")), 200, "status");
     ok(json_is_true(json_object_get(j, "dry_run")), "dry_run true");
-    is_str(json_string_value(json_object_get(json_object_get(j, "policy"), "file")),
-           "billing.json", "policy.file");
+    is_str(json_string_value(json_object_get(json_object_get(j, "policy"), "file")), "billing.json",
+           "policy.file");
     is_str(json_string_value(json_object_get(json_object_get(j, "caller"), "aws_account")),
            "123456789012", "caller.aws_account");
     is_str(json_string_value(json_object_get(json_object_get(j, "caller"), "token_sha256")),
@@ -419,7 +425,8 @@ static void test_record_body(void)
     body = audit_record_body(&r, NULL, 0, &len);
     line = xasprintf("{%s}", body);
     j = parse(line);
-    ok(j && json_is_null(json_object_get(j, "step")) && json_is_null(json_object_get(j, "policy")) &&
+    ok(j && json_is_null(json_object_get(j, "step")) &&
+           json_is_null(json_object_get(j, "policy")) &&
            json_is_null(json_object_get(j, "caller")) &&
            json_is_null(json_object_get(j, "upstream")) &&
            json_is_null(json_object_get(j, "status")) &&
@@ -453,7 +460,8 @@ static void test_escaping(void)
     h[0] = (struct audit_header){"X-Sfn-Execution", big, sizeof(big)};
     r.request.headers = h;
     r.request.n_headers = 1;
-    r.request.query = "a=1&access_token=QSECRET&X-Amz-Signature=abc&next=eyJhbGciOiJIUzI1NiJ9.e30.x&b=2";
+    r.request.query =
+        "a=1&access_token=QSECRET&X-Amz-Signature=abc&next=eyJhbGciOiJIUzI1NiJ9.e30.x&b=2";
     r.request.query_len = strlen(r.request.query);
     r.request.user_agent = "Bearer UASECRET";
     r.request.user_agent_len = 15;
@@ -484,7 +492,8 @@ static void test_escaping(void)
     free(line);
     free(body);
     /* percent-encoded spellings are judged as the upstream framework decodes them */
-    r.request.query = "api%5Fkey=K1SECRET&%74oken=K2SECRET&h=Bearer%20K3SECRET&g=Basic+K4SECRET&ok=%41";
+    r.request.query =
+        "api%5Fkey=K1SECRET&%74oken=K2SECRET&h=Bearer%20K3SECRET&g=Basic+K4SECRET&ok=%41";
     r.request.query_len = strlen(r.request.query);
     body = audit_record_body(&r, allowed, 1, &len);
     line = xasprintf("{%s}", body);
@@ -513,7 +522,8 @@ static void test_record_at_caps(void)
     memset(s, 1, n);
     s[n] = '\0';
     for (int i = 0; i < AUDIT_MAX_RECORD_HEADERS; i++)
-        names[i] = xasprintf("X-H%02d-%s", i, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        names[i] = xasprintf("X-H%02d-%s", i,
+                             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
     for (int i = 0; i < AUDIT_MAX_RECORD_HEADERS + 5; i++)
         h[i] = (struct audit_header){names[i % AUDIT_MAX_RECORD_HEADERS], s, n};
     memset(&r, 0, sizeof(r));
@@ -528,7 +538,8 @@ static void test_record_at_caps(void)
     r.upstream.name = r.upstream.identity = r.upstream.audience = s;
     body = audit_record_body(&r, names, AUDIT_MAX_RECORD_HEADERS, &len);
     ok(len + 200 < AUDIT_LINE_MAX,
-       "a record with every field at its cap fits a line with room for the prefix (%zu bytes)", len);
+       "a record with every field at its cap fits a line with room for the prefix (%zu bytes)",
+       len);
     line = xasprintf("{%s}", body);
     j = parse(line);
     ok(j != NULL, "and is valid JSON");
@@ -619,11 +630,12 @@ static void test_modes(void)
         audit_close(log);
         is_int(atomic_load(&cnt.ok), 200, "fsync %s: 200 durable callbacks with ok=1", names[m]);
         is_int(atomic_load(&cnt.lost), 0, "fsync %s: none lost", names[m]);
-        is_int(verify_paths(paths, 1, pub_pem, &res), 0, "fsync %s: the log verifies with the key (%s)",
-               names[m], res.message);
+        is_int(verify_paths(paths, 1, pub_pem, &res), 0,
+               "fsync %s: the log verifies with the key (%s)", names[m], res.message);
         is_int(res.requests, 200, "fsync %s: 200 request records", names[m]);
-        ok(res.checkpoints >= 8, "fsync %s: a checkpoint every 25 records and at close (%" PRIu64 ")",
-           names[m], res.checkpoints);
+        ok(res.checkpoints >= 8,
+           "fsync %s: a checkpoint every 25 records and at close (%" PRIu64 ")", names[m],
+           res.checkpoints);
         is_int(res.signed_seq, res.last_seq, "fsync %s: the last record is a signed checkpoint",
                names[m]);
         (void)st;
@@ -687,7 +699,8 @@ static void test_timed_checkpoint(void)
         usleep(5000);
     audit_stats(log, &before);
     l = load_lines(p);
-    is_str(l.n ? kind_of(l.v[l.n - 1]) : "", "request", "before the interval the last line is a request");
+    is_str(l.n ? kind_of(l.v[l.n - 1]) : "", "request",
+           "before the interval the last line is a request");
     free_lines(&l);
     for (i = 0; i < 300; i++) { /* up to 3 s: the interval plus a loaded machine */
         usleep(10000);
@@ -702,8 +715,8 @@ static void test_timed_checkpoint(void)
     ok(after.fsyncs > before.fsyncs, "and fsynced within batch_ms, without waiting for traffic");
     usleep(1200000);
     audit_stats(log, &before);
-    ok(before.checkpoints >= 2, "an idle log gets a heartbeat checkpoint every interval (%" PRIu64 ")",
-       before.checkpoints);
+    ok(before.checkpoints >= 2,
+       "an idle log gets a heartbeat checkpoint every interval (%" PRIu64 ")", before.checkpoints);
     l = load_lines(p);
     is_str(l.n ? kind_of(l.v[l.n - 1]) : "", "checkpoint", "nothing but checkpoints since");
     is_str(l.n > 1 ? kind_of(l.v[l.n - 2]) : "", "checkpoint", "a heartbeat follows a checkpoint");
@@ -744,12 +757,14 @@ static void test_restart_and_torn(void)
     audit_close(log);
     l = load_lines(p);
     j = parse(l.v[22]);
-    is_str(json_string_value(json_object_get(j, "kind")), "open", "the restart writes an open record");
+    is_str(json_string_value(json_object_get(j, "kind")), "open",
+           "the restart writes an open record");
     is_str(json_string_value(json_object_get(j, "start")), "restart", "marked restart");
     is_int(json_integer_value(json_object_get(j, "torn_bytes")), 27,
            "which tells how many torn bytes were cut");
     ok(json_is_string(json_object_get(j, "torn_sha256")), "and their hash");
-    is_int(json_integer_value(json_object_get(j, "seq")), 22, "seq continues after the last record");
+    is_int(json_integer_value(json_object_get(j, "seq")), 22,
+           "seq continues after the last record");
     is_str(json_string_value(json_object_get(j, "log")), first_log, "the log id is kept");
     json_decref(j);
     free_lines(&l);
@@ -829,7 +844,8 @@ static void test_rotation(void)
         const char *gap[] = {files[0], files[2]};
         const char *swapped[] = {files[1], files[0]};
         verify_paths(gap, 2, pub_pem, &res);
-        is_str(audit_break_name(res.kind), "missing", "a file left out is reported as missing records");
+        is_str(audit_break_name(res.kind), "missing",
+               "a file left out is reported as missing records");
         verify_paths(swapped, 2, pub_pem, &res);
         is_str(audit_break_name(res.kind), "reordered", "files given out of order: reordered");
     }
@@ -879,7 +895,8 @@ static void test_reopen(void)
     submit_n(log, 10, "b-", &cnt);
     audit_close(log);
     l = load_lines(moved);
-    is_int(l.n, 12, "the moved file holds the open record, 10 records and the checkpoint of the reopen");
+    is_int(l.n, 12,
+           "the moved file holds the open record, 10 records and the checkpoint of the reopen");
     is_str(l.n ? kind_of(l.v[l.n - 1]) : "", "checkpoint", "and ends with a checkpoint");
     free_lines(&l);
     l = load_lines(p);
@@ -925,7 +942,8 @@ static void test_queue_limits(void)
     log = audit_open(&c, err, sizeof(err));
     for (int i = 0; i < 16; i++)
         audit_reserve(log, &rsv[i]);
-    is_int(audit_reserve(log, &extra), 0, "allow: a reserve beyond the queue still lets the request go");
+    is_int(audit_reserve(log, &extra), 0,
+           "allow: a reserve beyond the queue still lets the request go");
     ok(!extra.slot, "but without a slot");
     fill_record(&r, "no-room");
     is_int(audit_submit(log, &extra, &r, count_cb, &cnt), -1,
@@ -990,8 +1008,9 @@ static void test_failure_and_recovery(void)
         rl.rlim_cur = saved.rlim_cur; /* space again; and TAP output may go to a file */
         setrlimit(RLIMIT_FSIZE, &rl);
         ok(unhealthy, "%s: the log turns unhealthy when writes fail with EFBIG", name);
-        ok(st.failures >= 1 && st.lost >= 1, "%s: failures and lost records are counted (%" PRIu64 ", %" PRIu64 ")",
-           name, st.failures, st.lost);
+        ok(st.failures >= 1 && st.lost >= 1,
+           "%s: failures and lost records are counted (%" PRIu64 ", %" PRIu64 ")", name,
+           st.failures, st.lost);
         is_int(atomic_load(&cnt.lost), st.lost, "%s: each lost record's callback said ok=0", name);
         if (k == 1)
             ok(st.lost >= 10, "allow: records submitted while failing are lost and counted");
@@ -1040,7 +1059,8 @@ static void test_stdout(void)
     close(saved);
     ok(log != NULL, "path \"-\" opens stdout");
     is_int(atomic_load(&cnt.ok), 7, "records written to stdout are acknowledged");
-    is_int(verify_paths(paths, 1, pub_pem, &res), 0, "what went to stdout verifies (%s)", res.message);
+    is_int(verify_paths(paths, 1, pub_pem, &res), 0, "what went to stdout verifies (%s)",
+           res.message);
     ok(res.from_genesis, "a stdout log starts its own chain");
     free(p);
 }
@@ -1114,7 +1134,8 @@ static void test_edit_every_member(struct lines *log)
                 if (res.line >= i && res.line <= i + 2)
                     near++;
                 else
-                    tap_diag("edit of %s on line %zu reported at line %" PRIu64, key, i + 1, res.line);
+                    tap_diag("edit of %s on line %zu reported at line %" PRIu64, key, i + 1,
+                             res.line);
             } else {
                 tap_diag("edit of %s on line %zu went unnoticed", key, i + 1);
             }
@@ -1163,7 +1184,8 @@ static void test_tamper(void)
             all = false, tap_diag("deleting line %zu: %s", i + 1, audit_break_name(res.kind));
         free_lines(&t);
     }
-    ok(all, "deleting any record is detected (inside: missing; first: bad_start; last: unsigned_tail)");
+    ok(all,
+       "deleting any record is detected (inside: missing; first: bad_start; last: unsigned_tail)");
     t = copy_lines(&log);
     free(t.v[0]);
     t.v[0] = NULL;
@@ -1208,8 +1230,10 @@ static void test_tamper(void)
         json_decref(j);
         rechain(&t, at);
         verify_lines(&t, NULL, &res);
-        is_int(res.kind, AUDIT_OK, "a record inserted at line %zu with a recomputed chain fools "
-               "a check without the key", at + 1);
+        is_int(res.kind, AUDIT_OK,
+               "a record inserted at line %zu with a recomputed chain fools "
+               "a check without the key",
+               at + 1);
         verify_lines(&t, pub_pem, &res);
         is_str(audit_break_name(res.kind), "bad_signature",
                "but not the checkpoint signature that follows it (line %" PRIu64 ")", res.line);

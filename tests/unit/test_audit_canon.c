@@ -100,7 +100,8 @@ static void fill(struct audit_record *r, const char *id, bool odd)
     r->worker = odd ? -1 : 1;
     r->step = odd ? NULL : "billing";
     r->policy_file = odd ? NULL : "billing.json";
-    r->policy_sha256 = odd ? NULL : "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+    r->policy_sha256 = odd ? NULL
+                           : "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
     r->caller.verified = !odd;
     r->caller.iss = "https://issuer.test";
     r->caller.sub = "role/\xe2\x82\xac"; /* bytes of a euro sign: three \u00XX */
@@ -134,8 +135,9 @@ static void fill(struct audit_record *r, const char *id, bool odd)
  * any level, and only [a-z0-9_] names (so never logging.googleapis.com/...). */
 static bool names_clear(const json_t *v, char *bad, size_t cap)
 {
-    static const char *const special[] = {"severity", "message", "time", "timestamp",
-                                          "timestampSeconds", "timestampNanos", "httpRequest"};
+    static const char *const special[] = {"severity",   "message",          "time",
+                                          "timestamp",  "timestampSeconds", "timestampNanos",
+                                          "httpRequest"};
     const char *k;
     json_t *e;
     size_t i;
@@ -209,8 +211,10 @@ static void write_log(struct lines *l)
     c.rotate_bytes = 8192;
     c.queue_records = 16;
     log = audit_open(&c, err, sizeof(err));
-    if (!log)
-        { tap_diag("audit_open: %s", err); exit(1); };
+    if (!log) {
+        tap_diag("audit_open: %s", err);
+        exit(1);
+    };
     for (int i = 0; i < 16; i++)
         audit_reserve(log, &rsv[i]);
     audit_reserve(log, &extra);
@@ -296,7 +300,8 @@ static void line_keys(const char *s, char *out, size_t cap)
             p += *p == '\\' && p[1] ? 2 : 1;
         q = p + 1;
         if (*p && *q == ':' && o + (size_t)(p - start) + 2 < cap) {
-            o += (size_t)snprintf(out + o, cap - o, "%s%.*s", o ? " " : "", (int)(p - start), start);
+            o += (size_t)snprintf(out + o, cap - o, "%s%.*s", o ? " " : "", (int)(p - start),
+                                  start);
         }
     }
 }
@@ -389,8 +394,10 @@ int main(void)
     bool kinds[5] = {false}, all_equal = true, int_equal = true;
     static const char *const kind_names[] = {"open", "request", "lost", "checkpoint", "rotate"};
 
-    if (!mkdtemp(dir))
-        { tap_diag("mkdtemp"); return 1; };
+    if (!mkdtemp(dir)) {
+        tap_diag("mkdtemp");
+        return 1;
+    };
     table_matches_writer();
     write_log(&l);
     ok(l.n > 20, "the writer wrote a log of %zu lines", l.n);
@@ -434,10 +441,12 @@ int main(void)
         bool clamped = false, escaped = false;
         for (size_t i = 0; i < l.n; i++) {
             clamped |= strstr(l.v[i], "\"bytes_in\":9007199254740991,") != NULL;
-            escaped |= strstr(l.v[i], "/p\\\"q\\\\r\\u0001\\u001f\\u007f\\u00c3\\u00a9\\u00ff/ok") != NULL;
+            escaped |= strstr(l.v[i],
+                              "/p\\\"q\\\\r\\u0001\\u001f\\u007f\\u00c3\\u00a9\\u00ff/ok") != NULL;
         }
         ok(clamped, "a count beyond 2^53-1 is written as 2^53-1, which a double holds");
-        ok(escaped, "quote, backslash, control, DEL and high bytes are written as the canonical form says");
+        ok(escaped,
+           "quote, backslash, control, DEL and high bytes are written as the canonical form says");
     }
 
     /* what can never be a record */
@@ -445,14 +454,20 @@ int main(void)
         static const struct {
             const char *json, *why, *name;
         } bad[] = {
-            {"{\"v\":1,\"seq\":0,\"kind\":\"checkpoint\",\"extra\":1}", "\"extra\"", "an unknown member"},
-            {"{\"v\":1,\"seq\":0,\"kind\":\"open\",\"severity\":\"INFO\"}", "\"severity\"", "a lifted special field put back"},
+            {"{\"v\":1,\"seq\":0,\"kind\":\"checkpoint\",\"extra\":1}", "\"extra\"",
+             "an unknown member"},
+            {"{\"v\":1,\"seq\":0,\"kind\":\"open\",\"severity\":\"INFO\"}", "\"severity\"",
+             "a lifted special field put back"},
             {"{\"v\":1,\"seq\":0.5,\"kind\":\"open\"}", "not an integer", "a fraction"},
-            {"{\"v\":1,\"seq\":9007199254740992,\"kind\":\"open\"}", "2^53", "a number beyond 2^53-1"},
+            {"{\"v\":1,\"seq\":9007199254740992,\"kind\":\"open\"}", "2^53",
+             "a number beyond 2^53-1"},
             {"{\"v\":1,\"seq\":1e300,\"kind\":\"open\"}", "2^53", "a huge double"},
-            {"{\"v\":1,\"kind\":\"open\",\"host\":\"\\u0100\"}", "U+00FF", "a character above U+00FF"},
-            {"{\"v\":1,\"kind\":\"open\",\"host\":{\"a\":1}}", "an object", "an object where none belongs"},
-            {"{\"v\":1,\"kind\":\"request\",\"request\":{\"headers\":[{\"a\":1}]}}", "inside the array", "an object in an array"},
+            {"{\"v\":1,\"kind\":\"open\",\"host\":\"\\u0100\"}", "U+00FF",
+             "a character above U+00FF"},
+            {"{\"v\":1,\"kind\":\"open\",\"host\":{\"a\":1}}", "an object",
+             "an object where none belongs"},
+            {"{\"v\":1,\"kind\":\"request\",\"request\":{\"headers\":[{\"a\":1}]}}",
+             "inside the array", "an object in an array"},
             {"{\"v\":1,\"kind\":\"nope\"}", "unknown kind", "an unknown kind"},
             {"{\"v\":1}", "kind", "no kind"},
             {"[1]", "not a JSON object", "not an object"},
@@ -463,12 +478,17 @@ int main(void)
             ok(rc == -1 && strstr(why, bad[i].why), "refused: %s (%s)", bad[i].name, why);
             json_decref(j);
         }
-        ok(canon("{\"kind\":\"rotate\",\"v\":1.0,\"cause\":\"size\",\"seq\":-0.0,\"prev_file\":null}",
-                 out, 64, &len, why, sizeof(why)) == 0 &&
-               !strcmp(out, "{\"v\":1,\"seq\":0,\"kind\":\"rotate\",\"cause\":\"size\",\"prev_file\":null}"),
+        ok(canon(
+               "{\"kind\":\"rotate\",\"v\":1.0,\"cause\":\"size\",\"seq\":-0.0,\"prev_file\":null}",
+               out, 64, &len, why, sizeof(why)) == 0 &&
+               !strcmp(
+                   out,
+                   "{\"v\":1,\"seq\":0,\"kind\":\"rotate\",\"cause\":\"size\",\"prev_file\":null}"),
            "members in table order, 1.0 as 1, -0.0 as 0 (%s)", out);
-        ok(canon("{\"v\":1,\"kind\":\"open\",\"host\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
-                 out, 32, &len, why, sizeof(why)) == -1 && strstr(why, "longer"),
+        ok(canon(
+               "{\"v\":1,\"kind\":\"open\",\"host\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+               out, 32, &len, why, sizeof(why)) == -1 &&
+               strstr(why, "longer"),
            "a line beyond the cap is refused (%s)", why);
     }
 
@@ -509,8 +529,10 @@ int main(void)
                !strcmp(id, json_string_value(json_object_get(j, "log"))),
            "audit_canon_key reads the seq and the log id");
         json_decref(j);
-        ok(audit_canon_key("{\"seq\":1,\"v\":1}", 15, id, &seq) == -1, "a line in another order has no key");
-        ok(audit_canon_key("{\"v\":1,\"seq\":01,", 16, id, &seq) == -1, "nor one with a leading zero");
+        ok(audit_canon_key("{\"seq\":1,\"v\":1}", 15, id, &seq) == -1,
+           "a line in another order has no key");
+        ok(audit_canon_key("{\"v\":1,\"seq\":01,", 16, id, &seq) == -1,
+           "nor one with a leading zero");
     }
 
     /* LogEntry -> record */
@@ -523,20 +545,23 @@ int main(void)
         json_object_set_new(e, "jsonPayload", p);
         entry = json_dumps(e, JSON_INDENT(2));
         ok(audit_le_record(entry, strlen(entry), out, AUDIT_LINE_MAX + 1, &len, why, sizeof(why)) ==
-                   AUDIT_LE_OK && len == strlen(l.v[1]) && !memcmp(out, l.v[1], len),
+                   AUDIT_LE_OK &&
+               len == strlen(l.v[1]) && !memcmp(out, l.v[1], len),
            "a LogEntry gives back the record's exact line (%s)", why);
         free(entry);
         json_object_set_new(e, "severity", json_string("INFO"));
         entry = json_dumps(e, 0);
         ok(audit_le_record(entry, strlen(entry), out, AUDIT_LINE_MAX + 1, &len, why, sizeof(why)) ==
-                   AUDIT_LE_BAD_RECORD && strstr(why, "severity"),
+                   AUDIT_LE_BAD_RECORD &&
+               strstr(why, "severity"),
            "a severity lifted out of the payload is put back, and refused (%s)", why);
         free(entry);
         json_object_set_new(e, "severity", json_string("DEFAULT"));
         json_object_set_new(e, "httpRequest", json_pack("{s:s}", "requestMethod", "GET"));
         entry = json_dumps(e, 0);
         ok(audit_le_record(entry, strlen(entry), out, AUDIT_LINE_MAX + 1, &len, why, sizeof(why)) ==
-                   AUDIT_LE_BAD_RECORD && strstr(why, "httpRequest"),
+                   AUDIT_LE_BAD_RECORD &&
+               strstr(why, "httpRequest"),
            "an httpRequest likewise (%s)", why);
         free(entry);
         json_decref(e);
@@ -546,16 +571,20 @@ int main(void)
         static const struct {
             const char *entry, *why, *name;
         } bad[] = {
-            {"{\"insertId\":\"a\",\"textPayload\":\"hello\"}", "textPayload", "a textPayload entry"},
+            {"{\"insertId\":\"a\",\"textPayload\":\"hello\"}", "textPayload",
+             "a textPayload entry"},
             {"{\"insertId\":\"a\"}", "without jsonPayload", "an entry without payload"},
-            {"{\"insertId\":\"a\",\"jsonPayload\":[1]}", "not an object", "a jsonPayload that is not an object"},
+            {"{\"insertId\":\"a\",\"jsonPayload\":[1]}", "not an object",
+             "a jsonPayload that is not an object"},
             {"{\"a\":1}", "not a LogEntry", "an object that is not a LogEntry"},
             {"{\"insertId\":", "not JSON", "not JSON"},
-            {"{\"insertId\":\"a\",\"insertId\":\"b\",\"jsonPayload\":{}}", "not JSON", "a duplicate member"},
+            {"{\"insertId\":\"a\",\"insertId\":\"b\",\"jsonPayload\":{}}", "not JSON",
+             "a duplicate member"},
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
             ok(audit_le_record(bad[i].entry, strlen(bad[i].entry), out, AUDIT_LINE_MAX + 1, &len,
-                               why, sizeof(why)) == AUDIT_LE_NOT_ENTRY && strstr(why, bad[i].why),
+                               why, sizeof(why)) == AUDIT_LE_NOT_ENTRY &&
+                   strstr(why, bad[i].why),
                "not a record's LogEntry: %s (%s)", bad[i].name, why);
     }
 
@@ -575,8 +604,10 @@ int main(void)
                 every = false;
         }
         ok(every, "arrays and newline-delimited entries split alike in chunks of every size");
-        ok(split(true, "[]", 1, &g, why, sizeof(why)) == 0 && g.n == 0, "an empty array has no entry");
-        ok(split(true, "[{},1]", 64, &g, why, sizeof(why)) == -1 && strstr(why, "entry 2 is not a JSON object"),
+        ok(split(true, "[]", 1, &g, why, sizeof(why)) == 0 && g.n == 0,
+           "an empty array has no entry");
+        ok(split(true, "[{},1]", 64, &g, why, sizeof(why)) == -1 &&
+               strstr(why, "entry 2 is not a JSON object"),
            "an array element that is not an object (%s)", why);
         ok(split(true, "[{}", 64, &g, why, sizeof(why)) == -1 && strstr(why, "not closed"),
            "an array cut short (%s)", why);
@@ -586,7 +617,8 @@ int main(void)
            "bytes after the array (%s)", why);
         ok(split(false, "{}\nhello", 64, &g, why, sizeof(why)) == -1 && strstr(why, "byte 4"),
            "a line that is not an object names its byte (%s)", why);
-        ok(split(true, "{}", 64, &g, why, sizeof(why)) == -1, "an object where an array was expected");
+        ok(split(true, "{}", 64, &g, why, sizeof(why)) == -1,
+           "an object where an array was expected");
         {
             size_t big = AUDIT_LE_ENTRY_MAX + 10;
             char *t = xmalloc(big + 1);

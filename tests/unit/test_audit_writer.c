@@ -102,7 +102,8 @@ static void *submitter(void *arg)
         if (atomic_exchange(&reopen_flag, 0))
             audit_reopen(o->log);
         snprintf(id, sizeof(id), "%s%" PRIu64, o->prefix, i);
-        snprintf(exec_arn, sizeof(exec_arn), "arn:aws:states:eu-west-1:123456789012:execution:m:%" PRIu64, i);
+        snprintf(exec_arn, sizeof(exec_arn),
+                 "arn:aws:states:eu-west-1:123456789012:execution:m:%" PRIu64, i);
         hdrs[0] = (struct audit_header){"X-Sfn-Execution", exec_arn, strlen(exec_arn)};
         hdrs[1] = (struct audit_header){"Authorization", auth, strlen(auth)};
         hdrs[2] = (struct audit_header){"Cookie", "session=s3cr3t", 14};
@@ -153,9 +154,12 @@ static void *submitter(void *arg)
 static int write_mode(int argc, char **argv)
 {
     struct wopts o = {.prefix = "", .count = 1000, .threads = 2};
-    struct cfg_audit cfg = {.fsync = FSYNC_ALWAYS, .on_failure = ON_FAILURE_DENY,
-                            .batch_ms = 10, .checkpoint_records = 1000,
-                            .checkpoint_interval_s = 60, .queue_records = 65536};
+    struct cfg_audit cfg = {.fsync = FSYNC_ALWAYS,
+                            .on_failure = ON_FAILURE_DENY,
+                            .batch_ms = 10,
+                            .checkpoint_records = 1000,
+                            .checkpoint_interval_s = 60,
+                            .queue_records = 65536};
     char *hdr_names[] = {"X-Sfn-Execution", NULL};
     char err[512];
     pthread_t th[16];
@@ -169,8 +173,10 @@ static int write_mode(int argc, char **argv)
     for (int i = 3; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--fsync"))
-            cfg.fsync = !strcmp(v, "always") ? FSYNC_ALWAYS : !strcmp(v, "batch") ? FSYNC_BATCH
-                        : !strcmp(v, "group") ? FSYNC_GROUP : FSYNC_NONE;
+            cfg.fsync = !strcmp(v, "always")  ? FSYNC_ALWAYS
+                        : !strcmp(v, "batch") ? FSYNC_BATCH
+                        : !strcmp(v, "group") ? FSYNC_GROUP
+                                              : FSYNC_NONE;
         else if (!strcmp(k, "--on-failure"))
             cfg.on_failure = !strcmp(v, "allow") ? ON_FAILURE_ALLOW : ON_FAILURE_DENY;
         else if (!strcmp(k, "--key"))
@@ -274,9 +280,9 @@ static size_t run_writer(const char *path, const char *key, const char *prefix, 
         dup2(pfd[1], STDOUT_FILENO);
         close(pfd[0]);
         close(pfd[1]);
-        execl("/proc/self/exe", "test_audit_writer", "write", path, "--fsync", "always",
-              "--key", key, "--prefix", prefix, "--count", cnt, "--threads", "3",
-              "--sleep-us", "100", "--checkpoint-records", "500", (char *)NULL);
+        execl("/proc/self/exe", "test_audit_writer", "write", path, "--fsync", "always", "--key",
+              key, "--prefix", prefix, "--count", cnt, "--threads", "3", "--sleep-us", "100",
+              "--checkpoint-records", "500", (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -379,14 +385,15 @@ static int crash_suite(void)
         snprintf(prefix, sizeof(prefix), "c%d-", round);
         memset(durable, 0, ROUND_COUNT);
         n = run_writer(path, keyp, prefix, ROUND_COUNT, kill_ms, durable);
-        ok(n > 0, "round %d: the writer reported %zu durable records before SIGKILL %d ms after the first",
+        ok(n > 0,
+           "round %d: the writer reported %zu durable records before SIGKILL %d ms after the first",
            round, n, kill_ms);
         data = read_all(path, &len);
         /* every durable id must be on disk: look each line's request_id up */
         {
             unsigned char *seen = xcalloc(ROUND_COUNT, 1);
-            for (char *line = data, *nl; line && (nl = memchr(line, '\n', len - (size_t)(line - data)));
-                 line = nl + 1) {
+            for (char *line = data, *nl;
+                 line && (nl = memchr(line, '\n', len - (size_t)(line - data))); line = nl + 1) {
                 json_t *j = json_loadb(line, (size_t)(nl - line), 0, NULL);
                 const char *rid = json_string_value(json_object_get(j, "request_id"));
                 if (rid && !strncmp(rid, prefix, strlen(prefix))) {
@@ -421,7 +428,8 @@ static int crash_suite(void)
                "after three crashes and restarts the whole file verifies with the key (%s: %s)",
                audit_break_name(res.kind), res.message);
         ok(res.opens == 4 && res.chains == 1 && res.from_genesis,
-           "one chain from genesis through four open records (opens %" PRIu64 ", chains %" PRIu64 ")",
+           "one chain from genesis through four open records (opens %" PRIu64 ", chains %" PRIu64
+           ")",
            res.opens, res.chains);
     }
     {

@@ -470,7 +470,9 @@ static void test_threads(void)
         failures += w[i].failures;
         hits += w[i].hits;
     }
-    is_int(failures, 0, "threads: 3 workers x 300 verifications (RS256, PS256, ES256, EdDSA) on one key set all pass");
+    is_int(
+        failures, 0,
+        "threads: 3 workers x 300 verifications (RS256, PS256, ES256, EdDSA) on one key set all pass");
     ok(hits > 0, "threads: per-worker caches served hits (%d)", hits);
     authn_free(a);
     tk_keys_clear(&tk);
@@ -610,8 +612,8 @@ static void test_fingerprint(void)
     static const struct {
         const char *alg, *kid;
         int k;
-    } algs[] = {{"RS256", "rsa", 0}, {"PS256", "rsa", 0}, {"RS384", "rsa", 0},
-                {"RS512", "rsa", 0}, {"PS512", "rsa", 0}, {"ES256", "p256", 1},
+    } algs[] = {{"RS256", "rsa", 0},  {"PS256", "rsa", 0}, {"RS384", "rsa", 0},
+                {"RS512", "rsa", 0},  {"PS512", "rsa", 0}, {"ES256", "p256", 1},
                 {"ES384", "p384", 2}, {"EdDSA", "ed", 3}};
     EVP_PKEY *keys4[4] = {tk_rsa(2048), tk_ec("P-256"), tk_ec("P-384"), tk_ed25519()};
     json_t *arr = json_array();

@@ -28,8 +28,8 @@ static void test_rfc4648_vectors(void)
            "decodes RFC 4648 vector \"%s\"", enc[i]);
         b64url_encode((const unsigned char *)plain[i], strlen(plain[i]), e);
         is_str(e, enc[i], "encodes RFC 4648 vector \"%s\"", plain[i]);
-        is_int(b64url_encoded_len(strlen(plain[i])), strlen(enc[i]),
-               "encoded length of %zu bytes", strlen(plain[i]));
+        is_int(b64url_encoded_len(strlen(plain[i])), strlen(enc[i]), "encoded length of %zu bytes",
+               strlen(plain[i]));
     }
 }
 
@@ -59,7 +59,8 @@ static void test_strictness(void)
     is_int(dec("Zm9v\n", out), -1, "a trailing newline is refused");
     is_int(dec("Zm9v.", out), -1, "a dot is refused");
     is_int(dec("Zh", out), -1, "non-zero trailing bits in a 2-char group are refused (Zh vs Zg)");
-    is_int(dec("Zm9", out), -1, "non-zero trailing bits in a 3-char group are refused (Zm9 vs Zm8)");
+    is_int(dec("Zm9", out), -1,
+           "non-zero trailing bits in a 3-char group are refused (Zm9 vs Zm8)");
     is_int(dec("Zg", out), 1, "canonical Zg decodes");
     {
         const char junk[] = {'Z', 'm', '9', 'v', '\0', 'Z', 'g'};

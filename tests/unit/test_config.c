@@ -108,15 +108,16 @@ static char *with(const char *section, const char *member)
         aud = member;
     else if (!strcmp(section, "root"))
         root = pre;
-    char *text = xasprintf("{\n"
-                           "\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", %s"
-                           "\"audiences\": [\"https://gw.example\"]%s}],\n"
-                           "\"upstreams\": [{\"name\": \"billing\", \"url\": \"https://billing.example\"%s}],\n"
-                           "\"limits\": {%s},\n"
-                           "\"google\": {%s},\n"
-                           "\"audit\": {%s}%s\n"
-                           "}\n",
-                           ks, iss, up, lim, goo, aud, root);
+    char *text = xasprintf(
+        "{\n"
+        "\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", %s"
+        "\"audiences\": [\"https://gw.example\"]%s}],\n"
+        "\"upstreams\": [{\"name\": \"billing\", \"url\": \"https://billing.example\"%s}],\n"
+        "\"limits\": {%s},\n"
+        "\"google\": {%s},\n"
+        "\"audit\": {%s}%s\n"
+        "}\n",
+        ks, iss, up, lim, goo, aud, root);
     if (!strcmp(section, "google_local"))
         free((char *)goo);
     free(pre);
@@ -138,9 +139,10 @@ static struct baton_config *loads_with(const char *section, const char *member, 
     return cfg;
 }
 
-static const char *MINIMAL = "{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", "
-                             "\"discovery\": true, \"audiences\": [\"x\"]}],"
-                             " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}";
+static const char *MINIMAL =
+    "{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", "
+    "\"discovery\": true, \"audiences\": [\"x\"]}],"
+    " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}";
 
 static void test_defaults(void)
 {
@@ -164,12 +166,15 @@ static void test_defaults(void)
     is_int(i->key_source, KEYS_DISCOVERY, "discovery: true selects KEYS_DISCOVERY");
     ok(i->jwks_uri == NULL && i->jwks_file == NULL, "discovery leaves jwks_uri and jwks_file NULL");
     is_str(i->audience_claim, "aud", "audience_claim defaults to aud");
-    is_int(i->algorithms, 1u << JWS_RS256 | 1u << JWS_ES256, "algorithms default to RS256 and ES256");
-    ok(i->n_token_types == 2 && !strcmp(i->token_types[0], "JWT") && !strcmp(i->token_types[1], "at+jwt"),
+    is_int(i->algorithms, 1u << JWS_RS256 | 1u << JWS_ES256,
+           "algorithms default to RS256 and ES256");
+    ok(i->n_token_types == 2 && !strcmp(i->token_types[0], "JWT") &&
+           !strcmp(i->token_types[1], "at+jwt"),
        "token_types default to JWT and at+jwt");
     is_int(i->leeway_s, 60, "leeway_s defaults to 60");
     ok(i->token_use == NULL, "token_use is not checked by default");
-    ok(!i->allow_missing_kid && !i->allow_http, "allow_missing_kid and allow_http default to false");
+    ok(!i->allow_missing_kid && !i->allow_http,
+       "allow_missing_kid and allow_http default to false");
     is_int(i->refresh_min_s, 60, "refresh_min_s default");
     is_int(i->refresh_max_s, 3600, "refresh_max_s default");
     is_int(i->fetch_timeout_ms, 5000, "fetch_timeout_ms default");
@@ -178,9 +183,11 @@ static void test_defaults(void)
     const char *mh = getenv("GCE_METADATA_HOST");
     is_str(cfg->google.metadata_host, mh && *mh ? mh : "metadata.google.internal",
            "metadata_host defaults to $GCE_METADATA_HOST, then metadata.google.internal");
-    is_str(cfg->google.iamcredentials_url, "https://iamcredentials.googleapis.com", "iamcredentials_url default");
+    is_str(cfg->google.iamcredentials_url, "https://iamcredentials.googleapis.com",
+           "iamcredentials_url default");
     is_str(cfg->google.local_issuer, "https://baton.local", "local_issuer default");
-    ok(cfg->google.token_uri == NULL && cfg->google.local_key == NULL && cfg->google.service_account_key == NULL,
+    ok(cfg->google.token_uri == NULL && cfg->google.local_key == NULL &&
+           cfg->google.service_account_key == NULL,
        "token_uri, local_key and service_account_key are unset by default");
     is_int(cfg->google.token_lifetime_s, 3600, "token_lifetime_s default");
     is_int(cfg->google.timeout_ms, 5000, "google timeout_ms default");
@@ -202,11 +209,13 @@ static void test_defaults(void)
     is_int(cfg->audit.queue_records, 65536, "queue_records default");
     is_int(cfg->drain_ms, 8000, "drain_timeout_ms defaults to 8000");
     ok(!cfg->access_log, "access_log defaults to false");
-    is_int(cfg->ready_timeout_ms, 30000, "ready_timeout_ms defaults to 30000 (inside Cloud Run's 240 s probe)");
+    is_int(cfg->ready_timeout_ms, 30000,
+           "ready_timeout_ms defaults to 30000 (inside Cloud Run's 240 s probe)");
     ok(!cfg->health_path, "health_path defaults to none");
     is_str(cfg->file, FILE_NAME, "the config keeps its file name");
     is_str(cfg->dir, "/etc/baton", "and its directory");
-    ok(cfg->text && cfg->text_len == strlen(MINIMAL) && !strcmp(cfg->text, MINIMAL), "and its text");
+    ok(cfg->text && cfg->text_len == strlen(MINIMAL) && !strcmp(cfg->text, MINIMAL),
+       "and its text");
     config_free(cfg);
 }
 
@@ -274,37 +283,48 @@ static void test_ranges(void)
     config_free(cfg);
     fails_with("root", "\"workers\": 99999999999999999999", "too big integer",
                "an integer beyond 64 bits is a JSON error");
-    fails_with("root", "\"workers\": null", "expected an integer, got null", "null is not an integer");
+    fails_with("root", "\"workers\": null", "expected an integer, got null",
+               "null is not an integer");
 }
 
 static void test_types(void)
 {
-    fails_with("root", "\"listen\": 8080", "expected a string, got an integer", "listen must be a string");
+    fails_with("root", "\"listen\": 8080", "expected a string, got an integer",
+               "listen must be a string");
     fails_with("root", "\"trusted_proxies\": \"10.0.0.0/8\"", "expected an array of CIDRs",
                "trusted_proxies must be an array");
     fails_with("root", "\"trusted_proxies\": [8]", "expected a string, got an integer",
                "trusted_proxies entries must be strings");
-    fails_with("root", "\"limits\": []", "expected an object, got an array", "limits must be an object");
-    fails_with("root", "\"policies\": false", "expected a string, got a boolean", "policies must be a string");
+    fails_with("root", "\"limits\": []", "expected an object, got an array",
+               "limits must be an object");
+    fails_with("root", "\"policies\": false", "expected a string, got a boolean",
+               "policies must be a string");
     fails_with("root", "\"policies\": \"\"", "must not be empty", "policies must not be empty");
     fails_with("issuer", "\"discovery\": \"yes\"", "expected true or false, got a string",
                "discovery must be a boolean");
-    fails_with("issuer", "\"allow_missing_kid\": 1", "expected true or false", "allow_missing_kid must be a boolean");
-    fails_with("issuer", "\"allow_http\": null", "expected true or false, got null", "allow_http must be a boolean");
-    fails_with("issuer", "\"token_types\": \"JWT\"", "expected an array of strings", "token_types must be an array");
+    fails_with("issuer", "\"allow_missing_kid\": 1", "expected true or false",
+               "allow_missing_kid must be a boolean");
+    fails_with("issuer", "\"allow_http\": null", "expected true or false, got null",
+               "allow_http must be a boolean");
+    fails_with("issuer", "\"token_types\": \"JWT\"", "expected an array of strings",
+               "token_types must be an array");
     fails_with("issuer", "\"token_types\": [\"JWT\", 1]", "expected a string, got an integer",
                "token_types entries must be strings");
     fails_with("issuer", "\"algorithms\": \"RS256\"", "expected an array of algorithm names",
                "algorithms must be an array");
-    fails_with("issuer", "\"audience_claim\": \"sub\"", "\"sub\" is not one of \"aud\" or \"client_id\"",
+    fails_with("issuer", "\"audience_claim\": \"sub\"",
+               "\"sub\" is not one of \"aud\" or \"client_id\"",
                "audience_claim other than aud/client_id is refused");
-    fails_with("issuer", "\"token_use\": \"refresh\"", "\"refresh\" is not one of \"access\" or \"id\"",
+    fails_with("issuer", "\"token_use\": \"refresh\"",
+               "\"refresh\" is not one of \"access\" or \"id\"",
                "token_use other than access/id is refused");
     fails_with("upstream", "\"token_header\": \"x-auth\"", "is not one of \"authorization\" or",
                "token_header other than the two is refused");
-    fails_with("upstream", "\"identity\": \"both\"", "\"both\" is not one of \"google\" or \"none\"",
+    fails_with("upstream", "\"identity\": \"both\"",
+               "\"both\" is not one of \"google\" or \"none\"",
                "identity other than google/none is refused");
-    fails_with("audit", "\"fsync\": \"sometimes\"", "is not one of \"always\", \"batch\", \"none\" or \"group\"",
+    fails_with("audit", "\"fsync\": \"sometimes\"",
+               "is not one of \"always\", \"batch\", \"none\" or \"group\"",
                "fsync other than always/batch/none/group is refused");
     fails_with("audit", "\"on_failure\": \"ignore\"", "is not one of \"deny\" or \"allow\"",
                "on_failure other than deny/allow is refused");
@@ -312,28 +332,37 @@ static void test_types(void)
                "record_headers must be an array");
     fails_with("audit", "\"rotate_bytes\": 100", "out of range: 0 (never) or 4096..",
                "rotate_bytes between 1 and 4095 is refused");
-    fails_with("audit", "\"rotate_bytes\": \"1G\"", "expected an integer", "rotate_bytes must be an integer");
-    fails_with("google", "\"credentials\": \"env\"", "\"env\" is not one of \"metadata\", \"local\"",
+    fails_with("audit", "\"rotate_bytes\": \"1G\"", "expected an integer",
+               "rotate_bytes must be an integer");
+    fails_with("google", "\"credentials\": \"env\"",
+               "\"env\" is not one of \"metadata\", \"local\"",
                "credentials other than metadata/local/object is refused");
-    fails_with("google", "\"credentials\": 1", "expected \"metadata\", \"local\" or {\"service_account_key\"",
+    fails_with("google", "\"credentials\": 1",
+               "expected \"metadata\", \"local\" or {\"service_account_key\"",
                "credentials must be a string or an object");
     fails_with("google", "\"credentials\": {}", "missing required key \"service_account_key\"",
                "the credentials object needs service_account_key");
-    fails_with("root", "\"google\": \"metadata\"", "expected an object, got a string", "google must be an object");
-    fails_with("root", "\"audit\": \"-\"", "expected an object, got a string", "audit must be an object");
-    fails_with("issuer", "\"leeway_s\": true", "expected an integer, got a boolean", "leeway_s must be an integer");
-    fails_with("upstream", "\"audience\": \"\"", "must not be empty", "an empty audience is refused");
+    fails_with("root", "\"google\": \"metadata\"", "expected an object, got a string",
+               "google must be an object");
+    fails_with("root", "\"audit\": \"-\"", "expected an object, got a string",
+               "audit must be an object");
+    fails_with("issuer", "\"leeway_s\": true", "expected an integer, got a boolean",
+               "leeway_s must be an integer");
+    fails_with("upstream", "\"audience\": \"\"", "must not be empty",
+               "an empty audience is refused");
     fails_with("upstream", "\"audience\": \"a\\u0001b\"", "control character",
                "a control character in a string is refused");
 
-    struct baton_config *cfg = loads_with("issuer", "\"token_types\": []", "token_types: [] is allowed");
+    struct baton_config *cfg = loads_with("issuer", "\"token_types\": []",
+                                          "token_types: [] is allowed");
     if (cfg)
         is_int(cfg->issuers[0].n_token_types, 0, "token_types: [] means only tokens without typ");
     config_free(cfg);
     cfg = loads_with("upstream", "\"token_header\": \"X-Serverless-Authorization\"",
                      "token_header is matched without regard to case");
     if (cfg)
-        is_str(cfg->upstreams[0].token_header, "x-serverless-authorization", "and stored in lower case");
+        is_str(cfg->upstreams[0].token_header, "x-serverless-authorization",
+               "and stored in lower case");
     config_free(cfg);
     cfg = loads_with("audit", "\"rotate_bytes\": 4096", "rotate_bytes 4096 loads");
     config_free(cfg);
@@ -342,37 +371,46 @@ static void test_types(void)
 static void test_unknown_keys(void)
 {
     /* the key itself is pointed at; line 2..6 per `with` */
-    fails("{\"lisen\": \"0.0.0.0:1\", " "\"issuers\": [], \"upstreams\": []}", 1, 2,
-          "unknown key \"lisen\" (did you mean \"listen\"?)", "unknown top-level key, with a suggestion, at 1:2");
-    fails_with("limits", "\"max_header\": 1", "limits: unknown key \"max_header\"", "unknown key in limits");
-    fails_with("issuer", "\"audience\": \"x\"", "issuers[0]: unknown key \"audience\" (did you mean \"audiences\"?)",
+    fails("{\"lisen\": \"0.0.0.0:1\", "
+          "\"issuers\": [], \"upstreams\": []}",
+          1, 2, "unknown key \"lisen\" (did you mean \"listen\"?)",
+          "unknown top-level key, with a suggestion, at 1:2");
+    fails_with("limits", "\"max_header\": 1", "limits: unknown key \"max_header\"",
+               "unknown key in limits");
+    fails_with("issuer", "\"audience\": \"x\"",
+               "issuers[0]: unknown key \"audience\" (did you mean \"audiences\"?)",
                "unknown key in an issuer");
-    fails_with("upstream", "\"urls\": \"x\"", "upstreams[0]: unknown key \"urls\" (did you mean \"url\"?)",
+    fails_with("upstream", "\"urls\": \"x\"",
+               "upstreams[0]: unknown key \"urls\" (did you mean \"url\"?)",
                "unknown key in an upstream");
-    fails_with("google", "\"project\": \"p\"", "google: unknown key \"project\"", "unknown key in google");
+    fails_with("google", "\"project\": \"p\"", "google: unknown key \"project\"",
+               "unknown key in google");
     fails_with("google", "\"credentials\": {\"service_account_key\": \"k.json\", \"x\": 1}",
                "google.credentials: unknown key \"x\"", "unknown key in the credentials object");
-    fails_with("audit", "\"sign_key\": \"k\"", "audit: unknown key \"sign_key\"", "unknown key in audit");
+    fails_with("audit", "\"sign_key\": \"k\"", "audit: unknown key \"sign_key\"",
+               "unknown key in audit");
     char *t = with("limits", "\"zzz\": 1");
     fails(t, 4, 12, "unknown key \"zzz\"", "unknown key position is its opening quote (4:12)");
     free(t);
     fails_with("root", "\"we\\u0001ird\": 1", "unknown key \"we\\u0001ird\"",
                "an unknown key is quoted with control bytes escaped");
-    fails("{\"issuers\": 1,\n \"\": 2}", 2, 2, "unknown key \"\"", "an unknown empty key at the top level is pointed at");
+    fails("{\"issuers\": 1,\n \"\": 2}", 2, 2, "unknown key \"\"",
+          "an unknown empty key at the top level is pointed at");
     fails("{\"limits\": {\"a/b~\": 1}}", 1, 13, "limits: unknown key \"a/b~\"",
           "an unknown key holding / and ~ is pointed at");
 }
 
 static void test_duplicates(void)
 {
-    const char *t = "{\n"
-                    "  \"workers\": 1,\n"
-                    "  \"workers\": 2,\n"
-                    "  \"issuers\": [{\"name\": \"a\", \"name\": \"b\", \"issuer\": \"https://i\", \"discovery\": true,\n"
-                    "                \"audiences\": [\"x\"]}],\n"
-                    "  \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}],\n"
-                    "  \"limits\": {\"max_uri_bytes\": 1}\n"
-                    "}\n";
+    const char *t =
+        "{\n"
+        "  \"workers\": 1,\n"
+        "  \"workers\": 2,\n"
+        "  \"issuers\": [{\"name\": \"a\", \"name\": \"b\", \"issuer\": \"https://i\", \"discovery\": true,\n"
+        "                \"audiences\": [\"x\"]}],\n"
+        "  \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}],\n"
+        "  \"limits\": {\"max_uri_bytes\": 1}\n"
+        "}\n";
     struct diags d = DIAGS_INIT;
     struct baton_config *cfg = load(t, &d);
     char *all = render(&d);
@@ -397,113 +435,145 @@ static void test_key_sources(void)
                "an issuer without a key source is refused");
     fails_with("issuer_nokeys", "\"discovery\": false", "(discovery is false)",
                "discovery: false alone is no key source");
-    fails_with("issuer", "\"discovery\": true",
-               "issuers[0].discovery: only one of discovery, jwks_uri and jwks_file may be given, and \"jwks_file\" already is",
-               "discovery with jwks_file is refused");
-    fails_with("issuer", "\"jwks_uri\": \"https://k.example/jwks\"", "only one of discovery, jwks_uri and jwks_file",
+    fails_with(
+        "issuer", "\"discovery\": true",
+        "issuers[0].discovery: only one of discovery, jwks_uri and jwks_file may be given, and \"jwks_file\" already is",
+        "discovery with jwks_file is refused");
+    fails_with("issuer", "\"jwks_uri\": \"https://k.example/jwks\"",
+               "only one of discovery, jwks_uri and jwks_file",
                "jwks_uri with jwks_file is refused");
     char *t = with("issuer", "\"jwks_uri\": \"https://k.example/jwks\"");
-    fails(t, 2, 129, "only one of", "the later key source in the file is pointed at by its name (2:129)");
+    fails(t, 2, 129, "only one of",
+          "the later key source in the file is pointed at by its name (2:129)");
     free(t);
-    struct baton_config *cfg = loads_with("issuer", "\"discovery\": false", "discovery: false beside jwks_file loads");
+    struct baton_config *cfg = loads_with("issuer", "\"discovery\": false",
+                                          "discovery: false beside jwks_file loads");
     if (cfg) {
         is_int(cfg->issuers[0].key_source, KEYS_JWKS_FILE, "jwks_file selects KEYS_JWKS_FILE");
-        is_str(cfg->issuers[0].jwks_file, "/etc/baton/keys/aws.json", "jwks_file resolves against the config dir");
+        is_str(cfg->issuers[0].jwks_file, "/etc/baton/keys/aws.json",
+               "jwks_file resolves against the config dir");
     }
     config_free(cfg);
-    cfg = loads_with("issuer_nokeys", "\"jwks_uri\": \"https://k.example/jwks?v=1\"", "jwks_uri alone loads");
+    cfg = loads_with("issuer_nokeys", "\"jwks_uri\": \"https://k.example/jwks?v=1\"",
+                     "jwks_uri alone loads");
     if (cfg) {
         is_int(cfg->issuers[0].key_source, KEYS_JWKS_URI, "jwks_uri selects KEYS_JWKS_URI");
         is_str(cfg->issuers[0].jwks_uri, "https://k.example/jwks?v=1", "jwks_uri kept as written");
     }
     config_free(cfg);
-    fails_with("issuer_nokeys", "\"jwks_uri\": \"http://k.example/jwks\"", "plain http is refused here",
-               "http jwks_uri without allow_http is refused");
+    fails_with("issuer_nokeys", "\"jwks_uri\": \"http://k.example/jwks\"",
+               "plain http is refused here", "http jwks_uri without allow_http is refused");
     fails_with("issuer_nokeys", "\"jwks_uri\": \"http://k.example/jwks\", \"allow_http\": true",
-               "plain http is only allowed to a loopback host", "http jwks_uri to a non-loopback host is refused");
-    config_free(loads_with("issuer_nokeys", "\"allow_http\": true, \"jwks_uri\": \"http://127.0.0.1:8181/jwks\"",
-                           "http jwks_uri to loopback with allow_http loads (whatever the key order)"));
-    fails_with("issuer_nokeys", "\"jwks_uri\": \"ftp://k.example/jwks\"", "must start with https:// or http://",
-               "a jwks_uri that is not http(s) is refused");
+               "plain http is only allowed to a loopback host",
+               "http jwks_uri to a non-loopback host is refused");
+    config_free(loads_with(
+        "issuer_nokeys", "\"allow_http\": true, \"jwks_uri\": \"http://127.0.0.1:8181/jwks\"",
+        "http jwks_uri to loopback with allow_http loads (whatever the key order)"));
+    fails_with("issuer_nokeys", "\"jwks_uri\": \"ftp://k.example/jwks\"",
+               "must start with https:// or http://", "a jwks_uri that is not http(s) is refused");
     fails_with("issuer_nokeys", "\"jwks_uri\": \"https://k.example/jwks#frag\"", "fragment",
                "a jwks_uri with a fragment is refused");
-    const char *bad_iss = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"arn:aws:iss\", \"discovery\": true, "
-                          "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    const char *bad_iss =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"arn:aws:iss\", \"discovery\": true, "
+        "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
     fails(bad_iss, 1, 38, "with discovery, the issuer must be an https URL",
           "discovery needs an issuer URL (error at the issuer value 1:38)");
-    const char *http_iss = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"http://127.0.0.1:9\", \"discovery\": true, "
-                           "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
-    fails(http_iss, 0, 0, "plain http is refused here", "discovery from an http issuer needs allow_http");
-    const char *nonurl_iss = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"urn:example:iss\", \"jwks_file\": \"k\", "
-                             "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    const char *http_iss =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"http://127.0.0.1:9\", \"discovery\": true, "
+        "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    fails(http_iss, 0, 0, "plain http is refused here",
+          "discovery from an http issuer needs allow_http");
+    const char *nonurl_iss =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"urn:example:iss\", \"jwks_file\": \"k\", "
+        "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
     config_free(loads(nonurl_iss, "a non-URL issuer is fine with a jwks_file"));
 }
 
 static void test_issuer_rules(void)
 {
-    fails_with("issuer", "\"algorithms\": [\"RS256\", \"XS999\"]", "issuers[0].algorithms[1]: unknown algorithm \"XS999\"",
+    fails_with("issuer", "\"algorithms\": [\"RS256\", \"XS999\"]",
+               "issuers[0].algorithms[1]: unknown algorithm \"XS999\"",
                "an unknown algorithm name is refused at its element");
     fails_with("issuer", "\"algorithms\": [\"HS256\"]", "\"HS256\" is refused: only asymmetric",
                "HS256 is refused (algorithm confusion)");
-    fails_with("issuer", "\"algorithms\": [\"none\"]", "\"none\" is refused", "alg none is refused");
+    fails_with("issuer", "\"algorithms\": [\"none\"]", "\"none\" is refused",
+               "alg none is refused");
     fails_with("issuer", "\"algorithms\": [\"rs256\"]", "unknown algorithm \"rs256\"",
                "algorithm names are case-sensitive");
     fails_with("issuer", "\"algorithms\": [\"ES384\", \"ES384\"]", "\"ES384\" is listed twice",
                "a repeated algorithm is refused");
-    fails_with("issuer", "\"algorithms\": []", "needs at least one algorithm", "an empty algorithm list is refused");
-    struct baton_config *cfg = loads_with("issuer", "\"algorithms\": [\"PS512\", \"EdDSA\"]", "PS512 and EdDSA load");
+    fails_with("issuer", "\"algorithms\": []", "needs at least one algorithm",
+               "an empty algorithm list is refused");
+    struct baton_config *cfg = loads_with("issuer", "\"algorithms\": [\"PS512\", \"EdDSA\"]",
+                                          "PS512 and EdDSA load");
     if (cfg)
-        is_int(cfg->issuers[0].algorithms, 1u << JWS_PS512 | 1u << JWS_EDDSA, "algorithms become a bitmask");
+        is_int(cfg->issuers[0].algorithms, 1u << JWS_PS512 | 1u << JWS_EDDSA,
+               "algorithms become a bitmask");
     config_free(cfg);
-    fails_with("issuer", "\"refresh_min_s\": 600, \"refresh_max_s\": 300", "300 is below refresh_min_s (600)",
-               "refresh_max_s below refresh_min_s is refused");
-    cfg = loads_with("issuer", "\"refresh_min_s\": 7200", "refresh_min_s above the default maximum loads");
+    fails_with("issuer", "\"refresh_min_s\": 600, \"refresh_max_s\": 300",
+               "300 is below refresh_min_s (600)", "refresh_max_s below refresh_min_s is refused");
+    cfg = loads_with("issuer", "\"refresh_min_s\": 7200",
+                     "refresh_min_s above the default maximum loads");
     if (cfg)
-        is_int(cfg->issuers[0].refresh_max_s, 7200, "an absent refresh_max_s is raised to refresh_min_s");
+        is_int(cfg->issuers[0].refresh_max_s, 7200,
+               "an absent refresh_max_s is raised to refresh_min_s");
     config_free(cfg);
     cfg = loads_with("issuer", "\"refresh_max_s\": 604800", "refresh_max_s at its maximum loads");
     config_free(cfg);
-    fails_with("issuer", "\"refresh_max_s\": 604801", "out of range", "refresh_max_s above 604800 is refused");
-    const char *no_aud = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true}],"
-                         " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    fails_with("issuer", "\"refresh_max_s\": 604801", "out of range",
+               "refresh_max_s above 604800 is refused");
+    const char *no_aud =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true}],"
+        " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
     fails(no_aud, 1, 14, "issuers[0]: missing required key \"audiences\"",
           "audiences is required, reported at the issuer object (1:14)");
-    const char *empty_aud = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
-                            " \"audiences\": []}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
-    fails(empty_aud, 1, 83, "needs at least one entry", "an empty audience list is refused at the array");
-    const char *dup_aud = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
-                          " \"audiences\": [\"x\", \"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    const char *empty_aud =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
+        " \"audiences\": []}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    fails(empty_aud, 1, 83, "needs at least one entry",
+          "an empty audience list is refused at the array");
+    const char *dup_aud =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
+        " \"audiences\": [\"x\", \"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
     fails(dup_aud, 1, 89, "\"x\" is listed twice", "a repeated audience is refused at the repeat");
-    fails_with("issuer", "\"token_use\": \"access\"",
-               "issuers[0].token_use: access tokens carry the app client in \"client_id\"",
-               "token_use access with audience_claim aud is refused (Cognito access tokens have no aud)");
+    fails_with(
+        "issuer", "\"token_use\": \"access\"",
+        "issuers[0].token_use: access tokens carry the app client in \"client_id\"",
+        "token_use access with audience_claim aud is refused (Cognito access tokens have no aud)");
     fails_with("issuer", "\"token_use\": \"id\", \"audience_claim\": \"client_id\"",
-               "ID tokens carry the app client in \"aud\"", "token_use id with audience_claim client_id is refused");
+               "ID tokens carry the app client in \"aud\"",
+               "token_use id with audience_claim client_id is refused");
     config_free(loads_with("issuer", "\"audience_claim\": \"client_id\", \"token_use\": \"access\"",
                            "token_use access with audience_claim client_id loads"));
-    config_free(loads_with("issuer", "\"token_use\": \"id\"", "token_use id with the default aud loads"));
+    config_free(
+        loads_with("issuer", "\"token_use\": \"id\"", "token_use id with the default aud loads"));
     fails_with("issuer", "\"token_types\": [\"JWT\", \"jwt\"]", "\"jwt\" is listed twice",
                "token types repeat without regard to case");
-    const char *bad_name = "{\"issuers\": [{\"name\": \"a b\", \"issuer\": \"https://i\", \"discovery\": true,"
-                           " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    const char *bad_name =
+        "{\"issuers\": [{\"name\": \"a b\", \"issuer\": \"https://i\", \"discovery\": true,"
+        " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
     fails(bad_name, 1, 23, "a name is 1..64 letters", "an issuer name with a space is refused");
     const char *missing = "{\"issuers\": [{\"audiences\": [\"x\"], \"discovery\": true}],"
                           " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
     fails(missing, 1, 14, "missing required key \"name\"", "issuer name is required");
     fails(missing, 1, 14, "missing required key \"issuer\"", "issuer value is required");
-    const char *not_obj = "{\"issuers\": [\"aws\"], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
-    fails(not_obj, 1, 14, "issuers[0]: expected an object, got a string", "an issuer must be an object");
-    const char *dups = "{\"issuers\": [\n"
-                       " {\"name\": \"aws\", \"issuer\": \"https://a\", \"discovery\": true, \"audiences\": [\"x\"]},\n"
-                       " {\"name\": \"aws\", \"issuer\": \"https://a\", \"discovery\": true, \"audiences\": [\"x\"]}],\n"
-                       " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
-    fails(dups, 3, 11, "issuer name \"aws\" is already used by issuers[0]", "duplicate issuer names (at 3:11)");
+    const char *not_obj =
+        "{\"issuers\": [\"aws\"], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    fails(not_obj, 1, 14, "issuers[0]: expected an object, got a string",
+          "an issuer must be an object");
+    const char *dups =
+        "{\"issuers\": [\n"
+        " {\"name\": \"aws\", \"issuer\": \"https://a\", \"discovery\": true, \"audiences\": [\"x\"]},\n"
+        " {\"name\": \"aws\", \"issuer\": \"https://a\", \"discovery\": true, \"audiences\": [\"x\"]}],\n"
+        " \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}";
+    fails(dups, 3, 11, "issuer name \"aws\" is already used by issuers[0]",
+          "duplicate issuer names (at 3:11)");
     fails(dups, 3, 28, "this issuer is already configured as issuers[0] (\"aws\")",
           "duplicate issuer values (at 3:28)");
     fails("{\"issuers\": [], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}", 1, 13,
           "needs 1..64 issuers, got 0", "an empty issuer list is refused");
-    fails("{\"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}", 1, 1, "missing required key \"issuers\"",
-          "issuers is required (at the root object 1:1)");
+    fails("{\"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}]}", 1, 1,
+          "missing required key \"issuers\"", "issuers is required (at the root object 1:1)");
 }
 
 static void test_upstreams(void)
@@ -533,11 +603,13 @@ static void test_upstreams(void)
         {"http://u.example", "would send the Google ID token in clear"},
     };
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
-        char *t = xasprintf("{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
-                            " \"audiences\": [\"x\"]}],\n \"upstreams\": [{\"name\": \"u\", \"url\": \"%s\"}]}",
-                            bad[k].url);
+        char *t = xasprintf(
+            "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
+            " \"audiences\": [\"x\"]}],\n \"upstreams\": [{\"name\": \"u\", \"url\": \"%s\"}]}",
+            bad[k].url);
         char name[160];
-        snprintf(name, sizeof(name), "upstream url %s is refused at the url value (2:37)", bad[k].url);
+        snprintf(name, sizeof(name), "upstream url %s is refused at the url value (2:37)",
+                 bad[k].url);
         fails(t, 2, 37, strstr(bad[k].why, "\\\"") ? "segment" : bad[k].why, name);
         free(t);
     }
@@ -550,17 +622,21 @@ static void test_upstreams(void)
     } good[] = {
         {"", "https://b.example", true, "b.example", 443, "", "https://b.example"},
         {"", "https://B.Example:443/", true, "b.example", 443, "", "https://b.example"},
-        {"", "https://b.example:8443/api/v1/", true, "b.example", 8443, "/api/v1", "https://b.example:8443"},
+        {"", "https://b.example:8443/api/v1/", true, "b.example", 8443, "/api/v1",
+         "https://b.example:8443"},
         {"", "http://127.0.0.1:8081", false, "127.0.0.1", 8081, "", "http://127.0.0.1:8081"},
         {"", "HTTP://localhost/x%2Fy", false, "localhost", 80, "/x%2Fy", "http://localhost"},
         {"", "https://[::1]:8443/p", true, "::1", 8443, "/p", "https://[::1]:8443"},
-        {", \"identity\": \"none\"", "http://10.0.0.5:8080", false, "10.0.0.5", 8080, "", "http://10.0.0.5:8080"},
-        {", \"audience\": \"custom-aud\"", "https://b.example", true, "b.example", 443, "", "custom-aud"},
+        {", \"identity\": \"none\"", "http://10.0.0.5:8080", false, "10.0.0.5", 8080, "",
+         "http://10.0.0.5:8080"},
+        {", \"audience\": \"custom-aud\"", "https://b.example", true, "b.example", 443, "",
+         "custom-aud"},
     };
     for (size_t k = 0; k < sizeof(good) / sizeof(good[0]); k++) {
-        char *t = xasprintf("{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
-                            " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"%s\"%s}]}",
-                            good[k].url, good[k].member);
+        char *t = xasprintf(
+            "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
+            " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"%s\"%s}]}",
+            good[k].url, good[k].member);
         char name[200];
         snprintf(name, sizeof(name), "upstream url %s%s loads", good[k].url, good[k].member);
         struct baton_config *cfg = loads(t, name);
@@ -568,32 +644,37 @@ static void test_upstreams(void)
             const struct cfg_upstream *u = &cfg->upstreams[0];
             ok(u->tls == good[k].tls && !strcmp(u->host, good[k].host) && u->port == good[k].port &&
                    !strcmp(u->base_path, good[k].base) && !strcmp(u->url, good[k].url),
-               "%s parses to tls=%d host=%s port=%d base_path=\"%s\" (got %d %s %d \"%s\")", good[k].url,
-               good[k].tls, good[k].host, good[k].port, good[k].base, u->tls, u->host, u->port, u->base_path);
+               "%s parses to tls=%d host=%s port=%d base_path=\"%s\" (got %d %s %d \"%s\")",
+               good[k].url, good[k].tls, good[k].host, good[k].port, good[k].base, u->tls, u->host,
+               u->port, u->base_path);
             is_str(u->audience, good[k].audience, "audience of %s%s", good[k].url, good[k].member);
         }
         config_free(cfg);
         free(t);
     }
-    fails_with("upstream", "\"identity\": \"none\", \"token_header\": \"authorization\"",
-               "upstreams[0].token_header: \"token_header\" has no effect with \"identity\": \"none\"",
-               "token_header with identity none is refused");
-    fails_with("upstream", "\"audience\": \"a\", \"identity\": \"none\"", "\"audience\" has no effect",
-               "audience with identity none is refused");
+    fails_with(
+        "upstream", "\"identity\": \"none\", \"token_header\": \"authorization\"",
+        "upstreams[0].token_header: \"token_header\" has no effect with \"identity\": \"none\"",
+        "token_header with identity none is refused");
+    fails_with("upstream", "\"audience\": \"a\", \"identity\": \"none\"",
+               "\"audience\" has no effect", "audience with identity none is refused");
     {
-        const char *t = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
-                        " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"http://10.1.1.1\","
-                        " \"identity\": \"None\"}]}";
+        const char *t =
+            "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
+            " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"http://10.1.1.1\","
+            " \"identity\": \"None\"}]}";
         struct diags d = DIAGS_INIT;
         struct baton_config *cfg = load(t, &d);
         ok(cfg == NULL && d.n == 1 && strstr(d.v[0].msg, "\"None\" is not one of"),
            "a misspelt identity is one error, not also a guess about plain http");
         diags_free(&d);
     }
-    const char *dups = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
-                       " \"audiences\": [\"x\"]}],\n \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"},\n"
-                       " {\"name\": \"u\", \"url\": \"https://v\"}]}";
-    fails(dups, 3, 11, "upstream name \"u\" is already used by upstreams[0]", "duplicate upstream names (3:11)");
+    const char *dups =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
+        " \"audiences\": [\"x\"]}],\n \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"},\n"
+        " {\"name\": \"u\", \"url\": \"https://v\"}]}";
+    fails(dups, 3, 11, "upstream name \"u\" is already used by upstreams[0]",
+          "duplicate upstream names (3:11)");
     fails("{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"discovery\": true,"
           " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\"}]}",
           1, 106, "upstreams[0]: missing required key \"url\"", "upstream url is required");
@@ -607,9 +688,11 @@ static void test_upstreams(void)
 
 static void test_google(void)
 {
-    struct baton_config *cfg = loads_with("google", "\"credentials\": {\"service_account_key\": \"secrets/sa.json\"}, "
-                                                    "\"token_uri\": \"http://127.0.0.1:8182/token\"",
-                                          "a service-account key with a loopback token_uri loads");
+    struct baton_config *cfg = loads_with(
+        "google",
+        "\"credentials\": {\"service_account_key\": \"secrets/sa.json\"}, "
+        "\"token_uri\": \"http://127.0.0.1:8182/token\"",
+        "a service-account key with a loopback token_uri loads");
     if (cfg) {
         is_int(cfg->google.source, GOOGLE_SA_KEY, "the credentials object selects GOOGLE_SA_KEY");
         is_str(cfg->google.service_account_key, "/etc/baton/secrets/sa.json",
@@ -617,7 +700,8 @@ static void test_google(void)
         is_str(cfg->google.token_uri, "http://127.0.0.1:8182/token", "token_uri kept");
     }
     config_free(cfg);
-    cfg = loads_with("google_local", "\"local_key\": \"/keys/local.pem\", \"local_issuer\": \"https://me\"",
+    cfg = loads_with("google_local",
+                     "\"local_key\": \"/keys/local.pem\", \"local_issuer\": \"https://me\"",
                      "local credentials with a key and issuer load");
     if (cfg) {
         is_int(cfg->google.source, GOOGLE_LOCAL, "credentials \"local\" selects GOOGLE_LOCAL");
@@ -625,52 +709,64 @@ static void test_google(void)
         is_str(cfg->google.local_issuer, "https://me", "local_issuer kept");
     }
     config_free(cfg);
-    cfg = loads_with("google", "\"credentials\": \"metadata\", \"metadata_host\": \"127.0.0.1:8181\"",
+    cfg = loads_with("google",
+                     "\"credentials\": \"metadata\", \"metadata_host\": \"127.0.0.1:8181\"",
                      "metadata with a metadata_host loads");
     if (cfg)
         is_str(cfg->google.metadata_host, "127.0.0.1:8181", "metadata_host kept");
     config_free(cfg);
-    fails_with("google", "\"local_key\": \"k.pem\"", "\"local_key\" applies only with \"credentials\": \"local\"",
+    fails_with("google", "\"local_key\": \"k.pem\"",
+               "\"local_key\" applies only with \"credentials\": \"local\"",
                "local_key without local credentials is refused");
     fails_with("google", "\"token_lifetime_s\": 600", "\"token_lifetime_s\" applies only with",
                "token_lifetime_s without local credentials is refused");
-    fails_with("google_local", "\"metadata_host\": \"m:80\"", "\"metadata_host\" applies only with \"credentials\": \"metadata\"",
+    fails_with("google_local", "\"metadata_host\": \"m:80\"",
+               "\"metadata_host\" applies only with \"credentials\": \"metadata\"",
                "metadata_host with local credentials is refused");
     fails_with("google_local", "\"token_uri\": \"https://t\"", "\"token_uri\" applies only with",
                "token_uri without a service-account key is refused");
-    fails_with("google", "\"metadata_host\": \"a:b:c\"", "expected host[:port]", "a bad metadata_host is refused");
-    fails_with("google", "\"iamcredentials_url\": \"http://iam.example\"", "only allowed to a loopback host",
+    fails_with("google", "\"metadata_host\": \"a:b:c\"", "expected host[:port]",
+               "a bad metadata_host is refused");
+    fails_with("google", "\"iamcredentials_url\": \"http://iam.example\"",
+               "only allowed to a loopback host",
                "plain http iamcredentials_url to a remote host is refused");
     char *t = with("google", "\"local_key\": \"k.pem\"");
-    fails(t, 5, 12, "applies only with", "the misplaced google key is pointed at by its name (5:12)");
+    fails(t, 5, 12, "applies only with",
+          "the misplaced google key is pointed at by its name (5:12)");
     free(t);
 }
 
 static void test_audit(void)
 {
-    struct baton_config *cfg = loads_with("audit", "\"path\": \"logs/audit.jsonl\", \"signing_key\": \"/s/k.pem\", "
-                                                   "\"record_headers\": [\"X-Sfn-Execution\", \"traceparent\"], "
-                                                   "\"fsync\": \"always\", \"on_failure\": \"allow\"",
-                                         "an audit section with every spec key loads");
+    struct baton_config *cfg = loads_with(
+        "audit",
+        "\"path\": \"logs/audit.jsonl\", \"signing_key\": \"/s/k.pem\", "
+        "\"record_headers\": [\"X-Sfn-Execution\", \"traceparent\"], "
+        "\"fsync\": \"always\", \"on_failure\": \"allow\"",
+        "an audit section with every spec key loads");
     if (cfg) {
-        is_str(cfg->audit.path, "/etc/baton/logs/audit.jsonl", "a relative audit path resolves against the config dir");
+        is_str(cfg->audit.path, "/etc/baton/logs/audit.jsonl",
+               "a relative audit path resolves against the config dir");
         is_str(cfg->audit.signing_key, "/s/k.pem", "an absolute signing_key is kept");
-        ok(cfg->audit.n_record_headers == 2 && !strcmp(cfg->audit.record_headers[0], "X-Sfn-Execution"),
+        ok(cfg->audit.n_record_headers == 2 &&
+               !strcmp(cfg->audit.record_headers[0], "X-Sfn-Execution"),
            "record_headers kept in order");
         is_int(cfg->audit.fsync, FSYNC_ALWAYS, "fsync always");
         is_int(cfg->audit.on_failure, ON_FAILURE_ALLOW, "on_failure allow");
     }
     config_free(cfg);
-    fails_with("audit", "\"record_headers\": [\"Authorization\"]", "\"Authorization\" may carry credentials",
-               "recording Authorization is refused");
-    fails_with("audit", "\"record_headers\": [\"cookie\"]", "may carry credentials", "recording Cookie is refused");
+    fails_with("audit", "\"record_headers\": [\"Authorization\"]",
+               "\"Authorization\" may carry credentials", "recording Authorization is refused");
+    fails_with("audit", "\"record_headers\": [\"cookie\"]", "may carry credentials",
+               "recording Cookie is refused");
     fails_with("audit", "\"record_headers\": [\"X-Session-Id\"]", "may carry credentials",
                "recording a session header is refused (the audit module's rule, applied at load)");
     {
         /* the cap that keeps every audit record under its line cap */
         char list[33 * 16] = "\"record_headers\": [";
         for (int i = 0; i < CONFIG_MAX_RECORD_HEADERS + 1; i++)
-            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"X-H%d\"", i ? "," : "", i);
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"X-H%d\"", i ? "," : "",
+                     i);
         strcat(list, "]");
         fails_with("audit", list, "at most", "33 record_headers are refused (at most 32)");
         strcpy(strrchr(list, ','), "]"); /* drop the 33rd name */
@@ -687,7 +783,8 @@ static void test_audit(void)
 
 static void test_listen_and_proxies(void)
 {
-    struct baton_config *cfg = loads_with("root", "\"listen\": \"[::]:8443\", \"admin_listen\": \"\"",
+    struct baton_config *cfg = loads_with("root",
+                                          "\"listen\": \"[::]:8443\", \"admin_listen\": \"\"",
                                           "an IPv6 listen and a disabled admin listener load");
     if (cfg) {
         ok(!strcmp(cfg->listen.host, "::") && cfg->listen.port == 8443, "listen [::]:8443 parses");
@@ -696,10 +793,14 @@ static void test_listen_and_proxies(void)
     config_free(cfg);
     cfg = loads_with("root", "\"listen\": \"localhost:1\"", "a host name and port 1 load");
     config_free(cfg);
-    fails_with("root", "\"listen\": \"8080\"", "expected host:port", "listen without a host is refused");
-    fails_with("root", "\"listen\": \"0.0.0.0:99999\"", "port must be 1..65535", "listen port above 65535 is refused");
-    fails_with("root", "\"listen\": \"::1:80\"", "IPv6 addresses need brackets", "unbracketed IPv6 is refused");
-    fails_with("root", "\"admin_listen\": \"0.0.0.0:8080\"", "admin_listen and listen would bind the same port 8080",
+    fails_with("root", "\"listen\": \"8080\"", "expected host:port",
+               "listen without a host is refused");
+    fails_with("root", "\"listen\": \"0.0.0.0:99999\"", "port must be 1..65535",
+               "listen port above 65535 is refused");
+    fails_with("root", "\"listen\": \"::1:80\"", "IPv6 addresses need brackets",
+               "unbracketed IPv6 is refused");
+    fails_with("root", "\"admin_listen\": \"0.0.0.0:8080\"",
+               "admin_listen and listen would bind the same port 8080",
                "admin_listen on listen's port is refused");
     fails_with("root", "\"listen\": \"127.0.0.1:9090\"", "would bind the same port 9090",
                "listen on admin_listen's port is refused");
@@ -710,7 +811,7 @@ static void test_listen_and_proxies(void)
         const char *cidr, *why;
     } bad[] = {
         {"10.0.0.1/8", "bits set beyond the prefix"}, {"10.0.0.0/33", "prefix length is 0..32"},
-        {"1.2.3", "not an IPv4 or IPv6 address"},    {"::1/129", "prefix length is 0..128"},
+        {"1.2.3", "not an IPv4 or IPv6 address"},     {"::1/129", "prefix length is 0..128"},
         {"10.0.0.0/", "bad prefix length"},           {"10.0.0.0/08", "bad prefix length"},
         {"10.0.0.0/8x", "bad prefix length"},         {"", "expected an address"},
     };
@@ -752,7 +853,8 @@ static bool trusted(const struct baton_config *cfg, struct sockaddr_storage ss)
 static void test_cidr_matching(void)
 {
     struct baton_config *cfg = loads_with(
-        "root", "\"trusted_proxies\": [\"10.0.0.0/8\", \"192.168.1.7\", \"2001:db8::/32\", \"::ffff:172.16.0.0/108\"]",
+        "root",
+        "\"trusted_proxies\": [\"10.0.0.0/8\", \"192.168.1.7\", \"2001:db8::/32\", \"::ffff:172.16.0.0/108\"]",
         "IPv4, bare-address, IPv6 and v4-mapped CIDRs load");
     if (!cfg)
         return;
@@ -786,15 +888,17 @@ static void test_cidr_matching(void)
 
 static void test_paths(void)
 {
-    const char *t = "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"jwks_file\": \"jwks/a.json\","
-                    " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}],"
-                    " \"policies\": \"../policies\", \"audit\": {\"path\": \"/var/log/a.jsonl\"}}";
+    const char *t =
+        "{\"issuers\": [{\"name\": \"a\", \"issuer\": \"https://i\", \"jwks_file\": \"jwks/a.json\","
+        " \"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u\"}],"
+        " \"policies\": \"../policies\", \"audit\": {\"path\": \"/var/log/a.jsonl\"}}";
     struct diags d = DIAGS_INIT;
     struct baton_config *cfg = config_load_buffer(t, strlen(t), "conf/baton.json", &d);
     ok(cfg != NULL, "a config named conf/baton.json loads");
     if (cfg) {
         is_str(cfg->dir, "conf", "its directory is conf");
-        is_str(cfg->policies, "conf/../policies", "policies ../policies resolves to conf/../policies");
+        is_str(cfg->policies, "conf/../policies",
+               "policies ../policies resolves to conf/../policies");
         is_str(cfg->issuers[0].jwks_file, "conf/jwks/a.json", "jwks_file resolves under conf/");
         is_str(cfg->audit.path, "/var/log/a.jsonl", "an absolute audit path is kept");
     }
@@ -837,11 +941,13 @@ static void test_paths(void)
         fputs("        ", f);
     fclose(f);
     cfg = config_load(path, &d);
-    ok(cfg == NULL && d.n == 1 && strstr(d.v[0].msg, "larger than 1048576 bytes"), "a file over 1 MiB is refused");
+    ok(cfg == NULL && d.n == 1 && strstr(d.v[0].msg, "larger than 1048576 bytes"),
+       "a file over 1 MiB is refused");
     diags_free(&d);
     unlink(path);
     cfg = config_load(path, &d);
-    ok(cfg == NULL && d.n == 1 && strstr(d.v[0].msg, "cannot read: No such file") && d.v[0].line == 0,
+    ok(cfg == NULL && d.n == 1 && strstr(d.v[0].msg, "cannot read: No such file") &&
+           d.v[0].line == 0,
        "a missing file is one error without a position");
     diags_free(&d);
     rmdir(dir);
@@ -861,19 +967,22 @@ static void test_choose(void)
 
 static void test_lookups(void)
 {
-    const char *t = "{\"issuers\": ["
-                    "{\"name\": \"aws\", \"issuer\": \"https://a\", \"discovery\": true, \"audiences\": [\"x\"]},"
-                    "{\"name\": \"cognito\", \"issuer\": \"https://c\", \"discovery\": true, \"audiences\": [\"y\"]}],"
-                    " \"upstreams\": [{\"name\": \"cleanup\", \"url\": \"https://c\"},"
-                    " {\"name\": \"billing\", \"url\": \"https://b\"}]}";
+    const char *t =
+        "{\"issuers\": ["
+        "{\"name\": \"aws\", \"issuer\": \"https://a\", \"discovery\": true, \"audiences\": [\"x\"]},"
+        "{\"name\": \"cognito\", \"issuer\": \"https://c\", \"discovery\": true, \"audiences\": [\"y\"]}],"
+        " \"upstreams\": [{\"name\": \"cleanup\", \"url\": \"https://c\"},"
+        " {\"name\": \"billing\", \"url\": \"https://b\"}]}";
     struct baton_config *cfg = loads(t, "two issuers and two upstreams load");
     if (!cfg)
         return;
     ok(config_issuer(cfg, "cognito") == &cfg->issuers[1], "config_issuer finds by name");
     ok(config_issuer(cfg, "gcp") == NULL, "config_issuer: absent name is NULL");
     ok(config_issuer(cfg, NULL) == NULL, "config_issuer: NULL name is NULL");
-    ok(config_issuer_by_iss(cfg, "https://axyz", 9) == &cfg->issuers[0], "config_issuer_by_iss uses the length");
-    ok(config_issuer_by_iss(cfg, "https://a/", 10) == NULL, "config_issuer_by_iss is exact (no trailing slash)");
+    ok(config_issuer_by_iss(cfg, "https://axyz", 9) == &cfg->issuers[0],
+       "config_issuer_by_iss uses the length");
+    ok(config_issuer_by_iss(cfg, "https://a/", 10) == NULL,
+       "config_issuer_by_iss is exact (no trailing slash)");
     ok(config_issuer_by_iss(cfg, "HTTPS://A", 9) == NULL, "config_issuer_by_iss is case-sensitive");
     ok(config_upstream(cfg, "billing") == &cfg->upstreams[1], "config_upstream finds by name");
     ok(config_upstream(cfg, "Billing") == NULL, "config_upstream is case-sensitive");
@@ -896,14 +1005,17 @@ static void test_syntax_and_caps(void)
     fails("{\n  \"workers\": tru\n}", 2, 16, "invalid JSON: invalid token near 'tru'",
           "a syntax error carries jansson's position");
     fails("", 1, 1, "invalid JSON", "an empty file is invalid JSON");
-    fails("[1]", 1, 1, "the configuration must be a JSON object, got an array", "the root must be an object");
-    char *deep = xstrdup("{\"google\": {\"credentials\": {\"service_account_key\": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}}}");
-    fails(deep, 1, 65, "nesting deeper than 16 levels", "nesting beyond CONFIG_MAX_DEPTH is refused at its bracket");
+    fails("[1]", 1, 1, "the configuration must be a JSON object, got an array",
+          "the root must be an object");
+    char *deep = xstrdup(
+        "{\"google\": {\"credentials\": {\"service_account_key\": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}}}");
+    fails(deep, 1, 65, "nesting deeper than 16 levels",
+          "nesting beyond CONFIG_MAX_DEPTH is refused at its bracket");
     free(deep);
     struct diags d = DIAGS_INIT;
     static const char nul[] = "{\"workers\": 1\0, \"issuers\": 1}";
-    ok(config_load_buffer(nul, sizeof(nul) - 1, "nul.json", &d) == NULL && d.n == 1 && d.v[0].line == 1 &&
-           d.v[0].col == 14 && strstr(d.v[0].msg, "unexpected byte 0x00"),
+    ok(config_load_buffer(nul, sizeof(nul) - 1, "nul.json", &d) == NULL && d.n == 1 &&
+           d.v[0].line == 1 && d.v[0].col == 14 && strstr(d.v[0].msg, "unexpected byte 0x00"),
        "a NUL byte jansson would skip is refused at 1:14");
     diags_free(&d);
     char *big = xmalloc(CONFIG_MAX_BYTES + 2);
@@ -923,7 +1035,8 @@ static void test_syntax_and_caps(void)
     }
     char *t = xasprintf("%s\"issuers\": 1, \"upstreams\": 1}", many);
     struct baton_config *cfg = load(t, &d);
-    ok(cfg == NULL && d.n == CONFIG_MAX_ERRORS + 1, "errors stop at CONFIG_MAX_ERRORS plus a summary (%zu)", d.n);
+    ok(cfg == NULL && d.n == CONFIG_MAX_ERRORS + 1,
+       "errors stop at CONFIG_MAX_ERRORS plus a summary (%zu)", d.n);
     if (d.n)
         ok(strstr(d.v[d.n - 1].msg, "too many errors: 52 more not shown") && d.v[d.n - 1].line == 0,
            "the summary counts what was not shown");
@@ -935,18 +1048,18 @@ static void test_syntax_and_caps(void)
 /* One file, many errors: each at its exact position, sorted, none missing. */
 static void test_multi_error(void)
 {
-    const char *t = "{\n"                                                   /* 1 */
-                    "  \"listen\": \"nowhere\",\n"                          /* 2 */
-                    "  \"workers\": 1000,\n"                                /* 3 */
-                    "  \"limits\": {\"max_uri_bytes\": 1, \"bogus\": 2},\n" /* 4 */
-                    "  \"issuers\": [{\n"                                   /* 5 */
-                    "    \"name\": \"aws\",\n"                              /* 6 */
-                    "    \"issuer\": \"https://x\",\n"                      /* 7 */
-                    "    \"audiences\": [\"a\", 7],\n"                      /* 8 */
-                    "    \"audience_claim\": \"azp\"\n"                     /* 9 */
-                    "  }],\n"                                               /* 10 */
+    const char *t = "{\n"                                                              /* 1 */
+                    "  \"listen\": \"nowhere\",\n"                                     /* 2 */
+                    "  \"workers\": 1000,\n"                                           /* 3 */
+                    "  \"limits\": {\"max_uri_bytes\": 1, \"bogus\": 2},\n"            /* 4 */
+                    "  \"issuers\": [{\n"                                              /* 5 */
+                    "    \"name\": \"aws\",\n"                                         /* 6 */
+                    "    \"issuer\": \"https://x\",\n"                                 /* 7 */
+                    "    \"audiences\": [\"a\", 7],\n"                                 /* 8 */
+                    "    \"audience_claim\": \"azp\"\n"                                /* 9 */
+                    "  }],\n"                                                          /* 10 */
                     "  \"upstreams\": [{\"name\": \"u\", \"url\": \"gopher://u\"}],\n" /* 11 */
-                    "  \"audit\": {\"fsync\": \"never\"}\n"                 /* 12 */
+                    "  \"audit\": {\"fsync\": \"never\"}\n"                            /* 12 */
                     "}\n";
     static const char *const want[] = {
         "2:13: listen: expected host:port",
@@ -966,12 +1079,12 @@ static void test_multi_error(void)
     ok(cfg == NULL, "a file with nine errors does not load");
     is_int(d.n, nw, "all nine errors are reported, not only the first");
     for (size_t k = 0; k < nw; k++)
-        ok(strstr(all, want[k]) != NULL,
-           "error %zu: %s", k + 1, want[k]);
+        ok(strstr(all, want[k]) != NULL, "error %zu: %s", k + 1, want[k]);
     /* sorted by position */
     int sorted = 1;
     for (size_t k = 1; k < d.n; k++)
-        if (d.v[k].line < d.v[k - 1].line || (d.v[k].line == d.v[k - 1].line && d.v[k].col < d.v[k - 1].col))
+        if (d.v[k].line < d.v[k - 1].line ||
+            (d.v[k].line == d.v[k - 1].line && d.v[k].col < d.v[k - 1].col))
             sorted = 0;
     ok(sorted, "errors come sorted by line and column");
     for (size_t k = 0; k < d.n; k++)
@@ -1014,12 +1127,16 @@ static void test_sample(void)
         free(all);
     }
     if (cfg) {
-        const struct cfg_issuer *aws = config_issuer(cfg, "aws"), *cog = config_issuer(cfg, "cognito");
-        ok(aws && aws->key_source == KEYS_DISCOVERY && aws->algorithms == (1u << JWS_RS256 | 1u << JWS_ES384),
+        const struct cfg_issuer *aws = config_issuer(cfg, "aws"),
+                                *cog = config_issuer(cfg, "cognito");
+        ok(aws && aws->key_source == KEYS_DISCOVERY &&
+               aws->algorithms == (1u << JWS_RS256 | 1u << JWS_ES384),
            "sample issuer aws: discovery, RS256 and ES384");
-        ok(cog && !strcmp(cog->audience_claim, "client_id") && cog->token_use && !strcmp(cog->token_use, "access"),
+        ok(cog && !strcmp(cog->audience_claim, "client_id") && cog->token_use &&
+               !strcmp(cog->token_use, "access"),
            "sample issuer cognito: client_id audience, access tokens");
-        ok(config_upstream(cfg, "cleanup") && config_upstream(cfg, "billing") && config_upstream(cfg, "approvals"),
+        ok(config_upstream(cfg, "cleanup") && config_upstream(cfg, "billing") &&
+               config_upstream(cfg, "approvals"),
            "sample upstreams cleanup, billing, approvals");
         char *pol = xasprintf("%s/conf/../policies", src ? src : BATON_SRCDIR);
         is_str(cfg->policies, pol, "sample policies resolve to the top-level policies/");
@@ -1037,9 +1154,10 @@ static void test_health_path(void)
     if (cfg)
         is_str(cfg->health_path, "/_baton/ready", "health_path kept as written");
     config_free(cfg);
-    fails_with("root", "\"health_path\": \"\"", "must not be empty", "an empty health_path is refused");
+    fails_with("root", "\"health_path\": \"\"", "must not be empty",
+               "an empty health_path is refused");
     const char *bad[] = {"\"ready\"", "\"/a/../b\"", "\"/a//b\"", "\"/a?b=1\"",
-                         "\"/%2e\"", "\"/a b\"", "\"/a#b\""};
+                         "\"/%2e\"",  "\"/a b\"",    "\"/a#b\""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char m[64], name[96];
         snprintf(m, sizeof(m), "\"health_path\": %s", bad[i]);
@@ -1052,43 +1170,55 @@ static void test_health_path(void)
  * read by signurl.c (test_signurl). */
 static void test_url_signing(void)
 {
-    struct baton_config *cfg = loads_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"k2\", \"file\": \"keys/k2.pem\"}, "
-                                                  "{\"id\": \"k1\", \"file\": \"/s/k1.pem\"}]}",
-                                          "url_signing with two keys loads");
+    struct baton_config *cfg = loads_with(
+        "root",
+        "\"url_signing\": {\"keys\": [{\"id\": \"k2\", \"file\": \"keys/k2.pem\"}, "
+        "{\"id\": \"k1\", \"file\": \"/s/k1.pem\"}]}",
+        "url_signing with two keys loads");
     if (cfg) {
-        ok(cfg->url_signing.enabled && cfg->url_signing.n_keys == 2, "url_signing enabled, two keys");
+        ok(cfg->url_signing.enabled && cfg->url_signing.n_keys == 2,
+           "url_signing enabled, two keys");
         is_str(cfg->url_signing.keys[0].id, "k2", "keys kept in order (the first signs)");
-        is_str(cfg->url_signing.keys[0].file, "/etc/baton/keys/k2.pem", "a relative key file resolves");
+        is_str(cfg->url_signing.keys[0].file, "/etc/baton/keys/k2.pem",
+               "a relative key file resolves");
         is_int(cfg->url_signing.max_ttl_s, 604800, "max_ttl_s defaults to a week");
         is_int(cfg->url_signing.leeway_s, 0, "leeway_s defaults to 0");
     }
     config_free(cfg);
-    cfg = loads("{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", \"discovery\": true, "
-                "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}",
-                "a config without url_signing loads");
+    cfg = loads(
+        "{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", \"discovery\": true, "
+        "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}",
+        "a config without url_signing loads");
     ok(cfg && !cfg->url_signing.enabled, "url_signing absent: disabled");
     config_free(cfg);
     fails_with("root", "\"url_signing\": {\"keys\": []}", "needs 1..16 keys", "no key is refused");
     fails_with("root", "\"url_signing\": {\"max_ttl_s\": 60}", "missing required key \"keys\"",
                "keys are required");
-    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}, {\"id\": \"a\", \"file\": \"b\"}]}",
-               "key id \"a\" is already used by keys[0]", "a repeated key id is refused");
-    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a b\", \"file\": \"a\"}]}", "a key id is 1..32",
-               "a key id outside the alphabet is refused");
-    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\"}]}", "missing required key \"file\"",
-               "a key without file is refused");
-    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"max_ttl_s\": 604801}",
-               "604800", "max_ttl_s over a week is refused");
-    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"leeway_s\": 61}",
+    fails_with(
+        "root",
+        "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}, {\"id\": \"a\", \"file\": \"b\"}]}",
+        "key id \"a\" is already used by keys[0]", "a repeated key id is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a b\", \"file\": \"a\"}]}",
+               "a key id is 1..32", "a key id outside the alphabet is refused");
+    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\"}]}",
+               "missing required key \"file\"", "a key without file is refused");
+    fails_with(
+        "root",
+        "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"max_ttl_s\": 604801}",
+        "604800", "max_ttl_s over a week is refused");
+    fails_with("root",
+               "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"leeway_s\": 61}",
                "60", "leeway_s over 60 is refused");
-    fails_with("root", "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"ttl\": 1}",
+    fails_with("root",
+               "\"url_signing\": {\"keys\": [{\"id\": \"a\", \"file\": \"a\"}], \"ttl\": 1}",
                "unknown key", "an unknown url_signing key is refused");
 }
 
 /* "redis" (README "Shared limits on Redis"): URL forms, ranges, the password file. */
 static void test_redis(void)
 {
-    struct baton_config *cfg = loads_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6380/2\"}",
+    struct baton_config *cfg = loads_with("root",
+                                          "\"redis\": {\"url\": \"redis://10.0.0.3:6380/2\"}",
                                           "a redis section with a TCP URL loads");
     char dir[] = "/tmp/baton-test-redis-XXXXXX", *pw = NULL, *member = NULL;
     FILE *f;
@@ -1098,13 +1228,16 @@ static void test_redis(void)
         is_str(cfg->redis.host, "10.0.0.3", "host");
         is_int(cfg->redis.port, 6380, "port");
         is_int(cfg->redis.db, 2, "database");
-        ok(cfg->redis.unix_path == NULL && cfg->redis.password == NULL, "no unix path, no password");
+        ok(cfg->redis.unix_path == NULL && cfg->redis.password == NULL,
+           "no unix path, no password");
         is_int(cfg->redis.timeout_ms, 50, "timeout_ms defaults to 50");
         is_int(cfg->redis.on_failure, REDIS_FAIL_LOCAL, "on_failure defaults to local");
     }
     config_free(cfg);
-    cfg = loads_with("root", "\"redis\": {\"url\": \"redis://[::1]\", \"timeout_ms\": 10000, "
-                             "\"on_failure\": \"deny\"}", "an IPv6 URL without port and database loads");
+    cfg = loads_with("root",
+                     "\"redis\": {\"url\": \"redis://[::1]\", \"timeout_ms\": 10000, "
+                     "\"on_failure\": \"deny\"}",
+                     "an IPv6 URL without port and database loads");
     if (cfg) {
         is_str(cfg->redis.host, "::1", "IPv6 host without brackets");
         is_int(cfg->redis.port, 6379, "port defaults to 6379");
@@ -1113,39 +1246,46 @@ static void test_redis(void)
         is_int(cfg->redis.on_failure, REDIS_FAIL_DENY, "on_failure deny");
     }
     config_free(cfg);
-    cfg = loads_with("root", "\"redis\": {\"url\": \"unix:///run/redis/redis.sock\", \"on_failure\": \"allow\"}",
-                     "a unix socket URL loads");
+    cfg = loads_with(
+        "root", "\"redis\": {\"url\": \"unix:///run/redis/redis.sock\", \"on_failure\": \"allow\"}",
+        "a unix socket URL loads");
     if (cfg) {
         is_str(cfg->redis.unix_path, "/run/redis/redis.sock", "unix path");
         ok(cfg->redis.host == NULL, "no host with a unix socket");
         is_int(cfg->redis.on_failure, REDIS_FAIL_ALLOW, "on_failure allow");
     }
     config_free(cfg);
-    cfg = loads("{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", \"discovery\": true, "
-                "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}",
-                "a config without redis loads");
+    cfg = loads(
+        "{\"issuers\": [{\"name\": \"aws\", \"issuer\": \"https://iss.example\", \"discovery\": true, "
+        "\"audiences\": [\"x\"]}], \"upstreams\": [{\"name\": \"u\", \"url\": \"https://u.example\"}]}",
+        "a config without redis loads");
     ok(cfg && !cfg->redis.enabled, "no redis section: redis disabled");
     config_free(cfg);
 
-    fails_with("root", "\"redis\": {\"url\": \"rediss://10.0.0.3:6378\"}", "hiredis 0.14 has no TLS",
-               "rediss:// is refused, saying why");
-    fails_with("root", "\"redis\": {\"url\": \"redis://redis.internal:6379\"}", "must be an IP address",
+    fails_with("root", "\"redis\": {\"url\": \"rediss://10.0.0.3:6378\"}",
+               "hiredis 0.14 has no TLS", "rediss:// is refused, saying why");
+    fails_with("root", "\"redis\": {\"url\": \"redis://redis.internal:6379\"}",
+               "must be an IP address",
                "a host name is refused (it would be resolved on a worker)");
-    fails_with("root", "\"redis\": {\"url\": \"redis://:pw@10.0.0.3:6379\"}", "no user, password or query",
-               "a password in the URL is refused");
-    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6379/1024\"}", "0..1023", "database 1024");
-    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6379/-1\"}", "0..1023", "database -1");
-    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:70000\"}", "port must be 1..65535", "port out of range");
-    fails_with("root", "\"redis\": {\"url\": \"unix://relative.sock\"}", "unix:///absolute/path", "relative unix path");
+    fails_with("root", "\"redis\": {\"url\": \"redis://:pw@10.0.0.3:6379\"}",
+               "no user, password or query", "a password in the URL is refused");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6379/1024\"}", "0..1023",
+               "database 1024");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:6379/-1\"}", "0..1023",
+               "database -1");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3:70000\"}", "port must be 1..65535",
+               "port out of range");
+    fails_with("root", "\"redis\": {\"url\": \"unix://relative.sock\"}", "unix:///absolute/path",
+               "relative unix path");
     fails_with("root", "\"redis\": {}", "missing required key \"url\"", "url is required");
-    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"timeout_ms\": 0}", "out of range 1..10000",
-               "timeout_ms 0");
-    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"timeout_ms\": 10001}", "out of range 1..10000",
-               "timeout_ms 10001");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"timeout_ms\": 0}",
+               "out of range 1..10000", "timeout_ms 0");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"timeout_ms\": 10001}",
+               "out of range 1..10000", "timeout_ms 10001");
     fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"on_failure\": \"retry\"}",
                "is not one of \"local\", \"deny\" or \"allow\"", "unknown on_failure");
-    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"tls\": true}", "unknown key \"tls\"",
-               "unknown key in redis");
+    fails_with("root", "\"redis\": {\"url\": \"redis://10.0.0.3\", \"tls\": true}",
+               "unknown key \"tls\"", "unknown key in redis");
 
     /* password_file: read at load, owner-only */
     if (!ok(mkdtemp(dir) != NULL, "temp dir"))
@@ -1157,7 +1297,8 @@ static void test_redis(void)
     fputs("s3cret-auth-string\n", f);
     fclose(f);
     chmod(pw, 0644);
-    fails_with("root", member, "readable or writable by others (mode 644)", "a password file readable by others");
+    fails_with("root", member, "readable or writable by others (mode 644)",
+               "a password file readable by others");
     chmod(pw, 0600);
     cfg = loads_with("root", member, "a password file of mode 0600 loads");
     if (cfg)
@@ -1187,7 +1328,8 @@ static void test_readme_table(void)
     if (!readme)
         return;
     bad = readme_check(readme, "## Main configuration\n", t, n, NULL, &report);
-    ok(bad == 0, "README's configuration table agrees with config's tables (%d disagreements)", bad);
+    ok(bad == 0, "README's configuration table agrees with config's tables (%d disagreements)",
+       bad);
     for (char *line = report, *nl; line && *line; line = nl + 1) {
         nl = strchr(line, '\n');
         tap_diag("%.*s", (int)(nl - line), line);
@@ -1219,7 +1361,8 @@ static void test_readme_table(void)
         }
     }
     bad = readme_check(drifted, "## Main configuration\n", t, n, NULL, &report);
-    ok(bad == 2 && report && strstr(report, "limits.max_uri_bytes: README's default does not say 8192") &&
+    ok(bad == 2 && report &&
+           strstr(report, "limits.max_uri_bytes: README's default does not say 8192") &&
            strstr(report, "limits.max_uri_bytes: README's range does not say 256..65536"),
        "a default and a range that drift are caught (%d)", bad);
     free(report);

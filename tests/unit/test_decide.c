@@ -93,8 +93,8 @@ static int hdr(void *ctx, const char *name, const char **value, size_t *len)
 
 /* A limiter that records its calls and answers what the test says. */
 struct fake {
-    int calls;      /* in_flight: +1, rate: +10 */
-    bool full;      /* in_flight answer: false */
+    int calls; /* in_flight: +1, rate: +10 */
+    bool full; /* in_flight answer: false */
     enum decide_rate_verdict rate;
     unsigned retry;
     enum decide_rate_scope scope_seen;
@@ -195,8 +195,8 @@ static char *jwt(const char *header, const char *payload)
 /* A good token for `sub` (Authorization value, owned). */
 static char *good(const char *sub)
 {
-    char *p = xasprintf("{\"iss\":\"" ISS "\",\"sub\":\"%s\",\"aud\":\"" AUD "\",\"exp\":%lld}", sub,
-                        (long long)now + 300);
+    char *p = xasprintf("{\"iss\":\"" ISS "\",\"sub\":\"%s\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+                        sub, (long long)now + 300);
     char *t = jwt("{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", p);
     char *b = bearer_of(t);
     free(p);
@@ -214,7 +214,8 @@ static void test_order(void)
 
     {
         struct req r = {.target = "/api/../x", .auth = "Bearer x", .conn = "x-need"};
-        is_int(decide1(&r, &f, &st), REASON_PATH_DOT_SEGMENT, "path: a dot segment is refused first");
+        is_int(decide1(&r, &f, &st), REASON_PATH_DOT_SEGMENT,
+               "path: a dot segment is refused first");
         is_int(st, DECIDE_STAGE_PATH, "path: stage path");
     }
     {
@@ -278,16 +279,26 @@ static void test_order(void)
     }
     is_int(f.calls, 0, "no limiter was called for a request refused before the limits");
     {
-        struct req r = {.target = "/api/x", .auth = alice, .nh = 1, .hname = {"X-Need"},
-                        .hval = {"yes"}, .body = HTTP1_BODY_LENGTH, .cl = 101};
+        struct req r = {.target = "/api/x",
+                        .auth = alice,
+                        .nh = 1,
+                        .hname = {"X-Need"},
+                        .hval = {"yes"},
+                        .body = HTTP1_BODY_LENGTH,
+                        .cl = 101};
         struct fake g = {0};
         is_int(decide1(&r, &g, &st), REASON_BODY_TOO_LARGE, "body: over the step's max_body_bytes");
         is_int(st, DECIDE_STAGE_BODY, "body: stage body");
         is_int(g.calls, 11, "body: decided after both limits were taken");
     }
     {
-        struct req r = {.target = "/api/x", .auth = alice, .nh = 1, .hname = {"X-Need"},
-                        .hval = {"yes"}, .body = HTTP1_BODY_LENGTH, .cl = 100};
+        struct req r = {.target = "/api/x",
+                        .auth = alice,
+                        .nh = 1,
+                        .hname = {"X-Need"},
+                        .hval = {"yes"},
+                        .body = HTTP1_BODY_LENGTH,
+                        .cl = 100};
         struct decide_outcome o;
         struct fake g = {0};
         is_int(decide(&r, &g, authn, &o), REASON_ALLOWED, "allowed at exactly the body cap");
@@ -303,8 +314,12 @@ static void test_order(void)
         decide_outcome_release(&o); /* twice is safe */
     }
     {
-        struct req r = {.target = "/api/x", .auth = alice, .nh = 1, .hname = {"X-Need"},
-                        .hval = {"yes"}, .body = HTTP1_BODY_CHUNKED};
+        struct req r = {.target = "/api/x",
+                        .auth = alice,
+                        .nh = 1,
+                        .hname = {"X-Need"},
+                        .hval = {"yes"},
+                        .body = HTTP1_BODY_CHUNKED};
         is_int(decide1(&r, NULL, NULL), REASON_ALLOWED, "chunked: allowed under a cap > 0");
     }
     free(alice);
@@ -315,7 +330,8 @@ static void test_order(void)
 static void test_limits(void)
 {
     char *alice = good("alice");
-    struct req r = {.target = "/api/x", .auth = alice, .nh = 1, .hname = {"X-Need"}, .hval = {"yes"}};
+    struct req r = {
+        .target = "/api/x", .auth = alice, .nh = 1, .hname = {"X-Need"}, .hval = {"yes"}};
     struct decide_outcome o;
 
     {
@@ -345,20 +361,23 @@ static void test_limits(void)
         struct fake f = {.rate = DECIDE_RATE_PENDING};
         struct req big = r;
         decide(&r, &f, authn, &o);
-        ok(o.pending && o.stage == DECIDE_STAGE_RATE, "rate: a parked verdict leaves the outcome pending");
+        ok(o.pending && o.stage == DECIDE_STAGE_RATE,
+           "rate: a parked verdict leaves the outcome pending");
         decide_resume(&snap, &dr, &o, DECIDE_RATE_ALLOW, 0);
         ok(!o.pending && o.reason == REASON_ALLOWED && o.stage == DECIDE_STAGE_DONE,
            "resume: allow goes on to done");
         decide_outcome_release(&o);
         decide(&r, &f, authn, &o);
         decide_resume(&snap, &dr, &o, DECIDE_RATE_DENY, 9);
-        ok(o.reason == REASON_RATE_LIMITED && o.retry_after_s == 9, "resume: deny is rate_limited, its Retry-After");
+        ok(o.reason == REASON_RATE_LIMITED && o.retry_after_s == 9,
+           "resume: deny is rate_limited, its Retry-After");
         decide_outcome_release(&o);
         big.body = HTTP1_BODY_LENGTH;
         big.cl = 1000;
         decide(&big, &f, authn, &o);
         decide_resume(&snap, &dr, &o, DECIDE_RATE_ALLOW, 0);
-        is_int(o.reason, REASON_BODY_TOO_LARGE, "resume: the body stage runs after the parked rate");
+        is_int(o.reason, REASON_BODY_TOO_LARGE,
+               "resume: the body stage runs after the parked rate");
         decide_outcome_release(&o);
         decide(&r, &f, authn, &o);
         decide_resume(&snap, &dr, &o, DECIDE_RATE_PENDING, 0);
@@ -368,8 +387,8 @@ static void test_limits(void)
     {
         /* explain: no limiter; the outcome says what the server would take */
         is_int(decide(&r, NULL, authn, &o), REASON_ALLOWED, "no limiter: nothing is taken");
-        ok(!o.limits.checked && o.limits.scope == DECIDE_RATE_INSTANCE && o.limits.rate_per_s == 5 &&
-               o.limits.max_in_flight == 3,
+        ok(!o.limits.checked && o.limits.scope == DECIDE_RATE_INSTANCE &&
+               o.limits.rate_per_s == 5 && o.limits.max_in_flight == 3,
            "no limiter: the limits are reported, unchecked");
         decide_outcome_release(&o);
     }
@@ -387,7 +406,8 @@ static void test_dry_run(void)
 
     is_int(decide(&r, &f, authn, &o), REASON_ALLOWED, "dry_run: an authz deny goes on");
     is_int(o.decision, DECISION_WOULD_DENY, "dry_run: decision would_deny");
-    is_int(o.deny_reason, REASON_NO_CALLER_MATCH, "dry_run: the first deny is kept (authz, not rate)");
+    is_int(o.deny_reason, REASON_NO_CALLER_MATCH,
+           "dry_run: the first deny is kept (authz, not rate)");
     is_int(o.retry_after_s, 0, "dry_run: no Retry-After");
     is_int(f.calls, 10, "dry_run: the rate is still taken");
     is_int(f.scope_seen, DECIDE_RATE_GLOBAL, "dry_run: a global step's scope");
@@ -398,7 +418,8 @@ static void test_dry_run(void)
         struct req a = {.target = "/dry/ok", .auth = alice};
         struct fake g = {.rate = DECIDE_RATE_UNAVAILABLE};
         is_int(decide(&a, &g, authn, &o), REASON_ALLOWED, "dry_run: a rate refusal goes on");
-        ok(o.would_deny && o.deny_reason == REASON_RATE_UNAVAILABLE, "dry_run: recorded as rate_unavailable");
+        ok(o.would_deny && o.deny_reason == REASON_RATE_UNAVAILABLE,
+           "dry_run: recorded as rate_unavailable");
         decide_outcome_release(&o);
         free(alice);
     }
@@ -418,34 +439,48 @@ static void test_authn(void)
         {"Bearer", NULL, NULL, REASON_TOKEN_MALFORMED, "Bearer and nothing"},
         {"Bearer    ", NULL, NULL, REASON_TOKEN_MALFORMED, "Bearer and spaces"},
         {"Bearer not.a.jwt", NULL, NULL, REASON_TOKEN_BAD_ENCODING, "not base64url JSON"},
-        {NULL, "{\"alg\":\"none\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\"}", REASON_ALG_NONE, "alg none"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"none\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\"}", REASON_ALG_NONE,
+         "alg none"},
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_KID_MISSING, "no kid"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k9\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k9\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_UNKNOWN_KID, "unknown kid"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"https://other\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"https://other\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_UNKNOWN_ISSUER, "unknown issuer"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
-         REASON_ISSUER_MISSING, "no iss"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\"}",
-         REASON_EXP_MISSING, "no exp"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%OLD}",
-         REASON_EXPIRED, "expired"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP,\"nbf\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}", REASON_ISSUER_MISSING, "no iss"},
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\"}", REASON_EXP_MISSING,
+         "no exp"},
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%OLD}", REASON_EXPIRED,
+         "expired"},
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP,\"nbf\":%EXP}",
          REASON_NOT_YET_VALID, "nbf in the future"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP,\"iat\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP,\"iat\":%EXP}",
          REASON_IAT_IN_FUTURE, "iat in the future"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"elsewhere\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"elsewhere\",\"exp\":%EXP}",
          REASON_AUDIENCE_MISMATCH, "another audience"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":\"soon\"}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":\"soon\"}",
          REASON_BAD_CLAIM_TYPE, "exp not a number"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"dpop+jwt\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"dpop+jwt\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_TYP_NOT_ALLOWED, "typ dpop+jwt"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\",\"crit\":[\"x\"],\"x\":1}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\",\"crit\":[\"x\"],\"x\":1}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_CRIT_UNSUPPORTED, "crit"},
-        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\",\"jku\":\"https://x\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"k1\",\"jku\":\"https://x\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_EMBEDDED_KEY, "jku"},
-        {NULL, "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"k1\"}", "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
+        {NULL, "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"k1\"}",
+         "{\"iss\":\"" ISS "\",\"sub\":\"alice\",\"aud\":\"" AUD "\",\"exp\":%EXP}",
          REASON_ALG_NOT_ALLOWED, "HS256"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -481,7 +516,8 @@ static void test_authn(void)
         memset(big, 'a', 19999);
         memcpy(big, "Bearer ", 7);
         big[19999] = '\0';
-        is_int(decide(&r, NULL, NULL, &o), REASON_KEYS_UNAVAILABLE, "authn: no verifier is our outage");
+        is_int(decide(&r, NULL, NULL, &o), REASON_KEYS_UNAVAILABLE,
+               "authn: no verifier is our outage");
         is_int(o.decision, DECISION_ERROR, "keys_unavailable: decision error, not deny");
         decide_outcome_release(&o);
         r.auth = big;
@@ -498,7 +534,8 @@ static void test_authn(void)
         {
             char *b = bearer_of("eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.AAAA");
             r.auth = b;
-            is_int(decide1(&r, NULL, NULL), REASON_TOKEN_BAD_JSON, "authn: a payload that is not JSON");
+            is_int(decide1(&r, NULL, NULL), REASON_TOKEN_BAD_JSON,
+                   "authn: a payload that is not JSON");
             free(b);
         }
         free(big);
@@ -513,7 +550,8 @@ static void test_authz(void)
     char *alice = good("alice"), *bob = good("bob");
     struct decide_outcome o;
     {
-        struct req r = {.target = "/api/x", .auth = bob, .nh = 1, .hname = {"X-Need"}, .hval = {"yes"}};
+        struct req r = {
+            .target = "/api/x", .auth = bob, .nh = 1, .hname = {"X-Need"}, .hval = {"yes"}};
         is_int(decide(&r, NULL, authn, &o), REASON_NO_CALLER_MATCH, "authz: another caller");
         ok(o.have_trace && o.trace.miss_kind, "authz: the trace names the closest miss");
         decide_outcome_release(&o);
@@ -625,52 +663,106 @@ static void test_links(void)
 static const enum reason DECIDED[] = {
     REASON_ALLOWED,
     /* path: path_canonicalize's verdicts, handed in and returned as they are */
-    REASON_PATH_NOT_ORIGIN_FORM, REASON_PATH_ENCODED_SLASH, REASON_PATH_ENCODED_BACKSLASH,
-    REASON_PATH_ENCODED_DOT, REASON_PATH_DOT_SEGMENT, REASON_PATH_EMPTY_SEGMENT,
-    REASON_PATH_BACKSLASH, REASON_PATH_CONTROL, REASON_PATH_NON_ASCII, REASON_PATH_BAD_PERCENT,
-    REASON_PATH_SEMICOLON, REASON_PATH_FRAGMENT, REASON_PATH_BAD_CHAR, REASON_PATH_BAD_QUERY,
-    REASON_PATH_NONCANONICAL_ESCAPE, REASON_PATH_TOO_LONG,
+    REASON_PATH_NOT_ORIGIN_FORM,
+    REASON_PATH_ENCODED_SLASH,
+    REASON_PATH_ENCODED_BACKSLASH,
+    REASON_PATH_ENCODED_DOT,
+    REASON_PATH_DOT_SEGMENT,
+    REASON_PATH_EMPTY_SEGMENT,
+    REASON_PATH_BACKSLASH,
+    REASON_PATH_CONTROL,
+    REASON_PATH_NON_ASCII,
+    REASON_PATH_BAD_PERCENT,
+    REASON_PATH_SEMICOLON,
+    REASON_PATH_FRAGMENT,
+    REASON_PATH_BAD_CHAR,
+    REASON_PATH_BAD_QUERY,
+    REASON_PATH_NONCANONICAL_ESCAPE,
+    REASON_PATH_TOO_LONG,
     /* route, headers */
-    REASON_NO_ROUTE, REASON_BAD_HEADER,
+    REASON_NO_ROUTE,
+    REASON_BAD_HEADER,
     /* authn */
-    REASON_BAD_REQUEST, REASON_TOKEN_MISSING, REASON_TOKEN_MALFORMED, REASON_TOKEN_TOO_LARGE,
-    REASON_TOKEN_BAD_ENCODING, REASON_TOKEN_BAD_JSON, REASON_ALG_NONE, REASON_ALG_NOT_ALLOWED,
-    REASON_CRIT_UNSUPPORTED, REASON_EMBEDDED_KEY, REASON_ISSUER_MISSING, REASON_UNKNOWN_ISSUER,
-    REASON_KID_MISSING, REASON_UNKNOWN_KID, REASON_KEYS_UNAVAILABLE, REASON_BAD_SIGNATURE,
-    REASON_EXP_MISSING, REASON_EXPIRED, REASON_NOT_YET_VALID, REASON_IAT_IN_FUTURE,
-    REASON_BAD_CLAIM_TYPE, REASON_AUDIENCE_MISMATCH, REASON_TYP_NOT_ALLOWED,
-    REASON_URL_EXPIRED, REASON_URL_BAD_SIGNATURE, REASON_URL_UNKNOWN_KEY, REASON_URL_SCOPE_MISMATCH,
+    REASON_BAD_REQUEST,
+    REASON_TOKEN_MISSING,
+    REASON_TOKEN_MALFORMED,
+    REASON_TOKEN_TOO_LARGE,
+    REASON_TOKEN_BAD_ENCODING,
+    REASON_TOKEN_BAD_JSON,
+    REASON_ALG_NONE,
+    REASON_ALG_NOT_ALLOWED,
+    REASON_CRIT_UNSUPPORTED,
+    REASON_EMBEDDED_KEY,
+    REASON_ISSUER_MISSING,
+    REASON_UNKNOWN_ISSUER,
+    REASON_KID_MISSING,
+    REASON_UNKNOWN_KID,
+    REASON_KEYS_UNAVAILABLE,
+    REASON_BAD_SIGNATURE,
+    REASON_EXP_MISSING,
+    REASON_EXPIRED,
+    REASON_NOT_YET_VALID,
+    REASON_IAT_IN_FUTURE,
+    REASON_BAD_CLAIM_TYPE,
+    REASON_AUDIENCE_MISMATCH,
+    REASON_TYP_NOT_ALLOWED,
+    REASON_URL_EXPIRED,
+    REASON_URL_BAD_SIGNATURE,
+    REASON_URL_UNKNOWN_KEY,
+    REASON_URL_SCOPE_MISMATCH,
     /* authz, limits, body */
-    REASON_NO_CALLER_MATCH, REASON_NO_RULE_MATCH, REASON_HEADER_MISMATCH, REASON_SCOPE_MISSING,
-    REASON_TOO_MANY_IN_FLIGHT, REASON_RATE_LIMITED, REASON_RATE_UNAVAILABLE,
+    REASON_NO_CALLER_MATCH,
+    REASON_NO_RULE_MATCH,
+    REASON_HEADER_MISMATCH,
+    REASON_SCOPE_MISSING,
+    REASON_TOO_MANY_IN_FLIGHT,
+    REASON_RATE_LIMITED,
+    REASON_RATE_UNAVAILABLE,
     REASON_BODY_TOO_LARGE,
 };
 
 /* authn_verify verdicts the decision returns as they are, that need a key
  * or issuer setup of their own: test_authn.c produces each. */
 static const enum reason AUTHN_ONLY[] = {
-    REASON_ALG_KEY_MISMATCH, REASON_TOKEN_USE_MISMATCH,
+    REASON_ALG_KEY_MISMATCH,
+    REASON_TOKEN_USE_MISMATCH,
 };
 
 /* Reasons that are not the decision's: the guard's (http1.c, before it), the
  * server's after an allow (mint, assertion, audit, a link's use count,
  * forward), and the connection's. */
 static const enum reason NOT_DECIDED[] = {
-    REASON_BAD_FRAMING, REASON_BAD_HOST, REASON_DUPLICATE_AUTHORIZATION,
-    REASON_HEADERS_TOO_LARGE, REASON_URI_TOO_LONG, REASON_HEADER_TIMEOUT,
-    REASON_METHOD_NOT_IMPLEMENTED, REASON_VERSION_NOT_SUPPORTED, REASON_BAD_TARGET,
-    REASON_IDENTITY_UNAVAILABLE, REASON_IDENTITY_PERMISSION_DENIED, REASON_IDENTITY_UNKNOWN_ACCOUNT,
-    REASON_AUDIT_UNAVAILABLE, REASON_OVERLOADED, REASON_UPSTREAM_ERROR, REASON_UPSTREAM_TIMEOUT,
-    REASON_CLIENT_CLOSED, REASON_DRAIN_ABORTED, REASON_INTERNAL, REASON_BODY_TIMEOUT,
-    REASON_URL_USED, REASON_ASSERTION_UNAVAILABLE, REASON_UPSTREAM_UNRESOLVED,
+    REASON_BAD_FRAMING,
+    REASON_BAD_HOST,
+    REASON_DUPLICATE_AUTHORIZATION,
+    REASON_HEADERS_TOO_LARGE,
+    REASON_URI_TOO_LONG,
+    REASON_HEADER_TIMEOUT,
+    REASON_METHOD_NOT_IMPLEMENTED,
+    REASON_VERSION_NOT_SUPPORTED,
+    REASON_BAD_TARGET,
+    REASON_IDENTITY_UNAVAILABLE,
+    REASON_IDENTITY_PERMISSION_DENIED,
+    REASON_IDENTITY_UNKNOWN_ACCOUNT,
+    REASON_AUDIT_UNAVAILABLE,
+    REASON_OVERLOADED,
+    REASON_UPSTREAM_ERROR,
+    REASON_UPSTREAM_TIMEOUT,
+    REASON_CLIENT_CLOSED,
+    REASON_DRAIN_ABORTED,
+    REASON_INTERNAL,
+    REASON_BODY_TIMEOUT,
+    REASON_URL_USED,
+    REASON_ASSERTION_UNAVAILABLE,
+    REASON_UPSTREAM_UNRESOLVED,
 };
 
 static void test_paths(void)
 {
     /* each path reason, from the target that produces it */
     static const char *targets[] = {
-        "x", "/a%2fb", "/a%5cb", "/a%2e/b", "/a/./b", "/a//b", "/a\\b", "/a\x01", "/a\xc3\xa9",
-        "/a%zz", "/a;b", "/a#b", "/a b", "/a?b c", "/a%41",
+        "x",          "/a%2fb", "/a%5cb", "/a%2e/b", "/a/./b", "/a//b",  "/a\\b", "/a\x01",
+        "/a\xc3\xa9", "/a%zz",  "/a;b",   "/a#b",    "/a b",   "/a?b c", "/a%41",
     };
     for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++) {
         struct req r = {.target = targets[i]};

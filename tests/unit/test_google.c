@@ -76,7 +76,8 @@ static int jwt_open(const char *tok, EVP_PKEY *pub, json_t **hdr, json_t **claim
     if (pub && strlen(d2 + 1) < 1300 && b64url_decode(d2 + 1, strlen(d2 + 1), sig, &slen) == 0) {
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
         *sig_ok = EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, pub) == 1 &&
-                  EVP_DigestVerify(ctx, sig, slen, (const unsigned char *)tok, (size_t)(d2 - tok)) == 1;
+                  EVP_DigestVerify(ctx, sig, slen, (const unsigned char *)tok,
+                                   (size_t)(d2 - tok)) == 1;
         EVP_MD_CTX_free(ctx);
     }
     return *hdr && *claims ? 0 : -1;
@@ -107,8 +108,9 @@ static void test_mint(void)
     ok(k != NULL, "an RSA-2048 PKCS#8 PEM loads");
     is_str(mint_key_kid(k), "kid-from-file", "an explicit kid is kept");
 
-    tok = mint_sa_assertion(k, "sa@p.iam.gserviceaccount.com", "https://oauth2.googleapis.com/token",
-                            "https://svc.run.app", NULL, 1700000000, err, sizeof err);
+    tok = mint_sa_assertion(k, "sa@p.iam.gserviceaccount.com",
+                            "https://oauth2.googleapis.com/token", "https://svc.run.app", NULL,
+                            1700000000, err, sizeof err);
     ok(tok && jwt_open(tok, pk, &h, &c, &sig_ok) == 0, "ID-token assertion is a compact JWT");
     ok(sig_ok, "assertion signature verifies with the key (RS256)");
     is_str(jstr(h, "alg"), "RS256", "assertion header alg RS256");
@@ -125,11 +127,14 @@ static void test_mint(void)
     json_decref(c);
     free(tok);
 
-    tok = mint_sa_assertion(k, "sa@p.iam.gserviceaccount.com", "https://oauth2.googleapis.com/token",
-                            NULL, GOOGLE_SCOPE, 1700000000, err, sizeof err);
+    tok = mint_sa_assertion(k, "sa@p.iam.gserviceaccount.com",
+                            "https://oauth2.googleapis.com/token", NULL, GOOGLE_SCOPE, 1700000000,
+                            err, sizeof err);
     ok(tok && jwt_open(tok, pk, &h, &c, &sig_ok) == 0 && sig_ok, "access-token assertion verifies");
-    is_str(jstr(c, "scope"), "https://www.googleapis.com/auth/cloud-platform", "assertion scope cloud-platform");
-    ok(json_object_get(c, "target_audience") == NULL, "access-token assertion has no target_audience");
+    is_str(jstr(c, "scope"), "https://www.googleapis.com/auth/cloud-platform",
+           "assertion scope cloud-platform");
+    ok(json_object_get(c, "target_audience") == NULL,
+       "access-token assertion has no target_audience");
     json_decref(h);
     json_decref(c);
     free(tok);
@@ -159,7 +164,8 @@ static void test_mint(void)
     ok(k != NULL, "a key is generated");
     {
         char *jwks = mint_key_jwks_json(k), *thumb_in, thumb[64];
-        json_t *set = json_loads(jwks, 0, NULL), *jwk = json_array_get(json_object_get(set, "keys"), 0);
+        json_t *set = json_loads(jwks, 0, NULL),
+               *jwk = json_array_get(json_object_get(set, "keys"), 0);
         unsigned char d[32];
         is_int(json_array_size(json_object_get(set, "keys")), 1, "JWK set holds one key");
         is_str(jstr(jwk, "kty"), "RSA", "JWK kty RSA");
@@ -167,7 +173,8 @@ static void test_mint(void)
         is_str(jstr(jwk, "use"), "sig", "JWK use sig");
         ok(json_object_get(jwk, "d") == NULL && json_object_get(jwk, "p") == NULL,
            "JWK has no private member");
-        thumb_in = xasprintf("{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}", jstr(jwk, "e"), jstr(jwk, "n"));
+        thumb_in = xasprintf("{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}", jstr(jwk, "e"),
+                             jstr(jwk, "n"));
         sha256_raw(thumb_in, strlen(thumb_in), d);
         b64url_encode(d, 32, thumb);
         is_str(jstr(jwk, "kid"), thumb, "generated kid is the RFC 7638 thumbprint");
@@ -220,7 +227,8 @@ static char *key_json(const char *pem, const char *drop, const char *type)
 {
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "project_id", "p",
                           "private_key_id", "abc123", "private_key", pem, "client_email",
-                          "sa@p.iam.gserviceaccount.com", "token_uri", "https://oauth2.googleapis.com/token");
+                          "sa@p.iam.gserviceaccount.com", "token_uri",
+                          "https://oauth2.googleapis.com/token");
     char *s;
     if (drop)
         json_object_del(j, drop);
@@ -233,7 +241,8 @@ static void test_key_files(void)
 {
     EVP_PKEY *pk = EVP_RSA_gen(2048);
     char *pem = pem_of(pk), err[512], *p, *j;
-    static const char *const required[] = {"type", "client_email", "private_key", "private_key_id", "token_uri"};
+    static const char *const required[] = {"type", "client_email", "private_key", "private_key_id",
+                                           "token_uri"};
 
     j = key_json(pem, NULL, "service_account");
     p = write_file("good.json", j, 0600);
@@ -267,7 +276,8 @@ static void test_key_files(void)
        "type authorized_user refused");
     free(p);
     free(j);
-    j = key_json("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", NULL, "service_account");
+    j = key_json("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", NULL,
+                 "service_account");
     p = write_file("badpem.json", j, 0600);
     ok(google_sa_key_validate(p, err, sizeof err) == -1 && strstr(err, "private_key"),
        "unparsable private_key refused");
@@ -276,7 +286,8 @@ static void test_key_files(void)
     p = write_file("notjson.json", "{\"type\": \"service_account\",", 0600);
     is_int(google_sa_key_validate(p, err, sizeof err), -1, "truncated JSON refused");
     free(p);
-    p = write_file("dup.json", "{\"type\": \"service_account\", \"type\": \"service_account\"}", 0600);
+    p = write_file("dup.json", "{\"type\": \"service_account\", \"type\": \"service_account\"}",
+                   0600);
     is_int(google_sa_key_validate(p, err, sizeof err), -1, "duplicate keys refused");
     free(p);
     {
@@ -316,7 +327,8 @@ static void test_key_files(void)
         cfg.source = GOOGLE_LOCAL;
         p = write_file("local.pem", pem, 0600);
         cfg.local_key = p;
-        ok(google_source_new(NULL, NULL, &cfg, &src, err, sizeof err) == 0, "local source with a key file");
+        ok(google_source_new(NULL, NULL, &cfg, &src, err, sizeof err) == 0,
+           "local source with a key file");
         {
             char *jw = src.jwks_json(src.ctx);
             ok(jw && strstr(jw, "\"RS256\""), "local source publishes its JWK set");
@@ -331,7 +343,8 @@ static void test_key_files(void)
         memset(&cfg, 0, sizeof cfg);
         cfg.source = GOOGLE_METADATA;
         cfg.metadata_host = "evil.example/path?x=";
-        ok(google_source_new(NULL, NULL, &cfg, &src, err, sizeof err) == -1 && strstr(err, "metadata_host"),
+        ok(google_source_new(NULL, NULL, &cfg, &src, err, sizeof err) == -1 &&
+               strstr(err, "metadata_host"),
            "metadata_host with a path refused");
     }
     free(pem);
@@ -349,10 +362,12 @@ static void test_texts(void)
     is_str(s, "https%3A%2F%2Fa.run.app%2Fx%3Fy%3D1%26z%3Da%20b", "form encoding of an audience");
     free(s);
     s = google_form_encode("urn:ietf:params:oauth:grant-type:jwt-bearer");
-    is_str(s, "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer", "form encoding of the grant type");
+    is_str(s, "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer",
+           "form encoding of the grant type");
     free(s);
 
-    ok(google_email_ok("billing-step@proj.iam.gserviceaccount.com"), "service account email accepted");
+    ok(google_email_ok("billing-step@proj.iam.gserviceaccount.com"),
+       "service account email accepted");
     ok(google_email_ok("123456789012345678901"), "unique id accepted");
     ok(!google_email_ok("a/b@p.iam.gserviceaccount.com"), "slash refused (path injection)");
     ok(!google_email_ok("a@p.iam.gserviceaccount.com:generateAccessToken?"), "colon and ? refused");
@@ -367,12 +382,16 @@ static void test_texts(void)
 
     s = google_impersonation_detail(403, body403, strlen(body403), "step@p.iam.gserviceaccount.com",
                                     "baton@p.iam.gserviceaccount.com");
-    ok(strstr(s, "roles/iam.serviceAccountOpenIdTokenCreator") != NULL, "403 detail names the role");
+    ok(strstr(s, "roles/iam.serviceAccountOpenIdTokenCreator") != NULL,
+       "403 detail names the role");
     ok(strstr(s, "on the service account step@p.iam.gserviceaccount.com") != NULL,
        "403 detail names the account the binding goes on");
     ok(strstr(s, "--member=serviceAccount:baton@p.iam.gserviceaccount.com") != NULL,
        "403 detail names baton's identity as the member");
-    ok(strstr(s, "gcloud iam service-accounts add-iam-policy-binding step@p.iam.gserviceaccount.com") != NULL,
+    ok(strstr(
+           s,
+           "gcloud iam service-accounts add-iam-policy-binding step@p.iam.gserviceaccount.com") !=
+           NULL,
        "403 detail gives the gcloud command");
     ok(strstr(s, "PERMISSION_DENIED") != NULL, "403 detail quotes Google's status");
     free(s);
@@ -380,10 +399,12 @@ static void test_texts(void)
     ok(strstr(s, "<baton's service account>") != NULL, "403 detail without a known own email");
     free(s);
     s = google_impersonation_detail(404, "{\"error\":{\"message\":\"Not found\\n\\u0007x\"}}", 41,
-                                    "ghost@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com");
+                                    "ghost@p.iam.gserviceaccount.com",
+                                    "b@p.iam.gserviceaccount.com");
     ok(strstr(s, "does not know the service account ghost@p.iam.gserviceaccount.com") != NULL,
        "404 detail names the unknown account");
-    ok(strchr(s, '\n') == NULL && strchr(s, '\a') == NULL, "Google's text is stripped of control bytes");
+    ok(strchr(s, '\n') == NULL && strchr(s, '\a') == NULL,
+       "Google's text is stripped of control bytes");
     free(s);
 }
 
@@ -402,13 +423,14 @@ static void print_stats(void *ctx, const struct identity_pair_stats *s)
 {
     json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:I, s:I, s:I}", "identity", s->identity,
                           "audience", s->audience, "active", s->active, "usable", s->usable,
-                          "expires_at", (json_int_t)s->expires_at, "mints_ok", (json_int_t)s->mints_ok,
-                          "latency_count", (json_int_t)s->latency_count);
+                          "expires_at", (json_int_t)s->expires_at, "mints_ok",
+                          (json_int_t)s->mints_ok, "latency_count", (json_int_t)s->latency_count);
     json_t *f = json_object();
     char *line;
     for (int i = 0; i < IDENTITY_FAIL__COUNT; i++)
         if (s->failures[i])
-            json_object_set_new(f, identity_failure_name(i), json_integer((json_int_t)s->failures[i]));
+            json_object_set_new(f, identity_failure_name(i),
+                                json_integer((json_int_t)s->failures[i]));
     json_object_set_new(o, "failures", f);
     json_object_set_new(o, "last_error", s->last_error ? json_string(s->last_error) : json_null());
     json_array_append_new(ctx, o);
@@ -429,14 +451,16 @@ static void on_poll(evutil_socket_t fd, short w, void *arg)
         json_t *o = json_pack("{s:s?, s:s, s:s}", "sa", d->pairs[i].service_account, "audience",
                               d->pairs[i].audience, "reason", reason_code(r));
         if (r == REASON_ALLOWED) {
-            const char *jwt = t.header_value + 7, *d1 = strchr(jwt, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+            const char *jwt = t.header_value + 7, *d1 = strchr(jwt, '.'),
+                       *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
             char sha[65];
             sha256_hex(jwt, strlen(jwt), sha);
             json_object_set_new(o, "identity", json_string(t.identity));
             json_object_set_new(o, "minted_audience", json_string(t.audience));
             json_object_set_new(o, "expires_at", json_integer(t.expires_at));
             json_object_set_new(o, "token_sha256", json_string(sha));
-            json_object_set_new(o, "bearer", json_boolean(strncmp(t.header_value, "Bearer ", 7) == 0));
+            json_object_set_new(o, "bearer",
+                                json_boolean(strncmp(t.header_value, "Bearer ", 7) == 0));
             if (d2) {
                 unsigned char *buf = xmalloc(b64url_decoded_max((size_t)(d2 - d1 - 1)) + 1);
                 size_t n;
@@ -477,8 +501,9 @@ static int drive(int argc, char **argv)
         }
         i++;
         if (!strcmp(a, "--source"))
-            cfg.google.source = !strcmp(v, "local") ? GOOGLE_LOCAL
-                              : !strcmp(v, "sa_key") ? GOOGLE_SA_KEY : GOOGLE_METADATA;
+            cfg.google.source = !strcmp(v, "local")    ? GOOGLE_LOCAL
+                                : !strcmp(v, "sa_key") ? GOOGLE_SA_KEY
+                                                       : GOOGLE_METADATA;
         else if (!strcmp(a, "--metadata-host"))
             cfg.google.metadata_host = (char *)v;
         else if (!strcmp(a, "--key"))
@@ -504,7 +529,9 @@ static int drive(int argc, char **argv)
             const char *comma = strchr(v, ',');
             if (!comma)
                 return 2;
-            d.pairs[d.n].service_account = (comma == v + 1 && v[0] == '-') ? NULL : xstrndup(v, (size_t)(comma - v));
+            d.pairs[d.n].service_account = (comma == v + 1 && v[0] == '-')
+                                               ? NULL
+                                               : xstrndup(v, (size_t)(comma - v));
             d.pairs[d.n++].audience = comma + 1;
         } else {
             fprintf(stderr, "drive: unknown option %s\n", a);

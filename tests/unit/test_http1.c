@@ -47,15 +47,27 @@ struct mcase {
 
 #define H "Host: a.example\r\n"
 #define PH "POST /x HTTP/1.1\r\n" H
-#define OKROW(n, r) {n, r, 0, HTTP1_OK, REASON_ALLOWED}
-#define BAD(n, r, why) {n, r, 0, HTTP1_ERROR, REASON_##why}
-#define BADN(n, r, why) {n, r, L(r), HTTP1_ERROR, REASON_##why}
+#define OKROW(n, r)                       \
+    {                                     \
+        n, r, 0, HTTP1_OK, REASON_ALLOWED \
+    }
+#define BAD(n, r, why)                     \
+    {                                      \
+        n, r, 0, HTTP1_ERROR, REASON_##why \
+    }
+#define BADN(n, r, why)                       \
+    {                                         \
+        n, r, L(r), HTTP1_ERROR, REASON_##why \
+    }
 
 static const struct mcase matrix[] = {
     /* CL.TE and TE.CL */
-    BAD("CL.TE", PH "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG", BAD_FRAMING),
-    BAD("TE.CL", PH "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST", BAD_FRAMING),
-    BAD("CL.TE, TE lowercase", PH "content-length: 6\r\ntransfer-encoding: chunked\r\n\r\n", BAD_FRAMING),
+    BAD("CL.TE", PH "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        BAD_FRAMING),
+    BAD("TE.CL", PH "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST",
+        BAD_FRAMING),
+    BAD("CL.TE, TE lowercase", PH "content-length: 6\r\ntransfer-encoding: chunked\r\n\r\n",
+        BAD_FRAMING),
     /* TE.TE obfuscations */
     BAD("TE.TE space before colon", PH "Transfer-Encoding : chunked\r\n\r\n", BAD_HEADER),
     BAD("TE.TE tab before colon", PH "Transfer-Encoding\t: chunked\r\n\r\n", BAD_HEADER),
@@ -71,15 +83,20 @@ static const struct mcase matrix[] = {
     BAD("TE.TE trailing space", PH "Transfer-Encoding: chunked \r\n\r\n", BAD_FRAMING),
     BAD("TE.TE trailing tab", PH "Transfer-Encoding: chunked\t\r\n\r\n", BAD_FRAMING),
     BAD("TE.TE vertical tab", PH "Transfer-Encoding: \vchunked\r\n\r\n", BAD_HEADER),
-    BAD("TE.TE duplicated header", PH "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BAD_FRAMING),
-    BAD("TE.TE second header identity", PH "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n", BAD_FRAMING),
+    BAD("TE.TE duplicated header",
+        PH "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BAD_FRAMING),
+    BAD("TE.TE second header identity",
+        PH "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n", BAD_FRAMING),
     BAD("TE.TE underscore name", PH "Transfer_Encoding: chunked\r\n\r\n", BAD_HEADER),
-    BAD("TE.TE empty value, chunked folded below", PH "Transfer-Encoding:\r\n chunked\r\n\r\n", BAD_FRAMING),
+    BAD("TE.TE empty value, chunked folded below", PH "Transfer-Encoding:\r\n chunked\r\n\r\n",
+        BAD_FRAMING),
     BAD("obs-fold continuing a valid header", PH "X-A: b\r\n c\r\n\r\n", BAD_HEADER),
     BAD("TE.TE folded header", PH "X-A: b\r\n Transfer-Encoding: chunked\r\n\r\n", BAD_HEADER),
-    BAD("TE.TE leading space first header", "POST /x HTTP/1.1\r\n Transfer-Encoding: chunked\r\n" H "\r\n", BAD_HEADER),
+    BAD("TE.TE leading space first header",
+        "POST /x HTTP/1.1\r\n Transfer-Encoding: chunked\r\n" H "\r\n", BAD_HEADER),
     BADN("TE.TE NUL in value", PH "Transfer-Encoding: chunked\0\r\n\r\n", BAD_HEADER),
-    BAD("TE in HTTP/1.0", "POST /x HTTP/1.0\r\n" H "Transfer-Encoding: chunked\r\n\r\n", BAD_FRAMING),
+    BAD("TE in HTTP/1.0", "POST /x HTTP/1.0\r\n" H "Transfer-Encoding: chunked\r\n\r\n",
+        BAD_FRAMING),
     /* CL.CL and Content-Length values */
     BAD("CL.CL equal", PH "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", BAD_FRAMING),
     BAD("CL.CL different", PH "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", BAD_FRAMING),
@@ -97,19 +114,31 @@ static const struct mcase matrix[] = {
     BAD("CL underscore name", PH "Content_Length: 5\r\n\r\nhello", BAD_HEADER),
     BAD("CL trailing space", PH "Content-Length: 5 \r\n\r\nhello", BAD_FRAMING),
     /* chunked bodies (head is fine, the decoder must refuse) */
-    BAD("chunk extension", PH "Transfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk extension bare ;", PH "Transfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
+    BAD("chunk extension", PH "Transfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk extension bare ;", PH "Transfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
     BAD("last chunk extension", PH "Transfer-Encoding: chunked\r\n\r\n0;x\r\n\r\n", BAD_FRAMING),
-    BAD("trailer field", PH "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size 0x5", PH "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size 5 junk", PH "Transfer-Encoding: chunked\r\n\r\n5 junk\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size leading space", PH "Transfer-Encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size +5", PH "Transfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size -5", PH "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size 17 digits", PH "Transfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
-    BAD("chunk size overflows int64", PH "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nhello", BAD_FRAMING),
+    BAD("trailer field", PH "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size 0x5", PH "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size 5 junk", PH "Transfer-Encoding: chunked\r\n\r\n5 junk\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size leading space", PH "Transfer-Encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size +5", PH "Transfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size -5", PH "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size 17 digits",
+        PH "Transfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n",
+        BAD_FRAMING),
+    BAD("chunk size overflows int64",
+        PH "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nhello", BAD_FRAMING),
     BAD("chunk bare LF", PH "Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n", BAD_FRAMING),
-    BAD("chunk data longer than size", PH "Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
+    BAD("chunk data longer than size",
+        PH "Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", BAD_FRAMING),
     BAD("chunk missing size", PH "Transfer-Encoding: chunked\r\n\r\n\r\nhello\r\n", BAD_FRAMING),
     BAD("last chunk bare LF", PH "Transfer-Encoding: chunked\r\n\r\n0\r\n\n", BAD_FRAMING),
     /* line endings */
@@ -128,15 +157,24 @@ static const struct mcase matrix[] = {
     BAD("non-ASCII header name", "GET / HTTP/1.1\r\n" H "X\xc3\xa9: z\r\n\r\n", BAD_HEADER),
     BAD("line without colon", "GET / HTTP/1.1\r\n" H "Xyz\r\n\r\n", BAD_HEADER),
     BADN("NUL in value", "GET / HTTP/1.1\r\n" H "X: a\0b\r\n\r\n", BAD_HEADER),
-    BAD("SOH in value", "GET / HTTP/1.1\r\n" H "X: a\x01" "b\r\n\r\n", BAD_HEADER),
+    BAD("SOH in value",
+        "GET / HTTP/1.1\r\n" H "X: a\x01"
+        "b\r\n\r\n",
+        BAD_HEADER),
     BAD("DEL in value", "GET / HTTP/1.1\r\n" H "X: a\x7f\r\n\r\n", BAD_HEADER),
     BAD("ESC in value", "GET / HTTP/1.1\r\n" H "X: \x1b[31m\r\n\r\n", BAD_HEADER),
-    BAD("Expect other than 100-continue", "GET / HTTP/1.1\r\n" H "Expect: 200-ok\r\n\r\n", BAD_HEADER),
-    BAD("Connection names Content-Length", "GET / HTTP/1.1\r\n" H "Connection: close, Content-Length\r\n\r\n", BAD_HEADER),
+    BAD("Expect other than 100-continue", "GET / HTTP/1.1\r\n" H "Expect: 200-ok\r\n\r\n",
+        BAD_HEADER),
+    BAD("Connection names Content-Length",
+        "GET / HTTP/1.1\r\n" H "Connection: close, Content-Length\r\n\r\n", BAD_HEADER),
     BAD("Connection names Host", "GET / HTTP/1.1\r\n" H "Connection: host\r\n\r\n", BAD_HEADER),
-    BAD("Connection option not a token", "GET / HTTP/1.1\r\n" H "Connection: a;b\r\n\r\n", BAD_HEADER),
-    BAD("Connection options without comma", "GET / HTTP/1.1\r\n" H "Connection: a b\r\n\r\n", BAD_HEADER),
-    BAD("two Authorization", "GET / HTTP/1.1\r\n" H "Authorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n", DUPLICATE_AUTHORIZATION),
+    BAD("Connection option not a token", "GET / HTTP/1.1\r\n" H "Connection: a;b\r\n\r\n",
+        BAD_HEADER),
+    BAD("Connection options without comma", "GET / HTTP/1.1\r\n" H "Connection: a b\r\n\r\n",
+        BAD_HEADER),
+    BAD("two Authorization",
+        "GET / HTTP/1.1\r\n" H "Authorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n",
+        DUPLICATE_AUTHORIZATION),
     /* Host */
     BAD("no Host in 1.1", "GET / HTTP/1.1\r\nX: y\r\n\r\n", BAD_HOST),
     BAD("two Host", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", BAD_HOST),
@@ -152,10 +190,14 @@ static const struct mcase matrix[] = {
     BAD("Host port not digits", "GET / HTTP/1.1\r\nHost: a:8o\r\n\r\n", BAD_HOST),
     BAD("Host unclosed IPv6", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", BAD_HOST),
     BAD("Host percent-encoded", "GET / HTTP/1.1\r\nHost: a%2eb\r\n\r\n", BAD_HOST),
-    BAD("absolute-form disagrees with Host", "GET http://b.example/ HTTP/1.1\r\n" H "\r\n", BAD_HOST),
-    BAD("absolute-form port disagrees", "GET http://a.example:8080/ HTTP/1.1\r\n" H "\r\n", BAD_HOST),
-    BAD("absolute-form https vs Host :80", "GET https://a.example/ HTTP/1.1\r\nHost: a.example:80\r\n\r\n", BAD_HOST),
-    BAD("absolute-form Host first, then disagrees", "GET http://b.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n", BAD_HOST),
+    BAD("absolute-form disagrees with Host", "GET http://b.example/ HTTP/1.1\r\n" H "\r\n",
+        BAD_HOST),
+    BAD("absolute-form port disagrees", "GET http://a.example:8080/ HTTP/1.1\r\n" H "\r\n",
+        BAD_HOST),
+    BAD("absolute-form https vs Host :80",
+        "GET https://a.example/ HTTP/1.1\r\nHost: a.example:80\r\n\r\n", BAD_HOST),
+    BAD("absolute-form Host first, then disagrees",
+        "GET http://b.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n", BAD_HOST),
     /* target */
     BAD("target with #", "GET /a#b HTTP/1.1\r\n" H "\r\n", BAD_TARGET),
     BAD("target with control byte", "GET /a\x01 HTTP/1.1\r\n" H "\r\n", BAD_TARGET),
@@ -169,7 +211,8 @@ static const struct mcase matrix[] = {
     BAD("ftp absolute-form", "GET ftp://a.example/ HTTP/1.1\r\n" H "\r\n", BAD_TARGET),
     BAD("absolute-form userinfo", "GET http://u@a.example/ HTTP/1.1\r\n" H "\r\n", BAD_TARGET),
     BAD("absolute-form empty authority", "GET http:///x HTTP/1.1\r\n" H "\r\n", BAD_TARGET),
-    BAD("absolute-form query without path", "GET http://a.example?x HTTP/1.1\r\n" H "\r\n", BAD_TARGET),
+    BAD("absolute-form query without path", "GET http://a.example?x HTTP/1.1\r\n" H "\r\n",
+        BAD_TARGET),
     /* request line, method, version */
     BAD("HTTP/2.0", "GET / HTTP/2.0\r\n" H "\r\n", VERSION_NOT_SUPPORTED),
     BAD("HTTP/1.2", "GET / HTTP/1.2\r\n" H "\r\n", VERSION_NOT_SUPPORTED),
@@ -194,16 +237,20 @@ static const struct mcase matrix[] = {
     OKROW("CL no space", PH "Content-Length:5\r\n\r\nhello"),
     OKROW("CL leading zeros", PH "Content-Length: 005\r\n\r\nhello"),
     OKROW("CL int64 max", PH "Content-Length: 9223372036854775807\r\n\r\n"),
-    OKROW("chunk size uppercase hex with zeros", PH "Transfer-Encoding: chunked\r\n\r\n000A\r\n0123456789\r\n0\r\n\r\n"),
+    OKROW("chunk size uppercase hex with zeros",
+          PH "Transfer-Encoding: chunked\r\n\r\n000A\r\n0123456789\r\n0\r\n\r\n"),
     OKROW("one leading CRLF", "\r\nGET / HTTP/1.1\r\n" H "\r\n"),
-    OKROW("absolute-form matching Host, default port", "GET http://A.example:80/x?y HTTP/1.1\r\nHost: a.example\r\n\r\n"),
-    OKROW("absolute-form https matching :443", "GET https://a.example/x HTTP/1.1\r\nHost: a.example:443\r\n\r\n"),
+    OKROW("absolute-form matching Host, default port",
+          "GET http://A.example:80/x?y HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+    OKROW("absolute-form https matching :443",
+          "GET https://a.example/x HTTP/1.1\r\nHost: a.example:443\r\n\r\n"),
     OKROW("OPTIONS *", "OPTIONS * HTTP/1.1\r\n" H "\r\n"),
     OKROW("HTTP/1.0 without Host", "GET / HTTP/1.0\r\n\r\n"),
     OKROW("IPv6 Host", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"),
     OKROW("obs-text in value", "GET / HTTP/1.1\r\n" H "X-Name: caf\xc3\xa9\r\n\r\n"),
     OKROW("Expect in 1.0 ignored", "GET / HTTP/1.0\r\nExpect: whatever\r\n\r\n"),
-    OKROW("Connection with empty elements", "GET / HTTP/1.1\r\n" H "Connection: , close ,, x-a\r\n\r\n"),
+    OKROW("Connection with empty elements",
+          "GET / HTTP/1.1\r\n" H "Connection: , close ,, x-a\r\n\r\n"),
 };
 
 /* Runs a matrix row: head, then the chunked body when there is one. */
@@ -244,11 +291,11 @@ static void test_matrix(void)
         enum reason r;
         run_case(c, NULL, &rc, &r);
         if (c->head_rc == HTTP1_OK) {
-            ok(rc == HTTP1_OK, "valid: %s parses (got rc %d, %s: %s)", c->name, rc,
-               reason_code(r), rc == HTTP1_ERROR ? (req.detail ? req.detail : "?") : "");
+            ok(rc == HTTP1_OK, "valid: %s parses (got rc %d, %s: %s)", c->name, rc, reason_code(r),
+               rc == HTTP1_ERROR ? (req.detail ? req.detail : "?") : "");
         } else {
-            ok(rc == HTTP1_ERROR && r == c->reason, "matrix: %s -> %s %d (got rc %d, %s)",
-               c->name, reason_code(c->reason), reason_status(c->reason), rc, reason_code(r));
+            ok(rc == HTTP1_ERROR && r == c->reason, "matrix: %s -> %s %d (got rc %d, %s)", c->name,
+               reason_code(c->reason), reason_status(c->reason), rc, reason_code(r));
         }
     }
 }
@@ -273,8 +320,8 @@ static void test_matrix_prefixes(void)
             int rc;
             memcpy(p, c->raw, k);
             rc = http1_parse_request(p, k, NULL, &req, &hl);
-            if (!(rc == HTTP1_INCOMPLETE || (rc == HTTP1_ERROR && full == HTTP1_ERROR &&
-                                             req.error == full_r))) {
+            if (!(rc == HTTP1_INCOMPLETE ||
+                  (rc == HTTP1_ERROR && full == HTTP1_ERROR && req.error == full_r))) {
                 if (!bad)
                     tap_diag("  %s: prefix %zu gives rc %d %s", c->name, k, rc,
                              reason_code(req.error));
@@ -290,17 +337,16 @@ static void test_matrix_prefixes(void)
 
 static void test_valid_fields(void)
 {
-    static const char raw[] =
-        "POST http://Example.com:8080/a/b?x=1 HTTP/1.1\r\n"
-        "Host: example.com:8080\r\n"
-        "Content-Length: 11\r\n"
-        "Connection: keep-alive, X-Foo\r\n"
-        "Authorization: Bearer abc\r\n"
-        "X-Empty:\r\n"
-        "X-Pad: \t v  w \t\r\n"
-        "Expect: 100-continue\r\n"
-        "\r\n"
-        "hello world";
+    static const char raw[] = "POST http://Example.com:8080/a/b?x=1 HTTP/1.1\r\n"
+                              "Host: example.com:8080\r\n"
+                              "Content-Length: 11\r\n"
+                              "Connection: keep-alive, X-Foo\r\n"
+                              "Authorization: Bearer abc\r\n"
+                              "X-Empty:\r\n"
+                              "X-Pad: \t v  w \t\r\n"
+                              "Expect: 100-continue\r\n"
+                              "\r\n"
+                              "hello world";
     size_t hl = 0;
     const char *v;
     size_t vl;
@@ -310,28 +356,34 @@ static void test_valid_fields(void)
     is_int(hl, L(raw) - 11, "full request: head_len ends before the body");
     is_int(req.method, HTTP1_METHOD_POST, "full request: method enum POST");
     ok(slice_is(req.method_str, req.method_len, "POST"), "full request: method slice");
-    ok(slice_is(req.target, req.target_len, "http://Example.com:8080/a/b?x=1"), "full request: raw target");
+    ok(slice_is(req.target, req.target_len, "http://Example.com:8080/a/b?x=1"),
+       "full request: raw target");
     is_int(req.target_form, HTTP1_TARGET_ABSOLUTE, "full request: absolute-form");
-    ok(slice_is(req.origin, req.origin_len, "/a/b?x=1"), "full request: origin part of absolute-form");
+    ok(slice_is(req.origin, req.origin_len, "/a/b?x=1"),
+       "full request: origin part of absolute-form");
     ok(slice_is(req.scheme, req.scheme_len, "http"), "full request: scheme");
     ok(slice_is(req.authority, req.authority_len, "Example.com:8080"), "full request: authority");
     is_int(req.version, 11, "full request: version 1.1");
     is_int(req.n_headers, 7, "full request: 7 headers");
     ok(slice_is(req.host, req.host_len, "example.com:8080"), "full request: host value");
-    ok(slice_is(req.hostname, req.hostname_len, "example.com"), "full request: hostname without port");
+    ok(slice_is(req.hostname, req.hostname_len, "example.com"),
+       "full request: hostname without port");
     is_int(req.port, 8080, "full request: port");
     is_int(req.body, HTTP1_BODY_LENGTH, "full request: body by Content-Length");
     is_int(req.content_length, 11, "full request: content_length 11");
     ok(req.keep_alive, "full request: keep-alive");
     ok(req.expect_100, "full request: expect 100-continue");
     is_int(req.authorization, 3, "full request: Authorization is header 3");
-    ok(slice_is(req.headers[3].value, req.headers[3].value_len, "Bearer abc"), "full request: Authorization value");
-    ok(slice_is(req.headers[4].name, req.headers[4].name_len, "X-Empty") && req.headers[4].value_len == 0,
+    ok(slice_is(req.headers[3].value, req.headers[3].value_len, "Bearer abc"),
+       "full request: Authorization value");
+    ok(slice_is(req.headers[4].name, req.headers[4].name_len, "X-Empty") &&
+           req.headers[4].value_len == 0,
        "full request: empty value kept");
     ok(slice_is(req.headers[5].value, req.headers[5].value_len, "v  w"),
        "full request: value OWS trimmed, inner spaces kept");
     is_int(req.connection.n, 2, "full request: two Connection names");
-    ok(http1_header_in_connection(&req.connection, "x-foo", 5), "full request: X-Foo listed in Connection");
+    ok(http1_header_in_connection(&req.connection, "x-foo", 5),
+       "full request: X-Foo listed in Connection");
     ok(!http1_header_in_connection(&req.connection, "x-bar", 5), "full request: X-Bar not listed");
     is_int(http1_header_find(req.headers, req.n_headers, "content-length", 14, &v, &vl), 1,
            "header_find: one content-length");
@@ -352,7 +404,8 @@ static void test_valid_fields(void)
     ok(rc == HTTP1_OK && slice_is(req.hostname, req.hostname_len, "h.example") && req.port == 81,
        "1.0: absolute-form without Host names the host");
     rc = preq("GET http://h.example HTTP/1.1\r\nHost: h.example\r\n\r\n", &hl);
-    ok(rc == HTTP1_OK && slice_is(req.origin, req.origin_len, "/"), "absolute-form with empty path: origin is /");
+    ok(rc == HTTP1_OK && slice_is(req.origin, req.origin_len, "/"),
+       "absolute-form with empty path: origin is /");
 
     rc = preq("DELETE /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &hl);
     ok(rc == HTTP1_OK && !req.keep_alive && req.method == HTTP1_METHOD_DELETE,
@@ -415,9 +468,8 @@ static void test_pipelined(void)
 {
 #define P1 "POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
 #define P2 "GET /two HTTP/1.1\r\nHost: h\r\n\r\n"
-    static const char raw[] =
-        P1 "hello"
-        P2
+    static const char raw[] = P1
+        "hello" P2
         "PUT /three HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
         "GET /four HTTP/1.1\r\nHost: h\r\n\r\n";
     size_t off = 0, hl = 0, used;
@@ -427,7 +479,8 @@ static void test_pipelined(void)
     size_t dl;
 
     ok(rc == HTTP1_OK && hl == L(P1), "pipelined 1: head_len exactly %zu (got %zu)", L(P1), hl);
-    ok(req.content_length == 5 && memcmp(raw + hl, "hello", 5) == 0, "pipelined 1: body follows the head");
+    ok(req.content_length == 5 && memcmp(raw + hl, "hello", 5) == 0,
+       "pipelined 1: body follows the head");
     off = hl + 5;
     rc = http1_parse_request(raw + off, L(raw) - off, NULL, &req, &hl);
     ok(rc == HTTP1_OK && slice_is(req.target, req.target_len, "/two") && hl == L(P2),
@@ -453,8 +506,8 @@ static void test_pipelined(void)
 
 static void test_limits(void)
 {
-    struct http1_limits lim = {.max_header_bytes = 256, .max_uri_bytes = 32, .max_line_bytes = 64,
-                               .max_headers = 3};
+    struct http1_limits lim = {
+        .max_header_bytes = 256, .max_uri_bytes = 32, .max_line_bytes = 64, .max_headers = 3};
     char buf[1024];
     size_t hl;
     int rc;
@@ -468,11 +521,13 @@ static void test_limits(void)
     is_int(reason_status(req.error), 414, "limits: uri_too_long maps to 414");
     /* 414 is known before the line ends */
     rc = http1_parse_request(buf, 40, &lim, &req, &hl);
-    ok(rc == HTTP1_ERROR && req.error == REASON_URI_TOO_LONG, "limits: 414 on a partial request line");
+    ok(rc == HTTP1_ERROR && req.error == REASON_URI_TOO_LONG,
+       "limits: 414 on a partial request line");
 
     snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: h\r\nX-Long: %0*d\r\n\r\n", 55, 0);
     rc = http1_parse_request(buf, strlen(buf), &lim, &req, &hl);
-    ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE, "limits: header line over max_line -> 431");
+    ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE,
+       "limits: header line over max_line -> 431");
     snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: h\r\nX-Long: %0*d\r\n\r\n", 54, 0);
     rc = http1_parse_request(buf, strlen(buf), &lim, &req, &hl);
     is_int(rc, HTTP1_OK, "limits: header line of exactly max_line is accepted");
@@ -491,7 +546,8 @@ static void test_limits(void)
         memcpy(buf + o, "\r\n", 3);
         lim.max_headers = 100;
         rc = http1_parse_request(buf, o + 2, &lim, &req, &hl);
-        ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE, "limits: head over max_header -> 431");
+        ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE,
+           "limits: head over max_header -> 431");
         is_int(reason_status(req.error), 431, "limits: headers_too_large maps to 431");
         rc = http1_parse_request(buf, 256, &lim, &req, &hl);
         ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE,
@@ -506,7 +562,8 @@ static void test_limits(void)
         o = (size_t)snprintf(big, n, "GET / HTTP/1.1\r\nHost: h\r\nX: ");
         memset(big + o, 'a', n - o);
         rc = http1_parse_request(big, n, NULL, &req, &hl);
-        ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE, "limits: default 16 KiB head cap");
+        ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE,
+           "limits: default 16 KiB head cap");
         free(big);
     }
     /* too many headers under the default cap */
@@ -518,7 +575,8 @@ static void test_limits(void)
             o += (size_t)snprintf(many + o, n - o, "X%d: y\r\n", i);
         o += (size_t)snprintf(many + o, n - o, "\r\n");
         rc = http1_parse_request(many, o, NULL, &req, &hl);
-        ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE, "limits: 101 headers -> 431 by default");
+        ok(rc == HTTP1_ERROR && req.error == REASON_HEADERS_TOO_LARGE,
+           "limits: 101 headers -> 431 by default");
         free(many);
     }
 }
@@ -526,8 +584,8 @@ static void test_limits(void)
 /* ---- chunked decoder ------------------------------------------------------- */
 
 /* Decodes body fed in pieces of `step` bytes (0: at once); returns the status. */
-static int decode(const char *body, size_t len, size_t step, uint64_t max, char *out, size_t *outlen,
-                  size_t *end, struct http1_chunked *ck)
+static int decode(const char *body, size_t len, size_t step, uint64_t max, char *out,
+                  size_t *outlen, size_t *end, struct http1_chunked *ck)
 {
     size_t fed = 0, buffered_start = 0, o = 0;
     int rc = HTTP1_INCOMPLETE;
@@ -613,9 +671,11 @@ static void test_chunked(void)
     rc = decode("0\r\n\r\n", 5, 0, 0, out, &ol, &end, &ck);
     ok(rc == HTTP1_DONE && ol == 0 && end == 5, "chunked: empty body");
     rc = decode("5\r\nhel", 6, 0, 0, out, &ol, &end, &ck);
-    ok(rc == HTTP1_INCOMPLETE && ol == 3 && ck.total == 3, "chunked: partial data is delivered early");
+    ok(rc == HTTP1_INCOMPLETE && ol == 3 && ck.total == 3,
+       "chunked: partial data is delivered early");
     rc = decode("a\r\n0123456789\r\n0\r\n\r\n", 20, 0, 9, out, &ol, &end, &ck);
-    ok(rc == HTTP1_ERROR && ck.error == REASON_BODY_TOO_LARGE, "chunked: max_total -> body_too_large");
+    ok(rc == HTTP1_ERROR && ck.error == REASON_BODY_TOO_LARGE,
+       "chunked: max_total -> body_too_large");
     is_int(ol, 0, "chunked: nothing delivered from a chunk over the cap");
     rc = decode("a\r\n0123456789\r\n0\r\n\r\n", 20, 0, 10, out, &ol, &end, &ck);
     is_int(rc, HTTP1_DONE, "chunked: exactly max_total is accepted");
@@ -624,17 +684,20 @@ static void test_chunked(void)
     rc = decode("7fffffffffffffff\r\nx", 19, 0, 0, out, &ol, &end, &ck);
     is_int(rc, HTTP1_INCOMPLETE, "chunked: INT64_MAX size accepted");
     rc = decode("8000000000000000\r\nx", 19, 0, 0, out, &ol, &end, &ck);
-    ok(rc == HTTP1_ERROR && ck.error == REASON_BAD_FRAMING, "chunked: size above INT64_MAX refused");
+    ok(rc == HTTP1_ERROR && ck.error == REASON_BAD_FRAMING,
+       "chunked: size above INT64_MAX refused");
     http1_chunked_init(&ck, 0);
     rc = http1_chunked_feed(&ck, "5;ext\r\n", 7, &used, &d, &dl);
-    ok(rc == HTTP1_ERROR && strstr(ck.detail, "extension") != NULL, "chunked: extension detail says so");
+    ok(rc == HTTP1_ERROR && strstr(ck.detail, "extension") != NULL,
+       "chunked: extension detail says so");
     rc = http1_chunked_feed(&ck, "0\r\n\r\n", 5, &used, &d, &dl);
     ok(rc == HTTP1_ERROR && used == 0, "chunked: an error is sticky");
     rc = decode("0\r\n\r\n", 5, 0, 0, out, &ol, &end, &ck);
     rc = http1_chunked_feed(&ck, "x", 1, &used, &d, &dl);
     ok(rc == HTTP1_DONE && used == 0, "chunked: feeding after done consumes nothing");
     rc = decode("0\r\nX: y\r\n\r\n", 11, 1, 0, out, &ol, &end, &ck);
-    ok(rc == HTTP1_ERROR && strstr(ck.detail, "trailer") != NULL, "chunked: trailer refused byte by byte");
+    ok(rc == HTTP1_ERROR && strstr(ck.detail, "trailer") != NULL,
+       "chunked: trailer refused byte by byte");
     rc = decode("5\r\nhello\n0\r\n\r\n", 14, 0, 0, out, &ol, &end, &ck);
     ok(rc == HTTP1_ERROR && ck.error == REASON_BAD_FRAMING, "chunked: bare LF after data refused");
     rc = decode("5\r\nhelloXY0\r\n\r\n", 15, 0, 0, out, &ol, &end, &ck);
@@ -655,38 +718,64 @@ struct rcase {
 };
 
 static const struct rcase rcases[] = {
-    {"200 with CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 3, 1},
-    {"200 chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_CHUNKED, 0, 1},
-    {"200 close-delimited", "HTTP/1.1 200 OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_CLOSE, 0, 0},
-    {"1.1 Connection: close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 0, 0},
-    {"1.0 without keep-alive", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 1, 0},
-    {"1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 1, 1},
-    {"204 no body", "HTTP/1.1 204 No Content\r\n\r\n", HTTP1_METHOD_DELETE, HTTP1_OK, 204, HTTP1_BODY_NONE, 0, 1},
-    {"204 CL 0", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 204, HTTP1_BODY_NONE, 0, 1},
-    {"304 with CL", "HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 304, HTTP1_BODY_NONE, 0, 1},
-    {"HEAD with CL", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", HTTP1_METHOD_HEAD, HTTP1_OK, 200, HTTP1_BODY_NONE, 0, 1},
-    {"no reason phrase", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 0, 1},
-    {"empty reason phrase", "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 404, HTTP1_BODY_LENGTH, 0, 1},
-    {"100 Continue", "HTTP/1.1 100 Continue\r\n\r\n", HTTP1_METHOD_POST, HTTP1_OK, 100, HTTP1_BODY_NONE, 0, 1},
-    {"101 never requested", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"1xx with CL", "HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"204 with CL 5", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"204 with TE", "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"two CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"CL and TE", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"TE gzip, chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"TE in 1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"CL +3", "HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"200 with CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", HTTP1_METHOD_GET, HTTP1_OK,
+     200, HTTP1_BODY_LENGTH, 3, 1},
+    {"200 chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_OK, 200, HTTP1_BODY_CHUNKED, 0, 1},
+    {"200 close-delimited", "HTTP/1.1 200 OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK, 200,
+     HTTP1_BODY_CLOSE, 0, 0},
+    {"1.1 Connection: close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+     HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 0, 0},
+    {"1.0 without keep-alive", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", HTTP1_METHOD_GET,
+     HTTP1_OK, 200, HTTP1_BODY_LENGTH, 1, 0},
+    {"1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+     HTTP1_METHOD_GET, HTTP1_OK, 200, HTTP1_BODY_LENGTH, 1, 1},
+    {"204 no body", "HTTP/1.1 204 No Content\r\n\r\n", HTTP1_METHOD_DELETE, HTTP1_OK, 204,
+     HTTP1_BODY_NONE, 0, 1},
+    {"204 CL 0", "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK,
+     204, HTTP1_BODY_NONE, 0, 1},
+    {"304 with CL", "HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_OK, 304, HTTP1_BODY_NONE, 0, 1},
+    {"HEAD with CL", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", HTTP1_METHOD_HEAD, HTTP1_OK,
+     200, HTTP1_BODY_NONE, 0, 1},
+    {"no reason phrase", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, HTTP1_OK,
+     200, HTTP1_BODY_LENGTH, 0, 1},
+    {"empty reason phrase", "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_OK, 404, HTTP1_BODY_LENGTH, 0, 1},
+    {"100 Continue", "HTTP/1.1 100 Continue\r\n\r\n", HTTP1_METHOD_POST, HTTP1_OK, 100,
+     HTTP1_BODY_NONE, 0, 1},
+    {"101 never requested", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+     HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"1xx with CL", "HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_ERROR, 0, 0, 0, 0},
+    {"204 with CL 5", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_ERROR, 0, 0, 0, 0},
+    {"204 with TE", "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+     HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"two CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+     HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"CL and TE", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+     HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"TE gzip, chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+     HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"TE in 1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_ERROR, 0, 0, 0, 0},
+    {"CL +3", "HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0,
+     0, 0},
+    {"bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0,
+     0},
+    {"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET,
+     HTTP1_ERROR, 0, 0, 0, 0},
     {"HTTP/2 status line", "HTTP/2 200 OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
     {"HTTP/1.2", "HTTP/1.2 200 OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
     {"status 600", "HTTP/1.1 600 X\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
     {"status 2 digits", "HTTP/1.1 20 OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
     {"status no space", "HTTP/1.1 200OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
     {"CTL in reason", "HTTP/1.1 200 O\x01K\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"space before colon", "HTTP/1.1 200 OK\r\nContent-Length : 3\r\n\r\nabc", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
-    {"LF in value via lone CR", "HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR, 0, 0, 0, 0},
+    {"space before colon", "HTTP/1.1 200 OK\r\nContent-Length : 3\r\n\r\nabc", HTTP1_METHOD_GET,
+     HTTP1_ERROR, 0, 0, 0, 0},
+    {"LF in value via lone CR", "HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", HTTP1_METHOD_GET, HTTP1_ERROR,
+     0, 0, 0, 0},
 };
 
 static void test_responses(void)
@@ -720,22 +809,29 @@ static void test_responses(void)
         ok(bad == 0, "response split: %s, every prefix consistent", c->name);
     }
     {
-        static const char raw[] = "HTTP/1.1 200 Fine Thanks\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-                                  "Connection: X-Up\r\nContent-Length: 2\r\n\r\nok";
+        static const char raw[] =
+            "HTTP/1.1 200 Fine Thanks\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            "Connection: X-Up\r\nContent-Length: 2\r\n\r\nok";
         int rc = http1_parse_response(raw, L(raw), NULL, HTTP1_METHOD_GET, &resp, &hl);
         ok(rc == HTTP1_OK && hl == L(raw) - 2, "response: head_len exact");
-        ok(slice_is(resp.reason_phrase, resp.reason_len, "Fine Thanks"), "response: reason phrase slice");
+        ok(slice_is(resp.reason_phrase, resp.reason_len, "Fine Thanks"),
+           "response: reason phrase slice");
         is_int(resp.n_headers, 4, "response: four headers kept");
         is_int(http1_header_find(resp.headers, resp.n_headers, "set-cookie", 10, NULL, NULL), 2,
                "response: repeated Set-Cookie kept");
-        ok(http1_header_in_connection(&resp.connection, "X-Up", 4), "response: Connection names recorded");
+        ok(http1_header_in_connection(&resp.connection, "X-Up", 4),
+           "response: Connection names recorded");
         is_int(resp.version, 11, "response: version");
-        rc = http1_parse_response("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-                                  63, NULL, HTTP1_METHOD_POST, &resp, &hl);
-        ok(rc == HTTP1_OK && resp.informational && hl == 25, "response: 100 Continue head, then the final one follows");
-        rc = http1_parse_response("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" + 25,
-                                  38, NULL, HTTP1_METHOD_POST, &resp, &hl);
-        ok(rc == HTTP1_OK && !resp.informational && resp.status == 200, "response: final head after 1xx");
+        rc = http1_parse_response(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 63, NULL,
+            HTTP1_METHOD_POST, &resp, &hl);
+        ok(rc == HTTP1_OK && resp.informational && hl == 25,
+           "response: 100 Continue head, then the final one follows");
+        rc = http1_parse_response(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" + 25, 38,
+            NULL, HTTP1_METHOD_POST, &resp, &hl);
+        ok(rc == HTTP1_OK && !resp.informational && resp.status == 200,
+           "response: final head after 1xx");
     }
 }
 
@@ -743,40 +839,80 @@ static void test_responses(void)
 
 static void test_hygiene(void)
 {
-    static const char *const hop[] = {"Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer",
-                                      "Transfer-Encoding", "upgrade", "Proxy-Authorization",
-                                      "Proxy-Authenticate", "HTTP2-Settings"};
-    static const char *const not_hop[] = {"Content-Length", "Authorization", "Te-X", "T", "Host",
-                                          "Upgrade-Insecure-Requests"};
-    static const char *const spoof[] = {
-        "X-Serverless-Authorization", "x_serverless_authorization", "X-Forwarded-For",
-        "X_Forwarded_For", "x-forwarded-host", "X-Forwarded-Proto", "X-Forwarded-Anything",
-        "Forwarded", "FORWARDED", "X-Goog-Iap-Jwt-Assertion", "x_goog_authenticated_user_email",
-        "X-Baton-Step", "X_BATON_CALLER", "X-HTTP-Method-Override", "X-HTTP_Method-Override",
-        "x_http_method_override", "X-HTTP-Method", "X_HTTP_METHOD", "X-Method-Override",
-        "x_method_override", "X-Original-URL", "x_original_url", "X-Rewrite-URL", "X-Original-URI",
-        "X-Real-IP", "x_real_ip", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP"};
+    static const char *const hop[] = {"Connection",
+                                      "keep-alive",
+                                      "Proxy-Connection",
+                                      "TE",
+                                      "Trailer",
+                                      "Transfer-Encoding",
+                                      "upgrade",
+                                      "Proxy-Authorization",
+                                      "Proxy-Authenticate",
+                                      "HTTP2-Settings"};
+    static const char *const not_hop[] = {
+        "Content-Length", "Authorization", "Te-X", "T", "Host", "Upgrade-Insecure-Requests"};
+    static const char *const spoof[] = {"X-Serverless-Authorization",
+                                        "x_serverless_authorization",
+                                        "X-Forwarded-For",
+                                        "X_Forwarded_For",
+                                        "x-forwarded-host",
+                                        "X-Forwarded-Proto",
+                                        "X-Forwarded-Anything",
+                                        "Forwarded",
+                                        "FORWARDED",
+                                        "X-Goog-Iap-Jwt-Assertion",
+                                        "x_goog_authenticated_user_email",
+                                        "X-Baton-Step",
+                                        "X_BATON_CALLER",
+                                        "X-HTTP-Method-Override",
+                                        "X-HTTP_Method-Override",
+                                        "x_http_method_override",
+                                        "X-HTTP-Method",
+                                        "X_HTTP_METHOD",
+                                        "X-Method-Override",
+                                        "x_method_override",
+                                        "X-Original-URL",
+                                        "x_original_url",
+                                        "X-Rewrite-URL",
+                                        "X-Original-URI",
+                                        "X-Real-IP",
+                                        "x_real_ip",
+                                        "True-Client-IP",
+                                        "X-Client-IP",
+                                        "CF-Connecting-IP"};
     static const char *const not_spoof[] = {
-        "Authorization", "X-Request-Id", "traceparent", "X-Goo", "X-Forwarded", "XForwarded-For",
-        "X-Forwarded-For-Real" /* still X-Forwarded-*: checked below */, "X-HTTP-Methods",
-        "X-Method", "Forwarded-For", "X-Serverless-Authorization2", "X-Batons"};
+        "Authorization",
+        "X-Request-Id",
+        "traceparent",
+        "X-Goo",
+        "X-Forwarded",
+        "XForwarded-For",
+        "X-Forwarded-For-Real" /* still X-Forwarded-*: checked below */,
+        "X-HTTP-Methods",
+        "X-Method",
+        "Forwarded-For",
+        "X-Serverless-Authorization2",
+        "X-Batons"};
 
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         ok(http1_header_is_hop_by_hop(hop[i], strlen(hop[i])), "hop-by-hop: %s", hop[i]);
     for (size_t i = 0; i < sizeof(not_hop) / sizeof(not_hop[0]); i++)
-        ok(!http1_header_is_hop_by_hop(not_hop[i], strlen(not_hop[i])), "not hop-by-hop: %s", not_hop[i]);
+        ok(!http1_header_is_hop_by_hop(not_hop[i], strlen(not_hop[i])), "not hop-by-hop: %s",
+           not_hop[i]);
     for (size_t i = 0; i < sizeof(spoof) / sizeof(spoof[0]); i++)
         ok(http1_header_is_spoofable(spoof[i], strlen(spoof[i])), "spoofable: %s", spoof[i]);
     for (size_t i = 0; i < sizeof(not_spoof) / sizeof(not_spoof[0]); i++) {
         bool want = strncmp(not_spoof[i], "X-Forwarded-", 12) == 0;
-        ok(http1_header_is_spoofable(not_spoof[i], strlen(not_spoof[i])) == want,
-           "%s: %s", want ? "spoofable (prefix)" : "not spoofable", not_spoof[i]);
+        ok(http1_header_is_spoofable(not_spoof[i], strlen(not_spoof[i])) == want, "%s: %s",
+           want ? "spoofable (prefix)" : "not spoofable", not_spoof[i]);
     }
     ok(http1_header_is_forwarding("X_Forwarded_Host", 16), "forwarding: X_Forwarded_Host");
     ok(http1_header_is_forwarding("forwarded", 9), "forwarding: forwarded");
     ok(!http1_header_is_forwarding("X-Goog-Foo", 10), "forwarding: X-Goog-Foo is not");
-    ok(!http1_header_is_forwarding("X-Serverless-Authorization", 26), "forwarding: X-Serverless-Authorization is not");
-    ok(!http1_header_is_spoofable("X-Forwarded-For", 11), "spoofable: length respected (X-Forwarded)");
+    ok(!http1_header_is_forwarding("X-Serverless-Authorization", 26),
+       "forwarding: X-Serverless-Authorization is not");
+    ok(!http1_header_is_spoofable("X-Forwarded-For", 11),
+       "spoofable: length respected (X-Forwarded)");
 }
 
 /* Header values are checked a word at a time: every byte value, at every
@@ -809,8 +945,8 @@ static void test_value_bytes(void)
                 checked++;
                 if ((rc == HTTP1_OK) != good) {
                     if (wrong++ < 3)
-                        tap_diag("byte 0x%02x at offset %d (tab first %d): rc %d", c, at,
-                                 tab_first, rc);
+                        tap_diag("byte 0x%02x at offset %d (tab first %d): rc %d", c, at, tab_first,
+                                 rc);
                 } else if (!good && req.error != REASON_BAD_HEADER) {
                     wrong++;
                 }
@@ -844,9 +980,16 @@ static bool ref_eq(const char *name, size_t len, const char *lit, bool prefix, b
 
 static bool ref_hop(const char *n, size_t l)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                      "trailer", "transfer-encoding", "upgrade",
-                                      "proxy-authorization", "proxy-authenticate", "http2-settings"};
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "proxy-authorization",
+                                      "proxy-authenticate",
+                                      "http2-settings"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (ref_eq(n, l, hop[i], false, false))
             return true;
@@ -855,20 +998,33 @@ static bool ref_hop(const char *n, size_t l)
 
 static bool ref_fwd(const char *n, size_t l)
 {
-    if (ref_eq(n, l, "x-forwarded-user", false, true) || ref_eq(n, l, "x-forwarded-email", false, true))
+    if (ref_eq(n, l, "x-forwarded-user", false, true) ||
+        ref_eq(n, l, "x-forwarded-email", false, true))
         return false;
     return ref_eq(n, l, "forwarded", false, true) || ref_eq(n, l, "x-forwarded-", true, true);
 }
 
 static bool ref_spoof(const char *n, size_t l)
 {
-    static const char *const exact[] = {
-        "x-serverless-authorization", "x-http-method-override", "x-http-method", "x-method-override",
-        "x-original-url", "x-rewrite-url", "x-original-uri", "x-real-ip", "true-client-ip",
-        "x-client-ip", "cf-connecting-ip", "x-endpoint-api-userinfo", "x-apigateway-api-userinfo",
-        "x-remote-user", "x-forwarded-user", "x-forwarded-email", "x-middleware-subrequest"};
-    static const char *const prefixes[] = {"x-goog-", "x-baton-", "x-appengine-", "x-cloudscheduler",
-                                           "x-auth-request-"};
+    static const char *const exact[] = {"x-serverless-authorization",
+                                        "x-http-method-override",
+                                        "x-http-method",
+                                        "x-method-override",
+                                        "x-original-url",
+                                        "x-rewrite-url",
+                                        "x-original-uri",
+                                        "x-real-ip",
+                                        "true-client-ip",
+                                        "x-client-ip",
+                                        "cf-connecting-ip",
+                                        "x-endpoint-api-userinfo",
+                                        "x-apigateway-api-userinfo",
+                                        "x-remote-user",
+                                        "x-forwarded-user",
+                                        "x-forwarded-email",
+                                        "x-middleware-subrequest"};
+    static const char *const prefixes[] = {"x-goog-", "x-baton-", "x-appengine-",
+                                           "x-cloudscheduler", "x-auth-request-"};
     if (ref_fwd(n, l))
         return true;
     for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
@@ -882,8 +1038,8 @@ static bool ref_spoof(const char *n, size_t l)
 
 static bool ref_dropped(const char *n, size_t l)
 {
-    static const char *const names[] = {"authorization", "host", "content-length", "expect",
-                                        "x-request-id", "traceparent"};
+    static const char *const names[] = {"authorization", "host",         "content-length",
+                                        "expect",        "x-request-id", "traceparent"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (ref_eq(n, l, names[i], false, false))
             return true;
@@ -895,19 +1051,62 @@ static bool ref_dropped(const char *n, size_t l)
  * the reference model's verdict for every built-in class. */
 static void test_classes_model(void)
 {
-    static const char *const base[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-        "upgrade", "proxy-authorization", "proxy-authenticate", "http2-settings",
-        "content-length", "authorization", "host", "expect", "x-request-id", "traceparent",
-        "tracestate", "user-agent", "forwarded", "x-forwarded-for", "x-forwarded-proto",
-        "x-forwarded-host", "x-forwarded-", "x-forwarded-user", "x-forwarded-email",
-        "x-serverless-authorization", "x-http-method-override", "x-http-method",
-        "x-method-override", "x-original-url", "x-rewrite-url", "x-original-uri", "x-real-ip",
-        "true-client-ip", "x-client-ip", "cf-connecting-ip", "x-endpoint-api-userinfo",
-        "x-apigateway-api-userinfo", "x-remote-user", "x-middleware-subrequest", "x-goog-",
-        "x-goog-iap-jwt-assertion", "x-baton-", "x-baton-step", "x-appengine-",
-        "x-appengine-cron", "x-cloudscheduler", "x-cloudscheduler-jobname", "x-auth-request-",
-        "x-auth-request-user", "x-sfn-execution", "cookie", "a", "x", "x-", "x-g"};
+    static const char *const base[] = {"connection",
+                                       "keep-alive",
+                                       "proxy-connection",
+                                       "te",
+                                       "trailer",
+                                       "transfer-encoding",
+                                       "upgrade",
+                                       "proxy-authorization",
+                                       "proxy-authenticate",
+                                       "http2-settings",
+                                       "content-length",
+                                       "authorization",
+                                       "host",
+                                       "expect",
+                                       "x-request-id",
+                                       "traceparent",
+                                       "tracestate",
+                                       "user-agent",
+                                       "forwarded",
+                                       "x-forwarded-for",
+                                       "x-forwarded-proto",
+                                       "x-forwarded-host",
+                                       "x-forwarded-",
+                                       "x-forwarded-user",
+                                       "x-forwarded-email",
+                                       "x-serverless-authorization",
+                                       "x-http-method-override",
+                                       "x-http-method",
+                                       "x-method-override",
+                                       "x-original-url",
+                                       "x-rewrite-url",
+                                       "x-original-uri",
+                                       "x-real-ip",
+                                       "true-client-ip",
+                                       "x-client-ip",
+                                       "cf-connecting-ip",
+                                       "x-endpoint-api-userinfo",
+                                       "x-apigateway-api-userinfo",
+                                       "x-remote-user",
+                                       "x-middleware-subrequest",
+                                       "x-goog-",
+                                       "x-goog-iap-jwt-assertion",
+                                       "x-baton-",
+                                       "x-baton-step",
+                                       "x-appengine-",
+                                       "x-appengine-cron",
+                                       "x-cloudscheduler",
+                                       "x-cloudscheduler-jobname",
+                                       "x-auth-request-",
+                                       "x-auth-request-user",
+                                       "x-sfn-execution",
+                                       "cookie",
+                                       "a",
+                                       "x",
+                                       "x-",
+                                       "x-g"};
     unsigned bad = 0, total = 0;
 
     for (size_t b = 0; b < sizeof(base) / sizeof(base[0]); b++) {
@@ -959,19 +1158,23 @@ static void test_classes(void)
     char err[80] = "";
 
     /* built-in: every class, mixed case, ids by exact spelling */
-    ok(hdrclass_of(NULL, "CONNECTION", 10, &id) & HDRCLASS_HOP_BY_HOP, "class: CONNECTION hop-by-hop");
+    ok(hdrclass_of(NULL, "CONNECTION", 10, &id) & HDRCLASS_HOP_BY_HOP,
+       "class: CONNECTION hop-by-hop");
     is_int(id, HDR_CONNECTION, "class: CONNECTION id");
     ok((hdrclass_of(NULL, "Content-Length", 14, &id) & (HDRCLASS_FRAMING | HDRCLASS_DROPPED)) ==
-           (HDRCLASS_FRAMING | HDRCLASS_DROPPED), "class: Content-Length framing, dropped");
+           (HDRCLASS_FRAMING | HDRCLASS_DROPPED),
+       "class: Content-Length framing, dropped");
     is_int(id, HDR_CONTENT_LENGTH, "class: Content-Length id");
-    ok((hdrclass_of(NULL, "transfer-ENCODING", 17, &id) & (HDRCLASS_FRAMING | HDRCLASS_HOP_BY_HOP)) ==
-           (HDRCLASS_FRAMING | HDRCLASS_HOP_BY_HOP), "class: Transfer-Encoding framing, hop-by-hop");
+    ok((hdrclass_of(NULL, "transfer-ENCODING", 17, &id) &
+        (HDRCLASS_FRAMING | HDRCLASS_HOP_BY_HOP)) == (HDRCLASS_FRAMING | HDRCLASS_HOP_BY_HOP),
+       "class: Transfer-Encoding framing, hop-by-hop");
     is_int(id, HDR_TRANSFER_ENCODING, "class: Transfer-Encoding id");
     is_int(hdrclass_of(NULL, "Content_Length", 14, &id), 0, "class: Content_Length is no class");
     is_int(id, HDR_CONTENT_LENGTH_US, "class: Content_Length has the '_' id");
     hdrclass_of(NULL, "TRANSFER_encoding", 17, &id);
     is_int(id, HDR_TRANSFER_ENCODING_US, "class: TRANSFER_encoding has the '_' id");
-    ok(hdrclass_of(NULL, "aUTHORIZATION", 13, &id) & HDRCLASS_CREDENTIAL, "class: Authorization credential");
+    ok(hdrclass_of(NULL, "aUTHORIZATION", 13, &id) & HDRCLASS_CREDENTIAL,
+       "class: Authorization credential");
     is_int(id, HDR_AUTHORIZATION, "class: Authorization id");
     hdrclass_of(NULL, "Authorization_", 14, &id);
     is_int(id, HDR_OTHER, "class: Authorization_ has no id");
@@ -979,8 +1182,9 @@ static void test_classes(void)
        "class: Proxy-Authorization credential");
     ok(!(hdrclass_of(NULL, "X-Authorization", 15, NULL) & HDRCLASS_CREDENTIAL),
        "class: X-Authorization is not a built-in credential");
-    ok((hdrclass_of(NULL, "X_FORWARDED_FOR", 15, &id) & (HDRCLASS_SPOOFABLE | HDRCLASS_FORWARDING)) ==
-           (HDRCLASS_SPOOFABLE | HDRCLASS_FORWARDING), "class: X_FORWARDED_FOR spoofable, forwarding");
+    ok((hdrclass_of(NULL, "X_FORWARDED_FOR", 15, &id) &
+        (HDRCLASS_SPOOFABLE | HDRCLASS_FORWARDING)) == (HDRCLASS_SPOOFABLE | HDRCLASS_FORWARDING),
+       "class: X_FORWARDED_FOR spoofable, forwarding");
     is_int(id, HDR_OTHER, "class: X_FORWARDED_FOR has no id (the '-' spelling alone has)");
     hdrclass_of(NULL, "x-forwarded-FOR", 15, &id);
     is_int(id, HDR_X_FORWARDED_FOR, "class: x-forwarded-FOR id");
@@ -994,8 +1198,10 @@ static void test_classes(void)
            "class: X-Forwarded-User spoofable, not forwarding");
     is_int(hdrclass_of(NULL, "x_forwarded_email", 17, NULL), HDRCLASS_SPOOFABLE,
            "class: x_forwarded_email spoofable, not forwarding");
-    ok(hdrclass_of(NULL, "X-CloudScheduler", 16, NULL) & HDRCLASS_SPOOFABLE, "class: X-CloudScheduler (prefix, 16)");
-    ok(!(hdrclass_of(NULL, "X-CloudSchedule", 15, NULL) & HDRCLASS_SPOOFABLE), "class: X-CloudSchedule is not");
+    ok(hdrclass_of(NULL, "X-CloudScheduler", 16, NULL) & HDRCLASS_SPOOFABLE,
+       "class: X-CloudScheduler (prefix, 16)");
+    ok(!(hdrclass_of(NULL, "X-CloudSchedule", 15, NULL) & HDRCLASS_SPOOFABLE),
+       "class: X-CloudSchedule is not");
     ok(hdrclass_of(NULL, "x-auth-request-access-token", 27, NULL) & HDRCLASS_SPOOFABLE,
        "class: X-Auth-Request-* spoofable");
     hdrclass_of(NULL, "TraceState", 10, &id);
@@ -1011,17 +1217,23 @@ static void test_classes(void)
     /* configured names */
     t = hdrclass_new(recorded, 2, policy, 2, cred, 1, err, sizeof(err));
     ok(t != NULL, "classes: a table of configured names builds");
-    is_int(hdrclass_of(t, "x-sfn-EXECUTION", 15, NULL), HDRCLASS_RECORDED, "classes: recorded, any case");
-    is_int(hdrclass_of(t, "X_Sfn_Execution", 15, NULL), 0, "classes: recorded matches its spelling only");
-    is_int(hdrclass_of(t, "X-Sfn-Executio", 14, NULL), 0, "classes: one byte short is not recorded");
+    is_int(hdrclass_of(t, "x-sfn-EXECUTION", 15, NULL), HDRCLASS_RECORDED,
+           "classes: recorded, any case");
+    is_int(hdrclass_of(t, "X_Sfn_Execution", 15, NULL), 0,
+           "classes: recorded matches its spelling only");
+    is_int(hdrclass_of(t, "X-Sfn-Executio", 14, NULL), 0,
+           "classes: one byte short is not recorded");
     is_int(hdrclass_of(t, "X-TENANT", 8, NULL), HDRCLASS_RECORDED | HDRCLASS_POLICY,
            "classes: a name in two lists has both classes");
-    is_int(hdrclass_of(t, "X_Under", 7, NULL), HDRCLASS_POLICY, "classes: a configured name with '_'");
+    is_int(hdrclass_of(t, "X_Under", 7, NULL), HDRCLASS_POLICY,
+           "classes: a configured name with '_'");
     is_int(hdrclass_of(t, "x-under", 7, NULL), 0, "classes: its '-' spelling is another name");
     is_int(hdrclass_of(t, "x_caller_ASSERTION", 18, NULL), HDRCLASS_CREDENTIAL,
            "classes: a configured credential in every '-'/'_' spelling");
-    is_int(hdrclass_of(t, "X-Caller-Assertions", 19, NULL), 0, "classes: one byte more is no credential");
-    ok(hdrclass_of(t, "Keep-Alive", 10, NULL) & HDRCLASS_HOP_BY_HOP, "classes: built-ins stay in a configured table");
+    is_int(hdrclass_of(t, "X-Caller-Assertions", 19, NULL), 0,
+           "classes: one byte more is no credential");
+    ok(hdrclass_of(t, "Keep-Alive", 10, NULL) & HDRCLASS_HOP_BY_HOP,
+       "classes: built-ins stay in a configured table");
     is_int(hdrclass_of(t, "X-Forwarded-User", 16, NULL), HDRCLASS_SPOOFABLE,
            "classes: and their exceptions");
     /* the parse stamps each header with the table's classes */
@@ -1033,11 +1245,13 @@ static void test_classes(void)
         ok(http1_parse_request(raw, strlen(raw), &lim, &req, &hl) == HTTP1_OK && req.n_headers == 4,
            "classes: parse with a configured table");
         is_int(req.headers[0].id, HDR_HOST, "classes: Host stamped with its id");
-        is_int(req.headers[1].cls, HDRCLASS_RECORDED | HDRCLASS_POLICY, "classes: x-tenant stamped");
+        is_int(req.headers[1].cls, HDRCLASS_RECORDED | HDRCLASS_POLICY,
+               "classes: x-tenant stamped");
         is_int(req.headers[2].cls, HDRCLASS_CREDENTIAL, "classes: X_Caller_Assertion stamped");
         is_int(req.headers[3].cls, 0, "classes: an unknown name has no class");
         ok(http1_parse_request(raw, strlen(raw), NULL, &req, &hl) == HTTP1_OK &&
-               req.headers[1].cls == 0, "classes: without a table, the built-in names only");
+               req.headers[1].cls == 0,
+           "classes: without a table, the built-in names only");
     }
     hdrclass_free(t);
     ok(hdrclass_new(empty, 1, NULL, 0, NULL, 0, err, sizeof(err)) == NULL && strstr(err, "empty"),
@@ -1056,13 +1270,19 @@ static bool ref_fold_eq(const char *name, size_t len, const char *lit, bool dash
 static void test_classes_fold(void)
 {
     /* the second: the bytes each side of 'A'..'Z' and their lowercase twins */
-    static const char *const recorded[] = {"x-sfn-execution-arn-long", "@az[`{^~_-0123456789",
-                                           "ab", "abc-d", "x-sfn-ex", "a-c"};
+    static const char *const recorded[] = {
+        "x-sfn-execution-arn-long", "@az[`{^~_-0123456789", "ab", "abc-d", "x-sfn-ex", "a-c"};
     static const char *const policy[] = {"x_under_score"};
     static const char *const cred[] = {"x-caller-assertion"};
-    static const char *const bases[] = {"X-Sfn-Execution-Arn-Long", "X_Under_Score",
-                                        "x_caller-ASSERTION", "@AZ[`{^~_-0123456789",
-                                        "AB", "aBc-D", "X-Sfn-Ex", "A", "A_C"};
+    static const char *const bases[] = {"X-Sfn-Execution-Arn-Long",
+                                        "X_Under_Score",
+                                        "x_caller-ASSERTION",
+                                        "@AZ[`{^~_-0123456789",
+                                        "AB",
+                                        "aBc-D",
+                                        "X-Sfn-Ex",
+                                        "A",
+                                        "A_C"};
     char err[128], name[64], lng[300];
     unsigned bad = 0, total = 0;
     struct hdrclass *t = hdrclass_new(recorded, 6, policy, 1, cred, 1, err, sizeof(err));
@@ -1081,8 +1301,8 @@ static void test_classes_fold(void)
                     want |= HDRCLASS_POLICY;
                 if (ref_fold_eq(name, n, cred[0], true))
                     want |= HDRCLASS_CREDENTIAL;
-                got = hdrclass_of(t, name, n, NULL) & (HDRCLASS_RECORDED | HDRCLASS_POLICY |
-                                                       HDRCLASS_CREDENTIAL);
+                got = hdrclass_of(t, name, n, NULL) &
+                      (HDRCLASS_RECORDED | HDRCLASS_POLICY | HDRCLASS_CREDENTIAL);
                 total++;
                 if (got != want) {
                     bad++;
@@ -1109,7 +1329,8 @@ static void test_status_text(void)
 
 static void test_token(void)
 {
-    static const char *const bad[] = {"a b", "a:b", "a\tb", "(x)", "a,b", "a/b", "\x80", "a\"", "[v]"};
+    static const char *const bad[] = {"a b", "a:b",  "a\tb", "(x)", "a,b",
+                                      "a/b", "\x80", "a\"",  "[v]"};
     unsigned wrong = 0;
 
     ok(http1_token("X-Foo", 5), "token: X-Foo");

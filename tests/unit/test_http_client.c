@@ -262,9 +262,12 @@ static void test_basic(struct http_client *hc, struct waiter *w)
     is_int(r->status, 200, "GET /hello status is 200");
     is_str(r->body, "{\"hello\":\"world\"}", "GET /hello body is returned whole");
     is_int(r->body_len, 17, "body_len counts the bytes");
-    is_str(http_response_header(r, "Cache-Control"), "public, max-age=120", "Cache-Control header is returned");
-    is_str(http_response_header(r, "content-type"), "application/json", "header lookup is case-insensitive");
-    is_str(http_response_header(r, "METADATA-FLAVOR"), "Google", "Metadata-Flavor header is returned");
+    is_str(http_response_header(r, "Cache-Control"), "public, max-age=120",
+           "Cache-Control header is returned");
+    is_str(http_response_header(r, "content-type"), "application/json",
+           "header lookup is case-insensitive");
+    is_str(http_response_header(r, "METADATA-FLAVOR"), "Google",
+           "Metadata-Flavor header is returned");
     is_str(http_response_header(r, "X-Dup"), "first", "the first of repeated headers is returned");
     is_str(http_response_header(r, "X-Padded"), "v", "header values are trimmed");
     ok(http_response_header(r, "X-Absent") == NULL, "an absent header is NULL");
@@ -280,7 +283,8 @@ static void test_status_and_empty(struct http_client *hc, struct waiter *w)
     struct http_response *r = one(hc, w, &req);
     ok(r && r->error == HTTP_ERR_NONE && r->status == 503,
        "a 503 is a response (status 503), not a transport error");
-    ok(r && r->body && r->body_len == 0 && r->body[0] == '\0', "an empty body is \"\" with length 0");
+    ok(r && r->body && r->body_len == 0 && r->body[0] == '\0',
+       "an empty body is \"\" with length 0");
     free(u);
     u = url("/nope");
     req.url = u;
@@ -293,8 +297,12 @@ static void test_post_echo(struct http_client *hc, struct waiter *w)
 {
     char *u = url("/echo");
     const char *hdrs[] = {"X-Test: yes", "Content-Type: application/x-www-form-urlencoded"};
-    struct http_request req = {.url = u, .allow_http = true, .headers = hdrs, .n_headers = 2,
-                               .body = "grant_type=x&a=b", .body_len = 16};
+    struct http_request req = {.url = u,
+                               .allow_http = true,
+                               .headers = hdrs,
+                               .n_headers = 2,
+                               .body = "grant_type=x&a=b",
+                               .body_len = 16};
     struct http_response *r = one(hc, w, &req);
     ok(r && r->status == 200, "POST /echo answers 200");
     ok(r && strstr(r->body, "\"method\": \"POST\""), "a body without method sends POST");
@@ -335,7 +343,8 @@ static void test_concurrency_and_cancel(struct http_client *hc, struct waiter *w
     double ms = (double)(mono_ns() - t0) / 1e6;
     is_int(w->got, 3, "three concurrent slow calls all complete");
     ok(ms < 1100, "three 400 ms calls run concurrently (%.0f ms < 1100)", ms);
-    ok(w->got == 3 && w->resp[0]->status == 200 && w->resp[2]->status == 200, "concurrent calls answer 200");
+    ok(w->got == 3 && w->resp[0]->status == 200 && w->resp[2]->status == 200,
+       "concurrent calls answer 200");
     is_int(flag, 0, "a cancelled call's callback never runs");
     free(u);
 }
@@ -358,10 +367,12 @@ static void test_caps(struct http_client *hc, struct waiter *w)
     char *u = url("/big?n=5000");
     struct http_request req = {.url = u, .allow_http = true, .max_body = 1000};
     struct http_response *r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_TOO_BIG, "a Content-Length over the cap fails too_big (%s)", r ? r->msg : "");
+    ok(r && r->error == HTTP_ERR_TOO_BIG, "a Content-Length over the cap fails too_big (%s)",
+       r ? r->msg : "");
     req.max_body = 5000;
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_NONE && r->body_len == 5000, "a body of exactly the cap is accepted");
+    ok(r && r->error == HTTP_ERR_NONE && r->body_len == 5000,
+       "a body of exactly the cap is accepted");
     free(u);
     u = url("/stream?n=3000000");
     req.url = u;
@@ -377,7 +388,8 @@ static void test_caps(struct http_client *hc, struct waiter *w)
     req.url = u;
     req.max_body = 0;
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_TOO_BIG, "100 KB of response headers fail too_big (%s)", r ? r->msg : "");
+    ok(r && r->error == HTTP_ERR_TOO_BIG, "100 KB of response headers fail too_big (%s)",
+       r ? r->msg : "");
     free(u);
 }
 
@@ -395,7 +407,8 @@ static void test_connect_errors(struct http_client *hc, struct waiter *w)
     char *u = xasprintf("http://127.0.0.1:%d/", closed_port);
     struct http_request req = {.url = u, .allow_http = true};
     struct http_response *r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_CONNECT, "a refused connection fails connect (%s)", r ? r->msg : "");
+    ok(r && r->error == HTTP_ERR_CONNECT, "a refused connection fails connect (%s)",
+       r ? r->msg : "");
     free(u);
 
     req.url = "http://192.0.2.1/jwks";
@@ -411,13 +424,16 @@ static void test_connect_errors(struct http_client *hc, struct waiter *w)
     req.allow_http = false;
     req.allow_metadata_http = true;
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_REFUSED, "allow_metadata_http does not open plain http to other hosts");
+    ok(r && r->error == HTTP_ERR_REFUSED,
+       "allow_metadata_http does not open plain http to other hosts");
     req.url = "http://169.254.169.253/computeMetadata/v1/";
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_REFUSED, "allow_metadata_http: a neighbour of the metadata address is refused");
+    ok(r && r->error == HTTP_ERR_REFUSED,
+       "allow_metadata_http: a neighbour of the metadata address is refused");
     req.url = "http://metadata.google.internal.evil.example/computeMetadata/v1/";
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_REFUSED, "allow_metadata_http: a look-alike metadata name is refused");
+    ok(r && r->error == HTTP_ERR_REFUSED,
+       "allow_metadata_http: a look-alike metadata name is refused");
     req.allow_http = true;
     req.allow_metadata_http = false;
 
@@ -425,7 +441,8 @@ static void test_connect_errors(struct http_client *hc, struct waiter *w)
     req.url = u;
     req.allow_http = false;
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_REFUSED, "plain http to loopback without allow_http fails refused");
+    ok(r && r->error == HTTP_ERR_REFUSED,
+       "plain http to loopback without allow_http fails refused");
     free(u);
 
     req.url = "ftp://127.0.0.1/x";
@@ -447,7 +464,9 @@ static void test_redirects(struct http_client *hc, struct waiter *w)
     char *u = xasprintf("http://127.0.0.1:%d/redirect?to=%s", port, to);
     struct http_request req = {.url = u, .allow_http = true};
     struct http_response *r = one(hc, w, &req);
-    ok(r && r->status == 302 && !strcmp(http_response_header(r, "Location") ? http_response_header(r, "Location") : "", to),
+    ok(r && r->status == 302 &&
+           !strcmp(http_response_header(r, "Location") ? http_response_header(r, "Location") : "",
+                   to),
        "without max_redirects a 302 is returned with its Location");
     req.max_redirects = 2;
     r = one(hc, w, &req);
@@ -460,7 +479,8 @@ static void test_redirects(struct http_client *hc, struct waiter *w)
     u = url("/loop");
     req.url = u;
     r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_HTTP, "a redirect loop stops at max_redirects (%s)", r ? r->msg : "");
+    ok(r && r->error == HTTP_ERR_HTTP, "a redirect loop stops at max_redirects (%s)",
+       r ? r->msg : "");
     free(u);
 
     u = xasprintf("http://127.0.0.1:%d/redirect?to=http://192.0.2.1/x", port);
@@ -508,7 +528,8 @@ static void test_tls(struct http_client *hc, struct waiter *w)
     char *u = xasprintf("https://127.0.0.1:%d/hello", tls_port);
     struct http_request req = {.url = u};
     struct http_response *r = one(hc, w, &req);
-    ok(r && r->error == HTTP_ERR_TLS, "a self-signed server fails TLS verification (%s)", r ? r->msg : "");
+    ok(r && r->error == HTTP_ERR_TLS, "a self-signed server fails TLS verification (%s)",
+       r ? r->msg : "");
     req.ca_file = cert_path;
     r = one(hc, w, &req);
     ok(r && r->error == HTTP_ERR_NONE && r->status == 200,
@@ -517,7 +538,8 @@ static void test_tls(struct http_client *hc, struct waiter *w)
     u = xasprintf("https://localhost:%d/hello", tls_port);
     req.url = u;
     r = one(hc, w, &req);
-    ok(r && r->error != HTTP_ERR_NONE, "a certificate for 127.0.0.1 does not verify as localhost (%s)",
+    ok(r && r->error != HTTP_ERR_NONE,
+       "a certificate for 127.0.0.1 does not verify as localhost (%s)",
        r ? http_error_name(r->error) : "");
     free(u);
     u = xasprintf("http://127.0.0.1:%d/hello", tls_port);
@@ -534,7 +556,8 @@ static void test_sync(void)
     char *u = url("/hello");
     struct http_request req = {.url = u, .allow_http = true};
     struct http_response *r = http_fetch_sync(&req);
-    ok(r && r->status == 200 && !strcmp(r->body, "{\"hello\":\"world\"}"), "http_fetch_sync returns the response");
+    ok(r && r->status == 200 && !strcmp(r->body, "{\"hello\":\"world\"}"),
+       "http_fetch_sync returns the response");
     ok(r && !strcmp(http_response_header(r, "Cache-Control"), "public, max-age=120"),
        "http_fetch_sync keeps the headers");
     http_response_free(r);

@@ -42,8 +42,8 @@ struct fake {
     enum identity_failure fail_kind;
     int fail_status;
     atomic_int mints;
-    int64_t lifetime_s;   /* exp = clock + lifetime */
-    bool real_clock;      /* exp from the wall clock instead of fake_now_ms */
+    int64_t lifetime_s;         /* exp = clock + lifetime */
+    bool real_clock;            /* exp from the wall clock instead of fake_now_ms */
     const char *override_aud;   /* a token for another audience */
     const char *override_email; /* a token for another account */
     const char *raw;            /* answer this instead of a JWT */
@@ -81,22 +81,26 @@ static void fake_answer(struct fake *f, const char *sa, const char *aud, identit
                         void *arg)
 {
     if (f->mode == FAKE_FAIL) {
-        struct identity_mint_result r = {.failure = f->fail_kind, .http_status = f->fail_status,
-                                         .detail = "grant roles/iam.serviceAccountOpenIdTokenCreator"};
+        struct identity_mint_result r = {
+            .failure = f->fail_kind,
+            .http_status = f->fail_status,
+            .detail = "grant roles/iam.serviceAccountOpenIdTokenCreator"};
         done(arg, &r);
         return;
     }
     int64_t now_s = (f->real_clock ? now_ms() : fake_now_ms) / 1000;
     char *tok = f->raw ? xstrdup(f->raw)
                        : fake_token(f->override_aud ? f->override_aud : aud,
-                                    f->override_email ? f->override_email : (sa ? sa : "me@p.iam.gserviceaccount.com"),
+                                    f->override_email ? f->override_email
+                                                      : (sa ? sa : "me@p.iam.gserviceaccount.com"),
                                     now_s + f->lifetime_s);
     struct identity_mint_result r = {.ok = true, .token = tok, .token_len = strlen(tok)};
     done(arg, &r);
     free(tok);
 }
 
-static void fake_mint(void *ctx, const char *sa, const char *aud, identity_mint_done done, void *arg)
+static void fake_mint(void *ctx, const char *sa, const char *aud, identity_mint_done done,
+                      void *arg)
 {
     struct fake *f = ctx;
     atomic_fetch_add(&f->mints, 1);
@@ -196,8 +200,9 @@ static void test_arithmetic(void)
         lo = d < lo ? d : lo;
         hi = d > hi ? d : hi;
     }
-    ok(lo >= 2430000 && hi <= 2700000, "1 h token: refresh at 67.5-75%% of its lifetime (%lld..%lld ms)",
-       (long long)lo, (long long)hi);
+    ok(lo >= 2430000 && hi <= 2700000,
+       "1 h token: refresh at 67.5-75%% of its lifetime (%lld..%lld ms)", (long long)lo,
+       (long long)hi);
     ok(hi > lo, "refresh delay has jitter");
     is_int(identity_refresh_delay_ms(now, now + 70000, 60, 0), 9000,
            "70 s token with 60 s margin: refresh before exp - margin - 1 s");
@@ -267,7 +272,8 @@ static void test_cache_and_margin(void)
 
     r = identity_get(id, "step@p.iam.gserviceaccount.com", "https://ledger.run.app", &t);
     is_int(r, REASON_ALLOWED, "impersonated pair served");
-    is_str(t.identity, "step@p.iam.gserviceaccount.com", "impersonated identity is the step's account");
+    is_str(t.identity, "step@p.iam.gserviceaccount.com",
+           "impersonated identity is the step's account");
     identity_token_release(&t);
     r = identity_get(id, "", "https://billing.run.app", &t);
     is_int(r, REASON_ALLOWED, "empty service account means baton's own identity");
@@ -320,9 +326,12 @@ static void test_bad_tokens(void)
         {"already expired token is not stored", NULL, NULL, NULL, -10, "expired"},
         {"token for another audience is not stored", NULL, "https://b.run.app", NULL, 3600, "aud"},
         {"not a JWT is not stored", "not-a-jwt", NULL, NULL, 3600, "malformed"},
-        {"JWT with non-JSON payload is not stored", "eyJh.bm90IGpzb24.c2ln", NULL, NULL, 3600, "malformed"},
-        {"token with a space is not stored", "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2 ln", NULL, NULL, 3600, "malformed"},
-        {"payload without exp is not stored", "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2EucnVuLmFwcCJ9.c2ln", NULL, NULL, 3600, "exp"},
+        {"JWT with non-JSON payload is not stored", "eyJh.bm90IGpzb24.c2ln", NULL, NULL, 3600,
+         "malformed"},
+        {"token with a space is not stored", "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2 ln", NULL, NULL,
+         3600, "malformed"},
+        {"payload without exp is not stored",
+         "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2EucnVuLmFwcCJ9.c2ln", NULL, NULL, 3600, "exp"},
     };
     fake_now_ms = 1700000000000LL;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -334,8 +343,8 @@ static void test_bad_tokens(void)
         id = new_id(b, &f, &own, 1, true);
         identity_start(id);
         run_pending(b);
-        is_int(identity_get(id, NULL, "https://a.run.app", &t), REASON_IDENTITY_UNAVAILABLE,
-               "%s", cases[i].name);
+        is_int(identity_get(id, NULL, "https://a.run.app", &t), REASON_IDENTITY_UNAVAILABLE, "%s",
+               cases[i].name);
         detail = identity_ready_detail(id);
         ok(strstr(detail, cases[i].expect_in_detail) != NULL, "%s: detail says %s", cases[i].name,
            cases[i].expect_in_detail);
@@ -435,7 +444,8 @@ static void test_timing(void)
     struct identity_token t, old;
     struct identity_pair own = {NULL, "https://a.run.app"};
     struct identity_source src = {.ctx = &f, .mint = fake_mint, .free = fake_free};
-    struct identity_opts o = {.margin_s = 1, .backoff_min_ms = 50, .backoff_max_ms = 200, .seed = 7};
+    struct identity_opts o = {
+        .margin_s = 1, .backoff_min_ms = 50, .backoff_max_ms = 200, .seed = 7};
     int n;
 
     /* A 3 s token with a 1 s margin is refreshed every second. */
@@ -461,11 +471,13 @@ static void test_timing(void)
     atomic_store(&f.mints, 0);
     run_for_ms(b, 1500);
     n = atomic_load(&f.mints);
-    ok(n >= 3 && n <= 30, "failing source retried with backoff, not in a hot loop (%d tries in 1.5 s)", n);
+    ok(n >= 3 && n <= 30,
+       "failing source retried with backoff, not in a hot loop (%d tries in 1.5 s)", n);
     f.mode = FAKE_OK;
     f.lifetime_s = 3600;
     run_for_ms(b, 400);
-    is_int(identity_get(id, NULL, own.audience, &t), REASON_ALLOWED, "recovers once the source answers");
+    is_int(identity_get(id, NULL, own.audience, &t), REASON_ALLOWED,
+           "recovers once the source answers");
     ok(t.expires_at > now_ms() / 1000 + 3000, "recovered token is the new 1 h token");
     identity_token_release(&t);
     n = atomic_load(&f.mints);
@@ -482,8 +494,10 @@ static void test_set_pairs(void)
     struct fake f;
     struct identity *id;
     struct identity_token t;
-    struct identity_pair dup[] = {{NULL, "https://a.run.app"}, {NULL, "https://a.run.app"},
-                                  {"", "https://a.run.app"}, {"s@p.iam.gserviceaccount.com", NULL}};
+    struct identity_pair dup[] = {{NULL, "https://a.run.app"},
+                                  {NULL, "https://a.run.app"},
+                                  {"", "https://a.run.app"},
+                                  {"s@p.iam.gserviceaccount.com", NULL}};
     struct identity_pair next[] = {{NULL, "https://b.run.app"}, {NULL, "https://a.run.app"}};
     struct stats_seen seen = {0};
 

@@ -101,12 +101,16 @@ static int idp_ready(struct idp *idps_, int n)
         json_t *info = json_loads(line, 0, NULL), *kids;
         if (!info)
             goto out;
-        snprintf(p->issuer, sizeof(p->issuer), "%s", json_string_value(json_object_get(info, "issuer")));
-        snprintf(p->jwks_uri, sizeof(p->jwks_uri), "%s", json_string_value(json_object_get(info, "jwks_uri")));
-        snprintf(p->control, sizeof(p->control), "%s", json_string_value(json_object_get(info, "control")));
+        snprintf(p->issuer, sizeof(p->issuer), "%s",
+                 json_string_value(json_object_get(info, "issuer")));
+        snprintf(p->jwks_uri, sizeof(p->jwks_uri), "%s",
+                 json_string_value(json_object_get(info, "jwks_uri")));
+        snprintf(p->control, sizeof(p->control), "%s",
+                 json_string_value(json_object_get(info, "control")));
         kids = json_object_get(info, "kids");
         for (size_t i = 0; i < json_array_size(kids) && i < 4; i++)
-            snprintf(p->kids[p->nkids++], sizeof(p->kids[0]), "%s", json_string_value(json_array_get(kids, i)));
+            snprintf(p->kids[p->nkids++], sizeof(p->kids[0]), "%s",
+                     json_string_value(json_array_get(kids, i)));
         json_decref(info);
     }
     rc = got == n ? 0 : -1;
@@ -230,13 +234,13 @@ static struct jwks_issuer_stats st(int i)
     return s;
 }
 
-#define WAIT_UNTIL(cond, ms)                                                     \
-    ({                                                                           \
-        uint64_t until_ = mono_ns() + (uint64_t)(ms) * 1000000u;                 \
-        bool r_;                                                                 \
-        while (!(r_ = (cond)) && mono_ns() < until_)                             \
-            usleep(20000);                                                       \
-        r_;                                                                      \
+#define WAIT_UNTIL(cond, ms)                                   \
+    ({                                                         \
+        uint64_t until_ = mono_ns() + (uint64_t)(ms)*1000000u; \
+        bool r_;                                               \
+        while (!(r_ = (cond)) && mono_ns() < until_)           \
+            usleep(20000);                                     \
+        r_;                                                    \
     })
 
 /* Gaps (seconds) between consecutive request times reported by a stand-in. */
@@ -279,7 +283,19 @@ static void *flood_main(void *arg)
 
 /* ---- the scenario ------------------------------------------------------- */
 
-enum { I_AWS, I_SCHED, I_CLAMPMAX, I_CLAMPMIN, I_DOWN, I_NEVER, I_MISMATCH, I_FLOOD, I_FILE, I_PLAIN, N_ISS };
+enum {
+    I_AWS,
+    I_SCHED,
+    I_CLAMPMAX,
+    I_CLAMPMIN,
+    I_DOWN,
+    I_NEVER,
+    I_MISMATCH,
+    I_FLOOD,
+    I_FILE,
+    I_PLAIN,
+    N_ISS
+};
 enum { P_AWS, P_SCHED, P_CLAMPMAX, P_CLAMPMIN, P_DOWN, P_NEVER, P_MISMATCH, P_FLOOD, N_IDP };
 
 static struct idp idps[N_IDP];
@@ -310,7 +326,8 @@ static void check_gaps(struct idp *p, const char *what, double lo, double hi, si
             tap_diag("  %s: gap %zu is %.3f s", what, i, gaps[i]);
             bad++;
         }
-    ok(n >= min_gaps && bad == 0, "%s: %zu refresh intervals, each within [%.2f, %.2f] s", what, n, lo, hi);
+    ok(n >= min_gaps && bad == 0, "%s: %zu refresh intervals, each within [%.2f, %.2f] s", what, n,
+       lo, hi);
 }
 
 static void scenario(void)
@@ -335,8 +352,10 @@ static void scenario(void)
 
     set_issuer(I_AWS, "aws", KEYS_DISCOVERY, idps[P_AWS].issuer, NULL, 1, 3600);
     set_issuer(I_SCHED, "sched", KEYS_DISCOVERY, idps[P_SCHED].issuer, NULL, 1, 60);
-    set_issuer(I_CLAMPMAX, "clampmax", KEYS_JWKS_URI, idps[P_CLAMPMAX].issuer, idps[P_CLAMPMAX].jwks_uri, 1, 2);
-    set_issuer(I_CLAMPMIN, "clampmin", KEYS_JWKS_URI, idps[P_CLAMPMIN].issuer, idps[P_CLAMPMIN].jwks_uri, 2, 60);
+    set_issuer(I_CLAMPMAX, "clampmax", KEYS_JWKS_URI, idps[P_CLAMPMAX].issuer,
+               idps[P_CLAMPMAX].jwks_uri, 1, 2);
+    set_issuer(I_CLAMPMIN, "clampmin", KEYS_JWKS_URI, idps[P_CLAMPMIN].issuer,
+               idps[P_CLAMPMIN].jwks_uri, 2, 60);
     set_issuer(I_DOWN, "down", KEYS_DISCOVERY, idps[P_DOWN].issuer, NULL, 2, 3600);
     set_issuer(I_NEVER, "never", KEYS_DISCOVERY, idps[P_NEVER].issuer, NULL, 2, 3600);
     set_issuer(I_MISMATCH, "mismatch", KEYS_DISCOVERY, idps[P_MISMATCH].issuer, NULL, 2, 3600);
@@ -374,13 +393,14 @@ static void scenario(void)
     is_int(key_count(I_CLAMPMAX), 1, "Cognito stand-in: one RS256 key through jwks_uri");
     ok(has_kid(I_FILE, idps[P_AWS].kids[0]), "jwks_file: the file's kid is found");
     ok(WAIT_UNTIL(st(I_NEVER).fetch_failed >= 1 && st(I_MISMATCH).fetch_failed >= 1 &&
-                  st(I_PLAIN).fetch_failed >= 1, 3000),
+                      st(I_PLAIN).fetch_failed >= 1,
+                  3000),
        "the three broken issuers have failed at least once");
     ok(!jwks_ready(J), "not ready while an issuer never loaded");
     ok(K.acquire(K.ctx, &iss[I_NEVER]) == NULL && K.generation(K.ctx, &iss[I_NEVER]) == 0,
        "never-loaded issuer (503): acquire NULL, generation 0");
-    ok(strstr(st(I_NEVER).last_error, "503") != NULL, "never-loaded issuer: the error names the status (%s)",
-       st(I_NEVER).last_error);
+    ok(strstr(st(I_NEVER).last_error, "503") != NULL,
+       "never-loaded issuer: the error names the status (%s)", st(I_NEVER).last_error);
     ok(K.acquire(K.ctx, &iss[I_MISMATCH]) == NULL, "discovery issuer mismatch: no keys");
     ok(strstr(st(I_MISMATCH).last_error, "names issuer") != NULL,
        "discovery issuer mismatch: rejected with a reason (%s)", st(I_MISMATCH).last_error);
@@ -414,10 +434,11 @@ static void scenario(void)
     json_decref(rot);
     ok(!has_kid(I_AWS, newkid), "a freshly rotated key is not known before a refresh");
     K.kid_miss(K.ctx, &iss[I_AWS]);
-    ok(WAIT_UNTIL(has_kid(I_AWS, newkid), 3000), "an unknown kid triggers a refresh that finds the new key");
+    ok(WAIT_UNTIL(has_kid(I_AWS, newkid), 3000),
+       "an unknown kid triggers a refresh that finds the new key");
     g1 = K.generation(K.ctx, &iss[I_AWS]);
-    ok(g1 > g0, "the generation increases when a key appears (%llu -> %llu)", (unsigned long long)g0,
-       (unsigned long long)g1);
+    ok(g1 > g0, "the generation increases when a key appears (%llu -> %llu)",
+       (unsigned long long)g0, (unsigned long long)g1);
     ok(has_kid(I_AWS, idps[P_AWS].kids[0]), "the old key stays while it is still published");
     ok(st(I_AWS).kid_miss_refreshes >= 1, "the refresh is counted as caused by a kid miss");
     ctl_do(&idps[P_AWS], "/remove?kid=%s", idps[P_AWS].kids[0]);
@@ -426,7 +447,8 @@ static void scenario(void)
        "a key removed from the JWKS is no longer found after the next refresh");
     g2 = K.generation(K.ctx, &iss[I_AWS]);
     ok(g2 > g1, "the generation increases when a key disappears");
-    ok(has_kid(I_AWS, newkid) && has_kid(I_AWS, idps[P_AWS].kids[1]), "the remaining keys are still found");
+    ok(has_kid(I_AWS, newkid) && has_kid(I_AWS, idps[P_AWS].kids[1]),
+       "the remaining keys are still found");
 
     /* 4. rotation through the schedule (max-age=1 within [1, 60]) */
     uint64_t gs = K.generation(K.ctx, &iss[I_SCHED]);
@@ -453,10 +475,13 @@ static void scenario(void)
     ok(flood_jwks >= 1 && flood_jwks <= bound,
        "random-kid flood: %llu kid misses in %.1f s cost %ld JWKS fetches (bound %ld)",
        (unsigned long long)atomic_load(&flood_calls), flood_s, flood_jwks, bound);
-    ok(flood_disc <= bound, "random-kid flood: %ld discovery fetches (bound %ld)", flood_disc, bound);
+    ok(flood_disc <= bound, "random-kid flood: %ld discovery fetches (bound %ld)", flood_disc,
+       bound);
     is_int(fs.kid_miss, atomic_load(&flood_calls), "every kid miss is counted");
-    ok(fs.kid_miss_limited + fs.kid_miss_refreshes <= fs.kid_miss && fs.kid_miss_limited > fs.kid_miss / 2,
-       "most kid misses are absorbed by the limit (%llu limited)", (unsigned long long)fs.kid_miss_limited);
+    ok(fs.kid_miss_limited + fs.kid_miss_refreshes <= fs.kid_miss &&
+           fs.kid_miss_limited > fs.kid_miss / 2,
+       "most kid misses are absorbed by the limit (%llu limited)",
+       (unsigned long long)fs.kid_miss_limited);
 
     /* 6. the outage: cached keys keep working, retries back off */
     double down_s = (double)(mono_ns() - down_t) / 1e9;
@@ -464,7 +489,8 @@ static void scenario(void)
     ok(has_kid(I_DOWN, idps[P_DOWN].kids[0]),
        "issuer down for %.1f s: its cached keys keep working", down_s);
     ok(ds.loaded && ds.consecutive_failures >= 3 && strstr(ds.last_error, "503"),
-       "issuer down: %u consecutive failures recorded (%s)", ds.consecutive_failures, ds.last_error);
+       "issuer down: %u consecutive failures recorded (%s)", ds.consecutive_failures,
+       ds.last_error);
     {
         double gaps[32];
         size_t n = request_gaps(&idps[P_DOWN], "discovery_times", gaps, 32);
@@ -474,19 +500,22 @@ static void scenario(void)
             mingap = gaps[i] < mingap ? gaps[i] : mingap;
         }
         ok(n >= 3 && n <= 16, "issuer down: %zu retries in %.1f s (bounded)", n, down_s);
-        ok(n >= 3 && maxgap >= 3 * mingap, "issuer down: retries back off (shortest gap %.3f s, longest %.3f s)",
-           mingap, maxgap);
-        ok(maxgap <= 3.0, "issuer down: no retry gap much over refresh_min_s = 2 s (max %.3f s)", maxgap);
+        ok(n >= 3 && maxgap >= 3 * mingap,
+           "issuer down: retries back off (shortest gap %.3f s, longest %.3f s)", mingap, maxgap);
+        ok(maxgap <= 3.0, "issuer down: no retry gap much over refresh_min_s = 2 s (max %.3f s)",
+           maxgap);
     }
     ctl_do(&idps[P_DOWN], "/mode?m=%s", "up");
-    ok(WAIT_UNTIL(st(I_DOWN).consecutive_failures == 0, 4000), "issuer back up: the next retry succeeds");
+    ok(WAIT_UNTIL(st(I_DOWN).consecutive_failures == 0, 4000),
+       "issuer back up: the next retry succeeds");
     is_str(st(I_DOWN).last_error, "", "issuer back up: the error is cleared");
 
     /* 7. the file changes, then breaks */
     uint64_t gf = K.generation(K.ctx, &iss[I_FILE]);
     ok(cognito_doc && write_file(jwks_path, cognito_doc) == 0, "replace the jwks_file");
     free(cognito_doc);
-    ok(WAIT_UNTIL(has_kid(I_FILE, idps[P_CLAMPMAX].kids[0]), 3000), "jwks_file: the new file's key is found");
+    ok(WAIT_UNTIL(has_kid(I_FILE, idps[P_CLAMPMAX].kids[0]), 3000),
+       "jwks_file: the new file's key is found");
     ok(!has_kid(I_FILE, idps[P_AWS].kids[0]) && K.generation(K.ctx, &iss[I_FILE]) > gf,
        "jwks_file: the old key is gone and the generation increased");
     uint64_t failed_before = st(I_FILE).fetch_failed;
@@ -499,7 +528,7 @@ static void scenario(void)
     ok(WAIT_UNTIL(st(I_FILE).empty_sets == 1, 3000),
        "jwks_file: an empty set is published and counted");
     ok(!has_kid(I_FILE, idps[P_CLAMPMAX].kids[0]) && st(I_FILE).keys == 0 &&
-       st(I_FILE).fetch_failed == failed_before && st(I_FILE).last_error[0] == '\0',
+           st(I_FILE).fetch_failed == failed_before && st(I_FILE).last_error[0] == '\0',
        "jwks_file: a set without usable keys revokes the old keys; not a failed fetch");
 
     /* 8. Cache-Control within bounds, measured at the stand-ins */
@@ -510,8 +539,8 @@ static void scenario(void)
     {
         struct jwks_issuer_stats cs = st(I_CLAMPMAX);
         int64_t ahead = cs.next_refresh_ms - now_ms();
-        ok(cs.next_refresh_ms > 0 && ahead <= 2100, "next_refresh_ms is set and within refresh_max_s (%lld ms)",
-           (long long)ahead);
+        ok(cs.next_refresh_ms > 0 && ahead <= 2100,
+           "next_refresh_ms is set and within refresh_max_s (%lld ms)", (long long)ahead);
     }
     ok(!jwks_ready(J), "still not ready: three issuers never loaded");
 
@@ -549,8 +578,8 @@ static void test_sync(void)
     double ms = (double)(mono_ns() - t0) / 1e6;
     is_int(rc, -1, "jwks_load_sync reports the issuers that did not load");
     is_int(d.n, 2, "one diagnostic per failed issuer");
-    ok(d.n >= 1 && strstr(d.v[0].msg, "never") && strstr(d.v[0].msg, "503"), "diagnostic names the issuer and cause (%s)",
-       d.n ? d.v[0].msg : "");
+    ok(d.n >= 1 && strstr(d.v[0].msg, "never") && strstr(d.v[0].msg, "503"),
+       "diagnostic names the issuer and cause (%s)", d.n ? d.v[0].msg : "");
     ok(d.n >= 2 && strstr(d.v[1].msg, "hung") && strstr(d.v[1].msg, "timeout"),
        "a hung issuer fails by its fetch_timeout_ms (%s)", d.n >= 2 ? d.v[1].msg : "");
     ok(ms < 1500, "jwks_load_sync is bounded by the fetch timeouts (%.0f ms)", ms);
@@ -569,7 +598,8 @@ static void test_sync(void)
     ok(k2.generation(k2.ctx, &s_iss[0]) != 0 &&
            k2.generation(k2.ctx, &s_iss[0]) != k.generation(k.ctx, &s_iss[0]),
        "jwks_inherit: a fresh generation, distinct from the old one");
-    ok(k2.acquire(k2.ctx, &s_iss[1]) == NULL, "jwks_inherit: never-loaded issuers stay without keys");
+    ok(k2.acquire(k2.ctx, &s_iss[1]) == NULL,
+       "jwks_inherit: never-loaded issuers stay without keys");
     jwks_free(j2);
     jwks_free(j);
 }
@@ -578,10 +608,10 @@ int main(void)
 {
     static const char *const spec[N_IDP] = {
         /* RSA key generation is slow: only the two that matter get RSA keys */
-        [P_AWS] = "aws:public, max-age=3600",        [P_SCHED] = "aws:max-age=1:ES256,ES384",
-        [P_CLAMPMAX] = "cognito:max-age=3600",       [P_CLAMPMIN] = "cognito:no-cache:ES256",
-        [P_DOWN] = "aws:max-age=1:ES256",            [P_NEVER] = "aws:max-age=3600:ES256",
-        [P_MISMATCH] = "aws:max-age=3600:ES256",     [P_FLOOD] = "aws:max-age=3600:ES256",
+        [P_AWS] = "aws:public, max-age=3600",    [P_SCHED] = "aws:max-age=1:ES256,ES384",
+        [P_CLAMPMAX] = "cognito:max-age=3600",   [P_CLAMPMIN] = "cognito:no-cache:ES256",
+        [P_DOWN] = "aws:max-age=1:ES256",        [P_NEVER] = "aws:max-age=3600:ES256",
+        [P_MISMATCH] = "aws:max-age=3600:ES256", [P_FLOOD] = "aws:max-age=3600:ES256",
     };
     int started;
 

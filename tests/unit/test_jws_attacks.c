@@ -132,7 +132,8 @@ static void build_cases(void)
     h = xstrdup("{\"alg\":\"RS256\",\"kid\":\"a-rsa\"}");
     control("control: absent typ is accepted", tk_sign(k_rsa, "RS256", h, base_p));
     free(h);
-    p = claims_fmt("{\"iss\":\"" ISS_A "\",\"sub\":\"s\",\"aud\":[\"x\",\"" AUD "\"],\"exp\":%lld}");
+    p = claims_fmt("{\"iss\":\"" ISS_A "\",\"sub\":\"s\",\"aud\":[\"x\",\"" AUD
+                   "\"],\"exp\":%lld}");
     control("control: aud array containing the audience", tk_sign(k_rsa, "RS256", base_h, p));
     free(p);
     p = xasprintf("{\"iss\":\"" ISS_A "\",\"aud\":\"" AUD "\",\"exp\":%lld}", (long long)now - 30);
@@ -158,8 +159,8 @@ static void build_cases(void)
         tk_sign_hmac("HS256", x, strlen(x), h, base_p), REASON_ALG_NOT_ALLOWED);
     free(x);
     x = json_dumps(jwk_rsa, JSON_COMPACT);
-    add("HS256 signed with the RSA JWK JSON as secret", tk_sign_hmac("HS256", x, strlen(x), h, base_p),
-        REASON_ALG_NOT_ALLOWED);
+    add("HS256 signed with the RSA JWK JSON as secret",
+        tk_sign_hmac("HS256", x, strlen(x), h, base_p), REASON_ALG_NOT_ALLOWED);
     free(x);
     add("HS256 with an empty secret over an RSA JWK without alg (CVE-2026-44699 shape)",
         tk_sign_hmac("HS256", "", 0, h, base_p), REASON_ALG_NOT_ALLOWED);
@@ -197,8 +198,8 @@ static void build_cases(void)
     add("kid with SQL characters", tk_sign(k_rsa, "RS256", h, base_p), REASON_UNKNOWN_KID);
     free(h);
     h = hdr("RS256", "a-rsa\\u0000");
-    add("kid with an escaped NUL (jansson refuses NUL in strings)", tk_sign(k_rsa, "RS256", h, base_p),
-        REASON_TOKEN_BAD_JSON);
+    add("kid with an escaped NUL (jansson refuses NUL in strings)",
+        tk_sign(k_rsa, "RS256", h, base_p), REASON_TOKEN_BAD_JSON);
     free(h);
     add("kid is a number", tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":1}", base_p),
         REASON_BAD_CLAIM_TYPE);
@@ -239,7 +240,8 @@ static void build_cases(void)
          * unused: set one of them to spell the same bytes differently. */
         char *m = xstrdup(good);
         char *last = m + strlen(m) - 1;
-        static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        static const char alpha[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         int v = (int)(strchr(alpha, *last) - alpha);
         *last = alpha[v | 1];
         add("signature with non-canonical trailing bits (same bytes, other spelling)", m,
@@ -260,7 +262,8 @@ static void build_cases(void)
         REASON_TOKEN_BAD_JSON);
     add("payload is a JSON string", tk_sign(k_rsa, "RS256", base_h, "\"sub\""),
         REASON_TOKEN_BAD_JSON);
-    add("header is not UTF-8", tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"\xff\"}", base_p),
+    add("header is not UTF-8",
+        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"\xff\"}", base_p),
         REASON_TOKEN_BAD_JSON);
     add("duplicate alg in the header (RS256 then none)",
         tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"alg\":\"none\"}", base_p),
@@ -336,10 +339,11 @@ static void build_cases(void)
 
     /* ---- header extensions and embedded keys ---- */
     add("crit [\"exp\"]",
-        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"crit\":[\"exp\"],\"exp\":1}",
-                base_p),
+        tk_sign(k_rsa, "RS256",
+                "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"crit\":[\"exp\"],\"exp\":1}", base_p),
         REASON_CRIT_UNSUPPORTED);
-    add("crit empty array", tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"crit\":[]}", base_p),
+    add("crit empty array",
+        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"crit\":[]}", base_p),
         REASON_CRIT_UNSUPPORTED);
     add("b64:false with crit [\"b64\"] (RFC 7797)",
         tk_sign(k_rsa, "RS256",
@@ -350,11 +354,13 @@ static void build_cases(void)
         REASON_CRIT_UNSUPPORTED);
     add("jku pointing at an attacker's JWKS",
         tk_sign(k_evil, "RS256",
-                "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"jku\":\"https://evil.example/jwks\"}", base_p),
+                "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"jku\":\"https://evil.example/jwks\"}",
+                base_p),
         REASON_EMBEDDED_KEY);
     add("x5u pointing at an attacker's certificate",
         tk_sign(k_evil, "RS256",
-                "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"x5u\":\"https://evil.example/c.pem\"}", base_p),
+                "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"x5u\":\"https://evil.example/c.pem\"}",
+                base_p),
         REASON_EMBEDDED_KEY);
     {
         json_t *ej = tk_jwk(k_evil, "a-rsa", "RS256");
@@ -367,7 +373,8 @@ static void build_cases(void)
         json_decref(ej);
     }
     add("x5c embedded certificate chain",
-        tk_sign(k_evil, "RS256", "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"x5c\":[\"MIIB\"]}", base_p),
+        tk_sign(k_evil, "RS256", "{\"alg\":\"RS256\",\"kid\":\"a-rsa\",\"x5c\":[\"MIIB\"]}",
+                base_p),
         REASON_EMBEDDED_KEY);
 
     /* ---- claims ---- */
@@ -407,7 +414,8 @@ static void build_cases(void)
     p = xstrdup("{\"iss\":\"" ISS_A "\",\"aud\":\"" AUD "\"}");
     add("exp missing", tk_sign(k_rsa, "RS256", base_h, p), REASON_EXP_MISSING);
     free(p);
-    p = xasprintf("{\"iss\":\"" ISS_A "\",\"aud\":\"" AUD "\",\"exp\":%lld}", (long long)now - 3600);
+    p = xasprintf("{\"iss\":\"" ISS_A "\",\"aud\":\"" AUD "\",\"exp\":%lld}",
+                  (long long)now - 3600);
     add("exp an hour ago", tk_sign(k_rsa, "RS256", base_h, p), REASON_EXPIRED);
     free(p);
     p = xasprintf("{\"iss\":\"" ISS_A "\",\"aud\":\"" AUD "\",\"exp\":%lld}", (long long)now - 61);
@@ -429,17 +437,19 @@ static void build_cases(void)
         tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"typ\":\"JOSE\",\"kid\":\"a-rsa\"}", base_p),
         REASON_TYP_NOT_ALLOWED);
     add("typ text/jwt (another top-level type)",
-        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"typ\":\"text/jwt\",\"kid\":\"a-rsa\"}", base_p),
+        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"typ\":\"text/jwt\",\"kid\":\"a-rsa\"}",
+                base_p),
         REASON_TYP_NOT_ALLOWED);
-    add("typ is a number", tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"typ\":1,\"kid\":\"a-rsa\"}", base_p),
+    add("typ is a number",
+        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"typ\":1,\"kid\":\"a-rsa\"}", base_p),
         REASON_BAD_CLAIM_TYPE);
     p = claims_fmt("{\"iss\":\"" ISS_A "\",\"sub\":5,\"aud\":\"" AUD "\",\"exp\":%lld}");
     add("sub is a number", tk_sign(k_rsa, "RS256", base_h, p), REASON_BAD_CLAIM_TYPE);
     free(p);
     p = claims_fmt("{\"iss\":\"" ISS_C "\",\"client_id\":\"client123\",\"token_use\":\"id\","
                    "\"exp\":%lld}");
-    add("Cognito ID token where an access token is required", tk_sign(k_b, "RS256", "{\"alg\":\"RS256\"}", p),
-        REASON_TOKEN_USE_MISMATCH);
+    add("Cognito ID token where an access token is required",
+        tk_sign(k_b, "RS256", "{\"alg\":\"RS256\"}", p), REASON_TOKEN_USE_MISMATCH);
     free(p);
     p = claims_fmt("{\"iss\":\"" ISS_C "\",\"client_id\":\"other\",\"token_use\":\"access\","
                    "\"exp\":%lld}");
@@ -459,8 +469,8 @@ static void build_cases(void)
         tk_sign(k_ec256, "ES256", "{\"alg\":\"ES256\"}", p), REASON_ALG_KEY_MISMATCH);
     free(p);
     p = claims_fmt("{\"iss\":\"" ISS_D "\",\"aud\":\"" AUD "\",\"exp\":%lld}");
-    add("issuer D: keys never loaded", tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"d\"}", p),
-        REASON_KEYS_UNAVAILABLE);
+    add("issuer D: keys never loaded",
+        tk_sign(k_rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"d\"}", p), REASON_KEYS_UNAVAILABLE);
     free(p);
 
     free(good);
@@ -578,11 +588,16 @@ static void keyset_cases(void)
     }
     {
         static const char *const bad[] = {
-            "", "[]", "{\"keys\":{}}", "{\"kid\":\"x\"}", "{\"keys\":[],\"keys\":[]}",
-            "{\"keys\":[{\"kty\":\"RSA\",", "{\"keys\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}",
+            "",
+            "[]",
+            "{\"keys\":{}}",
+            "{\"kid\":\"x\"}",
+            "{\"keys\":[],\"keys\":[]}",
+            "{\"keys\":[{\"kty\":\"RSA\",",
+            "{\"keys\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}",
         };
         static const char *const why[] = {
-            "empty document", "an array", "keys not an array", "no keys member",
+            "empty document",         "an array",       "keys not an array",      "no keys member",
             "duplicate member names", "truncated JSON", "nesting deeper than 16",
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -84,7 +84,7 @@ static const struct {
     {"{\"a\":-9223372036854775808}", 0, 1}, /* INT64_MIN */
     {"{\"a\":9223372036854775808}", 0, 0},  /* too big integer */
     {"{\"a\":-9223372036854775809}", 0, 0},
-    {"{\"a\":1e309}", 0, 0},  /* real overflow */
+    {"{\"a\":1e309}", 0, 0}, /* real overflow */
     {"{\"a\":-1e309}", 0, 0},
     {"{\"a\":1e-400}", 0, 1}, /* underflow is accepted, as jansson does */
     {"{\"a\":0.000000000000000000000000000000000000000000000000000000000000000000000001}", 0, 1},
@@ -118,55 +118,55 @@ static const struct {
     {"{\"a", 0, 0},
     {"", 0, 0},
     {"   ", 0, 0},
-    {"[]", 0, 0},   /* valid JSON, not an object */
+    {"[]", 0, 0}, /* valid JSON, not an object */
     {"\"s\"", 0, 0},
     {"1", 0, 0},
     {"null", 0, 0},
-    {"{\"a\":1,\"a\":2}", 0, 0},                 /* duplicate */
-    {"{\"a\":1,\"\\u0061\":2}", 0, 0},           /* duplicate after unescaping */
-    {"{\"a\":{\"b\":1,\"b\":1}}", 0, 0},         /* duplicate in a nested object */
-    {"{\"a\":1,\"A\":2}", 0, 1},                 /* names are case-sensitive */
-    {"{\"\":1}", 0, 1},                          /* an empty name */
+    {"{\"a\":1,\"a\":2}", 0, 0},         /* duplicate */
+    {"{\"a\":1,\"\\u0061\":2}", 0, 0},   /* duplicate after unescaping */
+    {"{\"a\":{\"b\":1,\"b\":1}}", 0, 0}, /* duplicate in a nested object */
+    {"{\"a\":1,\"A\":2}", 0, 1},         /* names are case-sensitive */
+    {"{\"\":1}", 0, 1},                  /* an empty name */
     {"{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}", 0, 1},
     {"{\"a\":\"\\x\"}", 0, 0},
     {"{\"a\":\"\\'\"}", 0, 0},
     {"{\"a\":\"\\u00e9\\u20AC\\uD83D\\uDE00\"}", 0, 1},
-    {"{\"a\":\"\\u0000\"}", 0, 0},               /* NUL */
+    {"{\"a\":\"\\u0000\"}", 0, 0}, /* NUL */
     {"{\"\\u0000\":1}", 0, 0},
-    {"{\"a\":\"\\uD83D\"}", 0, 0},               /* lone high surrogate */
+    {"{\"a\":\"\\uD83D\"}", 0, 0}, /* lone high surrogate */
     {"{\"a\":\"\\uD83Dx\"}", 0, 0},
     {"{\"a\":\"\\uD83D\\n\"}", 0, 0},
-    {"{\"a\":\"\\uD83D\\u0041\"}", 0, 0},        /* high + non-low */
-    {"{\"a\":\"\\uDE00\"}", 0, 0},               /* lone low surrogate */
+    {"{\"a\":\"\\uD83D\\u0041\"}", 0, 0}, /* high + non-low */
+    {"{\"a\":\"\\uDE00\"}", 0, 0},        /* lone low surrogate */
     {"{\"a\":\"\\u12\"}", 0, 0},
     {"{\"a\":\"\\u12G4\"}", 0, 0},
     {"{\"a\":\"\\", 0, 0},
     {"{\"a\":\"\\u", 0, 0},
     {"{\"a\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}", 0, 1}, /* raw UTF-8 */
     {"{\"a\":\"\xc3\xa9\\n\xc3\xa9\"}", 0, 1},                  /* raw UTF-8 beside an escape */
-    {"{\"a\":\"\xc3\"}", 0, 0},                   /* truncated */
-    {"{\"a\":\"\xc0\xaf\"}", 0, 0},               /* overlong '/' */
-    {"{\"a\":\"\xe0\x80\xaf\"}", 0, 0},           /* overlong, 3 bytes */
-    {"{\"a\":\"\xf0\x80\x80\xaf\"}", 0, 0},       /* overlong, 4 bytes */
-    {"{\"a\":\"\xed\xa0\x80\"}", 0, 0},           /* an encoded surrogate */
-    {"{\"a\":\"\xf4\x90\x80\x80\"}", 0, 0},       /* above U+10FFFF */
+    {"{\"a\":\"\xc3\"}", 0, 0},                                 /* truncated */
+    {"{\"a\":\"\xc0\xaf\"}", 0, 0},                             /* overlong '/' */
+    {"{\"a\":\"\xe0\x80\xaf\"}", 0, 0},                         /* overlong, 3 bytes */
+    {"{\"a\":\"\xf0\x80\x80\xaf\"}", 0, 0},                     /* overlong, 4 bytes */
+    {"{\"a\":\"\xed\xa0\x80\"}", 0, 0},                         /* an encoded surrogate */
+    {"{\"a\":\"\xf4\x90\x80\x80\"}", 0, 0},                     /* above U+10FFFF */
     {"{\"a\":\"\xf5\x80\x80\x80\"}", 0, 0},
-    {"{\"a\":\"\x80\"}", 0, 0},                   /* a bare continuation byte */
+    {"{\"a\":\"\x80\"}", 0, 0}, /* a bare continuation byte */
     {"{\"a\":\"\xff\"}", 0, 0},
-    {"{\"a\":\"\xef\xbf\xbf\"}", 0, 1},           /* U+FFFF is a character */
-    {"{\"a\":\"\xf4\x8f\xbf\xbf\"}", 0, 1},       /* U+10FFFF */
-    {"{\"\xc3\xa9\":1}", 0, 1},                   /* a UTF-8 name */
-    {"{\"a\":\"tab\there\"}", 0, 0},              /* a raw control byte */
-    {"{\"a\":\"x\x7f\"}", 0, 1},                  /* DEL is not a control byte in JSON */
+    {"{\"a\":\"\xef\xbf\xbf\"}", 0, 1},     /* U+FFFF is a character */
+    {"{\"a\":\"\xf4\x8f\xbf\xbf\"}", 0, 1}, /* U+10FFFF */
+    {"{\"\xc3\xa9\":1}", 0, 1},             /* a UTF-8 name */
+    {"{\"a\":\"tab\there\"}", 0, 0},        /* a raw control byte */
+    {"{\"a\":\"x\x7f\"}", 0, 1},            /* DEL is not a control byte in JSON */
     {"{\"a\":\"nul\0\"}", 11, 0},
-    {"{\"a\":1}\0", 8, 0},                        /* a trailing NUL */
-    {"\xef\xbb\xbf{}", 0, 0},                     /* a byte-order mark */
-    {"{\"a\":1}\x0b", 0, 0},                      /* vertical tab is not whitespace */
-    {"{\"a\":1}\xc2\xa0", 0, 0},                  /* nor is U+00A0 */
-    {"{\"a\":[[[[[[[[[[[[[[1]]]]]]]]]]]]]]}", 0, 1}, /* depth 15 */
-    {"{\"a\":[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]}", 0, 1}, /* depth 16 */
+    {"{\"a\":1}\0", 8, 0},                               /* a trailing NUL */
+    {"\xef\xbb\xbf{}", 0, 0},                            /* a byte-order mark */
+    {"{\"a\":1}\x0b", 0, 0},                             /* vertical tab is not whitespace */
+    {"{\"a\":1}\xc2\xa0", 0, 0},                         /* nor is U+00A0 */
+    {"{\"a\":[[[[[[[[[[[[[[1]]]]]]]]]]]]]]}", 0, 1},     /* depth 15 */
+    {"{\"a\":[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]}", 0, 1},   /* depth 16 */
     {"{\"a\":[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}", 0, 0}, /* depth 17 */
-    {"{\"a\":\"[[[[[[[[[[[[[[[[[[[[\"}", 0, 1},        /* brackets in a string are not nesting */
+    {"{\"a\":\"[[[[[[[[[[[[[[[[[[[[\"}", 0, 1},          /* brackets in a string are not nesting */
 };
 
 static void test_crafted(void)
@@ -196,9 +196,10 @@ static uint32_t rnd(uint32_t n)
 
 /* Bytes a mutation inserts: JSON's own punctuation, escapes, UTF-8 pieces. */
 static const char pieces[][5] = {
-    "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "u", "0", "1", "-", "+", ".", "e", "E",
-    " ", "\n", "\t", "t", "n", "f", "a", "D8", "DC", "00", "\xc3", "\xa9", "\x80", "\xed",
-    "\xf4", "\xff", "\x01", "\x7f", "9", "\\n", "\\\"", "\"\"", "1e9", "-0", "true",
+    "{",    "}",    "[",  "]",   ",",    ":",    "\"",   "\\",   "\\u",  "u",    "0",
+    "1",    "-",    "+",  ".",   "e",    "E",    " ",    "\n",   "\t",   "t",    "n",
+    "f",    "a",    "D8", "DC",  "00",   "\xc3", "\xa9", "\x80", "\xed", "\xf4", "\xff",
+    "\x01", "\x7f", "9",  "\\n", "\\\"", "\"\"", "1e9",  "-0",   "true",
 };
 
 static const char *const seeds[] = {
@@ -261,9 +262,30 @@ static size_t gen_value(char *b, size_t cap, int depth);
 static size_t gen_string(char *b, size_t cap)
 {
     static const char *const parts[] = {
-        "a", "Z", " ", "/", "\\/", "\\\"", "\\\\", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0041",
-        "\\u00e9", "\\u07FF", "\\u0800", "\\uFFFF", "\\uD800\\uDC00", "\\uDBFF\\uDFFF", "\xc3\xa9",
-        "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x7f", "\\u001f",
+        "a",
+        "Z",
+        " ",
+        "/",
+        "\\/",
+        "\\\"",
+        "\\\\",
+        "\\b",
+        "\\f",
+        "\\n",
+        "\\r",
+        "\\t",
+        "\\u0041",
+        "\\u00e9",
+        "\\u07FF",
+        "\\u0800",
+        "\\uFFFF",
+        "\\uD800\\uDC00",
+        "\\uDBFF\\uDFFF",
+        "\xc3\xa9",
+        "\xe2\x82\xac",
+        "\xf0\x9f\x98\x80",
+        "\x7f",
+        "\\u001f",
     };
     size_t o = 0, n = rnd(6);
 
@@ -282,10 +304,21 @@ static size_t gen_string(char *b, size_t cap)
 
 static size_t gen_value(char *b, size_t cap, int depth)
 {
-    static const char *const nums[] = {"0", "-0", "7", "-12", "123456789012345678",
-                                       "1234567890123456789", "9223372036854775807",
-                                       "-9223372036854775808", "0.5", "-2.5e10", "1E-5", "3e+2",
-                                       "1.7976931348623157e308", "4.9e-324", "1e-400"};
+    static const char *const nums[] = {"0",
+                                       "-0",
+                                       "7",
+                                       "-12",
+                                       "123456789012345678",
+                                       "1234567890123456789",
+                                       "9223372036854775807",
+                                       "-9223372036854775808",
+                                       "0.5",
+                                       "-2.5e10",
+                                       "1E-5",
+                                       "3e+2",
+                                       "1.7976931348623157e308",
+                                       "4.9e-324",
+                                       "1e-400"};
     uint32_t k = cap < 64 ? rnd(3) : rnd(depth > 3 ? 5 : 7);
     size_t o = 0;
 

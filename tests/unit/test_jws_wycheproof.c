@@ -31,8 +31,8 @@
 static const struct file_expect {
     const char *name;
     int tests, valid, invalid, acceptable;
-    int e3;         /* vectors under e = 3 keys (refused at load, not run) */
-    int no_jwk;     /* groups whose key is built from wx/wy */
+    int e3;     /* vectors under e = 3 keys (refused at load, not run) */
+    int no_jwk; /* groups whose key is built from wx/wy */
 } files[] = {
     {"ecdsa_secp256r1_sha256_p1363_test.json", 262, 173, 89, 0, 0, 9},
     {"ecdsa_secp384r1_sha384_p1363_test.json", 280, 193, 87, 0, 0, 9},
@@ -274,8 +274,8 @@ static void run_file(const char *dir, const struct file_expect *fe)
     is_int(t.key_errors, 0, "%s: every group's key loads through jws_keyset_parse", fe->name);
     is_int(t.no_jwk, fe->no_jwk, "%s: %d groups keyed from wx/wy (no JWK in the file)", fe->name,
            fe->no_jwk);
-    is_int(t.e3, fe->e3, "%s: %d vectors under e=3 keys, refused at load as documented",
-           fe->name, fe->e3);
+    is_int(t.e3, fe->e3, "%s: %d vectors under e=3 keys, refused at load as documented", fe->name,
+           fe->e3);
     is_int(t.valid_ok, fe->valid - fe->e3, "%s: every valid vector verifies (%d)", fe->name,
            fe->valid - fe->e3);
     is_int(t.invalid_ok, fe->invalid, "%s: every invalid vector is rejected (%d)", fe->name,

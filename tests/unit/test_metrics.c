@@ -38,11 +38,14 @@ int main(void)
     w1 = metrics_worker(1);
     ok(w0 && w1 && w0 != w1 && metrics_worker(2) == NULL, "one counter block per worker");
 
-    metrics_request(w0, "billing", DECISION_ALLOW, REASON_ALLOWED, 200, 300000, 200000);      /* 0.3 ms */
-    metrics_request(w1, "billing", DECISION_ALLOW, REASON_ALLOWED, 200, 3000000, 2000000);    /* 3 ms */
+    metrics_request(w0, "billing", DECISION_ALLOW, REASON_ALLOWED, 200, 300000,
+                    200000); /* 0.3 ms */
+    metrics_request(w1, "billing", DECISION_ALLOW, REASON_ALLOWED, 200, 3000000,
+                    2000000); /* 3 ms */
     metrics_request(w1, "billing", DECISION_DENY, REASON_NO_RULE_MATCH, 403, 150000, 0);
     metrics_request(w0, NULL, DECISION_DENY, REASON_BAD_HEADER, 400, 50000, 0);
-    metrics_request(w0, "we\"ird\\step", DECISION_WOULD_DENY, REASON_NO_CALLER_MATCH, 200, 1000, 1000);
+    metrics_request(w0, "we\"ird\\step", DECISION_WOULD_DENY, REASON_NO_CALLER_MATCH, 200, 1000,
+                    1000);
     metrics_token_cache(w0, 1);
     metrics_token_cache(w1, 1);
     metrics_token_cache(w1, 0);
@@ -55,11 +58,17 @@ int main(void)
 
     text = render();
     ok(strstr(text, "# TYPE baton_requests_total counter\n") != NULL, "requests counter typed");
-    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"allow\",reason=\"allowed\",status=\"200\"} 2\n"),
+    ok(strstr(
+           text,
+           "baton_requests_total{step=\"billing\",decision=\"allow\",reason=\"allowed\",status=\"200\"} 2\n"),
        "two workers' counts of one label set are summed");
-    ok(strstr(text, "baton_requests_total{step=\"billing\",decision=\"deny\",reason=\"no_rule_match\",status=\"403\"} 1\n"),
+    ok(strstr(
+           text,
+           "baton_requests_total{step=\"billing\",decision=\"deny\",reason=\"no_rule_match\",status=\"403\"} 1\n"),
        "deny counted apart from allow");
-    ok(strstr(text, "baton_requests_total{step=\"_none\",decision=\"deny\",reason=\"bad_header\",status=\"400\"} 1\n"),
+    ok(strstr(
+           text,
+           "baton_requests_total{step=\"_none\",decision=\"deny\",reason=\"bad_header\",status=\"400\"} 1\n"),
        "a request refused before routing counts under step _none");
     ok(strstr(text, "step=\"we\\\"ird\\\\step\",decision=\"would_deny\"") != NULL,
        "label values are escaped");
@@ -73,14 +82,18 @@ int main(void)
     ok(strstr(text, "baton_upstream_duration_seconds_count{step=\"billing\"} 2\n") != NULL,
        "upstream latency only for forwarded requests, by step");
     ok(strstr(text, "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.0005\"} 1\n") &&
-           strstr(text, "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.001\"} 1\n") &&
-           strstr(text, "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.002\"} 2\n"),
+           strstr(text,
+                  "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.001\"} 1\n") &&
+           strstr(text,
+                  "baton_upstream_duration_seconds_bucket{step=\"billing\",le=\"0.002\"} 2\n"),
        "a step's upstream histogram sums the workers' (0.2 ms, 2 ms)");
-    ok(strstr(text, "baton_upstream_duration_seconds_count{step=\"we\\\"ird\\\\step\"} 1\n") != NULL,
+    ok(strstr(text, "baton_upstream_duration_seconds_count{step=\"we\\\"ird\\\\step\"} 1\n") !=
+           NULL,
        "step label escaped in the histogram too");
     ok(strstr(text, "# TYPE process_cpu_seconds_total counter\n") &&
-           strstr(text, "\nprocess_resident_memory_bytes ") && strstr(text, "\nprocess_open_fds ") &&
-           strstr(text, "\nprocess_max_fds ") && strstr(text, "\nprocess_start_time_seconds "),
+           strstr(text, "\nprocess_resident_memory_bytes ") &&
+           strstr(text, "\nprocess_open_fds ") && strstr(text, "\nprocess_max_fds ") &&
+           strstr(text, "\nprocess_start_time_seconds "),
        "process metrics");
     ok(strstr(text, "baton_build_info{version=\"") != NULL, "build info");
     ok(strstr(text, "baton_open_connections 2\n") != NULL, "open connections gauge");
@@ -128,12 +141,12 @@ int main(void)
         static const struct {
             const char *le;
             uint64_t ns;
-        } bounds[] = {{"0.0001", 100000},     {"0.00025", 250000},  {"0.0005", 500000},
-                      {"0.001", 1000000},     {"0.002", 2000000},   {"0.005", 5000000},
-                      {"0.01", 10000000},     {"0.025", 25000000},  {"0.05", 50000000},
-                      {"0.1", 100000000},     {"0.25", 250000000},  {"0.5", 500000000},
-                      {"1", 1000000000},      {"2.5", 2500000000u}, {"5", 5000000000u},
-                      {"10", 10000000000u},   {"30", 30000000000u}, {"60", 60000000000u}};
+        } bounds[] = {{"0.0001", 100000},   {"0.00025", 250000},  {"0.0005", 500000},
+                      {"0.001", 1000000},   {"0.002", 2000000},   {"0.005", 5000000},
+                      {"0.01", 10000000},   {"0.025", 25000000},  {"0.05", 50000000},
+                      {"0.1", 100000000},   {"0.25", 250000000},  {"0.5", 500000000},
+                      {"1", 1000000000},    {"2.5", 2500000000u}, {"5", 5000000000u},
+                      {"10", 10000000000u}, {"30", 30000000000u}, {"60", 60000000000u}};
         int wrong = 0;
         for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
             metrics_init(1);
@@ -147,13 +160,15 @@ int main(void)
             if (!strstr(text, line) && wrong++ < 3)
                 tap_diag("not exactly one request within le=%s", bounds[i].le);
             snprintf(line, sizeof(line),
-                     "baton_upstream_duration_seconds_bucket{step=\"b\",le=\"%s\"} 1\n", bounds[i].le);
+                     "baton_upstream_duration_seconds_bucket{step=\"b\",le=\"%s\"} 1\n",
+                     bounds[i].le);
             if (!strstr(text, line) && wrong++ < 3)
                 tap_diag("not exactly one upstream time within le=%s", bounds[i].le);
             free(text);
             metrics_shutdown();
         }
-        is_int(wrong, 0, "a time of exactly a bound is within it, one ns more is not, at all 18 bounds");
+        is_int(wrong, 0,
+               "a time of exactly a bound is within it, one ns more is not, at all 18 bounds");
     }
     return tap_done();
 }

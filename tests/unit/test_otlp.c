@@ -145,17 +145,20 @@ static void test_json(void)
     sp[0].status = 502;
     doc = otlp_build_json(sp, 1, "x", &n);
     root = json_loads(doc, 0, &je);
-    spans = json_object_get(json_array_get(json_object_get(json_array_get(
-                                json_object_get(root, "resourceSpans"), 0), "scopeSpans"), 0),
-                            "spans");
-    is_int((int)json_integer_value(json_object_get(json_object_get(json_array_get(spans, 0),
-                                                                   "status"), "code")),
+    spans = json_object_get(
+        json_array_get(json_object_get(json_array_get(json_object_get(root, "resourceSpans"), 0),
+                                       "scopeSpans"),
+                       0),
+        "spans");
+    is_int((int)json_integer_value(
+               json_object_get(json_object_get(json_array_get(spans, 0), "status"), "code")),
            2, "a 502 answer: STATUS_CODE_ERROR");
-    is_int((int)json_integer_value(json_object_get(json_object_get(json_array_get(spans, 1),
-                                                                   "status"), "code")),
+    is_int((int)json_integer_value(
+               json_object_get(json_object_get(json_array_get(spans, 1), "status"), "code")),
            2, "no upstream response: STATUS_CODE_ERROR");
     ok(attr(json_object_get(json_array_get(spans, 1), "attributes"), "http.response.status_code") ==
-           NULL, "no upstream status attribute without a response");
+           NULL,
+       "no upstream status attribute without a response");
     json_decref(root);
     free(doc);
 

@@ -25,7 +25,8 @@ static const struct bad bad[] = {
     /* not origin-form */
     {"", 0, R(PATH_NOT_ORIGIN_FORM), "empty target"},
     {"*", 0, R(PATH_NOT_ORIGIN_FORM), "asterisk-form"},
-    {"http://a.example/x", 0, R(PATH_NOT_ORIGIN_FORM), "absolute-form is resolved by the server first"},
+    {"http://a.example/x", 0, R(PATH_NOT_ORIGIN_FORM),
+     "absolute-form is resolved by the server first"},
     {"a.example:443", 0, R(PATH_NOT_ORIGIN_FORM), "authority-form"},
     {"billing/run", 0, R(PATH_NOT_ORIGIN_FORM), "relative path"},
     {"?x=1", 0, R(PATH_NOT_ORIGIN_FORM), "query without a path"},
@@ -213,12 +214,16 @@ static void test_length(void)
 
     memset(buf, 'a', sizeof(buf));
     buf[0] = '/';
-    is_int(path_canonicalize(buf, 256, 256, &res), REASON_ALLOWED, "target of exactly max_uri bytes is accepted");
-    is_int(path_canonicalize(buf, 257, 256, &res), REASON_PATH_TOO_LONG, "target one byte over max_uri is PATH_TOO_LONG");
+    is_int(path_canonicalize(buf, 256, 256, &res), REASON_ALLOWED,
+           "target of exactly max_uri bytes is accepted");
+    is_int(path_canonicalize(buf, 257, 256, &res), REASON_PATH_TOO_LONG,
+           "target one byte over max_uri is PATH_TOO_LONG");
     is_int(reason_status(REASON_PATH_TOO_LONG), 414, "PATH_TOO_LONG maps to 414");
     buf[200] = '?';
-    is_int(path_canonicalize(buf, 257, 256, &res), REASON_PATH_TOO_LONG, "the query counts toward max_uri");
-    is_int(path_canonicalize(buf, 300, 0, &res), REASON_ALLOWED, "max_uri 0 means the 8192 default");
+    is_int(path_canonicalize(buf, 257, 256, &res), REASON_PATH_TOO_LONG,
+           "the query counts toward max_uri");
+    is_int(path_canonicalize(buf, 300, 0, &res), REASON_ALLOWED,
+           "max_uri 0 means the 8192 default");
     {
         char *big = xmalloc(PATH_DEFAULT_MAX_URI + 1);
         memset(big, 'b', PATH_DEFAULT_MAX_URI + 1);

@@ -14,17 +14,33 @@ static bool cred(const char *v)
 static void test_credentials(void)
 {
     static const char *const yes[] = {
-        "Bearer abc", "  basic dTpw", "AWS4-HMAC-SHA256 Credential=x",
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig", "ua/1 eyJhbGciOiJFUzI1NiJ9.x",
-        "ya29.a0AfH6SMBx3kYq-example_token", "ghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
-        "gho_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5", "ghs_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5",
-        "github_pat_11ABCDEFG0x_Y1x_Y1x_Y1x_Y1x_Y1", "AKIAIOSFODNN7EXAMPLE",
-        "ASIAY34FZKBOKMUTVV7A", "key=AKIAIOSFODNN7EXAMPLE;",
+        "Bearer abc",
+        "  basic dTpw",
+        "AWS4-HMAC-SHA256 Credential=x",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig",
+        "ua/1 eyJhbGciOiJFUzI1NiJ9.x",
+        "ya29.a0AfH6SMBx3kYq-example_token",
+        "ghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
+        "gho_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5",
+        "ghs_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5",
+        "github_pat_11ABCDEFG0x_Y1x_Y1x_Y1x_Y1x_Y1",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ASIAY34FZKBOKMUTVV7A",
+        "key=AKIAIOSFODNN7EXAMPLE;",
     };
     static const char *const no[] = {
-        "", "curl/8.5.0", "ghp_x", "ghp_short", "ya29.short", "AKIAIOSFODNN7EXAMPL",
-        "xAKIAIOSFODNN7EXAMPLE", "akiaiosfodnn7example", "eyJhbGci", "Bearerx",
-        "Mozilla/5.0 (X11; Linux x86_64)", "notghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
+        "",
+        "curl/8.5.0",
+        "ghp_x",
+        "ghp_short",
+        "ya29.short",
+        "AKIAIOSFODNN7EXAMPL",
+        "xAKIAIOSFODNN7EXAMPLE",
+        "akiaiosfodnn7example",
+        "eyJhbGci",
+        "Bearerx",
+        "Mozilla/5.0 (X11; Linux x86_64)",
+        "notghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
     };
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         ok(cred(yes[i]), "a credential: \"%s\"", yes[i]);

@@ -29,7 +29,8 @@ static void test_key(void)
     is_int(redis_key(key, sizeof(key), "billing", hash), 0, "a key fits");
     is_str(key, "baton:rl:billing:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
            "the key names the step and the policy hash");
-    is_int(redis_key(small, sizeof(small), "billing", hash), -1, "a key that does not fit is refused");
+    is_int(redis_key(small, sizeof(small), "billing", hash), -1,
+           "a key that does not fit is refused");
 }
 
 static void test_link_key(void)
@@ -130,7 +131,8 @@ static void test_client_without_server(void)
     redis_init(1);
     cl = redis_client_new(base, 0);
     redis_configure(cl, &off);
-    is_int(redis_take(cl, "k", 5, 5, 50, never_cb, NULL, &w, &retry), REDIS_TAKE_FAILED, "no redis configured: fails at once");
+    is_int(redis_take(cl, "k", 5, 5, 50, never_cb, NULL, &w, &retry), REDIS_TAKE_FAILED,
+           "no redis configured: fails at once");
     is_int(redis_link_use(cl, "baton:link:00", 1, 2000000000, 50, never_cb, NULL, &w), -1,
            "no redis configured: a link use fails at once");
     redis_status(&st);
@@ -144,7 +146,8 @@ static void test_client_without_server(void)
     event_base_dispatch(base);
     is_int(redis_take(cl, "k", 5, 5, 50, never_cb, NULL, &w, &retry), REDIS_TAKE_FAILED,
            "no server: a decision fails at once (on_failure without waiting)");
-    is_int(redis_take(cl, "k", 0, 5, 50, never_cb, NULL, &w, &retry), REDIS_TAKE_FAILED, "a rate of 0 is refused");
+    is_int(redis_take(cl, "k", 0, 5, 50, never_cb, NULL, &w, &retry), REDIS_TAKE_FAILED,
+           "a rate of 0 is refused");
     redis_status(&st);
     ok(st.configured && st.up == 0, "status: configured, no connection up");
     ok(strstr(st.last_error, "connect failed") != NULL, "status: the last error says why (%s)",
@@ -229,7 +232,8 @@ static void test_lease_batches(void)
     is_int(redis_lease_add(&l, 3, 10 * ms, 20 * ms), 3, "a batch already past its age is dropped");
     is_int(l.held, 0, "... and not held");
     is_int(redis_lease_add(&l, 3, 30 * ms, 1 * ms), 0, "a batch of 3 to 30 ms");
-    is_int(redis_lease_add(&l, 2, 20 * ms, 2 * ms), 0, "a batch of 2 to 20 ms (a reply out of order)");
+    is_int(redis_lease_add(&l, 2, 20 * ms, 2 * ms), 0,
+           "a batch of 2 to 20 ms (a reply out of order)");
     is_int(l.held, 5, "5 held");
     ok(redis_lease_spend(&l, 3 * ms, &expired) && expired == 0, "spent one");
     is_int(l.batch[0].tokens, 1, "from the batch that expires first");
@@ -243,7 +247,8 @@ static void test_lease_batches(void)
         is_int(redis_lease_add(&l, 1, (100 + i) * ms, 0), 0, "batch %u: nothing dropped", i);
     is_int(l.held, REDIS_LEASE_BATCHES + 2, "more batches than slots: every token still held");
     is_int(l.n_batches, REDIS_LEASE_BATCHES, "in %d slots", REDIS_LEASE_BATCHES);
-    is_int(l.batch[0].tokens, 3, "the oldest merged, with the oldest expiry (a life only shortened)");
+    is_int(l.batch[0].tokens, 3,
+           "the oldest merged, with the oldest expiry (a life only shortened)");
     ok(l.batch[0].expires_ns == 100 * ms, "merged batch expires at the older's time");
     while (redis_lease_spend(&l, 50 * ms, &expired))
         spent++;

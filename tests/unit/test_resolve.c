@@ -44,8 +44,8 @@ static struct addrinfo *list_of(const char **ips, size_t n, struct sockaddr_stor
 
 static void test_set(void)
 {
-    const char *ips[] = {"216.239.32.53", "2001:4860:4802:32::35", "216.239.34.53",
-                         "216.239.32.53", "216.239.36.53"};
+    const char *ips[] = {"216.239.32.53", "2001:4860:4802:32::35", "216.239.34.53", "216.239.32.53",
+                         "216.239.36.53"};
     struct sockaddr_storage st[40];
     struct addrinfo ai[40];
     struct resolve_set *s = resolve_set_from(list_of(ips, 5, st, ai));

@@ -45,8 +45,8 @@ static struct signurl_keys *load(struct cfg_url_key *keys, size_t n, unsigned ma
 static struct signurl_scope scope_of(const char *method, const char *host, const char *path,
                                      const char *query)
 {
-    struct signurl_scope s = {method, host, strlen(host), path, strlen(path), query,
-                              query ? strlen(query) : 0};
+    struct signurl_scope s = {
+        method, host, strlen(host), path, strlen(path), query, query ? strlen(query) : 0};
     return s;
 }
 
@@ -93,7 +93,8 @@ static void test_parse(void)
 {
     struct signurl_params p;
     char err[256], q[512];
-    const char *good = "a=1&b=&baton_exp=1700000000&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=";
+    const char *good =
+        "a=1&b=&baton_exp=1700000000&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=";
 
     snprintf(q, sizeof(q), "%s%s", good, SIG96);
     is_int(signurl_parse_query(q, strlen(q), &p, err, sizeof(err)), 1, "a canonical suffix parses");
@@ -104,17 +105,18 @@ static void test_parse(void)
     is_int(signurl_parse_query("a=1&b=2", 7, &p, err, sizeof(err)), 0, "no baton_ parameter: 0");
     is_int(signurl_parse_query(NULL, 0, &p, err, sizeof(err)), 0, "no query: 0");
 
-#define BAD(query, what)                                                                 \
-    do {                                                                                 \
-        snprintf(q, sizeof(q), query, SIG96);                                            \
-        ok(parse(q, err) == -1, what " (%s)", err);                                      \
+#define BAD(query, what)                            \
+    do {                                            \
+        snprintf(q, sizeof(q), query, SIG96);       \
+        ok(parse(q, err) == -1, what " (%s)", err); \
     } while (0)
     BAD("baton_exp=1&baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%s",
         "duplicate baton_exp");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%s&baton_sig=x",
         "duplicate baton_sig");
     BAD("baton_kid=k1&baton_exp=1&baton_uses=1&baton_minter=cli&baton_sig=%s", "kid before exp");
-    BAD("baton_exp=1&baton_kid=k1&baton_minter=cli&baton_uses=1&baton_sig=%s", "minter before uses");
+    BAD("baton_exp=1&baton_kid=k1&baton_minter=cli&baton_uses=1&baton_sig=%s",
+        "minter before uses");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%s&x=1",
         "a parameter after baton_sig");
     BAD("baton_exp=1&x=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%s",
@@ -136,12 +138,14 @@ static void test_parse(void)
     BAD("baton_exp=1&baton_kid=k%%31&baton_uses=1&baton_minter=cli&baton_sig=%s", "kid escaped");
     BAD("baton_exp=1&baton_kid=&baton_uses=1&baton_minter=cli&baton_sig=%s", "kid empty");
     BAD("baton_exp=1&baton_kid&baton_uses=1&baton_minter=cli&baton_sig=%s", "kid without '='");
-    BAD("baton_exp=1&baton_kid=k1&baton_uses=01&baton_minter=cli&baton_sig=%s", "uses leading zero");
+    BAD("baton_exp=1&baton_kid=k1&baton_uses=01&baton_minter=cli&baton_sig=%s",
+        "uses leading zero");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1001&baton_minter=cli&baton_sig=%s", "uses over 1000");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=c+i&baton_sig=%s", "minter with '+'");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%.95s", "sig 95 chars");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%s=", "sig padded");
-    BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=+%.95s", "sig base64 '+'");
+    BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=+%.95s",
+        "sig base64 '+'");
     BAD("baton_exp=1&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=%%41%.93s",
         "sig escaped");
 #undef BAD
@@ -168,59 +172,63 @@ static void test_sign_verify(const char *f1, const char *f2)
     if (!k1 || !k21 || !k2)
         goto out;
     q = mint(k1, "GET", "approvals.example.com", "/approve/42", "task=abc", now + 600, 1, "cli");
-    ok(!strncmp(q, "task=abc&baton_exp=1800000600&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=",
-                strlen("task=abc&baton_exp=1800000600&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=")),
+    ok(!strncmp(
+           q, "task=abc&baton_exp=1800000600&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=",
+           strlen(
+               "task=abc&baton_exp=1800000600&baton_kid=k1&baton_uses=1&baton_minter=cli&baton_sig=")),
        "the link keeps the query and appends the five parameters in order: %s", q);
     is_int(check(k1, "GET", "approvals.example.com", "/approve/42", q, now), REASON_ALLOWED,
            "the link verifies for its own method, host and path");
     is_int(check(k1, "GET", "Approvals.EXAMPLE.com", "/approve/42", q, now), REASON_ALLOWED,
            "host compares case-insensitively");
-    is_int(check(k1, "POST", "approvals.example.com", "/approve/42", q, now), REASON_URL_SCOPE_MISMATCH,
-           "another method: url_scope_mismatch");
+    is_int(check(k1, "POST", "approvals.example.com", "/approve/42", q, now),
+           REASON_URL_SCOPE_MISMATCH, "another method: url_scope_mismatch");
     is_int(check(k1, "GET", "evil.example.com", "/approve/42", q, now), REASON_URL_SCOPE_MISMATCH,
            "another host: url_scope_mismatch");
-    is_int(check(k1, "GET", "approvals.example.com", "/approve/43", q, now), REASON_URL_SCOPE_MISMATCH,
-           "another path: url_scope_mismatch");
+    is_int(check(k1, "GET", "approvals.example.com", "/approve/43", q, now),
+           REASON_URL_SCOPE_MISMATCH, "another path: url_scope_mismatch");
     {
         char *t = xasprintf("x=1&%s", q);
-        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now), REASON_URL_BAD_SIGNATURE,
-               "a parameter added before: url_bad_signature");
+        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now),
+               REASON_URL_BAD_SIGNATURE, "a parameter added before: url_bad_signature");
         free(t);
         t = xstrdup(q);
         t[5] = 'X'; /* task=abc -> task=Xbc */
-        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now), REASON_URL_BAD_SIGNATURE,
-               "query changed: url_bad_signature");
+        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now),
+               REASON_URL_BAD_SIGNATURE, "query changed: url_bad_signature");
         free(t);
         t = xstrdup(q);
         memcpy(strstr(t, "baton_uses=1") + 11, "2", 1);
-        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now), REASON_URL_BAD_SIGNATURE,
-               "uses raised: url_bad_signature");
+        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now),
+               REASON_URL_BAD_SIGNATURE, "uses raised: url_bad_signature");
         free(t);
         t = xstrdup(q);
         {
             char *s = strstr(t, "baton_sig=") + 10;
             s[3] = s[3] == 'A' ? 'B' : 'A';
         }
-        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now), REASON_URL_BAD_SIGNATURE,
-               "signature altered: url_bad_signature");
+        is_int(check(k1, "GET", "approvals.example.com", "/approve/42", t, now),
+               REASON_URL_BAD_SIGNATURE, "signature altered: url_bad_signature");
         free(t);
     }
     is_int(check(k1, "GET", "approvals.example.com", "/approve/42", q, now + 599), REASON_ALLOWED,
            "one second before expiry: allowed");
-    is_int(check(k1, "GET", "approvals.example.com", "/approve/42", q, now + 600), REASON_URL_EXPIRED,
-           "at expiry: url_expired (leeway 0)");
+    is_int(check(k1, "GET", "approvals.example.com", "/approve/42", q, now + 600),
+           REASON_URL_EXPIRED, "at expiry: url_expired (leeway 0)");
     is_int(check(k2, "GET", "approvals.example.com", "/approve/42", q, now), REASON_URL_UNKNOWN_KEY,
            "a key set without k1: url_unknown_key");
     /* rotation: k2 now signs, k1 still verifies */
     is_str(signurl_keys_signer(k21), "k2", "the first key signs");
     is_int(check(k21, "GET", "approvals.example.com", "/approve/42", q, now), REASON_ALLOWED,
            "rotation: a link of the old key still verifies");
-    q2 = mint(k21, "GET", "approvals.example.com", "/approve/42", NULL, now + 60, 0, "aws.0123456789ab");
-    ok(strstr(q2, "baton_kid=k2") == q2 + strlen("baton_exp=1800000060&"), "a new link names k2: %s", q2);
+    q2 = mint(k21, "GET", "approvals.example.com", "/approve/42", NULL, now + 60, 0,
+              "aws.0123456789ab");
+    ok(strstr(q2, "baton_kid=k2") == q2 + strlen("baton_exp=1800000060&"),
+       "a new link names k2: %s", q2);
     is_int(check(k2, "GET", "approvals.example.com", "/approve/42", q2, now), REASON_ALLOWED,
            "rotation: the new link verifies once k1 is gone");
-    is_int(check(k1, "GET", "approvals.example.com", "/approve/42", q2, now), REASON_URL_UNKNOWN_KEY,
-           "the old set does not know k2");
+    is_int(check(k1, "GET", "approvals.example.com", "/approve/42", q2, now),
+           REASON_URL_UNKNOWN_KEY, "the old set does not know k2");
     free(q2);
     /* the expiry cap */
     q2 = mint(k1, "GET", "h", "/p", NULL, now + 3601, 1, "cli");
@@ -231,8 +239,10 @@ static void test_sign_verify(const char *f1, const char *f2)
     {
         struct signurl_keys *kl = load(one, 1, 3600, 5, err, &bad);
         q2 = mint(kl, "GET", "h", "/p", NULL, now, 1, "cli");
-        is_int(check(kl, "GET", "h", "/p", q2, now + 4), REASON_ALLOWED, "leeway 5: 4 s late allowed");
-        is_int(check(kl, "GET", "h", "/p", q2, now + 5), REASON_URL_EXPIRED, "leeway 5: 5 s late expired");
+        is_int(check(kl, "GET", "h", "/p", q2, now + 4), REASON_ALLOWED,
+               "leeway 5: 4 s late allowed");
+        is_int(check(kl, "GET", "h", "/p", q2, now + 5), REASON_URL_EXPIRED,
+               "leeway 5: 5 s late expired");
         free(q2);
         signurl_keys_free(kl);
     }
@@ -292,8 +302,8 @@ static void test_keys(const char *good)
     ok(!ks && bad == 1 && strstr(err, "k2"), "a key readable by others is refused: %s", err);
     k[1].file = ec;
     ks = load(k, 2, 60, 0, err, &bad);
-    ok(!ks && bad == 1 && strstr(err, "not a PEM Ed25519 private key"),
-       "an EC key is refused: %s", err);
+    ok(!ks && bad == 1 && strstr(err, "not a PEM Ed25519 private key"), "an EC key is refused: %s",
+       err);
     k[1].file = (char *)"/nonexistent/key.pem";
     ks = load(k, 2, 60, 0, err, &bad);
     ok(!ks && bad == 1, "a missing file is refused: %s", err);
@@ -326,7 +336,8 @@ static void test_store(void)
             c[15] = (unsigned char)i;
             okc += u.consume(u.ctx, c, 1, 300, 100) == SIGNURL_USE_OK;
         }
-        ok(okc > 0 && okc < 40, "a full probe window is unavailable, not forgotten (%d stored)", okc);
+        ok(okc > 0 && okc < 40, "a full probe window is unavailable, not forgotten (%d stored)",
+           okc);
         {
             unsigned char c[16] = {9};
             is_int(u.consume(u.ctx, c, 1, 300, 100), SIGNURL_USE_USED, "the stored ids stay used");
@@ -350,7 +361,8 @@ static void test_mint_parse(void)
            r.ttl_s == 900 && !strcmp(r.method, "GET") && !strcmp(r.target, "/approve/1?t=x"),
        "a mint body parses, uses defaults to 1");
     signurl_mint_req_clear(&r);
-#define BADM(body, what) ok(signurl_mint_parse(body, strlen(body), &r, err, sizeof(err)) == -1, what " (%s)", err)
+#define BADM(body, what) \
+    ok(signurl_mint_parse(body, strlen(body), &r, err, sizeof(err)) == -1, what " (%s)", err)
     BADM("{\"method\":\"get\",\"path\":\"/a\",\"ttl_s\":1}", "lower-case method");
     BADM("{\"method\":\"GET\",\"path\":\"a\",\"ttl_s\":1}", "path not origin-form");
     BADM("{\"method\":\"GET\",\"path\":\"/a\",\"ttl_s\":0}", "ttl 0");

@@ -43,9 +43,10 @@ static void test_log_fields(void)
     trace_begin("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0x10, 0, 0, &t);
     ok(trace_project() == NULL, "no project before trace_project_start");
     trace_log_fields(&t, out, sizeof(out));
-    is_str(out, ",\"logging.googleapis.com/trace\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
-                "\"logging.googleapis.com/spanId\":\"0000000000000010\","
-                "\"logging.googleapis.com/trace_sampled\":true",
+    is_str(out,
+           ",\"logging.googleapis.com/trace\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+           "\"logging.googleapis.com/spanId\":\"0000000000000010\","
+           "\"logging.googleapis.com/trace_sampled\":true",
            "without a project: the bare trace id, the span and the sampled flag");
     setenv("GOOGLE_CLOUD_PROJECT", "billing-prod", 1);
     {
@@ -65,18 +66,21 @@ static void test_log_fields(void)
 
 static void test_ready_missing(void)
 {
-    const char *doc = "{\"ready\":false,\"config_loaded\":true,\"keys\":{\"ready\":false,\"issuers\":["
-                      "{\"name\":\"aws\",\"loaded\":false,\"keys\":0,\"last_error\":\"HTTP 503\"},"
-                      "{\"name\":\"cognito\",\"loaded\":true,\"keys\":2}]},"
-                      "\"audit\":{\"healthy\":false},\"identity\":{\"required\":true,\"ready\":false,"
-                      "\"detail\":\"not minted yet\"},\"draining\":false}";
+    const char *doc =
+        "{\"ready\":false,\"config_loaded\":true,\"keys\":{\"ready\":false,\"issuers\":["
+        "{\"name\":\"aws\",\"loaded\":false,\"keys\":0,\"last_error\":\"HTTP 503\"},"
+        "{\"name\":\"cognito\",\"loaded\":true,\"keys\":2}]},"
+        "\"audit\":{\"healthy\":false},\"identity\":{\"required\":true,\"ready\":false,"
+        "\"detail\":\"not minted yet\"},\"draining\":false}";
     char out[512];
     ready_missing(doc, strlen(doc), out, sizeof(out));
-    is_str(out, "issuer aws keys (HTTP 503), Google identity tokens (not minted yet), the audit log",
+    is_str(out,
+           "issuer aws keys (HTTP 503), Google identity tokens (not minted yet), the audit log",
            "what /readyz says is missing, in words");
-    const char *ready = "{\"ready\":true,\"config_loaded\":true,\"keys\":{\"ready\":true,\"issuers\":[]},"
-                        "\"audit\":{\"healthy\":true},\"identity\":{\"required\":false,\"ready\":true},"
-                        "\"draining\":false}";
+    const char *ready =
+        "{\"ready\":true,\"config_loaded\":true,\"keys\":{\"ready\":true,\"issuers\":[]},"
+        "\"audit\":{\"healthy\":true},\"identity\":{\"required\":false,\"ready\":true},"
+        "\"draining\":false}";
     ready_missing(ready, strlen(ready), out, sizeof(out));
     is_str(out, "", "nothing missing when ready");
     ready_missing("not json", 8, out, sizeof(out));
