@@ -82,11 +82,11 @@ struct policy;
 
 /* Caps on what a policy file may hold. */
 #define POLICY_MAX_FILE_BYTES (1u << 20)
-#define POLICY_MAX_DEPTH 32       /* JSON nesting of a policy file */
-#define POLICY_MAX_PREFIX 512     /* bytes of route.path_prefix */
-#define POLICY_MAX_PATTERN 1024   /* bytes of one glob or path pattern */
-#define POLICY_MAX_ENTRIES 1024   /* callers, allow rules, methods, paths, headers, scopes each */
-#define POLICY_MAX_RATE 1000000   /* limits.rate_per_s */
+#define POLICY_MAX_DEPTH 32     /* JSON nesting of a policy file */
+#define POLICY_MAX_PREFIX 512   /* bytes of route.path_prefix */
+#define POLICY_MAX_PATTERN 1024 /* bytes of one glob or path pattern */
+#define POLICY_MAX_ENTRIES 1024 /* callers, allow rules, methods, paths, headers, scopes each */
+#define POLICY_MAX_RATE 1000000 /* limits.rate_per_s */
 
 /* limits.rate_scope: one bucket per baton instance, or one for the step
  * across every baton sharing the config's Redis (README "Shared limits"). */
@@ -97,11 +97,11 @@ enum policy_rate_scope { POLICY_RATE_INSTANCE, POLICY_RATE_GLOBAL };
 struct policy_limits {
     uint64_t max_body_bytes;
     unsigned timeout_ms;
-    double rate_per_s;       /* any number > 0 and <= 1000000 (0.0002: one per 5000 s);
+    double rate_per_s;                 /* any number > 0 and <= 1000000 (0.0002: one per 5000 s);
                                 0: no rate limit */
-    unsigned burst;          /* unset: rate_per_s rounded up (at least 1) */
+    unsigned burst;                    /* unset: rate_per_s rounded up (at least 1) */
     enum policy_rate_scope rate_scope; /* "global" needs rate_per_s and redis */
-    unsigned max_in_flight;  /* requests at once per instance; 0: no cap */
+    unsigned max_in_flight;            /* requests at once per instance; 0: no cap */
 };
 
 /* One source for policy_set_build: a file name (for messages) and its bytes. */
@@ -122,9 +122,8 @@ struct policy_set *policy_set_load(const struct baton_config *cfg, struct diags 
 /* The same from sources in memory (tests, fuzzing). Zero sources give an empty
  * set (everything is no_route). Sources are copied; nothing is kept borrowed
  * but `cfg`. */
-struct policy_set *policy_set_build(const struct baton_config *cfg,
-                                    const struct policy_source *src, size_t n,
-                                    struct diags *d);
+struct policy_set *policy_set_build(const struct baton_config *cfg, const struct policy_source *src,
+                                    size_t n, struct diags *d);
 void policy_set_free(struct policy_set *set);
 
 /* Policies in route precedence order: exact hosts (by name, longest prefix
@@ -137,12 +136,12 @@ const struct policy *policy_set_at(const struct policy_set *set, size_t i);
  * request's host without port (may be NULL/0: only "*" routes apply).
  * Allocation-free; thread-safe on a shared set.
  */
-const struct policy *policy_route(const struct policy_set *set, const char *host,
-                                  size_t host_len, const char *path, size_t path_len);
+const struct policy *policy_route(const struct policy_set *set, const char *host, size_t host_len,
+                                  const char *path, size_t path_len);
 
 struct policy_input {
-    const char *method;      /* NUL-terminated, as received */
-    const char *path;        /* canonical path (path_canonicalize), no query */
+    const char *method; /* NUL-terminated, as received */
+    const char *path;   /* canonical path (path_canonicalize), no query */
     size_t path_len;
     const char *issuer_name; /* config name of the issuer that verified the token */
     const json_t *claims;    /* the verified claims (an object); borrowed */
@@ -169,11 +168,11 @@ struct policy_input {
  */
 struct policy_trace {
     enum reason reason;
-    int caller_index, caller_line, caller_col;   /* -1 / 0 when none */
-    int rule_index, rule_line, rule_col;         /* -1 / 0 when none */
-    int pattern_index;                           /* path pattern of the rule, -1 */
-    int miss_line, miss_col;                     /* the pattern that missed, 0 when none */
-    const char *miss_kind;                       /* static string, NULL on allow */
+    int caller_index, caller_line, caller_col; /* -1 / 0 when none */
+    int rule_index, rule_line, rule_col;       /* -1 / 0 when none */
+    int pattern_index;                         /* path pattern of the rule, -1 */
+    int miss_line, miss_col;                   /* the pattern that missed, 0 when none */
+    const char *miss_kind;                     /* static string, NULL on allow */
     char miss_name[POLICY_MISS_NAME];
     char miss_detail[POLICY_MISS_DETAIL];
 };
@@ -190,9 +189,9 @@ enum reason policy_authorize(const struct policy *p, const struct policy_input *
 /* Accessors; strings are borrowed, valid while the set is. */
 const char *policy_step(const struct policy *p);
 const char *policy_description(const struct policy *p); /* "" when absent */
-const char *policy_file(const struct policy *p);     /* the path it was loaded from */
-const char *policy_hash_hex(const struct policy *p); /* SHA-256 of the file bytes, 64 hex */
-const char *policy_host(const struct policy *p);     /* lower case, or "*" */
+const char *policy_file(const struct policy *p);        /* the path it was loaded from */
+const char *policy_hash_hex(const struct policy *p);    /* SHA-256 of the file bytes, 64 hex */
+const char *policy_host(const struct policy *p);        /* lower case, or "*" */
 const char *policy_path_prefix(const struct policy *p);
 const struct cfg_upstream *policy_upstream(const struct policy *p);
 const char *policy_service_account(const struct policy *p); /* NULL when absent */
@@ -222,10 +221,10 @@ const char *policy_header_name(const struct policy *p, size_t i);
 enum reason policy_authorize_link(const struct policy *p, const struct policy_input *in,
                                   const char *minter, struct policy_trace *trace);
 
-enum reason policy_sign_check(const struct policy *p, const char *issuer_name,
-                              const json_t *claims, const char *method, const char *path,
-                              size_t path_len, unsigned ttl_s);
-size_t policy_sign_count(const struct policy *p);    /* "sign" entries */
+enum reason policy_sign_check(const struct policy *p, const char *issuer_name, const json_t *claims,
+                              const char *method, const char *path, size_t path_len,
+                              unsigned ttl_s);
+size_t policy_sign_count(const struct policy *p);        /* "sign" entries */
 bool policy_accepts_signed_urls(const struct policy *p); /* some signed_url callers entry */
 /* require_headers, in file order: how many, and entry i's name as written
  * (NULL out of range). policy_header_matched: whether entry i matches `in`

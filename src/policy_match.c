@@ -68,8 +68,8 @@ static bool pat_match(const struct pat *p, const json_t *v)
         return json_is_string(v) && json_string_length(v) == p->u.str.len &&
                memcmp(json_string_value(v), p->u.str.s, p->u.str.len) == 0;
     case PT_GLOB:
-        return json_is_string(v) &&
-               policy_glob_match(p->u.str.s, p->u.str.len, json_string_value(v), json_string_length(v));
+        return json_is_string(v) && policy_glob_match(p->u.str.s, p->u.str.len,
+                                                      json_string_value(v), json_string_length(v));
     case PT_INT:
         return json_is_integer(v) && json_integer_value(v) == p->u.i;
     case PT_REAL:
@@ -224,7 +224,8 @@ static void trace_reset(struct policy_trace *t)
     t->caller_index = t->rule_index = t->pattern_index = -1;
 }
 
-static void bufcat(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void bufcat(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void bufcat(char *buf, size_t cap, const char *fmt, ...)
 {
     size_t n = strlen(buf);
@@ -434,10 +435,12 @@ static void trace_callers(const struct policy *p, const struct policy_input *in,
         /* no entry for this issuer at all */
         t->miss_kind = "issuer";
         snprintf(t->miss_name, sizeof(t->miss_name), "%s", in->issuer_name ? in->issuer_name : "");
-        snprintf(t->miss_detail, sizeof(t->miss_detail), "no callers entry is for issuer \"%s\"; entries are for",
+        snprintf(t->miss_detail, sizeof(t->miss_detail),
+                 "no callers entry is for issuer \"%s\"; entries are for",
                  in->issuer_name ? in->issuer_name : "");
         for (size_t i = 0; i < p->n_callers; i++)
-            bufcat(t->miss_detail, sizeof(t->miss_detail), "%s \"%s\"", i ? "," : "", p->callers[i].issuer);
+            bufcat(t->miss_detail, sizeof(t->miss_detail), "%s \"%s\"", i ? "," : "",
+                   p->callers[i].issuer);
         if (p->n_callers) {
             t->caller_index = 0;
             t->caller_line = t->miss_line = p->callers[0].line;
@@ -530,7 +533,7 @@ static void trace_rules(const struct policy *p, const struct policy_input *in,
  * shaped like one (an HTTP authentication scheme, a JWT). */
 static bool header_value_secret(const char *name, const char *v, size_t n)
 {
-    static const char *const schemes[] = {"bearer ", "basic ", "digest ", "negotiate ",
+    static const char *const schemes[] = {"bearer ",           "basic ", "digest ", "negotiate ",
                                           "aws4-hmac-sha256 ", NULL};
     if (config_header_is_secret(name, strlen(name)))
         return true;
@@ -732,8 +735,8 @@ static const struct policy *route_host(const struct policy_set *set, bool any, c
     return NULL;
 }
 
-const struct policy *policy_route(const struct policy_set *set, const char *host,
-                                  size_t host_len, const char *path, size_t path_len)
+const struct policy *policy_route(const struct policy_set *set, const char *host, size_t host_len,
+                                  const char *path, size_t path_len)
 {
     const struct policy *p = NULL;
 
@@ -758,18 +761,54 @@ const struct policy *policy_set_at(const struct policy_set *set, size_t i)
     return set && i < set->n ? set->v[i] : NULL;
 }
 
-const char *policy_step(const struct policy *p) { return p->step; }
-const char *policy_description(const struct policy *p) { return p->description; }
-const char *policy_file(const struct policy *p) { return p->file; }
-const char *policy_hash_hex(const struct policy *p) { return p->hash; }
-const char *policy_host(const struct policy *p) { return p->host; }
-const char *policy_path_prefix(const struct policy *p) { return p->prefix; }
-const struct cfg_upstream *policy_upstream(const struct policy *p) { return p->upstream; }
-const char *policy_service_account(const struct policy *p) { return p->service_account; }
-bool policy_dry_run(const struct policy *p) { return p->dry_run; }
-const struct policy_limits *policy_limits(const struct policy *p) { return &p->limits; }
-size_t policy_caller_count(const struct policy *p) { return p->n_callers; }
-size_t policy_rule_count(const struct policy *p) { return p->n_rules; }
+const char *policy_step(const struct policy *p)
+{
+    return p->step;
+}
+const char *policy_description(const struct policy *p)
+{
+    return p->description;
+}
+const char *policy_file(const struct policy *p)
+{
+    return p->file;
+}
+const char *policy_hash_hex(const struct policy *p)
+{
+    return p->hash;
+}
+const char *policy_host(const struct policy *p)
+{
+    return p->host;
+}
+const char *policy_path_prefix(const struct policy *p)
+{
+    return p->prefix;
+}
+const struct cfg_upstream *policy_upstream(const struct policy *p)
+{
+    return p->upstream;
+}
+const char *policy_service_account(const struct policy *p)
+{
+    return p->service_account;
+}
+bool policy_dry_run(const struct policy *p)
+{
+    return p->dry_run;
+}
+const struct policy_limits *policy_limits(const struct policy *p)
+{
+    return &p->limits;
+}
+size_t policy_caller_count(const struct policy *p)
+{
+    return p->n_callers;
+}
+size_t policy_rule_count(const struct policy *p)
+{
+    return p->n_rules;
+}
 
 const char *policy_caller_issuer(const struct policy *p, size_t i)
 {
@@ -794,16 +833,14 @@ const char *policy_header_name(const struct policy *p, size_t i)
     return i < p->n_headers ? p->headers[i].name : NULL;
 }
 
-
 /* The first signed_url callers entry that accepts a link minted by `minter`,
  * or -1. */
 static int signed_caller(const struct policy *p, const char *minter)
 {
     for (size_t i = 0; i < p->n_callers; i++) {
         const struct caller *c = &p->callers[i];
-        if (c->signed_url == SIGNED_ANY ||
-            (c->signed_url == SIGNED_MINTED_BY && minter &&
-             signurl_minter_issuer_is(minter, c->minted_issuer)))
+        if (c->signed_url == SIGNED_ANY || (c->signed_url == SIGNED_MINTED_BY && minter &&
+                                            signurl_minter_issuer_is(minter, c->minted_issuer)))
             return (int)i;
     }
     return -1;
@@ -817,9 +854,8 @@ static bool token_caller_matches(const struct caller *c, const char *issuer_name
            missing_scope(c, claims) < 0;
 }
 
-enum reason policy_sign_check(const struct policy *p, const char *issuer_name,
-                              const json_t *claims, const char *method, const char *path,
-                              size_t path_len, unsigned ttl_s)
+enum reason policy_sign_check(const struct policy *p, const char *issuer_name, const json_t *claims,
+                              const char *method, const char *path, size_t path_len, unsigned ttl_s)
 {
     bool caller = false, rule = false, accepts = false;
 

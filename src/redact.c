@@ -41,20 +41,24 @@ static const struct {
     int body;   /* 0: [A-Za-z0-9_-.], 1: [A-Za-z0-9], 2: [A-Z0-9], 3: [A-Za-z0-9_] */
     size_t min;
 } token_shapes[] = {
-    {"ya29.", 5, 0, 20},                          /* Google OAuth 2.0 access token */
-    {"ghp_", 4, 1, 30}, {"gho_", 4, 1, 30},       /* GitHub: personal, OAuth */
-    {"ghu_", 4, 1, 30}, {"ghs_", 4, 1, 30},       /* GitHub: user-to-server, server-to-server */
-    {"ghr_", 4, 1, 30}, {"github_pat_", 11, 3, 30}, /* GitHub: refresh, fine-grained PAT */
-    {"AKIA", 4, 2, 16}, {"ASIA", 4, 2, 16},       /* AWS access key id: long-term, STS */
+    {"ya29.", 5, 0, 20},                             /* Google OAuth 2.0 access token */
+    {"ghp_", 4, 1, 30},  {"gho_", 4, 1, 30},         /* GitHub: personal, OAuth */
+    {"ghu_", 4, 1, 30},  {"ghs_", 4, 1, 30},         /* GitHub: user-to-server, server-to-server */
+    {"ghr_", 4, 1, 30},  {"github_pat_", 11, 3, 30}, /* GitHub: refresh, fine-grained PAT */
+    {"AKIA", 4, 2, 16},  {"ASIA", 4, 2, 16},         /* AWS access key id: long-term, STS */
 };
 
 static bool body_char(int kind, unsigned char c)
 {
     switch (kind) {
-    case 0: return is_b64url(c) || c == '.';
-    case 1: return is_alnum(c);
-    case 2: return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    default: return is_alnum(c) || c == '_';
+    case 0:
+        return is_b64url(c) || c == '.';
+    case 1:
+        return is_alnum(c);
+    case 2:
+        return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    default:
+        return is_alnum(c) || c == '_';
     }
 }
 

@@ -139,11 +139,21 @@ static void sha256_dispatch(void)
         OSSL_FUNC_digest_final_fn *final = NULL;
         for (const OSSL_DISPATCH *d = alg->implementation; d->function_id; d++) {
             switch (d->function_id) {
-            case OSSL_FUNC_DIGEST_NEWCTX: newctx = OSSL_FUNC_digest_newctx(d); break;
-            case OSSL_FUNC_DIGEST_FREECTX: freectx = OSSL_FUNC_digest_freectx(d); break;
-            case OSSL_FUNC_DIGEST_INIT: init = OSSL_FUNC_digest_init(d); break;
-            case OSSL_FUNC_DIGEST_UPDATE: update = OSSL_FUNC_digest_update(d); break;
-            case OSSL_FUNC_DIGEST_FINAL: final = OSSL_FUNC_digest_final(d); break;
+            case OSSL_FUNC_DIGEST_NEWCTX:
+                newctx = OSSL_FUNC_digest_newctx(d);
+                break;
+            case OSSL_FUNC_DIGEST_FREECTX:
+                freectx = OSSL_FUNC_digest_freectx(d);
+                break;
+            case OSSL_FUNC_DIGEST_INIT:
+                init = OSSL_FUNC_digest_init(d);
+                break;
+            case OSSL_FUNC_DIGEST_UPDATE:
+                update = OSSL_FUNC_digest_update(d);
+                break;
+            case OSSL_FUNC_DIGEST_FINAL:
+                final = OSSL_FUNC_digest_final(d);
+                break;
             }
         }
         if (newctx && freectx && init && update && final) {
@@ -204,11 +214,10 @@ static const char hex_pairs[513] =
     "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
     "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
     "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-static const char dec_pairs[201] =
-    "00010203040506070809101112131415161718192021222324"
-    "25262728293031323334353637383940414243444546474849"
-    "50515253545556575859606162636465666768697071727374"
-    "75767778798081828384858687888990919293949596979899";
+static const char dec_pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
 
 void hex_encode(const unsigned char *in, size_t len, char *out)
 {
@@ -219,11 +228,26 @@ void hex_encode(const unsigned char *in, size_t len, char *out)
 
 size_t u64_decimal(uint64_t v, char out[20])
 {
-    static const uint64_t pow10[20] = {
-        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
-        100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
-        10000000000000ull, 100000000000000ull, 1000000000000000ull, 10000000000000000ull,
-        100000000000000000ull, 1000000000000000000ull, 10000000000000000000ull};
+    static const uint64_t pow10[20] = {1ull,
+                                       10ull,
+                                       100ull,
+                                       1000ull,
+                                       10000ull,
+                                       100000ull,
+                                       1000000ull,
+                                       10000000ull,
+                                       100000000ull,
+                                       1000000000ull,
+                                       10000000000ull,
+                                       100000000000ull,
+                                       1000000000000ull,
+                                       10000000000000ull,
+                                       100000000000000ull,
+                                       1000000000000000ull,
+                                       10000000000000000ull,
+                                       100000000000000000ull,
+                                       1000000000000000000ull,
+                                       10000000000000000000ull};
     size_t n = 1, p;
 
     while (n < 20 && v >= pow10[n])
@@ -418,9 +442,10 @@ char *read_secret_file(const char *path, size_t cap, size_t *len, char *err, siz
         goto fail;
     }
     if (st.st_mode & 077) {
-        snprintf(err, errlen, "%s: mode %03o lets other users read or change a private key; "
-                 "chmod 600 it (or mount the secret with mode 0400)", path,
-                 (unsigned)(st.st_mode & 0777));
+        snprintf(err, errlen,
+                 "%s: mode %03o lets other users read or change a private key; "
+                 "chmod 600 it (or mount the secret with mode 0400)",
+                 path, (unsigned)(st.st_mode & 0777));
         goto fail;
     }
     if ((uint64_t)st.st_size > cap) {

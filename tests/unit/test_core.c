@@ -61,8 +61,9 @@ static void test_sha256_reuse(void)
 
     for (size_t i = 0; i < sizeof(sha_buf); i++)
         sha_buf[i] = (unsigned char)(i * 131 + 7);
-    ok(sha256_lengths_agree(&bad), "sha256_raw of every length 0..%zu is EVP_Digest's (first differing: %zu)",
-       sizeof(sha_buf), bad);
+    ok(sha256_lengths_agree(&bad),
+       "sha256_raw of every length 0..%zu is EVP_Digest's (first differing: %zu)", sizeof(sha_buf),
+       bad);
     for (int i = 0; i < 4; i++)
         started += pthread_create(&t[i], NULL, sha256_thread, &good[i]) == 0;
     for (int i = 0; i < started; i++)
@@ -75,7 +76,8 @@ static void test_escape(void)
 {
     char out[64];
     json_escape(out, sizeof(out), "a\"b\\c\n\x01\xff", 8);
-    is_str(out, "a\\\"b\\\\c\\u000a\\u0001\\u00ff", "json_escape escapes quotes, control and non-ASCII bytes");
+    is_str(out, "a\\\"b\\\\c\\u000a\\u0001\\u00ff",
+           "json_escape escapes quotes, control and non-ASCII bytes");
     json_escape(out, 8, "abcdefghijkl", 12);
     is_str(out, "abcdefg", "json_escape truncates at the capacity and terminates");
     json_escape(out, 8, "abcde\"", 6);
@@ -91,7 +93,8 @@ static void test_reason(void)
     is_int(reason_status(REASON_EXPIRED), 401, "expired maps to 401");
     is_int(reason_status(REASON_RATE_LIMITED), 429, "rate_limited maps to 429");
     is_int(reason_status(REASON_IDENTITY_UNAVAILABLE), 503, "identity_unavailable maps to 503");
-    is_int(reason_from_code("header_mismatch"), REASON_HEADER_MISMATCH, "reason_from_code round-trips");
+    is_int(reason_from_code("header_mismatch"), REASON_HEADER_MISMATCH,
+           "reason_from_code round-trips");
     is_int(reason_from_code("nonsense"), -1, "unknown code is -1");
     int dup = 0;
     for (int i = 0; i < REASON__COUNT; i++)
@@ -124,7 +127,8 @@ static void test_diags(void)
     diags_add(&d, "policies", 0, 0, "cannot open");
     diags_print(&d, f);
     fclose(f);
-    is_str(buf, "conf/baton.json:3:14: error: unknown key \"lisen\"\npolicies: error: cannot open\n",
+    is_str(buf,
+           "conf/baton.json:3:14: error: unknown key \"lisen\"\npolicies: error: cannot open\n",
            "diags print file:line:col and omit unknown positions");
     diags_free(&d);
     is_int(d.n, 0, "diags_free empties the list");
@@ -223,7 +227,8 @@ static int sign(int v)
  * the byte-wise one for a difference in any word, at any byte, in any length. */
 static void test_casecmp_words(void)
 {
-    static const char vals[] = {'a', 'A', 'b', 'Z', '[', '`', '-', '_', '\x80', '\xe1', '\xc1', '0'};
+    static const char vals[] = {'a', 'A', 'b',    'Z',    '[',    '`',
+                                '-', '_', '\x80', '\xe1', '\xc1', '0'};
     char a[20], b[20];
     long wrong = 0, n = 0;
 
@@ -237,7 +242,8 @@ static void test_casecmp_words(void)
                         a[at] = vals[x];
                         b[at] = vals[y];
                         n++;
-                        if (sign(ascii_casecmp_n(a, la, b, lb)) != sign(casecmp_bytes(a, la, b, lb)))
+                        if (sign(ascii_casecmp_n(a, la, b, lb)) !=
+                            sign(casecmp_bytes(a, la, b, lb)))
                             wrong++;
                     }
     is_int(wrong, 0, "ascii_casecmp_n orders as the byte-wise comparison at every length and byte");
@@ -259,7 +265,8 @@ static void test_hex_encode(void)
         snprintf(want + 2 * i, 3, "%02x", i);
     }
     hex_encode(all, sizeof(all), got);
-    is_str(got, want, "hex_encode of every byte value is two lowercase hex digits, as printf gives");
+    is_str(got, want,
+           "hex_encode of every byte value is two lowercase hex digits, as printf gives");
     hex_encode(all, 0, got);
     is_str(got, "", "hex_encode of no bytes is the empty string");
 }

@@ -133,8 +133,8 @@ static const char billing[] =
     "  \"limits\": { \"max_body_bytes\": 1048576, \"timeout_ms\": 60000, \"rate_per_s\": 20 }\n"
     "}\n";
 
-#define AWS_OK                                                                          \
-    "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\",\"iss\":\"x\","           \
+#define AWS_OK                                                               \
+    "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\",\"iss\":\"x\"," \
     "\"https://sts.amazonaws.com/\":{\"aws_account\":\"123456789012\",\"source_region\":\"us-east-1\"}}"
 #define EXEC_OK "arn:aws:states:us-east-1:123456789012:execution:reconcile:7f3a"
 
@@ -161,8 +161,10 @@ static void test_load_accessors(void)
     is_str(policy_hash_hex(p), hex, "policy_hash_hex is the SHA-256 of the file bytes");
     is_str(policy_host(p), "*", "policy_host");
     is_str(policy_path_prefix(p), "/billing/", "policy_path_prefix");
-    ok(policy_upstream(p) == &upstreams[1], "policy_upstream points at the config's billing upstream");
-    is_str(policy_service_account(p), "billing-step@proj.iam.gserviceaccount.com", "policy_service_account");
+    ok(policy_upstream(p) == &upstreams[1],
+       "policy_upstream points at the config's billing upstream");
+    is_str(policy_service_account(p), "billing-step@proj.iam.gserviceaccount.com",
+           "policy_service_account");
     ok(!policy_dry_run(p), "mode enforce is not dry_run");
     is_int(policy_limits(p)->max_body_bytes, 1048576, "limits.max_body_bytes");
     is_int(policy_limits(p)->timeout_ms, 60000, "limits.timeout_ms");
@@ -177,10 +179,10 @@ static void test_load_accessors(void)
 static void test_minimal_defaults(void)
 {
     struct diags d = DIAGS_INIT;
-    struct policy_set *set = build1(&d,
-        "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"cleanup\","
-        "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
-        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    struct policy_set *set = build1(
+        &d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"cleanup\","
+            "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
+            "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
     const struct policy *p = policy_set_at(set, 0);
     if (!ok(set && p, "a minimal policy loads"))
         goto out;
@@ -200,10 +202,11 @@ out:
 
 static char *route_policy(const char *step, const char *host, const char *prefix)
 {
-    return xasprintf("{\"step\":\"%s\",\"route\":{\"host\":\"%s\",\"path_prefix\":\"%s\"},"
-                     "\"upstream\":\"billing\",\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
-                     "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}",
-                     step, host, prefix);
+    return xasprintf(
+        "{\"step\":\"%s\",\"route\":{\"host\":\"%s\",\"path_prefix\":\"%s\"},"
+        "\"upstream\":\"billing\",\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
+        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}",
+        step, host, prefix);
 }
 
 static void test_routing(void)
@@ -222,21 +225,21 @@ static void test_routing(void)
     } cases[] = {
         {"gw.example.com", "/billing/reconcile", "any-billing"},
         {"gw.example.com", "/billing/", "any-billing"},
-        {"gw.example.com", "/billing", "any-root"},          /* "/billing/" needs the slash */
+        {"gw.example.com", "/billing", "any-root"}, /* "/billing/" needs the slash */
         {"gw.example.com", "/billing/runs", "any-billing-runs"},
         {"gw.example.com", "/billing/runs/7", "any-billing-runs"},
-        {"gw.example.com", "/billing/runsx", "any-billing"},   /* segment boundary */
+        {"gw.example.com", "/billing/runsx", "any-billing"}, /* segment boundary */
         {"gw.example.com", "/api/v1", "any-api-v1"},
         {"gw.example.com", "/api/v1/x/y", "any-api-v1"},
-        {"gw.example.com", "/api/v10", "any-root"},            /* not under /api/v1 */
+        {"gw.example.com", "/api/v10", "any-root"}, /* not under /api/v1 */
         {"gw.example.com", "/", "any-root"},
         {"api.example.com", "/api/x", "exact-api"},
-        {"API.EXAMPLE.COM", "/api/x", "exact-api"},            /* host case-insensitive */
+        {"API.EXAMPLE.COM", "/api/x", "exact-api"},                  /* host case-insensitive */
         {"api.example.com", "/billing/reconcile", "exact-api-root"}, /* exact host before "*" */
         {"api.example.com", "/", "exact-api-root"},
         {"other.example.com", "/billing/x", "other-host"},
-        {"other.example.com", "/api/v1", "any-api-v1"},        /* no exact match: falls to "*" */
-        {NULL, "/billing/x", "any-billing"},                   /* no host: only "*" */
+        {"other.example.com", "/api/v1", "any-api-v1"}, /* no exact match: falls to "*" */
+        {NULL, "/billing/x", "any-billing"},            /* no host: only "*" */
     };
     const char *files[2 * 7];
     char *texts[7];
@@ -258,7 +261,8 @@ static void test_routing(void)
                    cases[i].host ? cases[i].host : "(no host)", cases[i].path, cases[i].want);
         }
         /* precedence order for `baton check`: exact hosts first, longest prefix first */
-        is_str(policy_step(policy_set_at(set, 0)), "exact-api", "listing starts with the exact host, longest prefix");
+        is_str(policy_step(policy_set_at(set, 0)), "exact-api",
+               "listing starts with the exact host, longest prefix");
         is_str(policy_step(policy_set_at(set, 1)), "exact-api-root", "then its shorter prefix");
         is_str(policy_step(policy_set_at(set, 6)), "any-root", "\"*\" with \"/\" comes last");
     }
@@ -270,8 +274,10 @@ static void test_routing(void)
         char *t = route_policy("only", "*", "/billing/");
         const char *f[] = {"only.json", t};
         set = build_n(&d, 1, f);
-        ok(set && policy_route(set, "h", 1, "/other", 6) == NULL, "a path under no prefix has no route");
-        ok(set && policy_route(set, "h", 1, "/billing", 8) == NULL, "\"/billing\" is not under \"/billing/\"");
+        ok(set && policy_route(set, "h", 1, "/other", 6) == NULL,
+           "a path under no prefix has no route");
+        ok(set && policy_route(set, "h", 1, "/billing", 8) == NULL,
+           "\"/billing\" is not under \"/billing/\"");
         policy_set_free(set);
         diags_free(&d);
         free(t);
@@ -300,8 +306,9 @@ static void test_duplicates_across_files(void)
     char *s = diag_text(&d);
 
     ok(set == NULL, "two policies with the same host and path_prefix do not load");
-    is_str(s, "policies/b.json:1:26: route (host \"*\", path_prefix \"/billing/\") is also claimed "
-              "by policies/a.json:1:26\n",
+    is_str(s,
+           "policies/b.json:1:26: route (host \"*\", path_prefix \"/billing/\") is also claimed "
+           "by policies/a.json:1:26\n",
            "the duplicate route error names both files with positions");
     free(s);
     diags_free(&d);
@@ -336,15 +343,18 @@ static void test_claims_patterns(void)
         {"{\"sub\":\"abc\"}", "{\"sub\":\"abc\"}", 1, "exact string"},
         {"{\"sub\":\"abc\"}", "{\"sub\":\"abcd\"}", 0, "exact string is not a prefix match"},
         {"{\"sub\":\"abc\"}", "{\"sub\":\"ABC\"}", 0, "exact string is case-sensitive"},
-        {"{\"sub\":\"abc\"}", "{\"sub\":\"abc\",\"other\":1}", 1, "extra claims are ignored (subset)"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":\"abc\",\"other\":1}", 1,
+         "extra claims are ignored (subset)"},
         {"{\"sub\":\"abc\"}", "{\"other\":\"abc\"}", 0, "absent claim never matches"},
         {"{\"sub\":\"abc\"}", "{\"sub\":null}", 0, "null claim does not match a string"},
-        {"{\"sub\":\"abc\"}", "{\"sub\":[\"abc\"]}", 0, "array claim never matches a string pattern"},
+        {"{\"sub\":\"abc\"}", "{\"sub\":[\"abc\"]}", 0,
+         "array claim never matches a string pattern"},
         {"{\"sub\":\"abc\"}", "{\"sub\":{\"abc\":1}}", 0, "object claim does not match a string"},
-        {"{\"sub\":\"arn:aws:iam::*:role/sfn-*\"}", "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\"}", 1,
+        {"{\"sub\":\"arn:aws:iam::*:role/sfn-*\"}",
+         "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\"}", 1,
          "glob * spans ':' and '/' in ARNs"},
-        {"{\"sub\":\"arn:aws:iam::*:role/sfn-*\"}", "{\"sub\":\"arn:aws:iam::123:role/lambda-x\"}", 0,
-         "glob literal parts must match"},
+        {"{\"sub\":\"arn:aws:iam::*:role/sfn-*\"}", "{\"sub\":\"arn:aws:iam::123:role/lambda-x\"}",
+         0, "glob literal parts must match"},
         {"{\"sub\":\"*\"}", "{\"sub\":\"\"}", 1, "lone * matches the empty string"},
         {"{\"sub\":\"*\"}", "{\"sub\":5}", 0, "lone * matches strings only"},
         {"{\"sub\":\"*\"}", "{}", 0, "lone * does not match an absent claim"},
@@ -362,8 +372,10 @@ static void test_claims_patterns(void)
         {"{\"b\":true}", "{\"b\":false}", 0, "boolean differs"},
         {"{\"b\":false}", "{\"b\":0}", 0, "0 is not false"},
         {"{\"b\":false}", "{\"b\":\"false\"}", 0, "\"false\" is not false"},
-        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"y\":{\"z\":\"v\",\"w\":1}}}", 1, "nested objects"},
-        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"y\":\"v\"}}", 0, "nested pattern vs string claim"},
+        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"y\":{\"z\":\"v\",\"w\":1}}}", 1,
+         "nested objects"},
+        {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"y\":\"v\"}}", 0,
+         "nested pattern vs string claim"},
         {"{\"x\":{\"y\":{\"z\":\"v\"}}}", "{\"x\":{\"z\":\"v\"}}", 0, "nesting level matters"},
         {"{\"x\":{\"y\":\"v\"}}", "{\"x.y\":\"v\"}", 0, "dotted claim name is not nesting"},
         {"{\"https://sts.amazonaws.com/\":{\"aws_account\":\"123\"}}",
@@ -375,7 +387,8 @@ static void test_claims_patterns(void)
         {"{\"sub\":[\"a\",\"b\"]}", "{\"sub\":[\"a\",\"b\"]}", 0, "array pattern vs array claim"},
         {"{\"sub\":[\"x-*\",7]}", "{\"sub\":7}", 1, "array of a glob and an integer"},
         {"{\"sub\":[\"x-*\",7]}", "{\"sub\":\"x-1\"}", 1, "array element glob"},
-        {"{\"sub\":[{\"a\":1},{\"b\":2}]}", "{\"sub\":{\"b\":2,\"c\":3}}", 1, "array of object patterns"},
+        {"{\"sub\":[{\"a\":1},{\"b\":2}]}", "{\"sub\":{\"b\":2,\"c\":3}}", 1,
+         "array of object patterns"},
         {"{\"sub\":\"a\",\"client_id\":\"c\"}", "{\"sub\":\"a\"}", 0, "every member must match"},
         {"{\"sub\":\"a*\"}", "{\"sub\":\"a\"}", 1, "trailing star matches nothing too"},
     };
@@ -383,10 +396,11 @@ static void test_claims_patterns(void)
         struct diags d = DIAGS_INIT;
         char *text;
         struct policy_set *set;
-        text = xasprintf("{\"step\":\"c\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
-                         "\"callers\":[{\"issuer\":\"aws\",\"claims\":%s}],"
-                         "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/x\"]}]}",
-                         t[i].pattern);
+        text = xasprintf(
+            "{\"step\":\"c\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+            "\"callers\":[{\"issuer\":\"aws\",\"claims\":%s}],"
+            "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/x\"]}]}",
+            t[i].pattern);
         set = build1(&d, text);
         if (!set) {
             ok(0, "claims pattern %s loads", t[i].pattern);
@@ -418,11 +432,11 @@ static void test_path_patterns(void)
         {"/a/b/", "/a/b/", 1},
         {"/a/*", "/a/x", 1},
         {"/a/*", "/a/x/y", 0},
-        {"/a/*", "/a/", 0},        /* `*` needs a non-empty segment */
+        {"/a/*", "/a/", 0}, /* `*` needs a non-empty segment */
         {"/a/*", "/a", 0},
         {"/a/*/c", "/a/b/c", 1},
         {"/a/*/c", "/a/b/d/c", 0},
-        {"/a/**", "/a", 1},       /* zero segments */
+        {"/a/**", "/a", 1}, /* zero segments */
         {"/a/**", "/a/", 1},
         {"/a/**", "/a/x/y/z", 1},
         {"/a/**", "/ab", 0},
@@ -443,15 +457,17 @@ static void test_path_patterns(void)
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct diags d = DIAGS_INIT;
-        char *text = xasprintf("{\"step\":\"p\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
-                               "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"s\"}}],"
-                               "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"%s\"]}]}",
-                               t[i].pattern);
+        char *text = xasprintf(
+            "{\"step\":\"p\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+            "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"s\"}}],"
+            "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"%s\"]}]}",
+            t[i].pattern);
         struct policy_set *set = build1(&d, text);
         if (!set) {
             ok(0, "path pattern %s loads", t[i].pattern);
         } else {
-            is_int(decide(policy_set_at(set, 0), "aws", "{\"sub\":\"s\"}", "GET", t[i].path, NULL, NULL),
+            is_int(decide(policy_set_at(set, 0), "aws", "{\"sub\":\"s\"}", "GET", t[i].path, NULL,
+                          NULL),
                    t[i].want ? REASON_ALLOWED : REASON_NO_RULE_MATCH, "path pattern %s %s %s",
                    t[i].pattern, t[i].want ? "matches" : "does not match", t[i].path);
         }
@@ -469,7 +485,8 @@ static void test_methods_headers_order(void)
     struct hdrs h1 = {{"X-Sfn-Execution"}, {EXEC_OK}, 1};
     struct hdrs hlower = {{"x-sfn-execution"}, {EXEC_OK}, 1};
     struct hdrs hdup = {{"X-Sfn-Execution", "x-sfn-execution"}, {EXEC_OK, EXEC_OK}, 2};
-    struct hdrs hbad = {{"X-Sfn-Execution"}, {"arn:aws:states:us-east-1:999999999999:execution:x:1"}, 1};
+    struct hdrs hbad = {
+        {"X-Sfn-Execution"}, {"arn:aws:states:us-east-1:999999999999:execution:x:1"}, 1};
     struct hdrs hnone = {{"X-Other"}, {EXEC_OK}, 1};
 
     if (!ok(p != NULL, "billing fixture loads"))
@@ -480,28 +497,30 @@ static void test_methods_headers_order(void)
            "allowed: POST /billing/runs/* one segment");
     is_int(decide(p, "aws", AWS_OK, "GET", "/billing/runs/42/log", &h1, NULL), REASON_ALLOWED,
            "allowed: GET /billing/runs/** by the second rule");
-    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/runs/42/log", &h1, NULL), REASON_NO_RULE_MATCH,
-           "POST is not allowed deeper than one segment");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/runs/42/log", &h1, NULL),
+           REASON_NO_RULE_MATCH, "POST is not allowed deeper than one segment");
     is_int(decide(p, "aws", AWS_OK, "post", "/billing/reconcile", &h1, NULL), REASON_NO_RULE_MATCH,
            "methods are exact: \"post\" is not POST");
     is_int(decide(p, "aws", AWS_OK, "GET", "/billing/reconcile", &h1, NULL), REASON_NO_RULE_MATCH,
            "GET /billing/reconcile matches no rule");
     is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hlower, NULL), REASON_ALLOWED,
            "header names are case-insensitive");
-    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hdup, NULL), REASON_HEADER_MISMATCH,
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hdup, NULL),
+           REASON_HEADER_MISMATCH,
            "a required header sent twice never matches, even with equal values");
-    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hbad, NULL), REASON_HEADER_MISMATCH,
-           "a header value outside the glob is a mismatch");
-    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hnone, NULL), REASON_HEADER_MISMATCH,
-           "an absent required header is a mismatch");
-    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", NULL, NULL), REASON_HEADER_MISMATCH,
-           "no headers at all is a mismatch");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hbad, NULL),
+           REASON_HEADER_MISMATCH, "a header value outside the glob is a mismatch");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hnone, NULL),
+           REASON_HEADER_MISMATCH, "an absent required header is a mismatch");
+    is_int(decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", NULL, NULL),
+           REASON_HEADER_MISMATCH, "no headers at all is a mismatch");
     /* order: caller before rule before headers */
-    is_int(decide(p, "aws", "{\"sub\":\"nobody\"}", "GET", "/nowhere", &hnone, NULL), REASON_NO_CALLER_MATCH,
-           "caller is checked first");
-    is_int(decide(p, "aws", AWS_OK, "DELETE", "/billing/reconcile", &hnone, NULL), REASON_NO_RULE_MATCH,
-           "rules are checked before headers");
-    is_int(decide(p, "cognito", AWS_OK, "POST", "/billing/reconcile", &h1, NULL), REASON_NO_CALLER_MATCH,
+    is_int(decide(p, "aws", "{\"sub\":\"nobody\"}", "GET", "/nowhere", &hnone, NULL),
+           REASON_NO_CALLER_MATCH, "caller is checked first");
+    is_int(decide(p, "aws", AWS_OK, "DELETE", "/billing/reconcile", &hnone, NULL),
+           REASON_NO_RULE_MATCH, "rules are checked before headers");
+    is_int(decide(p, "cognito", AWS_OK, "POST", "/billing/reconcile", &h1, NULL),
+           REASON_NO_CALLER_MATCH,
            "the aws claims from another issuer do not match (issuer is part of the entry)");
     {
         struct policy_input in = {"POST", "/billing/reconcile", 18, "aws", NULL, hdr_lookup, &h1};
@@ -523,49 +542,76 @@ static void test_scopes(void)
 
     if (!ok(p != NULL, "billing fixture loads for scopes"))
         return;
-    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":\"billing/read billing/reconcile\"}",
-                  "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED, "scope in the space-separated scope claim");
-    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scp\":[\"x\",\"billing/reconcile\"]}",
-                  "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED, "scope in the scp array");
-    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scp\":\"billing/reconcile\"}",
-                  "POST", "/billing/reconcile", &h1, NULL), REASON_ALLOWED, "scope in an scp string");
-    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":\"billing/reconcile2 billing\"}",
-                  "POST", "/billing/reconcile", &h1, &t), REASON_SCOPE_MISSING, "scope words match whole, not as prefixes");
+    is_int(
+        decide(
+            p, "cognito",
+            "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":\"billing/read billing/reconcile\"}",
+            "POST", "/billing/reconcile", &h1, NULL),
+        REASON_ALLOWED, "scope in the space-separated scope claim");
+    is_int(
+        decide(
+            p, "cognito",
+            "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scp\":[\"x\",\"billing/reconcile\"]}",
+            "POST", "/billing/reconcile", &h1, NULL),
+        REASON_ALLOWED, "scope in the scp array");
+    is_int(
+        decide(
+            p, "cognito",
+            "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scp\":\"billing/reconcile\"}",
+            "POST", "/billing/reconcile", &h1, NULL),
+        REASON_ALLOWED, "scope in an scp string");
+    is_int(
+        decide(
+            p, "cognito",
+            "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":\"billing/reconcile2 billing\"}",
+            "POST", "/billing/reconcile", &h1, &t),
+        REASON_SCOPE_MISSING, "scope words match whole, not as prefixes");
     is_str(t.miss_kind, "scope", "trace: the miss is a scope");
     is_str(t.miss_name, "billing/reconcile", "trace: names the missing scope");
     is_int(t.caller_index, 1, "trace: the cognito entry is the closest caller");
     is_int(t.miss_line, 14, "trace: the miss points at the scopes line");
-    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\"}",
-                  "POST", "/billing/reconcile", &h1, NULL), REASON_SCOPE_MISSING, "no scope claim at all");
-    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":[\"billing/reconcile\"]}",
-                  "POST", "/billing/reconcile", &h1, NULL), REASON_SCOPE_MISSING, "a scope claim that is an array is not a scope list");
-    is_int(decide(p, "cognito", "{\"client_id\":\"other\",\"scope\":\"billing/reconcile\"}",
-                  "POST", "/billing/reconcile", &h1, NULL), REASON_NO_CALLER_MATCH,
-           "scopes do not help when the claims do not match");
+    is_int(decide(p, "cognito", "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\"}", "POST",
+                  "/billing/reconcile", &h1, NULL),
+           REASON_SCOPE_MISSING, "no scope claim at all");
+    is_int(
+        decide(
+            p, "cognito",
+            "{\"client_id\":\"4b1c2d3e\",\"token_use\":\"access\",\"scope\":[\"billing/reconcile\"]}",
+            "POST", "/billing/reconcile", &h1, NULL),
+        REASON_SCOPE_MISSING, "a scope claim that is an array is not a scope list");
+    is_int(decide(p, "cognito", "{\"client_id\":\"other\",\"scope\":\"billing/reconcile\"}", "POST",
+                  "/billing/reconcile", &h1, NULL),
+           REASON_NO_CALLER_MATCH, "scopes do not help when the claims do not match");
     policy_set_free(set);
     diags_free(&d);
 
     /* a later entry without scopes still matches after a scope miss */
-    set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
-                     "\"callers\":[{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\"},\"scopes\":[\"w\"]},"
-                     "{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\",\"token_use\":\"access\"}}],"
-                     "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    set = build1(
+        &d,
+        "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+        "\"callers\":[{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\"},\"scopes\":[\"w\"]},"
+        "{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\",\"token_use\":\"access\"}}],"
+        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
     if (ok(set != NULL, "two entries, the first with scopes, load")) {
-        is_int(decide(policy_set_at(set, 0), "cognito", "{\"client_id\":\"c\",\"token_use\":\"access\"}",
-                      "GET", "/x", NULL, &t), REASON_ALLOWED, "the second entry matches after the first misses a scope");
+        is_int(decide(policy_set_at(set, 0), "cognito",
+                      "{\"client_id\":\"c\",\"token_use\":\"access\"}", "GET", "/x", NULL, &t),
+               REASON_ALLOWED, "the second entry matches after the first misses a scope");
         is_int(t.caller_index, 1, "trace names the second entry");
     }
     policy_set_free(set);
     diags_free(&d);
     /* the trace of a scope miss names the entry that missed only a scope, even
      * when another entry matched more claims before missing one */
-    set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
-                     "\"callers\":[{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\"},\"scopes\":[\"w\"]},"
-                     "{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\",\"token_use\":\"access\",\"x\":\"y\"}}],"
-                     "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    set = build1(
+        &d,
+        "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\","
+        "\"callers\":[{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\"},\"scopes\":[\"w\"]},"
+        "{\"issuer\":\"cognito\",\"claims\":{\"client_id\":\"c\",\"token_use\":\"access\",\"x\":\"y\"}}],"
+        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
     if (ok(set != NULL, "scope-miss fixture loads")) {
-        is_int(decide(policy_set_at(set, 0), "cognito", "{\"client_id\":\"c\",\"token_use\":\"access\"}",
-                      "GET", "/x", NULL, &t), REASON_SCOPE_MISSING, "scope_missing when the only full claims match lacks a scope");
+        is_int(decide(policy_set_at(set, 0), "cognito",
+                      "{\"client_id\":\"c\",\"token_use\":\"access\"}", "GET", "/x", NULL, &t),
+               REASON_SCOPE_MISSING, "scope_missing when the only full claims match lacks a scope");
         is_str(t.miss_kind, "scope", "trace of scope_missing is a scope miss");
         is_int(t.caller_index, 0, "trace names the entry that missed only its scope");
     }
@@ -576,10 +622,11 @@ static void test_scopes(void)
 static void test_dry_run(void)
 {
     struct diags d = DIAGS_INIT;
-    struct policy_set *set = build1(&d, "{\"step\":\"s\",\"mode\":\"dry_run\",\"route\":{\"path_prefix\":\"/\"},"
-                                        "\"upstream\":\"approvals\","
-                                        "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
-                                        "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
+    struct policy_set *set = build1(
+        &d, "{\"step\":\"s\",\"mode\":\"dry_run\",\"route\":{\"path_prefix\":\"/\"},"
+            "\"upstream\":\"approvals\","
+            "\"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],"
+            "\"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}]}");
     const struct policy *p = set ? policy_set_at(set, 0) : NULL;
     if (!ok(p != NULL, "dry_run policy loads"))
         return;
@@ -622,15 +669,18 @@ static void test_trace(void)
            "POST", "/billing/reconcile", &h1, &t);
     is_int(t.reason, REASON_NO_CALLER_MATCH, "trace: wrong account is no_caller_match");
     is_str(t.miss_kind, "claim", "trace: the miss is a claim");
-    is_str(t.miss_name, "\"https://sts.amazonaws.com/\".aws_account", "trace: names the nested claim");
-    is_str(t.miss_detail, "expected \"123456789012\", got \"210987654321\"", "trace: says how it differs");
+    is_str(t.miss_name, "\"https://sts.amazonaws.com/\".aws_account",
+           "trace: names the nested claim");
+    is_str(t.miss_detail, "expected \"123456789012\", got \"210987654321\"",
+           "trace: says how it differs");
     is_int(t.caller_index, 0, "trace: closest caller is the aws entry");
     is_int(t.miss_line, 10, "trace: miss line is the pattern's line");
     is_int(t.miss_col, 64, "trace: miss column is the pattern's column");
 
     decide(p, "aws", "{\"sub\":\"arn:aws:iam::123456789012:role/sfn-billing\"}", "POST",
            "/billing/reconcile", &h1, &t);
-    is_str(t.miss_name, "\"https://sts.amazonaws.com/\"", "trace: names the absent namespace claim");
+    is_str(t.miss_name, "\"https://sts.amazonaws.com/\"",
+           "trace: names the absent namespace claim");
     is_str(t.miss_detail, "absent from the token, expected an object", "trace: an absent claim");
     decide(p, "aws", "{\"sub\":[\"x\"]}", "POST", "/billing/reconcile", &h1, &t);
     is_str(t.miss_name, "sub", "trace: first missing leaf in file order");
@@ -645,17 +695,20 @@ static void test_trace(void)
            "trace: a type mismatch shows the value received");
     decide(p, "github", AWS_OK, "POST", "/billing/reconcile", &h1, &t);
     is_str(t.miss_kind, "issuer", "trace: no entry for the issuer");
-    is_str(t.miss_detail, "no callers entry is for issuer \"github\"; entries are for \"aws\", \"cognito\"",
+    is_str(t.miss_detail,
+           "no callers entry is for issuer \"github\"; entries are for \"aws\", \"cognito\"",
            "trace: lists the issuers the entries accept");
 
     decide(p, "aws", AWS_OK, "DELETE", "/billing/runs/3", &h1, &t);
     is_int(t.reason, REASON_NO_RULE_MATCH, "trace: DELETE is no_rule_match");
     is_str(t.miss_kind, "method", "trace: path matched a rule, the method did not");
     is_int(t.rule_index, 0, "trace: the closest rule is the first one whose path matched");
-    is_str(t.miss_detail, "method \"DELETE\" is not one of [POST]", "trace: lists the rule's methods");
+    is_str(t.miss_detail, "method \"DELETE\" is not one of [POST]",
+           "trace: lists the rule's methods");
     decide(p, "aws", AWS_OK, "POST", "/billing/other", &h1, &t);
     is_str(t.miss_kind, "path", "trace: the method matched a rule, the path did not");
-    is_str(t.miss_detail, "path \"/billing/other\" matches none of [\"/billing/reconcile\", \"/billing/runs/*\"]",
+    is_str(t.miss_detail,
+           "path \"/billing/other\" matches none of [\"/billing/reconcile\", \"/billing/runs/*\"]",
            "trace: lists the rule's path patterns");
     decide(p, "aws", AWS_OK, "PUT", "/billing/other", &h1, &t);
     is_str(t.miss_kind, "rule", "trace: neither method nor path");
@@ -674,15 +727,17 @@ static void test_trace(void)
     {
         struct hdrs hv = {{"X-Sfn-Execution"}, {"nope"}, 1};
         decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
-        is_str(t.miss_detail,
-               "got \"nope\", which does not match glob \"arn:aws:states:*:123456789012:execution:*\"",
-               "trace: the value received and the glob");
+        is_str(
+            t.miss_detail,
+            "got \"nope\", which does not match glob \"arn:aws:states:*:123456789012:execution:*\"",
+            "trace: the value received and the glob");
     }
     {
         /* a credential-shaped value is never printed, whatever the header's name */
         struct hdrs hv = {{"X-Sfn-Execution"}, {"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}, 1};
         decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
-        ok(strstr(t.miss_detail, "eyJ") == NULL && strstr(t.miss_detail, "[redacted] (41 bytes)") != NULL,
+        ok(strstr(t.miss_detail, "eyJ") == NULL &&
+               strstr(t.miss_detail, "[redacted] (41 bytes)") != NULL,
            "trace: a JWT-shaped value is redacted (%s)", t.miss_detail);
         hv.value[0] = "Bearer abc.def";
         decide(p, "aws", AWS_OK, "POST", "/billing/reconcile", &hv, &t);
@@ -798,9 +853,11 @@ static void test_load_errors(void)
          "p.json:2:24: allow[0]: missing required key \"methods\"\n"
          "p.json:2:24: allow[0]: missing required key \"paths\"\n",
          "missing required keys"},
-        {"{\"step\": \"s\",\n \"route\": {\"path_prefix\": \"/\"\n}", "p.json:3:1: invalid JSON: '}' expected near end of file\n",
+        {"{\"step\": \"s\",\n \"route\": {\"path_prefix\": \"/\"\n}",
+         "p.json:3:1: invalid JSON: '}' expected near end of file\n",
          "syntax error with jansson's position"},
-        {"[1]", "p.json:1:1: a step policy must be a JSON object, not an array\n", "top level array"},
+        {"[1]", "p.json:1:1: a step policy must be a JSON object, not an array\n",
+         "top level array"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct diags d = DIAGS_INIT;
@@ -841,10 +898,11 @@ static void test_load_errors(void)
         }
         char *text = xasprintf("%s\"stepp\": 1}", many);
         set = build1(&d, text);
-        ok(set == NULL && d.n == JLOAD_MAX_ERRORS + 1, "policy errors stop at JLOAD_MAX_ERRORS plus a summary (%zu)",
-           d.n);
+        ok(set == NULL && d.n == JLOAD_MAX_ERRORS + 1,
+           "policy errors stop at JLOAD_MAX_ERRORS plus a summary (%zu)", d.n);
         if (d.n == JLOAD_MAX_ERRORS + 1) {
-            ok(strstr(d.v[d.n - 1].msg, "too many errors: 56 more not shown") && d.v[d.n - 1].line == 0,
+            ok(strstr(d.v[d.n - 1].msg, "too many errors: 56 more not shown") &&
+                   d.v[d.n - 1].line == 0,
                "the summary counts what was not shown, and sorts last");
             is_str(d.v[0].msg, "unknown key \"k0\"", "the first error is the first in the file");
         }
@@ -883,7 +941,8 @@ static void test_load_dir(void)
     set = policy_set_load(&cfg, &d);
     s = diag_text(&d);
     ok(set == NULL, "an empty policy directory does not load");
-    ok(strstr(s, "no step policy (*.json) in the policy directory") != NULL, "the error says no policy");
+    ok(strstr(s, "no step policy (*.json) in the policy directory") != NULL,
+       "the error says no policy");
     free(s);
     diags_free(&d);
 
@@ -940,7 +999,8 @@ static const char lint_base[] =
     " \"require_headers\":{\"X-Sfn-Execution\":%s}%s}";
 
 /* Loads one policy with warnings collected; returns the warnings (owned). */
-static char *lint(const char *sub, const char *path, const char *hdr, const char *more, bool *loaded)
+static char *lint(const char *sub, const char *path, const char *hdr, const char *more,
+                  bool *loaded)
 {
     struct diags d = DIAGS_INIT, w = DIAGS_INIT;
     char *text = xasprintf(lint_base, sub, path, hdr, more);
@@ -974,9 +1034,12 @@ static void test_first_hour(void)
                      " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}], \"limit\":{}}");
     s = diag_text(&d);
     ok(set == NULL, "misspelled keys fail the load");
-    ok(strstr(s, "p.json:1:22: route: unknown key \"path_prefx\" (did you mean \"path_prefix\"?)\n") != NULL,
+    ok(strstr(s,
+              "p.json:1:22: route: unknown key \"path_prefx\" (did you mean \"path_prefix\"?)\n") !=
+           NULL,
        "did you mean path_prefix");
-    ok(strstr(s, "p.json:2:14: callers[0]: unknown key \"isuer\" (did you mean \"issuer\"?)\n") != NULL,
+    ok(strstr(s, "p.json:2:14: callers[0]: unknown key \"isuer\" (did you mean \"issuer\"?)\n") !=
+           NULL,
        "did you mean issuer");
     ok(strstr(s, "unknown key \"limit\" (did you mean \"limits\"?)") != NULL,
        "did you mean limits");
@@ -987,8 +1050,9 @@ static void test_first_hour(void)
     /* regex-looking patterns: warnings with positions, the policy still loads */
     s = lint("\"^arn:aws:states:.*$\"", "\"/r/*\"", "\"arn:aws:states:*\"", "", &loaded);
     ok(loaded, "a regex-looking claim pattern is a warning, not an error");
-    ok(strstr(s, "p.json:2:45: claim pattern \"^arn:aws:states:.*$\" looks like a regular expression "
-                 "(it starts with the anchor \"^\")") != NULL,
+    ok(strstr(s,
+              "p.json:2:45: claim pattern \"^arn:aws:states:.*$\" looks like a regular expression "
+              "(it starts with the anchor \"^\")") != NULL,
        "anchored claim pattern warned at its value");
     free(s);
     {
@@ -1006,7 +1070,8 @@ static void test_first_hour(void)
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
             s = lint(bad[i].pat, "\"/r/*\"", "\"x\"", "", &loaded);
-            ok(loaded && strstr(s, bad[i].why) != NULL, "claim %s: warned (%s)", bad[i].pat, bad[i].why);
+            ok(loaded && strstr(s, bad[i].why) != NULL, "claim %s: warned (%s)", bad[i].pat,
+               bad[i].why);
             free(s);
             s = lint("\"x\"", "\"/r/*\"", bad[i].pat, "", &loaded);
             ok(loaded && strstr(s, "header value pattern") && strstr(s, bad[i].why) != NULL,
@@ -1042,10 +1107,11 @@ static void test_first_hour(void)
     ok(loaded, "rate_per_s 0.0002 loads");
     free(s);
     {
-        const char *text = "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
-                           " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
-                           " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
-                           " \"limits\":{\"rate_per_s\":0.0002}}";
+        const char *text =
+            "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+            " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+            " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
+            " \"limits\":{\"rate_per_s\":0.0002}}";
         set = build1(&d, text);
         if (set) {
             const struct policy_limits *lim = policy_limits(policy_set_at(set, 0));
@@ -1057,17 +1123,20 @@ static void test_first_hour(void)
         }
         policy_set_free(set);
         diags_free(&d);
-        set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
-                         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
-                         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
-                         " \"limits\":{\"rate_per_s\":2.5}}");
-        ok(set && policy_limits(policy_set_at(set, 0))->burst == 3, "burst defaults to 2.5 rounded up");
+        set = build1(
+            &d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+                " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
+                " \"limits\":{\"rate_per_s\":2.5}}");
+        ok(set && policy_limits(policy_set_at(set, 0))->burst == 3,
+           "burst defaults to 2.5 rounded up");
         policy_set_free(set);
         diags_free(&d);
-        set = build1(&d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
-                         " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
-                         " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
-                         " \"limits\":{\"rate_per_s\":\"1/h\"}}");
+        set = build1(
+            &d, "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/r/\"},\"upstream\":\"billing\",\n"
+                " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+                " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/r/*\"]}],\n"
+                " \"limits\":{\"rate_per_s\":\"1/h\"}}");
         s = diag_text(&d);
         ok(!set && strstr(s, "p.json:4:25: \"rate_per_s\" must be a number, not a string") != NULL,
            "a rate that is not a number is an error");
@@ -1131,14 +1200,15 @@ static void test_signed_urls(void)
            "a link minted by an aws caller passes minted_by");
     is_int(decide_link(p, "cli", "GET", "/approvals/42/approve"), REASON_NO_CALLER_MATCH,
            "a link from baton sign-url does not pass minted_by");
-    is_int(decide_link(p, "cognito.0123456789ab", "GET", "/approvals/42/approve"), REASON_NO_CALLER_MATCH,
+    is_int(decide_link(p, "cognito.0123456789ab", "GET", "/approvals/42/approve"),
+           REASON_NO_CALLER_MATCH,
            "a link minted by another issuer's caller does not pass minted_by");
-    is_int(decide_link(p, "aws.0123456789ab", "POST", "/approvals/42/approve"), REASON_NO_RULE_MATCH,
-           "allow rules apply to links unchanged");
+    is_int(decide_link(p, "aws.0123456789ab", "POST", "/approvals/42/approve"),
+           REASON_NO_RULE_MATCH, "allow rules apply to links unchanged");
     is_int(decide(p, "aws", ops, "GET", "/approvals/42/approve", NULL, NULL), REASON_ALLOWED,
            "token callers still work");
-    is_int(decide(p, "aws", lambda, "GET", "/approvals/42/approve", NULL, NULL), REASON_NO_CALLER_MATCH,
-           "a token never matches a signed_url entry");
+    is_int(decide(p, "aws", lambda, "GET", "/approvals/42/approve", NULL, NULL),
+           REASON_NO_CALLER_MATCH, "a token never matches a signed_url entry");
     is_int(sign_check(p, "aws", lambda, "GET", "/approvals/42/approve", 900), REASON_ALLOWED,
            "the granted caller may mint");
     is_int(sign_check(p, "aws", ops, "GET", "/approvals/42/approve", 900), REASON_NO_CALLER_MATCH,
@@ -1156,8 +1226,8 @@ static void test_signed_urls(void)
         char *m = strstr(t, "approval-lambda\" } } } }");
         memcpy(m, "approval-lambdX", 15);
         set = build1(&d, t);
-        ok(set && sign_check(policy_set_at(set, 0), "aws", lambda, "GET", "/approvals/1/approve", 60) ==
-                      REASON_NO_CALLER_MATCH,
+        ok(set && sign_check(policy_set_at(set, 0), "aws", lambda, "GET", "/approvals/1/approve",
+                             60) == REASON_NO_CALLER_MATCH,
            "minted_by claims are checked at mint time");
         policy_set_free(set);
         diags_free(&d);
@@ -1205,9 +1275,10 @@ static void test_signed_urls(void)
 /* limits.rate_scope and limits.max_in_flight (README "Shared limits on Redis"). */
 static void test_shared_limits(void)
 {
-    static const char *head = "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
-                              " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
-                              " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n";
+    static const char *head =
+        "{\"step\":\"s\",\"route\":{\"path_prefix\":\"/\"},\"upstream\":\"billing\",\n"
+        " \"callers\":[{\"issuer\":\"aws\",\"claims\":{\"sub\":\"x\"}}],\n"
+        " \"allow\":[{\"methods\":[\"GET\"],\"paths\":[\"/**\"]}],\n";
     struct {
         const char *limits;
         bool redis;
@@ -1215,24 +1286,30 @@ static void test_shared_limits(void)
         const char *what;
     } t[] = {
         {" \"limits\":{\"rate_per_s\":5}}", false, "", "rate_scope absent: instance"},
-        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"instance\"}}", false, "", "instance without redis"},
-        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"global\"}}", true, "", "global with redis"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"instance\"}}", false, "",
+         "instance without redis"},
+        {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"global\"}}", true, "",
+         "global with redis"},
         {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"global\"}}", false,
          "p.json:4:40: \"rate_scope\": \"global\" needs \"redis\" in the main config (the store every instance shares)\n",
          "global without redis"},
         {" \"limits\":{\"rate_scope\":\"global\"}}", true,
          "p.json:4:25: \"rate_scope\": \"global\" needs \"rate_per_s\"\n", "global without a rate"},
         {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":\"cluster\"}}", true,
-         "p.json:4:40: limits.rate_scope: \"cluster\" is not one of \"instance\" or \"global\"\n", "unknown scope"},
+         "p.json:4:40: limits.rate_scope: \"cluster\" is not one of \"instance\" or \"global\"\n",
+         "unknown scope"},
         {" \"limits\":{\"rate_per_s\":5,\"rate_scope\":1}}", true,
-         "p.json:4:40: limits.rate_scope: expected a string, got an integer\n", "scope of the wrong type"},
+         "p.json:4:40: limits.rate_scope: expected a string, got an integer\n",
+         "scope of the wrong type"},
         {" \"limits\":{\"max_in_flight\":0}}", false,
          "p.json:4:28: limits.max_in_flight: 0 is out of range 1..1000000\n", "max_in_flight 0"},
         {" \"limits\":{\"max_in_flight\":1000001}}", false,
-         "p.json:4:28: limits.max_in_flight: 1000001 is out of range 1..1000000\n", "max_in_flight over the cap"},
+         "p.json:4:28: limits.max_in_flight: 1000001 is out of range 1..1000000\n",
+         "max_in_flight over the cap"},
         {" \"limits\":{\"max_in_flight\":1000000}}", false, "", "max_in_flight at the cap"},
         {" \"limits\":{\"max_in_flight\":\"2\"}}", false,
-         "p.json:4:28: limits.max_in_flight: expected an integer, got a string\n", "max_in_flight as a string"},
+         "p.json:4:28: limits.max_in_flight: expected an integer, got a string\n",
+         "max_in_flight as a string"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct diags d = DIAGS_INIT;
@@ -1243,7 +1320,8 @@ static void test_shared_limits(void)
         set = build1(&d, text);
         s = diag_text(&d);
         is_str(s, t[i].want, "shared limits (%s): diagnostics", t[i].what);
-        ok((set != NULL) == (t[i].want[0] == '\0'), "shared limits (%s): built iff no error", t[i].what);
+        ok((set != NULL) == (t[i].want[0] == '\0'), "shared limits (%s): built iff no error",
+           t[i].what);
         free(s);
         free(text);
         policy_set_free(set);
@@ -1251,8 +1329,9 @@ static void test_shared_limits(void)
     }
     {
         struct diags d = DIAGS_INIT;
-        char *text = xasprintf("%s%s", head, " \"limits\":{\"rate_per_s\":7,\"burst\":9,"
-                                             "\"rate_scope\":\"global\",\"max_in_flight\":3}}");
+        char *text = xasprintf("%s%s", head,
+                               " \"limits\":{\"rate_per_s\":7,\"burst\":9,"
+                               "\"rate_scope\":\"global\",\"max_in_flight\":3}}");
         struct policy_set *set;
         cfg.redis.enabled = true;
         set = build1(&d, text);
@@ -1293,7 +1372,8 @@ static void test_readme_tables(void)
     if (!readme)
         return;
     bad = readme_check(readme, "### Policy keys\n", t, n, NULL, &report);
-    ok(bad == 0, "README's policy key table agrees with the loader's tables (%d disagreements)", bad);
+    ok(bad == 0, "README's policy key table agrees with the loader's tables (%d disagreements)",
+       bad);
     report_lines(report);
     free(report);
     bad = readme_check(readme, "## Shared limits on Redis\n", t, n, "limits.", &report);
@@ -1302,16 +1382,20 @@ static void test_readme_tables(void)
     free(report);
     /* the check can fail: a range and a choice that drifted */
     drifted = xstrdup(readme);
-    row = strstr(drifted, "| `limits.timeout_ms` | integer | the upstream's `timeout_ms` | 1..3600000");
+    row = strstr(drifted,
+                 "| `limits.timeout_ms` | integer | the upstream's `timeout_ms` | 1..3600000");
     ok(row != NULL, "README has the timeout_ms row the drift test edits");
     if (row)
         memcpy(strstr(row, "1..3600000"), "1..3600001", 10);
-    row = strstr(drifted, "| `limits.rate_scope` *ext.* | string | `\"instance\"` | `\"instance\"` or `\"global\"`");
+    row = strstr(
+        drifted,
+        "| `limits.rate_scope` *ext.* | string | `\"instance\"` | `\"instance\"` or `\"global\"`");
     ok(row != NULL, "README has the rate_scope row the drift test edits");
     if (row)
         memcpy(strstr(row, "`\"global\"`"), "`\"glob4l\"`", 10);
     bad = readme_check(drifted, "### Policy keys\n", t, n, NULL, &report);
-    ok(bad == 2 && report && strstr(report, "limits.timeout_ms: README's range does not say 1..3600000") &&
+    ok(bad == 2 && report &&
+           strstr(report, "limits.timeout_ms: README's range does not say 1..3600000") &&
            strstr(report, "limits.rate_scope: README does not name the choice \"global\""),
        "a range and a choice that drift are caught (%d)", bad);
     free(report);

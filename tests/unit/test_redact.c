@@ -17,25 +17,53 @@ static bool cred(const char *v)
 static void test_credentials(void)
 {
     static const char *const yes[] = {
-        "Bearer abc", "  basic dTpw", "AWS4-HMAC-SHA256 Credential=x",
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig", "ua/1 eyJhbGciOiJFUzI1NiJ9.x",
-        "ya29.a0AfH6SMBx3kYq-example_token", "ghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
-        "gho_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5", "ghs_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5",
-        "github_pat_11ABCDEFG0x_Y1x_Y1x_Y1x_Y1x_Y1", "AKIAIOSFODNN7EXAMPLE",
-        "ASIAY34FZKBOKMUTVV7A", "key=AKIAIOSFODNN7EXAMPLE;",
+        "Bearer abc",
+        "  basic dTpw",
+        "AWS4-HMAC-SHA256 Credential=x",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig",
+        "ua/1 eyJhbGciOiJFUzI1NiJ9.x",
+        "ya29.a0AfH6SMBx3kYq-example_token",
+        "ghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
+        "gho_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5",
+        "ghs_Z9y8X7w6V5Z9y8X7w6V5Z9y8X7w6V5",
+        "github_pat_11ABCDEFG0x_Y1x_Y1x_Y1x_Y1x_Y1",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ASIAY34FZKBOKMUTVV7A",
+        "key=AKIAIOSFODNN7EXAMPLE;",
         /* at each minimum exactly */
-        "AKIAABCDEFGHIJKLMNOP", "ya29.ABCDEFGHIJKLMNOPQRST", "eyJ1234567.", "x-eyJabcdefg.h",
-        "\tBEARER x", "NEGOTIATE YII", "github_pat_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
+        "AKIAABCDEFGHIJKLMNOP",
+        "ya29.ABCDEFGHIJKLMNOPQRST",
+        "eyJ1234567.",
+        "x-eyJabcdefg.h",
+        "\tBEARER x",
+        "NEGOTIATE YII",
+        "github_pat_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
         "x:ghr_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
     };
     static const char *const no[] = {
-        "", "curl/8.5.0", "ghp_x", "ghp_short", "ya29.short", "AKIAIOSFODNN7EXAMPL",
-        "xAKIAIOSFODNN7EXAMPLE", "akiaiosfodnn7example", "eyJhbGci", "Bearerx",
-        "Mozilla/5.0 (X11; Linux x86_64)", "notghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
+        "",
+        "curl/8.5.0",
+        "ghp_x",
+        "ghp_short",
+        "ya29.short",
+        "AKIAIOSFODNN7EXAMPL",
+        "xAKIAIOSFODNN7EXAMPLE",
+        "akiaiosfodnn7example",
+        "eyJhbGci",
+        "Bearerx",
+        "Mozilla/5.0 (X11; Linux x86_64)",
+        "notghp_A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
         /* one short of each minimum, or cut at the end */
-        "AKIAABCDEFGHIJKLMNO", "ya29.ABCDEFGHIJKLMNOPQRS", "eyJ123456.", "eyJ1234567", "Bearer",
-        "github_pat_ABCDEFGHIJKLMNOPQRSTUVWXYZ012", "ghr_ABCDEFGHIJKLMNOPQRSTUVWXYZ012",
-        "0AKIAABCDEFGHIJKLMNOP", "AKIAabcdefghijklmnop", "x bearer abc",
+        "AKIAABCDEFGHIJKLMNO",
+        "ya29.ABCDEFGHIJKLMNOPQRS",
+        "eyJ123456.",
+        "eyJ1234567",
+        "Bearer",
+        "github_pat_ABCDEFGHIJKLMNOPQRSTUVWXYZ012",
+        "ghr_ABCDEFGHIJKLMNOPQRSTUVWXYZ012",
+        "0AKIAABCDEFGHIJKLMNOP",
+        "AKIAabcdefghijklmnop",
+        "x bearer abc",
     };
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         ok(cred(yes[i]), "a credential: \"%s\"", yes[i]);
@@ -58,10 +86,14 @@ static bool ref_b64url(unsigned char c)
 static bool ref_body(int kind, unsigned char c)
 {
     switch (kind) {
-    case 0: return ref_b64url(c) || c == '.';
-    case 1: return ref_alnum(c);
-    case 2: return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    default: return ref_alnum(c) || c == '_';
+    case 0:
+        return ref_b64url(c) || c == '.';
+    case 1:
+        return ref_alnum(c);
+    case 2:
+        return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    default:
+        return ref_alnum(c) || c == '_';
     }
 }
 
@@ -74,8 +106,8 @@ static bool ref_is_credential(const char *v, size_t n)
         int body;
         size_t min;
     } shapes[] = {
-        {"ya29.", 0, 20}, {"ghp_", 1, 30}, {"gho_", 1, 30}, {"ghu_", 1, 30}, {"ghs_", 1, 30},
-        {"ghr_", 1, 30}, {"github_pat_", 3, 30}, {"AKIA", 2, 16}, {"ASIA", 2, 16},
+        {"ya29.", 0, 20}, {"ghp_", 1, 30},        {"gho_", 1, 30}, {"ghu_", 1, 30}, {"ghs_", 1, 30},
+        {"ghr_", 1, 30},  {"github_pat_", 3, 30}, {"AKIA", 2, 16}, {"ASIA", 2, 16},
     };
     while (n && (*v == ' ' || *v == '\t')) {
         v++;
@@ -117,11 +149,50 @@ static bool ref_is_credential(const char *v, size_t n)
 static void test_credentials_differential(void)
 {
     static const char *const frag[] = {
-        "Bearer ", "bearer", "BASIC ", "Digest ", "negotiate ", "aws4-hmac-sha256 ", "AWS4-HMAC-SHA256",
-        " ", "\t", "x", "0", "-", "_", ".", ":", "/", "=", ";", "%", "eyJ", "ey", "eyj", "e",
-        "ya29.", "ya29", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "ghx_", "github_pat_", "github_",
-        "AKIA", "ASIA", "AKI", "akia", "ABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNO", "abcdefghij",
-        "A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5", "A1b2C3d4E5A1b2C3d4E5A1b2C3d4E", "hbGciOi", "\xc3\xa9",
+        "Bearer ",
+        "bearer",
+        "BASIC ",
+        "Digest ",
+        "negotiate ",
+        "aws4-hmac-sha256 ",
+        "AWS4-HMAC-SHA256",
+        " ",
+        "\t",
+        "x",
+        "0",
+        "-",
+        "_",
+        ".",
+        ":",
+        "/",
+        "=",
+        ";",
+        "%",
+        "eyJ",
+        "ey",
+        "eyj",
+        "e",
+        "ya29.",
+        "ya29",
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "ghx_",
+        "github_pat_",
+        "github_",
+        "AKIA",
+        "ASIA",
+        "AKI",
+        "akia",
+        "ABCDEFGHIJKLMNOP",
+        "ABCDEFGHIJKLMNO",
+        "abcdefghij",
+        "A1b2C3d4E5A1b2C3d4E5A1b2C3d4E5",
+        "A1b2C3d4E5A1b2C3d4E5A1b2C3d4E",
+        "hbGciOi",
+        "\xc3\xa9",
     };
     const size_t nf = sizeof(frag) / sizeof(frag[0]);
     unsigned long long seed = 0x9e3779b97f4a7c15ull;
