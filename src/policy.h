@@ -235,6 +235,10 @@ const char *policy_header_name(const struct policy *p, size_t i);
 bool policy_header_matched(const struct policy *p, size_t i, const struct policy_input *in,
                            const char **value, size_t *len);
 
+/* Whether s (sn bytes) matches glob p (pn bytes): "*" any run of bytes,
+ * including none, every other byte itself (claims and header values). */
+bool policy_glob_match(const char *p, size_t pn, const char *s, size_t sn);
+
 /* Every key table of a step policy with the JSON path prefix README's
  * "Policy keys" table gives its keys (jload.h); static. */
 struct jload_table;

@@ -32,17 +32,20 @@ static bool is_b64url(unsigned char c)
 }
 
 /* Token prefixes of well-known credential formats, each with the bytes that
- * may follow and how many at least (so that "ghp_x" in prose is left alone). */
+ * may follow and how many at least (so that "ghp_x" in prose is left alone).
+ * Grouped by first byte ('y', 'g', 'A'), which the scan tests before any
+ * compare. */
 static const struct {
     const char *prefix;
-    int body; /* 0: [A-Za-z0-9_-.], 1: [A-Za-z0-9], 2: [A-Z0-9], 3: [A-Za-z0-9_] */
+    size_t len; /* strlen(prefix) */
+    int body;   /* 0: [A-Za-z0-9_-.], 1: [A-Za-z0-9], 2: [A-Z0-9], 3: [A-Za-z0-9_] */
     size_t min;
 } token_shapes[] = {
-    {"ya29.", 0, 20},                         /* Google OAuth 2.0 access token */
-    {"ghp_", 1, 30},  {"gho_", 1, 30},        /* GitHub: personal, OAuth */
-    {"ghu_", 1, 30},  {"ghs_", 1, 30},        /* GitHub: user-to-server, server-to-server */
-    {"ghr_", 1, 30},  {"github_pat_", 3, 30}, /* GitHub: refresh, fine-grained PAT */
-    {"AKIA", 2, 16},  {"ASIA", 2, 16},        /* AWS access key id: long-term, STS */
+    {"ya29.", 5, 0, 20},                             /* Google OAuth 2.0 access token */
+    {"ghp_", 4, 1, 30},  {"gho_", 4, 1, 30},         /* GitHub: personal, OAuth */
+    {"ghu_", 4, 1, 30},  {"ghs_", 4, 1, 30},         /* GitHub: user-to-server, server-to-server */
+    {"ghr_", 4, 1, 30},  {"github_pat_", 11, 3, 30}, /* GitHub: refresh, fine-grained PAT */
+    {"AKIA", 4, 2, 16},  {"ASIA", 4, 2, 16},         /* AWS access key id: long-term, STS */
 };
 
 static bool body_char(int kind, unsigned char c)
@@ -59,47 +62,67 @@ static bool body_char(int kind, unsigned char c)
     }
 }
 
-static bool has_token_shape(const char *v, size_t n)
+/* A token shape starting at v[i], which starts a word. */
+static bool token_at(const char *v, size_t n, size_t i)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0 && is_alnum((unsigned char)v[i - 1]))
-            continue; /* a prefix starts a word */
-        for (size_t k = 0; k < sizeof(token_shapes) / sizeof(token_shapes[0]); k++) {
-            size_t pl = strlen(token_shapes[k].prefix), j;
-            if (n - i < pl || memcmp(v + i, token_shapes[k].prefix, pl) != 0)
-                continue;
-            for (j = i + pl; j < n && body_char(token_shapes[k].body, (unsigned char)v[j]); j++)
-                ;
-            if (j - i - pl >= token_shapes[k].min)
-                return true;
-        }
+    for (size_t k = 0; k < sizeof(token_shapes) / sizeof(token_shapes[0]); k++) {
+        size_t pl = token_shapes[k].len, j;
+        if (v[i] != token_shapes[k].prefix[0] || n - i < pl ||
+            memcmp(v + i, token_shapes[k].prefix, pl) != 0)
+            continue;
+        for (j = i + pl; j < n && body_char(token_shapes[k].body, (unsigned char)v[j]); j++)
+            ;
+        if (j - i - pl >= token_shapes[k].min)
+            return true;
     }
     return false;
 }
 
+/* A JWS at v[i] (which is 'e'): "eyJ", base64url to at least 10 bytes in all,
+ * then '.'. */
+static bool jws_at(const char *v, size_t n, size_t i)
+{
+    size_t j;
+    if (n - i < 3 || v[i + 1] != 'y' || v[i + 2] != 'J')
+        return false;
+    for (j = i + 3; j < n && is_b64url((unsigned char)v[j]); j++)
+        ;
+    return j - i >= 10 && j < n && v[j] == '.';
+}
+
+/* The authentication schemes, lower case with their space, by first byte. */
+static const struct {
+    const char *name;
+    size_t len;
+} schemes[] = {
+    {"bearer ", 7}, {"basic ", 6}, {"digest ", 7}, {"negotiate ", 10}, {"aws4-hmac-sha256 ", 17},
+};
+
 bool redact_is_credential(const char *v, size_t n)
 {
-    static const char *const schemes[] = {"bearer ", "basic ", "digest ", "negotiate ",
-                                          "aws4-hmac-sha256 "};
+    bool word = false; /* v[i - 1] is alphanumeric: v[i] starts no word */
+
     while (n && (*v == ' ' || *v == '\t')) {
         v++;
         n--;
     }
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        size_t l = strlen(schemes[i]);
-        if (n >= l && !ascii_casecmp_n(v, l, schemes[i], l))
-            return true;
+    if (n) {
+        unsigned char c0 = (unsigned char)(*v | 0x20);
+        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+            if (c0 == (unsigned char)schemes[i].name[0] && n >= schemes[i].len &&
+                !ascii_casecmp_n(v, schemes[i].len, schemes[i].name, schemes[i].len))
+                return true;
     }
-    for (size_t i = 0; i + 3 <= n; i++) {
-        if (memcmp(v + i, "eyJ", 3))
-            continue;
-        size_t j = i + 3;
-        while (j < n && is_b64url((unsigned char)v[j]))
-            j++;
-        if (j - i >= 10 && j < n && v[j] == '.')
+    /* one pass: a JWS anywhere, a token shape where a word starts */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == 'e' && jws_at(v, n, i))
             return true;
+        if (!word && (c == 'y' || c == 'g' || c == 'A') && token_at(v, n, i))
+            return true;
+        word = is_alnum(c);
     }
-    return has_token_shape(v, n);
+    return false;
 }
 
 /* Form-decodes src (%XX, '+' as space) into dst, at most cap bytes (the rest

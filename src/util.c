@@ -13,8 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/provider.h>
 
 static void oom(void)
 {
@@ -79,15 +81,92 @@ char *xasprintf(const char *fmt, ...)
 
 /* OpenSSL 3 looks an implementation up on every EVP_sha256() use ("implicit
  * fetch", ~0.3 us); fetch it once for the process. EVP_Digest allocates and
- * frees a context on every call: each thread keeps one instead (the audit
- * writer hashes every record). */
+ * frees a context on every call, and OpenSSL 3.0's EVP_DigestInit_ex2 frees
+ * and allocates the provider's context again on every init even when the
+ * digest is the same (and asks the ENGINE table first): ~800 instructions and
+ * a malloc/free pair per hash, and the audit writer hashes every record. So
+ * each thread keeps the provider's own context, and a hash calls the
+ * implementation EVP_MD_fetch chose through its dispatch table (the public
+ * provider interface, core_dispatch.h): init, update, final, no allocation.
+ * Where that table cannot be read, each thread keeps an EVP_MD_CTX instead. */
 static EVP_MD *sha256_md;
 static pthread_key_t sha256_ctx_key;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static struct {
+    void *provctx;
+    OSSL_FUNC_digest_newctx_fn *newctx;
+    OSSL_FUNC_digest_freectx_fn *freectx;
+    OSSL_FUNC_digest_init_fn *init;
+    OSSL_FUNC_digest_update_fn *update;
+    OSSL_FUNC_digest_final_fn *final;
+} sha256_impl; /* all set, or newctx NULL: the EVP path */
 
 static void sha256_ctx_free(void *ctx)
 {
-    EVP_MD_CTX_free(ctx);
+    if (sha256_impl.newctx)
+        sha256_impl.freectx(ctx);
+    else
+        EVP_MD_CTX_free(ctx);
+}
+
+/* True when names (OpenSSL's "A:B:C" list) holds name. */
+static bool names_have(const char *names, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = names; p && *p; p = strchr(p, ':') ? strchr(p, ':') + 1 : NULL)
+        if (!strncmp(p, name, n) && (p[n] == ':' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* The dispatch table of the SHA2-256 implementation of the provider that
+ * EVP_MD_fetch chose (sha256_md holds that provider loaded for the process). */
+static void sha256_dispatch(void)
+{
+    const OSSL_PROVIDER *prov = EVP_MD_get0_provider(sha256_md);
+    const OSSL_ALGORITHM *all, *alg;
+    int no_store = 0;
+
+    if (!prov || !(all = OSSL_PROVIDER_query_operation(prov, OSSL_OP_DIGEST, &no_store)))
+        return;
+    for (alg = all; alg->algorithm_names; alg++) {
+        if (!names_have(alg->algorithm_names, "SHA2-256"))
+            continue;
+        OSSL_FUNC_digest_newctx_fn *newctx = NULL;
+        OSSL_FUNC_digest_freectx_fn *freectx = NULL;
+        OSSL_FUNC_digest_init_fn *init = NULL;
+        OSSL_FUNC_digest_update_fn *update = NULL;
+        OSSL_FUNC_digest_final_fn *final = NULL;
+        for (const OSSL_DISPATCH *d = alg->implementation; d->function_id; d++) {
+            switch (d->function_id) {
+            case OSSL_FUNC_DIGEST_NEWCTX:
+                newctx = OSSL_FUNC_digest_newctx(d);
+                break;
+            case OSSL_FUNC_DIGEST_FREECTX:
+                freectx = OSSL_FUNC_digest_freectx(d);
+                break;
+            case OSSL_FUNC_DIGEST_INIT:
+                init = OSSL_FUNC_digest_init(d);
+                break;
+            case OSSL_FUNC_DIGEST_UPDATE:
+                update = OSSL_FUNC_digest_update(d);
+                break;
+            case OSSL_FUNC_DIGEST_FINAL:
+                final = OSSL_FUNC_digest_final(d);
+                break;
+            }
+        }
+        if (newctx && freectx && init && update && final) {
+            sha256_impl.provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
+            sha256_impl.freectx = freectx;
+            sha256_impl.init = init;
+            sha256_impl.update = update;
+            sha256_impl.final = final;
+            sha256_impl.newctx = newctx;
+        }
+        break;
+    }
+    OSSL_PROVIDER_unquery_operation(prov, OSSL_OP_DIGEST, all);
 }
 
 static void sha256_fetch(void)
@@ -95,24 +174,31 @@ static void sha256_fetch(void)
     sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
     if (!sha256_md || pthread_key_create(&sha256_ctx_key, sha256_ctx_free) != 0)
         abort();
+    sha256_dispatch();
 }
 
 void sha256_raw(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int n = 32;
-    EVP_MD_CTX *ctx;
+    size_t outl = 0;
+    void *ctx;
 
     pthread_once(&sha256_once, sha256_fetch);
     ctx = pthread_getspecific(sha256_ctx_key);
     if (!ctx) {
-        ctx = EVP_MD_CTX_new();
+        ctx = sha256_impl.newctx ? sha256_impl.newctx(sha256_impl.provctx) : EVP_MD_CTX_new();
         if (!ctx || pthread_setspecific(sha256_ctx_key, ctx) != 0)
             abort();
     }
     /* cannot fail for an in-memory digest short of OOM */
-    if (!EVP_DigestInit_ex2(ctx, sha256_md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
-        !EVP_DigestFinal_ex(ctx, out, &n))
+    if (sha256_impl.newctx) {
+        if (!sha256_impl.init(ctx, NULL) || !sha256_impl.update(ctx, data, len) ||
+            !sha256_impl.final(ctx, out, &outl, 32) || outl != 32)
+            abort();
+    } else if (!EVP_DigestInit_ex2(ctx, sha256_md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
+               !EVP_DigestFinal_ex(ctx, out, &n)) {
         abort();
+    }
 }
 
 /* The two digits of every byte (hex) and of every number below 100

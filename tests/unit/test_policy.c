@@ -1403,6 +1403,103 @@ static void test_readme_tables(void)
     free(readme);
 }
 
+/* The glob matcher before issue 17 (a byte loop with one backtrack point):
+ * the verdicts policy_glob_match keeps. */
+static bool ref_glob_match(const char *p, size_t pn, const char *s, size_t sn)
+{
+    size_t pi = 0, si = 0, star = (size_t)-1, mark = 0;
+
+    while (si < sn) {
+        if (pi < pn && p[pi] == '*') {
+            star = pi++;
+            mark = si;
+        } else if (pi < pn && p[pi] == s[si]) {
+            pi++;
+            si++;
+        } else if (star != (size_t)-1) {
+            pi = star + 1;
+            si = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (pi < pn && p[pi] == '*')
+        pi++;
+    return pi == pn;
+}
+
+/* Every pattern over {a, b, *} up to 6 bytes against every value over {a, b}
+ * up to 7 bytes, exhaustively, then random longer ones over {a, b, c, *}
+ * (values over {a, b, c}): policy_glob_match agrees with the reference. */
+static void test_glob_differential(void)
+{
+    static const char pa[] = "ab*", sa[] = "ab";
+    char p[64], v[64];
+    size_t checked = 0, matched = 0, bad = 0;
+
+    for (size_t pn = 0; pn <= 6; pn++) {
+        size_t np = 1;
+        for (size_t i = 0; i < pn; i++)
+            np *= 3;
+        for (size_t pc = 0; pc < np; pc++) {
+            for (size_t i = 0, c = pc; i < pn; i++, c /= 3)
+                p[i] = pa[c % 3];
+            for (size_t sn = 0; sn <= 7; sn++) {
+                for (size_t sc = 0; sc < ((size_t)1 << sn); sc++) {
+                    for (size_t i = 0; i < sn; i++)
+                        v[i] = sa[(sc >> i) & 1];
+                    bool want = ref_glob_match(p, pn, v, sn), got = policy_glob_match(p, pn, v, sn);
+                    checked++;
+                    matched += want;
+                    if (want != got && bad++ < 5)
+                        ok(0, "glob \"%.*s\" on \"%.*s\": want %d got %d", (int)pn, p, (int)sn, v,
+                           want, got);
+                }
+            }
+        }
+    }
+    unsigned long long seed = 0x2545f4914f6cdd1dull;
+    for (int round = 0; round < 200000; round++) {
+        size_t pn, sn;
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        pn = (size_t)(seed >> 58) % 24;
+        sn = (size_t)(seed >> 52) % 40;
+        for (size_t i = 0; i < pn; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            p[i] = "abc**"[(seed >> 40) % 5];
+        }
+        for (size_t i = 0; i < sn; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            v[i] = "aab"[(seed >> 40) % 3];
+        }
+        /* half the time, the value is the pattern with each star filled */
+        if (seed >> 63) {
+            sn = 0;
+            for (size_t i = 0; i < pn && sn < 40; i++) {
+                if (p[i] != '*')
+                    v[sn++] = p[i];
+                else
+                    for (size_t k = (seed >> (i % 32)) % 4; k && sn < 40; k--)
+                        v[sn++] = "abc"[k % 3];
+            }
+        }
+        bool want = ref_glob_match(p, pn, v, sn), got = policy_glob_match(p, pn, v, sn);
+        checked++;
+        matched += want;
+        if (want != got && bad++ < 5)
+            ok(0, "glob \"%.*s\" on \"%.*s\": want %d got %d", (int)pn, p, (int)sn, v, want, got);
+    }
+    ok(bad == 0 && matched > checked / 50 && matched < checked - checked / 50,
+       "policy_glob_match agrees with the reference on %zu pattern/value pairs (%zu match), %zu differ",
+       checked, matched, bad);
+    ok(policy_glob_match("arn:aws:states:*", 16, "arn:aws:states:us-east-1:1:execution:x", 38) &&
+           !policy_glob_match("arn:aws:states:*", 16, "arn:aws:state", 13) &&
+           policy_glob_match("*-prod", 6, "-prod", 5) && !policy_glob_match("a*a", 3, "a", 1) &&
+           policy_glob_match("a*b*a", 5, "abba", 4) && policy_glob_match("a*b*b*a", 7, "abba", 4) &&
+           !policy_glob_match("a*b*b*b*a", 9, "abba", 4),
+       "prefix, suffix and overlap boundaries");
+}
+
 int main(void)
 {
     cfg_init();
@@ -1422,5 +1519,6 @@ int main(void)
     test_first_hour();
     test_signed_urls();
     test_readme_tables();
+    test_glob_differential();
     return tap_done();
 }
