@@ -1621,12 +1621,7 @@ void conn_free(struct conn *c)
     if (c->bev)
         bufferevent_free(c->bev);
     request_release(&c->req);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_remove(&c->node);
     w->n_conns--;
     free(c->arena);
     free(c);
@@ -1942,10 +1937,7 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     if (server_g.audit_cfg.fsync == FSYNC_ALWAYS)
         evbuffer_add_cb(bufferevent_get_output(c->bev), out_drained_cb, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
+    list_push_front(&w->conns, &c->node);
     w->n_conns++;
     metrics_conn_open(1);
     c->state = CS_HEAD;

@@ -22,6 +22,7 @@
 #include "decide.h"
 #include "http1.h"
 #include "identity.h"
+#include "list.h"
 #include "proxy.h"
 #include "trace.h"
 
@@ -93,7 +94,7 @@ struct request {
 
 struct conn {
     struct worker *w;
-    struct conn *prev, *next;
+    struct list node; /* in its worker's conns */
     struct bufferevent *bev;
     struct event timer;
     enum conn_state state;

@@ -176,8 +176,9 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
             w->listener = NULL;
         }
         proxy_close_idle(w->proxy);
-        for (struct conn *c = w->conns, *next; c; c = next) {
-            next = c->next;
+        struct list *pos, *tmp;
+        list_for_each_safe(pos, tmp, &w->conns) {
+            struct conn *c = list_entry(pos, struct conn, node);
             if (c->state == CS_HEAD && !c->head_started &&
                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
                 conn_free(c);
@@ -188,8 +189,9 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
     if ((cmd & CMD_OPEN) && w->listener && !w->draining)
         evconnlistener_enable(w->listener); /* the socket listens: accept from now on */
     if (cmd & (CMD_KEYS | CMD_ABORT)) {
-        for (struct conn *c = w->conns, *next; c; c = next) {
-            next = c->next;
+        struct list *pos, *tmp;
+        list_for_each_safe(pos, tmp, &w->conns) {
+            struct conn *c = list_entry(pos, struct conn, node);
             if (c->state != CS_PARKED)
                 continue;
             if (cmd & CMD_ABORT)
@@ -200,8 +202,9 @@ static void worker_ctl(evutil_socket_t fd, short what, void *arg)
     if ((cmd & CMD_RELOAD) && !w->draining)
         server_worker_rt(w);
     if (cmd & CMD_ABORT) {
-        while (w->conns)
-            conn_free(w->conns); /* a running exchange gets its record (drain_aborted) first */
+        /* a running exchange gets its record (drain_aborted) first */
+        while (!list_empty(&w->conns))
+            conn_free(list_entry(list_first(&w->conns), struct conn, node));
         event_base_loopexit(w->base, NULL);
     }
 }
@@ -211,8 +214,8 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     event_base_dispatch(w->base);
     /* Anything left (abort): free it here, on the owning thread. */
-    while (w->conns)
-        conn_free(w->conns);
+    while (!list_empty(&w->conns))
+        conn_free(list_entry(list_first(&w->conns), struct conn, node));
     proxy_close_idle(w->proxy);
     runtime_unref(w->rt);
     w->rt = NULL;
@@ -798,6 +801,7 @@ int cmd_serve(int argc, char **argv)
     for (unsigned i = 0; i < server_g.n_workers; i++) {
         struct worker *w = &server_g.workers[i];
         w->id = i;
+        list_init(&w->conns);
         w->listen_fd = -1;
         w->wake_fd = -1;
         pthread_mutex_init(&w->q_lock, NULL);

@@ -20,6 +20,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "list.h"
 #include "proxy.h"
 #include "server.h"
 #include "signurl.h"
@@ -45,7 +46,7 @@ struct worker {
     struct evconnlistener *listener;
     struct proxy *proxy;
     struct metrics_worker *mw;
-    struct conn *conns;
+    struct list conns; /* struct conn.node: the worker's client connections */
     size_t n_conns;
     struct runtime *rt;
     uint64_t rt_gen;
