@@ -12,11 +12,11 @@
  *
  * Only libevent's public API is used. Both sides are libevent bufferevents
  * (socket, or OpenSSL for https upstreams); a flush may write right away
- * (proxy_flush) through the public evbuffer calls. A plain upstream
- * connection is read by a plain `event` of its own on the socket (up_rev_cb:
- * recv into the bufferevent's input, then its callbacks), where libevent's
- * read would make an ioctl(FIONREAD) before each recv; its bufferevent never
- * reads. The client side is read by libevent.
+ * (proxy_flush) through the public evbuffer calls. A plain socket, client or
+ * upstream, is read by a proxy_reader: a plain `event` of its own on the
+ * socket (reader_cb: recv into the bufferevent's input, then its callbacks),
+ * where libevent's read would make an ioctl(FIONREAD) before each recv; its
+ * bufferevent never reads. TLS upstreams are read by libevent.
  */
 #include "proxy.h"
 
@@ -47,17 +47,24 @@
 
 struct proxy_pool;
 
+/* A plain socket's bufferevent read by an event of our own (proxy.h). */
+struct proxy_reader {
+    struct bufferevent *bev; /* borrowed: the connection's; it never reads itself */
+    struct event ev;         /* EV_READ|EV_PERSIST on the socket */
+    struct timeval tv;       /* the read timeout (a common timeout's or plain), if has_tv */
+    bool has_tv;
+    size_t high;             /* the input's high watermark: no reading at or above it; 0: none */
+    bool want;               /* reading is on */
+    bool hold;               /* not before the connect completed (upstreams) */
+    bool added;              /* ev is pending */
+};
+
 struct upconn {
     struct proxy_pool *pool;
     struct bufferevent *bev;
     bool tls;
     bool connecting;
-    /* plain connections: the read event (up_rev_cb) and its state; TLS ones
-     * read through their bufferevent */
-    struct event rev;
-    bool rev_want;    /* reading enabled */
-    bool rev_added;   /* rev is pending (wanted, and connected) */
-    const struct timeval *rtv; /* read timeout (borrowed: proxy_tv), NULL: none */
+    struct proxy_reader rd; /* plain connections; TLS ones read through their bufferevent */
     struct upconn *next, *prev; /* idle list links */
 };
 
@@ -101,6 +108,7 @@ struct proxy_exchange {
     struct proxy_pool *pool;
     struct upconn *uc; /* owned while the exchange runs */
     struct bufferevent *client;
+    struct proxy_reader *client_rd; /* borrowed: reads client */
     proxy_done_fn done;
     void *arg;
     struct evbuffer *head; /* kept until a response head arrives (retry) */
@@ -207,89 +215,43 @@ static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
     return px->tv_common[i] ? px->tv_common[i] : &px->tv_plain[i];
 }
 
-static void upconn_free(struct upconn *uc)
+#define READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
+
+/* Adds or removes the read event so that it is pending exactly when reading
+ * is on, not held, and the input is below its high watermark. */
+static void reader_sync(struct proxy_reader *rd)
 {
-    if (!uc)
-        return;
-    if (uc->rev_added)
-        event_del(&uc->rev); /* before the socket closes with the bufferevent */
-    if (uc->bev)
-        bufferevent_free(uc->bev);
-    free(uc);
+    bool go = rd->want && !rd->hold &&
+              !(rd->high && evbuffer_get_length(bufferevent_get_input(rd->bev)) >= rd->high);
+
+    if (go && !rd->added) {
+        event_add(&rd->ev, rd->has_tv ? &rd->tv : NULL);
+        rd->added = true;
+    } else if (!go && rd->added) {
+        event_del(&rd->ev);
+        rd->added = false;
+    }
 }
 
 /*
- * Reading an upstream connection. TLS: the bufferevent's. Plain: the read
- * event, added once the connect completed (a connect failure is libevent's
- * to report, as before), with the read timeout a bufferevent would have.
- */
-static void up_read_on(struct upconn *uc)
-{
-    if (uc->tls) {
-        proxy_read_on(uc->bev);
-        return;
-    }
-    uc->rev_want = true;
-    if (!uc->rev_added && !uc->connecting) {
-        event_add(&uc->rev, uc->rtv);
-        uc->rev_added = true;
-    }
-}
-
-static void up_read_off(struct upconn *uc)
-{
-    if (uc->tls) {
-        bufferevent_disable(uc->bev, EV_READ);
-        return;
-    }
-    uc->rev_want = false;
-    if (uc->rev_added) {
-        event_del(&uc->rev);
-        uc->rev_added = false;
-    }
-}
-
-/* bufferevent_set_timeouts for an upstream connection: read, write. */
-static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
-{
-    if (uc->tls) {
-        bufferevent_set_timeouts(uc->bev, rtv, wtv);
-        return;
-    }
-    bufferevent_set_timeouts(uc->bev, NULL, wtv);
-    uc->rtv = rtv;
-    if (uc->rev_added)
-        event_add(&uc->rev, rtv); /* re-adding a pending event sets its new timeout */
-}
-
-/* The connect completed: reading starts if it was asked for meanwhile. */
-static void up_connected(struct upconn *uc)
-{
-    uc->connecting = false;
-    if (uc->rev_want)
-        up_read_on(uc);
-}
-
-#define UP_READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
-
-/*
- * A plain upstream socket is readable (or its read timed out): the bytes go
- * to the bufferevent's input and its read callback runs; EOF, an error or
- * the timeout stop reading and reach its event callback as
+ * The socket is readable (or its read timed out): the bytes go to the
+ * bufferevent's input and its read callback runs; EOF, an error or the
+ * timeout stop reading and reach its event callback as
  * BEV_EVENT_READING|EOF, |ERROR (errno kept for EVUTIL_SOCKET_ERROR) or
- * |TIMEOUT, as libevent reports them. Into the stack, then appended: the
- * input gets a chain of the size that came. Nothing touches `uc` after a
- * callback (it may free it).
+ * |TIMEOUT, as libevent reports them. At most up to the high watermark, as
+ * libevent reads. Into the stack, then appended: the input gets a chain of
+ * the size that came. Nothing touches `rd` after a callback (it may free it).
  */
-static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
+static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct upconn *uc = arg;
-    struct bufferevent *bev = uc->bev;
+    struct proxy_reader *rd = arg;
+    struct bufferevent *bev = rd->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     bufferevent_data_cb readcb;
     bufferevent_event_cb eventcb;
     void *cbarg;
-    char buf[UP_READ_MAX];
+    char buf[READ_MAX];
+    size_t want = sizeof(buf);
     short err = BEV_EVENT_READING;
     ssize_t n;
     int saved = 0;
@@ -298,7 +260,16 @@ static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
         err |= BEV_EVENT_TIMEOUT;
         goto error;
     }
-    n = recv(fd, buf, sizeof(buf), 0);
+    if (rd->high) {
+        size_t len = evbuffer_get_length(in);
+        if (len >= rd->high) {
+            reader_sync(rd); /* full: paused until drained and turned on again */
+            return;
+        }
+        if (rd->high - len < want)
+            want = rd->high - len;
+    }
+    n = recv(fd, buf, want, 0);
     if (n > 0) {
         int rc;
         /* the input's end is frozen: only the bufferevent's reader appends */
@@ -324,11 +295,134 @@ static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
         err |= BEV_EVENT_EOF;
     }
 error:
-    up_read_off(uc);
+    proxy_reader_off(rd);
     bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
     errno = saved;
     if (eventcb)
         eventcb(bev, err, cbarg);
+}
+
+static void reader_init(struct proxy_reader *rd, struct bufferevent *bev)
+{
+    memset(rd, 0, sizeof(*rd));
+    rd->bev = bev;
+    event_assign(&rd->ev, bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+                 reader_cb, rd);
+}
+
+struct proxy_reader *proxy_reader_new(struct bufferevent *bev)
+{
+    struct proxy_reader *rd = xcalloc(1, sizeof(*rd));
+    reader_init(rd, bev);
+    return rd;
+}
+
+static void reader_stop(struct proxy_reader *rd)
+{
+    if (rd->added)
+        event_del(&rd->ev); /* before the socket closes with the bufferevent */
+    rd->added = false;
+}
+
+void proxy_reader_free(struct proxy_reader *rd)
+{
+    if (!rd)
+        return;
+    reader_stop(rd);
+    free(rd);
+}
+
+void proxy_reader_on(struct proxy_reader *rd)
+{
+    rd->want = true;
+    if (!rd->added)
+        reader_sync(rd);
+}
+
+void proxy_reader_off(struct proxy_reader *rd)
+{
+    rd->want = false;
+    if (rd->added)
+        reader_sync(rd);
+}
+
+void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv)
+{
+    if (!tv && !rd->has_tv)
+        return;
+    rd->has_tv = tv != NULL;
+    if (tv)
+        rd->tv = *tv;
+    if (!rd->added)
+        return;
+    if (tv)
+        event_add(&rd->ev, &rd->tv); /* re-adding a pending event sets its new timeout */
+    else
+        event_remove_timer(&rd->ev);
+}
+
+void proxy_reader_watermark(struct proxy_reader *rd, size_t high)
+{
+    if (rd->high == high)
+        return;
+    rd->high = high;
+    reader_sync(rd);
+}
+
+static void upconn_free(struct upconn *uc)
+{
+    if (!uc)
+        return;
+    if (!uc->tls)
+        reader_stop(&uc->rd);
+    if (uc->bev)
+        bufferevent_free(uc->bev);
+    free(uc);
+}
+
+/*
+ * Reading an upstream connection. TLS: the bufferevent's. Plain: the reader,
+ * held until the connect completed (a connect failure is libevent's to
+ * report, as before), with the read timeout a bufferevent would have.
+ */
+static void up_read_on(struct upconn *uc)
+{
+    if (uc->tls) {
+        if (!(bufferevent_get_enabled(uc->bev) & EV_READ))
+            bufferevent_enable(uc->bev, EV_READ);
+        return;
+    }
+    proxy_reader_on(&uc->rd);
+}
+
+static void up_read_off(struct upconn *uc)
+{
+    if (uc->tls) {
+        bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    proxy_reader_off(&uc->rd);
+}
+
+/* bufferevent_set_timeouts for an upstream connection: read, write. */
+static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
+{
+    if (uc->tls) {
+        bufferevent_set_timeouts(uc->bev, rtv, wtv);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wtv);
+    proxy_reader_timeout(&uc->rd, rtv);
+}
+
+/* The connect completed: reading starts if it was asked for meanwhile. */
+static void up_connected(struct upconn *uc)
+{
+    uc->connecting = false;
+    if (!uc->tls) {
+        uc->rd.hold = false;
+        reader_sync(&uc->rd);
+    }
 }
 
 static void pool_unlink(struct upconn *uc)
@@ -506,8 +600,10 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     uc->bev = bev;
     uc->tls = pool->tls;
     uc->connecting = true;
-    if (!uc->tls)
-        event_assign(&uc->rev, px->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, up_rev_cb, uc);
+    if (!uc->tls) {
+        reader_init(&uc->rd, bev);
+        uc->rd.hold = true;
+    }
     return uc;
 fail:
     if (bev)
@@ -824,12 +920,6 @@ struct evbuffer *proxy_out(struct bufferevent *bev)
     return bufferevent_get_output(bev);
 }
 
-void proxy_read_on(struct bufferevent *bev)
-{
-    if (!(bufferevent_get_enabled(bev) & EV_READ))
-        bufferevent_enable(bev, EV_READ);
-}
-
 void proxy_flush(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
@@ -1063,6 +1153,7 @@ static void request_body_done(struct proxy_exchange *ex)
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
     rt = proxy_tv(ex->px, ex->timeout_ms);
+    proxy_reader_timeout(ex->client_rd, NULL);
     bufferevent_set_timeouts(ex->client, NULL, rt);
     /* The upstream's response time counts from the end of the request. */
     if (ex->uc)
@@ -1113,12 +1204,10 @@ static int pump_request(struct proxy_exchange *ex)
         }
     }
     up_flush(ex->uc);
-    if (!ex->req_done) {
-        if (evbuffer_get_length(out) >= PROXY_HIGH_WATER)
-            bufferevent_disable(ex->client, EV_READ);
-        else
-            bufferevent_enable(ex->client, EV_READ);
-    }
+    if (!ex->req_done && evbuffer_get_length(out) >= PROXY_HIGH_WATER)
+        proxy_reader_off(ex->client_rd);
+    else
+        proxy_reader_on(ex->client_rd); /* resumes reading paused at the watermark */
     return 0;
 }
 
@@ -1552,6 +1641,7 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
                                                                              ex->rr_start, 0)])
                          : NULL;
     ex->client = p->client;
+    ex->client_rd = p->client_rd;
     ex->done = done;
     ex->arg = arg;
     ex->head = p->head;
@@ -1576,9 +1666,10 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
 
     bufferevent_setcb(ex->client, client_read_cb, client_write_cb, client_event_cb, ex);
     bufferevent_setwatermark(ex->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    bufferevent_setwatermark(ex->client, EV_READ, 0, PROXY_HIGH_WATER);
+    proxy_reader_watermark(ex->client_rd, PROXY_HIGH_WATER);
     tv = proxy_tv(px, ex->timeout_ms);
-    bufferevent_set_timeouts(ex->client, ex->req_done ? NULL : tv, tv);
+    proxy_reader_timeout(ex->client_rd, ex->req_done ? NULL : tv);
+    bufferevent_set_timeouts(ex->client, NULL, tv);
 
     if (!ex->req_done && p->body_timeout_ms) {
         struct timeval btv = {p->body_timeout_ms / 1000, (p->body_timeout_ms % 1000) * 1000};
