@@ -281,6 +281,27 @@ static void test_rate_bucket(void)
     runtime_bucket_free(b);
 }
 
+/* Header lines kept as sent are copied in runs of raw bytes; whatever the
+ * spelling, the head holds each kept line as "name: value\r\n", in order. */
+static void test_head_runs(void)
+{
+    struct cfg_upstream up = {.host = "svc.internal", .port = 8080};
+    char *h;
+
+    if (!ok(parse("GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B:2\r\nConnection: keep-alive\r\n"
+                  "X-C: 3 \r\nX-D: 4\r\nX-E:\t5\r\nX-F: \r\nTE: trailers\r\nX-G: 7\r\n"
+                  "X-H: 8\r\n\r\n") == 0,
+            "head runs: the request parses"))
+        return;
+    h = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+    ok(strstr(h, "\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\nX-E: 5\r\nX-F: \r\nX-G: 7\r\n"
+                 "X-H: 8\r\nX-Forwarded-For: 10.0.0.9\r\n") != NULL,
+       "head runs: kept lines in order, canonical, around dropped ones");
+    ok(count_header(h, "Connection") == 0 && count_header(h, "TE") == 0,
+       "head runs: hop-by-hop lines between runs dropped");
+    free(h);
+}
+
 /* proxy_reader: what the reader's callbacks saw */
 static int rd_reads, rd_events;
 static short rd_what;
@@ -379,5 +400,6 @@ int main(void)
     test_traceparent();
     test_rate_bucket();
     test_reader();
+    test_head_runs();
     return tap_done();
 }
