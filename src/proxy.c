@@ -1496,6 +1496,28 @@ static bool failover(struct proxy_exchange *ex)
     return false;
 }
 
+/*
+ * A request sent on a pooled connection that the upstream had already closed
+ * is sent once more on a fresh one, but only when it is idempotent (RFC 9110
+ * 9.2.2; nginx's proxy_next_upstream does the same): the upstream may have run
+ * a POST or PATCH before closing, and a workflow step must not run twice under
+ * one audit record. may_resend: the request could be (its head is kept for
+ * that); may_retry: it is now.
+ */
+static bool may_resend(const struct proxy_exchange *ex)
+{
+    bool idempotent = ex->method == HTTP1_METHOD_GET || ex->method == HTTP1_METHOD_HEAD ||
+                      ex->method == HTTP1_METHOD_PUT || ex->method == HTTP1_METHOD_DELETE ||
+                      ex->method == HTTP1_METHOD_OPTIONS;
+    return idempotent && ex->reused && !ex->retried && ex->no_body;
+}
+
+static bool may_retry(struct proxy_exchange *ex)
+{
+    return may_resend(ex) && !ex->resp_head &&
+           evbuffer_get_length(bufferevent_get_input(ex->uc->bev)) == 0;
+}
+
 /* Sends the head on the current upstream connection and wires callbacks. */
 static int start_upstream(struct proxy_exchange *ex)
 {
@@ -1515,29 +1537,16 @@ static int start_upstream(struct proxy_exchange *ex)
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
-    evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
+    if (may_resend(ex))
+        evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
+    else
+        evbuffer_add_buffer(up_out(uc), ex->head); /* moved: no copy, no allocation */
     up_read_on(uc);
     if (ex->req_done)
         up_flush(uc); /* else pump_request flushes head and body together */
     return 0;
 }
 
-
-/*
- * A request sent on a pooled connection that the upstream had already closed
- * is sent once more on a fresh one, but only when it is idempotent (RFC 9110
- * 9.2.2; nginx's proxy_next_upstream does the same): the upstream may have run
- * a POST or PATCH before closing, and a workflow step must not run twice under
- * one audit record.
- */
-static bool may_retry(struct proxy_exchange *ex)
-{
-    bool idempotent = ex->method == HTTP1_METHOD_GET || ex->method == HTTP1_METHOD_HEAD ||
-                      ex->method == HTTP1_METHOD_PUT || ex->method == HTTP1_METHOD_DELETE ||
-                      ex->method == HTTP1_METHOD_OPTIONS;
-    return idempotent && ex->reused && !ex->retried && !ex->resp_head && ex->no_body &&
-           evbuffer_get_length(bufferevent_get_input(ex->uc->bev)) == 0;
-}
 
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
