@@ -1256,7 +1256,7 @@ static void write_response_head(struct proxy_exchange *ex, const struct http1_re
 {
     struct hb hb;
 
-    hb.out = proxy_out(ex->client);
+    hb.out = bufferevent_get_output(ex->client); /* pump_response flushes or finishes */
     hb.n = 0;
     hb.run = hb.run_end = NULL;
     hb_str(&hb, "HTTP/1.1 ");
@@ -1393,8 +1393,12 @@ static void pump_response(struct proxy_exchange *ex)
         if (r <= 0)
             return;
     }
+    /* Bytes are added without turning EV_WRITE on: every way out of here
+     * flushes (proxy_flush turns it on for what the socket did not take),
+     * fails or finishes, after which the server flushes the tail. An
+     * enable and a disable a response less. */
     in = bufferevent_get_input(ex->uc->bev);
-    out = proxy_out(ex->client);
+    out = bufferevent_get_output(ex->client);
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (ex->resp_body == HTTP1_BODY_NONE ||
@@ -1406,7 +1410,6 @@ static void pump_response(struct proxy_exchange *ex)
                 up_read_off(ex->uc);
                 return;
             }
-            out = proxy_out(ex->client);
         }
         if (avail == 0)
             break;
@@ -1522,6 +1525,7 @@ static bool may_retry(struct proxy_exchange *ex)
 static int start_upstream(struct proxy_exchange *ex)
 {
     struct upconn *uc = pool_pop(ex->pool);
+    struct evbuffer *out;
 
     ex->reused = uc != NULL;
     while (!uc) {
@@ -1537,10 +1541,12 @@ static int start_upstream(struct proxy_exchange *ex)
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
+    /* flushed right below: EV_WRITE only for what the socket does not take */
+    out = ex->req_done && !uc->connecting && !uc->tls ? bufferevent_get_output(uc->bev) : up_out(uc);
     if (may_resend(ex))
-        evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
+        evbuffer_add(out, evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
     else
-        evbuffer_add_buffer(up_out(uc), ex->head); /* moved: no copy, no allocation */
+        evbuffer_add_buffer(out, ex->head); /* moved: no copy, no allocation */
     up_read_on(uc);
     if (ex->req_done)
         up_flush(uc); /* else pump_request flushes head and body together */
