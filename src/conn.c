@@ -87,9 +87,9 @@
 #include "otlp.h"
 #include "util.h"
 
-#define ARENA_KEEP 4096        /* a bigger per-connection arena is freed after its request */
-#define UA_MAX 512             /* user agent bytes kept for the audit record */
-#define LINGER_MS 2000         /* after a close, how long unread client bytes are drained */
+#define ARENA_KEEP 4096 /* a bigger per-connection arena is freed after its request */
+#define UA_MAX 512      /* user agent bytes kept for the audit record */
+#define LINGER_MS 2000  /* after a close, how long unread client bytes are drained */
 
 static void conn_process(struct conn *c);
 static void conn_next(struct conn *c, bool reusable);
@@ -187,21 +187,36 @@ static const char *status_text(int status)
 static const char *status_word(int status)
 {
     switch (status) {
-    case 400: return "bad_request";
-    case 401: return "unauthorized";
-    case 403: return "forbidden";
-    case 404: return "not_found";
-    case 408: return "request_timeout";
-    case 413: return "content_too_large";
-    case 414: return "uri_too_long";
-    case 429: return "too_many_requests";
-    case 431: return "headers_too_large";
-    case 501: return "not_implemented";
-    case 502: return "bad_gateway";
-    case 503: return "unavailable";
-    case 504: return "gateway_timeout";
-    case 505: return "version_not_supported";
-    default: return "internal_error";
+    case 400:
+        return "bad_request";
+    case 401:
+        return "unauthorized";
+    case 403:
+        return "forbidden";
+    case 404:
+        return "not_found";
+    case 408:
+        return "request_timeout";
+    case 413:
+        return "content_too_large";
+    case 414:
+        return "uri_too_long";
+    case 429:
+        return "too_many_requests";
+    case 431:
+        return "headers_too_large";
+    case 501:
+        return "not_implemented";
+    case 502:
+        return "bad_gateway";
+    case 503:
+        return "unavailable";
+    case 504:
+        return "gateway_timeout";
+    case 505:
+        return "version_not_supported";
+    default:
+        return "internal_error";
     }
 }
 
@@ -238,8 +253,9 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
                         "%s%s%s\r\n",
                         status, status_text(status), n, fwd_request_id(&c->req), extra ? extra : "",
                         extra ? "\r\n" : "",
-                        close ? "Connection: close\r\n"
-                              : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
+                        close                  ? "Connection: close\r\n"
+                        : c->req.version == 10 ? "Connection: keep-alive\r\n"
+                                               : "");
     evbuffer_add(out, body, (size_t)n);
     c->req.bytes_out += (uint64_t)n; /* the audit record and the access log count it */
 }
@@ -450,7 +466,8 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         rec.bytes_out = r->bytes_out;
         rec.duration_ms = (int64_t)(total / 1000000);
         /* always and group: the response waits for its record's fsync */
-        always = server_g.audit_cfg.fsync == FSYNC_ALWAYS || server_g.audit_cfg.fsync == FSYNC_GROUP;
+        always = server_g.audit_cfg.fsync == FSYNC_ALWAYS ||
+                 server_g.audit_cfg.fsync == FSYNC_GROUP;
         if (always) {
             struct durable_note *note = xcalloc(1, sizeof(*note));
             note->c = c;
@@ -461,7 +478,8 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
             note->strict = server_g.audit_cfg.on_failure == ON_FAILURE_DENY && r->forwarded;
             memcpy(note->request_id, r->request_id, sizeof(note->request_id));
             memcpy(note->client_request_id, r->client_request_id, sizeof(note->client_request_id));
-            if (audit_submit(server_g.audit, r->reserved ? &r->rsv : NULL, &rec, durable_cb, note) == 0) {
+            if (audit_submit(server_g.audit, r->reserved ? &r->rsv : NULL, &rec, durable_cb,
+                             note) == 0) {
                 held = true;
             } else {
                 if (note->strict) {
@@ -524,8 +542,7 @@ void conn_durable_arrived(struct conn *c, const struct durable_note *note)
         return;
     if (!note->ok && note->strict) {
         memcpy(c->req.request_id, note->request_id, sizeof(c->req.request_id));
-        memcpy(c->req.client_request_id, note->client_request_id,
-               sizeof(c->req.client_request_id));
+        memcpy(c->req.client_request_id, note->client_request_id, sizeof(c->req.client_request_id));
         withhold_response(c);
         c->req.request_id[0] = c->req.client_request_id[0] = '\0';
         bufferevent_enable(c->bev, EV_WRITE);
@@ -551,9 +568,10 @@ static void guard_reject(struct conn *c, enum reason reason, const char *detail)
         new_request_id(c->w, r->request_id);
     if (log_budget(c->w)) {
         json_escape(esc, sizeof(esc), detail ? detail : "", detail ? strlen(detail) : 0);
-        snprintf(fields, sizeof(fields),
-                 "\"reason\":\"%s\",\"status\":%d,\"remote_ip\":\"%s\",\"request_id\":\"%s\",\"detail\":\"%s\"",
-                 reason_code(reason), status, c->peer_ip, r->request_id, esc);
+        snprintf(
+            fields, sizeof(fields),
+            "\"reason\":\"%s\",\"status\":%d,\"remote_ip\":\"%s\",\"request_id\":\"%s\",\"detail\":\"%s\"",
+            reason_code(reason), status, c->peer_ip, r->request_id, esc);
         log_msg_fields(LOG_INFO, fields, "request refused by the guard: %s", reason_code(reason));
     }
     send_error(c, reason, NULL, true);
@@ -565,8 +583,7 @@ static void guard_reject(struct conn *c, enum reason reason, const char *detail)
 
 /* A refusal after routing started: error response and the audit record.
  * `close`: the body was not read, so the connection cannot go on. */
-static void deny(struct conn *c, enum reason reason, enum decision d, const char *extra,
-                 bool close)
+static void deny(struct conn *c, enum reason reason, enum decision d, const char *extra, bool close)
 {
     close = close || !c->req.keep_alive;
     send_error(c, reason, extra, close);
@@ -599,9 +616,9 @@ static void arena_reserve(struct conn *c, size_t need)
 }
 
 /* Copies what the audit record and log need before the head leaves the buffer. */
-static void copy_request_fields(struct conn *c, const struct http1_request *hreq,
-                                const char *path, size_t path_len, const char *query,
-                                size_t query_len, const struct baton_config *cfg)
+static void copy_request_fields(struct conn *c, const struct http1_request *hreq, const char *path,
+                                size_t path_len, const char *query, size_t query_len,
+                                const struct baton_config *cfg)
 {
     struct request *r = &c->req;
     size_t need = path_len + query_len + 1, off = 0;
@@ -687,7 +704,8 @@ static bool is_assertion_jwks(const struct http1_request *hreq)
  * admin listener's endpoints). Cacheable for ASSERTION_JWKS_MAX_AGE_S.
  */
 static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
-                                 const struct http1_request *hreq, size_t head_len, bool body_pending)
+                                 const struct http1_request *hreq, size_t head_len,
+                                 bool body_pending)
 {
     struct request *r = &c->req;
     struct evbuffer *out = proxy_out(c->bev);
@@ -700,8 +718,9 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
                         "Content-Length: %zu\r\nCache-Control: public, max-age=%d\r\n"
                         "X-Request-Id: %s\r\n%s\r\n",
                         n, ASSERTION_JWKS_MAX_AGE_S, r->request_id,
-                        close ? "Connection: close\r\n"
-                              : r->version == 10 ? "Connection: keep-alive\r\n" : "");
+                        close              ? "Connection: close\r\n"
+                        : r->version == 10 ? "Connection: keep-alive\r\n"
+                                           : "");
     if (hreq->method != HTTP1_METHOD_HEAD)
         evbuffer_add(out, doc, n);
     skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
@@ -715,8 +734,9 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
  * step's require_headers that matched, the verified caller, from the
  * worker's cache. NULL when signing failed (err set).
  */
-static const char *assertion_line(struct worker *w, const struct runtime *rt, const struct request *r,
-                                  const struct http1_request *hreq, size_t *len, char *err, size_t errlen)
+static const char *assertion_line(struct worker *w, const struct runtime *rt,
+                                  const struct request *r, const struct http1_request *hreq,
+                                  size_t *len, char *err, size_t errlen)
 {
     const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
     size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
@@ -728,7 +748,7 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt, co
         /* authorized: every require_headers entry matched (once, its glob);
          * a dry-run pass-through (would_deny) carries only those that did */
         if (r->d.would_deny ? policy_header_matched(r->d.policy, i, &hin, &vals[nh], &lens[nh])
-                          : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
+                            : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
             names[nh++] = name;
     }
     {
@@ -748,8 +768,8 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt, co
             .audit_log = server_g.audit ? audit_log_id(server_g.audit) : NULL,
             .now_s = r->ts_ms / 1000,
         };
-        return assertion_cache_line(rt->assertion_caches[w->id % rt->n_workers], rt->assertion, &in, len,
-                                    err, errlen);
+        return assertion_cache_line(rt->assertion_caches[w->id % rt->n_workers], rt->assertion, &in,
+                                    len, err, errlen);
     }
 }
 
@@ -807,13 +827,14 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
     if (!body)
         abort();
     ready = admin_ready(&server_g.ready_deps, body);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n%s\r\n",
-                        ready ? 200 : 503, status_text(ready ? 200 : 503),
-                        evbuffer_get_length(body), r->request_id,
-                        !keep ? "Connection: close\r\n"
-                              : r->version == 10 ? "Connection: keep-alive\r\n" : "");
+    evbuffer_add_printf(
+        out,
+        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+        "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n%s\r\n",
+        ready ? 200 : 503, status_text(ready ? 200 : 503), evbuffer_get_length(body), r->request_id,
+        !keep              ? "Connection: close\r\n"
+        : r->version == 10 ? "Connection: keep-alive\r\n"
+                           : "");
     if (hreq->method != HTTP1_METHOD_HEAD)
         evbuffer_add_buffer(out, body);
     evbuffer_free(body);
@@ -827,8 +848,7 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
 
 /* Whether a head for the sign endpoint waits for the rest of its (small,
  * Content-Length) body; other heads never wait. */
-static bool sign_body_incomplete(const struct http1_request *hreq, size_t head_len,
-                                 size_t buffered)
+static bool sign_body_incomplete(const struct http1_request *hreq, size_t head_len, size_t buffered)
 {
     size_t n = sizeof(SIGNURL_ENDPOINT) - 1;
     return hreq->body == HTTP1_BODY_LENGTH && hreq->content_length <= SIGNURL_MINT_BODY_MAX &&
@@ -845,8 +865,9 @@ static void send_json(struct conn *c, int status, const char *body, size_t n)
                         "Content-Length: %zu\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n"
                         "%s\r\n",
                         status, status_text(status), n, c->req.request_id,
-                        !c->req.keep_alive ? "Connection: close\r\n"
-                        : c->req.version == 10 ? "Connection: keep-alive\r\n" : "");
+                        !c->req.keep_alive     ? "Connection: close\r\n"
+                        : c->req.version == 10 ? "Connection: keep-alive\r\n"
+                                               : "");
     evbuffer_add(out, body, n);
 }
 
@@ -891,8 +912,8 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
         if (have_tok > 0) {
             r->d.token_present = true;
             r->d.have_ar = true;
-            why = authn_verify(rt->authn, rt->caches[c->w->id % rt->n_workers], &c->token_hint,
-                               tok, tok_len, r->ts_ms / 1000, &r->d.ar);
+            why = authn_verify(rt->authn, rt->caches[c->w->id % rt->n_workers], &c->token_hint, tok,
+                               tok_len, r->ts_ms / 1000, &r->d.ar);
             metrics_token_cache(c->w->mw, r->d.ar.cache_hit);
         } else {
             r->d.token_present = have_tok < 0;
@@ -911,12 +932,13 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
     r->link_path_len = strlen(mr.target);
     if (path_canonicalize(mr.target, strlen(mr.target), rt->cfg->limits.max_uri_bytes, &tp) !=
             REASON_ALLOWED ||
-        signurl_query_marked(tp.query, tp.query_len) || mr.ttl_s > signurl_keys_max_ttl(rt->url_keys)) {
+        signurl_query_marked(tp.query, tp.query_len) ||
+        mr.ttl_s > signurl_keys_max_ttl(rt->url_keys)) {
         why = REASON_BAD_REQUEST;
         goto refuse;
     }
-    r->d.policy = policy_route(rt->policies, hreq->hostname, hreq->hostname ? hreq->hostname_len : 0,
-                             tp.path, tp.path_len);
+    r->d.policy = policy_route(rt->policies, hreq->hostname,
+                               hreq->hostname ? hreq->hostname_len : 0, tp.path, tp.path_len);
     if (!r->d.policy) {
         why = REASON_NO_ROUTE;
         goto refuse;
@@ -938,7 +960,8 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
             .query_len = tp.query_len,
         };
         signurl_minter_id(r->d.ar.issuer->name, r->d.ar.issuer->issuer, r->d.ar.sub, minter);
-        if (signurl_sign(rt->url_keys, &sc, exp, mr.uses, minter, suffix, id, err, sizeof(err)) < 0) {
+        if (signurl_sign(rt->url_keys, &sc, exp, mr.uses, minter, suffix, id, err, sizeof(err)) <
+            0) {
             log_msg(LOG_ERROR, "sign endpoint: %s", err);
             why = REASON_INTERNAL;
             goto error;
@@ -957,15 +980,17 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
     {
         /* http only for a loopback host (tests); a link is for a browser */
         bool loop = hreq->hostname &&
-                    ((hreq->hostname_len == 9 && !ascii_casecmp_n(hreq->hostname, 9, "localhost", 9)) ||
+                    ((hreq->hostname_len == 9 &&
+                      !ascii_casecmp_n(hreq->hostname, 9, "localhost", 9)) ||
                      (hreq->hostname_len >= 4 && !memcmp(hreq->hostname, "127.", 4)) ||
                      (hreq->hostname_len == 5 && !memcmp(hreq->hostname, "[::1]", 5)));
         char *url, *esc;
         size_t elen;
         target = xasprintf("%.*s%s%.*s%s", (int)tp.path_len, tp.path, tp.query_len ? "?" : "",
                            (int)tp.query_len, tp.query_len ? tp.query : "", suffix);
-        url = xasprintf("%s://%.*s%s", loop ? "http" : "https", (int)(hreq->host ? hreq->host_len : 0),
-                        hreq->host ? hreq->host : "", target);
+        url = xasprintf("%s://%.*s%s", loop ? "http" : "https",
+                        (int)(hreq->host ? hreq->host_len : 0), hreq->host ? hreq->host : "",
+                        target);
         elen = 2 * strlen(url) + 8;
         esc = xmalloc(elen);
         json_escape(esc, elen, url, strlen(url));
@@ -1022,10 +1047,13 @@ static enum redis_verdict rate_fallback(struct conn *c, unsigned *retry)
         snprintf(fields, sizeof(fields),
                  "\"step\":\"%s\",\"request_id\":\"%s\",\"on_failure\":\"%s\",\"decisions\":%llu",
                  policy_step(r->d.policy), r->request_id,
-                 how == REDIS_FAIL_LOCAL ? "local" : how == REDIS_FAIL_DENY ? "deny" : "allow",
+                 how == REDIS_FAIL_LOCAL  ? "local"
+                 : how == REDIS_FAIL_DENY ? "deny"
+                                          : "allow",
                  (unsigned long long)c->w->fallback_unlogged);
-        log_msg_fields(LOG_WARNING, fields, "worker %u: global rate limit without redis: %llu "
-                                            "decisions by on_failure since the last such line",
+        log_msg_fields(LOG_WARNING, fields,
+                       "worker %u: global rate limit without redis: %llu "
+                       "decisions by on_failure since the last such line",
                        c->w->id, (unsigned long long)c->w->fallback_unlogged);
         c->w->fallback_log_ns = mono_ns();
         c->w->fallback_unlogged = 0;
@@ -1079,7 +1107,7 @@ static bool limit_in_flight(void *ctx, const struct policy *p, unsigned max)
 
 static enum decide_rate_verdict rate_verdict_of(enum redis_verdict v)
 {
-    return v == REDIS_ALLOW ? DECIDE_RATE_ALLOW
+    return v == REDIS_ALLOW  ? DECIDE_RATE_ALLOW
            : v == REDIS_DENY ? DECIDE_RATE_DENY
                              : DECIDE_RATE_UNAVAILABLE;
 }
@@ -1348,7 +1376,8 @@ decided:
         char key[REDIS_KEY_MAX];
         if (redis_link_key(key, sizeof(key), r->d.link_id) == 0 &&
             redis_link_use(w->redis, key, r->d.lp.uses,
-                           r->d.lp.exp + (int64_t)cfg->url_signing.leeway_s + SIGNURL_SHARED_GRACE_S,
+                           r->d.lp.exp + (int64_t)cfg->url_signing.leeway_s +
+                               SIGNURL_SHARED_GRACE_S,
                            cfg->redis.timeout_ms, on_rate_reply, c, &r->rate_wait) == 0) {
             r->head_len = head_len;
             r->body_pending = body_pending;
@@ -1375,8 +1404,8 @@ decided:
         unsigned char id[SIGNURL_ID_BYTES];
         signurl_link_id(&r->d.lp, id);
         switch (server_g.link_uses.consume(server_g.link_uses.ctx, id, r->d.lp.uses,
-                                    r->d.lp.exp + (int64_t)rt->cfg->url_signing.leeway_s,
-                                    r->ts_ms / 1000)) {
+                                           r->d.lp.exp + (int64_t)rt->cfg->url_signing.leeway_s,
+                                           r->ts_ms / 1000)) {
         case SIGNURL_USE_OK:
             break;
         case SIGNURL_USE_USED:
@@ -1415,7 +1444,7 @@ decided:
         proxy_build_head(&hp, head);
     }
     timeout_ms = policy_limits(r->d.policy)->timeout_ms ? policy_limits(r->d.policy)->timeout_ms
-                                                      : up->timeout_ms;
+                                                        : up->timeout_ms;
     {
         struct proxy_forward_params fp = {
             .target = r->step->target,
@@ -1482,7 +1511,8 @@ static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_
     buf = (const char *)evbuffer_pullup(in, (ssize_t)r->head_len);
     if (!buf || http1_parse_request(buf, r->head_len, &lim, &hreq, &hl) != HTTP1_OK ||
         hl != r->head_len) {
-        send_error(c, REASON_INTERNAL, NULL, true); /* cannot happen: the same bytes parsed before */
+        send_error(c, REASON_INTERNAL, NULL,
+                   true); /* cannot happen: the same bytes parsed before */
         finish(c, REASON_INTERNAL, DECISION_ERROR, 500, false);
     } else {
         handle_stages(c, &hreq, hl, true, v, retry_after_s);
@@ -1881,7 +1911,8 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = xcalloc(1, sizeof(*c));
     c->w = w;
-    memcpy(&c->peer_sa, sa, (size_t)salen < sizeof(c->peer_sa) ? (size_t)salen : sizeof(c->peer_sa));
+    memcpy(&c->peer_sa, sa,
+           (size_t)salen < sizeof(c->peer_sa) ? (size_t)salen : sizeof(c->peer_sa));
     if (sa->sa_family == AF_INET) {
         struct sockaddr_in *in4 = (struct sockaddr_in *)sa;
         inet_ntop(AF_INET, &in4->sin_addr, c->peer_ip, sizeof(c->peer_ip));

@@ -43,12 +43,12 @@ struct request {
     struct runtime *rt; /* reference held from head to audit record */
     uint64_t t0_ns;
     int64_t ts_ms;
-    char request_id[PROXY_REQUEST_ID_MAX + 1]; /* baton's own: the audit record's */
+    char request_id[PROXY_REQUEST_ID_MAX + 1];        /* baton's own: the audit record's */
     char client_request_id[PROXY_REQUEST_ID_MAX + 1]; /* the client's valid one, or "" */
     char traceparent[56]; /* the one forwarded: baton's own span (trace.h) */
     bool has_trace;
     struct trace_ctx trace;
-    bool trace_in;        /* the client's traceparent was valid: its tracestate goes on */
+    bool trace_in; /* the client's traceparent was valid: its tracestate goes on */
     enum http1_method method;
     int version; /* 10 or 11 */
     bool keep_alive;
@@ -63,7 +63,7 @@ struct request {
     struct audit_header hdrs[AUDIT_MAX_RECORD_HEADERS];
     size_t n_hdrs;
     /* stages */
-    struct decide_outcome d; /* route, authn, authz, limits (decide.h); the sign
+    struct decide_outcome d;         /* route, authn, authz, limits (decide.h); the sign
                                 endpoint fills its authn and link members */
     const struct runtime_step *step; /* d.policy's */
     bool have_idt;
@@ -87,8 +87,8 @@ struct request {
     struct redis_wait *rate_wait;      /* the global rate decision parked on (CS_RATE_WAIT) */
     size_t head_len;                   /* while parked: the head's bytes, still in the input */
     bool body_pending;
-    bool reads_paused;                 /* bytes came while parked: reading stopped until the verdict */
-    bool park_link;                    /* parked on a link use, not on the rate (resume there) */
+    bool reads_paused; /* bytes came while parked: reading stopped until the verdict */
+    bool park_link;    /* parked on a link use, not on the rate (resume there) */
 };
 
 struct conn {
@@ -115,7 +115,8 @@ struct conn {
     /* fsync "always" only: bytes the output has handed to the socket (or
      * dropped), and where in that count the forwarded response starts */
     uint64_t out_drained, resp_mark;
-    uint64_t park_deadline_ns; /* mono_ns the current request may stay parked until; 0: never parked */
+    uint64_t
+        park_deadline_ns; /* mono_ns the current request may stay parked until; 0: never parked */
 };
 
 /*

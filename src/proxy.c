@@ -53,10 +53,10 @@ struct proxy_reader {
     struct event ev;         /* EV_READ|EV_PERSIST on the socket */
     struct timeval tv;       /* the read timeout (a common timeout's or plain), if has_tv */
     bool has_tv;
-    size_t high;             /* the input's high watermark: no reading at or above it; 0: none */
-    bool want;               /* reading is on */
-    bool hold;               /* not before the connect completed (upstreams) */
-    bool added;              /* ev is pending */
+    size_t high; /* the input's high watermark: no reading at or above it; 0: none */
+    bool want;   /* reading is on */
+    bool hold;   /* not before the connect completed (upstreams) */
+    bool added;  /* ev is pending */
 };
 
 struct upconn {
@@ -64,7 +64,7 @@ struct upconn {
     struct bufferevent *bev;
     bool tls;
     bool connecting;
-    struct proxy_reader rd; /* plain connections; TLS ones read through their bufferevent */
+    struct proxy_reader rd;     /* plain connections; TLS ones read through their bufferevent */
     struct upconn *next, *prev; /* idle list links */
 };
 
@@ -117,11 +117,11 @@ struct proxy_exchange {
     struct event body_timer; /* limits.body_timeout_ms: the whole request body */
     bool body_timer_armed;
     bool start_failed;
-    int start_errno; /* why the upstream connection could not be opened */
+    int start_errno;                   /* why the upstream connection could not be opened */
     const struct proxy_target *target; /* borrowed until done */
-    struct resolve_set *addrs; /* owned reference; NULL: the name has no address yet */
-    unsigned rr_start;         /* round-robin start in addrs */
-    unsigned attempt;          /* addresses tried before the current one */
+    struct resolve_set *addrs;         /* owned reference; NULL: the name has no address yet */
+    unsigned rr_start;                 /* round-robin start in addrs */
+    unsigned attempt;                  /* addresses tried before the current one */
 
     enum http1_method method;
     int client_version;
@@ -203,8 +203,8 @@ static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
 {
     unsigned i;
     for (i = 0; i < 4; i++)
-        if (px->tv_ms[i] == ms && (px->tv_common[i] || px->tv_plain[i].tv_sec ||
-                                   px->tv_plain[i].tv_usec))
+        if (px->tv_ms[i] == ms &&
+            (px->tv_common[i] || px->tv_plain[i].tv_sec || px->tv_plain[i].tv_usec))
             return px->tv_common[i] ? px->tv_common[i] : &px->tv_plain[i];
     i = px->tv_next;
     px->tv_next = (i + 1) % 4;
@@ -868,8 +868,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         const struct http1_header *h = &r->headers[i];
         /* the class was found once, in the parse (hdrclass.h) */
         if ((h->cls & (HDRCLASS_HOP_BY_HOP | HDRCLASS_DROPPED)) ||
-            (r->connection.n &&
-             http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
+            (r->connection.n && http1_header_in_connection(&r->connection, h->name, h->name_len)) ||
             (!p->keep_tracestate && h->id == HDR_TRACESTATE) ||
             (p->assertion_name && is_assertion_name(h->name, h->name_len, p->assertion_name)))
             continue;
@@ -943,8 +942,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
         hb_str(&hb, "Content-Length: ");
         hb_u64(&hb, p->content_length);
         hb_put(&hb, "\r\n", 2);
-    }
-    else if (p->body == HTTP1_BODY_CHUNKED)
+    } else if (p->body == HTTP1_BODY_CHUNKED)
         hb_str(&hb, "Transfer-Encoding: chunked\r\n");
     hb_put(&hb, "\r\n", 2);
     hb_flush(&hb);
@@ -1542,7 +1540,8 @@ static int start_upstream(struct proxy_exchange *ex)
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
     /* flushed right below: EV_WRITE only for what the socket does not take */
-    out = ex->req_done && !uc->connecting && !uc->tls ? bufferevent_get_output(uc->bev) : up_out(uc);
+    out = ex->req_done && !uc->connecting && !uc->tls ? bufferevent_get_output(uc->bev)
+                                                      : up_out(uc);
     if (may_resend(ex))
         evbuffer_add(out, evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
     else
@@ -1552,7 +1551,6 @@ static int start_upstream(struct proxy_exchange *ex)
         up_flush(uc); /* else pump_request flushes head and body together */
     return 0;
 }
-
 
 static void up_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -1587,7 +1585,8 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         if (ex->uc->connecting)
             fail_error(ex, "timeout: connect not complete after %u ms", ex->timeout_ms);
         else if (!ex->resp_head)
-            fail_error(ex, "timeout: no response head after %u ms without progress", ex->timeout_ms);
+            fail_error(ex, "timeout: no response head after %u ms without progress",
+                       ex->timeout_ms);
         else
             fail_error(ex, "timeout: response body stalled for %u ms", ex->timeout_ms);
         fail(ex, REASON_UPSTREAM_TIMEOUT, "upstream timeout");
@@ -1628,16 +1627,21 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
                 fail_error(ex, "TLS: %s", buf);
             }
         } else {
-            fail_error(ex, "%s: %s", ex->uc->connecting ? "connect" : ex->resp_head ? "read" : "send",
+            fail_error(ex, "%s: %s",
+                       ex->uc->connecting ? "connect"
+                       : ex->resp_head    ? "read"
+                                          : "send",
                        err ? strerror(err) : "connection failed");
         }
         fail(ex, REASON_UPSTREAM_ERROR,
-             tls_err ? "upstream TLS failure" : (ex->resp_head ? "upstream connection reset"
-                                                               : "upstream connection failed"));
+             tls_err
+                 ? "upstream TLS failure"
+                 : (ex->resp_head ? "upstream connection reset" : "upstream connection failed"));
         return;
     }
-    fail_error(ex, "%s", ex->resp_head ? "EOF: the upstream closed the connection mid-response"
-                                       : "EOF: the upstream closed the connection before a response head");
+    fail_error(ex, "%s",
+               ex->resp_head ? "EOF: the upstream closed the connection mid-response"
+                             : "EOF: the upstream closed the connection before a response head");
     fail(ex, REASON_UPSTREAM_ERROR, "upstream closed the connection early");
 }
 
@@ -1692,8 +1696,8 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     ex->px = px;
     ex->target = p->target;
     ex->addrs = resolver_current(p->target->res, &ex->rr_start);
-    ex->pool = ex->addrs ? pool_get(px, p->target, &ex->addrs->a[resolve_pick(ex->addrs,
-                                                                             ex->rr_start, 0)])
+    ex->pool = ex->addrs ? pool_get(px, p->target,
+                                    &ex->addrs->a[resolve_pick(ex->addrs, ex->rr_start, 0)])
                          : NULL;
     ex->client = p->client;
     ex->client_rd = p->client_rd;

@@ -51,11 +51,11 @@ struct evbuffer;
 struct metrics_worker;
 typedef struct ssl_ctx_st SSL_CTX;
 
-#define PROXY_IDLE_MS 30000u         /* idle pooled connection lifetime */
-#define PROXY_MAX_IDLE_PER_POOL 256  /* idle connections kept per upstream per worker */
+#define PROXY_IDLE_MS 30000u            /* idle pooled connection lifetime */
+#define PROXY_MAX_IDLE_PER_POOL 256     /* idle connections kept per upstream per worker */
 #define PROXY_HIGH_WATER (256u * 1024u) /* bytes queued toward a peer before reading pauses */
 #define PROXY_MAX_RESPONSE_HEAD 65536u  /* upstream response head cap (502 beyond) */
-#define PROXY_REQUEST_ID_MAX 128     /* a client X-Request-Id longer than this is replaced */
+#define PROXY_REQUEST_ID_MAX 128        /* a client X-Request-Id longer than this is replaced */
 
 /* An upstream and its addresses, kept fresh on the background thread
  * (resolve.h). */
@@ -86,14 +86,14 @@ struct proxy_head_params {
     const char *query; /* NULL: none; else the query without '?' (may be empty) */
     size_t query_len;
     const struct cfg_upstream *up;
-    bool from_trusted_proxy;  /* keep X-Forwarded-* / Forwarded sent by the client */
-    const char *client_ip;    /* NUL-terminated text form of the peer address */
-    const char *request_id;   /* NUL-terminated */
-    const char *traceparent;  /* validated, NUL-terminated, or NULL */
-    const char *token_value;  /* "Bearer <jwt>" for up->token_header, or NULL */
-    enum http1_body body;     /* framing to send: NONE, LENGTH or CHUNKED */
+    bool from_trusted_proxy; /* keep X-Forwarded-* / Forwarded sent by the client */
+    const char *client_ip;   /* NUL-terminated text form of the peer address */
+    const char *request_id;  /* NUL-terminated */
+    const char *traceparent; /* validated, NUL-terminated, or NULL */
+    const char *token_value; /* "Bearer <jwt>" for up->token_header, or NULL */
+    enum http1_body body;    /* framing to send: NONE, LENGTH or CHUNKED */
     uint64_t content_length;
-    bool keep_tracestate;     /* the client's traceparent was valid: its tracestate goes on */
+    bool keep_tracestate; /* the client's traceparent was valid: its tracestate goes on */
     /* the caller assertion (assertion.h): every client copy of `assertion_name`
      * (NULL: none configured; '-' and '_' equivalent) is dropped, and the ready
      * line (NULL: none for this upstream) "name: value\r\n" is sent */
@@ -170,20 +170,21 @@ struct proxy_forward_params {
     uint64_t content_length;
     uint64_t max_body; /* decoded body cap (0: none) */
     unsigned timeout_ms;
-    bool expect_100;       /* answer "100 Continue" before reading the body */
+    bool expect_100; /* answer "100 Continue" before reading the body */
     bool client_keep_alive;
-    int client_version;    /* 10 or 11 */
-    const char *request_id; /* copied: echoed as X-Request-Id in the response */
+    int client_version;       /* 10 or 11 */
+    const char *request_id;   /* copied: echoed as X-Request-Id in the response */
     unsigned body_timeout_ms; /* the whole request body must arrive within it; 0: no deadline */
 };
 
 struct proxy_outcome {
-    enum reason reason; /* ALLOWED, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, UPSTREAM_UNRESOLVED, CLIENT_CLOSED, DRAIN_ABORTED,
+    enum reason
+        reason; /* ALLOWED, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, UPSTREAM_UNRESOLVED, CLIENT_CLOSED, DRAIN_ABORTED,
                            BODY_TIMEOUT (the body missed its deadline or went silent for
                            timeout_ms), or the chunked decoder's BODY_TOO_LARGE / BAD_FRAMING */
-    int upstream_status;   /* 0: no response head received */
-    bool response_started; /* response bytes were queued to the client */
-    bool client_reusable;  /* the client connection may serve another request */
+    int upstream_status;     /* 0: no response head received */
+    bool response_started;   /* response bytes were queued to the client */
+    bool client_reusable;    /* the client connection may serve another request */
     uint64_t request_bytes;  /* decoded request body bytes sent upstream */
     uint64_t response_bytes; /* response body bytes queued to the client */
     uint64_t upstream_ns;    /* forward start to response end (or failure) */

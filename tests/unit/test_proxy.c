@@ -80,8 +80,11 @@ static int count_header(const char *head, const char *name)
 
 static void test_hygiene(void)
 {
-    struct cfg_upstream up = {.name = "billing", .host = "billing.example", .port = 8443,
-                              .tls = true, .base_path = "/v1",
+    struct cfg_upstream up = {.name = "billing",
+                              .host = "billing.example",
+                              .port = 8443,
+                              .tls = true,
+                              .base_path = "/v1",
                               .token_header = "x-serverless-authorization"};
     const char *raw =
         "POST /api/run?x=1&y=%2F HTTP/1.1\r\nHost: gw.example\r\n"
@@ -101,7 +104,8 @@ static void test_hygiene(void)
     ok(parse(raw) == 0, "the hygiene request parses");
     h = build(&up, false, "Bearer minted", NULL, HTTP1_BODY_LENGTH, 5);
     ok(strncmp(h, "POST /v1/api/run?x=1&y=%2F HTTP/1.1\r\nHost: billing.example:8443\r\n",
-               strlen("POST /v1/api/run?x=1&y=%2F HTTP/1.1\r\nHost: billing.example:8443\r\n")) == 0,
+               strlen("POST /v1/api/run?x=1&y=%2F HTTP/1.1\r\nHost: billing.example:8443\r\n")) ==
+           0,
        "request line: base path + canonical path, query unchanged; Host is the upstream's");
     is_int(count_header(h, "authorization"), 0, "the client's Authorization is never forwarded");
     is_int(count_header(h, "x-serverless-authorization"), 1, "one token header: baton's");
@@ -358,7 +362,8 @@ static void test_reader(void)
     proxy_reader_watermark(rd, 0);
     event_base_loop(base, EVLOOP_NONBLOCK);
     ok(rd_reads == 3 && evbuffer_get_length(in) == 6, "reader: no watermark: the rest is read");
-    ok(!(bufferevent_get_enabled(bev) & EV_READ), "reader: the bufferevent's own reading stays off");
+    ok(!(bufferevent_get_enabled(bev) & EV_READ),
+       "reader: the bufferevent's own reading stays off");
 
     proxy_reader_off(rd);
     ok(write(sv[1], "x", 1) == 1, "reader: the peer wrote one more byte");
