@@ -99,6 +99,18 @@ static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static bool conn_park(struct conn *c, const struct cfg_issuer *is);
 
+/* Every read enable and disable of the client: its reader (proxy_reader),
+ * never libevent's, which would make an ioctl per read. */
+static void conn_read_on(struct conn *c)
+{
+    proxy_reader_on(c->rd);
+}
+
+static void conn_read_off(struct conn *c)
+{
+    proxy_reader_off(c->rd);
+}
+
 /* ------------------------------------------------------------- helpers */
 
 static uint64_t rng_next(uint64_t s[2])
@@ -500,7 +512,8 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         /* fsync "always": the response (or its tail) stays queued until the
          * writer says the record is durable. */
         c->state = CS_WAIT_DURABLE;
-        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        conn_read_off(c);
+        bufferevent_disable(c->bev, EV_WRITE);
         bufferevent_setcb(c->bev, NULL, NULL, NULL, c);
         return;
     }
@@ -1458,6 +1471,7 @@ decided:
         struct proxy_forward_params fp = {
             .target = r->step->target,
             .client = c->bev,
+            .client_rd = c->rd,
             .head = head,
             .method = hreq->method,
             .body = hreq->body,
@@ -1511,7 +1525,7 @@ static void on_rate_reply(void *arg, enum redis_verdict v, unsigned retry_after_
         return;
     c->state = CS_HEAD;
     if (r->reads_paused)
-        bufferevent_enable(c->bev, EV_READ);
+        conn_read_on(c);
     memset(&lim, 0, sizeof(lim));
     lim.max_header_bytes = r->rt->cfg->limits.max_header_bytes;
     lim.max_uri_bytes = r->rt->cfg->limits.max_uri_bytes;
@@ -1618,6 +1632,7 @@ void conn_free(struct conn *c)
         proxy_abort(ex); /* runs on_proxy_done -> finish -> ... -> conn_next */
     }
     evtimer_del(&c->timer);
+    proxy_reader_free(c->rd);
     if (c->bev)
         bufferevent_free(c->bev);
     request_release(&c->req);
@@ -1657,7 +1672,7 @@ static void closing_write(struct bufferevent *bev, void *arg)
     c->lingering = true;
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     bufferevent_setcb(c->bev, linger_read, NULL, linger_event, c);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_on(c);
     evtimer_del(&c->timer);
     arm_timer(c, 2, LINGER_MS);
 }
@@ -1666,7 +1681,7 @@ static void conn_close(struct conn *c)
 {
     c->state = CS_CLOSING;
     bufferevent_setcb(c->bev, NULL, closing_write, linger_event, c);
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_off(c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_enable(c->bev, EV_WRITE);
     evtimer_del(&c->timer);
@@ -1697,9 +1712,10 @@ static void conn_next(struct conn *c, bool reusable)
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
+    proxy_reader_timeout(c->rd, NULL);
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    proxy_read_on(c->bev);
+    proxy_reader_watermark(c->rd, 0);
+    conn_read_on(c);
     proxy_flush(c->bev); /* the response (or its tail), now */
     evtimer_del(&c->timer);
     if (evbuffer_get_length(in) == 0) {
@@ -1732,7 +1748,7 @@ static void conn_process(struct conn *c)
             break;
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
             /* Responses pile up unread: stop reading heads until they drain. */
-            bufferevent_disable(c->bev, EV_READ);
+            conn_read_off(c);
             break;
         }
         rt = server_worker_rt(w);
@@ -1812,7 +1828,7 @@ static bool conn_park(struct conn *c, const struct cfg_issuer *is)
     left = c->park_deadline_ns - now;
     request_release(&c->req);
     c->state = CS_PARKED;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_off(c);
     evtimer_del(&c->timer);
     tv.tv_sec = (time_t)(left / 1000000000u);
     tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u) + 1;
@@ -1827,15 +1843,16 @@ void conn_unpark(struct conn *c)
         return;
     evtimer_del(&c->timer);
     c->state = CS_HEAD;
-    proxy_read_on(c->bev);
+    conn_read_on(c);
     conn_process(c);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
+    (void)bev;
     if (c->state == CS_RATE_WAIT) { /* more bytes while parked: none until the verdict */
-        bufferevent_disable(bev, EV_READ);
+        conn_read_off(c);
         c->req.reads_paused = true;
         return;
     }
@@ -1848,7 +1865,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     (void)bev;
     /* Pipelined heads paused while responses were queued: go on. */
     if (c->state == CS_HEAD) {
-        bufferevent_enable(c->bev, EV_READ);
+        conn_read_on(c);
         if (evbuffer_get_length(bufferevent_get_input(c->bev)))
             conn_process(c);
     }
@@ -1861,7 +1878,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         !c->req.body_pending) {
         /* A half-close after a whole request, parked: the answer may still go
          * out (as the proxy allows while forwarding). */
-        bufferevent_disable(bev, EV_READ);
+        conn_read_off(c);
         c->req.reads_paused = true;
         return;
     }
@@ -1934,6 +1951,7 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
         atomic_fetch_sub(&server_g.n_conns, 1);
         return;
     }
+    c->rd = proxy_reader_new(c->bev);
     if (server_g.audit_cfg.fsync == FSYNC_ALWAYS)
         evbuffer_add_cb(bufferevent_get_output(c->bev), out_drained_cb, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);
@@ -1943,6 +1961,6 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     c->state = CS_HEAD;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_on(c);
     arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000);
 }

@@ -96,6 +96,7 @@ struct conn {
     struct worker *w;
     struct list node; /* in its worker's conns */
     struct bufferevent *bev;
+    struct proxy_reader *rd; /* owned: reads bev (conn_read_on/off), freed before it */
     struct event timer;
     enum conn_state state;
     bool processing; /* inside conn_process: frees are deferred */

@@ -12,11 +12,11 @@
  *
  * Only libevent's public API is used. Both sides are libevent bufferevents
  * (socket, or OpenSSL for https upstreams); a flush may write right away
- * (proxy_flush) through the public evbuffer calls. A plain upstream
- * connection is read by a plain `event` of its own on the socket (up_rev_cb:
- * recv into the bufferevent's input, then its callbacks), where libevent's
- * read would make an ioctl(FIONREAD) before each recv; its bufferevent never
- * reads. The client side is read by libevent.
+ * (proxy_flush) through the public evbuffer calls. A plain socket, client or
+ * upstream, is read by a proxy_reader: a plain `event` of its own on the
+ * socket (reader_cb: recv into the bufferevent's input, then its callbacks),
+ * where libevent's read would make an ioctl(FIONREAD) before each recv; its
+ * bufferevent never reads. TLS upstreams are read by libevent.
  */
 #include "proxy.h"
 
@@ -48,18 +48,25 @@
 
 struct proxy_pool;
 
+/* A plain socket's bufferevent read by an event of our own (proxy.h). */
+struct proxy_reader {
+    struct bufferevent *bev; /* borrowed: the connection's; it never reads itself */
+    struct event ev;         /* EV_READ|EV_PERSIST on the socket */
+    struct timeval tv;       /* the read timeout (a common timeout's or plain), if has_tv */
+    bool has_tv;
+    size_t high; /* the input's high watermark: no reading at or above it; 0: none */
+    bool want;   /* reading is on */
+    bool hold;   /* not before the connect completed (upstreams) */
+    bool added;  /* ev is pending */
+};
+
 struct upconn {
     struct proxy_pool *pool;
     struct bufferevent *bev;
     bool tls;
     bool connecting;
-    /* plain connections: the read event (up_rev_cb) and its state; TLS ones
-     * read through their bufferevent */
-    struct event rev;
-    bool rev_want;             /* reading enabled */
-    bool rev_added;            /* rev is pending (wanted, and connected) */
-    const struct timeval *rtv; /* read timeout (borrowed: proxy_tv), NULL: none */
-    struct list idle;          /* on pool->idle while pooled */
+    struct proxy_reader rd; /* plain connections; TLS ones read through their bufferevent */
+    struct list idle;       /* on pool->idle while pooled */
 };
 
 struct proxy_pool {
@@ -102,6 +109,7 @@ struct proxy_exchange {
     struct proxy_pool *pool;
     struct upconn *uc; /* owned while the exchange runs */
     struct bufferevent *client;
+    struct proxy_reader *client_rd; /* borrowed: reads client */
     proxy_done_fn done;
     void *arg;
     struct evbuffer *head; /* kept until a response head arrives (retry) */
@@ -208,89 +216,43 @@ static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
     return px->tv_common[i] ? px->tv_common[i] : &px->tv_plain[i];
 }
 
-static void upconn_free(struct upconn *uc)
+#define READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
+
+/* Adds or removes the read event so that it is pending exactly when reading
+ * is on, not held, and the input is below its high watermark. */
+static void reader_sync(struct proxy_reader *rd)
 {
-    if (!uc)
-        return;
-    if (uc->rev_added)
-        event_del(&uc->rev); /* before the socket closes with the bufferevent */
-    if (uc->bev)
-        bufferevent_free(uc->bev);
-    free(uc);
+    bool go = rd->want && !rd->hold &&
+              !(rd->high && evbuffer_get_length(bufferevent_get_input(rd->bev)) >= rd->high);
+
+    if (go && !rd->added) {
+        event_add(&rd->ev, rd->has_tv ? &rd->tv : NULL);
+        rd->added = true;
+    } else if (!go && rd->added) {
+        event_del(&rd->ev);
+        rd->added = false;
+    }
 }
 
 /*
- * Reading an upstream connection. TLS: the bufferevent's. Plain: the read
- * event, added once the connect completed (a connect failure is libevent's
- * to report, as before), with the read timeout a bufferevent would have.
- */
-static void up_read_on(struct upconn *uc)
-{
-    if (uc->tls) {
-        proxy_read_on(uc->bev);
-        return;
-    }
-    uc->rev_want = true;
-    if (!uc->rev_added && !uc->connecting) {
-        event_add(&uc->rev, uc->rtv);
-        uc->rev_added = true;
-    }
-}
-
-static void up_read_off(struct upconn *uc)
-{
-    if (uc->tls) {
-        bufferevent_disable(uc->bev, EV_READ);
-        return;
-    }
-    uc->rev_want = false;
-    if (uc->rev_added) {
-        event_del(&uc->rev);
-        uc->rev_added = false;
-    }
-}
-
-/* bufferevent_set_timeouts for an upstream connection: read, write. */
-static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
-{
-    if (uc->tls) {
-        bufferevent_set_timeouts(uc->bev, rtv, wtv);
-        return;
-    }
-    bufferevent_set_timeouts(uc->bev, NULL, wtv);
-    uc->rtv = rtv;
-    if (uc->rev_added)
-        event_add(&uc->rev, rtv); /* re-adding a pending event sets its new timeout */
-}
-
-/* The connect completed: reading starts if it was asked for meanwhile. */
-static void up_connected(struct upconn *uc)
-{
-    uc->connecting = false;
-    if (uc->rev_want)
-        up_read_on(uc);
-}
-
-#define UP_READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
-
-/*
- * A plain upstream socket is readable (or its read timed out): the bytes go
- * to the bufferevent's input and its read callback runs; EOF, an error or
- * the timeout stop reading and reach its event callback as
+ * The socket is readable (or its read timed out): the bytes go to the
+ * bufferevent's input and its read callback runs; EOF, an error or the
+ * timeout stop reading and reach its event callback as
  * BEV_EVENT_READING|EOF, |ERROR (errno kept for EVUTIL_SOCKET_ERROR) or
- * |TIMEOUT, as libevent reports them. Into the stack, then appended: the
- * input gets a chain of the size that came. Nothing touches `uc` after a
- * callback (it may free it).
+ * |TIMEOUT, as libevent reports them. At most up to the high watermark, as
+ * libevent reads. Into the stack, then appended: the input gets a chain of
+ * the size that came. Nothing touches `rd` after a callback (it may free it).
  */
-static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
+static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct upconn *uc = arg;
-    struct bufferevent *bev = uc->bev;
+    struct proxy_reader *rd = arg;
+    struct bufferevent *bev = rd->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     bufferevent_data_cb readcb;
     bufferevent_event_cb eventcb;
     void *cbarg;
-    char buf[UP_READ_MAX];
+    char buf[READ_MAX];
+    size_t want = sizeof(buf);
     short err = BEV_EVENT_READING;
     ssize_t n;
     int saved = 0;
@@ -299,7 +261,16 @@ static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
         err |= BEV_EVENT_TIMEOUT;
         goto error;
     }
-    n = recv(fd, buf, sizeof(buf), 0);
+    if (rd->high) {
+        size_t len = evbuffer_get_length(in);
+        if (len >= rd->high) {
+            reader_sync(rd); /* full: paused until drained and turned on again */
+            return;
+        }
+        if (rd->high - len < want)
+            want = rd->high - len;
+    }
+    n = recv(fd, buf, want, 0);
     if (n > 0) {
         int rc;
         /* the input's end is frozen: only the bufferevent's reader appends */
@@ -325,11 +296,134 @@ static void up_rev_cb(evutil_socket_t fd, short what, void *arg)
         err |= BEV_EVENT_EOF;
     }
 error:
-    up_read_off(uc);
+    proxy_reader_off(rd);
     bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
     errno = saved;
     if (eventcb)
         eventcb(bev, err, cbarg);
+}
+
+static void reader_init(struct proxy_reader *rd, struct bufferevent *bev)
+{
+    memset(rd, 0, sizeof(*rd));
+    rd->bev = bev;
+    event_assign(&rd->ev, bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+                 reader_cb, rd);
+}
+
+struct proxy_reader *proxy_reader_new(struct bufferevent *bev)
+{
+    struct proxy_reader *rd = xcalloc(1, sizeof(*rd));
+    reader_init(rd, bev);
+    return rd;
+}
+
+static void reader_stop(struct proxy_reader *rd)
+{
+    if (rd->added)
+        event_del(&rd->ev); /* before the socket closes with the bufferevent */
+    rd->added = false;
+}
+
+void proxy_reader_free(struct proxy_reader *rd)
+{
+    if (!rd)
+        return;
+    reader_stop(rd);
+    free(rd);
+}
+
+void proxy_reader_on(struct proxy_reader *rd)
+{
+    rd->want = true;
+    if (!rd->added)
+        reader_sync(rd);
+}
+
+void proxy_reader_off(struct proxy_reader *rd)
+{
+    rd->want = false;
+    if (rd->added)
+        reader_sync(rd);
+}
+
+void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv)
+{
+    if (!tv && !rd->has_tv)
+        return;
+    rd->has_tv = tv != NULL;
+    if (tv)
+        rd->tv = *tv;
+    if (!rd->added)
+        return;
+    if (tv)
+        event_add(&rd->ev, &rd->tv); /* re-adding a pending event sets its new timeout */
+    else
+        event_remove_timer(&rd->ev);
+}
+
+void proxy_reader_watermark(struct proxy_reader *rd, size_t high)
+{
+    if (rd->high == high)
+        return;
+    rd->high = high;
+    reader_sync(rd);
+}
+
+static void upconn_free(struct upconn *uc)
+{
+    if (!uc)
+        return;
+    if (!uc->tls)
+        reader_stop(&uc->rd);
+    if (uc->bev)
+        bufferevent_free(uc->bev);
+    free(uc);
+}
+
+/*
+ * Reading an upstream connection. TLS: the bufferevent's. Plain: the reader,
+ * held until the connect completed (a connect failure is libevent's to
+ * report, as before), with the read timeout a bufferevent would have.
+ */
+static void up_read_on(struct upconn *uc)
+{
+    if (uc->tls) {
+        if (!(bufferevent_get_enabled(uc->bev) & EV_READ))
+            bufferevent_enable(uc->bev, EV_READ);
+        return;
+    }
+    proxy_reader_on(&uc->rd);
+}
+
+static void up_read_off(struct upconn *uc)
+{
+    if (uc->tls) {
+        bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    proxy_reader_off(&uc->rd);
+}
+
+/* bufferevent_set_timeouts for an upstream connection: read, write. */
+static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
+{
+    if (uc->tls) {
+        bufferevent_set_timeouts(uc->bev, rtv, wtv);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wtv);
+    proxy_reader_timeout(&uc->rd, rtv);
+}
+
+/* The connect completed: reading starts if it was asked for meanwhile. */
+static void up_connected(struct upconn *uc)
+{
+    uc->connecting = false;
+    if (!uc->tls) {
+        uc->rd.hold = false;
+        reader_sync(&uc->rd);
+    }
 }
 
 static void pool_unlink(struct upconn *uc)
@@ -504,9 +598,10 @@ static struct upconn *upconn_connect(struct proxy_pool *pool)
     uc->bev = bev;
     uc->tls = pool->tls;
     uc->connecting = true;
-    if (!uc->tls)
-        event_assign(&uc->rev, px->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, up_rev_cb,
-                     uc);
+    if (!uc->tls) {
+        reader_init(&uc->rd, bev);
+        uc->rd.hold = true;
+    }
     return uc;
 fail:
     if (bev)
@@ -534,6 +629,7 @@ static void add_str(struct evbuffer *out, const char *s)
 struct hb {
     struct evbuffer *out;
     size_t n;
+    const char *run, *run_end; /* hb_header's raw lines not yet copied (borrowed) */
     char b[HB_CAP];
 };
 
@@ -567,6 +663,45 @@ static void hb_u64(struct hb *h, uint64_t v)
 {
     char buf[20];
     hb_put(h, buf, u64_decimal(v, buf));
+}
+
+/* The header's line in its head reads exactly "name: value\r\n", the line a
+ * head we build would hold: its raw bytes can be copied as they are (h's
+ * slices point into the parsed head, whose lines all end before its end). */
+static bool raw_line_is_canonical(const struct http1_header *h)
+{
+    return h->value == h->name + h->name_len + 2 && h->name[h->name_len] == ':' &&
+           h->name[h->name_len + 1] == ' ' && h->value[h->value_len] == '\r' &&
+           h->value[h->value_len + 1] == '\n';
+}
+
+/* Copies the raw lines of the run pending, if any (hb_header). */
+static void hb_run_end(struct hb *h)
+{
+    if (h->run_end)
+        hb_put(h, h->run, (size_t)(h->run_end - h->run));
+    h->run = h->run_end = NULL;
+}
+
+/* Appends a header line kept from a parsed head. Lines as sent that follow
+ * one another in it are copied together, once the run ends (hb_run_end,
+ * before anything else is put): one copy for most of a head's lines, where
+ * four a line cost more than the rest of building it. */
+static void hb_header(struct hb *h, const struct http1_header *hd)
+{
+    if (raw_line_is_canonical(hd)) {
+        if (h->run_end != hd->name) {
+            hb_run_end(h);
+            h->run = hd->name;
+        }
+        h->run_end = hd->value + hd->value_len + 2;
+        return;
+    }
+    hb_run_end(h);
+    hb_put(h, hd->name, hd->name_len);
+    hb_put(h, ": ", 2);
+    hb_put(h, hd->value, hd->value_len);
+    hb_put(h, "\r\n", 2);
 }
 
 /* The value of header `name` when the request holds exactly one copy (two
@@ -689,6 +824,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
 
     hb.out = out;
     hb.n = 0;
+    hb.run = hb.run_end = NULL;
     hb_str(&hb, http1_method_name(r->method));
     hb_put(&hb, " ", 1);
     hb_str(&hb, up->base_path ? up->base_path : "");
@@ -731,6 +867,7 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
                 char *fw = xmalloc(2 * h->value_len + 1); /* owned: ", " may replace "," */
                 size_t fl = forwarded_without_host(h->value, h->value_len, fw);
                 if (fl) {
+                    hb_run_end(&hb);
                     hb_str(&hb, "Forwarded: ");
                     hb_put(&hb, fw, fl);
                     hb_put(&hb, "\r\n", 2);
@@ -739,11 +876,9 @@ int proxy_build_head(const struct proxy_head_params *p, struct evbuffer *out)
                 continue;
             }
         }
-        hb_put(&hb, h->name, h->name_len);
-        hb_put(&hb, ": ", 2);
-        hb_put(&hb, h->value, h->value_len);
-        hb_put(&hb, "\r\n", 2);
+        hb_header(&hb, h);
     }
+    hb_run_end(&hb);
 
     hb_str(&hb, "X-Forwarded-For: ");
     for (size_t i = 0; i < n_xff; i++) {
@@ -798,12 +933,6 @@ struct evbuffer *proxy_out(struct bufferevent *bev)
     if (!(bufferevent_get_enabled(bev) & EV_WRITE))
         bufferevent_enable(bev, EV_WRITE);
     return bufferevent_get_output(bev);
-}
-
-void proxy_read_on(struct bufferevent *bev)
-{
-    if (!(bufferevent_get_enabled(bev) & EV_READ))
-        bufferevent_enable(bev, EV_READ);
 }
 
 void proxy_flush(struct bufferevent *bev)
@@ -1039,6 +1168,7 @@ static void request_body_done(struct proxy_exchange *ex)
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
     rt = proxy_tv(ex->px, ex->timeout_ms);
+    proxy_reader_timeout(ex->client_rd, NULL);
     bufferevent_set_timeouts(ex->client, NULL, rt);
     /* The upstream's response time counts from the end of the request. */
     if (ex->uc)
@@ -1089,12 +1219,10 @@ static int pump_request(struct proxy_exchange *ex)
         }
     }
     up_flush(ex->uc);
-    if (!ex->req_done) {
-        if (evbuffer_get_length(out) >= PROXY_HIGH_WATER)
-            bufferevent_disable(ex->client, EV_READ);
-        else
-            bufferevent_enable(ex->client, EV_READ);
-    }
+    if (!ex->req_done && evbuffer_get_length(out) >= PROXY_HIGH_WATER)
+        proxy_reader_off(ex->client_rd);
+    else
+        proxy_reader_on(ex->client_rd); /* resumes reading paused at the watermark */
     return 0;
 }
 
@@ -1103,8 +1231,9 @@ static void write_response_head(struct proxy_exchange *ex, const struct http1_re
 {
     struct hb hb;
 
-    hb.out = proxy_out(ex->client);
+    hb.out = bufferevent_get_output(ex->client); /* pump_response flushes or finishes */
     hb.n = 0;
+    hb.run = hb.run_end = NULL;
     hb_str(&hb, "HTTP/1.1 ");
     hb_u64(&hb, resp->status);
     hb_put(&hb, " ", 1);
@@ -1116,11 +1245,9 @@ static void write_response_head(struct proxy_exchange *ex, const struct http1_re
             (resp->connection.n &&
              http1_header_in_connection(&resp->connection, h->name, h->name_len)))
             continue;
-        hb_put(&hb, h->name, h->name_len);
-        hb_put(&hb, ": ", 2);
-        hb_put(&hb, h->value, h->value_len);
-        hb_put(&hb, "\r\n", 2);
+        hb_header(&hb, h);
     }
+    hb_run_end(&hb);
     hb_str(&hb, "X-Request-Id: ");
     hb_str(&hb, ex->request_id);
     hb_put(&hb, "\r\n", 2);
@@ -1241,8 +1368,12 @@ static void pump_response(struct proxy_exchange *ex)
         if (r <= 0)
             return;
     }
+    /* Bytes are added without turning EV_WRITE on: every way out of here
+     * flushes (proxy_flush turns it on for what the socket did not take),
+     * fails or finishes, after which the server flushes the tail. An
+     * enable and a disable a response less. */
     in = bufferevent_get_input(ex->uc->bev);
-    out = proxy_out(ex->client);
+    out = bufferevent_get_output(ex->client);
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (ex->resp_body == HTTP1_BODY_NONE ||
@@ -1254,7 +1385,6 @@ static void pump_response(struct proxy_exchange *ex)
                 up_read_off(ex->uc);
                 return;
             }
-            out = proxy_out(ex->client);
         }
         if (avail == 0)
             break;
@@ -1344,10 +1474,33 @@ static bool failover(struct proxy_exchange *ex)
     return false;
 }
 
+/*
+ * A request sent on a pooled connection that the upstream had already closed
+ * is sent once more on a fresh one, but only when it is idempotent (RFC 9110
+ * 9.2.2; nginx's proxy_next_upstream does the same): the upstream may have run
+ * a POST or PATCH before closing, and a workflow step must not run twice under
+ * one audit record. may_resend: the request could be (its head is kept for
+ * that); may_retry: it is now.
+ */
+static bool may_resend(const struct proxy_exchange *ex)
+{
+    bool idempotent = ex->method == HTTP1_METHOD_GET || ex->method == HTTP1_METHOD_HEAD ||
+                      ex->method == HTTP1_METHOD_PUT || ex->method == HTTP1_METHOD_DELETE ||
+                      ex->method == HTTP1_METHOD_OPTIONS;
+    return idempotent && ex->reused && !ex->retried && ex->no_body;
+}
+
+static bool may_retry(struct proxy_exchange *ex)
+{
+    return may_resend(ex) && !ex->resp_head &&
+           evbuffer_get_length(bufferevent_get_input(ex->uc->bev)) == 0;
+}
+
 /* Sends the head on the current upstream connection and wires callbacks. */
 static int start_upstream(struct proxy_exchange *ex)
 {
     struct upconn *uc = pool_pop(ex->pool);
+    struct evbuffer *out;
 
     ex->reused = uc != NULL;
     while (!uc) {
@@ -1363,27 +1516,17 @@ static int start_upstream(struct proxy_exchange *ex)
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
-    evbuffer_add(up_out(uc), evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
+    /* flushed right below: EV_WRITE only for what the socket does not take */
+    out = ex->req_done && !uc->connecting && !uc->tls ? bufferevent_get_output(uc->bev)
+                                                      : up_out(uc);
+    if (may_resend(ex))
+        evbuffer_add(out, evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
+    else
+        evbuffer_add_buffer(out, ex->head); /* moved: no copy, no allocation */
     up_read_on(uc);
     if (ex->req_done)
         up_flush(uc); /* else pump_request flushes head and body together */
     return 0;
-}
-
-/*
- * A request sent on a pooled connection that the upstream had already closed
- * is sent once more on a fresh one, but only when it is idempotent (RFC 9110
- * 9.2.2; nginx's proxy_next_upstream does the same): the upstream may have run
- * a POST or PATCH before closing, and a workflow step must not run twice under
- * one audit record.
- */
-static bool may_retry(struct proxy_exchange *ex)
-{
-    bool idempotent = ex->method == HTTP1_METHOD_GET || ex->method == HTTP1_METHOD_HEAD ||
-                      ex->method == HTTP1_METHOD_PUT || ex->method == HTTP1_METHOD_DELETE ||
-                      ex->method == HTTP1_METHOD_OPTIONS;
-    return idempotent && ex->reused && !ex->retried && !ex->resp_head && ex->no_body &&
-           evbuffer_get_length(bufferevent_get_input(ex->uc->bev)) == 0;
 }
 
 static void up_read_cb(struct bufferevent *bev, void *arg)
@@ -1534,6 +1677,7 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
                                     &ex->addrs->a[resolve_pick(ex->addrs, ex->rr_start, 0)])
                          : NULL;
     ex->client = p->client;
+    ex->client_rd = p->client_rd;
     ex->done = done;
     ex->arg = arg;
     ex->head = p->head;
@@ -1558,9 +1702,10 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
 
     bufferevent_setcb(ex->client, client_read_cb, client_write_cb, client_event_cb, ex);
     bufferevent_setwatermark(ex->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    bufferevent_setwatermark(ex->client, EV_READ, 0, PROXY_HIGH_WATER);
+    proxy_reader_watermark(ex->client_rd, PROXY_HIGH_WATER);
     tv = proxy_tv(px, ex->timeout_ms);
-    bufferevent_set_timeouts(ex->client, ex->req_done ? NULL : tv, tv);
+    proxy_reader_timeout(ex->client_rd, ex->req_done ? NULL : tv);
+    bufferevent_set_timeouts(ex->client, NULL, tv);
 
     if (!ex->req_done && p->body_timeout_ms) {
         struct timeval btv = {p->body_timeout_ms / 1000, (p->body_timeout_ms % 1000) * 1000};

@@ -46,6 +46,7 @@
 
 struct event_base;
 struct bufferevent;
+struct timeval;
 struct evbuffer;
 struct metrics_worker;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -131,16 +132,40 @@ bool proxy_traceparent(const struct http1_request *req, char out[56]);
  * would bypass the cipher).
  */
 struct evbuffer *proxy_out(struct bufferevent *bev);
-/* bufferevent_enable(bev, EV_READ) unless it is on: enabling again re-adds
- * the event (the timeouts just set already did), several times a request. */
-void proxy_read_on(struct bufferevent *bev);
 void proxy_flush(struct bufferevent *bev);
+
+/*
+ * Reading a plain socket's bufferevent without libevent's reader, which makes
+ * an ioctl(FIONREAD) before every recv: a public `event` on the socket recvs
+ * (at most 4096 bytes, as libevent) into the bufferevent's input and runs its
+ * read callback; EOF, an error or the read timeout turn reading off and run
+ * its event callback with BEV_EVENT_READING|EOF, |ERROR or |TIMEOUT, as
+ * libevent would. Every read enable, disable, read timeout and read
+ * watermark of such a bufferevent goes through these calls instead of
+ * bufferevent_enable/disable/set_timeouts/setwatermark(EV_READ); its
+ * bufferevent's own reading is never enabled. Turning reading on when it is
+ * on costs nothing (no epoll change).
+ */
+struct proxy_reader;
+/* Owned by the caller; `bev` borrowed (a bufferevent_socket, not TLS) and
+ * freed after the reader: proxy_reader_free, then bufferevent_free. Reading
+ * starts off, without timeout or watermark. */
+struct proxy_reader *proxy_reader_new(struct bufferevent *bev);
+void proxy_reader_free(struct proxy_reader *rd);
+void proxy_reader_on(struct proxy_reader *rd);
+void proxy_reader_off(struct proxy_reader *rd);
+/* The read timeout (copied; a common timeout's too), NULL: none. */
+void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv);
+/* No reading while the input holds `high` bytes or more, and none beyond it;
+ * reading resumes at the next proxy_reader_on below it. 0: no limit. */
+void proxy_reader_watermark(struct proxy_reader *rd, size_t high);
 
 struct proxy_exchange;
 
 struct proxy_forward_params {
     const struct proxy_target *target; /* borrowed until done */
     struct bufferevent *client;        /* borrowed; callbacks taken over until done */
+    struct proxy_reader *client_rd;    /* borrowed: reads client; taken over until done */
     struct evbuffer *head;             /* built by proxy_build_head; taken over */
     enum http1_method method;
     enum http1_body body; /* request body framing as received */

@@ -1,13 +1,19 @@
 /*
  * test_proxy.c: the forwarding head's hygiene (docs/spec.md step 6) as proxy.c
  * builds it from a parsed request, the client X-Request-Id and traceparent
- * validation, and the per-step token bucket of runtime.c.
+ * validation, the per-step token bucket of runtime.c, and proxy_reader (a
+ * socket read by an event of its own into its bufferevent) on a socketpair.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #include "config.h"
 #include "http1.h"
@@ -279,11 +285,126 @@ static void test_rate_bucket(void)
     runtime_bucket_free(b);
 }
 
+/* Header lines kept as sent are copied in runs of raw bytes; whatever the
+ * spelling, the head holds each kept line as "name: value\r\n", in order. */
+static void test_head_runs(void)
+{
+    struct cfg_upstream up = {.host = "svc.internal", .port = 8080};
+    char *h;
+
+    if (!ok(parse("GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B:2\r\nConnection: keep-alive\r\n"
+                  "X-C: 3 \r\nX-D: 4\r\nX-E:\t5\r\nX-F: \r\nTE: trailers\r\nX-G: 7\r\n"
+                  "X-H: 8\r\n\r\n") == 0,
+            "head runs: the request parses"))
+        return;
+    h = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+    ok(strstr(h, "\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\nX-E: 5\r\nX-F: \r\nX-G: 7\r\n"
+                 "X-H: 8\r\nX-Forwarded-For: 10.0.0.9\r\n") != NULL,
+       "head runs: kept lines in order, canonical, around dropped ones");
+    ok(count_header(h, "Connection") == 0 && count_header(h, "TE") == 0,
+       "head runs: hop-by-hop lines between runs dropped");
+    free(h);
+}
+
+/* proxy_reader: what the reader's callbacks saw */
+static int rd_reads, rd_events;
+static short rd_what;
+
+static void rd_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    (void)arg;
+    rd_reads++;
+}
+
+static void rd_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)arg;
+    rd_events++;
+    rd_what = what;
+}
+
+static void test_reader(void)
+{
+    struct event_base *base = event_base_new();
+    struct bufferevent *bev;
+    struct proxy_reader *rd;
+    struct evbuffer *in;
+    struct timeval tv = {0, 50000}, cap = {2, 0};
+    int sv[2];
+
+    if (!ok(base && socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0,
+            "reader: a loop and a socketpair"))
+        return;
+    bev = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(bev, rd_read_cb, NULL, rd_event_cb, NULL);
+    in = bufferevent_get_input(bev);
+    rd = proxy_reader_new(bev);
+
+    ok(write(sv[1], "0123456789", 10) == 10, "reader: the peer wrote 10 bytes");
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 0 && evbuffer_get_length(in) == 0, "reader: off at first, nothing read");
+
+    proxy_reader_watermark(rd, 4);
+    proxy_reader_on(rd);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 1 && evbuffer_get_length(in) == 4,
+       "reader: on, reads up to the high watermark (%d reads, %zu bytes)", rd_reads,
+       evbuffer_get_length(in));
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 1 && evbuffer_get_length(in) == 4, "reader: at the watermark, no more reads");
+    evbuffer_drain(in, 4);
+    proxy_reader_on(rd);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 2 && evbuffer_get_length(in) == 4, "reader: drained and on again: reads resume");
+    proxy_reader_watermark(rd, 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 3 && evbuffer_get_length(in) == 6, "reader: no watermark: the rest is read");
+    ok(!(bufferevent_get_enabled(bev) & EV_READ),
+       "reader: the bufferevent's own reading stays off");
+
+    proxy_reader_off(rd);
+    ok(write(sv[1], "x", 1) == 1, "reader: the peer wrote one more byte");
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 3 && evbuffer_get_length(in) == 6, "reader: off, nothing read");
+    proxy_reader_on(rd);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 4 && evbuffer_get_length(in) == 7, "reader: on again, the byte is read");
+
+    proxy_reader_timeout(rd, &tv);
+    event_base_loopexit(base, &cap);
+    event_base_loop(base, EVLOOP_ONCE);
+    ok(rd_events == 1 && rd_what == (BEV_EVENT_READING | BEV_EVENT_TIMEOUT),
+       "reader: silent for the read timeout: READING|TIMEOUT (events %d, what 0x%x)", rd_events,
+       (unsigned)rd_what);
+    ok(write(sv[1], "y", 1) == 1, "reader: a byte after the timeout");
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 4, "reader: a timeout turns reading off");
+
+    proxy_reader_timeout(rd, NULL);
+    proxy_reader_on(rd);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    ok(rd_reads == 5 && evbuffer_get_length(in) == 8, "reader: on without timeout, read again");
+    close(sv[1]);
+    event_base_loopexit(base, &cap);
+    event_base_loop(base, EVLOOP_ONCE);
+    ok(rd_events == 2 && rd_what == (BEV_EVENT_READING | BEV_EVENT_EOF),
+       "reader: the peer closed: READING|EOF (what 0x%x)", (unsigned)rd_what);
+
+    proxy_reader_free(rd);
+    bufferevent_free(bev);
+    event_base_free(base);
+}
+
 int main(void)
 {
     test_hygiene();
     test_request_id();
     test_traceparent();
     test_rate_bucket();
+    test_reader();
+    test_head_runs();
     return tap_done();
 }
