@@ -25,7 +25,6 @@
 #define PROJECT_ATTEMPTS 6 /* 1 + 2 + 4 + 8 + 16 s of backoff, then give up */
 #define PROJECT_TIMEOUT_MS 2000
 
-static const char hexd[] = "0123456789abcdef";
 static _Atomic bool sample_new;
 
 void trace_sample_new(bool on)
@@ -33,10 +32,14 @@ void trace_sample_new(bool on)
     atomic_store_explicit(&sample_new, on, memory_order_relaxed);
 }
 
+/* 16 lowercase hex digits of `v`, most significant first, and a NUL after. */
 static void hex64(uint64_t v, char *out)
 {
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        out[i] = hexd[v & 15];
+    unsigned char be[8];
+
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        be[i] = (unsigned char)v;
+    hex_encode(be, sizeof(be), out); /* two digits a byte, by table */
 }
 
 void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3, struct trace_ctx *out)
