@@ -324,6 +324,8 @@ unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enu
         t = hdrclass_builtin();
     if (id)
         *id = HDR_OTHER;
+    if (len == 0) /* no name: no class (and f stays unread) */
+        return 0;
     if (len > HC_MAX_NAME) { /* no entry is so long: the prefix families only */
         fold_hash(name, 16, true, f, NULL);
         cls = prefix_class(f, 16);
