@@ -98,23 +98,11 @@ out:
 
 static EVP_PKEY *load_private(const char *path, char *err, size_t errlen)
 {
-    char why[512];
-    size_t len = 0;
-    char *pem = read_secret_file(path, KEY_FILE_MAX, &len, why, sizeof(why));
-    BIO *bio = NULL;
-    EVP_PKEY *pkey = NULL;
+    char why[600];
+    EVP_PKEY *pkey = read_private_key_file(path, KEY_FILE_MAX, 0, why, sizeof(why));
 
-    if (!pem) {
-        snprintf(err, errlen, "assertion signing_key %s", why);
-        return NULL;
-    }
-    bio = BIO_new_mem_buf(pem, (int)len);
-    pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;
     if (!pkey)
-        snprintf(err, errlen, "assertion signing_key %s: not an unencrypted PEM private key", path);
-    BIO_free(bio);
-    OPENSSL_cleanse(pem, len);
-    free(pem);
+        snprintf(err, errlen, "assertion signing_key %s", why);
     return pkey;
 }
 

@@ -40,25 +40,16 @@
 
 static int load_key(struct audit_log *log, const char *path, char *err, size_t errlen)
 {
-    char *pem = NULL;
-    size_t len, rawlen = sizeof(log->pub_raw);
-    BIO *in = NULL, *out = NULL;
+    size_t rawlen = sizeof(log->pub_raw);
+    BIO *out = NULL;
     BUF_MEM *mem;
+    char why[600];
     int rc = -1;
 
-    {
-        /* the key that makes the log trustworthy: refused when others can read it */
-        char why[512];
-        pem = read_secret_file(path, AUDIT_KEY_FILE_MAX, &len, why, sizeof(why));
-        if (!pem) {
-            errbuf_set(err, errlen, "audit signing_key %s", why);
-            goto out;
-        }
-    }
-    in = BIO_new_mem_buf(pem, (int)len);
-    log->key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
-    if (!log->key || EVP_PKEY_get_id(log->key) != EVP_PKEY_ED25519) {
-        errbuf_set(err, errlen, "audit signing_key %s: not a PEM Ed25519 private key", path);
+    /* the key that makes the log trustworthy: refused when others can read it */
+    log->key = read_private_key_file(path, AUDIT_KEY_FILE_MAX, EVP_PKEY_ED25519, why, sizeof(why));
+    if (!log->key) {
+        errbuf_set(err, errlen, "audit signing_key %s", why);
         goto out;
     }
     if (EVP_PKEY_get_raw_public_key(log->key, log->pub_raw, &rawlen) != 1 || rawlen != 32)
@@ -74,10 +65,6 @@ static int load_key(struct audit_log *log, const char *path, char *err, size_t e
 bad:
     errbuf_set(err, errlen, "audit signing_key %s: cannot derive its public key", path);
 out:
-    if (pem)
-        OPENSSL_cleanse(pem, len);
-    free(pem);
-    BIO_free(in);
     BIO_free(out);
     return rc;
 }

@@ -241,29 +241,7 @@ void signurl_keys_free(struct signurl_keys *k)
 
 static EVP_PKEY *load_ed25519(const char *path, char *err, size_t errlen)
 {
-    char why[512];
-    size_t len = 0;
-    char *pem = read_secret_file(path, SIGNURL_KEY_FILE_MAX, &len, why, sizeof(why));
-    BIO *in = NULL;
-    EVP_PKEY *key = NULL;
-
-    if (!pem) {
-        errbuf_set(err, errlen, "%s", why);
-        goto out;
-    }
-    in = BIO_new_mem_buf(pem, (int)len);
-    key = in ? PEM_read_bio_PrivateKey(in, NULL, NULL, NULL) : NULL;
-    if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) {
-        errbuf_set(err, errlen, "%s: not a PEM Ed25519 private key", path);
-        EVP_PKEY_free(key);
-        key = NULL;
-    }
-out:
-    if (pem)
-        OPENSSL_cleanse(pem, len);
-    free(pem);
-    BIO_free(in);
-    return key;
+    return read_private_key_file(path, SIGNURL_KEY_FILE_MAX, EVP_PKEY_ED25519, err, errlen);
 }
 
 struct signurl_keys *signurl_keys_load(const struct cfg_url_signing *cfg, char *err, size_t errlen,

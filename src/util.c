@@ -16,6 +16,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/provider.h>
 
 static void oom(void)
@@ -425,6 +426,37 @@ out:
         close(fd);
     errno = saved;
     return rc;
+}
+
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1; /* an encrypted key is refused, never prompted for */
+}
+
+EVP_PKEY *read_private_key_file(const char *path, size_t cap, int type, char *err, size_t errlen)
+{
+    size_t len = 0;
+    char *pem = read_secret_file(path, cap, &len, err, errlen);
+    BIO *in;
+    EVP_PKEY *key = NULL;
+
+    if (!pem)
+        return NULL;
+    in = BIO_new_mem_buf(pem, (int)len);
+    key = in ? PEM_read_bio_PrivateKey(in, NULL, no_passphrase, NULL) : NULL;
+    if (key && type && EVP_PKEY_get_id(key) != type) {
+        EVP_PKEY_free(key);
+        key = NULL;
+    }
+    if (!key)
+        snprintf(err, errlen, "%s: not %s", path,
+                 type == EVP_PKEY_ED25519 ? "a PEM Ed25519 private key"
+                                          : "an unencrypted PEM private key");
+    BIO_free(in);
+    OPENSSL_cleanse(pem, len);
+    free(pem);
+    return key;
 }
 
 char *read_secret_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen)

@@ -57,6 +57,15 @@ int read_file_capped(const char *path, size_t cap, char **out, size_t *len);
  * the path and the fix in err.
  */
 char *read_secret_file(const char *path, size_t cap, size_t *len, char *err, size_t errlen);
+/*
+ * The unencrypted PEM private key in the secret file `path` (read_secret_file's
+ * checks and cap; wiped after parsing; never a passphrase prompt). `type`
+ * EVP_PKEY_ED25519 also refuses any other kind of key; 0 takes any. Returns an
+ * owned key, or NULL with "PATH ...: why" (the file) or "PATH: not ..." (its
+ * content) in err, for the caller to prefix with what the key is for.
+ */
+struct evp_pkey_st *read_private_key_file(const char *path, size_t cap, int type, char *err,
+                                          size_t errlen);
 
 /*
  * "did you mean" for every strict loader (config keys, policy keys): offer
