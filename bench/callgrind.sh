@@ -19,7 +19,10 @@
 #           requiring X-Sfn-Execution, hash-chained audit (fsync "batch"), forward
 # It prints the table (all, of which in libcrypto, outside), each target's
 # cost per object (library), baton's top BENCH_TOP (25) functions by self cost
-# per request, and the ratios against the issue's targets. Costs are read from
+# per request, the ratios against the issue's targets, and what libcrypto is
+# spent on: the audit lines appended during each run (their bytes and the
+# SHA-256 blocks that hash each line once) times one block's instructions,
+# calibrated on `openssl dgst -sha256` under callgrind. Costs are read from
 # callgrind's output files directly (ob=/fn= records, self cost lines), as
 # callgrind_annotate would sum them, but with inlined lines kept on their
 # function and object (callgrind_annotate lists those by source file and
@@ -90,6 +93,36 @@ cost() {
     }' "$@"
 }
 
+# audit_lines FILE: how many lines FILE has (0 when absent).
+audit_lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+
+# audit_delta BEFORE FILE: "lines bytes blocks" of the lines appended to FILE
+# since it had BEFORE's count of lines. blocks: SHA-256 compression-function
+# calls to hash each appended line once as one message (without its newline,
+# as the writer chains it): ceil((len + 9) / 64), the padding's 0x80 byte and
+# 64-bit length included (FIPS 180-4, 5.1.1).
+audit_delta() {
+    tail -n +"$(($(cat "$1") + 1))" "$2" |
+        awk '{ n++; b += length($0) + 1; k += int((length($0) + 9 + 63) / 64) }
+            END { printf "%d %d %d\n", n, b, k }'
+}
+
+# sha256_block_cost: instructions of one SHA-256 block in this libcrypto under
+# callgrind, libcrypto's cost alone: `openssl dgst -sha256` of 4 MiB minus
+# that of 1 MiB, over the 49,152 blocks between them.
+sha256_block_cost() {
+    local f
+    head -c $((4 << 20)) /dev/zero >"$T/z4"
+    head -c $((1 << 20)) /dev/zero >"$T/z1"
+    for f in z1 z4; do
+        valgrind --tool=callgrind --callgrind-out-file="$T/cg.sha.$f" \
+            openssl dgst -sha256 "$T/$f" >/dev/null 2>&1 || return 1
+        cost "$T/cg.sha.$f" | awk -F'\t' '$1 ~ /libcrypto/ { s += $3 } END { print s }' >"$T/sha.$f"
+    done
+    awk -v a="$(cat "$T/sha.z1")" -v b="$(cat "$T/sha.z4")" \
+        'BEGIN { printf "%.1f\n", (b - a) / (3 * 16384) }'
+}
+
 # measure NAME N: NAME under callgrind, N requests, the cost table in $T/cost.NAME.N
 measure() {
     local name=$1 n=$2 pid out port log="$T/ab.$1.$2"
@@ -106,6 +139,7 @@ measure() {
         ;;
     baton)
         port=$P_BAT
+        audit_lines "$T/audit.jsonl" >"$T/audit.before"
         valgrind --tool=callgrind --separate-threads=no --trace-children=yes \
             --callgrind-out-file="$T/cg.$name.%p" \
             "$BATON" serve -c "$T/baton.json" 2>"$T/vg.$name.$n" &
@@ -125,6 +159,7 @@ measure() {
         grep -E "Complete|Failed|Non-2xx" "$log" >&2
         return 1
     fi
+    [ "$name" = baton ] && audit_delta "$T/audit.before" "$T/audit.jsonl" >"$T/audit.$n"
     cost "$T"/cg."$name".* >"$T/cost.$name.$n"
     [ -n "${BENCH_KEEP:-}" ] && mkdir -p "$BENCH_KEEP" && cp "$T"/cg."$name".* "$T/cost.$name.$n" "$BENCH_KEEP/"
     return 0
@@ -187,4 +222,19 @@ awk -v na="$N_ALL" -v nc="$N_CRY" -v ba="$B_ALL" -v bc="$B_CRY" 'BEGIN {
     out = (ba - bc) / (na - nc); all = ba / na
     printf "baton / nginx: outside libcrypto %.2fx (target <= 1.2x: %s), in all %.2fx (target <= 1.8x: %s)\n",
         out, (out <= 1.2 ? "met" : "NOT met"), all, (all <= 1.8 ? "met" : "NOT met") }'
+# What libcrypto is spent on: the audit lines' SHA-256 (one pass per line, the
+# hash chain) against the rest. Every other hash on the request path and the
+# writer (token fingerprints, cache keys) is done once per token, not per request.
+read -r AL_S AB_S AK_S <"$T/audit.$SMALL"
+read -r AL_L AB_L AK_L <"$T/audit.$LARGE"
+BLK=$(sha256_block_cost) || { echo "bench: openssl dgst under callgrind failed" >&2; exit 1; }
+echo
+awk -v d=$((LARGE - SMALL)) -v ls="$AL_S" -v ll="$AL_L" -v bs="$AB_S" -v bl="$AB_L" \
+    -v ks="$AK_S" -v kl="$AK_L" -v blk="$BLK" -v bc="$B_CRY" -v na="$N_ALL" 'BEGIN {
+    lines = (ll - ls) / d; bytes = (bl - bs) / d; blocks = (kl - ks) / d; sha = blocks * blk
+    printf "libcrypto, accounted: %.2f audit lines of %.0f bytes a request, %.2f SHA-256 blocks\n", lines, bytes, blocks
+    printf "  to hash each once; one block is %.0f instructions under callgrind (openssl dgst -sha256,\n", blk
+    printf "  4 MiB - 1 MiB): %.0f a request, %.2f of libcrypto'"'"'s %.0f; the rest %.0f.\n", sha, sha / bc, bc, bc - sha
+    printf "  (valgrind runs SHA-256 without SHA-NI: openssl speed -evp sha256 on this CPU is the real cost)\n"
+}'
 echo "($(( $(date +%s) - t0 )) s under callgrind; $(basename "$BATON"): $BATON)"
