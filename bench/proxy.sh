@@ -174,15 +174,18 @@ to_ms() {
     awk -v v="$1" 'BEGIN{ n=v; sub(/[a-z]+$/,"",n);
         if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
-declare -A RPS P50 P99 CPU
+declare -A RPS P50 P99 CPU USR
 cpu_ticks() { # pid: user+system clock ticks of every thread
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
+usr_ticks() { # pid: user clock ticks of every thread
+    awk '{ print $14 }' "/proc/$1/stat"
+}
 NGX_WORKER=$(pgrep -P "$(cat "$T/nginx-px.pid")" | head -n 1)
 run() { # name port round
-    local out pid="" c0=0 n
+    local out pid="" c0=0 u0=0 n
     case $1 in nginx) pid=$NGX_WORKER ;; baton) pid=$BATON_PID ;; assert) pid=$ASSERT_PID ;; esac
-    [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+    [ -n "$pid" ] && c0=$(cpu_ticks "$pid") u0=$(usr_ticks "$pid")
     wrk -t1 -c"$CONNS" -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \
         "http://127.0.0.1:$2/x" >"$T/wrk-$1.txt" 2>&1
     out="$T/wrk-$1.txt"
@@ -192,6 +195,8 @@ run() { # name port round
     if [ -n "$pid" ]; then
         n=$(awk '/requests in/{print $1}' "$out")
         CPU[$1,$3]=$(awk -v d="$(( $(cpu_ticks "$pid") - c0 ))" -v n="$n" \
+            -v hz="$(getconf CLK_TCK)" 'BEGIN{ printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+        USR[$1,$3]=$(awk -v d="$(( $(usr_ticks "$pid") - u0 ))" -v n="$n" \
             -v hz="$(getconf CLK_TCK)" 'BEGIN{ printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
     fi
     if grep -q "Non-2xx" "$out"; then echo "bench: $1 had non-2xx answers: $(grep Non-2xx "$out")" >&2; fi
@@ -289,6 +294,8 @@ echo
 CPU_R=$(awk -v n="$CPU_N" -v b="$CPU_B" 'BEGIN{ printf "%.2f", (b > 0 ? n / b : 0) }')
 echo "CPU per request (median; rounds): nginx ${CPU_N} us ($(of_rounds CPU nginx)), \
 baton ${CPU_B} us ($(of_rounds CPU baton)); nginx / baton ${CPU_R}"
+echo "  of which user (median): nginx $(of_rounds USR nginx | median) us, baton $(of_rounds USR baton | median) us; \
+the rest is the kernel's (system)"
 CPU_A=$(of_rounds CPU assert | median)
 echo "caller assertion on / off: throughput $(awk -v r="${MED_RATIO[assert]:-0}" 'BEGIN{ printf "%.3f", (r > 0 ? 1 / r : 0) }') \
 (rounds: $(for r in $(seq "$ROUNDS"); do awk -v a="${RPS[assert,$r]:-0}" -v b="${RPS[baton,$r]:-0}" \
