@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -48,11 +49,25 @@
 
 struct proxy_pool;
 
-/* A plain socket's bufferevent read by an event of our own (proxy.h). */
+/* A plain socket's bufferevent read by an event of our own (proxy.h).
+ *
+ * Its read timeout is a timer of its own, armed lazily (nginx keeps an armed
+ * timer whose new deadline is close, NGX_TIMER_LAZY_DELAY; this is the exact
+ * form): restarting the timeout (a read, reading turned on, the timeout set
+ * again) only moves `deadline`, and keeps the armed timer when it fires no
+ * later than that; a timer that fires before the deadline re-arms for the
+ * rest instead of acting (reader_timer_cb). So the timeout acts at its
+ * deadline, never before, after at most one re-arm, where libevent's timeout
+ * on the read event was re-added per read and per request. Times are
+ * CLOCK_MONOTONIC_COARSE, libevent's own timer clock. */
 struct proxy_reader {
     struct bufferevent *bev; /* borrowed: the connection's; it never reads itself */
-    struct event ev;         /* EV_READ|EV_PERSIST on the socket */
+    struct event ev;         /* EV_READ|EV_PERSIST on the socket, without timeout */
+    struct event timer;      /* the read timeout (lazy, above) */
     struct timeval tv;       /* the read timeout (a common timeout's or plain), if has_tv */
+    uint64_t tv_ns;          /* its duration */
+    uint64_t deadline;       /* coarse ns: when the read timeout is due, while added && has_tv */
+    uint64_t timer_at;       /* coarse ns no earlier than the armed timer fires; 0: not armed */
     bool has_tv;
     size_t high; /* the input's high watermark: no reading at or above it; 0: none */
     bool want;   /* reading is on */
@@ -65,6 +80,8 @@ struct upconn {
     struct bufferevent *bev;
     bool tls;
     bool connecting;
+    unsigned write_ms;      /* plain: the write timeout set on bev (0: none) */
+    bool write_wm;          /* plain: bev's write watermark is the exchanges' */
     struct proxy_reader rd; /* plain connections; TLS ones read through their bufferevent */
     struct list idle;       /* on pool->idle while pooled */
 };
@@ -218,30 +235,77 @@ static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
 
 #define READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
 
+/* The clock of the read timeouts: libevent's timers run on the coarse
+ * monotonic clock (unless a base asks for precise timers), so a deadline
+ * taken on it meets an armed timer's expiry exactly. */
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The read timeout restarts now (reading went on, a read, the timeout set).
+ * The armed timer stays when it fires no later than the new deadline: its
+ * expiry is libevent's time at the add (at most the clock then) plus the
+ * duration, so at most timer_at. Else it is armed for the whole duration. */
+static void reader_restart(struct proxy_reader *rd)
+{
+    rd->deadline = coarse_ns() + rd->tv_ns;
+    if (rd->timer_at && rd->timer_at <= rd->deadline)
+        return;
+    evtimer_add(&rd->timer, &rd->tv); /* re-adding a pending timer moves it */
+    rd->timer_at = rd->deadline;
+}
+
 /* Adds or removes the read event so that it is pending exactly when reading
- * is on, not held, and the input is below its high watermark. */
+ * is on, not held, and the input is below its high watermark. The read
+ * timeout runs while it is pending: it restarts when it is added, and a
+ * timer armed for it is left to fire idle once it is removed. */
 static void reader_sync(struct proxy_reader *rd)
 {
     bool go = rd->want && !rd->hold &&
               !(rd->high && evbuffer_get_length(bufferevent_get_input(rd->bev)) >= rd->high);
 
     if (go && !rd->added) {
-        event_add(&rd->ev, rd->has_tv ? &rd->tv : NULL);
+        event_add(&rd->ev, NULL);
         rd->added = true;
+        if (rd->has_tv)
+            reader_restart(rd);
     } else if (!go && rd->added) {
         event_del(&rd->ev);
         rd->added = false;
     }
 }
 
+/* Reading ends with `err` (BEV_EVENT_READING|EOF, |ERROR with errno `saved`,
+ * or |TIMEOUT): reading goes off and the event callback runs, as libevent
+ * reports them. Nothing touches `rd` after (the callback may free it). */
+static void reader_fail(struct proxy_reader *rd, short err, int saved)
+{
+    struct bufferevent *bev = rd->bev;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+
+    proxy_reader_off(rd);
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+    errno = saved;
+    if (eventcb)
+        eventcb(bev, err, cbarg);
+}
+
 /*
- * The socket is readable (or its read timed out): the bytes go to the
- * bufferevent's input and its read callback runs; EOF, an error or the
- * timeout stop reading and reach its event callback as
- * BEV_EVENT_READING|EOF, |ERROR (errno kept for EVUTIL_SOCKET_ERROR) or
- * |TIMEOUT, as libevent reports them. At most up to the high watermark, as
- * libevent reads. Into the stack, then appended: the input gets a chain of
- * the size that came. Nothing touches `rd` after a callback (it may free it).
+ * The socket is readable: the bytes go to the bufferevent's input and its
+ * read callback runs; EOF or an error stop reading and reach its event
+ * callback as BEV_EVENT_READING|EOF or |ERROR (errno kept for
+ * EVUTIL_SOCKET_ERROR), as libevent reports them. At most up to the high
+ * watermark, as libevent reads. Into the stack, then appended: the input
+ * gets a chain of the size that came. Nothing touches `rd` after a callback
+ * (it may free it).
  */
 static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -249,7 +313,6 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     struct bufferevent *bev = rd->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     bufferevent_data_cb readcb;
-    bufferevent_event_cb eventcb;
     void *cbarg;
     char buf[READ_MAX];
     size_t want = sizeof(buf);
@@ -257,10 +320,9 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
     int saved = 0;
 
-    if (!(what & EV_READ)) {
-        err |= BEV_EVENT_TIMEOUT;
-        goto error;
-    }
+    (void)what;
+    if (rd->has_tv) /* activity: the read timeout counts from now (armed timer kept) */
+        rd->deadline = coarse_ns() + rd->tv_ns;
     if (rd->high) {
         size_t len = evbuffer_get_length(in);
         if (len >= rd->high) {
@@ -278,9 +340,8 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
         rc = evbuffer_add(in, buf, (size_t)n);
         evbuffer_freeze(in, 0);
         if (rc < 0) {
-            saved = ENOMEM;
-            err |= BEV_EVENT_ERROR;
-            goto error;
+            reader_fail(rd, err | BEV_EVENT_ERROR, ENOMEM);
+            return;
         }
         bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
         if (readcb)
@@ -295,20 +356,42 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     } else {
         err |= BEV_EVENT_EOF;
     }
-error:
-    proxy_reader_off(rd);
-    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
-    errno = saved;
-    if (eventcb)
-        eventcb(bev, err, cbarg);
+    reader_fail(rd, err, saved);
+}
+
+/* The read timeout's timer. No timeout running (reading off, or none set):
+ * nothing, and nothing armed until one runs again. Before the deadline (it
+ * moved since the timer was armed): armed again for the rest, rounded up to
+ * a microsecond. At or past it: READING|TIMEOUT. */
+static void reader_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_reader *rd = arg;
+    uint64_t now;
+
+    (void)fd;
+    (void)what;
+    rd->timer_at = 0;
+    if (!rd->added || !rd->has_tv)
+        return;
+    now = coarse_ns();
+    if (now < rd->deadline) {
+        uint64_t us = (rd->deadline - now + 999u) / 1000u;
+        struct timeval rest = {(time_t)(us / 1000000u), (suseconds_t)(us % 1000000u)};
+        evtimer_add(&rd->timer, &rest);
+        rd->timer_at = rd->deadline;
+        return;
+    }
+    reader_fail(rd, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
 }
 
 static void reader_init(struct proxy_reader *rd, struct bufferevent *bev)
 {
+    struct event_base *base = bufferevent_get_base(bev);
+
     memset(rd, 0, sizeof(*rd));
     rd->bev = bev;
-    event_assign(&rd->ev, bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
-                 reader_cb, rd);
+    event_assign(&rd->ev, base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, reader_cb, rd);
+    evtimer_assign(&rd->timer, base, reader_timer_cb, rd);
 }
 
 struct proxy_reader *proxy_reader_new(struct bufferevent *bev)
@@ -323,6 +406,9 @@ static void reader_stop(struct proxy_reader *rd)
     if (rd->added)
         event_del(&rd->ev); /* before the socket closes with the bufferevent */
     rd->added = false;
+    if (rd->timer_at)
+        event_del(&rd->timer);
+    rd->timer_at = 0;
 }
 
 void proxy_reader_free(struct proxy_reader *rd)
@@ -347,19 +433,28 @@ void proxy_reader_off(struct proxy_reader *rd)
         reader_sync(rd);
 }
 
+/* The read timeout: `tv` (NULL: none) of `ns` nanoseconds. Setting one
+ * restarts it when reading is on (as re-adding libevent's read event did);
+ * clearing it leaves an armed timer to fire idle. */
+static void reader_timeout(struct proxy_reader *rd, const struct timeval *tv, uint64_t ns)
+{
+    if (!tv) {
+        rd->has_tv = false;
+        return;
+    }
+    if (!rd->has_tv || rd->tv_ns != ns) {
+        rd->tv = *tv;
+        rd->tv_ns = ns;
+    }
+    rd->has_tv = true;
+    if (rd->added)
+        reader_restart(rd);
+}
+
 void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv)
 {
-    if (!tv && !rd->has_tv)
-        return;
-    rd->has_tv = tv != NULL;
-    if (tv)
-        rd->tv = *tv;
-    if (!rd->added)
-        return;
-    if (tv)
-        event_add(&rd->ev, &rd->tv); /* re-adding a pending event sets its new timeout */
-    else
-        event_remove_timer(&rd->ev);
+    reader_timeout(rd, tv,
+                   tv ? (uint64_t)tv->tv_sec * 1000000000u + (uint64_t)tv->tv_usec * 1000u : 0);
 }
 
 void proxy_reader_watermark(struct proxy_reader *rd, size_t high)
@@ -405,15 +500,24 @@ static void up_read_off(struct upconn *uc)
     proxy_reader_off(&uc->rd);
 }
 
-/* bufferevent_set_timeouts for an upstream connection: read, write. */
-static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
+/* An upstream connection's timeouts in ms (0: none): read, write. TLS: the
+ * bufferevent's. Plain: the reader's (lazy), and the bufferevent's write
+ * timeout only when it changes (bufferevent_set_timeouts costs two
+ * event_pending and may re-add a pending write; a pooled connection keeps
+ * the write timeout of its last exchange: pool_put). */
+static void up_timeouts(struct proxy *px, struct upconn *uc, unsigned read_ms, unsigned write_ms)
 {
+    const struct timeval *rtv = read_ms ? proxy_tv(px, read_ms) : NULL;
+
     if (uc->tls) {
-        bufferevent_set_timeouts(uc->bev, rtv, wtv);
+        bufferevent_set_timeouts(uc->bev, rtv, write_ms ? proxy_tv(px, write_ms) : NULL);
         return;
     }
-    bufferevent_set_timeouts(uc->bev, NULL, wtv);
-    proxy_reader_timeout(&uc->rd, rtv);
+    if (uc->write_ms != write_ms) {
+        bufferevent_set_timeouts(uc->bev, NULL, write_ms ? proxy_tv(px, write_ms) : NULL);
+        uc->write_ms = write_ms;
+    }
+    reader_timeout(&uc->rd, rtv, (uint64_t)read_ms * 1000000u);
 }
 
 /* The connect completed: reading starts if it was asked for meanwhile. */
@@ -532,8 +636,16 @@ static void pool_put(struct upconn *uc)
         return;
     }
     bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-    up_timeouts(uc, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    if (uc->tls) {
+        up_timeouts(pool->px, uc, PROXY_IDLE_MS, 0);
+        bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    } else {
+        /* Pooled with its output empty, a plain connection writes nothing
+         * until the next exchange: its write timeout and write watermark,
+         * which act only on pending writes, stay as they are, and
+         * wire_upstream sets them only when they differ. */
+        up_timeouts(pool->px, uc, PROXY_IDLE_MS, uc->write_ms);
+    }
     up_read_on(uc);
     list_push_front(&pool->idle, &uc->idle);
     pool->n_idle++;
@@ -968,6 +1080,15 @@ static void up_flush(struct upconn *uc)
         proxy_flush(uc->bev);
 }
 
+/* The upstream output for bytes that up_flush sends in this same turn: a
+ * plain connected socket's without turning EV_WRITE on (proxy_flush turns it
+ * on for what the socket does not take: an event_add and an event_del a
+ * request less); else up_out. */
+static struct evbuffer *up_out_flushed(struct upconn *uc)
+{
+    return !uc->tls && !uc->connecting ? bufferevent_get_output(uc->bev) : up_out(uc);
+}
+
 struct evbuffer *proxy_head_buffer(struct proxy *px)
 {
     return px->n_head_spares ? px->head_spares[--px->n_head_spares] : evbuffer_new();
@@ -1157,8 +1278,6 @@ out:
 
 static void request_body_done(struct proxy_exchange *ex)
 {
-    const struct timeval *rt;
-
     ex->req_done = true;
     if (ex->body_timer_armed) {
         event_del(&ex->body_timer);
@@ -1167,12 +1286,11 @@ static void request_body_done(struct proxy_exchange *ex)
     /* The client's reading stays enabled (no epoll change per request): what
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
-    rt = proxy_tv(ex->px, ex->timeout_ms);
-    proxy_reader_timeout(ex->client_rd, NULL);
-    bufferevent_set_timeouts(ex->client, NULL, rt);
+    reader_timeout(ex->client_rd, NULL, 0);
+    /* (the client's write timeout is proxy_forward's, unchanged) */
     /* The upstream's response time counts from the end of the request. */
     if (ex->uc)
-        up_timeouts(ex->uc, rt, rt);
+        up_timeouts(ex->px, ex->uc, ex->timeout_ms, ex->timeout_ms);
 }
 
 /* Client input -> upstream output, as far as flow control allows. Returns -1
@@ -1180,14 +1298,14 @@ static void request_body_done(struct proxy_exchange *ex)
 static int pump_request(struct proxy_exchange *ex)
 {
     struct evbuffer *in = bufferevent_get_input(ex->client);
-    struct evbuffer *out = up_out(ex->uc);
+    struct evbuffer *out = up_out_flushed(ex->uc); /* every way out flushes, or fails */
 
     while (!ex->req_done) {
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
             up_flush(ex->uc);
             if (evbuffer_get_length(out) >= PROXY_HIGH_WATER)
                 break;
-            out = up_out(ex->uc);
+            out = up_out_flushed(ex->uc);
         }
         size_t avail = evbuffer_get_length(in);
         if (ex->req_body == HTTP1_BODY_LENGTH) {
@@ -1434,14 +1552,14 @@ static bool next_address(struct proxy_exchange *ex)
  * bytes queued: callbacks, watermarks, timeouts. */
 static void wire_upstream(struct proxy_exchange *ex, struct upconn *uc)
 {
-    const struct timeval *tv;
-
     metrics_upstream_conn(ex->px->mw, ex->reused);
     ex->uc = uc;
     bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    tv = proxy_tv(ex->px, ex->timeout_ms);
-    up_timeouts(uc, ex->req_done ? tv : NULL, tv);
+    if (!uc->write_wm) {
+        bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+        uc->write_wm = !uc->tls; /* TLS: pool_put resets it */
+    }
+    up_timeouts(ex->px, uc, ex->req_done ? ex->timeout_ms : 0, ex->timeout_ms);
 }
 
 /*
@@ -1516,9 +1634,9 @@ static int start_upstream(struct proxy_exchange *ex)
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
-    /* flushed right below: EV_WRITE only for what the socket does not take */
-    out = ex->req_done && !uc->connecting && !uc->tls ? bufferevent_get_output(uc->bev)
-                                                      : up_out(uc);
+    /* flushed right below, or with the body by pump_request from the kick
+     * that proxy_forward arms when a body is to come */
+    out = up_out_flushed(uc);
     if (may_resend(ex))
         evbuffer_add(out, evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
     else
@@ -1704,7 +1822,7 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     bufferevent_setwatermark(ex->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     proxy_reader_watermark(ex->client_rd, PROXY_HIGH_WATER);
     tv = proxy_tv(px, ex->timeout_ms);
-    proxy_reader_timeout(ex->client_rd, ex->req_done ? NULL : tv);
+    reader_timeout(ex->client_rd, ex->req_done ? NULL : tv, (uint64_t)ex->timeout_ms * 1000000u);
     bufferevent_set_timeouts(ex->client, NULL, tv);
 
     if (!ex->req_done && p->body_timeout_ms) {
