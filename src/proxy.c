@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
@@ -49,25 +50,32 @@
 
 struct proxy_pool;
 
-/* A plain socket's bufferevent read by an event of our own (proxy.h).
- *
- * Its read timeout is a timer of its own, armed lazily (nginx keeps an armed
- * timer whose new deadline is close, NGX_TIMER_LAZY_DELAY; this is the exact
- * form): restarting the timeout (a read, reading turned on, the timeout set
- * again) only moves `deadline`, and keeps the armed timer when it fires no
- * later than that; a timer that fires before the deadline re-arms for the
- * rest instead of acting (reader_timer_cb). So the timeout acts at its
- * deadline, never before, after at most one re-arm, where libevent's timeout
- * on the read event was re-added per read and per request. Times are
- * CLOCK_MONOTONIC_COARSE, libevent's own timer clock. */
+/*
+ * A timeout restarted per request (or per read) with the same duration, on
+ * a timer armed lazily (nginx keeps an armed timer whose new deadline is
+ * close, NGX_TIMER_LAZY_DELAY; this is the exact form): restarting it only
+ * moves `deadline`, and keeps the armed timer when that fires no later; a
+ * timer that fires before the deadline re-arms for the rest instead of
+ * acting (lazy_due). So the timeout acts at its deadline, never before, and
+ * after at most one re-arm, where an event_add (and often an event_del) ran
+ * per request. Whether a timeout is running at all is its owner's state: a
+ * timer that fires when none is does nothing and stays unarmed. Times are
+ * CLOCK_MONOTONIC_COARSE ns, libevent's own timer clock.
+ */
+struct lazy_timer {
+    struct event ev;   /* an evtimer; its callback calls lazy_due */
+    struct timeval tv; /* the duration (a common timeout's or plain) */
+    uint64_t ns;       /* the same, in ns */
+    uint64_t deadline; /* when the timeout is due, while it runs */
+    uint64_t at;       /* no earlier than the armed timer fires; 0: not armed */
+};
+
+/* A plain socket's bufferevent read by an event of our own (proxy.h); its
+ * read timeout is a lazy_timer. */
 struct proxy_reader {
     struct bufferevent *bev; /* borrowed: the connection's; it never reads itself */
     struct event ev;         /* EV_READ|EV_PERSIST on the socket, without timeout */
-    struct event timer;      /* the read timeout (lazy, above) */
-    struct timeval tv;       /* the read timeout (a common timeout's or plain), if has_tv */
-    uint64_t tv_ns;          /* its duration */
-    uint64_t deadline;       /* coarse ns: when the read timeout is due, while added && has_tv */
-    uint64_t timer_at;       /* coarse ns no earlier than the armed timer fires; 0: not armed */
+    struct lazy_timer to;    /* the read timeout: runs while added && has_tv */
     bool has_tv;
     size_t high; /* the input's high watermark: no reading at or above it; 0: none */
     bool want;   /* reading is on */
@@ -132,8 +140,7 @@ struct proxy_exchange {
     struct evbuffer *head; /* kept until a response head arrives (retry) */
     struct event kick;     /* first step after proxy_forward returns */
     bool kick_armed;
-    struct event body_timer; /* limits.body_timeout_ms: the whole request body */
-    bool body_timer_armed;
+    bool body_timer_on; /* body_timer runs: limits.body_timeout_ms, the whole request body */
     bool start_failed;
     int start_errno;                   /* why the upstream connection could not be opened */
     const struct proxy_target *target; /* borrowed until done */
@@ -168,6 +175,11 @@ struct proxy_exchange {
     bool no_body; /* the request had no body: a stale pooled connection may be retried */
     uint64_t t0;
     struct proxy_outcome out;
+
+    /* Kept when a spare is reused (proxy_forward clears what is above): the
+     * body deadline's timer stays armed across exchanges (lazy_timer). */
+    struct lazy_timer body_timer;
+    bool body_timer_assigned;
 };
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
@@ -249,17 +261,52 @@ static uint64_t coarse_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* The read timeout restarts now (reading went on, a read, the timeout set).
- * The armed timer stays when it fires no later than the new deadline: its
- * expiry is libevent's time at the add (at most the clock then) plus the
- * duration, so at most timer_at. Else it is armed for the whole duration. */
-static void reader_restart(struct proxy_reader *rd)
+/* The duration of `t`: `tv` (copied; a common timeout's too), `ns` long. */
+static void lazy_set(struct lazy_timer *t, const struct timeval *tv, uint64_t ns)
 {
-    rd->deadline = coarse_ns() + rd->tv_ns;
-    if (rd->timer_at && rd->timer_at <= rd->deadline)
+    if (t->ns != ns) {
+        t->tv = *tv;
+        t->ns = ns;
+    }
+}
+
+/* The timeout (re)starts now. The armed timer stays when it fires no later
+ * than the new deadline: its expiry is libevent's time at the add (at most
+ * the clock then) plus the duration, so at most `at`. Else it is armed for
+ * the whole duration. */
+static void lazy_restart(struct lazy_timer *t)
+{
+    t->deadline = coarse_ns() + t->ns;
+    if (t->at && t->at <= t->deadline)
         return;
-    evtimer_add(&rd->timer, &rd->tv); /* re-adding a pending timer moves it */
-    rd->timer_at = rd->deadline;
+    evtimer_add(&t->ev, &t->tv); /* re-adding a pending timer moves it */
+    t->at = t->deadline;
+}
+
+/* In the timer's callback, the timeout running: true when it is due; else
+ * (it fired early: the deadline moved since it was armed) armed again for
+ * the rest, rounded up to a microsecond, and false. */
+static bool lazy_due(struct lazy_timer *t)
+{
+    uint64_t now = coarse_ns(), us;
+    struct timeval rest;
+
+    t->at = 0;
+    if (now >= t->deadline)
+        return true;
+    us = (t->deadline - now + 999u) / 1000u;
+    rest.tv_sec = (time_t)(us / 1000000u);
+    rest.tv_usec = (suseconds_t)(us % 1000000u);
+    evtimer_add(&t->ev, &rest);
+    t->at = t->deadline;
+    return false;
+}
+
+static void lazy_stop(struct lazy_timer *t)
+{
+    if (t->at)
+        event_del(&t->ev);
+    t->at = 0;
 }
 
 /* Adds or removes the read event so that it is pending exactly when reading
@@ -275,7 +322,7 @@ static void reader_sync(struct proxy_reader *rd)
         event_add(&rd->ev, NULL);
         rd->added = true;
         if (rd->has_tv)
-            reader_restart(rd);
+            lazy_restart(&rd->to);
     } else if (!go && rd->added) {
         event_del(&rd->ev);
         rd->added = false;
@@ -322,7 +369,7 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)what;
     if (rd->has_tv) /* activity: the read timeout counts from now (armed timer kept) */
-        rd->deadline = coarse_ns() + rd->tv_ns;
+        rd->to.deadline = coarse_ns() + rd->to.ns;
     if (rd->high) {
         size_t len = evbuffer_get_length(in);
         if (len >= rd->high) {
@@ -359,29 +406,19 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     reader_fail(rd, err, saved);
 }
 
-/* The read timeout's timer. No timeout running (reading off, or none set):
- * nothing, and nothing armed until one runs again. Before the deadline (it
- * moved since the timer was armed): armed again for the rest, rounded up to
- * a microsecond. At or past it: READING|TIMEOUT. */
+/* The read timeout's timer: READING|TIMEOUT once due (lazy_due). */
 static void reader_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct proxy_reader *rd = arg;
-    uint64_t now;
 
     (void)fd;
     (void)what;
-    rd->timer_at = 0;
-    if (!rd->added || !rd->has_tv)
-        return;
-    now = coarse_ns();
-    if (now < rd->deadline) {
-        uint64_t us = (rd->deadline - now + 999u) / 1000u;
-        struct timeval rest = {(time_t)(us / 1000000u), (suseconds_t)(us % 1000000u)};
-        evtimer_add(&rd->timer, &rest);
-        rd->timer_at = rd->deadline;
+    if (!rd->added || !rd->has_tv) { /* none running: stays unarmed */
+        rd->to.at = 0;
         return;
     }
-    reader_fail(rd, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
+    if (lazy_due(&rd->to))
+        reader_fail(rd, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
 }
 
 static void reader_init(struct proxy_reader *rd, struct bufferevent *bev)
@@ -391,7 +428,7 @@ static void reader_init(struct proxy_reader *rd, struct bufferevent *bev)
     memset(rd, 0, sizeof(*rd));
     rd->bev = bev;
     event_assign(&rd->ev, base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, reader_cb, rd);
-    evtimer_assign(&rd->timer, base, reader_timer_cb, rd);
+    evtimer_assign(&rd->to.ev, base, reader_timer_cb, rd);
 }
 
 struct proxy_reader *proxy_reader_new(struct bufferevent *bev)
@@ -406,9 +443,7 @@ static void reader_stop(struct proxy_reader *rd)
     if (rd->added)
         event_del(&rd->ev); /* before the socket closes with the bufferevent */
     rd->added = false;
-    if (rd->timer_at)
-        event_del(&rd->timer);
-    rd->timer_at = 0;
+    lazy_stop(&rd->to);
 }
 
 void proxy_reader_free(struct proxy_reader *rd)
@@ -442,13 +477,10 @@ static void reader_timeout(struct proxy_reader *rd, const struct timeval *tv, ui
         rd->has_tv = false;
         return;
     }
-    if (!rd->has_tv || rd->tv_ns != ns) {
-        rd->tv = *tv;
-        rd->tv_ns = ns;
-    }
+    lazy_set(&rd->to, tv, ns);
     rd->has_tv = true;
     if (rd->added)
-        reader_restart(rd);
+        lazy_restart(&rd->to);
 }
 
 void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv)
@@ -563,6 +595,7 @@ void proxy_free(struct proxy *px)
     while (px->spares) {
         struct proxy_exchange *ex = px->spares;
         px->spares = ex->next_spare;
+        lazy_stop(&ex->body_timer);
         free(ex);
     }
     while (px->n_head_spares)
@@ -1117,8 +1150,7 @@ static void complete(struct proxy_exchange *ex)
     bufferevent_setcb(ex->client, NULL, NULL, NULL, NULL);
     if (ex->kick_armed)
         event_del(&ex->kick);
-    if (ex->body_timer_armed)
-        event_del(&ex->body_timer);
+    ex->body_timer_on = false; /* an armed timer fires idle, or serves the next exchange */
     if (ex->head)
         head_release(ex->px, ex->head);
     resolve_set_unref(ex->addrs);
@@ -1129,6 +1161,7 @@ static void complete(struct proxy_exchange *ex)
         ex->px->spares = ex;
         ex->px->n_spares++;
     } else {
+        lazy_stop(&ex->body_timer);
         free(ex);
     }
     done(arg, &out);
@@ -1189,8 +1222,11 @@ static void body_deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct proxy_exchange *ex = arg;
     (void)fd;
     (void)what;
-    ex->body_timer_armed = false;
-    if (!ex->req_done)
+    if (!ex->body_timer_on || ex->req_done) { /* none running (a spare's, too) */
+        ex->body_timer.at = 0;
+        return;
+    }
+    if (lazy_due(&ex->body_timer))
         fail(ex, REASON_BODY_TIMEOUT, "request body not complete before limits.body_timeout_ms");
 }
 
@@ -1279,10 +1315,7 @@ out:
 static void request_body_done(struct proxy_exchange *ex)
 {
     ex->req_done = true;
-    if (ex->body_timer_armed) {
-        event_del(&ex->body_timer);
-        ex->body_timer_armed = false;
-    }
+    ex->body_timer_on = false; /* lazy: an armed timer is kept for the next exchange */
     /* The client's reading stays enabled (no epoll change per request): what
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
@@ -1634,8 +1667,8 @@ static int start_upstream(struct proxy_exchange *ex)
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
-    /* flushed right below, or with the body by pump_request from the kick
-     * that proxy_forward arms when a body is to come */
+    /* flushed right below, or with the body by pump_request (proxy_forward
+     * calls it, or arms the kick that does, when a body is to come) */
     out = up_out_flushed(uc);
     if (may_resend(ex))
         evbuffer_add(out, evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
@@ -1782,7 +1815,7 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     if (ex) {
         px->spares = ex->next_spare;
         px->n_spares--;
-        memset(ex, 0, sizeof(*ex));
+        memset(ex, 0, offsetof(struct proxy_exchange, body_timer));
     } else {
         ex = xcalloc(1, sizeof(*ex));
     }
@@ -1826,10 +1859,14 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     bufferevent_set_timeouts(ex->client, NULL, tv);
 
     if (!ex->req_done && p->body_timeout_ms) {
-        struct timeval btv = {p->body_timeout_ms / 1000, (p->body_timeout_ms % 1000) * 1000};
-        evtimer_assign(&ex->body_timer, px->base, body_deadline_cb, ex);
-        evtimer_add(&ex->body_timer, &btv);
-        ex->body_timer_armed = true;
+        if (!ex->body_timer_assigned) {
+            evtimer_assign(&ex->body_timer.ev, px->base, body_deadline_cb, ex);
+            ex->body_timer_assigned = true;
+        }
+        lazy_set(&ex->body_timer, proxy_tv(px, p->body_timeout_ms),
+                 (uint64_t)p->body_timeout_ms * 1000000u);
+        lazy_restart(&ex->body_timer);
+        ex->body_timer_on = true;
     }
     if (!ex->addrs) {
         ex->start_failed = true; /* kick_cb reports UPSTREAM_UNRESOLVED */
@@ -1841,9 +1878,15 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
         add_str(proxy_out(ex->client), "HTTP/1.1 100 Continue\r\n\r\n");
         proxy_flush(ex->client);
     }
-    if (ex->start_failed || !ex->req_done) {
-        /* Failure to report, or body bytes to pump (whose framing may fail):
-         * from the loop, never from inside this call. */
+    if (!ex->start_failed && !ex->req_done && ex->req_body == HTTP1_BODY_LENGTH) {
+        /* A length-delimited body has no framing to fail on and pumping it
+         * calls no callback: pumped now, the head and what came of the body
+         * leaving together, without a kick (an event_assign and an
+         * event_active a request). */
+        pump_request(ex);
+    } else if (ex->start_failed || !ex->req_done) {
+        /* Failure to report, or chunked bytes to pump (whose framing may
+         * fail): from the loop, never from inside this call. */
         event_assign(&ex->kick, px->base, -1, 0, kick_cb, ex);
         event_active(&ex->kick, EV_TIMEOUT, 0);
         ex->kick_armed = true;

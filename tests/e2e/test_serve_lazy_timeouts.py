@@ -121,3 +121,39 @@ def test_a_keep_alive_client_going_silent_is_closed_at_the_idle_timeout(env):
         s.close()
     assert out == b""
     assert 0.75 <= took < 3.5, "closed 800 ms after the last response (%.3f s)" % took
+
+
+def test_a_trickled_body_after_quick_requests_meets_its_own_overall_deadline(tmp_path, up):
+    # limits.body_timeout_ms counts from each request's start, whatever the
+    # body's pace; the timer armed by the first request is kept and re-armed
+    e = ServeEnv(tmp_path, up.port, limits={"body_timeout_ms": 700})
+    e.start()
+    try:
+        tok = e.token()
+        s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+        try:
+            _warm(s, tok, "POST", "/api/quick", b"q" * 40)
+            s.sendall(("POST /api/trickle HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+                       "Content-Length: 100\r\n\r\n" % tok).encode())
+            t_start = time.monotonic()
+            s.settimeout(0.1)
+            out = b""
+            for _ in range(40):  # a byte every 100 ms, until answered (4 s at most)
+                try:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+                    if b"\r\n\r\n" in out:
+                        break
+                except socket.timeout:
+                    s.sendall(b"t")
+            took = time.monotonic() - t_start
+            s.settimeout(5)
+            out += _read_until_close(s)
+        finally:
+            s.close()
+        assert status_of(out) == 408, out[:200]
+        assert 0.65 <= took < 3, "408 700 ms after the request's start (%.3f s)" % took
+    finally:
+        assert e.stop() == 0
