@@ -483,6 +483,23 @@ static void reader_timeout(struct proxy_reader *rd, const struct timeval *tv, ui
         lazy_restart(&rd->to);
 }
 
+/* reader_timeout for `ms` (0: none), its timeval looked up only when the
+ * duration changes. */
+static void reader_timeout_ms(struct proxy *px, struct proxy_reader *rd, unsigned ms)
+{
+    uint64_t ns = (uint64_t)ms * 1000000u;
+
+    if (!ms) {
+        rd->has_tv = false;
+        return;
+    }
+    if (rd->to.ns != ns)
+        lazy_set(&rd->to, proxy_tv(px, ms), ns);
+    rd->has_tv = true;
+    if (rd->added)
+        lazy_restart(&rd->to);
+}
+
 void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv)
 {
     reader_timeout(rd, tv,
@@ -539,17 +556,16 @@ static void up_read_off(struct upconn *uc)
  * the write timeout of its last exchange: pool_put). */
 static void up_timeouts(struct proxy *px, struct upconn *uc, unsigned read_ms, unsigned write_ms)
 {
-    const struct timeval *rtv = read_ms ? proxy_tv(px, read_ms) : NULL;
-
     if (uc->tls) {
-        bufferevent_set_timeouts(uc->bev, rtv, write_ms ? proxy_tv(px, write_ms) : NULL);
+        bufferevent_set_timeouts(uc->bev, read_ms ? proxy_tv(px, read_ms) : NULL,
+                                 write_ms ? proxy_tv(px, write_ms) : NULL);
         return;
     }
     if (uc->write_ms != write_ms) {
         bufferevent_set_timeouts(uc->bev, NULL, write_ms ? proxy_tv(px, write_ms) : NULL);
         uc->write_ms = write_ms;
     }
-    reader_timeout(&uc->rd, rtv, (uint64_t)read_ms * 1000000u);
+    reader_timeout_ms(px, &uc->rd, read_ms);
 }
 
 /* The connect completed: reading starts if it was asked for meanwhile. */
@@ -785,28 +801,45 @@ static void hb_flush(struct hb *h)
     h->n = 0;
 }
 
-static void hb_put(struct hb *h, const void *p, size_t n)
+/* hb_put past the stack buffer's end: flushed first, or added directly. */
+static void __attribute__((noinline)) hb_put_full(struct hb *h, const void *p, size_t n)
 {
-    if (h->n + n > sizeof(h->b)) {
-        hb_flush(h);
-        if (n > sizeof(h->b)) {
-            evbuffer_add(h->out, p, n);
-            return;
-        }
+    hb_flush(h);
+    if (n > sizeof(h->b))
+        evbuffer_add(h->out, p, n);
+    else {
+        memcpy(h->b, p, n);
+        h->n = n;
+    }
+}
+
+/* Inlined: most pieces are literals, whose copy (and strlen, in hb_str)
+ * the compiler then makes a few moves. */
+static inline __attribute__((always_inline)) void hb_put(struct hb *h, const void *p, size_t n)
+{
+    if (__builtin_expect(h->n + n > sizeof(h->b), 0)) {
+        hb_put_full(h, p, n);
+        return;
     }
     memcpy(h->b + h->n, p, n);
     h->n += n;
 }
 
-static void hb_str(struct hb *h, const char *s)
+static inline __attribute__((always_inline)) void hb_str(struct hb *h, const char *s)
 {
     hb_put(h, s, strlen(s));
 }
 
-/* Decimal without printf (which costs more than the rest of a head). */
+/* Decimal without printf (which costs more than the rest of a head),
+ * written in place when the buffer has room for any. */
 static void hb_u64(struct hb *h, uint64_t v)
 {
     char buf[20];
+
+    if (h->n + sizeof(buf) <= sizeof(h->b)) {
+        h->n += u64_decimal(v, h->b + h->n);
+        return;
+    }
     hb_put(h, buf, u64_decimal(v, buf));
 }
 
@@ -821,7 +854,7 @@ static bool raw_line_is_canonical(const struct http1_header *h)
 }
 
 /* Copies the raw lines of the run pending, if any (hb_header). */
-static void hb_run_end(struct hb *h)
+static inline __attribute__((always_inline)) void hb_run_end(struct hb *h)
 {
     if (h->run_end)
         hb_put(h, h->run, (size_t)(h->run_end - h->run));
@@ -832,7 +865,8 @@ static void hb_run_end(struct hb *h)
  * one another in it are copied together, once the run ends (hb_run_end,
  * before anything else is put): one copy for most of a head's lines, where
  * four a line cost more than the rest of building it. */
-static void hb_header(struct hb *h, const struct http1_header *hd)
+static inline __attribute__((always_inline)) void hb_header(struct hb *h,
+                                                            const struct http1_header *hd)
 {
     if (raw_line_is_canonical(hd)) {
         if (h->run_end != hd->name) {
@@ -1819,8 +1853,6 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     } else {
         ex = xcalloc(1, sizeof(*ex));
     }
-    const struct timeval *tv;
-
     ex->px = px;
     ex->target = p->target;
     ex->addrs = resolver_current(p->target->res, &ex->rr_start);
@@ -1854,9 +1886,8 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     bufferevent_setcb(ex->client, client_read_cb, client_write_cb, client_event_cb, ex);
     bufferevent_setwatermark(ex->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     proxy_reader_watermark(ex->client_rd, PROXY_HIGH_WATER);
-    tv = proxy_tv(px, ex->timeout_ms);
-    reader_timeout(ex->client_rd, ex->req_done ? NULL : tv, (uint64_t)ex->timeout_ms * 1000000u);
-    bufferevent_set_timeouts(ex->client, NULL, tv);
+    reader_timeout_ms(px, ex->client_rd, ex->req_done ? 0 : ex->timeout_ms);
+    bufferevent_set_timeouts(ex->client, NULL, proxy_tv(px, ex->timeout_ms));
 
     if (!ex->req_done && p->body_timeout_ms) {
         if (!ex->body_timer_assigned) {

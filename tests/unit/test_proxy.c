@@ -398,6 +398,72 @@ static void test_reader(void)
     event_base_free(base);
 }
 
+/* Heads of every size around the builder's 2048-byte stack buffer: pieces
+ * that fill it, cross its end or exceed it alone, in runs of raw lines
+ * (canonical spelling) and piecewise (any other): the head is always the
+ * plain concatenation of its lines, between the same request line, Host and
+ * tail as a head without them. 400 generated requests, a fixed seed. */
+static void test_head_sizes(void)
+{
+    struct cfg_upstream up = {.host = "svc.internal", .port = 8080};
+    static char raw[60000], want[70000];
+    static const char *const seps[] = {": ", ":", ":  ", ":\t"};
+    const char *host_line = "\r\nHost: svc.internal:8080\r\n";
+    char *h0, *tail, *at;
+    size_t prefix_len;
+    unsigned seed = 17, bad = 0, cases = 0;
+
+    if (!ok(parse("GET /p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n") == 0, "head sizes: the base parses"))
+        return;
+    h0 = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+    at = strstr(h0, host_line);
+    if (!ok(at != NULL, "head sizes: the base head has its Host line")) {
+        free(h0);
+        return;
+    }
+    prefix_len = (size_t)(at - h0) + strlen(host_line);
+    tail = h0 + prefix_len;
+    for (int c = 0; c < 400; c++) {
+        size_t r = 0, w = 0;
+        unsigned n = (seed = seed * 1103515245u + 12345u) >> 16 & 31;
+        char *h;
+
+        r += (size_t)snprintf(raw + r, sizeof(raw) - r, "GET /p?q=1 HTTP/1.1\r\nHost: x\r\n");
+        memcpy(want, h0, prefix_len);
+        w = prefix_len;
+        for (unsigned i = 0; i < n; i++) {
+            unsigned k = (seed = seed * 1103515245u + 12345u) >> 16;
+            static const size_t lens[] = {0, 1, 7, 40, 520, 1000, 1990, 2030, 2047, 2100, 3000};
+            size_t vl = lens[k % 11] + (k >> 8) % 5;
+            const char *sep = seps[(k >> 4) % 4];
+            if (r + vl + 40 > 50000)
+                break;
+            r += (size_t)snprintf(raw + r, sizeof(raw) - r, "X-Gen-%u%s", i, sep);
+            w += (size_t)snprintf(want + w, sizeof(want) - w, "X-Gen-%u: ", i);
+            for (size_t j = 0; j < vl; j++)
+                raw[r++] = want[w++] = (char)('a' + (k + j) % 26);
+            memcpy(raw + r, "\r\n", 2);
+            memcpy(want + w, "\r\n", 2);
+            r += 2;
+            w += 2;
+        }
+        memcpy(raw + r, "\r\n", 3);
+        snprintf(want + w, sizeof(want) - w, "%s", tail);
+        if (parse(raw) != 0) {
+            bad++;
+            continue;
+        }
+        h = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+        if (strcmp(h, want) != 0)
+            bad++;
+        cases++;
+        free(h);
+    }
+    ok(bad == 0 && cases == 400, "head sizes: %u of %u generated heads as the plain concatenation",
+       cases - bad, cases);
+    free(h0);
+}
+
 /* Runs the loop one round at a time until the reader's event callback ran
  * (at most 3 s); returns the rounds it took. */
 static int rounds_until_event(struct event_base *base, int events_before)
@@ -513,5 +579,6 @@ int main(void)
     test_reader();
     test_head_runs();
     test_reader_lazy_timeout();
+    test_head_sizes();
     return tap_done();
 }
