@@ -1114,7 +1114,9 @@ struct evbuffer *proxy_out(struct bufferevent *bev)
     return bufferevent_get_output(bev);
 }
 
-void proxy_flush(struct bufferevent *bev)
+/* proxy_flush of a bufferevent on socket `fd` (-1: asked of bev, which
+ * costs a call through its backend; a reader's event knows it). */
+static void flush_fd(struct bufferevent *bev, evutil_socket_t fd)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
 
@@ -1123,7 +1125,7 @@ void proxy_flush(struct bufferevent *bev)
          * write callback drains it; that callback thaws it around the write
          * exactly like this. EAGAIN or an error: libevent goes on as usual. */
         evbuffer_unfreeze(out, 1);
-        (void)evbuffer_write(out, bufferevent_getfd(bev));
+        (void)evbuffer_write(out, fd >= 0 ? fd : bufferevent_getfd(bev));
         evbuffer_freeze(out, 1);
     }
     if (evbuffer_get_length(out) == 0) {
@@ -1132,6 +1134,17 @@ void proxy_flush(struct bufferevent *bev)
     } else if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
         bufferevent_enable(bev, EV_WRITE);
     }
+}
+
+void proxy_flush(struct bufferevent *bev)
+{
+    flush_fd(bev, -1);
+}
+
+/* The client's flush: its reader's event has its socket. */
+static void client_flush(struct proxy_exchange *ex)
+{
+    flush_fd(ex->client, event_get_fd(&ex->client_rd->ev));
 }
 
 /* The upstream connection's output, ready for bytes; and its flush, which
@@ -1144,7 +1157,7 @@ static struct evbuffer *up_out(struct upconn *uc)
 static void up_flush(struct upconn *uc)
 {
     if (!uc->tls && !uc->connecting)
-        proxy_flush(uc->bev);
+        flush_fd(uc->bev, event_get_fd(&uc->rd.ev));
 }
 
 /* The upstream output for bytes that up_flush sends in this same turn: a
@@ -1565,7 +1578,7 @@ static void pump_response(struct proxy_exchange *ex)
             (ex->resp_body == HTTP1_BODY_LENGTH && ex->resp_remaining == 0))
             goto done;
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
-            proxy_flush(ex->client);
+            client_flush(ex);
             if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
                 up_read_off(ex->uc);
                 return;
@@ -1595,7 +1608,7 @@ static void pump_response(struct proxy_exchange *ex)
         }
     }
     up_read_on(ex->uc);
-    proxy_flush(ex->client);
+    client_flush(ex);
     return;
 done:
     /* The tail is written by the server once the request is finished (after
@@ -1907,7 +1920,7 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     } else if (!ex->req_done && p->expect_100 &&
                evbuffer_get_length(bufferevent_get_input(ex->client)) == 0) {
         add_str(proxy_out(ex->client), "HTTP/1.1 100 Continue\r\n\r\n");
-        proxy_flush(ex->client);
+        client_flush(ex);
     }
     if (!ex->start_failed && !ex->req_done && ex->req_body == HTTP1_BODY_LENGTH) {
         /* A length-delimited body has no framing to fail on and pumping it
