@@ -23,12 +23,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -48,11 +50,32 @@
 
 struct proxy_pool;
 
-/* A plain socket's bufferevent read by an event of our own (proxy.h). */
+/*
+ * A timeout restarted per request (or per read) with the same duration, on
+ * a timer armed lazily (nginx keeps an armed timer whose new deadline is
+ * close, NGX_TIMER_LAZY_DELAY; this is the exact form): restarting it only
+ * moves `deadline`, and keeps the armed timer when that fires no later; a
+ * timer that fires before the deadline re-arms for the rest instead of
+ * acting (lazy_due). So the timeout acts at its deadline, never before, and
+ * after at most one re-arm, where an event_add (and often an event_del) ran
+ * per request. Whether a timeout is running at all is its owner's state: a
+ * timer that fires when none is does nothing and stays unarmed. Times are
+ * CLOCK_MONOTONIC_COARSE ns, libevent's own timer clock.
+ */
+struct lazy_timer {
+    struct event ev;   /* an evtimer; its callback calls lazy_due */
+    struct timeval tv; /* the duration (a common timeout's or plain) */
+    uint64_t ns;       /* the same, in ns */
+    uint64_t deadline; /* when the timeout is due, while it runs */
+    uint64_t at;       /* no earlier than the armed timer fires; 0: not armed */
+};
+
+/* A plain socket's bufferevent read by an event of our own (proxy.h); its
+ * read timeout is a lazy_timer. */
 struct proxy_reader {
     struct bufferevent *bev; /* borrowed: the connection's; it never reads itself */
-    struct event ev;         /* EV_READ|EV_PERSIST on the socket */
-    struct timeval tv;       /* the read timeout (a common timeout's or plain), if has_tv */
+    struct event ev;         /* EV_READ|EV_PERSIST on the socket, without timeout */
+    struct lazy_timer to;    /* the read timeout: runs while added && has_tv */
     bool has_tv;
     size_t high; /* the input's high watermark: no reading at or above it; 0: none */
     bool want;   /* reading is on */
@@ -65,6 +88,8 @@ struct upconn {
     struct bufferevent *bev;
     bool tls;
     bool connecting;
+    unsigned write_ms;      /* plain: the write timeout set on bev (0: none) */
+    bool write_wm;          /* plain: bev's write watermark is the exchanges' */
     struct proxy_reader rd; /* plain connections; TLS ones read through their bufferevent */
     struct list idle;       /* on pool->idle while pooled */
 };
@@ -115,8 +140,7 @@ struct proxy_exchange {
     struct evbuffer *head; /* kept until a response head arrives (retry) */
     struct event kick;     /* first step after proxy_forward returns */
     bool kick_armed;
-    struct event body_timer; /* limits.body_timeout_ms: the whole request body */
-    bool body_timer_armed;
+    bool body_timer_on; /* body_timer runs: limits.body_timeout_ms, the whole request body */
     bool start_failed;
     int start_errno;                   /* why the upstream connection could not be opened */
     const struct proxy_target *target; /* borrowed until done */
@@ -151,6 +175,11 @@ struct proxy_exchange {
     bool no_body; /* the request had no body: a stale pooled connection may be retried */
     uint64_t t0;
     struct proxy_outcome out;
+
+    /* Kept when a spare is reused (proxy_forward clears what is above): the
+     * body deadline's timer stays armed across exchanges (lazy_timer). */
+    struct lazy_timer body_timer;
+    bool body_timer_assigned;
 };
 
 static void up_read_cb(struct bufferevent *bev, void *arg);
@@ -218,30 +247,112 @@ static const struct timeval *proxy_tv(struct proxy *px, unsigned ms)
 
 #define READ_MAX 4096 /* per read, as libevent 2.1 (EVBUFFER_MAX_READ) */
 
+/* The clock of the read timeouts: libevent's timers run on the coarse
+ * monotonic clock (unless a base asks for precise timers), so a deadline
+ * taken on it meets an armed timer's expiry exactly. */
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The duration of `t`: `tv` (copied; a common timeout's too), `ns` long. */
+static void lazy_set(struct lazy_timer *t, const struct timeval *tv, uint64_t ns)
+{
+    if (t->ns != ns) {
+        t->tv = *tv;
+        t->ns = ns;
+    }
+}
+
+/* The timeout (re)starts now. The armed timer stays when it fires no later
+ * than the new deadline: its expiry is libevent's time at the add (at most
+ * the clock then) plus the duration, so at most `at`. Else it is armed for
+ * the whole duration. */
+static void lazy_restart(struct lazy_timer *t)
+{
+    t->deadline = coarse_ns() + t->ns;
+    if (t->at && t->at <= t->deadline)
+        return;
+    evtimer_add(&t->ev, &t->tv); /* re-adding a pending timer moves it */
+    t->at = t->deadline;
+}
+
+/* In the timer's callback, the timeout running: true when it is due; else
+ * (it fired early: the deadline moved since it was armed) armed again for
+ * the rest, rounded up to a microsecond, and false. */
+static bool lazy_due(struct lazy_timer *t)
+{
+    uint64_t now = coarse_ns(), us;
+    struct timeval rest;
+
+    t->at = 0;
+    if (now >= t->deadline)
+        return true;
+    us = (t->deadline - now + 999u) / 1000u;
+    rest.tv_sec = (time_t)(us / 1000000u);
+    rest.tv_usec = (suseconds_t)(us % 1000000u);
+    evtimer_add(&t->ev, &rest);
+    t->at = t->deadline;
+    return false;
+}
+
+static void lazy_stop(struct lazy_timer *t)
+{
+    if (t->at)
+        event_del(&t->ev);
+    t->at = 0;
+}
+
 /* Adds or removes the read event so that it is pending exactly when reading
- * is on, not held, and the input is below its high watermark. */
+ * is on, not held, and the input is below its high watermark. The read
+ * timeout runs while it is pending: it restarts when it is added, and a
+ * timer armed for it is left to fire idle once it is removed. */
 static void reader_sync(struct proxy_reader *rd)
 {
     bool go = rd->want && !rd->hold &&
               !(rd->high && evbuffer_get_length(bufferevent_get_input(rd->bev)) >= rd->high);
 
     if (go && !rd->added) {
-        event_add(&rd->ev, rd->has_tv ? &rd->tv : NULL);
+        event_add(&rd->ev, NULL);
         rd->added = true;
+        if (rd->has_tv)
+            lazy_restart(&rd->to);
     } else if (!go && rd->added) {
         event_del(&rd->ev);
         rd->added = false;
     }
 }
 
+/* Reading ends with `err` (BEV_EVENT_READING|EOF, |ERROR with errno `saved`,
+ * or |TIMEOUT): reading goes off and the event callback runs, as libevent
+ * reports them. Nothing touches `rd` after (the callback may free it). */
+static void reader_fail(struct proxy_reader *rd, short err, int saved)
+{
+    struct bufferevent *bev = rd->bev;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+
+    proxy_reader_off(rd);
+    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+    errno = saved;
+    if (eventcb)
+        eventcb(bev, err, cbarg);
+}
+
 /*
- * The socket is readable (or its read timed out): the bytes go to the
- * bufferevent's input and its read callback runs; EOF, an error or the
- * timeout stop reading and reach its event callback as
- * BEV_EVENT_READING|EOF, |ERROR (errno kept for EVUTIL_SOCKET_ERROR) or
- * |TIMEOUT, as libevent reports them. At most up to the high watermark, as
- * libevent reads. Into the stack, then appended: the input gets a chain of
- * the size that came. Nothing touches `rd` after a callback (it may free it).
+ * The socket is readable: the bytes go to the bufferevent's input and its
+ * read callback runs; EOF or an error stop reading and reach its event
+ * callback as BEV_EVENT_READING|EOF or |ERROR (errno kept for
+ * EVUTIL_SOCKET_ERROR), as libevent reports them. At most up to the high
+ * watermark, as libevent reads. Into the stack, then appended: the input
+ * gets a chain of the size that came. Nothing touches `rd` after a callback
+ * (it may free it).
  */
 static void reader_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -249,7 +360,6 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     struct bufferevent *bev = rd->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     bufferevent_data_cb readcb;
-    bufferevent_event_cb eventcb;
     void *cbarg;
     char buf[READ_MAX];
     size_t want = sizeof(buf);
@@ -257,10 +367,9 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
     int saved = 0;
 
-    if (!(what & EV_READ)) {
-        err |= BEV_EVENT_TIMEOUT;
-        goto error;
-    }
+    (void)what;
+    if (rd->has_tv) /* activity: the read timeout counts from now (armed timer kept) */
+        rd->to.deadline = coarse_ns() + rd->to.ns;
     if (rd->high) {
         size_t len = evbuffer_get_length(in);
         if (len >= rd->high) {
@@ -278,9 +387,8 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
         rc = evbuffer_add(in, buf, (size_t)n);
         evbuffer_freeze(in, 0);
         if (rc < 0) {
-            saved = ENOMEM;
-            err |= BEV_EVENT_ERROR;
-            goto error;
+            reader_fail(rd, err | BEV_EVENT_ERROR, ENOMEM);
+            return;
         }
         bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
         if (readcb)
@@ -295,20 +403,32 @@ static void reader_cb(evutil_socket_t fd, short what, void *arg)
     } else {
         err |= BEV_EVENT_EOF;
     }
-error:
-    proxy_reader_off(rd);
-    bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
-    errno = saved;
-    if (eventcb)
-        eventcb(bev, err, cbarg);
+    reader_fail(rd, err, saved);
+}
+
+/* The read timeout's timer: READING|TIMEOUT once due (lazy_due). */
+static void reader_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy_reader *rd = arg;
+
+    (void)fd;
+    (void)what;
+    if (!rd->added || !rd->has_tv) { /* none running: stays unarmed */
+        rd->to.at = 0;
+        return;
+    }
+    if (lazy_due(&rd->to))
+        reader_fail(rd, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
 }
 
 static void reader_init(struct proxy_reader *rd, struct bufferevent *bev)
 {
+    struct event_base *base = bufferevent_get_base(bev);
+
     memset(rd, 0, sizeof(*rd));
     rd->bev = bev;
-    event_assign(&rd->ev, bufferevent_get_base(bev), bufferevent_getfd(bev), EV_READ | EV_PERSIST,
-                 reader_cb, rd);
+    event_assign(&rd->ev, base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, reader_cb, rd);
+    evtimer_assign(&rd->to.ev, base, reader_timer_cb, rd);
 }
 
 struct proxy_reader *proxy_reader_new(struct bufferevent *bev)
@@ -323,6 +443,7 @@ static void reader_stop(struct proxy_reader *rd)
     if (rd->added)
         event_del(&rd->ev); /* before the socket closes with the bufferevent */
     rd->added = false;
+    lazy_stop(&rd->to);
 }
 
 void proxy_reader_free(struct proxy_reader *rd)
@@ -347,19 +468,42 @@ void proxy_reader_off(struct proxy_reader *rd)
         reader_sync(rd);
 }
 
+/* The read timeout: `tv` (NULL: none) of `ns` nanoseconds. Setting one
+ * restarts it when reading is on (as re-adding libevent's read event did);
+ * clearing it leaves an armed timer to fire idle. */
+static void reader_timeout(struct proxy_reader *rd, const struct timeval *tv, uint64_t ns)
+{
+    if (!tv) {
+        rd->has_tv = false;
+        return;
+    }
+    lazy_set(&rd->to, tv, ns);
+    rd->has_tv = true;
+    if (rd->added)
+        lazy_restart(&rd->to);
+}
+
+/* reader_timeout for `ms` (0: none), its timeval looked up only when the
+ * duration changes. */
+static void reader_timeout_ms(struct proxy *px, struct proxy_reader *rd, unsigned ms)
+{
+    uint64_t ns = (uint64_t)ms * 1000000u;
+
+    if (!ms) {
+        rd->has_tv = false;
+        return;
+    }
+    if (rd->to.ns != ns)
+        lazy_set(&rd->to, proxy_tv(px, ms), ns);
+    rd->has_tv = true;
+    if (rd->added)
+        lazy_restart(&rd->to);
+}
+
 void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv)
 {
-    if (!tv && !rd->has_tv)
-        return;
-    rd->has_tv = tv != NULL;
-    if (tv)
-        rd->tv = *tv;
-    if (!rd->added)
-        return;
-    if (tv)
-        event_add(&rd->ev, &rd->tv); /* re-adding a pending event sets its new timeout */
-    else
-        event_remove_timer(&rd->ev);
+    reader_timeout(rd, tv,
+                   tv ? (uint64_t)tv->tv_sec * 1000000000u + (uint64_t)tv->tv_usec * 1000u : 0);
 }
 
 void proxy_reader_watermark(struct proxy_reader *rd, size_t high)
@@ -405,15 +549,23 @@ static void up_read_off(struct upconn *uc)
     proxy_reader_off(&uc->rd);
 }
 
-/* bufferevent_set_timeouts for an upstream connection: read, write. */
-static void up_timeouts(struct upconn *uc, const struct timeval *rtv, const struct timeval *wtv)
+/* An upstream connection's timeouts in ms (0: none): read, write. TLS: the
+ * bufferevent's. Plain: the reader's (lazy), and the bufferevent's write
+ * timeout only when it changes (bufferevent_set_timeouts costs two
+ * event_pending and may re-add a pending write; a pooled connection keeps
+ * the write timeout of its last exchange: pool_put). */
+static void up_timeouts(struct proxy *px, struct upconn *uc, unsigned read_ms, unsigned write_ms)
 {
     if (uc->tls) {
-        bufferevent_set_timeouts(uc->bev, rtv, wtv);
+        bufferevent_set_timeouts(uc->bev, read_ms ? proxy_tv(px, read_ms) : NULL,
+                                 write_ms ? proxy_tv(px, write_ms) : NULL);
         return;
     }
-    bufferevent_set_timeouts(uc->bev, NULL, wtv);
-    proxy_reader_timeout(&uc->rd, rtv);
+    if (uc->write_ms != write_ms) {
+        bufferevent_set_timeouts(uc->bev, NULL, write_ms ? proxy_tv(px, write_ms) : NULL);
+        uc->write_ms = write_ms;
+    }
+    reader_timeout_ms(px, &uc->rd, read_ms);
 }
 
 /* The connect completed: reading starts if it was asked for meanwhile. */
@@ -459,6 +611,7 @@ void proxy_free(struct proxy *px)
     while (px->spares) {
         struct proxy_exchange *ex = px->spares;
         px->spares = ex->next_spare;
+        lazy_stop(&ex->body_timer);
         free(ex);
     }
     while (px->n_head_spares)
@@ -532,8 +685,16 @@ static void pool_put(struct upconn *uc)
         return;
     }
     bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-    up_timeouts(uc, proxy_tv(pool->px, PROXY_IDLE_MS), NULL);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    if (uc->tls) {
+        up_timeouts(pool->px, uc, PROXY_IDLE_MS, 0);
+        bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+    } else {
+        /* Pooled with its output empty, a plain connection writes nothing
+         * until the next exchange: its write timeout and write watermark,
+         * which act only on pending writes, stay as they are, and
+         * wire_upstream sets them only when they differ. */
+        up_timeouts(pool->px, uc, PROXY_IDLE_MS, uc->write_ms);
+    }
     up_read_on(uc);
     list_push_front(&pool->idle, &uc->idle);
     pool->n_idle++;
@@ -640,28 +801,45 @@ static void hb_flush(struct hb *h)
     h->n = 0;
 }
 
-static void hb_put(struct hb *h, const void *p, size_t n)
+/* hb_put past the stack buffer's end: flushed first, or added directly. */
+static void __attribute__((noinline)) hb_put_full(struct hb *h, const void *p, size_t n)
 {
-    if (h->n + n > sizeof(h->b)) {
-        hb_flush(h);
-        if (n > sizeof(h->b)) {
-            evbuffer_add(h->out, p, n);
-            return;
-        }
+    hb_flush(h);
+    if (n > sizeof(h->b))
+        evbuffer_add(h->out, p, n);
+    else {
+        memcpy(h->b, p, n);
+        h->n = n;
+    }
+}
+
+/* Inlined: most pieces are literals, whose copy (and strlen, in hb_str)
+ * the compiler then makes a few moves. */
+static inline __attribute__((always_inline)) void hb_put(struct hb *h, const void *p, size_t n)
+{
+    if (__builtin_expect(h->n + n > sizeof(h->b), 0)) {
+        hb_put_full(h, p, n);
+        return;
     }
     memcpy(h->b + h->n, p, n);
     h->n += n;
 }
 
-static void hb_str(struct hb *h, const char *s)
+static inline __attribute__((always_inline)) void hb_str(struct hb *h, const char *s)
 {
     hb_put(h, s, strlen(s));
 }
 
-/* Decimal without printf (which costs more than the rest of a head). */
+/* Decimal without printf (which costs more than the rest of a head),
+ * written in place when the buffer has room for any. */
 static void hb_u64(struct hb *h, uint64_t v)
 {
     char buf[20];
+
+    if (h->n + sizeof(buf) <= sizeof(h->b)) {
+        h->n += u64_decimal(v, h->b + h->n);
+        return;
+    }
     hb_put(h, buf, u64_decimal(v, buf));
 }
 
@@ -676,7 +854,7 @@ static bool raw_line_is_canonical(const struct http1_header *h)
 }
 
 /* Copies the raw lines of the run pending, if any (hb_header). */
-static void hb_run_end(struct hb *h)
+static inline __attribute__((always_inline)) void hb_run_end(struct hb *h)
 {
     if (h->run_end)
         hb_put(h, h->run, (size_t)(h->run_end - h->run));
@@ -687,7 +865,8 @@ static void hb_run_end(struct hb *h)
  * one another in it are copied together, once the run ends (hb_run_end,
  * before anything else is put): one copy for most of a head's lines, where
  * four a line cost more than the rest of building it. */
-static void hb_header(struct hb *h, const struct http1_header *hd)
+static inline __attribute__((always_inline)) void hb_header(struct hb *h,
+                                                            const struct http1_header *hd)
 {
     if (raw_line_is_canonical(hd)) {
         if (h->run_end != hd->name) {
@@ -935,7 +1114,9 @@ struct evbuffer *proxy_out(struct bufferevent *bev)
     return bufferevent_get_output(bev);
 }
 
-void proxy_flush(struct bufferevent *bev)
+/* proxy_flush of a bufferevent on socket `fd` (-1: asked of bev, which
+ * costs a call through its backend; a reader's event knows it). */
+static void flush_fd(struct bufferevent *bev, evutil_socket_t fd)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
 
@@ -944,7 +1125,7 @@ void proxy_flush(struct bufferevent *bev)
          * write callback drains it; that callback thaws it around the write
          * exactly like this. EAGAIN or an error: libevent goes on as usual. */
         evbuffer_unfreeze(out, 1);
-        (void)evbuffer_write(out, bufferevent_getfd(bev));
+        (void)evbuffer_write(out, fd >= 0 ? fd : bufferevent_getfd(bev));
         evbuffer_freeze(out, 1);
     }
     if (evbuffer_get_length(out) == 0) {
@@ -953,6 +1134,17 @@ void proxy_flush(struct bufferevent *bev)
     } else if (!(bufferevent_get_enabled(bev) & EV_WRITE)) {
         bufferevent_enable(bev, EV_WRITE);
     }
+}
+
+void proxy_flush(struct bufferevent *bev)
+{
+    flush_fd(bev, -1);
+}
+
+/* The client's flush: its reader's event has its socket. */
+static void client_flush(struct proxy_exchange *ex)
+{
+    flush_fd(ex->client, event_get_fd(&ex->client_rd->ev));
 }
 
 /* The upstream connection's output, ready for bytes; and its flush, which
@@ -965,7 +1157,16 @@ static struct evbuffer *up_out(struct upconn *uc)
 static void up_flush(struct upconn *uc)
 {
     if (!uc->tls && !uc->connecting)
-        proxy_flush(uc->bev);
+        flush_fd(uc->bev, event_get_fd(&uc->rd.ev));
+}
+
+/* The upstream output for bytes that up_flush sends in this same turn: a
+ * plain connected socket's without turning EV_WRITE on (proxy_flush turns it
+ * on for what the socket does not take: an event_add and an event_del a
+ * request less); else up_out. */
+static struct evbuffer *up_out_flushed(struct upconn *uc)
+{
+    return !uc->tls && !uc->connecting ? bufferevent_get_output(uc->bev) : up_out(uc);
 }
 
 struct evbuffer *proxy_head_buffer(struct proxy *px)
@@ -996,8 +1197,7 @@ static void complete(struct proxy_exchange *ex)
     bufferevent_setcb(ex->client, NULL, NULL, NULL, NULL);
     if (ex->kick_armed)
         event_del(&ex->kick);
-    if (ex->body_timer_armed)
-        event_del(&ex->body_timer);
+    ex->body_timer_on = false; /* an armed timer fires idle, or serves the next exchange */
     if (ex->head)
         head_release(ex->px, ex->head);
     resolve_set_unref(ex->addrs);
@@ -1008,6 +1208,7 @@ static void complete(struct proxy_exchange *ex)
         ex->px->spares = ex;
         ex->px->n_spares++;
     } else {
+        lazy_stop(&ex->body_timer);
         free(ex);
     }
     done(arg, &out);
@@ -1068,8 +1269,11 @@ static void body_deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct proxy_exchange *ex = arg;
     (void)fd;
     (void)what;
-    ex->body_timer_armed = false;
-    if (!ex->req_done)
+    if (!ex->body_timer_on || ex->req_done) { /* none running (a spare's, too) */
+        ex->body_timer.at = 0;
+        return;
+    }
+    if (lazy_due(&ex->body_timer))
         fail(ex, REASON_BODY_TIMEOUT, "request body not complete before limits.body_timeout_ms");
 }
 
@@ -1157,22 +1361,16 @@ out:
 
 static void request_body_done(struct proxy_exchange *ex)
 {
-    const struct timeval *rt;
-
     ex->req_done = true;
-    if (ex->body_timer_armed) {
-        event_del(&ex->body_timer);
-        ex->body_timer_armed = false;
-    }
+    ex->body_timer_on = false; /* lazy: an armed timer is kept for the next exchange */
     /* The client's reading stays enabled (no epoll change per request): what
      * it pipelines stays in its input, bounded by the read watermark, until
      * this exchange ends. Its silence is no longer a stall. */
-    rt = proxy_tv(ex->px, ex->timeout_ms);
-    proxy_reader_timeout(ex->client_rd, NULL);
-    bufferevent_set_timeouts(ex->client, NULL, rt);
+    reader_timeout(ex->client_rd, NULL, 0);
+    /* (the client's write timeout is proxy_forward's, unchanged) */
     /* The upstream's response time counts from the end of the request. */
     if (ex->uc)
-        up_timeouts(ex->uc, rt, rt);
+        up_timeouts(ex->px, ex->uc, ex->timeout_ms, ex->timeout_ms);
 }
 
 /* Client input -> upstream output, as far as flow control allows. Returns -1
@@ -1180,14 +1378,14 @@ static void request_body_done(struct proxy_exchange *ex)
 static int pump_request(struct proxy_exchange *ex)
 {
     struct evbuffer *in = bufferevent_get_input(ex->client);
-    struct evbuffer *out = up_out(ex->uc);
+    struct evbuffer *out = up_out_flushed(ex->uc); /* every way out flushes, or fails */
 
     while (!ex->req_done) {
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
             up_flush(ex->uc);
             if (evbuffer_get_length(out) >= PROXY_HIGH_WATER)
                 break;
-            out = up_out(ex->uc);
+            out = up_out_flushed(ex->uc);
         }
         size_t avail = evbuffer_get_length(in);
         if (ex->req_body == HTTP1_BODY_LENGTH) {
@@ -1380,7 +1578,7 @@ static void pump_response(struct proxy_exchange *ex)
             (ex->resp_body == HTTP1_BODY_LENGTH && ex->resp_remaining == 0))
             goto done;
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
-            proxy_flush(ex->client);
+            client_flush(ex);
             if (evbuffer_get_length(out) >= PROXY_HIGH_WATER) {
                 up_read_off(ex->uc);
                 return;
@@ -1410,7 +1608,7 @@ static void pump_response(struct proxy_exchange *ex)
         }
     }
     up_read_on(ex->uc);
-    proxy_flush(ex->client);
+    client_flush(ex);
     return;
 done:
     /* The tail is written by the server once the request is finished (after
@@ -1434,14 +1632,14 @@ static bool next_address(struct proxy_exchange *ex)
  * bytes queued: callbacks, watermarks, timeouts. */
 static void wire_upstream(struct proxy_exchange *ex, struct upconn *uc)
 {
-    const struct timeval *tv;
-
     metrics_upstream_conn(ex->px->mw, ex->reused);
     ex->uc = uc;
     bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, ex);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
-    tv = proxy_tv(ex->px, ex->timeout_ms);
-    up_timeouts(uc, ex->req_done ? tv : NULL, tv);
+    if (!uc->write_wm) {
+        bufferevent_setwatermark(uc->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
+        uc->write_wm = !uc->tls; /* TLS: pool_put resets it */
+    }
+    up_timeouts(ex->px, uc, ex->req_done ? ex->timeout_ms : 0, ex->timeout_ms);
 }
 
 /*
@@ -1516,9 +1714,9 @@ static int start_upstream(struct proxy_exchange *ex)
     /* While the request body streams, only writes are timed: an upstream may
      * legitimately say nothing until the body is complete. */
     wire_upstream(ex, uc);
-    /* flushed right below: EV_WRITE only for what the socket does not take */
-    out = ex->req_done && !uc->connecting && !uc->tls ? bufferevent_get_output(uc->bev)
-                                                      : up_out(uc);
+    /* flushed right below, or with the body by pump_request (proxy_forward
+     * calls it, or arms the kick that does, when a body is to come) */
+    out = up_out_flushed(uc);
     if (may_resend(ex))
         evbuffer_add(out, evbuffer_pullup(ex->head, -1), evbuffer_get_length(ex->head));
     else
@@ -1664,12 +1862,10 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     if (ex) {
         px->spares = ex->next_spare;
         px->n_spares--;
-        memset(ex, 0, sizeof(*ex));
+        memset(ex, 0, offsetof(struct proxy_exchange, body_timer));
     } else {
         ex = xcalloc(1, sizeof(*ex));
     }
-    const struct timeval *tv;
-
     ex->px = px;
     ex->target = p->target;
     ex->addrs = resolver_current(p->target->res, &ex->rr_start);
@@ -1703,15 +1899,18 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     bufferevent_setcb(ex->client, client_read_cb, client_write_cb, client_event_cb, ex);
     bufferevent_setwatermark(ex->client, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     proxy_reader_watermark(ex->client_rd, PROXY_HIGH_WATER);
-    tv = proxy_tv(px, ex->timeout_ms);
-    proxy_reader_timeout(ex->client_rd, ex->req_done ? NULL : tv);
-    bufferevent_set_timeouts(ex->client, NULL, tv);
+    reader_timeout_ms(px, ex->client_rd, ex->req_done ? 0 : ex->timeout_ms);
+    bufferevent_set_timeouts(ex->client, NULL, proxy_tv(px, ex->timeout_ms));
 
     if (!ex->req_done && p->body_timeout_ms) {
-        struct timeval btv = {p->body_timeout_ms / 1000, (p->body_timeout_ms % 1000) * 1000};
-        evtimer_assign(&ex->body_timer, px->base, body_deadline_cb, ex);
-        evtimer_add(&ex->body_timer, &btv);
-        ex->body_timer_armed = true;
+        if (!ex->body_timer_assigned) {
+            evtimer_assign(&ex->body_timer.ev, px->base, body_deadline_cb, ex);
+            ex->body_timer_assigned = true;
+        }
+        lazy_set(&ex->body_timer, proxy_tv(px, p->body_timeout_ms),
+                 (uint64_t)p->body_timeout_ms * 1000000u);
+        lazy_restart(&ex->body_timer);
+        ex->body_timer_on = true;
     }
     if (!ex->addrs) {
         ex->start_failed = true; /* kick_cb reports UPSTREAM_UNRESOLVED */
@@ -1721,11 +1920,17 @@ struct proxy_exchange *proxy_forward(struct proxy *px, const struct proxy_forwar
     } else if (!ex->req_done && p->expect_100 &&
                evbuffer_get_length(bufferevent_get_input(ex->client)) == 0) {
         add_str(proxy_out(ex->client), "HTTP/1.1 100 Continue\r\n\r\n");
-        proxy_flush(ex->client);
+        client_flush(ex);
     }
-    if (ex->start_failed || !ex->req_done) {
-        /* Failure to report, or body bytes to pump (whose framing may fail):
-         * from the loop, never from inside this call. */
+    if (!ex->start_failed && !ex->req_done && ex->req_body == HTTP1_BODY_LENGTH) {
+        /* A length-delimited body has no framing to fail on and pumping it
+         * calls no callback: pumped now, the head and what came of the body
+         * leaving together, without a kick (an event_assign and an
+         * event_active a request). */
+        pump_request(ex);
+    } else if (ex->start_failed || !ex->req_done) {
+        /* Failure to report, or chunked bytes to pump (whose framing may
+         * fail): from the loop, never from inside this call. */
         event_assign(&ex->kick, px->base, -1, 0, kick_cb, ex);
         event_active(&ex->kick, EV_TIMEOUT, 0);
         ex->kick_armed = true;

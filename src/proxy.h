@@ -154,7 +154,11 @@ struct proxy_reader *proxy_reader_new(struct bufferevent *bev);
 void proxy_reader_free(struct proxy_reader *rd);
 void proxy_reader_on(struct proxy_reader *rd);
 void proxy_reader_off(struct proxy_reader *rd);
-/* The read timeout (copied; a common timeout's too), NULL: none. */
+/* The read timeout (copied; a plain timeval), NULL: none. Setting it while
+ * reading is on restarts it, as a read does. It runs on a timer of the
+ * reader's own, kept armed across restarts while it fires no later than the
+ * deadline (it re-arms for the rest when early): the timeout comes at its
+ * deadline, never before. */
 void proxy_reader_timeout(struct proxy_reader *rd, const struct timeval *tv);
 /* No reading while the input holds `high` bytes or more, and none beyond it;
  * reading resumes at the next proxy_reader_on below it. 0: no limit. */

@@ -398,6 +398,178 @@ static void test_reader(void)
     event_base_free(base);
 }
 
+/* Heads of every size around the builder's 2048-byte stack buffer: pieces
+ * that fill it, cross its end or exceed it alone, in runs of raw lines
+ * (canonical spelling) and piecewise (any other): the head is always the
+ * plain concatenation of its lines, between the same request line, Host and
+ * tail as a head without them. 400 generated requests, a fixed seed. */
+static void test_head_sizes(void)
+{
+    struct cfg_upstream up = {.host = "svc.internal", .port = 8080};
+    static char raw[60000], want[70000];
+    static const char *const seps[] = {": ", ":", ":  ", ":\t"};
+    const char *host_line = "\r\nHost: svc.internal:8080\r\n";
+    char *h0, *tail, *at;
+    size_t prefix_len;
+    unsigned seed = 17, bad = 0, cases = 0;
+
+    if (!ok(parse("GET /p?q=1 HTTP/1.1\r\nHost: x\r\n\r\n") == 0, "head sizes: the base parses"))
+        return;
+    h0 = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+    at = strstr(h0, host_line);
+    if (!ok(at != NULL, "head sizes: the base head has its Host line")) {
+        free(h0);
+        return;
+    }
+    prefix_len = (size_t)(at - h0) + strlen(host_line);
+    tail = h0 + prefix_len;
+    for (int c = 0; c < 400; c++) {
+        size_t r = 0, w = 0;
+        unsigned n = (seed = seed * 1103515245u + 12345u) >> 16 & 31;
+        char *h;
+
+        r += (size_t)snprintf(raw + r, sizeof(raw) - r, "GET /p?q=1 HTTP/1.1\r\nHost: x\r\n");
+        memcpy(want, h0, prefix_len);
+        w = prefix_len;
+        for (unsigned i = 0; i < n; i++) {
+            unsigned k = (seed = seed * 1103515245u + 12345u) >> 16;
+            static const size_t lens[] = {0, 1, 7, 40, 520, 1000, 1990, 2030, 2047, 2100, 3000};
+            size_t vl = lens[k % 11] + (k >> 8) % 5;
+            const char *sep = seps[(k >> 4) % 4];
+            if (r + vl + 40 > 50000)
+                break;
+            r += (size_t)snprintf(raw + r, sizeof(raw) - r, "X-Gen-%u%s", i, sep);
+            w += (size_t)snprintf(want + w, sizeof(want) - w, "X-Gen-%u: ", i);
+            for (size_t j = 0; j < vl; j++)
+                raw[r++] = want[w++] = (char)('a' + (k + j) % 26);
+            memcpy(raw + r, "\r\n", 2);
+            memcpy(want + w, "\r\n", 2);
+            r += 2;
+            w += 2;
+        }
+        memcpy(raw + r, "\r\n", 3);
+        snprintf(want + w, sizeof(want) - w, "%s", tail);
+        if (parse(raw) != 0) {
+            bad++;
+            continue;
+        }
+        h = build(&up, false, NULL, NULL, HTTP1_BODY_NONE, 0);
+        if (strcmp(h, want) != 0)
+            bad++;
+        cases++;
+        free(h);
+    }
+    ok(bad == 0 && cases == 400, "head sizes: %u of %u generated heads as the plain concatenation",
+       cases - bad, cases);
+    free(h0);
+}
+
+/* Runs the loop one round at a time until the reader's event callback ran
+ * (at most 3 s); returns the rounds it took. */
+static int rounds_until_event(struct event_base *base, int events_before)
+{
+    uint64_t t0 = mono_ns();
+    int rounds = 0;
+    while (rd_events == events_before && mono_ns() - t0 < 3000000000u) {
+        struct timeval cap = {1, 0};
+        event_base_loopexit(base, &cap);
+        event_base_loop(base, EVLOOP_ONCE);
+        rounds++;
+    }
+    return rounds;
+}
+
+/* The read timeout's lazy timer: kept armed while the deadline moves on,
+ * it fires early and re-arms for the rest, so the timeout comes at its
+ * deadline from the last activity, never from the first arm, never before.
+ * The reader's clock is the coarse monotonic one: 10 ms of slack for its
+ * tick on the lower bounds. */
+static void test_reader_lazy_timeout(void)
+{
+    struct event_base *base = event_base_new();
+    struct bufferevent *bev;
+    struct proxy_reader *rd;
+    struct timeval t200 = {0, 200000}, t100 = {0, 100000}, t400 = {0, 400000}, pause = {0, 100000};
+    uint64_t last, ms;
+    int sv[2], rounds, ev0;
+
+    if (!ok(base && socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0,
+            "lazy timeout: a loop and a socketpair"))
+        return;
+    bev = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(bev, rd_read_cb, NULL, rd_event_cb, NULL);
+    rd = proxy_reader_new(bev);
+    rd_reads = rd_events = 0;
+
+    /* armed at t0 for t0+200; a read at t0+100 moves the deadline to +300 */
+    proxy_reader_timeout(rd, &t200);
+    proxy_reader_on(rd);
+    event_base_loopexit(base, &pause);
+    event_base_dispatch(base);
+    ok(write(sv[1], "a", 1) == 1, "lazy timeout: a byte after 100 ms");
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    last = mono_ns();
+    ok(rd_reads == 1 && rd_events == 0, "lazy timeout: read, no timeout yet");
+    rounds = rounds_until_event(base, 0);
+    ms = (mono_ns() - last) / 1000000u;
+    ok(rd_events == 1 && rd_what == (BEV_EVENT_READING | BEV_EVENT_TIMEOUT),
+       "lazy timeout: READING|TIMEOUT (what 0x%x)", (unsigned)rd_what);
+    ok(ms >= 190 && ms < 600,
+       "lazy timeout: 200 ms after the last read, not the first arm (%llu ms)",
+       (unsigned long long)ms);
+    ok(rounds >= 2, "lazy timeout: the armed timer fired early and re-armed (%d rounds)", rounds);
+
+    /* set again (same duration) while on: restarts, the armed timer kept */
+    proxy_reader_on(rd);
+    event_base_loopexit(base, &pause);
+    event_base_dispatch(base);
+    proxy_reader_timeout(rd, &t200);
+    last = mono_ns();
+    ev0 = rd_events;
+    rounds_until_event(base, ev0);
+    ms = (mono_ns() - last) / 1000000u;
+    ok(rd_events == ev0 + 1 && ms >= 190 && ms < 600,
+       "lazy timeout: set again, due 200 ms after that (%llu ms)", (unsigned long long)ms);
+
+    /* a shorter timeout than the armed timer's: armed again, due on time */
+    proxy_reader_timeout(rd, &t400);
+    proxy_reader_on(rd);
+    proxy_reader_timeout(rd, &t100);
+    last = mono_ns();
+    ev0 = rd_events;
+    rounds_until_event(base, ev0);
+    ms = (mono_ns() - last) / 1000000u;
+    ok(rd_events == ev0 + 1 && ms >= 90 && ms < 300,
+       "lazy timeout: shortened to 100 ms, due then, not at 400 (%llu ms)", (unsigned long long)ms);
+
+    /* off: no timeout while reading is off (the armed timer fires idle); on
+     * again: the timeout counts from then */
+    proxy_reader_timeout(rd, &t100);
+    proxy_reader_on(rd);
+    proxy_reader_off(rd);
+    event_base_loopexit(base, &t200);
+    event_base_dispatch(base);
+    ok(rd_events == ev0 + 1, "lazy timeout: none while reading is off");
+    proxy_reader_on(rd);
+    last = mono_ns();
+    rounds_until_event(base, ev0 + 1);
+    ms = (mono_ns() - last) / 1000000u;
+    ok(rd_events == ev0 + 2 && ms >= 90 && ms < 300,
+       "lazy timeout: on again, due 100 ms after (%llu ms)", (unsigned long long)ms);
+
+    /* cleared: reads go on without a timeout */
+    proxy_reader_timeout(rd, NULL);
+    proxy_reader_on(rd);
+    event_base_loopexit(base, &t200);
+    event_base_dispatch(base);
+    ok(rd_events == ev0 + 2, "lazy timeout: cleared, none comes");
+
+    proxy_reader_free(rd);
+    bufferevent_free(bev);
+    close(sv[1]);
+    event_base_free(base);
+}
+
 int main(void)
 {
     test_hygiene();
@@ -406,5 +578,7 @@ int main(void)
     test_rate_bucket();
     test_reader();
     test_head_runs();
+    test_reader_lazy_timeout();
+    test_head_sizes();
     return tap_done();
 }
