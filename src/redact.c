@@ -33,8 +33,8 @@ static bool is_b64url(unsigned char c)
 
 /* Token prefixes of well-known credential formats, each with the bytes that
  * may follow and how many at least (so that "ghp_x" in prose is left alone).
- * Grouped by first byte ('y', 'g', 'A'), which the scan tests before any
- * compare. */
+ * Grouped by first byte ('y': [0, 1), 'g': [1, 7), 'A': [7, 9), as token_at
+ * takes them), which the scan tests before any compare. */
 static const struct {
     const char *prefix;
     size_t len; /* strlen(prefix) */
@@ -62,13 +62,18 @@ static bool body_char(int kind, unsigned char c)
     }
 }
 
-/* A token shape starting at v[i], which starts a word. */
+/* A token shape starting at v[i], which starts a word (and is 'y', 'g' or
+ * 'A', the first bytes of token_shapes: rc_class). */
 static bool token_at(const char *v, size_t n, size_t i)
 {
-    for (size_t k = 0; k < sizeof(token_shapes) / sizeof(token_shapes[0]); k++) {
+    /* the shapes of v[i]'s group only (the table is in first-byte order),
+     * and the second byte tested before any compare */
+    size_t k = v[i] == 'y' ? 0 : v[i] == 'g' ? 1 : 7, end = v[i] == 'y' ? 1 : v[i] == 'g' ? 7 : 9;
+
+    for (; k < end; k++) {
         size_t pl = token_shapes[k].len, j;
         if (v[i] != token_shapes[k].prefix[0] || n - i < pl ||
-            memcmp(v + i, token_shapes[k].prefix, pl) != 0)
+            v[i + 1] != token_shapes[k].prefix[1] || memcmp(v + i, token_shapes[k].prefix, pl) != 0)
             continue;
         for (j = i + pl; j < n && body_char(token_shapes[k].body, (unsigned char)v[j]); j++)
             ;
@@ -98,9 +103,23 @@ static const struct {
     {"bearer ", 7}, {"basic ", 6}, {"digest ", 7}, {"negotiate ", 10}, {"aws4-hmac-sha256 ", 17},
 };
 
+/* Per byte: RC_ALNUM for [A-Za-z0-9] (the byte after one starts no word),
+ * RC_JWS for 'e' (a JWS may start there), RC_TOKEN for 'y', 'g' and 'A' (a
+ * token shape may start there when a word does). The scan below is one load
+ * and one test a byte for every other byte. */
+enum { RC_ALNUM = 1, RC_JWS = 2, RC_TOKEN = 4 };
+static const unsigned char rc_class[256] = {
+    ['0' ... '9'] = RC_ALNUM,    ['A'] = RC_ALNUM | RC_TOKEN,
+    ['B' ... 'Z'] = RC_ALNUM,    ['a' ... 'd'] = RC_ALNUM,
+    ['e'] = RC_ALNUM | RC_JWS,   ['f'] = RC_ALNUM,
+    ['g'] = RC_ALNUM | RC_TOKEN, ['h' ... 'x'] = RC_ALNUM,
+    ['y'] = RC_ALNUM | RC_TOKEN, ['z'] = RC_ALNUM,
+};
+
 bool redact_is_credential(const char *v, size_t n)
 {
-    bool word = false; /* v[i - 1] is alphanumeric: v[i] starts no word */
+    const unsigned char *u;
+    unsigned word = 0; /* RC_ALNUM when v[i - 1] is alphanumeric: v[i] starts no word */
 
     while (n && (*v == ' ' || *v == '\t')) {
         v++;
@@ -114,13 +133,16 @@ bool redact_is_credential(const char *v, size_t n)
                 return true;
     }
     /* one pass: a JWS anywhere, a token shape where a word starts */
+    u = (const unsigned char *)v;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c == 'e' && jws_at(v, n, i))
-            return true;
-        if (!word && (c == 'y' || c == 'g' || c == 'A') && token_at(v, n, i))
-            return true;
-        word = is_alnum(c);
+        unsigned k = rc_class[u[i]];
+        if (k & (RC_JWS | RC_TOKEN)) {
+            if ((k & RC_JWS) && jws_at(v, n, i))
+                return true;
+            if ((k & RC_TOKEN) && !word && token_at(v, n, i))
+                return true;
+        }
+        word = k & RC_ALNUM;
     }
     return false;
 }
