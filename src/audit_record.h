@@ -150,15 +150,30 @@ static inline uint64_t json_bad8(const char *s)
 }
 
 #ifdef AUDIT_RECORD_SSE2
-/* The same for 16 bytes: as signed bytes, 0x80-0xff are below 0x20 too. */
-static inline bool json_bad16(const char *s)
+/* The same for 16 bytes: non-zero when one is below 0x20, above 0x7e, '"'
+ * or '\\'. Adding 0x60 maps 0x20-0x7e to -128..-34 as signed bytes and
+ * every other byte above -34, so the range is one add and one compare. */
+static inline int json_bad_v(__m128i v)
 {
-    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
-    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
-                             _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
-    return _mm_movemask_epi8(m) != 0;
+    __m128i out = _mm_cmpgt_epi8(_mm_add_epi8(v, _mm_set1_epi8(0x60)), _mm_set1_epi8(-34));
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"')), bs = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    return _mm_movemask_epi8(_mm_or_si128(out, _mm_or_si128(q, bs)));
+}
+
+static inline int json_bad16(const char *s)
+{
+    return json_bad_v(_mm_loadu_si128((const __m128i *)(const void *)s));
+}
+
+/* Two words (up to 16 bytes of a string, 'A' where it has none) at once. */
+static inline int json_bad_2w(uint64_t lo, uint64_t hi)
+{
+    return json_bad_v(_mm_set_epi64x((long long)hi, (long long)lo));
+}
+#else
+static inline uint64_t json_bad_2w(uint64_t lo, uint64_t hi)
+{
+    return json_bad_word(lo) | json_bad_word(hi);
 }
 #endif
 
@@ -169,9 +184,10 @@ static inline bool json_bad16(const char *s)
  * holds some twenty strings, most of them short, so a short one must cost
  * as little as a long one): 1-3 bytes are checked as one word (first,
  * middle and last byte, the rest 'A'), 4-7 as two overlapping 4-byte loads,
- * 8-16 as two overlapping words, longer ones by 16 (SSE2) or 8 bytes with
- * the last block overlapping the one before; each block checked is the
- * block stored. Only s[0, n) is read and d[0, n) written.
+ * 8-16 as two overlapping words (with SSE2 either in one 16-byte check),
+ * longer ones by 16 (SSE2) or 8 bytes with the last block overlapping the
+ * one before; each block checked is the block stored. Only s[0, n) is read
+ * and d[0, n) written.
  */
 static inline __attribute__((always_inline)) bool json_copy_plain(char *d, const char *s, size_t n)
 {
@@ -184,8 +200,9 @@ static inline __attribute__((always_inline)) bool json_copy_plain(char *d, const
         d[0] = s[0];
         d[n >> 1] = s[n >> 1];
         d[n - 1] = s[n - 1];
-        return !json_bad_word(0x4141414141000000ull | u[0] | (uint64_t)u[n >> 1] << 8 |
-                              (uint64_t)u[n - 1] << 16);
+        return !json_bad_2w(0x4141414141000000ull | u[0] | (uint64_t)u[n >> 1] << 8 |
+                                (uint64_t)u[n - 1] << 16,
+                            0x4141414141414141ull);
     }
     if (n < 8) {
         uint32_t lo, hi;
@@ -193,7 +210,7 @@ static inline __attribute__((always_inline)) bool json_copy_plain(char *d, const
         memcpy(&hi, s + n - 4, 4);
         memcpy(d, &lo, 4);
         memcpy(d + n - 4, &hi, 4);
-        return !json_bad_word(lo | (uint64_t)hi << 32);
+        return !json_bad_2w(lo | (uint64_t)hi << 32, 0x4141414141414141ull);
     }
     if (n <= 16) {
         uint64_t lo, hi;
@@ -201,7 +218,7 @@ static inline __attribute__((always_inline)) bool json_copy_plain(char *d, const
         memcpy(&hi, s + n - 8, 8);
         memcpy(d, &lo, 8);
         memcpy(d + n - 8, &hi, 8);
-        return !(json_bad_word(lo) | json_bad_word(hi));
+        return !json_bad_2w(lo, hi);
     }
 #ifdef AUDIT_RECORD_SSE2
     for (; i + 16 <= n; i += 16) {

@@ -136,7 +136,7 @@ static void test_strings(void)
 {
     static char s[8192];
     static const size_t caps[] = {CAP_METHOD, CAP_ACCOUNT, CAP_HASH, CAP_ID, CAP_UA};
-    size_t bad = 0, runs = 0, plain_bad = 0;
+    size_t bad = 0, runs = 0, plain_bad = 0, fast_bad = 0;
 
     ok(check_str(NULL, 0, CAP_ID, "NULL"), "sb_str: NULL is null");
     ok(check_str("", 0, CAP_ID, "empty"), "sb_str: the empty string");
@@ -160,11 +160,17 @@ static void test_strings(void)
                     /* the plain word check: the verdict, and the bytes when clean */
                     if (plain_json_copy(d, s, n) != clean || (clean && memcmp(d, ref, n + 1)))
                         plain_bad++;
+                    /* and this build's (SSE2 on x86-64): a wrong "needs escaping"
+                     * would not change sb_str's bytes, only its cost */
+                    memset(d, 'x', sizeof(d));
+                    if (json_copy_plain(d, s, n) != clean || (clean && memcmp(d, ref, n + 1)))
+                        fast_bad++;
                 }
             }
     ok(!bad, "sb_str = the plain escaper on %zu strings of 0-80 bytes (%zu differ)", runs, bad);
     ok(!plain_bad, "the word check without SSE2: the same verdicts and bytes (%zu differ)",
        plain_bad);
+    ok(!fast_bad, "json_copy_plain: the exact verdict and bytes on each (%zu differ)", fast_bad);
     /* around each cap: clean and not, cut inside an escape or not */
     bad = runs = 0;
     for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++)
