@@ -306,8 +306,13 @@ PUT(put_client)
 }
 PUT(put_user_agent)
 {
+    int j = r->request.user_agent_judged; /* the caller's verdict, else ours */
+
     if (r->request.user_agent &&
-        redact_is_credential(r->request.user_agent, r->request.user_agent_len))
+        (j == AUDIT_UA_PLAIN ? false
+         : j == AUDIT_UA_CREDENTIAL
+             ? true
+             : redact_is_credential(r->request.user_agent, r->request.user_agent_len)))
         sb_lit(b, "\"[redacted]\"");
     else
         sb_str(b, r->request.user_agent, r->request.user_agent_len, CAP_UA);

@@ -310,6 +310,7 @@ static void test_records(void)
             r.request.user_agent = "Bearer abcdef";
             r.request.user_agent_len = 13;
         }
+        r.request.user_agent_judged = (int)below(4);
         r.request.bytes_in = (uint64_t)gen_int();
         r.request.n_headers = below(AUDIT_MAX_RECORD_HEADERS + 4);
         for (size_t h = 0; h < r.request.n_headers; h++) {
@@ -371,6 +372,38 @@ static void test_records(void)
     ok(truncated > runs / 10 && truncated < runs, "of which %zu cut (some, not all)", truncated);
     for (size_t i = 0; i < 5; i++)
         audit_rh_free(&rh[i]);
+}
+
+/* The User-Agent's verdict a caller passes (conn.c judges it once for the
+ * record and its access log): taken as given; unjudged, the formatter's. */
+static void test_user_agent_judged(void)
+{
+    static const struct {
+        const char *ua;
+        int judged;
+        const char *want;
+    } cases[] = {
+        {"Bearer abc", AUDIT_UA_UNJUDGED, "\"user_agent\":\"[redacted]\""},
+        {"curl/8.5.0", AUDIT_UA_UNJUDGED, "\"user_agent\":\"curl/8.5.0\""},
+        {"Bearer abc", AUDIT_UA_CREDENTIAL, "\"user_agent\":\"[redacted]\""},
+        {"curl/8.5.0", AUDIT_UA_PLAIN, "\"user_agent\":\"curl/8.5.0\""},
+        {"curl/8.5.0", AUDIT_UA_CREDENTIAL, "\"user_agent\":\"[redacted]\""},
+        {"Bearer abc", 7, "\"user_agent\":\"[redacted]\""}, /* not a verdict: judged here */
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct audit_record r;
+        struct sb b = {0};
+        memset(&r, 0, sizeof(r));
+        r.ts_ms = 1;
+        r.request.user_agent = cases[i].ua;
+        r.request.user_agent_len = strlen(cases[i].ua);
+        r.request.user_agent_judged = cases[i].judged;
+        audit_record_format(&b, &r, NULL, 0);
+        ok(strstr(b.buf.p, cases[i].want) != NULL, "user_agent \"%s\" judged %d: %s", cases[i].ua,
+           cases[i].judged, cases[i].want);
+        buf_free(&b.buf);
+    }
 }
 
 /* ------------------------------------------------------------ util */
@@ -439,6 +472,7 @@ int main(void)
 {
     test_strings();
     test_records();
+    test_user_agent_judged();
     test_numbers_and_hex();
     return tap_done();
 }
