@@ -91,8 +91,8 @@ static inline void sb_fmt(struct sb *b, const char *fmt, ...)
 
 /* Integers and trusted constant strings (codes, names, timestamps) without
  * printf: audit_record_body runs on every request, and two vsnprintf passes
- * per member cost more than everything else in it. Below 100 (statuses'
- * tens, workers, most latencies) one pair-table load; else u64_decimal
+ * per member cost more than everything else in it. Below 1000 (statuses,
+ * workers, most latencies) at most one pair-table load; else u64_decimal
  * writes the digits in place. */
 static inline void sb_u64(struct sb *b, uint64_t v)
 {
@@ -107,6 +107,10 @@ static inline void sb_u64(struct sb *b, uint64_t v)
     } else if (v < 100) {
         memcpy(b->buf.p + b->buf.len, pairs + 2 * v, 2);
         b->buf.len += 2;
+    } else if (v < 1000) { /* statuses */
+        b->buf.p[b->buf.len] = (char)('0' + v / 100);
+        memcpy(b->buf.p + b->buf.len + 1, pairs + 2 * (v % 100), 2);
+        b->buf.len += 3;
     } else {
         b->buf.len += u64_decimal(v, b->buf.p + b->buf.len);
     }

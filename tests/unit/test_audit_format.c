@@ -278,8 +278,8 @@ static void test_records(void)
         memset(&r, 0, sizeof(r));
         r.ts_ms = 1 + (int64_t)below(4000000000000ull); /* > 0: no clock read in between */
         r.request_id = gen_cmember(0, CAP_ID);
-        r.decision = (enum decision)below(4);
-        r.reason = (enum reason)below(REASON__COUNT);
+        r.decision = (enum decision)below(5); /* 4: none of them */
+        r.reason = (enum reason)(below(20) ? below(REASON__COUNT) : REASON__COUNT + below(3));
         r.status = (int)gen_int();
         r.step = gen_cmember(1, CAP_STEP);
         r.dry_run = below(2);
