@@ -12,8 +12,8 @@
  *     audit_request_members) on generated records: every member present or
  *     absent, strings at and past their caps, numbers at the limits,
  *     recorded headers, queries and links to redact;
- *   - u64_decimal against snprintf, hex_encode against a plain loop, and
- *     sha256_hex against hex_encode of sha256_raw.
+ *   - u64_decimal and the record's sb_i64 against snprintf, hex_encode
+ *     against a plain loop, and sha256_hex against hex_encode of sha256_raw.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -438,6 +438,28 @@ static void test_numbers_and_hex(void)
         runs++;
     }
     ok(!bad, "u64_decimal = snprintf on %zu numbers (every power of 2 and 10 and around)", runs);
+
+    /* the record's own numbers (inline below 1000) */
+    bad = runs = 0;
+    for (int64_t v = -3000; v <= 3000; v++) {
+        struct sb b = {0};
+        sb_i64(&b, v);
+        snprintf(want, sizeof(want), "%" PRId64, v);
+        bad += strcmp(b.buf.p, want) != 0;
+        runs++;
+        buf_free(&b.buf);
+    }
+    for (int k = 0; k < 2000; k++) {
+        struct sb b = {0};
+        int64_t v = (int64_t)(next() >> (1 + below(63))); /* 0 .. 2^63-1 */
+        v = k % 3 == 0 ? INT64_MIN + v : k % 3 == 1 ? -v : v;
+        sb_i64(&b, v);
+        snprintf(want, sizeof(want), "%" PRId64, v);
+        bad += strcmp(b.buf.p, want) != 0;
+        runs++;
+        buf_free(&b.buf);
+    }
+    ok(!bad, "sb_i64 = snprintf on %zu numbers (every one within 3000)", runs);
 
     bad = runs = 0;
     for (size_t len = 0; len <= sizeof(in); len++)
