@@ -54,6 +54,11 @@ struct audit_header {
  * `(ptr, len)` field with ptr NULL likewise. docs/audit.md maps each field to
  * its JSON member.
  */
+/* What the caller already found of a record's User-Agent, so that one
+ * redact_is_credential serves the record and the access log (conn.c):
+ * UNJUDGED (0, a zeroed record) leaves it to the record's formatter. */
+enum { AUDIT_UA_UNJUDGED, AUDIT_UA_PLAIN, AUDIT_UA_CREDENTIAL };
+
 struct audit_record {
     int64_t ts_ms;          /* when the request head was complete, ms since the epoch (UTC) */
     const char *request_id; /* baton's own id for the request: never the client's */
@@ -82,6 +87,8 @@ struct audit_record {
         const char *client; /* peer address "ip:port" (NUL-terminated) */
         const char *user_agent;
         size_t user_agent_len;
+        /* AUDIT_UA_*: whether the caller found user_agent credential-shaped */
+        int user_agent_judged;
         uint64_t bytes_in; /* request body bytes received */
         const struct audit_header *headers;
         size_t n_headers;

@@ -1,10 +1,11 @@
 /*
  * audit_record.c: the audit record formats (audit.h, docs/audit.md): a
- * request record's body as a worker formats it before queueing it (from
- * audit_request_members, the one table of its members, which the canonical
- * form in audit_canon.c orders by too), the writer's prefix (v, seq, prev,
- * log) and the checkpoint line. Every string is escaped and capped so a
- * record fits AUDIT_LINE_MAX; credentials are never recorded.
+ * request record's body as a worker formats it before queueing it (in the
+ * order of audit_request_members, the one table of its members, which the
+ * canonical form in audit_canon.c orders by too: written straight, with the
+ * table walk kept as the plain way it must match), the writer's prefix (v,
+ * seq, prev, log) and the checkpoint line. Every string is escaped and
+ * capped so a record fits AUDIT_LINE_MAX; credentials are never recorded.
  */
 #include "audit_record.h"
 
@@ -54,15 +55,65 @@ void audit_fmt_ts(int64_t ms, char out[32])
     out[24] = '\0';
 }
 
+/* Length of s once escaped (canonical form: audit_canon.h). */
+static size_t escaped_len(const char *s, size_t n)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out += (c == '"' || c == '\\') ? 2 : (c < 0x20 || c >= 0x7f) ? 6 : 1;
+    }
+    return out;
+}
+
+void sb_str_escaped(struct sb *b, const char *s, size_t n, size_t cap)
+{
+    size_t want = escaped_len(s, n), room = (want < cap ? want : cap) + 1, w;
+
+    sb_reserve(b, room + 2);
+    b->buf.p[b->buf.len++] = '"';
+    w = json_escape(b->buf.p + b->buf.len, room, s, n);
+    b->buf.len += w;
+    b->buf.p[b->buf.len++] = '"';
+    b->buf.p[b->buf.len] = '\0';
+    if (w < want)
+        b->truncated = true;
+}
+
+void sb_str(struct sb *b, const char *s, size_t n, size_t cap)
+{
+    char *o;
+
+    if (!s) {
+        sb_lit(b, "null");
+        return;
+    }
+    if (n <= cap) {
+        sb_reserve(b, n + 2);
+        o = b->buf.p + b->buf.len;
+        if (json_copy_plain(o + 1, s, n)) {
+            o[0] = '"';
+            o[n + 1] = '"';
+            o[n + 2] = '\0';
+            b->buf.len += n + 2;
+            return;
+        }
+        o[0] = '\0'; /* the contents end where they did */
+    }
+    sb_str_escaped(b, s, n, cap);
+}
+
 /* ------------------------------------------------- the request record's members */
 
 /*
- * The request record is written from one table, audit_request_members: each
+ * The request record is defined by one table, audit_request_members: each
  * member's name, its place, how its value is written, and for an object its
- * own members. audit_canon.c rebuilds lines in the order of the same table,
- * so adding a member is one entry here (and its put function), and the
- * writer and the canonical form cannot disagree (test_audit_canon checks a
- * record against the table member by member).
+ * own members. audit_canon.c rebuilds lines in the order of the same table.
+ * audit_record_format writes the same members straight (no table step per
+ * member), so adding a member is one entry here, its put function and its
+ * line there; test_audit_canon checks a record against the table member by
+ * member and test_audit_format the straight writer against the table walk
+ * (audit_record_format_by_table) byte for byte.
  */
 
 /* What a record is formatted with besides itself. */
@@ -161,9 +212,27 @@ PUT(put_policy_sha256)
     sb_cstr(b, r->policy_sha256, CAP_HASH);
     return true;
 }
+/* Whether each optional object is written (else null), for both writers. */
+static bool has_policy(const struct audit_record *r)
+{
+    return r->policy_file || r->policy_sha256;
+}
+static bool has_caller(const struct audit_record *r)
+{
+    return r->caller.token_sha256 || r->caller.iss || r->caller.sub;
+}
+static bool has_upstream(const struct audit_record *r)
+{
+    return r->upstream.name != NULL;
+}
+static bool has_link(const struct audit_record *r)
+{
+    return r->link.op != NULL;
+}
+
 PUT(put_policy)
 {
-    return put_object(b, r, f, self, r->policy_file || r->policy_sha256);
+    return put_object(b, r, f, self, has_policy(r));
 }
 
 PUT(put_caller_verified)
@@ -203,7 +272,7 @@ PUT(put_caller_token)
 }
 PUT(put_caller)
 {
-    return put_object(b, r, f, self, r->caller.token_sha256 || r->caller.iss || r->caller.sub);
+    return put_object(b, r, f, self, has_caller(r));
 }
 
 PUT(put_method)
@@ -237,8 +306,13 @@ PUT(put_client)
 }
 PUT(put_user_agent)
 {
+    int j = r->request.user_agent_judged; /* the caller's verdict, else ours */
+
     if (r->request.user_agent &&
-        redact_is_credential(r->request.user_agent, r->request.user_agent_len))
+        (j == AUDIT_UA_PLAIN ? false
+         : j == AUDIT_UA_CREDENTIAL
+             ? true
+             : redact_is_credential(r->request.user_agent, r->request.user_agent_len)))
         sb_lit(b, "\"[redacted]\"");
     else
         sb_str(b, r->request.user_agent, r->request.user_agent_len, CAP_UA);
@@ -321,7 +395,7 @@ PUT(put_up_audience)
 }
 PUT(put_upstream)
 {
-    return put_object(b, r, f, self, r->upstream.name != NULL);
+    return put_object(b, r, f, self, has_upstream(r));
 }
 
 PUT(put_bytes_out)
@@ -409,7 +483,7 @@ PUT(put_link_minter)
 }
 PUT(put_link)
 {
-    return put_object(b, r, f, self, r->link.op != NULL);
+    return put_object(b, r, f, self, has_link(r));
 }
 
 /* Only in a record a capped string or the header list was cut in: it comes
@@ -494,20 +568,191 @@ static void put_members(struct sb *b, const struct audit_record *r, const struct
     }
 }
 
-/* Formats into `b` (which may start on a borrowed buffer). */
-void audit_record_format(struct sb *b0, const struct audit_record *r, const struct audit_rh *rh,
-                         size_t n_rh)
+/* The members every record has before its own, up to the opening quote of
+ * `ts`, and `ts` itself (24 bytes, audit_fmt_ts). */
+static void put_kind_ts(struct sb *b, const struct audit_record *r)
 {
-    struct sb b = *b0;
-    const struct audit_fmt f = {rh, n_rh};
+    static const char head[] = "\"kind\":\"request\",\"ts\":\"";
     char ts[32];
 
     audit_fmt_ts(r->ts_ms > 0 ? r->ts_ms : now_ms(), ts);
-    sb_lit(&b, "\"kind\":\"request\",\"ts\":\"");
-    sb_raw(&b, ts);
+    sb_reserve(b, sizeof(head) + 24);
+    memcpy(b->buf.p + b->buf.len, head, sizeof(head) - 1);
+    memcpy(b->buf.p + b->buf.len + sizeof(head) - 1, ts, 24);
+    b->buf.len += sizeof(head) - 1 + 24;
+    b->buf.p[b->buf.len] = '\0';
+}
+
+void audit_record_format_by_table(struct sb *b0, const struct audit_record *r,
+                                  const struct audit_rh *rh, size_t n_rh)
+{
+    struct sb b = *b0;
+    const struct audit_fmt f = {rh, n_rh};
+
+    put_kind_ts(&b, r);
     sb_lit(&b, "\"");
     put_members(&b, r, &f, audit_request_members, false);
     *b0 = b;
+}
+
+/* Each reason's code as the record quotes it, rendered at compile time from
+ * reason.h's list: a copy of known length instead of a lookup, a strlen and
+ * two quotes. */
+static const struct {
+    const char *s;
+    size_t len;
+} reason_quoted[REASON__COUNT] = {
+#define REASON_QUOTED(name, code, status) [REASON_##name] = {"\"" code "\"", sizeof(code) + 1},
+    REASONS(REASON_QUOTED)
+#undef REASON_QUOTED
+};
+
+/* From the decision through the reason's opening: `,"decision":"allow","reason":`
+ * as one literal per decision. */
+static void put_decision_reason(struct sb *b, const struct audit_record *r)
+{
+    switch (r->decision) {
+    case DECISION_ALLOW:
+        sb_lit(b, ",\"decision\":\"allow\",\"reason\":");
+        break;
+    case DECISION_DENY:
+        sb_lit(b, ",\"decision\":\"deny\",\"reason\":");
+        break;
+    case DECISION_WOULD_DENY:
+        sb_lit(b, ",\"decision\":\"would_deny\",\"reason\":");
+        break;
+    default: /* decision_name's, as the table walk writes it */
+        sb_lit(b, ",\"decision\":");
+        (void)put_decision(b, r, NULL, NULL);
+        sb_lit(b, ",\"reason\":");
+        break;
+    }
+    if ((unsigned)r->reason < REASON__COUNT)
+        sb_put(b, reason_quoted[r->reason].s, reason_quoted[r->reason].len);
+    else
+        (void)put_reason(b, r, NULL, NULL);
+}
+
+/*
+ * The same bytes as audit_record_format_by_table, written straight: each run
+ * of constant text between two values (a closing quote, the next member's
+ * key, an object's brace) is one literal copy, each value the member's own
+ * put function (inlined), and no member costs a table step or an indirect
+ * call. The order and nesting here are audit_request_members' (that table
+ * is the record's definition: the canonical form orders by it), which
+ * test_audit_canon checks member by member and test_audit_format byte for
+ * byte on generated records against the table walk.
+ */
+void audit_record_format(struct sb *b0, const struct audit_record *r, const struct audit_rh *rh,
+                         size_t n_rh)
+{
+    struct sb bb = *b0, *b = &bb;
+    const struct audit_fmt fmt = {rh, n_rh}, *f = &fmt;
+
+#define V(fn) (void)fn(b, r, f, NULL)
+    put_kind_ts(b, r);
+    sb_lit(b, "\",\"request_id\":");
+    V(put_request_id);
+    put_decision_reason(b, r);
+    sb_lit(b, ",\"status\":");
+    V(put_status);
+    sb_lit(b, ",\"step\":");
+    V(put_step);
+    if (r->dry_run)
+        sb_lit(b, ",\"dry_run\":true,\"policy\":");
+    else
+        sb_lit(b, ",\"dry_run\":false,\"policy\":");
+    if (has_policy(r)) {
+        sb_lit(b, "{\"file\":");
+        V(put_policy_file);
+        sb_lit(b, ",\"sha256\":");
+        V(put_policy_sha256);
+        sb_lit(b, "},\"caller\":");
+    } else {
+        sb_lit(b, "null,\"caller\":");
+    }
+    if (has_caller(r)) {
+        if (r->caller.verified)
+            sb_lit(b, "{\"verified\":true,\"iss\":");
+        else
+            sb_lit(b, "{\"verified\":false,\"iss\":");
+        V(put_caller_iss);
+        sb_lit(b, ",\"sub\":");
+        V(put_caller_sub);
+        sb_lit(b, ",\"audience\":");
+        V(put_caller_audience);
+        sb_lit(b, ",\"jti\":");
+        V(put_caller_jti);
+        sb_lit(b, ",\"aws_account\":");
+        V(put_caller_account);
+        sb_lit(b, ",\"token_sha256\":");
+        V(put_caller_token);
+        sb_lit(b, "},\"request\":{\"method\":");
+    } else {
+        sb_lit(b, "null,\"request\":{\"method\":");
+    }
+    V(put_method); /* request is always present (put_request) */
+    sb_lit(b, ",\"path\":");
+    V(put_path);
+    sb_lit(b, ",\"query\":");
+    V(put_query);
+    sb_lit(b, ",\"client\":");
+    V(put_client);
+    sb_lit(b, ",\"user_agent\":");
+    V(put_user_agent);
+    sb_lit(b, ",\"bytes_in\":");
+    V(put_bytes_in);
+    sb_lit(b, ",\"headers\":");
+    V(put_headers);
+    if (has_upstream(r)) {
+        sb_lit(b, "},\"upstream\":{\"name\":");
+        V(put_up_name);
+        sb_lit(b, ",\"status\":");
+        V(put_up_status);
+        sb_lit(b, ",\"latency_ms\":");
+        V(put_up_latency);
+        sb_lit(b, ",\"bytes\":");
+        V(put_up_bytes);
+        sb_lit(b, ",\"identity\":");
+        V(put_up_identity);
+        sb_lit(b, ",\"audience\":");
+        V(put_up_audience);
+        sb_lit(b, "},\"bytes_out\":");
+    } else {
+        sb_lit(b, "},\"upstream\":null,\"bytes_out\":");
+    }
+    V(put_bytes_out);
+    sb_lit(b, ",\"duration_ms\":");
+    V(put_duration);
+    sb_lit(b, ",\"worker\":");
+    V(put_worker);
+    sb_lit(b, ",\"client_request_id\":");
+    V(put_client_request_id);
+    if (has_link(r)) {
+        sb_lit(b, ",\"link\":{\"op\":");
+        V(put_link_op);
+        sb_lit(b, ",\"id\":");
+        V(put_link_id);
+        sb_lit(b, ",\"method\":");
+        V(put_link_method);
+        sb_lit(b, ",\"path\":");
+        V(put_link_path);
+        sb_lit(b, ",\"exp\":");
+        V(put_link_exp);
+        sb_lit(b, ",\"uses\":");
+        V(put_link_uses);
+        sb_lit(b, ",\"kid\":");
+        V(put_link_kid);
+        sb_lit(b, ",\"minter\":");
+        V(put_link_minter);
+        sb_lit(b, "}");
+    } else {
+        sb_lit(b, ",\"link\":null");
+    }
+    if (b->truncated) /* put_truncated's */
+        sb_lit(b, ",\"truncated\":true");
+#undef V
+    *b0 = bb;
 }
 
 char *audit_record_body(const struct audit_record *r, char *const *allowed, size_t n_allowed,

@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __SSE2__
+/* x86-64's SSE2 string check, unless a test builds the plain one
+ * (AUDIT_RECORD_NO_SIMD: test_audit_format_plain.c) */
+#if defined(__SSE2__) && !defined(AUDIT_RECORD_NO_SIMD)
+#define AUDIT_RECORD_SSE2 1
 #include <emmintrin.h>
 #endif
 
@@ -88,23 +91,30 @@ static inline void sb_fmt(struct sb *b, const char *fmt, ...)
 
 /* Integers and trusted constant strings (codes, names, timestamps) without
  * printf: audit_record_body runs on every request, and two vsnprintf passes
- * per member cost more than everything else in it. */
+ * per member cost more than everything else in it. Below 1000 (statuses,
+ * workers, most latencies) at most one pair-table load; else u64_decimal
+ * writes the digits in place. */
 static inline void sb_u64(struct sb *b, uint64_t v)
 {
-    char t[20];
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
 
-    if (v < 1000) { /* statuses, workers, most latencies and sizes: no call */
-        size_t n = v < 10 ? 1 : v < 100 ? 2 : 3, i = n;
-        sb_reserve(b, 3);
-        do {
-            b->buf.p[b->buf.len + --i] = (char)('0' + v % 10);
-            v /= 10;
-        } while (i);
-        b->buf.len += n;
-        b->buf.p[b->buf.len] = '\0';
-        return;
+    sb_reserve(b, 20);
+    if (v < 10) {
+        b->buf.p[b->buf.len++] = (char)('0' + v);
+    } else if (v < 100) {
+        memcpy(b->buf.p + b->buf.len, pairs + 2 * v, 2);
+        b->buf.len += 2;
+    } else if (v < 1000) { /* statuses */
+        b->buf.p[b->buf.len] = (char)('0' + v / 100);
+        memcpy(b->buf.p + b->buf.len + 1, pairs + 2 * (v % 100), 2);
+        b->buf.len += 3;
+    } else {
+        b->buf.len += u64_decimal(v, b->buf.p + b->buf.len);
     }
-    sb_put(b, t, u64_decimal(v, t));
+    b->buf.p[b->buf.len] = '\0';
 }
 
 static inline void sb_i64(struct sb *b, int64_t v)
@@ -122,104 +132,134 @@ static inline void sb_raw(struct sb *b, const char *s)
     sb_put(b, s, strlen(s));
 }
 
-/* Length of s once json_escape'd. */
-static inline size_t escaped_len(const char *s, size_t n)
-{
-    size_t out = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        out += (c == '"' || c == '\\') ? 2 : (c < 0x20 || c >= 0x7f) ? 6 : 1;
-    }
-    return out;
-}
-
-/* True when s has nothing to escape (most strings in a record: ids, hashes,
- * claims, paths): for each byte of w, a set high bit in the result flags one
- * below 0x20, above 0x7e, '"' or '\\'. */
-static inline uint64_t json_bad8(const char *s)
+/* For each byte of w, a set high bit in the result flags one below 0x20,
+ * above 0x7e, '"' or '\\' (as a whole, zero means none: a flag may also
+ * land on the byte after a flagged one, never when none is). */
+static inline uint64_t json_bad_word(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t w, q, bs;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
 
-    memcpy(&w, s, 8);
-    q = w ^ (ones * '"');
-    bs = w ^ (ones * '\\');
     return (((w - ones * 0x20) & ~w) | ((w + ones) | w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) &
            highs;
 }
 
-#ifdef __SSE2__
-/* The same for 16 bytes: as signed bytes, 0x80-0xff are below 0x20 too. */
-static inline bool json_bad16(const char *s)
+/* The same for the 8 bytes at s. */
+static inline uint64_t json_bad8(const char *s)
 {
-    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
-    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
-                             _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
-    return _mm_movemask_epi8(m) != 0;
+    uint64_t w;
+
+    memcpy(&w, s, 8);
+    return json_bad_word(w);
+}
+
+#ifdef AUDIT_RECORD_SSE2
+/* The same for 16 bytes: non-zero when one is below 0x20, above 0x7e, '"'
+ * or '\\'. Adding 0x60 maps 0x20-0x7e to -128..-34 as signed bytes and
+ * every other byte above -34, so the range is one add and one compare. */
+static inline int json_bad_v(__m128i v)
+{
+    __m128i out = _mm_cmpgt_epi8(_mm_add_epi8(v, _mm_set1_epi8(0x60)), _mm_set1_epi8(-34));
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"')), bs = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    return _mm_movemask_epi8(_mm_or_si128(out, _mm_or_si128(q, bs)));
+}
+
+static inline int json_bad16(const char *s)
+{
+    return json_bad_v(_mm_loadu_si128((const __m128i *)(const void *)s));
+}
+
+/* Two words (up to 16 bytes of a string, 'A' where it has none) at once. */
+static inline int json_bad_2w(uint64_t lo, uint64_t hi)
+{
+    return json_bad_v(_mm_set_epi64x((long long)hi, (long long)lo));
+}
+#else
+static inline uint64_t json_bad_2w(uint64_t lo, uint64_t hi)
+{
+    return json_bad_word(lo) | json_bad_word(hi);
 }
 #endif
 
-/* Whole words only, the last one overlapping the one before (a string of
- * 8 bytes or more is never read byte by byte): a record holds some thirty
- * strings, most of them short, so the tail is what costs. */
-static inline bool json_plain(const char *s, size_t n)
+/*
+ * Copies s (n bytes) to d when nothing in it needs escaping (most strings in
+ * a record: ids, hashes, claims, paths) and says so; else returns false,
+ * having written some of d[0, n). One pass, never byte by byte (a record
+ * holds some twenty strings, most of them short, so a short one must cost
+ * as little as a long one): 1-3 bytes are checked as one word (first,
+ * middle and last byte, the rest 'A'), 4-7 as two overlapping 4-byte loads,
+ * 8-16 as two overlapping words (with SSE2 either in one 16-byte check),
+ * longer ones by 16 (SSE2) or 8 bytes with the last block overlapping the
+ * one before; each block checked is the block stored. Only s[0, n) is read
+ * and d[0, n) written.
+ */
+static inline __attribute__((always_inline)) bool json_copy_plain(char *d, const char *s, size_t n)
 {
     size_t i = 0;
 
+    if (n < 4) {
+        const unsigned char *u = (const unsigned char *)s;
+        if (!n)
+            return true;
+        d[0] = s[0];
+        d[n >> 1] = s[n >> 1];
+        d[n - 1] = s[n - 1];
+        return !json_bad_2w(0x4141414141000000ull | u[0] | (uint64_t)u[n >> 1] << 8 |
+                                (uint64_t)u[n - 1] << 16,
+                            0x4141414141414141ull);
+    }
     if (n < 8) {
-        unsigned bad = 0;
-        for (; i < n; i++) {
-            unsigned char c = (unsigned char)s[i];
-            bad |= c < 0x20 || c >= 0x7f || c == '"' || c == '\\';
-        }
-        return !bad;
+        uint32_t lo, hi;
+        memcpy(&lo, s, 4);
+        memcpy(&hi, s + n - 4, 4);
+        memcpy(d, &lo, 4);
+        memcpy(d + n - 4, &hi, 4);
+        return !json_bad_2w(lo | (uint64_t)hi << 32, 0x4141414141414141ull);
     }
-#ifdef __SSE2__
-    if (n >= 16) {
-        for (; i + 16 <= n; i += 16)
-            if (json_bad16(s + i))
-                return false;
-        return i == n || !json_bad16(s + n - 16);
+    if (n <= 16) {
+        uint64_t lo, hi;
+        memcpy(&lo, s, 8);
+        memcpy(&hi, s + n - 8, 8);
+        memcpy(d, &lo, 8);
+        memcpy(d + n - 8, &hi, 8);
+        return !json_bad_2w(lo, hi);
     }
-#endif
-    for (; i + 8 <= n; i += 8)
+#ifdef AUDIT_RECORD_SSE2
+    for (; i + 16 <= n; i += 16) {
+        if (json_bad16(s + i))
+            return false;
+        _mm_storeu_si128((__m128i *)(void *)(d + i),
+                         _mm_loadu_si128((const __m128i *)(const void *)(s + i)));
+    }
+    if (i < n) {
+        if (json_bad16(s + n - 16))
+            return false;
+        _mm_storeu_si128((__m128i *)(void *)(d + n - 16),
+                         _mm_loadu_si128((const __m128i *)(const void *)(s + n - 16)));
+    }
+#else
+    for (; i + 8 <= n; i += 8) {
         if (json_bad8(s + i))
             return false;
-    return i == n || !json_bad8(s + n - 8);
+        memcpy(d + i, s + i, 8);
+    }
+    if (i < n) {
+        if (json_bad8(s + n - 8))
+            return false;
+        memcpy(d + n - 8, s + n - 8, 8);
+    }
+#endif
+    return true;
 }
 
-/* Appends s as a JSON string cut at `cap` escaped bytes, or null when s is NULL. */
-static inline void sb_str(struct sb *b, const char *s, size_t n, size_t cap)
-{
-    size_t want, room, w;
+/* sb_str's other way: s (not NULL) needs escaping or a cut. Out of line: a
+ * record rarely takes it. */
+void sb_str_escaped(struct sb *b, const char *s, size_t n, size_t cap);
 
-    if (!s) {
-        sb_lit(b, "null");
-        return;
-    }
-    if (n <= cap && json_plain(s, n)) {
-        /* nothing to escape and no cut (ids, hashes, most paths): a copy */
-        sb_reserve(b, n + 2);
-        b->buf.p[b->buf.len++] = '"';
-        memcpy(b->buf.p + b->buf.len, s, n);
-        b->buf.len += n;
-        b->buf.p[b->buf.len++] = '"';
-        b->buf.p[b->buf.len] = '\0';
-        return;
-    }
-    want = escaped_len(s, n);
-    room = (want < cap ? want : cap) + 1;
-    sb_reserve(b, room + 2);
-    b->buf.p[b->buf.len++] = '"';
-    w = json_escape(b->buf.p + b->buf.len, room, s, n);
-    b->buf.len += w;
-    b->buf.p[b->buf.len++] = '"';
-    b->buf.p[b->buf.len] = '\0';
-    if (w < want)
-        b->truncated = true;
-}
+/* Appends s as a JSON string cut at `cap` escaped bytes, or null when s is
+ * NULL. A string with nothing to escape and no cut is checked and copied in
+ * one pass (json_copy_plain) into the room reserved for it. */
+void sb_str(struct sb *b, const char *s, size_t n, size_t cap);
 
 static inline void sb_cstr(struct sb *b, const char *s, size_t cap)
 {
@@ -267,6 +307,11 @@ void audit_rh_free(struct audit_rh *rh);
  * buffer); see audit_record_body. Headers are recorded when named in rh. */
 void audit_record_format(struct sb *b, const struct audit_record *r, const struct audit_rh *rh,
                          size_t n_rh);
+/* The same bytes, written the plain way: member by member from
+ * audit_request_members, each key copied and each value put through the
+ * table. What audit_record_format must match (test_audit_format). */
+void audit_record_format_by_table(struct sb *b, const struct audit_record *r,
+                                  const struct audit_rh *rh, size_t n_rh);
 
 /* The fields the writer gives a record, in front of its body. Returns the
  * length, or -1 when it does not fit in cap (with its NUL). */

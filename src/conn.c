@@ -273,7 +273,7 @@ static void request_release(struct request *r)
 }
 
 static void access_log(struct conn *c, enum reason reason, enum decision d, int status,
-                       uint64_t total_ns)
+                       uint64_t total_ns, int ua_judged)
 {
     struct request *r = &c->req;
     char path[1024], ua[600], fields[3072], trace[400] = "";
@@ -281,7 +281,8 @@ static void access_log(struct conn *c, enum reason reason, enum decision d, int 
 
     json_escape(path, sizeof(path), r->path ? r->path : "", r->path ? pl : 0);
     /* the audit record's redaction: a credential sent as User-Agent is never logged */
-    if (r->user_agent && redact_is_credential(r->user_agent, r->ua_len))
+    if (r->user_agent && (ua_judged ? ua_judged == AUDIT_UA_CREDENTIAL
+                                    : redact_is_credential(r->user_agent, r->ua_len)))
         snprintf(ua, sizeof(ua), "[redacted]");
     else
         json_escape(ua, sizeof(ua), r->user_agent ? r->user_agent : "", r->ua_len);
@@ -393,6 +394,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
     struct request *r = &c->req;
     uint64_t total = mono_ns() - r->t0_ns;
     bool always = false, held = false;
+    int ua_judged = AUDIT_UA_UNJUDGED; /* judged once for the record and the access log */
 
     if (r->routed && r->rt) {
         struct audit_record rec;
@@ -450,6 +452,10 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         rec.request.client = c->peer;
         rec.request.user_agent = r->user_agent;
         rec.request.user_agent_len = r->ua_len;
+        ua_judged = r->user_agent && redact_is_credential(r->user_agent, r->ua_len)
+                        ? AUDIT_UA_CREDENTIAL
+                        : AUDIT_UA_PLAIN;
+        rec.request.user_agent_judged = ua_judged;
         rec.request.bytes_in = r->bytes_in;
         rec.request.headers = r->hdrs;
         rec.request.n_headers = r->n_hdrs;
@@ -502,7 +508,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
     if (r->has_trace && r->trace.sampled && otlp_enabled())
         export_span(c, reason, d, status, total);
     if (r->rt && r->rt->cfg->access_log)
-        access_log(c, reason, d, status, total);
+        access_log(c, reason, d, status, total, ua_judged);
     {
         bool keep = reusable && r->keep_alive;
         request_release(r);

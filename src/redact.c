@@ -8,6 +8,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+/* SSE2 on x86-64, unless a test builds the plain scan (REDACT_NO_SIMD:
+ * tests/unit/test_redact_plain) */
+#if defined(__SSE2__) && !defined(REDACT_NO_SIMD)
+#define REDACT_SSE2 1
+#include <emmintrin.h>
+#endif
 
 #include "config.h"
 #include "util.h"
@@ -33,8 +39,8 @@ static bool is_b64url(unsigned char c)
 
 /* Token prefixes of well-known credential formats, each with the bytes that
  * may follow and how many at least (so that "ghp_x" in prose is left alone).
- * Grouped by first byte ('y', 'g', 'A'), which the scan tests before any
- * compare. */
+ * Grouped by first byte ('y': [0, 1), 'g': [1, 7), 'A': [7, 9), as token_at
+ * takes them), which the scan tests before any compare. */
 static const struct {
     const char *prefix;
     size_t len; /* strlen(prefix) */
@@ -62,13 +68,18 @@ static bool body_char(int kind, unsigned char c)
     }
 }
 
-/* A token shape starting at v[i], which starts a word. */
+/* A token shape starting at v[i], which starts a word (and is 'y', 'g' or
+ * 'A', the first bytes of token_shapes: rc_class). */
 static bool token_at(const char *v, size_t n, size_t i)
 {
-    for (size_t k = 0; k < sizeof(token_shapes) / sizeof(token_shapes[0]); k++) {
+    /* the shapes of v[i]'s group only (the table is in first-byte order),
+     * and the second byte tested before any compare */
+    size_t k = v[i] == 'y' ? 0 : v[i] == 'g' ? 1 : 7, end = v[i] == 'y' ? 1 : v[i] == 'g' ? 7 : 9;
+
+    for (; k < end; k++) {
         size_t pl = token_shapes[k].len, j;
         if (v[i] != token_shapes[k].prefix[0] || n - i < pl ||
-            memcmp(v + i, token_shapes[k].prefix, pl) != 0)
+            v[i + 1] != token_shapes[k].prefix[1] || memcmp(v + i, token_shapes[k].prefix, pl) != 0)
             continue;
         for (j = i + pl; j < n && body_char(token_shapes[k].body, (unsigned char)v[j]); j++)
             ;
@@ -98,9 +109,47 @@ static const struct {
     {"bearer ", 7}, {"basic ", 6}, {"digest ", 7}, {"negotiate ", 10}, {"aws4-hmac-sha256 ", 17},
 };
 
+/* Per byte: RC_ALNUM for [A-Za-z0-9] (the byte after one starts no word),
+ * RC_JWS for 'e' (a JWS may start there), RC_TOKEN for 'y', 'g' and 'A' (a
+ * token shape may start there when a word does). Every other byte is
+ * passed over (candidates16 finds the four with SSE2). */
+enum { RC_ALNUM = 1, RC_JWS = 2, RC_TOKEN = 4 };
+static const unsigned char rc_class[256] = {
+    ['0' ... '9'] = RC_ALNUM,    ['A'] = RC_ALNUM | RC_TOKEN,
+    ['B' ... 'Z'] = RC_ALNUM,    ['a' ... 'd'] = RC_ALNUM,
+    ['e'] = RC_ALNUM | RC_JWS,   ['f'] = RC_ALNUM,
+    ['g'] = RC_ALNUM | RC_TOKEN, ['h' ... 'x'] = RC_ALNUM,
+    ['y'] = RC_ALNUM | RC_TOKEN, ['z'] = RC_ALNUM,
+};
+
+/* A JWS or a token shape starting at v[i] (a byte rc_class marks). */
+static bool candidate_at(const char *v, size_t n, size_t i)
+{
+    const unsigned char *u = (const unsigned char *)v;
+    unsigned k = rc_class[u[i]];
+
+    if ((k & RC_JWS) && jws_at(v, n, i))
+        return true;
+    /* a token shape only where a word starts */
+    return (k & RC_TOKEN) && !(i && (rc_class[u[i - 1]] & RC_ALNUM)) && token_at(v, n, i);
+}
+
+#ifdef REDACT_SSE2
+/* Bit j set when s[j] may start a JWS or a token shape ('e', 'y', 'g', 'A'). */
+static unsigned candidates16(const unsigned char *s)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    __m128i m = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('e')), _mm_cmpeq_epi8(x, _mm_set1_epi8('y'))),
+        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('g')), _mm_cmpeq_epi8(x, _mm_set1_epi8('A'))));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
 bool redact_is_credential(const char *v, size_t n)
 {
-    bool word = false; /* v[i - 1] is alphanumeric: v[i] starts no word */
+    const unsigned char *u;
+    size_t i = 0;
 
     while (n && (*v == ' ' || *v == '\t')) {
         v++;
@@ -108,20 +157,35 @@ bool redact_is_credential(const char *v, size_t n)
     }
     if (n) {
         unsigned char c0 = (unsigned char)(*v | 0x20);
-        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
-            if (c0 == (unsigned char)schemes[i].name[0] && n >= schemes[i].len &&
-                !ascii_casecmp_n(v, schemes[i].len, schemes[i].name, schemes[i].len))
+        for (size_t k = 0; k < sizeof(schemes) / sizeof(schemes[0]); k++)
+            if (c0 == (unsigned char)schemes[k].name[0] && n >= schemes[k].len &&
+                !ascii_casecmp_n(v, schemes[k].len, schemes[k].name, schemes[k].len))
                 return true;
     }
-    /* one pass: a JWS anywhere, a token shape where a word starts */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (c == 'e' && jws_at(v, n, i))
-            return true;
-        if (!word && (c == 'y' || c == 'g' || c == 'A') && token_at(v, n, i))
-            return true;
-        word = is_alnum(c);
+    /* one pass: a JWS anywhere, a token shape where a word starts; only the
+     * bytes that may start one are looked at (16 at a time with SSE2, the
+     * last few copied into a block of zeros) */
+    u = (const unsigned char *)v;
+#ifdef REDACT_SSE2
+    while (i < n) {
+        unsigned char tail[16] = {0};
+        unsigned m;
+        if (n - i >= 16) {
+            m = candidates16(u + i);
+        } else {
+            memcpy(tail, u + i, n - i);
+            m = candidates16(tail);
+        }
+        for (; m; m &= m - 1)
+            if (candidate_at(v, n, i + (size_t)__builtin_ctz(m)))
+                return true;
+        i += 16;
     }
+#else
+    for (; i < n; i++)
+        if ((rc_class[u[i]] & (RC_JWS | RC_TOKEN)) && candidate_at(v, n, i))
+            return true;
+#endif
     return false;
 }
 

@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
@@ -220,9 +223,39 @@ static const char dec_pairs[201] = "00010203040506070809101112131415161718192021
                                    "50515253545556575859606162636465666768697071727374"
                                    "75767778798081828384858687888990919293949596979899";
 
+#ifdef __SSE2__
+/* The hex digits of 16 nibbles (0-15 a byte). */
+static inline __m128i hex_digits16(__m128i nib)
+{
+    __m128i over9 = _mm_cmpgt_epi8(nib, _mm_set1_epi8(9));
+    return _mm_add_epi8(_mm_add_epi8(nib, _mm_set1_epi8('0')),
+                        _mm_and_si128(over9, _mm_set1_epi8('a' - '0' - 10)));
+}
+#endif
+
 void hex_encode(const unsigned char *in, size_t len, char *out)
 {
-    for (size_t i = 0; i < len; i++)
+    size_t i = 0;
+
+#ifdef __SSE2__
+    /* 16 bytes at a time: high and low nibbles interleaved, then to digits
+     * (a chain hash is two rounds, a trace id one) */
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    for (; i + 16 <= len; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4), lo = _mm_and_si128(v, low4);
+        _mm_storeu_si128((__m128i *)(void *)(out + 2 * i), hex_digits16(_mm_unpacklo_epi8(hi, lo)));
+        _mm_storeu_si128((__m128i *)(void *)(out + 2 * i + 16),
+                         hex_digits16(_mm_unpackhi_epi8(hi, lo)));
+    }
+    if (i + 8 <= len) {
+        __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)(in + i));
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4), lo = _mm_and_si128(v, low4);
+        _mm_storeu_si128((__m128i *)(void *)(out + 2 * i), hex_digits16(_mm_unpacklo_epi8(hi, lo)));
+        i += 8;
+    }
+#endif
+    for (; i < len; i++)
         memcpy(out + 2 * i, hex_pairs + 2 * in[i], 2);
     out[2 * len] = '\0';
 }
@@ -249,10 +282,16 @@ size_t u64_decimal(uint64_t v, char out[20])
                                        100000000000000000ull,
                                        1000000000000000000ull,
                                        10000000000000000000ull};
-    size_t n = 1, p;
+    size_t n, p;
 
-    while (n < 20 && v >= pow10[n])
-        n++;
+    if (v < 10) {
+        out[0] = (char)('0' + v);
+        return 1;
+    }
+    /* digits without a loop: bits * log10(2) (1233/4096) is the number of
+     * digits or one more, which the table settles */
+    n = (size_t)(64 - __builtin_clzll(v)) * 1233 >> 12;
+    n += v >= pow10[n];
     p = n;
     while (v >= 100) {
         p -= 2;
