@@ -8,11 +8,20 @@
  * the position of the byte that triggers it (and line-level checks run only on
  * complete lines), a prefix of a head gives HTTP1_INCOMPLETE or exactly the
  * error the whole head gives: the result does not depend on how the bytes
- * were split into reads. No allocation; slices point into the caller's buffer.
+ * were split into reads. A header line that is plainly good is read in one
+ * pass instead (header_lines: the value's bytes checked 16 at a time with
+ * SSE2, 8 at a time without, up to its CRLF); every other line takes the
+ * line-by-line path above, so errors are found and reported by one code.
+ * No allocation; slices point into the caller's buffer.
  */
 #include "http1.h"
 
 #include <string.h>
+
+#if defined(__SSE2__) && !defined(HTTP1_NO_SSE2)
+#include <emmintrin.h>
+#define HTTP1_SSE2 1
+#endif
 
 #include "util.h"
 
@@ -164,6 +173,59 @@ static int line_status(struct head *h, enum line_end le, size_t ce)
 }
 
 /*
+ * The fast path of a header line: the first byte at or after i (i <= lim)
+ * that is not a tchar, or lim. Four bytes per step while all four are.
+ */
+static inline size_t name_end(const unsigned char *b, size_t i, size_t lim)
+{
+    while (lim - i >= 4 && (byte_class[b[i]] & byte_class[b[i + 1]] & byte_class[b[i + 2]] &
+                            byte_class[b[i + 3]] & CL_TCHAR))
+        i += 4;
+    while (i < lim && has(b[i], CL_TCHAR))
+        i++;
+    return i;
+}
+
+/*
+ * The first byte at or after i (i <= lim) that is a control byte (HTAB, CR
+ * and LF included) or DEL, or lim: where a header value stops being plainly
+ * valid. SSE2 takes 16 bytes a step (an unsigned min finds the bytes <=
+ * 0x1f), then SWAR 8 bytes a step, then bytes. In a word, the lowest byte
+ * flagged by `(w - 0x20..) & ~w & 0x80..` (bytes < 0x20) or by the same
+ * zero test of w ^ 0x7f.. (DEL) is exact: a borrow only reaches the bytes
+ * above a flagged one, so the lowest set bit of either mask is a true hit.
+ * Reads nothing at or past lim.
+ */
+static inline size_t value_stop(const unsigned char *b, size_t i, size_t lim)
+{
+#ifdef HTTP1_SSE2
+    const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+
+    while (lim - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        __m128i m = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v), _mm_cmpeq_epi8(v, del));
+        unsigned mask = (unsigned)_mm_movemask_epi8(m);
+        if (mask)
+            return i + (unsigned)__builtin_ctz(mask);
+        i += 16;
+    }
+#endif
+    while (lim - i >= 8) {
+        uint64_t w, d, m;
+        memcpy(&w, b + i, 8);
+        d = w ^ 0x7f7f7f7f7f7f7f7full; /* DEL becomes a zero byte */
+        m = ((w - 0x2020202020202020ull) & ~w & 0x8080808080808080ull) |
+            ((d - 0x0101010101010101ull) & ~d & 0x8080808080808080ull);
+        if (m)
+            return i + (unsigned)__builtin_ctzll(m) / 8;
+        i += 8;
+    }
+    while (i < lim && b[i] >= 0x20 && b[i] != 0x7f)
+        i++;
+    return i;
+}
+
+/*
  * Validates a header line's content [s, e) left to right; sets *colon when the
  * name is complete. `complete`: the line ended with CRLF.
  */
@@ -194,21 +256,17 @@ static int header_line_check(struct head *h, size_t s, size_t e, bool complete, 
         return complete ? fail(h, i, REASON_BAD_HEADER, "header line without a colon") : 0;
     }
     *colon = i++;
-    /* Values are long (a bearer token is most of a head): 8 bytes at a time
-     * while no byte is a control byte (HTAB included) or DEL, both exact
-     * existence tests; the byte loop takes over from the word that has one. */
-    while (e - i >= 8) {
-        uint64_t w, d;
-        memcpy(&w, b + i, 8);
-        d = w ^ 0x7f7f7f7f7f7f7f7full; /* DEL becomes a zero byte */
-        if (((w - 0x2020202020202020ull) & ~w & 0x8080808080808080ull) |
-            ((d - 0x0101010101010101ull) & ~d & 0x8080808080808080ull))
-            break;
-        i += 8;
-    }
-    for (; i < e; i++) {
-        if (has(b[i], CL_VALUE))
+    /* value_stop skips the plainly valid bytes; of the bytes it stops at,
+     * only HTAB is valid. */
+    for (;;) {
+        i = value_stop(b, i, e);
+        if (i < e && b[i] == '\t') {
+            i++;
             continue;
+        }
+        break;
+    }
+    if (i < e) {
         if (b[i] == '\r')
             return lone_cr(h, i);
         return fail(h, i, REASON_BAD_HEADER,
@@ -665,15 +723,51 @@ static void head_init(struct head *h, const char *buf, size_t len, const struct 
     limits_resolve(lim, len, h);
 }
 
-/* Reads header lines from s to the empty line; *end is the head's length. */
+/*
+ * Reads header lines from s to the empty line; *end is the head's length.
+ *
+ * A line that is plainly good (a non-empty token name, ':', value bytes
+ * that are HTAB or no control byte nor DEL, then CRLF, inside the line and
+ * head limits) is read in one pass: name_end, then value_stop to its CR.
+ * Every byte before that CRLF is then neither LF nor CR, so line_at would
+ * find the same line end and header_line_check would pass it with the same
+ * colon: the outcome is the one of the slow path below. Any other line (the
+ * empty line ending the head, an error, a line cut by the buffer or a limit)
+ * takes the slow path from its first byte, which decides it and reports
+ * exactly as before.
+ */
 static int header_lines(struct head *h, size_t s, size_t *end,
                         int (*each)(struct head *, void *, size_t, size_t, size_t), void *arg)
 {
+    const unsigned char *b = (const unsigned char *)h->b;
+
     for (;;) {
-        size_t ce, next, colon;
-        enum line_end le = line_at(h, s, &ce, &next);
+        size_t ce, next, colon, lim = h->window, i;
+        enum line_end le;
         int rc;
 
+        if (h->max_line < lim - s)
+            lim = s + h->max_line;
+        i = name_end(b, s, lim);
+        if (i > s && i < lim && b[i] == ':') {
+            size_t p = value_stop(b, i + 1, lim);
+            while (p < lim && b[p] == '\t')
+                p = value_stop(b, p + 1, lim);
+            if (lim - p >= 2 && b[p] == '\r' && b[p + 1] == '\n') {
+                if (*h->n_hdrs == h->max_headers)
+                    return fail(h, s, REASON_HEADERS_TOO_LARGE,
+                                "more headers than the header count limit");
+                if ((rc = each(h, arg, s, i, p)) != 0)
+                    return rc;
+                s = p + 2;
+                continue;
+            }
+        } else if (i == s && lim - s >= 2 && b[s] == '\r' && b[s + 1] == '\n') {
+            *end = s + 2;
+            return HTTP1_OK;
+        }
+
+        le = line_at(h, s, &ce, &next);
         if (le == LE_CRLF && ce == s) {
             *end = next;
             return HTTP1_OK;
