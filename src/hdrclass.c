@@ -326,7 +326,16 @@ static inline unsigned prefix_class(const unsigned char *f, size_t n)
 #undef HAS
 }
 
-unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
+/* prefix_class of the (at most 16) folded bytes in w0, w1. */
+__attribute__((noinline)) static unsigned prefix_class2(uint64_t w0, uint64_t w1, size_t n)
+{
+    uint64_t f[2] = {w0, w1};
+    return prefix_class((const unsigned char *)f, n);
+}
+
+/* hdrclass_of for any name (the short names without '_' take the path below). */
+__attribute__((noinline)) static unsigned classify_any(const struct hdrclass *t, const char *name,
+                                                       size_t len, enum hdrclass_id *id)
 {
     uint64_t f[HC_MAX_NAME / 8 + 1]; /* the name folded, '_' read as '-' */
     bool us = false;
@@ -366,6 +375,50 @@ unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enu
         }
     }
 out:
+    if (cls & HC_NOT_FORWARDING)
+        cls &= ~(HC_NOT_FORWARDING | HDRCLASS_FORWARDING);
+    return cls;
+}
+
+/*
+ * Most names are 1..16 bytes without '_': folded into two words kept in
+ * registers, hashed as fold_hash hashes them, and probed word by word, with
+ * no buffer. Anything else, classify_any.
+ */
+unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
+{
+    uint64_t w0, w1 = 0, u = 0, h = MIX ^ len;
+    unsigned cls = 0;
+    uint32_t h32;
+
+    if (len == 0 || len > 16)
+        return classify_any(t, name, len, id);
+    w0 = fold_word(load_word(name, 0, len), true, &u);
+    h = (h ^ w0) * MIX;
+    if (len > 8) {
+        w1 = fold_word(load_word(name, 8, len), true, &u);
+        h = (h ^ w1) * MIX;
+    }
+    if (u) /* a '_': its classes under both spellings */
+        return classify_any(t, name, len, id);
+    if (!t)
+        t = hdrclass_builtin();
+    if (id)
+        *id = HDR_OTHER;
+    h32 = (uint32_t)(h ^ (h >> 29));
+    for (size_t i = h32 & t->mask;; i = (i + 1) & t->mask) {
+        const struct hc_entry *e = &t->slots[i];
+        if (!e->name)
+            break;
+        if (e->hash == h32 && e->len == len && e->name[0] == w0 && (len <= 8 || e->name[1] == w1)) {
+            cls = e->any | e->exact;
+            if (id)
+                *id = (enum hdrclass_id)e->id;
+            break;
+        }
+    }
+    if ((w0 & 0xffff) == ('x' | '-' << 8)) /* every prefix family starts "x-" */
+        cls |= prefix_class2(w0, w1, len);
     if (cls & HC_NOT_FORWARDING)
         cls &= ~(HC_NOT_FORWARDING | HDRCLASS_FORWARDING);
     return cls;

@@ -19,7 +19,10 @@
  * Built twice: test_http1_diff runs the parser of libbaton (the SSE2 path on
  * x86-64), test_http1_diff_scalar compiles http1.c into itself with
  * HTTP1_NO_SSE2, so the SWAR and bytewise fallback are held to the same
- * reference.
+ * reference. That one compiles hdrclass.c in too, and holds hdrclass_of's
+ * path for short names (two words in registers) to classify_any, the path
+ * every other name takes, on every byte value at every position of names
+ * of 1 to 17 bytes, in the built-in table and a configured one.
  */
 #ifdef HTTP1_DIFF_SCALAR
 #define HTTP1_NO_SSE2 1
@@ -27,6 +30,7 @@
 #ifdef HTTP1_SSE2
 #error "HTTP1_NO_SSE2 did not turn the SSE2 path off"
 #endif
+#include "hdrclass.c"
 #endif
 
 #include <stdbool.h>
@@ -370,6 +374,80 @@ static void mutate(const char *line, size_t line_len, size_t every_upto, bool re
     }
 }
 
+#ifdef HTTP1_DIFF_SCALAR
+static void classes_diff(void)
+{
+    static const char *const base[] = {
+        "te",
+        "host",
+        "expect",
+        "upgrade",
+        "x-goog-",
+        "x-baton-",
+        "forwarded",
+        "connection",
+        "user-agent",
+        "keep-alive",
+        "tracestate",
+        "x-request-id",
+        "content-type",
+        "authorization",
+        "content-length",
+        "http2-settings",
+        "x-forwarded-for",
+        "x-sfn-execution",
+        "x-cloudscheduler",
+        "x-forwarded-host",
+        "x-forwarded-user",
+        "x-forwarded-proto",
+        "transfer-encoding",
+        "x-tenant",
+        "x-api-key",
+        "a",
+    };
+    const char *recorded[] = {"X-Sfn-Execution", "X-Tenant"}, *policy[] = {"x-tenant", "Accept"},
+               *cred[] = {"X-Api-Key"};
+    char err[128];
+    struct hdrclass *t = hdrclass_new(recorded, 2, policy, 2, cred, 1, err, sizeof(err));
+    unsigned long total = 0, bad = 0;
+
+    for (int tab = 0; tab < 2; tab++) {
+        const struct hdrclass *tt = tab ? t : NULL;
+        for (size_t b = 0; b < sizeof(base) / sizeof(base[0]); b++) {
+            size_t n = strlen(base[b]);
+            for (size_t pos = 0; pos <= n; pos++) {
+                for (unsigned v = 0; v < 256; v++) {
+                    char name[32];
+                    size_t len = n;
+                    enum hdrclass_id id1, id2;
+                    unsigned c1, c2;
+                    memcpy(name, base[b], n);
+                    if (pos == n) /* one byte more */
+                        name[len++] = (char)v;
+                    else
+                        name[pos] = (char)v;
+                    if (v & 1) /* upper case, every other byte */
+                        for (size_t i = 0; i < len; i += 2)
+                            if (name[i] >= 'a' && name[i] <= 'z')
+                                name[i] = (char)(name[i] - 32);
+                    c1 = hdrclass_of(tt, name, len, &id1);
+                    c2 = classify_any(tt, name, len, &id2);
+                    total++;
+                    if (c1 != c2 || id1 != id2) {
+                        if (bad++ < 10)
+                            tap_diag("class of %.*s: 0x%x id %d, classify_any 0x%x id %d", (int)len,
+                                     name, c1, (int)id1, c2, (int)id2);
+                    }
+                }
+            }
+        }
+    }
+    ok(t && bad == 0,
+       "classes: %lu names, the short-name path agrees with classify_any (%lu differ)", total, bad);
+    hdrclass_free(t);
+}
+#endif
+
 int main(void)
 {
     static char line[2048];
@@ -405,6 +483,9 @@ int main(void)
         n = (size_t)snprintf(line, sizeof(line), "X-Token: Bearer %s\r\n", token);
         mutate(line, n, 40, response);
     }
+#ifdef HTTP1_DIFF_SCALAR
+    classes_diff();
+#endif
     ok(n_fail == 0,
        "%lu generated heads: the parser agrees with the bytewise reference (%lu differ)", n_runs,
        n_fail);
