@@ -380,27 +380,17 @@ out:
     return cls;
 }
 
-/*
- * Most names are 1..16 bytes without '_': folded into two words kept in
- * registers, hashed as fold_hash hashes them, and probed word by word, with
- * no buffer. Anything else, classify_any.
- */
-unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
+/* The classes of a short folded name (as hdrclass_of_folded takes it). */
+static inline unsigned classify_short(const struct hdrclass *t, uint64_t w0, uint64_t w1,
+                                      size_t len, enum hdrclass_id *id)
 {
-    uint64_t w0, w1 = 0, u = 0, h = MIX ^ len;
+    uint64_t h = MIX ^ len;
     unsigned cls = 0;
     uint32_t h32;
 
-    if (len == 0 || len > 16)
-        return classify_any(t, name, len, id);
-    w0 = fold_word(load_word(name, 0, len), true, &u);
     h = (h ^ w0) * MIX;
-    if (len > 8) {
-        w1 = fold_word(load_word(name, 8, len), true, &u);
+    if (len > 8)
         h = (h ^ w1) * MIX;
-    }
-    if (u) /* a '_': its classes under both spellings */
-        return classify_any(t, name, len, id);
     if (!t)
         t = hdrclass_builtin();
     if (id)
@@ -422,4 +412,29 @@ unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enu
     if (cls & HC_NOT_FORWARDING)
         cls &= ~(HC_NOT_FORWARDING | HDRCLASS_FORWARDING);
     return cls;
+}
+
+/*
+ * Most names are 1..16 bytes without '_': folded into two words kept in
+ * registers, hashed as fold_hash hashes them, and probed word by word, with
+ * no buffer. Anything else, classify_any.
+ */
+unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
+{
+    uint64_t w0, w1 = 0, u = 0;
+
+    if (len == 0 || len > 16)
+        return classify_any(t, name, len, id);
+    w0 = fold_word(load_word(name, 0, len), true, &u);
+    if (len > 8)
+        w1 = fold_word(load_word(name, 8, len), true, &u);
+    if (u) /* a '_': its classes under both spellings */
+        return classify_any(t, name, len, id);
+    return classify_short(t, w0, w1, len, id);
+}
+
+unsigned hdrclass_of_folded(const struct hdrclass *t, uint64_t w0, uint64_t w1, size_t len,
+                            enum hdrclass_id *id)
+{
+    return classify_short(t, w0, w1, len, id);
 }

@@ -80,6 +80,10 @@ struct head {
     struct http1_conn_names *conn;
     bool seen_cl, seen_te, conn_close, conn_ka;
     uint64_t cl;
+    /* the name of the line being stored, folded by name_end (hdrclass_of_folded)
+     * when `folded`; else header_store classifies the name itself */
+    bool folded;
+    uint64_t fw0, fw1;
 
     enum reason err;
     const char *detail;
@@ -180,12 +184,16 @@ static int line_status(struct head *h, enum line_end le, size_t ce)
  * to the signed compares); then, and without SSE2, four bytes per step
  * through the byte classes while all four are tchars, then bytes.
  */
-static inline size_t name_end(const unsigned char *b, size_t i, size_t lim)
+static inline size_t name_end(struct head *h, const unsigned char *b, size_t i, size_t lim)
 {
 #ifdef HTTP1_SSE2
+    /* 16 0xff then 16 zeros: loaded from 16 - k, the bytes before k */
+    static const unsigned char keep[32] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                           0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     const __m128i case_bit = _mm_set1_epi8(0x20), a1 = _mm_set1_epi8('a' - 1),
                   z1 = _mm_set1_epi8('z' + 1), d0 = _mm_set1_epi8('0' - 1),
                   d9 = _mm_set1_epi8('9' + 1), dash = _mm_set1_epi8('-');
+    size_t s = i;
 
     while (lim - i >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
@@ -196,10 +204,22 @@ static inline size_t name_end(const unsigned char *b, size_t i, size_t lim)
                              _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(v, dash))) &
                          0xffffu;
         if (other) {
-            i += (unsigned)__builtin_ctz(other);
-            if (b[i] == ':')
-                return i;
-            break;
+            unsigned k = (unsigned)__builtin_ctz(other);
+            i += k;
+            if (b[i] != ':')
+                break;
+            if (i == s + k && k > 0) {
+                /* a name of 1..15 letters, digits and '-' in this one load:
+                 * lowercase its letters, zero the bytes from the colon on,
+                 * and hand it to hdrclass_of_folded */
+                __m128i f = _mm_and_si128(
+                    _mm_or_si128(v, _mm_and_si128(letter, case_bit)),
+                    _mm_loadu_si128((const __m128i *)(const void *)(keep + 16 - k)));
+                h->fw0 = (uint64_t)_mm_cvtsi128_si64(f);
+                h->fw1 = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(f, f));
+                h->folded = true;
+            }
+            return i;
         }
         i += 16;
     }
@@ -316,7 +336,10 @@ static unsigned header_store(struct head *h, size_t s, size_t colon, size_t e)
     hd->name_len = colon - s;
     hd->value = h->b + vs;
     hd->value_len = ve - vs;
-    hd->cls = (uint16_t)hdrclass_of(h->classes, hd->name, hd->name_len, &id);
+    if (h->folded)
+        hd->cls = (uint16_t)hdrclass_of_folded(h->classes, h->fw0, h->fw1, hd->name_len, &id);
+    else
+        hd->cls = (uint16_t)hdrclass_of(h->classes, hd->name, hd->name_len, &id);
     hd->id = (uint8_t)id;
     return (*h->n_hdrs)++;
 }
@@ -775,7 +798,8 @@ header_lines(struct head *h, size_t s, size_t *end,
 
         if (h->max_line < lim - s)
             lim = s + h->max_line;
-        i = name_end(b, s, lim);
+        h->folded = false;
+        i = name_end(h, b, s, lim);
         if (i > s && i < lim && b[i] == ':') {
             size_t p = value_stop(b, i + 1, lim);
             while (p < lim && b[p] == '\t')
@@ -789,6 +813,7 @@ header_lines(struct head *h, size_t s, size_t *end,
                 s = p + 2;
                 continue;
             }
+            h->folded = false;
         } else if (i == s && lim - s >= 2 && b[s] == '\r' && b[s + 1] == '\n') {
             *end = s + 2;
             return HTTP1_OK;
