@@ -184,7 +184,8 @@ static int line_status(struct head *h, enum line_end le, size_t ce)
  * to the signed compares); then, and without SSE2, four bytes per step
  * through the byte classes while all four are tchars, then bytes.
  */
-static inline size_t name_end(struct head *h, const unsigned char *b, size_t i, size_t lim)
+__attribute__((always_inline)) static inline size_t name_end(struct head *h, const unsigned char *b,
+                                                             size_t i, size_t lim)
 {
 #ifdef HTTP1_SSE2
     /* 16 0xff then 16 zeros: loaded from 16 - k, the bytes before k */
