@@ -240,8 +240,9 @@ __attribute__((always_inline)) static inline size_t name_end(struct head *h, con
  * 0x1f), then SWAR 8 bytes a step, then bytes. In a word, the lowest byte
  * flagged by `(w - 0x20..) & ~w & 0x80..` (bytes < 0x20) or by the same
  * zero test of w ^ 0x7f.. (DEL) is exact: a borrow only reaches the bytes
- * above a flagged one, so the lowest set bit of either mask is a true hit.
- * Reads nothing at or past lim.
+ * above a flagged one, so the lowest set bit of either mask is a true hit
+ * (little-endian: on a big-endian machine the bytes of a flagged word are
+ * looked at one by one). Reads nothing at or past lim.
  */
 static inline size_t value_stop(const unsigned char *b, size_t i, size_t lim)
 {
@@ -263,8 +264,13 @@ static inline size_t value_stop(const unsigned char *b, size_t i, size_t lim)
         d = w ^ 0x7f7f7f7f7f7f7f7full; /* DEL becomes a zero byte */
         m = ((w - 0x2020202020202020ull) & ~w & 0x8080808080808080ull) |
             ((d - 0x0101010101010101ull) & ~d & 0x8080808080808080ull);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        if (m) /* the lowest address is the highest byte: the bytes below tell */
+            break;
+#else
         if (m)
             return i + (unsigned)__builtin_ctzll(m) / 8;
+#endif
         i += 8;
     }
     while (i < lim && b[i] >= 0x20 && b[i] != 0x7f)
