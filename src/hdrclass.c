@@ -6,10 +6,12 @@
  * dash-folded spelling ('_' read as '-'), its exact classes and id under its
  * lowercase spelling; the two keys are one entry when the name has no '_'. A
  * lookup folds the name once (lowercase, '_' to '-') eight bytes at a time
- * into a buffer while hashing the words, probes that key (a memcmp of the
- * folded bytes), and probes the lowercase spelling only when the name held a
- * '_'. Prefix families (X-Forwarded-*, X-Goog-*, ...) are a switch on the
- * first folded bytes, after the probe.
+ * into a buffer while hashing the words, probes that key (a compare of the
+ * folded words), and probes the lowercase spelling only when the name held a
+ * '_'. Keys are stored zero-padded to whole words, as the fold leaves the
+ * lookup's key, so a probe compares words, not bytes. Prefix families
+ * (X-Forwarded-*, X-Goog-*, ...) are a switch on the first folded bytes,
+ * after the probe, for names starting "x-" only.
  */
 #include "hdrclass.h"
 
@@ -28,7 +30,7 @@
 #define HC_NOT_FORWARDING 0x8000u
 
 struct hc_entry {
-    char *name; /* owned, lowercase; NULL: empty slot */
+    uint64_t *name; /* owned, lowercase, zero-padded to whole words; NULL: empty slot */
     size_t len;
     uint32_t hash;
     uint16_t exact; /* classes of this exact spelling */
@@ -113,33 +115,45 @@ static inline uint32_t fold_hash(const char *s, size_t n, bool dash, unsigned ch
     return (uint32_t)(h ^ (h >> 29));
 }
 
-static struct hc_entry *probe(const struct hdrclass *t, const unsigned char *key, size_t n,
-                              uint32_t h)
+/* a[0..words) == b[0..words) */
+static inline bool words_eq(const uint64_t *a, const uint64_t *b, size_t words)
+{
+    for (size_t k = 0; k < words; k++)
+        if (a[k] != b[k])
+            return false;
+    return true;
+}
+
+/* The entry of key (n bytes, folded and zero-padded by fold_hash, hash h), or NULL. */
+static inline struct hc_entry *probe(const struct hdrclass *t, const uint64_t *key, size_t n,
+                                     uint32_t h)
 {
     for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
         struct hc_entry *e = &t->slots[i];
         if (!e->name)
             return NULL;
-        if (e->hash == h && e->len == n && memcmp(e->name, key, n) == 0)
+        if (e->hash == h && e->len == n && words_eq(e->name, key, (n + 7) / 8))
             return e;
     }
 }
 
 /* The slot of key (folded as wanted, hash h by fold_hash), created when absent. */
-static struct hc_entry *slot_for(struct hdrclass *t, const unsigned char *key, size_t n, uint32_t h)
+static struct hc_entry *slot_for(struct hdrclass *t, const uint64_t *key, size_t n, uint32_t h)
 {
     size_t i = h & t->mask;
 
     for (;; i = (i + 1) & t->mask) {
         struct hc_entry *e = &t->slots[i];
         if (!e->name) {
-            e->name = xstrndup((const char *)key, n);
+            /* whole words, zero past n (a NUL terminator included) */
+            e->name = xcalloc(n / 8 + 1, sizeof(uint64_t));
+            memcpy(e->name, key, n);
             e->len = n;
             e->hash = h;
             t->n++;
             return e;
         }
-        if (e->hash == h && e->len == n && memcmp(e->name, key, n) == 0)
+        if (e->hash == h && e->len == n && words_eq(e->name, key, (n + 7) / 8))
             return e;
     }
 }
@@ -147,10 +161,10 @@ static struct hc_entry *slot_for(struct hdrclass *t, const unsigned char *key, s
 static void add(struct hdrclass *t, const char *name, unsigned exact, unsigned any,
                 enum hdrclass_id id)
 {
-    unsigned char low[HC_MAX_NAME + 8], dash[HC_MAX_NAME + 8];
+    uint64_t low[HC_MAX_NAME / 8 + 1], dash[HC_MAX_NAME / 8 + 1];
     size_t n = strlen(name);
-    uint32_t h_low = fold_hash(name, n, false, low, NULL),
-             h_dash = fold_hash(name, n, true, dash, NULL);
+    uint32_t h_low = fold_hash(name, n, false, (unsigned char *)low, NULL),
+             h_dash = fold_hash(name, n, true, (unsigned char *)dash, NULL);
 
     if (exact || id) {
         struct hc_entry *e = slot_for(t, low, n, h_low);
@@ -287,7 +301,7 @@ const struct hdrclass *hdrclass_builtin(void)
 }
 
 /* The spoofable prefix families, on the dash-folded first bytes f[0..n). */
-static unsigned prefix_class(const unsigned char *f, size_t n)
+static inline unsigned prefix_class(const unsigned char *f, size_t n)
 {
 #define HAS(lit) (n >= sizeof(lit) - 1 && memcmp(f, lit, sizeof(lit) - 1) == 0)
     if (n < 7 || f[0] != 'x' || f[1] != '-')
@@ -312,9 +326,18 @@ static unsigned prefix_class(const unsigned char *f, size_t n)
 #undef HAS
 }
 
-unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
+/* prefix_class of the (at most 16) folded bytes in w0, w1. */
+__attribute__((noinline)) static unsigned prefix_class2(uint64_t w0, uint64_t w1, size_t n)
 {
-    unsigned char f[HC_MAX_NAME + 8]; /* the name folded, '_' read as '-' */
+    uint64_t f[2] = {w0, w1};
+    return prefix_class((const unsigned char *)f, n);
+}
+
+/* hdrclass_of for any name (the short names without '_' take the path below). */
+__attribute__((noinline)) static unsigned classify_any(const struct hdrclass *t, const char *name,
+                                                       size_t len, enum hdrclass_id *id)
+{
+    uint64_t f[HC_MAX_NAME / 8 + 1]; /* the name folded, '_' read as '-' */
     bool us = false;
     unsigned cls = 0;
     uint32_t h;
@@ -327,11 +350,11 @@ unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enu
     if (len == 0) /* no name: no class (and f stays unread) */
         return 0;
     if (len > HC_MAX_NAME) { /* no entry is so long: the prefix families only */
-        fold_hash(name, 16, true, f, NULL);
-        cls = prefix_class(f, 16);
+        fold_hash(name, 16, true, (unsigned char *)f, NULL);
+        cls = prefix_class((const unsigned char *)f, 16);
         goto out;
     }
-    h = fold_hash(name, len, true, f, &us);
+    h = fold_hash(name, len, true, (unsigned char *)f, &us);
     if ((e = probe(t, f, len, h)) != NULL) {
         cls = e->any;
         if (!us) {
@@ -340,10 +363,11 @@ unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enu
                 *id = (enum hdrclass_id)e->id;
         }
     }
-    cls |= prefix_class(f, len < 16 ? len : 16);
+    if ((f[0] & 0xffff) == ('x' | '-' << 8)) /* every prefix family starts "x-" */
+        cls |= prefix_class((const unsigned char *)f, len < 16 ? len : 16);
     if (us) {
-        unsigned char x[HC_MAX_NAME + 8]; /* the name lowercase, '_' kept */
-        h = fold_hash(name, len, false, x, NULL);
+        uint64_t x[HC_MAX_NAME / 8 + 1]; /* the name lowercase, '_' kept */
+        h = fold_hash(name, len, false, (unsigned char *)x, NULL);
         if ((e = probe(t, x, len, h)) != NULL) {
             cls |= e->exact;
             if (id)
@@ -354,4 +378,63 @@ out:
     if (cls & HC_NOT_FORWARDING)
         cls &= ~(HC_NOT_FORWARDING | HDRCLASS_FORWARDING);
     return cls;
+}
+
+/* The classes of a short folded name (as hdrclass_of_folded takes it). */
+static inline unsigned classify_short(const struct hdrclass *t, uint64_t w0, uint64_t w1,
+                                      size_t len, enum hdrclass_id *id)
+{
+    uint64_t h = MIX ^ len;
+    unsigned cls = 0;
+    uint32_t h32;
+
+    h = (h ^ w0) * MIX;
+    if (len > 8)
+        h = (h ^ w1) * MIX;
+    if (!t)
+        t = hdrclass_builtin();
+    if (id)
+        *id = HDR_OTHER;
+    h32 = (uint32_t)(h ^ (h >> 29));
+    for (size_t i = h32 & t->mask;; i = (i + 1) & t->mask) {
+        const struct hc_entry *e = &t->slots[i];
+        if (!e->name)
+            break;
+        if (e->hash == h32 && e->len == len && e->name[0] == w0 && (len <= 8 || e->name[1] == w1)) {
+            cls = e->any | e->exact;
+            if (id)
+                *id = (enum hdrclass_id)e->id;
+            break;
+        }
+    }
+    if ((w0 & 0xffff) == ('x' | '-' << 8)) /* every prefix family starts "x-" */
+        cls |= prefix_class2(w0, w1, len);
+    if (cls & HC_NOT_FORWARDING)
+        cls &= ~(HC_NOT_FORWARDING | HDRCLASS_FORWARDING);
+    return cls;
+}
+
+/*
+ * Most names are 1..16 bytes without '_': folded into two words kept in
+ * registers, hashed as fold_hash hashes them, and probed word by word, with
+ * no buffer. Anything else, classify_any.
+ */
+unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id)
+{
+    uint64_t w0, w1 = 0, u = 0;
+
+    if (len == 0 || len > 16)
+        return classify_any(t, name, len, id);
+    w0 = fold_word(load_word(name, 0, len), true, &u);
+    if (len > 8)
+        w1 = fold_word(load_word(name, 8, len), true, &u);
+    if (u) /* a '_': its classes under both spellings */
+        return classify_any(t, name, len, id);
+    return classify_short(t, w0, w1, len, id);
+}
+
+unsigned hdrclass_of_folded(const struct hdrclass *t, uint64_t w0, uint64_t w1, size_t len,
+                            enum hdrclass_id *id)
+{
+    return classify_short(t, w0, w1, len, id);
 }

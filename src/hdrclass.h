@@ -21,6 +21,7 @@
 #define BATON_HDRCLASS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Classes: a name may have several. */
 #define HDRCLASS_HOP_BY_HOP \
@@ -84,5 +85,14 @@ const struct hdrclass *hdrclass_builtin(void);
  * hash probe (two when the name holds '_').
  */
 unsigned hdrclass_of(const struct hdrclass *t, const char *name, size_t len, enum hdrclass_id *id);
+
+/*
+ * hdrclass_of for a name the caller has folded already (the parser does, in
+ * the pass that checks it): len 1..16 bytes, each an ASCII letter, digit or
+ * '-', letters lowercased, bytes 0..7 in w0 and 8..15 in w1 (little-endian,
+ * as loaded), every byte past len zero. The same answer as hdrclass_of.
+ */
+unsigned hdrclass_of_folded(const struct hdrclass *t, uint64_t w0, uint64_t w1, size_t len,
+                            enum hdrclass_id *id);
 
 #endif

@@ -298,7 +298,17 @@ int http1_chunked_feed(struct http1_chunked *c, const char *buf, size_t len, siz
 bool http1_header_is_hop_by_hop(const char *name, size_t len);
 bool http1_header_is_spoofable(const char *name, size_t len);
 bool http1_header_is_forwarding(const char *name, size_t len);
-bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name, size_t len);
+/* ASCII case-insensitive a[0..n) == b[0..n) (http1_header_in_connection's compare). */
+bool http1_name_eq(const char *a, const char *b, size_t n);
+/* Inline: the proxy asks it for every header it forwards; lengths rule most out. */
+static inline bool http1_header_in_connection(const struct http1_conn_names *conn, const char *name,
+                                              size_t len)
+{
+    for (unsigned i = 0; i < conn->n; i++)
+        if (conn->names[i].len == len && http1_name_eq(conn->names[i].name, name, len))
+            return true;
+    return false;
+}
 
 /* 1*tchar (RFC 9110 5.6.2): what a header name, a method or a Connection
  * option must be. The one token check; its byte class is the parser's. */
