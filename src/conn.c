@@ -92,7 +92,7 @@
 #define LINGER_MS 2000  /* after a close, how long unread client bytes are drained */
 
 static void conn_process(struct conn *c);
-static void conn_next(struct conn *c, bool reusable);
+static void conn_next(struct conn *c, bool reusable, uint64_t now);
 static void conn_close(struct conn *c);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -166,15 +166,63 @@ static bool log_budget(struct worker *w)
     return true;
 }
 
-static void arm_timer(struct conn *c, int which, unsigned ms)
+/*
+ * The connection's one timer (idle, header, linger, park): c->deadline_ns is
+ * when the current timeout falls due (0: none), and the armed timer is only a
+ * wake-up that fires no later than that. A new deadline keeps an armed timer
+ * that fires at or before it, so a keep-alive connection arms its timer about
+ * once per header timeout instead of twice a request; when the timer fires
+ * before the deadline (it was armed for an earlier one), on_timer arms it again
+ * for the rest, so no timeout fires before its true deadline (the rule proxy.c
+ * follows for its own timers). Clearing a deadline leaves the timer armed: it
+ * fires into nothing.
+ */
+static void timer_arm_tv(struct conn *c, uint64_t at, const struct timeval *tv)
+{
+    evtimer_add(&c->timer, tv);
+    c->timer_at_ns = at;
+}
+
+/* The deadline `ms` after `now` (mono_ns); `which` names the worker's cached
+ * common timeout of that duration (0 idle, 1 header, 2 linger). */
+static void arm_timer(struct conn *c, int which, unsigned ms, uint64_t now)
 {
     struct worker *w = c->w;
+
+    c->deadline_ns = now + (uint64_t)ms * 1000000u;
+    if (c->timer_at_ns && c->timer_at_ns <= c->deadline_ns)
+        return; /* armed to fire no later: on_timer re-arms for the rest */
     if (w->timer_ms[which] != ms || !w->timer_tv[which]) {
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         w->timer_tv[which] = event_base_init_common_timeout(w->base, &tv);
         w->timer_ms[which] = ms;
     }
-    evtimer_add(&c->timer, w->timer_tv[which]);
+    timer_arm_tv(c, c->deadline_ns, w->timer_tv[which]);
+}
+
+/* The deadline `deadline` (mono_ns, after `now`), armed exactly when the timer
+ * is not armed to fire by then. */
+static void arm_timer_at(struct conn *c, uint64_t deadline, uint64_t now)
+{
+    uint64_t left = deadline > now ? deadline - now : 0;
+    struct timeval tv;
+
+    c->deadline_ns = deadline;
+    if (c->timer_at_ns && c->timer_at_ns <= deadline)
+        return;
+    tv.tv_sec = (time_t)(left / 1000000000u);
+    tv.tv_usec = (suseconds_t)((left % 1000000000u + 999u) / 1000u); /* rounded up */
+    if (tv.tv_usec >= 1000000) {
+        tv.tv_sec++;
+        tv.tv_usec -= 1000000;
+    }
+    timer_arm_tv(c, deadline, &tv);
+}
+
+/* No timeout runs (forwarding, parked on Redis, a held response). */
+static void timer_clear(struct conn *c)
+{
+    c->deadline_ns = 0;
 }
 
 static const char *status_text(int status)
@@ -391,7 +439,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
 {
     struct worker *w = c->w;
     struct request *r = &c->req;
-    uint64_t total = mono_ns() - r->t0_ns;
+    uint64_t now = mono_ns(), total = now - r->t0_ns;
     bool always = false, held = false;
 
     if (r->routed && r->rt) {
@@ -517,7 +565,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         bufferevent_setcb(c->bev, NULL, NULL, NULL, c);
         return;
     }
-    conn_next(c, c->req.keep_alive);
+    conn_next(c, c->req.keep_alive, now);
 }
 
 /* Writer thread -> worker: queue the notice and wake the worker's loop. */
@@ -552,7 +600,7 @@ void conn_durable_arrived(struct conn *c, const struct durable_note *note)
     }
     bufferevent_enable(c->bev, EV_WRITE);
     c->state = CS_BUSY;
-    conn_next(c, c->req.keep_alive);
+    conn_next(c, c->req.keep_alive, 0);
 }
 
 /* ------------------------------------------------------------- pipeline */
@@ -748,7 +796,7 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
     skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
     request_release(r);
     r->keep_alive = !close;
-    conn_next(c, !close);
+    conn_next(c, !close, 0);
 }
 
 /*
@@ -863,7 +911,7 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
     skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
     request_release(r);
     r->keep_alive = keep;
-    conn_next(c, keep);
+    conn_next(c, keep, 0);
 }
 
 /* ------------------------------------------------------------ signed URLs */
@@ -1488,7 +1536,7 @@ decided:
         r->forwarded = true;
         c->resp_mark = c->out_drained + evbuffer_get_length(bufferevent_get_output(c->bev));
         c->state = CS_BUSY;
-        evtimer_del(&c->timer);
+        timer_clear(c);
         c->ex = proxy_forward(w->proxy, &fp, on_proxy_done, c);
     }
     return;
@@ -1632,6 +1680,7 @@ void conn_free(struct conn *c)
         proxy_abort(ex); /* runs on_proxy_done -> finish -> ... -> conn_next */
     }
     evtimer_del(&c->timer);
+    c->timer_at_ns = c->deadline_ns = 0;
     proxy_reader_free(c->rd);
     if (c->bev)
         bufferevent_free(c->bev);
@@ -1673,8 +1722,7 @@ static void closing_write(struct bufferevent *bev, void *arg)
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     bufferevent_setcb(c->bev, linger_read, NULL, linger_event, c);
     conn_read_on(c);
-    evtimer_del(&c->timer);
-    arm_timer(c, 2, LINGER_MS);
+    arm_timer(c, 2, LINGER_MS, mono_ns());
 }
 
 static void conn_close(struct conn *c)
@@ -1684,15 +1732,15 @@ static void conn_close(struct conn *c)
     conn_read_off(c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_enable(c->bev, EV_WRITE);
-    evtimer_del(&c->timer);
     /* A client that never reads its response is dropped after the idle timeout. */
-    arm_timer(c, 0, c->w->rt ? c->w->rt->cfg->limits.idle_timeout_ms : 10000);
+    arm_timer(c, 0, c->w->rt ? c->w->rt->cfg->limits.idle_timeout_ms : 10000, mono_ns());
     if (!c->processing)
         closing_write(c->bev, c);
 }
 
-/* After a request: close, or wait for / process the next head. */
-static void conn_next(struct conn *c, bool reusable)
+/* After a request: close, or wait for / process the next head. `now`: the
+ * caller's mono_ns reading at the request's end, or 0 to read the clock. */
+static void conn_next(struct conn *c, bool reusable, uint64_t now)
 {
     struct worker *w = c->w;
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -1717,9 +1765,10 @@ static void conn_next(struct conn *c, bool reusable)
     proxy_reader_watermark(c->rd, 0);
     conn_read_on(c);
     proxy_flush(c->bev); /* the response (or its tail), now */
-    evtimer_del(&c->timer);
+    timer_clear(c);
     if (evbuffer_get_length(in) == 0) {
-        arm_timer(c, 0, w->rt ? w->rt->cfg->limits.idle_timeout_ms : 60000);
+        /* the idle timeout runs from the end of the last request */
+        arm_timer(c, 0, w->rt ? w->rt->cfg->limits.idle_timeout_ms : 60000, now ? now : mono_ns());
         return;
     }
     if (!c->processing)
@@ -1755,8 +1804,7 @@ static void conn_process(struct conn *c)
         if (!c->head_started) {
             c->head_started = true;
             c->head_start_ns = mono_ns();
-            evtimer_del(&c->timer);
-            arm_timer(c, 1, rt->cfg->limits.header_timeout_ms);
+            arm_timer(c, 1, rt->cfg->limits.header_timeout_ms, c->head_start_ns);
         }
         memset(&lim, 0, sizeof(lim));
         lim.max_header_bytes = rt->cfg->limits.max_header_bytes;
@@ -1791,7 +1839,7 @@ static void conn_process(struct conn *c)
             }
             break;
         }
-        evtimer_del(&c->timer);
+        timer_clear(c);
         c->parse_prev = 0;
         handle_request(c, &hreq, head_len);
     }
@@ -1818,21 +1866,16 @@ static void conn_process(struct conn *c)
  */
 static bool conn_park(struct conn *c, const struct cfg_issuer *is)
 {
-    uint64_t now = mono_ns(), left;
-    struct timeval tv;
+    uint64_t now = mono_ns();
 
     if (!c->park_deadline_ns)
         c->park_deadline_ns = now + (uint64_t)is->fetch_timeout_ms * 1000000u;
     if (now >= c->park_deadline_ns)
         return false;
-    left = c->park_deadline_ns - now;
     request_release(&c->req);
     c->state = CS_PARKED;
     conn_read_off(c);
-    evtimer_del(&c->timer);
-    tv.tv_sec = (time_t)(left / 1000000000u);
-    tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u) + 1;
-    evtimer_add(&c->timer, &tv);
+    arm_timer_at(c, c->park_deadline_ns, now);
     return true;
 }
 
@@ -1841,7 +1884,7 @@ void conn_unpark(struct conn *c)
 {
     if (c->state != CS_PARKED)
         return;
-    evtimer_del(&c->timer);
+    timer_clear(c);
     c->state = CS_HEAD;
     conn_read_on(c);
     conn_process(c);
@@ -1890,6 +1933,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    c->timer_at_ns = 0;
+    if (!c->deadline_ns)
+        return; /* armed for a deadline since cleared */
+    {
+        uint64_t now = mono_ns();
+        if (now < c->deadline_ns) { /* armed for an earlier deadline: the rest */
+            arm_timer_at(c, c->deadline_ns, now);
+            return;
+        }
+    }
+    c->deadline_ns = 0;
     if (c->state == CS_PARKED) { /* fetch_timeout_ms passed: decide now */
         conn_unpark(c);
         return;
@@ -1962,5 +2016,5 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     conn_read_on(c);
-    arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000);
+    arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000, mono_ns());
 }

@@ -97,7 +97,9 @@ struct conn {
     struct list node; /* in its worker's conns */
     struct bufferevent *bev;
     struct proxy_reader *rd; /* owned: reads bev (conn_read_on/off), freed before it */
-    struct event timer;
+    struct event timer;      /* the wake-up for deadline_ns (conn.c's timer rule) */
+    uint64_t deadline_ns;    /* mono_ns the current timeout falls due; 0: none */
+    uint64_t timer_at_ns;    /* the armed timer fires by then; 0: not armed */
     enum conn_state state;
     bool processing; /* inside conn_process: frees are deferred */
     bool head_started;
