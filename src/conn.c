@@ -123,21 +123,19 @@ static uint64_t rng_next(uint64_t s[2])
     return s[1] + s0;
 }
 
+/* 32 lowercase hex digits of two random words (the digits by word: trace.h). */
 static void new_request_id(struct worker *w, char out[PROXY_REQUEST_ID_MAX + 1])
 {
-    static const char hex[] = "0123456789abcdef";
     uint64_t a = rng_next(w->rng), b = rng_next(w->rng);
-    for (int i = 0; i < 16; i++) {
-        out[i] = hex[(a >> (i * 4)) & 15];
-        out[16 + i] = hex[(b >> (i * 4)) & 15];
-    }
+    trace_hex64(a, out);
+    trace_hex64(b, out + 16);
     out[32] = '\0';
 }
 
 static bool name_is(const char *name, size_t len, const char *lit)
 {
     size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
-    return len == n && ascii_casecmp_n(name, len, lit, n) == 0;
+    return len == n && ascii_case_eq(name, lit, n);
 }
 
 /*
