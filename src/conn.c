@@ -306,6 +306,17 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
     c->req.bytes_out += (uint64_t)n; /* the audit record and the access log count it */
 }
 
+/* What request_release clears: all of struct request but d's tail (lp, trace)
+ * and hdrs, which come last (conn.h) and are written before they are read. */
+#define REQUEST_CLEARED (offsetof(struct request, d) + offsetof(struct decide_outcome, lp))
+_Static_assert(offsetof(struct request, hdrs) + sizeof(((struct request *)0)->hdrs) ==
+                   sizeof(struct request),
+               "hdrs is struct request's last member");
+_Static_assert(offsetof(struct request, hdrs) - offsetof(struct request, d) -
+                       sizeof(struct decide_outcome) <
+                   _Alignof(struct audit_header),
+               "d comes right before hdrs");
+
 static void request_release(struct request *r)
 {
     redis_cancel(r->rate_wait);
@@ -315,7 +326,34 @@ static void request_release(struct request *r)
     if (r->have_idt)
         identity_token_release(&r->idt);
     runtime_unref(r->rt);
-    memset(r, 0, sizeof(*r));
+    memset(r, 0, REQUEST_CLEARED);
+}
+
+/*
+ * A new head starts on a released request (every way out of a request goes
+ * through request_release, and a new connection's is calloc'ed): only what is
+ * written between requests is reset here (the keep-alive flag finish leaves,
+ * the sign endpoint's 100 Continue mark, a durable note's ids), not the whole
+ * struct a second time. Builds with AddressSanitizer check the rest is clear.
+ */
+static void request_begin(struct request *r)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    {
+        static const struct request zero;
+        struct request t;
+        memcpy(&t, r, REQUEST_CLEARED);
+        t.keep_alive = t.continue_sent = false;
+        memset(t.request_id, 0, sizeof(t.request_id));
+        memset(t.client_request_id, 0, sizeof(t.client_request_id));
+        if (memcmp(&t, &zero, REQUEST_CLEARED) != 0) {
+            log_msg(LOG_ERROR, "a request began on a request not released");
+            abort();
+        }
+    }
+#endif
+    r->keep_alive = r->continue_sent = false;
+    r->request_id[0] = r->client_request_id[0] = '\0';
 }
 
 static void access_log(struct conn *c, enum reason reason, enum decision d, int status,
@@ -964,6 +1002,7 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
     bool drained = false;
 
     memset(&mr, 0, sizeof(mr));
+    memset(&r->d.lp, 0, sizeof(r->d.lp)); /* not cleared with the request (conn.h) */
     r->link_op = "mint";
     if (hreq->method != HTTP1_METHOD_POST || hreq->body != HTTP1_BODY_LENGTH) {
         why = REASON_BAD_REQUEST;
@@ -1292,7 +1331,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         decide_resume(&snap, &dr, &r->d, rate_verdict_of(verdict), verdict_retry);
         goto decided;
     }
-    memset(r, 0, sizeof(*r));
+    request_begin(r);
     r->t0_ns = c->head_start_ns;
     r->ts_ms = now_ms();
     rt = w->rt; /* the snapshot conn_process parsed the head with: its header classes */

@@ -6,6 +6,7 @@
  */
 #include "decide.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,13 @@ const char *decide_stage_name(enum decide_stage s)
     }
     return "?";
 }
+
+_Static_assert(offsetof(struct decide_outcome, lp) < offsetof(struct decide_outcome, trace) &&
+                   offsetof(struct decide_outcome, trace) + sizeof(struct policy_trace) +
+                           _Alignof(struct decide_outcome) >
+                       sizeof(struct decide_outcome) &&
+                   offsetof(struct decide_outcome, lp) > offsetof(struct decide_outcome, max_body),
+               "lp, then trace, end struct decide_outcome (decide.h)");
 
 /* A refusal at the current stage: ours (keys) is an error, the rest denies. */
 static bool refuse(struct decide_outcome *out, enum reason why)
@@ -147,6 +155,7 @@ static bool stage_link(const struct decide_snapshot *snap, const struct decide_r
     enum reason why;
 
     out->link = true;
+    memset(&out->lp, 0, sizeof(out->lp));
     if (req->authorization)
         return refuse(out, REASON_BAD_REQUEST);
     if (signurl_parse_query(req->query, req->query_len, &out->lp, out->link_err,
@@ -293,7 +302,11 @@ void decide_request(const struct decide_snapshot *snap, const struct decide_requ
 {
     const struct policy_limits *pl;
 
-    memset(out, 0, sizeof(*out));
+    /* Everything but the tail (lp, trace: decide.h) is cleared; the request
+     * path never reads the trace, and lp only on a link. */
+    memset(out, 0, offsetof(struct decide_outcome, lp));
+    if (req->trace)
+        memset(&out->trace, 0, sizeof(out->trace));
     out->stage = DECIDE_STAGE_PATH;
     if (req->path_reason != REASON_ALLOWED) {
         refuse(out, req->path_reason);

@@ -150,7 +150,6 @@ struct decide_outcome {
     const struct cfg_issuer *issuer; /* the issuer that verified (or was named) */
     const char *issuer_note;         /* claims mode: why no issuer, or NULL (static) */
     bool link;                       /* a signed-URL request: lp, link_id, link_sig_sha */
-    struct signurl_params lp;
     char link_id[2 * SIGNURL_ID_BYTES + 1];
     char link_sig_sha[65];
     char link_err[160]; /* a link that did not parse: why (for a log line) */
@@ -158,7 +157,6 @@ struct decide_outcome {
     bool would_deny;
     enum reason deny_reason; /* the dry_run deny let through */
     bool have_trace;
-    struct policy_trace trace; /* with request.trace */
     /* limits: what the step checks (explain reports them unchecked) */
     struct {
         enum decide_rate_scope scope;
@@ -168,6 +166,10 @@ struct decide_outcome {
         bool checked; /* a limiter was called */
     } limits;
     uint64_t max_body; /* the step's body cap (body stage reached) */
+    /* Last, and not cleared with the rest (decide_request clears the members
+     * above only): each is set where it becomes meaningful. */
+    struct signurl_params lp;  /* with link: cleared when the link stage starts */
+    struct policy_trace trace; /* with request.trace: cleared when the decision starts */
 };
 
 /* Decides `req` (see the opening comment). `lim` NULL: no limits taken.
