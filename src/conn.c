@@ -696,8 +696,7 @@ static int header_lookup(void *ctx, const char *name, const char **value, size_t
     *len = 0;
     for (unsigned i = 0; i < req->n_headers; i++) {
         const struct http1_header *h = &req->headers[i];
-        if (!(h->cls & HDRCLASS_POLICY) || h->name_len != n ||
-            ascii_casecmp_n(h->name, n, name, n) != 0)
+        if (!(h->cls & HDRCLASS_POLICY) || h->name_len != n || !ascii_case_eq(h->name, name, n))
             continue;
         if (count++ == 0) {
             *value = h->value;
@@ -716,29 +715,48 @@ static void arena_reserve(struct conn *c, size_t need)
     c->arena = xmalloc(c->arena_cap);
 }
 
-/* Copies what the audit record and log need before the head leaves the buffer. */
-static void copy_request_fields(struct conn *c, const struct http1_request *hreq, const char *path,
-                                size_t path_len, const char *query, size_t query_len,
-                                const struct baton_config *cfg)
-{
-    struct request *r = &c->req;
-    size_t need = path_len + query_len + 1, off = 0, n_rec = 0;
-    const struct http1_header *ua = NULL;
+/* One pass over the head's headers: which ids occur (a bit per enum
+ * hdrclass_id), the first User-Agent, and whether any is recorded. */
+struct head_scan {
+    uint32_t ids;
+    const struct http1_header *ua;
+    bool recorded;
+};
+_Static_assert(HDR_TRANSFER_ENCODING_US < 32, "a bit per header id");
 
-    /* the classes were found in the parse, by the snapshot's table (runtime.h) */
+static void scan_head(const struct http1_request *hreq, struct head_scan *hs)
+{
+    hs->ids = 0;
+    hs->ua = NULL;
+    hs->recorded = false;
     for (unsigned i = 0; i < hreq->n_headers; i++) {
         const struct http1_header *h = &hreq->headers[i];
-        if (!ua && h->id == HDR_USER_AGENT) {
-            ua = h;
-            need += h->value_len < UA_MAX ? h->value_len : UA_MAX;
-        }
-        if (h->cls & HDRCLASS_RECORDED) {
-            n_rec++;
+        if (h->id == HDR_USER_AGENT && !(hs->ids & 1u << HDR_USER_AGENT))
+            hs->ua = h;
+        hs->ids |= 1u << h->id;
+        hs->recorded |= (h->cls & HDRCLASS_RECORDED) != 0;
+    }
+}
+
+/* Copies what the audit record and log need before the head leaves the buffer. */
+static void copy_request_fields(struct conn *c, const struct http1_request *hreq,
+                                const struct head_scan *hs, const char *path, size_t path_len,
+                                const char *query, size_t query_len, const struct baton_config *cfg)
+{
+    struct request *r = &c->req;
+    size_t need = path_len + query_len + 1, off = 0;
+    const struct http1_header *ua = hs->ua;
+
+    /* the classes were found in the parse, by the snapshot's table (runtime.h) */
+    if (ua)
+        need += ua->value_len < UA_MAX ? ua->value_len : UA_MAX;
+    for (unsigned i = 0; hs->recorded && i < hreq->n_headers; i++) {
+        const struct http1_header *h = &hreq->headers[i];
+        if (h->cls & HDRCLASS_RECORDED)
             for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
                 if (name_is(h->name, h->name_len, cfg->audit.record_headers[k]))
                     need += h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len
                                                                   : AUDIT_HEADER_VALUE_MAX;
-        }
     }
     arena_reserve(c, need);
 
@@ -760,7 +778,7 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
         off += n;
     }
     r->n_hdrs = 0;
-    for (size_t k = 0; n_rec && k < cfg->audit.n_record_headers; k++) {
+    for (size_t k = 0; hs->recorded && k < cfg->audit.n_record_headers; k++) {
         const char *want = cfg->audit.record_headers[k];
         int copies = 0;
         for (unsigned i = 0; i < hreq->n_headers && r->n_hdrs < AUDIT_MAX_RECORD_HEADERS; i++) {
@@ -1311,6 +1329,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     unsigned timeout_ms;
     const char *a_line = NULL; /* the caller assertion line, borrowed from the worker's cache */
     size_t a_len = 0;
+    struct head_scan hs;
 
     if (resumed) {
         rt = r->rt;
@@ -1340,14 +1359,17 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     r->method = hreq->method;
     r->version = hreq->version;
     r->keep_alive = hreq->keep_alive && !w->draining;
-    /* Clients never choose the audit record's id: theirs travels beside it. */
+    /* Clients never choose the audit record's id: theirs travels beside it.
+     * A name the head lacks (by its id, found in the parse) is not looked for. */
     new_request_id(w, r->request_id);
-    if (!proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
+    scan_head(hreq, &hs);
+    if (!(hs.ids & 1u << HDR_X_REQUEST_ID) ||
+        !proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
         r->client_request_id[0] = '\0';
     {
         /* baton's hop of the trace: its own span, the client's trace kept */
         char tp[56];
-        r->trace_in = proxy_traceparent(hreq, tp);
+        r->trace_in = (hs.ids & 1u << HDR_TRACEPARENT) && proxy_traceparent(hreq, tp);
         trace_begin(r->trace_in ? tp : NULL, rng_next(w->rng), r->trace_in ? 0 : rng_next(w->rng),
                     r->trace_in ? 0 : rng_next(w->rng), &r->trace);
         trace_traceparent(&r->trace, r->traceparent);
@@ -1378,9 +1400,9 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         return;
     }
     if (why == REASON_ALLOWED)
-        copy_request_fields(c, hreq, pr.path, pr.path_len, pr.query, pr.query_len, cfg);
+        copy_request_fields(c, hreq, &hs, pr.path, pr.path_len, pr.query, pr.query_len, cfg);
     else
-        copy_request_fields(c, hreq, hreq->origin, hreq->origin_len, NULL, 0, cfg);
+        copy_request_fields(c, hreq, &hs, hreq->origin, hreq->origin_len, NULL, 0, cfg);
     r->routed = true;
     if (why == REASON_ALLOWED && rt->url_keys && pr.path_len == sizeof(SIGNURL_ENDPOINT) - 1 &&
         memcmp(pr.path, SIGNURL_ENDPOINT, pr.path_len) == 0) {
