@@ -306,7 +306,7 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
     c->req.bytes_out += (uint64_t)n; /* the audit record and the access log count it */
 }
 
-/* What request_release clears: all of struct request but d's tail (lp, trace)
+/* What request_release clears: all of struct request but d's tail (link, trace)
  * and hdrs, which come last (conn.h) and are written before they are read. */
 #define REQUEST_CLEARED (offsetof(struct request, d) + offsetof(struct decide_outcome, lp))
 _Static_assert(offsetof(struct request, hdrs) + sizeof(((struct request *)0)->hdrs) ==
@@ -1020,7 +1020,7 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
     bool drained = false;
 
     memset(&mr, 0, sizeof(mr));
-    memset(&r->d.lp, 0, sizeof(r->d.lp)); /* not cleared with the request (conn.h) */
+    decide_link_clear(&r->d); /* not cleared with the request (conn.h) */
     r->link_op = "mint";
     if (hreq->method != HTTP1_METHOD_POST || hreq->body != HTTP1_BODY_LENGTH) {
         why = REASON_BAD_REQUEST;

@@ -88,7 +88,7 @@ struct request {
     bool reads_paused; /* bytes came while parked: reading stopped until the verdict */
     bool park_link;    /* parked on a link use, not on the rate (resume there) */
     /* Last, in this order: request_release clears everything before d's tail
-     * (decide.h: lp, trace) and hdrs, which are set where they are used. */
+     * (decide.h: the link members, trace) and hdrs, which are set where they are used. */
     struct decide_outcome d; /* route, authn, authz, limits (decide.h); the sign
                                 endpoint fills its authn and link members */
     struct audit_header hdrs[AUDIT_MAX_RECORD_HEADERS];
