@@ -684,11 +684,43 @@ static void skip_body(struct evbuffer *in, const struct http1_request *hreq, siz
     evbuffer_drain(in, head_len + (hreq->body == HTTP1_BODY_LENGTH ? hreq->content_length : 0));
 }
 
-/* A policy's require_headers name: only headers of the policy-read class
- * (stamped by the snapshot's table, runtime.h) can be it. */
-static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
+/* One pass over the head's headers: which ids occur (a bit per enum
+ * hdrclass_id), the first User-Agent, whether any is recorded, and where the
+ * policy-read ones are (header_lookup's context). */
+struct head_scan {
+    const struct http1_request *hreq;
+    uint32_t ids;
+    const struct http1_header *ua;
+    bool recorded;
+    unsigned n_pol;
+    uint8_t pol[HTTP1_MAX_HEADERS]; /* indexes of the HDRCLASS_POLICY headers, in order */
+};
+_Static_assert(HDR_TRANSFER_ENCODING_US < 32, "a bit per header id");
+_Static_assert(HTTP1_MAX_HEADERS <= 256, "a header index in a byte");
+
+static void scan_head(const struct http1_request *hreq, struct head_scan *hs)
 {
-    const struct http1_request *req = ctx;
+    hs->hreq = hreq;
+    hs->ids = 0;
+    hs->ua = NULL;
+    hs->recorded = false;
+    hs->n_pol = 0;
+    for (unsigned i = 0; i < hreq->n_headers; i++) {
+        const struct http1_header *h = &hreq->headers[i];
+        if (h->id == HDR_USER_AGENT && !(hs->ids & 1u << HDR_USER_AGENT))
+            hs->ua = h;
+        hs->ids |= 1u << h->id;
+        hs->recorded |= (h->cls & HDRCLASS_RECORDED) != 0;
+        if (h->cls & HDRCLASS_POLICY)
+            hs->pol[hs->n_pol++] = (uint8_t)i;
+    }
+}
+
+/* header_lookup over every header, the policy-read ones by their class: the
+ * plain way, which AddressSanitizer builds hold header_lookup to. */
+static int header_lookup_plain(const struct http1_request *req, const char *name,
+                               const char **value, size_t *len)
+{
     size_t n = strlen(name);
     int count = 0;
 
@@ -706,6 +738,42 @@ static int header_lookup(void *ctx, const char *name, const char **value, size_t
     return count;
 }
 
+/* A policy's require_headers name (`ctx` a struct head_scan): only headers of
+ * the policy-read class (stamped by the snapshot's table, runtime.h) can be
+ * it, and the scan listed those. */
+static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
+{
+    const struct head_scan *hs = ctx;
+    const struct http1_header *hdrs = hs->hreq->headers;
+    size_t n = strlen(name);
+    int count = 0;
+
+    *value = NULL;
+    *len = 0;
+    for (unsigned k = 0; k < hs->n_pol; k++) {
+        const struct http1_header *h = &hdrs[hs->pol[k]];
+        if (h->name_len != n || !ascii_case_eq(h->name, name, n))
+            continue;
+        if (count++ == 0) {
+            *value = h->value;
+            *len = h->value_len;
+        }
+    }
+#if defined(__SANITIZE_ADDRESS__)
+    {
+        const char *pv;
+        size_t pl;
+        if (header_lookup_plain(hs->hreq, name, &pv, &pl) != count || pv != *value || pl != *len) {
+            log_msg(LOG_ERROR, "header_lookup disagrees with the plain lookup of %s", name);
+            abort();
+        }
+    }
+#else
+    (void)header_lookup_plain;
+#endif
+    return count;
+}
+
 static void arena_reserve(struct conn *c, size_t need)
 {
     if (need <= c->arena_cap)
@@ -713,29 +781,6 @@ static void arena_reserve(struct conn *c, size_t need)
     free(c->arena);
     c->arena_cap = need < 256 ? 256 : need;
     c->arena = xmalloc(c->arena_cap);
-}
-
-/* One pass over the head's headers: which ids occur (a bit per enum
- * hdrclass_id), the first User-Agent, and whether any is recorded. */
-struct head_scan {
-    uint32_t ids;
-    const struct http1_header *ua;
-    bool recorded;
-};
-_Static_assert(HDR_TRANSFER_ENCODING_US < 32, "a bit per header id");
-
-static void scan_head(const struct http1_request *hreq, struct head_scan *hs)
-{
-    hs->ids = 0;
-    hs->ua = NULL;
-    hs->recorded = false;
-    for (unsigned i = 0; i < hreq->n_headers; i++) {
-        const struct http1_header *h = &hreq->headers[i];
-        if (h->id == HDR_USER_AGENT && !(hs->ids & 1u << HDR_USER_AGENT))
-            hs->ua = h;
-        hs->ids |= 1u << h->id;
-        hs->recorded |= (h->cls & HDRCLASS_RECORDED) != 0;
-    }
 }
 
 /* Copies what the audit record and log need before the head leaves the buffer. */
@@ -859,12 +904,12 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
  * worker's cache. NULL when signing failed (err set).
  */
 static const char *assertion_line(struct worker *w, const struct runtime *rt,
-                                  const struct request *r, const struct http1_request *hreq,
-                                  size_t *len, char *err, size_t errlen)
+                                  const struct request *r, const struct head_scan *hs, size_t *len,
+                                  char *err, size_t errlen)
 {
     const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
     size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
-    const struct policy_input hin = {.header = header_lookup, .header_ctx = (void *)hreq};
+    const struct policy_input hin = {.header = header_lookup, .header_ctx = (void *)hs};
     const struct cfg_upstream *up = r->step->target->up;
 
     for (size_t i = 0; i < policy_header_count(r->d.policy) && nh < ASSERTION_MAX_HEADERS; i++) {
@@ -872,7 +917,7 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt,
         /* authorized: every require_headers entry matched (once, its glob);
          * a dry-run pass-through (would_deny) carries only those that did */
         if (r->d.would_deny ? policy_header_matched(r->d.policy, i, &hin, &vals[nh], &lens[nh])
-                            : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
+                            : header_lookup((void *)hs, name, &vals[nh], &lens[nh]) == 1)
             names[nh++] = name;
     }
     {
@@ -1273,8 +1318,8 @@ static enum decide_rate_verdict limit_rate(void *ctx, const struct policy *p,
 /* The decision's view of a parsed head (decide.h); `pr` canonical when
  * `path_reason` is REASON_ALLOWED. */
 static void decide_input(const struct request *r, const struct http1_request *hreq,
-                         const struct path_result *pr, enum reason path_reason,
-                         struct decide_request *dr)
+                         const struct head_scan *hs, const struct path_result *pr,
+                         enum reason path_reason, struct decide_request *dr)
 {
     memset(dr, 0, sizeof(*dr));
     dr->method = http1_method_name(hreq->method);
@@ -1286,7 +1331,7 @@ static void decide_input(const struct request *r, const struct http1_request *hr
     dr->query = pr->query;
     dr->query_len = pr->query_len;
     dr->header = header_lookup;
-    dr->header_ctx = (void *)hreq;
+    dr->header_ctx = (void *)hs;
     dr->connection = &hreq->connection;
     if (hreq->authorization >= 0) {
         dr->authorization = hreq->headers[hreq->authorization].value;
@@ -1332,6 +1377,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     struct head_scan hs;
 
     if (resumed) {
+        scan_head(hreq, &hs); /* the head parsed again: where its headers are now */
         rt = r->rt;
         cfg = rt->cfg;
         body_pending = r->body_pending;
@@ -1346,7 +1392,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         if (verdict == REDIS_FAILED)
             verdict = rate_fallback(c, &verdict_retry);
         snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
-        decide_input(r, hreq, &pr, REASON_ALLOWED, &dr);
+        decide_input(r, hreq, &hs, &pr, REASON_ALLOWED, &dr);
         decide_resume(&snap, &dr, &r->d, rate_verdict_of(verdict), verdict_retry);
         goto decided;
     }
@@ -1413,7 +1459,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     {
         const struct decide_limiter lim = {c, limit_in_flight, limit_rate};
         snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
-        decide_input(r, hreq, &pr, why, &dr);
+        decide_input(r, hreq, &hs, &pr, why, &dr);
         decide_request(&snap, &dr, rt->caches[w->id % rt->n_workers], &c->token_hint, &lim, &r->d);
     }
     if (r->d.have_ar)
@@ -1477,7 +1523,7 @@ decided:
 
     if (rt->assertion && up->caller_assertion) {
         char aerr[256];
-        a_line = assertion_line(w, rt, r, hreq, &a_len, aerr, sizeof(aerr));
+        a_line = assertion_line(w, rt, r, &hs, &a_len, aerr, sizeof(aerr));
         if (!a_line) {
             /* ours, not the caller's: retryable, and nothing is forwarded */
             if (log_budget(w)) {
