@@ -50,12 +50,15 @@ static uint64_t hex_bytes(uint64_t x)
     return x + 0x3030303030303030ull + letters * 39u;
 }
 
-/* The 8 digits of `v`, most significant first: byte 7 of the word first. */
+/* The 8 digits of `v`, most significant first: byte 7 of the word first, so
+ * one store of the word in big-endian order. */
 static void put8(uint32_t v, char *out)
 {
     uint64_t d = hex_bytes(spread_nibbles(v));
-    for (int k = 0; k < 8; k++)
-        out[k] = (char)(d >> (8 * (7 - k)));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    d = __builtin_bswap64(d);
+#endif
+    memcpy(out, &d, 8);
 }
 
 void trace_hex64(uint64_t v, char out[16])
