@@ -538,17 +538,14 @@ static enum reason check_claims(const struct cfg_issuer *is, const struct jws_to
     return REASON_ALLOWED;
 }
 
+static enum reason verify_token(struct authn *a, struct authn_cache *cache, struct authn_hint *hint,
+                                const char *token, size_t len, int64_t now_s, uint64_t key,
+                                struct authn_result *out);
+
 enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct authn_hint *hint,
                          const char *token, size_t len, int64_t now_s, struct authn_result *out)
 {
-    struct jws_token t = JWS_TOKEN_INIT;
-    struct jws_keyset *ks = NULL;
-    const struct cfg_issuer *is;
-    const json_t *iss;
-    unsigned char sha[32];
-    uint64_t gen = 0, key = 0;
-    double from = 0, until = 0;
-    enum reason r;
+    uint64_t key = 0;
     struct centry *e = hint_find(cache, hint, a->id, token, len);
     bool hinted = e != NULL;
 
@@ -594,6 +591,24 @@ enum reason authn_verify(struct authn *a, struct authn_cache *cache, struct auth
         }
         cache->st.misses++;
     }
+    return verify_token(a, cache, hint, token, len, now_s, key, out);
+}
+
+/* A token the cache did not have (`key`: its cache key, when there is a
+ * cache): parse, issuer, keys, signature, claims; cached when it passes. The
+ * token's parse state is set up here, off the hit path. */
+static enum reason verify_token(struct authn *a, struct authn_cache *cache, struct authn_hint *hint,
+                                const char *token, size_t len, int64_t now_s, uint64_t key,
+                                struct authn_result *out)
+{
+    struct jws_token t = JWS_TOKEN_INIT;
+    struct jws_keyset *ks = NULL;
+    const struct cfg_issuer *is;
+    const json_t *iss;
+    unsigned char sha[32];
+    uint64_t gen = 0;
+    double from = 0, until = 0;
+    enum reason r;
 
     r = jws_parse(token, len, a->max_token_bytes, &t);
     if (r == REASON_ALLOWED)

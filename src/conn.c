@@ -92,7 +92,7 @@
 #define LINGER_MS 2000  /* after a close, how long unread client bytes are drained */
 
 static void conn_process(struct conn *c);
-static void conn_next(struct conn *c, bool reusable);
+static void conn_next(struct conn *c, bool reusable, uint64_t now);
 static void conn_close(struct conn *c);
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -123,21 +123,19 @@ static uint64_t rng_next(uint64_t s[2])
     return s[1] + s0;
 }
 
+/* 32 lowercase hex digits of two random words (the digits by word: trace.h). */
 static void new_request_id(struct worker *w, char out[PROXY_REQUEST_ID_MAX + 1])
 {
-    static const char hex[] = "0123456789abcdef";
     uint64_t a = rng_next(w->rng), b = rng_next(w->rng);
-    for (int i = 0; i < 16; i++) {
-        out[i] = hex[(a >> (i * 4)) & 15];
-        out[16 + i] = hex[(b >> (i * 4)) & 15];
-    }
+    trace_hex64(a, out);
+    trace_hex64(b, out + 16);
     out[32] = '\0';
 }
 
 static bool name_is(const char *name, size_t len, const char *lit)
 {
     size_t n = strlen(lit); /* a literal: folded; lengths first, the bytes when equal */
-    return len == n && ascii_casecmp_n(name, len, lit, n) == 0;
+    return len == n && ascii_case_eq(name, lit, n);
 }
 
 /*
@@ -166,15 +164,63 @@ static bool log_budget(struct worker *w)
     return true;
 }
 
-static void arm_timer(struct conn *c, int which, unsigned ms)
+/*
+ * The connection's one timer (idle, header, linger, park): c->deadline_ns is
+ * when the current timeout falls due (0: none), and the armed timer is only a
+ * wake-up that fires no later than that. A new deadline keeps an armed timer
+ * that fires at or before it, so a keep-alive connection arms its timer about
+ * once per header timeout instead of twice a request; when the timer fires
+ * before the deadline (it was armed for an earlier one), on_timer arms it again
+ * for the rest, so no timeout fires before its true deadline (the rule proxy.c
+ * follows for its own timers). Clearing a deadline leaves the timer armed: it
+ * fires into nothing.
+ */
+static void timer_arm_tv(struct conn *c, uint64_t at, const struct timeval *tv)
+{
+    evtimer_add(&c->timer, tv);
+    c->timer_at_ns = at;
+}
+
+/* The deadline `ms` after `now` (mono_ns); `which` names the worker's cached
+ * common timeout of that duration (0 idle, 1 header, 2 linger). */
+static void arm_timer(struct conn *c, int which, unsigned ms, uint64_t now)
 {
     struct worker *w = c->w;
+
+    c->deadline_ns = now + (uint64_t)ms * 1000000u;
+    if (c->timer_at_ns && c->timer_at_ns <= c->deadline_ns)
+        return; /* armed to fire no later: on_timer re-arms for the rest */
     if (w->timer_ms[which] != ms || !w->timer_tv[which]) {
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         w->timer_tv[which] = event_base_init_common_timeout(w->base, &tv);
         w->timer_ms[which] = ms;
     }
-    evtimer_add(&c->timer, w->timer_tv[which]);
+    timer_arm_tv(c, c->deadline_ns, w->timer_tv[which]);
+}
+
+/* The deadline `deadline` (mono_ns, after `now`), armed exactly when the timer
+ * is not armed to fire by then. */
+static void arm_timer_at(struct conn *c, uint64_t deadline, uint64_t now)
+{
+    uint64_t left = deadline > now ? deadline - now : 0;
+    struct timeval tv;
+
+    c->deadline_ns = deadline;
+    if (c->timer_at_ns && c->timer_at_ns <= deadline)
+        return;
+    tv.tv_sec = (time_t)(left / 1000000000u);
+    tv.tv_usec = (suseconds_t)((left % 1000000000u + 999u) / 1000u); /* rounded up */
+    if (tv.tv_usec >= 1000000) {
+        tv.tv_sec++;
+        tv.tv_usec -= 1000000;
+    }
+    timer_arm_tv(c, deadline, &tv);
+}
+
+/* No timeout runs (forwarding, parked on Redis, a held response). */
+static void timer_clear(struct conn *c)
+{
+    c->deadline_ns = 0;
 }
 
 static const char *status_text(int status)
@@ -260,6 +306,17 @@ static void send_error(struct conn *c, enum reason reason, const char *extra, bo
     c->req.bytes_out += (uint64_t)n; /* the audit record and the access log count it */
 }
 
+/* What request_release clears: all of struct request but d's tail (link, trace)
+ * and hdrs, which come last (conn.h) and are written before they are read. */
+#define REQUEST_CLEARED (offsetof(struct request, d) + offsetof(struct decide_outcome, lp))
+_Static_assert(offsetof(struct request, hdrs) + sizeof(((struct request *)0)->hdrs) ==
+                   sizeof(struct request),
+               "hdrs is struct request's last member");
+_Static_assert(offsetof(struct request, hdrs) - offsetof(struct request, d) -
+                       sizeof(struct decide_outcome) <
+                   _Alignof(struct audit_header),
+               "d comes right before hdrs");
+
 static void request_release(struct request *r)
 {
     redis_cancel(r->rate_wait);
@@ -269,7 +326,34 @@ static void request_release(struct request *r)
     if (r->have_idt)
         identity_token_release(&r->idt);
     runtime_unref(r->rt);
-    memset(r, 0, sizeof(*r));
+    memset(r, 0, REQUEST_CLEARED);
+}
+
+/*
+ * A new head starts on a released request (every way out of a request goes
+ * through request_release, and a new connection's is calloc'ed): only what is
+ * written between requests is reset here (the keep-alive flag finish leaves,
+ * the sign endpoint's 100 Continue mark, a durable note's ids), not the whole
+ * struct a second time. Builds with AddressSanitizer check the rest is clear.
+ */
+static void request_begin(struct request *r)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    {
+        static const struct request zero;
+        struct request t;
+        memcpy(&t, r, REQUEST_CLEARED);
+        t.keep_alive = t.continue_sent = false;
+        memset(t.request_id, 0, sizeof(t.request_id));
+        memset(t.client_request_id, 0, sizeof(t.client_request_id));
+        if (memcmp(&t, &zero, REQUEST_CLEARED) != 0) {
+            log_msg(LOG_ERROR, "a request began on a request not released");
+            abort();
+        }
+    }
+#endif
+    r->keep_alive = r->continue_sent = false;
+    r->request_id[0] = r->client_request_id[0] = '\0';
 }
 
 static void access_log(struct conn *c, enum reason reason, enum decision d, int status,
@@ -392,7 +476,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
 {
     struct worker *w = c->w;
     struct request *r = &c->req;
-    uint64_t total = mono_ns() - r->t0_ns;
+    uint64_t now = mono_ns(), total = now - r->t0_ns;
     bool always = false, held = false;
     int ua_judged = AUDIT_UA_UNJUDGED; /* judged once for the record and the access log */
 
@@ -523,7 +607,7 @@ static void finish(struct conn *c, enum reason reason, enum decision d, int stat
         bufferevent_setcb(c->bev, NULL, NULL, NULL, c);
         return;
     }
-    conn_next(c, c->req.keep_alive);
+    conn_next(c, c->req.keep_alive, now);
 }
 
 /* Writer thread -> worker: queue the notice and wake the worker's loop. */
@@ -558,7 +642,7 @@ void conn_durable_arrived(struct conn *c, const struct durable_note *note)
     }
     bufferevent_enable(c->bev, EV_WRITE);
     c->state = CS_BUSY;
-    conn_next(c, c->req.keep_alive);
+    conn_next(c, c->req.keep_alive, 0);
 }
 
 /* ------------------------------------------------------------- pipeline */
@@ -606,11 +690,43 @@ static void skip_body(struct evbuffer *in, const struct http1_request *hreq, siz
     evbuffer_drain(in, head_len + (hreq->body == HTTP1_BODY_LENGTH ? hreq->content_length : 0));
 }
 
-/* A policy's require_headers name: only headers of the policy-read class
- * (stamped by the snapshot's table, runtime.h) can be it. */
-static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
+/* One pass over the head's headers: which ids occur (a bit per enum
+ * hdrclass_id), the first User-Agent, whether any is recorded, and where the
+ * policy-read ones are (header_lookup's context). */
+struct head_scan {
+    const struct http1_request *hreq;
+    uint32_t ids;
+    const struct http1_header *ua;
+    bool recorded;
+    unsigned n_pol;
+    uint8_t pol[HTTP1_MAX_HEADERS]; /* indexes of the HDRCLASS_POLICY headers, in order */
+};
+_Static_assert(HDR_TRANSFER_ENCODING_US < 32, "a bit per header id");
+_Static_assert(HTTP1_MAX_HEADERS <= 256, "a header index in a byte");
+
+static void scan_head(const struct http1_request *hreq, struct head_scan *hs)
 {
-    const struct http1_request *req = ctx;
+    hs->hreq = hreq;
+    hs->ids = 0;
+    hs->ua = NULL;
+    hs->recorded = false;
+    hs->n_pol = 0;
+    for (unsigned i = 0; i < hreq->n_headers; i++) {
+        const struct http1_header *h = &hreq->headers[i];
+        if (h->id == HDR_USER_AGENT && !(hs->ids & 1u << HDR_USER_AGENT))
+            hs->ua = h;
+        hs->ids |= 1u << h->id;
+        hs->recorded |= (h->cls & HDRCLASS_RECORDED) != 0;
+        if (h->cls & HDRCLASS_POLICY)
+            hs->pol[hs->n_pol++] = (uint8_t)i;
+    }
+}
+
+/* header_lookup over every header, the policy-read ones by their class: the
+ * plain way, which AddressSanitizer builds hold header_lookup to. */
+static int header_lookup_plain(const struct http1_request *req, const char *name,
+                               const char **value, size_t *len)
+{
     size_t n = strlen(name);
     int count = 0;
 
@@ -618,14 +734,49 @@ static int header_lookup(void *ctx, const char *name, const char **value, size_t
     *len = 0;
     for (unsigned i = 0; i < req->n_headers; i++) {
         const struct http1_header *h = &req->headers[i];
-        if (!(h->cls & HDRCLASS_POLICY) || h->name_len != n ||
-            ascii_casecmp_n(h->name, n, name, n) != 0)
+        if (!(h->cls & HDRCLASS_POLICY) || h->name_len != n || !ascii_case_eq(h->name, name, n))
             continue;
         if (count++ == 0) {
             *value = h->value;
             *len = h->value_len;
         }
     }
+    return count;
+}
+
+/* A policy's require_headers name (`ctx` a struct head_scan): only headers of
+ * the policy-read class (stamped by the snapshot's table, runtime.h) can be
+ * it, and the scan listed those. */
+static int header_lookup(void *ctx, const char *name, const char **value, size_t *len)
+{
+    const struct head_scan *hs = ctx;
+    const struct http1_header *hdrs = hs->hreq->headers;
+    size_t n = strlen(name);
+    int count = 0;
+
+    *value = NULL;
+    *len = 0;
+    for (unsigned k = 0; k < hs->n_pol; k++) {
+        const struct http1_header *h = &hdrs[hs->pol[k]];
+        if (h->name_len != n || !ascii_case_eq(h->name, name, n))
+            continue;
+        if (count++ == 0) {
+            *value = h->value;
+            *len = h->value_len;
+        }
+    }
+#if defined(__SANITIZE_ADDRESS__)
+    {
+        const char *pv;
+        size_t pl;
+        if (header_lookup_plain(hs->hreq, name, &pv, &pl) != count || pv != *value || pl != *len) {
+            log_msg(LOG_ERROR, "header_lookup disagrees with the plain lookup of %s", name);
+            abort();
+        }
+    }
+#else
+    (void)header_lookup_plain;
+#endif
     return count;
 }
 
@@ -639,28 +790,24 @@ static void arena_reserve(struct conn *c, size_t need)
 }
 
 /* Copies what the audit record and log need before the head leaves the buffer. */
-static void copy_request_fields(struct conn *c, const struct http1_request *hreq, const char *path,
-                                size_t path_len, const char *query, size_t query_len,
-                                const struct baton_config *cfg)
+static void copy_request_fields(struct conn *c, const struct http1_request *hreq,
+                                const struct head_scan *hs, const char *path, size_t path_len,
+                                const char *query, size_t query_len, const struct baton_config *cfg)
 {
     struct request *r = &c->req;
-    size_t need = path_len + query_len + 1, off = 0, n_rec = 0;
-    const struct http1_header *ua = NULL;
+    size_t need = path_len + query_len + 1, off = 0;
+    const struct http1_header *ua = hs->ua;
 
     /* the classes were found in the parse, by the snapshot's table (runtime.h) */
-    for (unsigned i = 0; i < hreq->n_headers; i++) {
+    if (ua)
+        need += ua->value_len < UA_MAX ? ua->value_len : UA_MAX;
+    for (unsigned i = 0; hs->recorded && i < hreq->n_headers; i++) {
         const struct http1_header *h = &hreq->headers[i];
-        if (!ua && h->id == HDR_USER_AGENT) {
-            ua = h;
-            need += h->value_len < UA_MAX ? h->value_len : UA_MAX;
-        }
-        if (h->cls & HDRCLASS_RECORDED) {
-            n_rec++;
+        if (h->cls & HDRCLASS_RECORDED)
             for (size_t k = 0; k < cfg->audit.n_record_headers; k++)
                 if (name_is(h->name, h->name_len, cfg->audit.record_headers[k]))
                     need += h->value_len < AUDIT_HEADER_VALUE_MAX ? h->value_len
                                                                   : AUDIT_HEADER_VALUE_MAX;
-        }
     }
     arena_reserve(c, need);
 
@@ -682,7 +829,7 @@ static void copy_request_fields(struct conn *c, const struct http1_request *hreq
         off += n;
     }
     r->n_hdrs = 0;
-    for (size_t k = 0; n_rec && k < cfg->audit.n_record_headers; k++) {
+    for (size_t k = 0; hs->recorded && k < cfg->audit.n_record_headers; k++) {
         const char *want = cfg->audit.record_headers[k];
         int copies = 0;
         for (unsigned i = 0; i < hreq->n_headers && r->n_hdrs < AUDIT_MAX_RECORD_HEADERS; i++) {
@@ -754,7 +901,7 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
     skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
     request_release(r);
     r->keep_alive = !close;
-    conn_next(c, !close);
+    conn_next(c, !close, 0);
 }
 
 /*
@@ -763,12 +910,12 @@ static void serve_assertion_jwks(struct conn *c, const struct runtime *rt,
  * worker's cache. NULL when signing failed (err set).
  */
 static const char *assertion_line(struct worker *w, const struct runtime *rt,
-                                  const struct request *r, const struct http1_request *hreq,
-                                  size_t *len, char *err, size_t errlen)
+                                  const struct request *r, const struct head_scan *hs, size_t *len,
+                                  char *err, size_t errlen)
 {
     const char *names[ASSERTION_MAX_HEADERS], *vals[ASSERTION_MAX_HEADERS];
     size_t lens[ASSERTION_MAX_HEADERS], nh = 0;
-    const struct policy_input hin = {.header = header_lookup, .header_ctx = (void *)hreq};
+    const struct policy_input hin = {.header = header_lookup, .header_ctx = (void *)hs};
     const struct cfg_upstream *up = r->step->target->up;
 
     for (size_t i = 0; i < policy_header_count(r->d.policy) && nh < ASSERTION_MAX_HEADERS; i++) {
@@ -776,7 +923,7 @@ static const char *assertion_line(struct worker *w, const struct runtime *rt,
         /* authorized: every require_headers entry matched (once, its glob);
          * a dry-run pass-through (would_deny) carries only those that did */
         if (r->d.would_deny ? policy_header_matched(r->d.policy, i, &hin, &vals[nh], &lens[nh])
-                            : header_lookup((void *)hreq, name, &vals[nh], &lens[nh]) == 1)
+                            : header_lookup((void *)hs, name, &vals[nh], &lens[nh]) == 1)
             names[nh++] = name;
     }
     {
@@ -869,7 +1016,7 @@ static void serve_health(struct conn *c, const struct http1_request *hreq, size_
     skip_body(bufferevent_get_input(c->bev), hreq, head_len, body_pending);
     request_release(r);
     r->keep_alive = keep;
-    conn_next(c, keep);
+    conn_next(c, keep, 0);
 }
 
 /* ------------------------------------------------------------ signed URLs */
@@ -924,6 +1071,7 @@ static void handle_sign(struct conn *c, const struct http1_request *hreq, size_t
     bool drained = false;
 
     memset(&mr, 0, sizeof(mr));
+    decide_link_clear(&r->d); /* not cleared with the request (conn.h) */
     r->link_op = "mint";
     if (hreq->method != HTTP1_METHOD_POST || hreq->body != HTTP1_BODY_LENGTH) {
         why = REASON_BAD_REQUEST;
@@ -1176,8 +1324,8 @@ static enum decide_rate_verdict limit_rate(void *ctx, const struct policy *p,
 /* The decision's view of a parsed head (decide.h); `pr` canonical when
  * `path_reason` is REASON_ALLOWED. */
 static void decide_input(const struct request *r, const struct http1_request *hreq,
-                         const struct path_result *pr, enum reason path_reason,
-                         struct decide_request *dr)
+                         const struct head_scan *hs, const struct path_result *pr,
+                         enum reason path_reason, struct decide_request *dr)
 {
     memset(dr, 0, sizeof(*dr));
     dr->method = http1_method_name(hreq->method);
@@ -1189,7 +1337,7 @@ static void decide_input(const struct request *r, const struct http1_request *hr
     dr->query = pr->query;
     dr->query_len = pr->query_len;
     dr->header = header_lookup;
-    dr->header_ctx = (void *)hreq;
+    dr->header_ctx = (void *)hs;
     dr->connection = &hreq->connection;
     if (hreq->authorization >= 0) {
         dr->authorization = hreq->headers[hreq->authorization].value;
@@ -1232,8 +1380,10 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     unsigned timeout_ms;
     const char *a_line = NULL; /* the caller assertion line, borrowed from the worker's cache */
     size_t a_len = 0;
+    struct head_scan hs;
 
     if (resumed) {
+        scan_head(hreq, &hs); /* the head parsed again: where its headers are now */
         rt = r->rt;
         cfg = rt->cfg;
         body_pending = r->body_pending;
@@ -1248,11 +1398,11 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         if (verdict == REDIS_FAILED)
             verdict = rate_fallback(c, &verdict_retry);
         snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
-        decide_input(r, hreq, &pr, REASON_ALLOWED, &dr);
+        decide_input(r, hreq, &hs, &pr, REASON_ALLOWED, &dr);
         decide_resume(&snap, &dr, &r->d, rate_verdict_of(verdict), verdict_retry);
         goto decided;
     }
-    memset(r, 0, sizeof(*r));
+    request_begin(r);
     r->t0_ns = c->head_start_ns;
     r->ts_ms = now_ms();
     rt = w->rt; /* the snapshot conn_process parsed the head with: its header classes */
@@ -1261,14 +1411,17 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     r->method = hreq->method;
     r->version = hreq->version;
     r->keep_alive = hreq->keep_alive && !w->draining;
-    /* Clients never choose the audit record's id: theirs travels beside it. */
+    /* Clients never choose the audit record's id: theirs travels beside it.
+     * A name the head lacks (by its id, found in the parse) is not looked for. */
     new_request_id(w, r->request_id);
-    if (!proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
+    scan_head(hreq, &hs);
+    if (!(hs.ids & 1u << HDR_X_REQUEST_ID) ||
+        !proxy_client_request_id(hreq, r->client_request_id, sizeof(r->client_request_id)))
         r->client_request_id[0] = '\0';
     {
         /* baton's hop of the trace: its own span, the client's trace kept */
         char tp[56];
-        r->trace_in = proxy_traceparent(hreq, tp);
+        r->trace_in = (hs.ids & 1u << HDR_TRACEPARENT) && proxy_traceparent(hreq, tp);
         trace_begin(r->trace_in ? tp : NULL, rng_next(w->rng), r->trace_in ? 0 : rng_next(w->rng),
                     r->trace_in ? 0 : rng_next(w->rng), &r->trace);
         trace_traceparent(&r->trace, r->traceparent);
@@ -1299,9 +1452,9 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
         return;
     }
     if (why == REASON_ALLOWED)
-        copy_request_fields(c, hreq, pr.path, pr.path_len, pr.query, pr.query_len, cfg);
+        copy_request_fields(c, hreq, &hs, pr.path, pr.path_len, pr.query, pr.query_len, cfg);
     else
-        copy_request_fields(c, hreq, hreq->origin, hreq->origin_len, NULL, 0, cfg);
+        copy_request_fields(c, hreq, &hs, hreq->origin, hreq->origin_len, NULL, 0, cfg);
     r->routed = true;
     if (why == REASON_ALLOWED && rt->url_keys && pr.path_len == sizeof(SIGNURL_ENDPOINT) - 1 &&
         memcmp(pr.path, SIGNURL_ENDPOINT, pr.path_len) == 0) {
@@ -1312,7 +1465,7 @@ static void handle_stages(struct conn *c, const struct http1_request *hreq, size
     {
         const struct decide_limiter lim = {c, limit_in_flight, limit_rate};
         snap = (struct decide_snapshot){cfg, rt->policies, rt->authn, rt->url_keys, rt->classes};
-        decide_input(r, hreq, &pr, why, &dr);
+        decide_input(r, hreq, &hs, &pr, why, &dr);
         decide_request(&snap, &dr, rt->caches[w->id % rt->n_workers], &c->token_hint, &lim, &r->d);
     }
     if (r->d.have_ar)
@@ -1376,7 +1529,7 @@ decided:
 
     if (rt->assertion && up->caller_assertion) {
         char aerr[256];
-        a_line = assertion_line(w, rt, r, hreq, &a_len, aerr, sizeof(aerr));
+        a_line = assertion_line(w, rt, r, &hs, &a_len, aerr, sizeof(aerr));
         if (!a_line) {
             /* ours, not the caller's: retryable, and nothing is forwarded */
             if (log_budget(w)) {
@@ -1494,7 +1647,7 @@ decided:
         r->forwarded = true;
         c->resp_mark = c->out_drained + evbuffer_get_length(bufferevent_get_output(c->bev));
         c->state = CS_BUSY;
-        evtimer_del(&c->timer);
+        timer_clear(c);
         c->ex = proxy_forward(w->proxy, &fp, on_proxy_done, c);
     }
     return;
@@ -1638,6 +1791,7 @@ void conn_free(struct conn *c)
         proxy_abort(ex); /* runs on_proxy_done -> finish -> ... -> conn_next */
     }
     evtimer_del(&c->timer);
+    c->timer_at_ns = c->deadline_ns = 0;
     proxy_reader_free(c->rd);
     if (c->bev)
         bufferevent_free(c->bev);
@@ -1679,8 +1833,7 @@ static void closing_write(struct bufferevent *bev, void *arg)
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     bufferevent_setcb(c->bev, linger_read, NULL, linger_event, c);
     conn_read_on(c);
-    evtimer_del(&c->timer);
-    arm_timer(c, 2, LINGER_MS);
+    arm_timer(c, 2, LINGER_MS, mono_ns());
 }
 
 static void conn_close(struct conn *c)
@@ -1690,15 +1843,15 @@ static void conn_close(struct conn *c)
     conn_read_off(c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_enable(c->bev, EV_WRITE);
-    evtimer_del(&c->timer);
     /* A client that never reads its response is dropped after the idle timeout. */
-    arm_timer(c, 0, c->w->rt ? c->w->rt->cfg->limits.idle_timeout_ms : 10000);
+    arm_timer(c, 0, c->w->rt ? c->w->rt->cfg->limits.idle_timeout_ms : 10000, mono_ns());
     if (!c->processing)
         closing_write(c->bev, c);
 }
 
-/* After a request: close, or wait for / process the next head. */
-static void conn_next(struct conn *c, bool reusable)
+/* After a request: close, or wait for / process the next head. `now`: the
+ * caller's mono_ns reading at the request's end, or 0 to read the clock. */
+static void conn_next(struct conn *c, bool reusable, uint64_t now)
 {
     struct worker *w = c->w;
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -1723,9 +1876,10 @@ static void conn_next(struct conn *c, bool reusable)
     proxy_reader_watermark(c->rd, 0);
     conn_read_on(c);
     proxy_flush(c->bev); /* the response (or its tail), now */
-    evtimer_del(&c->timer);
+    timer_clear(c);
     if (evbuffer_get_length(in) == 0) {
-        arm_timer(c, 0, w->rt ? w->rt->cfg->limits.idle_timeout_ms : 60000);
+        /* the idle timeout runs from the end of the last request */
+        arm_timer(c, 0, w->rt ? w->rt->cfg->limits.idle_timeout_ms : 60000, now ? now : mono_ns());
         return;
     }
     if (!c->processing)
@@ -1761,8 +1915,7 @@ static void conn_process(struct conn *c)
         if (!c->head_started) {
             c->head_started = true;
             c->head_start_ns = mono_ns();
-            evtimer_del(&c->timer);
-            arm_timer(c, 1, rt->cfg->limits.header_timeout_ms);
+            arm_timer(c, 1, rt->cfg->limits.header_timeout_ms, c->head_start_ns);
         }
         memset(&lim, 0, sizeof(lim));
         lim.max_header_bytes = rt->cfg->limits.max_header_bytes;
@@ -1797,7 +1950,7 @@ static void conn_process(struct conn *c)
             }
             break;
         }
-        evtimer_del(&c->timer);
+        timer_clear(c);
         c->parse_prev = 0;
         handle_request(c, &hreq, head_len);
     }
@@ -1824,21 +1977,16 @@ static void conn_process(struct conn *c)
  */
 static bool conn_park(struct conn *c, const struct cfg_issuer *is)
 {
-    uint64_t now = mono_ns(), left;
-    struct timeval tv;
+    uint64_t now = mono_ns();
 
     if (!c->park_deadline_ns)
         c->park_deadline_ns = now + (uint64_t)is->fetch_timeout_ms * 1000000u;
     if (now >= c->park_deadline_ns)
         return false;
-    left = c->park_deadline_ns - now;
     request_release(&c->req);
     c->state = CS_PARKED;
     conn_read_off(c);
-    evtimer_del(&c->timer);
-    tv.tv_sec = (time_t)(left / 1000000000u);
-    tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u) + 1;
-    evtimer_add(&c->timer, &tv);
+    arm_timer_at(c, c->park_deadline_ns, now);
     return true;
 }
 
@@ -1847,7 +1995,7 @@ void conn_unpark(struct conn *c)
 {
     if (c->state != CS_PARKED)
         return;
-    evtimer_del(&c->timer);
+    timer_clear(c);
     c->state = CS_HEAD;
     conn_read_on(c);
     conn_process(c);
@@ -1896,6 +2044,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     (void)what;
+    c->timer_at_ns = 0;
+    if (!c->deadline_ns)
+        return; /* armed for a deadline since cleared */
+    {
+        uint64_t now = mono_ns();
+        if (now < c->deadline_ns) { /* armed for an earlier deadline: the rest */
+            arm_timer_at(c, c->deadline_ns, now);
+            return;
+        }
+    }
+    c->deadline_ns = 0;
     if (c->state == CS_PARKED) { /* fetch_timeout_ms passed: decide now */
         conn_unpark(c);
         return;
@@ -1968,5 +2127,5 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_HIGH_WATER / 2, 0);
     conn_read_on(c);
-    arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000);
+    arm_timer(c, 0, rt ? rt->cfg->limits.idle_timeout_ms : 60000, mono_ns());
 }

@@ -61,11 +61,8 @@ struct request {
     size_t query_len;
     const char *user_agent;
     size_t ua_len;
-    struct audit_header hdrs[AUDIT_MAX_RECORD_HEADERS];
-    size_t n_hdrs;
+    size_t n_hdrs; /* hdrs[0..n_hdrs) (at the end) */
     /* stages */
-    struct decide_outcome d;         /* route, authn, authz, limits (decide.h); the sign
-                                endpoint fills its authn and link members */
     const struct runtime_step *step; /* d.policy's */
     bool have_idt;
     struct identity_token idt;
@@ -90,6 +87,11 @@ struct request {
     bool body_pending;
     bool reads_paused; /* bytes came while parked: reading stopped until the verdict */
     bool park_link;    /* parked on a link use, not on the rate (resume there) */
+    /* Last, in this order: request_release clears everything before d's tail
+     * (decide.h: the link members, trace) and hdrs, which are set where they are used. */
+    struct decide_outcome d; /* route, authn, authz, limits (decide.h); the sign
+                                endpoint fills its authn and link members */
+    struct audit_header hdrs[AUDIT_MAX_RECORD_HEADERS];
 };
 
 struct conn {
@@ -97,7 +99,9 @@ struct conn {
     struct list node; /* in its worker's conns */
     struct bufferevent *bev;
     struct proxy_reader *rd; /* owned: reads bev (conn_read_on/off), freed before it */
-    struct event timer;
+    struct event timer;      /* the wake-up for deadline_ns (conn.c's timer rule) */
+    uint64_t deadline_ns;    /* mono_ns the current timeout falls due; 0: none */
+    uint64_t timer_at_ns;    /* the armed timer fires by then; 0: not armed */
     enum conn_state state;
     bool processing; /* inside conn_process: frees are deferred */
     bool head_started;

@@ -6,6 +6,7 @@
  */
 #include "decide.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,18 @@ const char *decide_stage_name(enum decide_stage s)
     }
     return "?";
 }
+
+_Static_assert(
+    offsetof(struct decide_outcome, lp) < offsetof(struct decide_outcome, trace) &&
+        offsetof(struct decide_outcome, trace) + sizeof(struct policy_trace) +
+                _Alignof(struct decide_outcome) >
+            sizeof(struct decide_outcome) &&
+        offsetof(struct decide_outcome, lp) > offsetof(struct decide_outcome, max_body) &&
+        offsetof(struct decide_outcome, link_id) > offsetof(struct decide_outcome, lp) &&
+        offsetof(struct decide_outcome, link_sig_sha) > offsetof(struct decide_outcome, link_id) &&
+        offsetof(struct decide_outcome, link_err) > offsetof(struct decide_outcome, link_sig_sha) &&
+        offsetof(struct decide_outcome, trace) > offsetof(struct decide_outcome, link_err),
+    "lp, link_id, link_sig_sha, link_err, then trace, end struct decide_outcome");
 
 /* A refusal at the current stage: ours (keys) is an error, the rest denies. */
 static bool refuse(struct decide_outcome *out, enum reason why)
@@ -147,6 +160,7 @@ static bool stage_link(const struct decide_snapshot *snap, const struct decide_r
     enum reason why;
 
     out->link = true;
+    decide_link_clear(out);
     if (req->authorization)
         return refuse(out, REASON_BAD_REQUEST);
     if (signurl_parse_query(req->query, req->query_len, &out->lp, out->link_err,
@@ -293,7 +307,11 @@ void decide_request(const struct decide_snapshot *snap, const struct decide_requ
 {
     const struct policy_limits *pl;
 
-    memset(out, 0, sizeof(*out));
+    /* Everything but the tail (the link members, trace: decide.h) is
+     * cleared; the request path never reads the trace, the rest only on a link. */
+    memset(out, 0, offsetof(struct decide_outcome, lp));
+    if (req->trace)
+        memset(&out->trace, 0, sizeof(out->trace));
     out->stage = DECIDE_STAGE_PATH;
     if (req->path_reason != REASON_ALLOWED) {
         refuse(out, req->path_reason);
@@ -364,6 +382,12 @@ void decide_resume(const struct decide_snapshot *snap, const struct decide_reque
     }
     if (rate_verdict(out, v, retry_after_s) && stage_body(snap, req, out))
         done(out);
+}
+
+void decide_link_clear(struct decide_outcome *out)
+{
+    memset(&out->lp, 0,
+           offsetof(struct decide_outcome, trace) - offsetof(struct decide_outcome, lp));
 }
 
 void decide_outcome_release(struct decide_outcome *out)

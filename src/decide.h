@@ -150,15 +150,10 @@ struct decide_outcome {
     const struct cfg_issuer *issuer; /* the issuer that verified (or was named) */
     const char *issuer_note;         /* claims mode: why no issuer, or NULL (static) */
     bool link;                       /* a signed-URL request: lp, link_id, link_sig_sha */
-    struct signurl_params lp;
-    char link_id[2 * SIGNURL_ID_BYTES + 1];
-    char link_sig_sha[65];
-    char link_err[160]; /* a link that did not parse: why (for a log line) */
     /* authz */
     bool would_deny;
     enum reason deny_reason; /* the dry_run deny let through */
     bool have_trace;
-    struct policy_trace trace; /* with request.trace */
     /* limits: what the step checks (explain reports them unchecked) */
     struct {
         enum decide_rate_scope scope;
@@ -168,6 +163,14 @@ struct decide_outcome {
         bool checked; /* a limiter was called */
     } limits;
     uint64_t max_body; /* the step's body cap (body stage reached) */
+    /* Last, and not cleared with the rest (decide_request clears the members
+     * above only): each is set where it becomes meaningful. */
+    struct signurl_params lp; /* with link, like the three below: cleared (decide_link_clear)
+                                 when the link stage starts */
+    char link_id[2 * SIGNURL_ID_BYTES + 1];
+    char link_sig_sha[65];
+    char link_err[160];        /* a link that did not parse: why (for a log line) */
+    struct policy_trace trace; /* with request.trace: cleared when the decision starts */
 };
 
 /* Decides `req` (see the opening comment). `lim` NULL: no limits taken.
@@ -196,6 +199,11 @@ struct hdrclass *decide_classes_new(const struct baton_config *cfg, const struct
  * (*tok points into `v`), 0 another scheme, -1 "Bearer" with nothing usable
  * after it. */
 int decide_bearer(const char *v, size_t n, const char **tok, size_t *len);
+
+/* Clears the outcome's link members (lp, link_id, link_sig_sha, link_err),
+ * which decide_request leaves as they were unless the request is a link: for a
+ * caller that fills them itself (the sign endpoint). */
+void decide_link_clear(struct decide_outcome *out);
 
 /* Drops what the outcome holds (the claims reference). Safe twice. */
 void decide_outcome_release(struct decide_outcome *out);

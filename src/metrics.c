@@ -69,8 +69,14 @@ struct metrics_worker {
     _Atomic uint64_t upstream_reused;
     _Atomic uint64_t cache_hits;
     _Atomic uint64_t cache_misses;
+    /* owner only: the last request's label set and upstream histogram, kept
+     * only when their step is the request's whole label (not cut, not
+     * _overflow), so that a hit is the set label_find would return */
+    struct label_set *last;
+    struct step_histogram *last_up;
 };
 
+static bool request_cache = true;
 static struct metrics_worker *workers;
 static unsigned n_workers;
 static _Atomic long open_conns;
@@ -173,8 +179,8 @@ static struct label_set *label_find(struct metrics_worker *mw, const char *step,
 
 /* The step's upstream histogram; past the table, the last slot is
  * step="_overflow" for every step that did not fit. */
-static struct histogram *step_histogram_find(struct metrics_worker *mw, const char *step,
-                                             uint32_t h)
+static struct step_histogram *step_histogram_find(struct metrics_worker *mw, const char *step,
+                                                  uint32_t h)
 {
     for (size_t probe = 0; probe < METRICS_STEP_HISTOGRAMS; probe++) {
         struct step_histogram *s = &mw->upstream[(h + probe) & (METRICS_STEP_HISTOGRAMS - 1)];
@@ -186,10 +192,10 @@ static struct histogram *step_histogram_find(struct metrics_worker *mw, const ch
             snprintf(s->step, sizeof(s->step), "%s", step);
             atomic_store_explicit(&s->used, 1, memory_order_release);
             pthread_mutex_unlock(&mw->insert_lock);
-            return &s->h;
+            return s;
         }
         if (strncmp(s->step, step, sizeof(s->step) - 1) == 0)
-            return &s->h;
+            return s;
     }
     return NULL;
 }
@@ -204,24 +210,47 @@ static void observe(struct histogram *h, uint64_t ns)
     bump(&h->sum_ns, ns);
 }
 
+void metrics_request_cache(bool on)
+{
+    request_cache = on;
+}
+
+/* An exact match of a cached set's step: it holds the whole label (a label
+ * that did not fit was never cached), so it is the set found by hash. */
+static bool step_is(const char *cached, const char *label)
+{
+    return strcmp(cached, label) == 0;
+}
+
 void metrics_request(struct metrics_worker *mw, const char *step, enum decision d,
                      enum reason reason, int status, uint64_t total_ns, uint64_t upstream_ns)
 {
     struct label_set *s;
     const char *label = step && *step ? step : METRICS_NO_STEP;
-    uint32_t h;
+    uint32_t h = 0;
+    bool hashed = false;
 
     if (!mw)
         return;
-    h = step_hash(label);
-    s = label_find(mw, label, h, d, reason, status, false);
+    s = mw->last;
+    if (!s || s->decision != d || s->reason != reason || s->status != status ||
+        !step_is(s->step, label)) {
+        h = step_hash(label);
+        hashed = true;
+        s = label_find(mw, label, h, d, reason, status, false);
+        mw->last = request_cache && s && step_is(s->step, label) ? s : NULL;
+    }
     if (s)
         bump(&s->count, 1);
     observe(&mw->request, total_ns);
     if (upstream_ns) {
-        struct histogram *u = step_histogram_find(mw, label, h);
+        struct step_histogram *u = mw->last_up;
+        if (!u || !step_is(u->step, label)) {
+            u = step_histogram_find(mw, label, hashed ? h : step_hash(label));
+            mw->last_up = request_cache && u && step_is(u->step, label) ? u : NULL;
+        }
         if (u)
-            observe(u, upstream_ns);
+            observe(&u->h, upstream_ns);
     }
 }
 

@@ -24,6 +24,7 @@
 #define BATON_METRICS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "reason.h"
@@ -45,6 +46,14 @@ void metrics_shutdown(void);
 /* Worker `id`'s counters (id < n_workers), borrowed until metrics_shutdown.
  * Only the thread serving that worker may pass it to the functions below. */
 struct metrics_worker *metrics_worker(unsigned id);
+
+/*
+ * Whether metrics_request first tries the worker's last label set and upstream
+ * histogram (on by default): a worker mostly counts the same step, decision
+ * and status over and over. Off, every request looks its sets up by hash: the
+ * plain way the tests compare with. Set before the workers run.
+ */
+void metrics_request_cache(bool on);
 
 /*
  * Counts one finished request: `step` (NUL-terminated, borrowed for the call;

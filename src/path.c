@@ -28,47 +28,42 @@ enum {
     C_NON_ASCII,
 };
 
+/* The class of each byte (GNU range designators; unlisted bytes are C_BAD:
+ * space " < > [ ] ^ ` { | }). One load a byte instead of a chain of tests. */
+static const uint8_t byte_classes[256] = {
+    [0x00 ... 0x1f] = C_CONTROL,
+    [0x7f] = C_CONTROL,
+    [0x80 ... 0xff] = C_NON_ASCII,
+    ['a' ... 'z'] = C_OK,
+    ['A' ... 'Z'] = C_OK,
+    ['0' ... '9'] = C_OK,
+    ['-'] = C_OK, /* unreserved */
+    ['.'] = C_OK,
+    ['_'] = C_OK,
+    ['~'] = C_OK,
+    ['!'] = C_OK, /* sub-delims but ';' */
+    ['$'] = C_OK,
+    ['&'] = C_OK,
+    ['\''] = C_OK,
+    ['('] = C_OK,
+    [')'] = C_OK,
+    ['*'] = C_OK,
+    ['+'] = C_OK,
+    [','] = C_OK,
+    ['='] = C_OK,
+    [':'] = C_OK,
+    ['@'] = C_OK,
+    ['/'] = C_SLASH,
+    ['%'] = C_PERCENT,
+    ['?'] = C_QUESTION,
+    ['#'] = C_HASH,
+    ['\\'] = C_BACKSLASH,
+    [';'] = C_SEMICOLON,
+};
+
 static uint8_t byte_class(unsigned char c)
 {
-    if (c < 0x20 || c == 0x7f)
-        return C_CONTROL;
-    if (c >= 0x80)
-        return C_NON_ASCII;
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return C_OK;
-    switch (c) {
-    case '-':
-    case '.':
-    case '_':
-    case '~': /* unreserved */
-    case '!':
-    case '$':
-    case '&':
-    case '\'':
-    case '(':
-    case ')': /* sub-delims */
-    case '*':
-    case '+':
-    case ',':
-    case '=':
-    case ':':
-    case '@':
-        return C_OK;
-    case '/':
-        return C_SLASH;
-    case '%':
-        return C_PERCENT;
-    case '?':
-        return C_QUESTION;
-    case '#':
-        return C_HASH;
-    case '\\':
-        return C_BACKSLASH;
-    case ';':
-        return C_SEMICOLON;
-    default:
-        return C_BAD; /* space " < > [ ] ^ ` { | } */
-    }
+    return byte_classes[c];
 }
 
 /* Hex digit value, or -1; `*lower` is set when it is a lowercase letter. */

@@ -37,6 +37,8 @@ bool policy_glob_match(const char *p, size_t pn, const char *s, size_t sn)
     if (!star)
         return pn == sn && memcmp(p, s, pn) == 0;
     head = (size_t)(star - p);
+    if (head == pn - 1) /* "prefix*", the usual shape: one star, at the end */
+        return sn >= head && memcmp(s, p, head) == 0;
     last = memrchr(p, '*', pn);
     tail = pn - (size_t)(last - p) - 1;
     if (sn < head + tail || memcmp(s, p, head) != 0 || memcmp(s + sn - tail, last + 1, tail) != 0)

@@ -32,19 +32,51 @@ void trace_sample_new(bool on)
     atomic_store_explicit(&sample_new, on, memory_order_relaxed);
 }
 
-/* 16 lowercase hex digits of `v`, most significant first, and a NUL after. */
-static void hex64(uint64_t v, char *out)
+/* The 8 nibbles of `v` spread one a byte, nibble k in byte k (bits 8k..8k+3). */
+static uint64_t spread_nibbles(uint32_t v)
 {
-    unsigned char be[8];
+    uint64_t x = v;
 
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        be[i] = (unsigned char)v;
-    hex_encode(be, sizeof(be), out); /* two digits a byte, by table */
+    x = (x | x << 16) & 0x0000ffff0000ffffull;
+    x = (x | x << 8) & 0x00ff00ff00ff00ffull;
+    return (x | x << 4) & 0x0f0f0f0f0f0f0f0full;
+}
+
+/* Each byte 0..15 of `x` as its lowercase hex digit: '0' + b, and 39 more
+ * ('a' - '0' - 10) where b + 6 carries into bit 4, that is b >= 10. */
+static uint64_t hex_bytes(uint64_t x)
+{
+    uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+    return x + 0x3030303030303030ull + letters * 39u;
+}
+
+/* The 8 digits of `v`, most significant first: byte 7 of the word first, so
+ * one store of the word in big-endian order. */
+static void put8(uint32_t v, char *out)
+{
+    uint64_t d = hex_bytes(spread_nibbles(v));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    d = __builtin_bswap64(d);
+#endif
+    memcpy(out, &d, 8);
+}
+
+void trace_hex64(uint64_t v, char out[16])
+{
+    put8((uint32_t)(v >> 32), out);
+    put8((uint32_t)v, out + 8);
+}
+
+void trace_hex64_plain(uint64_t v, char out[16])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++)
+        out[i] = digits[(v >> (4 * (15 - i))) & 15];
 }
 
 void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3, struct trace_ctx *out)
 {
-    hex64(r1 ? r1 : 1, out->span_id);
+    trace_hex64(r1 ? r1 : 1, out->span_id);
     out->span_id[16] = '\0';
     if (incoming) {
         memcpy(out->trace_id, incoming + 3, 32);
@@ -54,8 +86,8 @@ void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3, st
                         incoming[54] == '7' || incoming[54] == '9' || incoming[54] == 'b' ||
                         incoming[54] == 'd' || incoming[54] == 'f'); /* flags bit 0 */
     } else {
-        hex64(r2, out->trace_id);
-        hex64(r3 ? r3 : 1, out->trace_id + 16);
+        trace_hex64(r2, out->trace_id);
+        trace_hex64(r3 ? r3 : 1, out->trace_id + 16);
         out->parent_id[0] = '\0';
         out->sampled = atomic_load_explicit(&sample_new, memory_order_relaxed);
     }

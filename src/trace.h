@@ -52,6 +52,13 @@ struct trace_ctx {
 void trace_begin(const char *incoming, uint64_t r1, uint64_t r2, uint64_t r3,
                  struct trace_ctx *out);
 
+/* The 16 lowercase hex digits of `v`, most significant first (no NUL): by
+ * 8-byte words, not a table lookup per digit (trace_hex64_plain's value). */
+void trace_hex64(uint64_t v, char out[16]);
+
+/* The same digits one at a time: the plain way the tests hold it against. */
+void trace_hex64_plain(uint64_t v, char out[16]);
+
 /* New traces (no valid incoming traceparent) are sampled from now on when
  * `on` (span export is configured, otlp.h). Any thread; default off. */
 void trace_sample_new(bool on);

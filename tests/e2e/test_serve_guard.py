@@ -170,3 +170,113 @@ def test_slowloris_closed_at_the_header_deadline(tmp_path, up):
     finally:
         assert e.stop() == 0
     assert len(e.audit_records()) == 1
+
+
+def _one_response(s, timeout=5):
+    """Reads one Content-Length response off a keep-alive socket: (status, raw)."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, "closed before a response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(body) < n:
+        chunk = s.recv(65536)
+        assert chunk, "closed inside a body"
+        body += chunk
+    assert len(body) == n, "nothing follows a response unasked"
+    return status_of(data), data
+
+
+def _closed_after(s, t0, timeout):
+    """Seconds from t0 until the server closed s (EOF or reset), reading what
+    comes; None when it stayed open `timeout` seconds."""
+    s.settimeout(0.05)
+    end = time.monotonic() + timeout
+    data = b""
+    while time.monotonic() < end:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - t0, data
+        if not chunk:
+            return time.monotonic() - t0, data
+        data += chunk
+    return None, data
+
+
+def test_keep_alive_deadlines_run_from_the_last_activity(tmp_path, up):
+    """The connection's timer is re-armed lazily (it stays armed when it fires
+    no later than the new deadline, and is armed again for the rest when it
+    fires early): requests spaced within the idle time keep a connection open
+    for longer than both timeouts; an idle connection closes at idle_timeout_ms
+    from its last response, never before; a head started later has its whole
+    header_timeout_ms from its first byte, whichever timeout is the shorter."""
+    for header_ms, idle_ms in ((800, 1500), (1500, 700)):
+        d = tmp_path / ("h%d-i%d" % (header_ms, idle_ms))
+        d.mkdir()
+        e = ServeEnv(d, up.port, limits={"header_timeout_ms": header_ms,
+                                         "idle_timeout_ms": idle_ms})
+        e.start()
+        try:
+            req = ("GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n\r\n"
+                   % e.token()).encode()
+            gap = min(header_ms, idle_ms) / 1000 * 0.6
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+            # spaced requests: open for longer than both timeouts together
+            t_end = time.monotonic() + (header_ms + idle_ms) / 1000 + 0.3
+            n = 0
+            while time.monotonic() < t_end:
+                s.sendall(req)
+                assert _one_response(s)[0] == 200, "request %d on the connection" % n
+                n += 1
+                time.sleep(gap)
+            # idle after the last response: closed at idle_timeout_ms from it
+            s.sendall(req)
+            assert _one_response(s)[0] == 200
+            t_last = time.monotonic()
+            closed_at, _ = _closed_after(s, t_last, idle_ms / 1000 + 2)
+            s.close()
+            assert closed_at is not None, "the idle connection was never closed"
+            assert closed_at >= idle_ms / 1000 - 0.05, "closed %.3f s after the last response" % closed_at
+            assert closed_at < idle_ms / 1000 + 1.0, "closed %.3f s after the last response" % closed_at
+            # a head that starts a while after a response: the header deadline
+            # from its first byte (a trickle that never completes)
+            s = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+            s.sendall(req)
+            assert _one_response(s)[0] == 200
+            time.sleep(min(header_ms, idle_ms) / 1000 * 0.4)
+            t_first = time.monotonic()
+            s.sendall(b"GET /api/x HTTP/1.1\r\n")
+            closed_at, data = None, b""
+            for i in range(int((header_ms / 1000 + 2) / 0.1)):
+                try:
+                    s.sendall(b"X-Slow-%d: y\r\n" % i)
+                except OSError:
+                    closed_at = time.monotonic() - t_first
+                    break
+                r, _, _ = select.select([s], [], [], 0.1)
+                if r:
+                    try:
+                        chunk = s.recv(65536)
+                    except ConnectionResetError:
+                        chunk = b""
+                    data += chunk
+                    if not chunk or b"\r\n\r\n" in data:
+                        closed_at = time.monotonic() - t_first
+                        break
+            s.close()
+            assert closed_at is not None, "the slow head was never refused"
+            assert closed_at >= header_ms / 1000 - 0.05, "refused %.3f s after its first byte" % closed_at
+            assert closed_at < header_ms / 1000 + 1.0, "refused %.3f s after its first byte" % closed_at
+            assert status_of(data) in (408, None)
+        finally:
+            assert e.stop() == 0

@@ -256,8 +256,63 @@ static void test_every_byte(void)
     is_int(accepted_bad, 0, "exactly the RFC 3986 path bytes (minus ';') are accepted literally");
 }
 
+/* The reason for byte c alone in a path segment and in a query, by the rules
+ * written out as tests (the plain way path.c's class table must agree with). */
+static enum reason ref_path_reason(int c)
+{
+    if (c < 0x20 || c == 0x7f)
+        return REASON_PATH_CONTROL;
+    if (c >= 0x80)
+        return REASON_PATH_NON_ASCII;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr("-._~!$&'()*+,=:@/?", c))
+        return REASON_ALLOWED; /* '?' starts the (empty-valued) query */
+    switch (c) {
+    case '%':
+        return REASON_PATH_BAD_PERCENT; /* "%b" is no escape */
+    case '#':
+        return REASON_PATH_FRAGMENT;
+    case '\\':
+        return REASON_PATH_BACKSLASH;
+    case ';':
+        return REASON_PATH_SEMICOLON;
+    default:
+        return REASON_PATH_BAD_CHAR;
+    }
+}
+
+static enum reason ref_query_reason(int c)
+{
+    if (c < 0x20 || c == 0x7f)
+        return REASON_PATH_CONTROL;
+    if (c >= 0x80)
+        return REASON_PATH_NON_ASCII;
+    if (c == '#')
+        return REASON_PATH_FRAGMENT;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr("-._~!$&'()*+,=:@/?;", c))
+        return REASON_ALLOWED;
+    return REASON_PATH_BAD_QUERY; /* '%' without two digits, '\\', the rest */
+}
+
+static void test_every_byte_reason(void)
+{
+    int wrong = 0;
+    for (int c = 0; c < 256; c++) {
+        char t[5] = {'/', 'a', (char)c, 'b', 'c'}, q[5] = {'/', '?', 'a', (char)c, 'b'};
+        struct path_result res;
+        enum reason rp = path_canonicalize(t, 4, 0, &res), rq = path_canonicalize(q, 5, 0, &res);
+        if (rp != ref_path_reason(c) || rq != ref_query_reason(c)) {
+            wrong++;
+            tap_diag("  byte 0x%02x: path %s, query %s", c, reason_code(rp), reason_code(rq));
+        }
+    }
+    is_int(wrong, 0, "every byte in a path and in a query: the reason the rules give");
+}
+
 int main(void)
 {
+    test_every_byte_reason();
     test_bad();
     test_good();
     test_length();

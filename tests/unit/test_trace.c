@@ -1,5 +1,6 @@
 /* Unit tests of trace.c (W3C Trace Context hop, Cloud Logging trace fields)
  * and ready.c's summary of what /readyz says is missing. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,8 +88,41 @@ static void test_ready_missing(void)
     is_str(out, "", "a document that does not parse: nothing");
 }
 
+/* trace_hex64 (by words) against the plain digit-by-digit way and printf, on
+ * every single nibble value in every position and on many generated words. */
+static void test_hex64(void)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int bad = 0, n = 0;
+
+    for (int pos = 0; pos < 16; pos++)
+        for (uint64_t d = 0; d < 16; d++) {
+            uint64_t v[2] = {d << (4 * pos), ~(d << (4 * pos))};
+            for (int k = 0; k < 2; k++) {
+                char a[17] = "", b[17] = "", c[17];
+                trace_hex64(v[k], a);
+                trace_hex64_plain(v[k], b);
+                snprintf(c, sizeof(c), "%016llx", (unsigned long long)v[k]);
+                bad += memcmp(a, b, 16) != 0 || memcmp(a, c, 16) != 0;
+                n++;
+            }
+        }
+    for (int i = 0; i < 200000; i++) {
+        char a[17] = "", c[17];
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        trace_hex64(x, a);
+        snprintf(c, sizeof(c), "%016llx", (unsigned long long)x);
+        bad += memcmp(a, c, 16) != 0;
+        n++;
+    }
+    ok(bad == 0, "trace_hex64 = %%016llx on %d words (%d differ)", n, bad);
+}
+
 int main(void)
 {
+    test_hex64();
     test_hop();
     test_log_fields();
     test_ready_missing();
