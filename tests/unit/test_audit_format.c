@@ -118,7 +118,7 @@ static int check_str(const char *s, size_t n, size_t cap, const char *what)
 {
     char want[8 * 1024 + 16], pre[] = "pre";
     struct sb b = {0};
-    bool cut;
+    bool cut = false;
     size_t wl = ref_str(want, s, n, cap, &cut);
     int good;
 
