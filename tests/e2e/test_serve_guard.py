@@ -130,6 +130,28 @@ def test_smuggled_second_request_is_never_parsed(env, up):
     assert seen[-1] == "/api/first" and up.requests()[-1]["body_len"] == len(body)
 
 
+def _trickle_head(s, t0, lines):
+    """Sends a header line every 100 ms, at most `lines` of them, reading what
+    comes back. Returns (seconds from t0 to the close or the end of a response
+    head, or None if neither came; the bytes read)."""
+    data = b""
+    for i in range(lines):
+        try:
+            s.sendall(b"X-Slow-%d: y\r\n" % i)
+        except OSError:
+            return time.monotonic() - t0, data
+        r, _, _ = select.select([s], [], [], 0.1)
+        if r:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            data += chunk
+            if not chunk or b"\r\n\r\n" in data:
+                return time.monotonic() - t0, data
+    return None, data
+
+
 def test_slowloris_closed_at_the_header_deadline(tmp_path, up):
     e = ServeEnv(tmp_path, up.port, limits={"header_timeout_ms": 1000, "idle_timeout_ms": 5000})
     e.start()
@@ -137,23 +159,8 @@ def test_slowloris_closed_at_the_header_deadline(tmp_path, up):
         s = socket.create_connection(("127.0.0.1", e.port), timeout=5)
         t0 = time.monotonic()
         s.sendall(b"GET /api/x HTTP/1.1\r\n")
-        closed_at, data, closed = None, b"", False
-        for i in range(40):  # a header line every 100 ms would take 4 s
-            try:
-                s.sendall(b"X-Slow-%d: y\r\n" % i)
-            except OSError:
-                closed_at, closed = time.monotonic() - t0, True
-                break
-            r, _, _ = select.select([s], [], [], 0.1)
-            if r:
-                try:
-                    chunk = s.recv(65536)
-                except ConnectionResetError:
-                    chunk = b""
-                data += chunk
-                if not chunk or b"\r\n\r\n" in data:
-                    closed_at, closed = time.monotonic() - t0, True
-                    break
+        closed_at, data = _trickle_head(s, t0, 40)  # a header line every 100 ms would take 4 s
+        closed = closed_at is not None
         if closed_at is None:
             closed_at = time.monotonic() - t0
         s.close()
@@ -256,23 +263,7 @@ def test_keep_alive_deadlines_run_from_the_last_activity(tmp_path, up):
             time.sleep(min(header_ms, idle_ms) / 1000 * 0.4)
             t_first = time.monotonic()
             s.sendall(b"GET /api/x HTTP/1.1\r\n")
-            closed_at, data = None, b""
-            for i in range(int((header_ms / 1000 + 2) / 0.1)):
-                try:
-                    s.sendall(b"X-Slow-%d: y\r\n" % i)
-                except OSError:
-                    closed_at = time.monotonic() - t_first
-                    break
-                r, _, _ = select.select([s], [], [], 0.1)
-                if r:
-                    try:
-                        chunk = s.recv(65536)
-                    except ConnectionResetError:
-                        chunk = b""
-                    data += chunk
-                    if not chunk or b"\r\n\r\n" in data:
-                        closed_at = time.monotonic() - t_first
-                        break
+            closed_at, data = _trickle_head(s, t_first, int((header_ms / 1000 + 2) / 0.1))
             s.close()
             assert closed_at is not None, "the slow head was never refused"
             assert closed_at >= header_ms / 1000 - 0.05, "refused %.3f s after its first byte" % closed_at
