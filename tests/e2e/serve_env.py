@@ -306,6 +306,33 @@ def status_of(raw):
     return int(raw[9:12])
 
 
+def read_response(s, timeout=5):
+    """Reads one response framed by Content-Length (none: no body) off s.
+    Returns (head, body, complete): body is what came after the head;
+    complete is True when it is exactly Content-Length bytes (False: the
+    peer closed first, or more came unasked)."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data, b"", False
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    body = bytearray(rest)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    while len(body) < length:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            return head, bytes(body), False
+        body += chunk
+    return head, bytes(body), len(body) == length
+
+
 def eventually(fn, timeout=5.0, step=0.02):
     """fn() until it is truthy or `timeout` seconds passed; its last value."""
     deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serve_env import ServeEnv, status_of
+from serve_env import ServeEnv, read_response, status_of
 
 
 @pytest.fixture(scope="module")
@@ -180,25 +180,10 @@ def test_slowloris_closed_at_the_header_deadline(tmp_path, up):
 
 
 def _one_response(s, timeout=5):
-    """Reads one Content-Length response off a keep-alive socket: (status, raw)."""
-    s.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        assert chunk, "closed before a response"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    n = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            n = int(v)
-    while len(body) < n:
-        chunk = s.recv(65536)
-        assert chunk, "closed inside a body"
-        body += chunk
-    assert len(body) == n, "nothing follows a response unasked"
-    return status_of(data), data
+    """Reads one Content-Length response off a keep-alive socket: (status, head)."""
+    head, _, complete = read_response(s, timeout)
+    assert complete, "closed before the whole response, or more followed it unasked"
+    return status_of(head), head
 
 
 def _closed_after(s, t0, timeout):

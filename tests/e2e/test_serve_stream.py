@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from serve_env import ServeEnv, status_of
+from serve_env import ServeEnv, read_response, status_of
 
 GIB = 1 << 30
 
@@ -45,26 +45,8 @@ class RssSampler(threading.Thread):
 
 
 def recv_response(s, timeout=120):
-    s.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    rest = bytearray(rest)
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            length = int(v)
-    while len(rest) < length:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            break
-        rest += chunk
-    return head, bytes(rest)
+    head, body, _ = read_response(s, timeout)
+    return head, body
 
 
 def test_one_gib_request_body_streams_with_bounded_rss(env, up):
