@@ -114,6 +114,19 @@ static void gen_str(char *s, size_t n, int mix)
         s[below(n)] = gen_byte(100);
 }
 
+/* A generated string of fewer than `size` bytes into s, half of the time
+ * clean, with `needle` at a random place half of the time it fits; its
+ * length. */
+static size_t gen_with(char *s, size_t size, const char *needle)
+{
+    size_t n = below(size), k = strlen(needle);
+
+    gen_str(s, n, below(2) ? 0 : 5);
+    if (n > k && below(2))
+        memcpy(s + below(n - k), needle, k);
+    return n;
+}
+
 static int check_str(const char *s, size_t n, size_t cap, const char *what)
 {
     char want[8 * 1024 + 16], pre[] = "pre";
@@ -297,12 +310,8 @@ static void test_records(void)
         r.request.method = gen_member(11, CAP_METHOD, &r.request.method_len);
         r.request.path = gen_member(12, 2000, &r.request.path_len);
         if (below(2)) {
-            n = below(sizeof(query[0]));
-            gen_str(query[0], n, below(2) ? 0 : 5);
-            if (n > 4 && below(2))
-                memcpy(query[0] + below(n - 4), "sig=", 4);
+            r.request.query_len = gen_with(query[0], sizeof(query[0]), "sig=");
             r.request.query = query[0];
-            r.request.query_len = n;
         }
         r.request.client = gen_cmember(13, CAP_CLIENT);
         r.request.user_agent = gen_member(14, CAP_UA, &r.request.user_agent_len);
@@ -338,12 +347,8 @@ static void test_records(void)
             r.link.id = gen_cmember(19, CAP_HASH);
             r.link.method = gen_cmember(20, CAP_METHOD);
             if (below(5)) {
-                n = below(sizeof(linkpath[0]));
-                gen_str(linkpath[0], n, below(2) ? 0 : 5);
-                if (n > 6 && below(2))
-                    memcpy(linkpath[0] + below(n - 6), "/?a=b&", 6);
+                r.link.path_len = gen_with(linkpath[0], sizeof(linkpath[0]), "/?a=b&");
                 r.link.path = linkpath[0];
-                r.link.path_len = n;
             }
             r.link.kid = gen_cmember(21, CAP_ID);
             r.link.minter = gen_cmember(22, CAP_ID);
